@@ -1,0 +1,253 @@
+//! The handler trait authors implement, its error/context/response types, and the adapter
+//! that turns a [`Handler`] into the generated `plinth:model/handler` exports.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::bindings::exports::plinth::model::handler as wit;
+
+/// SageMaker's four handler functions, as plain Rust.
+///
+/// Plinth calls [`Handler::model_fn`] once per instance (a warm instance keeps its model), then
+/// for each request [`Handler::input_fn`] -> [`Handler::predict_fn`] -> [`Handler::output_fn`].
+/// The associated types stay inside the component; the host only sees bodies.
+///
+/// Return a [`HandlerError`] for anything foreseeable. A panic fails the request and the
+/// instance is thrown away and replaced.
+pub trait Handler: 'static {
+    /// The loaded model, built once per instance.
+    type Model: 'static;
+    /// A decoded request.
+    type Payload: 'static;
+    /// The model's output for one request.
+    type Prediction: 'static;
+
+    /// Load the model from `model_dir` (mounted read-only, SageMaker's `/opt/ml/model`).
+    fn model_fn(model_dir: &str) -> Result<Self::Model, HandlerError>;
+
+    /// Decode a request body according to its `Content-Type`.
+    fn input_fn(
+        body: Vec<u8>,
+        content_type: &str,
+        ctx: &Context,
+    ) -> Result<Self::Payload, HandlerError>;
+
+    /// Run the model on a decoded request.
+    fn predict_fn(
+        data: Self::Payload,
+        model: &Self::Model,
+        ctx: &Context,
+    ) -> Result<Self::Prediction, HandlerError>;
+
+    /// Encode a prediction. `accept` is the request's `Accept` header; empty or `*/*` means
+    /// the handler's default type (see [`crate::codec::negotiate`]).
+    fn output_fn(
+        prediction: Self::Prediction,
+        accept: &str,
+        ctx: &Context,
+    ) -> Result<Response, HandlerError>;
+}
+
+/// A failure the handler saw coming. Plinth answers SageMaker's `ModelError` (HTTP 424) with
+/// the `OriginalStatusCode` noted on each variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// The body could not be parsed or has the wrong shape (400).
+    BadRequest(String),
+    /// The request's `Content-Type` is not one the handler reads (415).
+    UnsupportedMediaType(String),
+    /// None of the types in `Accept` is one the handler writes (406).
+    NotAcceptable(String),
+    /// The model failed while loading or predicting (500).
+    ModelError(String),
+}
+
+impl HandlerError {
+    /// A [`HandlerError::BadRequest`].
+    pub fn bad_request(message: impl fmt::Display) -> Self {
+        Self::BadRequest(message.to_string())
+    }
+
+    /// A [`HandlerError::UnsupportedMediaType`].
+    pub fn unsupported_media_type(message: impl fmt::Display) -> Self {
+        Self::UnsupportedMediaType(message.to_string())
+    }
+
+    /// A [`HandlerError::NotAcceptable`].
+    pub fn not_acceptable(message: impl fmt::Display) -> Self {
+        Self::NotAcceptable(message.to_string())
+    }
+
+    /// A [`HandlerError::ModelError`].
+    pub fn model_error(message: impl fmt::Display) -> Self {
+        Self::ModelError(message.to_string())
+    }
+
+    /// The message without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::NotAcceptable(m)
+            | Self::ModelError(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::BadRequest(_) => "bad request",
+            Self::UnsupportedMediaType(_) => "unsupported media type",
+            Self::NotAcceptable(_) => "not acceptable",
+            Self::ModelError(_) => "model error",
+        };
+        write!(f, "{kind}: {}", self.message())
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+/// Per-request facts that SageMaker passes to its handlers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// `X-Amzn-SageMaker-Inference-Id`, or one Plinth generated.
+    pub inference_id: String,
+    /// `X-Amzn-SageMaker-Custom-Attributes`, as sent by the client.
+    pub custom_attributes: Option<String>,
+    /// The production variant serving this request.
+    pub variant_name: String,
+}
+
+/// What [`Handler::output_fn`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// The response body.
+    pub body: Vec<u8>,
+    /// Its media type, sent as `Content-Type`.
+    pub content_type: String,
+    /// Sent back as `X-Amzn-SageMaker-Custom-Attributes` when set.
+    pub custom_attributes: Option<String>,
+}
+
+impl Response {
+    /// A response with `body` of type `content_type` and no custom attributes.
+    pub fn new(body: impl Into<Vec<u8>>, content_type: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            content_type: content_type.into(),
+            custom_attributes: None,
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::new(text.into().into_bytes(), "text/plain")
+    }
+
+    /// An `application/json` response holding `value`.
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self::new(crate::codec::encode_json_value(value), crate::codec::JSON)
+    }
+
+    /// `tensor` encoded as `content_type` (see [`crate::codec::encode`]).
+    pub fn tensor(tensor: &crate::codec::Tensor, content_type: &str) -> Result<Self, HandlerError> {
+        let body = crate::codec::encode(tensor, content_type)?;
+        Ok(Self::new(body, crate::codec::media_type(content_type)))
+    }
+
+    /// The same response with `X-Amzn-SageMaker-Custom-Attributes` set to `attributes`.
+    pub fn with_custom_attributes(mut self, attributes: Option<String>) -> Self {
+        self.custom_attributes = attributes;
+        self
+    }
+}
+
+impl From<HandlerError> for wit::HandlerError {
+    fn from(e: HandlerError) -> Self {
+        match e {
+            HandlerError::BadRequest(m) => Self::BadRequest(m),
+            HandlerError::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m),
+            HandlerError::NotAcceptable(m) => Self::NotAcceptable(m),
+            HandlerError::ModelError(m) => Self::ModelError(m),
+        }
+    }
+}
+
+impl From<wit::Context> for Context {
+    fn from(c: wit::Context) -> Self {
+        Self {
+            inference_id: c.inference_id,
+            custom_attributes: c.custom_attributes,
+            variant_name: c.variant_name,
+        }
+    }
+}
+
+impl From<Response> for wit::Response {
+    fn from(r: Response) -> Self {
+        Self {
+            body: r.body,
+            content_type: r.content_type,
+            custom_attributes: r.custom_attributes,
+        }
+    }
+}
+
+/// Implements the generated exports for any [`Handler`]; [`crate::export_handler!`] exports it.
+#[doc(hidden)]
+pub struct Adapter<H>(PhantomData<H>);
+
+/// Holds a [`Handler::Model`] as the `model` resource.
+#[doc(hidden)]
+pub struct ModelResource<H: Handler>(H::Model);
+/// Holds a [`Handler::Payload`] as the `payload` resource.
+#[doc(hidden)]
+pub struct PayloadResource<H: Handler>(H::Payload);
+/// Holds a [`Handler::Prediction`] as the `prediction` resource.
+#[doc(hidden)]
+pub struct PredictionResource<H: Handler>(H::Prediction);
+
+impl<H: Handler> wit::GuestModel for ModelResource<H> {}
+impl<H: Handler> wit::GuestPayload for PayloadResource<H> {}
+impl<H: Handler> wit::GuestPrediction for PredictionResource<H> {}
+
+impl<H: Handler> wit::Guest for Adapter<H> {
+    type Model = ModelResource<H>;
+    type Payload = PayloadResource<H>;
+    type Prediction = PredictionResource<H>;
+
+    fn model_fn(model_dir: String) -> Result<wit::Model, wit::HandlerError> {
+        let model = H::model_fn(&model_dir)?;
+        Ok(wit::Model::new(ModelResource::<H>(model)))
+    }
+
+    fn input_fn(
+        body: Vec<u8>,
+        content_type: String,
+        ctx: wit::Context,
+    ) -> Result<wit::Payload, wit::HandlerError> {
+        let payload = H::input_fn(body, &content_type, &ctx.into())?;
+        Ok(wit::Payload::new(PayloadResource::<H>(payload)))
+    }
+
+    fn predict_fn(
+        data: wit::Payload,
+        model: wit::ModelBorrow<'_>,
+        ctx: wit::Context,
+    ) -> Result<wit::Prediction, wit::HandlerError> {
+        let data = data.into_inner::<PayloadResource<H>>().0;
+        let model = &model.get::<ModelResource<H>>().0;
+        let prediction = H::predict_fn(data, model, &ctx.into())?;
+        Ok(wit::Prediction::new(PredictionResource::<H>(prediction)))
+    }
+
+    fn output_fn(
+        prediction: wit::Prediction,
+        accept: String,
+        ctx: wit::Context,
+    ) -> Result<wit::Response, wit::HandlerError> {
+        let prediction = prediction.into_inner::<PredictionResource<H>>().0;
+        Ok(H::output_fn(prediction, &accept, &ctx.into())?.into())
+    }
+}

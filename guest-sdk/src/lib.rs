@@ -1,0 +1,98 @@
+//! Write Plinth model components in plain Rust.
+//!
+//! A Plinth model is a WebAssembly component that implements SageMaker's four handler
+//! functions (`model_fn`, `input_fn`, `predict_fn`, `output_fn`) through the
+//! `plinth:model/handler` WIT interface. This crate owns everything between that contract
+//! and an author's code:
+//!
+//! - [`Handler`]: the four functions as a Rust trait, with the crate's own [`HandlerError`],
+//!   [`Context`] and [`Response`] types;
+//! - [`export_handler!`]: exports a [`Handler`] as the component's `handler` interface;
+//! - [`codec`]: request bodies (`text/csv`, `application/json`, `application/x-npy`) into a
+//!   [`codec::Tensor`] and back, plus `Accept` negotiation with SageMaker's defaults;
+//! - [`nn`]: tensor work on the host's native backend through `wasi:nn`.
+//!
+//! The WIT bindings are generated once, here, and never appear in an author's code.
+//!
+//! ```ignore
+//! use plinth_guest_sdk::{codec, Context, Handler, HandlerError, Response};
+//!
+//! struct Doubler;
+//!
+//! impl Handler for Doubler {
+//!     type Model = ();
+//!     type Payload = codec::Tensor;
+//!     type Prediction = codec::Tensor;
+//!
+//!     fn model_fn(_model_dir: &str) -> Result<(), HandlerError> {
+//!         Ok(())
+//!     }
+//!     fn input_fn(body: Vec<u8>, content_type: &str, _: &Context) -> Result<codec::Tensor, HandlerError> {
+//!         codec::decode(&body, content_type)
+//!     }
+//!     fn predict_fn(mut t: codec::Tensor, _: &(), _: &Context) -> Result<codec::Tensor, HandlerError> {
+//!         t.data.iter_mut().for_each(|x| *x *= 2.0);
+//!         Ok(t)
+//!     }
+//!     fn output_fn(t: codec::Tensor, accept: &str, _: &Context) -> Result<Response, HandlerError> {
+//!         let content_type = codec::negotiate(accept, codec::TENSOR_TYPES)?;
+//!         Response::tensor(&t, content_type)
+//!     }
+//! }
+//!
+//! plinth_guest_sdk::export_handler!(Doubler);
+//! ```
+
+// The generated bindings and the export macro name this crate by its external path.
+extern crate self as plinth_guest_sdk;
+
+pub mod codec;
+mod handler;
+pub mod nn;
+
+pub use handler::{Context, Handler, HandlerError, Response};
+/// The `serde_json` this crate encodes JSON with, for building response values.
+pub use serde_json;
+
+/// Bindings generated from `wit/plinth-model.wit`. Authors use [`Handler`] instead.
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, unreachable_pub, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "model",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "__plinth_export_bindings",
+        default_bindings_module: "plinth_guest_sdk::bindings",
+        runtime_path: "plinth_guest_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// Support for [`export_handler!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::handler::Adapter;
+    pub use wit_bindgen;
+}
+
+/// Export a [`Handler`] implementation as this component's `plinth:model/handler` interface.
+///
+/// Use it once, in the crate that builds the component (a `cdylib` for `wasm32-wasip2`):
+///
+/// ```ignore
+/// struct MyHandler;
+/// impl plinth_guest_sdk::Handler for MyHandler { /* ... */ }
+/// plinth_guest_sdk::export_handler!(MyHandler);
+/// ```
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:ty) => {
+        const _: () = {
+            type __PlinthExportedHandler = $crate::__private::Adapter<$handler>;
+            $crate::bindings::__plinth_export_bindings!(
+                __PlinthExportedHandler with_types_in $crate::bindings
+            );
+        };
+    };
+}

@@ -1,0 +1,453 @@
+//! The declarative deployment file: models, endpoint configs and endpoints, in TOML.
+//!
+//! Parsing is strict (unknown keys are errors) and is followed by validation into a
+//! [`Deployment`], the only form the server acts on. Every error names the file, the key
+//! and what to do about it.
+
+use crate::names;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The largest number of production variants an endpoint config may hold (SageMaker's).
+pub const MAX_VARIANTS: usize = 10;
+/// The default request payload limit: 6 MiB, SageMaker's.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// The default invocation deadline in seconds: 60, SageMaker's.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
+/// The default memory cap per instance in MiB.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+
+/// The file as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentFile {
+    /// Server-wide settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[[models]]`.
+    #[serde(default)]
+    pub models: Vec<ModelSection>,
+    /// `[[endpoint_configs]]`.
+    #[serde(default)]
+    pub endpoint_configs: Vec<EndpointConfigSection>,
+    /// `[[endpoints]]`.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Largest request body accepted, in bytes. Default: 6 MiB.
+    pub max_payload_bytes: Option<usize>,
+}
+
+/// `[[models]]`: SageMaker's CreateModel.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `ModelName`.
+    pub name: String,
+    /// `PrimaryContainer.Image`: the component file, relative to this file.
+    pub component: PathBuf,
+    /// `PrimaryContainer.ModelDataUrl`: the artifact directory, relative to this file.
+    pub model_data: Option<PathBuf>,
+    /// `PrimaryContainer.Environment`: the only environment the guest sees.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Memory cap per instance in MiB. Default: 256.
+    pub memory_mib: Option<u64>,
+    /// Invocation deadline in seconds. Default: 60.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `[[endpoint_configs]]`: SageMaker's CreateEndpointConfig.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfigSection {
+    /// `EndpointConfigName`.
+    pub name: String,
+    /// `ProductionVariants`.
+    pub production_variants: Vec<VariantSection>,
+}
+
+/// One `ProductionVariant`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSection {
+    /// `VariantName`.
+    pub variant_name: String,
+    /// `ModelName`.
+    pub model_name: String,
+    /// `InitialInstanceCount`. Default: 1.
+    #[serde(default = "one")]
+    pub initial_instance_count: usize,
+    /// `InitialVariantWeight`. Default: 1.0.
+    #[serde(default = "one_f")]
+    pub initial_variant_weight: f64,
+}
+
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+
+/// `[[endpoints]]`: SageMaker's CreateEndpoint.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// `EndpointName`.
+    pub name: String,
+    /// `EndpointConfigName`.
+    pub endpoint_config_name: String,
+}
+
+/// A validated model: paths are absolute (resolved against the file's directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Name.
+    pub name: String,
+    /// Component path.
+    pub component: PathBuf,
+    /// Artifact directory.
+    pub model_data: Option<PathBuf>,
+    /// Guest environment.
+    pub environment: Vec<(String, String)>,
+    /// Memory cap per instance in bytes.
+    pub memory_bytes: usize,
+    /// Invocation deadline in seconds.
+    pub timeout_seconds: u64,
+}
+
+/// A validated production variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Name.
+    pub name: String,
+    /// The model it serves.
+    pub model: Model,
+    /// Instances (parallelism).
+    pub instance_count: usize,
+    /// Weight (share = weight / sum of weights).
+    pub weight: f64,
+}
+
+/// A validated endpoint with its config resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Name.
+    pub name: String,
+    /// The endpoint config's name.
+    pub config_name: String,
+    /// Its production variants.
+    pub variants: Vec<Variant>,
+}
+
+/// A validated deployment file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Largest request body, in bytes.
+    pub max_payload_bytes: usize,
+    /// Endpoints to serve.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A problem in a deployment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The key, e.g. `endpoint_configs[0].production_variants[1].model_name`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse and validate a deployment file's text. `file` is used in errors and its directory
+/// resolves relative paths.
+pub fn parse(file: &Path, text: &str) -> Result<Deployment, ConfigError> {
+    let parsed: DeploymentFile = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: String::new(),
+        message: format!(
+            "{}; see the `[[models]]`, `[[endpoint_configs]]` and `[[endpoints]]` tables in the guide",
+            e.to_string().trim_end()
+        ),
+    })?;
+    validate(file, parsed)
+}
+
+/// Validate a parsed file.
+pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, ConfigError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let err = |key: String, message: String| ConfigError {
+        file: file.to_path_buf(),
+        key,
+        message,
+    };
+    let check_name = |key: String, name: &str| {
+        if names::is_valid(name) {
+            Ok(())
+        } else {
+            Err(err(key, format!("{name:?} is not a valid name: {}", names::RULE)))
+        }
+    };
+
+    let mut models = BTreeMap::new();
+    for (i, m) in parsed.models.iter().enumerate() {
+        check_name(format!("models[{i}].name"), &m.name)?;
+        if models.contains_key(&m.name) {
+            return Err(err(
+                format!("models[{i}].name"),
+                format!("model {:?} is defined twice; give each model a unique name", m.name),
+            ));
+        }
+        let memory_mib = m.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        if !(1..=4096).contains(&memory_mib) {
+            return Err(err(
+                format!("models[{i}].memory_mib"),
+                format!("{memory_mib} is out of range; use 1-4096 MiB"),
+            ));
+        }
+        let timeout_seconds = m.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        if !(1..=3600).contains(&timeout_seconds) {
+            return Err(err(
+                format!("models[{i}].timeout_seconds"),
+                format!("{timeout_seconds} is out of range; use 1-3600 seconds"),
+            ));
+        }
+        models.insert(
+            m.name.clone(),
+            Model {
+                name: m.name.clone(),
+                component: base.join(&m.component),
+                model_data: m.model_data.as_ref().map(|p| base.join(p)),
+                environment: m.environment.clone().into_iter().collect(),
+                memory_bytes: (memory_mib as usize) << 20,
+                timeout_seconds,
+            },
+        );
+    }
+
+    let mut configs = BTreeMap::new();
+    for (i, c) in parsed.endpoint_configs.iter().enumerate() {
+        check_name(format!("endpoint_configs[{i}].name"), &c.name)?;
+        if configs.contains_key(&c.name) {
+            return Err(err(
+                format!("endpoint_configs[{i}].name"),
+                format!("endpoint config {:?} is defined twice; give each a unique name", c.name),
+            ));
+        }
+        let n = c.production_variants.len();
+        if n == 0 || n > MAX_VARIANTS {
+            return Err(err(
+                format!("endpoint_configs[{i}].production_variants"),
+                format!("has {n} variants; an endpoint config needs 1-{MAX_VARIANTS}"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut variants = Vec::new();
+        for (j, v) in c.production_variants.iter().enumerate() {
+            let key = |field: &str| format!("endpoint_configs[{i}].production_variants[{j}].{field}");
+            check_name(key("variant_name"), &v.variant_name)?;
+            if !seen.insert(v.variant_name.clone()) {
+                return Err(err(
+                    key("variant_name"),
+                    format!(
+                        "variant {:?} appears twice in {:?}; variant names must be unique within an endpoint config",
+                        v.variant_name, c.name
+                    ),
+                ));
+            }
+            let model = models.get(&v.model_name).ok_or_else(|| {
+                err(
+                    key("model_name"),
+                    format!(
+                        "no model named {:?}; add a [[models]] entry with name = {:?} or use one of {:?}",
+                        v.model_name,
+                        v.model_name,
+                        models.keys().collect::<Vec<_>>()
+                    ),
+                )
+            })?;
+            if !(1..=1000).contains(&v.initial_instance_count) {
+                return Err(err(
+                    key("initial_instance_count"),
+                    format!("{} is out of range; use 1-1000", v.initial_instance_count),
+                ));
+            }
+            if !v.initial_variant_weight.is_finite() || v.initial_variant_weight < 0.0 {
+                return Err(err(
+                    key("initial_variant_weight"),
+                    format!("{} is not a weight; use a number >= 0", v.initial_variant_weight),
+                ));
+            }
+            variants.push(Variant {
+                name: v.variant_name.clone(),
+                model: model.clone(),
+                instance_count: v.initial_instance_count,
+                weight: v.initial_variant_weight,
+            });
+        }
+        if variants.iter().all(|v| v.weight == 0.0) {
+            return Err(err(
+                format!("endpoint_configs[{i}].production_variants"),
+                "every initial_variant_weight is 0, so no request could be routed; give at least one variant a positive weight".into(),
+            ));
+        }
+        configs.insert(c.name.clone(), variants);
+    }
+
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in parsed.endpoints.iter().enumerate() {
+        check_name(format!("endpoints[{i}].name"), &e.name)?;
+        if !seen.insert(e.name.clone()) {
+            return Err(err(
+                format!("endpoints[{i}].name"),
+                format!("endpoint {:?} is defined twice; give each endpoint a unique name", e.name),
+            ));
+        }
+        let variants = configs.get(&e.endpoint_config_name).ok_or_else(|| {
+            err(
+                format!("endpoints[{i}].endpoint_config_name"),
+                format!(
+                    "no endpoint config named {:?}; add an [[endpoint_configs]] entry with that name or use one of {:?}",
+                    e.endpoint_config_name,
+                    configs.keys().collect::<Vec<_>>()
+                ),
+            )
+        })?;
+        endpoints.push(Endpoint {
+            name: e.name.clone(),
+            config_name: e.endpoint_config_name.clone(),
+            variants: variants.clone(),
+        });
+    }
+
+    let max_payload_bytes = parsed
+        .server
+        .max_payload_bytes
+        .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+    if max_payload_bytes == 0 {
+        return Err(err(
+            "server.max_payload_bytes".into(),
+            "must be at least 1 byte".into(),
+        ));
+    }
+    Ok(Deployment {
+        max_payload_bytes,
+        endpoints,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[models]]
+name = "iris"
+component = "iris.wasm"
+model_data = "model"
+environment = { LOG = "1" }
+
+[[endpoint_configs]]
+name = "iris-config"
+[[endpoint_configs.production_variants]]
+variant_name = "A"
+model_name = "iris"
+initial_instance_count = 2
+[[endpoint_configs.production_variants]]
+variant_name = "B"
+model_name = "iris"
+initial_variant_weight = 3.0
+
+[[endpoints]]
+name = "iris"
+endpoint_config_name = "iris-config"
+"#;
+
+    fn parse_str(text: &str) -> Result<Deployment, ConfigError> {
+        parse(Path::new("/etc/plinth/plinth.toml"), text)
+    }
+
+    #[test]
+    fn good_file_resolves_paths_and_defaults() {
+        let d = parse_str(GOOD).unwrap();
+        assert_eq!(d.max_payload_bytes, 6 * 1024 * 1024);
+        let e = &d.endpoints[0];
+        assert_eq!(e.variants.len(), 2);
+        assert_eq!(e.variants[0].instance_count, 2);
+        assert_eq!(e.variants[0].weight, 1.0);
+        assert_eq!(e.variants[1].instance_count, 1);
+        assert_eq!(e.variants[1].weight, 3.0);
+        let m = &e.variants[0].model;
+        assert_eq!(m.component, Path::new("/etc/plinth/iris.wasm"));
+        assert_eq!(m.model_data.as_deref(), Some(Path::new("/etc/plinth/model")));
+        assert_eq!(m.environment, vec![("LOG".to_string(), "1".to_string())]);
+        assert_eq!(m.timeout_seconds, 60);
+        assert_eq!(m.memory_bytes, 256 << 20);
+    }
+
+    /// Each case: a change to the good file, and the text its error must contain.
+    #[test]
+    fn bad_files_name_file_key_and_fix() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("name = \"iris\"\ncomponent", "name = \"iris\"\ncolour = 1\ncomponent", "unknown field `colour`"),
+            ("model_name = \"iris\"\ninitial_instance_count = 2", "model_name = \"irs\"\ninitial_instance_count = 2", "`endpoint_configs[0].production_variants[0].model_name`: no model named \"irs\"; add a [[models]] entry"),
+            ("variant_name = \"B\"", "variant_name = \"A\"", "`endpoint_configs[0].production_variants[1].variant_name`: variant \"A\" appears twice"),
+            ("initial_variant_weight = 3.0", "initial_variant_weight = -1.0", "`endpoint_configs[0].production_variants[1].initial_variant_weight`: -1 is not a weight"),
+            ("endpoint_config_name = \"iris-config\"", "endpoint_config_name = \"nope\"", "`endpoints[0].endpoint_config_name`: no endpoint config named \"nope\""),
+            ("name = \"iris\"\nendpoint", "name = \"iris_1\"\nendpoint", "`endpoints[0].name`: \"iris_1\" is not a valid name"),
+            ("initial_instance_count = 2", "initial_instance_count = 0", "initial_instance_count`: 0 is out of range"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");
+            let text = GOOD.replacen(from, to, 1);
+            let e = parse_str(&text).unwrap_err().to_string();
+            assert!(e.starts_with("/etc/plinth/plinth.toml: "), "{e}");
+            assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn all_zero_weights_are_rejected() {
+        let text = GOOD
+            .replace("initial_variant_weight = 3.0", "initial_variant_weight = 0.0")
+            .replace("initial_instance_count = 2", "initial_instance_count = 2\ninitial_variant_weight = 0");
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(e.contains("every initial_variant_weight is 0"), "{e}");
+    }
+
+    #[test]
+    fn too_many_variants_are_rejected() {
+        let mut text = GOOD.to_string();
+        for i in 0..9 {
+            text = text.replacen(
+                "[[endpoints]]",
+                &format!("[[endpoint_configs.production_variants]]\nvariant_name = \"V{i}\"\nmodel_name = \"iris\"\n\n[[endpoints]]"),
+                1,
+            );
+        }
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(e.contains("has 11 variants; an endpoint config needs 1-10"), "{e}");
+    }
+}

@@ -1,0 +1,126 @@
+//! Errors from loading a variant and from invoking it.
+
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a variant could not be loaded. Raised when a variant is deployed, never at request
+/// time.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The component file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    ComponentUnreadable {
+        /// The path that was tried.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component wasmtime accepts.
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    NotAComponent {
+        /// The component's path.
+        path: String,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// The component does not implement the `plinth:model/model` world.
+    #[error(
+        "{path} does not implement the plinth:model@0.1.0 `model` world: {reason}. \
+         Build it with plinth-guest-sdk and its export_handler! macro"
+    )]
+    WrongWorld {
+        /// The component's path.
+        path: String,
+        /// What was missing or mismatched.
+        reason: String,
+    },
+    /// The model artifact could not be prepared or a graph in it could not be loaded.
+    #[error("model artifact {path}: {reason}")]
+    Artifact {
+        /// The artifact's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `model-fn` returned an error or trapped.
+    #[error("model_fn failed: {0}")]
+    ModelFn(String),
+    /// Any other engine failure.
+    #[error("runtime error: {0}")]
+    Engine(String),
+}
+
+/// The kind of a failure the guest reported through `handler-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerErrorKind {
+    /// `bad-request`: 400.
+    BadRequest,
+    /// `unsupported-media-type`: 415.
+    UnsupportedMediaType,
+    /// `not-acceptable`: 406.
+    NotAcceptable,
+    /// `model-error`: 500.
+    ModelError,
+}
+
+impl HandlerErrorKind {
+    /// The HTTP status the handler would have answered with: SageMaker's
+    /// `OriginalStatusCode`.
+    pub fn original_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::UnsupportedMediaType => 415,
+            Self::NotAcceptable => 406,
+            Self::ModelError => 500,
+        }
+    }
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Error)]
+pub enum InvokeError {
+    /// The guest reported a foreseeable failure.
+    #[error("{message}")]
+    Handler {
+        /// Which failure.
+        kind: HandlerErrorKind,
+        /// The guest's message.
+        message: String,
+    },
+    /// The guest trapped (panic, out of memory, invalid output...). The instance was
+    /// replaced.
+    #[error("the model crashed: {message}")]
+    Trap {
+        /// The trap and, for a panic, the panic message.
+        message: String,
+    },
+    /// The invocation ran past its deadline. The instance was replaced.
+    #[error("the invocation timed out after {0:?}")]
+    Timeout(Duration),
+    /// All instances were busy and the queue was full.
+    #[error("variant is at capacity: {in_flight} requests in flight and {queued} queued")]
+    Throttled {
+        /// Requests being served.
+        in_flight: usize,
+        /// Requests waiting.
+        queued: usize,
+    },
+    /// The guest returned something the host cannot send (e.g. an invalid content type).
+    #[error("the model returned an invalid response: {0}")]
+    InvalidOutput(String),
+    /// The pool could not provide an instance (e.g. a replacement failed to start).
+    #[error("no instance available: {0}")]
+    Unavailable(String),
+}
+
+impl InvokeError {
+    /// SageMaker's `OriginalStatusCode` for errors that count as the model's.
+    pub fn original_status(&self) -> Option<u16> {
+        match self {
+            Self::Handler { kind, .. } => Some(kind.original_status()),
+            Self::Trap { .. } | Self::InvalidOutput(_) => Some(500),
+            Self::Timeout(_) => Some(0),
+            Self::Throttled { .. } | Self::Unavailable(_) => None,
+        }
+    }
+}

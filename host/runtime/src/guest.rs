@@ -1,0 +1,305 @@
+//! One guest instance: a `Store` with its sandbox (WASI with only the model directory,
+//! read-only, and the declared environment; wasi-nn over the shared graphs; a memory cap),
+//! the instantiated component, and the model `model-fn` returned.
+
+use crate::error::{HandlerErrorKind, InvokeError, LoadError};
+use crate::nn::{SharedGraphs, TractBackend};
+use crate::stdio::GuestOutput;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "plinth:model/model",
+    });
+}
+
+use bindings::exports::plinth::model::handler;
+pub(crate) use bindings::ModelPre;
+
+/// Where the guest sees its model artifact, as in SageMaker.
+pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
+
+/// Per-store host state.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    nn: WasiNnCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl HostState {
+    pub(crate) fn nn_view(&mut self) -> WasiNnView<'_> {
+        WasiNnView::new(&mut self.table, &mut self.nn)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// One request, as the handler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The request body.
+    pub body: Vec<u8>,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Accept`; empty means the handler's default.
+    pub accept: String,
+    /// `X-Amzn-SageMaker-Inference-Id`, or a generated one.
+    pub inference_id: String,
+    /// `X-Amzn-SageMaker-Custom-Attributes`.
+    pub custom_attributes: Option<String>,
+}
+
+/// A successful invocation.
+#[derive(Debug, Clone)]
+pub struct InvocationOutput {
+    /// The response body.
+    pub body: Vec<u8>,
+    /// Its media type.
+    pub content_type: String,
+    /// Custom attributes the handler set, to send back.
+    pub custom_attributes: Option<String>,
+    /// Time spent in the guest and the backend (SageMaker's `ModelLatency`).
+    pub model_latency: Duration,
+}
+
+/// What every instance of a variant is built from.
+pub(crate) struct InstanceTemplate {
+    pub(crate) engine: Engine,
+    pub(crate) pre: ModelPre<HostState>,
+    pub(crate) graphs: SharedGraphs,
+    pub(crate) model_dir: Option<PathBuf>,
+    pub(crate) environment: Vec<(String, String)>,
+    pub(crate) memory_bytes: usize,
+    pub(crate) deadline: Duration,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) variant: Arc<str>,
+}
+
+/// A live, warm instance.
+pub(crate) struct GuestInstance {
+    store: Store<HostState>,
+    bindings: bindings::Model,
+    model: ResourceAny,
+    stderr: GuestOutput,
+    stdout: GuestOutput,
+}
+
+/// How an invocation on an instance ended: the result, and whether the instance may be
+/// reused.
+pub(crate) struct Outcome {
+    pub(crate) result: Result<InvocationOutput, InvokeError>,
+    pub(crate) reusable: bool,
+}
+
+impl InstanceTemplate {
+    /// Create a store, instantiate the component and run `model-fn`.
+    pub(crate) fn instantiate(&self) -> Result<GuestInstance, LoadError> {
+        let stdout = GuestOutput::new("stdout", self.endpoint.clone(), self.variant.clone());
+        let stderr = GuestOutput::new("stderr", self.endpoint.clone(), self.variant.clone());
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&self.environment)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = &self.model_dir {
+            wasi.preopened_dir(dir, GUEST_MODEL_DIR, FsPerms::ReadOnly)
+                .map_err(|e| LoadError::Artifact {
+                    path: dir.display().to_string(),
+                    reason: format!("cannot open the model directory: {e}"),
+                })?;
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            nn: WasiNnCtx::new([TractBackend.into()], self.graphs.clone().into()),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(crate::engine::deadline_ticks(self.deadline));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Engine(format!("instantiation failed: {e:#}")))?;
+        let model = match bindings
+            .plinth_model_handler()
+            .call_model_fn(&mut store, GUEST_MODEL_DIR)
+        {
+            Ok(Ok(model)) => model,
+            Ok(Err(e)) => return Err(LoadError::ModelFn(handler_error(e).to_string())),
+            Err(trap) => {
+                return Err(LoadError::ModelFn(describe_trap(&trap, &stderr, self.deadline)))
+            }
+        };
+        Ok(GuestInstance {
+            store,
+            bindings,
+            model,
+            stderr,
+            stdout,
+        })
+    }
+}
+
+impl GuestInstance {
+    /// Run `input-fn` -> `predict-fn` -> `output-fn` under one deadline.
+    pub(crate) fn invoke(&mut self, request: &Invocation, variant: &str, deadline: Duration) -> Outcome {
+        let started = Instant::now();
+        self.store
+            .set_epoch_deadline(crate::engine::deadline_ticks(deadline));
+        let ctx = handler::Context {
+            inference_id: request.inference_id.clone(),
+            custom_attributes: request.custom_attributes.clone(),
+            variant_name: variant.to_string(),
+        };
+        let result = self.call(request, &ctx);
+        let model_latency = started.elapsed();
+        match result {
+            Ok(Ok(response)) => Outcome {
+                result: validate_output(response, model_latency),
+                reusable: true,
+            },
+            Ok(Err(e)) => Outcome {
+                result: Err(handler_error(e)),
+                reusable: true,
+            },
+            Err(trap) => {
+                let _ = self.stdout.take_tail();
+                let message = describe_trap(&trap, &self.stderr, deadline);
+                let timed_out = matches!(
+                    trap.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                );
+                let backtrace = trap
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default();
+                tracing::error!(
+                    inference_id = %request.inference_id,
+                    error = %message,
+                    backtrace = %backtrace,
+                    "guest trapped; replacing the instance"
+                );
+                Outcome {
+                    result: Err(if timed_out {
+                        InvokeError::Timeout(deadline)
+                    } else {
+                        InvokeError::Trap { message }
+                    }),
+                    reusable: false,
+                }
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        request: &Invocation,
+        ctx: &handler::Context,
+    ) -> wasmtime::Result<Result<handler::Response, handler::HandlerError>> {
+        let h = self.bindings.plinth_model_handler();
+        let payload = match h.call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let prediction = match h.call_predict_fn(&mut self.store, payload, self.model, ctx)? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        h.call_output_fn(&mut self.store, prediction, &request.accept, ctx)
+    }
+}
+
+fn handler_error(e: handler::HandlerError) -> InvokeError {
+    let (kind, message) = match e {
+        handler::HandlerError::BadRequest(m) => (HandlerErrorKind::BadRequest, m),
+        handler::HandlerError::UnsupportedMediaType(m) => (HandlerErrorKind::UnsupportedMediaType, m),
+        handler::HandlerError::NotAcceptable(m) => (HandlerErrorKind::NotAcceptable, m),
+        handler::HandlerError::ModelError(m) => (HandlerErrorKind::ModelError, m),
+    };
+    InvokeError::Handler { kind, message }
+}
+
+/// Reject responses the host could not send as they are.
+fn validate_output(
+    response: handler::Response,
+    model_latency: Duration,
+) -> Result<InvocationOutput, InvokeError> {
+    let valid_type = !response.content_type.is_empty()
+        && response.content_type.len() <= 1024
+        && response.content_type.contains('/')
+        && response
+            .content_type
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ');
+    if !valid_type {
+        return Err(InvokeError::InvalidOutput(format!(
+            "content type {:?} is not a valid media type",
+            response.content_type
+        )));
+    }
+    if let Some(attrs) = &response.custom_attributes {
+        if attrs.len() > 1024 || !attrs.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(InvokeError::InvalidOutput(
+                "custom attributes must be at most 1024 visible ASCII characters".into(),
+            ));
+        }
+    }
+    Ok(InvocationOutput {
+        body: response.body,
+        content_type: response.content_type,
+        custom_attributes: response.custom_attributes,
+        model_latency,
+    })
+}
+
+/// A readable account of a trap: its kind plus what the guest last wrote to stderr (for a
+/// Rust guest, the panic message).
+fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Duration) -> String {
+    let reason = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded"),
+        Some(wasmtime::Trap::UnreachableCodeReached) => "unreachable code reached (a panic or abort)".into(),
+        Some(trap) => trap.to_string(),
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("memory") && text.contains("grow") {
+                "memory limit exceeded".into()
+            } else {
+                text.lines().next().unwrap_or_default().to_string()
+            }
+        }
+    };
+    let tail = stderr.take_tail();
+    let panic = tail
+        .lines()
+        .rev()
+        .find(|l| l.contains("panicked at"))
+        .map(|start| {
+            let from = tail.rfind(start).unwrap_or(0);
+            tail[from..].lines().take(3).collect::<Vec<_>>().join(" ")
+        });
+    match panic {
+        Some(p) => format!("{reason}: {p}"),
+        None => reason,
+    }
+}

@@ -1,0 +1,25 @@
+//! Plinth's WebAssembly runtime: it turns a model component plus its artifact into a pool of
+//! warm, sandboxed instances and runs SageMaker's handler functions in them.
+//!
+//! - [`Runtime`]: the wasmtime engine (pooling allocator, epoch deadlines), the linker with
+//!   WASI and wasi-nn, and the on-disk cache of compiled components. Built once per process.
+//! - [`VariantPool`]: one production variant's warm instances (`InstancePre` + shared wasi-nn
+//!   graphs, built once per deployment; a `Store` per instance).
+//! - [`nn`]: the wasi-nn backend on tract-onnx and the registry of host-preloaded graphs.
+//!
+//! Nothing here speaks HTTP; the server crate maps [`InvokeError`] onto SageMaker's errors.
+
+mod cache;
+mod engine;
+mod error;
+mod guest;
+mod limits;
+pub mod nn;
+mod pool;
+mod stdio;
+
+pub use engine::{Runtime, RuntimeConfig};
+pub use error::{HandlerErrorKind, InvokeError, LoadError};
+pub use guest::{Invocation, InvocationOutput};
+pub use limits::Limits;
+pub use pool::{PoolStats, VariantPool, VariantSpec};

@@ -1,0 +1,304 @@
+//! wasi-nn served by tract-onnx, and the registry of graphs the host preloads from a model
+//! artifact so that every instance shares one parsed, optimised graph.
+//!
+//! wasi-nn hands the guest only a generic error text for backend failures, so each failure
+//! is logged here with its real cause before it is returned.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
+    NamedTensor,
+};
+use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
+use wasmtime_wasi_nn::{ExecutionContext, Graph, GraphRegistry, Tensor};
+
+type Plan = Arc<TypedRunnableModel>;
+
+fn backend_error(context: &str, error: impl std::fmt::Display) -> BackendError {
+    tracing::warn!(target: "plinth::nn", "{context}: {error}");
+    BackendError::BackendAccess(wasmtime::format_err!("{context}: {error}"))
+}
+
+/// A parsed, optimised ONNX graph with its input and output names.
+pub struct TractGraph {
+    plan: Plan,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl TractGraph {
+    /// Parse and optimise an ONNX model.
+    pub fn from_onnx(bytes: &[u8]) -> anyhow::Result<Self> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))?
+            .into_optimized()?;
+        let plan = model.into_runnable()?;
+        let graph = plan.model();
+        let inputs = graph
+            .input_outlets()?
+            .iter()
+            .map(|o| graph.node(o.node).name.clone())
+            .collect();
+        let outputs = graph
+            .output_outlets()?
+            .iter()
+            .map(|o| {
+                graph
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| graph.node(o.node).name.clone())
+            })
+            .collect();
+        Ok(Self {
+            plan,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The graph's input names, in order.
+    pub fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// The graph's output names, in order.
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Run the graph on inputs given in the graph's input order.
+    pub fn run(&self, inputs: TVec<TValue>) -> anyhow::Result<TVec<TValue>> {
+        Ok(self.plan.run(inputs)?)
+    }
+}
+
+/// Convert a wasi-nn tensor into a tract tensor.
+pub fn to_tract(tensor: &Tensor) -> anyhow::Result<tract_onnx::prelude::Tensor> {
+    let shape: Vec<usize> = tensor.dimensions.iter().map(|d| *d as usize).collect();
+    let data = &tensor.data;
+    fn decode<T: Datum + Copy, const N: usize>(
+        shape: &[usize],
+        data: &[u8],
+        f: fn([u8; N]) -> T,
+    ) -> anyhow::Result<tract_onnx::prelude::Tensor> {
+        anyhow::ensure!(
+            data.len() % N == 0,
+            "tensor data length {} is not a multiple of {N}",
+            data.len()
+        );
+        let values: Vec<T> = data
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunk of N bytes")))
+            .collect();
+        Ok(tract_onnx::prelude::Tensor::from_shape(shape, &values)?)
+    }
+    match tensor.ty {
+        TensorType::Fp32 => decode(&shape, data, f32::from_le_bytes),
+        TensorType::Fp64 => decode(&shape, data, f64::from_le_bytes),
+        TensorType::I32 => decode(&shape, data, i32::from_le_bytes),
+        TensorType::I64 => decode(&shape, data, i64::from_le_bytes),
+        TensorType::U8 => decode(&shape, data, |b: [u8; 1]| b[0]),
+        other => anyhow::bail!("tensor type {other:?} is not supported by the tract backend"),
+    }
+}
+
+/// Convert a tract tensor into a wasi-nn tensor.
+pub fn from_tract(value: &tract_onnx::prelude::Tensor) -> anyhow::Result<Tensor> {
+    let dimensions = value.shape().iter().map(|d| *d as u32).collect();
+    fn encode<T: Datum + Copy, const N: usize>(
+        value: &tract_onnx::prelude::Tensor,
+        f: fn(T) -> [u8; N],
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(value
+            .try_as_plain_ram()?
+            .as_slice::<T>()?
+            .iter()
+            .flat_map(|v| f(*v))
+            .collect())
+    }
+    let (ty, data) = match value.datum_type() {
+        DatumType::F32 => (TensorType::Fp32, encode(value, f32::to_le_bytes)?),
+        DatumType::F64 => (TensorType::Fp64, encode(value, f64::to_le_bytes)?),
+        DatumType::I32 => (TensorType::I32, encode(value, i32::to_le_bytes)?),
+        DatumType::I64 => (TensorType::I64, encode(value, i64::to_le_bytes)?),
+        DatumType::U8 => (TensorType::U8, encode(value, |v: u8| [v])?),
+        other => anyhow::bail!("output type {other:?} has no wasi-nn equivalent"),
+    };
+    Ok(Tensor::new(dimensions, ty, data))
+}
+
+impl BackendGraph for TractGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let context: Box<dyn BackendExecutionContext> = Box::new(TractExecution {
+            plan: self.plan.clone(),
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+            pending: vec![None; self.inputs.len()],
+            results: Vec::new(),
+        });
+        Ok(context.into())
+    }
+}
+
+/// One execution context: inputs being gathered and the last outputs.
+struct TractExecution {
+    plan: Plan,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    pending: Vec<Option<tract_onnx::prelude::Tensor>>,
+    results: Vec<Tensor>,
+}
+
+impl TractExecution {
+    fn input_index(&self, id: &Id) -> Result<usize, BackendError> {
+        let index = match id {
+            Id::Index(i) => Some(*i as usize).filter(|i| *i < self.inputs.len()),
+            Id::Name(name) => self.inputs.iter().position(|n| n == name).or_else(|| {
+                // A single-input graph accepts its one input under any name.
+                (self.inputs.len() == 1).then_some(0)
+            }),
+        };
+        index.ok_or_else(|| {
+            backend_error(
+                "set input",
+                format!("unknown input {id:?}; the graph's inputs are {:?}", self.inputs),
+            )
+        })
+    }
+
+    fn run(&mut self) -> Result<(), BackendError> {
+        let mut inputs = TVec::new();
+        for (i, tensor) in self.pending.iter_mut().enumerate() {
+            let tensor = tensor
+                .take()
+                .ok_or_else(|| backend_error("compute", format!("input {} not set", self.inputs[i])))?;
+            inputs.push(tensor.into_tvalue());
+        }
+        let outputs = self
+            .plan
+            .run(inputs)
+            .map_err(|e| backend_error("compute", format!("{e:#}")))?;
+        self.results = outputs
+            .iter()
+            .map(|v| from_tract(v).map_err(|e| backend_error("read output", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
+impl BackendExecutionContext for TractExecution {
+    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
+        let index = self.input_index(&id)?;
+        self.pending[index] = Some(to_tract(tensor).map_err(|e| backend_error("set input", e))?);
+        Ok(())
+    }
+
+    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
+        let index = match &id {
+            Id::Index(i) => Some(*i as usize),
+            Id::Name(name) => self.outputs.iter().position(|n| n == name),
+        };
+        index
+            .and_then(|i| self.results.get(i).cloned())
+            .ok_or_else(|| backend_error("get output", format!("no output {id:?}")))
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let named = inputs.is_some();
+        for input in inputs.unwrap_or_default() {
+            self.set_input(Id::Name(input.name), &input.tensor)?;
+        }
+        self.run()?;
+        if !named {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.outputs
+                .iter()
+                .cloned()
+                .zip(std::mem::take(&mut self.results))
+                .map(|(name, tensor)| NamedTensor { name, tensor })
+                .collect(),
+        ))
+    }
+}
+
+/// The tract backend: loads ONNX graphs that a guest passes as bytes.
+#[derive(Default)]
+pub struct TractBackend;
+
+impl BackendInner for TractBackend {
+    fn encoding(&self) -> GraphEncoding {
+        GraphEncoding::Onnx
+    }
+
+    fn load(&mut self, builders: &[&[u8]], target: ExecutionTarget) -> Result<Graph, BackendError> {
+        if builders.len() != 1 {
+            return Err(BackendError::InvalidNumberOfBuilders(1, builders.len()));
+        }
+        if !matches!(target, ExecutionTarget::Cpu) {
+            tracing::debug!(target: "plinth::nn", "tract runs on the CPU; {target:?} requested");
+        }
+        let graph = TractGraph::from_onnx(builders[0])
+            .map_err(|e| backend_error("load ONNX graph", format!("{e:#}")))?;
+        let graph: Box<dyn BackendGraph> = Box::new(graph);
+        Ok(graph.into())
+    }
+
+    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
+        None
+    }
+}
+
+/// Graphs preloaded from a model artifact, shared by all instances of a variant.
+#[derive(Clone, Default)]
+pub struct SharedGraphs(Arc<HashMap<String, Graph>>);
+
+impl SharedGraphs {
+    /// Preload every `*.onnx` file at the top of `model_dir`, named by its file stem
+    /// (`model.onnx` becomes `"model"`).
+    pub fn preload(model_dir: &Path) -> anyhow::Result<Self> {
+        let mut graphs = HashMap::new();
+        let mut entries: Vec<_> = std::fs::read_dir(model_dir)?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bytes = std::fs::read(&path)?;
+            let graph = TractGraph::from_onnx(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+            tracing::debug!(graph = %name, inputs = ?graph.inputs, outputs = ?graph.outputs, "preloaded graph");
+            let graph: Box<dyn BackendGraph> = Box::new(graph);
+            graphs.insert(name, graph.into());
+        }
+        Ok(Self(Arc::new(graphs)))
+    }
+
+    /// The names of the preloaded graphs.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+impl GraphRegistry for SharedGraphs {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        self.0.get(name)
+    }
+
+    fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
+        None
+    }
+}
