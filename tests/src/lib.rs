@@ -1,1 +1,566 @@
+//! The harness for Plinth's workspace-level integration tests (`tests/*.rs`, which are test
+//! targets of `plinth-server` so that they can reach the real binary through
+//! `env!("CARGO_BIN_EXE_plinth")`).
+//!
+//! - [`IRIS_WASM`], [`ECHO_WASM`], [`FAULTS_WASM`], [`IRIS_MODEL_DIR`]: absolute paths of the
+//!   test plugins and of the iris model, built and exported by `build.rs`; [`WORKSPACE_ROOT`]
+//!   the repository root.
+//! - [`Config`] / [`Model`]: a config file for `plinth serve` written from code, one
+//!   endpoint per call, so each test states exactly what it deploys.
+//! - [`Server`]: `plinth serve` on `127.0.0.1:0` in a temporary directory; waits for the
+//!   `listening on` line, sends requests, keeps the child's stderr for assertions on logs and
+//!   kills the child when dropped.
+//! - [`npy_f32`] / [`parse_npy_f32`]: just enough of the NumPy format for request and
+//!   response bodies.
 
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use reqwest::blocking::Response;
+pub use reqwest::StatusCode;
+
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+
+/// How long a server may take to load its endpoints and print `listening on`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long one HTTP request may take before the test fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One `[[models]]` entry.
+#[derive(Clone, Debug)]
+pub struct Model {
+    name: String,
+    component: PathBuf,
+    model_data: Option<PathBuf>,
+    environment: Vec<(String, String)>,
+    memory_mib: Option<u64>,
+    timeout_seconds: Option<u64>,
+}
+
+impl Model {
+    /// A model named `name` running the component at `component`, with every limit at its
+    /// default.
+    pub fn new(name: &str, component: impl AsRef<Path>) -> Self {
+        Self {
+            name: name.to_owned(),
+            component: component.as_ref().to_owned(),
+            model_data: None,
+            environment: Vec::new(),
+            memory_mib: None,
+            timeout_seconds: None,
+        }
+    }
+
+    /// Mounts `dir` read-only at `/opt/ml/model`.
+    pub fn model_data(mut self, dir: impl AsRef<Path>) -> Self {
+        self.model_data = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Adds `key=value` to the guest's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.environment.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Caps each instance's linear memory.
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = Some(mib);
+        self
+    }
+
+    /// Caps each invocation's run time.
+    pub fn timeout_seconds(mut self, seconds: u64) -> Self {
+        self.timeout_seconds = Some(seconds);
+        self
+    }
+}
+
+/// One production variant of an endpoint.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// `variant_name`.
+    pub name: String,
+    /// `model_name`: a [`Model`] added to the same [`Config`].
+    pub model: String,
+    /// `initial_instance_count`.
+    pub instances: u32,
+    /// `initial_variant_weight`.
+    pub weight: f64,
+}
+
+impl Variant {
+    /// A variant `name` of `model` with `instances` instances and weight 1.
+    pub fn new(name: &str, model: &str, instances: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            model: model.to_owned(),
+            instances,
+            weight: 1.0,
+        }
+    }
+}
+
+/// A `plinth serve` config file, built from code.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    max_payload_bytes: Option<u64>,
+    models: Vec<Model>,
+    endpoints: Vec<(String, Vec<Variant>)>,
+}
+
+impl Config {
+    /// An empty config.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `[server] max_payload_bytes`.
+    pub fn max_payload_bytes(mut self, bytes: u64) -> Self {
+        self.max_payload_bytes = Some(bytes);
+        self
+    }
+
+    /// Adds `model` and an endpoint named like it with one variant `AllTraffic` of
+    /// `instances` instances: the common case.
+    pub fn endpoint(self, model: Model, instances: u32) -> Self {
+        let name = model.name.clone();
+        self.model(model)
+            .endpoint_with_variants(&name, vec![Variant::new("AllTraffic", &name, instances)])
+    }
+
+    /// Adds a `[[models]]` entry.
+    pub fn model(mut self, model: Model) -> Self {
+        self.models.push(model);
+        self
+    }
+
+    /// Adds an endpoint `name` with config `<name>-config` holding `variants`.
+    pub fn endpoint_with_variants(mut self, name: &str, variants: Vec<Variant>) -> Self {
+        self.endpoints.push((name.to_owned(), variants));
+        self
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        if let Some(bytes) = self.max_payload_bytes {
+            writeln!(out, "[server]\nmax_payload_bytes = {bytes}\n").unwrap();
+        }
+        for m in &self.models {
+            writeln!(out, "[[models]]").unwrap();
+            writeln!(out, "name = {}", toml_string(&m.name)).unwrap();
+            writeln!(out, "component = {}", toml_path(&m.component)).unwrap();
+            if let Some(dir) = &m.model_data {
+                writeln!(out, "model_data = {}", toml_path(dir)).unwrap();
+            }
+            if !m.environment.is_empty() {
+                let pairs: Vec<String> = m
+                    .environment
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", toml_string(k), toml_string(v)))
+                    .collect();
+                writeln!(out, "environment = {{ {} }}", pairs.join(", ")).unwrap();
+            }
+            if let Some(mib) = m.memory_mib {
+                writeln!(out, "memory_mib = {mib}").unwrap();
+            }
+            if let Some(s) = m.timeout_seconds {
+                writeln!(out, "timeout_seconds = {s}").unwrap();
+            }
+            out.push('\n');
+        }
+        for (name, variants) in &self.endpoints {
+            writeln!(out, "[[endpoint_configs]]").unwrap();
+            writeln!(out, "name = {}", toml_string(&format!("{name}-config"))).unwrap();
+            for v in variants {
+                writeln!(out, "[[endpoint_configs.production_variants]]").unwrap();
+                writeln!(out, "variant_name = {}", toml_string(&v.name)).unwrap();
+                writeln!(out, "model_name = {}", toml_string(&v.model)).unwrap();
+                writeln!(out, "initial_instance_count = {}", v.instances).unwrap();
+                writeln!(out, "initial_variant_weight = {:?}", v.weight).unwrap();
+            }
+            out.push('\n');
+        }
+        for (name, _) in &self.endpoints {
+            writeln!(out, "[[endpoints]]").unwrap();
+            writeln!(out, "name = {}", toml_string(name)).unwrap();
+            writeln!(
+                out,
+                "endpoint_config_name = {}\n",
+                toml_string(&format!("{name}-config"))
+            )
+            .unwrap();
+        }
+        out
+    }
+}
+
+/// `s` as a TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => write!(out, "\\u{:04X}", c as u32).unwrap(),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_path(p: &Path) -> String {
+    toml_string(&p.display().to_string())
+}
+
+/// Why `plinth serve` did not come up.
+#[derive(Debug)]
+pub struct StartError {
+    /// The exit status, if the process exited (`None`: it was killed after [`START_TIMEOUT`]).
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// A running `plinth serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    url: String,
+    port: u16,
+    stderr: Arc<Mutex<String>>,
+    client: reqwest::blocking::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Writes `config` (TOML text) to a fresh temporary directory and runs
+    /// `BIN serve --config plinth.toml --bind 127.0.0.1:0 --data-dir data` there; panics with
+    /// the server's stderr if it does not print `listening on` within [`START_TIMEOUT`].
+    pub fn start(bin: &str, config: &str) -> Server {
+        match Self::try_start(bin, config) {
+            Ok(server) => server,
+            Err(e) => panic!(
+                "plinth serve did not start (status {:?}); config:\n{config}\nstderr:\n{}",
+                e.status, e.stderr
+            ),
+        }
+    }
+
+    /// Like [`Server::start`], but returns how it failed instead of panicking.
+    pub fn try_start(bin: &str, config: &str) -> Result<Server, StartError> {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let config_path = dir.path().join("plinth.toml");
+        std::fs::write(&config_path, config).expect("write the config");
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to run {bin}: {e}"));
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+
+        let (tx, rx) = mpsc::channel();
+        let out_pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(out_pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.trim().strip_prefix("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url.trim().to_owned());
+                    }
+                }
+            }
+        });
+
+        let url = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(timeout_or_exit) => {
+                let status = match timeout_or_exit {
+                    mpsc::RecvTimeoutError::Timeout => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        None
+                    }
+                    mpsc::RecvTimeoutError::Disconnected => child.wait().ok(),
+                };
+                // Let the stderr reader drain the pipe.
+                std::thread::sleep(Duration::from_millis(200));
+                let stderr = stderr.lock().unwrap().clone();
+                return Err(StartError { status, stderr });
+            }
+        };
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no port in the listening line's URL {url:?}"));
+        let client = reqwest::blocking::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap();
+        Ok(Server {
+            child,
+            url: url.trim_end_matches('/').to_owned(),
+            port,
+            stderr,
+            client,
+            dir,
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temporary directory holding the config (`plinth.toml`) and the data dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The HTTP client the helpers use (with [`REQUEST_TIMEOUT`]).
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// `GET /ping`.
+    pub fn ping(&self) -> Response {
+        self.client
+            .get(format!("{}/ping", self.url))
+            .send()
+            .expect("GET /ping")
+    }
+
+    /// `POST /endpoints/{endpoint}/invocations` with `Content-Type: content_type` (none if
+    /// empty), `body`, and `headers` (e.g. `Accept`, `X-Amzn-SageMaker-Custom-Attributes`).
+    pub fn invoke(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/endpoints/{endpoint}/invocations", self.url))
+            .body(body.into());
+        if !content_type.is_empty() {
+            request = request.header("Content-Type", content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .send()
+            .unwrap_or_else(|e| panic!("POST to endpoint {endpoint}: {e}"))
+    }
+
+    /// Everything the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for stderr to satisfy `pred`; gives the stderr either way.
+    pub fn wait_for_stderr(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.stderr();
+            if pred(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                return Err(text);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SageMaker-style error answer, checked for shape: a JSON body whose `__type` equals the
+/// `x-amzn-ErrorType` header.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// `__type` (and `x-amzn-ErrorType`), e.g. `ModelError`.
+    pub code: String,
+    /// `message`.
+    pub message: String,
+    /// The whole body.
+    pub body: serde_json::Value,
+}
+
+impl ApiError {
+    /// Reads `response` as an error; panics (with the body) if it is not one.
+    pub fn from_response(response: Response) -> Self {
+        let status = response.status();
+        let header = response
+            .headers()
+            .get("x-amzn-ErrorType")
+            .map(|v| v.to_str().unwrap_or("<not text>").to_owned());
+        let text = response.text().unwrap_or_default();
+        assert!(
+            !status.is_success(),
+            "expected an error, got {status} with body {text:?}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("error body ({status}) is not JSON ({e}): {text:?}"));
+        let code = body["__type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error body has no string __type: {body}"))
+            .to_owned();
+        let message = body["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error body has no string message: {body}"))
+            .to_owned();
+        let header = header.unwrap_or_else(|| panic!("no x-amzn-ErrorType header; body {body}"));
+        // The header may carry a `:<url>` suffix the way AWS services do; the code comes first.
+        assert_eq!(
+            header.split(':').next().unwrap(),
+            code,
+            "x-amzn-ErrorType header and __type disagree; body {body}"
+        );
+        Self {
+            status,
+            code,
+            message,
+            body,
+        }
+    }
+
+    /// `OriginalStatusCode` of a `ModelError`.
+    pub fn original_status(&self) -> Option<u64> {
+        self.body["OriginalStatusCode"].as_u64()
+    }
+
+    /// `OriginalMessage` of a `ModelError`.
+    pub fn original_message(&self) -> Option<&str> {
+        self.body["OriginalMessage"].as_str()
+    }
+}
+
+/// A header of `response` as text, if present.
+pub fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().expect("header is text").to_owned())
+}
+
+/// An NPY (format 1.0) body holding `data` as little-endian `f32` in C order with `shape`.
+pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "data does not fit the shape");
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Pad so that magic (6) + version (2) + length (2) + header ends at a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Parses an NPY body of little-endian `f32` (`<f4`) values: `(data, shape)`. Panics with the
+/// reason if it is anything else.
+pub fn parse_npy_f32(body: &[u8]) -> (Vec<f32>, Vec<usize>) {
+    assert!(body.starts_with(b"\x93NUMPY"), "not an NPY body: {body:?}");
+    let (len, start) = match body[6] {
+        1 => (usize::from(u16::from_le_bytes([body[8], body[9]])), 10),
+        _ => (
+            u32::from_le_bytes([body[8], body[9], body[10], body[11]]) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&body[start..start + len]).expect("NPY header is text");
+    assert!(
+        header.contains("'<f4'"),
+        "expected descr '<f4' in the NPY header {header:?}"
+    );
+    let shape_text = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("no shape in the NPY header {header:?}"));
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("NPY shape is numbers"))
+        .collect();
+    let data: Vec<f32> = body[start + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "NPY data does not match its shape {shape:?}"
+    );
+    (data, shape)
+}

@@ -27,10 +27,17 @@ impl ComponentCache {
     /// Compile `path`, or load its compiled form from the cache.
     pub(crate) fn load(&self, engine: &Engine, path: &Path) -> Result<Component, LoadError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::ComponentUnreadable {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::ComponentUnreadable {
             path: shown.clone(),
-            source,
+            error,
         })?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotAComponent {
+                path: shown,
+                reason: "it is not WebAssembly (the file does not start with the \\0asm magic)"
+                    .into(),
+            });
+        }
         let digest = hex::encode(Sha256::digest(&bytes));
         let cached = self
             .dir

@@ -8,12 +8,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum LoadError {
     /// The component file could not be read.
-    #[error("cannot read component {path}: {source}")]
+    #[error("cannot read component {path}: {error}")]
     ComponentUnreadable {
         /// The path that was tried.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not a WebAssembly component wasmtime accepts.
     #[error("{path} is not a valid WebAssembly component: {reason}")]

@@ -296,7 +296,12 @@ fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Durati
         .find(|l| l.contains("panicked at"))
         .map(|start| {
             let from = tail.rfind(start).unwrap_or(0);
-            tail[from..].lines().take(3).collect::<Vec<_>>().join(" ")
+            tail[from..]
+                .lines()
+                .take_while(|l| !l.starts_with("note:"))
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" ")
         });
     match panic {
         Some(p) => format!("{reason}: {p}"),

@@ -1,0 +1,79 @@
+//! One iris request through the full guest path (CSV in -> `input-fn` -> wasi-nn/tract ->
+//! `output-fn` -> JSON) on a warm, reused instance, next to the same work done natively
+//! (CSV parsed in Rust, the same tract graph, the same JSON out), in one run.
+//!
+//! Run: `cargo bench -p plinth-runtime --bench iris`. The ratio guest/native is the figure
+//! to watch; results are recorded in BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use plinth_runtime::nn::TractGraph;
+use plinth_runtime::{Invocation, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
+use std::hint::black_box;
+use std::path::Path;
+use tract_onnx::prelude::{tvec, IntoTValue, Tensor};
+
+const BODY: &str = "5.1,3.5,1.4,0.2";
+const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
+
+/// The native reference: what the iris plugin does, without Wasm.
+fn native(graph: &TractGraph, body: &str) -> Vec<u8> {
+    let rows: Vec<Vec<f32>> = body
+        .lines()
+        .map(|l| l.split(',').map(|v| v.trim().parse::<f32>().unwrap()).collect())
+        .collect();
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let input = Tensor::from_shape(&[rows.len(), 4], &flat).unwrap();
+    let outputs = graph.run(tvec![input.into_tvalue()]).unwrap();
+    let probs = outputs[0].try_as_plain_ram().unwrap();
+    let probs = probs.as_slice::<f32>().unwrap();
+    let predictions: Vec<serde_json::Value> = probs
+        .chunks(3)
+        .map(|p| {
+            let best = (0..3).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
+            serde_json::json!({"label": LABELS[best], "class_index": best, "probabilities": p})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "predictions": predictions })).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let model_dir = Path::new(plinth_tests::IRIS_MODEL_DIR);
+    let graph = TractGraph::from_onnx(&std::fs::read(model_dir.join("model.onnx")).unwrap()).unwrap();
+
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let pool = VariantPool::new(
+        &runtime,
+        &VariantSpec {
+            endpoint: "bench".into(),
+            variant: "AllTraffic".into(),
+            component: plinth_tests::IRIS_WASM.into(),
+            model_dir: Some(model_dir.to_path_buf()),
+            environment: Vec::new(),
+            instance_count: 1,
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let request = Invocation {
+        body: BODY.as_bytes().to_vec(),
+        content_type: "text/csv".into(),
+        accept: "application/json".into(),
+        inference_id: "bench".into(),
+        custom_attributes: None,
+    };
+    // Both paths must give the same answer.
+    let guest_out = pool.invoke_blocking(&request).unwrap();
+    let native_out = native(&graph, BODY);
+    let label = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["predictions"][0]["label"].clone();
+    assert_eq!(label(&guest_out.body), label(&native_out));
+
+    let mut group = c.benchmark_group("iris_request");
+    group.bench_function("native", |b| b.iter(|| black_box(native(&graph, black_box(BODY)))));
+    group.bench_function("guest", |b| {
+        b.iter(|| black_box(pool.invoke_blocking(black_box(&request)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

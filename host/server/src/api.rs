@@ -1,0 +1,167 @@
+//! The SageMaker runtime API: `POST /endpoints/{EndpointName}/invocations` and `GET /ping`.
+
+use crate::endpoints::EndpointTable;
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use plinth_runtime::Invocation;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Request headers of InvokeEndpoint.
+mod header {
+    pub(super) const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+    pub(super) const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
+    pub(super) const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
+    pub(super) const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+}
+
+/// Shared state of the HTTP server.
+pub(crate) struct AppState {
+    pub(crate) endpoints: EndpointTable,
+    pub(crate) max_payload_bytes: usize,
+}
+
+/// The router; `state` holds the endpoint table.
+pub(crate) fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/endpoints/{name}/invocations", post(invoke))
+        .with_state(state)
+}
+
+/// Health check, as SageMaker's container contract: 200 with an empty body.
+async fn ping() -> StatusCode {
+    StatusCode::OK
+}
+
+/// A header as text, at most `max` characters of visible ASCII.
+fn text_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    shown: &str,
+    max: usize,
+) -> Result<Option<&'a str>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::validation(format!("{shown} must be ASCII text")))?;
+    if text.len() > max {
+        return Err(ApiError::validation(format!(
+            "{shown} is {} characters long; the limit is {max}",
+            text.len()
+        )));
+    }
+    Ok(Some(text))
+}
+
+async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let endpoint = state
+        .endpoints
+        .get(&name)
+        .ok_or_else(|| ApiError::endpoint_not_found(&name))?;
+    let limit = state.max_payload_bytes;
+    let too_big = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationError",
+            format!(
+                "Request body of {size} bytes exceeds the limit of {limit} bytes; send a smaller \
+                 payload or raise server.max_payload_bytes"
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(declared) = declared.filter(|d| *d > limit) {
+        return Err(too_big(declared.to_string()));
+    }
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_big(format!("more than {limit}")))?;
+
+    let content_type = text_header(&headers, "content-type", "ContentType", 1024)?.unwrap_or("");
+    let accept = text_header(&headers, "accept", "Accept", 1024)?.unwrap_or("");
+    let custom_attributes =
+        text_header(&headers, header::CUSTOM_ATTRIBUTES, "CustomAttributes", 1024)?;
+    let target = text_header(&headers, header::TARGET_VARIANT, "TargetVariant", 63)?;
+    let inference_id = match text_header(&headers, header::INFERENCE_ID, "InferenceId", 64)? {
+        Some("") => return Err(ApiError::validation("InferenceId must not be empty")),
+        Some(id) => id.to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+
+    let variant = endpoint
+        .route(target)
+        .map_err(|e| ApiError::validation(e.to_string()))?
+        .clone();
+    let span = tracing::info_span!(
+        "invoke",
+        endpoint = %endpoint.name,
+        variant = %variant.name,
+        inference_id = %inference_id,
+    );
+    let request = Invocation {
+        body: body.to_vec(),
+        content_type: content_type.to_string(),
+        accept: accept.to_string(),
+        inference_id: inference_id.clone(),
+        custom_attributes: custom_attributes.map(str::to_string),
+    };
+    let started = std::time::Instant::now();
+    let result = variant.pool.invoke(request).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match result {
+        Ok(output) => {
+            tracing::info!(
+                status = 200,
+                model_ms = output.model_latency.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "invocation served"
+            );
+            let mut response = (StatusCode::OK, output.body).into_response();
+            let h = response.headers_mut();
+            // The runtime validated the content type and custom attributes as visible ASCII.
+            insert(h, axum::http::header::CONTENT_TYPE.as_str(), &output.content_type);
+            insert(h, header::INVOKED_VARIANT, &variant.name);
+            insert(h, header::INFERENCE_ID, &inference_id);
+            if let Some(attributes) = &output.custom_attributes {
+                insert(h, header::CUSTOM_ATTRIBUTES, attributes);
+            }
+            Ok(response)
+        }
+        Err(error) => {
+            let api_error = ApiError::from_invoke(&error, &variant.name);
+            tracing::warn!(
+                status = api_error.status().as_u16(),
+                error = %api_error.message(),
+                "invocation failed"
+            );
+            let mut response = api_error.into_response();
+            insert(response.headers_mut(), header::INVOKED_VARIANT, &variant.name);
+            Ok(response)
+        }
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(name, value);
+    }
+}

@@ -1,0 +1,354 @@
+//! The `plinth` command line: `validate` (good and bad configs, with the exact error text),
+//! `serve` refusing components it cannot run and a `model_fn` that fails, `local` (one
+//! component, one input, no server) and `invoke` (a client for a running server).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use plinth_tests::{
+    Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// Runs `plinth ARGS` to completion.
+fn plinth(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Panics with both streams unless `output` succeeded.
+fn expect_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// Panics unless `output` failed with every fragment on stderr; gives stderr.
+fn expect_failure(output: &Output, what: &str, fragments: &[&str]) -> String {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "{what} should fail but exited 0:\nstdout:\n{}\nstderr:\n{stderr}",
+        text(&output.stdout)
+    );
+    for fragment in fragments {
+        assert!(
+            stderr.contains(fragment),
+            "{what}: stderr lacks {fragment:?}:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+fn write_config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("plinth.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+fn iris_model() -> Model {
+    Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR)
+}
+
+#[test]
+fn validate_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new()
+        .endpoint(iris_model(), 2)
+        .endpoint(Model::new("faults", FAULTS_WASM), 1);
+    let path = write_config(dir.path(), &config.to_toml());
+    let output = plinth(&["validate", "--config", &path]);
+    expect_success(&output, "plinth validate");
+    assert_eq!(text(&output.stdout).trim(), "ok: 2 endpoints");
+}
+
+#[test]
+fn validate_accepts_the_iris_example() {
+    let path = Path::new(WORKSPACE_ROOT).join("examples/iris/plinth.toml");
+    let output = plinth(&["validate", "--config", path.to_str().unwrap()]);
+    expect_success(&output, "plinth validate examples/iris/plinth.toml");
+    assert_eq!(text(&output.stdout).trim(), "ok: 1 endpoints");
+}
+
+#[test]
+fn validate_rejects_a_variant_of_an_unknown_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"[[models]]
+name = "iris"
+component = {component:?}
+
+[[endpoint_configs]]
+name = "iris-config"
+[[endpoint_configs.production_variants]]
+variant_name = "AllTraffic"
+model_name = "x"
+initial_instance_count = 1
+initial_variant_weight = 1.0
+
+[[endpoints]]
+name = "iris"
+endpoint_config_name = "iris-config"
+"#,
+        component = IRIS_WASM
+    );
+    let path = write_config(dir.path(), &toml);
+    let output = plinth(&["validate", "--config", &path]);
+    expect_failure(
+        &output,
+        "plinth validate (unknown model)",
+        &[
+            &path,
+            "`endpoint_configs[0].production_variants[0].model_name`: no model named \"x\"; \
+             add a [[models]] entry",
+        ],
+    );
+}
+
+#[test]
+fn validate_rejects_a_file_that_is_not_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[[models]\nname = ");
+    let output = plinth(&["validate", "--config", &path]);
+    expect_failure(&output, "plinth validate (not TOML)", &[&path]);
+}
+
+#[test]
+fn serve_refuses_a_component_that_is_not_wasm() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bad.wasm");
+    std::fs::write(&bogus, "this is a text file, not WebAssembly\n").unwrap();
+    let config = Config::new().endpoint(Model::new("bad", &bogus), 1);
+    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
+        panic!("plinth serve started with a text file as its component");
+    };
+    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
+    assert!(
+        e.stderr.contains("bad.wasm is not a valid WebAssembly component"),
+        "stderr:\n{}",
+        e.stderr
+    );
+}
+
+#[test]
+fn serve_refuses_a_component_of_another_world() {
+    // The smallest valid component: the preamble and nothing else, so it exports nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let config = Config::new().endpoint(Model::new("empty", &empty), 1);
+    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
+        panic!("plinth serve started with an empty component");
+    };
+    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
+    assert!(
+        e.stderr
+            .contains("does not implement the plinth:model@0.1.0 `model` world"),
+        "stderr:\n{}",
+        e.stderr
+    );
+}
+
+#[test]
+fn serve_refuses_a_model_whose_model_fn_fails() {
+    let model = Model::new("faults", FAULTS_WASM).env("FAULT_MODEL_FN", "1");
+    let config = Config::new().endpoint(model, 1);
+    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
+        panic!("plinth serve started although model_fn fails");
+    };
+    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
+    assert!(
+        e.stderr
+            .contains("model_fn failed: fault plugin: model_fn failed as configured"),
+        "stderr:\n{}",
+        e.stderr
+    );
+}
+
+#[test]
+fn local_runs_one_input_through_a_component() {
+    let output = plinth(&[
+        "local",
+        "--component",
+        IRIS_WASM,
+        "--model-data",
+        IRIS_MODEL_DIR,
+        "--content-type",
+        "text/csv",
+        "--body",
+        "5.1,3.5,1.4,0.2",
+    ]);
+    expect_success(&output, "plinth local (iris)");
+    let stdout = text(&output.stdout);
+    let body: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"));
+    assert_eq!(body["predictions"][0]["label"], "setosa", "{body}");
+
+    // --body-file and --accept.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.csv");
+    std::fs::write(&input, "6.7,3.0,5.2,2.3\n5.9,3.0,4.2,1.5\n").unwrap();
+    let output = plinth(&[
+        "local",
+        "--component",
+        IRIS_WASM,
+        "--model-data",
+        IRIS_MODEL_DIR,
+        "--content-type",
+        "text/csv",
+        "--accept",
+        "text/csv",
+        "--body-file",
+        input.to_str().unwrap(),
+    ]);
+    expect_success(&output, "plinth local (iris, --body-file)");
+    let stdout = text(&output.stdout);
+    let labels: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(labels, ["virginica", "versicolor"], "{stdout:?}");
+
+    // --env reaches model_fn.
+    let output = plinth(&[
+        "local",
+        "--component",
+        FAULTS_WASM,
+        "--env",
+        "FAULT_MODEL_FN=1",
+        "--body",
+        "fine",
+    ]);
+    expect_failure(&output, "plinth local (FAULT_MODEL_FN=1)", &["model_fn failed"]);
+}
+
+#[test]
+fn local_reports_a_guest_panic() {
+    let output = plinth(&[
+        "local",
+        "--component",
+        FAULTS_WASM,
+        "--custom-attributes",
+        "panic",
+        "--body",
+        "x",
+    ]);
+    expect_failure(
+        &output,
+        "plinth local (panic)",
+        &["fault plugin: deliberate panic"],
+    );
+
+    let output = plinth(&[
+        "local",
+        "--component",
+        IRIS_WASM,
+        "--model-data",
+        IRIS_MODEL_DIR,
+        "--content-type",
+        "text/csv",
+        "--body",
+        "1,2,3",
+    ]);
+    expect_failure(
+        &output,
+        "plinth local (3 columns)",
+        &["expected 4 features per row"],
+    );
+}
+
+#[test]
+fn invoke_talks_to_a_running_server() {
+    let server = Server::start(BIN, &Config::new().endpoint(iris_model(), 1).to_toml());
+    let output = plinth(&[
+        "invoke",
+        "--endpoint",
+        "iris",
+        "--endpoint-url",
+        server.url(),
+        "--content-type",
+        "text/csv",
+        "--body",
+        "5.1,3.5,1.4,0.2",
+    ]);
+    expect_success(&output, "plinth invoke");
+    assert!(
+        text(&output.stdout).contains("setosa"),
+        "stdout: {}",
+        text(&output.stdout)
+    );
+    assert!(
+        text(&output.stderr).contains("variant: AllTraffic"),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, "[[6.7,3.0,5.2,2.3]]").unwrap();
+    let output = plinth(&[
+        "invoke",
+        "--endpoint",
+        "iris",
+        "--endpoint-url",
+        server.url(),
+        "--content-type",
+        "application/json",
+        "--accept",
+        "text/csv",
+        "--target-variant",
+        "AllTraffic",
+        "--body-file",
+        input.to_str().unwrap(),
+    ]);
+    expect_success(&output, "plinth invoke --body-file");
+    assert!(
+        text(&output.stdout).starts_with("virginica,"),
+        "stdout: {}",
+        text(&output.stdout)
+    );
+
+    let output = plinth(&[
+        "invoke",
+        "--endpoint",
+        "nope",
+        "--endpoint-url",
+        server.url(),
+        "--body",
+        "x",
+    ]);
+    expect_failure(
+        &output,
+        "plinth invoke (unknown endpoint)",
+        &["Endpoint nope of account 123456789012 not found."],
+    );
+
+    let output = plinth(&[
+        "invoke",
+        "--endpoint",
+        "iris",
+        "--endpoint-url",
+        server.url(),
+        "--content-type",
+        "text/csv",
+        "--body",
+        "1,2,3",
+    ]);
+    expect_failure(
+        &output,
+        "plinth invoke (3 columns)",
+        &["expected 4 features per row"],
+    );
+}
