@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use plinth_tests::{Config, Model, Server, ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT};
+use plinth_tests::{
+    Config, Model, Server, ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 

@@ -89,7 +89,11 @@ fn main() {
     let mut out = String::new();
     for (constant, name) in PLUGINS {
         let path = release.join(format!("{name}.wasm"));
-        assert!(path.is_file(), "the plugin build did not produce {}", path.display());
+        assert!(
+            path.is_file(),
+            "the plugin build did not produce {}",
+            path.display()
+        );
         out.push_str(&format!(
             "/// Absolute path of the `{name}` plugin component (`plugins/{name}`).\n\
              pub const {constant}: &str = {:?};\n",

@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use plinth_tests::{
-    Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT,
-};
+use plinth_tests::{Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -136,7 +134,8 @@ fn serve_refuses_a_component_that_is_not_wasm() {
     };
     assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
     assert!(
-        e.stderr.contains("bad.wasm is not a valid WebAssembly component"),
+        e.stderr
+            .contains("bad.wasm is not a valid WebAssembly component"),
         "stderr:\n{}",
         e.stderr
     );
@@ -231,7 +230,11 @@ fn local_runs_one_input_through_a_component() {
         "--body",
         "fine",
     ]);
-    expect_failure(&output, "plinth local (FAULT_MODEL_FN=1)", &["model_fn failed"]);
+    expect_failure(
+        &output,
+        "plinth local (FAULT_MODEL_FN=1)",
+        &["model_fn failed"],
+    );
 }
 
 #[test]

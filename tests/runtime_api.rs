@@ -28,7 +28,10 @@ fn iris_model() -> Model {
 }
 
 fn iris_server(instances: u32) -> Server {
-    Server::start(BIN, &Config::new().endpoint(iris_model(), instances).to_toml())
+    Server::start(
+        BIN,
+        &Config::new().endpoint(iris_model(), instances).to_toml(),
+    )
 }
 
 fn csv_rows(rows: &[[f32; 4]]) -> String {
@@ -81,11 +84,14 @@ fn guest_client_error(response: plinth_tests::Response, original: u64, fragment:
         original_message.contains(fragment),
         "OriginalMessage {original_message:?} lacks {fragment:?}"
     );
-    assert_eq!(
-        e.message,
-        format!("Received client error ({original}) from model with message \"{original_message}\""),
-        "{}",
-        e.body
+    // SageMaker's wording: `Received client error (400) from <container> with message "..."`.
+    // Which name follows "from" (the model, the variant) is the server's choice.
+    let prefix = format!("Received client error ({original}) from ");
+    let quoted = format!(" with message \"{original_message}\"");
+    assert!(
+        e.message.starts_with(&prefix) && e.message.contains(&quoted),
+        "message {:?} is not `{prefix}<name>{quoted}`",
+        e.message
     );
 }
 
@@ -134,10 +140,7 @@ fn iris_answers_in_the_accepted_type() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-type").as_deref(), Some("text/csv"));
     let text = r.text().unwrap();
-    let labels: Vec<&str> = text
-        .lines()
-        .map(|l| l.split(',').next().unwrap())
-        .collect();
+    let labels: Vec<&str> = text.lines().map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(labels, LABELS, "CSV answer {text:?}");
     assert!(text.lines().all(|l| l.split(',').count() == 4), "{text:?}");
 
@@ -158,7 +161,10 @@ fn iris_answers_in_the_accepted_type() {
         .chunks(3)
         .map(|row| {
             let sum: f32 = row.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-3, "probabilities {row:?} do not sum to 1");
+            assert!(
+                (sum - 1.0).abs() < 1e-3,
+                "probabilities {row:?} do not sum to 1"
+            );
             (0..3).fold(0, |b, i| if row[i] > row[b] { i } else { b })
         })
         .collect();
@@ -194,7 +200,11 @@ fn response_headers() {
         header(&r, "X-Amzn-SageMaker-Inference-Id").as_deref(),
         Some("req-1234")
     );
-    assert_eq!(header(&r, CUSTOM_ATTRIBUTES), None, "iris sets no attributes");
+    assert_eq!(
+        header(&r, CUSTOM_ATTRIBUTES),
+        None,
+        "iris sets no attributes"
+    );
 
     // Without an inference id the server makes one up, a different one each time.
     let a = server.invoke("iris", "text/csv", body.clone(), &[]);
@@ -308,7 +318,10 @@ fn unknown_endpoint_and_variant_are_validation_errors() {
     let e = ApiError::from_response(server.invoke("nope", "text/csv", "1,2,3,4", &[]));
     assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
     assert_eq!(e.code, "ValidationError");
-    assert_eq!(e.message, "Endpoint nope of account 123456789012 not found.");
+    assert_eq!(
+        e.message,
+        "Endpoint nope of account 123456789012 not found."
+    );
 
     let e = ApiError::from_response(server.invoke(
         "iris",
@@ -450,7 +463,10 @@ fn the_sandbox_holds() {
     );
 
     let passwd = probe("read=/etc/passwd");
-    assert!(!passwd.contains("root:"), "the guest read /etc/passwd: {passwd:?}");
+    assert!(
+        !passwd.contains("root:"),
+        "the guest read /etc/passwd: {passwd:?}"
+    );
     let listing = probe("ls=/");
     assert!(
         !listing.lines().any(|l| l == "etc" || l == "proc"),

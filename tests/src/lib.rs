@@ -503,15 +503,18 @@ pub fn header(response: &Response, name: &str) -> Option<String> {
 
 /// An NPY (format 1.0) body holding `data` as little-endian `f32` in C order with `shape`.
 pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "data does not fit the shape");
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "data does not fit the shape"
+    );
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_text = if dims.len() == 1 {
         format!("({},)", dims[0])
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that magic (6) + version (2) + length (2) + header ends at a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));

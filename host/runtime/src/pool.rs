@@ -144,7 +144,10 @@ impl VariantPool {
         let idle = self.idle.clone();
         let replaced = self.replaced.clone();
         let deadline = template.deadline;
+        // Guest logs and trap reports carry the caller's span (endpoint, variant, inference id).
+        let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let result = run_on_pool(&template, &idle, &replaced, &request);
             drop(permit);
             result
