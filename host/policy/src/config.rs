@@ -173,7 +173,13 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}: `{}`: {}", self.file.display(), self.key, self.message)
+            write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            )
         }
     }
 }
@@ -206,7 +212,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         if names::is_valid(name) {
             Ok(())
         } else {
-            Err(err(key, format!("{name:?} is not a valid name: {}", names::RULE)))
+            Err(err(
+                key,
+                format!("{name:?} is not a valid name: {}", names::RULE),
+            ))
         }
     };
 
@@ -216,7 +225,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         if models.contains_key(&m.name) {
             return Err(err(
                 format!("models[{i}].name"),
-                format!("model {:?} is defined twice; give each model a unique name", m.name),
+                format!(
+                    "model {:?} is defined twice; give each model a unique name",
+                    m.name
+                ),
             ));
         }
         let memory_mib = m.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
@@ -252,7 +264,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         if configs.contains_key(&c.name) {
             return Err(err(
                 format!("endpoint_configs[{i}].name"),
-                format!("endpoint config {:?} is defined twice; give each a unique name", c.name),
+                format!(
+                    "endpoint config {:?} is defined twice; give each a unique name",
+                    c.name
+                ),
             ));
         }
         let n = c.production_variants.len();
@@ -265,7 +280,8 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         let mut seen = HashSet::new();
         let mut variants = Vec::new();
         for (j, v) in c.production_variants.iter().enumerate() {
-            let key = |field: &str| format!("endpoint_configs[{i}].production_variants[{j}].{field}");
+            let key =
+                |field: &str| format!("endpoint_configs[{i}].production_variants[{j}].{field}");
             check_name(key("variant_name"), &v.variant_name)?;
             if !seen.insert(v.variant_name.clone()) {
                 return Err(err(
@@ -296,7 +312,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
             if !v.initial_variant_weight.is_finite() || v.initial_variant_weight < 0.0 {
                 return Err(err(
                     key("initial_variant_weight"),
-                    format!("{} is not a weight; use a number >= 0", v.initial_variant_weight),
+                    format!(
+                        "{} is not a weight; use a number >= 0",
+                        v.initial_variant_weight
+                    ),
                 ));
             }
             variants.push(Variant {
@@ -322,7 +341,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         if !seen.insert(e.name.clone()) {
             return Err(err(
                 format!("endpoints[{i}].name"),
-                format!("endpoint {:?} is defined twice; give each endpoint a unique name", e.name),
+                format!(
+                    "endpoint {:?} is defined twice; give each endpoint a unique name",
+                    e.name
+                ),
             ));
         }
         let variants = configs.get(&e.endpoint_config_name).ok_or_else(|| {
@@ -401,7 +423,10 @@ endpoint_config_name = "iris-config"
         assert_eq!(e.variants[1].weight, 3.0);
         let m = &e.variants[0].model;
         assert_eq!(m.component, Path::new("/etc/plinth/iris.wasm"));
-        assert_eq!(m.model_data.as_deref(), Some(Path::new("/etc/plinth/model")));
+        assert_eq!(
+            m.model_data.as_deref(),
+            Some(Path::new("/etc/plinth/model"))
+        );
         assert_eq!(m.environment, vec![("LOG".to_string(), "1".to_string())]);
         assert_eq!(m.timeout_seconds, 60);
         assert_eq!(m.memory_bytes, 256 << 20);
@@ -431,8 +456,14 @@ endpoint_config_name = "iris-config"
     #[test]
     fn all_zero_weights_are_rejected() {
         let text = GOOD
-            .replace("initial_variant_weight = 3.0", "initial_variant_weight = 0.0")
-            .replace("initial_instance_count = 2", "initial_instance_count = 2\ninitial_variant_weight = 0");
+            .replace(
+                "initial_variant_weight = 3.0",
+                "initial_variant_weight = 0.0",
+            )
+            .replace(
+                "initial_instance_count = 2",
+                "initial_instance_count = 2\ninitial_variant_weight = 0",
+            );
         let e = parse_str(&text).unwrap_err().to_string();
         assert!(e.contains("every initial_variant_weight is 0"), "{e}");
     }
@@ -448,6 +479,9 @@ endpoint_config_name = "iris-config"
             );
         }
         let e = parse_str(&text).unwrap_err().to_string();
-        assert!(e.contains("has 11 variants; an endpoint config needs 1-10"), "{e}");
+        assert!(
+            e.contains("has 11 variants; an endpoint config needs 1-10"),
+            "{e}"
+        );
     }
 }

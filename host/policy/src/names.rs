@@ -11,7 +11,9 @@ pub fn is_valid(name: &str) -> bool {
         && bytes.len() <= MAX_NAME_LEN
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
 /// The rule, for error messages.
@@ -24,7 +26,14 @@ mod tests {
 
     #[test]
     fn accepts_sagemaker_names() {
-        for ok in ["a", "iris", "Iris-v2", "a--b", "AllTraffic", &"x".repeat(63)] {
+        for ok in [
+            "a",
+            "iris",
+            "Iris-v2",
+            "a--b",
+            "AllTraffic",
+            &"x".repeat(63),
+        ] {
             assert!(is_valid(ok), "{ok}");
         }
     }

@@ -13,7 +13,9 @@ pub enum RouteError {
         available: Vec<String>,
     },
     /// Every weight is zero (and no target variant was given).
-    #[error("every production variant has weight 0; name one with TargetVariant or raise a weight")]
+    #[error(
+        "every production variant has weight 0; name one with TargetVariant or raise a weight"
+    )]
     NoWeight,
 }
 
@@ -80,7 +82,10 @@ mod tests {
     #[test]
     fn target_overrides_weights() {
         let names = ["a", "b"];
-        assert_eq!(choose(names.iter().copied(), &[1.0, 0.0], Some("b"), 0.0), Ok(1));
+        assert_eq!(
+            choose(names.iter().copied(), &[1.0, 0.0], Some("b"), 0.0),
+            Ok(1)
+        );
         let err = choose(names.iter().copied(), &[1.0, 0.0], Some("c"), 0.0).unwrap_err();
         assert!(err.to_string().contains("\"c\""));
     }

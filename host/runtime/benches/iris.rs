@@ -19,7 +19,11 @@ const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 fn native(graph: &TractGraph, body: &str) -> Vec<u8> {
     let rows: Vec<Vec<f32>> = body
         .lines()
-        .map(|l| l.split(',').map(|v| v.trim().parse::<f32>().unwrap()).collect())
+        .map(|l| {
+            l.split(',')
+                .map(|v| v.trim().parse::<f32>().unwrap())
+                .collect()
+        })
         .collect();
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
     let input = Tensor::from_shape(&[rows.len(), 4], &flat).unwrap();
@@ -38,7 +42,8 @@ fn native(graph: &TractGraph, body: &str) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let model_dir = Path::new(plinth_tests::IRIS_MODEL_DIR);
-    let graph = TractGraph::from_onnx(&std::fs::read(model_dir.join("model.onnx")).unwrap()).unwrap();
+    let graph =
+        TractGraph::from_onnx(&std::fs::read(model_dir.join("model.onnx")).unwrap()).unwrap();
 
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
     let pool = VariantPool::new(
@@ -64,11 +69,15 @@ fn bench(c: &mut Criterion) {
     // Both paths must give the same answer.
     let guest_out = pool.invoke_blocking(&request).unwrap();
     let native_out = native(&graph, BODY);
-    let label = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["predictions"][0]["label"].clone();
+    let label = |b: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(b).unwrap()["predictions"][0]["label"].clone()
+    };
     assert_eq!(label(&guest_out.body), label(&native_out));
 
     let mut group = c.benchmark_group("iris_request");
-    group.bench_function("native", |b| b.iter(|| black_box(native(&graph, black_box(BODY)))));
+    group.bench_function("native", |b| {
+        b.iter(|| black_box(native(&graph, black_box(BODY))))
+    });
     group.bench_function("guest", |b| {
         b.iter(|| black_box(pool.invoke_blocking(black_box(&request)).unwrap()))
     });

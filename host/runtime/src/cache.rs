@@ -60,11 +60,10 @@ impl ComponentCache {
                     .into(),
             });
         }
-        let component =
-            Component::new(engine, &bytes).map_err(|e| LoadError::NotAComponent {
-                path: shown,
-                reason: format!("{e:#}"),
-            })?;
+        let component = Component::new(engine, &bytes).map_err(|e| LoadError::NotAComponent {
+            path: shown,
+            reason: format!("{e:#}"),
+        })?;
         if let Some(cached) = cached {
             if let Err(e) = store_atomically(&component, &cached) {
                 tracing::warn!(cache = %cached.display(), error = %e, "could not write the compiled-component cache");

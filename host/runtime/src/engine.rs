@@ -62,7 +62,7 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
-                        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .wasm_component_model(true);
         let engine = Engine::new(&wasm)?;
 

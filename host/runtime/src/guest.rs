@@ -148,7 +148,11 @@ impl InstanceTemplate {
             Ok(Ok(model)) => model,
             Ok(Err(e)) => return Err(LoadError::ModelFn(handler_error(e).to_string())),
             Err(trap) => {
-                return Err(LoadError::ModelFn(describe_trap(&trap, &stderr, self.deadline)))
+                return Err(LoadError::ModelFn(describe_trap(
+                    &trap,
+                    &stderr,
+                    self.deadline,
+                )))
             }
         };
         Ok(GuestInstance {
@@ -163,7 +167,12 @@ impl InstanceTemplate {
 
 impl GuestInstance {
     /// Run `input-fn` -> `predict-fn` -> `output-fn` under one deadline.
-    pub(crate) fn invoke(&mut self, request: &Invocation, variant: &str, deadline: Duration) -> Outcome {
+    pub(crate) fn invoke(
+        &mut self,
+        request: &Invocation,
+        variant: &str,
+        deadline: Duration,
+    ) -> Outcome {
         let started = Instant::now();
         self.store
             .set_epoch_deadline(crate::engine::deadline_ticks(deadline));
@@ -218,10 +227,11 @@ impl GuestInstance {
         ctx: &handler::Context,
     ) -> wasmtime::Result<Result<handler::Response, handler::HandlerError>> {
         let h = self.bindings.plinth_model_handler();
-        let payload = match h.call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)? {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
+        let payload =
+            match h.call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)? {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
         let prediction = match h.call_predict_fn(&mut self.store, payload, self.model, ctx)? {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
@@ -233,7 +243,9 @@ impl GuestInstance {
 fn handler_error(e: handler::HandlerError) -> InvokeError {
     let (kind, message) = match e {
         handler::HandlerError::BadRequest(m) => (HandlerErrorKind::BadRequest, m),
-        handler::HandlerError::UnsupportedMediaType(m) => (HandlerErrorKind::UnsupportedMediaType, m),
+        handler::HandlerError::UnsupportedMediaType(m) => {
+            (HandlerErrorKind::UnsupportedMediaType, m)
+        }
         handler::HandlerError::NotAcceptable(m) => (HandlerErrorKind::NotAcceptable, m),
         handler::HandlerError::ModelError(m) => (HandlerErrorKind::ModelError, m),
     };
@@ -278,7 +290,9 @@ fn validate_output(
 fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Duration) -> String {
     let reason = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded"),
-        Some(wasmtime::Trap::UnreachableCodeReached) => "unreachable code reached (a panic or abort)".into(),
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "unreachable code reached (a panic or abort)".into()
+        }
         Some(trap) => trap.to_string(),
         None => {
             let text = format!("{error:#}");

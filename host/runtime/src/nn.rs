@@ -164,7 +164,10 @@ impl TractExecution {
         index.ok_or_else(|| {
             backend_error(
                 "set input",
-                format!("unknown input {id:?}; the graph's inputs are {:?}", self.inputs),
+                format!(
+                    "unknown input {id:?}; the graph's inputs are {:?}",
+                    self.inputs
+                ),
             )
         })
     }
@@ -172,9 +175,9 @@ impl TractExecution {
     fn run(&mut self) -> Result<(), BackendError> {
         let mut inputs = TVec::new();
         for (i, tensor) in self.pending.iter_mut().enumerate() {
-            let tensor = tensor
-                .take()
-                .ok_or_else(|| backend_error("compute", format!("input {} not set", self.inputs[i])))?;
+            let tensor = tensor.take().ok_or_else(|| {
+                backend_error("compute", format!("input {} not set", self.inputs[i]))
+            })?;
             inputs.push(tensor.into_tvalue());
         }
         let outputs = self

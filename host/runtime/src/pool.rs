@@ -62,13 +62,14 @@ impl VariantPool {
     pub fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
         let shown = spec.component.display().to_string();
         let component = runtime.load_component(&spec.component)?;
-        let instance_pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld {
-                path: shown.clone(),
-                reason: format!("{e:#}"),
-            })?;
+        let instance_pre =
+            runtime
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    path: shown.clone(),
+                    reason: format!("{e:#}"),
+                })?;
         let pre = ModelPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: shown,
             reason: format!("{e:#}"),
@@ -137,7 +138,8 @@ impl VariantPool {
                 }
                 let permit = self.permits.clone().acquire_owned().await;
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                permit.map_err(|_| InvokeError::Unavailable("the variant is shutting down".into()))?
+                permit
+                    .map_err(|_| InvokeError::Unavailable("the variant is shutting down".into()))?
             }
         };
         let template = self.template.clone();
@@ -185,7 +187,9 @@ fn run_on_pool(
     };
     let outcome = instance.invoke(request, &template.variant, template.deadline);
     if outcome.reusable {
-        idle.lock().unwrap_or_else(|e| e.into_inner()).push(instance);
+        idle.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(instance);
     } else {
         drop(instance);
         replaced.fetch_add(1, Ordering::Relaxed);

@@ -95,8 +95,12 @@ async fn invoke(
 
     let content_type = text_header(&headers, "content-type", "ContentType", 1024)?.unwrap_or("");
     let accept = text_header(&headers, "accept", "Accept", 1024)?.unwrap_or("");
-    let custom_attributes =
-        text_header(&headers, header::CUSTOM_ATTRIBUTES, "CustomAttributes", 1024)?;
+    let custom_attributes = text_header(
+        &headers,
+        header::CUSTOM_ATTRIBUTES,
+        "CustomAttributes",
+        1024,
+    )?;
     let target = text_header(&headers, header::TARGET_VARIANT, "TargetVariant", 63)?;
     let inference_id = match text_header(&headers, header::INFERENCE_ID, "InferenceId", 64)? {
         Some("") => return Err(ApiError::validation("InferenceId must not be empty")),
@@ -135,7 +139,11 @@ async fn invoke(
             let mut response = (StatusCode::OK, output.body).into_response();
             let h = response.headers_mut();
             // The runtime validated the content type and custom attributes as visible ASCII.
-            insert(h, axum::http::header::CONTENT_TYPE.as_str(), &output.content_type);
+            insert(
+                h,
+                axum::http::header::CONTENT_TYPE.as_str(),
+                &output.content_type,
+            );
             insert(h, header::INVOKED_VARIANT, &variant.name);
             insert(h, header::INFERENCE_ID, &inference_id);
             if let Some(attributes) = &output.custom_attributes {
@@ -151,7 +159,11 @@ async fn invoke(
                 "invocation failed"
             );
             let mut response = api_error.into_response();
-            insert(response.headers_mut(), header::INVOKED_VARIANT, &variant.name);
+            insert(
+                response.headers_mut(),
+                header::INVOKED_VARIANT,
+                &variant.name,
+            );
             Ok(response)
         }
     }

@@ -45,7 +45,11 @@ enum Command {
         #[arg(long)]
         endpoint: String,
         /// Plinth's address.
-        #[arg(long, env = "PLINTH_ENDPOINT_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "PLINTH_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
         endpoint_url: String,
         /// `X-Amzn-SageMaker-Target-Variant`.
         #[arg(long)]
@@ -88,7 +92,11 @@ struct RequestArgs {
     #[arg(long)]
     custom_attributes: Option<String>,
     /// The body, as text.
-    #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
+    #[arg(
+        long,
+        conflicts_with = "body_file",
+        required_unless_present = "body_file"
+    )]
     body: Option<String>,
     /// The body, from a file.
     #[arg(long)]
@@ -130,7 +138,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             endpoint_url,
             target_variant,
             request,
-        } => invoke(&endpoint_url, &endpoint, target_variant.as_deref(), &request),
+        } => invoke(
+            &endpoint_url,
+            &endpoint,
+            target_variant.as_deref(),
+            &request,
+        ),
         Command::Local {
             component,
             model_data,

@@ -118,7 +118,10 @@ pub(crate) fn build_endpoint(
 }
 
 /// Build every endpoint of a deployment. Blocking.
-pub(crate) fn build_all(runtime: &Runtime, deployment: &Deployment) -> Result<EndpointMap, BuildError> {
+pub(crate) fn build_all(
+    runtime: &Runtime,
+    deployment: &Deployment,
+) -> Result<EndpointMap, BuildError> {
     let mut map = EndpointMap::new();
     for endpoint in &deployment.endpoints {
         let started = std::time::Instant::now();

@@ -35,7 +35,9 @@ impl ApiError {
 
     /// The endpoint does not exist.
     pub(crate) fn endpoint_not_found(name: &str) -> Self {
-        Self::validation(format!("Endpoint {name} of account {ACCOUNT_ID} not found."))
+        Self::validation(format!(
+            "Endpoint {name} of account {ACCOUNT_ID} not found."
+        ))
     }
 
     /// An internal failure: logged in detail, answered generically.
@@ -56,9 +58,11 @@ impl ApiError {
                 "ThrottlingException",
                 format!("Variant {variant} is at capacity: {error}. Retry with backoff."),
             ),
-            InvokeError::Unavailable(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", error.to_string())
-            }
+            InvokeError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                error.to_string(),
+            ),
             _ => {
                 let original = error.original_status().unwrap_or(500);
                 let original_message = error.to_string();
@@ -76,7 +80,8 @@ impl ApiError {
                 };
                 let mut e = Self::new(StatusCode::FAILED_DEPENDENCY, "ModelError", message);
                 e.extra.insert("OriginalStatusCode".into(), json!(original));
-                e.extra.insert("OriginalMessage".into(), json!(original_message));
+                e.extra
+                    .insert("OriginalMessage".into(), json!(original_message));
                 e.extra.insert(
                     "ErrorCode".into(),
                     json!(if original < 500 && original != 0 {
