@@ -5,6 +5,7 @@
 //! and what to do about it.
 
 use crate::names;
+use crate::routing::RoutingStrategy;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -16,6 +17,8 @@ pub const MAX_VARIANTS: usize = 10;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// The default invocation deadline in seconds: 60, SageMaker's.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
+/// The default bound on requests waiting for a busy variant.
+pub const DEFAULT_MAX_QUEUE_LENGTH: usize = 128;
 /// The default memory cap per instance in MiB.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 
@@ -88,6 +91,12 @@ pub struct VariantSection {
     /// `InitialVariantWeight`. Default: 1.0.
     #[serde(default = "one_f")]
     pub initial_variant_weight: f64,
+    /// `RoutingConfig.RoutingStrategy`: `LEAST_OUTSTANDING_REQUESTS` (default) or `RANDOM`.
+    #[serde(default)]
+    pub routing_strategy: RoutingStrategy,
+    /// Requests that may wait when every instance is busy; more are throttled.
+    /// Default: 128.
+    pub max_queue_length: Option<usize>,
 }
 
 fn one() -> usize {
@@ -135,6 +144,10 @@ pub struct Variant {
     pub instance_count: usize,
     /// Weight (share = weight / sum of weights).
     pub weight: f64,
+    /// How requests are spread over instances.
+    pub routing_strategy: RoutingStrategy,
+    /// Requests that may wait when every instance is busy.
+    pub max_queue_length: usize,
 }
 
 /// A validated endpoint with its config resolved.
@@ -323,6 +336,8 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 model: model.clone(),
                 instance_count: v.initial_instance_count,
                 weight: v.initial_variant_weight,
+                routing_strategy: v.routing_strategy,
+                max_queue_length: v.max_queue_length.unwrap_or(DEFAULT_MAX_QUEUE_LENGTH),
             });
         }
         if variants.iter().all(|v| v.weight == 0.0) {

@@ -90,3 +90,69 @@ mod tests {
         assert!(err.to_string().contains("\"c\""));
     }
 }
+
+/// How a variant spreads requests over its instances: SageMaker's
+/// `RoutingConfig.RoutingStrategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoutingStrategy {
+    /// The instance with the fewest outstanding requests (ties broken at random).
+    #[default]
+    LeastOutstandingRequests,
+    /// An instance chosen uniformly at random.
+    Random,
+}
+
+impl RoutingStrategy {
+    /// SageMaker's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LeastOutstandingRequests => "LEAST_OUTSTANDING_REQUESTS",
+            Self::Random => "RANDOM",
+        }
+    }
+}
+
+/// Pick an instance given each instance's outstanding requests. `draw` is uniform in
+/// `[0, 1)`. `None` only when there are no instances.
+pub fn pick_instance(strategy: RoutingStrategy, outstanding: &[usize], draw: f64) -> Option<usize> {
+    if outstanding.is_empty() {
+        return None;
+    }
+    let n = outstanding.len();
+    match strategy {
+        RoutingStrategy::Random => Some(((draw * n as f64) as usize).min(n - 1)),
+        RoutingStrategy::LeastOutstandingRequests => {
+            let least = *outstanding.iter().min()?;
+            let ties = outstanding.iter().filter(|o| **o == least).count();
+            let nth = ((draw * ties as f64) as usize).min(ties - 1);
+            outstanding
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| **o == least)
+                .nth(nth)
+                .map(|(i, _)| i)
+        }
+    }
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+
+    #[test]
+    fn least_outstanding_picks_a_least_loaded_instance() {
+        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &[2, 0, 1], 0.7), Some(1));
+        // Ties are spread by the draw.
+        let load = [1, 0, 0];
+        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.1), Some(1));
+        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.9), Some(2));
+    }
+
+    #[test]
+    fn random_ignores_load() {
+        assert_eq!(pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.99), Some(2));
+        assert_eq!(pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.0), Some(0));
+        assert_eq!(pick_instance(RoutingStrategy::Random, &[], 0.5), None);
+    }
+}

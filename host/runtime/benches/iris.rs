@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
             model_dir: Some(model_dir.to_path_buf()),
             environment: Vec::new(),
             instance_count: 1,
+            routing: Default::default(),
             limits: Limits::default(),
         },
     )

@@ -71,7 +71,7 @@ impl TractGraph {
 
     /// Run the graph on inputs given in the graph's input order.
     pub fn run(&self, inputs: TVec<TValue>) -> anyhow::Result<TVec<TValue>> {
-        Ok(self.plan.run(inputs)?)
+        self.plan.run(inputs)
     }
 }
 
@@ -85,7 +85,7 @@ pub fn to_tract(tensor: &Tensor) -> anyhow::Result<tract_onnx::prelude::Tensor> 
         f: fn([u8; N]) -> T,
     ) -> anyhow::Result<tract_onnx::prelude::Tensor> {
         anyhow::ensure!(
-            data.len() % N == 0,
+            data.len().is_multiple_of(N),
             "tensor data length {} is not a multiple of {N}",
             data.len()
         );
@@ -93,7 +93,7 @@ pub fn to_tract(tensor: &Tensor) -> anyhow::Result<tract_onnx::prelude::Tensor> 
             .chunks_exact(N)
             .map(|c| f(c.try_into().expect("chunk of N bytes")))
             .collect();
-        Ok(tract_onnx::prelude::Tensor::from_shape(shape, &values)?)
+        tract_onnx::prelude::Tensor::from_shape(shape, &values)
     }
     match tensor.ty {
         TensorType::Fp32 => decode(&shape, data, f32::from_le_bytes),

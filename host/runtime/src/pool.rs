@@ -1,13 +1,21 @@
 //! A production variant's pool of warm instances. The instance count is the variant's
-//! parallelism: a request takes an idle instance, waits in a bounded queue when all are
-//! busy, and is throttled when the queue is full. Guest calls run on tokio's blocking pool;
-//! a trapped instance is dropped and replaced before its slot is given back.
+//! parallelism: each instance serves one request at a time, a request is routed to one
+//! instance by the variant's routing strategy (least outstanding requests, or random) and
+//! waits for it in a bounded queue; when the variant's queue is full the request is
+//! throttled, never left hanging.
+//!
+//! Guest calls run on tokio's blocking pool; a trapped instance is dropped and replaced
+//! before its slot takes the next request. The set of instances is itself a snapshot
+//! (arc-swap): resizing publishes a new set, and requests already on a removed instance
+//! finish there.
 
 use crate::engine::Runtime;
 use crate::error::{InvokeError, LoadError};
 use crate::guest::{GuestInstance, InstanceTemplate, Invocation, InvocationOutput, ModelPre};
 use crate::limits::Limits;
 use crate::nn::SharedGraphs;
+use arc_swap::ArcSwap;
+use plinth_policy::routing::{pick_instance, RoutingStrategy};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,8 +34,11 @@ pub struct VariantSpec {
     pub model_dir: Option<PathBuf>,
     /// The environment the guest sees (and nothing else).
     pub environment: Vec<(String, String)>,
-    /// Warm instances, i.e. requests served at once. At least 1.
+    /// Warm instances, i.e. requests served at once. May be 0 (the variant then refuses
+    /// requests until it is scaled up).
     pub instance_count: usize,
+    /// How requests are spread over instances.
+    pub routing: RoutingStrategy,
     /// Sandbox limits.
     pub limits: Limits,
 }
@@ -45,15 +56,44 @@ pub struct PoolStats {
     pub replaced: usize,
 }
 
+/// One instance and the requests routed to it.
+struct Slot {
+    /// One permit: the instance serves one request at a time.
+    gate: Arc<Semaphore>,
+    /// The instance; `None` while a request has it, or after a failed replacement.
+    instance: Mutex<Option<GuestInstance>>,
+    /// Requests routed here and not finished (waiting or running).
+    outstanding: AtomicUsize,
+}
+
+impl Slot {
+    fn new(instance: GuestInstance) -> Arc<Self> {
+        Arc::new(Self {
+            gate: Arc::new(Semaphore::new(1)),
+            instance: Mutex::new(Some(instance)),
+            outstanding: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// Decrements a slot's outstanding count when the request ends, however it ends.
+struct Outstanding(Arc<Slot>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The warm instances of one variant.
 pub struct VariantPool {
     template: Arc<InstanceTemplate>,
-    idle: Arc<Mutex<Vec<GuestInstance>>>,
-    permits: Arc<Semaphore>,
-    instances: usize,
+    slots: ArcSwap<Vec<Arc<Slot>>>,
+    routing: RoutingStrategy,
     max_queue: usize,
     queued: AtomicUsize,
     replaced: Arc<AtomicUsize>,
+    resizing: tokio::sync::Mutex<()>,
 }
 
 impl VariantPool {
@@ -92,18 +132,23 @@ impl VariantPool {
             endpoint: spec.endpoint.as_str().into(),
             variant: spec.variant.as_str().into(),
         });
-        let instances = spec.instance_count.max(1);
-        let idle = (0..instances)
-            .map(|_| template.instantiate())
-            .collect::<Result<Vec<_>, _>>()?;
+        // A variant with no instances still proves its component can start.
+        let first = template.instantiate()?;
+        let mut slots = Vec::with_capacity(spec.instance_count);
+        if spec.instance_count > 0 {
+            slots.push(Slot::new(first));
+            for _ in 1..spec.instance_count {
+                slots.push(Slot::new(template.instantiate()?));
+            }
+        }
         Ok(Self {
             template,
-            idle: Arc::new(Mutex::new(idle)),
-            permits: Arc::new(Semaphore::new(instances)),
-            instances,
+            slots: ArcSwap::from_pointee(slots),
+            routing: spec.routing,
             max_queue: spec.limits.max_queue,
             queued: AtomicUsize::new(0),
             replaced: Arc::default(),
+            resizing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -112,50 +157,85 @@ impl VariantPool {
         &self.template.variant
     }
 
+    /// The routing strategy.
+    pub fn routing(&self) -> RoutingStrategy {
+        self.routing
+    }
+
     /// Current load.
     pub fn stats(&self) -> PoolStats {
+        let slots = self.slots.load();
         PoolStats {
-            instances: self.instances,
-            busy: self.instances - self.permits.available_permits(),
+            instances: slots.len(),
+            busy: slots
+                .iter()
+                .filter(|s| s.gate.available_permits() == 0)
+                .count(),
             queued: self.queued.load(Ordering::Relaxed),
             replaced: self.replaced.load(Ordering::Relaxed),
         }
     }
 
-    /// Serve one request: wait for an instance (or be throttled), run the handler on the
-    /// blocking pool, and bound the wait by the deadline even if the backend overruns it.
+    /// Change the number of instances. New instances are warm (their `model-fn` has run)
+    /// before they take traffic; removed ones finish their requests first.
+    pub async fn resize(self: &Arc<Self>, count: usize) -> Result<(), LoadError> {
+        let _one_at_a_time = self.resizing.lock().await;
+        let current = self.slots.load().len();
+        if count > current {
+            let template = self.template.clone();
+            let fresh = tokio::task::spawn_blocking(move || {
+                (current..count)
+                    .map(|_| template.instantiate().map(Slot::new))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| LoadError::Engine(e.to_string()))??;
+            self.slots.rcu(|slots| {
+                let mut next = Vec::clone(slots);
+                next.extend(fresh.iter().cloned());
+                next
+            });
+        } else if count < current {
+            self.slots.rcu(|slots| slots[..count].to_vec());
+        }
+        Ok(())
+    }
+
+    /// Serve one request: route it to an instance, wait for that instance (or be
+    /// throttled), run the handler on the blocking pool, and bound the wait by the
+    /// deadline even if the backend overruns it.
     pub async fn invoke(&self, request: Invocation) -> Result<InvocationOutput, InvokeError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
+        let slot = self.route()?;
+        let permit = match slot.0.gate.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 let queued = self.queued.fetch_add(1, Ordering::SeqCst);
                 if queued >= self.max_queue {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     return Err(InvokeError::Throttled {
-                        in_flight: self.instances,
+                        in_flight: self.stats().busy,
                         queued,
                     });
                 }
-                let permit = self.permits.clone().acquire_owned().await;
+                let permit = slot.0.gate.clone().acquire_owned().await;
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                permit
-                    .map_err(|_| InvokeError::Unavailable("the variant is shutting down".into()))?
+                permit.map_err(|_| InvokeError::Unavailable("the instance was closed".into()))?
             }
         };
         let template = self.template.clone();
-        let idle = self.idle.clone();
         let replaced = self.replaced.clone();
         let deadline = template.deadline;
         // Guest logs and trap reports carry the caller's span (endpoint, variant, inference id).
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let result = run_on_pool(&template, &idle, &replaced, &request);
+            let result = serve_on(&template, &slot.0, &replaced, &request);
             drop(permit);
+            drop(slot);
             result
         });
         // The epoch deadline stops guest code; this bounds a backend computation that
-        // overruns it too. The instance returns to the pool when that computation ends.
+        // overruns it too. The instance returns to its slot when that computation ends.
         let grace = crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout(deadline + grace, task).await {
             Ok(Ok(result)) => result,
@@ -168,17 +248,42 @@ impl VariantPool {
 
     /// Serve one request on the calling thread (for `plinth local` and benchmarks).
     pub fn invoke_blocking(&self, request: &Invocation) -> Result<InvocationOutput, InvokeError> {
-        run_on_pool(&self.template, &self.idle, &self.replaced, request)
+        let slot = self.route()?;
+        let _permit = slot
+            .0
+            .gate
+            .try_acquire()
+            .map_err(|_| InvokeError::Unavailable("the instance is busy".into()))?;
+        serve_on(&self.template, &slot.0, &self.replaced, request)
+    }
+
+    fn route(&self) -> Result<Outstanding, InvokeError> {
+        let slots = self.slots.load();
+        let outstanding: Vec<usize> = slots
+            .iter()
+            .map(|s| s.outstanding.load(Ordering::Relaxed))
+            .collect();
+        let index = pick_instance(self.routing, &outstanding, rand::random()).ok_or_else(|| {
+            InvokeError::Unavailable(format!(
+                "variant {} has 0 instances; raise its instance count",
+                self.template.variant
+            ))
+        })?;
+        let slot = slots[index].clone();
+        slot.outstanding.fetch_add(1, Ordering::SeqCst);
+        Ok(Outstanding(slot))
     }
 }
 
-fn run_on_pool(
+/// Run the request on the slot's instance (the caller holds the slot's permit). A trapped
+/// instance is replaced before the permit is released.
+fn serve_on(
     template: &InstanceTemplate,
-    idle: &Mutex<Vec<GuestInstance>>,
+    slot: &Slot,
     replaced: &AtomicUsize,
     request: &Invocation,
 ) -> Result<InvocationOutput, InvokeError> {
-    let taken = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let taken = slot.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut instance = match taken {
         Some(instance) => instance,
         None => template
@@ -186,22 +291,23 @@ fn run_on_pool(
             .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
     };
     let outcome = instance.invoke(request, &template.variant, template.deadline);
-    if outcome.reusable {
-        idle.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(instance);
+    let next = if outcome.reusable {
+        Some(instance)
     } else {
         drop(instance);
         replaced.fetch_add(1, Ordering::Relaxed);
-        match template.instantiate() {
-            Ok(fresh) => idle.lock().unwrap_or_else(|e| e.into_inner()).push(fresh),
-            Err(e) => tracing::error!(
-                endpoint = %template.endpoint,
-                variant = %template.variant,
-                error = %e,
-                "could not replace a failed instance; the next request will retry"
-            ),
-        }
-    }
+        template
+            .instantiate()
+            .map_err(|e| {
+                tracing::error!(
+                    endpoint = %template.endpoint,
+                    variant = %template.variant,
+                    error = %e,
+                    "could not replace a failed instance; the next request will retry"
+                )
+            })
+            .ok()
+    };
+    *slot.instance.lock().unwrap_or_else(|e| e.into_inner()) = next;
     outcome.result
 }

@@ -2,6 +2,7 @@
 
 use crate::endpoints::EndpointTable;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -24,14 +25,53 @@ mod header {
 pub(crate) struct AppState {
     pub(crate) endpoints: EndpointTable,
     pub(crate) max_payload_bytes: usize,
+    pub(crate) metrics: Metrics,
+    /// Control-plane changes happen one at a time.
+    pub(crate) updates: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    pub(crate) fn new(max_payload_bytes: usize) -> Self {
+        Self {
+            endpoints: EndpointTable::default(),
+            max_payload_bytes,
+            metrics: Metrics::new(),
+            updates: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// The router; `state` holds the endpoint table.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", post(crate::control::dispatch))
         .route("/ping", get(ping))
+        .route("/metrics", get(metrics))
         .route("/endpoints/{name}/invocations", post(invoke))
         .with_state(state)
+}
+
+/// Prometheus text exposition. Per-variant gauges are read from the live table.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let m = &state.metrics;
+    m.reset_gauges();
+    for endpoint in state.endpoints.all().values() {
+        for v in &endpoint.variants {
+            let labels = [endpoint.name.as_str(), v.live.name.as_str()];
+            let stats = v.live.pool.stats();
+            m.instances.with_label_values(&labels).set(stats.instances as i64);
+            m.instances_busy.with_label_values(&labels).set(stats.busy as i64);
+            m.queue_depth.with_label_values(&labels).set(stats.queued as i64);
+            m.instances_replaced
+                .with_label_values(&labels)
+                .set(stats.replaced as i64);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }
 
 /// Health check, as SageMaker's container contract: 200 with an empty body.
@@ -67,6 +107,7 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let endpoint = state
         .endpoints
         .get(&name)
@@ -108,10 +149,24 @@ async fn invoke(
         None => uuid::Uuid::new_v4().to_string(),
     };
 
-    let variant = endpoint
-        .route(target)
-        .map_err(|e| ApiError::validation(e.to_string()))?
-        .clone();
+    let variant = match endpoint.route(target) {
+        Ok(v) => v.clone(),
+        Err(e) => {
+            state
+                .metrics
+                .errors_4xx
+                .with_label_values(&[endpoint.name.as_str(), ""])
+                .inc();
+            return Err(ApiError::validation(e.to_string()));
+        }
+    };
+    let labels = [endpoint.name.as_str(), variant.name.as_str()];
+    let m = &state.metrics;
+    m.invocations.with_label_values(&labels).inc();
+    let instances = variant.pool.stats().instances.max(1);
+    m.invocations_per_instance
+        .with_label_values(&labels)
+        .inc_by(1.0 / instances as f64);
     let span = tracing::info_span!(
         "invoke",
         endpoint = %endpoint.name,
@@ -125,11 +180,17 @@ async fn invoke(
         inference_id: inference_id.clone(),
         custom_attributes: custom_attributes.map(str::to_string),
     };
-    let started = std::time::Instant::now();
     let result = variant.pool.invoke(request).instrument(span.clone()).await;
     let _entered = span.enter();
     match result {
         Ok(output) => {
+            let total = started.elapsed();
+            m.model_latency
+                .with_label_values(&labels)
+                .observe(output.model_latency.as_secs_f64());
+            m.overhead_latency
+                .with_label_values(&labels)
+                .observe(total.saturating_sub(output.model_latency).as_secs_f64());
             tracing::info!(
                 status = 200,
                 model_ms = output.model_latency.as_secs_f64() * 1e3,
@@ -153,6 +214,19 @@ async fn invoke(
         }
         Err(error) => {
             let api_error = ApiError::from_invoke(&error, &variant.name);
+            if matches!(error, plinth_runtime::InvokeError::Throttled { .. }) {
+                m.throttled.with_label_values(&labels).inc();
+            }
+            if error.original_status().is_some() {
+                m.model_errors.with_label_values(&labels).inc();
+            }
+            let server_side = api_error.status().is_server_error()
+                || matches!(error.original_status(), Some(0) | Some(500..));
+            if server_side {
+                m.errors_5xx.with_label_values(&labels).inc();
+            } else {
+                m.errors_4xx.with_label_values(&labels).inc();
+            }
             tracing::warn!(
                 status = api_error.status().as_u16(),
                 error = %api_error.message(),

@@ -2,7 +2,7 @@
 //! (SageMaker's local mode: one component, one input, no server).
 
 use crate::api::{self, AppState};
-use crate::endpoints::{self, EndpointTable};
+use crate::endpoints;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use plinth_policy::config;
@@ -159,6 +159,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 model_dir: model_data,
                 environment,
                 instance_count: 1,
+                routing: Default::default(),
                 limits: Limits {
                     memory_bytes: (memory_mib as usize) << 20,
                     deadline: std::time::Duration::from_secs(timeout_seconds),
@@ -197,11 +198,8 @@ fn serve(config: PathBuf, bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let runtime = new_runtime(Some(&data_dir))?;
     let map = endpoints::build_all(&runtime, &deployment)?;
-    let state = Arc::new(AppState {
-        endpoints: EndpointTable::default(),
-        max_payload_bytes: deployment.max_payload_bytes,
-    });
-    state.endpoints.publish(map);
+    let state = Arc::new(AppState::new(deployment.max_payload_bytes));
+    state.endpoints.publish_all(map);
 
     let tokio = tokio::runtime::Runtime::new()?;
     tokio.block_on(async move {

@@ -1,37 +1,69 @@
 //! The endpoint table: an immutable snapshot of every endpoint and its variants, published
 //! with arc-swap. Readers never lock; a request keeps the snapshot it started with, and a
-//! new snapshot is visible to the next request.
+//! new snapshot is visible to the next request. Writers (deploys, weight and capacity
+//! updates) build a new snapshot and publish it with one `rcu`.
 
 use arc_swap::ArcSwap;
 use plinth_policy::config::{Deployment, Endpoint, Variant};
+use plinth_policy::routing::{RouteError, RoutingStrategy};
 use plinth_runtime::{Limits, LoadError, Runtime, VariantPool, VariantSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// A variant that is serving.
-pub(crate) struct LiveVariant {
-    pub(crate) name: String,
-    pub(crate) weight: f64,
-    pub(crate) pool: VariantPool,
+/// SageMaker's endpoint states that Plinth uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndpointStatus {
+    InService,
+    Updating,
 }
 
-/// One endpoint, as of one configuration.
+impl EndpointStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::InService => "InService",
+            Self::Updating => "Updating",
+        }
+    }
+}
+
+/// A variant's warm pool, shared by every snapshot that routes to it.
+pub(crate) struct LiveVariant {
+    pub(crate) name: String,
+    pub(crate) model_name: String,
+    pub(crate) pool: Arc<VariantPool>,
+}
+
+/// A variant as one snapshot sees it.
+#[derive(Clone)]
+pub(crate) struct VariantState {
+    pub(crate) live: Arc<LiveVariant>,
+    /// The weight requests are routed by now.
+    pub(crate) current_weight: f64,
+    /// The weight an update in progress is moving to.
+    pub(crate) desired_weight: f64,
+    /// The instance count an update in progress is moving to.
+    pub(crate) desired_instance_count: usize,
+}
+
+/// One endpoint, as of one moment.
+#[derive(Clone)]
 pub(crate) struct EndpointSnapshot {
     pub(crate) name: String,
-    pub(crate) variants: Vec<Arc<LiveVariant>>,
-    weights: Vec<f64>,
+    pub(crate) config_name: String,
+    pub(crate) status: EndpointStatus,
+    pub(crate) created: SystemTime,
+    pub(crate) modified: SystemTime,
+    pub(crate) variants: Vec<VariantState>,
 }
 
 impl EndpointSnapshot {
     /// Choose the variant for a request.
-    pub(crate) fn route(
-        &self,
-        target: Option<&str>,
-    ) -> Result<&Arc<LiveVariant>, plinth_policy::routing::RouteError> {
-        let names = self.variants.iter().map(|v| v.name.as_str());
-        let index = plinth_policy::routing::choose(names, &self.weights, target, rand::random())?;
-        Ok(&self.variants[index])
+    pub(crate) fn route(&self, target: Option<&str>) -> Result<&Arc<LiveVariant>, RouteError> {
+        let names = self.variants.iter().map(|v| v.live.name.as_str());
+        let weights: Vec<f64> = self.variants.iter().map(|v| v.current_weight).collect();
+        let index = plinth_policy::routing::choose(names, &weights, target, rand::random())?;
+        Ok(&self.variants[index].live)
     }
 }
 
@@ -49,8 +81,22 @@ impl EndpointTable {
         self.current.load().get(name).cloned()
     }
 
-    pub(crate) fn publish(&self, map: EndpointMap) {
+    pub(crate) fn all(&self) -> Arc<EndpointMap> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn publish_all(&self, map: EndpointMap) {
         self.current.store(Arc::new(map));
+    }
+
+    /// Publish a new version of one endpoint.
+    pub(crate) fn publish(&self, snapshot: EndpointSnapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.current.rcu(|map| {
+            let mut next = EndpointMap::clone(map);
+            next.insert(snapshot.name.clone(), snapshot.clone());
+            next
+        });
     }
 
     pub(crate) fn names(&self) -> Vec<String> {
@@ -62,12 +108,10 @@ impl EndpointTable {
 
 /// Why an endpoint could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("endpoint {endpoint:?}, variant {variant:?}, model {model:?}: {source}")]
+#[error("{context}: {error}")]
 pub(crate) struct BuildError {
-    endpoint: String,
-    variant: String,
-    model: String,
-    source: LoadError,
+    context: String,
+    error: Box<LoadError>,
 }
 
 /// The runtime spec for one variant of an endpoint.
@@ -80,10 +124,11 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
         model_dir: model.model_data.clone(),
         environment: model.environment.clone(),
         instance_count: variant.instance_count,
+        routing: variant.routing_strategy,
         limits: Limits {
             memory_bytes: model.memory_bytes,
             deadline: Duration::from_secs(model.timeout_seconds),
-            ..Limits::default()
+            max_queue: variant.max_queue_length,
         },
     }
 }
@@ -96,24 +141,33 @@ pub(crate) fn build_endpoint(
     let mut variants = Vec::new();
     for variant in &endpoint.variants {
         let pool = VariantPool::new(runtime, &variant_spec(&endpoint.name, variant)).map_err(
-            |source| BuildError {
-                endpoint: endpoint.name.clone(),
-                variant: variant.name.clone(),
-                model: variant.model.name.clone(),
-                source,
+            |error| BuildError {
+                context: format!(
+                    "endpoint {:?}, variant {:?}, model {:?}",
+                    endpoint.name, variant.name, variant.model.name
+                ),
+                error: Box::new(error),
             },
         )?;
-        variants.push(Arc::new(LiveVariant {
-            name: variant.name.clone(),
-            weight: variant.weight,
-            pool,
-        }));
+        variants.push(VariantState {
+            live: Arc::new(LiveVariant {
+                name: variant.name.clone(),
+                model_name: variant.model.name.clone(),
+                pool: Arc::new(pool),
+            }),
+            current_weight: variant.weight,
+            desired_weight: variant.weight,
+            desired_instance_count: variant.instance_count,
+        });
     }
-    let weights = variants.iter().map(|v| v.weight).collect();
+    let now = SystemTime::now();
     Ok(EndpointSnapshot {
         name: endpoint.name.clone(),
+        config_name: endpoint.config_name.clone(),
+        status: EndpointStatus::InService,
+        created: now,
+        modified: now,
         variants,
-        weights,
     })
 }
 
@@ -135,4 +189,9 @@ pub(crate) fn build_all(
         map.insert(endpoint.name.clone(), Arc::new(snapshot));
     }
     Ok(map)
+}
+
+/// The routing strategy of a variant, for DescribeEndpoint.
+pub(crate) fn routing_of(variant: &VariantState) -> RoutingStrategy {
+    variant.live.pool.routing()
 }

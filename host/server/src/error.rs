@@ -40,16 +40,6 @@ impl ApiError {
         ))
     }
 
-    /// An internal failure: logged in detail, answered generically.
-    pub(crate) fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal failure");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalFailure",
-            "An internal error occurred; see the server log.",
-        )
-    }
-
     /// Map a failed invocation onto SageMaker's runtime errors.
     pub(crate) fn from_invoke(error: &InvokeError, variant: &str) -> Self {
         match error {

@@ -3,8 +3,10 @@
 
 mod api;
 mod cli;
+mod control;
 mod endpoints;
 mod error;
+mod metrics;
 
 use clap::Parser;
 

@@ -1,0 +1,110 @@
+//! The iris request and response formats, written to match Plinth's iris plugin
+//! (`plugins/iris`): CSV rows of 4 features in, `{"predictions":[...]}` JSON out.
+
+use serde_json::{json, Value};
+
+/// The class labels, in the model's output order.
+pub const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
+
+/// Features per row: sepal length, sepal width, petal length, petal width (cm).
+pub const FEATURES: usize = 4;
+
+/// Parse a CSV body of rows of [`FEATURES`] numbers into a row-major matrix and its row count.
+/// Blank lines are skipped; any other malformed row is an error saying what was expected.
+pub fn parse_csv(body: &[u8]) -> Result<(Vec<f32>, usize), String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the CSV body is not UTF-8".to_string())?;
+    let mut values = Vec::with_capacity(FEATURES);
+    let mut rows = 0;
+    for (line_no, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let before = values.len();
+        for field in line.split(',') {
+            let value = field.trim().parse::<f32>().map_err(|_| {
+                format!("line {}: {:?} is not a number", line_no + 1, field.trim())
+            })?;
+            values.push(value);
+        }
+        let columns = values.len() - before;
+        if columns != FEATURES {
+            return Err(format!(
+                "expected {FEATURES} features per row (sepal length, sepal width, petal length, \
+                 petal width), got {columns}"
+            ));
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err("the CSV body has no rows".to_string());
+    }
+    Ok((values, rows))
+}
+
+/// The index of the largest value (the first one on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+            if p > best.1 {
+                (i, p)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// A probability as the plugin writes it: the shortest decimal that reads back as the f32.
+fn json_number(value: f32) -> Value {
+    value
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+/// The JSON response for row-major probabilities of shape `[rows, 3]`.
+pub fn predictions_json(probabilities: &[f32]) -> Value {
+    let predictions: Vec<Value> = probabilities
+        .chunks_exact(LABELS.len())
+        .map(|row| {
+            let class = argmax(row);
+            json!({
+                "label": LABELS[class],
+                "class_index": class,
+                "probabilities": row.iter().map(|&p| json_number(p)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "predictions": predictions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rows() {
+        let (values, rows) = parse_csv(b"5.1,3.5,1.4,0.2\n\n6,3,4,1\n").unwrap();
+        assert_eq!(rows, 2);
+        assert_eq!(values, vec![5.1, 3.5, 1.4, 0.2, 6.0, 3.0, 4.0, 1.0]);
+        assert!(parse_csv(b"1,2,3").unwrap_err().contains("got 3"));
+        assert!(parse_csv(b"1,2,x,4").unwrap_err().contains("not a number"));
+        assert!(parse_csv(b"\n").is_err());
+    }
+
+    #[test]
+    fn formats_predictions() {
+        let json = predictions_json(&[0.97, 0.02, 0.01, 0.1, 0.2, 0.7]);
+        assert_eq!(
+            json,
+            json!({"predictions": [
+                {"label": "setosa", "class_index": 0, "probabilities": [0.97, 0.02, 0.01]},
+                {"label": "virginica", "class_index": 2, "probabilities": [0.1, 0.2, 0.7]},
+            ]})
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics with SageMaker's CloudWatch meanings, labelled by endpoint and
+//! variant. Names and meanings are documented in `docs/metrics.md`-style table in the
+//! README; keep the two in step.
+
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+const LABELS: &[&str] = &["endpoint", "variant"];
+
+/// Latency buckets in seconds: 50 µs to 60 s.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric Plinth exports.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) invocations: IntCounterVec,
+    pub(crate) errors_4xx: IntCounterVec,
+    pub(crate) errors_5xx: IntCounterVec,
+    pub(crate) model_errors: IntCounterVec,
+    pub(crate) throttled: IntCounterVec,
+    pub(crate) invocations_per_instance: CounterVec,
+    pub(crate) model_latency: HistogramVec,
+    pub(crate) overhead_latency: HistogramVec,
+    pub(crate) instances: IntGaugeVec,
+    pub(crate) instances_busy: IntGaugeVec,
+    pub(crate) queue_depth: IntGaugeVec,
+    pub(crate) instances_replaced: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), LABELS).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), LABELS).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), LABELS)
+        .expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let r = Registry::new();
+        let invocations_per_instance = CounterVec::new(
+            Opts::new(
+                "plinth_invocations_per_instance_total",
+                "Invocations divided by the variant's instance count at the time (SageMaker InvocationsPerInstance).",
+            ),
+            LABELS,
+        )
+        .expect("valid metric");
+        r.register(Box::new(invocations_per_instance.clone()))
+            .expect("unique metric");
+        Self {
+            invocations: counter(&r, "plinth_invocations_total", "Requests routed to a variant (SageMaker Invocations)."),
+            errors_4xx: counter(&r, "plinth_invocation_4xx_errors_total", "Requests answered with a client error, including model errors whose original status is 4xx (SageMaker Invocation4XXErrors)."),
+            errors_5xx: counter(&r, "plinth_invocation_5xx_errors_total", "Requests answered with a server error, including model errors whose original status is 5xx or a timeout (SageMaker Invocation5XXErrors)."),
+            model_errors: counter(&r, "plinth_invocation_model_errors_total", "Requests the model failed: handler errors, traps, timeouts (SageMaker InvocationModelErrors)."),
+            throttled: counter(&r, "plinth_throttled_requests_total", "Requests refused because every instance was busy and the queue was full."),
+            invocations_per_instance,
+            model_latency: histogram(&r, "plinth_model_latency_seconds", "Time in the guest and the wasi-nn backend for successful requests (SageMaker ModelLatency)."),
+            overhead_latency: histogram(&r, "plinth_overhead_latency_seconds", "Time Plinth added to successful requests: parsing, routing, queueing, scheduling (SageMaker OverheadLatency)."),
+            instances: gauge(&r, "plinth_variant_instances", "Warm instances of the variant (SageMaker CurrentInstanceCount)."),
+            instances_busy: gauge(&r, "plinth_variant_instances_busy", "Instances serving a request now."),
+            queue_depth: gauge(&r, "plinth_variant_queue_depth", "Requests waiting for a busy instance."),
+            instances_replaced: gauge(&r, "plinth_variant_instances_replaced", "Instances replaced after a trap or timeout since the variant was deployed."),
+            registry: r,
+        }
+    }
+
+    /// Remove every per-variant gauge, before they are set again from the live table.
+    pub(crate) fn reset_gauges(&self) {
+        self.instances.reset();
+        self.instances_busy.reset();
+        self.queue_depth.reset();
+        self.instances_replaced.reset();
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
