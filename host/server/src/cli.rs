@@ -57,6 +57,37 @@ enum Command {
         #[command(flatten)]
         request: RequestArgs,
     },
+    /// Show an endpoint: status and, per variant, current and desired weight and instance
+    /// count (DescribeEndpoint).
+    DescribeEndpoint {
+        /// The endpoint's name.
+        #[arg(long)]
+        endpoint: String,
+        /// Plinth's address.
+        #[arg(
+            long,
+            env = "PLINTH_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        endpoint_url: String,
+    },
+    /// Change variants' weights and instance counts live
+    /// (UpdateEndpointWeightsAndCapacities). Repeat --variant for several.
+    UpdateWeights {
+        /// The endpoint's name.
+        #[arg(long)]
+        endpoint: String,
+        /// `NAME[:weight=W][:instances=N]`, e.g. `B:weight=3:instances=2`.
+        #[arg(long = "variant", required = true, value_parser = parse_change)]
+        changes: Vec<serde_json::Value>,
+        /// Plinth's address.
+        #[arg(
+            long,
+            env = "PLINTH_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        endpoint_url: String,
+    },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
         /// The component (.wasm).
@@ -115,6 +146,59 @@ impl RequestArgs {
     }
 }
 
+/// `NAME[:weight=W][:instances=N]` as a `DesiredWeightAndCapacity`.
+fn parse_change(text: &str) -> Result<serde_json::Value, String> {
+    let mut parts = text.split(':');
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("missing the variant name")?;
+    let mut change = serde_json::json!({ "VariantName": name });
+    for part in parts {
+        match part.split_once('=') {
+            Some(("weight", w)) => {
+                let w: f64 = w
+                    .parse()
+                    .map_err(|_| format!("weight {w:?} is not a number"))?;
+                change["DesiredWeight"] = w.into();
+            }
+            Some(("instances", n)) => {
+                let n: i64 = n
+                    .parse()
+                    .map_err(|_| format!("instances {n:?} is not an integer"))?;
+                change["DesiredInstanceCount"] = n.into();
+            }
+            _ => return Err(format!("{part:?}: expected weight=W or instances=N")),
+        }
+    }
+    Ok(change)
+}
+
+/// Call a control-plane operation (awsJson1_1) and return its output.
+fn control_call(
+    url: &str,
+    operation: &str,
+    input: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/", url.trim_end_matches('/')))
+        .header("x-amz-target", format!("SageMaker.{operation}"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(input.to_string())
+        .send()
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let output: serde_json::Value = response.json().unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "{} ({status}): {}",
+            output["__type"].as_str().unwrap_or("error"),
+            output["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(output)
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -144,6 +228,39 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             target_variant.as_deref(),
             &request,
         ),
+        Command::DescribeEndpoint {
+            endpoint,
+            endpoint_url,
+        } => {
+            let output = control_call(
+                &endpoint_url,
+                "DescribeEndpoint",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
+        Command::UpdateWeights {
+            endpoint,
+            changes,
+            endpoint_url,
+        } => {
+            control_call(
+                &endpoint_url,
+                "UpdateEndpointWeightsAndCapacities",
+                serde_json::json!({
+                    "EndpointName": endpoint,
+                    "DesiredWeightsAndCapacities": changes,
+                }),
+            )?;
+            let output = control_call(
+                &endpoint_url,
+                "DescribeEndpoint",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
         Command::Local {
             component,
             model_data,
