@@ -22,9 +22,10 @@ pub fn parse_csv(body: &[u8]) -> Result<(Vec<f32>, usize), String> {
         }
         let before = values.len();
         for field in line.split(',') {
-            let value = field.trim().parse::<f32>().map_err(|_| {
-                format!("line {}: {:?} is not a number", line_no + 1, field.trim())
-            })?;
+            let value = field
+                .trim()
+                .parse::<f32>()
+                .map_err(|_| format!("line {}: {:?} is not a number", line_no + 1, field.trim()))?;
             values.push(value);
         }
         let columns = values.len() - before;

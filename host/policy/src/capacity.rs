@@ -39,13 +39,19 @@ pub fn apply(current: &[Capacity], changes: &[Change]) -> Result<Vec<Capacity>, 
     let mut next = current.to_vec();
     for change in changes {
         if !seen.insert(change.variant.as_str()) {
-            return Err(format!("variant {:?} is named more than once", change.variant));
+            return Err(format!(
+                "variant {:?} is named more than once",
+                change.variant
+            ));
         }
         let Some(target) = next.iter_mut().find(|c| c.variant == change.variant) else {
             return Err(format!(
                 "the endpoint has no variant named {:?}; its variants are {:?}",
                 change.variant,
-                current.iter().map(|c| c.variant.as_str()).collect::<Vec<_>>()
+                current
+                    .iter()
+                    .map(|c| c.variant.as_str())
+                    .collect::<Vec<_>>()
             ));
         };
         if change.weight.is_none() && change.instance_count.is_none() {
@@ -93,13 +99,25 @@ mod tests {
 
     fn current() -> Vec<Capacity> {
         vec![
-            Capacity { variant: "A".into(), weight: 1.0, instance_count: 2 },
-            Capacity { variant: "B".into(), weight: 1.0, instance_count: 1 },
+            Capacity {
+                variant: "A".into(),
+                weight: 1.0,
+                instance_count: 2,
+            },
+            Capacity {
+                variant: "B".into(),
+                weight: 1.0,
+                instance_count: 1,
+            },
         ]
     }
 
     fn change(v: &str, w: Option<f64>, n: Option<i64>) -> Change {
-        Change { variant: v.into(), weight: w, instance_count: n }
+        Change {
+            variant: v.into(),
+            weight: w,
+            instance_count: n,
+        }
     }
 
     #[test]
@@ -123,11 +141,20 @@ mod tests {
         for (changes, expected) in [
             (vec![change("C", Some(1.0), None)], "no variant named \"C\""),
             (vec![change("A", Some(-1.0), None)], "-1 is not a weight"),
-            (vec![change("A", Some(f64::NAN), None)], "NaN is not a weight"),
+            (
+                vec![change("A", Some(f64::NAN), None)],
+                "NaN is not a weight",
+            ),
             (vec![change("A", None, Some(-2))], "-2 is out of range"),
             (vec![change("A", None, None)], "give DesiredWeight"),
-            (vec![change("A", Some(1.0), None), change("A", Some(2.0), None)], "more than once"),
-            (vec![change("A", Some(0.0), None), change("B", Some(0.0), None)], "every variant would have weight 0"),
+            (
+                vec![change("A", Some(1.0), None), change("A", Some(2.0), None)],
+                "more than once",
+            ),
+            (
+                vec![change("A", Some(0.0), None), change("B", Some(0.0), None)],
+                "every variant would have weight 0",
+            ),
             (vec![], "at least one variant"),
         ] {
             let e = apply(&current(), &changes).unwrap_err();

@@ -161,11 +161,24 @@ pub struct Endpoint {
     pub variants: Vec<Variant>,
 }
 
+/// A validated endpoint config: its variants with their models resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// Name.
+    pub name: String,
+    /// Its production variants.
+    pub variants: Vec<Variant>,
+}
+
 /// A validated deployment file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     /// Largest request body, in bytes.
     pub max_payload_bytes: usize,
+    /// Every model.
+    pub models: Vec<Model>,
+    /// Every endpoint config.
+    pub endpoint_configs: Vec<EndpointConfig>,
     /// Endpoints to serve.
     pub endpoints: Vec<Endpoint>,
 }
@@ -272,6 +285,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
     }
 
     let mut configs = BTreeMap::new();
+    let mut endpoint_configs = Vec::new();
     for (i, c) in parsed.endpoint_configs.iter().enumerate() {
         check_name(format!("endpoint_configs[{i}].name"), &c.name)?;
         if configs.contains_key(&c.name) {
@@ -283,31 +297,11 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 ),
             ));
         }
-        let n = c.production_variants.len();
-        if n == 0 || n > MAX_VARIANTS {
-            return Err(err(
-                format!("endpoint_configs[{i}].production_variants"),
-                format!("has {n} variants; an endpoint config needs 1-{MAX_VARIANTS}"),
-            ));
-        }
-        let mut seen = HashSet::new();
         let mut variants = Vec::new();
         for (j, v) in c.production_variants.iter().enumerate() {
-            let key =
-                |field: &str| format!("endpoint_configs[{i}].production_variants[{j}].{field}");
-            check_name(key("variant_name"), &v.variant_name)?;
-            if !seen.insert(v.variant_name.clone()) {
-                return Err(err(
-                    key("variant_name"),
-                    format!(
-                        "variant {:?} appears twice in {:?}; variant names must be unique within an endpoint config",
-                        v.variant_name, c.name
-                    ),
-                ));
-            }
             let model = models.get(&v.model_name).ok_or_else(|| {
                 err(
-                    key("model_name"),
+                    format!("endpoint_configs[{i}].production_variants[{j}].model_name"),
                     format!(
                         "no model named {:?}; add a [[models]] entry with name = {:?} or use one of {:?}",
                         v.model_name,
@@ -316,21 +310,6 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                     ),
                 )
             })?;
-            if !(1..=1000).contains(&v.initial_instance_count) {
-                return Err(err(
-                    key("initial_instance_count"),
-                    format!("{} is out of range; use 1-1000", v.initial_instance_count),
-                ));
-            }
-            if !v.initial_variant_weight.is_finite() || v.initial_variant_weight < 0.0 {
-                return Err(err(
-                    key("initial_variant_weight"),
-                    format!(
-                        "{} is not a weight; use a number >= 0",
-                        v.initial_variant_weight
-                    ),
-                ));
-            }
             variants.push(Variant {
                 name: v.variant_name.clone(),
                 model: model.clone(),
@@ -340,12 +319,23 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 max_queue_length: v.max_queue_length.unwrap_or(DEFAULT_MAX_QUEUE_LENGTH),
             });
         }
-        if variants.iter().all(|v| v.weight == 0.0) {
-            return Err(err(
-                format!("endpoint_configs[{i}].production_variants"),
-                "every initial_variant_weight is 0, so no request could be routed; give at least one variant a positive weight".into(),
-            ));
-        }
+        check_variants(&c.name, &variants).map_err(|p| {
+            let field = match p.field {
+                VariantField::List => String::new(),
+                VariantField::Name => ".variant_name".into(),
+                VariantField::InstanceCount => ".initial_instance_count".into(),
+                VariantField::Weight => ".initial_variant_weight".into(),
+            };
+            let at = p.index.map(|j| format!("[{j}]")).unwrap_or_default();
+            err(
+                format!("endpoint_configs[{i}].production_variants{at}{field}"),
+                p.message,
+            )
+        })?;
+        endpoint_configs.push(EndpointConfig {
+            name: c.name.clone(),
+            variants: variants.clone(),
+        });
         configs.insert(c.name.clone(), variants);
     }
 
@@ -391,8 +381,95 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
     }
     Ok(Deployment {
         max_payload_bytes,
+        models: models.into_values().collect(),
+        endpoint_configs,
         endpoints,
     })
+}
+
+/// Which part of a production-variant list a [`VariantProblem`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariantField {
+    /// The list as a whole.
+    List,
+    /// `VariantName`.
+    Name,
+    /// `InitialInstanceCount`.
+    InstanceCount,
+    /// `InitialVariantWeight`.
+    Weight,
+}
+
+/// Why a list of production variants is invalid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantProblem {
+    /// The variant's position, when the problem is one variant's.
+    pub index: Option<usize>,
+    /// The field at fault.
+    pub field: VariantField,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// The rules every endpoint config's variants obey, from a file or from
+/// CreateEndpointConfig: 1-10 variants, valid unique names, 1-1000 instances, weights
+/// >= 0 and not all 0.
+pub fn check_variants(config_name: &str, variants: &[Variant]) -> Result<(), VariantProblem> {
+    let problem = |index, field, message| VariantProblem {
+        index,
+        field,
+        message,
+    };
+    let n = variants.len();
+    if n == 0 || n > MAX_VARIANTS {
+        return Err(problem(
+            None,
+            VariantField::List,
+            format!("has {n} variants; an endpoint config needs 1-{MAX_VARIANTS}"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (j, v) in variants.iter().enumerate() {
+        if !names::is_valid(&v.name) {
+            return Err(problem(
+                Some(j),
+                VariantField::Name,
+                format!("{:?} is not a valid name: {}", v.name, names::RULE),
+            ));
+        }
+        if !seen.insert(v.name.as_str()) {
+            return Err(problem(
+                Some(j),
+                VariantField::Name,
+                format!(
+                    "variant {:?} appears twice in {config_name:?}; variant names must be unique within an endpoint config",
+                    v.name
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&v.instance_count) {
+            return Err(problem(
+                Some(j),
+                VariantField::InstanceCount,
+                format!("{} is out of range; use 1-1000", v.instance_count),
+            ));
+        }
+        if !v.weight.is_finite() || v.weight < 0.0 {
+            return Err(problem(
+                Some(j),
+                VariantField::Weight,
+                format!("{} is not a weight; use a number >= 0", v.weight),
+            ));
+        }
+    }
+    if variants.iter().all(|v| v.weight == 0.0) {
+        return Err(problem(
+            None,
+            VariantField::List,
+            "every initial_variant_weight is 0, so no request could be routed; give at least one variant a positive weight".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

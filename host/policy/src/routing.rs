@@ -142,17 +142,32 @@ mod instance_tests {
 
     #[test]
     fn least_outstanding_picks_a_least_loaded_instance() {
-        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &[2, 0, 1], 0.7), Some(1));
+        assert_eq!(
+            pick_instance(RoutingStrategy::LeastOutstandingRequests, &[2, 0, 1], 0.7),
+            Some(1)
+        );
         // Ties are spread by the draw.
         let load = [1, 0, 0];
-        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.1), Some(1));
-        assert_eq!(pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.9), Some(2));
+        assert_eq!(
+            pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.1),
+            Some(1)
+        );
+        assert_eq!(
+            pick_instance(RoutingStrategy::LeastOutstandingRequests, &load, 0.9),
+            Some(2)
+        );
     }
 
     #[test]
     fn random_ignores_load() {
-        assert_eq!(pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.99), Some(2));
-        assert_eq!(pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.0), Some(0));
+        assert_eq!(
+            pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.99),
+            Some(2)
+        );
+        assert_eq!(
+            pick_instance(RoutingStrategy::Random, &[0, 5, 9], 0.0),
+            Some(0)
+        );
         assert_eq!(pick_instance(RoutingStrategy::Random, &[], 0.5), None);
     }
 }

@@ -283,7 +283,11 @@ fn serve_on(
     replaced: &AtomicUsize,
     request: &Invocation,
 ) -> Result<InvocationOutput, InvokeError> {
-    let taken = slot.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let taken = slot
+        .instance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let mut instance = match taken {
         Some(instance) => instance,
         None => template

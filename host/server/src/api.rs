@@ -23,6 +23,8 @@ mod header {
 
 /// Shared state of the HTTP server.
 pub(crate) struct AppState {
+    pub(crate) runtime: Arc<plinth_runtime::Runtime>,
+    pub(crate) catalog: std::sync::Mutex<crate::catalog::Catalog>,
     pub(crate) endpoints: EndpointTable,
     pub(crate) max_payload_bytes: usize,
     pub(crate) metrics: Metrics,
@@ -31,8 +33,14 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(max_payload_bytes: usize) -> Self {
+    pub(crate) fn new(
+        runtime: Arc<plinth_runtime::Runtime>,
+        catalog: crate::catalog::Catalog,
+        max_payload_bytes: usize,
+    ) -> Self {
         Self {
+            runtime,
+            catalog: std::sync::Mutex::new(catalog),
             endpoints: EndpointTable::default(),
             max_payload_bytes,
             metrics: Metrics::new(),
@@ -59,19 +67,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         for v in &endpoint.variants {
             let labels = [endpoint.name.as_str(), v.live.name.as_str()];
             let stats = v.live.pool.stats();
-            m.instances.with_label_values(&labels).set(stats.instances as i64);
-            m.instances_busy.with_label_values(&labels).set(stats.busy as i64);
-            m.queue_depth.with_label_values(&labels).set(stats.queued as i64);
+            m.instances
+                .with_label_values(&labels)
+                .set(stats.instances as i64);
+            m.instances_busy
+                .with_label_values(&labels)
+                .set(stats.busy as i64);
+            m.queue_depth
+                .with_label_values(&labels)
+                .set(stats.queued as i64);
             m.instances_replaced
                 .with_label_values(&labels)
                 .set(stats.replaced as i64);
         }
     }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        m.render(),
-    )
-        .into_response()
+    ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
 /// Health check, as SageMaker's container contract: 200 with an empty body.

@@ -313,9 +313,13 @@ fn serve(config: PathBuf, bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result
     let deployment = read_deployment(&config)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let runtime = new_runtime(Some(&data_dir))?;
+    let runtime = Arc::new(new_runtime(Some(&data_dir))?);
     let map = endpoints::build_all(&runtime, &deployment)?;
-    let state = Arc::new(AppState::new(deployment.max_payload_bytes));
+    let state = Arc::new(AppState::new(
+        runtime,
+        crate::catalog::Catalog::from_deployment(&deployment),
+        deployment.max_payload_bytes,
+    ));
     state.endpoints.publish_all(map);
 
     let tokio = tokio::runtime::Runtime::new()?;
@@ -330,7 +334,6 @@ fn serve(config: PathBuf, bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result
         axum::serve(listener, api::app(state))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
-        drop(runtime);
         Ok(())
     })
 }

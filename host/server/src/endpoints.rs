@@ -4,7 +4,7 @@
 //! updates) build a new snapshot and publish it with one `rcu`.
 
 use arc_swap::ArcSwap;
-use plinth_policy::config::{Deployment, Endpoint, Variant};
+use plinth_policy::config::{Deployment, Endpoint, Model, Variant};
 use plinth_policy::routing::{RouteError, RoutingStrategy};
 use plinth_runtime::{Limits, LoadError, Runtime, VariantPool, VariantSpec};
 use std::collections::HashMap;
@@ -31,6 +31,9 @@ impl EndpointStatus {
 pub(crate) struct LiveVariant {
     pub(crate) name: String,
     pub(crate) model_name: String,
+    /// The model as deployed, to tell whether a new endpoint config changes it.
+    pub(crate) model: Model,
+    pub(crate) max_queue_length: usize,
     pub(crate) pool: Arc<VariantPool>,
 }
 
@@ -52,6 +55,8 @@ pub(crate) struct EndpointSnapshot {
     pub(crate) name: String,
     pub(crate) config_name: String,
     pub(crate) status: EndpointStatus,
+    /// Why the last update failed, if it did.
+    pub(crate) failure_reason: Option<String>,
     pub(crate) created: SystemTime,
     pub(crate) modified: SystemTime,
     pub(crate) variants: Vec<VariantState>,
@@ -140,19 +145,22 @@ pub(crate) fn build_endpoint(
 ) -> Result<EndpointSnapshot, BuildError> {
     let mut variants = Vec::new();
     for variant in &endpoint.variants {
-        let pool = VariantPool::new(runtime, &variant_spec(&endpoint.name, variant)).map_err(
-            |error| BuildError {
-                context: format!(
-                    "endpoint {:?}, variant {:?}, model {:?}",
-                    endpoint.name, variant.name, variant.model.name
-                ),
-                error: Box::new(error),
-            },
-        )?;
+        let pool =
+            VariantPool::new(runtime, &variant_spec(&endpoint.name, variant)).map_err(|error| {
+                BuildError {
+                    context: format!(
+                        "endpoint {:?}, variant {:?}, model {:?}",
+                        endpoint.name, variant.name, variant.model.name
+                    ),
+                    error: Box::new(error),
+                }
+            })?;
         variants.push(VariantState {
             live: Arc::new(LiveVariant {
                 name: variant.name.clone(),
                 model_name: variant.model.name.clone(),
+                model: variant.model.clone(),
+                max_queue_length: variant.max_queue_length,
                 pool: Arc::new(pool),
             }),
             current_weight: variant.weight,
@@ -165,6 +173,7 @@ pub(crate) fn build_endpoint(
         name: endpoint.name.clone(),
         config_name: endpoint.config_name.clone(),
         status: EndpointStatus::InService,
+        failure_reason: None,
         created: now,
         modified: now,
         variants,

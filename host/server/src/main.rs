@@ -2,8 +2,10 @@
 //! and run a component locally.
 
 mod api;
+mod catalog;
 mod cli;
 mod control;
+mod deploy;
 mod endpoints;
 mod error;
 mod metrics;

@@ -116,7 +116,7 @@ impl Target {
         })
     }
 
-    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
+    fn request(&self) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.path.clone();
@@ -124,7 +124,7 @@ impl Target {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(request)
+        request
     }
 
     async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
@@ -179,12 +179,9 @@ async fn run_connection(target: Arc<Target>, measure_from: Instant, end: Instant
                 // The server closed the connection between requests: reconnect.
                 continue 'connect;
             }
-            let request = match target.request() {
-                Ok(request) => request,
-                Err(_) => return tally,
-            };
             let started = Instant::now();
-            let outcome = tokio::time::timeout_at(end + GRACE, send(&mut sender, request)).await;
+            let outcome =
+                tokio::time::timeout_at(end + GRACE, send(&mut sender, target.request())).await;
             let finished = Instant::now();
             match outcome {
                 Ok(Ok((status, variant))) => {
@@ -206,7 +203,6 @@ async fn run_connection(target: Arc<Target>, measure_from: Instant, end: Instant
 
 async fn run(args: &Args) -> anyhow::Result<Summary> {
     let target = Arc::new(Target::from_args(args)?);
-    target.request()?;
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let measure_from = Instant::now() + warmup;

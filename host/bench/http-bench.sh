@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Plinth's HTTP benchmark, in one go: the iris model served natively (axum + tract, no Wasm:
+# `native-iris`) against the same model served by `plinth serve` through its Wasm plugin,
+# on an endpoint with one variant (iris1) and one with two variants weighted 1:1 (iris2).
+# For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
+# same time, and a Markdown table compares them. Finally GET /metrics from Plinth is saved
+# (when it exists).
+#
+#   host/bench/http-bench.sh                     # full run: 10 s per target, 2 s warm-up
+#   DURATION=5 WARMUP=1 host/bench/http-bench.sh # shorter
+#
+# Environment (all optional):
+#   DURATION=10 WARMUP=2        seconds measured / warmed up per run
+#   CONNECTIONS="1 16 64"       connection counts
+#   SERVER_CPUS=0 LOADGEN_CPUS=1  taskset CPU lists (pinning is skipped without taskset or
+#                               with fewer than 2 CPUs; PIN=0 turns it off)
+#   SERVER_THREADS=1            tokio workers of native-iris (Plinth gets one per CPU it may
+#                               use, so 1 when pinned to one core)
+#   LOADGEN_THREADS=1           tokio workers of loadgen
+#   SKIP_BUILD=1                use the binaries already built
+#   OUT_DIR=<target>/http-bench where results.jsonl, table.md and metrics.txt go
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+CONNECTIONS="${CONNECTIONS:-1 16 64}"
+SERVER_THREADS="${SERVER_THREADS:-1}"
+LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PLUGIN_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/plugins/target}"
+OUT_DIR="${OUT_DIR:-$TARGET_DIR/http-bench}"
+BIN="$TARGET_DIR/release"
+IRIS_WASM="$PLUGIN_TARGET_DIR/wasm32-wasip2/release/iris.wasm"
+MODEL_DIR="$ROOT/examples/iris/model"
+
+for tool in jq curl; do
+    command -v "$tool" >/dev/null || { echo "http-bench: needs $tool on PATH" >&2; exit 1; }
+done
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    echo "== building (release)" >&2
+    cargo build --release -p plinth-server -p plinth-bench >&2
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml >&2
+fi
+for f in "$BIN/plinth" "$BIN/native-iris" "$BIN/loadgen" "$IRIS_WASM"; do
+    [[ -f "$f" ]] || { echo "http-bench: $f is missing (build it, or drop SKIP_BUILD)" >&2; exit 1; }
+done
+
+SERVER_PIN=()
+LOADGEN_PIN=()
+if [[ "${PIN:-1}" != 0 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
+    SERVER_PIN=(taskset -c "${SERVER_CPUS:-0}")
+    LOADGEN_PIN=(taskset -c "${LOADGEN_CPUS:-1}")
+fi
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Start a server in the background; once it says `listening on http://ADDR`, set ADDR.
+# (Not in a subshell: its pid must reach PIDS for the cleanup.)
+start_server() {
+    local name="$1" timeout="$2"
+    shift 2
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local pid=$!
+    PIDS+=("$pid")
+    local waited=0
+    while ! grep -q '^listening on http://' "$WORK/$name.out" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "http-bench: $name exited before listening:" >&2
+            cat "$WORK/$name.err" >&2
+            exit 1
+        fi
+        if ((waited >= timeout * 10)); then
+            echo "http-bench: $name did not listen within ${timeout}s" >&2
+            cat "$WORK/$name.err" >&2
+            exit 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    ADDR="$(sed -n 's|^listening on http://||p' "$WORK/$name.out" | head -n1)"
+}
+
+cat >"$WORK/plinth.toml" <<TOML
+[[models]]
+name = "iris"
+component = "$IRIS_WASM"
+model_data = "$MODEL_DIR"
+
+[[endpoint_configs]]
+name = "one"
+
+[[endpoint_configs.production_variants]]
+variant_name = "A"
+model_name = "iris"
+initial_instance_count = 2
+initial_variant_weight = 1.0
+
+[[endpoint_configs]]
+name = "two"
+
+[[endpoint_configs.production_variants]]
+variant_name = "A"
+model_name = "iris"
+initial_instance_count = 2
+initial_variant_weight = 1.0
+
+[[endpoint_configs.production_variants]]
+variant_name = "B"
+model_name = "iris"
+initial_instance_count = 2
+initial_variant_weight = 1.0
+
+[[endpoints]]
+name = "iris1"
+endpoint_config_name = "one"
+
+[[endpoints]]
+name = "iris2"
+endpoint_config_name = "two"
+TOML
+
+echo "== starting servers (pinning: ${SERVER_PIN[*]:-none} / ${LOADGEN_PIN[*]:-none})" >&2
+start_server native 30 "${SERVER_PIN[@]}" "$BIN/native-iris" \
+    --model "$MODEL_DIR/model.onnx" --bind 127.0.0.1:0 --threads "$SERVER_THREADS"
+NATIVE="$ADDR"
+start_server plinth 300 "${SERVER_PIN[@]}" "$BIN/plinth" serve \
+    --config "$WORK/plinth.toml" --bind 127.0.0.1:0 --data-dir "$WORK/data"
+PLINTH="$ADDR"
+echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
+
+declare -A URLS=(
+    [native]="http://$NATIVE/endpoints/iris/invocations"
+    [iris1]="http://$PLINTH/endpoints/iris1/invocations"
+    [iris2]="http://$PLINTH/endpoints/iris2/invocations"
+)
+TARGETS=(native iris1 iris2)
+
+# One request each, so that a broken target fails here rather than as a table of errors.
+for target in "${TARGETS[@]}"; do
+    if ! answer="$(curl -sS --fail-with-body -H 'Content-Type: text/csv' \
+        --data-binary '5.1,3.5,1.4,0.2' "${URLS[$target]}")"; then
+        echo "http-bench: $target does not answer: $answer" >&2
+        exit 1
+    fi
+    echo "$target: $answer" >&2
+done
+
+mkdir -p "$OUT_DIR"
+RESULTS="$OUT_DIR/results.jsonl"
+: >"$RESULTS"
+for connections in $CONNECTIONS; do
+    for target in "${TARGETS[@]}"; do
+        echo "== $target, $connections connection(s), ${DURATION}s" >&2
+        "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
+            --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
+            --threads "$LOADGEN_THREADS" --json |
+            jq -c --arg target "$target" '. + {target: $target}' >>"$RESULTS"
+    done
+done
+
+TABLE="$OUT_DIR/table.md"
+{
+    echo "| connections | target | req/s | p50 µs | p99 µs | ratio to native req/s | non-2xx | errors | variants |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    jq -rs '
+        (map(select(.target == "native")) | map({key: (.connections | tostring), value: .rps})
+            | from_entries) as $native
+        | .[]
+        | [ .connections, .target, (.rps | round),
+            .latency_us.p50, .latency_us.p99,
+            (if ($native[.connections | tostring] // 0) > 0
+             then ((.rps / $native[.connections | tostring]) * 100 | round) / 100
+             else "-" end),
+            .non_2xx, .errors,
+            (.variants | to_entries | map("\(.key)=\(.value)") | join(" ")) ]
+        | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
+} >"$TABLE"
+echo
+echo "Duration ${DURATION}s per run after ${WARMUP}s warm-up; server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
+echo
+cat "$TABLE"
+
+status="$(curl -sS -o "$WORK/metrics.txt" -w '%{http_code}' "http://$PLINTH/metrics" || true)"
+if [[ "$status" == 200 ]]; then
+    cp "$WORK/metrics.txt" "$OUT_DIR/metrics.txt"
+    echo
+    echo "Plinth metrics: $OUT_DIR/metrics.txt"
+else
+    echo
+    echo "Plinth has no GET /metrics yet (HTTP $status); skipped."
+fi
+echo "Results: $RESULTS, $TABLE"
