@@ -93,6 +93,11 @@ pub struct Variant {
     pub instances: u32,
     /// `initial_variant_weight`.
     pub weight: f64,
+    /// `routing_strategy` (`LEAST_OUTSTANDING_REQUESTS` or `RANDOM`); `None`: not written,
+    /// so the server's default applies.
+    pub routing_strategy: Option<String>,
+    /// `max_queue_length`; `None`: not written, so the server's default applies.
+    pub max_queue_length: Option<u64>,
 }
 
 impl Variant {
@@ -103,7 +108,27 @@ impl Variant {
             model: model.to_owned(),
             instances,
             weight: 1.0,
+            routing_strategy: None,
+            max_queue_length: None,
         }
+    }
+
+    /// Sets `initial_variant_weight`.
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets `routing_strategy`, e.g. `"RANDOM"`.
+    pub fn routing_strategy(mut self, strategy: &str) -> Self {
+        self.routing_strategy = Some(strategy.to_owned());
+        self
+    }
+
+    /// Sets `max_queue_length`.
+    pub fn max_queue_length(mut self, length: u64) -> Self {
+        self.max_queue_length = Some(length);
+        self
     }
 }
 
@@ -185,6 +210,12 @@ impl Config {
                 writeln!(out, "model_name = {}", toml_string(&v.model)).unwrap();
                 writeln!(out, "initial_instance_count = {}", v.instances).unwrap();
                 writeln!(out, "initial_variant_weight = {:?}", v.weight).unwrap();
+                if let Some(strategy) = &v.routing_strategy {
+                    writeln!(out, "routing_strategy = {}", toml_string(strategy)).unwrap();
+                }
+                if let Some(length) = v.max_queue_length {
+                    writeln!(out, "max_queue_length = {length}").unwrap();
+                }
             }
             out.push('\n');
         }
@@ -391,6 +422,29 @@ impl Server {
         request
             .send()
             .unwrap_or_else(|e| panic!("POST to endpoint {endpoint}: {e}"))
+    }
+
+    /// A control-plane call, SageMaker's awsJson1_1 protocol: `POST /` with
+    /// `X-Amz-Target: SageMaker.<operation>` and `input` as the JSON body.
+    pub fn control(&self, operation: &str, input: &serde_json::Value) -> Response {
+        self.client
+            .post(format!("{}/", self.url))
+            .header("X-Amz-Target", format!("SageMaker.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(input.to_string())
+            .send()
+            .unwrap_or_else(|e| panic!("POST / ({operation}): {e}"))
+    }
+
+    /// `GET /metrics` as text; panics unless it answers 200.
+    pub fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK, "GET /metrics");
+        response.text().expect("metrics text")
     }
 
     /// Everything the server has written to stderr so far.

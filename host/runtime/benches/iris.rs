@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let request = Invocation {
-        body: BODY.as_bytes().to_vec(),
+        body: BODY.as_bytes().to_vec().into(),
         content_type: "text/csv".into(),
         accept: "application/json".into(),
         inference_id: "bench".into(),

@@ -108,6 +108,9 @@ pub enum InvokeError {
     /// The guest returned something the host cannot send (e.g. an invalid content type).
     #[error("the model returned an invalid response: {0}")]
     InvalidOutput(String),
+    /// The variant has no instances (it was scaled to zero).
+    #[error("variant {0} has 0 instances; raise its instance count")]
+    NoInstances(String),
     /// The pool could not provide an instance (e.g. a replacement failed to start).
     #[error("no instance available: {0}")]
     Unavailable(String),
@@ -120,7 +123,7 @@ impl InvokeError {
             Self::Handler { kind, .. } => Some(kind.original_status()),
             Self::Trap { .. } | Self::InvalidOutput(_) => Some(500),
             Self::Timeout(_) => Some(0),
-            Self::Throttled { .. } | Self::Unavailable(_) => None,
+            Self::Throttled { .. } | Self::NoInstances(_) | Self::Unavailable(_) => None,
         }
     }
 }

@@ -53,7 +53,7 @@ impl WasiView for HostState {
 #[derive(Debug, Clone, Default)]
 pub struct Invocation {
     /// The request body.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     /// `Content-Type`.
     pub content_type: String,
     /// `Accept`; empty means the handler's default.

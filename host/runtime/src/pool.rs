@@ -263,12 +263,8 @@ impl VariantPool {
             .iter()
             .map(|s| s.outstanding.load(Ordering::Relaxed))
             .collect();
-        let index = pick_instance(self.routing, &outstanding, rand::random()).ok_or_else(|| {
-            InvokeError::Unavailable(format!(
-                "variant {} has 0 instances; raise its instance count",
-                self.template.variant
-            ))
-        })?;
+        let index = pick_instance(self.routing, &outstanding, rand::random())
+            .ok_or_else(|| InvokeError::NoInstances(self.template.variant.to_string()))?;
         let slot = slots[index].clone();
         slot.outstanding.fetch_add(1, Ordering::SeqCst);
         Ok(Outstanding(slot))

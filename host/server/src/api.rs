@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use plinth_runtime::Invocation;
+use plinth_runtime::{Invocation, InvokeError};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -159,7 +159,7 @@ async fn invoke(
         None => uuid::Uuid::new_v4().to_string(),
     };
 
-    let variant = match endpoint.route(target) {
+    let mut variant = match endpoint.route(target) {
         Ok(v) => v.clone(),
         Err(e) => {
             state
@@ -170,13 +170,6 @@ async fn invoke(
             return Err(ApiError::validation(e.to_string()));
         }
     };
-    let labels = [endpoint.name.as_str(), variant.name.as_str()];
-    let m = &state.metrics;
-    m.invocations.with_label_values(&labels).inc();
-    let instances = variant.pool.stats().instances.max(1);
-    m.invocations_per_instance
-        .with_label_values(&labels)
-        .inc_by(1.0 / instances as f64);
     let span = tracing::info_span!(
         "invoke",
         endpoint = %endpoint.name,
@@ -184,14 +177,38 @@ async fn invoke(
         inference_id = %inference_id,
     );
     let request = Invocation {
-        body: body.to_vec(),
+        body,
         content_type: content_type.to_string(),
         accept: accept.to_string(),
         inference_id: inference_id.clone(),
         custom_attributes: custom_attributes.map(str::to_string),
     };
-    let result = variant.pool.invoke(request).instrument(span.clone()).await;
+    let mut result = variant
+        .pool
+        .invoke(request.clone())
+        .instrument(span.clone())
+        .await;
+    if target.is_none() && matches!(result, Err(InvokeError::NoInstances(_))) {
+        // The variant was scaled to zero after this request read the snapshot: route it
+        // again on the current one.
+        if let Some(next) = state
+            .endpoints
+            .get(&name)
+            .and_then(|e| e.route(None).ok().cloned())
+        {
+            span.record("variant", next.name.as_str());
+            result = next.pool.invoke(request).instrument(span.clone()).await;
+            variant = next;
+        }
+    }
     let _entered = span.enter();
+    let labels = [endpoint.name.as_str(), variant.name.as_str()];
+    let m = &state.metrics;
+    m.invocations.with_label_values(&labels).inc();
+    let instances = variant.pool.stats().instances.max(1);
+    m.invocations_per_instance
+        .with_label_values(&labels)
+        .inc_by(1.0 / instances as f64);
     match result {
         Ok(output) => {
             let total = started.elapsed();
@@ -224,7 +241,7 @@ async fn invoke(
         }
         Err(error) => {
             let api_error = ApiError::from_invoke(&error, &variant.name);
-            if matches!(error, plinth_runtime::InvokeError::Throttled { .. }) {
+            if matches!(error, InvokeError::Throttled { .. }) {
                 m.throttled.with_label_values(&labels).inc();
             }
             if error.original_status().is_some() {

@@ -415,7 +415,7 @@ fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
     let pool = VariantPool::new(&runtime, &spec)?;
     let output = pool
         .invoke_blocking(&Invocation {
-            body: request.body()?,
+            body: request.body()?.into(),
             content_type: request.content_type.clone(),
             accept: request.accept.clone().unwrap_or_default(),
             inference_id: uuid::Uuid::new_v4().to_string(),
