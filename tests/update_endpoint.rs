@@ -78,7 +78,10 @@ fn variants_are_added_replaced_and_removed_under_load() {
                     let r = server.invoke("live", "text/csv", ROW, &[]);
                     sent.fetch_add(1, Ordering::Relaxed);
                     if r.status() != 200 {
-                        failures.lock().unwrap().push(format!("{} {:?}", r.status(), r.text()));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {:?}", r.status(), r.text()));
                     }
                 }
             })
@@ -88,7 +91,10 @@ fn variants_are_added_replaced_and_removed_under_load() {
     // (config name, variants as (name, model, instances, weight))
     let plan: &[(&str, &[(&str, &str, u32, f64)])] = &[
         ("add-b", &[("A", "iris", 1, 1.0), ("B", "echo", 1, 1.0)]),
-        ("replace-a", &[("A", "iris-v2", 2, 1.0), ("B", "echo", 1, 1.0)]),
+        (
+            "replace-a",
+            &[("A", "iris-v2", 2, 1.0), ("B", "echo", 1, 1.0)],
+        ),
         ("remove-a", &[("B", "echo", 2, 1.0)]),
         ("add-c", &[("B", "echo", 1, 1.0), ("C", "iris", 1, 3.0)]),
         ("back-to-a", &[("A", "iris", 1, 1.0)]),
@@ -176,8 +182,14 @@ fn a_config_that_cannot_load_leaves_the_old_one_serving() {
 
     // Unknown config and unknown endpoint are validation errors.
     for (input, text) in [
-        (json!({"EndpointName": "live", "EndpointConfigName": "nope"}), "Could not find endpoint configuration"),
-        (json!({"EndpointName": "nope", "EndpointConfigName": "live-config"}), "Could not find endpoint"),
+        (
+            json!({"EndpointName": "live", "EndpointConfigName": "nope"}),
+            "Could not find endpoint configuration",
+        ),
+        (
+            json!({"EndpointName": "nope", "EndpointConfigName": "live-config"}),
+            "Could not find endpoint",
+        ),
     ] {
         let r = server.control("UpdateEndpoint", &input);
         assert_eq!(r.status(), 400);

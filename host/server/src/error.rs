@@ -48,7 +48,7 @@ impl ApiError {
                 "ThrottlingException",
                 format!("Variant {variant} is at capacity: {error}. Retry with backoff."),
             ),
-            InvokeError::Unavailable(_) => Self::new(
+            InvokeError::Unavailable(_) | InvokeError::NoInstances(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 error.to_string(),
