@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 const ROW: &str = "5.1,3.5,1.4,0.2";
 
+/// A variant in a planned endpoint config: (name, model, instances, weight).
+type PlannedVariant = (&'static str, &'static str, u32, f64);
+
 fn call(server: &Server, op: &str, input: Value) -> Value {
     let response = server.control(op, &input);
     let status = response.status();
@@ -88,8 +91,7 @@ fn variants_are_added_replaced_and_removed_under_load() {
         })
         .collect();
 
-    // (config name, variants as (name, model, instances, weight))
-    let plan: &[(&str, &[(&str, &str, u32, f64)])] = &[
+    let plan: &[(&str, &[PlannedVariant])] = &[
         ("add-b", &[("A", "iris", 1, 1.0), ("B", "echo", 1, 1.0)]),
         (
             "replace-a",
