@@ -18,6 +18,8 @@
 #                               use, so 1 when pinned to one core)
 #   LOADGEN_THREADS=1           tokio workers of loadgen
 #   SKIP_BUILD=1                use the binaries already built
+#   PLINTH_BIN=<target>/release/plinth  another plinth binary (e.g. target/debug/plinth, with
+#                               SKIP_BUILD=1, when a release build is not at hand)
 #   OUT_DIR=<target>/http-bench where results.jsonl, table.md and metrics.txt go
 set -euo pipefail
 
@@ -33,6 +35,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PLUGIN_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/plugins/target}"
 OUT_DIR="${OUT_DIR:-$TARGET_DIR/http-bench}"
 BIN="$TARGET_DIR/release"
+PLINTH_BIN="${PLINTH_BIN:-$BIN/plinth}"
 IRIS_WASM="$PLUGIN_TARGET_DIR/wasm32-wasip2/release/iris.wasm"
 MODEL_DIR="$ROOT/examples/iris/model"
 
@@ -45,7 +48,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release -p plinth-server -p plinth-bench >&2
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml >&2
 fi
-for f in "$BIN/plinth" "$BIN/native-iris" "$BIN/loadgen" "$IRIS_WASM"; do
+for f in "$PLINTH_BIN" "$BIN/native-iris" "$BIN/loadgen" "$IRIS_WASM"; do
     [[ -f "$f" ]] || { echo "http-bench: $f is missing (build it, or drop SKIP_BUILD)" >&2; exit 1; }
 done
 
@@ -139,7 +142,7 @@ echo "== starting servers (pinning: ${SERVER_PIN[*]:-none} / ${LOADGEN_PIN[*]:-n
 start_server native 30 "${SERVER_PIN[@]}" "$BIN/native-iris" \
     --model "$MODEL_DIR/model.onnx" --bind 127.0.0.1:0 --threads "$SERVER_THREADS"
 NATIVE="$ADDR"
-start_server plinth 300 "${SERVER_PIN[@]}" "$BIN/plinth" serve \
+start_server plinth 300 "${SERVER_PIN[@]}" "$PLINTH_BIN" serve \
     --config "$WORK/plinth.toml" --bind 127.0.0.1:0 --data-dir "$WORK/data"
 PLINTH="$ADDR"
 echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
@@ -192,7 +195,7 @@ TABLE="$OUT_DIR/table.md"
         | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
 } >"$TABLE"
 echo
-echo "Duration ${DURATION}s per run after ${WARMUP}s warm-up; server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
+echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up; server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
 echo
 cat "$TABLE"
 

@@ -8,10 +8,11 @@ use prometheus::{
 
 const LABELS: &[&str] = &["endpoint", "variant"];
 
-/// Latency buckets in seconds: 50 µs to 60 s.
+/// Latency buckets in seconds: 5 µs to 60 s (fine at the low end, where Plinth's own
+/// overhead lives).
 const BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0, 60.0,
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Every metric Plinth exports.
