@@ -27,24 +27,42 @@ fn compiled_components_are_cached_by_content_and_engine() {
     runtime.load_component(component).unwrap();
     let after_first = entries(&cache);
     assert_eq!(after_first.len(), 1, "{after_first:?}");
-    let name = after_first[0].file_name().unwrap().to_string_lossy().to_string();
+    let name = after_first[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
     assert!(name.ends_with(".cwasm"), "{name}");
     // The key starts with the SHA-256 of the component's bytes.
     let digest = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(std::fs::read(component).unwrap()))
     };
-    assert!(name.starts_with(&digest), "{name} does not start with {digest}");
-    let written = std::fs::metadata(&after_first[0]).unwrap().modified().unwrap();
+    assert!(
+        name.starts_with(&digest),
+        "{name} does not start with {digest}"
+    );
+    let written = std::fs::metadata(&after_first[0])
+        .unwrap()
+        .modified()
+        .unwrap();
 
     // A second engine with the same settings reads the entry instead of compiling again.
     let again = Runtime::new(&config).unwrap();
     again.load_component(component).unwrap();
     assert_eq!(entries(&cache), after_first);
-    assert_eq!(std::fs::metadata(&after_first[0]).unwrap().modified().unwrap(), written);
+    assert_eq!(
+        std::fs::metadata(&after_first[0])
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written
+    );
 
     // A different component gets its own entry.
-    again.load_component(Path::new(plinth_tests::FAULTS_WASM)).unwrap();
+    again
+        .load_component(Path::new(plinth_tests::FAULTS_WASM))
+        .unwrap();
     assert_eq!(entries(&cache).len(), 2);
 
     // A corrupt entry is discarded and rebuilt.
