@@ -218,7 +218,7 @@ async fn invoke(
             m.overhead_latency
                 .with_label_values(&labels)
                 .observe(total.saturating_sub(output.model_latency).as_secs_f64());
-            tracing::info!(
+            tracing::debug!(
                 status = 200,
                 model_ms = output.model_latency.as_secs_f64() * 1e3,
                 total_ms = started.elapsed().as_secs_f64() * 1e3,
