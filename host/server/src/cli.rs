@@ -41,16 +41,8 @@ enum Command {
     },
     /// Invoke an endpoint over HTTP (InvokeEndpoint).
     Invoke {
-        /// The endpoint's name.
-        #[arg(long)]
-        endpoint: String,
-        /// Plinth's address.
-        #[arg(
-            long,
-            env = "PLINTH_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        endpoint_url: String,
+        #[command(flatten)]
+        target: EndpointArgs,
         /// `X-Amzn-SageMaker-Target-Variant`.
         #[arg(long)]
         target_variant: Option<String>,
@@ -60,33 +52,17 @@ enum Command {
     /// Show an endpoint: status and, per variant, current and desired weight and instance
     /// count (DescribeEndpoint).
     DescribeEndpoint {
-        /// The endpoint's name.
-        #[arg(long)]
-        endpoint: String,
-        /// Plinth's address.
-        #[arg(
-            long,
-            env = "PLINTH_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        endpoint_url: String,
+        #[command(flatten)]
+        target: EndpointArgs,
     },
     /// Change variants' weights and instance counts live
     /// (UpdateEndpointWeightsAndCapacities). Repeat --variant for several.
     UpdateWeights {
-        /// The endpoint's name.
-        #[arg(long)]
-        endpoint: String,
+        #[command(flatten)]
+        target: EndpointArgs,
         /// `NAME[:weight=W][:instances=N]`, e.g. `B:weight=3:instances=2`.
         #[arg(long = "variant", required = true, value_parser = parse_change)]
         changes: Vec<serde_json::Value>,
-        /// Plinth's address.
-        #[arg(
-            long,
-            env = "PLINTH_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        endpoint_url: String,
     },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
@@ -108,6 +84,21 @@ enum Command {
         #[command(flatten)]
         request: RequestArgs,
     },
+}
+
+/// Which endpoint of which Plinth server a client command talks to.
+#[derive(Args)]
+struct EndpointArgs {
+    /// The endpoint's name.
+    #[arg(long)]
+    endpoint: String,
+    /// Plinth's address.
+    #[arg(
+        long,
+        env = "PLINTH_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    endpoint_url: String,
 }
 
 /// The request both `invoke` and `local` send.
@@ -199,6 +190,16 @@ fn control_call(
     Ok(output)
 }
 
+fn print_description(target: &EndpointArgs) -> anyhow::Result<()> {
+    let output = control_call(
+        &target.endpoint_url,
+        "DescribeEndpoint",
+        serde_json::json!({ "EndpointName": target.endpoint }),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -218,48 +219,21 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Invoke {
-            endpoint,
-            endpoint_url,
+            target,
             target_variant,
             request,
-        } => invoke(
-            &endpoint_url,
-            &endpoint,
-            target_variant.as_deref(),
-            &request,
-        ),
-        Command::DescribeEndpoint {
-            endpoint,
-            endpoint_url,
-        } => {
-            let output = control_call(
-                &endpoint_url,
-                "DescribeEndpoint",
-                serde_json::json!({ "EndpointName": endpoint }),
-            )?;
-            println!("{}", serde_json::to_string_pretty(&output)?);
-            Ok(())
-        }
-        Command::UpdateWeights {
-            endpoint,
-            changes,
-            endpoint_url,
-        } => {
+        } => invoke(&target, target_variant.as_deref(), &request),
+        Command::DescribeEndpoint { target } => print_description(&target),
+        Command::UpdateWeights { target, changes } => {
             control_call(
-                &endpoint_url,
+                &target.endpoint_url,
                 "UpdateEndpointWeightsAndCapacities",
                 serde_json::json!({
-                    "EndpointName": endpoint,
+                    "EndpointName": target.endpoint,
                     "DesiredWeightsAndCapacities": changes,
                 }),
             )?;
-            let output = control_call(
-                &endpoint_url,
-                "DescribeEndpoint",
-                serde_json::json!({ "EndpointName": endpoint }),
-            )?;
-            println!("{}", serde_json::to_string_pretty(&output)?);
-            Ok(())
+            print_description(&target)
         }
         Command::Local {
             component,
@@ -355,11 +329,11 @@ async fn shutdown_signal() {
 }
 
 fn invoke(
-    url: &str,
-    endpoint: &str,
+    target: &EndpointArgs,
     target_variant: Option<&str>,
     request: &RequestArgs,
 ) -> anyhow::Result<()> {
+    let (url, endpoint) = (&target.endpoint_url, &target.endpoint);
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(70))
         .build()?;
