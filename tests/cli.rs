@@ -123,21 +123,25 @@ fn validate_rejects_a_file_that_is_not_toml() {
     expect_failure(&output, "plinth validate (not TOML)", &[&path]);
 }
 
+/// `plinth serve` with `config` must exit non-zero with `expected` on stderr.
+fn serve_refuses(config: &Config, started_anyway: &str, expected: &str) {
+    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
+        panic!("{started_anyway}");
+    };
+    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
+    assert!(e.stderr.contains(expected), "stderr:\n{}", e.stderr);
+}
+
 #[test]
 fn serve_refuses_a_component_that_is_not_wasm() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bad.wasm");
     std::fs::write(&bogus, "this is a text file, not WebAssembly\n").unwrap();
     let config = Config::new().endpoint(Model::new("bad", &bogus), 1);
-    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
-        panic!("plinth serve started with a text file as its component");
-    };
-    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
-    assert!(
-        e.stderr
-            .contains("bad.wasm is not a valid WebAssembly component"),
-        "stderr:\n{}",
-        e.stderr
+    serve_refuses(
+        &config,
+        "plinth serve started with a text file as its component",
+        "bad.wasm is not a valid WebAssembly component",
     );
 }
 
@@ -148,15 +152,10 @@ fn serve_refuses_a_component_of_another_world() {
     let empty = dir.path().join("empty.wasm");
     std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
     let config = Config::new().endpoint(Model::new("empty", &empty), 1);
-    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
-        panic!("plinth serve started with an empty component");
-    };
-    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
-    assert!(
-        e.stderr
-            .contains("does not implement the plinth:model@0.1.0 `model` world"),
-        "stderr:\n{}",
-        e.stderr
+    serve_refuses(
+        &config,
+        "plinth serve started with an empty component",
+        "does not implement the plinth:model@0.1.0 `model` world",
     );
 }
 
@@ -164,15 +163,10 @@ fn serve_refuses_a_component_of_another_world() {
 fn serve_refuses_a_model_whose_model_fn_fails() {
     let model = Model::new("faults", FAULTS_WASM).env("FAULT_MODEL_FN", "1");
     let config = Config::new().endpoint(model, 1);
-    let Err(e) = Server::try_start(BIN, &config.to_toml()) else {
-        panic!("plinth serve started although model_fn fails");
-    };
-    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
-    assert!(
-        e.stderr
-            .contains("model_fn failed: fault plugin: model_fn failed as configured"),
-        "stderr:\n{}",
-        e.stderr
+    serve_refuses(
+        &config,
+        "plinth serve started although model_fn fails",
+        "model_fn failed: fault plugin: model_fn failed as configured",
     );
 }
 
