@@ -170,9 +170,9 @@ fn serve_refuses_a_model_whose_model_fn_fails() {
     );
 }
 
-#[test]
-fn local_runs_one_input_through_a_component() {
-    let output = plinth(&[
+/// `plinth local` on the iris component and model with a `text/csv` body, plus `rest`.
+fn plinth_local_iris(rest: &[&str]) -> Output {
+    let mut args = vec![
         "local",
         "--component",
         IRIS_WASM,
@@ -180,9 +180,14 @@ fn local_runs_one_input_through_a_component() {
         IRIS_MODEL_DIR,
         "--content-type",
         "text/csv",
-        "--body",
-        "5.1,3.5,1.4,0.2",
-    ]);
+    ];
+    args.extend_from_slice(rest);
+    plinth(&args)
+}
+
+#[test]
+fn local_runs_one_input_through_a_component() {
+    let output = plinth_local_iris(&["--body", "5.1,3.5,1.4,0.2"]);
     expect_success(&output, "plinth local (iris)");
     let stdout = text(&output.stdout);
     let body: serde_json::Value = serde_json::from_str(stdout.trim())
@@ -193,14 +198,7 @@ fn local_runs_one_input_through_a_component() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.csv");
     std::fs::write(&input, "6.7,3.0,5.2,2.3\n5.9,3.0,4.2,1.5\n").unwrap();
-    let output = plinth(&[
-        "local",
-        "--component",
-        IRIS_WASM,
-        "--model-data",
-        IRIS_MODEL_DIR,
-        "--content-type",
-        "text/csv",
+    let output = plinth_local_iris(&[
         "--accept",
         "text/csv",
         "--body-file",
@@ -248,17 +246,7 @@ fn local_reports_a_guest_panic() {
         &["fault plugin: deliberate panic"],
     );
 
-    let output = plinth(&[
-        "local",
-        "--component",
-        IRIS_WASM,
-        "--model-data",
-        IRIS_MODEL_DIR,
-        "--content-type",
-        "text/csv",
-        "--body",
-        "1,2,3",
-    ]);
+    let output = plinth_local_iris(&["--body", "1,2,3"]);
     expect_failure(
         &output,
         "plinth local (3 columns)",

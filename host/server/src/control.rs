@@ -7,7 +7,7 @@
 use crate::api::AppState;
 use crate::catalog::{ConfigRecord, ModelRecord};
 use crate::deploy::{self, Refused};
-use crate::endpoints::{routing_of, EndpointSnapshot};
+use crate::endpoints::EndpointSnapshot;
 use crate::error::{ApiError, ACCOUNT_ID};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -151,7 +151,7 @@ fn describe_fields(endpoint: &EndpointSnapshot) -> Value {
                 "DesiredWeight": v.desired_weight,
                 "CurrentInstanceCount": v.live.pool.stats().instances,
                 "DesiredInstanceCount": v.desired_instance_count,
-                "RoutingConfig": { "RoutingStrategy": routing_of(v).as_str() },
+                "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
             })
         })
         .collect();

@@ -86,7 +86,7 @@ pub(crate) fn update_endpoint(
                 }
                 None => {
                     let runtime = state.runtime.clone();
-                    let spec = variant_spec(name_of(&endpoint), v);
+                    let spec = variant_spec(&endpoint.name, v);
                     match tokio::task::spawn_blocking(move || VariantPool::new(&runtime, &spec))
                         .await
                     {
@@ -130,10 +130,6 @@ pub(crate) fn update_endpoint(
         }
     });
     Ok(())
-}
-
-fn name_of(endpoint: &EndpointSnapshot) -> &str {
-    &endpoint.name
 }
 
 /// UpdateEndpointWeightsAndCapacities. Weight-only changes take effect before this returns.

@@ -5,7 +5,7 @@
 
 use arc_swap::ArcSwap;
 use plinth_policy::config::{Deployment, Endpoint, Model, Variant};
-use plinth_policy::routing::{RouteError, RoutingStrategy};
+use plinth_policy::routing::RouteError;
 use plinth_runtime::{Limits, LoadError, Runtime, VariantPool, VariantSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -198,9 +198,4 @@ pub(crate) fn build_all(
         map.insert(endpoint.name.clone(), Arc::new(snapshot));
     }
     Ok(map)
-}
-
-/// The routing strategy of a variant, for DescribeEndpoint.
-pub(crate) fn routing_of(variant: &VariantState) -> RoutingStrategy {
-    variant.live.pool.routing()
 }
