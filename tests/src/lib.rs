@@ -7,9 +7,10 @@
 //!   the repository root.
 //! - [`Config`] / [`Model`]: a config file for `plinth serve` written from code, one
 //!   endpoint per call, so each test states exactly what it deploys.
-//! - [`Server`]: `plinth serve` on `127.0.0.1:0` in a temporary directory; waits for the
-//!   `listening on` line, sends requests, keeps the child's stderr for assertions on logs and
-//!   kills the child when dropped.
+//! - [`Server`]: `plinth serve` on `127.0.0.1:0` in a temporary directory (with a
+//!   deployment file, credentials, or neither: [`Options`]); waits for the `listening on`
+//!   line, sends requests, keeps the child's stderr for assertions on logs, can be killed
+//!   with SIGKILL and restarted on the same data directory, and is killed when dropped.
 //! - [`npy_f32`] / [`parse_npy_f32`]: just enough of the NumPy format for request and
 //!   response bodies.
 
@@ -262,6 +263,27 @@ pub struct StartError {
     pub stderr: String,
 }
 
+/// How to start `plinth serve`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A deployment file (TOML text) for `--config`; none: serve what the data dir holds.
+    pub config: Option<String>,
+    /// A credentials file (TOML text) for `--credentials`.
+    pub credentials: Option<String>,
+    /// `--bind`.
+    pub bind: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            config: None,
+            credentials: None,
+            bind: "127.0.0.1:0".into(),
+        }
+    }
+}
+
 /// A running `plinth serve`, killed on drop.
 pub struct Server {
     child: Child,
@@ -270,6 +292,8 @@ pub struct Server {
     stderr: Arc<Mutex<String>>,
     client: reqwest::blocking::Client,
     dir: tempfile::TempDir,
+    bin: String,
+    options: Options,
 }
 
 impl Server {
@@ -288,19 +312,64 @@ impl Server {
 
     /// Like [`Server::start`], but returns how it failed instead of panicking.
     pub fn try_start(bin: &str, config: &str) -> Result<Server, StartError> {
+        Self::try_start_with(
+            bin,
+            Options {
+                config: Some(config.to_string()),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// `plinth serve` with `options`; panics with the server's stderr if it does not start.
+    pub fn start_with(bin: &str, options: Options) -> Server {
+        match Self::try_start_with(bin, options) {
+            Ok(server) => server,
+            Err(e) => panic!(
+                "plinth serve did not start (status {:?}); stderr:\n{}",
+                e.status, e.stderr
+            ),
+        }
+    }
+
+    /// Like [`Server::start_with`], but returns how it failed instead of panicking.
+    pub fn try_start_with(bin: &str, options: Options) -> Result<Server, StartError> {
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        let config_path = dir.path().join("plinth.toml");
-        std::fs::write(&config_path, config).expect("write the config");
-        let mut child = Command::new(bin)
+        Self::launch(bin, options, dir)
+    }
+
+    /// Kill the server with SIGKILL (no shutdown of any kind) and start it again with the
+    /// same options on the same data directory.
+    pub fn kill_and_restart(mut self) -> Result<Server, StartError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::launch(&self.bin.clone(), self.options.clone(), dir)
+    }
+
+    fn launch(bin: &str, options: Options, dir: tempfile::TempDir) -> Result<Server, StartError> {
+        let mut command = Command::new(bin);
+        command
             .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(&options.bind)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.path().join("data"));
+        if let Some(config) = &options.config {
+            let config_path = dir.path().join("plinth.toml");
+            std::fs::write(&config_path, config).expect("write the config");
+            command.arg("--config").arg(&config_path);
+        }
+        if let Some(credentials) = &options.credentials {
+            let path = dir.path().join("credentials.toml");
+            std::fs::write(&path, credentials).expect("write the credentials");
+            command.arg("--credentials").arg(&path);
+        }
+        let mut child = command
             .current_dir(dir.path())
             .env("RUST_BACKTRACE", "0")
+            .env_remove("PLINTH_CONFIG")
+            .env_remove("PLINTH_CREDENTIALS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -369,6 +438,8 @@ impl Server {
             stderr,
             client,
             dir,
+            bin: bin.to_string(),
+            options,
         })
     }
 
@@ -434,6 +505,29 @@ impl Server {
             .body(input.to_string())
             .send()
             .unwrap_or_else(|e| panic!("POST / ({operation}): {e}"))
+    }
+
+    /// DescribeEndpoint once the endpoint is neither `Creating` nor `Updating` (polling every
+    /// 20 ms for up to [`START_TIMEOUT`]); panics if DescribeEndpoint fails.
+    pub fn describe_settled(&self, endpoint: &str) -> serde_json::Value {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let response = self.control(
+                "DescribeEndpoint",
+                &serde_json::json!({ "EndpointName": endpoint }),
+            );
+            assert_eq!(response.status(), StatusCode::OK, "DescribeEndpoint {endpoint}");
+            let description: serde_json::Value = response.json().expect("DescribeEndpoint JSON");
+            let status = description["EndpointStatus"].as_str().unwrap_or_default();
+            if status != "Creating" && status != "Updating" {
+                return description;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "endpoint {endpoint} is still {status}: {description}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `GET /metrics` as text; panics unless it answers 200.

@@ -21,42 +21,119 @@ mod header {
     pub(super) const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
 }
 
+/// The largest control-plane request body.
+pub(crate) const CONTROL_BODY_LIMIT: usize = 1 << 20;
+
 /// Shared state of the HTTP server.
 pub(crate) struct AppState {
     pub(crate) runtime: Arc<plinth_runtime::Runtime>,
+    /// Models and endpoint configs, as committed to `store`.
     pub(crate) catalog: std::sync::Mutex<crate::catalog::Catalog>,
+    pub(crate) store: crate::store::Store,
+    /// Where `.tar.gz` model artifacts are unpacked.
+    pub(crate) artifacts: std::path::PathBuf,
     pub(crate) endpoints: EndpointTable,
     pub(crate) max_payload_bytes: usize,
+    /// Instances all endpoints together may ask for (`ResourceLimitExceeded` beyond).
+    pub(crate) max_instances: usize,
+    /// `None`: unauthenticated (loopback only).
+    pub(crate) verifier: Option<crate::sigv4::Verifier>,
     pub(crate) metrics: Metrics,
     /// Control-plane changes happen one at a time.
     pub(crate) updates: tokio::sync::Mutex<()>,
 }
 
-impl AppState {
-    pub(crate) fn new(
-        runtime: Arc<plinth_runtime::Runtime>,
-        catalog: crate::catalog::Catalog,
-        max_payload_bytes: usize,
-    ) -> Self {
-        Self {
-            runtime,
-            catalog: std::sync::Mutex::new(catalog),
-            endpoints: EndpointTable::default(),
-            max_payload_bytes,
-            metrics: Metrics::new(),
-            updates: tokio::sync::Mutex::new(()),
-        }
-    }
-}
-
-/// The router; `state` holds the endpoint table.
+/// The router; `state` holds the endpoint table. The control plane and InvokeEndpoint
+/// require a signature when credentials are configured; `/ping` and `/metrics` do not.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
+    let signed = Router::new()
+        .route("/", post(control))
+        .route("/endpoints/{name}/invocations", post(invoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_signature,
+        ));
     Router::new()
-        .route("/", post(crate::control::dispatch))
         .route("/ping", get(ping))
         .route("/metrics", get(metrics))
-        .route("/endpoints/{name}/invocations", post(invoke))
+        .merge(signed)
         .with_state(state)
+}
+
+/// Read a request body of at most `limit` bytes; a larger one is a 413 `ValidationError`
+/// (`what` names the limit in the message).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_big = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationError",
+            format!(
+                "Request body of {size} bytes exceeds the limit of {limit} bytes; send a smaller \
+                 payload{what}"
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(declared) = declared.filter(|d| *d > limit) {
+        return Err(too_big(declared.to_string()));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_big(format!("more than {limit}")))
+}
+
+/// `POST /`: a control-plane operation named by `X-Amz-Target`.
+async fn control(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(operation) = target.strip_prefix("SageMaker.") else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("X-Amz-Target {target:?} is not a SageMaker operation"),
+        )
+        .into_response();
+    };
+    let body = match read_body(&headers, body, CONTROL_BODY_LIMIT, "").await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let input: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "SerializationException",
+                    format!("the request body is not valid JSON: {e}"),
+                )
+                .into_response()
+            }
+        }
+    };
+    match crate::control::call(&state, operation, input).await {
+        Ok(output) => (
+            [("content-type", "application/x-amz-json-1.1")],
+            axum::Json(output),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::info!(operation, error = %e.message(), "control-plane call refused");
+            e.into_response()
+        }
+    }
 }
 
 /// Prometheus text exposition. Per-variant gauges are read from the live table.
@@ -122,27 +199,24 @@ async fn invoke(
         .endpoints
         .get(&name)
         .ok_or_else(|| ApiError::endpoint_not_found(&name))?;
-    let limit = state.max_payload_bytes;
-    let too_big = |size: String| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValidationError",
-            format!(
-                "Request body of {size} bytes exceeds the limit of {limit} bytes; send a smaller \
-                 payload or raise server.max_payload_bytes"
-            ),
-        )
-    };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(declared) = declared.filter(|d| *d > limit) {
-        return Err(too_big(declared.to_string()));
+    if endpoint.variants.is_empty() {
+        return Err(ApiError::validation(format!(
+            "Endpoint {name} is {}, not InService; it cannot be invoked{}",
+            endpoint.status.as_str(),
+            endpoint
+                .failure_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )));
     }
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_big(format!("more than {limit}")))?;
+    let body = read_body(
+        &headers,
+        body,
+        state.max_payload_bytes,
+        " or raise server.max_payload_bytes",
+    )
+    .await?;
 
     let content_type = text_header(&headers, "content-type", "ContentType", 1024)?.unwrap_or("");
     let accept = text_header(&headers, "accept", "Accept", 1024)?.unwrap_or("");

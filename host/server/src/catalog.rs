@@ -1,63 +1,304 @@
-//! Models and endpoint configs known to the server (SageMaker's CreateModel and
-//! CreateEndpointConfig), whether they came from the deployment file or the API. Endpoint
-//! configs are immutable once created, as in SageMaker.
+//! Models and endpoint configs (SageMaker's CreateModel and CreateEndpointConfig): their
+//! definitions as the API received them (normalized, defaults filled in), kept in memory for
+//! reads and in the store for durability, and their resolution into what the runtime
+//! builds. Definitions are immutable once created, as in SageMaker.
 
-use plinth_policy::config::{Deployment, EndpointConfig, Model};
+use crate::artifacts;
+use crate::store::Definition;
+use plinth_policy::config::{
+    EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
+    DEFAULT_TIMEOUT_SECONDS,
+};
+use plinth_policy::routing::RoutingStrategy;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::path::Path;
 
-/// A model and when it was created.
-#[derive(Clone)]
-pub(crate) struct ModelRecord {
-    pub(crate) model: Model,
-    pub(crate) created: SystemTime,
+/// CreateModel's definition (everything but the name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ModelDefinition {
+    pub(crate) primary_container: ContainerDefinition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) execution_role_arn: Option<String>,
+    /// Plinth's extension: the guest's memory cap and deadline.
+    #[serde(default)]
+    pub(crate) plinth_limits: ModelLimits,
 }
 
-/// An endpoint config and when it was created.
-#[derive(Clone)]
-pub(crate) struct ConfigRecord {
-    pub(crate) config: EndpointConfig,
-    pub(crate) created: SystemTime,
+/// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerDefinition {
+    pub(crate) image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_data_url: Option<String>,
+    #[serde(default)]
+    pub(crate) environment: BTreeMap<String, String>,
+}
+
+/// `PlinthLimits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ModelLimits {
+    #[serde(rename = "MemorySizeInMB")]
+    pub(crate) memory_size_in_mb: u64,
+    pub(crate) invocation_timeout_in_seconds: u64,
+}
+
+impl Default for ModelLimits {
+    fn default() -> Self {
+        Self {
+            memory_size_in_mb: DEFAULT_MEMORY_MIB,
+            invocation_timeout_in_seconds: DEFAULT_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+/// CreateEndpointConfig's definition (everything but the name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ConfigDefinition {
+    pub(crate) production_variants: Vec<ProductionVariant>,
+}
+
+/// `ProductionVariant`, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ProductionVariant {
+    pub(crate) variant_name: String,
+    pub(crate) model_name: String,
+    #[serde(default = "one")]
+    pub(crate) initial_instance_count: u64,
+    #[serde(default = "unit_weight")]
+    pub(crate) initial_variant_weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) instance_type: Option<String>,
+    #[serde(default)]
+    pub(crate) routing_config: RoutingConfig,
+    /// Plinth's extension: requests that may wait for a busy variant.
+    #[serde(default = "default_queue")]
+    pub(crate) plinth_max_queue_length: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn unit_weight() -> f64 {
+    1.0
+}
+
+fn default_queue() -> u64 {
+    DEFAULT_MAX_QUEUE_LENGTH as u64
+}
+
+/// `RoutingConfig`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RoutingConfig {
+    #[serde(default)]
+    pub(crate) routing_strategy: RoutingStrategy,
+}
+
+/// A definition with its name and creation time (epoch seconds).
+#[derive(Debug, Clone)]
+pub(crate) struct Record<T> {
+    pub(crate) name: String,
+    pub(crate) created: f64,
+    pub(crate) definition: T,
+}
+
+impl<T: Serialize> Record<T> {
+    /// The stored form.
+    pub(crate) fn stored(&self) -> Definition {
+        Definition {
+            name: self.name.clone(),
+            created: self.created,
+            definition: serde_json::to_value(&self.definition).expect("definitions serialize"),
+        }
+    }
+}
+
+impl<T: for<'de> Deserialize<'de>> Record<T> {
+    fn from_stored(stored: Definition) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            name: stored.name,
+            created: stored.created,
+            definition: serde_json::from_value(stored.definition)?,
+        })
+    }
 }
 
 /// Every model and endpoint config, by name.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    pub(crate) models: BTreeMap<String, ModelRecord>,
-    pub(crate) configs: BTreeMap<String, ConfigRecord>,
+    pub(crate) models: BTreeMap<String, Record<ModelDefinition>>,
+    pub(crate) configs: BTreeMap<String, Record<ConfigDefinition>>,
 }
 
 impl Catalog {
-    /// The catalog a deployment file describes.
-    pub(crate) fn from_deployment(deployment: &Deployment) -> Self {
-        let created = SystemTime::now();
-        Self {
-            models: deployment
-                .models
-                .iter()
-                .map(|m| {
-                    (
-                        m.name.clone(),
-                        ModelRecord {
-                            model: m.clone(),
-                            created,
-                        },
-                    )
-                })
-                .collect(),
-            configs: deployment
-                .endpoint_configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.clone(),
-                        ConfigRecord {
-                            config: c.clone(),
-                            created,
-                        },
-                    )
-                })
-                .collect(),
+    /// The catalog as stored.
+    pub(crate) fn from_stored(
+        models: Vec<Definition>,
+        configs: Vec<Definition>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut catalog = Self::default();
+        for m in models {
+            let record = Record::from_stored(m)?;
+            catalog.models.insert(record.name.clone(), record);
         }
+        for c in configs {
+            let record = Record::from_stored(c)?;
+            catalog.configs.insert(record.name.clone(), record);
+        }
+        Ok(catalog)
+    }
+
+    /// A name already taken by a model (ignoring case, as SageMaker does).
+    pub(crate) fn model_named(&self, name: &str) -> Option<&Record<ModelDefinition>> {
+        self.models.get(name).or_else(|| {
+            self.models
+                .values()
+                .find(|m| m.name.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// A name already taken by an endpoint config (ignoring case).
+    pub(crate) fn config_named(&self, name: &str) -> Option<&Record<ConfigDefinition>> {
+        self.configs.get(name).or_else(|| {
+            self.configs
+                .values()
+                .find(|c| c.name.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Endpoint config `name` with its models' definitions, for [`resolve`].
+    pub(crate) fn unresolved(&self, name: &str) -> Result<Unresolved, String> {
+        let config = self
+            .configs
+            .get(name)
+            .ok_or_else(|| format!("Could not find endpoint configuration \"{name}\"."))?;
+        let mut models = BTreeMap::new();
+        for v in &config.definition.production_variants {
+            let model = self.models.get(&v.model_name).ok_or_else(|| {
+                format!(
+                    "endpoint configuration {name:?}, variant {:?}: model {:?} does not exist",
+                    v.variant_name, v.model_name
+                )
+            })?;
+            models.insert(v.model_name.clone(), model.definition.clone());
+        }
+        Ok(Unresolved {
+            name: name.to_string(),
+            config: config.definition.clone(),
+            models,
+        })
+    }
+}
+
+/// An endpoint config and its models, taken out of the catalog to resolve without a lock.
+pub(crate) struct Unresolved {
+    name: String,
+    config: ConfigDefinition,
+    models: BTreeMap<String, ModelDefinition>,
+}
+
+impl Unresolved {
+    /// The config's variants, in the policy's form (artifacts not resolved), for checks.
+    pub(crate) fn variants_unchecked(&self) -> Vec<Variant> {
+        self.config
+            .production_variants
+            .iter()
+            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .collect()
+    }
+
+    /// Resolve every model's artifact (unpacking archives into `artifacts`). Blocking.
+    pub(crate) fn resolve(self, artifacts: &Path) -> Result<EndpointConfig, String> {
+        let mut variants = Vec::new();
+        for v in &self.config.production_variants {
+            let definition = &self.models[&v.model_name];
+            let model_data = definition
+                .primary_container
+                .model_data_url
+                .as_deref()
+                .map(|url| artifacts::resolve(artifacts, url))
+                .transpose()
+                .map_err(|e| format!("variant {}, model {}: {e}", v.variant_name, v.model_name))?;
+            variants.push(variant(v, model(&v.model_name, definition, model_data)));
+        }
+        Ok(EndpointConfig {
+            name: self.name,
+            variants,
+        })
+    }
+}
+
+/// The policy's model for a definition; `model_data` is the resolved artifact directory.
+fn model(name: &str, d: &ModelDefinition, model_data: Option<std::path::PathBuf>) -> Model {
+    let image = &d.primary_container.image;
+    Model {
+        name: name.to_string(),
+        component: artifacts::local_path("Image", image)
+            .unwrap_or_else(|_| std::path::PathBuf::from(image)),
+        model_data,
+        environment: d
+            .primary_container
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_bytes: (d.plinth_limits.memory_size_in_mb as usize) << 20,
+        timeout_seconds: d.plinth_limits.invocation_timeout_in_seconds,
+    }
+}
+
+fn variant(v: &ProductionVariant, model: Model) -> Variant {
+    Variant {
+        name: v.variant_name.clone(),
+        model,
+        instance_count: v.initial_instance_count as usize,
+        weight: v.initial_variant_weight,
+        routing_strategy: v.routing_config.routing_strategy,
+        max_queue_length: v.plinth_max_queue_length as usize,
+    }
+}
+
+/// The definitions a deployment file's model and endpoint config stand for, so that the file
+/// is applied through the same operations as the API.
+pub(crate) fn model_definition(m: &Model) -> ModelDefinition {
+    ModelDefinition {
+        primary_container: ContainerDefinition {
+            image: m.component.display().to_string(),
+            model_data_url: m.model_data.as_ref().map(|p| p.display().to_string()),
+            environment: m.environment.iter().cloned().collect(),
+        },
+        execution_role_arn: None,
+        plinth_limits: ModelLimits {
+            memory_size_in_mb: (m.memory_bytes >> 20) as u64,
+            invocation_timeout_in_seconds: m.timeout_seconds,
+        },
+    }
+}
+
+/// See [`model_definition`].
+pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
+    ConfigDefinition {
+        production_variants: c
+            .variants
+            .iter()
+            .map(|v| ProductionVariant {
+                variant_name: v.name.clone(),
+                model_name: v.model.name.clone(),
+                initial_instance_count: v.instance_count as u64,
+                initial_variant_weight: v.weight,
+                instance_type: None,
+                routing_config: RoutingConfig {
+                    routing_strategy: v.routing_strategy,
+                },
+                plinth_max_queue_length: v.max_queue_length as u64,
+            })
+            .collect(),
     }
 }

@@ -1,8 +1,11 @@
-//! The command line: `serve`, `validate`, `invoke` (a runtime API client) and `local`
-//! (SageMaker's local mode: one component, one input, no server).
+//! The command line: `serve`; `validate`; clients of a running server (`invoke`, `apply`,
+//! `describe-endpoint`, `update-weights`, `api` for any control-plane operation); and
+//! `local` (SageMaker's local mode: one component, one input, no server).
 
 use crate::api::{self, AppState};
-use crate::endpoints;
+use crate::apply::{self, Control};
+use crate::client::Client;
+use crate::sigv4::{Credential, Verifier};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use plinth_policy::config;
@@ -21,17 +24,41 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the endpoints of a deployment file.
+    /// Serve the endpoints stored in the data directory, after applying a deployment file
+    /// if one is given.
     Serve {
-        /// The deployment file (TOML).
+        /// A deployment file (TOML) to apply at start.
         #[arg(long, short, env = "PLINTH_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Address to listen on. Without credentials Plinth serves loopback only.
         #[arg(long, env = "PLINTH_BIND", default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
-        /// Where Plinth keeps compiled components and state.
+        /// Where Plinth keeps its state database, compiled components and unpacked artifacts.
         #[arg(long, env = "PLINTH_DATA_DIR", default_value = ".plinth")]
         data_dir: PathBuf,
+        /// A TOML file of access keys; every control-plane and runtime request must then be
+        /// signed (AWS SigV4) with one of them.
+        #[arg(long, env = "PLINTH_CREDENTIALS")]
+        credentials: Option<PathBuf>,
+    },
+    /// Apply a deployment file to a running server through the control-plane operations.
+    Apply {
+        /// The deployment file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Call any control-plane operation, e.g. `plinth api ListEndpoints '{"MaxResults": 5}'`;
+    /// prints its output.
+    Api {
+        /// The operation, e.g. `DescribeModel`.
+        operation: String,
+        /// Its input, as JSON.
+        #[arg(default_value = "{}")]
+        input: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Check a deployment file without serving it.
     Validate {
@@ -86,12 +113,9 @@ enum Command {
     },
 }
 
-/// Which endpoint of which Plinth server a client command talks to.
+/// Which Plinth server a client command talks to, and how it signs.
 #[derive(Args)]
-struct EndpointArgs {
-    /// The endpoint's name.
-    #[arg(long)]
-    endpoint: String,
+struct ServerArgs {
     /// Plinth's address.
     #[arg(
         long,
@@ -99,6 +123,41 @@ struct EndpointArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     endpoint_url: String,
+    /// Access key id to sign requests with (with AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    access_key_id: Option<String>,
+    /// The secret key (from the environment only).
+    #[arg(skip = std::env::var("AWS_SECRET_ACCESS_KEY").ok())]
+    secret_access_key: Option<String>,
+    /// The region to sign for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let credential = match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some(Credential {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            (Some(_), None) => {
+                bail!("--access-key-id needs AWS_SECRET_ACCESS_KEY in the environment")
+            }
+            _ => None,
+        };
+        Client::new(&self.endpoint_url, credential, self.region.clone())
+    }
+}
+
+/// Which endpoint of which Plinth server a client command talks to.
+#[derive(Args)]
+struct EndpointArgs {
+    /// The endpoint's name.
+    #[arg(long)]
+    endpoint: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 /// The request both `invoke` and `local` send.
@@ -165,34 +224,8 @@ fn parse_change(text: &str) -> Result<serde_json::Value, String> {
     Ok(change)
 }
 
-/// Call a control-plane operation (awsJson1_1) and return its output.
-fn control_call(
-    url: &str,
-    operation: &str,
-    input: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/", url.trim_end_matches('/')))
-        .header("x-amz-target", format!("SageMaker.{operation}"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(input.to_string())
-        .send()
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let output: serde_json::Value = response.json().unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "{} ({status}): {}",
-            output["__type"].as_str().unwrap_or("error"),
-            output["message"].as_str().unwrap_or_default()
-        );
-    }
-    Ok(output)
-}
-
 fn print_description(target: &EndpointArgs) -> anyhow::Result<()> {
-    let output = control_call(
-        &target.endpoint_url,
+    let output = target.server.client()?.call(
         "DescribeEndpoint",
         serde_json::json!({ "EndpointName": target.endpoint }),
     )?;
@@ -212,7 +245,27 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             bind,
             data_dir,
-        } => serve(config, bind, data_dir),
+            credentials,
+        } => serve(config.as_deref(), bind, &data_dir, credentials.as_deref()),
+        Command::Apply { config, server } => {
+            let deployment = read_deployment(&config)?;
+            for change in apply::apply(&mut server.client()?, &deployment)? {
+                println!("{change}");
+            }
+            println!("ok: {} endpoints InService", deployment.endpoints.len());
+            Ok(())
+        }
+        Command::Api {
+            operation,
+            input,
+            server,
+        } => {
+            let input: serde_json::Value = serde_json::from_str(&input)
+                .with_context(|| format!("the input {input:?} is not JSON"))?;
+            let output = server.client()?.call(&operation, input)?;
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
         Command::Validate { config } => {
             let deployment = read_deployment(&config)?;
             println!("ok: {} endpoints", deployment.endpoints.len());
@@ -225,8 +278,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         } => invoke(&target, target_variant.as_deref(), &request),
         Command::DescribeEndpoint { target } => print_description(&target),
         Command::UpdateWeights { target, changes } => {
-            control_call(
-                &target.endpoint_url,
+            target.server.client()?.call(
                 "UpdateEndpointWeightsAndCapacities",
                 serde_json::json!({
                     "EndpointName": target.endpoint,
@@ -269,40 +321,97 @@ fn read_deployment(path: &std::path::Path) -> anyhow::Result<config::Deployment>
     config::parse(&absolute, &text).map_err(|e| anyhow!("{e}"))
 }
 
-fn new_runtime(data_dir: Option<&std::path::Path>) -> anyhow::Result<Runtime> {
-    let config = RuntimeConfig {
-        cache_dir: data_dir.map(|d| d.join("compiled")),
-        ..RuntimeConfig::default()
-    };
-    Runtime::new(&config).map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))
+/// Runs a control-plane operation in this process, from a thread outside the runtime.
+struct InProcess<'a> {
+    state: &'a Arc<AppState>,
+    runtime: &'a tokio::runtime::Runtime,
 }
 
-fn serve(config: PathBuf, bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
-    if !bind.ip().is_loopback() {
+impl Control for InProcess<'_> {
+    fn call(
+        &mut self,
+        operation: &str,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, apply::CallError> {
+        self.runtime
+            .block_on(crate::control::call(self.state, operation, input))
+            .map_err(|e| apply::CallError {
+                code: e.code().to_string(),
+                message: e.message().to_string(),
+            })
+    }
+}
+
+fn serve(
+    config: Option<&std::path::Path>,
+    bind: SocketAddr,
+    data_dir: &std::path::Path,
+    credentials: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let verifier = credentials.map(Verifier::from_file).transpose()?;
+    if verifier.is_none() && !bind.ip().is_loopback() {
         bail!(
-            "refusing to listen on {bind} without credentials: Plinth is unauthenticated, so it \
-             binds to loopback only (use --bind 127.0.0.1:PORT)"
+            "refusing to listen on {bind} without credentials: an unauthenticated Plinth binds \
+             to loopback only (use --bind 127.0.0.1:PORT, or give --credentials FILE)"
         );
     }
-    let deployment = read_deployment(&config)?;
-    std::fs::create_dir_all(&data_dir)
+    let deployment = config.map(read_deployment).transpose()?;
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let runtime = Arc::new(new_runtime(Some(&data_dir))?);
-    let map = endpoints::build_all(&runtime, &deployment)?;
-    let state = Arc::new(AppState::new(
+    let store = crate::store::Store::open(data_dir)?;
+    let contents = store
+        .load()
+        .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
+    let catalog = crate::catalog::Catalog::from_stored(contents.models, contents.configs)
+        .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
+    let runtime_config = RuntimeConfig {
+        cache_dir: Some(data_dir.join("compiled")),
+        ..RuntimeConfig::default()
+    };
+    let max_instances = runtime_config.max_instances as usize;
+    let runtime = Arc::new(
+        Runtime::new(&runtime_config)
+            .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?,
+    );
+    let state = Arc::new(AppState {
         runtime,
-        crate::catalog::Catalog::from_deployment(&deployment),
-        deployment.max_payload_bytes,
-    ));
-    state.endpoints.publish_all(map);
+        catalog: std::sync::Mutex::new(catalog),
+        store,
+        artifacts: data_dir.join("artifacts"),
+        endpoints: Default::default(),
+        max_payload_bytes: deployment
+            .as_ref()
+            .map_or(config::DEFAULT_MAX_PAYLOAD_BYTES, |d| d.max_payload_bytes),
+        max_instances,
+        verifier,
+        metrics: crate::metrics::Metrics::new(),
+        updates: tokio::sync::Mutex::new(()),
+    });
 
     let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(async {
+        crate::deploy::recover(&state, contents.endpoints);
+        crate::deploy::settled(&state).await;
+    });
+    if let Some(deployment) = &deployment {
+        let mut control = InProcess {
+            state: &state,
+            runtime: &tokio,
+        };
+        for change in apply::apply(&mut control, deployment)? {
+            tracing::info!("{change}");
+        }
+    }
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let address = listener.local_addr()?;
-        tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
+        if state.verifier.is_some() {
+            tracing::info!("every control-plane and runtime request must be signed (SigV4)");
+        } else {
+            tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
+        }
         tracing::info!(endpoints = ?state.endpoints.names(), %address, "serving");
         println!("listening on http://{address}");
         axum::serve(listener, api::app(state))
@@ -333,46 +442,38 @@ fn invoke(
     target_variant: Option<&str>,
     request: &RequestArgs,
 ) -> anyhow::Result<()> {
-    let (url, endpoint) = (&target.endpoint_url, &target.endpoint);
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(70))
-        .build()?;
-    let mut call = client
-        .post(format!(
-            "{}/endpoints/{endpoint}/invocations",
-            url.trim_end_matches('/')
-        ))
-        .header("content-type", &request.content_type)
-        .body(request.body()?);
+    let mut headers = vec![("content-type", request.content_type.as_str())];
     if let Some(accept) = &request.accept {
-        call = call.header("accept", accept);
+        headers.push(("accept", accept));
     }
     if let Some(attributes) = &request.custom_attributes {
-        call = call.header("x-amzn-sagemaker-custom-attributes", attributes);
+        headers.push(("x-amzn-sagemaker-custom-attributes", attributes));
     }
     if let Some(variant) = target_variant {
-        call = call.header("x-amzn-sagemaker-target-variant", variant);
+        headers.push(("x-amzn-sagemaker-target-variant", variant));
     }
-    let response = call.send().with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let variant = response
-        .headers()
-        .get("x-amzn-invoked-production-variant")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response.bytes()?;
-    if !status.is_success() {
+    let answer = target
+        .server
+        .client()?
+        .invoke(&target.endpoint, &headers, request.body()?)?;
+    let body = answer.body;
+    if !answer.status.is_success() {
         let detail: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         bail!(
-            "{} ({status}): {}",
+            "{} ({}): {}",
             detail["__type"].as_str().unwrap_or("error"),
+            answer.status,
             detail["message"]
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
         );
     }
-    if let Some(variant) = variant {
+    if let Some(variant) = answer
+        .headers
+        .get("x-amzn-invoked-production-variant")
+        .and_then(|v| v.to_str().ok())
+    {
         eprintln!("variant: {variant}");
     }
     use std::io::Write;
@@ -385,7 +486,8 @@ fn invoke(
 }
 
 fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
-    let runtime = new_runtime(None)?;
+    let runtime = Runtime::new(&RuntimeConfig::default())
+        .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?;
     let pool = VariantPool::new(&runtime, &spec)?;
     let output = pool
         .invoke_blocking(&Invocation {

@@ -1,119 +1,486 @@
 //! The control plane, as SageMaker's awsJson1_1 protocol: `POST /` with
-//! `X-Amz-Target: SageMaker.<Operation>`. Operations here: CreateModel,
-//! CreateEndpointConfig, DescribeEndpointConfig, UpdateEndpoint, DescribeEndpoint,
-//! ListEndpoints, UpdateEndpointWeightsAndCapacities. This module owns the wire shapes;
-//! `deploy` owns what changes.
+//! `X-Amz-Target: SageMaker.<Operation>`. Models, endpoint configs and endpoints: Create,
+//! Describe, Delete and List each, plus UpdateEndpoint and
+//! UpdateEndpointWeightsAndCapacities. This module owns the wire shapes and checks;
+//! `catalog` holds definitions, `deploy` changes endpoints, `store` makes it all durable.
+//!
+//! [`call`] is the one entry point: the HTTP route, the deployment file and the CLI all go
+//! through it.
 
 use crate::api::AppState;
-use crate::catalog::{ConfigRecord, ModelRecord};
+use crate::catalog::{ConfigDefinition, ModelDefinition, Record};
 use crate::deploy::{self, Refused};
-use crate::endpoints::EndpointSnapshot;
+use crate::endpoints::{now, EndpointSnapshot, EndpointStatus};
 use crate::error::{ApiError, ACCOUNT_ID};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use crate::store::{Kind, StoreError};
+use axum::http::StatusCode;
 use plinth_policy::capacity::Change;
-use plinth_policy::config::{
-    check_variants, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
-    DEFAULT_TIMEOUT_SECONDS,
-};
+use plinth_policy::config::check_variants;
 use plinth_policy::names;
-use plinth_policy::routing::RoutingStrategy;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::cmp::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// The region named in ARNs.
 const REGION: &str = "us-east-1";
 
-pub(crate) fn endpoint_arn(name: &str) -> String {
+/// The operations, for `UnknownOperationException`'s message.
+const OPERATIONS: &[&str] = &[
+    "CreateModel",
+    "DescribeModel",
+    "DeleteModel",
+    "ListModels",
+    "CreateEndpointConfig",
+    "DescribeEndpointConfig",
+    "DeleteEndpointConfig",
+    "ListEndpointConfigs",
+    "CreateEndpoint",
+    "DescribeEndpoint",
+    "UpdateEndpoint",
+    "UpdateEndpointWeightsAndCapacities",
+    "DeleteEndpoint",
+    "ListEndpoints",
+];
+
+/// SageMaker's ARN for a resource (`kind` is `model`, `endpoint-config` or `endpoint`).
+pub(crate) fn arn(kind: &str, name: &str) -> String {
     format!(
-        "arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:endpoint/{}",
+        "arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:{kind}/{}",
         name.to_lowercase()
     )
-}
-
-fn epoch(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn validation(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "ValidationException", message)
 }
 
-fn not_found(name: &str) -> ApiError {
-    validation(format!(
-        "Could not find endpoint \"{}\".",
-        endpoint_arn(name)
-    ))
+fn in_use(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "ResourceInUse", message)
 }
 
-/// `POST /`: dispatch on `X-Amz-Target`.
-pub(crate) async fn dispatch(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let Some(operation) = target.strip_prefix("SageMaker.") else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!("X-Amz-Target {target:?} is not a SageMaker operation"),
-        )
-        .into_response();
-    };
-    let input: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "SerializationException",
-                    format!("the request body is not valid JSON: {e}"),
-                )
-                .into_response()
-            }
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        e.to_string(),
+    )
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Limit(m) => ApiError::new(StatusCode::BAD_REQUEST, "ResourceLimitExceeded", m),
+            Refused::Store(e) => internal(e),
+            e => validation(e.to_string()),
         }
+    }
+}
+
+/// Run one operation. Changes are serialized: one at a time, each committed before it
+/// answers.
+pub(crate) async fn call(
+    state: &Arc<AppState>,
+    operation: &str,
+    input: Value,
+) -> Result<Value, ApiError> {
+    if !input.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "the request body must be a JSON object",
+        ));
+    }
+    let read_only = operation.starts_with("Describe") || operation.starts_with("List");
+    let _exclusive = if read_only {
+        None
+    } else {
+        Some(state.updates.lock().await)
     };
-    let result = match operation {
-        "CreateModel" => create_model(&state, input),
-        "CreateEndpointConfig" => create_endpoint_config(&state, input),
-        "DescribeModel" => describe_model(&state, input),
-        "DescribeEndpointConfig" => describe_endpoint_config(&state, input),
-        "UpdateEndpoint" => update_endpoint(&state, input).await,
-        "DescribeEndpoint" => describe_endpoint(&state, input),
-        "ListEndpoints" => list_endpoints(&state),
-        "UpdateEndpointWeightsAndCapacities" => update_weights_and_capacities(&state, input).await,
+    match operation {
+        "CreateModel" => create_model(state, input).await,
+        "DescribeModel" => describe_model(state, input),
+        "DeleteModel" => delete_model(state, input),
+        "ListModels" => list_models(state, input),
+        "CreateEndpointConfig" => create_endpoint_config(state, input),
+        "DescribeEndpointConfig" => describe_endpoint_config(state, input),
+        "DeleteEndpointConfig" => delete_endpoint_config(state, input),
+        "ListEndpointConfigs" => list_endpoint_configs(state, input),
+        "CreateEndpoint" => create_endpoint(state, input),
+        "DescribeEndpoint" => describe_endpoint(state, input),
+        "UpdateEndpoint" => update_endpoint(state, input),
+        "UpdateEndpointWeightsAndCapacities" => update_weights_and_capacities(state, input),
+        "DeleteEndpoint" => delete_endpoint(state, input),
+        "ListEndpoints" => list_endpoints(state, input),
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
-            format!("operation {other} is not supported by this Plinth version"),
+            format!(
+                "operation {other:?} is not supported; Plinth supports {}",
+                OPERATIONS.join(", ")
+            ),
         )),
-    };
-    match result {
-        Ok(output) => (
-            [("content-type", "application/x-amz-json-1.1")],
-            axum::Json(output),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
     }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(input: Value) -> Result<T, ApiError> {
-    serde_json::from_value(input).map_err(|e| validation(format!("invalid request: {e}")))
+    serde_json::from_value(input).map_err(|e| validation(format!("Invalid request: {e}")))
 }
+
+fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    if names::is_valid(name) {
+        Ok(())
+    } else {
+        Err(validation(format!(
+            "1 validation error detected: Value {name:?} at '{field}' failed to satisfy \
+             constraint: {}",
+            names::RULE
+        )))
+    }
+}
+
+fn lock(state: &AppState) -> std::sync::MutexGuard<'_, crate::catalog::Catalog> {
+    state.catalog.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn stored(e: StoreError, kind: &str, name: &str) -> ApiError {
+    match e {
+        StoreError::Exists(_) => validation(format!(
+            "Cannot create already existing {} \"{}\".",
+            kind.replace('-', " ").replace("config", "configuration"),
+            arn(kind, name)
+        )),
+        e => internal(e),
+    }
+}
+
+// ---- Models ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateModelInput {
+    model_name: String,
+    primary_container: Option<Value>,
+    containers: Option<Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+async fn create_model(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
+    let input: CreateModelInput = parse(input)?;
+    let name = input.model_name;
+    check_name("modelName", &name)?;
+    if input.containers.is_some() {
+        return Err(validation(
+            "Containers (multi-container models) are not supported yet; give PrimaryContainer",
+        ));
+    }
+    let Some(container) = input.primary_container else {
+        return Err(validation("PrimaryContainer is required"));
+    };
+    let mut fields = input.rest;
+    fields.insert("PrimaryContainer".into(), container);
+    let definition: ModelDefinition = parse(Value::Object(fields))?;
+    check_model(&definition)?;
+    if lock(state).model_named(&name).is_some() {
+        return Err(stored(StoreError::Exists(name.clone()), "model", &name));
+    }
+    // Unpack the artifact now, so that a bad one is reported here and not at deploy time.
+    if let Some(url) = definition.primary_container.model_data_url.clone() {
+        let cache = state.artifacts.clone();
+        tokio::task::spawn_blocking(move || crate::artifacts::resolve(&cache, &url))
+            .await
+            .map_err(internal)?
+            .map_err(validation)?;
+    }
+    let record = Record {
+        name: name.clone(),
+        created: now(),
+        definition,
+    };
+    state
+        .store
+        .insert(Kind::Model, &record.stored())
+        .map_err(|e| stored(e, "model", &name))?;
+    lock(state).models.insert(name.clone(), record);
+    tracing::info!(model = %name, "model created");
+    Ok(json!({ "ModelArn": arn("model", &name) }))
+}
+
+fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
+    let c = &d.primary_container;
+    let component = crate::artifacts::local_path("Image", &c.image).map_err(validation)?;
+    if !component.is_file() {
+        return Err(validation(format!(
+            "Image {:?}: no component file there",
+            c.image
+        )));
+    }
+    if c.environment.len() > 100 {
+        return Err(validation(format!(
+            "Environment has {} entries; the limit is 100",
+            c.environment.len()
+        )));
+    }
+    for (key, value) in &c.environment {
+        let valid_key = key.len() <= 1024
+            && key
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid_key {
+            return Err(validation(format!(
+                "Environment key {key:?} must match [a-zA-Z_][a-zA-Z0-9_]* (at most 1024 characters)"
+            )));
+        }
+        if value.len() > 1024 {
+            return Err(validation(format!(
+                "Environment value of {key} is {} bytes; the limit is 1024",
+                value.len()
+            )));
+        }
+    }
+    let limits = &d.plinth_limits;
+    if !(1..=4096).contains(&limits.memory_size_in_mb) {
+        return Err(validation(
+            "PlinthLimits.MemorySizeInMB must be between 1 and 4096",
+        ));
+    }
+    if !(1..=3600).contains(&limits.invocation_timeout_in_seconds) {
+        return Err(validation(
+            "PlinthLimits.InvocationTimeoutInSeconds must be between 1 and 3600",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ModelNameInput {
+    model_name: String,
+}
+
+fn model_not_found(name: &str) -> ApiError {
+    validation(format!("Could not find model \"{}\".", arn("model", name)))
+}
+
+fn describe_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: ModelNameInput = parse(input)?;
+    let catalog = lock(state);
+    let record = catalog
+        .models
+        .get(&input.model_name)
+        .ok_or_else(|| model_not_found(&input.model_name))?;
+    let mut output = serde_json::to_value(&record.definition).map_err(internal)?;
+    output["ModelName"] = json!(record.name);
+    output["ModelArn"] = json!(arn("model", &record.name));
+    output["CreationTime"] = json!(record.created);
+    Ok(output)
+}
+
+fn delete_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: ModelNameInput = parse(input)?;
+    let name = input.model_name;
+    let mut catalog = lock(state);
+    if !catalog.models.contains_key(&name) {
+        return Err(model_not_found(&name));
+    }
+    for endpoint in state.endpoints.all().values() {
+        for config in endpoint_configs_of(endpoint) {
+            let uses = catalog.configs.get(config).is_some_and(|c| {
+                c.definition
+                    .production_variants
+                    .iter()
+                    .any(|v| v.model_name == name)
+            });
+            if uses {
+                return Err(in_use(format!(
+                    "Cannot delete model \"{}\": endpoint {} uses it through endpoint \
+                     configuration {config}, and Plinth needs it to restore the endpoint. \
+                     Update or delete the endpoint first.",
+                    arn("model", &name),
+                    endpoint.name
+                )));
+            }
+        }
+    }
+    state.store.delete(Kind::Model, &name).map_err(internal)?;
+    catalog.models.remove(&name);
+    tracing::info!(model = %name, "model deleted");
+    Ok(json!({}))
+}
+
+fn list_models(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let items = lock(state)
+        .models
+        .values()
+        .map(|m| Listed {
+            name: m.name.clone(),
+            created: m.created,
+            modified: m.created,
+            status: "",
+            summary: json!({
+                "ModelName": m.name,
+                "ModelArn": arn("model", &m.name),
+                "CreationTime": m.created,
+            }),
+        })
+        .collect();
+    list(items, parse(input)?, &["Name", "CreationTime"], "Models")
+}
+
+// ---- Endpoint configs ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEndpointConfigInput {
+    endpoint_config_name: String,
+    #[serde(flatten)]
+    definition: ConfigDefinition,
+}
+
+fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: CreateEndpointConfigInput = parse(input)?;
+    let name = input.endpoint_config_name;
+    check_name("endpointConfigName", &name)?;
+    let mut catalog = lock(state);
+    if catalog.config_named(&name).is_some() {
+        return Err(stored(
+            StoreError::Exists(name.clone()),
+            "endpoint-config",
+            &name,
+        ));
+    }
+    for v in &input.definition.production_variants {
+        if !catalog.models.contains_key(&v.model_name) {
+            return Err(validation(format!(
+                "Could not find model \"{}\".",
+                arn("model", &v.model_name)
+            )));
+        }
+    }
+    let record = Record {
+        name: name.clone(),
+        created: now(),
+        definition: input.definition,
+    };
+    catalog.configs.insert(name.clone(), record.clone());
+    let checked = catalog
+        .unresolved(&name)
+        .map(|u| u.variants_unchecked())
+        .map_err(validation)
+        .and_then(|variants| {
+            check_variants(&name, &variants).map_err(|p| {
+                let at = p
+                    .index
+                    .map(|j| format!("ProductionVariants[{j}]: "))
+                    .unwrap_or_else(|| "ProductionVariants: ".into());
+                validation(format!("{at}{}", p.message))
+            })
+        })
+        .and_then(|()| {
+            state
+                .store
+                .insert(Kind::EndpointConfig, &record.stored())
+                .map_err(|e| stored(e, "endpoint-config", &name))
+        });
+    if let Err(e) = checked {
+        catalog.configs.remove(&name);
+        return Err(e);
+    }
+    tracing::info!(endpoint_config = %name, "endpoint config created");
+    Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointConfigNameInput {
+    endpoint_config_name: String,
+}
+
+fn config_not_found(name: &str) -> ApiError {
+    validation(format!(
+        "Could not find endpoint configuration \"{}\".",
+        arn("endpoint-config", name)
+    ))
+}
+
+fn describe_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointConfigNameInput = parse(input)?;
+    let catalog = lock(state);
+    let record = catalog
+        .configs
+        .get(&input.endpoint_config_name)
+        .ok_or_else(|| config_not_found(&input.endpoint_config_name))?;
+    let mut output = serde_json::to_value(&record.definition).map_err(internal)?;
+    output["EndpointConfigName"] = json!(record.name);
+    output["EndpointConfigArn"] = json!(arn("endpoint-config", &record.name));
+    output["CreationTime"] = json!(record.created);
+    Ok(output)
+}
+
+/// The configs an endpoint needs: the one it serves and the one it is moving to.
+fn endpoint_configs_of(endpoint: &EndpointSnapshot) -> impl Iterator<Item = &str> {
+    std::iter::once(endpoint.config_name.as_str()).chain(endpoint.pending_config.as_deref())
+}
+
+fn delete_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointConfigNameInput = parse(input)?;
+    let name = input.endpoint_config_name;
+    let mut catalog = lock(state);
+    if !catalog.configs.contains_key(&name) {
+        return Err(config_not_found(&name));
+    }
+    if let Some(endpoint) = state
+        .endpoints
+        .all()
+        .values()
+        .find(|e| endpoint_configs_of(e).any(|c| c == name))
+    {
+        return Err(in_use(format!(
+            "Cannot delete endpoint configuration \"{}\": endpoint {} uses it, and Plinth needs \
+             it to restore the endpoint. Update or delete the endpoint first.",
+            arn("endpoint-config", &name),
+            endpoint.name
+        )));
+    }
+    state
+        .store
+        .delete(Kind::EndpointConfig, &name)
+        .map_err(internal)?;
+    catalog.configs.remove(&name);
+    tracing::info!(endpoint_config = %name, "endpoint config deleted");
+    Ok(json!({}))
+}
+
+fn list_endpoint_configs(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let items = lock(state)
+        .configs
+        .values()
+        .map(|c| Listed {
+            name: c.name.clone(),
+            created: c.created,
+            modified: c.created,
+            status: "",
+            summary: json!({
+                "EndpointConfigName": c.name,
+                "EndpointConfigArn": arn("endpoint-config", &c.name),
+                "CreationTime": c.created,
+            }),
+        })
+        .collect();
+    list(
+        items,
+        parse(input)?,
+        &["Name", "CreationTime"],
+        "EndpointConfigs",
+    )
+}
+
+// ---- Endpoints ----
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -121,73 +488,131 @@ struct EndpointNameInput {
     endpoint_name: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointAndConfigInput {
+    endpoint_name: String,
+    endpoint_config_name: String,
+}
+
+fn create_endpoint(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointAndConfigInput = parse(input)?;
+    check_name("endpointName", &input.endpoint_name)?;
+    deploy::create_endpoint(state, &input.endpoint_name, &input.endpoint_config_name)?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}
+
+fn update_endpoint(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointAndConfigInput = parse(input)?;
+    deploy::update_endpoint(state, &input.endpoint_name, &input.endpoint_config_name)?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}
+
+fn delete_endpoint(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    deploy::delete_endpoint(state, &input.endpoint_name)?;
+    Ok(json!({}))
+}
+
 fn describe_endpoint(state: &AppState, input: Value) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
-    let endpoint = state
-        .endpoints
-        .get(&input.endpoint_name)
-        .ok_or_else(|| not_found(&input.endpoint_name))?;
+    let endpoint = state.endpoints.get(&input.endpoint_name).ok_or_else(|| {
+        validation(format!(
+            "Could not find endpoint \"{}\".",
+            arn("endpoint", &input.endpoint_name)
+        ))
+    })?;
     Ok(describe(&endpoint))
 }
 
 /// SageMaker's DescribeEndpoint output for a snapshot.
 pub(crate) fn describe(endpoint: &EndpointSnapshot) -> Value {
-    let mut output = describe_fields(endpoint);
+    let mut output = json!({
+        "EndpointName": endpoint.name,
+        "EndpointArn": arn("endpoint", &endpoint.name),
+        "EndpointConfigName": endpoint.config_name,
+        "EndpointStatus": endpoint.status.as_str(),
+        "CreationTime": endpoint.created,
+        "LastModifiedTime": endpoint.modified,
+    });
+    if !endpoint.variants.is_empty() {
+        output["ProductionVariants"] = endpoint
+            .variants
+            .iter()
+            .map(|v| {
+                json!({
+                    "VariantName": v.live.name,
+                    "ModelName": v.live.model_name,
+                    "CurrentWeight": v.current_weight,
+                    "DesiredWeight": v.desired_weight,
+                    "CurrentInstanceCount": v.live.pool.stats().instances,
+                    "DesiredInstanceCount": v.desired_instance_count,
+                    "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
+                })
+            })
+            .collect();
+    }
+    if let Some(pending) = &endpoint.pending_config {
+        output["PendingDeploymentSummary"] = json!({
+            "EndpointConfigName": pending,
+            "StartTime": endpoint.modified,
+        });
+    }
     if let Some(reason) = &endpoint.failure_reason {
         output["FailureReason"] = json!(reason);
     }
     output
 }
 
-fn describe_fields(endpoint: &EndpointSnapshot) -> Value {
-    let variants: Vec<Value> = endpoint
-        .variants
-        .iter()
-        .map(|v| {
-            json!({
-                "VariantName": v.live.name,
-                "ModelName": v.live.model_name,
-                "CurrentWeight": v.current_weight,
-                "DesiredWeight": v.desired_weight,
-                "CurrentInstanceCount": v.live.pool.stats().instances,
-                "DesiredInstanceCount": v.desired_instance_count,
-                "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
-            })
+fn list_endpoints(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: ListInput = parse(input)?;
+    if let Some(status) = &input.status_equals {
+        if EndpointStatus::parse(status).is_none() && !KNOWN_STATUSES.contains(&status.as_str()) {
+            return Err(enum_error("statusEquals", status, KNOWN_STATUSES));
+        }
+    }
+    let items = state
+        .endpoints
+        .all()
+        .values()
+        .map(|e| Listed {
+            name: e.name.clone(),
+            created: e.created,
+            modified: e.modified,
+            status: e.status.as_str(),
+            summary: json!({
+                "EndpointName": e.name,
+                "EndpointArn": arn("endpoint", &e.name),
+                "CreationTime": e.created,
+                "LastModifiedTime": e.modified,
+                "EndpointStatus": e.status.as_str(),
+            }),
         })
         .collect();
-    json!({
-        "EndpointName": endpoint.name,
-        "EndpointArn": endpoint_arn(&endpoint.name),
-        "EndpointConfigName": endpoint.config_name,
-        "ProductionVariants": variants,
-        "EndpointStatus": endpoint.status.as_str(),
-        "CreationTime": epoch(endpoint.created),
-        "LastModifiedTime": epoch(endpoint.modified),
-    })
+    list(
+        items,
+        input,
+        &["Name", "CreationTime", "Status"],
+        "Endpoints",
+    )
 }
 
-fn list_endpoints(state: &AppState) -> Result<Value, ApiError> {
-    let all = state.endpoints.all();
-    let mut endpoints: Vec<_> = all.values().collect();
-    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-    let summaries: Vec<Value> = endpoints
-        .iter()
-        .map(|e| {
-            json!({
-                "EndpointName": e.name,
-                "EndpointArn": endpoint_arn(&e.name),
-                "CreationTime": epoch(e.created),
-                "LastModifiedTime": epoch(e.modified),
-                "EndpointStatus": e.status.as_str(),
-            })
-        })
-        .collect();
-    Ok(json!({ "Endpoints": summaries }))
-}
+/// SageMaker's endpoint states (for `StatusEquals`), including those Plinth never reports.
+const KNOWN_STATUSES: &[&str] = &[
+    "OutOfService",
+    "Creating",
+    "Updating",
+    "SystemUpdating",
+    "RollingBack",
+    "InService",
+    "Deleting",
+    "Failed",
+    "UpdateRollbackFailed",
+];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct UpdateInput {
+struct UpdateWeightsInput {
     endpoint_name: String,
     desired_weights_and_capacities: Vec<DesiredWeightAndCapacity>,
 }
@@ -200,15 +625,8 @@ struct DesiredWeightAndCapacity {
     desired_instance_count: Option<i64>,
 }
 
-fn refused(e: Refused) -> ApiError {
-    validation(e.to_string())
-}
-
-async fn update_weights_and_capacities(
-    state: &Arc<AppState>,
-    input: Value,
-) -> Result<Value, ApiError> {
-    let input: UpdateInput = parse(input)?;
+fn update_weights_and_capacities(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
+    let input: UpdateWeightsInput = parse(input)?;
     let changes: Vec<Change> = input
         .desired_weights_and_capacities
         .into_iter()
@@ -218,280 +636,270 @@ async fn update_weights_and_capacities(
             instance_count: d.desired_instance_count,
         })
         .collect();
-    let _exclusive = state.updates.lock().await;
-    deploy::update_weights_and_capacities(state, &input.endpoint_name, &changes)
-        .map_err(refused)?;
-    Ok(json!({ "EndpointArn": endpoint_arn(&input.endpoint_name) }))
+    deploy::update_weights_and_capacities(state, &input.endpoint_name, &changes)?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
 }
 
+// ---- Listing: filters, sorting, pagination ----
+
+/// The inputs the List operations share.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct UpdateEndpointInput {
-    endpoint_name: String,
-    endpoint_config_name: String,
+struct ListInput {
+    sort_by: Option<String>,
+    sort_order: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    name_contains: Option<String>,
+    creation_time_before: Option<f64>,
+    creation_time_after: Option<f64>,
+    last_modified_time_before: Option<f64>,
+    last_modified_time_after: Option<f64>,
+    status_equals: Option<String>,
 }
 
-async fn update_endpoint(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
-    let input: UpdateEndpointInput = parse(input)?;
-    let config = lock(&state.catalog)
-        .configs
-        .get(&input.endpoint_config_name)
-        .map(|c| c.config.clone())
-        .ok_or_else(|| {
-            validation(format!(
-                "Could not find endpoint configuration \"{}\".",
-                arn("endpoint-config", &input.endpoint_config_name)
-            ))
-        })?;
-    let _exclusive = state.updates.lock().await;
-    deploy::update_endpoint(state, &input.endpoint_name, config).map_err(refused)?;
-    Ok(json!({ "EndpointArn": endpoint_arn(&input.endpoint_name) }))
+/// One resource as a List operation sees it.
+struct Listed {
+    name: String,
+    created: f64,
+    modified: f64,
+    status: &'static str,
+    summary: Value,
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A sort key: the `SortBy` field's value, then the name.
+#[derive(serde::Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum Key {
+    Number(f64),
+    Text(String),
 }
 
-fn arn(kind: &str, name: &str) -> String {
-    format!(
-        "arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:{kind}/{}",
-        name.to_lowercase()
-    )
-}
-
-/// A local path from `Image` or `ModelDataUrl`: a path or a `file://` URL.
-fn local_path(field: &str, value: &str) -> Result<PathBuf, ApiError> {
-    let path = value.strip_prefix("file://").unwrap_or(value);
-    if path.contains("://") {
-        return Err(validation(format!(
-            "{field} {value:?}: only local paths and file:// URLs are supported"
-        )));
-    }
-    Ok(PathBuf::from(path))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct CreateModelInput {
-    model_name: String,
-    primary_container: ContainerDefinition,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerDefinition {
-    image: String,
-    model_data_url: Option<String>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-}
-
-fn create_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
-    let input: CreateModelInput = parse(input)?;
-    if !names::is_valid(&input.model_name) {
-        return Err(validation(format!(
-            "ModelName {:?} is not valid: {}",
-            input.model_name,
-            names::RULE
-        )));
-    }
-    let container = input.primary_container;
-    let component = local_path("Image", &container.image)?;
-    if !component.is_file() {
-        return Err(validation(format!(
-            "Image {:?}: no component file there",
-            container.image
-        )));
-    }
-    let model_data = container
-        .model_data_url
-        .as_deref()
-        .map(|url| local_path("ModelDataUrl", url))
-        .transpose()?;
-    if let Some(dir) = &model_data {
-        if !dir.is_dir() {
-            return Err(validation(format!(
-                "ModelDataUrl {:?}: not a directory",
-                dir.display()
-            )));
+impl Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        match (self, other) {
+            (Key::Number(a), Key::Number(b)) => a.total_cmp(b),
+            (Key::Text(a), Key::Text(b)) => a.cmp(b),
+            (Key::Number(_), Key::Text(_)) => Ordering::Less,
+            (Key::Text(_), Key::Number(_)) => Ordering::Greater,
         }
     }
-    let model = Model {
-        name: input.model_name.clone(),
-        component,
-        model_data,
-        environment: container.environment.into_iter().collect(),
-        memory_bytes: (DEFAULT_MEMORY_MIB as usize) << 20,
-        timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+}
+
+fn enum_error(field: &str, value: &str, allowed: &[&str]) -> ApiError {
+    validation(format!(
+        "1 validation error detected: Value {value:?} at '{field}' failed to satisfy \
+         constraint: Member must satisfy enum value set: [{}]",
+        allowed.join(", ")
+    ))
+}
+
+/// Filter, sort and page `items` as SageMaker's List operations do: `SortBy` (default
+/// `CreationTime`), `SortOrder` (default `Descending`), `MaxResults` 1-100 (default 10), and
+/// an opaque `NextToken` that resumes after the last item returned (stable while items are
+/// added or removed).
+fn list(
+    mut items: Vec<Listed>,
+    input: ListInput,
+    sort_keys: &[&str],
+    output_key: &str,
+) -> Result<Value, ApiError> {
+    let sort_by = input.sort_by.as_deref().unwrap_or("CreationTime");
+    if !sort_keys.contains(&sort_by) {
+        return Err(enum_error("sortBy", sort_by, sort_keys));
+    }
+    let descending = match input.sort_order.as_deref().unwrap_or("Descending") {
+        "Descending" => true,
+        "Ascending" => false,
+        other => return Err(enum_error("sortOrder", other, &["Ascending", "Descending"])),
     };
-    let mut catalog = lock(&state.catalog);
-    if catalog.models.contains_key(&model.name) {
+    let max = input.max_results.unwrap_or(10);
+    if !(1..=100).contains(&max) {
         return Err(validation(format!(
-            "Cannot create already existing model \"{}\".",
-            arn("model", &model.name)
+            "1 validation error detected: Value {max} at 'maxResults' failed to satisfy \
+             constraint: Member must have value between 1 and 100"
         )));
     }
-    catalog.models.insert(
-        model.name.clone(),
-        ModelRecord {
-            model,
-            created: SystemTime::now(),
-        },
-    );
-    Ok(json!({ "ModelArn": arn("model", &input.model_name) }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct CreateEndpointConfigInput {
-    endpoint_config_name: String,
-    production_variants: Vec<ProductionVariantInput>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ProductionVariantInput {
-    variant_name: String,
-    model_name: String,
-    initial_instance_count: Option<usize>,
-    initial_variant_weight: Option<f64>,
-    routing_config: Option<RoutingConfigInput>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RoutingConfigInput {
-    routing_strategy: RoutingStrategy,
-}
-
-fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiError> {
-    let input: CreateEndpointConfigInput = parse(input)?;
-    let name = input.endpoint_config_name;
-    if !names::is_valid(&name) {
-        return Err(validation(format!(
-            "EndpointConfigName {name:?} is not valid: {}",
-            names::RULE
-        )));
-    }
-    let mut catalog = lock(&state.catalog);
-    if catalog.configs.contains_key(&name) {
-        return Err(validation(format!(
-            "Cannot create already existing endpoint configuration \"{}\".",
-            arn("endpoint-config", &name)
-        )));
-    }
-    let mut variants = Vec::new();
-    for v in input.production_variants {
-        let model = catalog
-            .models
-            .get(&v.model_name)
-            .ok_or_else(|| {
-                validation(format!(
-                    "Could not find model \"{}\".",
-                    arn("model", &v.model_name)
-                ))
-            })?
-            .model
-            .clone();
-        variants.push(Variant {
-            name: v.variant_name,
-            model,
-            instance_count: v.initial_instance_count.unwrap_or(1),
-            weight: v.initial_variant_weight.unwrap_or(1.0),
-            routing_strategy: v
-                .routing_config
-                .map(|r| r.routing_strategy)
-                .unwrap_or_default(),
-            max_queue_length: DEFAULT_MAX_QUEUE_LENGTH,
-        });
-    }
-    check_variants(&name, &variants).map_err(|p| {
-        let at = p
-            .index
-            .map(|j| format!("ProductionVariants[{j}]: "))
-            .unwrap_or_else(|| "ProductionVariants: ".into());
-        validation(format!("{at}{}", p.message))
-    })?;
-    catalog.configs.insert(
-        name.clone(),
-        ConfigRecord {
-            config: EndpointConfig {
-                name: name.clone(),
-                variants,
-            },
-            created: SystemTime::now(),
-        },
-    );
-    Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ModelNameInput {
-    model_name: String,
-}
-
-fn describe_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
-    let input: ModelNameInput = parse(input)?;
-    let catalog = lock(&state.catalog);
-    let record = catalog.models.get(&input.model_name).ok_or_else(|| {
-        validation(format!(
-            "Could not find model \"{}\".",
-            arn("model", &input.model_name)
-        ))
-    })?;
-    let m = &record.model;
-    let mut container = json!({
-        "Image": m.component.display().to_string(),
-        "Environment": m.environment.iter().cloned().collect::<BTreeMap<_, _>>(),
+    let key = |item: &Listed| match sort_by {
+        "Name" => Key::Text(item.name.clone()),
+        "Status" => Key::Text(item.status.to_string()),
+        _ => Key::Number(item.created),
+    };
+    let order = |a: &(Key, String), b: &(Key, String)| {
+        let o = a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1));
+        if descending {
+            o.reverse()
+        } else {
+            o
+        }
+    };
+    items.retain(|i| {
+        input
+            .name_contains
+            .as_deref()
+            .is_none_or(|s| i.name.to_lowercase().contains(&s.to_lowercase()))
+            && input.creation_time_before.is_none_or(|t| i.created < t)
+            && input.creation_time_after.is_none_or(|t| i.created > t)
+            && input
+                .last_modified_time_before
+                .is_none_or(|t| i.modified < t)
+            && input
+                .last_modified_time_after
+                .is_none_or(|t| i.modified > t)
+            && input.status_equals.as_deref().is_none_or(|s| i.status == s)
     });
-    if let Some(dir) = &m.model_data {
-        container["ModelDataUrl"] = json!(dir.display().to_string());
-    }
-    Ok(json!({
-        "ModelName": m.name,
-        "ModelArn": arn("model", &m.name),
-        "PrimaryContainer": container,
-        "CreationTime": epoch(record.created),
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct EndpointConfigNameInput {
-    endpoint_config_name: String,
-}
-
-fn describe_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiError> {
-    let input: EndpointConfigNameInput = parse(input)?;
-    let catalog = lock(&state.catalog);
-    let record = catalog
-        .configs
-        .get(&input.endpoint_config_name)
-        .ok_or_else(|| {
-            validation(format!(
-                "Could not find endpoint configuration \"{}\".",
-                arn("endpoint-config", &input.endpoint_config_name)
-            ))
-        })?;
-    let variants: Vec<Value> = record
-        .config
-        .variants
-        .iter()
-        .map(|v| {
-            json!({
-                "VariantName": v.name,
-                "ModelName": v.model.name,
-                "InitialInstanceCount": v.instance_count,
-                "InitialVariantWeight": v.weight,
-                "RoutingConfig": { "RoutingStrategy": v.routing_strategy.as_str() },
-            })
-        })
+    let mut keyed: Vec<((Key, String), Value)> = items
+        .into_iter()
+        .map(|i| ((key(&i), i.name), i.summary))
         .collect();
-    Ok(json!({
-        "EndpointConfigName": record.config.name,
-        "EndpointConfigArn": arn("endpoint-config", &record.config.name),
-        "ProductionVariants": variants,
-        "CreationTime": epoch(record.created),
-    }))
+    keyed.sort_by(|a, b| order(&a.0, &b.0));
+    if let Some(token) = &input.next_token {
+        let after = decode_token(token, sort_by, descending)?;
+        keyed.retain(|(k, _)| order(k, &after) == Ordering::Greater);
+    }
+    let more = keyed.len() > max as usize;
+    keyed.truncate(max as usize);
+    let mut output = json!({ output_key: keyed.iter().map(|(_, s)| s).collect::<Vec<_>>() });
+    if more {
+        if let Some((last, _)) = keyed.last() {
+            output["NextToken"] = json!(encode_token(last, sort_by, descending));
+        }
+    }
+    Ok(output)
+}
+
+fn encode_token(last: &(Key, String), sort_by: &str, descending: bool) -> String {
+    hex::encode(json!([sort_by, descending, last.0, last.1]).to_string())
+}
+
+fn decode_token(token: &str, sort_by: &str, descending: bool) -> Result<(Key, String), ApiError> {
+    let invalid = || {
+        validation("Invalid pagination token: NextToken does not come from this listing with these SortBy and SortOrder values.")
+    };
+    let bytes = hex::decode(token).map_err(|_| invalid())?;
+    let (by, desc, key, name): (String, bool, Key, String) =
+        serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if by != sort_by || desc != descending {
+        return Err(invalid());
+    }
+    Ok((key, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<Listed> {
+        (0..n)
+            .map(|i| Listed {
+                name: format!("m{i:02}"),
+                created: 1000.0 + (i % 5) as f64,
+                modified: 2000.0 + i as f64,
+                status: if i % 2 == 0 { "InService" } else { "Failed" },
+                summary: json!(format!("m{i:02}")),
+            })
+            .collect()
+    }
+
+    fn input(v: Value) -> ListInput {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn names(output: &Value) -> Vec<String> {
+        output["Things"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn pages_cover_every_item_once_in_order() {
+        for (sort_by, order) in [
+            ("Name", "Ascending"),
+            ("CreationTime", "Descending"),
+            ("Status", "Ascending"),
+        ] {
+            let mut seen = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut request = json!({"SortBy": sort_by, "SortOrder": order, "MaxResults": 7});
+                if let Some(t) = &token {
+                    request["NextToken"] = json!(t);
+                }
+                let out = list(
+                    items(23),
+                    input(request),
+                    &["Name", "CreationTime", "Status"],
+                    "Things",
+                )
+                .unwrap();
+                seen.extend(names(&out));
+                match out["NextToken"].as_str() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            let mut expected: Vec<String> = (0..23).map(|i| format!("m{i:02}")).collect();
+            let mut sorted = seen.clone();
+            sorted.sort();
+            expected.sort();
+            assert_eq!(sorted, expected, "{sort_by} {order}");
+            if sort_by == "Name" {
+                assert_eq!(seen, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn default_is_newest_first_ten() {
+        let out = list(
+            items(23),
+            input(json!({})),
+            &["Name", "CreationTime"],
+            "Things",
+        )
+        .unwrap();
+        let got = names(&out);
+        assert_eq!(got.len(), 10);
+        // Created 1004 (i % 5 == 4), names descending.
+        assert_eq!(&got[..2], ["m19", "m14"]);
+        assert!(out["NextToken"].is_string());
+    }
+
+    #[test]
+    fn filters_apply() {
+        let out = list(
+            items(23),
+            input(json!({"NameContains": "M1", "StatusEquals": "Failed", "SortBy": "Name", "SortOrder": "Ascending", "CreationTimeAfter": 1000.5})),
+            &["Name", "CreationTime", "Status"],
+            "Things",
+        )
+        .unwrap();
+        assert_eq!(names(&out), ["m11", "m13", "m17", "m19"]);
+        assert!(out.get("NextToken").is_none());
+    }
+
+    #[test]
+    fn bad_list_inputs_are_validation_errors() {
+        for bad in [
+            json!({"SortBy": "Size"}),
+            json!({"SortOrder": "Up"}),
+            json!({"MaxResults": 0}),
+            json!({"MaxResults": 101}),
+            json!({"NextToken": "zz"}),
+            json!({"NextToken": hex::encode("[\"Name\",true,\"a\",\"a\"]"), "SortBy": "CreationTime"}),
+        ] {
+            let e = list(
+                items(3),
+                input(bad.clone()),
+                &["Name", "CreationTime"],
+                "Things",
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 }

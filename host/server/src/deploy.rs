@@ -1,17 +1,24 @@
-//! Changing what a live endpoint serves, without a restart and without a failed request:
-//! swapping its endpoint config (UpdateEndpoint: variants added, replaced or removed) and
-//! changing weights and instance counts (UpdateEndpointWeightsAndCapacities).
+//! Changing endpoints without a restart and without a failed request: creating them
+//! (CreateEndpoint), swapping their endpoint config (UpdateEndpoint: variants added,
+//! replaced or removed), changing weights and instance counts
+//! (UpdateEndpointWeightsAndCapacities), deleting them, and bringing them back after a
+//! restart.
 //!
 //! New instances are always built and warmed before they take traffic; the switch is one
-//! snapshot publish; instances that leave finish their in-flight requests first.
+//! snapshot publish; instances that leave finish their in-flight requests first. Every state
+//! an endpoint reaches is committed to the store before it is published, so after a crash
+//! the endpoint comes back as last committed: never a half-applied mix.
 
 use crate::api::AppState;
-use crate::endpoints::{variant_spec, EndpointSnapshot, EndpointStatus, LiveVariant, VariantState};
+use crate::catalog::Unresolved;
+use crate::endpoints::{
+    now, variant_spec, EndpointSnapshot, EndpointStatus, LiveVariant, VariantState,
+};
+use crate::store::{EndpointRecord, StoreError, VariantCapacity};
 use plinth_policy::capacity::{self, Capacity, Change};
 use plinth_policy::config::EndpointConfig;
 use plinth_runtime::VariantPool;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Why a change was refused before anything happened.
 #[derive(Debug, thiserror::Error)]
@@ -20,114 +27,274 @@ pub(crate) enum Refused {
     NoEndpoint(String),
     #[error("Cannot update in-progress endpoint \"{0}\".")]
     InProgress(String),
+    #[error("Cannot create already existing endpoint \"{0}\".")]
+    Exists(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Write `snapshot` to the store, then publish it.
+fn commit(state: &AppState, snapshot: EndpointSnapshot) -> Result<(), StoreError> {
+    state.store.put_endpoint(&snapshot.record())?;
+    state.endpoints.publish(snapshot);
+    Ok(())
+}
+
+/// [`commit`] from a background task: a store failure is logged, and the endpoint is
+/// still published so that it serves what was built.
+fn commit_logged(state: &AppState, snapshot: EndpointSnapshot) {
+    tracing::info!(
+        endpoint = %snapshot.name,
+        config = %snapshot.config_name,
+        status = snapshot.status.as_str(),
+        failure = ?snapshot.failure_reason,
+        "endpoint {}", snapshot.status.as_str()
+    );
+    let record = snapshot.record();
+    if let Err(e) = state.store.put_endpoint(&record) {
+        tracing::error!(endpoint = %record.name, error = %e, "cannot commit the endpoint's state");
+    }
+    state.endpoints.publish(snapshot);
+}
+
+fn existing(state: &AppState, name: &str) -> Result<Arc<EndpointSnapshot>, Refused> {
+    state
+        .endpoints
+        .get(name)
+        .ok_or_else(|| Refused::NoEndpoint(crate::control::arn("endpoint", name)))
 }
 
 fn in_service(state: &AppState, name: &str) -> Result<Arc<EndpointSnapshot>, Refused> {
-    let endpoint = state
-        .endpoints
-        .get(name)
-        .ok_or_else(|| Refused::NoEndpoint(crate::control::endpoint_arn(name)))?;
+    let endpoint = existing(state, name)?;
     if endpoint.status != EndpointStatus::InService {
-        return Err(Refused::InProgress(crate::control::endpoint_arn(name)));
+        return Err(Refused::InProgress(crate::control::arn("endpoint", name)));
     }
     Ok(endpoint)
 }
 
-/// Mark an endpoint `Updating` (same variants, same weights).
-fn mark_updating(state: &AppState, endpoint: &EndpointSnapshot) {
-    let mut updating = endpoint.clone();
-    updating.status = EndpointStatus::Updating;
-    updating.failure_reason = None;
-    updating.modified = SystemTime::now();
-    state.endpoints.publish(updating);
+/// Refuse a change that would take the server past its instance limit.
+fn check_instances(state: &AppState, endpoint: &str, wanted: usize) -> Result<(), Refused> {
+    let others: usize = state
+        .endpoints
+        .all()
+        .values()
+        .filter(|e| e.name != endpoint)
+        .flat_map(|e| e.variants.iter().map(|v| v.desired_instance_count))
+        .sum();
+    if others + wanted > state.max_instances {
+        return Err(Refused::Limit(format!(
+            "The request for {wanted} instances for endpoint {endpoint} would bring the \
+             server's total to {}, above its limit of {} instances.",
+            others + wanted,
+            state.max_instances
+        )));
+    }
+    Ok(())
 }
 
-/// Publish an endpoint back `InService`.
-fn finish(state: &AppState, mut snapshot: EndpointSnapshot, failure: Option<String>) {
-    snapshot.status = EndpointStatus::InService;
-    snapshot.failure_reason = failure;
-    snapshot.modified = SystemTime::now();
-    tracing::info!(endpoint = %snapshot.name, config = %snapshot.config_name, failure = ?snapshot.failure_reason, "endpoint InService");
-    state.endpoints.publish(snapshot);
+/// The config `name` from the catalog, with the instance count it asks for.
+fn lookup(state: &AppState, name: &str) -> Result<(Unresolved, usize), Refused> {
+    let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+    let unresolved = catalog.unresolved(name).map_err(|_| {
+        Refused::Invalid(format!(
+            "Could not find endpoint configuration \"{}\".",
+            crate::control::arn("endpoint-config", name)
+        ))
+    })?;
+    let instances = unresolved
+        .variants_unchecked()
+        .iter()
+        .map(|v| v.instance_count)
+        .sum();
+    Ok((unresolved, instances))
 }
 
-/// UpdateEndpoint: serve `config` from now on. Returns once the endpoint is `Updating`; the
-/// new variants are built in the background. A variant whose name, model and settings are
-/// unchanged keeps its warm instances (resized if its count changed); others get a new
-/// pool. If any new pool fails to start, the old config keeps serving and the endpoint
-/// reports the failure in `FailureReason`.
+/// Resolve artifacts (unpacking archives) and build every variant of `config`, reusing
+/// `reuse`'s warm pools where name, model and settings are unchanged. `capacities` override
+/// the config's weights and instance counts (from a committed weight update).
+async fn build(
+    state: &Arc<AppState>,
+    endpoint: &str,
+    config: Unresolved,
+    reuse: &[VariantState],
+    capacities: &[VariantCapacity],
+) -> Result<(EndpointConfig, Vec<VariantState>), String> {
+    let artifacts = state.artifacts.clone();
+    let config = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
+        .await
+        .map_err(|e| e.to_string())??;
+    let mut variants = Vec::new();
+    for v in &config.variants {
+        let mut v = v.clone();
+        if let Some(c) = capacities.iter().find(|c| c.variant == v.name) {
+            v.weight = c.weight;
+            v.instance_count = c.instance_count;
+        }
+        let kept = reuse.iter().find(|old| {
+            old.live.name == v.name
+                && old.live.model == v.model
+                && old.live.pool.routing() == v.routing_strategy
+                && old.live.max_queue_length == v.max_queue_length
+        });
+        let live = match kept {
+            Some(old) => {
+                old.live
+                    .pool
+                    .resize(v.instance_count)
+                    .await
+                    .map_err(|e| format!("variant {}: {e}", v.name))?;
+                old.live.clone()
+            }
+            None => {
+                let runtime = state.runtime.clone();
+                let spec = variant_spec(endpoint, &v);
+                let pool = tokio::task::spawn_blocking(move || VariantPool::new(&runtime, &spec))
+                    .await
+                    .map_err(|e| format!("variant {}: {e}", v.name))?
+                    .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
+                Arc::new(LiveVariant {
+                    name: v.name.clone(),
+                    model_name: v.model.name.clone(),
+                    model: v.model.clone(),
+                    max_queue_length: v.max_queue_length,
+                    pool: Arc::new(pool),
+                })
+            }
+        };
+        variants.push(VariantState {
+            live,
+            current_weight: v.weight,
+            desired_weight: v.weight,
+            desired_instance_count: v.instance_count,
+        });
+    }
+    Ok((config, variants))
+}
+
+/// CreateEndpoint: the endpoint is `Creating` when this returns; it is built in the
+/// background and becomes `InService`, or `Failed` with the reason.
+pub(crate) fn create_endpoint(
+    state: &Arc<AppState>,
+    name: &str,
+    config_name: &str,
+) -> Result<(), Refused> {
+    let arn = crate::control::arn("endpoint", name);
+    if state
+        .endpoints
+        .all()
+        .keys()
+        .any(|n| n.eq_ignore_ascii_case(name))
+    {
+        return Err(Refused::Exists(arn));
+    }
+    let (config, instances) = lookup(state, config_name)?;
+    check_instances(state, name, instances)?;
+    let t = now();
+    let snapshot = EndpointSnapshot {
+        name: name.to_string(),
+        config_name: config_name.to_string(),
+        pending_config: None,
+        status: EndpointStatus::Creating,
+        failure_reason: None,
+        created: t,
+        modified: t,
+        variants: Vec::new(),
+    };
+    state
+        .store
+        .insert_endpoint(&snapshot.record())
+        .map_err(|e| match e {
+            StoreError::Exists(_) => Refused::Exists(arn),
+            e => e.into(),
+        })?;
+    state.endpoints.publish(snapshot.clone());
+    tracing::info!(endpoint = %name, config = %config_name, "endpoint Creating");
+    spawn_create(state, snapshot, config, Vec::new(), None, false);
+    Ok(())
+}
+
+/// Build a `Creating` endpoint in the background. `note` becomes its `FailureReason` when
+/// it comes up (a restart's explanation). When `restoring` an endpoint after a restart, a
+/// failure is published but not committed, so that the next start tries again (a missing
+/// file may come back).
+fn spawn_create(
+    state: &Arc<AppState>,
+    mut snapshot: EndpointSnapshot,
+    config: Unresolved,
+    capacities: Vec<VariantCapacity>,
+    note: Option<String>,
+    restoring: bool,
+) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match build(&state, &snapshot.name, config, &[], &capacities).await {
+            Ok((_, variants)) => {
+                snapshot.variants = variants;
+                snapshot.status = EndpointStatus::InService;
+                snapshot.failure_reason = note;
+                tracing::info!(
+                    endpoint = %snapshot.name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "endpoint built"
+                );
+            }
+            Err(reason) => {
+                snapshot.status = EndpointStatus::Failed;
+                snapshot.failure_reason = Some(reason);
+                if restoring {
+                    tracing::error!(endpoint = %snapshot.name, reason = ?snapshot.failure_reason, "cannot restore the endpoint; it is Failed until the next start");
+                    state.endpoints.publish(snapshot);
+                    return;
+                }
+            }
+        }
+        snapshot.modified = now();
+        commit_logged(&state, snapshot);
+    });
+}
+
+/// UpdateEndpoint: serve config `config_name` from now on. Returns once the endpoint is
+/// `Updating`; the new variants are built in the background. A variant whose name, model
+/// and settings are unchanged keeps its warm instances (resized if its count changed);
+/// others get a new pool. If any new pool fails to start, the old config keeps serving and
+/// the endpoint reports the failure in `FailureReason`.
 pub(crate) fn update_endpoint(
     state: &Arc<AppState>,
     name: &str,
-    config: EndpointConfig,
+    config_name: &str,
 ) -> Result<(), Refused> {
     let endpoint = in_service(state, name)?;
-    mark_updating(state, &endpoint);
+    let (config, instances) = lookup(state, config_name)?;
+    check_instances(state, name, instances)?;
+    let mut updating = EndpointSnapshot::clone(&endpoint);
+    updating.status = EndpointStatus::Updating;
+    updating.pending_config = Some(config_name.to_string());
+    updating.failure_reason = None;
+    updating.modified = now();
+    commit(state, updating.clone())?;
+    tracing::info!(endpoint = %name, config = %config_name, "endpoint Updating");
     let state = state.clone();
     tokio::spawn(async move {
-        let mut variants = Vec::new();
-        let mut failure = None;
-        for v in &config.variants {
-            let kept = endpoint.variants.iter().find(|old| {
-                old.live.name == v.name
-                    && old.live.model == v.model
-                    && old.live.pool.routing() == v.routing_strategy
-                    && old.live.max_queue_length == v.max_queue_length
-            });
-            let live = match kept {
-                Some(old) => {
-                    if let Err(e) = old.live.pool.resize(v.instance_count).await {
-                        failure = Some(format!("variant {}: {e}", v.name));
-                        break;
-                    }
-                    old.live.clone()
-                }
-                None => {
-                    let runtime = state.runtime.clone();
-                    let spec = variant_spec(&endpoint.name, v);
-                    match tokio::task::spawn_blocking(move || VariantPool::new(&runtime, &spec))
-                        .await
-                    {
-                        Ok(Ok(pool)) => Arc::new(LiveVariant {
-                            name: v.name.clone(),
-                            model_name: v.model.name.clone(),
-                            model: v.model.clone(),
-                            max_queue_length: v.max_queue_length,
-                            pool: Arc::new(pool),
-                        }),
-                        Ok(Err(e)) => {
-                            failure =
-                                Some(format!("variant {}, model {}: {e}", v.name, v.model.name));
-                            break;
-                        }
-                        Err(e) => {
-                            failure = Some(format!("variant {}: {e}", v.name));
-                            break;
-                        }
-                    }
-                }
-            };
-            variants.push(VariantState {
-                live,
-                current_weight: v.weight,
-                desired_weight: v.weight,
-                desired_instance_count: v.instance_count,
-            });
-        }
-        match failure {
-            None => {
-                let mut next = EndpointSnapshot::clone(&endpoint);
-                next.config_name = config.name.clone();
+        let mut next = updating.clone();
+        next.pending_config = None;
+        next.status = EndpointStatus::InService;
+        next.modified = now();
+        match build(&state, &updating.name, config, &updating.variants, &[]).await {
+            Ok((config, variants)) => {
+                next.config_name = config.name;
                 next.variants = variants;
-                finish(&state, next, None);
             }
-            Some(reason) => {
-                tracing::error!(endpoint = %endpoint.name, %reason, "update failed; the previous endpoint config keeps serving");
-                finish(&state, EndpointSnapshot::clone(&endpoint), Some(reason));
+            Err(reason) => {
+                tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
+                next.failure_reason = Some(reason);
             }
         }
+        commit_logged(&state, next);
     });
     Ok(())
 }
@@ -135,7 +302,7 @@ pub(crate) fn update_endpoint(
 /// UpdateEndpointWeightsAndCapacities. Weight-only changes take effect before this returns.
 /// Capacity changes move the endpoint to `Updating`: new instances are started and warmed
 /// first, then the new weights are published, then surplus instances drain; then
-/// `InService`.
+/// `InService`. The desired values are committed first, so a restart comes back with them.
 pub(crate) fn update_weights_and_capacities(
     state: &Arc<AppState>,
     name: &str,
@@ -152,25 +319,26 @@ pub(crate) fn update_weights_and_capacities(
         })
         .collect();
     let next = capacity::apply(&current, changes).map_err(Refused::Invalid)?;
+    check_instances(state, name, next.iter().map(|n| n.instance_count).sum())?;
 
     let mut desired = EndpointSnapshot::clone(&endpoint);
     for (v, n) in desired.variants.iter_mut().zip(&next) {
         v.desired_weight = n.weight;
         v.desired_instance_count = n.instance_count;
     }
-    desired.modified = SystemTime::now();
+    desired.modified = now();
     desired.failure_reason = None;
     let resizes = current
         .iter()
         .zip(&next)
         .any(|(c, n)| c.instance_count != n.instance_count);
     if !resizes {
-        state.endpoints.publish(with_desired_weights(desired));
+        commit(state, with_desired_weights(desired))?;
         return Ok(());
     }
 
     desired.status = EndpointStatus::Updating;
-    state.endpoints.publish(desired.clone());
+    commit(state, desired.clone())?;
     let state = state.clone();
     tokio::spawn(async move {
         // Grow first, so that new weights never route to instances that do not exist yet.
@@ -188,10 +356,13 @@ pub(crate) fn update_weights_and_capacities(
                 v.desired_weight = v.current_weight;
                 v.desired_instance_count = v.live.pool.stats().instances;
             }
-            finish(&state, back, Some(reason));
+            back.status = EndpointStatus::InService;
+            back.failure_reason = Some(reason);
+            back.modified = now();
+            commit_logged(&state, back);
             return;
         }
-        let mut switched = with_desired_weights(desired);
+        let switched = with_desired_weights(desired);
         state.endpoints.publish(switched.clone());
         for v in &switched.variants {
             if v.desired_instance_count < v.live.pool.stats().instances {
@@ -199,8 +370,10 @@ pub(crate) fn update_weights_and_capacities(
                 let _ = v.live.pool.resize(v.desired_instance_count).await;
             }
         }
-        switched.status = EndpointStatus::InService;
-        finish(&state, switched, None);
+        let mut done = switched;
+        done.status = EndpointStatus::InService;
+        done.modified = now();
+        commit_logged(&state, done);
     });
     Ok(())
 }
@@ -211,4 +384,77 @@ fn with_desired_weights(mut snapshot: EndpointSnapshot) -> EndpointSnapshot {
         v.current_weight = v.desired_weight;
     }
     snapshot
+}
+
+/// DeleteEndpoint: gone from the store and the table at once; its instances finish their
+/// in-flight requests and are dropped. Refused while a change is in progress.
+pub(crate) fn delete_endpoint(state: &AppState, name: &str) -> Result<(), Refused> {
+    let endpoint = existing(state, name)?;
+    if endpoint.status.in_progress() {
+        return Err(Refused::Invalid(format!(
+            "Cannot delete endpoint \"{}\" while it is {}; wait for it to finish.",
+            crate::control::arn("endpoint", name),
+            endpoint.status.as_str()
+        )));
+    }
+    state.store.delete_endpoint(&endpoint.name)?;
+    state.endpoints.remove(&endpoint.name);
+    tracing::info!(endpoint = %name, "endpoint deleted");
+    Ok(())
+}
+
+/// Bring back every stored endpoint after a start: a `Failed` one stays failed; any other
+/// is rebuilt on its committed config with its committed weights and instance counts. An
+/// update that a restart interrupted is abandoned (the old config serves) and says so.
+pub(crate) fn recover(state: &Arc<AppState>, records: Vec<EndpointRecord>) {
+    for record in records {
+        let status = EndpointStatus::parse(&record.status).unwrap_or(EndpointStatus::Creating);
+        let mut snapshot = EndpointSnapshot {
+            name: record.name.clone(),
+            config_name: record.config_name.clone(),
+            pending_config: None,
+            status,
+            failure_reason: record.failure_reason.clone(),
+            created: record.created,
+            modified: record.modified,
+            variants: Vec::new(),
+        };
+        if status == EndpointStatus::Failed {
+            state.endpoints.publish(snapshot);
+            continue;
+        }
+        let note = match &record.pending_config {
+            Some(pending) => Some(format!(
+                "The update to endpoint configuration {pending} was interrupted by a restart; \
+                 the endpoint serves {}. Call UpdateEndpoint again.",
+                record.config_name
+            )),
+            None => record.failure_reason.clone(),
+        };
+        snapshot.status = EndpointStatus::Creating;
+        let config = match lookup(state, &record.config_name) {
+            Ok((config, _)) => config,
+            Err(e) => {
+                snapshot.status = EndpointStatus::Failed;
+                snapshot.failure_reason = Some(e.to_string());
+                state.endpoints.publish(snapshot);
+                continue;
+            }
+        };
+        state.endpoints.publish(snapshot.clone());
+        tracing::info!(endpoint = %record.name, config = %record.config_name, "restoring endpoint");
+        spawn_create(state, snapshot, config, record.capacities, note, true);
+    }
+}
+
+/// Wait until no endpoint is `Creating` or `Updating`.
+pub(crate) async fn settled(state: &AppState) {
+    while state
+        .endpoints
+        .all()
+        .values()
+        .any(|e| e.status.in_progress())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -3,10 +3,11 @@
 //! new snapshot is visible to the next request. Writers (deploys, weight and capacity
 //! updates) build a new snapshot and publish it with one `rcu`.
 
+use crate::store::{EndpointRecord, VariantCapacity};
 use arc_swap::ArcSwap;
-use plinth_policy::config::{Deployment, Endpoint, Model, Variant};
+use plinth_policy::config::{Model, Variant};
 use plinth_policy::routing::RouteError;
-use plinth_runtime::{Limits, LoadError, Runtime, VariantPool, VariantSpec};
+use plinth_runtime::{Limits, VariantPool, VariantSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,17 +15,45 @@ use std::time::{Duration, SystemTime};
 /// SageMaker's endpoint states that Plinth uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EndpointStatus {
+    Creating,
     InService,
     Updating,
+    Failed,
 }
 
 impl EndpointStatus {
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Creating,
+        Self::InService,
+        Self::Updating,
+        Self::Failed,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Self::Creating => "Creating",
             Self::InService => "InService",
             Self::Updating => "Updating",
+            Self::Failed => "Failed",
         }
     }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// A change is under way (the endpoint refuses another).
+    pub(crate) fn in_progress(self) -> bool {
+        matches!(self, Self::Creating | Self::Updating)
+    }
+}
+
+/// Now, in epoch seconds (SageMaker's timestamps).
+pub(crate) fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// A variant's warm pool, shared by every snapshot that routes to it.
@@ -54,15 +83,41 @@ pub(crate) struct VariantState {
 pub(crate) struct EndpointSnapshot {
     pub(crate) name: String,
     pub(crate) config_name: String,
+    /// The config an update in progress moves to.
+    pub(crate) pending_config: Option<String>,
     pub(crate) status: EndpointStatus,
-    /// Why the last update failed, if it did.
+    /// Why the last change failed, if it did.
     pub(crate) failure_reason: Option<String>,
-    pub(crate) created: SystemTime,
-    pub(crate) modified: SystemTime,
+    /// Epoch seconds.
+    pub(crate) created: f64,
+    pub(crate) modified: f64,
+    /// Empty until the endpoint is first `InService`, and when `Failed`.
     pub(crate) variants: Vec<VariantState>,
 }
 
 impl EndpointSnapshot {
+    /// What the store keeps of this snapshot.
+    pub(crate) fn record(&self) -> EndpointRecord {
+        EndpointRecord {
+            name: self.name.clone(),
+            config_name: self.config_name.clone(),
+            pending_config: self.pending_config.clone(),
+            status: self.status.as_str().to_string(),
+            failure_reason: self.failure_reason.clone(),
+            created: self.created,
+            modified: self.modified,
+            capacities: self
+                .variants
+                .iter()
+                .map(|v| VariantCapacity {
+                    variant: v.live.name.clone(),
+                    weight: v.desired_weight,
+                    instance_count: v.desired_instance_count,
+                })
+                .collect(),
+        }
+    }
+
     /// Choose the variant for a request.
     pub(crate) fn route(&self, target: Option<&str>) -> Result<&Arc<LiveVariant>, RouteError> {
         let names = self.variants.iter().map(|v| v.live.name.as_str());
@@ -90,8 +145,13 @@ impl EndpointTable {
         self.current.load_full()
     }
 
-    pub(crate) fn publish_all(&self, map: EndpointMap) {
-        self.current.store(Arc::new(map));
+    /// Take an endpoint out of the table; requests that already hold it finish.
+    pub(crate) fn remove(&self, name: &str) {
+        self.current.rcu(|map| {
+            let mut next = EndpointMap::clone(map);
+            next.remove(name);
+            next
+        });
     }
 
     /// Publish a new version of one endpoint.
@@ -111,14 +171,6 @@ impl EndpointTable {
     }
 }
 
-/// Why an endpoint could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {error}")]
-pub(crate) struct BuildError {
-    context: String,
-    error: Box<LoadError>,
-}
-
 /// The runtime spec for one variant of an endpoint.
 pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
     let model = &variant.model;
@@ -136,66 +188,4 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
             max_queue: variant.max_queue_length,
         },
     }
-}
-
-/// Build (load, warm) one endpoint. Blocking.
-pub(crate) fn build_endpoint(
-    runtime: &Runtime,
-    endpoint: &Endpoint,
-) -> Result<EndpointSnapshot, BuildError> {
-    let mut variants = Vec::new();
-    for variant in &endpoint.variants {
-        let pool =
-            VariantPool::new(runtime, &variant_spec(&endpoint.name, variant)).map_err(|error| {
-                BuildError {
-                    context: format!(
-                        "endpoint {:?}, variant {:?}, model {:?}",
-                        endpoint.name, variant.name, variant.model.name
-                    ),
-                    error: Box::new(error),
-                }
-            })?;
-        variants.push(VariantState {
-            live: Arc::new(LiveVariant {
-                name: variant.name.clone(),
-                model_name: variant.model.name.clone(),
-                model: variant.model.clone(),
-                max_queue_length: variant.max_queue_length,
-                pool: Arc::new(pool),
-            }),
-            current_weight: variant.weight,
-            desired_weight: variant.weight,
-            desired_instance_count: variant.instance_count,
-        });
-    }
-    let now = SystemTime::now();
-    Ok(EndpointSnapshot {
-        name: endpoint.name.clone(),
-        config_name: endpoint.config_name.clone(),
-        status: EndpointStatus::InService,
-        failure_reason: None,
-        created: now,
-        modified: now,
-        variants,
-    })
-}
-
-/// Build every endpoint of a deployment. Blocking.
-pub(crate) fn build_all(
-    runtime: &Runtime,
-    deployment: &Deployment,
-) -> Result<EndpointMap, BuildError> {
-    let mut map = EndpointMap::new();
-    for endpoint in &deployment.endpoints {
-        let started = std::time::Instant::now();
-        let snapshot = build_endpoint(runtime, endpoint)?;
-        tracing::info!(
-            endpoint = %endpoint.name,
-            variants = snapshot.variants.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "endpoint InService"
-        );
-        map.insert(endpoint.name.clone(), Arc::new(snapshot));
-    }
-    Ok(map)
 }

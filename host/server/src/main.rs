@@ -2,13 +2,19 @@
 //! and run a component locally.
 
 mod api;
+mod apply;
+mod artifacts;
+mod auth;
 mod catalog;
 mod cli;
+mod client;
 mod control;
 mod deploy;
 mod endpoints;
 mod error;
 mod metrics;
+mod sigv4;
+mod store;
 
 use clap::Parser;
 

@@ -1,0 +1,201 @@
+//! Model artifacts (`ModelDataUrl`, and a component's `Image`) as local paths: a path or a
+//! `file://` URL. The artifact becomes the directory a guest sees as `/opt/ml/model`: a
+//! directory is used in place; a `.tar.gz` (or plain `.tar`), SageMaker's `model.tar.gz`, is
+//! unpacked once into `<data-dir>/artifacts/<sha256>/`; any other single file is placed there
+//! alone. Unpacking goes to a temporary directory first and is renamed into place, so a crash
+//! never leaves a half-unpacked artifact that looks complete.
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The most an archive may unpack to.
+const MAX_UNPACKED_BYTES: u64 = 16 << 30;
+
+/// A local path from a field that holds a path or a `file://` URL.
+pub(crate) fn local_path(field: &str, value: &str) -> Result<PathBuf, String> {
+    let path = value.strip_prefix("file://").unwrap_or(value);
+    if path.contains("://") {
+        return Err(format!(
+            "{field} {value:?}: only local paths and file:// URLs are supported"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The directory to mount for `url`, unpacking into `cache` if needed.
+pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
+    let path = local_path("ModelDataUrl", url)?;
+    let metadata = std::fs::metadata(&path)
+        .map_err(|e| format!("ModelDataUrl {url:?}: cannot read {}: {e}", path.display()))?;
+    if metadata.is_dir() {
+        return Ok(path);
+    }
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("ModelDataUrl {url:?}: cannot read {}: {e}", path.display()))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let target = cache.join(&digest);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create the artifact cache {}: {e}", cache.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(cache)
+        .map_err(|e| format!("cannot create a directory in {}: {e}", cache.display()))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        unpack(flate2::read::GzDecoder::new(&bytes[..]), staging.path())
+    } else if is_tar(&bytes) {
+        unpack(&bytes[..], staging.path())
+    } else {
+        std::fs::write(staging.path().join(&file_name), &bytes).map_err(|e| e.to_string())
+    }
+    .map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, &target) {
+        // Another unpack of the same bytes won the race; use it.
+        let _ = std::fs::remove_dir_all(&staged);
+        if !target.is_dir() {
+            return Err(format!("cannot move the unpacked artifact into place: {e}"));
+        }
+    }
+    Ok(target)
+}
+
+/// A tar archive has "ustar" at offset 257.
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.get(257..262) == Some(b"ustar")
+}
+
+/// Unpack regular files and directories only, inside `into`, within the size limit.
+fn unpack(reader: impl Read, into: &Path) -> Result<(), String> {
+    let mut archive = tar::Archive::new(reader);
+    let mut total = 0u64;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a valid tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
+        let kind = entry.header().entry_type();
+        let name = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !(kind.is_file() || kind.is_dir()) {
+            if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+                continue;
+            }
+            return Err(format!(
+                "the archive entry {name:?} is a link or special file; only regular files and \
+                 directories are allowed"
+            ));
+        }
+        total += entry.header().size().unwrap_or(0);
+        if total > MAX_UNPACKED_BYTES {
+            return Err(format!(
+                "the archive unpacks to more than {MAX_UNPACKED_BYTES} bytes"
+            ));
+        }
+        let inside = entry
+            .unpack_in(into)
+            .map_err(|e| format!("cannot unpack {name:?}: {e}"))?;
+        if !inside {
+            return Err(format!(
+                "the archive entry {name:?} would unpack outside the model directory"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_tar_gz_is_unpacked_once_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("model.tar.gz");
+        std::fs::write(
+            &archive,
+            tar_gz(&[("model.onnx", b"onnx"), ("sub/vocab.txt", b"a b")]),
+        )
+        .unwrap();
+        let cache = dir.path().join("cache");
+        let url = format!("file://{}", archive.display());
+        let unpacked = resolve(&cache, &url).unwrap();
+        assert_eq!(std::fs::read(unpacked.join("model.onnx")).unwrap(), b"onnx");
+        assert_eq!(
+            std::fs::read(unpacked.join("sub/vocab.txt")).unwrap(),
+            b"a b"
+        );
+        // Again: the same directory, no staging left behind.
+        assert_eq!(resolve(&cache, &url).unwrap(), unpacked);
+        let names: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_is_used_in_place_and_a_file_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        assert_eq!(
+            resolve(&cache, dir.path().to_str().unwrap()).unwrap(),
+            dir.path()
+        );
+        let file = dir.path().join("weights.bin");
+        std::fs::write(&file, b"123").unwrap();
+        let mounted = resolve(&cache, file.to_str().unwrap()).unwrap();
+        assert_eq!(std::fs::read(mounted.join("weights.bin")).unwrap(), b"123");
+    }
+
+    #[test]
+    fn bad_artifacts_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let e = resolve(&cache, "s3://bucket/model.tar.gz").unwrap_err();
+        assert!(e.contains("only local paths"), "{e}");
+        let e = resolve(&cache, "/no/such/model.tar.gz").unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+        let broken = dir.path().join("broken.tar.gz");
+        std::fs::write(&broken, [0x1f, 0x8b, 0, 1, 2, 3]).unwrap();
+        assert!(resolve(&cache, broken.to_str().unwrap()).is_err());
+
+        // A symlink entry is refused.
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, "passwd.onnx", "/etc/passwd")
+            .unwrap();
+        let linked = dir.path().join("linked.tar.gz");
+        std::fs::write(&linked, builder.into_inner().unwrap().finish().unwrap()).unwrap();
+        let e = resolve(&cache, linked.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("link"), "{e}");
+        // Nothing half-unpacked is left behind.
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    }
+}
