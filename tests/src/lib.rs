@@ -516,7 +516,11 @@ impl Server {
                 "DescribeEndpoint",
                 &serde_json::json!({ "EndpointName": endpoint }),
             );
-            assert_eq!(response.status(), StatusCode::OK, "DescribeEndpoint {endpoint}");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "DescribeEndpoint {endpoint}"
+            );
             let description: serde_json::Value = response.json().expect("DescribeEndpoint JSON");
             let status = description["EndpointStatus"].as_str().unwrap_or_default();
             if status != "Creating" && status != "Updating" {

@@ -407,8 +407,11 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let address = listener.local_addr()?;
-        if state.verifier.is_some() {
-            tracing::info!("every control-plane and runtime request must be signed (SigV4)");
+        if let Some(verifier) = &state.verifier {
+            tracing::info!(
+                region = verifier.region(),
+                "every control-plane and runtime request must be signed (SigV4)"
+            );
         } else {
             tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
         }

@@ -9,12 +9,6 @@
 //! a second time, the query is re-encoded and sorted, and the payload hash is the hex SHA-256 of
 //! the body.
 
-#![allow(
-    dead_code,
-    reason = "the server's authentication layer and the CLI's signing client use this module; \
-              until every item is wired in, some are reached only from the tests"
-)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;

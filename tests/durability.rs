@@ -1,0 +1,305 @@
+//! Durable state: models, endpoint configs, endpoints and their weights survive a restart,
+//! and `kill -9` in the middle of a burst of control-plane calls (creates, updates, weight
+//! changes) leaves a consistent state: everything acknowledged is there, every endpoint comes
+//! back `InService` serving exactly one committed config (never a mix), and nothing
+//! half-applied.
+
+use plinth_tests::{Options, Server, StatusCode, ECHO_WASM};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+fn call(server: &Server, op: &str, input: Value) -> Value {
+    let response = server.control(op, &input);
+    let status = response.status();
+    let body: Value = response.json().unwrap_or_default();
+    assert!(status.is_success(), "{op} {input}: {status} {body}");
+    body
+}
+
+/// The variants that answer `n` requests to `endpoint`.
+fn served_by(server: &Server, endpoint: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let r = server.invoke(endpoint, "text/plain", "hi", &[]);
+            assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+            plinth_tests::header(&r, "x-amzn-invoked-production-variant").unwrap()
+        })
+        .collect()
+}
+
+fn variant_names(description: &Value) -> BTreeSet<String> {
+    description["ProductionVariants"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| v["VariantName"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An echo model, and an endpoint config `config` with one variant `variant` of it.
+fn echo_config(server: &Server, model: &str, config: &str, variants: &[&str]) {
+    if server
+        .control("DescribeModel", &json!({"ModelName": model}))
+        .status()
+        != StatusCode::OK
+    {
+        call(
+            server,
+            "CreateModel",
+            json!({"ModelName": model, "PrimaryContainer": {"Image": ECHO_WASM}}),
+        );
+    }
+    let variants: Vec<Value> = variants
+        .iter()
+        .map(|v| json!({"VariantName": v, "ModelName": model, "InitialInstanceCount": 1}))
+        .collect();
+    call(
+        server,
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": config, "ProductionVariants": variants}),
+    );
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let server = Server::start_with(BIN, Options::default());
+    echo_config(&server, "echo", "two", &["A", "B"]);
+    call(
+        &server,
+        "CreateEndpoint",
+        json!({"EndpointName": "live", "EndpointConfigName": "two"}),
+    );
+    assert_eq!(
+        server.describe_settled("live")["EndpointStatus"],
+        "InService"
+    );
+    call(
+        &server,
+        "UpdateEndpointWeightsAndCapacities",
+        json!({"EndpointName": "live", "DesiredWeightsAndCapacities": [
+            {"VariantName": "A", "DesiredWeight": 0.0},
+            {"VariantName": "B", "DesiredInstanceCount": 2}]}),
+    );
+    let before = server.describe_settled("live");
+    let created = before["CreationTime"].clone();
+
+    let server = server.kill_and_restart().expect("restart");
+    let after = server.describe_settled("live");
+    assert_eq!(after["EndpointStatus"], "InService", "{after}");
+    assert_eq!(after["EndpointConfigName"], "two");
+    assert_eq!(after["CreationTime"], created);
+    let variants = after["ProductionVariants"].as_array().unwrap();
+    assert_eq!(variants[0]["CurrentWeight"], 0.0, "{after}");
+    assert_eq!(variants[1]["CurrentInstanceCount"], 2, "{after}");
+    assert_eq!(served_by(&server, "live", 20), BTreeSet::from(["B".into()]));
+    let models = call(&server, "ListModels", json!({}));
+    assert_eq!(models["Models"][0]["ModelName"], "echo");
+    call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({"EndpointConfigName": "two"}),
+    );
+}
+
+/// What the burst got acknowledged before the kill.
+#[derive(Default)]
+struct Acknowledged {
+    models: Vec<String>,
+    configs: Vec<String>,
+    endpoints: Vec<String>,
+    /// Configs `live` was asked to move to (sent, answered or not).
+    live_requested: Vec<String>,
+}
+
+/// Control-plane calls as fast as they go until the server dies: new models, configs and
+/// endpoints, updates of `live` between configs, and weight changes.
+fn burst(url: String, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Acknowledged>>, round: u32) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let call = |op: &str, input: Value| -> Option<(StatusCode, Value)> {
+        let response = client
+            .post(format!("{url}/"))
+            .header("X-Amz-Target", format!("SageMaker.{op}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(input.to_string())
+            .send()
+            .ok()?;
+        let status = response.status();
+        Some((status, response.json().unwrap_or_default()))
+    };
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let model = format!("m{round}-{i}");
+        let config = format!("c{round}-{i}");
+        let endpoint = format!("e{round}-{i}");
+        let Some((s, _)) = call(
+            "CreateModel",
+            json!({"ModelName": model, "PrimaryContainer": {"Image": ECHO_WASM}}),
+        ) else {
+            return;
+        };
+        if s.is_success() {
+            acknowledged.lock().unwrap().models.push(model.clone());
+        }
+        let variant = format!("V{i}");
+        let Some((s, _)) = call(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": config, "ProductionVariants": [
+                {"VariantName": variant, "ModelName": model}]}),
+        ) else {
+            return;
+        };
+        if s.is_success() {
+            acknowledged.lock().unwrap().configs.push(config.clone());
+        }
+        let step = match i % 3 {
+            0 => call(
+                "CreateEndpoint",
+                json!({"EndpointName": endpoint, "EndpointConfigName": config}),
+            )
+            .map(|(s, _)| (s, Some(endpoint.clone()))),
+            1 => {
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .live_requested
+                    .push(config.clone());
+                call(
+                    "UpdateEndpoint",
+                    json!({"EndpointName": "live", "EndpointConfigName": config}),
+                )
+                .map(|(s, _)| (s, None))
+            }
+            _ => call(
+                "UpdateEndpointWeightsAndCapacities",
+                json!({"EndpointName": "live", "DesiredWeightsAndCapacities": [
+                    {"VariantName": "A", "DesiredInstanceCount": 1 + (i % 2)}]}),
+            )
+            .map(|(s, _)| (s, None)),
+        };
+        let Some((s, created)) = step else {
+            return;
+        };
+        if s.is_success() {
+            acknowledged.lock().unwrap().endpoints.extend(created);
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
+    let mut server = Server::start_with(BIN, Options::default());
+    echo_config(&server, "echo", "base", &["A"]);
+    call(
+        &server,
+        "CreateEndpoint",
+        json!({"EndpointName": "live", "EndpointConfigName": "base"}),
+    );
+    server.describe_settled("live");
+    let mut requested = BTreeSet::from(["base".to_string()]);
+
+    for (round, after_ms) in [(0u32, 150u64), (1, 400), (2, 900)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+        let worker = {
+            let (url, stop, acknowledged) =
+                (server.url().to_string(), stop.clone(), acknowledged.clone());
+            std::thread::spawn(move || burst(url, stop, acknowledged, round))
+        };
+        std::thread::sleep(Duration::from_millis(after_ms));
+        server = server
+            .kill_and_restart()
+            .unwrap_or_else(|e| panic!("round {round}: no restart after kill -9: {}", e.stderr));
+        stop.store(true, Ordering::Relaxed);
+        worker.join().unwrap();
+        let a = acknowledged.lock().unwrap();
+        eprintln!(
+            "round {round}: killed after {} models, {} configs, {} endpoints acknowledged, {} updates of live sent",
+            a.models.len(),
+            a.configs.len(),
+            a.endpoints.len(),
+            a.live_requested.len()
+        );
+        assert!(
+            !a.models.is_empty(),
+            "round {round}: the burst made no call before the kill"
+        );
+
+        // Everything acknowledged is there.
+        for model in &a.models {
+            call(&server, "DescribeModel", json!({"ModelName": model}));
+        }
+        for config in &a.configs {
+            call(
+                &server,
+                "DescribeEndpointConfig",
+                json!({"EndpointConfigName": config}),
+            );
+        }
+        // Every endpoint, acknowledged or not, is InService on one committed config,
+        // serving exactly that config's variants.
+        let mut names = BTreeSet::new();
+        let mut input = json!({"MaxResults": 100});
+        loop {
+            let page = call(&server, "ListEndpoints", input.clone());
+            for e in page["Endpoints"].as_array().unwrap() {
+                names.insert(e["EndpointName"].as_str().unwrap().to_string());
+            }
+            match page.get("NextToken") {
+                Some(token) => input["NextToken"] = token.clone(),
+                None => break,
+            }
+        }
+        for endpoint in &a.endpoints {
+            assert!(names.contains(endpoint), "round {round}: {endpoint} lost");
+        }
+        for name in &names {
+            let d = server.describe_settled(name);
+            assert_eq!(d["EndpointStatus"], "InService", "round {round}: {d}");
+            assert!(d.get("PendingDeploymentSummary").is_none(), "{d}");
+            let config = call(
+                &server,
+                "DescribeEndpointConfig",
+                json!({"EndpointConfigName": d["EndpointConfigName"]}),
+            );
+            let expected: BTreeSet<String> = config["ProductionVariants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["VariantName"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(variant_names(&d), expected, "round {round}: {d}");
+            let served = served_by(&server, name, 5);
+            assert!(
+                served.is_subset(&expected),
+                "round {round}: {name} served {served:?}"
+            );
+        }
+        // `live` serves its original config or one it was asked to move to.
+        requested.extend(a.live_requested.iter().cloned());
+        let live = server.describe_settled("live");
+        let config = live["EndpointConfigName"].as_str().unwrap().to_string();
+        assert!(
+            requested.contains(&config),
+            "round {round}: live serves {config}, which no call asked for"
+        );
+        let reason = live["FailureReason"].as_str().unwrap_or_default();
+        if !reason.is_empty() {
+            assert!(
+                reason.contains("interrupted by a restart") || reason.contains("variant"),
+                "{live}"
+            );
+        }
+    }
+}
