@@ -124,7 +124,7 @@ pub(crate) async fn call(
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(input: Value) -> Result<T, ApiError> {
-    serde_json::from_value(input).map_err(|e| validation(format!("Invalid request: {e}")))
+    serde_json::from_value(input).map_err(|e| validation(format!("invalid request: {e}")))
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
