@@ -183,8 +183,9 @@ impl Catalog {
         for v in &config.definition.production_variants {
             let model = self.models.get(&v.model_name).ok_or_else(|| {
                 format!(
-                    "endpoint configuration {name:?}, variant {:?}: model {:?} does not exist",
-                    v.variant_name, v.model_name
+                    "Could not find model \"{}\" (endpoint configuration {name}, variant {}).",
+                    crate::control::arn("model", &v.model_name),
+                    v.variant_name
                 )
             })?;
             models.insert(v.model_name.clone(), model.definition.clone());

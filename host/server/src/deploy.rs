@@ -99,12 +99,13 @@ fn check_instances(state: &AppState, endpoint: &str, wanted: usize) -> Result<()
 /// The config `name` from the catalog, with the instance count it asks for.
 fn lookup(state: &AppState, name: &str) -> Result<(Unresolved, usize), Refused> {
     let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
-    let unresolved = catalog.unresolved(name).map_err(|_| {
-        Refused::Invalid(format!(
+    if !catalog.configs.contains_key(name) {
+        return Err(Refused::Invalid(format!(
             "Could not find endpoint configuration \"{}\".",
             crate::control::arn("endpoint-config", name)
-        ))
-    })?;
+        )));
+    }
+    let unresolved = catalog.unresolved(name).map_err(Refused::Invalid)?;
     let instances = unresolved
         .variants_unchecked()
         .iter()
