@@ -83,11 +83,11 @@ pub(crate) async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(declared) = declared.filter(|d| *d > limit) {
-        return Err(too_big(declared.to_string()));
+        return Err(too_big(declared.to_string()).closing());
     }
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_big(format!("more than {limit}")))
+        .map_err(|_| too_big(format!("more than {limit}")).closing())
 }
 
 /// `POST /`: a control-plane operation named by `X-Amz-Target`.

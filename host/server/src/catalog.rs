@@ -41,16 +41,25 @@ pub(crate) struct ContainerDefinition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ModelLimits {
-    #[serde(rename = "MemorySizeInMB")]
+    #[serde(rename = "MemorySizeInMB", default = "default_memory")]
     pub(crate) memory_size_in_mb: u64,
+    #[serde(default = "default_timeout")]
     pub(crate) invocation_timeout_in_seconds: u64,
+}
+
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECONDS
 }
 
 impl Default for ModelLimits {
     fn default() -> Self {
         Self {
-            memory_size_in_mb: DEFAULT_MEMORY_MIB,
-            invocation_timeout_in_seconds: DEFAULT_TIMEOUT_SECONDS,
+            memory_size_in_mb: default_memory(),
+            invocation_timeout_in_seconds: default_timeout(),
         }
     }
 }

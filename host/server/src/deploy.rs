@@ -76,6 +76,32 @@ fn in_service(state: &AppState, name: &str) -> Result<Arc<EndpointSnapshot>, Ref
     Ok(endpoint)
 }
 
+/// Instances an endpoint holds or is about to: its variants' desired counts, plus the
+/// config it is being created with or is moving to.
+fn instances_of(state: &AppState, endpoint: &EndpointSnapshot) -> usize {
+    let held: usize = endpoint
+        .variants
+        .iter()
+        .map(|v| v.desired_instance_count)
+        .sum();
+    let coming = match (endpoint.status, &endpoint.pending_config) {
+        (EndpointStatus::Creating, _) => Some(&endpoint.config_name),
+        (_, Some(pending)) => Some(pending),
+        _ => None,
+    };
+    let coming = coming.map_or(0, |config| {
+        let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        catalog.configs.get(config).map_or(0, |c| {
+            c.definition
+                .production_variants
+                .iter()
+                .map(|v| v.initial_instance_count as usize)
+                .sum()
+        })
+    });
+    held + coming
+}
+
 /// Refuse a change that would take the server past its instance limit.
 fn check_instances(state: &AppState, endpoint: &str, wanted: usize) -> Result<(), Refused> {
     let others: usize = state
@@ -83,7 +109,7 @@ fn check_instances(state: &AppState, endpoint: &str, wanted: usize) -> Result<()
         .all()
         .values()
         .filter(|e| e.name != endpoint)
-        .flat_map(|e| e.variants.iter().map(|v| v.desired_instance_count))
+        .map(|e| instances_of(state, e))
         .sum();
     if others + wanted > state.max_instances {
         return Err(Refused::Limit(format!(

@@ -48,11 +48,11 @@ impl EndpointStatus {
     }
 }
 
-/// Now, in epoch seconds (SageMaker's timestamps).
+/// Now, in epoch seconds to the millisecond (SageMaker's timestamps).
 pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
+        .map(|d| d.as_millis() as f64 / 1000.0)
         .unwrap_or(0.0)
 }
 

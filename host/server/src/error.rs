@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     extra: Map<String, Value>,
+    /// Answer with `Connection: close` (the request body was not read).
+    close: bool,
 }
 
 impl ApiError {
@@ -25,7 +27,15 @@ impl ApiError {
             code,
             message: message.into(),
             extra: Map::new(),
+            close: false,
         }
+    }
+
+    /// Close the connection after this answer: the request body was left unread, so the
+    /// connection cannot carry another request.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// `ValidationError` (400): the request is wrong.
@@ -104,9 +114,14 @@ impl IntoResponse for ApiError {
         body.insert("__type".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
-        response
-            .headers_mut()
-            .insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
+        let headers = response.headers_mut();
+        headers.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
+        if self.close {
+            headers.insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
         response
     }
 }

@@ -1,0 +1,2468 @@
+//! The control plane of the real `plinth serve`, end to end over HTTP (SageMaker's awsJson1_1
+//! protocol: `POST /` with `X-Amz-Target: SageMaker.<Operation>`):
+//!
+//! - models: CreateModel (ARN, `file://` images, `PlinthLimits`, `Environment` reaching the
+//!   guest), DescribeModel, DeleteModel, and every refusal (multi-container, missing image,
+//!   bad environment keys, limits out of range, wrong types); `ModelDataUrl` as a directory,
+//!   a single file and a `.tar.gz` unpacked for the guest, non-local schemes refused;
+//! - endpoint configs: defaults filled in, unknown models, variant-list rules;
+//! - endpoints: `Creating` then `InService`, invocations refused until then, UpdateEndpoint
+//!   (`Updating`, the old config serving meanwhile), UpdateEndpointWeightsAndCapacities,
+//!   DeleteEndpoint taking effect at once; `Failed` endpoints with the reason, refusing
+//!   invocations, deletable;
+//! - names (SageMaker's rule, uniqueness ignoring case), `ResourceInUse` for models and
+//!   configs an endpoint needs, the server-wide instance limit (`ResourceLimitExceeded`,
+//!   counting endpoints that are still `Creating`);
+//! - the List operations: sorting, every filter, paging with `NextToken` (each item exactly
+//!   once, also when sorted by `CreationTime`);
+//! - protocol errors: unknown operations, bad JSON, bodies that are not objects, wrong types,
+//!   the 1 MiB body limit (413, and a connection that is either still usable or announced
+//!   `Connection: close`);
+//! - the deployment file applied through the same operations, and the CLI clients
+//!   `plinth api` and `plinth apply` (idempotent, refusing to change an immutable model);
+//! - authentication: SigV4 required when credentials are configured (unsigned, garbage,
+//!   wrong secret, unknown key), `/ping` open, and no unauthenticated non-loopback bind.
+//!
+//! Each test starts its own server on `127.0.0.1:0` with a fresh data directory (starting one
+//! without a deployment file takes milliseconds) and runs a group of related checks on it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use plinth_tests::{
+    header, ApiError, Config, Model, Options, Response, Server, StatusCode, Variant, ECHO_WASM,
+    FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
+};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// An iris row whose species is setosa.
+const SETOSA_ROW: &str = "5.1,3.5,1.4,0.2";
+
+/// The echo plugin's probe header: `env=NAME`, `ls=PATH`, `read=PATH`.
+const CUSTOM_ATTRIBUTES: &str = "X-Amzn-SageMaker-Custom-Attributes";
+
+/// The largest control-plane body the server accepts.
+const CONTROL_BODY_LIMIT: usize = 1 << 20;
+
+const ACCESS_KEY_ID: &str = "AKIDTEST";
+const SECRET_ACCESS_KEY: &str = "control-plane-test-secret";
+
+// ---- Helpers ----
+
+/// Runs `operation` and returns its output; panics unless it answers 200 with a JSON object.
+#[track_caller]
+fn call(server: &Server, operation: &str, input: Value) -> Value {
+    let response = server.control(operation, &input);
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{operation} {input}: {text}");
+    let output: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{operation}: output is not JSON ({e}): {text:?}"));
+    assert!(
+        output.is_object(),
+        "{operation}: output is not an object: {output}"
+    );
+    output
+}
+
+/// Runs `operation` expecting a 400 with error `code` whose message contains `fragment`.
+#[track_caller]
+fn refused(server: &Server, operation: &str, input: Value, code: &str, fragment: &str) -> ApiError {
+    let e = ApiError::from_response(server.control(operation, &input));
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, code),
+        "{operation} {input}: {}",
+        e.body
+    );
+    assert!(
+        e.message.contains(fragment),
+        "{operation} {input}: the message lacks {fragment:?}: {}",
+        e.body
+    );
+    e
+}
+
+/// A `ValidationException` naming a missing resource.
+#[track_caller]
+fn not_found(server: &Server, operation: &str, input: Value) -> ApiError {
+    refused(
+        server,
+        operation,
+        input,
+        "ValidationException",
+        "Could not find",
+    )
+}
+
+/// CreateModel input for `component` (a path) with `environment`.
+fn model_input(name: &str, component: &str, environment: Value) -> Value {
+    json!({
+        "ModelName": name,
+        "PrimaryContainer": { "Image": component, "Environment": environment },
+    })
+}
+
+/// Creates an echo model `name` whose guest sees `GREETING=<greeting>`.
+fn create_echo_model(server: &Server, name: &str, greeting: &str) {
+    call(
+        server,
+        "CreateModel",
+        model_input(name, ECHO_WASM, json!({ "GREETING": greeting })),
+    );
+}
+
+/// Creates endpoint config `name` with one variant `variant` of `model`.
+fn create_config(server: &Server, name: &str, variant: &str, model: &str, instances: u32) {
+    call(
+        server,
+        "CreateEndpointConfig",
+        json!({
+            "EndpointConfigName": name,
+            "ProductionVariants": [{
+                "VariantName": variant,
+                "ModelName": model,
+                "InitialInstanceCount": instances,
+            }],
+        }),
+    );
+}
+
+/// Creates endpoint `name` on `config` and waits until it settles; returns the description.
+fn create_endpoint_settled(server: &Server, name: &str, config: &str) -> Value {
+    call(
+        server,
+        "CreateEndpoint",
+        json!({ "EndpointName": name, "EndpointConfigName": config }),
+    );
+    server.describe_settled(name)
+}
+
+/// `model` (echo), config `<name>-config` with variant `AllTraffic`, and endpoint `name`,
+/// `InService`.
+fn echo_endpoint(server: &Server, name: &str, model: &str) {
+    let config = format!("{name}-config");
+    create_config(server, &config, "AllTraffic", model, 1);
+    let d = create_endpoint_settled(server, name, &config);
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+}
+
+/// What the echo guest of `endpoint` sees for the probe `probe` (e.g. `env=GREETING`).
+#[track_caller]
+fn probe(server: &Server, endpoint: &str, probe: &str) -> String {
+    let response = server.invoke(endpoint, "text/plain", "x", &[(CUSTOM_ATTRIBUTES, probe)]);
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "probe {probe} on {endpoint}: {text}"
+    );
+    text
+}
+
+/// The iris label the endpoint answers for a setosa row.
+#[track_caller]
+fn iris_label(server: &Server, endpoint: &str) -> String {
+    let response = server.invoke(endpoint, "text/csv", SETOSA_ROW, &[]);
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "iris on {endpoint}: {text}");
+    let body: Value = serde_json::from_str(&text).expect("iris answers JSON");
+    body["predictions"][0]["label"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no label in {body}"))
+        .to_owned()
+}
+
+/// The values of `field` in the list `output[key]`, in order.
+fn names(output: &Value, key: &str, field: &str) -> Vec<String> {
+    output[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {output}"))
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {field} in {item}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `ListModels` names.
+fn model_names(output: &Value) -> Vec<String> {
+    names(output, "Models", "ModelName")
+}
+
+/// `ListEndpoints` names.
+fn endpoint_names(output: &Value) -> Vec<String> {
+    names(output, "Endpoints", "EndpointName")
+}
+
+/// Every page of `operation` (with `input`), following `NextToken`: the names per page.
+/// Panics if a page answers the very token it was asked with (paging would never end).
+fn pages(
+    server: &Server,
+    operation: &str,
+    input: Value,
+    key: &str,
+    field: &str,
+) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut request = input.clone();
+        if let Some(t) = &token {
+            request["NextToken"] = json!(t);
+        }
+        let output = call(server, operation, request.clone());
+        all.push(names(&output, key, field));
+        let Some(next) = output.get("NextToken") else {
+            return all;
+        };
+        let next = next
+            .as_str()
+            .unwrap_or_else(|| panic!("NextToken is not a string: {output}"))
+            .to_owned();
+        assert!(
+            token.as_ref() != Some(&next),
+            "{operation} {request} answered {output}: the same page and the same NextToken \
+             again, so paging never ends; pages so far: {all:?}"
+        );
+        assert!(all.len() < 200, "{operation} keeps answering a NextToken");
+        token = Some(next);
+    }
+}
+
+/// Seconds since the epoch, as SageMaker's timestamps.
+fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `value` is an epoch-seconds number within `[from, to]` (one second of slack each side).
+#[track_caller]
+fn assert_timestamp(value: &Value, from: f64, to: f64) -> f64 {
+    let t = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("timestamp {value} is not a number"));
+    assert!(
+        from - 1.0 <= t && t <= to + 1.0,
+        "timestamp {t} is not between {from} and {to}"
+    );
+    t
+}
+
+/// `POST /` with a raw body and the given `X-Amz-Target` (none if `None`).
+fn post_raw(server: &Server, target: Option<&str>, body: impl Into<Vec<u8>>) -> Response {
+    let mut request = server
+        .client()
+        .post(format!("{}/", server.url()))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .body(body.into());
+    if let Some(target) = target {
+        request = request.header("X-Amz-Target", target);
+    }
+    request.send().expect("POST /")
+}
+
+/// Runs `plinth ARGS` to completion with no AWS settings from the environment, signing with
+/// `credentials` (access key id, secret) if given.
+fn plinth(args: &[&str], credentials: Option<(&str, &str)>) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env("RUST_BACKTRACE", "0");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "PLINTH_ENDPOINT_URL",
+        "PLINTH_CONFIG",
+        "PLINTH_CREDENTIALS",
+    ] {
+        command.env_remove(var);
+    }
+    if let Some((id, secret)) = credentials {
+        command
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Panics with both streams unless `output` succeeded; gives stdout.
+#[track_caller]
+fn expect_success(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Panics unless `output` failed with every fragment on stderr.
+#[track_caller]
+fn expect_failure(output: &Output, what: &str, fragments: &[&str]) {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "{what} should fail but exited 0:\nstdout:\n{}\nstderr:\n{stderr}",
+        text(&output.stdout)
+    );
+    for fragment in fragments {
+        assert!(
+            stderr.contains(fragment),
+            "{what}: stderr lacks {fragment:?}:\n{stderr}"
+        );
+    }
+}
+
+/// `plinth api OPERATION INPUT --endpoint-url URL`.
+fn plinth_api(
+    server: &Server,
+    operation: &str,
+    input: &Value,
+    credentials: Option<(&str, &str)>,
+) -> Output {
+    plinth(
+        &[
+            "api",
+            operation,
+            &input.to_string(),
+            "--endpoint-url",
+            server.url(),
+        ],
+        credentials,
+    )
+}
+
+/// A credentials file with one key.
+fn credentials_file() -> String {
+    format!(
+        "[[credentials]]\naccess_key_id = \"{ACCESS_KEY_ID}\"\nsecret_access_key = \"{SECRET_ACCESS_KEY}\"\n"
+    )
+}
+
+/// A server with no deployment file and no credentials.
+fn empty_server() -> Server {
+    Server::start_with(BIN, Options::default())
+}
+
+// ---- Models ----
+
+#[test]
+fn models_are_created_described_and_deleted() {
+    let server = empty_server();
+    let before = epoch_now();
+    let output = call(
+        &server,
+        "CreateModel",
+        json!({
+            "ModelName": "Echo-Model",
+            "PrimaryContainer": {
+                "Image": format!("file://{ECHO_WASM}"),
+                "Environment": { "GREETING": "hello", "_under_score1": "x" },
+            },
+            "PlinthLimits": { "MemorySizeInMB": 64, "InvocationTimeoutInSeconds": 5 },
+        }),
+    );
+    let after = epoch_now();
+    assert_eq!(
+        output,
+        json!({ "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/echo-model" })
+    );
+
+    let d = call(
+        &server,
+        "DescribeModel",
+        json!({ "ModelName": "Echo-Model" }),
+    );
+    assert_eq!(d["ModelName"], "Echo-Model", "{d}");
+    assert_eq!(
+        d["ModelArn"], "arn:aws:sagemaker:us-east-1:123456789012:model/echo-model",
+        "{d}"
+    );
+    assert_eq!(
+        d["PrimaryContainer"]["Image"],
+        format!("file://{ECHO_WASM}"),
+        "{d}"
+    );
+    assert_eq!(
+        d["PrimaryContainer"]["Environment"],
+        json!({ "GREETING": "hello", "_under_score1": "x" }),
+        "{d}"
+    );
+    assert_eq!(
+        d["PlinthLimits"],
+        json!({ "MemorySizeInMB": 64, "InvocationTimeoutInSeconds": 5 }),
+        "{d}"
+    );
+    assert_timestamp(&d["CreationTime"], before, after);
+
+    // A plain path works as well as a file:// URL; PlinthLimits are optional and described
+    // with their defaults; the limits' bounds are accepted.
+    call(
+        &server,
+        "CreateModel",
+        model_input("plain", ECHO_WASM, json!({})),
+    );
+    let d = call(&server, "DescribeModel", json!({ "ModelName": "plain" }));
+    assert_eq!(d["PrimaryContainer"]["Image"], ECHO_WASM, "{d}");
+    for field in ["MemorySizeInMB", "InvocationTimeoutInSeconds"] {
+        assert!(
+            d["PlinthLimits"][field].as_u64().is_some_and(|v| v >= 1),
+            "default {field} missing: {d}"
+        );
+    }
+    for (i, (memory, timeout)) in [(1, 1), (4096, 3600)].into_iter().enumerate() {
+        let mut input = model_input(&format!("bounds-{i}"), ECHO_WASM, json!({}));
+        input["PlinthLimits"] =
+            json!({ "MemorySizeInMB": memory, "InvocationTimeoutInSeconds": timeout });
+        call(&server, "CreateModel", input);
+    }
+
+    // The environment reaches the guest.
+    echo_endpoint(&server, "greeter", "Echo-Model");
+    assert_eq!(probe(&server, "greeter", "env=GREETING"), "hello");
+    assert_eq!(probe(&server, "greeter", "env=OTHER"), "<unset>");
+
+    // Refusals, each creating nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.wasm");
+    let missing = missing.to_str().unwrap();
+    let bad_limits = |memory: u64, timeout: u64| {
+        let mut input = model_input("refused", ECHO_WASM, json!({}));
+        input["PlinthLimits"] =
+            json!({ "MemorySizeInMB": memory, "InvocationTimeoutInSeconds": timeout });
+        input
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "ModelName": "refused", "Containers": [{ "Image": ECHO_WASM }] }),
+            "Containers",
+        ),
+        (
+            json!({
+                "ModelName": "refused",
+                "PrimaryContainer": { "Image": ECHO_WASM },
+                "Containers": [{ "Image": ECHO_WASM }],
+            }),
+            "Containers",
+        ),
+        (json!({ "ModelName": "refused" }), "PrimaryContainer"),
+        (model_input("refused", missing, json!({})), "Image"),
+        (
+            model_input("refused", &format!("file://{missing}"), json!({})),
+            "Image",
+        ),
+        (
+            model_input("refused", dir.path().to_str().unwrap(), json!({})),
+            "Image",
+        ),
+        (
+            model_input("refused", ECHO_WASM, json!({ "1ABC": "x" })),
+            "1ABC",
+        ),
+        (
+            model_input("refused", ECHO_WASM, json!({ "BAD-KEY": "x" })),
+            "BAD-KEY",
+        ),
+        (
+            model_input("refused", ECHO_WASM, json!({ "": "x" })),
+            "Environment",
+        ),
+        (bad_limits(0, 5), "MemorySizeInMB"),
+        (bad_limits(4097, 5), "MemorySizeInMB"),
+        (bad_limits(64, 0), "InvocationTimeoutInSeconds"),
+        (bad_limits(64, 3601), "InvocationTimeoutInSeconds"),
+        (
+            json!({ "ModelName": 5, "PrimaryContainer": { "Image": ECHO_WASM } }),
+            "",
+        ),
+        (
+            json!({ "ModelName": "refused", "PrimaryContainer": { "Image": ECHO_WASM, "Environment": { "A": 1 } } }),
+            "",
+        ),
+    ];
+    for (input, fragment) in cases {
+        refused(
+            &server,
+            "CreateModel",
+            input,
+            "ValidationException",
+            fragment,
+        );
+    }
+    not_found(&server, "DescribeModel", json!({ "ModelName": "refused" }));
+
+    // ListModels shows exactly the models created.
+    let mut listed = model_names(&call(&server, "ListModels", json!({})));
+    listed.sort();
+    assert_eq!(listed, ["Echo-Model", "bounds-0", "bounds-1", "plain"]);
+
+    // DeleteModel: gone at once, deleting again is refused, and the name can be reused.
+    assert_eq!(
+        call(&server, "DeleteModel", json!({ "ModelName": "plain" })),
+        json!({})
+    );
+    let e = not_found(&server, "DescribeModel", json!({ "ModelName": "plain" }));
+    assert!(e.message.contains("model/plain"), "{}", e.body);
+    not_found(&server, "DeleteModel", json!({ "ModelName": "plain" }));
+    assert!(!model_names(&call(&server, "ListModels", json!({}))).contains(&"plain".to_owned()));
+    call(
+        &server,
+        "CreateModel",
+        model_input("plain", ECHO_WASM, json!({})),
+    );
+    call(&server, "DescribeModel", json!({ "ModelName": "plain" }));
+}
+
+#[test]
+fn model_data_is_a_directory_a_single_file_or_an_unpacked_tar_gz() {
+    let server = empty_server();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("weights.bin"), "weights v1").unwrap();
+    std::fs::write(tree.join("sub/vocab.txt"), "a b c").unwrap();
+    let archive = dir.path().join("model.tar.gz");
+    tar_czf(&archive, &tree, &["."]);
+    let iris_archive = dir.path().join("iris.tar.gz");
+    tar_czf(&iris_archive, Path::new(IRIS_MODEL_DIR), &["model.onnx"]);
+
+    let with_data = |name: &str, component: &str, url: String| {
+        let mut input = model_input(name, component, json!({}));
+        input["PrimaryContainer"]["ModelDataUrl"] = json!(url);
+        input
+    };
+    let tree_url = tree.display().to_string();
+    let file_url = format!("file://{}", tree.join("weights.bin").display());
+    let archive_url = format!("file://{}", archive.display());
+    for (name, url) in [
+        ("from-dir", tree_url.clone()),
+        ("from-file", file_url.clone()),
+        ("from-tgz", archive_url.clone()),
+    ] {
+        call(
+            &server,
+            "CreateModel",
+            with_data(name, ECHO_WASM, url.clone()),
+        );
+        let d = call(&server, "DescribeModel", json!({ "ModelName": name }));
+        assert_eq!(d["PrimaryContainer"]["ModelDataUrl"], url, "{d}");
+        echo_endpoint(&server, name, name);
+    }
+    assert_eq!(
+        probe(&server, "from-dir", "ls=/opt/ml/model"),
+        "sub\nweights.bin"
+    );
+    assert_eq!(
+        probe(&server, "from-file", "ls=/opt/ml/model"),
+        "weights.bin"
+    );
+    assert_eq!(
+        probe(&server, "from-file", "read=/opt/ml/model/weights.bin"),
+        "weights v1"
+    );
+    assert_eq!(
+        probe(&server, "from-tgz", "ls=/opt/ml/model"),
+        "sub\nweights.bin"
+    );
+    assert_eq!(
+        probe(&server, "from-tgz", "read=/opt/ml/model/sub/vocab.txt"),
+        "a b c"
+    );
+
+    // A real model from a model.tar.gz.
+    call(
+        &server,
+        "CreateModel",
+        with_data("iris-tgz", IRIS_WASM, iris_archive.display().to_string()),
+    );
+    create_config(&server, "iris-tgz", "AllTraffic", "iris-tgz", 1);
+    let d = create_endpoint_settled(&server, "iris-tgz", "iris-tgz");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(iris_label(&server, "iris-tgz"), "setosa");
+
+    // Refused at CreateModel, creating nothing: other schemes, missing files, a corrupt
+    // archive, an archive with a link.
+    let corrupt = dir.path().join("corrupt.tar.gz");
+    std::fs::write(&corrupt, [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5]).unwrap();
+    let linked_tree = dir.path().join("linked");
+    std::fs::create_dir(&linked_tree).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", linked_tree.join("passwd")).unwrap();
+    let linked = dir.path().join("linked.tar.gz");
+    tar_czf(&linked, &linked_tree, &["passwd"]);
+    for (url, fragment) in [
+        ("s3://bucket/model.tar.gz".to_owned(), "only local paths"),
+        (
+            "https://example.com/model.tar.gz".to_owned(),
+            "only local paths",
+        ),
+        (
+            dir.path().join("missing.tar.gz").display().to_string(),
+            "cannot read",
+        ),
+        (corrupt.display().to_string(), "ModelDataUrl"),
+        (linked.display().to_string(), "link"),
+    ] {
+        refused(
+            &server,
+            "CreateModel",
+            with_data("refused", ECHO_WASM, url),
+            "ValidationException",
+            fragment,
+        );
+        not_found(&server, "DescribeModel", json!({ "ModelName": "refused" }));
+    }
+}
+
+/// `tar czf archive -C dir entries...` with the system `tar`.
+fn tar_czf(archive: &Path, dir: &Path, entries: &[&str]) {
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .args(entries)
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "tar czf {} failed", archive.display());
+}
+
+// ---- Names ----
+
+#[test]
+fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
+    let server = empty_server();
+    let longest = "x".repeat(63);
+    for name in ["a", "A1", "a--b", "Iris-v2", longest.as_str()] {
+        call(
+            &server,
+            "CreateModel",
+            model_input(name, ECHO_WASM, json!({})),
+        );
+    }
+    create_echo_model(&server, "echo", "hi");
+    create_config(&server, &longest, "AllTraffic", "echo", 1);
+    let d = create_endpoint_settled(&server, &longest, &longest);
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+
+    let too_long = "x".repeat(64);
+    for bad in ["", "-a", "a-", "a_b", "a b", "a.b", "é", too_long.as_str()] {
+        refused(
+            &server,
+            "CreateModel",
+            model_input(bad, ECHO_WASM, json!({})),
+            "ValidationException",
+            "modelName",
+        );
+        refused(
+            &server,
+            "CreateEndpointConfig",
+            json!({
+                "EndpointConfigName": bad,
+                "ProductionVariants": [{ "VariantName": "A", "ModelName": "echo" }],
+            }),
+            "ValidationException",
+            "endpointConfigName",
+        );
+        refused(
+            &server,
+            "CreateEndpoint",
+            json!({ "EndpointName": bad, "EndpointConfigName": longest }),
+            "ValidationException",
+            "endpointName",
+        );
+    }
+    let mut models = model_names(&call(&server, "ListModels", json!({ "MaxResults": 100 })));
+    models.sort();
+    let mut expected = vec!["A1", "Iris-v2", "a", "a--b", "echo", longest.as_str()];
+    expected.sort();
+    assert_eq!(models, expected);
+    assert_eq!(
+        names(
+            &call(&server, "ListEndpointConfigs", json!({})),
+            "EndpointConfigs",
+            "EndpointConfigName"
+        ),
+        [longest.as_str()]
+    );
+    assert_eq!(
+        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        [longest.as_str()]
+    );
+
+    // Duplicates, also differing only in case, are refused and leave the original alone.
+    create_echo_model(&server, "Dup", "original");
+    for name in ["Dup", "DUP", "dup"] {
+        refused(
+            &server,
+            "CreateModel",
+            model_input(name, ECHO_WASM, json!({ "GREETING": "second" })),
+            "ValidationException",
+            "Cannot create already existing model",
+        );
+    }
+    let d = call(&server, "DescribeModel", json!({ "ModelName": "Dup" }));
+    assert_eq!(d["PrimaryContainer"]["Environment"]["GREETING"], "original");
+    not_found(&server, "DescribeModel", json!({ "ModelName": "DUP" }));
+
+    create_config(&server, "Dup-Config", "A", "echo", 1);
+    for name in ["Dup-Config", "dup-config"] {
+        refused(
+            &server,
+            "CreateEndpointConfig",
+            json!({
+                "EndpointConfigName": name,
+                "ProductionVariants": [{ "VariantName": "B", "ModelName": "Dup" }],
+            }),
+            "ValidationException",
+            "Cannot create already existing endpoint configuration",
+        );
+    }
+    let d = call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "Dup-Config" }),
+    );
+    assert_eq!(d["ProductionVariants"][0]["VariantName"], "A", "{d}");
+
+    for name in [longest.to_uppercase(), longest.clone()] {
+        refused(
+            &server,
+            "CreateEndpoint",
+            json!({ "EndpointName": name, "EndpointConfigName": "Dup-Config" }),
+            "ValidationException",
+            "Cannot create already existing endpoint",
+        );
+    }
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": longest }),
+    );
+    assert_eq!(d["EndpointConfigName"], longest.as_str(), "{d}");
+    assert_eq!(
+        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        [longest.as_str()]
+    );
+}
+
+// ---- Endpoint configs ----
+
+#[test]
+fn endpoint_configs_are_checked_and_described_with_defaults() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hi");
+    create_echo_model(&server, "echo-two", "hi");
+
+    let before = epoch_now();
+    let output = call(
+        &server,
+        "CreateEndpointConfig",
+        json!({
+            "EndpointConfigName": "Minimal",
+            "ProductionVariants": [{ "VariantName": "AllTraffic", "ModelName": "echo" }],
+        }),
+    );
+    let after = epoch_now();
+    assert_eq!(
+        output,
+        json!({ "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/minimal" })
+    );
+    let d = call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "Minimal" }),
+    );
+    assert_eq!(d["EndpointConfigName"], "Minimal", "{d}");
+    assert_eq!(
+        d["EndpointConfigArn"], "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/minimal",
+        "{d}"
+    );
+    assert_timestamp(&d["CreationTime"], before, after);
+    let variants = d["ProductionVariants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 1, "{d}");
+    let v = &variants[0];
+    assert_eq!(v["VariantName"], "AllTraffic", "{d}");
+    assert_eq!(v["ModelName"], "echo", "{d}");
+    assert_eq!(v["InitialInstanceCount"], 1, "{d}");
+    assert_eq!(v["InitialVariantWeight"].as_f64(), Some(1.0), "{d}");
+    assert!(
+        v["RoutingConfig"]["RoutingStrategy"].is_string(),
+        "no default routing strategy: {d}"
+    );
+
+    // Given values are kept: counts, weights (one may be 0), routing, ten variants.
+    call(
+        &server,
+        "CreateEndpointConfig",
+        json!({
+            "EndpointConfigName": "given",
+            "ProductionVariants": [
+                { "VariantName": "A", "ModelName": "echo", "InitialInstanceCount": 2,
+                  "InitialVariantWeight": 0.5, "RoutingConfig": { "RoutingStrategy": "RANDOM" } },
+                { "VariantName": "B", "ModelName": "echo-two", "InitialVariantWeight": 0.0 },
+            ],
+        }),
+    );
+    let d = call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "given" }),
+    );
+    let v = &d["ProductionVariants"];
+    assert_eq!(
+        (v[0]["VariantName"].as_str(), v[1]["VariantName"].as_str()),
+        (Some("A"), Some("B")),
+        "{d}"
+    );
+    assert_eq!(v[0]["InitialInstanceCount"], 2, "{d}");
+    assert_eq!(v[0]["InitialVariantWeight"].as_f64(), Some(0.5), "{d}");
+    assert_eq!(v[0]["RoutingConfig"]["RoutingStrategy"], "RANDOM", "{d}");
+    assert_eq!(v[1]["ModelName"], "echo-two", "{d}");
+    assert_eq!(v[1]["InitialVariantWeight"].as_f64(), Some(0.0), "{d}");
+    let variants = |n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({ "VariantName": format!("V{i}"), "ModelName": "echo" }))
+            .collect()
+    };
+    call(
+        &server,
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": "ten", "ProductionVariants": variants(10) }),
+    );
+
+    // Refusals, each creating nothing.
+    let config = |variants: Value| json!({ "EndpointConfigName": "refused", "ProductionVariants": variants });
+    let one = |extra: Value| {
+        let mut v = json!({ "VariantName": "A", "ModelName": "echo" });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        config(json!([v]))
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            config(json!([{ "VariantName": "A", "ModelName": "nope" }])),
+            "Could not find model \"arn:aws:sagemaker:us-east-1:123456789012:model/nope\"",
+        ),
+        (config(json!([])), "ProductionVariants"),
+        (config(variants(11)), "ProductionVariants"),
+        (
+            config(json!([
+                { "VariantName": "A", "ModelName": "echo" },
+                { "VariantName": "A", "ModelName": "echo-two" },
+            ])),
+            "\"A\"",
+        ),
+        (
+            one(json!({ "InitialVariantWeight": -1.0 })),
+            "ProductionVariants[0]",
+        ),
+        (
+            config(json!([
+                { "VariantName": "A", "ModelName": "echo", "InitialVariantWeight": 0.0 },
+                { "VariantName": "B", "ModelName": "echo", "InitialVariantWeight": 0 },
+            ])),
+            "ProductionVariants",
+        ),
+        (
+            one(json!({ "InitialInstanceCount": 0 })),
+            "ProductionVariants[0]",
+        ),
+        (
+            one(json!({ "InitialInstanceCount": 1001 })),
+            "ProductionVariants[0]",
+        ),
+        (one(json!({ "InitialInstanceCount": -1 })), ""),
+        (one(json!({ "InitialInstanceCount": "two" })), ""),
+        (
+            one(json!({ "RoutingConfig": { "RoutingStrategy": "BOGUS" } })),
+            "",
+        ),
+        (
+            config(json!([{ "VariantName": "A_1", "ModelName": "echo" }])),
+            "ProductionVariants[0]",
+        ),
+        (config(json!([{ "VariantName": "A" }])), ""),
+        (json!({ "EndpointConfigName": "refused" }), ""),
+    ];
+    for (input, fragment) in cases {
+        refused(
+            &server,
+            "CreateEndpointConfig",
+            input,
+            "ValidationException",
+            fragment,
+        );
+        not_found(
+            &server,
+            "DescribeEndpointConfig",
+            json!({ "EndpointConfigName": "refused" }),
+        );
+    }
+
+    let mut listed = names(
+        &call(&server, "ListEndpointConfigs", json!({})),
+        "EndpointConfigs",
+        "EndpointConfigName",
+    );
+    listed.sort();
+    assert_eq!(listed, ["Minimal", "given", "ten"]);
+
+    assert_eq!(
+        call(
+            &server,
+            "DeleteEndpointConfig",
+            json!({ "EndpointConfigName": "given" })
+        ),
+        json!({})
+    );
+    not_found(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "given" }),
+    );
+    not_found(
+        &server,
+        "DeleteEndpointConfig",
+        json!({ "EndpointConfigName": "given" }),
+    );
+}
+
+// ---- Endpoints ----
+
+#[test]
+fn endpoints_are_created_updated_and_deleted() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hello");
+    create_config(&server, "echo-config", "A", "echo", 1);
+
+    // CreateEndpoint answers while the endpoint is Creating: this server has never compiled
+    // the echo component, which takes far longer than the next two requests.
+    let before = epoch_now();
+    let output = call(
+        &server,
+        "CreateEndpoint",
+        json!({ "EndpointName": "Live", "EndpointConfigName": "echo-config" }),
+    );
+    assert_eq!(
+        output,
+        json!({ "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/live" })
+    );
+    let e = ApiError::from_response(server.invoke("Live", "text/plain", "x", &[]));
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, "ValidationError"),
+        "invoking a Creating endpoint: {}",
+        e.body
+    );
+    assert!(e.message.contains("Creating"), "{}", e.body);
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "Live" }),
+    );
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+
+    let d = server.describe_settled("Live");
+    let after = epoch_now();
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(d["EndpointName"], "Live", "{d}");
+    assert_eq!(
+        d["EndpointArn"], "arn:aws:sagemaker:us-east-1:123456789012:endpoint/live",
+        "{d}"
+    );
+    assert_eq!(d["EndpointConfigName"], "echo-config", "{d}");
+    assert!(d.get("FailureReason").is_none(), "{d}");
+    let created = assert_timestamp(&d["CreationTime"], before, after);
+    let modified = assert_timestamp(&d["LastModifiedTime"], before, after);
+    assert!(created <= modified, "{d}");
+    let v = &d["ProductionVariants"][0];
+    assert_eq!(v["VariantName"], "A", "{d}");
+    assert_eq!(v["ModelName"], "echo", "{d}");
+    assert_eq!(v["CurrentInstanceCount"], 1, "{d}");
+    assert_eq!(v["DesiredInstanceCount"], 1, "{d}");
+    assert_eq!(v["CurrentWeight"].as_f64(), Some(1.0), "{d}");
+    assert_eq!(v["DesiredWeight"].as_f64(), Some(1.0), "{d}");
+    assert_eq!(probe(&server, "Live", "env=GREETING"), "hello");
+
+    // UpdateEndpoint to an iris config: Updating while the new variant is built (compiling
+    // iris for the first time), the old config serving meanwhile; then InService on it.
+    call(
+        &server,
+        "CreateModel",
+        json!({ "ModelName": "iris", "PrimaryContainer": { "Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR } }),
+    );
+    create_config(&server, "iris-config", "B", "iris", 1);
+    let output = call(
+        &server,
+        "UpdateEndpoint",
+        json!({ "EndpointName": "Live", "EndpointConfigName": "iris-config" }),
+    );
+    assert_eq!(
+        output["EndpointArn"],
+        "arn:aws:sagemaker:us-east-1:123456789012:endpoint/live"
+    );
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "Live" }),
+    );
+    assert_eq!(d["EndpointStatus"], "Updating", "{d}");
+    assert_eq!(d["EndpointConfigName"], "echo-config", "{d}");
+    assert_eq!(
+        d["PendingDeploymentSummary"]["EndpointConfigName"], "iris-config",
+        "{d}"
+    );
+    let response = server.invoke("Live", "text/plain", "still echo", &[]);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().unwrap(), "still echo");
+    refused(
+        &server,
+        "UpdateEndpoint",
+        json!({ "EndpointName": "Live", "EndpointConfigName": "echo-config" }),
+        "ValidationException",
+        "",
+    );
+    let d = server.describe_settled("Live");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(d["EndpointConfigName"], "iris-config", "{d}");
+    assert!(d.get("PendingDeploymentSummary").is_none(), "{d}");
+    assert!(d.get("FailureReason").is_none(), "{d}");
+    assert_eq!(d["ProductionVariants"][0]["VariantName"], "B", "{d}");
+    assert!(d["LastModifiedTime"].as_f64().unwrap() > modified, "{d}");
+    let response = server.invoke("Live", "text/csv", SETOSA_ROW, &[]);
+    assert_eq!(
+        header(&response, "x-amzn-invoked-production-variant").as_deref(),
+        Some("B")
+    );
+    assert_eq!(iris_label(&server, "Live"), "setosa");
+
+    // Updates refused: unknown config, unknown endpoint.
+    refused(
+        &server,
+        "UpdateEndpoint",
+        json!({ "EndpointName": "Live", "EndpointConfigName": "nope" }),
+        "ValidationException",
+        "Could not find endpoint configuration",
+    );
+    refused(
+        &server,
+        "UpdateEndpoint",
+        json!({ "EndpointName": "nope", "EndpointConfigName": "iris-config" }),
+        "ValidationException",
+        "Could not find endpoint",
+    );
+
+    // UpdateEndpointWeightsAndCapacities: a weight at once, a capacity through Updating.
+    call(
+        &server,
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": "Live", "DesiredWeightsAndCapacities": [{ "VariantName": "B", "DesiredWeight": 3.0 }] }),
+    );
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "Live" }),
+    );
+    assert_eq!(
+        d["ProductionVariants"][0]["CurrentWeight"].as_f64(),
+        Some(3.0),
+        "{d}"
+    );
+    assert_eq!(
+        d["ProductionVariants"][0]["DesiredWeight"].as_f64(),
+        Some(3.0),
+        "{d}"
+    );
+    call(
+        &server,
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": "Live", "DesiredWeightsAndCapacities": [{ "VariantName": "B", "DesiredInstanceCount": 2 }] }),
+    );
+    let d = server.describe_settled("Live");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 2, "{d}");
+    assert_eq!(d["ProductionVariants"][0]["DesiredInstanceCount"], 2, "{d}");
+    for changes in [
+        json!([{ "VariantName": "Z", "DesiredWeight": 1.0 }]),
+        json!([{ "VariantName": "B", "DesiredWeight": -1.0 }]),
+        json!([]),
+    ] {
+        refused(
+            &server,
+            "UpdateEndpointWeightsAndCapacities",
+            json!({ "EndpointName": "Live", "DesiredWeightsAndCapacities": changes }),
+            "ValidationException",
+            "",
+        );
+    }
+    refused(
+        &server,
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": "nope", "DesiredWeightsAndCapacities": [{ "VariantName": "B", "DesiredWeight": 1.0 }] }),
+        "ValidationException",
+        "Could not find endpoint",
+    );
+
+    // DeleteEndpoint takes effect at once.
+    assert_eq!(
+        call(&server, "DeleteEndpoint", json!({ "EndpointName": "Live" })),
+        json!({})
+    );
+    let e = not_found(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "Live" }),
+    );
+    assert!(
+        e.message.contains(
+            "Could not find endpoint \"arn:aws:sagemaker:us-east-1:123456789012:endpoint/live\""
+        ),
+        "{}",
+        e.body
+    );
+    let e = ApiError::from_response(server.invoke("Live", "text/csv", SETOSA_ROW, &[]));
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, "ValidationError"),
+        "{}",
+        e.body
+    );
+    assert!(endpoint_names(&call(&server, "ListEndpoints", json!({}))).is_empty());
+    not_found(&server, "DeleteEndpoint", json!({ "EndpointName": "Live" }));
+    refused(
+        &server,
+        "CreateEndpoint",
+        json!({ "EndpointName": "other", "EndpointConfigName": "nope" }),
+        "ValidationException",
+        "Could not find endpoint configuration",
+    );
+
+    // The name is free again.
+    let d = create_endpoint_settled(&server, "Live", "echo-config");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(probe(&server, "Live", "env=GREETING"), "hello");
+}
+
+#[test]
+fn failed_endpoints_say_why_refuse_invocations_and_can_be_deleted() {
+    let server = empty_server();
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("not-wasm.wasm");
+    std::fs::write(&not_wasm, "this is text, not WebAssembly\n").unwrap();
+    call(
+        &server,
+        "CreateModel",
+        model_input("not-wasm", not_wasm.to_str().unwrap(), json!({})),
+    );
+    call(
+        &server,
+        "CreateModel",
+        model_input("faulty", FAULTS_WASM, json!({ "FAULT_MODEL_FN": "1" })),
+    );
+    for (name, reason) in [
+        ("not-wasm", "not a valid WebAssembly component"),
+        ("faulty", "model_fn failed"),
+    ] {
+        create_config(&server, name, "AllTraffic", name, 1);
+        let d = create_endpoint_settled(&server, name, name);
+        assert_eq!(d["EndpointStatus"], "Failed", "{d}");
+        let failure = d["FailureReason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no FailureReason: {d}"));
+        assert!(failure.contains(reason), "{d}");
+
+        let e = ApiError::from_response(server.invoke(name, "text/plain", "x", &[]));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, "ValidationError"),
+            "invoking a Failed endpoint: {}",
+            e.body
+        );
+        assert!(e.message.contains("Failed"), "{}", e.body);
+    }
+    let failed = call(
+        &server,
+        "ListEndpoints",
+        json!({ "StatusEquals": "Failed" }),
+    );
+    let mut listed = endpoint_names(&failed);
+    listed.sort();
+    assert_eq!(listed, ["faulty", "not-wasm"]);
+
+    for name in ["not-wasm", "faulty"] {
+        assert_eq!(
+            call(&server, "DeleteEndpoint", json!({ "EndpointName": name })),
+            json!({})
+        );
+        not_found(&server, "DescribeEndpoint", json!({ "EndpointName": name }));
+    }
+    assert!(endpoint_names(&call(&server, "ListEndpoints", json!({}))).is_empty());
+    // Nothing holds their configs and models any more.
+    for name in ["not-wasm", "faulty"] {
+        call(
+            &server,
+            "DeleteEndpointConfig",
+            json!({ "EndpointConfigName": name }),
+        );
+        call(&server, "DeleteModel", json!({ "ModelName": name }));
+    }
+}
+
+#[test]
+fn models_and_configs_in_use_cannot_be_deleted() {
+    let server = empty_server();
+    create_echo_model(&server, "used", "hi");
+    create_echo_model(&server, "spare", "hi");
+    echo_endpoint(&server, "live", "used");
+    // A config that no endpoint uses, of a model that one does.
+    create_config(&server, "unused-config", "A", "used", 1);
+
+    let e = refused(
+        &server,
+        "DeleteModel",
+        json!({ "ModelName": "used" }),
+        "ResourceInUse",
+        "model/used",
+    );
+    assert!(e.message.contains("live"), "{}", e.body);
+    let e = refused(
+        &server,
+        "DeleteEndpointConfig",
+        json!({ "EndpointConfigName": "live-config" }),
+        "ResourceInUse",
+        "endpoint-config/live-config",
+    );
+    assert!(e.message.contains("live"), "{}", e.body);
+    // Refused deletes delete nothing; the endpoint keeps serving.
+    call(&server, "DescribeModel", json!({ "ModelName": "used" }));
+    call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "live-config" }),
+    );
+    assert_eq!(probe(&server, "live", "env=GREETING"), "hi");
+
+    // What no endpoint uses can go.
+    call(
+        &server,
+        "DeleteEndpointConfig",
+        json!({ "EndpointConfigName": "unused-config" }),
+    );
+    call(&server, "DeleteModel", json!({ "ModelName": "spare" }));
+
+    // After the endpoint is gone, so can its config and model.
+    call(&server, "DeleteEndpoint", json!({ "EndpointName": "live" }));
+    assert_eq!(
+        call(
+            &server,
+            "DeleteEndpointConfig",
+            json!({ "EndpointConfigName": "live-config" })
+        ),
+        json!({})
+    );
+    assert_eq!(
+        call(&server, "DeleteModel", json!({ "ModelName": "used" })),
+        json!({})
+    );
+    assert!(model_names(&call(&server, "ListModels", json!({}))).is_empty());
+    assert!(names(
+        &call(&server, "ListEndpointConfigs", json!({})),
+        "EndpointConfigs",
+        "EndpointConfigName"
+    )
+    .is_empty());
+}
+
+// ---- The instance limit ----
+
+#[test]
+fn create_endpoint_refuses_configs_past_the_instance_limit() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hi");
+    echo_endpoint(&server, "small", "echo");
+
+    // The configs themselves are fine: every variant asks for 1-1000 instances.
+    let ten_by_101: Vec<Value> = (0..10)
+        .map(|i| json!({ "VariantName": format!("V{i}"), "ModelName": "echo", "InitialInstanceCount": 101 }))
+        .collect();
+    call(
+        &server,
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": "ten-by-101", "ProductionVariants": ten_by_101 }),
+    );
+    create_config(&server, "thousand", "A", "echo", 1000);
+
+    for (endpoint, config) in [("wide", "ten-by-101"), ("tall", "thousand")] {
+        refused(
+            &server,
+            "CreateEndpoint",
+            json!({ "EndpointName": endpoint, "EndpointConfigName": config }),
+            "ResourceLimitExceeded",
+            "1000",
+        );
+        not_found(
+            &server,
+            "DescribeEndpoint",
+            json!({ "EndpointName": endpoint }),
+        );
+    }
+    assert_eq!(
+        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        ["small"]
+    );
+
+    // Once the small endpoint is gone, 1000 instances fit.
+    call(
+        &server,
+        "DeleteEndpoint",
+        json!({ "EndpointName": "small" }),
+    );
+    call(
+        &server,
+        "CreateEndpoint",
+        json!({ "EndpointName": "tall", "EndpointConfigName": "thousand" }),
+    );
+    let d = server.describe_settled("tall");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(
+        d["ProductionVariants"][0]["CurrentInstanceCount"], 1000,
+        "{d}"
+    );
+    // And now nothing else does.
+    refused(
+        &server,
+        "CreateEndpoint",
+        json!({ "EndpointName": "small", "EndpointConfigName": "small-config" }),
+        "ResourceLimitExceeded",
+        "1000",
+    );
+}
+
+#[test]
+fn the_instance_limit_counts_endpoints_that_are_still_creating() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hi");
+    create_config(&server, "one", "A", "echo", 1);
+    create_config(&server, "thousand", "A", "echo", 1000);
+    // The first endpoint is still Creating (this server compiles echo for the first time)
+    // when the second one, which would take the total to 1001, is asked for.
+    call(
+        &server,
+        "CreateEndpoint",
+        json!({ "EndpointName": "first", "EndpointConfigName": "one" }),
+    );
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "first" }),
+    );
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+    let response = server.control(
+        "CreateEndpoint",
+        &json!({ "EndpointName": "second", "EndpointConfigName": "thousand" }),
+    );
+    let accepted = response.status().is_success();
+    let first = server.describe_settled("first");
+    let second = accepted.then(|| server.describe_settled("second"));
+    assert!(
+        !accepted,
+        "CreateEndpoint accepted 1000 instances while endpoint \"first\" (1 instance) was \
+         Creating, although the server's limit is 1000; afterwards first: {first}, second: {}",
+        second.unwrap_or_default()
+    );
+    let e = ApiError::from_response(response);
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, "ResourceLimitExceeded"),
+        "{}",
+        e.body
+    );
+    assert_eq!(first["EndpointStatus"], "InService", "{first}");
+}
+
+// ---- Lists ----
+
+#[test]
+fn lists_sort_page_and_filter() {
+    let server = empty_server();
+    let all: Vec<String> = (0..12).map(|i| format!("m-{i:02}")).collect();
+    let mut created = Vec::new();
+    for name in &all {
+        // Timestamps have millisecond resolution, as SageMaker's: keep them apart.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        create_echo_model(&server, name, "hi");
+        let d = call(&server, "DescribeModel", json!({ "ModelName": name }));
+        created.push(d["CreationTime"].as_f64().expect("CreationTime"));
+    }
+    assert!(
+        created.windows(2).all(|w| w[0] < w[1]),
+        "creation times do not increase: {created:?}"
+    );
+    let newest_first: Vec<String> = all.iter().rev().cloned().collect();
+    // A time between the creation of m-<i> and m-<j> (a listed time itself may not come back
+    // bit-exact through JSON).
+    let between = |i: usize, j: usize| (created[i] + created[j]) / 2.0;
+
+    // Default: CreationTime Descending, 10 per page.
+    let first = call(&server, "ListModels", json!({}));
+    assert_eq!(model_names(&first), newest_first[..10]);
+    let summary = &first["Models"][0];
+    assert_eq!(summary["ModelName"], "m-11", "{summary}");
+    assert_eq!(
+        summary["ModelArn"], "arn:aws:sagemaker:us-east-1:123456789012:model/m-11",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["CreationTime"].as_f64(),
+        Some(created[11]),
+        "{summary}"
+    );
+    let second = call(
+        &server,
+        "ListModels",
+        json!({ "NextToken": first["NextToken"].as_str().expect("NextToken") }),
+    );
+    assert_eq!(model_names(&second).len(), 2, "{second}");
+    assert!(second.get("NextToken").is_none(), "{second}");
+
+    // Every sort key and order (paging by CreationTime has a test of its own:
+    // `paging_by_creation_time_returns_every_item_once`).
+    let oldest_first = all.clone();
+    for (sort_by, order, expected) in [
+        ("Name", "Ascending", &oldest_first),
+        ("Name", "Descending", &newest_first),
+        ("CreationTime", "Ascending", &oldest_first),
+        ("CreationTime", "Descending", &newest_first),
+    ] {
+        let input = json!({ "SortBy": sort_by, "SortOrder": order, "MaxResults": 100 });
+        let got = model_names(&call(&server, "ListModels", input));
+        assert_eq!(got, *expected, "{sort_by} {order}");
+    }
+    for order in ["Ascending", "Descending"] {
+        let got = pages(
+            &server,
+            "ListModels",
+            json!({ "SortBy": "Name", "SortOrder": order, "MaxResults": 5 }),
+            "Models",
+            "ModelName",
+        );
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [5, 5, 2], "Name {order}: {got:?}");
+        let expected = if order == "Ascending" {
+            &oldest_first
+        } else {
+            &newest_first
+        };
+        assert_eq!(got.concat(), *expected, "Name {order}");
+    }
+    assert_eq!(
+        call(&server, "ListModels", json!({ "SortOrder": "Ascending" }))["Models"][0]["ModelName"],
+        "m-00"
+    );
+
+    // NextToken only when more remain.
+    let exact = call(&server, "ListModels", json!({ "MaxResults": 12 }));
+    assert_eq!(model_names(&exact).len(), 12);
+    assert!(exact.get("NextToken").is_none(), "{exact}");
+    let short = call(&server, "ListModels", json!({ "MaxResults": 11 }));
+    assert!(short["NextToken"].is_string(), "{short}");
+    assert_eq!(
+        model_names(&call(&server, "ListModels", json!({ "MaxResults": 100 }))).len(),
+        12
+    );
+    assert_eq!(
+        model_names(&call(&server, "ListModels", json!({ "MaxResults": 1 }))),
+        ["m-11"]
+    );
+
+    // Filters.
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "NameContains": "M-1" })
+        )),
+        ["m-11", "m-10"]
+    );
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "CreationTimeAfter": between(5, 6), "MaxResults": 100 })
+        )),
+        newest_first[..6]
+    );
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "CreationTimeBefore": between(4, 5), "SortOrder": "Ascending" })
+        )),
+        all[..5]
+    );
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "CreationTimeAfter": between(2, 3), "CreationTimeBefore": between(4, 5), "SortBy": "Name", "SortOrder": "Ascending" })
+        )),
+        ["m-03", "m-04"]
+    );
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "NameContains": "0", "CreationTimeAfter": between(3, 4), "SortBy": "Name", "SortOrder": "Ascending" })
+        )),
+        ["m-04", "m-05", "m-06", "m-07", "m-08", "m-09", "m-10"]
+    );
+    // A filter applies before paging.
+    assert_eq!(
+        pages(
+            &server,
+            "ListModels",
+            json!({ "NameContains": "m-0", "MaxResults": 4, "SortBy": "Name", "SortOrder": "Ascending" }),
+            "Models",
+            "ModelName"
+        ),
+        [&all[0..4], &all[4..8], &all[8..10]]
+    );
+    assert!(model_names(&call(
+        &server,
+        "ListModels",
+        json!({ "NameContains": "zzz" })
+    ))
+    .is_empty());
+
+    // Bad list inputs.
+    let token = short["NextToken"].as_str().unwrap().to_owned();
+    for input in [
+        json!({ "MaxResults": 0 }),
+        json!({ "MaxResults": 101 }),
+        json!({ "MaxResults": -1 }),
+        json!({ "MaxResults": "5" }),
+        json!({ "SortBy": "Status" }),
+        json!({ "SortBy": "Size" }),
+        json!({ "SortOrder": "Up" }),
+        json!({ "NextToken": "garbage" }),
+        json!({ "NextToken": "" }),
+        json!({ "NextToken": token, "SortBy": "Name" }),
+        json!({ "NextToken": token, "SortOrder": "Ascending" }),
+    ] {
+        refused(&server, "ListModels", input, "ValidationException", "");
+    }
+
+    // Endpoint configs: the same shape under their own key, NameContains ignoring case.
+    for name in ["Blue-1", "blue-2", "red-1"] {
+        create_config(&server, name, "A", "m-00", 1);
+    }
+    let output = call(&server, "ListEndpointConfigs", json!({}));
+    assert_eq!(
+        names(&output, "EndpointConfigs", "EndpointConfigName"),
+        ["red-1", "blue-2", "Blue-1"]
+    );
+    let summary = &output["EndpointConfigs"][0];
+    assert_eq!(
+        summary["EndpointConfigArn"],
+        "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/red-1",
+        "{summary}"
+    );
+    assert!(summary["CreationTime"].is_number(), "{summary}");
+    assert_eq!(
+        names(
+            &call(
+                &server,
+                "ListEndpointConfigs",
+                json!({ "NameContains": "BLUE" })
+            ),
+            "EndpointConfigs",
+            "EndpointConfigName"
+        ),
+        ["blue-2", "Blue-1"]
+    );
+    assert_eq!(
+        pages(
+            &server,
+            "ListEndpointConfigs",
+            json!({ "MaxResults": 2, "SortBy": "Name", "SortOrder": "Ascending" }),
+            "EndpointConfigs",
+            "EndpointConfigName"
+        ),
+        [vec!["Blue-1", "blue-2"], vec!["red-1"]]
+    );
+    refused(
+        &server,
+        "ListEndpointConfigs",
+        json!({ "SortBy": "Status" }),
+        "ValidationException",
+        "",
+    );
+
+    // Endpoints: status, last-modified time, sorting by status.
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("not-wasm.wasm");
+    std::fs::write(&not_wasm, "text").unwrap();
+    call(
+        &server,
+        "CreateModel",
+        model_input("broken", not_wasm.to_str().unwrap(), json!({})),
+    );
+    create_config(&server, "broken-config", "A", "broken", 1);
+    for (endpoint, config) in [
+        ("ep-a", "blue-2"),
+        ("ep-b", "broken-config"),
+        ("ep-c", "red-1"),
+    ] {
+        create_endpoint_settled(&server, endpoint, config);
+    }
+    // ep-a changes last.
+    call(
+        &server,
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": "ep-a", "DesiredWeightsAndCapacities": [{ "VariantName": "A", "DesiredWeight": 2.0 }] }),
+    );
+    let output = call(&server, "ListEndpoints", json!({}));
+    assert_eq!(endpoint_names(&output), ["ep-c", "ep-b", "ep-a"]);
+    let by_name = |name: &str| -> Value {
+        output["Endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["EndpointName"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let a = by_name("ep-a");
+    assert_eq!(
+        a["EndpointArn"], "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep-a",
+        "{a}"
+    );
+    assert_eq!(a["EndpointStatus"], "InService", "{a}");
+    assert_eq!(by_name("ep-b")["EndpointStatus"], "Failed");
+    let modified = |name: &str| by_name(name)["LastModifiedTime"].as_f64().unwrap();
+    let created_at = |name: &str| by_name(name)["CreationTime"].as_f64().unwrap();
+    assert!(modified("ep-a") > modified("ep-c"), "{output}");
+    assert!(modified("ep-a") > modified("ep-b"), "{output}");
+    // Filter by times between the listed ones: a listed time itself may not come back
+    // bit-exact through JSON.
+    let modified_between = (modified("ep-b").max(modified("ep-c")) + modified("ep-a")) / 2.0;
+    for (input, expected) in [
+        (json!({ "StatusEquals": "Failed" }), vec!["ep-b"]),
+        (json!({ "StatusEquals": "InService" }), vec!["ep-c", "ep-a"]),
+        (json!({ "StatusEquals": "Creating" }), vec![]),
+        (
+            json!({ "SortBy": "Status", "SortOrder": "Ascending" }),
+            vec!["ep-b", "ep-a", "ep-c"],
+        ),
+        (
+            json!({ "SortBy": "Status", "SortOrder": "Descending" }),
+            vec!["ep-c", "ep-a", "ep-b"],
+        ),
+        (
+            json!({ "SortBy": "Name", "SortOrder": "Ascending" }),
+            vec!["ep-a", "ep-b", "ep-c"],
+        ),
+        (
+            json!({ "LastModifiedTimeAfter": modified_between }),
+            vec!["ep-a"],
+        ),
+        (
+            json!({ "LastModifiedTimeBefore": modified_between }),
+            vec!["ep-c", "ep-b"],
+        ),
+        (
+            json!({ "CreationTimeAfter": (created_at("ep-b") + created_at("ep-c")) / 2.0 }),
+            vec!["ep-c"],
+        ),
+        (
+            json!({ "CreationTimeBefore": (created_at("ep-a") + created_at("ep-b")) / 2.0 }),
+            vec!["ep-a"],
+        ),
+        (json!({ "NameContains": "EP-C" }), vec!["ep-c"]),
+        (
+            json!({ "StatusEquals": "InService", "NameContains": "a" }),
+            vec!["ep-a"],
+        ),
+    ] {
+        assert_eq!(
+            endpoint_names(&call(&server, "ListEndpoints", input.clone())),
+            expected,
+            "ListEndpoints {input}"
+        );
+    }
+    assert_eq!(
+        pages(
+            &server,
+            "ListEndpoints",
+            json!({ "SortBy": "Status", "SortOrder": "Ascending", "MaxResults": 1 }),
+            "Endpoints",
+            "EndpointName"
+        ),
+        [["ep-b"], ["ep-a"], ["ep-c"]]
+    );
+    refused(
+        &server,
+        "ListEndpoints",
+        json!({ "StatusEquals": "Bogus" }),
+        "ValidationException",
+        "",
+    );
+}
+
+#[test]
+fn paging_by_creation_time_returns_every_item_once() {
+    // NextToken resumes after the last item of the previous page. Page by page, one item at
+    // a time, each order must give every model exactly once.
+    let server = empty_server();
+    let all: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
+    for name in &all {
+        create_echo_model(&server, name, "hi");
+    }
+    let newest_first: Vec<String> = all.iter().rev().cloned().collect();
+    for (input, expected) in [
+        (json!({ "MaxResults": 1 }), &newest_first),
+        (
+            json!({ "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 1 }),
+            &newest_first,
+        ),
+        (
+            json!({ "SortBy": "CreationTime", "SortOrder": "Ascending", "MaxResults": 1 }),
+            &all,
+        ),
+        (json!({}), &newest_first),
+    ] {
+        let got = pages(&server, "ListModels", input.clone(), "Models", "ModelName");
+        assert_eq!(
+            got.concat(),
+            *expected,
+            "ListModels {input}, following NextToken, page by page: {got:?}"
+        );
+    }
+}
+
+// ---- The protocol ----
+
+#[test]
+fn malformed_requests_get_protocol_errors() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hi");
+
+    // Successful answers are awsJson1_1.
+    let response = server.control("ListModels", &json!({}));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "content-type").as_deref(),
+        Some("application/x-amz-json-1.1")
+    );
+
+    let e = refused(
+        &server,
+        "Nope",
+        json!({}),
+        "UnknownOperationException",
+        "Nope",
+    );
+    assert!(e.message.contains("Nope"), "{}", e.body);
+    for target in [
+        Some("ListModels"),
+        Some("AmazonSageMaker.ListModels"),
+        Some(""),
+        None,
+    ] {
+        let e = ApiError::from_response(post_raw(&server, target, "{}"));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, "UnknownOperationException"),
+            "X-Amz-Target {target:?}: {}",
+            e.body
+        );
+    }
+
+    for body in ["{", "{\"ModelName\": ", "not json", "{\"a\": 1,}"] {
+        let e = ApiError::from_response(post_raw(&server, Some("SageMaker.DescribeModel"), body));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, "SerializationException"),
+            "body {body:?}: {}",
+            e.body
+        );
+    }
+    for body in ["[1]", "\"echo\"", "null", "42", "true"] {
+        let e = ApiError::from_response(post_raw(&server, Some("SageMaker.ListModels"), body));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, "SerializationException"),
+            "body {body:?}: {}",
+            e.body
+        );
+    }
+
+    // Wrong types and missing members.
+    for (operation, input) in [
+        (
+            "CreateModel",
+            json!({ "ModelName": 5, "PrimaryContainer": { "Image": ECHO_WASM } }),
+        ),
+        (
+            "CreateModel",
+            json!({ "ModelName": "m", "PrimaryContainer": "echo" }),
+        ),
+        (
+            "CreateEndpointConfig",
+            json!({ "EndpointConfigName": "c", "ProductionVariants": [{ "VariantName": "A", "ModelName": "echo", "InitialInstanceCount": "two" }] }),
+        ),
+        (
+            "CreateEndpointConfig",
+            json!({ "EndpointConfigName": "c", "ProductionVariants": { "VariantName": "A" } }),
+        ),
+        ("DescribeModel", json!({})),
+        ("DescribeModel", json!({ "ModelName": ["echo"] })),
+        ("CreateEndpoint", json!({ "EndpointName": "e" })),
+        ("DeleteEndpoint", json!({ "EndpointName": null })),
+        ("ListModels", json!({ "MaxResults": "5" })),
+        ("ListEndpoints", json!({ "CreationTimeAfter": "yesterday" })),
+    ] {
+        refused(&server, operation, input, "ValidationException", "");
+    }
+    // None of that created anything.
+    assert_eq!(
+        model_names(&call(&server, "ListModels", json!({}))),
+        ["echo"]
+    );
+    assert!(names(
+        &call(&server, "ListEndpointConfigs", json!({})),
+        "EndpointConfigs",
+        "EndpointConfigName"
+    )
+    .is_empty());
+
+    // The body limit: 1 MiB of JSON is read; a request declaring one byte more is refused
+    // with 413 before its body is read. (The oversized requests are sent by hand, headers
+    // only: see `an_oversized_body_leaves_the_connection_usable_or_says_close`.)
+    let mut body = String::from("{}");
+    body.push_str(&" ".repeat(CONTROL_BODY_LIMIT - body.len()));
+    let response = post_raw(&server, Some("SageMaker.ListModels"), body);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(model_names(&response.json().unwrap()), ["echo"]);
+    for (operation, length) in [
+        ("ListModels", CONTROL_BODY_LIMIT + 1),
+        ("CreateModel", 2 * CONTROL_BODY_LIMIT),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(oversized_head(operation, length).as_bytes())
+            .unwrap();
+        let (status, headers, body) =
+            read_response(&mut stream).expect("an answer to an oversized request");
+        assert_eq!(
+            status, 413,
+            "{operation} of {length} bytes: {headers:?} {body}"
+        );
+        let error: Value = serde_json::from_str(&body).expect("a JSON error body");
+        let code = error["__type"].as_str().expect("__type");
+        assert!(error["message"].is_string(), "{error}");
+        assert!(
+            headers.contains(&format!("x-amzn-errortype: {}", code.to_ascii_lowercase())),
+            "{headers:?} {error}"
+        );
+    }
+    assert_eq!(
+        model_names(&call(&server, "ListModels", json!({}))),
+        ["echo"]
+    );
+}
+
+/// The head of a `POST /` calling `operation` that declares a body of `length` bytes.
+fn oversized_head(operation: &str, length: usize) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.{operation}\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// Reads one HTTP/1.1 response (with a `content-length`) from `stream`: the status, the
+/// lower-cased header lines, the body.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, Vec<String>, String)> {
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection was closed before a response",
+        ));
+    }
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    let length: usize = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().expect("content-length"))
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[test]
+fn an_oversized_body_leaves_the_connection_usable_or_says_close() {
+    // An HTTP/1.1 connection persists unless a response says `Connection: close`, so a client
+    // may send its next request on the connection that got the 413. The server must then
+    // either answer it or have said `close`; closing silently makes that request fail
+    // ("connection closed before message completed").
+    let server = empty_server();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let declared = 2 * CONTROL_BODY_LIMIT;
+    stream
+        .write_all(oversized_head("ListModels", declared).as_bytes())
+        .unwrap();
+    let (status, headers, body) = read_response(&mut stream)
+        .expect("an answer to the headers of a request over the limit, without its body");
+    assert_eq!(status, 413, "{headers:?} {body}");
+    if headers
+        .iter()
+        .any(|h| h.starts_with("connection:") && h.contains("close"))
+    {
+        return;
+    }
+    // Not closed, so the connection must take the declared body and the next request.
+    let next = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n\
+                Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}";
+    let second = stream
+        .write_all(" ".repeat(declared).as_bytes())
+        .and_then(|()| stream.write_all(next.as_bytes()))
+        .and_then(|()| read_response(&mut stream));
+    match second {
+        Ok((status, _, body)) => assert_eq!(status, 200, "the next request: {body}"),
+        Err(e) => panic!(
+            "the 413 answer ({headers:?}) did not say `Connection: close`, yet the server closed \
+             the connection: the next request on it failed ({e})"
+        ),
+    }
+}
+
+// ---- The deployment file ----
+
+#[test]
+fn the_deployment_file_is_applied_through_the_same_operations() {
+    let config = Config::new()
+        .endpoint(
+            Model::new("iris", IRIS_WASM)
+                .model_data(IRIS_MODEL_DIR)
+                .env("LOG_LEVEL", "debug")
+                .memory_mib(128)
+                .timeout_seconds(30),
+            1,
+        )
+        .model(Model::new("echo", ECHO_WASM).env("GREETING", "from the file"))
+        .endpoint_with_variants(
+            "split",
+            vec![
+                Variant::new("A", "echo", 1).routing_strategy("RANDOM"),
+                Variant::new("B", "echo", 2).weight(3.0),
+            ],
+        );
+    let server = Server::start(BIN, &config.to_toml());
+
+    assert_eq!(
+        model_names(&call(
+            &server,
+            "ListModels",
+            json!({ "SortBy": "Name", "SortOrder": "Ascending" })
+        )),
+        ["echo", "iris"]
+    );
+    let d = call(&server, "DescribeModel", json!({ "ModelName": "iris" }));
+    assert_eq!(
+        d["ModelArn"], "arn:aws:sagemaker:us-east-1:123456789012:model/iris",
+        "{d}"
+    );
+    assert_eq!(d["PrimaryContainer"]["Image"], IRIS_WASM, "{d}");
+    assert_eq!(d["PrimaryContainer"]["ModelDataUrl"], IRIS_MODEL_DIR, "{d}");
+    assert_eq!(
+        d["PrimaryContainer"]["Environment"],
+        json!({ "LOG_LEVEL": "debug" }),
+        "{d}"
+    );
+    assert_eq!(
+        d["PlinthLimits"],
+        json!({ "MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30 }),
+        "{d}"
+    );
+    assert!(d["CreationTime"].is_number(), "{d}");
+
+    assert_eq!(
+        names(
+            &call(
+                &server,
+                "ListEndpointConfigs",
+                json!({ "SortBy": "Name", "SortOrder": "Ascending" })
+            ),
+            "EndpointConfigs",
+            "EndpointConfigName"
+        ),
+        ["iris-config", "split-config"]
+    );
+    let d = call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "iris-config" }),
+    );
+    let v = &d["ProductionVariants"];
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(v[0]["VariantName"], "AllTraffic", "{d}");
+    assert_eq!(v[0]["ModelName"], "iris", "{d}");
+    let d = call(
+        &server,
+        "DescribeEndpointConfig",
+        json!({ "EndpointConfigName": "split-config" }),
+    );
+    let v = &d["ProductionVariants"];
+    assert_eq!(v[0]["VariantName"], "A", "{d}");
+    assert_eq!(v[0]["RoutingConfig"]["RoutingStrategy"], "RANDOM", "{d}");
+    assert_eq!(v[1]["VariantName"], "B", "{d}");
+    assert_eq!(v[1]["InitialInstanceCount"], 2, "{d}");
+    assert_eq!(v[1]["InitialVariantWeight"].as_f64(), Some(3.0), "{d}");
+
+    let output = call(
+        &server,
+        "ListEndpoints",
+        json!({ "SortBy": "Name", "SortOrder": "Ascending" }),
+    );
+    assert_eq!(endpoint_names(&output), ["iris", "split"]);
+    for e in output["Endpoints"].as_array().unwrap() {
+        assert_eq!(e["EndpointStatus"], "InService", "{e}");
+    }
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "split" }),
+    );
+    assert_eq!(d["EndpointConfigName"], "split-config", "{d}");
+    assert_eq!(d["ProductionVariants"][1]["CurrentInstanceCount"], 2, "{d}");
+    assert_eq!(iris_label(&server, "iris"), "setosa");
+    let response = server.invoke(
+        "split",
+        "text/plain",
+        "x",
+        &[
+            ("X-Amzn-SageMaker-Target-Variant", "B"),
+            (CUSTOM_ATTRIBUTES, "env=GREETING"),
+        ],
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().unwrap(), "from the file");
+
+    // What the file created is managed like anything else.
+    refused(
+        &server,
+        "DeleteModel",
+        json!({ "ModelName": "iris" }),
+        "ResourceInUse",
+        "",
+    );
+    refused(
+        &server,
+        "CreateModel",
+        model_input("IRIS", IRIS_WASM, json!({})),
+        "ValidationException",
+        "Cannot create already existing model",
+    );
+    call(&server, "DeleteEndpoint", json!({ "EndpointName": "iris" }));
+    call(
+        &server,
+        "DeleteEndpointConfig",
+        json!({ "EndpointConfigName": "iris-config" }),
+    );
+    call(&server, "DeleteModel", json!({ "ModelName": "iris" }));
+    assert_eq!(
+        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        ["split"]
+    );
+}
+
+// ---- CLI clients ----
+
+#[test]
+fn plinth_api_and_apply_are_clients_of_the_same_operations() {
+    let server = empty_server();
+
+    // plinth api: prints the output JSON, or fails with the error code.
+    let input = model_input("cli-model", ECHO_WASM, json!({ "GREETING": "via cli" }));
+    let stdout = expect_success(
+        &plinth_api(&server, "CreateModel", &input, None),
+        "plinth api CreateModel",
+    );
+    let output: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"));
+    assert_eq!(
+        output,
+        json!({ "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/cli-model" })
+    );
+    let stdout = expect_success(
+        &plinth_api(
+            &server,
+            "DescribeModel",
+            &json!({ "ModelName": "cli-model" }),
+            None,
+        ),
+        "plinth api DescribeModel",
+    );
+    let mut from_cli: Value = serde_json::from_str(&stdout).expect("DescribeModel JSON");
+    let mut from_http = call(
+        &server,
+        "DescribeModel",
+        json!({ "ModelName": "cli-model" }),
+    );
+    // The same description; the timestamp may differ in its last bit after two JSON trips.
+    let cli_time = from_cli["CreationTime"]
+        .take()
+        .as_f64()
+        .expect("CreationTime");
+    let http_time = from_http["CreationTime"]
+        .take()
+        .as_f64()
+        .expect("CreationTime");
+    assert!(
+        (cli_time - http_time).abs() < 1e-3,
+        "{cli_time} {http_time}"
+    );
+    assert_eq!(from_cli, from_http);
+    expect_failure(
+        &plinth_api(
+            &server,
+            "DescribeModel",
+            &json!({ "ModelName": "nope" }),
+            None,
+        ),
+        "plinth api DescribeModel (unknown)",
+        &["ValidationException", "Could not find model"],
+    );
+    expect_failure(
+        &plinth_api(&server, "CreateModel", &input, None),
+        "plinth api CreateModel (again)",
+        &[
+            "ValidationException",
+            "Cannot create already existing model",
+        ],
+    );
+    expect_failure(
+        &plinth_api(&server, "Nope", &json!({}), None),
+        "plinth api Nope",
+        &["UnknownOperationException"],
+    );
+
+    // plinth apply: creates what the file declares and waits for it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deploy.toml");
+    let greeter = |greeting: &str| {
+        Config::new()
+            .endpoint(
+                Model::new("greeter", ECHO_WASM).env("GREETING", greeting),
+                1,
+            )
+            .to_toml()
+    };
+    std::fs::write(&file, greeter("hello")).unwrap();
+    let apply = || {
+        plinth(
+            &[
+                "apply",
+                "--config",
+                file.to_str().unwrap(),
+                "--endpoint-url",
+                server.url(),
+            ],
+            None,
+        )
+    };
+    let stdout = expect_success(&apply(), "plinth apply");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "created model greeter",
+            "created endpoint config greeter-config",
+            "created endpoint greeter",
+            "ok: 1 endpoints InService",
+        ],
+        "{stdout}"
+    );
+    let d = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "greeter" }),
+    );
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(d["EndpointConfigName"], "greeter-config", "{d}");
+    assert_eq!(probe(&server, "greeter", "env=GREETING"), "hello");
+
+    // Applying it again changes nothing.
+    let stdout = expect_success(&apply(), "plinth apply (again)");
+    assert_eq!(stdout.trim(), "ok: 1 endpoints InService");
+    let again = call(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "greeter" }),
+    );
+    assert_eq!(again["LastModifiedTime"], d["LastModifiedTime"], "{again}");
+    let mut models = model_names(&call(&server, "ListModels", json!({})));
+    models.sort();
+    assert_eq!(models, ["cli-model", "greeter"]);
+
+    // A model of the same name that differs is refused: models are immutable.
+    std::fs::write(&file, greeter("changed")).unwrap();
+    expect_failure(&apply(), "plinth apply (changed model)", &["immutable"]);
+    let d = call(&server, "DescribeModel", json!({ "ModelName": "greeter" }));
+    assert_eq!(
+        d["PrimaryContainer"]["Environment"]["GREETING"], "hello",
+        "{d}"
+    );
+    assert_eq!(probe(&server, "greeter", "env=GREETING"), "hello");
+}
+
+// ---- Authentication ----
+
+#[test]
+fn a_server_with_credentials_requires_signed_requests() {
+    let server = Server::start_with(
+        BIN,
+        Options {
+            credentials: Some(credentials_file()),
+            ..Options::default()
+        },
+    );
+    let good = Some((ACCESS_KEY_ID, SECRET_ACCESS_KEY));
+
+    // Unsigned: refused before anything runs, control plane and runtime alike.
+    let forbidden = |response: Response, code: &str, what: &str| {
+        let e = ApiError::from_response(response);
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::FORBIDDEN, code),
+            "{what}: {}",
+            e.body
+        );
+    };
+    forbidden(
+        server.control("ListEndpoints", &json!({})),
+        "MissingAuthenticationTokenException",
+        "unsigned ListEndpoints",
+    );
+    forbidden(
+        server.control("CreateModel", &model_input("sneaky", ECHO_WASM, json!({}))),
+        "MissingAuthenticationTokenException",
+        "unsigned CreateModel",
+    );
+    forbidden(
+        server.invoke("anything", "text/plain", "x", &[]),
+        "MissingAuthenticationTokenException",
+        "unsigned InvokeEndpoint",
+    );
+    let garbage = server
+        .client()
+        .post(format!("{}/", server.url()))
+        .header("X-Amz-Target", "SageMaker.ListEndpoints")
+        .header("Authorization", "garbage")
+        .body("{}")
+        .send()
+        .unwrap();
+    forbidden(
+        garbage,
+        "IncompleteSignatureException",
+        "garbage Authorization",
+    );
+    assert_eq!(server.ping().status(), StatusCode::OK);
+
+    // Signed by the CLI with the right key: accepted; the refused CreateModel created nothing.
+    let stdout = expect_success(
+        &plinth_api(&server, "ListModels", &json!({}), good),
+        "plinth api ListModels (signed)",
+    );
+    let output: Value = serde_json::from_str(&stdout).expect("ListModels JSON");
+    assert_eq!(output, json!({ "Models": [] }));
+    let stdout = expect_success(
+        &plinth_api(&server, "ListEndpoints", &json!({}), good),
+        "plinth api ListEndpoints (signed)",
+    );
+    let output: Value = serde_json::from_str(&stdout).expect("ListEndpoints JSON");
+    assert_eq!(output, json!({ "Endpoints": [] }));
+
+    // Wrong secret, unknown key, no key.
+    expect_failure(
+        &plinth_api(
+            &server,
+            "ListEndpoints",
+            &json!({}),
+            Some((ACCESS_KEY_ID, "wrong")),
+        ),
+        "plinth api with a wrong secret",
+        &["InvalidSignatureException"],
+    );
+    expect_failure(
+        &plinth_api(
+            &server,
+            "ListEndpoints",
+            &json!({}),
+            Some(("AKIDUNKNOWN", SECRET_ACCESS_KEY)),
+        ),
+        "plinth api with an unknown key id",
+        &["UnrecognizedClientException"],
+    );
+    expect_failure(
+        &plinth_api(&server, "ListEndpoints", &json!({}), None),
+        "plinth api unsigned",
+        &["MissingAuthenticationTokenException"],
+    );
+
+    // plinth apply signs every request too; the endpoint it deploys needs signed invocations.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deploy.toml");
+    std::fs::write(
+        &file,
+        Config::new()
+            .endpoint(Model::new("signed", ECHO_WASM), 1)
+            .to_toml(),
+    )
+    .unwrap();
+    let stdout = expect_success(
+        &plinth(
+            &[
+                "apply",
+                "--config",
+                file.to_str().unwrap(),
+                "--endpoint-url",
+                server.url(),
+            ],
+            good,
+        ),
+        "plinth apply (signed)",
+    );
+    assert!(stdout.contains("ok: 1 endpoints InService"), "{stdout}");
+    forbidden(
+        server.invoke("signed", "text/plain", "x", &[]),
+        "MissingAuthenticationTokenException",
+        "unsigned InvokeEndpoint of a live endpoint",
+    );
+    let stdout = expect_success(
+        &plinth(
+            &[
+                "invoke",
+                "--endpoint",
+                "signed",
+                "--endpoint-url",
+                server.url(),
+                "--content-type",
+                "text/plain",
+                "--body",
+                "signed body",
+            ],
+            good,
+        ),
+        "plinth invoke (signed)",
+    );
+    assert_eq!(stdout.trim(), "signed body");
+    let stdout = expect_success(
+        &plinth_api(&server, "ListModels", &json!({}), good),
+        "plinth api ListModels (signed, after apply)",
+    );
+    let output: Value = serde_json::from_str(&stdout).expect("ListModels JSON");
+    assert_eq!(model_names(&output), ["signed"]);
+}
+
+#[test]
+fn only_a_server_with_credentials_listens_beyond_loopback() {
+    let Err(e) = Server::try_start_with(
+        BIN,
+        Options {
+            bind: "0.0.0.0:0".into(),
+            ..Options::default()
+        },
+    ) else {
+        panic!("plinth serve --bind 0.0.0.0:0 started without credentials");
+    };
+    assert!(e.status.is_some_and(|s| !s.success()), "{e:?}");
+    assert!(e.stderr.contains("credentials"), "stderr:\n{}", e.stderr);
+    assert!(e.stderr.contains("loopback"), "stderr:\n{}", e.stderr);
+
+    let server = Server::start_with(
+        BIN,
+        Options {
+            bind: "0.0.0.0:0".into(),
+            credentials: Some(credentials_file()),
+            ..Options::default()
+        },
+    );
+    let local = format!("http://127.0.0.1:{}", server.port());
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ping = client
+        .get(format!("{local}/ping"))
+        .send()
+        .expect("GET /ping");
+    assert_eq!(ping.status(), StatusCode::OK);
+    let unsigned = client
+        .post(format!("{local}/"))
+        .header("X-Amz-Target", "SageMaker.ListEndpoints")
+        .body("{}")
+        .send()
+        .expect("POST /");
+    let e = ApiError::from_response(unsigned);
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::FORBIDDEN, "MissingAuthenticationTokenException"),
+        "{}",
+        e.body
+    );
+    let stdout = expect_success(
+        &plinth(
+            &["api", "ListEndpoints", "{}", "--endpoint-url", &local],
+            Some((ACCESS_KEY_ID, SECRET_ACCESS_KEY)),
+        ),
+        "plinth api ListEndpoints (signed, 0.0.0.0)",
+    );
+    let output: Value = serde_json::from_str(&stdout).expect("ListEndpoints JSON");
+    assert_eq!(output, json!({ "Endpoints": [] }));
+}
