@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use plinth_tests::{Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT};
+use plinth_tests::{
+    expect_failure, expect_success, text, Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR,
+    IRIS_WASM, WORKSPACE_ROOT,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -16,38 +19,6 @@ fn plinth(args: &[&str]) -> Output {
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Panics with both streams unless `output` succeeded.
-fn expect_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-}
-
-/// Panics unless `output` failed with every fragment on stderr; gives stderr.
-fn expect_failure(output: &Output, what: &str, fragments: &[&str]) -> String {
-    let stderr = text(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "{what} should fail but exited 0:\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for fragment in fragments {
-        assert!(
-            stderr.contains(fragment),
-            "{what}: stderr lacks {fragment:?}:\n{stderr}"
-        );
-    }
-    stderr
 }
 
 fn write_config(dir: &Path, toml: &str) -> String {

@@ -33,8 +33,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use plinth_tests::{
-    header, ApiError, Config, Model, Options, Response, Server, StatusCode, Variant, ECHO_WASM,
-    FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
+    expect_failure, expect_success, header, ApiError, Config, Model, Options, Response, Server,
+    StatusCode, Variant, ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
 };
 use serde_json::{json, Value};
 
@@ -53,22 +53,6 @@ const ACCESS_KEY_ID: &str = "AKIDTEST";
 const SECRET_ACCESS_KEY: &str = "control-plane-test-secret";
 
 // ---- Helpers ----
-
-/// Runs `operation` and returns its output; panics unless it answers 200 with a JSON object.
-#[track_caller]
-fn call(server: &Server, operation: &str, input: Value) -> Value {
-    let response = server.control(operation, &input);
-    let status = response.status();
-    let text = response.text().unwrap_or_default();
-    assert_eq!(status, StatusCode::OK, "{operation} {input}: {text}");
-    let output: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{operation}: output is not JSON ({e}): {text:?}"));
-    assert!(
-        output.is_object(),
-        "{operation}: output is not an object: {output}"
-    );
-    output
-}
 
 /// Runs `operation` expecting a 400 with error `code` whose message contains `fragment`.
 #[track_caller]
@@ -110,8 +94,7 @@ fn model_input(name: &str, component: &str, environment: Value) -> Value {
 
 /// Creates an echo model `name` whose guest sees `GREETING=<greeting>`.
 fn create_echo_model(server: &Server, name: &str, greeting: &str) {
-    call(
-        server,
+    server.call(
         "CreateModel",
         model_input(name, ECHO_WASM, json!({ "GREETING": greeting })),
     );
@@ -119,8 +102,7 @@ fn create_echo_model(server: &Server, name: &str, greeting: &str) {
 
 /// Creates endpoint config `name` with one variant `variant` of `model`.
 fn create_config(server: &Server, name: &str, variant: &str, model: &str, instances: u32) {
-    call(
-        server,
+    server.call(
         "CreateEndpointConfig",
         json!({
             "EndpointConfigName": name,
@@ -135,8 +117,7 @@ fn create_config(server: &Server, name: &str, variant: &str, model: &str, instan
 
 /// Creates endpoint `name` on `config` and waits until it settles; returns the description.
 fn create_endpoint_settled(server: &Server, name: &str, config: &str) -> Value {
-    call(
-        server,
+    server.call(
         "CreateEndpoint",
         json!({ "EndpointName": name, "EndpointConfigName": config }),
     );
@@ -221,7 +202,7 @@ fn pages(
         if let Some(t) = &token {
             request["NextToken"] = json!(t);
         }
-        let output = call(server, operation, request.clone());
+        let output = server.call(operation, request.clone());
         all.push(names(&output, key, field));
         let Some(next) = output.get("NextToken") else {
             return all;
@@ -300,40 +281,6 @@ fn plinth(args: &[&str], credentials: Option<(&str, &str)>) -> Output {
         .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Panics with both streams unless `output` succeeded; gives stdout.
-#[track_caller]
-fn expect_success(output: &Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
-/// Panics unless `output` failed with every fragment on stderr.
-#[track_caller]
-fn expect_failure(output: &Output, what: &str, fragments: &[&str]) {
-    let stderr = text(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "{what} should fail but exited 0:\nstdout:\n{}\nstderr:\n{stderr}",
-        text(&output.stdout)
-    );
-    for fragment in fragments {
-        assert!(
-            stderr.contains(fragment),
-            "{what}: stderr lacks {fragment:?}:\n{stderr}"
-        );
-    }
-}
-
 /// `plinth api OPERATION INPUT --endpoint-url URL`.
 fn plinth_api(
     server: &Server,
@@ -371,8 +318,7 @@ fn empty_server() -> Server {
 fn models_are_created_described_and_deleted() {
     let server = empty_server();
     let before = epoch_now();
-    let output = call(
-        &server,
+    let output = server.call(
         "CreateModel",
         json!({
             "ModelName": "Echo-Model",
@@ -389,11 +335,7 @@ fn models_are_created_described_and_deleted() {
         json!({ "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/echo-model" })
     );
 
-    let d = call(
-        &server,
-        "DescribeModel",
-        json!({ "ModelName": "Echo-Model" }),
-    );
+    let d = server.call("DescribeModel", json!({ "ModelName": "Echo-Model" }));
     assert_eq!(d["ModelName"], "Echo-Model", "{d}");
     assert_eq!(
         d["ModelArn"], "arn:aws:sagemaker:us-east-1:123456789012:model/echo-model",
@@ -418,12 +360,8 @@ fn models_are_created_described_and_deleted() {
 
     // A plain path works as well as a file:// URL; PlinthLimits are optional and described
     // with their defaults; the limits' bounds are accepted.
-    call(
-        &server,
-        "CreateModel",
-        model_input("plain", ECHO_WASM, json!({})),
-    );
-    let d = call(&server, "DescribeModel", json!({ "ModelName": "plain" }));
+    server.call("CreateModel", model_input("plain", ECHO_WASM, json!({})));
+    let d = server.call("DescribeModel", json!({ "ModelName": "plain" }));
     assert_eq!(d["PrimaryContainer"]["Image"], ECHO_WASM, "{d}");
     for field in ["MemorySizeInMB", "InvocationTimeoutInSeconds"] {
         assert!(
@@ -435,7 +373,7 @@ fn models_are_created_described_and_deleted() {
         let mut input = model_input(&format!("bounds-{i}"), ECHO_WASM, json!({}));
         input["PlinthLimits"] =
             json!({ "MemorySizeInMB": memory, "InvocationTimeoutInSeconds": timeout });
-        call(&server, "CreateModel", input);
+        server.call("CreateModel", input);
     }
 
     // The environment reaches the guest.
@@ -513,25 +451,21 @@ fn models_are_created_described_and_deleted() {
     not_found(&server, "DescribeModel", json!({ "ModelName": "refused" }));
 
     // ListModels shows exactly the models created.
-    let mut listed = model_names(&call(&server, "ListModels", json!({})));
+    let mut listed = model_names(&server.call("ListModels", json!({})));
     listed.sort();
     assert_eq!(listed, ["Echo-Model", "bounds-0", "bounds-1", "plain"]);
 
     // DeleteModel: gone at once, deleting again is refused, and the name can be reused.
     assert_eq!(
-        call(&server, "DeleteModel", json!({ "ModelName": "plain" })),
+        server.call("DeleteModel", json!({ "ModelName": "plain" })),
         json!({})
     );
     let e = not_found(&server, "DescribeModel", json!({ "ModelName": "plain" }));
     assert!(e.message.contains("model/plain"), "{}", e.body);
     not_found(&server, "DeleteModel", json!({ "ModelName": "plain" }));
-    assert!(!model_names(&call(&server, "ListModels", json!({}))).contains(&"plain".to_owned()));
-    call(
-        &server,
-        "CreateModel",
-        model_input("plain", ECHO_WASM, json!({})),
-    );
-    call(&server, "DescribeModel", json!({ "ModelName": "plain" }));
+    assert!(!model_names(&server.call("ListModels", json!({}))).contains(&"plain".to_owned()));
+    server.call("CreateModel", model_input("plain", ECHO_WASM, json!({})));
+    server.call("DescribeModel", json!({ "ModelName": "plain" }));
 }
 
 #[test]
@@ -560,12 +494,8 @@ fn model_data_is_a_directory_a_single_file_or_an_unpacked_tar_gz() {
         ("from-file", file_url.clone()),
         ("from-tgz", archive_url.clone()),
     ] {
-        call(
-            &server,
-            "CreateModel",
-            with_data(name, ECHO_WASM, url.clone()),
-        );
-        let d = call(&server, "DescribeModel", json!({ "ModelName": name }));
+        server.call("CreateModel", with_data(name, ECHO_WASM, url.clone()));
+        let d = server.call("DescribeModel", json!({ "ModelName": name }));
         assert_eq!(d["PrimaryContainer"]["ModelDataUrl"], url, "{d}");
         echo_endpoint(&server, name, name);
     }
@@ -591,8 +521,7 @@ fn model_data_is_a_directory_a_single_file_or_an_unpacked_tar_gz() {
     );
 
     // A real model from a model.tar.gz.
-    call(
-        &server,
+    server.call(
         "CreateModel",
         with_data("iris-tgz", IRIS_WASM, iris_archive.display().to_string()),
     );
@@ -654,11 +583,7 @@ fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
     let server = empty_server();
     let longest = "x".repeat(63);
     for name in ["a", "A1", "a--b", "Iris-v2", longest.as_str()] {
-        call(
-            &server,
-            "CreateModel",
-            model_input(name, ECHO_WASM, json!({})),
-        );
+        server.call("CreateModel", model_input(name, ECHO_WASM, json!({})));
     }
     create_echo_model(&server, "echo", "hi");
     create_config(&server, &longest, "AllTraffic", "echo", 1);
@@ -692,21 +617,21 @@ fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
             "endpointName",
         );
     }
-    let mut models = model_names(&call(&server, "ListModels", json!({ "MaxResults": 100 })));
+    let mut models = model_names(&server.call("ListModels", json!({ "MaxResults": 100 })));
     models.sort();
     let mut expected = vec!["A1", "Iris-v2", "a", "a--b", "echo", longest.as_str()];
     expected.sort();
     assert_eq!(models, expected);
     assert_eq!(
         names(
-            &call(&server, "ListEndpointConfigs", json!({})),
+            &server.call("ListEndpointConfigs", json!({})),
             "EndpointConfigs",
             "EndpointConfigName"
         ),
         [longest.as_str()]
     );
     assert_eq!(
-        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        endpoint_names(&server.call("ListEndpoints", json!({}))),
         [longest.as_str()]
     );
 
@@ -721,7 +646,7 @@ fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
             "Cannot create already existing model",
         );
     }
-    let d = call(&server, "DescribeModel", json!({ "ModelName": "Dup" }));
+    let d = server.call("DescribeModel", json!({ "ModelName": "Dup" }));
     assert_eq!(d["PrimaryContainer"]["Environment"]["GREETING"], "original");
     not_found(&server, "DescribeModel", json!({ "ModelName": "DUP" }));
 
@@ -738,8 +663,7 @@ fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
             "Cannot create already existing endpoint configuration",
         );
     }
-    let d = call(
-        &server,
+    let d = server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "Dup-Config" }),
     );
@@ -754,14 +678,10 @@ fn names_follow_sagemaker_rules_and_are_unique_ignoring_case() {
             "Cannot create already existing endpoint",
         );
     }
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": longest }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": longest }));
     assert_eq!(d["EndpointConfigName"], longest.as_str(), "{d}");
     assert_eq!(
-        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        endpoint_names(&server.call("ListEndpoints", json!({}))),
         [longest.as_str()]
     );
 }
@@ -775,8 +695,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
     create_echo_model(&server, "echo-two", "hi");
 
     let before = epoch_now();
-    let output = call(
-        &server,
+    let output = server.call(
         "CreateEndpointConfig",
         json!({
             "EndpointConfigName": "Minimal",
@@ -788,8 +707,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
         output,
         json!({ "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/minimal" })
     );
-    let d = call(
-        &server,
+    let d = server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "Minimal" }),
     );
@@ -812,8 +730,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
     );
 
     // Given values are kept: counts, weights (one may be 0), routing, ten variants.
-    call(
-        &server,
+    server.call(
         "CreateEndpointConfig",
         json!({
             "EndpointConfigName": "given",
@@ -824,8 +741,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
             ],
         }),
     );
-    let d = call(
-        &server,
+    let d = server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "given" }),
     );
@@ -845,8 +761,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
             .map(|i| json!({ "VariantName": format!("V{i}"), "ModelName": "echo" }))
             .collect()
     };
-    call(
-        &server,
+    server.call(
         "CreateEndpointConfig",
         json!({ "EndpointConfigName": "ten", "ProductionVariants": variants(10) }),
     );
@@ -922,7 +837,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
     }
 
     let mut listed = names(
-        &call(&server, "ListEndpointConfigs", json!({})),
+        &server.call("ListEndpointConfigs", json!({})),
         "EndpointConfigs",
         "EndpointConfigName",
     );
@@ -930,8 +845,7 @@ fn endpoint_configs_are_checked_and_described_with_defaults() {
     assert_eq!(listed, ["Minimal", "given", "ten"]);
 
     assert_eq!(
-        call(
-            &server,
+        server.call(
             "DeleteEndpointConfig",
             json!({ "EndpointConfigName": "given" })
         ),
@@ -960,8 +874,7 @@ fn endpoints_are_created_updated_and_deleted() {
     // CreateEndpoint answers while the endpoint is Creating: this server has never compiled
     // the echo component, which takes far longer than the next two requests.
     let before = epoch_now();
-    let output = call(
-        &server,
+    let output = server.call(
         "CreateEndpoint",
         json!({ "EndpointName": "Live", "EndpointConfigName": "echo-config" }),
     );
@@ -977,11 +890,7 @@ fn endpoints_are_created_updated_and_deleted() {
         e.body
     );
     assert!(e.message.contains("Creating"), "{}", e.body);
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "Live" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "Live" }));
     assert_eq!(d["EndpointStatus"], "Creating", "{d}");
 
     let d = server.describe_settled("Live");
@@ -1008,14 +917,11 @@ fn endpoints_are_created_updated_and_deleted() {
 
     // UpdateEndpoint to an iris config: Updating while the new variant is built (compiling
     // iris for the first time), the old config serving meanwhile; then InService on it.
-    call(
-        &server,
-        "CreateModel",
+    server.call("CreateModel",
         json!({ "ModelName": "iris", "PrimaryContainer": { "Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR } }),
     );
     create_config(&server, "iris-config", "B", "iris", 1);
-    let output = call(
-        &server,
+    let output = server.call(
         "UpdateEndpoint",
         json!({ "EndpointName": "Live", "EndpointConfigName": "iris-config" }),
     );
@@ -1023,11 +929,7 @@ fn endpoints_are_created_updated_and_deleted() {
         output["EndpointArn"],
         "arn:aws:sagemaker:us-east-1:123456789012:endpoint/live"
     );
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "Live" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "Live" }));
     assert_eq!(d["EndpointStatus"], "Updating", "{d}");
     assert_eq!(d["EndpointConfigName"], "echo-config", "{d}");
     assert_eq!(
@@ -1075,16 +977,10 @@ fn endpoints_are_created_updated_and_deleted() {
     );
 
     // UpdateEndpointWeightsAndCapacities: a weight at once, a capacity through Updating.
-    call(
-        &server,
-        "UpdateEndpointWeightsAndCapacities",
+    server.call("UpdateEndpointWeightsAndCapacities",
         json!({ "EndpointName": "Live", "DesiredWeightsAndCapacities": [{ "VariantName": "B", "DesiredWeight": 3.0 }] }),
     );
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "Live" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "Live" }));
     assert_eq!(
         d["ProductionVariants"][0]["CurrentWeight"].as_f64(),
         Some(3.0),
@@ -1095,9 +991,7 @@ fn endpoints_are_created_updated_and_deleted() {
         Some(3.0),
         "{d}"
     );
-    call(
-        &server,
-        "UpdateEndpointWeightsAndCapacities",
+    server.call("UpdateEndpointWeightsAndCapacities",
         json!({ "EndpointName": "Live", "DesiredWeightsAndCapacities": [{ "VariantName": "B", "DesiredInstanceCount": 2 }] }),
     );
     let d = server.describe_settled("Live");
@@ -1127,7 +1021,7 @@ fn endpoints_are_created_updated_and_deleted() {
 
     // DeleteEndpoint takes effect at once.
     assert_eq!(
-        call(&server, "DeleteEndpoint", json!({ "EndpointName": "Live" })),
+        server.call("DeleteEndpoint", json!({ "EndpointName": "Live" })),
         json!({})
     );
     let e = not_found(
@@ -1149,7 +1043,7 @@ fn endpoints_are_created_updated_and_deleted() {
         "{}",
         e.body
     );
-    assert!(endpoint_names(&call(&server, "ListEndpoints", json!({}))).is_empty());
+    assert!(endpoint_names(&server.call("ListEndpoints", json!({}))).is_empty());
     not_found(&server, "DeleteEndpoint", json!({ "EndpointName": "Live" }));
     refused(
         &server,
@@ -1171,13 +1065,11 @@ fn failed_endpoints_say_why_refuse_invocations_and_can_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let not_wasm = dir.path().join("not-wasm.wasm");
     std::fs::write(&not_wasm, "this is text, not WebAssembly\n").unwrap();
-    call(
-        &server,
+    server.call(
         "CreateModel",
         model_input("not-wasm", not_wasm.to_str().unwrap(), json!({})),
     );
-    call(
-        &server,
+    server.call(
         "CreateModel",
         model_input("faulty", FAULTS_WASM, json!({ "FAULT_MODEL_FN": "1" })),
     );
@@ -1202,31 +1094,26 @@ fn failed_endpoints_say_why_refuse_invocations_and_can_be_deleted() {
         );
         assert!(e.message.contains("Failed"), "{}", e.body);
     }
-    let failed = call(
-        &server,
-        "ListEndpoints",
-        json!({ "StatusEquals": "Failed" }),
-    );
+    let failed = server.call("ListEndpoints", json!({ "StatusEquals": "Failed" }));
     let mut listed = endpoint_names(&failed);
     listed.sort();
     assert_eq!(listed, ["faulty", "not-wasm"]);
 
     for name in ["not-wasm", "faulty"] {
         assert_eq!(
-            call(&server, "DeleteEndpoint", json!({ "EndpointName": name })),
+            server.call("DeleteEndpoint", json!({ "EndpointName": name })),
             json!({})
         );
         not_found(&server, "DescribeEndpoint", json!({ "EndpointName": name }));
     }
-    assert!(endpoint_names(&call(&server, "ListEndpoints", json!({}))).is_empty());
+    assert!(endpoint_names(&server.call("ListEndpoints", json!({}))).is_empty());
     // Nothing holds their configs and models any more.
     for name in ["not-wasm", "faulty"] {
-        call(
-            &server,
+        server.call(
             "DeleteEndpointConfig",
             json!({ "EndpointConfigName": name }),
         );
-        call(&server, "DeleteModel", json!({ "ModelName": name }));
+        server.call("DeleteModel", json!({ "ModelName": name }));
     }
 }
 
@@ -1256,39 +1143,36 @@ fn models_and_configs_in_use_cannot_be_deleted() {
     );
     assert!(e.message.contains("live"), "{}", e.body);
     // Refused deletes delete nothing; the endpoint keeps serving.
-    call(&server, "DescribeModel", json!({ "ModelName": "used" }));
-    call(
-        &server,
+    server.call("DescribeModel", json!({ "ModelName": "used" }));
+    server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "live-config" }),
     );
     assert_eq!(probe(&server, "live", "env=GREETING"), "hi");
 
     // What no endpoint uses can go.
-    call(
-        &server,
+    server.call(
         "DeleteEndpointConfig",
         json!({ "EndpointConfigName": "unused-config" }),
     );
-    call(&server, "DeleteModel", json!({ "ModelName": "spare" }));
+    server.call("DeleteModel", json!({ "ModelName": "spare" }));
 
     // After the endpoint is gone, so can its config and model.
-    call(&server, "DeleteEndpoint", json!({ "EndpointName": "live" }));
+    server.call("DeleteEndpoint", json!({ "EndpointName": "live" }));
     assert_eq!(
-        call(
-            &server,
+        server.call(
             "DeleteEndpointConfig",
             json!({ "EndpointConfigName": "live-config" })
         ),
         json!({})
     );
     assert_eq!(
-        call(&server, "DeleteModel", json!({ "ModelName": "used" })),
+        server.call("DeleteModel", json!({ "ModelName": "used" })),
         json!({})
     );
-    assert!(model_names(&call(&server, "ListModels", json!({}))).is_empty());
+    assert!(model_names(&server.call("ListModels", json!({}))).is_empty());
     assert!(names(
-        &call(&server, "ListEndpointConfigs", json!({})),
+        &server.call("ListEndpointConfigs", json!({})),
         "EndpointConfigs",
         "EndpointConfigName"
     )
@@ -1307,8 +1191,7 @@ fn create_endpoint_refuses_configs_past_the_instance_limit() {
     let ten_by_101: Vec<Value> = (0..10)
         .map(|i| json!({ "VariantName": format!("V{i}"), "ModelName": "echo", "InitialInstanceCount": 101 }))
         .collect();
-    call(
-        &server,
+    server.call(
         "CreateEndpointConfig",
         json!({ "EndpointConfigName": "ten-by-101", "ProductionVariants": ten_by_101 }),
     );
@@ -1329,18 +1212,13 @@ fn create_endpoint_refuses_configs_past_the_instance_limit() {
         );
     }
     assert_eq!(
-        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        endpoint_names(&server.call("ListEndpoints", json!({}))),
         ["small"]
     );
 
     // Once the small endpoint is gone, 1000 instances fit.
-    call(
-        &server,
-        "DeleteEndpoint",
-        json!({ "EndpointName": "small" }),
-    );
-    call(
-        &server,
+    server.call("DeleteEndpoint", json!({ "EndpointName": "small" }));
+    server.call(
         "CreateEndpoint",
         json!({ "EndpointName": "tall", "EndpointConfigName": "thousand" }),
     );
@@ -1368,16 +1246,11 @@ fn the_instance_limit_counts_endpoints_that_are_still_creating() {
     create_config(&server, "thousand", "A", "echo", 1000);
     // The first endpoint is still Creating (this server compiles echo for the first time)
     // when the second one, which would take the total to 1001, is asked for.
-    call(
-        &server,
+    server.call(
         "CreateEndpoint",
         json!({ "EndpointName": "first", "EndpointConfigName": "one" }),
     );
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "first" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "first" }));
     assert_eq!(d["EndpointStatus"], "Creating", "{d}");
     let response = server.control(
         "CreateEndpoint",
@@ -1413,7 +1286,7 @@ fn lists_sort_page_and_filter() {
         // Timestamps have millisecond resolution, as SageMaker's: keep them apart.
         std::thread::sleep(std::time::Duration::from_millis(2));
         create_echo_model(&server, name, "hi");
-        let d = call(&server, "DescribeModel", json!({ "ModelName": name }));
+        let d = server.call("DescribeModel", json!({ "ModelName": name }));
         created.push(d["CreationTime"].as_f64().expect("CreationTime"));
     }
     assert!(
@@ -1426,7 +1299,7 @@ fn lists_sort_page_and_filter() {
     let between = |i: usize, j: usize| (created[i] + created[j]) / 2.0;
 
     // Default: CreationTime Descending, 10 per page.
-    let first = call(&server, "ListModels", json!({}));
+    let first = server.call("ListModels", json!({}));
     assert_eq!(model_names(&first), newest_first[..10]);
     let summary = &first["Models"][0];
     assert_eq!(summary["ModelName"], "m-11", "{summary}");
@@ -1439,8 +1312,7 @@ fn lists_sort_page_and_filter() {
         Some(created[11]),
         "{summary}"
     );
-    let second = call(
-        &server,
+    let second = server.call(
         "ListModels",
         json!({ "NextToken": first["NextToken"].as_str().expect("NextToken") }),
     );
@@ -1457,7 +1329,7 @@ fn lists_sort_page_and_filter() {
         ("CreationTime", "Descending", &newest_first),
     ] {
         let input = json!({ "SortBy": sort_by, "SortOrder": order, "MaxResults": 100 });
-        let got = model_names(&call(&server, "ListModels", input));
+        let got = model_names(&server.call("ListModels", input));
         assert_eq!(got, *expected, "{sort_by} {order}");
     }
     for order in ["Ascending", "Descending"] {
@@ -1478,62 +1350,52 @@ fn lists_sort_page_and_filter() {
         assert_eq!(got.concat(), *expected, "Name {order}");
     }
     assert_eq!(
-        call(&server, "ListModels", json!({ "SortOrder": "Ascending" }))["Models"][0]["ModelName"],
+        server.call("ListModels", json!({ "SortOrder": "Ascending" }))["Models"][0]["ModelName"],
         "m-00"
     );
 
     // NextToken only when more remain.
-    let exact = call(&server, "ListModels", json!({ "MaxResults": 12 }));
+    let exact = server.call("ListModels", json!({ "MaxResults": 12 }));
     assert_eq!(model_names(&exact).len(), 12);
     assert!(exact.get("NextToken").is_none(), "{exact}");
-    let short = call(&server, "ListModels", json!({ "MaxResults": 11 }));
+    let short = server.call("ListModels", json!({ "MaxResults": 11 }));
     assert!(short["NextToken"].is_string(), "{short}");
     assert_eq!(
-        model_names(&call(&server, "ListModels", json!({ "MaxResults": 100 }))).len(),
+        model_names(&server.call("ListModels", json!({ "MaxResults": 100 }))).len(),
         12
     );
     assert_eq!(
-        model_names(&call(&server, "ListModels", json!({ "MaxResults": 1 }))),
+        model_names(&server.call("ListModels", json!({ "MaxResults": 1 }))),
         ["m-11"]
     );
 
     // Filters.
     assert_eq!(
-        model_names(&call(
-            &server,
-            "ListModels",
-            json!({ "NameContains": "M-1" })
-        )),
+        model_names(&server.call("ListModels", json!({ "NameContains": "M-1" }))),
         ["m-11", "m-10"]
     );
     assert_eq!(
-        model_names(&call(
-            &server,
+        model_names(&server.call(
             "ListModels",
             json!({ "CreationTimeAfter": between(5, 6), "MaxResults": 100 })
         )),
         newest_first[..6]
     );
     assert_eq!(
-        model_names(&call(
-            &server,
+        model_names(&server.call(
             "ListModels",
             json!({ "CreationTimeBefore": between(4, 5), "SortOrder": "Ascending" })
         )),
         all[..5]
     );
     assert_eq!(
-        model_names(&call(
-            &server,
-            "ListModels",
+        model_names(&server.call("ListModels",
             json!({ "CreationTimeAfter": between(2, 3), "CreationTimeBefore": between(4, 5), "SortBy": "Name", "SortOrder": "Ascending" })
         )),
         ["m-03", "m-04"]
     );
     assert_eq!(
-        model_names(&call(
-            &server,
-            "ListModels",
+        model_names(&server.call("ListModels",
             json!({ "NameContains": "0", "CreationTimeAfter": between(3, 4), "SortBy": "Name", "SortOrder": "Ascending" })
         )),
         ["m-04", "m-05", "m-06", "m-07", "m-08", "m-09", "m-10"]
@@ -1549,12 +1411,7 @@ fn lists_sort_page_and_filter() {
         ),
         [&all[0..4], &all[4..8], &all[8..10]]
     );
-    assert!(model_names(&call(
-        &server,
-        "ListModels",
-        json!({ "NameContains": "zzz" })
-    ))
-    .is_empty());
+    assert!(model_names(&server.call("ListModels", json!({ "NameContains": "zzz" }))).is_empty());
 
     // Bad list inputs.
     let token = short["NextToken"].as_str().unwrap().to_owned();
@@ -1578,7 +1435,7 @@ fn lists_sort_page_and_filter() {
     for name in ["Blue-1", "blue-2", "red-1"] {
         create_config(&server, name, "A", "m-00", 1);
     }
-    let output = call(&server, "ListEndpointConfigs", json!({}));
+    let output = server.call("ListEndpointConfigs", json!({}));
     assert_eq!(
         names(&output, "EndpointConfigs", "EndpointConfigName"),
         ["red-1", "blue-2", "Blue-1"]
@@ -1592,11 +1449,7 @@ fn lists_sort_page_and_filter() {
     assert!(summary["CreationTime"].is_number(), "{summary}");
     assert_eq!(
         names(
-            &call(
-                &server,
-                "ListEndpointConfigs",
-                json!({ "NameContains": "BLUE" })
-            ),
+            &server.call("ListEndpointConfigs", json!({ "NameContains": "BLUE" })),
             "EndpointConfigs",
             "EndpointConfigName"
         ),
@@ -1624,8 +1477,7 @@ fn lists_sort_page_and_filter() {
     let dir = tempfile::tempdir().unwrap();
     let not_wasm = dir.path().join("not-wasm.wasm");
     std::fs::write(&not_wasm, "text").unwrap();
-    call(
-        &server,
+    server.call(
         "CreateModel",
         model_input("broken", not_wasm.to_str().unwrap(), json!({})),
     );
@@ -1638,12 +1490,10 @@ fn lists_sort_page_and_filter() {
         create_endpoint_settled(&server, endpoint, config);
     }
     // ep-a changes last.
-    call(
-        &server,
-        "UpdateEndpointWeightsAndCapacities",
+    server.call("UpdateEndpointWeightsAndCapacities",
         json!({ "EndpointName": "ep-a", "DesiredWeightsAndCapacities": [{ "VariantName": "A", "DesiredWeight": 2.0 }] }),
     );
-    let output = call(&server, "ListEndpoints", json!({}));
+    let output = server.call("ListEndpoints", json!({}));
     assert_eq!(endpoint_names(&output), ["ep-c", "ep-b", "ep-a"]);
     let by_name = |name: &str| -> Value {
         output["Endpoints"]
@@ -1707,7 +1557,7 @@ fn lists_sort_page_and_filter() {
         ),
     ] {
         assert_eq!(
-            endpoint_names(&call(&server, "ListEndpoints", input.clone())),
+            endpoint_names(&server.call("ListEndpoints", input.clone())),
             expected,
             "ListEndpoints {input}"
         );
@@ -1847,12 +1697,9 @@ fn malformed_requests_get_protocol_errors() {
         refused(&server, operation, input, "ValidationException", "");
     }
     // None of that created anything.
-    assert_eq!(
-        model_names(&call(&server, "ListModels", json!({}))),
-        ["echo"]
-    );
+    assert_eq!(model_names(&server.call("ListModels", json!({}))), ["echo"]);
     assert!(names(
-        &call(&server, "ListEndpointConfigs", json!({})),
+        &server.call("ListEndpointConfigs", json!({})),
         "EndpointConfigs",
         "EndpointConfigName"
     )
@@ -1891,10 +1738,7 @@ fn malformed_requests_get_protocol_errors() {
             "{headers:?} {error}"
         );
     }
-    assert_eq!(
-        model_names(&call(&server, "ListModels", json!({}))),
-        ["echo"]
-    );
+    assert_eq!(model_names(&server.call("ListModels", json!({}))), ["echo"]);
 }
 
 /// The head of a `POST /` calling `operation` that declares a body of `length` bytes.
@@ -2005,14 +1849,13 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
     let server = Server::start(BIN, &config.to_toml());
 
     assert_eq!(
-        model_names(&call(
-            &server,
+        model_names(&server.call(
             "ListModels",
             json!({ "SortBy": "Name", "SortOrder": "Ascending" })
         )),
         ["echo", "iris"]
     );
-    let d = call(&server, "DescribeModel", json!({ "ModelName": "iris" }));
+    let d = server.call("DescribeModel", json!({ "ModelName": "iris" }));
     assert_eq!(
         d["ModelArn"], "arn:aws:sagemaker:us-east-1:123456789012:model/iris",
         "{d}"
@@ -2033,8 +1876,7 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
 
     assert_eq!(
         names(
-            &call(
-                &server,
+            &server.call(
                 "ListEndpointConfigs",
                 json!({ "SortBy": "Name", "SortOrder": "Ascending" })
             ),
@@ -2043,8 +1885,7 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
         ),
         ["iris-config", "split-config"]
     );
-    let d = call(
-        &server,
+    let d = server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "iris-config" }),
     );
@@ -2052,8 +1893,7 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{d}");
     assert_eq!(v[0]["VariantName"], "AllTraffic", "{d}");
     assert_eq!(v[0]["ModelName"], "iris", "{d}");
-    let d = call(
-        &server,
+    let d = server.call(
         "DescribeEndpointConfig",
         json!({ "EndpointConfigName": "split-config" }),
     );
@@ -2064,8 +1904,7 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
     assert_eq!(v[1]["InitialInstanceCount"], 2, "{d}");
     assert_eq!(v[1]["InitialVariantWeight"].as_f64(), Some(3.0), "{d}");
 
-    let output = call(
-        &server,
+    let output = server.call(
         "ListEndpoints",
         json!({ "SortBy": "Name", "SortOrder": "Ascending" }),
     );
@@ -2073,11 +1912,7 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
     for e in output["Endpoints"].as_array().unwrap() {
         assert_eq!(e["EndpointStatus"], "InService", "{e}");
     }
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "split" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "split" }));
     assert_eq!(d["EndpointConfigName"], "split-config", "{d}");
     assert_eq!(d["ProductionVariants"][1]["CurrentInstanceCount"], 2, "{d}");
     assert_eq!(iris_label(&server, "iris"), "setosa");
@@ -2108,15 +1943,14 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
         "ValidationException",
         "Cannot create already existing model",
     );
-    call(&server, "DeleteEndpoint", json!({ "EndpointName": "iris" }));
-    call(
-        &server,
+    server.call("DeleteEndpoint", json!({ "EndpointName": "iris" }));
+    server.call(
         "DeleteEndpointConfig",
         json!({ "EndpointConfigName": "iris-config" }),
     );
-    call(&server, "DeleteModel", json!({ "ModelName": "iris" }));
+    server.call("DeleteModel", json!({ "ModelName": "iris" }));
     assert_eq!(
-        endpoint_names(&call(&server, "ListEndpoints", json!({}))),
+        endpoint_names(&server.call("ListEndpoints", json!({}))),
         ["split"]
     );
 }
@@ -2149,11 +1983,7 @@ fn plinth_api_and_apply_are_clients_of_the_same_operations() {
         "plinth api DescribeModel",
     );
     let mut from_cli: Value = serde_json::from_str(&stdout).expect("DescribeModel JSON");
-    let mut from_http = call(
-        &server,
-        "DescribeModel",
-        json!({ "ModelName": "cli-model" }),
-    );
+    let mut from_http = server.call("DescribeModel", json!({ "ModelName": "cli-model" }));
     // The same description; the timestamp may differ in its last bit after two JSON trips.
     let cli_time = from_cli["CreationTime"]
         .take()
@@ -2228,11 +2058,7 @@ fn plinth_api_and_apply_are_clients_of_the_same_operations() {
         ],
         "{stdout}"
     );
-    let d = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "greeter" }),
-    );
+    let d = server.call("DescribeEndpoint", json!({ "EndpointName": "greeter" }));
     assert_eq!(d["EndpointStatus"], "InService", "{d}");
     assert_eq!(d["EndpointConfigName"], "greeter-config", "{d}");
     assert_eq!(probe(&server, "greeter", "env=GREETING"), "hello");
@@ -2240,20 +2066,16 @@ fn plinth_api_and_apply_are_clients_of_the_same_operations() {
     // Applying it again changes nothing.
     let stdout = expect_success(&apply(), "plinth apply (again)");
     assert_eq!(stdout.trim(), "ok: 1 endpoints InService");
-    let again = call(
-        &server,
-        "DescribeEndpoint",
-        json!({ "EndpointName": "greeter" }),
-    );
+    let again = server.call("DescribeEndpoint", json!({ "EndpointName": "greeter" }));
     assert_eq!(again["LastModifiedTime"], d["LastModifiedTime"], "{again}");
-    let mut models = model_names(&call(&server, "ListModels", json!({})));
+    let mut models = model_names(&server.call("ListModels", json!({})));
     models.sort();
     assert_eq!(models, ["cli-model", "greeter"]);
 
     // A model of the same name that differs is refused: models are immutable.
     std::fs::write(&file, greeter("changed")).unwrap();
     expect_failure(&apply(), "plinth apply (changed model)", &["immutable"]);
-    let d = call(&server, "DescribeModel", json!({ "ModelName": "greeter" }));
+    let d = server.call("DescribeModel", json!({ "ModelName": "greeter" }));
     assert_eq!(
         d["PrimaryContainer"]["Environment"]["GREETING"], "hello",
         "{d}"

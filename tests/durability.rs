@@ -13,14 +13,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
-fn call(server: &Server, op: &str, input: Value) -> Value {
-    let response = server.control(op, &input);
-    let status = response.status();
-    let body: Value = response.json().unwrap_or_default();
-    assert!(status.is_success(), "{op} {input}: {status} {body}");
-    body
-}
-
 /// The variants that answer `n` requests to `endpoint`.
 fn served_by(server: &Server, endpoint: &str, n: usize) -> BTreeSet<String> {
     (0..n)
@@ -50,8 +42,7 @@ fn echo_config(server: &Server, model: &str, config: &str, variants: &[&str]) {
         .status()
         != StatusCode::OK
     {
-        call(
-            server,
+        server.call(
             "CreateModel",
             json!({"ModelName": model, "PrimaryContainer": {"Image": ECHO_WASM}}),
         );
@@ -60,8 +51,7 @@ fn echo_config(server: &Server, model: &str, config: &str, variants: &[&str]) {
         .iter()
         .map(|v| json!({"VariantName": v, "ModelName": model, "InitialInstanceCount": 1}))
         .collect();
-    call(
-        server,
+    server.call(
         "CreateEndpointConfig",
         json!({"EndpointConfigName": config, "ProductionVariants": variants}),
     );
@@ -71,8 +61,7 @@ fn echo_config(server: &Server, model: &str, config: &str, variants: &[&str]) {
 fn state_survives_a_restart() {
     let server = Server::start_with(BIN, Options::default());
     echo_config(&server, "echo", "two", &["A", "B"]);
-    call(
-        &server,
+    server.call(
         "CreateEndpoint",
         json!({"EndpointName": "live", "EndpointConfigName": "two"}),
     );
@@ -80,8 +69,7 @@ fn state_survives_a_restart() {
         server.describe_settled("live")["EndpointStatus"],
         "InService"
     );
-    call(
-        &server,
+    server.call(
         "UpdateEndpointWeightsAndCapacities",
         json!({"EndpointName": "live", "DesiredWeightsAndCapacities": [
             {"VariantName": "A", "DesiredWeight": 0.0},
@@ -99,10 +87,9 @@ fn state_survives_a_restart() {
     assert_eq!(variants[0]["CurrentWeight"], 0.0, "{after}");
     assert_eq!(variants[1]["CurrentInstanceCount"], 2, "{after}");
     assert_eq!(served_by(&server, "live", 20), BTreeSet::from(["B".into()]));
-    let models = call(&server, "ListModels", json!({}));
+    let models = server.call("ListModels", json!({}));
     assert_eq!(models["Models"][0]["ModelName"], "echo");
-    call(
-        &server,
+    server.call(
         "DescribeEndpointConfig",
         json!({"EndpointConfigName": "two"}),
     );
@@ -201,8 +188,7 @@ fn burst(url: String, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Acknowledge
 fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
     let mut server = Server::start_with(BIN, Options::default());
     echo_config(&server, "echo", "base", &["A"]);
-    call(
-        &server,
+    server.call(
         "CreateEndpoint",
         json!({"EndpointName": "live", "EndpointConfigName": "base"}),
     );
@@ -238,11 +224,10 @@ fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
 
         // Everything acknowledged is there.
         for model in &a.models {
-            call(&server, "DescribeModel", json!({"ModelName": model}));
+            server.call("DescribeModel", json!({"ModelName": model}));
         }
         for config in &a.configs {
-            call(
-                &server,
+            server.call(
                 "DescribeEndpointConfig",
                 json!({"EndpointConfigName": config}),
             );
@@ -252,7 +237,7 @@ fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
         let mut names = BTreeSet::new();
         let mut input = json!({"MaxResults": 100});
         loop {
-            let page = call(&server, "ListEndpoints", input.clone());
+            let page = server.call("ListEndpoints", input.clone());
             for e in page["Endpoints"].as_array().unwrap() {
                 names.insert(e["EndpointName"].as_str().unwrap().to_string());
             }
@@ -268,8 +253,7 @@ fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
             let d = server.describe_settled(name);
             assert_eq!(d["EndpointStatus"], "InService", "round {round}: {d}");
             assert!(d.get("PendingDeploymentSummary").is_none(), "{d}");
-            let config = call(
-                &server,
+            let config = server.call(
                 "DescribeEndpointConfig",
                 json!({"EndpointConfigName": d["EndpointConfigName"]}),
             );

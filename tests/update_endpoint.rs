@@ -16,16 +16,8 @@ const ROW: &str = "5.1,3.5,1.4,0.2";
 /// A variant in a planned endpoint config: (name, model, instances, weight).
 type PlannedVariant = (&'static str, &'static str, u32, f64);
 
-fn call(server: &Server, op: &str, input: Value) -> Value {
-    let response = server.control(op, &input);
-    let status = response.status();
-    let body: Value = response.json().unwrap_or_default();
-    assert!(status.is_success(), "{op} {input}: {status} {body}");
-    body
-}
-
 fn describe(server: &Server) -> Value {
-    call(server, "DescribeEndpoint", json!({"EndpointName": "live"}))
+    server.call("DescribeEndpoint", json!({"EndpointName": "live"}))
 }
 
 fn wait_in_service(server: &Server) -> Value {
@@ -57,13 +49,10 @@ fn variants_are_added_replaced_and_removed_under_load() {
         .model(Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR))
         .endpoint_with_variants("live", vec![Variant::new("A", "iris", 1)]);
     let server = Arc::new(Server::start(BIN, &config.to_toml()));
-    call(
-        &server,
-        "CreateModel",
+    server.call("CreateModel",
         json!({"ModelName": "iris-v2", "PrimaryContainer": {"Image": format!("file://{IRIS_WASM}"), "ModelDataUrl": IRIS_MODEL_DIR}}),
     );
-    call(
-        &server,
+    server.call(
         "CreateModel",
         json!({"ModelName": "echo", "PrimaryContainer": {"Image": ECHO_WASM}}),
     );
@@ -106,13 +95,11 @@ fn variants_are_added_replaced_and_removed_under_load() {
             .iter()
             .map(|(v, m, n, w)| json!({"VariantName": v, "ModelName": m, "InitialInstanceCount": n, "InitialVariantWeight": w}))
             .collect();
-        call(
-            &server,
+        server.call(
             "CreateEndpointConfig",
             json!({"EndpointConfigName": name, "ProductionVariants": production}),
         );
-        call(
-            &server,
+        server.call(
             "UpdateEndpoint",
             json!({"EndpointName": "live", "EndpointConfigName": name}),
         );
@@ -156,20 +143,17 @@ fn a_config_that_cannot_load_leaves_the_old_one_serving() {
     let server = Server::start(BIN, &config.to_toml());
     let bad = server.dir().join("bad.wasm");
     std::fs::write(&bad, "this is not wasm").unwrap();
-    call(
-        &server,
+    server.call(
         "CreateModel",
         json!({"ModelName": "broken", "PrimaryContainer": {"Image": bad.display().to_string()}}),
     );
-    call(
-        &server,
+    server.call(
         "CreateEndpointConfig",
         json!({"EndpointConfigName": "broken-config", "ProductionVariants": [
             {"VariantName": "A", "ModelName": "iris"},
             {"VariantName": "B", "ModelName": "broken"}]}),
     );
-    call(
-        &server,
+    server.call(
         "UpdateEndpoint",
         json!({"EndpointName": "live", "EndpointConfigName": "broken-config"}),
     );

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -507,6 +507,23 @@ impl Server {
             .unwrap_or_else(|e| panic!("POST / ({operation}): {e}"))
     }
 
+    /// Runs control-plane `operation` and returns its output; panics unless it answers 200
+    /// with a JSON object.
+    #[track_caller]
+    pub fn call(&self, operation: &str, input: serde_json::Value) -> serde_json::Value {
+        let response = self.control(operation, &input);
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "{operation} {input}: {text}");
+        let output: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{operation}: output is not JSON ({e}): {text:?}"));
+        assert!(
+            output.is_object(),
+            "{operation}: output is not an object: {output}"
+        );
+        output
+    }
+
     /// DescribeEndpoint once the endpoint is neither `Creating` nor `Updating` (polling every
     /// 20 ms for up to [`START_TIMEOUT`]); panics if DescribeEndpoint fails.
     pub fn describe_settled(&self, endpoint: &str) -> serde_json::Value {
@@ -580,6 +597,42 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process's output stream as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Panics with both streams unless `output` succeeded; gives stdout.
+#[track_caller]
+pub fn expect_success(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Panics unless `output` failed with every fragment on stderr; gives stderr.
+#[track_caller]
+pub fn expect_failure(output: &Output, what: &str, fragments: &[&str]) -> String {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "{what} should fail but exited 0:\nstdout:\n{}\nstderr:\n{stderr}",
+        text(&output.stdout)
+    );
+    for fragment in fragments {
+        assert!(
+            stderr.contains(fragment),
+            "{what}: stderr lacks {fragment:?}:\n{stderr}"
+        );
+    }
+    stderr
 }
 
 /// A SageMaker-style error answer, checked for shape: a JSON body whose `__type` equals the
