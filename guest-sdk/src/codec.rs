@@ -493,6 +493,19 @@ pub fn json_number(value: f32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// Append `value` to JSON text being written by hand, as [`json_number`] would write it
+/// (the shortest decimal that reads back as the `f32`; `null` if it is not finite), without
+/// building a `serde_json::Value` — for handlers on a hot path.
+pub fn push_json_number(out: &mut String, value: f32) {
+    use std::fmt::Write;
+    if value.is_finite() {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{value}");
+    } else {
+        out.push_str("null");
+    }
+}
+
 /// Any JSON value as an `application/json` body.
 pub fn encode_json_value(value: &serde_json::Value) -> Vec<u8> {
     // Serialising a `Value` to memory cannot fail.

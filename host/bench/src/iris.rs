@@ -1,8 +1,6 @@
 //! The iris request and response formats, written to match Plinth's iris plugin
 //! (`plugins/iris`): CSV rows of 4 features in, `{"predictions":[...]}` JSON out.
 
-use serde_json::{json, Value};
-
 /// The class labels, in the model's output order.
 pub const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 
@@ -57,35 +55,42 @@ pub fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// A probability as the plugin writes it: the shortest decimal that reads back as the f32.
-fn json_number(value: f32) -> Value {
-    value
-        .to_string()
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
-}
-
-/// The JSON response for row-major probabilities of shape `[rows, 3]`.
-pub fn predictions_json(probabilities: &[f32]) -> Value {
-    let predictions: Vec<Value> = probabilities
-        .chunks_exact(LABELS.len())
-        .map(|row| {
-            let class = argmax(row);
-            json!({
-                "label": LABELS[class],
-                "class_index": class,
-                "probabilities": row.iter().map(|&p| json_number(p)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({ "predictions": predictions })
+/// The JSON response for row-major probabilities of shape `[rows, 3]`, written by hand as
+/// the plugin writes it (each probability the shortest decimal that reads back as the f32).
+pub fn predictions_json(probabilities: &[f32]) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(32 + 96 * probabilities.len() / LABELS.len());
+    body.push_str("{\"predictions\":[");
+    for (i, row) in probabilities.chunks_exact(LABELS.len()).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let class = argmax(row);
+        let _ = write!(
+            body,
+            "{{\"label\":\"{}\",\"class_index\":{class},\"probabilities\":[",
+            LABELS[class]
+        );
+        for (j, p) in row.iter().enumerate() {
+            if j > 0 {
+                body.push(',');
+            }
+            if p.is_finite() {
+                let _ = write!(body, "{p}");
+            } else {
+                body.push_str("null");
+            }
+        }
+        body.push_str("]}");
+    }
+    body.push_str("]}");
+    body
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn parses_rows() {
@@ -99,7 +104,8 @@ mod tests {
 
     #[test]
     fn formats_predictions() {
-        let json = predictions_json(&[0.97, 0.02, 0.01, 0.1, 0.2, 0.7]);
+        let json: Value =
+            serde_json::from_str(&predictions_json(&[0.97, 0.02, 0.01, 0.1, 0.2, 0.7])).unwrap();
         assert_eq!(
             json,
             json!({"predictions": [

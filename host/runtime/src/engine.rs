@@ -64,6 +64,10 @@ impl Runtime {
             .epoch_interruption(true)
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .wasm_component_model(true);
+        if std::env::var("PLINTH_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            // Name JIT code for `perf` (/tmp/perf-<pid>.map).
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::<HostState>::new(&engine);

@@ -69,6 +69,12 @@ impl TractGraph {
         &self.outputs
     }
 
+    /// A run state, to reuse from run to run (cheaper than [`TractGraph::run`], which makes
+    /// one each time).
+    pub fn state(&self) -> anyhow::Result<TypedSimpleState> {
+        self.plan.spawn()
+    }
+
     /// Run the graph on inputs given in the graph's input order.
     pub fn run(&self, inputs: TVec<TValue>) -> anyhow::Result<TVec<TValue>> {
         self.plan.run(inputs)
@@ -132,8 +138,12 @@ pub fn from_tract(value: &tract_onnx::prelude::Tensor) -> anyhow::Result<Tensor>
 
 impl BackendGraph for TractGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let state = self
+            .plan
+            .spawn()
+            .map_err(|e| backend_error("init execution context", format!("{e:#}")))?;
         let context: Box<dyn BackendExecutionContext> = Box::new(TractExecution {
-            plan: self.plan.clone(),
+            state: std::sync::Mutex::new(state),
             inputs: self.inputs.clone(),
             outputs: self.outputs.clone(),
             pending: vec![None; self.inputs.len()],
@@ -143,9 +153,11 @@ impl BackendGraph for TractGraph {
     }
 }
 
-/// One execution context: inputs being gathered and the last outputs.
+/// One execution context: tract's run state (reused from run to run), inputs being
+/// gathered and the last outputs.
 struct TractExecution {
-    plan: Plan,
+    /// Only ever used by its one instance; the mutex makes it `Sync` as wasi-nn requires.
+    state: std::sync::Mutex<TypedSimpleState>,
     inputs: Vec<String>,
     outputs: Vec<String>,
     pending: Vec<Option<tract_onnx::prelude::Tensor>>,
@@ -181,7 +193,9 @@ impl TractExecution {
             inputs.push(tensor.into_tvalue());
         }
         let outputs = self
-            .plan
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
             .run(inputs)
             .map_err(|e| backend_error("compute", format!("{e:#}")))?;
         self.results = outputs

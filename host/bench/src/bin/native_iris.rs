@@ -92,17 +92,31 @@ async fn invoke(
     match predict(&plan, &features, rows) {
         Ok(probabilities) => (
             [(header::CONTENT_TYPE, "application/json")],
-            iris::predictions_json(&probabilities).to_string(),
+            iris::predictions_json(&probabilities),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
     }
 }
 
+thread_local! {
+    /// tract's run state, reused from request to request on each worker thread (as Plinth's
+    /// backend reuses one per instance).
+    static STATE: std::cell::RefCell<Option<TypedSimpleState>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Run the model on `rows` x 4 features; the probabilities come back row-major, `rows` x 3.
 fn predict(plan: &Plan, features: &[f32], rows: usize) -> anyhow::Result<Vec<f32>> {
     let input = Tensor::from_shape(&[rows, iris::FEATURES], features)?;
-    let outputs = plan.run(tvec![input.into_tvalue()])?;
+    let outputs = STATE.with_borrow_mut(|state| {
+        if state.is_none() {
+            *state = Some(plan.spawn()?);
+        }
+        state
+            .as_mut()
+            .expect("set above")
+            .run(tvec![input.into_tvalue()])
+    })?;
     let output = outputs.first().context("the model has no output")?;
     anyhow::ensure!(
         output.shape() == [rows, iris::LABELS.len()],
