@@ -19,6 +19,7 @@ mod header {
     pub(super) const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
     pub(super) const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
     pub(super) const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+    pub(super) const ASSIGNMENT_KEY: &str = "x-plinth-assignment-key";
 }
 
 /// The largest control-plane request body.
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     pub(crate) max_payload_bytes: usize,
     /// Instances all endpoints together may ask for (`ResourceLimitExceeded` beyond).
     pub(crate) max_instances: usize,
+    /// Experiments and the inference ledger.
+    pub(crate) experiments: crate::experiments::Experiments,
     /// `None`: unauthenticated (loopback only).
     pub(crate) verifier: Option<crate::sigv4::Verifier>,
     pub(crate) metrics: Metrics,
@@ -233,7 +236,15 @@ async fn invoke(
         None => uuid::Uuid::new_v4().to_string(),
     };
 
-    let mut variant = match endpoint.route(target) {
+    let assignment_key = match text_header(&headers, header::ASSIGNMENT_KEY, "AssignmentKey", 256)?
+    {
+        Some(key) => Some(key),
+        None => endpoint
+            .experiment
+            .as_ref()
+            .and_then(|e| e.assignment_key(custom_attributes)),
+    };
+    let mut variant = match endpoint.route(target, assignment_key) {
         Ok(v) => v.clone(),
         Err(e) => {
             state
@@ -268,7 +279,7 @@ async fn invoke(
         if let Some(next) = state
             .endpoints
             .get(&name)
-            .and_then(|e| e.route(None).ok().cloned())
+            .and_then(|e| e.route(None, assignment_key).ok().cloned())
         {
             span.record("variant", next.name.as_str());
             result = next.pool.invoke(request).instrument(span.clone()).await;
@@ -285,6 +296,11 @@ async fn invoke(
         .inc_by(1.0 / instances as f64);
     match result {
         Ok(output) => {
+            if let Some(experiment) = &endpoint.experiment {
+                state
+                    .experiments
+                    .served(experiment, &variant.name, &inference_id);
+            }
             let total = started.elapsed();
             m.model_latency
                 .with_label_values(&labels)

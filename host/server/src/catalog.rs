@@ -69,6 +69,121 @@ impl Default for ModelLimits {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ConfigDefinition {
     pub(crate) production_variants: Vec<ProductionVariant>,
+    /// Plinth's extension: an A/B experiment over the variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_experiment: Option<ExperimentConfig>,
+}
+
+/// `PlinthExperiment`: how the variants of an endpoint config are compared and routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub(crate) struct ExperimentConfig {
+    /// The variant the others are compared against.
+    pub(crate) control_variant: String,
+    /// `Binary` (converted or not) or `Numeric` (a reward).
+    #[serde(default = "binary")]
+    pub(crate) metric: plinth_policy::experiment::Metric,
+    /// `Static` (the configured weights), `ThompsonSampling` or `EpsilonGreedy`.
+    #[serde(default)]
+    pub(crate) routing_strategy: ExperimentRouting,
+    /// For `EpsilonGreedy`: the share spread evenly to explore.
+    #[serde(default = "default_epsilon")]
+    pub(crate) epsilon: f64,
+    /// For the bandits: the least share any variant gets.
+    #[serde(default)]
+    pub(crate) min_share: f64,
+    /// Confidence of the verdicts (1 - alpha).
+    #[serde(default = "default_confidence")]
+    pub(crate) confidence: f64,
+    /// What to do on a verdict: `None`, `PromoteWinner` (all traffic to a variant
+    /// significantly better than the control) or `StopLosers` (no traffic to variants
+    /// significantly worse).
+    #[serde(default)]
+    pub(crate) auto_action: AutoAction,
+    /// A custom attribute (`name=value` in `X-Amzn-SageMaker-Custom-Attributes`) whose value
+    /// is the sticky assignment key, besides the `X-Plinth-Assignment-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) assignment_attribute: Option<String>,
+    /// How long an inference id can receive an outcome.
+    #[serde(default = "default_retention")]
+    pub(crate) outcome_retention_seconds: u64,
+}
+
+fn binary() -> plinth_policy::experiment::Metric {
+    plinth_policy::experiment::Metric::Binary
+}
+
+fn default_epsilon() -> f64 {
+    0.1
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+fn default_retention() -> u64 {
+    86_400
+}
+
+/// How an experiment routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ExperimentRouting {
+    #[default]
+    Static,
+    ThompsonSampling,
+    EpsilonGreedy,
+}
+
+/// What an experiment does on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum AutoAction {
+    #[default]
+    None,
+    PromoteWinner,
+    StopLosers,
+}
+
+impl ExperimentConfig {
+    /// Check against the config's variant names.
+    pub(crate) fn check(&self, variants: &[&str]) -> Result<(), String> {
+        if variants.len() < 2 {
+            return Err("PlinthExperiment needs at least 2 production variants".into());
+        }
+        if !variants.contains(&self.control_variant.as_str()) {
+            return Err(format!(
+                "PlinthExperiment.ControlVariant {:?} is not one of the production variants {variants:?}",
+                self.control_variant
+            ));
+        }
+        if !(0.5..1.0).contains(&self.confidence) {
+            return Err("PlinthExperiment.Confidence must be in [0.5, 1)".into());
+        }
+        if !(1..=31_536_000).contains(&self.outcome_retention_seconds) {
+            return Err(
+                "PlinthExperiment.OutcomeRetentionSeconds must be between 1 and 31536000".into(),
+            );
+        }
+        if let Some(strategy) = self.bandit() {
+            plinth_policy::bandit::validate(strategy, self.min_share, variants.len())
+                .map_err(|e| format!("PlinthExperiment: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The bandit strategy, if routing is not static.
+    pub(crate) fn bandit(&self) -> Option<plinth_policy::bandit::Strategy> {
+        match self.routing_strategy {
+            ExperimentRouting::Static => None,
+            ExperimentRouting::ThompsonSampling => {
+                Some(plinth_policy::bandit::Strategy::ThompsonSampling)
+            }
+            ExperimentRouting::EpsilonGreedy => {
+                Some(plinth_policy::bandit::Strategy::EpsilonGreedy {
+                    epsilon: self.epsilon,
+                })
+            }
+        }
+    }
 }
 
 /// `ProductionVariant`, defaults filled in.
@@ -215,6 +330,11 @@ pub(crate) struct Unresolved {
 }
 
 impl Unresolved {
+    /// The config's experiment, if it has one.
+    pub(crate) fn experiment(&self) -> Option<ExperimentConfig> {
+        self.config.plinth_experiment.clone()
+    }
+
     /// The config's variants, in the policy's form (artifacts not resolved), for checks.
     pub(crate) fn variants_unchecked(&self) -> Vec<Variant> {
         self.config
@@ -310,5 +430,6 @@ pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
                 plinth_max_queue_length: v.max_queue_length as u64,
             })
             .collect(),
+        plinth_experiment: None,
     }
 }

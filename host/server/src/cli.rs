@@ -91,6 +91,15 @@ enum Command {
         #[arg(long = "variant", required = true, value_parser = parse_change)]
         changes: Vec<serde_json::Value>,
     },
+    /// Show an endpoint's A/B experiment: per variant invocations, outcomes, mean with its
+    /// interval, traffic share, and the comparison with the control (DescribeExperiment).
+    Experiment {
+        #[command(flatten)]
+        target: EndpointArgs,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
         /// The component (.wasm).
@@ -233,6 +242,50 @@ fn print_description(target: &EndpointArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// DescribeExperiment's output as a table.
+fn experiment_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let e = &report["Experiment"];
+    let mut out = format!(
+        "endpoint {} (config {}): control {}, metric {}, routing {}, confidence {}\n",
+        report["EndpointName"].as_str().unwrap_or_default(),
+        report["EndpointConfigName"].as_str().unwrap_or_default(),
+        e["ControlVariant"].as_str().unwrap_or_default(),
+        e["Metric"].as_str().unwrap_or_default(),
+        e["RoutingStrategy"].as_str().unwrap_or_default(),
+        e["Confidence"],
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  verdict",
+        "variant", "invocations", "outcomes", "mean", "interval", "share", "difference", "p (seq)"
+    );
+    let number = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    for v in report["Variants"].as_array().into_iter().flatten() {
+        let interval = match v["Interval"].as_array() {
+            Some(i) if i.len() == 2 => format!("[{}, {}]", number(&i[0]), number(&i[1])),
+            _ => "-".into(),
+        };
+        let c = &v["Comparison"];
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  {}",
+            v["VariantName"].as_str().unwrap_or_default(),
+            v["Invocations"],
+            v["Outcomes"],
+            number(&v["Mean"]),
+            interval,
+            number(&v["TrafficShare"]),
+            number(&c["Difference"]),
+            number(&c["Sequential"]["PValue"]),
+            v["Verdict"].as_str().unwrap_or_default(),
+        );
+    }
+    let rejected = &report["RejectedOutcomes"];
+    let _ = writeln!(out, "rejected outcomes: {rejected}");
+    out
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -277,6 +330,18 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             request,
         } => invoke(&target, target_variant.as_deref(), &request),
         Command::DescribeEndpoint { target } => print_description(&target),
+        Command::Experiment { target, json } => {
+            let report = target.server.client()?.call(
+                "DescribeExperiment",
+                serde_json::json!({ "EndpointName": target.endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", experiment_table(&report));
+            }
+            Ok(())
+        }
         Command::UpdateWeights { target, changes } => {
             target.server.client()?.call(
                 "UpdateEndpointWeightsAndCapacities",
@@ -364,6 +429,8 @@ fn serve(
         .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
     let catalog = crate::catalog::Catalog::from_stored(contents.models, contents.configs)
         .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
+    let experiments = crate::experiments::Experiments::load(&store)
+        .with_context(|| format!("cannot read the experiments in {}", data_dir.display()))?;
     let runtime_config = RuntimeConfig {
         cache_dir: Some(data_dir.join("compiled")),
         ..RuntimeConfig::default()
@@ -383,6 +450,7 @@ fn serve(
             .as_ref()
             .map_or(config::DEFAULT_MAX_PAYLOAD_BYTES, |d| d.max_payload_bytes),
         max_instances,
+        experiments,
         verifier,
         metrics: crate::metrics::Metrics::new(),
         updates: tokio::sync::Mutex::new(()),
@@ -393,6 +461,7 @@ fn serve(
         crate::deploy::recover(&state, contents.endpoints);
         crate::deploy::settled(&state).await;
     });
+    tokio.spawn(experiment_upkeep(state.clone()));
     if let Some(deployment) = &deployment {
         let mut control = InProcess {
             state: &state,
@@ -422,6 +491,50 @@ fn serve(
             .await?;
         Ok(())
     })
+}
+
+/// Off the request path: write the experiments' ledger every 250 ms; every second,
+/// publish new bandit shares and take the automatic actions that verdicts call for, through
+/// the same weight update as a manual change.
+async fn experiment_upkeep(state: Arc<AppState>) {
+    let mut flush = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut ticks = 0u64;
+    loop {
+        flush.tick().await;
+        let store_state = state.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || store_state.experiments.flush(&store_state.store))
+                .await;
+        ticks += 1;
+        if !ticks.is_multiple_of(4) {
+            continue;
+        }
+        for (experiment, weights, why) in state.experiments.tick() {
+            let changes: Vec<plinth_policy::capacity::Change> = experiment
+                .variants
+                .iter()
+                .zip(&weights)
+                .map(|(variant, w)| plinth_policy::capacity::Change {
+                    variant: variant.clone(),
+                    weight: Some(*w),
+                    instance_count: None,
+                })
+                .collect();
+            let _exclusive = state.updates.lock().await;
+            match crate::deploy::update_weights_and_capacities(
+                &state,
+                &experiment.endpoint,
+                &changes,
+            ) {
+                Ok(()) => {
+                    tracing::warn!(endpoint = %experiment.endpoint, config = %experiment.config_name, ?weights, "experiment action: {why}")
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %experiment.endpoint, error = %e, "experiment action failed: {why}")
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -41,6 +41,8 @@ const OPERATIONS: &[&str] = &[
     "UpdateEndpointWeightsAndCapacities",
     "DeleteEndpoint",
     "ListEndpoints",
+    "RecordInferenceOutcomes",
+    "DescribeExperiment",
 ];
 
 /// SageMaker's ARN for a resource (`kind` is `model`, `endpoint-config` or `endpoint`).
@@ -112,6 +114,8 @@ pub(crate) async fn call(
         "UpdateEndpointWeightsAndCapacities" => update_weights_and_capacities(state, input),
         "DeleteEndpoint" => delete_endpoint(state, input),
         "ListEndpoints" => list_endpoints(state, input),
+        "RecordInferenceOutcomes" => record_outcomes(state, input),
+        "DescribeExperiment" => describe_experiment(state, input),
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
@@ -361,6 +365,15 @@ fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiEr
                 arn("model", &v.model_name)
             )));
         }
+    }
+    if let Some(experiment) = &input.definition.plinth_experiment {
+        let names: Vec<&str> = input
+            .definition
+            .production_variants
+            .iter()
+            .map(|v| v.variant_name.as_str())
+            .collect();
+        experiment.check(&names).map_err(validation)?;
     }
     let record = Record {
         name: name.clone(),
@@ -638,6 +651,96 @@ fn update_weights_and_capacities(state: &Arc<AppState>, input: Value) -> Result<
         .collect();
     deploy::update_weights_and_capacities(state, &input.endpoint_name, &changes)?;
     Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}
+
+// ---- Experiments (Plinth's extension) ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordOutcomesInput {
+    endpoint_name: String,
+    outcomes: Vec<OutcomeInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OutcomeInput {
+    inference_id: String,
+    value: f64,
+}
+
+fn experiment_of(
+    state: &AppState,
+    name: &str,
+) -> Result<
+    (
+        Arc<EndpointSnapshot>,
+        Option<Arc<crate::experiments::Experiment>>,
+    ),
+    ApiError,
+> {
+    let endpoint = state.endpoints.get(name).ok_or_else(|| {
+        validation(format!(
+            "Could not find endpoint \"{}\".",
+            arn("endpoint", name)
+        ))
+    })?;
+    let experiment = endpoint.experiment.clone();
+    Ok((endpoint, experiment))
+}
+
+/// RecordInferenceOutcomes: outcomes (1/0 for a binary metric, any number for a numeric
+/// one) for earlier invocations, by inference id. Each is attributed to the variant that
+/// served it, or rejected with the reason: `Unknown`, `Expired`, `Duplicate`, `Late` (served
+/// under a config the endpoint no longer serves) or `Invalid`.
+fn record_outcomes(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: RecordOutcomesInput = parse(input)?;
+    if input.outcomes.is_empty() || input.outcomes.len() > 1000 {
+        return Err(validation("Outcomes must hold 1-1000 items"));
+    }
+    let (endpoint, experiment) = experiment_of(state, &input.endpoint_name)?;
+    let mut recorded = 0;
+    let mut rejected = Vec::new();
+    for o in input.outcomes {
+        match state.experiments.outcome(
+            &endpoint.name,
+            experiment.as_ref(),
+            &o.inference_id,
+            o.value,
+        ) {
+            Ok(variant) => {
+                recorded += 1;
+                state
+                    .metrics
+                    .outcomes
+                    .with_label_values(&[endpoint.name.as_str(), variant.as_str()])
+                    .inc();
+            }
+            Err(reason) => {
+                state
+                    .metrics
+                    .outcomes_rejected
+                    .with_label_values(&[endpoint.name.as_str(), reason.as_str()])
+                    .inc();
+                rejected.push(json!({"InferenceId": o.inference_id, "Reason": reason.as_str()}));
+            }
+        }
+    }
+    Ok(json!({ "Recorded": recorded, "Rejected": rejected }))
+}
+
+/// DescribeExperiment: the endpoint's experiment, per variant and against the control.
+fn describe_experiment(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    let (endpoint, experiment) = experiment_of(state, &input.endpoint_name)?;
+    let experiment = experiment.ok_or_else(|| {
+        validation(format!(
+            "Endpoint {} serves endpoint configuration {}, which has no PlinthExperiment.",
+            endpoint.name, endpoint.config_name
+        ))
+    })?;
+    let weights: Vec<f64> = endpoint.variants.iter().map(|v| v.current_weight).collect();
+    Ok(experiment.report(&weights))
 }
 
 // ---- Listing: filters, sorting, pagination ----

@@ -16,7 +16,6 @@ use crate::endpoints::{
 };
 use crate::store::{EndpointRecord, StoreError, VariantCapacity};
 use plinth_policy::capacity::{self, Capacity, Change};
-use plinth_policy::config::EndpointConfig;
 use plinth_runtime::VariantPool;
 use std::sync::Arc;
 
@@ -149,7 +148,8 @@ async fn build(
     config: Unresolved,
     reuse: &[VariantState],
     capacities: &[VariantCapacity],
-) -> Result<(EndpointConfig, Vec<VariantState>), String> {
+) -> Result<Built, String> {
+    let experiment = config.experiment();
     let artifacts = state.artifacts.clone();
     let config = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
         .await
@@ -199,7 +199,22 @@ async fn build(
             desired_instance_count: v.instance_count,
         });
     }
-    Ok((config, variants))
+    let experiment = experiment.map(|e| {
+        let names = variants.iter().map(|v| v.live.name.clone()).collect();
+        state.experiments.start(endpoint, &config.name, e, names)
+    });
+    Ok(Built {
+        config_name: config.name,
+        variants,
+        experiment,
+    })
+}
+
+/// A config's variants, built, and its experiment.
+struct Built {
+    config_name: String,
+    variants: Vec<VariantState>,
+    experiment: Option<Arc<crate::experiments::Experiment>>,
 }
 
 /// CreateEndpoint: the endpoint is `Creating` when this returns; it is built in the
@@ -230,6 +245,7 @@ pub(crate) fn create_endpoint(
         created: t,
         modified: t,
         variants: Vec::new(),
+        experiment: None,
     };
     state
         .store
@@ -260,8 +276,9 @@ fn spawn_create(
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         match build(&state, &snapshot.name, config, &[], &capacities).await {
-            Ok((_, variants)) => {
-                snapshot.variants = variants;
+            Ok(built) => {
+                snapshot.variants = built.variants;
+                snapshot.experiment = built.experiment;
                 snapshot.status = EndpointStatus::InService;
                 snapshot.failure_reason = note;
                 tracing::info!(
@@ -312,9 +329,10 @@ pub(crate) fn update_endpoint(
         next.status = EndpointStatus::InService;
         next.modified = now();
         match build(&state, &updating.name, config, &updating.variants, &[]).await {
-            Ok((config, variants)) => {
-                next.config_name = config.name;
-                next.variants = variants;
+            Ok(built) => {
+                next.config_name = built.config_name;
+                next.variants = built.variants;
+                next.experiment = built.experiment;
             }
             Err(reason) => {
                 tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
@@ -445,6 +463,7 @@ pub(crate) fn recover(state: &Arc<AppState>, records: Vec<EndpointRecord>) {
             created: record.created,
             modified: record.modified,
             variants: Vec::new(),
+            experiment: None,
         };
         if status == EndpointStatus::Failed {
             state.endpoints.publish(snapshot);

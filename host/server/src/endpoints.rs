@@ -93,6 +93,8 @@ pub(crate) struct EndpointSnapshot {
     pub(crate) modified: f64,
     /// Empty until the endpoint is first `InService`, and when `Failed`.
     pub(crate) variants: Vec<VariantState>,
+    /// The A/B experiment of the config it serves, if that config has one.
+    pub(crate) experiment: Option<Arc<crate::experiments::Experiment>>,
 }
 
 impl EndpointSnapshot {
@@ -118,10 +120,29 @@ impl EndpointSnapshot {
         }
     }
 
-    /// Choose the variant for a request.
-    pub(crate) fn route(&self, target: Option<&str>) -> Result<&Arc<LiveVariant>, RouteError> {
+    /// Choose the variant for a request: the target variant if one is named; else, with an
+    /// assignment key, the variant consistent hashing over the current weights gives that
+    /// key; else by the experiment's bandit shares when it has them; else by weight.
+    pub(crate) fn route(
+        &self,
+        target: Option<&str>,
+        assignment_key: Option<&str>,
+    ) -> Result<&Arc<LiveVariant>, RouteError> {
         let names = self.variants.iter().map(|v| v.live.name.as_str());
         let weights: Vec<f64> = self.variants.iter().map(|v| v.current_weight).collect();
+        if target.is_none() {
+            let sticky = assignment_key.and_then(|key| {
+                let names: Vec<&str> = names.clone().collect();
+                plinth_policy::sticky::assign(key, &names, &weights)
+            });
+            let bandit = || {
+                let shares = self.experiment.as_ref()?.shares()?;
+                plinth_policy::routing::pick_weighted(&shares, rand::random())
+            };
+            if let Some(index) = sticky.or_else(bandit) {
+                return Ok(&self.variants[index].live);
+            }
+        }
         let index = plinth_policy::routing::choose(names, &weights, target, rand::random())?;
         Ok(&self.variants[index].live)
     }

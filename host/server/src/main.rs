@@ -12,6 +12,7 @@ mod control;
 mod deploy;
 mod endpoints;
 mod error;
+mod experiments;
 mod metrics;
 mod sigv4;
 mod store;

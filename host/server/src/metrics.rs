@@ -30,10 +30,16 @@ pub(crate) struct Metrics {
     pub(crate) instances_busy: IntGaugeVec,
     pub(crate) queue_depth: IntGaugeVec,
     pub(crate) instances_replaced: IntGaugeVec,
+    pub(crate) outcomes: IntCounterVec,
+    pub(crate) outcomes_rejected: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), LABELS).expect("valid metric");
+    counter_with(registry, name, help, LABELS)
+}
+
+fn counter_with(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(c.clone()))
         .expect("unique metric");
@@ -86,6 +92,8 @@ impl Metrics {
             instances_busy: gauge(&r, "plinth_variant_instances_busy", "Instances serving a request now."),
             queue_depth: gauge(&r, "plinth_variant_queue_depth", "Requests waiting for a busy instance."),
             instances_replaced: gauge(&r, "plinth_variant_instances_replaced", "Instances replaced after a trap or timeout since the variant was deployed."),
+            outcomes: counter(&r, "plinth_experiment_outcomes_total", "Outcomes recorded for an experiment, by the variant that served the inference."),
+            outcomes_rejected: counter_with(&r, "plinth_experiment_outcomes_rejected_total", "Outcomes not recorded, by reason (Unknown, Expired, Duplicate, Late, Invalid).", &["endpoint", "reason"]),
             registry: r,
         }
     }

@@ -1,5 +1,7 @@
 //! Durable state: models, endpoint configs and endpoints (with their status and desired
-//! weights and instance counts) in an embedded SQLite database, `<data-dir>/plinth.db`.
+//! weights and instance counts), and the experiments' ledger (which variant served each
+//! inference id) and outcome statistics, in an embedded SQLite database,
+//! `<data-dir>/plinth.db`.
 //!
 //! Every change is one transaction in WAL mode with `synchronous = FULL`, so a crash at any
 //! moment (including `kill -9`) leaves the last committed state and nothing half-written.
@@ -13,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -30,7 +32,54 @@ CREATE TABLE IF NOT EXISTS endpoints (
     name        TEXT PRIMARY KEY COLLATE NOCASE,
     record      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS inferences (
+    endpoint    TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    variant     TEXT NOT NULL,
+    served      REAL NOT NULL,
+    expires     REAL NOT NULL,
+    outcome     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (endpoint, id)
+);
+CREATE INDEX IF NOT EXISTS inferences_expiry ON inferences (expires);
+CREATE TABLE IF NOT EXISTS experiment_arms (
+    endpoint    TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    variant     TEXT NOT NULL,
+    invocations INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    sum         REAL NOT NULL,
+    sum_sq      REAL NOT NULL,
+    PRIMARY KEY (endpoint, config, variant)
+);
 ";
+
+/// One inference an experiment tracks: who served it and whether it has its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Served {
+    pub(crate) endpoint: String,
+    pub(crate) id: String,
+    pub(crate) config: String,
+    pub(crate) variant: String,
+    pub(crate) served: f64,
+    /// After this an outcome is refused as expired (and the entry is dropped after as long
+    /// again).
+    pub(crate) expires: f64,
+    pub(crate) outcome: bool,
+}
+
+/// One variant's counts in one experiment (endpoint and config).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ArmRow {
+    pub(crate) endpoint: String,
+    pub(crate) config: String,
+    pub(crate) variant: String,
+    pub(crate) invocations: u64,
+    pub(crate) n: u64,
+    pub(crate) sum: f64,
+    pub(crate) sum_sq: f64,
+}
 
 /// A stored definition: a model or an endpoint config.
 #[derive(Debug, Clone)]
@@ -244,6 +293,101 @@ impl Store {
         Ok(deleted > 0)
     }
 
+    /// Write what the experiments gathered since the last flush, in one transaction:
+    /// newly served inferences, outcomes received, every arm's counts; and drop entries
+    /// whose tombstone time has passed (`expires + (expires - served) < now`).
+    pub(crate) fn flush_experiments(
+        &self,
+        served: &[Served],
+        outcomes: &[(String, String)],
+        arms: &[ArmRow],
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO inferences \
+                 (endpoint, id, config, variant, served, expires, outcome) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in served {
+                insert.execute(params![
+                    s.endpoint, s.id, s.config, s.variant, s.served, s.expires, s.outcome
+                ])?;
+            }
+            let mut mark = tx.prepare_cached(
+                "UPDATE inferences SET outcome = 1 WHERE endpoint = ?1 AND id = ?2",
+            )?;
+            for (endpoint, id) in outcomes {
+                mark.execute(params![endpoint, id])?;
+            }
+            let mut arm = tx.prepare_cached(
+                "INSERT OR REPLACE INTO experiment_arms \
+                 (endpoint, config, variant, invocations, n, sum, sum_sq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for a in arms {
+                arm.execute(params![
+                    a.endpoint,
+                    a.config,
+                    a.variant,
+                    a.invocations as i64,
+                    a.n as i64,
+                    a.sum,
+                    a.sum_sq
+                ])?;
+            }
+            tx.execute(
+                "DELETE FROM inferences WHERE 2 * expires - served < ?1",
+                params![now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every tracked inference (tombstones included).
+    pub(crate) fn load_inferences(&self) -> Result<Vec<Served>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT endpoint, id, config, variant, served, expires, outcome FROM inferences \
+             ORDER BY served",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(Served {
+                endpoint: r.get(0)?,
+                id: r.get(1)?,
+                config: r.get(2)?,
+                variant: r.get(3)?,
+                served: r.get(4)?,
+                expires: r.get(5)?,
+                outcome: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every experiment arm.
+    pub(crate) fn load_arms(&self) -> Result<Vec<ArmRow>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT endpoint, config, variant, invocations, n, sum, sum_sq FROM experiment_arms",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(ArmRow {
+                endpoint: r.get(0)?,
+                config: r.get(1)?,
+                variant: r.get(2)?,
+                invocations: r.get::<_, i64>(3)? as u64,
+                n: r.get::<_, i64>(4)? as u64,
+                sum: r.get(5)?,
+                sum_sq: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// An endpoint's record, if there is one.
     #[cfg(test)]
     pub(crate) fn endpoint(&self, name: &str) -> Result<Option<EndpointRecord>, StoreError> {
@@ -339,6 +483,46 @@ mod tests {
         let contents = store.load().unwrap();
         assert_eq!(contents.models.len(), 1);
         assert_eq!(contents.endpoints, vec![endpoint("e", "InService")]);
+    }
+
+    #[test]
+    fn the_ledger_and_arms_round_trip_and_tombstones_expire() {
+        let store = Store::in_memory();
+        let served = |id: &str, at: f64| Served {
+            endpoint: "e".into(),
+            id: id.into(),
+            config: "c".into(),
+            variant: "A".into(),
+            served: at,
+            expires: at + 10.0,
+            outcome: false,
+        };
+        let arm = ArmRow {
+            endpoint: "e".into(),
+            config: "c".into(),
+            variant: "A".into(),
+            invocations: 2,
+            n: 1,
+            sum: 1.0,
+            sum_sq: 1.0,
+        };
+        store
+            .flush_experiments(
+                &[served("old", 0.0), served("new", 100.0)],
+                &[],
+                std::slice::from_ref(&arm),
+                5.0,
+            )
+            .unwrap();
+        store
+            .flush_experiments(&[], &[("e".into(), "new".into())], &[], 25.0)
+            .unwrap();
+        // "old" served at 0, expired at 10, dropped after 20.
+        let rows = store.load_inferences().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "new");
+        assert!(rows[0].outcome);
+        assert_eq!(store.load_arms().unwrap(), vec![arm]);
     }
 
     #[test]
