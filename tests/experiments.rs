@@ -174,13 +174,7 @@ fn outcomes_are_attributed_compared_and_bad_ones_counted() {
 
     // The CLI report.
     let out = std::process::Command::new(BIN)
-        .args([
-            "experiment",
-            "--endpoint",
-            "ab",
-            "--endpoint-url",
-            server.url(),
-        ])
+        .args(["experiment", "ab", "--endpoint-url", server.url()])
         .output()
         .unwrap();
     let table = plinth_tests::expect_success(&out, "plinth experiment");
@@ -333,6 +327,55 @@ fn the_ledger_survives_a_restart_and_late_outcomes_are_refused() {
     let late = record(&server, &[(late_id.to_string(), 1.0)]);
     assert_eq!(late["Rejected"][0]["Reason"], "Late", "{late}");
     assert_eq!(report(&server)["EndpointConfigName"], "ab-config-2");
+}
+
+#[test]
+fn errors_count_per_variant_and_old_outcomes_expire() {
+    let server = Server::start_with(BIN, Options::default());
+    server.call(
+        "CreateModel",
+        json!({"ModelName": "echo", "PrimaryContainer": {"Image": ECHO_WASM}}),
+    );
+    server.call(
+        "CreateModel",
+        json!({"ModelName": "faults", "PrimaryContainer": {"Image": plinth_tests::FAULTS_WASM}}),
+    );
+    server.call(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": "ef", "ProductionVariants": [
+            {"VariantName": "A", "ModelName": "echo"}, {"VariantName": "B", "ModelName": "faults"}],
+            "PlinthExperiment": {"ControlVariant": "A", "OutcomeRetentionSeconds": 1}}),
+    );
+    server.call(
+        "CreateEndpoint",
+        json!({"EndpointName": "ab", "EndpointConfigName": "ef"}),
+    );
+    server.describe_settled("ab");
+    for i in 0..4 {
+        let r = server.invoke(
+            "ab",
+            "text/plain",
+            "model-error",
+            &[
+                ("X-Amzn-SageMaker-Target-Variant", "B"),
+                ("X-Amzn-SageMaker-Inference-Id", &format!("f-{i}")),
+            ],
+        );
+        assert_eq!(r.status().as_u16(), 424);
+    }
+    invoke(&server, "ok-1", &[("X-Amzn-SageMaker-Target-Variant", "A")]);
+    let r = report(&server);
+    assert_eq!(variant(&r, "B")["Errors"], 4, "{r}");
+    assert_eq!(variant(&r, "B")["ErrorRate"], 1.0, "{r}");
+    assert_eq!(variant(&r, "A")["ErrorRate"], 0.0, "{r}");
+    // A failed request has no outcome to give.
+    let failed = record(&server, &[("f-0".to_string(), 1.0)]);
+    assert_eq!(failed["Rejected"][0]["Reason"], "Unknown", "{failed}");
+    // Past the retention period an outcome is refused as expired.
+    std::thread::sleep(Duration::from_millis(1200));
+    let late = record(&server, &[("ok-1".to_string(), 1.0)]);
+    assert_eq!(late["Rejected"][0]["Reason"], "Expired", "{late}");
+    assert_eq!(report(&server)["RejectedOutcomes"]["Expired"], 1);
 }
 
 #[test]

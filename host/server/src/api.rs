@@ -297,9 +297,12 @@ async fn invoke(
     match result {
         Ok(output) => {
             if let Some(experiment) = &endpoint.experiment {
-                state
-                    .experiments
-                    .served(experiment, &variant.name, &inference_id);
+                state.experiments.served(
+                    experiment,
+                    &variant.name,
+                    &inference_id,
+                    output.model_latency,
+                );
             }
             let total = started.elapsed();
             m.model_latency
@@ -330,6 +333,9 @@ async fn invoke(
             Ok(response)
         }
         Err(error) => {
+            if let Some(experiment) = &endpoint.experiment {
+                state.experiments.failed(experiment, &variant.name);
+            }
             let api_error = ApiError::from_invoke(&error, &variant.name);
             if matches!(error, InvokeError::Throttled { .. }) {
                 m.throttled.with_label_values(&labels).inc();

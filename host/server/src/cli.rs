@@ -94,8 +94,10 @@ enum Command {
     /// Show an endpoint's A/B experiment: per variant invocations, outcomes, mean with its
     /// interval, traffic share, and the comparison with the control (DescribeExperiment).
     Experiment {
+        /// The endpoint's name.
+        endpoint: String,
         #[command(flatten)]
-        target: EndpointArgs,
+        server: ServerArgs,
         /// Print the JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -257,8 +259,17 @@ fn experiment_table(report: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  verdict",
-        "variant", "invocations", "outcomes", "mean", "interval", "share", "difference", "p (seq)"
+        "{:<16} {:>11} {:>7} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  verdict",
+        "variant",
+        "invocations",
+        "errors",
+        "latency ms",
+        "outcomes",
+        "mean",
+        "interval",
+        "share",
+        "difference",
+        "p (seq)"
     );
     let number = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
     for v in report["Variants"].as_array().into_iter().flatten() {
@@ -269,9 +280,11 @@ fn experiment_table(report: &serde_json::Value) -> String {
         let c = &v["Comparison"];
         let _ = writeln!(
             out,
-            "{:<16} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  {}",
+            "{:<16} {:>11} {:>7} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  {}",
             v["VariantName"].as_str().unwrap_or_default(),
             v["Invocations"],
+            v["Errors"],
+            number(&v["MeanModelLatencyMs"]),
             v["Outcomes"],
             number(&v["Mean"]),
             interval,
@@ -281,6 +294,11 @@ fn experiment_table(report: &serde_json::Value) -> String {
             v["Verdict"].as_str().unwrap_or_default(),
         );
     }
+    let _ = writeln!(
+        out,
+        "recommended: {}",
+        report["RecommendedAction"].as_str().unwrap_or_default()
+    );
     let rejected = &report["RejectedOutcomes"];
     let _ = writeln!(out, "rejected outcomes: {rejected}");
     out
@@ -330,10 +348,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             request,
         } => invoke(&target, target_variant.as_deref(), &request),
         Command::DescribeEndpoint { target } => print_description(&target),
-        Command::Experiment { target, json } => {
-            let report = target.server.client()?.call(
+        Command::Experiment {
+            endpoint,
+            server,
+            json,
+        } => {
+            let report = server.client()?.call(
                 "DescribeExperiment",
-                serde_json::json!({ "EndpointName": target.endpoint }),
+                serde_json::json!({ "EndpointName": endpoint }),
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -60,7 +60,12 @@ impl Rejection {
 /// One variant's counts.
 #[derive(Debug, Clone, Copy, Default)]
 struct ArmState {
+    /// Successful invocations.
     invocations: u64,
+    /// Failed invocations.
+    errors: u64,
+    /// Model latency summed over the successful invocations, in seconds.
+    latency_sum: f64,
     outcomes: Arm,
 }
 
@@ -116,6 +121,8 @@ impl Experiment {
                 config: self.config_name.clone(),
                 variant: v.clone(),
                 invocations: a.invocations,
+                errors: a.errors,
+                latency_sum: a.latency_sum,
                 n: a.outcomes.n,
                 sum: a.outcomes.sum,
                 sum_sq: a.outcomes.sum_sq,
@@ -177,6 +184,41 @@ impl Experiment {
             rng,
         );
         self.shares.store(Some(Arc::new(shares)));
+    }
+
+    /// What the verdicts so far suggest, in words.
+    fn recommendation(&self, monitors: &[Monitor]) -> String {
+        let named = |verdict: Verdict| -> Vec<&str> {
+            self.variants
+                .iter()
+                .zip(monitors)
+                .filter(|(v, m)| **v != self.config.control_variant && m.verdict == verdict)
+                .map(|(v, _)| v.as_str())
+                .collect()
+        };
+        let (better, worse) = (named(Verdict::Better), named(Verdict::Worse));
+        let confidence = self.config.confidence * 100.0;
+        let mut advice = Vec::new();
+        if let Some(best) = better.first() {
+            advice.push(format!(
+                "promote {best}: better than the control {} at {confidence}% confidence",
+                self.config.control_variant
+            ));
+        }
+        if !worse.is_empty() {
+            advice.push(format!(
+                "stop {}: worse than the control at {confidence}% confidence",
+                worse.join(", ")
+            ));
+        }
+        if advice.is_empty() {
+            return "keep collecting: no variant differs from the control yet".into();
+        }
+        let mut text = advice.join("; ");
+        if self.acted.load(Ordering::Relaxed) {
+            text.push_str(" (done automatically)");
+        }
+        text
     }
 
     /// The weights the automatic action wants, once, if a verdict calls for one.
@@ -252,12 +294,18 @@ impl Experiment {
                     None if total > 0.0 => weights.get(i).copied().unwrap_or(0.0) / total,
                     None => 0.0,
                 };
+                let attempts = a.invocations + a.errors;
                 let mut v = json!({
                     "VariantName": name,
                     "Invocations": a.invocations,
+                    "Errors": a.errors,
+                    "ErrorRate": if attempts > 0 { a.errors as f64 / attempts as f64 } else { 0.0 },
                     "Outcomes": a.outcomes.n,
                     "TrafficShare": share,
                 });
+                if a.invocations > 0 {
+                    v["MeanModelLatencyMs"] = json!(a.latency_sum / a.invocations as f64 * 1e3);
+                }
                 if let Some(mean) = a.outcomes.mean() {
                     v["Mean"] = json!(mean);
                 }
@@ -301,6 +349,7 @@ impl Experiment {
             "EndpointConfigName": self.config_name,
             "Experiment": self.config,
             "Variants": variants,
+            "RecommendedAction": self.recommendation(&monitors),
             "RejectedOutcomes": rejected,
         })
     }
@@ -389,6 +438,8 @@ impl Experiments {
                     .get(&(endpoint.to_string(), config_name.to_string(), v.clone()))
                     .map(|a| ArmState {
                         invocations: a.invocations,
+                        errors: a.errors,
+                        latency_sum: a.latency_sum,
                         outcomes: Arm {
                             n: a.n,
                             sum: a.sum,
@@ -415,12 +466,30 @@ impl Experiments {
         experiment
     }
 
-    /// A request to `experiment` was served by `variant` under `inference_id`.
-    pub(crate) fn served(&self, experiment: &Experiment, variant: &str, inference_id: &str) {
+    /// A request to `experiment` routed to `variant` failed.
+    pub(crate) fn failed(&self, experiment: &Experiment, variant: &str) {
+        if let Some(i) = experiment.index(variant) {
+            experiment.arms.lock().unwrap_or_else(|e| e.into_inner())[i].errors += 1;
+        }
+    }
+
+    /// A request to `experiment` was served by `variant` under `inference_id`, with
+    /// `model_latency`.
+    pub(crate) fn served(
+        &self,
+        experiment: &Experiment,
+        variant: &str,
+        inference_id: &str,
+        model_latency: std::time::Duration,
+    ) {
         let Some(i) = experiment.index(variant) else {
             return;
         };
-        experiment.arms.lock().unwrap_or_else(|e| e.into_inner())[i].invocations += 1;
+        {
+            let mut arms = experiment.arms.lock().unwrap_or_else(|e| e.into_inner());
+            arms[i].invocations += 1;
+            arms[i].latency_sum += model_latency.as_secs_f64();
+        }
         let served = now();
         let expires = served + experiment.config.outcome_retention_seconds as f64;
         let key = (experiment.endpoint.clone(), inference_id.to_string());

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS experiment_arms (
     config      TEXT NOT NULL,
     variant     TEXT NOT NULL,
     invocations INTEGER NOT NULL,
+    errors      INTEGER NOT NULL,
+    latency_sum REAL NOT NULL,
     n           INTEGER NOT NULL,
     sum         REAL NOT NULL,
     sum_sq      REAL NOT NULL,
@@ -76,6 +78,10 @@ pub(crate) struct ArmRow {
     pub(crate) config: String,
     pub(crate) variant: String,
     pub(crate) invocations: u64,
+    /// Invocations that failed.
+    pub(crate) errors: u64,
+    /// Model latency summed over successful invocations, in seconds.
+    pub(crate) latency_sum: f64,
     pub(crate) n: u64,
     pub(crate) sum: f64,
     pub(crate) sum_sq: f64,
@@ -324,8 +330,8 @@ impl Store {
             }
             let mut arm = tx.prepare_cached(
                 "INSERT OR REPLACE INTO experiment_arms \
-                 (endpoint, config, variant, invocations, n, sum, sum_sq) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (endpoint, config, variant, invocations, errors, latency_sum, n, sum, sum_sq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for a in arms {
                 arm.execute(params![
@@ -333,6 +339,8 @@ impl Store {
                     a.config,
                     a.variant,
                     a.invocations as i64,
+                    a.errors as i64,
+                    a.latency_sum,
                     a.n as i64,
                     a.sum,
                     a.sum_sq
@@ -372,7 +380,8 @@ impl Store {
     pub(crate) fn load_arms(&self) -> Result<Vec<ArmRow>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT endpoint, config, variant, invocations, n, sum, sum_sq FROM experiment_arms",
+            "SELECT endpoint, config, variant, invocations, errors, latency_sum, n, sum, sum_sq \
+             FROM experiment_arms",
         )?;
         let rows = statement.query_map([], |r| {
             Ok(ArmRow {
@@ -380,9 +389,11 @@ impl Store {
                 config: r.get(1)?,
                 variant: r.get(2)?,
                 invocations: r.get::<_, i64>(3)? as u64,
-                n: r.get::<_, i64>(4)? as u64,
-                sum: r.get(5)?,
-                sum_sq: r.get(6)?,
+                errors: r.get::<_, i64>(4)? as u64,
+                latency_sum: r.get(5)?,
+                n: r.get::<_, i64>(6)? as u64,
+                sum: r.get(7)?,
+                sum_sq: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -502,6 +513,8 @@ mod tests {
             config: "c".into(),
             variant: "A".into(),
             invocations: 2,
+            errors: 1,
+            latency_sum: 0.5,
             n: 1,
             sum: 1.0,
             sum_sq: 1.0,
