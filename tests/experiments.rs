@@ -124,8 +124,14 @@ fn outcomes_are_attributed_compared_and_bad_ones_counted() {
         let mean = v["Mean"].as_f64().unwrap();
         let interval = v["Interval"].as_array().unwrap();
         let (lo, hi) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
-        assert!(lo <= mean && mean <= hi, "{v}");
-        assert!(lo < rate && rate < hi, "true rate {rate} outside {v}");
+        assert!(lo < mean && mean < hi, "{v}");
+        // Routing is random, so each run draws differently: stay far from flaky bounds
+        // (about 5 standard errors at ~750 outcomes per variant).
+        assert!(
+            (mean - rate).abs() < 0.08,
+            "mean {mean} far from the true rate {rate}: {v}"
+        );
+        assert!(hi - lo < 0.1, "interval too wide: {v}");
     }
     let c = &b["Comparison"];
     assert!(c["Difference"].as_f64().unwrap() > 0.1, "{c}");
