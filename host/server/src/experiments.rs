@@ -382,6 +382,8 @@ pub(crate) struct Experiments {
     live: Mutex<HashMap<(String, String), Arc<Experiment>>>,
     /// Arms as stored at start, to restore experiments from.
     stored: Mutex<HashMap<(String, String, String), ArmRow>>,
+    /// Something changed since the last flush.
+    dirty: AtomicBool,
 }
 
 impl Experiments {
@@ -414,6 +416,8 @@ impl Experiments {
             pending: Mutex::default(),
             live: Mutex::default(),
             stored: Mutex::new(stored),
+            // Expired entries loaded from the store are dropped by the first flush.
+            dirty: AtomicBool::new(true),
         })
     }
 
@@ -470,6 +474,7 @@ impl Experiments {
     pub(crate) fn failed(&self, experiment: &Experiment, variant: &str) {
         if let Some(i) = experiment.index(variant) {
             experiment.arms.lock().unwrap_or_else(|e| e.into_inner())[i].errors += 1;
+            self.dirty.store(true, Ordering::Relaxed);
         }
     }
 
@@ -528,6 +533,8 @@ impl Experiments {
                 expires,
                 outcome: false,
             });
+        // After the push, so that a flush that clears the flag also takes the entry.
+        self.dirty.store(true, Ordering::Relaxed);
     }
 
     /// Record an outcome for `inference_id` of `endpoint`, whose current experiment is
@@ -584,12 +591,16 @@ impl Experiments {
             .unwrap_or_else(|e| e.into_inner())
             .outcomes
             .push(key);
+        self.dirty.store(true, Ordering::Relaxed);
         Ok(variant)
     }
 
-    /// Write what was gathered since the last flush, and forget entries whose tombstone
-    /// time has passed.
+    /// Write what was gathered since the last flush (nothing when nothing changed), and
+    /// forget entries whose tombstone time has passed.
     pub(crate) fn flush(&self, store: &Store) {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let experiments: Vec<Arc<Experiment>> = self
             .live
