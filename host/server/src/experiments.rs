@@ -595,6 +595,16 @@ impl Experiments {
         Ok(variant)
     }
 
+    /// Every experiment started since this process began.
+    fn all(&self) -> Vec<Arc<Experiment>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Write what was gathered since the last flush (nothing when nothing changed), and
     /// forget entries whose tombstone time has passed.
     pub(crate) fn flush(&self, store: &Store) {
@@ -602,13 +612,7 @@ impl Experiments {
             return;
         }
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        let experiments: Vec<Arc<Experiment>> = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let experiments = self.all();
         let arms: Vec<ArmRow> = experiments.iter().flat_map(|e| e.rows()).collect();
         let t = now();
         if let Err(e) = store.flush_experiments(&pending.served, &pending.outcomes, &arms, t) {
@@ -620,13 +624,7 @@ impl Experiments {
 
     /// Off the request path, every second: new bandit shares, and automatic actions due.
     pub(crate) fn tick(&self) -> Vec<(Arc<Experiment>, Vec<f64>, String)> {
-        let experiments: Vec<Arc<Experiment>> = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let experiments = self.all();
         let mut rng = rand::rng();
         let mut actions = Vec::new();
         for e in experiments {
