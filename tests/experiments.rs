@@ -222,6 +222,46 @@ fn a_winner_is_promoted_through_the_weight_update() {
 }
 
 #[test]
+fn a_loser_on_a_numeric_reward_is_stopped() {
+    let server = ab_server(json!({
+        "ControlVariant": "A", "Metric": "Numeric", "AutoAction": "StopLosers"}));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut outcomes = Vec::new();
+    for i in 0..800 {
+        let id = format!("n-{i}");
+        let v = invoke(&server, &id, &[]);
+        // Rewards: A about 10, B about 8 (a worse variant), both with noise.
+        let mean = if v == "A" { 10.0 } else { 8.0 };
+        outcomes.push((id, mean + rng.random_range(-2.0..2.0)));
+    }
+    assert_eq!(record(&server, &outcomes)["Recorded"], 800);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = server.describe_settled("ab");
+        let b = &d["ProductionVariants"][1];
+        if b["CurrentWeight"] == 0.0 {
+            assert_eq!(d["ProductionVariants"][0]["CurrentWeight"], 1.0, "{d}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was not stopped: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = report(&server);
+    assert_eq!(variant(&r, "B")["Verdict"], "Worse", "{r}");
+    assert!(
+        (variant(&r, "A")["Mean"].as_f64().unwrap() - 10.0).abs() < 0.5,
+        "{r}"
+    );
+    assert!(
+        r["RecommendedAction"]
+            .as_str()
+            .unwrap()
+            .starts_with("stop B"),
+        "{r}"
+    );
+}
+
+#[test]
 fn thompson_sampling_moves_traffic_to_the_better_variant() {
     let server = ab_server(json!({
         "ControlVariant": "A", "RoutingStrategy": "ThompsonSampling", "MinShare": 0.05}));
