@@ -54,20 +54,26 @@ fn bench(c: &mut Criterion) {
         TractGraph::from_onnx(&std::fs::read(model_dir.join("model.onnx")).unwrap()).unwrap();
 
     let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
-    let pool = VariantPool::new(
-        &runtime,
-        &VariantSpec {
-            endpoint: "bench".into(),
-            variant: "AllTraffic".into(),
-            component: plinth_tests::IRIS_WASM.into(),
-            model_dir: Some(model_dir.to_path_buf()),
-            environment: Vec::new(),
-            instance_count: 1,
-            routing: Default::default(),
-            limits: Limits::default(),
-        },
-    )
-    .unwrap();
+    // Guest calls are async; the benchmark drives them on a current-thread runtime.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = tokio
+        .block_on(VariantPool::new(
+            &runtime,
+            &VariantSpec {
+                endpoint: "bench".into(),
+                variant: "AllTraffic".into(),
+                component: plinth_tests::IRIS_WASM.into(),
+                model_dir: Some(model_dir.to_path_buf()),
+                environment: Vec::new(),
+                instance_count: 1,
+                routing: Default::default(),
+                limits: Limits::default(),
+            },
+        ))
+        .unwrap();
     let request = Invocation {
         body: BODY.as_bytes().to_vec().into(),
         content_type: "text/csv".into(),
@@ -76,7 +82,7 @@ fn bench(c: &mut Criterion) {
         custom_attributes: None,
     };
     // Both paths must give the same answer.
-    let guest_out = pool.invoke_blocking(&request).unwrap();
+    let guest_out = tokio.block_on(pool.invoke_here(&request)).unwrap();
     let mut state = graph.state().unwrap();
     let native_out = native(&mut state, BODY);
     let label = |b: &[u8]| {
@@ -89,7 +95,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(native(&mut state, black_box(BODY))))
     });
     group.bench_function("guest", |b| {
-        b.iter(|| black_box(pool.invoke_blocking(black_box(&request)).unwrap()))
+        b.iter(|| {
+            black_box(
+                tokio
+                    .block_on(pool.invoke_here(black_box(&request)))
+                    .unwrap(),
+            )
+        })
     });
     group.finish();
 }

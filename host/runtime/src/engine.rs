@@ -71,7 +71,7 @@ impl Runtime {
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_nn::wit::add_to_linker(&mut linker, HostState::nn_view)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -109,9 +109,4 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Epoch ticks covering `deadline`, at least one.
-pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }

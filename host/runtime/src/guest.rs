@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 
@@ -17,6 +17,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "plinth:model/model",
+        exports: { default: async },
     });
 }
 
@@ -32,6 +33,8 @@ pub(crate) struct HostState {
     nn: WasiNnCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// When the call in progress must stop.
+    deadline_at: Instant,
 }
 
 impl HostState {
@@ -108,7 +111,7 @@ pub(crate) struct Outcome {
 
 impl InstanceTemplate {
     /// Create a store, instantiate the component and run `model-fn`.
-    pub(crate) fn instantiate(&self) -> Result<GuestInstance, LoadError> {
+    pub(crate) async fn instantiate(&self) -> Result<GuestInstance, LoadError> {
         let stdout = GuestOutput::new("stdout", self.endpoint.clone(), self.variant.clone());
         let stderr = GuestOutput::new("stderr", self.endpoint.clone(), self.variant.clone());
         let mut wasi = WasiCtxBuilder::new();
@@ -133,17 +136,30 @@ impl InstanceTemplate {
                 .memory_size(self.memory_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
+            deadline_at: Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(crate::engine::deadline_ticks(self.deadline));
+        // Every epoch tick the guest gives way to the other tasks on its thread, and past
+        // its deadline it is stopped.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline_at {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.data_mut().deadline_at = Instant::now() + self.deadline;
         let bindings = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| LoadError::Engine(format!("instantiation failed: {e:#}")))?;
         let model = match bindings
             .plinth_model_handler()
             .call_model_fn(&mut store, GUEST_MODEL_DIR)
+            .await
         {
             Ok(Ok(model)) => model,
             Ok(Err(e)) => return Err(LoadError::ModelFn(handler_error(e).to_string())),
@@ -167,21 +183,21 @@ impl InstanceTemplate {
 
 impl GuestInstance {
     /// Run `input-fn` -> `predict-fn` -> `output-fn` under one deadline.
-    pub(crate) fn invoke(
+    pub(crate) async fn invoke(
         &mut self,
         request: &Invocation,
         variant: &str,
         deadline: Duration,
     ) -> Outcome {
         let started = Instant::now();
-        self.store
-            .set_epoch_deadline(crate::engine::deadline_ticks(deadline));
+        self.store.data_mut().deadline_at = started + deadline;
+        self.store.set_epoch_deadline(1);
         let ctx = handler::Context {
             inference_id: request.inference_id.clone(),
             custom_attributes: request.custom_attributes.clone(),
             variant_name: variant.to_string(),
         };
-        let result = self.call(request, &ctx);
+        let result = self.call(request, &ctx).await;
         let model_latency = started.elapsed();
         match result {
             Ok(Ok(response)) => Outcome {
@@ -221,22 +237,28 @@ impl GuestInstance {
         }
     }
 
-    fn call(
+    async fn call(
         &mut self,
         request: &Invocation,
         ctx: &handler::Context,
     ) -> wasmtime::Result<Result<handler::Response, handler::HandlerError>> {
         let h = self.bindings.plinth_model_handler();
-        let payload =
-            match h.call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)? {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e)),
-            };
-        let prediction = match h.call_predict_fn(&mut self.store, payload, self.model, ctx)? {
+        let payload = match h
+            .call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)
+            .await?
+        {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let prediction = match h
+            .call_predict_fn(&mut self.store, payload, self.model, ctx)
+            .await?
+        {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
         h.call_output_fn(&mut self.store, prediction, &request.accept, ctx)
+            .await
     }
 }
 

@@ -4,8 +4,11 @@
 //! waits for it in a bounded queue; when the variant's queue is full the request is
 //! throttled, never left hanging.
 //!
-//! Guest calls run on tokio's blocking pool; a trapped instance is dropped and replaced
-//! before its slot takes the next request. The set of instances is itself a snapshot
+//! Guest calls run as tokio tasks on the async workers, with no hop to another thread:
+//! wasmtime runs the guest on a fiber that gives way to other tasks every epoch tick, and
+//! stops it at its deadline. The call is its own task, so a client that goes away does not
+//! cancel it half-way. A trapped instance is dropped and replaced before its slot takes
+//! the next request. The set of instances is itself a snapshot
 //! (arc-swap): resizing publishes a new set, and requests already on a removed instance
 //! finish there.
 
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Everything needed to build a variant's pool.
 #[derive(Debug, Clone)]
@@ -98,8 +102,9 @@ pub struct VariantPool {
 
 impl VariantPool {
     /// Load the component, preload the artifact's graphs and start `instance_count` warm
-    /// instances (each has run `model-fn`). Blocking: call it off the async workers.
-    pub fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
+    /// instances (each has run `model-fn`). Compiling blocks: call it from a thread that
+    /// may block, inside a tokio runtime (e.g. `Handle::block_on` on a blocking thread).
+    pub async fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
         let shown = spec.component.display().to_string();
         let component = runtime.load_component(&spec.component)?;
         let instance_pre =
@@ -133,12 +138,12 @@ impl VariantPool {
             variant: spec.variant.as_str().into(),
         });
         // A variant with no instances still proves its component can start.
-        let first = template.instantiate()?;
+        let first = template.instantiate().await?;
         let mut slots = Vec::with_capacity(spec.instance_count);
         if spec.instance_count > 0 {
             slots.push(Slot::new(first));
             for _ in 1..spec.instance_count {
-                slots.push(Slot::new(template.instantiate()?));
+                slots.push(Slot::new(template.instantiate().await?));
             }
         }
         Ok(Self {
@@ -182,14 +187,10 @@ impl VariantPool {
         let _one_at_a_time = self.resizing.lock().await;
         let current = self.slots.load().len();
         if count > current {
-            let template = self.template.clone();
-            let fresh = tokio::task::spawn_blocking(move || {
-                (current..count)
-                    .map(|_| template.instantiate().map(Slot::new))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| LoadError::Engine(e.to_string()))??;
+            let mut fresh = Vec::with_capacity(count - current);
+            for _ in current..count {
+                fresh.push(Slot::new(self.template.instantiate().await?));
+            }
             self.slots.rcu(|slots| {
                 let mut next = Vec::clone(slots);
                 next.extend(fresh.iter().cloned());
@@ -227,15 +228,17 @@ impl VariantPool {
         let deadline = template.deadline;
         // Guest logs and trap reports carry the caller's span (endpoint, variant, inference id).
         let span = tracing::Span::current();
-        let task = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let result = serve_on(&template, &slot.0, &replaced, &request);
-            drop(permit);
-            drop(slot);
-            result
-        });
+        let task = tokio::spawn(
+            async move {
+                let result = serve_on(&template, &slot.0, &replaced, &request).await;
+                drop(permit);
+                drop(slot);
+                result
+            }
+            .instrument(span),
+        );
         // The epoch deadline stops guest code; this bounds a backend computation that
-        // overruns it too. The instance returns to its slot when that computation ends.
+        // overruns it too.
         let grace = crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout(deadline + grace, task).await {
             Ok(Ok(result)) => result,
@@ -246,15 +249,16 @@ impl VariantPool {
         }
     }
 
-    /// Serve one request on the calling thread (for `plinth local` and benchmarks).
-    pub fn invoke_blocking(&self, request: &Invocation) -> Result<InvocationOutput, InvokeError> {
+    /// Serve one request in the calling task, on an idle instance (for `plinth local` and
+    /// benchmarks).
+    pub async fn invoke_here(&self, request: &Invocation) -> Result<InvocationOutput, InvokeError> {
         let slot = self.route()?;
         let _permit = slot
             .0
             .gate
             .try_acquire()
             .map_err(|_| InvokeError::Unavailable("the instance is busy".into()))?;
-        serve_on(&self.template, &slot.0, &self.replaced, request)
+        serve_on(&self.template, &slot.0, &self.replaced, request).await
     }
 
     fn route(&self) -> Result<Outstanding, InvokeError> {
@@ -273,7 +277,7 @@ impl VariantPool {
 
 /// Run the request on the slot's instance (the caller holds the slot's permit). A trapped
 /// instance is replaced before the permit is released.
-fn serve_on(
+async fn serve_on(
     template: &InstanceTemplate,
     slot: &Slot,
     replaced: &AtomicUsize,
@@ -288,9 +292,12 @@ fn serve_on(
         Some(instance) => instance,
         None => template
             .instantiate()
+            .await
             .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
     };
-    let outcome = instance.invoke(request, &template.variant, template.deadline);
+    let outcome = instance
+        .invoke(request, &template.variant, template.deadline)
+        .await;
     let next = if outcome.reusable {
         Some(instance)
     } else {
@@ -298,6 +305,7 @@ fn serve_on(
         replaced.fetch_add(1, Ordering::Relaxed);
         template
             .instantiate()
+            .await
             .map_err(|e| {
                 tracing::error!(
                     endpoint = %template.endpoint,

@@ -626,15 +626,19 @@ fn invoke(
 fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(&RuntimeConfig::default())
         .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?;
-    let pool = VariantPool::new(&runtime, &spec)?;
-    let output = pool
-        .invoke_blocking(&Invocation {
-            body: request.body()?.into(),
-            content_type: request.content_type.clone(),
-            accept: request.accept.clone().unwrap_or_default(),
-            inference_id: uuid::Uuid::new_v4().to_string(),
-            custom_attributes: request.custom_attributes.clone(),
-        })
+    let invocation = Invocation {
+        body: request.body()?.into(),
+        content_type: request.content_type.clone(),
+        accept: request.accept.clone().unwrap_or_default(),
+        inference_id: uuid::Uuid::new_v4().to_string(),
+        custom_attributes: request.custom_attributes.clone(),
+    };
+    let tokio = tokio::runtime::Runtime::new()?;
+    let output = tokio
+        .block_on(async {
+            let pool = VariantPool::new(&runtime, &spec).await?;
+            anyhow::Ok(pool.invoke_here(&invocation).await)
+        })?
         .map_err(|e| match e.original_status() {
             Some(status) => anyhow!("{e} (the handler's status: {status})"),
             None => anyhow!("{e}"),

@@ -179,10 +179,14 @@ async fn build(
             None => {
                 let runtime = state.runtime.clone();
                 let spec = variant_spec(endpoint, &v);
-                let pool = tokio::task::spawn_blocking(move || VariantPool::new(&runtime, &spec))
-                    .await
-                    .map_err(|e| format!("variant {}: {e}", v.name))?
-                    .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
+                // Compiling blocks: build the pool on a blocking thread.
+                let handle = tokio::runtime::Handle::current();
+                let pool = tokio::task::spawn_blocking(move || {
+                    handle.block_on(VariantPool::new(&runtime, &spec))
+                })
+                .await
+                .map_err(|e| format!("variant {}: {e}", v.name))?
+                .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
                 Arc::new(LiveVariant {
                     name: v.name.clone(),
                     model_name: v.model.name.clone(),
