@@ -167,6 +167,11 @@ impl VariantPool {
         self.routing
     }
 
+    /// Instances in the pool now.
+    pub fn instances(&self) -> usize {
+        self.slots.load().len()
+    }
+
     /// Current load.
     pub fn stats(&self) -> PoolStats {
         let slots = self.slots.load();

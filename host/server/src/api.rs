@@ -287,13 +287,10 @@ async fn invoke(
         }
     }
     let _entered = span.enter();
-    let labels = [endpoint.name.as_str(), variant.name.as_str()];
-    let m = &state.metrics;
-    m.invocations.with_label_values(&labels).inc();
-    let instances = variant.pool.stats().instances.max(1);
-    m.invocations_per_instance
-        .with_label_values(&labels)
-        .inc_by(1.0 / instances as f64);
+    let m = &variant.metrics;
+    m.invocations.inc();
+    let instances = variant.pool.instances().max(1);
+    m.invocations_per_instance.inc_by(1.0 / instances as f64);
     match result {
         Ok(output) => {
             if let Some(experiment) = &endpoint.experiment {
@@ -306,10 +303,8 @@ async fn invoke(
             }
             let total = started.elapsed();
             m.model_latency
-                .with_label_values(&labels)
                 .observe(output.model_latency.as_secs_f64());
             m.overhead_latency
-                .with_label_values(&labels)
                 .observe(total.saturating_sub(output.model_latency).as_secs_f64());
             tracing::debug!(
                 status = 200,
@@ -338,17 +333,17 @@ async fn invoke(
             }
             let api_error = ApiError::from_invoke(&error, &variant.name);
             if matches!(error, InvokeError::Throttled { .. }) {
-                m.throttled.with_label_values(&labels).inc();
+                m.throttled.inc();
             }
             if error.original_status().is_some() {
-                m.model_errors.with_label_values(&labels).inc();
+                m.model_errors.inc();
             }
             let server_side = api_error.status().is_server_error()
                 || matches!(error.original_status(), Some(0) | Some(500..));
             if server_side {
-                m.errors_5xx.with_label_values(&labels).inc();
+                m.errors_5xx.inc();
             } else {
-                m.errors_4xx.with_label_values(&labels).inc();
+                m.errors_4xx.inc();
             }
             tracing::warn!(
                 status = api_error.status().as_u16(),

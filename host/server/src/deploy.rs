@@ -193,6 +193,7 @@ async fn build(
                     model: v.model.clone(),
                     max_queue_length: v.max_queue_length,
                     pool: Arc::new(pool),
+                    metrics: state.metrics.variant(endpoint, &v.name),
                 })
             }
         };

@@ -64,6 +64,8 @@ pub(crate) struct LiveVariant {
     pub(crate) model: Model,
     pub(crate) max_queue_length: usize,
     pub(crate) pool: Arc<VariantPool>,
+    /// Its request metrics, resolved once.
+    pub(crate) metrics: crate::metrics::VariantMetrics,
 }
 
 /// A variant as one snapshot sees it.

@@ -2,8 +2,8 @@
 //! variant. The README's "Metrics" table documents each one; keep the two in step.
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const LABELS: &[&str] = &["endpoint", "variant"];
@@ -66,7 +66,35 @@ fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
     h
 }
 
+/// One variant's request metrics, resolved once so that a request does not look its
+/// labels up again.
+pub(crate) struct VariantMetrics {
+    pub(crate) invocations: IntCounter,
+    pub(crate) invocations_per_instance: Counter,
+    pub(crate) model_latency: Histogram,
+    pub(crate) overhead_latency: Histogram,
+    pub(crate) errors_4xx: IntCounter,
+    pub(crate) errors_5xx: IntCounter,
+    pub(crate) model_errors: IntCounter,
+    pub(crate) throttled: IntCounter,
+}
+
 impl Metrics {
+    /// The request metrics of `variant` of `endpoint`.
+    pub(crate) fn variant(&self, endpoint: &str, variant: &str) -> VariantMetrics {
+        let labels = [endpoint, variant];
+        VariantMetrics {
+            invocations: self.invocations.with_label_values(&labels),
+            invocations_per_instance: self.invocations_per_instance.with_label_values(&labels),
+            model_latency: self.model_latency.with_label_values(&labels),
+            overhead_latency: self.overhead_latency.with_label_values(&labels),
+            errors_4xx: self.errors_4xx.with_label_values(&labels),
+            errors_5xx: self.errors_5xx.with_label_values(&labels),
+            model_errors: self.model_errors.with_label_values(&labels),
+            throttled: self.throttled.with_label_values(&labels),
+        }
+    }
+
     pub(crate) fn new() -> Self {
         let r = Registry::new();
         let invocations_per_instance = CounterVec::new(
