@@ -208,7 +208,7 @@ impl VariantPool {
     }
 
     /// Serve one request: route it to an instance, wait for that instance (or be
-    /// throttled), run the handler on the blocking pool, and bound the wait by the
+    /// throttled), run the handler as its own task on the async workers, and bound the wait by the
     /// deadline even if the backend overruns it.
     pub async fn invoke(&self, request: Invocation) -> Result<InvocationOutput, InvokeError> {
         let slot = self.route()?;

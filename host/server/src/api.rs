@@ -302,8 +302,7 @@ async fn invoke(
                 );
             }
             let total = started.elapsed();
-            m.model_latency
-                .observe(output.model_latency.as_secs_f64());
+            m.model_latency.observe(output.model_latency.as_secs_f64());
             m.overhead_latency
                 .observe(total.saturating_sub(output.model_latency).as_secs_f64());
             tracing::debug!(
