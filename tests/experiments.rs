@@ -284,6 +284,22 @@ fn thompson_sampling_moves_traffic_to_the_better_variant() {
 }
 
 #[test]
+fn epsilon_greedy_gives_the_best_variant_all_but_epsilon() {
+    let server = ab_server(json!({
+        "ControlVariant": "A", "RoutingStrategy": "EpsilonGreedy", "Epsilon": 0.2}));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let rates = BTreeMap::from([("A", 0.05), ("B", 0.40)]);
+    run_traffic(&server, "e0", 300, &rates, &mut rng);
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = report(&server);
+    // 1 - epsilon to the best mean, epsilon split evenly: 0.9 and 0.1.
+    let b = variant(&r, "B")["TrafficShare"].as_f64().unwrap();
+    assert!((b - 0.9).abs() < 1e-9, "{r}");
+    let later = run_traffic(&server, "e1", 400, &rates, &mut rng);
+    assert!(later["B"] > 320 && later["A"] > 15, "{later:?}");
+}
+
+#[test]
 fn an_assignment_key_keeps_its_variant() {
     let server = ab_server(json!({"ControlVariant": "A", "AssignmentAttribute": "session"}));
     let assign = |key: &str| invoke(&server, "x", &[("X-Plinth-Assignment-Key", key)]);
