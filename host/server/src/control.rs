@@ -267,8 +267,30 @@ struct ModelNameInput {
     model_name: String,
 }
 
+/// What SageMaker answers for a missing endpoint (boto3's waiters rely on it).
+fn endpoint_not_found(name: &str) -> ApiError {
+    validation(format!(
+        "Could not find endpoint \"{}\".",
+        arn("endpoint", name)
+    ))
+}
+
 fn model_not_found(name: &str) -> ApiError {
     validation(format!("Could not find model \"{}\".", arn("model", name)))
+}
+
+/// A Describe output: the stored definition plus `<Field>Name`, `<Field>Arn` and
+/// `CreationTime`.
+fn described<T: serde::Serialize>(
+    record: &Record<T>,
+    field: &str,
+    kind: &str,
+) -> Result<Value, ApiError> {
+    let mut output = serde_json::to_value(&record.definition).map_err(internal)?;
+    output[format!("{field}Name")] = json!(record.name);
+    output[format!("{field}Arn")] = json!(arn(kind, &record.name));
+    output["CreationTime"] = json!(record.created);
+    Ok(output)
 }
 
 fn describe_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
@@ -278,11 +300,7 @@ fn describe_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
         .models
         .get(&input.model_name)
         .ok_or_else(|| model_not_found(&input.model_name))?;
-    let mut output = serde_json::to_value(&record.definition).map_err(internal)?;
-    output["ModelName"] = json!(record.name);
-    output["ModelArn"] = json!(arn("model", &record.name));
-    output["CreationTime"] = json!(record.created);
-    Ok(output)
+    described(record, "Model", "model")
 }
 
 fn delete_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
@@ -428,11 +446,7 @@ fn describe_endpoint_config(state: &AppState, input: Value) -> Result<Value, Api
         .configs
         .get(&input.endpoint_config_name)
         .ok_or_else(|| config_not_found(&input.endpoint_config_name))?;
-    let mut output = serde_json::to_value(&record.definition).map_err(internal)?;
-    output["EndpointConfigName"] = json!(record.name);
-    output["EndpointConfigArn"] = json!(arn("endpoint-config", &record.name));
-    output["CreationTime"] = json!(record.created);
-    Ok(output)
+    described(record, "EndpointConfig", "endpoint-config")
 }
 
 /// The configs an endpoint needs: the one it serves and the one it is moving to.
@@ -529,12 +543,10 @@ fn delete_endpoint(state: &AppState, input: Value) -> Result<Value, ApiError> {
 
 fn describe_endpoint(state: &AppState, input: Value) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
-    let endpoint = state.endpoints.get(&input.endpoint_name).ok_or_else(|| {
-        validation(format!(
-            "Could not find endpoint \"{}\".",
-            arn("endpoint", &input.endpoint_name)
-        ))
-    })?;
+    let endpoint = state
+        .endpoints
+        .get(&input.endpoint_name)
+        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
     Ok(describe(&endpoint))
 }
 
@@ -679,12 +691,10 @@ fn experiment_of(
     ),
     ApiError,
 > {
-    let endpoint = state.endpoints.get(name).ok_or_else(|| {
-        validation(format!(
-            "Could not find endpoint \"{}\".",
-            arn("endpoint", name)
-        ))
-    })?;
+    let endpoint = state
+        .endpoints
+        .get(name)
+        .ok_or_else(|| endpoint_not_found(name))?;
     let experiment = endpoint.experiment.clone();
     Ok((endpoint, experiment))
 }
