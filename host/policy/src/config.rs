@@ -38,6 +38,9 @@ pub struct DeploymentFile {
     /// `[[endpoints]]`.
     #[serde(default)]
     pub endpoints: Vec<EndpointSection>,
+    /// `[[alarms]]`: CreateAlarm's input, with the API's (PascalCase) keys.
+    #[serde(default)]
+    pub alarms: Vec<toml::Table>,
 }
 
 /// `[server]`.
@@ -114,6 +117,9 @@ pub struct EndpointSection {
     pub name: String,
     /// `EndpointConfigName`.
     pub endpoint_config_name: String,
+    /// `DeploymentConfig`, with the API's (PascalCase) keys: how an update of the endpoint
+    /// to another config moves traffic.
+    pub deployment_config: Option<crate::rollout::DeploymentConfig>,
 }
 
 /// A validated model: paths are absolute (resolved against the file's directory).
@@ -159,6 +165,8 @@ pub struct Endpoint {
     pub config_name: String,
     /// Its production variants.
     pub variants: Vec<Variant>,
+    /// How an update moves traffic to a new config.
+    pub deployment_config: Option<crate::rollout::DeploymentConfig>,
 }
 
 /// A validated endpoint config: its variants with their models resolved.
@@ -181,6 +189,8 @@ pub struct Deployment {
     pub endpoint_configs: Vec<EndpointConfig>,
     /// Endpoints to serve.
     pub endpoints: Vec<Endpoint>,
+    /// Alarms, by name.
+    pub alarms: Vec<(String, crate::alarm::AlarmDefinition)>,
 }
 
 /// A problem in a deployment file.
@@ -362,11 +372,63 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 ),
             )
         })?;
+        if let Some(d) = &e.deployment_config {
+            let instances = variants.iter().map(|v| v.instance_count).sum();
+            d.plan(instances)
+                .map_err(|m| err(format!("endpoints[{i}].deployment_config"), m))?;
+        }
         endpoints.push(Endpoint {
             name: e.name.clone(),
             config_name: e.endpoint_config_name.clone(),
             variants: variants.clone(),
+            deployment_config: e.deployment_config.clone(),
         });
+    }
+
+    let mut alarms = Vec::new();
+    for (i, table) in parsed.alarms.iter().enumerate() {
+        let mut table = table.clone();
+        let name = match table.remove("AlarmName") {
+            Some(toml::Value::String(name)) => name,
+            _ => {
+                return Err(err(
+                    format!("alarms[{i}].AlarmName"),
+                    "every alarm needs an AlarmName (a string)".into(),
+                ))
+            }
+        };
+        check_name(format!("alarms[{i}].AlarmName"), &name)?;
+        if alarms.iter().any(|(n, _): &(String, _)| n == &name) {
+            return Err(err(
+                format!("alarms[{i}].AlarmName"),
+                format!("alarm {name:?} is defined twice; give each alarm a unique name"),
+            ));
+        }
+        let definition: crate::alarm::AlarmDefinition = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| err(format!("alarms[{i}]"), e.to_string()))?;
+        definition
+            .compile()
+            .map_err(|m| err(format!("alarms[{i}]"), m))?;
+        alarms.push((name, definition));
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        let named = e
+            .deployment_config
+            .iter()
+            .filter_map(|d| d.auto_rollback_configuration.as_ref())
+            .flat_map(|r| r.alarms.iter().flatten());
+        for a in named {
+            if !alarms.iter().any(|(n, _)| *n == a.alarm_name) {
+                return Err(err(
+                    format!("endpoints[{i}].deployment_config"),
+                    format!(
+                        "alarm {:?} is not defined; add an [[alarms]] entry with AlarmName = {:?}",
+                        a.alarm_name, a.alarm_name
+                    ),
+                ));
+            }
+        }
     }
 
     let max_payload_bytes = parsed
@@ -384,6 +446,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         models: models.into_values().collect(),
         endpoint_configs,
         endpoints,
+        alarms,
     })
 }
 

@@ -6,10 +6,13 @@
 //! outcomes, fixed-horizon and always-valid sequential tests of a treatment against the
 //! control). Everything here is plain functions over plain data.
 
+pub mod alarm;
 pub mod bandit;
 pub mod capacity;
 pub mod config;
 pub mod experiment;
 pub mod names;
+pub mod rollout;
 pub mod routing;
+pub mod shadow;
 pub mod sticky;

@@ -20,6 +20,8 @@ mod header {
     pub(super) const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
     pub(super) const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
     pub(super) const ASSIGNMENT_KEY: &str = "x-plinth-assignment-key";
+    /// Response: the endpoint config of the fleet that served the request.
+    pub(super) const ENDPOINT_CONFIG: &str = "x-plinth-endpoint-config";
 }
 
 /// The largest control-plane request body.
@@ -144,21 +146,28 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
     m.reset_gauges();
     for endpoint in state.endpoints.all().values() {
-        for v in &endpoint.variants {
-            let labels = [endpoint.name.as_str(), v.live.name.as_str()];
-            let stats = v.live.pool.stats();
+        if let Some(new) = &endpoint.new_fleet {
+            m.new_fleet_share
+                .with_label_values(&[endpoint.name.as_str()])
+                .set(new.share);
+        }
+        // Both fleets of a deployment, and shadows: a variant name in two fleets sums.
+        let shadows = endpoint.shadows.iter().map(|s| &s.live);
+        for live in endpoint.serving().map(|v| &v.live).chain(shadows) {
+            let labels = [endpoint.name.as_str(), live.name.as_str()];
+            let stats = live.pool.stats();
             m.instances
                 .with_label_values(&labels)
-                .set(stats.instances as i64);
+                .add(stats.instances as i64);
             m.instances_busy
                 .with_label_values(&labels)
-                .set(stats.busy as i64);
+                .add(stats.busy as i64);
             m.queue_depth
                 .with_label_values(&labels)
-                .set(stats.queued as i64);
+                .add(stats.queued as i64);
             m.instances_replaced
                 .with_label_values(&labels)
-                .set(stats.replaced as i64);
+                .add(stats.replaced as i64);
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()
@@ -244,8 +253,8 @@ async fn invoke(
             .as_ref()
             .and_then(|e| e.assignment_key(custom_attributes)),
     };
-    let mut variant = match endpoint.route(target, assignment_key) {
-        Ok(v) => v.clone(),
+    let routed = match endpoint.route(target, assignment_key) {
+        Ok(routed) => routed,
         Err(e) => {
             state
                 .metrics
@@ -255,6 +264,11 @@ async fn invoke(
             return Err(ApiError::validation(e.to_string()));
         }
     };
+    let (mut variant, mut config_name, mut experiment) = (
+        routed.variant.clone(),
+        routed.config_name.to_string(),
+        routed.experiment.cloned(),
+    );
     let span = tracing::info_span!(
         "invoke",
         endpoint = %endpoint.name,
@@ -274,26 +288,30 @@ async fn invoke(
         .instrument(span.clone())
         .await;
     if target.is_none() && matches!(result, Err(InvokeError::NoInstances(_))) {
-        // The variant was scaled to zero after this request read the snapshot: route it
-        // again on the current one.
-        if let Some(next) = state
-            .endpoints
-            .get(&name)
-            .and_then(|e| e.route(None, assignment_key).ok().cloned())
-        {
-            span.record("variant", next.name.as_str());
-            result = next.pool.invoke(request).instrument(span.clone()).await;
-            variant = next;
+        // The variant was scaled to zero (or its fleet rolled back) after this request read
+        // the snapshot: route it again on the current one.
+        if let Some(current) = state.endpoints.get(&name) {
+            if let Ok(next) = current.route(None, assignment_key) {
+                span.record("variant", next.variant.name.as_str());
+                variant = next.variant.clone();
+                config_name = next.config_name.to_string();
+                experiment = next.experiment.cloned();
+                result = variant
+                    .pool
+                    .invoke(request.clone())
+                    .instrument(span.clone())
+                    .await;
+            }
         }
     }
     let _entered = span.enter();
-    let m = &variant.metrics;
-    m.invocations.inc();
-    let instances = variant.pool.instances().max(1);
-    m.invocations_per_instance.inc_by(1.0 / instances as f64);
+    let api_error = record_invocation(&variant, &result, started.elapsed());
+    for shadow in &endpoint.shadows {
+        shadow.offer(&request, result.as_ref().ok());
+    }
     match result {
         Ok(output) => {
-            if let Some(experiment) = &endpoint.experiment {
+            if let Some(experiment) = &experiment {
                 state.experiments.served(
                     experiment,
                     &variant.name,
@@ -301,10 +319,6 @@ async fn invoke(
                     output.model_latency,
                 );
             }
-            let total = started.elapsed();
-            m.model_latency.observe(output.model_latency.as_secs_f64());
-            m.overhead_latency
-                .observe(total.saturating_sub(output.model_latency).as_secs_f64());
             tracing::debug!(
                 status = 200,
                 model_ms = output.model_latency.as_secs_f64() * 1e3,
@@ -321,20 +335,63 @@ async fn invoke(
             );
             insert(h, header::INVOKED_VARIANT, &variant.name);
             insert(h, header::INFERENCE_ID, &inference_id);
+            insert(h, header::ENDPOINT_CONFIG, &config_name);
             if let Some(attributes) = &output.custom_attributes {
                 insert(h, header::CUSTOM_ATTRIBUTES, attributes);
             }
             Ok(response)
         }
-        Err(error) => {
-            if let Some(experiment) = &endpoint.experiment {
+        Err(_) => {
+            if let Some(experiment) = &experiment {
                 state.experiments.failed(experiment, &variant.name);
             }
-            let api_error = ApiError::from_invoke(&error, &variant.name);
+            let api_error = api_error.expect("a failed invocation has an error");
+            tracing::warn!(
+                status = api_error.status().as_u16(),
+                error = %api_error.message(),
+                "invocation failed"
+            );
+            let mut response = api_error.into_response();
+            let h = response.headers_mut();
+            insert(h, header::INVOKED_VARIANT, &variant.name);
+            insert(h, header::ENDPOINT_CONFIG, &config_name);
+            Ok(response)
+        }
+    }
+}
+
+/// Count one invocation of `variant` in its metrics and its alarm window (`total`: the time
+/// since the request arrived); for a failure, the error to answer with.
+pub(crate) fn record_invocation(
+    variant: &crate::endpoints::LiveVariant,
+    result: &Result<plinth_runtime::InvocationOutput, InvokeError>,
+    total: std::time::Duration,
+) -> Option<ApiError> {
+    use plinth_policy::alarm::{Outcome, Sample};
+    let m = &variant.metrics;
+    m.invocations.inc();
+    let instances = variant.pool.instances().max(1);
+    m.invocations_per_instance.inc_by(1.0 / instances as f64);
+    match result {
+        Ok(output) => {
+            let overhead = total.saturating_sub(output.model_latency);
+            m.model_latency.observe(output.model_latency.as_secs_f64());
+            m.overhead_latency.observe(overhead.as_secs_f64());
+            variant.recent.record(&Sample {
+                outcome: Outcome::Success,
+                model_error: false,
+                model_latency: Some(output.model_latency),
+                overhead_latency: overhead,
+            });
+            None
+        }
+        Err(error) => {
+            let api_error = ApiError::from_invoke(error, &variant.name);
             if matches!(error, InvokeError::Throttled { .. }) {
                 m.throttled.inc();
             }
-            if error.original_status().is_some() {
+            let model_error = error.original_status().is_some();
+            if model_error {
                 m.model_errors.inc();
             }
             let server_side = api_error.status().is_server_error()
@@ -344,18 +401,17 @@ async fn invoke(
             } else {
                 m.errors_4xx.inc();
             }
-            tracing::warn!(
-                status = api_error.status().as_u16(),
-                error = %api_error.message(),
-                "invocation failed"
-            );
-            let mut response = api_error.into_response();
-            insert(
-                response.headers_mut(),
-                header::INVOKED_VARIANT,
-                &variant.name,
-            );
-            Ok(response)
+            variant.recent.record(&Sample {
+                outcome: if server_side {
+                    Outcome::ServerError
+                } else {
+                    Outcome::ClientError
+                },
+                model_error,
+                model_latency: None,
+                overhead_latency: total,
+            });
+            Some(api_error)
         }
     }
 }

@@ -30,6 +30,16 @@ pub(crate) trait Control {
     fn call(&mut self, operation: &str, input: Value) -> Result<Value, CallError>;
 }
 
+/// A Describe output without the fields the API adds to a definition.
+fn strip(mut value: Value, fields: &[&str]) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        for field in fields {
+            object.remove(*field);
+        }
+    }
+    value
+}
+
 /// How long an endpoint may take to come up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -94,9 +104,45 @@ pub(crate) fn apply(
             Err(e) => return Err(e).with_context(|| format!("endpoint config {name:?}")),
         }
     }
+    for (name, desired) in &deployment.alarms {
+        match control.call("DescribeAlarm", json!({ "AlarmName": name })) {
+            Ok(current) => {
+                let current: plinth_policy::alarm::AlarmDefinition = serde_json::from_value(strip(
+                    current,
+                    &[
+                        "AlarmName",
+                        "AlarmArn",
+                        "CreationTime",
+                        "StateValue",
+                        "StateReason",
+                        "Datapoints",
+                    ],
+                ))
+                .with_context(|| format!("DescribeAlarm {name}"))?;
+                if current != *desired {
+                    bail!(
+                        "alarm {name:?} differs from the alarm of that name Plinth already has; \
+                         alarms are immutable: give the changed alarm a new name"
+                    );
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                let mut input = serde_json::to_value(desired)?;
+                input["AlarmName"] = json!(name);
+                control
+                    .call("CreateAlarm", input)
+                    .with_context(|| format!("alarm {name:?}"))?;
+                changes.push(format!("created alarm {name}"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("alarm {name:?}")),
+        }
+    }
     for endpoint in &deployment.endpoints {
         let name = &endpoint.name;
-        let input = json!({ "EndpointName": name, "EndpointConfigName": endpoint.config_name });
+        let mut input = json!({ "EndpointName": name, "EndpointConfigName": endpoint.config_name });
+        if let Some(d) = &endpoint.deployment_config {
+            input["DeploymentConfig"] = serde_json::to_value(d)?;
+        }
         let describe = json!({ "EndpointName": name });
         match control.call("DescribeEndpoint", describe.clone()) {
             Ok(current) if current["EndpointConfigName"] == json!(endpoint.config_name) => {
@@ -133,7 +179,7 @@ pub(crate) fn apply(
         let current = loop {
             let current = control.call("DescribeEndpoint", json!({ "EndpointName": name }))?;
             let status = current["EndpointStatus"].as_str().unwrap_or_default();
-            if status != "Creating" && status != "Updating" {
+            if !matches!(status, "Creating" | "Updating" | "RollingBack") {
                 break current;
             }
             if started.elapsed() > SETTLE_TIMEOUT {

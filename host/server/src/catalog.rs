@@ -69,6 +69,10 @@ impl Default for ModelLimits {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ConfigDefinition {
     pub(crate) production_variants: Vec<ProductionVariant>,
+    /// Variants that receive a copy of sampled requests; their answers are compared with
+    /// production's and never reach the client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) shadow_production_variants: Vec<ProductionVariant>,
     /// Plinth's extension: an A/B experiment over the variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) plinth_experiment: Option<ExperimentConfig>,
@@ -203,6 +207,11 @@ pub(crate) struct ProductionVariant {
     /// Plinth's extension: requests that may wait for a busy variant.
     #[serde(default = "default_queue")]
     pub(crate) plinth_max_queue_length: u64,
+    /// Plinth's extension, for a shadow variant: the percentage of requests copied to it
+    /// (SageMaker's `ShadowModelVariantConfig.SamplingPercentage`). Without it, the shadow's
+    /// weight over the production variants' total weight, capped at 100 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_sampling_percentage: Option<f64>,
 }
 
 fn one() -> u64 {
@@ -259,6 +268,7 @@ impl<T: for<'de> Deserialize<'de>> Record<T> {
 pub(crate) struct Catalog {
     pub(crate) models: BTreeMap<String, Record<ModelDefinition>>,
     pub(crate) configs: BTreeMap<String, Record<ConfigDefinition>>,
+    pub(crate) alarms: BTreeMap<String, Record<plinth_policy::alarm::AlarmDefinition>>,
 }
 
 impl Catalog {
@@ -266,6 +276,7 @@ impl Catalog {
     pub(crate) fn from_stored(
         models: Vec<Definition>,
         configs: Vec<Definition>,
+        alarms: Vec<Definition>,
     ) -> Result<Self, serde_json::Error> {
         let mut catalog = Self::default();
         for m in models {
@@ -275,6 +286,10 @@ impl Catalog {
         for c in configs {
             let record = Record::from_stored(c)?;
             catalog.configs.insert(record.name.clone(), record);
+        }
+        for a in alarms {
+            let record = Record::from_stored(a)?;
+            catalog.alarms.insert(record.name.clone(), record);
         }
         Ok(catalog)
     }
@@ -304,7 +319,12 @@ impl Catalog {
             .get(name)
             .ok_or_else(|| format!("Could not find endpoint configuration \"{name}\"."))?;
         let mut models = BTreeMap::new();
-        for v in &config.definition.production_variants {
+        let definition = &config.definition;
+        for v in definition
+            .production_variants
+            .iter()
+            .chain(&definition.shadow_production_variants)
+        {
             let model = self.models.get(&v.model_name).ok_or_else(|| {
                 format!(
                     "Could not find model \"{}\" (endpoint configuration {name}, variant {}).",
@@ -330,6 +350,11 @@ pub(crate) struct Unresolved {
 }
 
 impl Unresolved {
+    /// The endpoint config's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The config's experiment, if it has one.
     pub(crate) fn experiment(&self) -> Option<ExperimentConfig> {
         self.config.plinth_experiment.clone()
@@ -344,25 +369,66 @@ impl Unresolved {
             .collect()
     }
 
+    /// The config's shadow variants, in the policy's form (artifacts not resolved).
+    pub(crate) fn shadows_unchecked(&self) -> Vec<Variant> {
+        self.config
+            .shadow_production_variants
+            .iter()
+            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .collect()
+    }
+
     /// Resolve every model's artifact (unpacking archives into `artifacts`). Blocking.
-    pub(crate) fn resolve(self, artifacts: &Path) -> Result<EndpointConfig, String> {
-        let mut variants = Vec::new();
-        for v in &self.config.production_variants {
-            let definition = &self.models[&v.model_name];
-            let model_data = definition
-                .primary_container
-                .model_data_url
-                .as_deref()
-                .map(|url| artifacts::resolve(artifacts, url))
-                .transpose()
-                .map_err(|e| format!("variant {}, model {}: {e}", v.variant_name, v.model_name))?;
-            variants.push(variant(v, model(&v.model_name, definition, model_data)));
-        }
-        Ok(EndpointConfig {
-            name: self.name,
-            variants,
+    pub(crate) fn resolve(self, artifacts: &Path) -> Result<Resolved, String> {
+        let resolve_all = |list: &[ProductionVariant]| -> Result<Vec<Variant>, String> {
+            list.iter()
+                .map(|v| {
+                    let definition = &self.models[&v.model_name];
+                    let model_data = definition
+                        .primary_container
+                        .model_data_url
+                        .as_deref()
+                        .map(|url| artifacts::resolve(artifacts, url))
+                        .transpose()
+                        .map_err(|e| {
+                            format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
+                        })?;
+                    Ok(variant(v, model(&v.model_name, definition, model_data)))
+                })
+                .collect()
+        };
+        let variants = resolve_all(&self.config.production_variants)?;
+        let shadow_variants = resolve_all(&self.config.shadow_production_variants)?;
+        let production_weight: f64 = variants.iter().map(|v| v.weight).sum();
+        let shadows = self
+            .config
+            .shadow_production_variants
+            .iter()
+            .zip(shadow_variants)
+            .map(|(definition, v)| {
+                let sampling = match definition.plinth_sampling_percentage {
+                    Some(p) => p / 100.0,
+                    None if production_weight > 0.0 => (v.weight / production_weight).min(1.0),
+                    None => 0.0,
+                };
+                (v, sampling)
+            })
+            .collect();
+        Ok(Resolved {
+            config: EndpointConfig {
+                name: self.name,
+                variants,
+            },
+            shadows,
         })
     }
+}
+
+/// An endpoint config with its artifacts in place.
+pub(crate) struct Resolved {
+    pub(crate) config: EndpointConfig,
+    /// Shadow variants and the fraction of requests each is copied.
+    pub(crate) shadows: Vec<(Variant, f64)>,
 }
 
 /// The policy's model for a definition; `model_data` is the resolved artifact directory.
@@ -428,8 +494,10 @@ pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
                     routing_strategy: v.routing_strategy,
                 },
                 plinth_max_queue_length: v.max_queue_length as u64,
+                plinth_sampling_percentage: None,
             })
             .collect(),
+        shadow_production_variants: Vec::new(),
         plinth_experiment: None,
     }
 }

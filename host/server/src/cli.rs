@@ -102,6 +102,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Blue/green and rolling deployments: start one, or follow one live.
+    Rollout {
+        #[command(subcommand)]
+        action: Rollout,
+    },
+    /// Show an endpoint's shadow variants next to production: sampled, dropped, errors,
+    /// latency and agreement with production's answers (DescribeShadowVariants).
+    Shadow {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
         /// The component (.wasm).
@@ -122,6 +138,147 @@ enum Command {
         #[command(flatten)]
         request: RequestArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum Rollout {
+    /// Update an endpoint to another endpoint config through a blue/green (or rolling)
+    /// deployment (UpdateEndpoint with a DeploymentConfig). Without a strategy flag, all
+    /// traffic moves at once, then bakes.
+    Start {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The endpoint config to move to.
+        endpoint_config: String,
+        /// Canary: this percentage of traffic first, then the rest.
+        #[arg(long, conflicts_with_all = ["linear", "rolling"])]
+        canary: Option<i64>,
+        /// Linear: steps of this percentage (10-50).
+        #[arg(long, conflicts_with = "rolling")]
+        linear: Option<i64>,
+        /// Rolling: batches of this percentage of the instances (5-50).
+        #[arg(long)]
+        rolling: Option<i64>,
+        /// Baking period after each step, in seconds (WaitIntervalInSeconds).
+        #[arg(long, default_value_t = 60)]
+        bake: i64,
+        /// How long the old fleet stays warm after the last step (TerminationWaitInSeconds).
+        #[arg(long, default_value_t = 0)]
+        termination_wait: i64,
+        /// An alarm that rolls the deployment back; repeatable.
+        #[arg(long = "alarm")]
+        alarms: Vec<String>,
+        /// Follow the deployment until it ends (exit status 1 if it rolls back or fails).
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Follow an endpoint's deployment live: its events, and a progress bar of the new
+    /// fleet's traffic share. Exit status 1 if it rolls back or fails.
+    Watch {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The `DeploymentConfig` for `plinth rollout start`'s flags.
+fn deployment_config(
+    canary: Option<i64>,
+    linear: Option<i64>,
+    rolling: Option<i64>,
+    bake: i64,
+    termination_wait: i64,
+    alarms: &[String],
+) -> serde_json::Value {
+    use serde_json::json;
+    let percent = |value: i64| json!({ "Type": "CAPACITY_PERCENT", "Value": value });
+    let mut config = match (canary, linear, rolling) {
+        (_, _, Some(batch)) => json!({ "RollingUpdatePolicy": {
+            "MaximumBatchSize": percent(batch), "WaitIntervalInSeconds": bake } }),
+        (Some(size), _, _) => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "CANARY", "WaitIntervalInSeconds": bake, "CanarySize": percent(size) },
+            "TerminationWaitInSeconds": termination_wait } }),
+        (_, Some(step), _) => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "LINEAR", "WaitIntervalInSeconds": bake, "LinearStepSize": percent(step) },
+            "TerminationWaitInSeconds": termination_wait } }),
+        _ => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": bake },
+            "TerminationWaitInSeconds": termination_wait } }),
+    };
+    if !alarms.is_empty() {
+        config["AutoRollbackConfiguration"] = json!({
+            "Alarms": alarms.iter().map(|a| json!({ "AlarmName": a })).collect::<Vec<_>>()
+        });
+    }
+    config
+}
+
+/// DescribeShadowVariants' output as a table.
+fn shadow_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let rate = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0))
+    };
+    let micros = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |us| format!("{:.0} µs", us))
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+        "VARIANT", "ROLE", "SAMPLED", "DROPPED", "ERRORS", "P50", "P99", "EXACT", "CLOSE", "ARGMAX"
+    );
+    for p in report["ProductionVariants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let r = &p["Recent"];
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+            p["VariantName"].as_str().unwrap_or_default(),
+            "production",
+            "-",
+            "-",
+            rate(&r["ErrorRate"]),
+            micros(&r["ModelLatencyP50"]),
+            micros(&r["ModelLatencyP99"]),
+            "-",
+            "-",
+            "-"
+        );
+    }
+    for s in report["ShadowProductionVariants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let r = &s["Recent"];
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+            s["VariantName"].as_str().unwrap_or_default(),
+            "shadow",
+            s["Sampled"],
+            s["Dropped"],
+            rate(&s["ErrorRate"]),
+            micros(&r["ModelLatencyP50"]),
+            micros(&r["ModelLatencyP99"]),
+            rate(&s["ExactAgreement"]),
+            rate(&s["NumericAgreement"]),
+            rate(&s["ArgmaxAgreement"])
+        );
+    }
+    out
 }
 
 /// Which Plinth server a client command talks to, and how it signs.
@@ -364,6 +521,60 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rollout {
+            action:
+                Rollout::Start {
+                    endpoint,
+                    endpoint_config,
+                    canary,
+                    linear,
+                    rolling,
+                    bake,
+                    termination_wait,
+                    alarms,
+                    watch,
+                    server,
+                },
+        } => {
+            let mut client = server.client()?;
+            client.call(
+                "UpdateEndpoint",
+                serde_json::json!({
+                    "EndpointName": endpoint,
+                    "EndpointConfigName": endpoint_config,
+                    "DeploymentConfig": deployment_config(canary, linear, rolling, bake, termination_wait, &alarms),
+                }),
+            )?;
+            println!("deployment of {endpoint_config} to {endpoint} started");
+            if watch {
+                follow(&mut client, &endpoint, false)?;
+            }
+            Ok(())
+        }
+        Command::Rollout {
+            action:
+                Rollout::Watch {
+                    endpoint,
+                    server,
+                    json,
+                },
+        } => follow(&mut server.client()?, &endpoint, json),
+        Command::Shadow {
+            endpoint,
+            server,
+            json,
+        } => {
+            let report = server.client()?.call(
+                "DescribeShadowVariants",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", shadow_table(&report));
+            }
+            Ok(())
+        }
         Command::UpdateWeights { target, changes } => {
             target.server.client()?.call(
                 "UpdateEndpointWeightsAndCapacities",
@@ -399,6 +610,20 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             &request,
         ),
     }
+}
+
+/// Follow a deployment; an error (exit status 1) if it rolled back or failed.
+fn follow(client: &mut Client, endpoint: &str, json: bool) -> anyhow::Result<()> {
+    let succeeded = crate::watch::watch(
+        client,
+        endpoint,
+        json,
+        std::time::Duration::from_millis(200),
+    )?;
+    if !succeeded {
+        bail!("the deployment of endpoint {endpoint} did not complete");
+    }
+    Ok(())
 }
 
 fn read_deployment(path: &std::path::Path) -> anyhow::Result<config::Deployment> {
@@ -449,8 +674,9 @@ fn serve(
     let contents = store
         .load()
         .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
-    let catalog = crate::catalog::Catalog::from_stored(contents.models, contents.configs)
-        .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
+    let catalog =
+        crate::catalog::Catalog::from_stored(contents.models, contents.configs, contents.alarms)
+            .with_context(|| format!("cannot read the state in {}", data_dir.display()))?;
     let experiments = crate::experiments::Experiments::load(&store)
         .with_context(|| format!("cannot read the experiments in {}", data_dir.display()))?;
     let runtime_config = RuntimeConfig {

@@ -10,13 +10,14 @@
 use crate::api::AppState;
 use crate::catalog::{ConfigDefinition, ModelDefinition, Record};
 use crate::deploy::{self, Refused};
-use crate::endpoints::{now, EndpointSnapshot, EndpointStatus};
+use crate::endpoints::{now, EndpointSnapshot, EndpointStatus, VariantState};
 use crate::error::{ApiError, ACCOUNT_ID};
 use crate::store::{Kind, StoreError};
 use axum::http::StatusCode;
 use plinth_policy::capacity::Change;
 use plinth_policy::config::check_variants;
 use plinth_policy::names;
+use plinth_policy::rollout::DeploymentConfig;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
@@ -43,6 +44,13 @@ const OPERATIONS: &[&str] = &[
     "ListEndpoints",
     "RecordInferenceOutcomes",
     "DescribeExperiment",
+    "CreateAlarm",
+    "DescribeAlarm",
+    "DeleteAlarm",
+    "ListAlarms",
+    "ListEndpointEvents",
+    "DescribeShadowVariants",
+    "PromoteShadowVariant",
 ];
 
 /// SageMaker's ARN for a resource (`kind` is `model`, `endpoint-config` or `endpoint`).
@@ -53,15 +61,15 @@ pub(crate) fn arn(kind: &str, name: &str) -> String {
     )
 }
 
-fn validation(message: impl Into<String>) -> ApiError {
+pub(crate) fn validation(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "ValidationException", message)
 }
 
-fn in_use(message: impl Into<String>) -> ApiError {
+pub(crate) fn in_use(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "ResourceInUse", message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalFailure",
@@ -116,6 +124,13 @@ pub(crate) async fn call(
         "ListEndpoints" => list_endpoints(state, input),
         "RecordInferenceOutcomes" => record_outcomes(state, input),
         "DescribeExperiment" => describe_experiment(state, input),
+        "CreateAlarm" => crate::alarms::create(state, input),
+        "DescribeAlarm" => crate::alarms::describe(state, input),
+        "DeleteAlarm" => crate::alarms::delete(state, input),
+        "ListAlarms" => crate::alarms::list_alarms(state, input),
+        "ListEndpointEvents" => list_endpoint_events(state, input),
+        "DescribeShadowVariants" => describe_shadow_variants(state, input),
+        "PromoteShadowVariant" => promote_shadow_variant(state, input),
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
@@ -127,11 +142,11 @@ pub(crate) async fn call(
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(input: Value) -> Result<T, ApiError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(input: Value) -> Result<T, ApiError> {
     serde_json::from_value(input).map_err(|e| validation(format!("invalid request: {e}")))
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if names::is_valid(name) {
         Ok(())
     } else {
@@ -143,11 +158,11 @@ fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn lock(state: &AppState) -> std::sync::MutexGuard<'_, crate::catalog::Catalog> {
+pub(crate) fn lock(state: &AppState) -> std::sync::MutexGuard<'_, crate::catalog::Catalog> {
     state.catalog.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn stored(e: StoreError, kind: &str, name: &str) -> ApiError {
+pub(crate) fn stored(e: StoreError, kind: &str, name: &str) -> ApiError {
     match e {
         StoreError::Exists(_) => validation(format!(
             "Cannot create already existing {} \"{}\".",
@@ -281,7 +296,7 @@ fn model_not_found(name: &str) -> ApiError {
 
 /// A Describe output: the stored definition plus `<Field>Name`, `<Field>Arn` and
 /// `CreationTime`.
-fn described<T: serde::Serialize>(
+pub(crate) fn described<T: serde::Serialize>(
     record: &Record<T>,
     field: &str,
     kind: &str,
@@ -316,6 +331,7 @@ fn delete_model(state: &AppState, input: Value) -> Result<Value, ApiError> {
                 c.definition
                     .production_variants
                     .iter()
+                    .chain(&c.definition.shadow_production_variants)
                     .any(|v| v.model_name == name)
             });
             if uses {
@@ -376,7 +392,12 @@ fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiEr
             &name,
         ));
     }
-    for v in &input.definition.production_variants {
+    let definition = &input.definition;
+    for v in definition
+        .production_variants
+        .iter()
+        .chain(&definition.shadow_production_variants)
+    {
         if !catalog.models.contains_key(&v.model_name) {
             return Err(validation(format!(
                 "Could not find model \"{}\".",
@@ -412,6 +433,7 @@ fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiEr
                 validation(format!("{at}{}", p.message))
             })
         })
+        .and_then(|()| check_shadows(&catalog, &name))
         .and_then(|()| {
             state
                 .store
@@ -424,6 +446,56 @@ fn create_endpoint_config(state: &AppState, input: Value) -> Result<Value, ApiEr
     }
     tracing::info!(endpoint_config = %name, "endpoint config created");
     Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
+}
+
+/// `ShadowProductionVariants`: valid variants (1-10), names distinct from the production
+/// variants', a sampling percentage in 0-100 only there.
+fn check_shadows(catalog: &crate::catalog::Catalog, name: &str) -> Result<(), ApiError> {
+    let definition = &catalog.configs[name].definition;
+    if let Some(j) = definition
+        .production_variants
+        .iter()
+        .position(|v| v.plinth_sampling_percentage.is_some())
+    {
+        return Err(validation(format!(
+            "ProductionVariants[{j}]: PlinthSamplingPercentage applies only to \
+             ShadowProductionVariants"
+        )));
+    }
+    let shadows = &definition.shadow_production_variants;
+    if shadows.is_empty() {
+        return Ok(());
+    }
+    let unresolved = catalog.unresolved(name).map_err(validation)?;
+    check_variants(name, &unresolved.shadows_unchecked()).map_err(|p| {
+        let at = p
+            .index
+            .map(|j| format!("ShadowProductionVariants[{j}]: "))
+            .unwrap_or_else(|| "ShadowProductionVariants: ".into());
+        validation(format!("{at}{}", p.message))
+    })?;
+    for (j, v) in shadows.iter().enumerate() {
+        if definition
+            .production_variants
+            .iter()
+            .any(|p| p.variant_name.eq_ignore_ascii_case(&v.variant_name))
+        {
+            return Err(validation(format!(
+                "ShadowProductionVariants[{j}]: variant {:?} is also a production variant; \
+                 variant names must be unique within an endpoint config",
+                v.variant_name
+            )));
+        }
+        if let Some(p) = v.plinth_sampling_percentage {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(validation(format!(
+                    "ShadowProductionVariants[{j}]: PlinthSamplingPercentage {p} is out of \
+                     range; use 0-100"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -517,21 +589,66 @@ struct EndpointNameInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct EndpointAndConfigInput {
+struct CreateEndpointInput {
     endpoint_name: String,
     endpoint_config_name: String,
+    deployment_config: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted as SageMaker does; Plinth keeps no tags
+    tags: Option<Value>,
+}
+
+/// A `DeploymentConfig` as its own error messages see it.
+fn deployment_config(value: Option<Value>) -> Result<Option<DeploymentConfig>, ApiError> {
+    value
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| validation(format!("invalid DeploymentConfig: {e}")))
+        })
+        .transpose()
 }
 
 fn create_endpoint(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
-    let input: EndpointAndConfigInput = parse(input)?;
+    let input: CreateEndpointInput = parse(input)?;
     check_name("endpointName", &input.endpoint_name)?;
-    deploy::create_endpoint(state, &input.endpoint_name, &input.endpoint_config_name)?;
+    let deployment = deployment_config(input.deployment_config)?;
+    deploy::create_endpoint(
+        state,
+        &input.endpoint_name,
+        &input.endpoint_config_name,
+        deployment,
+    )?;
     Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateEndpointInput {
+    endpoint_name: String,
+    endpoint_config_name: String,
+    deployment_config: Option<Value>,
+    #[serde(default)]
+    retain_deployment_config: bool,
+    #[serde(default)]
+    retain_all_variant_properties: bool,
+}
+
 fn update_endpoint(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
-    let input: EndpointAndConfigInput = parse(input)?;
-    deploy::update_endpoint(state, &input.endpoint_name, &input.endpoint_config_name)?;
+    let input: UpdateEndpointInput = parse(input)?;
+    if input.retain_all_variant_properties {
+        return Err(validation(
+            "RetainAllVariantProperties is not supported: the new endpoint config's weights \
+             and instance counts apply",
+        ));
+    }
+    let deployment = deployment_config(input.deployment_config)?;
+    deploy::update_endpoint(
+        state,
+        &input.endpoint_name,
+        &input.endpoint_config_name,
+        deployment,
+        input.retain_deployment_config,
+    )?;
     Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
 }
 
@@ -560,33 +677,265 @@ pub(crate) fn describe(endpoint: &EndpointSnapshot) -> Value {
         "CreationTime": endpoint.created,
         "LastModifiedTime": endpoint.modified,
     });
+    let old_share = 1.0 - endpoint.new_fleet.as_ref().map_or(0.0, |n| n.share);
     if !endpoint.variants.is_empty() {
         output["ProductionVariants"] = endpoint
             .variants
             .iter()
-            .map(|v| {
+            .map(|v| variant_summary(v, old_share, &[]))
+            .collect();
+    }
+    if !endpoint.shadows.is_empty() {
+        output["ShadowProductionVariants"] = endpoint
+            .shadows
+            .iter()
+            .map(|s| {
                 json!({
-                    "VariantName": v.live.name,
-                    "ModelName": v.live.model_name,
-                    "CurrentWeight": v.current_weight,
-                    "DesiredWeight": v.desired_weight,
-                    "CurrentInstanceCount": v.live.pool.stats().instances,
-                    "DesiredInstanceCount": v.desired_instance_count,
-                    "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
+                    "VariantName": s.live.name,
+                    "ModelName": s.live.model_name,
+                    "CurrentWeight": s.weight,
+                    "DesiredWeight": s.weight,
+                    "CurrentInstanceCount": s.live.pool.stats().instances,
+                    "DesiredInstanceCount": s.desired_instance_count,
+                    "PlinthSamplingPercentage": s.sampling * 100.0,
                 })
             })
             .collect();
     }
     if let Some(pending) = &endpoint.pending_config {
-        output["PendingDeploymentSummary"] = json!({
+        let mut summary = json!({
             "EndpointConfigName": pending,
             "StartTime": endpoint.modified,
         });
+        if let Some(new) = &endpoint.new_fleet {
+            summary["StartTime"] = json!(new.started);
+            let status = json!([{
+                "Status": new.phase.as_str(),
+                "StatusMessage": format!(
+                    "step {}/{}: {:.1}% of traffic on the new fleet",
+                    new.step, new.steps, new.share * 100.0
+                ),
+                "StartTime": new.phase_started,
+            }]);
+            summary["ProductionVariants"] = new
+                .variants
+                .iter()
+                .map(|v| variant_summary(v, new.share, status.as_array().expect("an array")))
+                .collect();
+            let mut deployment = json!({
+                "Strategy": new.strategy.as_str(),
+                "Step": new.step,
+                "Steps": new.steps,
+                "NewFleetTrafficPercent": new.share * 100.0,
+                "Phase": new.phase.as_str(),
+                "PhaseStartTime": new.phase_started,
+            });
+            if let Some(end) = new.phase_end {
+                deployment["PhaseEndTime"] = json!(end);
+            }
+            summary["PlinthDeployment"] = deployment;
+        }
+        output["PendingDeploymentSummary"] = summary;
+    }
+    if let Some(config) = &endpoint.deployment_config {
+        output["LastDeploymentConfig"] = serde_json::to_value(config).unwrap_or_default();
     }
     if let Some(reason) = &endpoint.failure_reason {
         output["FailureReason"] = json!(reason);
     }
     output
+}
+
+/// A `ProductionVariantSummary`; `share` is the fraction of requests its fleet receives
+/// (the weights are scaled by it).
+fn variant_summary(v: &VariantState, share: f64, status: &[Value]) -> Value {
+    let mut summary = json!({
+        "VariantName": v.live.name,
+        "ModelName": v.live.model_name,
+        "CurrentWeight": v.current_weight * share,
+        "DesiredWeight": v.desired_weight,
+        "CurrentInstanceCount": v.live.pool.stats().instances,
+        "DesiredInstanceCount": v.desired_instance_count,
+        "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
+    });
+    if !status.is_empty() {
+        summary["VariantStatus"] = json!(status);
+    }
+    summary
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EventsInput {
+    endpoint_name: String,
+    #[serde(default)]
+    after_sequence: i64,
+    max_results: Option<i64>,
+}
+
+/// ListEndpointEvents: an endpoint's committed state changes, oldest first, after
+/// `AfterSequence`; `plinth rollout watch` follows them.
+fn list_endpoint_events(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EventsInput = parse(input)?;
+    if state.endpoints.get(&input.endpoint_name).is_none() {
+        return Err(endpoint_not_found(&input.endpoint_name));
+    }
+    let limit = input.max_results.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(validation("MaxResults must be between 1 and 1000"));
+    }
+    let (after, limit) = if input.after_sequence < 0 {
+        // Negative: the last |n| events.
+        let last = state
+            .store
+            .last_event(&input.endpoint_name)
+            .map_err(internal)?;
+        (last + input.after_sequence, limit)
+    } else {
+        (input.after_sequence, limit)
+    };
+    let events: Vec<Value> = state
+        .store
+        .events(&input.endpoint_name, after, limit as usize)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(seq, mut event)| {
+            event["Sequence"] = json!(seq);
+            event
+        })
+        .collect();
+    Ok(json!({ "Events": events }))
+}
+
+/// DescribeShadowVariants: each shadow next to production: invocations, errors, latency
+/// over the last ten minutes, and agreement since it started.
+fn describe_shadow_variants(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    let endpoint = state
+        .endpoints
+        .get(&input.endpoint_name)
+        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
+    let recent = |live: &crate::endpoints::LiveVariant| {
+        use plinth_policy::alarm::{current_second, Metric, Statistic, RETAINED_SECONDS};
+        let now = current_second();
+        let stats = live
+            .recent
+            .stats(now.saturating_sub(RETAINED_SECONDS - 1), now);
+        let value = |m, s| stats.value(m, s).map_or(Value::Null, |v| json!(v));
+        json!({
+            "Invocations": stats.value(Metric::Invocations, Statistic::Sum).unwrap_or(0.0),
+            "ErrorRate": value(Metric::Invocation5XXErrors, Statistic::Average),
+            "ModelLatencyP50": value(Metric::ModelLatency, Statistic::Percentile(50.0)),
+            "ModelLatencyP99": value(Metric::ModelLatency, Statistic::Percentile(99.0)),
+        })
+    };
+    let production: Vec<Value> = endpoint
+        .variants
+        .iter()
+        .map(|v| {
+            let mut r = json!({ "VariantName": v.live.name, "ModelName": v.live.model_name });
+            r["Recent"] = recent(&v.live);
+            r
+        })
+        .collect();
+    let shadows: Vec<Value> = endpoint
+        .shadows
+        .iter()
+        .map(|s| {
+            let mut r = s.report();
+            r["VariantName"] = json!(s.live.name);
+            r["ModelName"] = json!(s.live.model_name);
+            r["Recent"] = recent(&s.live);
+            r
+        })
+        .collect();
+    Ok(json!({
+        "EndpointName": endpoint.name,
+        "EndpointConfigName": endpoint.config_name,
+        "ProductionVariants": production,
+        "ShadowProductionVariants": shadows,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PromoteInput {
+    endpoint_name: String,
+    shadow_variant_name: String,
+    /// The name of the endpoint config the promotion creates.
+    endpoint_config_name: Option<String>,
+    deployment_config: Option<Value>,
+}
+
+/// PromoteShadowVariant: a new endpoint config in which the shadow is the only production
+/// variant (the other shadows stay shadows), deployed with UpdateEndpoint (all at once,
+/// keeping the shadow's warm instances, unless a `DeploymentConfig` is given).
+fn promote_shadow_variant(state: &Arc<AppState>, input: Value) -> Result<Value, ApiError> {
+    let input: PromoteInput = parse(input)?;
+    let endpoint = state
+        .endpoints
+        .get(&input.endpoint_name)
+        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
+    let deployment = deployment_config(input.deployment_config)?;
+    let current = lock(state)
+        .configs
+        .get(&endpoint.config_name)
+        .cloned()
+        .ok_or_else(|| config_not_found(&endpoint.config_name))?;
+    let mut definition = current.definition;
+    let Some(index) = definition
+        .shadow_production_variants
+        .iter()
+        .position(|v| v.variant_name == input.shadow_variant_name)
+    else {
+        return Err(validation(format!(
+            "Endpoint {} has no shadow variant {:?}; its shadow variants are {:?}",
+            endpoint.name,
+            input.shadow_variant_name,
+            definition
+                .shadow_production_variants
+                .iter()
+                .map(|v| v.variant_name.as_str())
+                .collect::<Vec<_>>()
+        )));
+    };
+    let mut promoted = definition.shadow_production_variants.remove(index);
+    promoted.plinth_sampling_percentage = None;
+    promoted.initial_variant_weight = 1.0;
+    definition.production_variants = vec![promoted];
+    definition.plinth_experiment = None;
+    let config_name = match input.endpoint_config_name {
+        Some(name) => name,
+        None => {
+            let catalog = lock(state);
+            let base: String = format!(
+                "{}-promoted-{}",
+                endpoint.config_name, input.shadow_variant_name
+            )
+            .chars()
+            .take(55)
+            .collect();
+            let base = base.trim_end_matches('-').to_string();
+            (1..)
+                .map(|n| {
+                    if n == 1 {
+                        base.clone()
+                    } else {
+                        format!("{base}-{n}")
+                    }
+                })
+                .find(|n| catalog.config_named(n).is_none())
+                .expect("some suffix is free")
+        }
+    };
+    let mut config_input = serde_json::to_value(&definition).map_err(internal)?;
+    config_input["EndpointConfigName"] = json!(config_name);
+    create_endpoint_config(state, config_input)?;
+    deploy::update_endpoint(state, &endpoint.name, &config_name, deployment, false)?;
+    Ok(json!({
+        "EndpointArn": arn("endpoint", &endpoint.name),
+        "EndpointConfigName": config_name,
+    }))
 }
 
 fn list_endpoints(state: &AppState, input: Value) -> Result<Value, ApiError> {
@@ -758,7 +1107,7 @@ fn describe_experiment(state: &AppState, input: Value) -> Result<Value, ApiError
 /// The inputs the List operations share.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListInput {
+pub(crate) struct ListInput {
     sort_by: Option<String>,
     sort_order: Option<String>,
     next_token: Option<String>,
@@ -772,12 +1121,12 @@ struct ListInput {
 }
 
 /// One resource as a List operation sees it.
-struct Listed {
-    name: String,
-    created: f64,
-    modified: f64,
-    status: &'static str,
-    summary: Value,
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) created: f64,
+    pub(crate) modified: f64,
+    pub(crate) status: &'static str,
+    pub(crate) summary: Value,
 }
 
 /// A sort key: the `SortBy` field's value, then the name.
@@ -811,7 +1160,7 @@ fn enum_error(field: &str, value: &str, allowed: &[&str]) -> ApiError {
 /// `CreationTime`), `SortOrder` (default `Descending`), `MaxResults` 1-100 (default 10), and
 /// an opaque `NextToken` that resumes after the last item returned (stable while items are
 /// added or removed).
-fn list(
+pub(crate) fn list(
     mut items: Vec<Listed>,
     input: ListInput,
     sort_keys: &[&str],

@@ -14,8 +14,10 @@ use crate::catalog::Unresolved;
 use crate::endpoints::{
     now, variant_spec, EndpointSnapshot, EndpointStatus, LiveVariant, VariantState,
 };
+use crate::shadows::Shadow;
 use crate::store::{EndpointRecord, StoreError, VariantCapacity};
 use plinth_policy::capacity::{self, Capacity, Change};
+use plinth_policy::rollout::DeploymentConfig;
 use plinth_runtime::VariantPool;
 use std::sync::Arc;
 
@@ -36,28 +38,59 @@ pub(crate) enum Refused {
     Store(#[from] StoreError),
 }
 
-/// Write `snapshot` to the store, then publish it.
-fn commit(state: &AppState, snapshot: EndpointSnapshot) -> Result<(), StoreError> {
-    state.store.put_endpoint(&snapshot.record())?;
+/// Write `snapshot` to the store with an event saying what changed, then publish it.
+pub(crate) fn commit(
+    state: &AppState,
+    snapshot: EndpointSnapshot,
+    message: &str,
+) -> Result<(), StoreError> {
+    let event = event(&snapshot, message);
+    state
+        .store
+        .put_endpoint_with_event(&snapshot.record(), &event)?;
+    log_event(&snapshot, message);
     state.endpoints.publish(snapshot);
     Ok(())
 }
 
 /// [`commit`] from a background task: a store failure is logged, and the endpoint is
 /// still published so that it serves what was built.
-fn commit_logged(state: &AppState, snapshot: EndpointSnapshot) {
+pub(crate) fn commit_logged(state: &AppState, snapshot: EndpointSnapshot, message: &str) {
+    let name = snapshot.name.clone();
+    if let Err(e) = commit(state, snapshot.clone(), message) {
+        tracing::error!(endpoint = %name, error = %e, "cannot commit the endpoint's state");
+        state.endpoints.publish(snapshot);
+    }
+}
+
+/// An endpoint event (`ListEndpointEvents`): the state it reached, and why.
+fn event(snapshot: &EndpointSnapshot, message: &str) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "EventTime": now(),
+        "EndpointName": snapshot.name,
+        "EndpointStatus": snapshot.status.as_str(),
+        "EndpointConfigName": snapshot.config_name,
+        "Message": message,
+    });
+    if let Some(pending) = &snapshot.pending_config {
+        event["PendingEndpointConfigName"] = pending.as_str().into();
+    }
+    if let Some(new) = &snapshot.new_fleet {
+        event["NewFleetTrafficPercent"] = (new.share * 100.0).into();
+        event["DeploymentPhase"] = new.phase.as_str().into();
+    }
+    event
+}
+
+fn log_event(snapshot: &EndpointSnapshot, message: &str) {
     tracing::info!(
         endpoint = %snapshot.name,
         config = %snapshot.config_name,
         status = snapshot.status.as_str(),
-        failure = ?snapshot.failure_reason,
-        "endpoint {}", snapshot.status.as_str()
+        pending = ?snapshot.pending_config,
+        share = ?snapshot.new_fleet.as_ref().map(|n| n.share),
+        "{message}"
     );
-    let record = snapshot.record();
-    if let Err(e) = state.store.put_endpoint(&record) {
-        tracing::error!(endpoint = %record.name, error = %e, "cannot commit the endpoint's state");
-    }
-    state.endpoints.publish(snapshot);
 }
 
 fn existing(state: &AppState, name: &str) -> Result<Arc<EndpointSnapshot>, Refused> {
@@ -82,6 +115,7 @@ fn instances_of(state: &AppState, endpoint: &EndpointSnapshot) -> usize {
         .variants
         .iter()
         .map(|v| v.desired_instance_count)
+        .chain(endpoint.shadows.iter().map(|s| s.desired_instance_count))
         .sum();
     let coming = match (endpoint.status, &endpoint.pending_config) {
         (EndpointStatus::Creating, _) => Some(&endpoint.config_name),
@@ -94,6 +128,7 @@ fn instances_of(state: &AppState, endpoint: &EndpointSnapshot) -> usize {
             c.definition
                 .production_variants
                 .iter()
+                .chain(&c.definition.shadow_production_variants)
                 .map(|v| v.initial_instance_count as usize)
                 .sum()
         })
@@ -134,26 +169,29 @@ fn lookup(state: &AppState, name: &str) -> Result<(Unresolved, usize), Refused> 
     let instances = unresolved
         .variants_unchecked()
         .iter()
+        .chain(&unresolved.shadows_unchecked())
         .map(|v| v.instance_count)
         .sum();
     Ok((unresolved, instances))
 }
 
-/// Resolve artifacts (unpacking archives) and build every variant of `config`, reusing
-/// `reuse`'s warm pools where name, model and settings are unchanged. `capacities` override
-/// the config's weights and instance counts (from a committed weight update).
-async fn build(
+/// Resolve artifacts (unpacking archives) and build every variant and shadow of `config`,
+/// reusing `reuse`'s warm pools where name, model and settings are unchanged (none, for a
+/// blue/green fleet). `capacities` override the config's weights and instance counts (from a
+/// committed weight update, or a rolling update's first batch).
+pub(crate) async fn build(
     state: &Arc<AppState>,
     endpoint: &str,
     config: Unresolved,
-    reuse: &[VariantState],
+    reuse: &[Arc<LiveVariant>],
     capacities: &[VariantCapacity],
 ) -> Result<Built, String> {
     let experiment = config.experiment();
     let artifacts = state.artifacts.clone();
-    let config = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
+    let resolved = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
         .await
         .map_err(|e| e.to_string())??;
+    let config = resolved.config;
     let mut variants = Vec::new();
     for v in &config.variants {
         let mut v = v.clone();
@@ -161,48 +199,25 @@ async fn build(
             v.weight = c.weight;
             v.instance_count = c.instance_count;
         }
-        let kept = reuse.iter().find(|old| {
-            old.live.name == v.name
-                && old.live.model == v.model
-                && old.live.pool.routing() == v.routing_strategy
-                && old.live.max_queue_length == v.max_queue_length
-        });
-        let live = match kept {
-            Some(old) => {
-                old.live
-                    .pool
-                    .resize(v.instance_count)
-                    .await
-                    .map_err(|e| format!("variant {}: {e}", v.name))?;
-                old.live.clone()
-            }
-            None => {
-                let runtime = state.runtime.clone();
-                let spec = variant_spec(endpoint, &v);
-                // Compiling blocks: build the pool on a blocking thread.
-                let handle = tokio::runtime::Handle::current();
-                let pool = tokio::task::spawn_blocking(move || {
-                    handle.block_on(VariantPool::new(&runtime, &spec))
-                })
-                .await
-                .map_err(|e| format!("variant {}: {e}", v.name))?
-                .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
-                Arc::new(LiveVariant {
-                    name: v.name.clone(),
-                    model_name: v.model.name.clone(),
-                    model: v.model.clone(),
-                    max_queue_length: v.max_queue_length,
-                    pool: Arc::new(pool),
-                    metrics: state.metrics.variant(endpoint, &v.name),
-                })
-            }
-        };
+        let live = live_variant(state, endpoint, &v, reuse).await?;
         variants.push(VariantState {
             live,
             current_weight: v.weight,
             desired_weight: v.weight,
             desired_instance_count: v.instance_count,
         });
+    }
+    let mut shadows = Vec::new();
+    for (v, sampling) in &resolved.shadows {
+        let live = live_variant(state, endpoint, v, reuse).await?;
+        shadows.push(Shadow::start(
+            endpoint,
+            live,
+            *sampling,
+            v.weight,
+            v.instance_count,
+            &state.metrics,
+        ));
     }
     let experiment = experiment.map(|e| {
         let names = variants.iter().map(|v| v.live.name.clone()).collect();
@@ -212,22 +227,77 @@ async fn build(
         config_name: config.name,
         variants,
         experiment,
+        shadows,
     })
 }
 
-/// A config's variants, built, and its experiment.
-struct Built {
-    config_name: String,
-    variants: Vec<VariantState>,
-    experiment: Option<Arc<crate::experiments::Experiment>>,
+/// A warm pool for variant `v`: one of `reuse` if its name, model and settings match
+/// (resized to `v`'s instance count), else a new one.
+async fn live_variant(
+    state: &Arc<AppState>,
+    endpoint: &str,
+    v: &plinth_policy::config::Variant,
+    reuse: &[Arc<LiveVariant>],
+) -> Result<Arc<LiveVariant>, String> {
+    let kept = reuse.iter().find(|old| {
+        old.name == v.name
+            && old.model == v.model
+            && old.pool.routing() == v.routing_strategy
+            && old.max_queue_length == v.max_queue_length
+    });
+    if let Some(old) = kept {
+        old.pool
+            .resize(v.instance_count)
+            .await
+            .map_err(|e| format!("variant {}: {e}", v.name))?;
+        return Ok(old.clone());
+    }
+    let runtime = state.runtime.clone();
+    let spec = variant_spec(endpoint, v);
+    // Compiling blocks: build the pool on a blocking thread.
+    let handle = tokio::runtime::Handle::current();
+    let pool =
+        tokio::task::spawn_blocking(move || handle.block_on(VariantPool::new(&runtime, &spec)))
+            .await
+            .map_err(|e| format!("variant {}: {e}", v.name))?
+            .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
+    Ok(Arc::new(LiveVariant {
+        name: v.name.clone(),
+        model_name: v.model.name.clone(),
+        model: v.model.clone(),
+        max_queue_length: v.max_queue_length,
+        pool: Arc::new(pool),
+        metrics: state.metrics.variant(endpoint, &v.name),
+        recent: Default::default(),
+    }))
+}
+
+/// A config's variants and shadows, built, and its experiment.
+pub(crate) struct Built {
+    pub(crate) config_name: String,
+    pub(crate) variants: Vec<VariantState>,
+    pub(crate) experiment: Option<Arc<crate::experiments::Experiment>>,
+    pub(crate) shadows: Vec<Arc<Shadow>>,
+}
+
+/// Every warm pool of an endpoint that a new config may keep: its variants' and shadows'.
+fn warm(endpoint: &EndpointSnapshot) -> Vec<Arc<LiveVariant>> {
+    endpoint
+        .variants
+        .iter()
+        .map(|v| v.live.clone())
+        .chain(endpoint.shadows.iter().map(|s| s.live.clone()))
+        .collect()
 }
 
 /// CreateEndpoint: the endpoint is `Creating` when this returns; it is built in the
-/// background and becomes `InService`, or `Failed` with the reason.
+/// background and becomes `InService`, or `Failed` with the reason. A `DeploymentConfig` is
+/// checked and kept for later updates (`RetainDeploymentConfig`), as in SageMaker.
 pub(crate) fn create_endpoint(
     state: &Arc<AppState>,
     name: &str,
     config_name: &str,
+    deployment: Option<DeploymentConfig>,
 ) -> Result<(), Refused> {
     let arn = crate::control::arn("endpoint", name);
     if state
@@ -239,6 +309,9 @@ pub(crate) fn create_endpoint(
         return Err(Refused::Exists(arn));
     }
     let (config, instances) = lookup(state, config_name)?;
+    if let Some(deployment) = &deployment {
+        crate::rollout::check(state, deployment, &config)?;
+    }
     check_instances(state, name, instances)?;
     let t = now();
     let snapshot = EndpointSnapshot {
@@ -251,6 +324,9 @@ pub(crate) fn create_endpoint(
         modified: t,
         variants: Vec::new(),
         experiment: None,
+        shadows: Vec::new(),
+        new_fleet: None,
+        deployment_config: deployment,
     };
     state
         .store
@@ -260,9 +336,20 @@ pub(crate) fn create_endpoint(
             e => e.into(),
         })?;
     state.endpoints.publish(snapshot.clone());
-    tracing::info!(endpoint = %name, config = %config_name, "endpoint Creating");
+    record_event(state, &snapshot, "Creating the endpoint");
     spawn_create(state, snapshot, config, Vec::new(), None, false);
     Ok(())
+}
+
+/// Record an event for a state that was committed (or needs no commit).
+fn record_event(state: &AppState, snapshot: &EndpointSnapshot, message: &str) {
+    log_event(snapshot, message);
+    if let Err(e) = state
+        .store
+        .put_event(&snapshot.name, &event(snapshot, message))
+    {
+        tracing::error!(endpoint = %snapshot.name, error = %e, "cannot record the event");
+    }
 }
 
 /// Build a `Creating` endpoint in the background. `note` becomes its `FailureReason` when
@@ -280,71 +367,100 @@ fn spawn_create(
     let state = state.clone();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        match build(&state, &snapshot.name, config, &[], &capacities).await {
+        let message = match build(&state, &snapshot.name, config, &[], &capacities).await {
             Ok(built) => {
                 snapshot.variants = built.variants;
                 snapshot.experiment = built.experiment;
+                snapshot.shadows = built.shadows;
                 snapshot.status = EndpointStatus::InService;
                 snapshot.failure_reason = note;
-                tracing::info!(
-                    endpoint = %snapshot.name,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "endpoint built"
-                );
+                format!(
+                    "Endpoint in service on {} (built in {} ms)",
+                    snapshot.config_name,
+                    started.elapsed().as_millis()
+                )
             }
             Err(reason) => {
                 snapshot.status = EndpointStatus::Failed;
-                snapshot.failure_reason = Some(reason);
+                snapshot.failure_reason = Some(reason.clone());
                 if restoring {
                     tracing::error!(endpoint = %snapshot.name, reason = ?snapshot.failure_reason, "cannot restore the endpoint; it is Failed until the next start");
                     state.endpoints.publish(snapshot);
                     return;
                 }
+                format!("Endpoint failed: {reason}")
             }
-        }
+        };
         snapshot.modified = now();
-        commit_logged(&state, snapshot);
+        commit_logged(&state, snapshot, &message);
     });
 }
 
 /// UpdateEndpoint: serve config `config_name` from now on. Returns once the endpoint is
-/// `Updating`; the new variants are built in the background. A variant whose name, model
-/// and settings are unchanged keeps its warm instances (resized if its count changed);
-/// others get a new pool. If any new pool fails to start, the old config keeps serving and
-/// the endpoint reports the failure in `FailureReason`.
+/// `Updating`.
+///
+/// With a `DeploymentConfig` (given, or the last one retained) the update is a blue/green
+/// or rolling deployment ([`crate::rollout`]). Without one, every variant moves at once: a
+/// variant whose name, model and settings are unchanged keeps its warm instances (resized
+/// if its count changed); others get a new pool, built and warmed before the switch. If
+/// any new pool fails to start, the old config keeps serving and the endpoint reports the
+/// failure in `FailureReason`.
 pub(crate) fn update_endpoint(
     state: &Arc<AppState>,
     name: &str,
     config_name: &str,
+    deployment: Option<DeploymentConfig>,
+    retain_deployment: bool,
 ) -> Result<(), Refused> {
     let endpoint = in_service(state, name)?;
     let (config, instances) = lookup(state, config_name)?;
+    let deployment = deployment.or_else(|| {
+        retain_deployment
+            .then(|| endpoint.deployment_config.clone())
+            .flatten()
+    });
+    let plan = deployment
+        .as_ref()
+        .map(|d| crate::rollout::check(state, d, &config))
+        .transpose()?;
     check_instances(state, name, instances)?;
+    if let (Some(deployment), Some(plan)) = (deployment, plan) {
+        return crate::rollout::start(state, &endpoint, config, deployment, plan);
+    }
     let mut updating = EndpointSnapshot::clone(&endpoint);
     updating.status = EndpointStatus::Updating;
     updating.pending_config = Some(config_name.to_string());
     updating.failure_reason = None;
     updating.modified = now();
-    commit(state, updating.clone())?;
-    tracing::info!(endpoint = %name, config = %config_name, "endpoint Updating");
+    commit(
+        state,
+        updating.clone(),
+        &format!("Updating to endpoint configuration {config_name}, all at once"),
+    )?;
     let state = state.clone();
     tokio::spawn(async move {
         let mut next = updating.clone();
         next.pending_config = None;
         next.status = EndpointStatus::InService;
         next.modified = now();
-        match build(&state, &updating.name, config, &updating.variants, &[]).await {
+        let message = match build(&state, &updating.name, config, &warm(&updating), &[]).await {
             Ok(built) => {
                 next.config_name = built.config_name;
                 next.variants = built.variants;
                 next.experiment = built.experiment;
+                next.shadows = built.shadows;
+                format!("Update complete: in service on {}", next.config_name)
             }
             Err(reason) => {
                 tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
-                next.failure_reason = Some(reason);
+                next.failure_reason = Some(reason.clone());
+                format!(
+                    "Update failed, {} keeps serving: {reason}",
+                    next.config_name
+                )
             }
-        }
-        commit_logged(&state, next);
+        };
+        commit_logged(&state, next, &message);
     });
     Ok(())
 }
@@ -382,13 +498,26 @@ pub(crate) fn update_weights_and_capacities(
         .iter()
         .zip(&next)
         .any(|(c, n)| c.instance_count != n.instance_count);
+    let summary = next
+        .iter()
+        .map(|n| format!("{} weight {} x{}", n.variant, n.weight, n.instance_count))
+        .collect::<Vec<_>>()
+        .join(", ");
     if !resizes {
-        commit(state, with_desired_weights(desired))?;
+        commit(
+            state,
+            with_desired_weights(desired),
+            &format!("Weights changed: {summary}"),
+        )?;
         return Ok(());
     }
 
     desired.status = EndpointStatus::Updating;
-    commit(state, desired.clone())?;
+    commit(
+        state,
+        desired.clone(),
+        &format!("Changing weights and instance counts: {summary}"),
+    )?;
     let state = state.clone();
     tokio::spawn(async move {
         // Grow first, so that new weights never route to instances that do not exist yet.
@@ -407,9 +536,9 @@ pub(crate) fn update_weights_and_capacities(
                 v.desired_instance_count = v.live.pool.stats().instances;
             }
             back.status = EndpointStatus::InService;
-            back.failure_reason = Some(reason);
+            back.failure_reason = Some(reason.clone());
             back.modified = now();
-            commit_logged(&state, back);
+            commit_logged(&state, back, &format!("Capacity change failed: {reason}"));
             return;
         }
         let switched = with_desired_weights(desired);
@@ -423,7 +552,7 @@ pub(crate) fn update_weights_and_capacities(
         let mut done = switched;
         done.status = EndpointStatus::InService;
         done.modified = now();
-        commit_logged(&state, done);
+        commit_logged(&state, done, "Capacity change complete");
     });
     Ok(())
 }
@@ -469,6 +598,9 @@ pub(crate) fn recover(state: &Arc<AppState>, records: Vec<EndpointRecord>) {
             modified: record.modified,
             variants: Vec::new(),
             experiment: None,
+            shadows: Vec::new(),
+            new_fleet: None,
+            deployment_config: record.deployment_config.clone(),
         };
         if status == EndpointStatus::Failed {
             state.endpoints.publish(snapshot);
@@ -476,8 +608,8 @@ pub(crate) fn recover(state: &Arc<AppState>, records: Vec<EndpointRecord>) {
         }
         let note = match &record.pending_config {
             Some(pending) => Some(format!(
-                "The update to endpoint configuration {pending} was interrupted by a restart; \
-                 the endpoint serves {}. Call UpdateEndpoint again.",
+                "The update to endpoint configuration {pending} was interrupted by a restart \
+                 and rolled back; the endpoint serves {}. Call UpdateEndpoint again.",
                 record.config_name
             )),
             None => record.failure_reason.clone(),
@@ -493,7 +625,20 @@ pub(crate) fn recover(state: &Arc<AppState>, records: Vec<EndpointRecord>) {
             }
         };
         state.endpoints.publish(snapshot.clone());
-        tracing::info!(endpoint = %record.name, config = %record.config_name, "restoring endpoint");
+        record_event(
+            state,
+            &snapshot,
+            &match &record.pending_config {
+                Some(pending) => format!(
+                    "Restarted during the update to {pending}: rolling back to {}",
+                    record.config_name
+                ),
+                None => format!(
+                    "Restarted: restoring the endpoint on {}",
+                    record.config_name
+                ),
+            },
+        );
         spawn_create(state, snapshot, config, record.capacities, note, true);
     }
 }

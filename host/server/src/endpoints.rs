@@ -6,6 +6,7 @@
 use crate::store::{EndpointRecord, VariantCapacity};
 use arc_swap::ArcSwap;
 use plinth_policy::config::{Model, Variant};
+use plinth_policy::rollout::{DeploymentConfig, Strategy};
 use plinth_policy::routing::RouteError;
 use plinth_runtime::{Limits, VariantPool, VariantSpec};
 use std::collections::HashMap;
@@ -18,14 +19,16 @@ pub(crate) enum EndpointStatus {
     Creating,
     InService,
     Updating,
+    RollingBack,
     Failed,
 }
 
 impl EndpointStatus {
-    pub(crate) const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Creating,
         Self::InService,
         Self::Updating,
+        Self::RollingBack,
         Self::Failed,
     ];
 
@@ -34,6 +37,7 @@ impl EndpointStatus {
             Self::Creating => "Creating",
             Self::InService => "InService",
             Self::Updating => "Updating",
+            Self::RollingBack => "RollingBack",
             Self::Failed => "Failed",
         }
     }
@@ -44,7 +48,7 @@ impl EndpointStatus {
 
     /// A change is under way (the endpoint refuses another).
     pub(crate) fn in_progress(self) -> bool {
-        matches!(self, Self::Creating | Self::Updating)
+        matches!(self, Self::Creating | Self::Updating | Self::RollingBack)
     }
 }
 
@@ -66,6 +70,8 @@ pub(crate) struct LiveVariant {
     pub(crate) pool: Arc<VariantPool>,
     /// Its request metrics, resolved once.
     pub(crate) metrics: crate::metrics::VariantMetrics,
+    /// Its recent requests, for alarms.
+    pub(crate) recent: plinth_policy::alarm::Window,
 }
 
 /// A variant as one snapshot sees it.
@@ -97,6 +103,67 @@ pub(crate) struct EndpointSnapshot {
     pub(crate) variants: Vec<VariantState>,
     /// The A/B experiment of the config it serves, if that config has one.
     pub(crate) experiment: Option<Arc<crate::experiments::Experiment>>,
+    /// The shadow variants of the config it serves.
+    pub(crate) shadows: Vec<Arc<crate::shadows::Shadow>>,
+    /// The fleet a blue/green deployment in progress is moving to.
+    pub(crate) new_fleet: Option<Arc<NewFleet>>,
+    /// The `DeploymentConfig` of the last CreateEndpoint or UpdateEndpoint that gave one
+    /// (SageMaker's `LastDeploymentConfig`; `RetainDeploymentConfig` reuses it).
+    pub(crate) deployment_config: Option<DeploymentConfig>,
+}
+
+/// The fleet a deployment moves traffic to, and how far it has got.
+#[derive(Clone)]
+pub(crate) struct NewFleet {
+    pub(crate) config_name: String,
+    /// Empty while it is being built.
+    pub(crate) variants: Vec<VariantState>,
+    pub(crate) experiment: Option<Arc<crate::experiments::Experiment>>,
+    /// The new config's shadows, in force once the deployment completes.
+    pub(crate) shadows: Vec<Arc<crate::shadows::Shadow>>,
+    /// The fraction of requests it receives.
+    pub(crate) share: f64,
+    pub(crate) strategy: Strategy,
+    /// 1-based; 0 while it is being built.
+    pub(crate) step: usize,
+    pub(crate) steps: usize,
+    pub(crate) phase: Phase,
+    /// Epoch seconds.
+    pub(crate) started: f64,
+    pub(crate) phase_started: f64,
+    /// When the current bake or termination wait ends.
+    pub(crate) phase_end: Option<f64>,
+}
+
+/// Where a deployment is (SageMaker's `VariantStatus`, plus the wait before the old fleet
+/// is released).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Creating,
+    ActivatingTraffic,
+    Baking,
+    Terminating,
+    RollingBack,
+}
+
+impl Phase {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "Creating",
+            Phase::ActivatingTraffic => "ActivatingTraffic",
+            Phase::Baking => "Baking",
+            Phase::Terminating => "Terminating",
+            Phase::RollingBack => "RollingBack",
+        }
+    }
+}
+
+/// Where [`EndpointSnapshot::route`] sent a request.
+pub(crate) struct Routed<'a> {
+    pub(crate) variant: &'a Arc<LiveVariant>,
+    /// The endpoint config of the fleet that serves it.
+    pub(crate) config_name: &'a str,
+    pub(crate) experiment: Option<&'a Arc<crate::experiments::Experiment>>,
 }
 
 impl EndpointSnapshot {
@@ -119,35 +186,97 @@ impl EndpointSnapshot {
                     instance_count: v.desired_instance_count,
                 })
                 .collect(),
+            deployment_config: self.deployment_config.clone(),
         }
     }
 
-    /// Choose the variant for a request: the target variant if one is named; else, with an
-    /// assignment key, the variant consistent hashing over the current weights gives that
-    /// key; else by the experiment's bandit shares when it has them; else by weight.
+    /// Choose the variant for a request. During a deployment the fleet comes first: the new
+    /// one takes its share of requests (by the assignment key when there is one, so a key
+    /// stays on one fleet; a target variant only one fleet has goes there). Within a fleet:
+    /// the target variant if one is named; else, with an assignment key, the variant
+    /// consistent hashing over the current weights gives that key; else by the experiment's
+    /// bandit shares when it has them; else by weight.
     pub(crate) fn route(
         &self,
         target: Option<&str>,
         assignment_key: Option<&str>,
-    ) -> Result<&Arc<LiveVariant>, RouteError> {
-        let names = self.variants.iter().map(|v| v.live.name.as_str());
-        let weights: Vec<f64> = self.variants.iter().map(|v| v.current_weight).collect();
-        if target.is_none() {
-            let sticky = assignment_key.and_then(|key| {
-                let names: Vec<&str> = names.clone().collect();
-                plinth_policy::sticky::assign(key, &names, &weights)
-            });
-            let bandit = || {
-                let shares = self.experiment.as_ref()?.shares()?;
-                plinth_policy::routing::pick_weighted(&shares, rand::random())
+    ) -> Result<Routed<'_>, RouteError> {
+        if let Some(new) = self.new_fleet.as_deref().filter(|n| !n.variants.is_empty()) {
+            let has =
+                |variants: &[VariantState], t: &str| variants.iter().any(|v| v.live.name == t);
+            let to_new = match target {
+                Some(t) if !has(&self.variants, t) => has(&new.variants, t),
+                Some(t) if !has(&new.variants, t) => false,
+                _ => match assignment_key {
+                    Some(key) => {
+                        plinth_policy::sticky::assign(
+                            key,
+                            &["current", "new"],
+                            &[1.0 - new.share, new.share],
+                        ) == Some(1)
+                    }
+                    None => rand::random::<f64>() < new.share,
+                },
             };
-            if let Some(index) = sticky.or_else(bandit) {
-                return Ok(&self.variants[index].live);
+            if to_new {
+                let variant = route_fleet(
+                    &new.variants,
+                    new.experiment.as_ref(),
+                    target,
+                    assignment_key,
+                )?;
+                return Ok(Routed {
+                    variant,
+                    config_name: &new.config_name,
+                    experiment: new.experiment.as_ref(),
+                });
             }
         }
-        let index = plinth_policy::routing::choose(names, &weights, target, rand::random())?;
-        Ok(&self.variants[index].live)
+        let variant = route_fleet(
+            &self.variants,
+            self.experiment.as_ref(),
+            target,
+            assignment_key,
+        )?;
+        Ok(Routed {
+            variant,
+            config_name: &self.config_name,
+            experiment: self.experiment.as_ref(),
+        })
     }
+
+    /// Every variant that serves requests now, in both fleets during a deployment.
+    pub(crate) fn serving(&self) -> impl Iterator<Item = &VariantState> {
+        self.variants
+            .iter()
+            .chain(self.new_fleet.iter().flat_map(|n| n.variants.iter()))
+    }
+}
+
+/// Choose a variant within one fleet (see [`EndpointSnapshot::route`]).
+fn route_fleet<'a>(
+    variants: &'a [VariantState],
+    experiment: Option<&Arc<crate::experiments::Experiment>>,
+    target: Option<&str>,
+    assignment_key: Option<&str>,
+) -> Result<&'a Arc<LiveVariant>, RouteError> {
+    let names = variants.iter().map(|v| v.live.name.as_str());
+    let weights: Vec<f64> = variants.iter().map(|v| v.current_weight).collect();
+    if target.is_none() {
+        let sticky = assignment_key.and_then(|key| {
+            let names: Vec<&str> = names.clone().collect();
+            plinth_policy::sticky::assign(key, &names, &weights)
+        });
+        let bandit = || {
+            let shares = experiment?.shares()?;
+            plinth_policy::routing::pick_weighted(&shares, rand::random())
+        };
+        if let Some(index) = sticky.or_else(bandit) {
+            return Ok(&variants[index].live);
+        }
+    }
+    let index = plinth_policy::routing::choose(names, &weights, target, rand::random())?;
+    Ok(&variants[index].live)
 }
 
 /// Every endpoint, by name.

@@ -1,6 +1,7 @@
 //! `plinth`: serve SageMaker-style endpoints from WebAssembly model components, invoke them,
 //! and run a component locally.
 
+mod alarms;
 mod api;
 mod apply;
 mod artifacts;
@@ -14,8 +15,11 @@ mod endpoints;
 mod error;
 mod experiments;
 mod metrics;
+mod rollout;
+mod shadows;
 mod sigv4;
 mod store;
+mod watch;
 
 use clap::Parser;
 

@@ -32,6 +32,11 @@ pub(crate) struct Metrics {
     pub(crate) instances_replaced: IntGaugeVec,
     pub(crate) outcomes: IntCounterVec,
     pub(crate) outcomes_rejected: IntCounterVec,
+    pub(crate) shadow_dropped: IntCounterVec,
+    pub(crate) shadow_comparisons: IntCounterVec,
+    pub(crate) shadow_agreements: IntCounterVec,
+    pub(crate) deployments: IntCounterVec,
+    pub(crate) new_fleet_share: prometheus::GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
@@ -122,6 +127,15 @@ impl Metrics {
             instances_replaced: gauge(&r, "plinth_variant_instances_replaced", "Instances replaced after a trap or timeout since the variant was deployed."),
             outcomes: counter(&r, "plinth_experiment_outcomes_total", "Outcomes recorded for an experiment, by the variant that served the inference."),
             outcomes_rejected: counter_with(&r, "plinth_experiment_outcomes_rejected_total", "Outcomes not recorded, by reason (Unknown, Expired, Duplicate, Late, Invalid).", &["endpoint", "reason"]),
+            shadow_dropped: counter(&r, "plinth_shadow_dropped_total", "Requests sampled for a shadow variant but dropped because its queue was full."),
+            shadow_comparisons: counter_with(&r, "plinth_shadow_comparisons_total", "Shadow responses compared with production's, by kind: exact (every pair both answered), close (numeric output on both sides), argmax (predicted classes on both sides).", &["endpoint", "variant", "kind"]),
+            shadow_agreements: counter_with(&r, "plinth_shadow_agreements_total", "Shadow responses that agreed with production's, by kind (see plinth_shadow_comparisons_total).", &["endpoint", "variant", "kind"]),
+            deployments: counter_with(&r, "plinth_deployments_total", "Blue/green and rolling deployments that ended, by result: Completed, RolledBack, Failed.", &["endpoint", "result"]),
+            new_fleet_share: {
+                let g = prometheus::GaugeVec::new(Opts::new("plinth_deployment_new_fleet_traffic_share", "Fraction of requests a deployment in progress sends to the new fleet."), &["endpoint"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -132,6 +146,7 @@ impl Metrics {
         self.instances_busy.reset();
         self.queue_depth.reset();
         self.instances_replaced.reset();
+        self.new_fleet_share.reset();
     }
 
     /// The Prometheus text exposition.

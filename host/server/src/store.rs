@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -28,6 +28,17 @@ CREATE TABLE IF NOT EXISTS endpoint_configs (
     created    REAL NOT NULL,
     definition TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alarms (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoint_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint    TEXT NOT NULL COLLATE NOCASE,
+    event       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS endpoint_events_by_endpoint ON endpoint_events (endpoint, seq);
 CREATE TABLE IF NOT EXISTS endpoints (
     name        TEXT PRIMARY KEY COLLATE NOCASE,
     record      TEXT NOT NULL
@@ -56,6 +67,30 @@ CREATE TABLE IF NOT EXISTS experiment_arms (
     PRIMARY KEY (endpoint, config, variant)
 );
 ";
+
+/// Events kept per endpoint; older ones are dropped as new ones come.
+const EVENTS_KEPT: i64 = 10_000;
+
+/// Append an event (on a connection or in a transaction), dropping the endpoint's oldest
+/// beyond [`EVENTS_KEPT`]; its sequence number.
+fn append_event(
+    conn: &Connection,
+    endpoint: &str,
+    event: &serde_json::Value,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO endpoint_events (endpoint, event) VALUES (?1, ?2)",
+        params![endpoint, event.to_string()],
+    )?;
+    let seq = conn.last_insert_rowid();
+    if seq % 1000 == 0 {
+        conn.execute(
+            "DELETE FROM endpoint_events WHERE endpoint = ?1 AND seq <= ?2",
+            params![endpoint, seq - EVENTS_KEPT],
+        )?;
+    }
+    Ok(seq)
+}
 
 /// One inference an experiment tracks: who served it and whether it has its outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +155,9 @@ pub(crate) struct EndpointRecord {
     pub(crate) modified: f64,
     /// Empty while `Creating`: the config's initial values apply.
     pub(crate) capacities: Vec<VariantCapacity>,
+    /// The last `DeploymentConfig` given (SageMaker's `LastDeploymentConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deployment_config: Option<plinth_policy::rollout::DeploymentConfig>,
 }
 
 /// What a write found in the way.
@@ -137,14 +175,16 @@ pub(crate) enum StoreError {
 pub(crate) struct Contents {
     pub(crate) models: Vec<Definition>,
     pub(crate) configs: Vec<Definition>,
+    pub(crate) alarms: Vec<Definition>,
     pub(crate) endpoints: Vec<EndpointRecord>,
 }
 
-/// The two definition tables.
+/// The definition tables.
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
     Model,
     EndpointConfig,
+    Alarm,
 }
 
 impl Kind {
@@ -152,6 +192,7 @@ impl Kind {
         match self {
             Kind::Model => "models",
             Kind::EndpointConfig => "endpoint_configs",
+            Kind::Alarm => "alarms",
         }
     }
 }
@@ -227,6 +268,7 @@ impl Store {
         };
         let models = definitions(Kind::Model)?;
         let configs = definitions(Kind::EndpointConfig)?;
+        let alarms = definitions(Kind::Alarm)?;
         let mut statement = conn.prepare("SELECT record FROM endpoints ORDER BY name")?;
         let mut endpoints = Vec::new();
         for text in statement.query_map([], |r| r.get::<_, String>(0))? {
@@ -235,6 +277,7 @@ impl Store {
         Ok(Contents {
             models,
             configs,
+            alarms,
             endpoints,
         })
     }
@@ -270,6 +313,7 @@ impl Store {
     }
 
     /// Write an endpoint's record (insert or replace).
+    #[cfg(test)]
     pub(crate) fn put_endpoint(&self, record: &EndpointRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO endpoints (name, record) VALUES (?1, ?2) \
@@ -277,6 +321,66 @@ impl Store {
             params![record.name, serde_json::to_string(record)?],
         )?;
         Ok(())
+    }
+
+    /// Write an endpoint's record and an event about it in one transaction; the event's
+    /// sequence number.
+    pub(crate) fn put_endpoint_with_event(
+        &self,
+        record: &EndpointRecord,
+        event: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO endpoints (name, record) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            params![record.name, serde_json::to_string(record)?],
+        )?;
+        let seq = append_event(&tx, &record.name, event)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Record an event about an endpoint; its sequence number.
+    pub(crate) fn put_event(
+        &self,
+        endpoint: &str,
+        event: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        append_event(&self.conn(), endpoint, event)
+    }
+
+    /// An endpoint's events after sequence number `after`, oldest first, at most `limit`.
+    pub(crate) fn events(
+        &self,
+        endpoint: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, event FROM endpoint_events WHERE endpoint = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![endpoint, after, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row?;
+            out.push((seq, serde_json::from_str(&text)?));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of an endpoint's newest event (0 if it has none).
+    pub(crate) fn last_event(&self, endpoint: &str) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM endpoint_events WHERE endpoint = ?1",
+            params![endpoint],
+            |r| r.get(0),
+        )?)
     }
 
     /// Add a new endpoint's record; refuses a name that exists (ignoring case).
@@ -291,11 +395,16 @@ impl Store {
         Ok(())
     }
 
-    /// Remove an endpoint's record.
+    /// Remove an endpoint's record and its events.
     pub(crate) fn delete_endpoint(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .conn()
-            .execute("DELETE FROM endpoints WHERE name = ?1", params![name])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM endpoints WHERE name = ?1", params![name])?;
+        tx.execute(
+            "DELETE FROM endpoint_events WHERE endpoint = ?1",
+            params![name],
+        )?;
+        tx.commit()?;
         Ok(deleted > 0)
     }
 
@@ -442,6 +551,7 @@ mod tests {
                 weight: 0.5,
                 instance_count: 2,
             }],
+            deployment_config: None,
         }
     }
 
