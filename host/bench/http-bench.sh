@@ -52,52 +52,9 @@ for f in "$PLINTH_BIN" "$BIN/native-iris" "$BIN/loadgen" "$IRIS_WASM"; do
     [[ -f "$f" ]] || { echo "http-bench: $f is missing (build it, or drop SKIP_BUILD)" >&2; exit 1; }
 done
 
-SERVER_PIN=()
-LOADGEN_PIN=()
-if [[ "${PIN:-1}" != 0 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
-    SERVER_PIN=(taskset -c "${SERVER_CPUS:-0}")
-    LOADGEN_PIN=(taskset -c "${LOADGEN_CPUS:-1}")
-fi
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Start a server in the background; once it says `listening on http://ADDR`, set ADDR.
-# (Not in a subshell: its pid must reach PIDS for the cleanup.)
-start_server() {
-    local name="$1" timeout="$2"
-    shift 2
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    local pid=$!
-    PIDS+=("$pid")
-    local waited=0
-    while ! grep -q '^listening on http://' "$WORK/$name.out" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "http-bench: $name exited before listening:" >&2
-            cat "$WORK/$name.err" >&2
-            exit 1
-        fi
-        if ((waited >= timeout * 10)); then
-            echo "http-bench: $name did not listen within ${timeout}s" >&2
-            cat "$WORK/$name.err" >&2
-            exit 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    ADDR="$(sed -n 's|^listening on http://||p' "$WORK/$name.out" | head -n1)"
-}
+BENCH=http-bench
+# shellcheck source=host/bench/lib.sh
+source "$ROOT/host/bench/lib.sh"
 
 cat >"$WORK/plinth.toml" <<TOML
 [[models]]

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import tarfile
+import time
 import traceback
 from collections import Counter
 from unittest import mock
@@ -486,10 +487,36 @@ def update():
         ],
     )
     before = sm.describe_endpoint(EndpointName=ENDPOINT)
-    r = sm.update_endpoint(EndpointName=ENDPOINT, EndpointConfigName=CONFIG_B)
+    # A blue/green canary deployment: 1 of the new fleet's 2 instances' worth of traffic,
+    # bake 1 s, then the rest and a final bake.
+    deployment = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 1,
+                "CanarySize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            },
+            "TerminationWaitInSeconds": 0,
+        }
+    }
+    r = sm.update_endpoint(
+        EndpointName=ENDPOINT, EndpointConfigName=CONFIG_B, DeploymentConfig=deployment
+    )
     assert r["EndpointArn"] == arn("endpoint", ENDPOINT), r
-    d = sm.describe_endpoint(EndpointName=ENDPOINT)
-    assert d["EndpointStatus"] in ("Updating", "InService"), d
+    baking = None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        d = sm.describe_endpoint(EndpointName=ENDPOINT)
+        assert d["EndpointStatus"] in ("Updating", "InService"), d
+        if d["EndpointStatus"] == "InService":
+            break
+        pending = d.get("PendingDeploymentSummary", {})
+        assert pending["EndpointConfigName"] == CONFIG_B, d
+        for v in pending.get("ProductionVariants", []):
+            if v.get("VariantStatus", [{}])[0].get("Status") == "Baking":
+                baking = v
+        time.sleep(0.05)
+    assert baking is not None and baking["VariantName"] == "Single", d
     wait_in_service()
     d = sm.describe_endpoint(EndpointName=ENDPOINT)
     assert d["EndpointStatus"] == "InService", d
@@ -502,8 +529,9 @@ def update():
     assert variants["Single"]["CurrentInstanceCount"] == 2, d
     assert variants["Single"]["DesiredInstanceCount"] == 2, d
     assert variants["Single"]["CurrentWeight"] == 1.0, d
+    assert d["LastDeploymentConfig"] == deployment, d
     assert {invoke() for _ in range(20)} == {"Single"}
-    step("7. update_endpoint to a one-variant config; waiter; describe shows the new config")
+    step("7. update_endpoint with a canary DeploymentConfig; Baking seen; waiter; new config")
 
     # An update that cannot be built leaves the old config serving, with FailureReason.
     not_a_component = os.path.join(SCRATCH, "not-a-component.wasm")

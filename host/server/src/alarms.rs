@@ -17,9 +17,17 @@ use serde_json::{json, Value};
 
 /// Evaluate `definition` now over the windows it watches.
 pub(crate) fn evaluate(state: &AppState, definition: &AlarmDefinition) -> Evaluation {
-    let alarm = definition
-        .compile()
-        .expect("stored alarm definitions were checked when created");
+    let alarm = match definition.compile() {
+        Ok(alarm) => alarm,
+        // Checked when created; a stored definition this build refuses cannot fire.
+        Err(e) => {
+            return Evaluation {
+                state: plinth_policy::alarm::AlarmState::InsufficientData,
+                reason: format!("The alarm's definition is not valid: {e}"),
+                datapoints: Vec::new(),
+            }
+        }
+    };
     let endpoint = state.endpoints.get(alarm.endpoint_name());
     let windows: Vec<&Window> = match &endpoint {
         None => Vec::new(),

@@ -264,10 +264,11 @@ async fn invoke(
             return Err(ApiError::validation(e.to_string()));
         }
     };
-    let (mut variant, mut config_name, mut experiment) = (
+    let (mut variant, mut config_name, mut experiment, mut shadows) = (
         routed.variant.clone(),
         routed.config_name.to_string(),
         routed.experiment.cloned(),
+        routed.shadows.to_vec(),
     );
     let span = tracing::info_span!(
         "invoke",
@@ -296,6 +297,7 @@ async fn invoke(
                 variant = next.variant.clone();
                 config_name = next.config_name.to_string();
                 experiment = next.experiment.cloned();
+                shadows = next.shadows.to_vec();
                 result = variant
                     .pool
                     .invoke(request.clone())
@@ -306,7 +308,7 @@ async fn invoke(
     }
     let _entered = span.enter();
     let api_error = record_invocation(&variant, &result, started.elapsed());
-    for shadow in &endpoint.shadows {
+    for shadow in &shadows {
         shadow.offer(&request, result.as_ref().ok());
     }
     match result {

@@ -119,7 +119,7 @@ pub(crate) struct NewFleet {
     /// Empty while it is being built.
     pub(crate) variants: Vec<VariantState>,
     pub(crate) experiment: Option<Arc<crate::experiments::Experiment>>,
-    /// The new config's shadows, in force once the deployment completes.
+    /// The new config's shadows: they get copies of the requests this fleet serves.
     pub(crate) shadows: Vec<Arc<crate::shadows::Shadow>>,
     /// The fraction of requests it receives.
     pub(crate) share: f64,
@@ -164,6 +164,8 @@ pub(crate) struct Routed<'a> {
     /// The endpoint config of the fleet that serves it.
     pub(crate) config_name: &'a str,
     pub(crate) experiment: Option<&'a Arc<crate::experiments::Experiment>>,
+    /// The shadows of that fleet's config, which get a copy of the request.
+    pub(crate) shadows: &'a [Arc<crate::shadows::Shadow>],
 }
 
 impl EndpointSnapshot {
@@ -229,6 +231,7 @@ impl EndpointSnapshot {
                     variant,
                     config_name: &new.config_name,
                     experiment: new.experiment.as_ref(),
+                    shadows: &new.shadows,
                 });
             }
         }
@@ -242,6 +245,7 @@ impl EndpointSnapshot {
             variant,
             config_name: &self.config_name,
             experiment: self.experiment.as_ref(),
+            shadows: &self.shadows,
         })
     }
 

@@ -106,15 +106,34 @@ pub(crate) fn start(
         ),
     )?;
     let state = state.clone();
-    tokio::spawn(async move {
+    let before = updating.clone();
+    let deployment = tokio::spawn(
         Deployment {
-            state,
+            state: state.clone(),
             snapshot: updating,
             plan,
             started: Instant::now(),
         }
-        .run(config)
-        .await
+        .run(config),
+    );
+    // A deployment that panics must not leave the endpoint `Updating` for ever.
+    tokio::spawn(async move {
+        if let Err(e) = deployment.await {
+            tracing::error!(endpoint = %before.name, error = %e, "the deployment task failed");
+            let mut back = before;
+            back.status = EndpointStatus::InService;
+            back.pending_config = None;
+            back.new_fleet = None;
+            back.modified = now();
+            back.failure_reason = Some(format!(
+                "The deployment stopped on an internal error and was rolled back: {e}"
+            ));
+            commit_logged(
+                &state,
+                back,
+                "Deployment stopped on an internal error: rolled back",
+            );
+        }
     });
     Ok(())
 }
@@ -219,7 +238,17 @@ impl Deployment {
     /// fleets around the switch), then bake under the alarms.
     async fn step(&mut self, i: usize, step: &plinth_policy::rollout::Step) -> Result<(), Stop> {
         let rolling = self.plan.strategy == Strategy::Rolling;
+        let steps = self.plan.steps.len();
         if rolling {
+            self.update(
+                &format!("Step {}/{steps}: growing the new fleet", i + 1),
+                |f| {
+                    f.step = i + 1;
+                    f.phase = Phase::ActivatingTraffic;
+                    f.phase_started = now();
+                    f.phase_end = None;
+                },
+            );
             // Grow the new fleet first, so that the share never routes to instances that do
             // not exist yet.
             for v in &self.fleet().variants {
@@ -234,7 +263,6 @@ impl Deployment {
                 }
             }
         }
-        let steps = self.plan.steps.len();
         self.update(
             &format!(
                 "Step {}/{steps}: {}% of traffic to the new fleet",

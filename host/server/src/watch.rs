@@ -7,7 +7,6 @@
 //! event as one JSON object per line and nothing else. The module owns the polling loop, the
 //! retrying of transient errors and the formatting (pure functions, tested here).
 
-
 use crate::apply::{CallError, Control};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -1,0 +1,52 @@
+# Shared by Plinth's benchmark scripts (sourced): CPU pinning, a work directory cleaned up
+# on exit with every server started, and `start_server`.
+#
+# Reads PIN, SERVER_CPUS, LOADGEN_CPUS; sets SERVER_PIN, LOADGEN_PIN (arrays), WORK, PIDS.
+# The sourcing script names itself in BENCH (for messages).
+
+SERVER_PIN=()
+LOADGEN_PIN=()
+if [[ "${PIN:-1}" != 0 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
+    SERVER_PIN=(taskset -c "${SERVER_CPUS:-0}")
+    LOADGEN_PIN=(taskset -c "${LOADGEN_CPUS:-1}")
+fi
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Start a server in the background; once it says `listening on http://ADDR`, set ADDR.
+# (Not in a subshell: its pid must reach PIDS for the cleanup.)
+start_server() {
+    local name="$1" timeout="$2"
+    shift 2
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local pid=$!
+    PIDS+=("$pid")
+    local waited=0
+    while ! grep -q '^listening on http://' "$WORK/$name.out" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$BENCH: $name exited before listening:" >&2
+            cat "$WORK/$name.err" >&2
+            exit 1
+        fi
+        if ((waited >= timeout * 10)); then
+            echo "$BENCH: $name did not listen within ${timeout}s" >&2
+            cat "$WORK/$name.err" >&2
+            exit 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    ADDR="$(sed -n 's|^listening on http://||p' "$WORK/$name.out" | head -n1)"
+}
