@@ -843,6 +843,81 @@ fn rolling_update_moves_instances_in_batches() {
 
 /// Runs `operation` expecting a 400 `code` whose message contains every fragment.
 #[track_caller]
+#[test]
+fn a_rolling_update_rolls_back_in_batches_of_rollback_maximum_batch_size() {
+    let _serial = serial();
+    let server = start_live(4);
+    faults_config(
+        &server,
+        "broken",
+        json!({"FAULT_DEFAULT": "model-error"}),
+        NEW,
+        4,
+    );
+    server.call(
+        "CreateAlarm",
+        json!({"AlarmName": "rolling-errors", "EndpointName": ENDPOINT, "Scope": "NewFleet",
+               "MetricName": "InvocationModelErrors", "Statistic": "Average",
+               "ComparisonOperator": "GreaterThanThreshold", "Threshold": 0.1,
+               "Period": 1, "EvaluationPeriods": 1}),
+    );
+    // Batches of 2 of 4 instances (50%), back in batches of 1 (25%).
+    let deployment = json!({
+        "RollingUpdatePolicy": {
+            "MaximumBatchSize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+            "RollbackMaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            "WaitIntervalInSeconds": 10},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "rolling-errors"}]}});
+    let load = Load::start(&server, 4);
+    std::thread::sleep(Duration::from_millis(200));
+    server.call(
+        "UpdateEndpoint",
+        json!({"EndpointName": ENDPOINT, "EndpointConfigName": NEW, "DeploymentConfig": deployment}),
+    );
+    let done = wait_until(&server, Duration::from_secs(60), |d| {
+        d["EndpointStatus"] == "InService"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = load.stop();
+
+    assert_eq!(done["EndpointConfigName"], OLD, "{done}");
+    assert!(
+        done["FailureReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("alarm rolling-errors is in ALARM"),
+        "{done}"
+    );
+    assert_eq!(
+        done["ProductionVariants"][0]["CurrentInstanceCount"], 4,
+        "the old fleet is back to its size: {done}"
+    );
+    assert!(
+        samples
+            .iter()
+            .filter(|s| !s.on_new())
+            .all(|s| s.status == 200),
+        "the old fleet failed a request"
+    );
+    // 50% on the new fleet when the alarm fired, then 25%, then 0%.
+    let events = events(&server);
+    let (i, _) = event_after(&events, 0, "Rolling back: alarm rolling-errors is in ALARM");
+    let (j, quarter) = event_after(
+        &events,
+        i + 1,
+        "Rolling back: 25% of traffic on the new fleet",
+    );
+    let (k, none) = event_after(
+        &events,
+        j + 1,
+        "Rolling back: 0% of traffic on the new fleet",
+    );
+    event_after(&events, k + 1, "Rolled back: in service on live-config");
+    assert_eq!(quarter["EndpointStatus"], "RollingBack", "{quarter}");
+    assert_eq!(quarter["NewFleetTrafficPercent"], 25.0, "{quarter}");
+    assert_eq!(none["NewFleetTrafficPercent"], 0.0, "{none}");
+}
+
 fn refused(server: &Server, operation: &str, input: Value, code: &str, fragments: &[&str]) {
     let e = ApiError::from_response(server.control(operation, &input));
     assert_eq!(

@@ -333,24 +333,48 @@ impl Deployment {
         let reason = reason.trim_end_matches('.');
         let config_name = self.fleet().config_name.clone();
         tracing::warn!(endpoint = %self.snapshot.name, %reason, "rolling back");
+        self.snapshot.status = EndpointStatus::RollingBack;
         if self.plan.strategy == Strategy::Rolling {
-            // Bring the old fleet back to full size before it takes the traffic back.
-            for v in &self.snapshot.variants {
-                if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
-                    tracing::error!(variant = %v.live.name, error = %e, "cannot grow the old fleet back");
+            // In batches of RollbackMaximumBatchSize: the old fleet grows back by a batch,
+            // takes its share back, and the new fleet shrinks by as much.
+            self.enter(Phase::RollingBack, None, &format!("Rolling back: {reason}"));
+            let mut share = self.fleet().share;
+            while share > 0.0 {
+                share = (share - self.plan.rollback_step).max(0.0);
+                if share < 1e-9 {
+                    share = 0.0;
+                }
+                for v in &self.snapshot.variants {
+                    let (_, old) = split(v.desired_instance_count, share);
+                    if let Err(e) = v.live.pool.resize(old.max(v.live.pool.instances())).await {
+                        tracing::error!(variant = %v.live.name, error = %e, "cannot grow the old fleet back");
+                    }
+                }
+                self.update(
+                    &format!(
+                        "Rolling back: {}% of traffic on the new fleet",
+                        percent(share)
+                    ),
+                    |f| f.share = share,
+                );
+                for v in &self.fleet().variants {
+                    let (new, _) = split(v.desired_instance_count, share);
+                    if new < v.live.pool.instances() {
+                        let _ = v.live.pool.resize(new).await;
+                    }
                 }
             }
+        } else {
+            self.update(
+                &format!("Rolling back: {reason}; all traffic returns to the old fleet"),
+                |f| {
+                    f.share = 0.0;
+                    f.phase = Phase::RollingBack;
+                    f.phase_started = now();
+                    f.phase_end = None;
+                },
+            );
         }
-        self.snapshot.status = EndpointStatus::RollingBack;
-        self.update(
-            &format!("Rolling back: {reason}; all traffic returns to the old fleet"),
-            |f| {
-                f.share = 0.0;
-                f.phase = Phase::RollingBack;
-                f.phase_started = now();
-                f.phase_end = None;
-            },
-        );
         let drained = Instant::now() + DRAIN_LIMIT;
         while Instant::now() < drained
             && self.fleet().variants.iter().any(|v| {
