@@ -71,7 +71,8 @@ impl Error {
         }
     }
 
-    fn from_wasi(operation: impl Into<String>, e: errors::Error) -> Self {
+    /// A raw `wasi:nn` error, for code that calls [`Session::context`] directly.
+    pub fn from_wasi(operation: impl Into<String>, e: errors::Error) -> Self {
         let code = match e.code() {
             errors::ErrorCode::InvalidArgument => ErrorCode::InvalidArgument,
             errors::ErrorCode::InvalidEncoding => ErrorCode::InvalidEncoding,
@@ -204,6 +205,13 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    /// The raw `wasi:nn` execution context: for inputs and outputs that are not `f32` (token
+    /// ids, raw bytes), call its `compute` with `wasi:nn` tensors; map its errors with
+    /// [`Error::from_wasi`].
+    pub fn context(&self) -> &inference::GraphExecutionContext {
+        &self.inner
+    }
+
     /// Compute the graph on named `f32` inputs. Outputs of type FP32, FP64, FP16, BF16, I32,
     /// I64 and U8 come back as `f32` tensors.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs, Error> {

@@ -42,6 +42,7 @@ pub struct Model {
     environment: Vec<(String, String)>,
     memory_mib: Option<u64>,
     timeout_seconds: Option<u64>,
+    backend: Option<String>,
 }
 
 impl Model {
@@ -55,6 +56,7 @@ impl Model {
             environment: Vec::new(),
             memory_mib: None,
             timeout_seconds: None,
+            backend: None,
         }
     }
 
@@ -79,6 +81,12 @@ impl Model {
     /// Caps each invocation's run time.
     pub fn timeout_seconds(mut self, seconds: u64) -> Self {
         self.timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// Sets the wasi-nn `backend` (`"auto"`, `"tract"`, `"onnxruntime"`).
+    pub fn backend(mut self, backend: &str) -> Self {
+        self.backend = Some(backend.to_owned());
         self
     }
 }
@@ -200,6 +208,9 @@ impl Config {
             if let Some(s) = m.timeout_seconds {
                 writeln!(out, "timeout_seconds = {s}").unwrap();
             }
+            if let Some(backend) = &m.backend {
+                writeln!(out, "backend = {}", toml_string(backend)).unwrap();
+            }
             out.push('\n');
         }
         for (name, variants) in &self.endpoints {
@@ -272,6 +283,11 @@ pub struct Options {
     pub credentials: Option<String>,
     /// `--bind`.
     pub bind: String,
+    /// More arguments for `plinth serve`, e.g. `["--onnxruntime", PATH]`.
+    pub args: Vec<String>,
+    /// Environment changes for the server: `(name, Some(value))` sets, `(name, None)`
+    /// removes (e.g. `ORT_DYLIB_PATH`, which the server otherwise inherits).
+    pub env: Vec<(String, Option<String>)>,
 }
 
 impl Default for Options {
@@ -280,6 +296,24 @@ impl Default for Options {
             config: None,
             credentials: None,
             bind: "127.0.0.1:0".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The ONNX Runtime library the tests may use: `ORT_DYLIB_PATH` (which `tests/run` sets
+/// from `.venv`). Without it, `None` after printing that `test` is skipped, except in CI
+/// (`CI=true`), where ONNX Runtime must be tested: there it panics.
+pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: ORT_DYLIB_PATH is not set; CI must test ONNX Runtime (see tests/run)")
+        }
+        None => {
+            eprintln!("{test}: skipped: set ORT_DYLIB_PATH to test ONNX Runtime (tests/run does)");
+            None
         }
     }
 }
@@ -340,11 +374,22 @@ impl Server {
 
     /// Kill the server with SIGKILL (no shutdown of any kind) and start it again with the
     /// same options on the same data directory.
-    pub fn kill_and_restart(mut self) -> Result<Server, StartError> {
+    pub fn kill_and_restart(self) -> Result<Server, StartError> {
+        self.kill_and_restart_with(|_| {})
+    }
+
+    /// Like [`Server::kill_and_restart`], with the options changed by `change` (e.g. another
+    /// environment).
+    pub fn kill_and_restart_with(
+        mut self,
+        change: impl FnOnce(&mut Options),
+    ) -> Result<Server, StartError> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Self::launch(&self.bin.clone(), self.options.clone(), dir)
+        let mut options = self.options.clone();
+        change(&mut options);
+        Self::launch(&self.bin.clone(), options, dir)
     }
 
     fn launch(bin: &str, options: Options, dir: tempfile::TempDir) -> Result<Server, StartError> {
@@ -364,6 +409,13 @@ impl Server {
             let path = dir.path().join("credentials.toml");
             std::fs::write(&path, credentials).expect("write the credentials");
             command.arg("--credentials").arg(&path);
+        }
+        command.args(&options.args);
+        for (name, value) in &options.env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
         }
         let mut child = command
             .current_dir(dir.path())

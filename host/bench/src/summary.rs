@@ -1,6 +1,7 @@
 //! What one load generator run measured: a latency histogram (HDR, microseconds), counts of
-//! successes, non-2xx answers and errors, and the production variants that answered; merged
-//! across connections and written as a human line or one JSON object.
+//! successes, non-2xx answers, errors and (open loop) dropped requests, the first few error
+//! messages, and the production variants that answered; merged across connections and written
+//! as a human line or one JSON object.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use serde_json::{json, Value};
 
 /// The largest latency recorded exactly (60 s); slower requests saturate at it.
 const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// How many error messages a tally keeps (the first ones).
+pub const MAX_MESSAGES: usize = 5;
 
 /// Counters and the latency histogram of one connection, or of all of them once merged.
 #[derive(Debug, Clone)]
@@ -22,6 +26,11 @@ pub struct Tally {
     pub errors: u64,
     /// Responses per `x-Amzn-Invoked-Production-Variant` value.
     pub variants: BTreeMap<String, u64>,
+    /// Open loop: requests whose scheduled start came while the in-flight cap was reached, so
+    /// they were never sent.
+    pub dropped: u64,
+    /// The first [`MAX_MESSAGES`] error and non-2xx messages, in the order seen.
+    pub messages: Vec<String>,
 }
 
 impl Default for Tally {
@@ -32,6 +41,8 @@ impl Default for Tally {
             non_2xx: 0,
             errors: 0,
             variants: BTreeMap::new(),
+            dropped: 0,
+            messages: Vec::new(),
         }
     }
 }
@@ -49,6 +60,24 @@ impl Tally {
         }
     }
 
+    /// Count one request that got no response, keeping its message if there is room.
+    pub fn record_error(&mut self, message: impl FnOnce() -> String) {
+        self.errors += 1;
+        self.note(message);
+    }
+
+    /// Keep a message if fewer than [`MAX_MESSAGES`] are kept (`message` is only called then).
+    pub fn note(&mut self, message: impl FnOnce() -> String) {
+        if self.messages.len() < MAX_MESSAGES {
+            self.messages.push(message());
+        }
+    }
+
+    /// Whether another message would be kept.
+    pub fn wants_messages(&self) -> bool {
+        self.messages.len() < MAX_MESSAGES
+    }
+
     /// Add another tally into this one.
     pub fn merge(&mut self, other: &Tally) {
         self.latency_us
@@ -56,9 +85,22 @@ impl Tally {
             .expect("histograms with the same bounds");
         self.non_2xx += other.non_2xx;
         self.errors += other.errors;
+        self.dropped += other.dropped;
         for (variant, count) in &other.variants {
             *self.variants.entry(variant.clone()).or_default() += count;
         }
+        for message in &other.messages {
+            self.note(|| message.clone());
+        }
+    }
+
+    /// The latency at `percentile` (0-100), in microseconds; 0 without requests.
+    pub fn percentile_us(&self, percentile: f64) -> u64 {
+        if self.latency_us.is_empty() {
+            return 0;
+        }
+        self.latency_us
+            .value_at_quantile((percentile / 100.0).clamp(0.0, 1.0))
     }
 
     /// Completed requests (with any status).
@@ -160,8 +202,12 @@ mod tests {
         a.record(Duration::from_micros(300), 500, Some("B"));
         let mut b = Tally::default();
         b.record(Duration::from_micros(200), 200, Some("A"));
-        b.errors += 1;
+        b.record_error(|| "connection refused".into());
         a.merge(&b);
+        assert_eq!(a.messages, ["connection refused"]);
+        assert_eq!(a.percentile_us(50.0), 200);
+        assert_eq!(a.percentile_us(100.0), 300);
+        assert_eq!(Tally::default().percentile_us(99.0), 0);
         let summary = Summary {
             url: "http://x/".into(),
             connections: 2,
@@ -177,5 +223,24 @@ mod tests {
         assert_eq!(json["latency_us"]["p50"], 200);
         assert_eq!(json["latency_us"]["max"], 300);
         assert!(summary.human_line().contains("variants: A=2 B=1"));
+    }
+
+    #[test]
+    fn keeps_only_the_first_messages() {
+        let mut a = Tally::default();
+        for i in 0..3 {
+            a.record_error(|| format!("a{i}"));
+        }
+        let mut b = Tally::default();
+        for i in 0..4 {
+            b.record_error(|| format!("b{i}"));
+        }
+        b.dropped = 2;
+        a.merge(&b);
+        assert_eq!(a.errors, 7);
+        assert_eq!(a.dropped, 2);
+        assert_eq!(a.messages, ["a0", "a1", "a2", "b0", "b1"]);
+        assert!(!a.wants_messages());
+        a.note(|| unreachable!("no room: the message is not built"));
     }
 }

@@ -68,6 +68,67 @@ pub struct ModelSection {
     pub memory_mib: Option<u64>,
     /// Invocation deadline in seconds. Default: 60.
     pub timeout_seconds: Option<u64>,
+    /// The wasi-nn backend that runs the model's graphs (`PlinthBackend`): `"auto"`
+    /// (default: ONNX Runtime when the server has its library, tract otherwise), `"tract"`
+    /// or `"onnxruntime"`.
+    pub backend: Option<Backend>,
+}
+
+/// Which wasi-nn backend runs a model's graphs: Plinth's `PlinthBackend` model setting.
+///
+/// Spelled `Auto`, `Tract` and `OnnxRuntime` in the API; any case is accepted (the deployment
+/// file's `backend = "onnxruntime"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// ONNX Runtime when the server found its library at start, tract otherwise.
+    #[default]
+    Auto,
+    /// tract-onnx: pure Rust, always available.
+    Tract,
+    /// ONNX Runtime, loaded from the library given at start (`--onnxruntime` or
+    /// `ORT_DYLIB_PATH`).
+    OnnxRuntime,
+}
+
+impl Backend {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "Auto",
+            Self::Tract => "Tract",
+            Self::OnnxRuntime => "OnnxRuntime",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Auto, Self::Tract, Self::OnnxRuntime]
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown backend {s:?}; use Auto, Tract or OnnxRuntime"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// `[[endpoint_configs]]`: SageMaker's CreateEndpointConfig.
@@ -137,6 +198,8 @@ pub struct Model {
     pub memory_bytes: usize,
     /// Invocation deadline in seconds.
     pub timeout_seconds: u64,
+    /// The wasi-nn backend asked for.
+    pub backend: Backend,
 }
 
 /// A validated production variant.
@@ -290,6 +353,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 environment: m.environment.clone().into_iter().collect(),
                 memory_bytes: (memory_mib as usize) << 20,
                 timeout_seconds,
+                backend: m.backend.unwrap_or_default(),
             },
         );
     }
@@ -585,6 +649,41 @@ endpoint_config_name = "iris-config"
         assert_eq!(m.environment, vec![("LOG".to_string(), "1".to_string())]);
         assert_eq!(m.timeout_seconds, 60);
         assert_eq!(m.memory_bytes, 256 << 20);
+        assert_eq!(m.backend, Backend::Auto);
+    }
+
+    #[test]
+    fn backend_is_read_in_any_case_and_unknown_ones_are_named() {
+        for (written, backend) in [
+            ("onnxruntime", Backend::OnnxRuntime),
+            ("OnnxRuntime", Backend::OnnxRuntime),
+            ("tract", Backend::Tract),
+            ("AUTO", Backend::Auto),
+        ] {
+            let text = GOOD.replace(
+                "model_data = \"model\"",
+                &format!("model_data = \"model\"\nbackend = \"{written}\""),
+            );
+            let d = parse_str(&text).unwrap();
+            assert_eq!(d.models[0].backend, backend, "{written}");
+        }
+        let text = GOOD.replace(
+            "model_data = \"model\"",
+            "model_data = \"model\"\nbackend = \"cuda\"",
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown backend \"cuda\"; use Auto, Tract or OnnxRuntime"),
+            "{e}"
+        );
+        assert_eq!(
+            serde_json::to_value(Backend::OnnxRuntime).unwrap(),
+            "OnnxRuntime"
+        );
+        assert_eq!(
+            serde_json::from_value::<Backend>("tract".into()).unwrap(),
+            Backend::Tract
+        );
     }
 
     /// Each case: a change to the good file, and the text its error must contain.

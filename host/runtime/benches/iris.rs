@@ -3,11 +3,14 @@
 //! (CSV parsed in Rust, the same tract graph, the same JSON out), in one run.
 //!
 //! Run: `cargo bench -p plinth-runtime --bench iris`. The ratio guest/native is the figure
-//! to watch; results are recorded in BENCHMARKS.md.
+//! to watch; results are recorded in BENCHMARKS.md. With `--features onnxruntime` and
+//! `ORT_DYLIB_PATH` set, `guest_onnxruntime` runs the same guest request on ONNX Runtime.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use plinth_runtime::nn::TractGraph;
-use plinth_runtime::{Invocation, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
+use plinth_runtime::{
+    Backend, Invocation, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec,
+};
 use std::hint::black_box;
 use std::path::Path;
 use tract_onnx::prelude::{tvec, IntoTValue, Tensor, TypedSimpleState};
@@ -53,27 +56,41 @@ fn bench(c: &mut Criterion) {
     let graph =
         TractGraph::from_onnx(&std::fs::read(model_dir.join("model.onnx")).unwrap()).unwrap();
 
-    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    // With the `onnxruntime` feature and ORT_DYLIB_PATH set, the same request also runs on
+    // ONNX Runtime (default session settings).
+    let onnxruntime = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|p| cfg!(feature = "onnxruntime") && !p.is_empty())
+        .map(|p| plinth_runtime::OnnxRuntime::load(Path::new(&p)).unwrap());
+    let runtime = Runtime::new(&RuntimeConfig {
+        onnxruntime: onnxruntime.clone(),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     // Guest calls are async; the benchmark drives them on a current-thread runtime.
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let pool = tokio
-        .block_on(VariantPool::new(
-            &runtime,
-            &VariantSpec {
-                endpoint: "bench".into(),
-                variant: "AllTraffic".into(),
-                component: plinth_tests::IRIS_WASM.into(),
-                model_dir: Some(model_dir.to_path_buf()),
-                environment: Vec::new(),
-                instance_count: 1,
-                routing: Default::default(),
-                limits: Limits::default(),
-            },
-        ))
-        .unwrap();
+    let pool_on = |backend: Backend| {
+        tokio
+            .block_on(VariantPool::new(
+                &runtime,
+                &VariantSpec {
+                    endpoint: "bench".into(),
+                    variant: "AllTraffic".into(),
+                    component: plinth_tests::IRIS_WASM.into(),
+                    model_dir: Some(model_dir.to_path_buf()),
+                    environment: Vec::new(),
+                    instance_count: 1,
+                    routing: Default::default(),
+                    limits: Limits::default(),
+                    backend,
+                },
+            ))
+            .unwrap()
+    };
+    let pool = pool_on(Backend::Tract);
+    let ort_pool = onnxruntime.as_ref().map(|_| pool_on(Backend::OnnxRuntime));
     let request = Invocation {
         body: BODY.as_bytes().to_vec().into(),
         content_type: "text/csv".into(),
@@ -89,6 +106,10 @@ fn bench(c: &mut Criterion) {
         serde_json::from_slice::<serde_json::Value>(b).unwrap()["predictions"][0]["label"].clone()
     };
     assert_eq!(label(&guest_out.body), label(&native_out));
+    if let Some(ort_pool) = &ort_pool {
+        let ort_out = tokio.block_on(ort_pool.invoke_here(&request)).unwrap();
+        assert_eq!(label(&ort_out.body), label(&native_out));
+    }
 
     let mut group = c.benchmark_group("iris_request");
     group.bench_function("native", |b| {
@@ -103,6 +124,17 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    if let Some(ort_pool) = &ort_pool {
+        group.bench_function("guest_onnxruntime", |b| {
+            b.iter(|| {
+                black_box(
+                    tokio
+                        .block_on(ort_pool.invoke_here(black_box(&request)))
+                        .unwrap(),
+                )
+            })
+        });
+    }
     group.finish();
 }
 

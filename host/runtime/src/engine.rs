@@ -4,6 +4,9 @@
 use crate::cache::ComponentCache;
 use crate::error::LoadError;
 use crate::guest::HostState;
+use crate::nn::NnBackend;
+use crate::onnxruntime::OnnxRuntime;
+use plinth_policy::config::Backend;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +28,13 @@ pub struct RuntimeConfig {
     /// The largest linear memory any instance may have; each variant's own limit is at most
     /// this. Default: 4 GiB.
     pub max_memory_bytes: usize,
+    /// ONNX Runtime, if its library was loaded ([`OnnxRuntime::load`]): models may then ask
+    /// for it, and those asking for [`Backend::Auto`] get it. `None` (default): tract only.
+    pub onnxruntime: Option<OnnxRuntime>,
+    /// Intra-op threads of each ONNX Runtime session. `None` (default): the cores divided
+    /// by the variant's instance count, at least 1
+    /// ([`default_intra_op_threads`](crate::onnxruntime::default_intra_op_threads)).
+    pub onnxruntime_intra_op_threads: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -33,6 +43,8 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_instances: 1000,
             max_memory_bytes: 4 << 30,
+            onnxruntime: None,
+            onnxruntime_intra_op_threads: None,
         }
     }
 }
@@ -43,6 +55,9 @@ pub struct Runtime {
     pub(crate) linker: Linker<HostState>,
     cache: ComponentCache,
     ticker_stop: Arc<AtomicBool>,
+    onnxruntime: Option<OnnxRuntime>,
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
+    intra_op_threads: Option<usize>,
 }
 
 impl Runtime {
@@ -96,7 +111,62 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            onnxruntime: config.onnxruntime.clone(),
+            intra_op_threads: config.onnxruntime_intra_op_threads.map(|n| n.max(1)),
         })
+    }
+
+    /// ONNX Runtime, if this runtime uses it.
+    pub fn onnxruntime(&self) -> Option<&OnnxRuntime> {
+        self.onnxruntime.as_ref()
+    }
+
+    /// The backend that serves a model asking for `requested` (`Auto`: ONNX Runtime when
+    /// this runtime has it, tract otherwise), or why none can.
+    pub fn backend_for(&self, requested: Backend) -> Result<Backend, String> {
+        match requested {
+            Backend::Tract => Ok(Backend::Tract),
+            Backend::Auto if self.onnxruntime.is_some() => Ok(Backend::OnnxRuntime),
+            Backend::Auto => Ok(Backend::Tract),
+            Backend::OnnxRuntime if self.onnxruntime.is_some() => Ok(Backend::OnnxRuntime),
+            Backend::OnnxRuntime if cfg!(feature = "onnxruntime") => Err(
+                "the model asks for the OnnxRuntime backend, but this server has no ONNX \
+                 Runtime library: start it with --onnxruntime PATH (or ORT_DYLIB_PATH) naming \
+                 libonnxruntime.so from the onnxruntime wheel, or give the model the Tract or \
+                 Auto backend"
+                    .into(),
+            ),
+            Backend::OnnxRuntime => Err(
+                "the model asks for the OnnxRuntime backend, but this Plinth was built without \
+                 ONNX Runtime support (the `onnxruntime` cargo feature); give the model the \
+                 Tract or Auto backend"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The resolved backend, with its settings, for a variant of `instances` instances.
+    #[cfg_attr(not(feature = "onnxruntime"), allow(unused_variables))]
+    pub(crate) fn nn_backend(
+        &self,
+        requested: Backend,
+        instances: usize,
+    ) -> Result<NnBackend, String> {
+        match self.backend_for(requested)? {
+            #[cfg(feature = "onnxruntime")]
+            Backend::OnnxRuntime => Ok(NnBackend::OnnxRuntime(
+                crate::nn::onnxruntime::SessionSettings {
+                    intra_op_threads: self
+                        .intra_op_threads
+                        .unwrap_or_else(|| crate::onnxruntime::default_intra_op_threads(instances)),
+                },
+            )),
+            #[cfg(not(feature = "onnxruntime"))]
+            Backend::OnnxRuntime => {
+                Err("this Plinth was built without ONNX Runtime support".into())
+            }
+            Backend::Tract | Backend::Auto => Ok(NnBackend::Tract),
+        }
     }
 
     /// Load a component from disk, through the compiled-component cache.

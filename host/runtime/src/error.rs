@@ -42,6 +42,10 @@ pub enum LoadError {
         /// What went wrong.
         reason: String,
     },
+    /// The model's wasi-nn backend is not available here (e.g. ONNX Runtime without its
+    /// library).
+    #[error("{0}")]
+    Backend(String),
     /// `model-fn` returned an error or trapped.
     #[error("model_fn failed: {0}")]
     ModelFn(String),

@@ -3,7 +3,7 @@
 //! the instantiated component, and the model `model-fn` returned.
 
 use crate::error::{HandlerErrorKind, InvokeError, LoadError};
-use crate::nn::{SharedGraphs, TractBackend};
+use crate::nn::{NnBackend, SharedGraphs};
 use crate::stdio::GuestOutput;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +85,8 @@ pub(crate) struct InstanceTemplate {
     pub(crate) engine: Engine,
     pub(crate) pre: ModelPre<HostState>,
     pub(crate) graphs: SharedGraphs,
+    /// The backend of the shared graphs, also used for graphs the guest loads from bytes.
+    pub(crate) nn: NnBackend,
     pub(crate) model_dir: Option<PathBuf>,
     pub(crate) environment: Vec<(String, String)>,
     pub(crate) memory_bytes: usize,
@@ -130,7 +132,7 @@ impl InstanceTemplate {
         }
         let state = HostState {
             wasi: wasi.build(),
-            nn: WasiNnCtx::new([TractBackend.into()], self.graphs.clone().into()),
+            nn: WasiNnCtx::new([self.nn.wasi_backend()], self.graphs.clone().into()),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_bytes)

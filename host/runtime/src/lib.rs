@@ -5,7 +5,10 @@
 //!   WASI and wasi-nn, and the on-disk cache of compiled components. Built once per process.
 //! - [`VariantPool`]: one production variant's warm instances (`InstancePre` + shared wasi-nn
 //!   graphs, built once per deployment; a `Store` per instance).
-//! - [`nn`]: the wasi-nn backend on tract-onnx and the registry of host-preloaded graphs.
+//! - [`nn`]: the wasi-nn backends (tract-onnx; ONNX Runtime with the `onnxruntime` feature)
+//!   and the registry of host-preloaded graphs. A model's [`Backend`] picks one per variant.
+//! - [`OnnxRuntime`]: the ONNX Runtime library, found and checked at start
+//!   ([`onnxruntime`]).
 //!
 //! Nothing here speaks HTTP; the server crate maps [`InvokeError`] onto SageMaker's errors.
 
@@ -15,6 +18,7 @@ mod error;
 mod guest;
 mod limits;
 pub mod nn;
+pub mod onnxruntime;
 mod pool;
 mod stdio;
 
@@ -22,4 +26,6 @@ pub use engine::{Runtime, RuntimeConfig};
 pub use error::{HandlerErrorKind, InvokeError, LoadError};
 pub use guest::{Invocation, InvocationOutput};
 pub use limits::Limits;
+pub use onnxruntime::{OnnxRuntime, OnnxRuntimeError};
+pub use plinth_policy::config::Backend;
 pub use pool::{PoolStats, VariantPool, VariantSpec};

@@ -1,9 +1,14 @@
-//! wasi-nn served by tract-onnx, and the registry of graphs the host preloads from a model
-//! artifact so that every instance shares one parsed, optimised graph.
+//! wasi-nn served by tract-onnx (and, with the `onnxruntime` feature, by ONNX Runtime: see
+//! [`onnxruntime`](self::onnxruntime)), and the registry of graphs the host preloads from a
+//! model artifact so that every instance shares one parsed, optimised graph.
 //!
 //! wasi-nn hands the guest only a generic error text for backend failures, so each failure
 //! is logged here with its real cause before it is returned.
 
+#[cfg(feature = "onnxruntime")]
+pub(crate) mod onnxruntime;
+
+use plinth_policy::config::Backend;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +25,24 @@ type Plan = Arc<TypedRunnableModel>;
 fn backend_error(context: &str, error: impl std::fmt::Display) -> BackendError {
     tracing::warn!(target: "plinth::nn", "{context}: {error}");
     BackendError::BackendAccess(wasmtime::format_err!("{context}: {error}"))
+}
+
+/// The position of input `id` among a graph's `inputs`. A single-input graph accepts its one
+/// input under any name.
+fn input_position(inputs: &[String], id: &Id) -> Result<usize, BackendError> {
+    let index = match id {
+        Id::Index(i) => Some(*i as usize).filter(|i| *i < inputs.len()),
+        Id::Name(name) => inputs
+            .iter()
+            .position(|n| n == name)
+            .or_else(|| (inputs.len() == 1).then_some(0)),
+    };
+    index.ok_or_else(|| {
+        backend_error(
+            "set input",
+            format!("unknown input {id:?}; the graph's inputs are {inputs:?}"),
+        )
+    })
 }
 
 /// A parsed, optimised ONNX graph with its input and output names.
@@ -165,25 +188,6 @@ struct TractExecution {
 }
 
 impl TractExecution {
-    fn input_index(&self, id: &Id) -> Result<usize, BackendError> {
-        let index = match id {
-            Id::Index(i) => Some(*i as usize).filter(|i| *i < self.inputs.len()),
-            Id::Name(name) => self.inputs.iter().position(|n| n == name).or_else(|| {
-                // A single-input graph accepts its one input under any name.
-                (self.inputs.len() == 1).then_some(0)
-            }),
-        };
-        index.ok_or_else(|| {
-            backend_error(
-                "set input",
-                format!(
-                    "unknown input {id:?}; the graph's inputs are {:?}",
-                    self.inputs
-                ),
-            )
-        })
-    }
-
     fn run(&mut self) -> Result<(), BackendError> {
         let mut inputs = TVec::new();
         for (i, tensor) in self.pending.iter_mut().enumerate() {
@@ -208,7 +212,7 @@ impl TractExecution {
 
 impl BackendExecutionContext for TractExecution {
     fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
-        let index = self.input_index(&id)?;
+        let index = input_position(&self.inputs, &id)?;
         self.pending[index] = Some(to_tract(tensor).map_err(|e| backend_error("set input", e))?);
         Ok(())
     }
@@ -273,14 +277,85 @@ impl BackendInner for TractBackend {
     }
 }
 
+/// The backend that runs a variant's graphs, resolved from the model's [`Backend`] setting
+/// when the variant is deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NnBackend {
+    /// tract-onnx.
+    Tract,
+    /// ONNX Runtime, with the variant's session settings.
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(onnxruntime::SessionSettings),
+}
+
+impl NnBackend {
+    /// Which backend this is.
+    pub(crate) fn kind(&self) -> Backend {
+        match self {
+            Self::Tract => Backend::Tract,
+            #[cfg(feature = "onnxruntime")]
+            Self::OnnxRuntime(_) => Backend::OnnxRuntime,
+        }
+    }
+
+    /// Intra-op threads of its sessions (ONNX Runtime only).
+    pub(crate) fn intra_op_threads(&self) -> Option<usize> {
+        match self {
+            Self::Tract => None,
+            #[cfg(feature = "onnxruntime")]
+            Self::OnnxRuntime(settings) => Some(settings.intra_op_threads),
+        }
+    }
+
+    /// The wasi-nn backend an instance's context gets, for graphs the guest loads from bytes.
+    pub(crate) fn wasi_backend(&self) -> wasmtime_wasi_nn::Backend {
+        match self {
+            Self::Tract => TractBackend.into(),
+            #[cfg(feature = "onnxruntime")]
+            Self::OnnxRuntime(settings) => onnxruntime::OrtBackend(*settings).into(),
+        }
+    }
+
+    /// Load an ONNX model; returns the graph with its input and output names.
+    fn load(&self, bytes: &[u8]) -> anyhow::Result<(Graph, Vec<String>, Vec<String>)> {
+        fn shared<G: BackendGraph + 'static>(
+            graph: G,
+            inputs: &[String],
+            outputs: &[String],
+        ) -> (Graph, Vec<String>, Vec<String>) {
+            let graph: Box<dyn BackendGraph> = Box::new(graph);
+            (graph.into(), inputs.to_vec(), outputs.to_vec())
+        }
+        Ok(match self {
+            Self::Tract => {
+                let graph = TractGraph::from_onnx(bytes)?;
+                let (inputs, outputs) = (graph.inputs.clone(), graph.outputs.clone());
+                shared(graph, &inputs, &outputs)
+            }
+            #[cfg(feature = "onnxruntime")]
+            Self::OnnxRuntime(settings) => {
+                let graph = onnxruntime::OrtGraph::from_onnx(bytes, *settings)?;
+                let (inputs, outputs) =
+                    (graph.input_names().to_vec(), graph.output_names().to_vec());
+                shared(graph, &inputs, &outputs)
+            }
+        })
+    }
+}
+
 /// Graphs preloaded from a model artifact, shared by all instances of a variant.
 #[derive(Clone, Default)]
 pub struct SharedGraphs(Arc<HashMap<String, Graph>>);
 
 impl SharedGraphs {
-    /// Preload every `*.onnx` file at the top of `model_dir`, named by its file stem
-    /// (`model.onnx` becomes `"model"`).
+    /// Preload every `*.onnx` file at the top of `model_dir` with tract, named by its file
+    /// stem (`model.onnx` becomes `"model"`).
     pub fn preload(model_dir: &Path) -> anyhow::Result<Self> {
+        Self::preload_with(model_dir, &NnBackend::Tract)
+    }
+
+    /// [`SharedGraphs::preload`] on the variant's backend.
+    pub(crate) fn preload_with(model_dir: &Path, backend: &NnBackend) -> anyhow::Result<Self> {
         let mut graphs = HashMap::new();
         let mut entries: Vec<_> = std::fs::read_dir(model_dir)?
             .collect::<Result<Vec<_>, _>>()?
@@ -295,11 +370,15 @@ impl SharedGraphs {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let bytes = std::fs::read(&path)?;
-            let graph = TractGraph::from_onnx(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-            tracing::debug!(graph = %name, inputs = ?graph.inputs, outputs = ?graph.outputs, "preloaded graph");
-            let graph: Box<dyn BackendGraph> = Box::new(graph);
-            graphs.insert(name, graph.into());
+            let (graph, inputs, outputs) = backend.load(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {} cannot load it: {e:#}",
+                    path.display(),
+                    backend.kind()
+                )
+            })?;
+            tracing::debug!(graph = %name, backend = %backend.kind(), ?inputs, ?outputs, "preloaded graph");
+            graphs.insert(name, graph);
         }
         Ok(Self(Arc::new(graphs)))
     }

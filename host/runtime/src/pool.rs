@@ -18,6 +18,7 @@ use crate::guest::{GuestInstance, InstanceTemplate, Invocation, InvocationOutput
 use crate::limits::Limits;
 use crate::nn::SharedGraphs;
 use arc_swap::ArcSwap;
+use plinth_policy::config::Backend;
 use plinth_policy::routing::{pick_instance, RoutingStrategy};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,9 @@ pub struct VariantSpec {
     pub routing: RoutingStrategy,
     /// Sandbox limits.
     pub limits: Limits,
+    /// The wasi-nn backend the model asks for (`Auto`: ONNX Runtime when the runtime has it,
+    /// tract otherwise).
+    pub backend: Backend,
 }
 
 /// A point-in-time view of a pool's load.
@@ -119,17 +123,29 @@ impl VariantPool {
             path: shown,
             reason: format!("{e:#}"),
         })?;
+        let nn = runtime
+            .nn_backend(spec.backend, spec.instance_count)
+            .map_err(LoadError::Backend)?;
         let graphs = match &spec.model_dir {
-            Some(dir) => SharedGraphs::preload(dir).map_err(|e| LoadError::Artifact {
+            Some(dir) => SharedGraphs::preload_with(dir, &nn).map_err(|e| LoadError::Artifact {
                 path: dir.display().to_string(),
                 reason: format!("{e:#}"),
             })?,
             None => SharedGraphs::default(),
         };
+        tracing::info!(
+            endpoint = %spec.endpoint,
+            variant = %spec.variant,
+            backend = %nn.kind(),
+            intra_op_threads = nn.intra_op_threads(),
+            graphs = ?graphs.names(),
+            "wasi-nn backend"
+        );
         let template = Arc::new(InstanceTemplate {
             engine: runtime.engine.clone(),
             pre,
             graphs,
+            nn,
             model_dir: spec.model_dir.clone(),
             environment: spec.environment.clone(),
             memory_bytes: spec.limits.memory_bytes,
@@ -165,6 +181,16 @@ impl VariantPool {
     /// The routing strategy.
     pub fn routing(&self) -> RoutingStrategy {
         self.routing
+    }
+
+    /// The wasi-nn backend serving the variant (`Tract` or `OnnxRuntime`, never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.template.nn.kind()
+    }
+
+    /// Intra-op threads of the variant's ONNX Runtime sessions (`None` on tract).
+    pub fn intra_op_threads(&self) -> Option<usize> {
+        self.template.nn.intra_op_threads()
     }
 
     /// Instances in the pool now.

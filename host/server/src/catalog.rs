@@ -6,7 +6,7 @@
 use crate::artifacts;
 use crate::store::Definition;
 use plinth_policy::config::{
-    EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
+    Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
     DEFAULT_TIMEOUT_SECONDS,
 };
 use plinth_policy::routing::RoutingStrategy;
@@ -24,6 +24,10 @@ pub(crate) struct ModelDefinition {
     /// Plinth's extension: the guest's memory cap and deadline.
     #[serde(default)]
     pub(crate) plinth_limits: ModelLimits,
+    /// Plinth's extension: the wasi-nn backend that runs the model's graphs (`Auto`,
+    /// `Tract` or `OnnxRuntime`; default `Auto`).
+    #[serde(default)]
+    pub(crate) plinth_backend: Backend,
 }
 
 /// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` the artifact.
@@ -447,6 +451,7 @@ fn model(name: &str, d: &ModelDefinition, model_data: Option<std::path::PathBuf>
             .collect(),
         memory_bytes: (d.plinth_limits.memory_size_in_mb as usize) << 20,
         timeout_seconds: d.plinth_limits.invocation_timeout_in_seconds,
+        backend: d.plinth_backend,
     }
 }
 
@@ -475,6 +480,7 @@ pub(crate) fn model_definition(m: &Model) -> ModelDefinition {
             memory_size_in_mb: (m.memory_bytes >> 20) as u64,
             invocation_timeout_in_seconds: m.timeout_seconds,
         },
+        plinth_backend: m.backend,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: `serve`; `validate`; clients of a running server (`invoke`, `apply`,
-//! `describe-endpoint`, `update-weights`, `api` for any control-plane operation); and
-//! `local` (SageMaker's local mode: one component, one input, no server).
+//! `describe-endpoint`, `update-weights`, `api` for any control-plane operation; `bench`, a
+//! load test, in `loadtest`); and `local` (SageMaker's local mode: one component, one input,
+//! no server).
 
 use crate::api::{self, AppState};
 use crate::apply::{self, Control};
@@ -40,6 +41,8 @@ enum Command {
         /// signed (AWS SigV4) with one of them.
         #[arg(long, env = "PLINTH_CREDENTIALS")]
         credentials: Option<PathBuf>,
+        #[command(flatten)]
+        onnxruntime: crate::onnxruntime::OnnxRuntimeArgs,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -117,6 +120,16 @@ enum Command {
         /// Print the JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Load-test an endpoint (SageMaker's Inference Recommender).
+    ///
+    /// Requests/s, latency percentiles, errors and the variant split per concurrency, request
+    /// rate or instance count, and the instance count that meets a latency target.
+    Bench {
+        #[command(flatten)]
+        args: crate::loadtest::BenchArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
@@ -474,7 +487,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             bind,
             data_dir,
             credentials,
-        } => serve(config.as_deref(), bind, &data_dir, credentials.as_deref()),
+            onnxruntime,
+        } => serve(
+            config.as_deref(),
+            bind,
+            &data_dir,
+            credentials.as_deref(),
+            &onnxruntime,
+        ),
         Command::Apply { config, server } => {
             let deployment = read_deployment(&config)?;
             for change in apply::apply(&mut server.client()?, &deployment)? {
@@ -575,6 +595,23 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench { args, server } => {
+            let client = server.client()?;
+            let credential = server
+                .access_key_id
+                .clone()
+                .zip(server.secret_access_key.clone())
+                .map(|(access_key_id, secret_access_key)| Credential {
+                    access_key_id,
+                    secret_access_key,
+                });
+            let target = crate::loadtest::Server {
+                endpoint_url: server.endpoint_url,
+                credential,
+                region: server.region,
+            };
+            crate::loadtest::run(&args, client, &target)
+        }
         Command::UpdateWeights { target, changes } => {
             target.server.client()?.call(
                 "UpdateEndpointWeightsAndCapacities",
@@ -601,6 +638,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 environment,
                 instance_count: 1,
                 routing: Default::default(),
+                backend: Default::default(),
                 limits: Limits {
                     memory_bytes: (memory_mib as usize) << 20,
                     deadline: std::time::Duration::from_secs(timeout_seconds),
@@ -659,7 +697,9 @@ fn serve(
     bind: SocketAddr,
     data_dir: &std::path::Path,
     credentials: Option<&std::path::Path>,
+    onnxruntime: &crate::onnxruntime::OnnxRuntimeArgs,
 ) -> anyhow::Result<()> {
+    let onnxruntime = onnxruntime.load()?;
     let verifier = credentials.map(Verifier::from_file).transpose()?;
     if verifier.is_none() && !bind.ip().is_loopback() {
         bail!(
@@ -681,7 +721,7 @@ fn serve(
         .with_context(|| format!("cannot read the experiments in {}", data_dir.display()))?;
     let runtime_config = RuntimeConfig {
         cache_dir: Some(data_dir.join("compiled")),
-        ..RuntimeConfig::default()
+        ..onnxruntime.runtime_config()
     };
     let max_instances = runtime_config.max_instances as usize;
     let runtime = Arc::new(

@@ -201,6 +201,10 @@ async fn create_model(state: &Arc<AppState>, input: Value) -> Result<Value, ApiE
     fields.insert("PrimaryContainer".into(), container);
     let definition: ModelDefinition = parse(Value::Object(fields))?;
     check_model(&definition)?;
+    state
+        .runtime
+        .backend_for(definition.plinth_backend)
+        .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
     if lock(state).model_named(&name).is_some() {
         return Err(stored(StoreError::Exists(name.clone()), "model", &name));
     }
@@ -698,6 +702,7 @@ pub(crate) fn describe(endpoint: &EndpointSnapshot) -> Value {
                     "CurrentInstanceCount": s.live.pool.stats().instances,
                     "DesiredInstanceCount": s.desired_instance_count,
                     "PlinthSamplingPercentage": s.sampling * 100.0,
+                    "PlinthBackend": s.live.pool.backend().as_str(),
                 })
             })
             .collect();
@@ -757,6 +762,7 @@ fn variant_summary(v: &VariantState, share: f64, status: &[Value]) -> Value {
         "CurrentInstanceCount": v.live.pool.stats().instances,
         "DesiredInstanceCount": v.desired_instance_count,
         "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
+        "PlinthBackend": v.live.pool.backend().as_str(),
     });
     if !status.is_empty() {
         summary["VariantStatus"] = json!(status);

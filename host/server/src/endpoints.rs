@@ -343,5 +343,6 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
             deadline: Duration::from_secs(model.timeout_seconds),
             max_queue: variant.max_queue_length,
         },
+        backend: model.backend,
     }
 }
