@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Variant life-cycle costs of a running `plinth serve`, measured over its API.
+
+- Cold start of a variant: CreateEndpoint to InService, as Plinth reports it in the
+  endpoint's "built in N ms" event (artifact resolution, compiling or loading the compiled
+  component, instantiating, and the guest's model_fn, which loads the model), for a compile
+  cache miss (a fresh data directory), a hit in the process, and a hit on disk after a restart.
+  The guest's model_fn time is measured separately (an endpoint of the echo plugin, whose
+  model_fn does nothing) so that Plinth's share can be read without the model's own load.
+- Memory per warm instance: the server's resident memory before and after growing a variant
+  from 1 to 33 instances (UpdateEndpointWeightsAndCapacities), divided by 32.
+- Resident memory over 1,000 deploy/undeploy cycles (CreateEndpoint, InService,
+  DeleteEndpoint), sampled every 100 cycles.
+
+    host/bench/lifecycle.py                      # release build, 1000 cycles
+    CYCLES=200 PLINTH_BIN=target/debug/plinth host/bench/lifecycle.py
+
+Prints a Markdown report. Linux only (reads /proc/<pid>/status).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+PLUGINS = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "plugins", "target"))
+PLINTH = os.environ.get("PLINTH_BIN", os.path.join(TARGET, "release", "plinth"))
+WASM = os.path.join(PLUGINS, "wasm32-wasip2", "release")
+IRIS_MODEL = os.path.join(ROOT, "examples", "iris", "model")
+CYCLES = int(os.environ.get("CYCLES", "1000"))
+
+
+class Server:
+    """A `plinth serve` on an ephemeral port, with its data directory."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.log = open(os.path.join(os.path.dirname(data_dir), "server.log"), "ab")
+        self.process = subprocess.Popen(
+            [PLINTH, "serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+        )
+        line = self.process.stdout.readline().decode()
+        match = re.match(r"listening on (http://\S+)", line)
+        if not match:
+            raise SystemExit(f"lifecycle: plinth did not start: {line!r}")
+        self.url = match.group(1)
+
+    def call(self, operation, body):
+        request = urllib.request.Request(
+            self.url + "/",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": f"SageMaker.{operation}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as e:
+            raise SystemExit(f"lifecycle: {operation} failed: {e.read().decode()}")
+
+    def wait(self, endpoint, status="InService", timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            d = self.call("DescribeEndpoint", {"EndpointName": endpoint})
+            if d["EndpointStatus"] == status:
+                return d
+            if d["EndpointStatus"] == "Failed":
+                raise SystemExit(f"lifecycle: {endpoint} failed: {d.get('FailureReason')}")
+            time.sleep(0.002)
+        raise SystemExit(f"lifecycle: {endpoint} not {status} after {timeout} s")
+
+    def built_ms(self, endpoint):
+        """The build time of the endpoint's last InService event."""
+        events = self.call("ListEndpointEvents", {"EndpointName": endpoint, "AfterSequence": -20})
+        for event in reversed(events["Events"]):
+            match = re.search(r"built in (\d+) ms", event["Message"])
+            if match:
+                return int(match.group(1))
+        raise SystemExit(f"lifecycle: no build time for {endpoint}")
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise SystemExit("lifecycle: no VmRSS")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def deploy(server, endpoint, config):
+    started = time.perf_counter()
+    server.call("CreateEndpoint", {"EndpointName": endpoint, "EndpointConfigName": config})
+    server.wait(endpoint)
+    return (time.perf_counter() - started) * 1000, server.built_ms(endpoint)
+
+
+def main():
+    for path in (PLINTH, os.path.join(WASM, "iris.wasm"), os.path.join(WASM, "echo.wasm")):
+        if not os.path.exists(path):
+            raise SystemExit(f"lifecycle: {path} is missing; build it first (see BENCHMARKS.md)")
+    work = tempfile.mkdtemp(prefix="plinth-lifecycle-")
+    data = os.path.join(work, "data")
+    try:
+        server = Server(data)
+        server.call("CreateModel", {"ModelName": "iris", "PrimaryContainer": {
+            "Image": os.path.join(WASM, "iris.wasm"), "ModelDataUrl": IRIS_MODEL}})
+        server.call("CreateModel", {"ModelName": "echo", "PrimaryContainer": {
+            "Image": os.path.join(WASM, "echo.wasm")}})
+        for model in ("iris", "echo"):
+            server.call("CreateEndpointConfig", {"EndpointConfigName": model, "ProductionVariants": [
+                {"VariantName": "A", "ModelName": model, "InitialInstanceCount": 1}]})
+
+        rows = []
+        wall, built = deploy(server, "iris-miss", "iris")
+        rows.append(("iris, compile cache miss (fresh data directory)", built, wall))
+        wall, built = deploy(server, "echo-miss", "echo")
+        rows.append(("echo, compile cache miss", built, wall))
+        hits = [deploy(server, f"iris-hit-{i}", "iris") for i in range(5)]
+        rows.append(("iris, cache hit in the process (median of 5)",
+                     sorted(h[1] for h in hits)[2], sorted(h[0] for h in hits)[2]))
+        hits = [deploy(server, f"echo-hit-{i}", "echo") for i in range(5)]
+        rows.append(("echo, cache hit in the process (median of 5)",
+                     sorted(h[1] for h in hits)[2], sorted(h[0] for h in hits)[2]))
+        for name in [f"iris-hit-{i}" for i in range(5)] + [f"echo-hit-{i}" for i in range(5)] + [
+                "iris-miss", "echo-miss"]:
+            server.call("DeleteEndpoint", {"EndpointName": name})
+        server.stop()
+
+        server = Server(data)
+        wall, built = deploy(server, "iris-disk", "iris")
+        rows.append(("iris, cache hit on disk (after a restart)", built, wall))
+        wall, built = deploy(server, "echo-disk", "echo")
+        rows.append(("echo, cache hit on disk (after a restart)", built, wall))
+
+        # Memory per warm instance.
+        time.sleep(0.5)
+        before = server.rss_kib()
+        server.call("UpdateEndpointWeightsAndCapacities", {"EndpointName": "iris-disk",
+                    "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredInstanceCount": 33}]})
+        server.wait("iris-disk")
+        time.sleep(0.5)
+        after = server.rss_kib()
+        per_instance = (after - before) / 32
+        server.call("DeleteEndpoint", {"EndpointName": "iris-disk"})
+        server.call("DeleteEndpoint", {"EndpointName": "echo-disk"})
+
+        # Deploy/undeploy cycles.
+        samples = []
+        for cycle in range(CYCLES + 1):
+            if cycle % 100 == 0 or cycle == CYCLES:
+                time.sleep(0.3)
+                samples.append((cycle, server.rss_kib()))
+            if cycle == CYCLES:
+                break
+            deploy(server, "cycle", "iris")
+            server.call("DeleteEndpoint", {"EndpointName": "cycle"})
+        server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"plinth: {PLINTH}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}")
+    print()
+    print("| variant start | built in (Plinth's event) | CreateEndpoint to InService (client) |")
+    print("|---|---:|---:|")
+    for what, built, wall in rows:
+        print(f"| {what} | {built} ms | {wall:.1f} ms |")
+    print()
+    print(f"Memory per warm iris instance: {per_instance:.0f} KiB "
+          f"(RSS {before} KiB with 1 instance, {after} KiB with 33).")
+    print()
+    print("| deploy/undeploy cycles | RSS KiB |")
+    print("|---:|---:|")
+    for cycle, rss in samples:
+        print(f"| {cycle} | {rss} |")
+    growth = samples[-1][1] - samples[1][1] if len(samples) > 2 else 0
+    print()
+    print(f"Growth from cycle 100 to {CYCLES}: {growth} KiB.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
