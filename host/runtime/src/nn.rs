@@ -27,6 +27,53 @@ fn backend_error(context: &str, error: impl std::fmt::Display) -> BackendError {
     BackendError::BackendAccess(wasmtime::format_err!("{context}: {error}"))
 }
 
+/// What the tract and ONNX Runtime execution contexts share: inputs set one by one, one
+/// run, and the outputs read back by index or name. [`get_output`] and [`compute`] give
+/// wasi-nn's semantics on top of it.
+trait Execution: BackendExecutionContext {
+    /// Run on the inputs set so far, keeping the outputs.
+    fn run_pending(&mut self) -> Result<(), BackendError>;
+    /// The graph's output names and the last run's outputs, in the same order.
+    fn outputs(&mut self) -> (&[String], &mut Vec<Tensor>);
+}
+
+/// wasi-nn's `get-output`: output `id` of the last run.
+fn get_output(execution: &mut impl Execution, id: Id) -> Result<Tensor, BackendError> {
+    let (names, results) = execution.outputs();
+    let index = match &id {
+        Id::Index(i) => Some(*i as usize),
+        Id::Name(name) => names.iter().position(|n| n == name),
+    };
+    index
+        .and_then(|i| results.get(i).cloned())
+        .ok_or_else(|| backend_error("get output", format!("no output {id:?}")))
+}
+
+/// wasi-nn's `compute`: set the named inputs, run, and, when the inputs came by name, hand
+/// back every output by name.
+fn compute(
+    execution: &mut impl Execution,
+    inputs: Option<Vec<NamedTensor>>,
+) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+    let named = inputs.is_some();
+    for input in inputs.unwrap_or_default() {
+        execution.set_input(Id::Name(input.name), &input.tensor)?;
+    }
+    execution.run_pending()?;
+    if !named {
+        return Ok(None);
+    }
+    let (names, results) = execution.outputs();
+    Ok(Some(
+        names
+            .iter()
+            .cloned()
+            .zip(std::mem::take(results))
+            .map(|(name, tensor)| NamedTensor { name, tensor })
+            .collect(),
+    ))
+}
+
 /// The position of input `id` among a graph's `inputs`. A single-input graph accepts its one
 /// input under any name.
 fn input_position(inputs: &[String], id: &Id) -> Result<usize, BackendError> {
@@ -187,8 +234,8 @@ struct TractExecution {
     results: Vec<Tensor>,
 }
 
-impl TractExecution {
-    fn run(&mut self) -> Result<(), BackendError> {
+impl Execution for TractExecution {
+    fn run_pending(&mut self) -> Result<(), BackendError> {
         let mut inputs = TVec::new();
         for (i, tensor) in self.pending.iter_mut().enumerate() {
             let tensor = tensor.take().ok_or_else(|| {
@@ -208,6 +255,10 @@ impl TractExecution {
             .collect::<Result<_, _>>()?;
         Ok(())
     }
+
+    fn outputs(&mut self) -> (&[String], &mut Vec<Tensor>) {
+        (&self.outputs, &mut self.results)
+    }
 }
 
 impl BackendExecutionContext for TractExecution {
@@ -218,35 +269,14 @@ impl BackendExecutionContext for TractExecution {
     }
 
     fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
-        let index = match &id {
-            Id::Index(i) => Some(*i as usize),
-            Id::Name(name) => self.outputs.iter().position(|n| n == name),
-        };
-        index
-            .and_then(|i| self.results.get(i).cloned())
-            .ok_or_else(|| backend_error("get output", format!("no output {id:?}")))
+        get_output(self, id)
     }
 
     fn compute(
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let named = inputs.is_some();
-        for input in inputs.unwrap_or_default() {
-            self.set_input(Id::Name(input.name), &input.tensor)?;
-        }
-        self.run()?;
-        if !named {
-            return Ok(None);
-        }
-        Ok(Some(
-            self.outputs
-                .iter()
-                .cloned()
-                .zip(std::mem::take(&mut self.results))
-                .map(|(name, tensor)| NamedTensor { name, tensor })
-                .collect(),
-        ))
+        compute(self, inputs)
     }
 }
 

@@ -353,6 +353,19 @@ struct RequestArgs {
     /// `X-Amzn-SageMaker-Custom-Attributes`.
     #[arg(long)]
     custom_attributes: Option<String>,
+    #[command(flatten)]
+    body: BodyArgs,
+}
+
+impl RequestArgs {
+    fn body(&self) -> anyhow::Result<Vec<u8>> {
+        self.body.read()
+    }
+}
+
+/// A request body given on the command line (`--body` or `--body-file`).
+#[derive(Args)]
+pub(crate) struct BodyArgs {
     /// The body, as text.
     #[arg(
         long,
@@ -365,12 +378,12 @@ struct RequestArgs {
     body_file: Option<PathBuf>,
 }
 
-impl RequestArgs {
-    fn body(&self) -> anyhow::Result<Vec<u8>> {
+impl BodyArgs {
+    pub(crate) fn read(&self) -> anyhow::Result<Vec<u8>> {
         match (&self.body, &self.body_file) {
             (Some(text), _) => Ok(text.clone().into_bytes()),
             (None, Some(path)) => {
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
             }
             (None, None) => bail!("give --body or --body-file"),
         }

@@ -25,7 +25,6 @@ use plinth_bench::report::{self, Criterion, Run};
 use plinth_bench::summary::Tally;
 use serde_json::{json, Value};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -50,16 +49,8 @@ pub(crate) struct BenchArgs {
     /// http://127.0.0.1:8080/endpoints/iris/invocations.
     #[arg(long)]
     url: Option<String>,
-    /// The request body, as text.
-    #[arg(
-        long,
-        conflicts_with = "body_file",
-        required_unless_present = "body_file"
-    )]
-    body: Option<String>,
-    /// The request body, from a file.
-    #[arg(long)]
-    body_file: Option<PathBuf>,
+    #[command(flatten)]
+    body: crate::cli::BodyArgs,
     /// `Content-Type` of the body.
     #[arg(long, default_value = "text/csv")]
     content_type: String,
@@ -190,22 +181,12 @@ impl BenchArgs {
             criterion,
         })
     }
-
-    fn body(&self) -> anyhow::Result<Vec<u8>> {
-        match (&self.body, &self.body_file) {
-            (Some(text), _) => Ok(text.clone().into_bytes()),
-            (None, Some(path)) => {
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-            }
-            (None, None) => bail!("give --body or --body-file"),
-        }
-    }
 }
 
 /// `plinth bench`: check, load, report, restore.
 pub(crate) fn run(args: &BenchArgs, mut client: Client, server: &Server) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let body = args.body()?;
+    let body = args.body.read()?;
     let url = match (&args.endpoint, &args.url) {
         (Some(endpoint), _) => format!(
             "{}/endpoints/{endpoint}/invocations",

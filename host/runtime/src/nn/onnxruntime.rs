@@ -15,7 +15,7 @@
 //! wasmtime-wasi-nn's own `onnx` backend is not used: it holds each session behind a mutex
 //! (instances would take turns), returns f32 outputs only and sets no thread counts.
 
-use super::{backend_error, input_position};
+use super::{backend_error, compute, get_output, input_position, Execution};
 use crate::onnxruntime::{check_version, OnnxRuntimeError};
 use ort::memory::Allocator;
 use ort::session::builder::GraphOptimizationLevel;
@@ -299,8 +299,8 @@ struct OrtExecution {
     results: Vec<Tensor>,
 }
 
-impl OrtExecution {
-    fn run(&mut self) -> Result<(), BackendError> {
+impl Execution for OrtExecution {
+    fn run_pending(&mut self) -> Result<(), BackendError> {
         let names = &self.graph.0.inputs;
         let inputs = self
             .pending
@@ -321,6 +321,10 @@ impl OrtExecution {
             .collect::<Result<_, _>>()?;
         Ok(())
     }
+
+    fn outputs(&mut self) -> (&[String], &mut Vec<Tensor>) {
+        (&self.graph.0.outputs, &mut self.results)
+    }
 }
 
 impl BackendExecutionContext for OrtExecution {
@@ -332,37 +336,14 @@ impl BackendExecutionContext for OrtExecution {
     }
 
     fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
-        let index = match &id {
-            Id::Index(i) => Some(*i as usize),
-            Id::Name(name) => self.graph.0.outputs.iter().position(|n| n == name),
-        };
-        index
-            .and_then(|i| self.results.get(i).cloned())
-            .ok_or_else(|| backend_error("get output", format!("no output {id:?}")))
+        get_output(self, id)
     }
 
     fn compute(
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let named = inputs.is_some();
-        for input in inputs.unwrap_or_default() {
-            self.set_input(Id::Name(input.name), &input.tensor)?;
-        }
-        self.run()?;
-        if !named {
-            return Ok(None);
-        }
-        Ok(Some(
-            self.graph
-                .0
-                .outputs
-                .iter()
-                .cloned()
-                .zip(std::mem::take(&mut self.results))
-                .map(|(name, tensor)| NamedTensor { name, tensor })
-                .collect(),
-        ))
+        compute(self, inputs)
     }
 }
 
