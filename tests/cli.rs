@@ -126,7 +126,31 @@ fn serve_refuses_a_component_of_another_world() {
     serve_refuses(
         &config,
         "plinth serve started with an empty component",
-        "does not implement the plinth:model@0.1.0 `model` world",
+        "does not implement the plinth:model@0.2.0 `model` world",
+    );
+}
+
+#[test]
+fn serve_refuses_a_component_built_for_the_previous_contract() {
+    // A component whose only export is an (empty) instance named as the 0.1.0 handler
+    // interface: what a plugin built with the previous SDK exports, minus its functions.
+    let name = b"plinth:model/handler@0.1.0";
+    let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
+    // Instance section: one instance, made of no exports.
+    bytes.extend([5, 3, 1, 1, 0]);
+    // Export section: instance 0 under `name`.
+    bytes.extend([11, 6 + name.len() as u8, 1, 0, name.len() as u8]);
+    bytes.extend(name);
+    bytes.extend([5, 0, 0]);
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.wasm");
+    std::fs::write(&old, &bytes).unwrap();
+    let config = Config::new().endpoint(Model::new("old", &old), 1);
+    serve_refuses(
+        &config,
+        "plinth serve started with a component built for plinth:model@0.1.0",
+        "it was built for plinth:model@0.1.0 (it exports plinth:model/handler@0.1.0), which \
+         this Plinth no longer runs; rebuild it",
     );
 }
 

@@ -96,10 +96,11 @@ fn supported_list(types: &[&str]) -> String {
 /// Decode a request body as `content_type` (one of [`TENSOR_TYPES`]; parameters and case are
 /// ignored). Any other type is a [`HandlerError::UnsupportedMediaType`].
 pub fn decode(body: &[u8], content_type: &str) -> Result<Tensor, HandlerError> {
-    match media_type(content_type).as_str() {
-        CSV => decode_csv(body),
-        JSON => decode_json(body),
-        NPY => decode_npy(body),
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        _ if media.eq_ignore_ascii_case(CSV) => decode_csv(body),
+        _ if media.eq_ignore_ascii_case(JSON) => decode_json(body),
+        _ if media.eq_ignore_ascii_case(NPY) => decode_npy(body),
         _ => Err(HandlerError::unsupported_media_type(format!(
             "content type '{content_type}' is not supported; send one of: {}",
             supported_list(TENSOR_TYPES)
@@ -497,10 +498,9 @@ pub fn json_number(value: f32) -> serde_json::Value {
 /// (the shortest decimal that reads back as the `f32`; `null` if it is not finite), without
 /// building a `serde_json::Value` — for handlers on a hot path.
 pub fn push_json_number(out: &mut String, value: f32) {
-    use std::fmt::Write;
     if value.is_finite() {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{value}");
+        // The shortest round-trip digits, by the formatter serde_json itself uses.
+        out.push_str(zmij::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
     }
@@ -568,6 +568,16 @@ pub fn negotiate<'a>(accept: &str, available: &[&'a str]) -> Result<&'a str, Han
     let default = *available
         .first()
         .ok_or_else(|| HandlerError::not_acceptable("the handler writes no media types"))?;
+    // The usual headers, answered without parsing: none, `*/*`, or exactly one of the types.
+    let single = accept.trim();
+    if single.is_empty() || single == "*/*" {
+        return Ok(default);
+    }
+    if !single.contains([',', ';']) {
+        if let Some(found) = available.iter().find(|t| t.eq_ignore_ascii_case(single)) {
+            return Ok(found);
+        }
+    }
     let mut ranges: Vec<(String, f32)> = accept
         .split(',')
         .filter_map(|entry| {
@@ -858,12 +868,40 @@ mod tests {
     }
 
     #[test]
+    fn hand_written_json_numbers_match_serde_json() {
+        let values = [
+            0.0f32,
+            -0.0,
+            1.0,
+            0.97,
+            0.02,
+            0.1,
+            1e-7,
+            3.4028235e38,
+            -1.5e-45,
+            123456.79,
+            0.3333333,
+        ];
+        for value in values {
+            let mut out = String::new();
+            push_json_number(&mut out, value);
+            let expected = serde_json::to_string(&json_number(value)).unwrap();
+            assert_eq!(out, expected, "{value}");
+            assert_eq!(out.parse::<f32>().unwrap(), value);
+        }
+        let mut out = String::new();
+        push_json_number(&mut out, f32::NAN);
+        assert_eq!(out, "null");
+    }
+
+    #[test]
     fn accept_negotiation() {
         let types = TENSOR_TYPES;
         assert_eq!(negotiate("", types).unwrap(), JSON);
         assert_eq!(negotiate("  ", types).unwrap(), JSON);
         assert_eq!(negotiate("*/*", types).unwrap(), JSON);
         assert_eq!(negotiate("text/csv", types).unwrap(), CSV);
+        assert_eq!(negotiate(" Application/X-NPY ", types).unwrap(), NPY);
         assert_eq!(negotiate("Text/CSV; charset=utf-8", types).unwrap(), CSV);
         assert_eq!(
             negotiate("text/html, application/x-npy", types).unwrap(),

@@ -250,4 +250,18 @@ impl<H: Handler> wit::Guest for Adapter<H> {
         let prediction = prediction.into_inner::<PredictionResource<H>>().0;
         Ok(H::output_fn(prediction, &accept, &ctx.into())?.into())
     }
+
+    fn invoke(
+        model: wit::ModelBorrow<'_>,
+        body: Vec<u8>,
+        content_type: String,
+        accept: String,
+        ctx: wit::Context,
+    ) -> Result<wit::Response, wit::HandlerError> {
+        let model = &model.get::<ModelResource<H>>().0;
+        let ctx = ctx.into();
+        let payload = H::input_fn(body, &content_type, &ctx)?;
+        let prediction = H::predict_fn(payload, model, &ctx)?;
+        Ok(H::output_fn(prediction, &accept, &ctx)?.into())
+    }
 }

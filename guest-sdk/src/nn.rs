@@ -229,7 +229,11 @@ impl Session {
                         format!("dimension too large in shape {:?}", t.shape),
                     )
                 })?;
-            let data: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            // Little-endian bytes; on wasm32 this compiles to one copy.
+            let mut data = vec![0u8; t.data.len() * 4];
+            for (bytes, value) in data.chunks_exact_mut(4).zip(&t.data) {
+                bytes.copy_from_slice(&value.to_le_bytes());
+            }
             let tensor = tensor::Tensor::new(&dims, tensor::TensorType::Fp32, &data);
             named.push(((*name).to_owned(), tensor));
         }

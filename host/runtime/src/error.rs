@@ -25,7 +25,7 @@ pub enum LoadError {
     },
     /// The component does not implement the `plinth:model/model` world.
     #[error(
-        "{path} does not implement the plinth:model@0.1.0 `model` world: {reason}. \
+        "{path} does not implement the plinth:model@0.2.0 `model` world: {reason}. \
          Build it with plinth-guest-sdk and its export_handler! macro"
     )]
     WrongWorld {

@@ -24,6 +24,31 @@ mod bindings {
 use bindings::exports::plinth::model::handler;
 pub(crate) use bindings::ModelPre;
 
+/// The handler interface of the contract's previous version, which had no `invoke`.
+const OLD_HANDLER: &str = "plinth:model/handler@0.1.0";
+
+/// Why a component is not a `model` world: wasmtime's reason, or, for a component built
+/// for the contract's previous version, what to do about it.
+pub(crate) fn wrong_world(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    error: &wasmtime::Error,
+) -> String {
+    let exports_old = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name == OLD_HANDLER);
+    if exports_old {
+        format!(
+            "it was built for plinth:model@0.1.0 (it exports {OLD_HANDLER}), which this Plinth \
+             no longer runs; rebuild it against this release's plinth-guest-sdk, which adds \
+             `invoke`"
+        )
+    } else {
+        format!("{error:#}")
+    }
+}
+
 /// Where the guest sees its model artifact, as in SageMaker.
 pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
 
@@ -184,7 +209,8 @@ impl InstanceTemplate {
 }
 
 impl GuestInstance {
-    /// Run `input-fn` -> `predict-fn` -> `output-fn` under one deadline.
+    /// Serve one request with the handler's `invoke` (`input-fn` -> `predict-fn` ->
+    /// `output-fn` in the guest, one call) under one deadline.
     pub(crate) async fn invoke(
         &mut self,
         request: &Invocation,
@@ -245,22 +271,15 @@ impl GuestInstance {
         ctx: &handler::Context,
     ) -> wasmtime::Result<Result<handler::Response, handler::HandlerError>> {
         let h = self.bindings.plinth_model_handler();
-        let payload = match h
-            .call_input_fn(&mut self.store, &request.body, &request.content_type, ctx)
-            .await?
-        {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
-        let prediction = match h
-            .call_predict_fn(&mut self.store, payload, self.model, ctx)
-            .await?
-        {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
-        h.call_output_fn(&mut self.store, prediction, &request.accept, ctx)
-            .await
+        h.call_invoke(
+            &mut self.store,
+            self.model,
+            &request.body,
+            &request.content_type,
+            &request.accept,
+            ctx,
+        )
+        .await
     }
 }
 

@@ -151,58 +151,40 @@ impl TractGraph {
     }
 }
 
-/// Convert a wasi-nn tensor into a tract tensor.
+// wasi-nn tensor data is little-endian; so is every host Plinth runs on, which lets tensors
+// cross as one copy of their bytes.
+#[cfg(not(target_endian = "little"))]
+compile_error!("the wasi-nn backends assume a little-endian host");
+
+/// Convert a wasi-nn tensor into a tract tensor (one copy of the data).
+#[allow(unsafe_code)]
 pub fn to_tract(tensor: &Tensor) -> anyhow::Result<tract_onnx::prelude::Tensor> {
-    let shape: Vec<usize> = tensor.dimensions.iter().map(|d| *d as usize).collect();
-    let data = &tensor.data;
-    fn decode<T: Datum + Copy, const N: usize>(
-        shape: &[usize],
-        data: &[u8],
-        f: fn([u8; N]) -> T,
-    ) -> anyhow::Result<tract_onnx::prelude::Tensor> {
-        anyhow::ensure!(
-            data.len().is_multiple_of(N),
-            "tensor data length {} is not a multiple of {N}",
-            data.len()
-        );
-        let values: Vec<T> = data
-            .chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunk of N bytes")))
-            .collect();
-        tract_onnx::prelude::Tensor::from_shape(shape, &values)
-    }
-    match tensor.ty {
-        TensorType::Fp32 => decode(&shape, data, f32::from_le_bytes),
-        TensorType::Fp64 => decode(&shape, data, f64::from_le_bytes),
-        TensorType::I32 => decode(&shape, data, i32::from_le_bytes),
-        TensorType::I64 => decode(&shape, data, i64::from_le_bytes),
-        TensorType::U8 => decode(&shape, data, |b: [u8; 1]| b[0]),
+    let shape: TVec<usize> = tensor.dimensions.iter().map(|d| *d as usize).collect();
+    let dt = match tensor.ty {
+        TensorType::Fp32 => DatumType::F32,
+        TensorType::Fp64 => DatumType::F64,
+        TensorType::I32 => DatumType::I32,
+        TensorType::I64 => DatumType::I64,
+        TensorType::U8 => DatumType::U8,
         other => anyhow::bail!("tensor type {other:?} is not supported by the tract backend"),
-    }
+    };
+    // SAFETY: every bit pattern is a valid value of these plain numeric types, and
+    // `from_raw_dt` checks the data's length against the shape before copying.
+    unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &shape, &tensor.data) }
 }
 
-/// Convert a tract tensor into a wasi-nn tensor.
+/// Convert a tract tensor into a wasi-nn tensor (one copy of the data).
 pub fn from_tract(value: &tract_onnx::prelude::Tensor) -> anyhow::Result<Tensor> {
     let dimensions = value.shape().iter().map(|d| *d as u32).collect();
-    fn encode<T: Datum + Copy, const N: usize>(
-        value: &tract_onnx::prelude::Tensor,
-        f: fn(T) -> [u8; N],
-    ) -> anyhow::Result<Vec<u8>> {
-        Ok(value
-            .try_as_plain_ram()?
-            .as_slice::<T>()?
-            .iter()
-            .flat_map(|v| f(*v))
-            .collect())
-    }
-    let (ty, data) = match value.datum_type() {
-        DatumType::F32 => (TensorType::Fp32, encode(value, f32::to_le_bytes)?),
-        DatumType::F64 => (TensorType::Fp64, encode(value, f64::to_le_bytes)?),
-        DatumType::I32 => (TensorType::I32, encode(value, i32::to_le_bytes)?),
-        DatumType::I64 => (TensorType::I64, encode(value, i64::to_le_bytes)?),
-        DatumType::U8 => (TensorType::U8, encode(value, |v: u8| [v])?),
+    let ty = match value.datum_type() {
+        DatumType::F32 => TensorType::Fp32,
+        DatumType::F64 => TensorType::Fp64,
+        DatumType::I32 => TensorType::I32,
+        DatumType::I64 => TensorType::I64,
+        DatumType::U8 => TensorType::U8,
         other => anyhow::bail!("output type {other:?} has no wasi-nn equivalent"),
     };
+    let data = value.try_as_plain_ram()?.as_bytes().to_vec();
     Ok(Tensor::new(dimensions, ty, data))
 }
 

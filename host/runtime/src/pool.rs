@@ -121,7 +121,7 @@ impl VariantPool {
                 })?;
         let pre = ModelPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: shown,
-            reason: format!("{e:#}"),
+            reason: crate::guest::wrong_world(&runtime.engine, &component, &e),
         })?;
         let nn = runtime
             .nn_backend(spec.backend, spec.instance_count)

@@ -13,15 +13,23 @@ use plinth_runtime::{Invocation, InvokeError};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// Request headers of InvokeEndpoint.
+/// Headers of InvokeEndpoint (names as HTTP/1 sends them, lower case).
 mod header {
-    pub(super) const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
-    pub(super) const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
-    pub(super) const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
-    pub(super) const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
-    pub(super) const ASSIGNMENT_KEY: &str = "x-plinth-assignment-key";
+    use axum::http::HeaderName;
+
+    pub(super) const CUSTOM_ATTRIBUTES: HeaderName =
+        HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
+    pub(super) const INFERENCE_ID: HeaderName =
+        HeaderName::from_static("x-amzn-sagemaker-inference-id");
+    pub(super) const TARGET_VARIANT: HeaderName =
+        HeaderName::from_static("x-amzn-sagemaker-target-variant");
+    pub(super) const INVOKED_VARIANT: HeaderName =
+        HeaderName::from_static("x-amzn-invoked-production-variant");
+    pub(super) const ASSIGNMENT_KEY: HeaderName =
+        HeaderName::from_static("x-plinth-assignment-key");
     /// Response: the endpoint config of the fleet that served the request.
-    pub(super) const ENDPOINT_CONFIG: &str = "x-plinth-endpoint-config";
+    pub(super) const ENDPOINT_CONFIG: HeaderName =
+        HeaderName::from_static("x-plinth-endpoint-config");
 }
 
 /// The largest control-plane request body.
@@ -49,15 +57,18 @@ pub(crate) struct AppState {
 }
 
 /// The router; `state` holds the endpoint table. The control plane and InvokeEndpoint
-/// require a signature when credentials are configured; `/ping` and `/metrics` do not.
+/// require a signature when credentials are configured (without them, the check is not in
+/// the path at all); `/ping` and `/metrics` do not.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
-    let signed = Router::new()
+    let mut signed = Router::new()
         .route("/", post(control))
-        .route("/endpoints/{name}/invocations", post(invoke))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/endpoints/{name}/invocations", post(invoke));
+    if state.verifier.is_some() {
+        signed = signed.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_signature,
         ));
+    }
     Router::new()
         .route("/ping", get(ping))
         .route("/metrics", get(metrics))
@@ -181,7 +192,7 @@ async fn ping() -> StatusCode {
 /// A header as text, at most `max` characters of visible ASCII.
 fn text_header<'a>(
     headers: &'a HeaderMap,
-    name: &str,
+    name: impl axum::http::header::AsHeaderName,
     shown: &str,
     max: usize,
 ) -> Result<Option<&'a str>, ApiError> {
@@ -230,8 +241,14 @@ async fn invoke(
     )
     .await?;
 
-    let content_type = text_header(&headers, "content-type", "ContentType", 1024)?.unwrap_or("");
-    let accept = text_header(&headers, "accept", "Accept", 1024)?.unwrap_or("");
+    let content_type = text_header(
+        &headers,
+        axum::http::header::CONTENT_TYPE,
+        "ContentType",
+        1024,
+    )?
+    .unwrap_or("");
+    let accept = text_header(&headers, axum::http::header::ACCEPT, "Accept", 1024)?.unwrap_or("");
     let custom_attributes = text_header(
         &headers,
         header::CUSTOM_ATTRIBUTES,
@@ -330,11 +347,7 @@ async fn invoke(
             let mut response = (StatusCode::OK, output.body).into_response();
             let h = response.headers_mut();
             // The runtime validated the content type and custom attributes as visible ASCII.
-            insert(
-                h,
-                axum::http::header::CONTENT_TYPE.as_str(),
-                &output.content_type,
-            );
+            insert(h, axum::http::header::CONTENT_TYPE, &output.content_type);
             insert(h, header::INVOKED_VARIANT, &variant.name);
             insert(h, header::INFERENCE_ID, &inference_id);
             insert(h, header::ENDPOINT_CONFIG, &config_name);
@@ -418,11 +431,8 @@ pub(crate) fn record_invocation(
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(name), Ok(value)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
 }

@@ -85,7 +85,7 @@ impl Handler for Iris {
                     body.push_str("{\"label\":\"");
                     body.push_str(LABELS[class]);
                     body.push_str("\",\"class_index\":");
-                    body.push_str(&class.to_string());
+                    body.push(char::from(b'0' + class as u8)); // one of 3 classes
                     body.push_str(",\"probabilities\":[");
                     for (j, &p) in row.iter().enumerate() {
                         if j > 0 {

@@ -158,7 +158,7 @@ mod tests {
         let json = Mlp::output_fn(rows(), "application/json", &ctx).unwrap();
         assert_eq!(
             String::from_utf8(json.body).unwrap(),
-            "{\"outputs\":[[0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.25]]}"
+            "{\"outputs\":[[0.0,0.25,0.5,0.75,1.0,1.25,1.5,1.75,2.0,2.25]]}"
         );
     }
 }
