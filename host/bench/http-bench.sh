@@ -3,7 +3,8 @@
 # `native-iris`) against the same model served by `plinth serve` through its Wasm plugin,
 # on an endpoint with one variant (iris1) and one with two variants weighted 1:1 (iris2).
 # For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
-# same time, and a Markdown table compares them. Finally GET /metrics from Plinth is saved
+# same time, and a Markdown table compares them, with each server's CPU time per request
+# (from /proc; the steadier figure on a shared machine). Finally GET /metrics from Plinth is saved
 # (when it exists).
 #
 #   host/bench/http-bench.sh                     # full run: 10 s per target, 2 s warm-up
@@ -99,11 +100,14 @@ echo "== starting servers (pinning: ${SERVER_PIN[*]:-none} / ${LOADGEN_PIN[*]:-n
 start_server native 30 "${SERVER_PIN[@]}" "$BIN/native-iris" \
     --model "$MODEL_DIR/model.onnx" --bind 127.0.0.1:0 --threads "$SERVER_THREADS"
 NATIVE="$ADDR"
+NATIVE_PID="${PIDS[-1]}"
 start_server plinth 300 "${SERVER_PIN[@]}" "$PLINTH_BIN" serve \
     --config "$WORK/plinth.toml" --bind 127.0.0.1:0 --data-dir "$WORK/data"
 PLINTH="$ADDR"
+PLINTH_PID="${PIDS[-1]}"
 echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
 
+declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID")
 declare -A URLS=(
     [native]="http://$NATIVE/endpoints/iris/invocations"
     [iris1]="http://$PLINTH/endpoints/iris1/invocations"
@@ -124,20 +128,34 @@ done
 mkdir -p "$OUT_DIR"
 RESULTS="$OUT_DIR/results.jsonl"
 : >"$RESULTS"
+# CPU time (user + system) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS_PER_S="$(getconf CLK_TCK)"
 for connections in $CONNECTIONS; do
     for target in "${TARGETS[@]}"; do
         echo "== $target, $connections connection(s), ${DURATION}s" >&2
+        before="$(cpu_ticks "${PID_OF[$target]}")"
         "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
             --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
-            --threads "$LOADGEN_THREADS" --json |
-            jq -c --arg target "$target" '. + {target: $target}' >>"$RESULTS"
+            --threads "$LOADGEN_THREADS" --json >"$WORK/run.json"
+        after="$(cpu_ticks "${PID_OF[$target]}")"
+        # The server's CPU time per request: its CPU use over the whole run (warm-up
+        # included) divided by the requests it served at the measured rate. Unlike req/s,
+        # this barely moves when a noisy machine steals time from the load generator.
+        jq -c --arg target "$target" --argjson ticks "$((after - before))" \
+            --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
+            '. + {target: $target,
+                  server_cpu_us_per_request:
+                    (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
+                     else null end)}' \
+            "$WORK/run.json" >>"$RESULTS"
     done
 done
 
 TABLE="$OUT_DIR/table.md"
 {
-    echo "| connections | target | req/s | p50 µs | p99 µs | ratio to native req/s | non-2xx | errors | variants |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| connections | target | req/s | p50 µs | p99 µs | ratio to native req/s | server CPU µs/request | non-2xx | errors | variants |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
     jq -rs '
         (map(select(.target == "native")) | map({key: (.connections | tostring), value: .rps})
             | from_entries) as $native
@@ -147,6 +165,7 @@ TABLE="$OUT_DIR/table.md"
             (if ($native[.connections | tostring] // 0) > 0
              then ((.rps / $native[.connections | tostring]) * 100 | round) / 100
              else "-" end),
+            (.server_cpu_us_per_request // "-"),
             .non_2xx, .errors,
             (.variants | to_entries | map("\(.key)=\(.value)") | join(" ")) ]
         | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"

@@ -56,7 +56,8 @@ pub fn argmax(row: &[f32]) -> usize {
 }
 
 /// The JSON response for row-major probabilities of shape `[rows, 3]`, written by hand as
-/// the plugin writes it (each probability the shortest decimal that reads back as the f32).
+/// the plugin writes it (each probability the shortest decimal that reads back as the f32,
+/// by the same formatter).
 pub fn predictions_json(probabilities: &[f32]) -> String {
     use std::fmt::Write;
     let mut body = String::with_capacity(32 + 96 * probabilities.len() / LABELS.len());
@@ -76,7 +77,7 @@ pub fn predictions_json(probabilities: &[f32]) -> String {
                 body.push(',');
             }
             if p.is_finite() {
-                let _ = write!(body, "{p}");
+                body.push_str(zmij::Buffer::new().format_finite(*p));
             } else {
                 body.push_str("null");
             }

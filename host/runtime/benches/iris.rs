@@ -2,6 +2,9 @@
 //! `output-fn` -> JSON) on a warm, reused instance, next to the same work done natively
 //! (CSV parsed in Rust, the same tract graph, the same JSON out), in one run.
 //!
+//! `guest_echo` is the floor: the same request through the echo plugin (no decoding, no
+//! model), the fixed cost of crossing the sandbox.
+//!
 //! Run: `cargo bench -p plinth-runtime --bench iris`. The ratio guest/native is the figure
 //! to watch; results are recorded in BENCHMARKS.md. With `--features onnxruntime` and
 //! `ORT_DYLIB_PATH` set, `guest_onnxruntime` runs the same guest request on ONNX Runtime.
@@ -19,7 +22,7 @@ const BODY: &str = "5.1,3.5,1.4,0.2";
 const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 
 /// The native reference: what the iris plugin does, without Wasm (CSV parsed in Rust, the
-/// graph run on a reused tract state, JSON written by hand).
+/// graph run on a reused tract state, JSON written by hand with the same float formatter).
 fn native(state: &mut TypedSimpleState, body: &str) -> Vec<u8> {
     use std::fmt::Write;
     let rows: Vec<Vec<f32>> = body
@@ -43,9 +46,16 @@ fn native(state: &mut TypedSimpleState, body: &str) -> Vec<u8> {
         let best = (0..3).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
         let _ = write!(
             out,
-            "{{\"label\":\"{}\",\"class_index\":{best},\"probabilities\":[{},{},{}]}}",
-            LABELS[best], p[0], p[1], p[2]
+            "{{\"label\":\"{}\",\"class_index\":{best},\"probabilities\":[",
+            LABELS[best]
         );
+        for (j, value) in p.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(zmij::Buffer::new().format_finite(*value));
+        }
+        out.push_str("]}");
     }
     out.push_str("]}");
     out.into_bytes()
@@ -71,15 +81,15 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let pool_on = |backend: Backend| {
+    let pool_of = |component: &str, model_dir: Option<&Path>, backend: Backend| {
         tokio
             .block_on(VariantPool::new(
                 &runtime,
                 &VariantSpec {
                     endpoint: "bench".into(),
                     variant: "AllTraffic".into(),
-                    component: plinth_tests::IRIS_WASM.into(),
-                    model_dir: Some(model_dir.to_path_buf()),
+                    component: component.into(),
+                    model_dir: model_dir.map(Path::to_path_buf),
                     environment: Vec::new(),
                     instance_count: 1,
                     routing: Default::default(),
@@ -89,6 +99,7 @@ fn bench(c: &mut Criterion) {
             ))
             .unwrap()
     };
+    let pool_on = |backend| pool_of(plinth_tests::IRIS_WASM, Some(model_dir), backend);
     let pool = pool_on(Backend::Tract);
     let ort_pool = onnxruntime.as_ref().map(|_| pool_on(Backend::OnnxRuntime));
     let request = Invocation {
@@ -111,6 +122,21 @@ fn bench(c: &mut Criterion) {
         assert_eq!(label(&ort_out.body), label(&native_out));
     }
 
+    // The floor: the same request through the echo plugin, which decodes nothing and runs
+    // no model, i.e. the fixed cost of one request crossing the sandbox.
+    let echo = pool_of(plinth_tests::ECHO_WASM, None, Backend::Tract);
+    let echo_request = Invocation {
+        accept: String::new(),
+        ..request.clone()
+    };
+    assert_eq!(
+        tokio
+            .block_on(echo.invoke_here(&echo_request))
+            .unwrap()
+            .body,
+        BODY.as_bytes()
+    );
+
     let mut group = c.benchmark_group("iris_request");
     group.bench_function("native", |b| {
         b.iter(|| black_box(native(&mut state, black_box(BODY))))
@@ -120,6 +146,15 @@ fn bench(c: &mut Criterion) {
             black_box(
                 tokio
                     .block_on(pool.invoke_here(black_box(&request)))
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("guest_echo", |b| {
+        b.iter(|| {
+            black_box(
+                tokio
+                    .block_on(echo.invoke_here(black_box(&echo_request)))
                     .unwrap(),
             )
         })

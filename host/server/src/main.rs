@@ -25,6 +25,11 @@ mod watch;
 
 use clap::Parser;
 
+/// mimalloc: the request path allocates small, short-lived buffers all the time, and the
+/// system allocator spends about twice as long on them (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()

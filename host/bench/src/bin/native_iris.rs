@@ -19,6 +19,10 @@ use clap::Parser;
 use plinth_bench::iris;
 use tract_onnx::prelude::*;
 
+/// The same allocator as `plinth serve`, so that the comparison is of the servers' own work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The native iris reference server.
 #[derive(Parser)]
 #[command(version, about)]

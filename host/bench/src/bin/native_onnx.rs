@@ -23,7 +23,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,6 +39,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use plinth_bench::iris;
 use serde::Deserialize;
 use tract_onnx::prelude::*;
+
+/// The same allocator as `plinth serve`, so that the comparison is of the servers' own work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RAW: &str = "application/octet-stream";
 const JSON: &str = "application/json";
@@ -517,10 +520,10 @@ fn mean_pool(hidden: &[f32], mask: &[i64]) -> Vec<f32> {
 }
 
 /// An f32 as the guest SDK writes it (`codec::push_json_number`): the shortest decimal that
-/// reads back as the same f32, `null` if not finite.
+/// reads back as the same f32 (by the same formatter), `null` if not finite.
 fn push_json_number(out: &mut String, value: f32) {
     if value.is_finite() {
-        let _ = write!(out, "{value}");
+        out.push_str(zmij::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
     }
