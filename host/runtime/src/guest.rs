@@ -365,3 +365,87 @@ fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Durati
         None => reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
+
+    /// `invoke` answers exactly as the three handler functions called one by one, for a
+    /// success and for each kind of handler error.
+    #[tokio::test]
+    async fn invoke_matches_the_three_calls() {
+        let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+        let pool = VariantPool::new(
+            &runtime,
+            &VariantSpec {
+                endpoint: "test".into(),
+                variant: "AllTraffic".into(),
+                component: plinth_tests::IRIS_WASM.into(),
+                model_dir: Some(plinth_tests::IRIS_MODEL_DIR.into()),
+                environment: Vec::new(),
+                instance_count: 0,
+                routing: Default::default(),
+                limits: Limits::default(),
+                backend: Backend::Tract,
+            },
+        )
+        .await
+        .unwrap();
+        let mut instance = pool.template().instantiate().await.unwrap();
+        let ctx = handler::Context {
+            inference_id: "id".into(),
+            custom_attributes: None,
+            variant_name: "AllTraffic".into(),
+        };
+        let cases: [(&[u8], &str, &str); 5] = [
+            (b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3", "text/csv", ""),
+            (b"[[5.1,3.5,1.4,0.2]]", "application/json", "text/csv"),
+            (b"1,2,3", "text/csv", ""),
+            (b"5.1,3.5,1.4,0.2", "image/png", ""),
+            (b"5.1,3.5,1.4,0.2", "text/csv", "text/html"),
+        ];
+        for (body, content_type, accept) in cases {
+            let one = instance
+                .call(
+                    &Invocation {
+                        body: bytes::Bytes::copy_from_slice(body),
+                        content_type: content_type.into(),
+                        accept: accept.into(),
+                        ..Invocation::default()
+                    },
+                    &ctx,
+                )
+                .await
+                .unwrap();
+            let h = instance.bindings.plinth_model_handler();
+            let store = &mut instance.store;
+            let three = async {
+                let payload = match h
+                    .call_input_fn(&mut *store, body, content_type, &ctx)
+                    .await?
+                {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let prediction = match h
+                    .call_predict_fn(&mut *store, payload, instance.model, &ctx)
+                    .await?
+                {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                h.call_output_fn(&mut *store, prediction, accept, &ctx)
+                    .await
+            }
+            .await
+            .map_err(|e: wasmtime::Error| e.to_string())
+            .unwrap();
+            assert_eq!(
+                format!("{one:?}"),
+                format!("{three:?}"),
+                "{content_type} / {accept}"
+            );
+        }
+    }
+}

@@ -173,6 +173,11 @@ impl VariantPool {
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn template(&self) -> &InstanceTemplate {
+        &self.template
+    }
+
     /// The variant's name.
     pub fn variant(&self) -> &str {
         &self.template.variant
