@@ -46,6 +46,23 @@ pub trait Handler: 'static {
         accept: &str,
         ctx: &Context,
     ) -> Result<Response, HandlerError>;
+
+    /// Run the model on several decoded requests at once: Plinth batches the requests that
+    /// queue for a busy instance when the variant allows it (`PlinthMaxBatchSize`). Return
+    /// one result per payload, in order. The default calls [`Handler::predict_fn`] on each;
+    /// override it to run the model once over the whole batch (e.g. stack the rows of every
+    /// payload into one tensor), which is where batching saves time.
+    fn predict_batch(
+        payloads: Vec<Self::Payload>,
+        model: &Self::Model,
+        ctxs: &[Context],
+    ) -> Vec<Result<Self::Prediction, HandlerError>> {
+        payloads
+            .into_iter()
+            .zip(ctxs)
+            .map(|(payload, ctx)| Self::predict_fn(payload, model, ctx))
+            .collect()
+    }
 }
 
 /// A failure the handler saw coming. Plinth answers SageMaker's `ModelError` (HTTP 424) with
@@ -263,5 +280,57 @@ impl<H: Handler> wit::Guest for Adapter<H> {
         let payload = H::input_fn(body, &content_type, &ctx)?;
         let prediction = H::predict_fn(payload, model, &ctx)?;
         Ok(H::output_fn(prediction, &accept, &ctx)?.into())
+    }
+
+    fn invoke_batch(
+        model: wit::ModelBorrow<'_>,
+        requests: Vec<wit::Request>,
+    ) -> Vec<Result<wit::Response, wit::HandlerError>> {
+        let model = &model.get::<ModelResource<H>>().0;
+        let mut results: Vec<Option<Result<wit::Response, wit::HandlerError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        // Decode every request; those that fail to decode are answered now.
+        let (mut decoded, mut ctxs, mut accepts) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, request) in requests.into_iter().enumerate() {
+            let ctx: Context = request.ctx.into();
+            match H::input_fn(request.body, &request.content_type, &ctx) {
+                Ok(payload) => {
+                    decoded.push((i, payload));
+                    ctxs.push(ctx);
+                    accepts.push(request.accept);
+                }
+                Err(e) => results[i] = Some(Err(e.into())),
+            }
+        }
+        let (indices, payloads): (Vec<usize>, Vec<H::Payload>) = decoded.into_iter().unzip();
+        let predictions = H::predict_batch(payloads, model, &ctxs);
+        if predictions.len() != indices.len() {
+            let e = HandlerError::model_error(format!(
+                "predict_batch returned {} results for {} requests",
+                predictions.len(),
+                indices.len()
+            ));
+            for i in indices {
+                results[i] = Some(Err(e.clone().into()));
+            }
+        } else {
+            for (((i, prediction), ctx), accept) in indices
+                .into_iter()
+                .zip(predictions)
+                .zip(&ctxs)
+                .zip(&accepts)
+            {
+                results[i] = Some(
+                    prediction
+                        .and_then(|p| H::output_fn(p, accept, ctx))
+                        .map(Into::into)
+                        .map_err(Into::into),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request has a result"))
+            .collect()
     }
 }

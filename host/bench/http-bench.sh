@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Plinth's HTTP benchmark, in one go: the iris model served natively (axum + tract, no Wasm:
 # `native-iris`) against the same model served by `plinth serve` through its Wasm plugin,
-# on an endpoint with one variant (iris1) and one with two variants weighted 1:1 (iris2).
+# on an endpoint with one variant (iris1), one with two variants weighted 1:1 (iris2), and
+# one like iris1 that batches queued requests (iris1b, max_batch_size = 16).
 # For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
 # same time, and a Markdown table compares them, with each server's CPU time per request
 # (from /proc; the steadier figure on a shared machine). Finally GET /metrics from Plinth is saved
@@ -87,9 +88,23 @@ model_name = "iris"
 initial_instance_count = 2
 initial_variant_weight = 1.0
 
+[[endpoint_configs]]
+name = "batched"
+
+[[endpoint_configs.production_variants]]
+variant_name = "A"
+model_name = "iris"
+initial_instance_count = 2
+initial_variant_weight = 1.0
+max_batch_size = 16
+
 [[endpoints]]
 name = "iris1"
 endpoint_config_name = "one"
+
+[[endpoints]]
+name = "iris1b"
+endpoint_config_name = "batched"
 
 [[endpoints]]
 name = "iris2"
@@ -107,13 +122,14 @@ PLINTH="$ADDR"
 PLINTH_PID="${PIDS[-1]}"
 echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
 
-declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID")
+declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID" [iris1b]="$PLINTH_PID")
 declare -A URLS=(
     [native]="http://$NATIVE/endpoints/iris/invocations"
     [iris1]="http://$PLINTH/endpoints/iris1/invocations"
     [iris2]="http://$PLINTH/endpoints/iris2/invocations"
+    [iris1b]="http://$PLINTH/endpoints/iris1b/invocations"
 )
-TARGETS=(native iris1 iris2)
+TARGETS=(native iris1 iris2 iris1b)
 
 # One request each, so that a broken target fails here rather than as a table of errors.
 for target in "${TARGETS[@]}"; do

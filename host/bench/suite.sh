@@ -38,6 +38,7 @@
 #   ENGINES="tract ort"           engines for native and Plinth (ort is skipped without a library)
 #   MINILM_TRACT=1                also run MiniLM on tract (0: only on ONNX Runtime)
 #   INSTANCES=2                   Plinth instances per endpoint
+#   BATCH=1                       Plinth's max_batch_size per endpoint (1: no batching)
 #   ROUNDS=1                      repeat every run this many times; the table shows medians
 #   SERVER_CPUS=0 LOADGEN_CPUS=1  taskset CPU lists (PIN=0: no pinning); see lib.sh
 #   SERVER_THREADS=1              tokio workers of native-onnx
@@ -56,7 +57,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 COMMAND="$(printf '%q ' "$0" "$@")"
-ENV_SHOWN="$(for v in DURATION WARMUP CONNECTIONS ROUNDS MODELS SERVERS ENGINES MINILM_TRACT INSTANCES \
+ENV_SHOWN="$(for v in DURATION WARMUP CONNECTIONS ROUNDS MODELS SERVERS ENGINES MINILM_TRACT INSTANCES BATCH \
     PIN SERVER_CPUS LOADGEN_CPUS MLSERVER_PARALLEL_WORKERS SKIP_BUILD WRITE; do
     [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
 done || true)"
@@ -69,6 +70,7 @@ SERVERS="${SERVERS:-native plinth mlserver kserve}"
 ENGINES="${ENGINES:-tract ort}"
 MINILM_TRACT="${MINILM_TRACT:-1}"
 INSTANCES="${INSTANCES:-2}"
+BATCH="${BATCH:-1}"
 ROUNDS="${ROUNDS:-1}"
 SERVER_THREADS="${SERVER_THREADS:-1}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
@@ -237,6 +239,7 @@ name = "$model-$engine"
 variant_name = "AllTraffic"
 model_name = "$model-$engine"
 initial_instance_count = $INSTANCES
+max_batch_size = $BATCH
 initial_variant_weight = 1.0
 
 [[endpoints]]
@@ -414,7 +417,7 @@ REPORT="$OUT_DIR/report.md"
 {
     echo "Command: \`${ENV_SHOWN}${COMMAND% }\`"
     echo
-    echo "$(nproc) CPUs (${cpu:-unknown}); servers on ${SERVER_PIN[*]:-unpinned}, loadgen on ${LOADGEN_PIN[*]:-unpinned}; ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians); $versions; Plinth $INSTANCES instances per endpoint; load average ${LOAD_START:-?} before the runs, ${LOAD_END:-?} after."
+    echo "$(nproc) CPUs (${cpu:-unknown}); servers on ${SERVER_PIN[*]:-unpinned}, loadgen on ${LOADGEN_PIN[*]:-unpinned}; ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians); $versions; Plinth $INSTANCES instances per endpoint, max_batch_size $BATCH; load average ${LOAD_START:-?} before the runs, ${LOAD_END:-?} after."
     echo
     cat "$TABLE"
     echo

@@ -107,6 +107,8 @@ pub struct Variant {
     pub routing_strategy: Option<String>,
     /// `max_queue_length`; `None`: not written, so the server's default applies.
     pub max_queue_length: Option<u64>,
+    /// `max_batch_size`; `None`: not written (no batching).
+    pub max_batch_size: Option<u64>,
 }
 
 impl Variant {
@@ -119,6 +121,7 @@ impl Variant {
             weight: 1.0,
             routing_strategy: None,
             max_queue_length: None,
+            max_batch_size: None,
         }
     }
 
@@ -137,6 +140,12 @@ impl Variant {
     /// Sets `max_queue_length`.
     pub fn max_queue_length(mut self, length: u64) -> Self {
         self.max_queue_length = Some(length);
+        self
+    }
+
+    /// Sets `max_batch_size`.
+    pub fn max_batch_size(mut self, size: u64) -> Self {
+        self.max_batch_size = Some(size);
         self
     }
 }
@@ -227,6 +236,9 @@ impl Config {
                 }
                 if let Some(length) = v.max_queue_length {
                     writeln!(out, "max_queue_length = {length}").unwrap();
+                }
+                if let Some(size) = v.max_batch_size {
+                    writeln!(out, "max_batch_size = {size}").unwrap();
                 }
             }
             out.push('\n');

@@ -19,6 +19,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
 /// The default bound on requests waiting for a busy variant.
 pub const DEFAULT_MAX_QUEUE_LENGTH: usize = 128;
+/// Default batch size of a variant: 1, no batching.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 1;
+/// The largest batch a variant may ask for.
+pub const MAX_BATCH_SIZE: usize = 256;
 /// The default memory cap per instance in MiB.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 
@@ -161,6 +165,9 @@ pub struct VariantSection {
     /// Requests that may wait when every instance is busy; more are throttled.
     /// Default: 128.
     pub max_queue_length: Option<usize>,
+    /// The most queued requests one call to an instance serves (`invoke-batch`), 1-256.
+    /// Default: 1, every request on its own.
+    pub max_batch_size: Option<usize>,
 }
 
 fn one() -> usize {
@@ -217,6 +224,8 @@ pub struct Variant {
     pub routing_strategy: RoutingStrategy,
     /// Requests that may wait when every instance is busy.
     pub max_queue_length: usize,
+    /// The most queued requests one call to an instance serves (1: no batching).
+    pub max_batch_size: usize,
 }
 
 /// A validated endpoint with its config resolved.
@@ -391,6 +400,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 weight: v.initial_variant_weight,
                 routing_strategy: v.routing_strategy,
                 max_queue_length: v.max_queue_length.unwrap_or(DEFAULT_MAX_QUEUE_LENGTH),
+                max_batch_size: v.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE),
             });
         }
         check_variants(&c.name, &variants).map_err(|p| {
@@ -399,6 +409,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 VariantField::Name => ".variant_name".into(),
                 VariantField::InstanceCount => ".initial_instance_count".into(),
                 VariantField::Weight => ".initial_variant_weight".into(),
+                VariantField::BatchSize => ".max_batch_size".into(),
             };
             let at = p.index.map(|j| format!("[{j}]")).unwrap_or_default();
             err(
@@ -525,6 +536,8 @@ pub enum VariantField {
     InstanceCount,
     /// `InitialVariantWeight`.
     Weight,
+    /// `PlinthMaxBatchSize`.
+    BatchSize,
 }
 
 /// Why a list of production variants is invalid.
@@ -588,6 +601,20 @@ pub fn check_variants(config_name: &str, variants: &[Variant]) -> Result<(), Var
                 format!("{} is not a weight; use a number >= 0", v.weight),
             ));
         }
+    }
+    if let Some((j, v)) = variants
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(1..=MAX_BATCH_SIZE).contains(&v.max_batch_size))
+    {
+        return Err(problem(
+            Some(j),
+            VariantField::BatchSize,
+            format!(
+                "max batch size {} is out of range; use 1-{MAX_BATCH_SIZE} (1: no batching)",
+                v.max_batch_size
+            ),
+        ));
     }
     if variants.iter().all(|v| v.weight == 0.0) {
         return Err(problem(
@@ -697,6 +724,7 @@ endpoint_config_name = "iris-config"
             ("endpoint_config_name = \"iris-config\"", "endpoint_config_name = \"nope\"", "`endpoints[0].endpoint_config_name`: no endpoint config named \"nope\""),
             ("name = \"iris\"\nendpoint", "name = \"iris_1\"\nendpoint", "`endpoints[0].name`: \"iris_1\" is not a valid name"),
             ("initial_instance_count = 2", "initial_instance_count = 0", "initial_instance_count`: 0 is out of range"),
+            ("initial_instance_count = 2", "initial_instance_count = 2\nmax_batch_size = 0", "`endpoint_configs[0].production_variants[0].max_batch_size`: max batch size 0 is out of range; use 1-256"),
         ];
         for (from, to, expected) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");

@@ -81,7 +81,7 @@ impl HandlerErrorKind {
 }
 
 /// Why an invocation failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum InvokeError {
     /// The guest reported a foreseeable failure.
     #[error("{message}")]

@@ -217,14 +217,8 @@ impl GuestInstance {
         variant: &str,
         deadline: Duration,
     ) -> Outcome {
-        let started = Instant::now();
-        self.store.data_mut().deadline_at = started + deadline;
-        self.store.set_epoch_deadline(1);
-        let ctx = handler::Context {
-            inference_id: request.inference_id.clone(),
-            custom_attributes: request.custom_attributes.clone(),
-            variant_name: variant.to_string(),
-        };
+        let started = self.start(deadline);
+        let ctx = context(request, variant);
         let result = self.call(request, &ctx).await;
         let model_latency = started.elapsed();
         match result {
@@ -265,6 +259,69 @@ impl GuestInstance {
         }
     }
 
+    /// Serve several requests with the handler's `invoke-batch`, under one deadline. `None`
+    /// when the call trapped (or answered with the wrong number of results): the instance
+    /// must then be replaced, and the requests served again one by one.
+    pub(crate) async fn invoke_batch(
+        &mut self,
+        requests: &[&Invocation],
+        variant: &str,
+        deadline: Duration,
+    ) -> Option<Vec<Result<InvocationOutput, InvokeError>>> {
+        let started = self.start(deadline);
+        let batch: Vec<handler::Request> = requests
+            .iter()
+            .map(|r| handler::Request {
+                body: r.body.to_vec(),
+                content_type: r.content_type.clone(),
+                accept: r.accept.clone(),
+                ctx: context(r, variant),
+            })
+            .collect();
+        let result = self
+            .bindings
+            .plinth_model_handler()
+            .call_invoke_batch(&mut self.store, self.model, &batch)
+            .await;
+        let model_latency = started.elapsed();
+        let problem = match result {
+            Ok(results) if results.len() == requests.len() => {
+                return Some(
+                    results
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(response) => validate_output(response, model_latency),
+                            Err(e) => Err(handler_error(e)),
+                        })
+                        .collect(),
+                )
+            }
+            Ok(results) => format!(
+                "invoke-batch answered {} results for {} requests",
+                results.len(),
+                requests.len()
+            ),
+            Err(trap) => {
+                let _ = self.stdout.take_tail();
+                describe_trap(&trap, &self.stderr, deadline)
+            }
+        };
+        tracing::warn!(
+            requests = requests.len(),
+            error = %problem,
+            "a batch failed as a whole; replacing the instance and serving its requests one by one"
+        );
+        None
+    }
+
+    /// Arm the deadline of a call starting now.
+    fn start(&mut self, deadline: Duration) -> Instant {
+        let started = Instant::now();
+        self.store.data_mut().deadline_at = started + deadline;
+        self.store.set_epoch_deadline(1);
+        started
+    }
+
     async fn call(
         &mut self,
         request: &Invocation,
@@ -280,6 +337,15 @@ impl GuestInstance {
             ctx,
         )
         .await
+    }
+}
+
+/// The handler's view of a request.
+fn context(request: &Invocation, variant: &str) -> handler::Context {
+    handler::Context {
+        inference_id: request.inference_id.clone(),
+        custom_attributes: request.custom_attributes.clone(),
+        variant_name: variant.to_string(),
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Limits {
     /// Requests that may wait for a busy variant before new ones are throttled.
     /// Default: 128.
     pub max_queue: usize,
+    /// The most queued requests one call to an instance serves (`invoke-batch`); 1, the
+    /// default, serves every request on its own.
+    pub max_batch: usize,
 }
 
 impl Limits {
@@ -25,6 +28,10 @@ impl Limits {
     pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
     /// Default bound on requests queued per variant: 128.
     pub const DEFAULT_MAX_QUEUE: usize = 128;
+    /// Default batch size: 1, no batching.
+    pub const DEFAULT_MAX_BATCH: usize = 1;
+    /// The largest batch a variant may ask for.
+    pub const MAX_BATCH: usize = 256;
 }
 
 impl Default for Limits {
@@ -33,6 +40,7 @@ impl Default for Limits {
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             deadline: Self::DEFAULT_DEADLINE,
             max_queue: Self::DEFAULT_MAX_QUEUE,
+            max_batch: Self::DEFAULT_MAX_BATCH,
         }
     }
 }

@@ -1,16 +1,19 @@
 //! A production variant's pool of warm instances. The instance count is the variant's
-//! parallelism: each instance serves one request at a time, a request is routed to one
+//! parallelism: each instance serves one call at a time, a request is routed to one
 //! instance by the variant's routing strategy (least outstanding requests, or random) and
 //! waits for it in a bounded queue; when the variant's queue is full the request is
 //! throttled, never left hanging.
 //!
-//! Guest calls run as tokio tasks on the async workers, with no hop to another thread:
-//! wasmtime runs the guest on a fiber that gives way to other tasks every epoch tick, and
-//! stops it at its deadline. The call is its own task, so a client that goes away does not
-//! cancel it half-way. A trapped instance is dropped and replaced before its slot takes
-//! the next request. The set of instances is itself a snapshot
-//! (arc-swap): resizing publishes a new set, and requests already on a removed instance
-//! finish there.
+//! A busy instance is driven by one runner task on the async workers, which serves the
+//! instance's queue until it is empty, with no hop to another thread: wasmtime runs the
+//! guest on a fiber that gives way to other tasks every epoch tick, and stops it at its
+//! deadline. The runner is its own task, so a client that goes away does not cancel a call
+//! half-way. When the variant allows batches (`max_batch` > 1), the runner takes up to that
+//! many queued requests into one `invoke-batch` call; a batch that traps is served again one
+//! request at a time on a fresh instance, so that only the request at fault fails. A trapped
+//! instance is dropped and replaced before the next call. The set of instances is itself a
+//! snapshot (arc-swap): resizing publishes a new set, and requests already queued on a
+//! removed instance are served there.
 
 use crate::engine::Runtime;
 use crate::error::{InvokeError, LoadError};
@@ -20,10 +23,11 @@ use crate::nn::SharedGraphs;
 use arc_swap::ArcSwap;
 use plinth_policy::config::Backend;
 use plinth_policy::routing::{pick_instance, RoutingStrategy};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 /// Everything needed to build a variant's pool.
@@ -62,22 +66,49 @@ pub struct PoolStats {
     pub queued: usize,
     /// Instances replaced after a trap or timeout since the pool was built.
     pub replaced: usize,
+    /// Calls that served a batch of more than one request, since the pool was built.
+    pub batches: usize,
+    /// Requests served in those batches.
+    pub batched_requests: usize,
 }
 
 /// One instance and the requests routed to it.
 struct Slot {
-    /// One permit: the instance serves one request at a time.
-    gate: Arc<Semaphore>,
-    /// The instance; `None` while a request has it, or after a failed replacement.
+    /// Requests waiting for the instance, and whether a runner is serving it.
+    queue: Mutex<SlotQueue>,
+    /// The instance while no runner holds it; `None` after a failed replacement.
     instance: Mutex<Option<GuestInstance>>,
     /// Requests routed here and not finished (waiting or running).
     outstanding: AtomicUsize,
 }
 
+#[derive(Default)]
+struct SlotQueue {
+    /// A runner task is serving this instance.
+    running: bool,
+    waiting: VecDeque<Waiter>,
+}
+
+/// A request waiting for its instance.
+struct Waiter {
+    request: Invocation,
+    /// Told when the request's call starts (its deadline runs from then).
+    started: oneshot::Sender<()>,
+    reply: oneshot::Sender<Result<InvocationOutput, InvokeError>>,
+    /// The caller's span (endpoint, variant, inference id), for the guest's logs.
+    span: tracing::Span,
+    /// Counted in the variant's queue depth (it arrived while the instance was busy).
+    counted: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Slot {
     fn new(instance: GuestInstance) -> Arc<Self> {
         Arc::new(Self {
-            gate: Arc::new(Semaphore::new(1)),
+            queue: Mutex::default(),
             instance: Mutex::new(Some(instance)),
             outstanding: AtomicUsize::new(0),
         })
@@ -99,9 +130,18 @@ pub struct VariantPool {
     slots: ArcSwap<Vec<Arc<Slot>>>,
     routing: RoutingStrategy,
     max_queue: usize,
-    queued: AtomicUsize,
+    max_batch: usize,
+    queued: Arc<AtomicUsize>,
     replaced: Arc<AtomicUsize>,
+    batches: Arc<Batches>,
     resizing: tokio::sync::Mutex<()>,
+}
+
+/// Counts of the batches a pool's runners served.
+#[derive(Default)]
+struct Batches {
+    calls: AtomicUsize,
+    requests: AtomicUsize,
 }
 
 impl VariantPool {
@@ -167,8 +207,10 @@ impl VariantPool {
             slots: ArcSwap::from_pointee(slots),
             routing: spec.routing,
             max_queue: spec.limits.max_queue,
-            queued: AtomicUsize::new(0),
+            max_batch: spec.limits.max_batch.max(1),
+            queued: Arc::default(),
             replaced: Arc::default(),
+            batches: Arc::default(),
             resizing: tokio::sync::Mutex::new(()),
         })
     }
@@ -208,12 +250,11 @@ impl VariantPool {
         let slots = self.slots.load();
         PoolStats {
             instances: slots.len(),
-            busy: slots
-                .iter()
-                .filter(|s| s.gate.available_permits() == 0)
-                .count(),
+            busy: slots.iter().filter(|s| lock(&s.queue).running).count(),
             queued: self.queued.load(Ordering::Relaxed),
             replaced: self.replaced.load(Ordering::Relaxed),
+            batches: self.batches.calls.load(Ordering::Relaxed),
+            batched_requests: self.batches.requests.load(Ordering::Relaxed),
         }
     }
 
@@ -238,48 +279,52 @@ impl VariantPool {
         Ok(())
     }
 
-    /// Serve one request: route it to an instance, wait for that instance (or be
-    /// throttled), run the handler as its own task on the async workers, and bound the wait by the
-    /// deadline even if the backend overruns it.
+    /// Serve one request: route it to an instance, queue for it (or be throttled), and wait
+    /// for the instance's runner to serve it, bounded by the deadline once its call starts,
+    /// even if the backend overruns it.
     pub async fn invoke(&self, request: Invocation) -> Result<InvocationOutput, InvokeError> {
         let slot = self.route()?;
-        let permit = match slot.0.gate.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
+        let (started, started_rx) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let start_runner = {
+            let mut queue = lock(&slot.0.queue);
+            let counted = queue.running;
+            if counted {
                 let queued = self.queued.fetch_add(1, Ordering::SeqCst);
                 if queued >= self.max_queue {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
+                    drop(queue);
                     return Err(InvokeError::Throttled {
                         in_flight: self.stats().busy,
                         queued,
                     });
                 }
-                let permit = slot.0.gate.clone().acquire_owned().await;
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                permit.map_err(|_| InvokeError::Unavailable("the instance was closed".into()))?
             }
+            queue.waiting.push_back(Waiter {
+                request,
+                started,
+                reply,
+                span: tracing::Span::current(),
+                counted,
+            });
+            !std::mem::replace(&mut queue.running, true)
         };
-        let template = self.template.clone();
-        let replaced = self.replaced.clone();
-        let deadline = template.deadline;
-        // Guest logs and trap reports carry the caller's span (endpoint, variant, inference id).
-        let span = tracing::Span::current();
-        let task = tokio::spawn(
-            async move {
-                let result = serve_on(&template, &slot.0, &replaced, &request).await;
-                drop(permit);
-                drop(slot);
-                result
-            }
-            .instrument(span),
-        );
+        if start_runner {
+            self.start_runner(&slot.0);
+        }
+        started_rx
+            .await
+            .map_err(|_| InvokeError::Unavailable("the instance was closed".into()))?;
         // The epoch deadline stops guest code; this bounds a backend computation that
-        // overruns it too.
-        let grace = crate::engine::EPOCH_TICK * 10;
-        match tokio::time::timeout(deadline + grace, task).await {
+        // overruns it too. A request in a batch may run twice: in the batch, and alone if the
+        // batch trapped.
+        let deadline = self.template.deadline;
+        let runs = if self.max_batch > 1 { 2 } else { 1 };
+        let bound = deadline * runs + crate::engine::EPOCH_TICK * 10;
+        match tokio::time::timeout(bound, reply_rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(InvokeError::Trap {
-                message: format!("the host task failed: {join}"),
+            Ok(Err(_)) => Err(InvokeError::Trap {
+                message: "the host task serving the request failed".into(),
             }),
             Err(_) => Err(InvokeError::Timeout(deadline)),
         }
@@ -289,12 +334,36 @@ impl VariantPool {
     /// benchmarks).
     pub async fn invoke_here(&self, request: &Invocation) -> Result<InvocationOutput, InvokeError> {
         let slot = self.route()?;
-        let _permit = slot
-            .0
-            .gate
-            .try_acquire()
-            .map_err(|_| InvokeError::Unavailable("the instance is busy".into()))?;
-        serve_on(&self.template, &slot.0, &self.replaced, request).await
+        {
+            let mut queue = lock(&slot.0.queue);
+            if queue.running {
+                return Err(InvokeError::Unavailable("the instance is busy".into()));
+            }
+            queue.running = true;
+        }
+        let mut instance = lock(&slot.0.instance).take();
+        let result = serve_one(&self.template, &mut instance, &self.replaced, request).await;
+        let mut queue = lock(&slot.0.queue);
+        *lock(&slot.0.instance) = instance;
+        if queue.waiting.is_empty() {
+            queue.running = false;
+        } else {
+            // Requests arrived meanwhile: a runner serves them.
+            self.start_runner(&slot.0);
+        }
+        result
+    }
+
+    /// Start the task that serves `slot`'s queue (the caller has marked it running).
+    fn start_runner(&self, slot: &Arc<Slot>) {
+        tokio::spawn(run(
+            self.template.clone(),
+            slot.clone(),
+            self.replaced.clone(),
+            self.queued.clone(),
+            self.batches.clone(),
+            self.max_batch,
+        ));
     }
 
     fn route(&self) -> Result<Outstanding, InvokeError> {
@@ -311,47 +380,185 @@ impl VariantPool {
     }
 }
 
-/// Run the request on the slot's instance (the caller holds the slot's permit). A trapped
-/// instance is replaced before the permit is released.
-async fn serve_on(
+/// A slot's runner: serve its queue, a batch at a time, until it is empty; then hand the
+/// instance back to the slot.
+async fn run(
+    template: Arc<InstanceTemplate>,
+    slot: Arc<Slot>,
+    replaced: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+    batches: Arc<Batches>,
+    max_batch: usize,
+) {
+    let _unstuck = Unstuck(&slot, &queued);
+    let mut instance = lock(&slot.instance).take();
+    let mut first = true;
+    loop {
+        if max_batch > 1 && !std::mem::take(&mut first) {
+            // Let the tasks that read requests run before taking the next batch: on a busy
+            // worker, that is what lets a batch form.
+            tokio::task::yield_now().await;
+        }
+        let batch: Vec<Waiter> = {
+            let mut queue = lock(&slot.queue);
+            if queue.waiting.is_empty() {
+                // Under the queue lock, so that the next runner finds the instance.
+                *lock(&slot.instance) = instance.take();
+                queue.running = false;
+                return;
+            }
+            let n = queue.waiting.len().min(max_batch);
+            queue.waiting.drain(..n).collect()
+        };
+        let counted = batch.iter().filter(|w| w.counted).count();
+        queued.fetch_sub(counted, Ordering::SeqCst);
+        // Requests whose caller went away while they waited are not run.
+        let batch: Vec<(Invocation, ReplyTo)> = batch
+            .into_iter()
+            .filter_map(|w| {
+                w.started.send(()).ok()?;
+                Some((w.request, (w.reply, w.span)))
+            })
+            .collect();
+        let results = match batch.as_slice() {
+            [] => continue,
+            [(request, (_, span))] => vec![
+                serve_one(&template, &mut instance, &replaced, request)
+                    .instrument(span.clone())
+                    .await,
+            ],
+            _ => {
+                batches.calls.fetch_add(1, Ordering::Relaxed);
+                batches.requests.fetch_add(batch.len(), Ordering::Relaxed);
+                serve_batch(&template, &mut instance, &replaced, &batch).await
+            }
+        };
+        for ((_, (reply, _)), result) in batch.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// If a runner panics, its slot must not stay marked as served: the requests waiting there
+/// fail (their answer channels close) and the next request starts a new runner, which makes
+/// a fresh instance.
+struct Unstuck<'a>(&'a Slot, &'a AtomicUsize);
+
+impl Drop for Unstuck<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = lock(&self.0.queue);
+            let counted = queue.waiting.drain(..).filter(|w| w.counted).count();
+            self.1.fetch_sub(counted, Ordering::SeqCst);
+            queue.running = false;
+        }
+    }
+}
+
+/// Where a request's answer goes, and its span.
+type ReplyTo = (
+    oneshot::Sender<Result<InvocationOutput, InvokeError>>,
+    tracing::Span,
+);
+
+/// Serve several requests with one `invoke-batch` call; if it traps, replace the instance and
+/// serve them one by one.
+async fn serve_batch(
     template: &InstanceTemplate,
-    slot: &Slot,
+    instance: &mut Option<GuestInstance>,
+    replaced: &AtomicUsize,
+    batch: &[(Invocation, ReplyTo)],
+) -> Vec<Result<InvocationOutput, InvokeError>> {
+    if let Err(e) = ensure_instance(template, instance).await {
+        return batch.iter().map(|_| Err(e.clone())).collect();
+    }
+    let requests: Vec<&Invocation> = batch.iter().map(|(request, _)| request).collect();
+    let span = tracing::info_span!(
+        "batch",
+        endpoint = %template.endpoint,
+        variant = %template.variant,
+        requests = requests.len()
+    );
+    let answered = match instance.as_mut() {
+        Some(guest) => {
+            guest
+                .invoke_batch(&requests, &template.variant, template.deadline)
+                .instrument(span)
+                .await
+        }
+        None => None,
+    };
+    if let Some(results) = answered {
+        return results;
+    }
+    replace(template, instance, replaced).await;
+    let mut results = Vec::with_capacity(batch.len());
+    for (request, (_, span)) in batch {
+        results.push(
+            serve_one(template, instance, replaced, request)
+                .instrument(span.clone())
+                .await,
+        );
+    }
+    results
+}
+
+/// Serve one request with `invoke` on the slot's instance (made first if there is none); a
+/// trapped instance is replaced before the next call.
+async fn serve_one(
+    template: &InstanceTemplate,
+    instance: &mut Option<GuestInstance>,
     replaced: &AtomicUsize,
     request: &Invocation,
 ) -> Result<InvocationOutput, InvokeError> {
-    let taken = slot
-        .instance
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    let mut instance = match taken {
-        Some(instance) => instance,
-        None => template
-            .instantiate()
-            .await
-            .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
+    ensure_instance(template, instance).await?;
+    let Some(guest) = instance.as_mut() else {
+        return Err(InvokeError::Unavailable("no instance".into()));
     };
-    let outcome = instance
+    let outcome = guest
         .invoke(request, &template.variant, template.deadline)
         .await;
-    let next = if outcome.reusable {
-        Some(instance)
-    } else {
-        drop(instance);
-        replaced.fetch_add(1, Ordering::Relaxed);
-        template
-            .instantiate()
-            .await
-            .map_err(|e| {
-                tracing::error!(
-                    endpoint = %template.endpoint,
-                    variant = %template.variant,
-                    error = %e,
-                    "could not replace a failed instance; the next request will retry"
-                )
-            })
-            .ok()
-    };
-    *slot.instance.lock().unwrap_or_else(|e| e.into_inner()) = next;
+    if !outcome.reusable {
+        replace(template, instance, replaced).await;
+    }
     outcome.result
+}
+
+/// Make the slot's instance if a failed replacement left it without one.
+async fn ensure_instance(
+    template: &InstanceTemplate,
+    instance: &mut Option<GuestInstance>,
+) -> Result<(), InvokeError> {
+    if instance.is_none() {
+        *instance = Some(
+            template
+                .instantiate()
+                .await
+                .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
+        );
+    }
+    Ok(())
+}
+
+/// Drop a failed instance and start a fresh one (left `None`, and retried by the next call,
+/// if that fails).
+async fn replace(
+    template: &InstanceTemplate,
+    instance: &mut Option<GuestInstance>,
+    replaced: &AtomicUsize,
+) {
+    *instance = None;
+    replaced.fetch_add(1, Ordering::Relaxed);
+    *instance = template
+        .instantiate()
+        .await
+        .map_err(|e| {
+            tracing::error!(
+                endpoint = %template.endpoint,
+                variant = %template.variant,
+                error = %e,
+                "could not replace a failed instance; the next request will retry"
+            )
+        })
+        .ok();
 }

@@ -167,18 +167,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         for live in endpoint.serving().map(|v| &v.live).chain(shadows) {
             let labels = [endpoint.name.as_str(), live.name.as_str()];
             let stats = live.pool.stats();
-            m.instances
-                .with_label_values(&labels)
-                .add(stats.instances as i64);
-            m.instances_busy
-                .with_label_values(&labels)
-                .add(stats.busy as i64);
-            m.queue_depth
-                .with_label_values(&labels)
-                .add(stats.queued as i64);
-            m.instances_replaced
-                .with_label_values(&labels)
-                .add(stats.replaced as i64);
+            for (gauge, value) in [
+                (&m.instances, stats.instances),
+                (&m.instances_busy, stats.busy),
+                (&m.queue_depth, stats.queued),
+                (&m.instances_replaced, stats.replaced),
+                (&m.batches, stats.batches),
+                (&m.batched_requests, stats.batched_requests),
+            ] {
+                gauge.with_label_values(&labels).add(value as i64);
+            }
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()

@@ -211,6 +211,10 @@ pub(crate) struct ProductionVariant {
     /// Plinth's extension: requests that may wait for a busy variant.
     #[serde(default = "default_queue")]
     pub(crate) plinth_max_queue_length: u64,
+    /// Plinth's extension: the most queued requests one call to an instance serves
+    /// (`invoke-batch`); 1, the default, serves every request on its own.
+    #[serde(default = "one")]
+    pub(crate) plinth_max_batch_size: u64,
     /// Plinth's extension, for a shadow variant: the percentage of requests copied to it
     /// (SageMaker's `ShadowModelVariantConfig.SamplingPercentage`). Without it, the shadow's
     /// weight over the production variants' total weight, capped at 100 %.
@@ -463,6 +467,7 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
         weight: v.initial_variant_weight,
         routing_strategy: v.routing_config.routing_strategy,
         max_queue_length: v.plinth_max_queue_length as usize,
+        max_batch_size: usize::try_from(v.plinth_max_batch_size).unwrap_or(usize::MAX),
     }
 }
 
@@ -500,6 +505,7 @@ pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
                     routing_strategy: v.routing_strategy,
                 },
                 plinth_max_queue_length: v.max_queue_length as u64,
+                plinth_max_batch_size: v.max_batch_size as u64,
                 plinth_sampling_percentage: None,
             })
             .collect(),

@@ -244,6 +244,7 @@ async fn live_variant(
             && old.model == v.model
             && old.pool.routing() == v.routing_strategy
             && old.max_queue_length == v.max_queue_length
+            && old.max_batch_size == v.max_batch_size
     });
     if let Some(old) = kept {
         old.pool
@@ -266,6 +267,7 @@ async fn live_variant(
         model_name: v.model.name.clone(),
         model: v.model.clone(),
         max_queue_length: v.max_queue_length,
+        max_batch_size: v.max_batch_size,
         pool: Arc::new(pool),
         metrics: state.metrics.variant(endpoint, &v.name),
         recent: Default::default(),

@@ -67,6 +67,7 @@ pub(crate) struct LiveVariant {
     /// The model as deployed, to tell whether a new endpoint config changes it.
     pub(crate) model: Model,
     pub(crate) max_queue_length: usize,
+    pub(crate) max_batch_size: usize,
     pub(crate) pool: Arc<VariantPool>,
     /// Its request metrics, resolved once.
     pub(crate) metrics: crate::metrics::VariantMetrics,
@@ -342,6 +343,7 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
             memory_bytes: model.memory_bytes,
             deadline: Duration::from_secs(model.timeout_seconds),
             max_queue: variant.max_queue_length,
+            max_batch: variant.max_batch_size,
         },
         backend: model.backend,
     }

@@ -30,6 +30,8 @@ pub(crate) struct Metrics {
     pub(crate) instances_busy: IntGaugeVec,
     pub(crate) queue_depth: IntGaugeVec,
     pub(crate) instances_replaced: IntGaugeVec,
+    pub(crate) batches: IntGaugeVec,
+    pub(crate) batched_requests: IntGaugeVec,
     pub(crate) outcomes: IntCounterVec,
     pub(crate) outcomes_rejected: IntCounterVec,
     pub(crate) shadow_dropped: IntCounterVec,
@@ -125,6 +127,8 @@ impl Metrics {
             instances_busy: gauge(&r, "plinth_variant_instances_busy", "Instances serving a request now."),
             queue_depth: gauge(&r, "plinth_variant_queue_depth", "Requests waiting for a busy instance."),
             instances_replaced: gauge(&r, "plinth_variant_instances_replaced", "Instances replaced after a trap or timeout since the variant was deployed."),
+            batches: gauge(&r, "plinth_variant_batches", "Calls that served a batch of more than one queued request (max_batch_size > 1) since the variant was deployed."),
+            batched_requests: gauge(&r, "plinth_variant_batched_requests", "Requests served in those batches since the variant was deployed."),
             outcomes: counter(&r, "plinth_experiment_outcomes_total", "Outcomes recorded for an experiment, by the variant that served the inference."),
             outcomes_rejected: counter_with(&r, "plinth_experiment_outcomes_rejected_total", "Outcomes not recorded, by reason (Unknown, Expired, Duplicate, Late, Invalid).", &["endpoint", "reason"]),
             shadow_dropped: counter(&r, "plinth_shadow_dropped_total", "Requests sampled for a shadow variant but dropped because its queue was full."),
@@ -146,6 +150,8 @@ impl Metrics {
         self.instances_busy.reset();
         self.queue_depth.reset();
         self.instances_replaced.reset();
+        self.batches.reset();
+        self.batched_requests.reset();
         self.new_fleet_share.reset();
     }
 

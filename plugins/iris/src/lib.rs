@@ -66,6 +66,38 @@ impl Handler for Iris {
         Ok(probabilities)
     }
 
+    /// The whole batch in one run: every request's rows stacked into one matrix, the
+    /// probabilities split back by request.
+    fn predict_batch(
+        batch: Vec<Tensor>,
+        model: &Model,
+        _ctxs: &[Context],
+    ) -> Vec<Result<Tensor, HandlerError>> {
+        let rows: Vec<usize> = batch.iter().map(|t| t.shape[0]).collect();
+        let total = rows.iter().sum();
+        let mut data = Vec::with_capacity(total * FEATURES);
+        for features in batch {
+            data.extend(features.data);
+        }
+        let stacked = match Tensor::new(data, vec![total, FEATURES]) {
+            Ok(t) => t,
+            Err(e) => return rows.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let probabilities = match Self::predict_fn(stacked, model, &Context::default()) {
+            Ok(p) => p,
+            Err(e) => return rows.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let width = LABELS.len();
+        let mut start = 0;
+        rows.iter()
+            .map(|&n| {
+                let part = probabilities.data[start * width..(start + n) * width].to_vec();
+                start += n;
+                Tensor::new(part, vec![n, width])
+            })
+            .collect()
+    }
+
     fn output_fn(
         probabilities: Tensor,
         accept: &str,

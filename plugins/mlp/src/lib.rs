@@ -96,6 +96,40 @@ impl Handler for Mlp {
         })
     }
 
+    /// The whole batch in one run: every request's rows stacked, the outputs split back.
+    fn predict_batch(
+        batch: Vec<Rows>,
+        model: &Model,
+        _ctxs: &[Context],
+    ) -> Vec<Result<Rows, HandlerError>> {
+        let counts: Vec<usize> = batch.iter().map(|r| r.rows).collect();
+        let mut bytes = Vec::with_capacity(batch.iter().map(|r| r.bytes.len()).sum());
+        for rows in &batch {
+            bytes.extend_from_slice(&rows.bytes);
+        }
+        let stacked = Rows {
+            rows: counts.iter().sum(),
+            bytes,
+        };
+        match Self::predict_fn(stacked, model, &Context::default()) {
+            Ok(output) => {
+                let mut rest = output.bytes.as_slice();
+                counts
+                    .iter()
+                    .map(|&rows| {
+                        let (part, tail) = rest.split_at(rows * OUTPUTS * 4);
+                        rest = tail;
+                        Ok(Rows {
+                            bytes: part.to_vec(),
+                            rows,
+                        })
+                    })
+                    .collect()
+            }
+            Err(e) => counts.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     fn output_fn(output: Rows, accept: &str, _ctx: &Context) -> Result<Response, HandlerError> {
         match codec::negotiate(accept, OUTPUT_TYPES)? {
             RAW => Ok(Response::new(output.bytes, RAW)),
