@@ -137,6 +137,62 @@ fn queued_requests_are_batched_and_each_keeps_its_own_outcome() {
     assert_eq!(after.status(), StatusCode::OK);
 }
 
+#[test]
+fn a_request_that_loops_in_a_batch_times_out_alone() {
+    // A 1 s deadline; the loop holds the batch until it, then the batch is replayed one by
+    // one: the ok requests answer (after the loop times out a second time, alone), and the
+    // loop fails as a timeout.
+    let config = Config::new()
+        .model(
+            Model::new("faults", FAULTS_WASM)
+                .env("FAULT_DELAY_MS", "200")
+                .timeout_seconds(1),
+        )
+        .endpoint_with_variants(
+            "slow",
+            vec![Variant::new("V", "faults", 1).max_batch_size(8)],
+        );
+    let server = Server::start(BIN, &config.to_toml());
+    let faults = ["ok-1", "loop", "ok-2"];
+    let barrier = Barrier::new(faults.len());
+    let results: Vec<(&str, plinth_tests::Response)> = std::thread::scope(|s| {
+        let holder = s.spawn(|| server.invoke("slow", "text/plain", "ok-0", &[]));
+        wait_busy(&server, "slow");
+        let queued: Vec<_> = faults
+            .iter()
+            .map(|fault| {
+                let (server, barrier) = (&server, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (*fault, server.invoke("slow", "text/plain", *fault, &[]))
+                })
+            })
+            .collect();
+        assert_eq!(holder.join().unwrap().status(), StatusCode::OK);
+        queued.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (fault, response) in results {
+        if fault == "loop" {
+            let e = ApiError::from_response(response);
+            assert_eq!(e.status, StatusCode::FAILED_DEPENDENCY, "{}", e.body);
+            assert!(e.message.contains("timed out"), "{}", e.body);
+        } else {
+            assert_eq!(response.status(), StatusCode::OK, "{fault}");
+            assert_eq!(response.text().unwrap(), "ok", "{fault}");
+        }
+    }
+    let m = server.metrics();
+    assert!(
+        metric(&m, "plinth_variant_batches", "slow", "V") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "plinth_variant_instances_replaced", "slow", "V"),
+        2.0,
+        "{m}"
+    );
+}
+
 /// The probabilities the iris endpoint answers for one CSV row.
 fn probabilities(response: plinth_tests::Response) -> Vec<f64> {
     assert_eq!(response.status(), StatusCode::OK);

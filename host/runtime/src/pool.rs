@@ -92,8 +92,9 @@ struct SlotQueue {
 /// A request waiting for its instance.
 struct Waiter {
     request: Invocation,
-    /// Told when the request's call starts (its deadline runs from then).
-    started: oneshot::Sender<()>,
+    /// Told, with the size of its batch, when the request's call starts (its deadline runs
+    /// from then).
+    started: oneshot::Sender<usize>,
     reply: oneshot::Sender<Result<InvocationOutput, InvokeError>>,
     /// The caller's span (endpoint, variant, inference id), for the guest's logs.
     span: tracing::Span,
@@ -312,15 +313,15 @@ impl VariantPool {
         if start_runner {
             self.start_runner(&slot.0);
         }
-        started_rx
+        let batch = started_rx
             .await
             .map_err(|_| InvokeError::Unavailable("the instance was closed".into()))?;
         // The epoch deadline stops guest code; this bounds a backend computation that
-        // overruns it too. A request in a batch may run twice: in the batch, and alone if the
-        // batch trapped.
+        // overruns it too. If its batch traps, a request waits for the batch and then for the
+        // batch's requests served one by one.
         let deadline = self.template.deadline;
-        let runs = if self.max_batch > 1 { 2 } else { 1 };
-        let bound = deadline * runs + crate::engine::EPOCH_TICK * 10;
+        let calls = if batch > 1 { 1 + batch as u32 } else { 1 };
+        let bound = deadline * calls + crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout(bound, reply_rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InvokeError::Trap {
@@ -413,10 +414,11 @@ async fn run(
         let counted = batch.iter().filter(|w| w.counted).count();
         queued.fetch_sub(counted, Ordering::SeqCst);
         // Requests whose caller went away while they waited are not run.
+        let size = batch.len();
         let batch: Vec<(Invocation, ReplyTo)> = batch
             .into_iter()
             .filter_map(|w| {
-                w.started.send(()).ok()?;
+                w.started.send(size).ok()?;
                 Some((w.request, (w.reply, w.span)))
             })
             .collect();
