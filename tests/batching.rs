@@ -42,6 +42,33 @@ fn wait_busy(server: &Server, endpoint: &str) {
     }
 }
 
+/// Holds the endpoint's one instance with an `ok-0` request, sends `faults` (each body names
+/// a fault; `ok-N` is no fault's name, so it answers "ok") all at once while it is busy, so
+/// that they queue, and returns each with its response once all are answered.
+fn hold_then_queue<'a>(
+    server: &Server,
+    endpoint: &str,
+    faults: &[&'a str],
+) -> Vec<(&'a str, plinth_tests::Response)> {
+    let barrier = Barrier::new(faults.len());
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| server.invoke(endpoint, "text/plain", "ok-0", &[]));
+        wait_busy(server, endpoint);
+        let queued: Vec<_> = faults
+            .iter()
+            .map(|&fault| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    (fault, server.invoke(endpoint, "text/plain", fault, &[]))
+                })
+            })
+            .collect();
+        assert_eq!(holder.join().unwrap().status(), StatusCode::OK);
+        queued.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn queued_requests_are_batched_and_each_keeps_its_own_outcome() {
     // One slow instance (every predict_fn sleeps 300 ms): while a first request holds it,
@@ -53,7 +80,6 @@ fn queued_requests_are_batched_and_each_keeps_its_own_outcome() {
             vec![Variant::new("V", "faults", 1).max_batch_size(16)],
         );
     let server = Server::start(BIN, &config.to_toml());
-    // Each request names its fault in its body; `ok-N` is no fault's name, so it answers "ok".
     let faults = [
         "ok-1",
         "panic",
@@ -63,29 +89,9 @@ fn queued_requests_are_batched_and_each_keeps_its_own_outcome() {
         "bad-request",
         "ok-4",
     ];
-    let barrier = Barrier::new(faults.len());
-    let results: Vec<(String, plinth_tests::Response)> = std::thread::scope(|s| {
-        let holder = s.spawn(|| server.invoke("slow", "text/plain", "ok-0", &[]));
-        wait_busy(&server, "slow");
-        let queued: Vec<_> = faults
-            .iter()
-            .map(|fault| {
-                let (server, barrier) = (&server, &barrier);
-                s.spawn(move || {
-                    barrier.wait();
-                    (
-                        fault.to_string(),
-                        server.invoke("slow", "text/plain", *fault, &[]),
-                    )
-                })
-            })
-            .collect();
-        let first = holder.join().unwrap();
-        assert_eq!(first.status(), StatusCode::OK);
-        queued.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = hold_then_queue(&server, "slow", &faults);
     for (fault, response) in results {
-        match fault.as_str() {
+        match fault {
             ok if ok.starts_with("ok-") => {
                 assert_eq!(response.status(), StatusCode::OK, "{ok}");
                 assert_eq!(response.text().unwrap(), "ok", "{ok}");
@@ -154,23 +160,7 @@ fn a_request_that_loops_in_a_batch_times_out_alone() {
         );
     let server = Server::start(BIN, &config.to_toml());
     let faults = ["ok-1", "loop", "ok-2"];
-    let barrier = Barrier::new(faults.len());
-    let results: Vec<(&str, plinth_tests::Response)> = std::thread::scope(|s| {
-        let holder = s.spawn(|| server.invoke("slow", "text/plain", "ok-0", &[]));
-        wait_busy(&server, "slow");
-        let queued: Vec<_> = faults
-            .iter()
-            .map(|fault| {
-                let (server, barrier) = (&server, &barrier);
-                s.spawn(move || {
-                    barrier.wait();
-                    (*fault, server.invoke("slow", "text/plain", *fault, &[]))
-                })
-            })
-            .collect();
-        assert_eq!(holder.join().unwrap().status(), StatusCode::OK);
-        queued.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = hold_then_queue(&server, "slow", &faults);
     for (fault, response) in results {
         if fault == "loop" {
             let e = ApiError::from_response(response);

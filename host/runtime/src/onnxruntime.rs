@@ -229,23 +229,13 @@ pub fn default_intra_op_threads(instances: usize) -> usize {
     (cores / instances.max(1)).max(1)
 }
 
-/// For tests: ONNX Runtime from `ORT_DYLIB_PATH`. `None`, with a notice, when the variable
-/// is unset outside CI; a panic when it is unset in CI (`CI=true`), where `tests/run` sets it.
+/// For tests: ONNX Runtime from the library [`plinth_tests::onnxruntime_library`] names
+/// (`None` when the test is skipped).
 #[cfg(test)]
 #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
 pub(crate) fn for_tests(test: &str) -> Option<OnnxRuntime> {
-    match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        Some(path) => Some(
-            OnnxRuntime::load(Path::new(&path)).unwrap_or_else(|e| panic!("ORT_DYLIB_PATH: {e}")),
-        ),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: ORT_DYLIB_PATH is not set; CI must test ONNX Runtime (see tests/run)")
-        }
-        None => {
-            eprintln!("{test}: skipped: set ORT_DYLIB_PATH to test ONNX Runtime (tests/run does)");
-            None
-        }
-    }
+    plinth_tests::onnxruntime_library(test)
+        .map(|path| OnnxRuntime::load(&path).unwrap_or_else(|e| panic!("ORT_DYLIB_PATH: {e}")))
 }
 
 #[cfg(test)]

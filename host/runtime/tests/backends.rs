@@ -12,25 +12,15 @@ use plinth_runtime::{
     Backend, Invocation, LoadError, OnnxRuntime, OnnxRuntimeError, Runtime, RuntimeConfig,
     VariantPool, VariantSpec,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn library(test: &str) -> Option<OnnxRuntime> {
     if !cfg!(feature = "onnxruntime") {
         eprintln!("{test}: skipped: built without the onnxruntime feature");
         return None;
     }
-    match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        Some(path) => Some(
-            OnnxRuntime::load(Path::new(&path)).unwrap_or_else(|e| panic!("ORT_DYLIB_PATH: {e}")),
-        ),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: ORT_DYLIB_PATH is not set; CI must test ONNX Runtime (see tests/run)")
-        }
-        None => {
-            eprintln!("{test}: skipped: set ORT_DYLIB_PATH to test ONNX Runtime (tests/run does)");
-            None
-        }
-    }
+    plinth_tests::onnxruntime_library(test)
+        .map(|path| OnnxRuntime::load(&path).unwrap_or_else(|e| panic!("ORT_DYLIB_PATH: {e}")))
 }
 
 fn runtime(onnxruntime: Option<OnnxRuntime>, threads: Option<usize>) -> Runtime {

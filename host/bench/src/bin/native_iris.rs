@@ -13,8 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::post;
 use clap::Parser;
 use plinth_bench::iris;
 use tract_onnx::prelude::*;
@@ -43,22 +42,7 @@ type Plan = Arc<TypedRunnableModel>;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let plan = load(&args.model)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        let app = Router::new()
-            .route("/ping", get(|| async { StatusCode::OK }))
-            .route("/endpoints/{name}/invocations", post(invoke))
-            .with_state(plan);
-        axum::serve(listener, app).await?;
-        Ok(())
-    })
+    plinth_bench::native::serve(args.bind, args.threads, post(invoke), plan)
 }
 
 /// Parse, optimise and plan the model once.

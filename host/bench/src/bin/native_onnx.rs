@@ -32,8 +32,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::post;
 use clap::Parser;
 use ort::session::builder::GraphOptimizationLevel;
 use plinth_bench::iris;
@@ -192,22 +191,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let models: Models = Arc::new(models);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        let app = Router::new()
-            .route("/ping", get(|| async { StatusCode::OK }))
-            .route("/endpoints/{name}/invocations", post(invoke))
-            .with_state(models);
-        axum::serve(listener, app).await?;
-        Ok(())
-    })
+    plinth_bench::native::serve(args.bind, args.threads, post(invoke), models)
 }
 
 /// Parse, optimise and plan the model once, as Plinth's tract backend does.
