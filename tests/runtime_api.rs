@@ -354,7 +354,18 @@ fn still_serves(server: &Server) {
 #[test]
 fn a_panic_fails_only_its_own_request_and_is_logged() {
     let server = faults_server(Model::new("faults", FAULTS_WASM));
-    let e = model_error(fault(&server, "panic"), 500);
+    let e = model_error(
+        server.invoke(
+            "faults",
+            "text/plain",
+            "x",
+            &[
+                (CUSTOM_ATTRIBUTES, "panic"),
+                ("X-Amzn-SageMaker-Inference-Id", "panicking-request-1"),
+            ],
+        ),
+        500,
+    );
     assert!(e.message.contains("the model crashed"), "{:?}", e.message);
     assert!(
         e.message.contains("fault plugin: deliberate panic"),
@@ -366,15 +377,25 @@ fn a_panic_fails_only_its_own_request_and_is_logged() {
     model_error(fault(&server, "panic"), 500);
     still_serves(&server);
 
+    // At the default log level: the guest's own panic line, and the request's failure, each
+    // name the endpoint, the variant and the request's inference id.
+    let names_the_request = |l: &str| {
+        l.contains("endpoint=faults")
+            && l.contains("variant=AllTraffic")
+            && l.contains("inference_id=panicking-request-1")
+    };
     let logged = server.wait_for_stderr(Duration::from_secs(5), |log| {
-        log.lines().any(|l| {
-            l.contains("faults")
-                && l.contains("AllTraffic")
-                && l.contains("fault plugin: deliberate panic")
-        })
+        log.lines()
+            .any(|l| names_the_request(l) && l.contains("fault plugin: deliberate panic"))
+            && log
+                .lines()
+                .any(|l| names_the_request(l) && l.contains("invocation failed"))
     });
     if let Err(log) = logged {
-        panic!("no stderr line names the endpoint, the variant and the panic text:\n{log}");
+        panic!(
+            "no stderr lines name the endpoint, the variant and the inference id with the \
+             panic text and the failure:\n{log}"
+        );
     }
 }
 

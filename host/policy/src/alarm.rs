@@ -135,14 +135,31 @@ pub struct Sample {
 
 /// Index of the histogram bucket of a latency: 0 for under 1 µs, else
 /// `1 + floor(8·log2(µs))`, so bucket `i ≥ 1` covers `[2^((i−1)/8), 2^(i/8))` µs.
+///
+/// Every request records two latencies, so this avoids `log2`: the float's exponent is the
+/// whole doublings, and its mantissa against the eighth-powers of two gives the eighths.
 fn bucket_index(nanos: u64) -> u16 {
+    /// 2^(j/8) for j = 1..=7.
+    const EIGHTHS: [f64; 7] = [
+        1.090_507_732_665_257_7,
+        1.189_207_115_002_721,
+        1.296_839_554_651_009_6,
+        std::f64::consts::SQRT_2,
+        1.542_210_825_407_940_7,
+        1.681_792_830_507_429,
+        1.834_008_086_409_342_4,
+    ];
     let micros = nanos as f64 / 1000.0;
     if micros < 1.0 {
-        0
-    } else {
-        // At most 1 + 8·log2(1.8e16) ≈ 434: fits.
-        (micros.log2() * BUCKETS_PER_DOUBLING).floor() as u16 + 1
+        return 0;
     }
+    let bits = micros.to_bits();
+    // A normal float ≥ 1: the exponent is floor(log2(µs)), at most 54 here.
+    let doublings = (bits >> 52) as u16 - 1023;
+    let mantissa = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    let eighths = EIGHTHS.iter().take_while(|&&t| t <= mantissa).count() as u16;
+    // At most 1 + 8·54 = 433: fits.
+    1 + doublings * BUCKETS_PER_DOUBLING as u16 + eighths
 }
 
 /// The value (µs) a histogram bucket stands for: its geometric midpoint (0.5 µs for
@@ -1181,6 +1198,40 @@ fn format_datapoints(datapoints: &[Option<f64>]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bucket_index_is_one_plus_floor_of_eight_log2_micros() {
+        let reference = |nanos: u64| -> u16 {
+            let micros = nanos as f64 / 1000.0;
+            if micros < 1.0 {
+                0
+            } else {
+                (micros.log2() * 8.0).floor() as u16 + 1
+            }
+        };
+        // Just below and just above each bucket edge 2^(d + e/8) µs.
+        for doubling in 0..40u16 {
+            for eighth in 0..8u16 {
+                let edge = 1000.0 * 2f64.powf(f64::from(doubling) + f64::from(eighth) / 8.0);
+                let index = 1 + 8 * doubling + eighth;
+                assert_eq!(
+                    bucket_index(edge.ceil() as u64 + 1),
+                    index,
+                    "above {edge} ns"
+                );
+                if index > 1 {
+                    assert_eq!(
+                        bucket_index(edge.floor() as u64 - 1),
+                        index - 1,
+                        "below {edge} ns"
+                    );
+                }
+            }
+        }
+        for nanos in (0..2_000_000).step_by(7).chain([0, 999, 1000, u64::MAX]) {
+            assert_eq!(bucket_index(nanos), reference(nanos), "{nanos} ns");
+        }
+    }
+
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};

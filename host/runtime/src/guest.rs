@@ -4,7 +4,7 @@
 
 use crate::error::{HandlerErrorKind, InvokeError, LoadError};
 use crate::nn::{NnBackend, SharedGraphs};
-use crate::stdio::GuestOutput;
+use crate::stdio::{GuestOutput, Serving};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +127,8 @@ pub(crate) struct GuestInstance {
     model: ResourceAny,
     stderr: GuestOutput,
     stdout: GuestOutput,
+    serving: Serving,
+    endpoint: Arc<str>,
 }
 
 /// How an invocation on an instance ended: the result, and whether the instance may be
@@ -139,8 +141,19 @@ pub(crate) struct Outcome {
 impl InstanceTemplate {
     /// Create a store, instantiate the component and run `model-fn`.
     pub(crate) async fn instantiate(&self) -> Result<GuestInstance, LoadError> {
-        let stdout = GuestOutput::new("stdout", self.endpoint.clone(), self.variant.clone());
-        let stderr = GuestOutput::new("stderr", self.endpoint.clone(), self.variant.clone());
+        let serving = Serving::default();
+        let stdout = GuestOutput::new(
+            "stdout",
+            self.endpoint.clone(),
+            self.variant.clone(),
+            serving.clone(),
+        );
+        let stderr = GuestOutput::new(
+            "stderr",
+            self.endpoint.clone(),
+            self.variant.clone(),
+            serving.clone(),
+        );
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -204,6 +217,8 @@ impl InstanceTemplate {
             model,
             stderr,
             stdout,
+            serving,
+            endpoint: self.endpoint.clone(),
         })
     }
 }
@@ -217,6 +232,7 @@ impl GuestInstance {
         variant: &str,
         deadline: Duration,
     ) -> Outcome {
+        self.serving.set([request.inference_id.as_str()]);
         let started = self.start(deadline);
         let ctx = context(request, variant);
         let result = self.call(request, &ctx).await;
@@ -242,6 +258,8 @@ impl GuestInstance {
                     .map(|b| b.to_string())
                     .unwrap_or_default();
                 tracing::error!(
+                    endpoint = %self.endpoint,
+                    variant,
                     inference_id = %request.inference_id,
                     error = %message,
                     backtrace = %backtrace,
@@ -268,6 +286,8 @@ impl GuestInstance {
         variant: &str,
         deadline: Duration,
     ) -> Option<Vec<Result<InvocationOutput, InvokeError>>> {
+        self.serving
+            .set(requests.iter().map(|r| r.inference_id.as_str()));
         let started = self.start(deadline);
         let batch: Vec<handler::Request> = requests
             .iter()
@@ -307,7 +327,13 @@ impl GuestInstance {
             }
         };
         tracing::warn!(
-            requests = requests.len(),
+            endpoint = %self.endpoint,
+            variant,
+            inference_ids = requests
+                .iter()
+                .map(|r| r.inference_id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             error = %problem,
             "a batch failed as a whole; replacing the instance and serving its requests one by one"
         );

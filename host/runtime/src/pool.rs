@@ -383,6 +383,9 @@ impl VariantPool {
 
 /// A slot's runner: serve its queue, a batch at a time, until it is empty; then hand the
 /// instance back to the slot.
+/// How many times a runner gives way, at most, while a batch is still growing.
+const MAX_YIELDS: usize = 4;
+
 async fn run(
     template: Arc<InstanceTemplate>,
     slot: Arc<Slot>,
@@ -397,8 +400,17 @@ async fn run(
     loop {
         if max_batch > 1 && !std::mem::take(&mut first) {
             // Let the tasks that read requests run before taking the next batch: on a busy
-            // worker, that is what lets a batch form.
-            tokio::task::yield_now().await;
+            // worker, that is what lets a batch form. Give way again while requests are
+            // still arriving (never when none do: an idle endpoint adds no wait).
+            let mut seen = 0;
+            for _ in 0..MAX_YIELDS {
+                tokio::task::yield_now().await;
+                let waiting = lock(&slot.queue).waiting.len();
+                if waiting == seen || waiting >= max_batch {
+                    break;
+                }
+                seen = waiting;
+            }
         }
         let batch: Vec<Waiter> = {
             let mut queue = lock(&slot.queue);
@@ -475,7 +487,7 @@ async fn serve_batch(
         return batch.iter().map(|_| Err(e.clone())).collect();
     }
     let requests: Vec<&Invocation> = batch.iter().map(|(request, _)| request).collect();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "batch",
         endpoint = %template.endpoint,
         variant = %template.variant,

@@ -1,5 +1,6 @@
-//! Guest stdout/stderr: each complete line goes to the log with its endpoint and variant, and
-//! the last few KiB are kept so that a trap can be reported with the panic message.
+//! Guest stdout/stderr: each complete line goes to the log with its endpoint, variant and the
+//! inference id(s) being served, and the last few KiB are kept so that a trap can be reported
+//! with the panic message.
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -16,21 +17,47 @@ struct Buffer {
     tail: Vec<u8>,
 }
 
+/// The inference ids an instance is serving, shared by its stdout and stderr: what the
+/// guest writes is logged with them (comma-separated for a batch; empty in `model-fn`).
+#[derive(Clone, Default)]
+pub(crate) struct Serving(Arc<Mutex<String>>);
+
+impl Serving {
+    /// Set the ids of the call about to start (the buffer is reused: no allocation once warm).
+    pub(crate) fn set<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut serving = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        serving.clear();
+        for (i, id) in ids.into_iter().enumerate() {
+            if i > 0 {
+                serving.push(',');
+            }
+            serving.push_str(id);
+        }
+    }
+}
+
 /// One guest output stream (stdout or stderr) of one instance.
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     stream: &'static str,
     endpoint: Arc<str>,
     variant: Arc<str>,
+    serving: Serving,
     buffer: Arc<Mutex<Buffer>>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(stream: &'static str, endpoint: Arc<str>, variant: Arc<str>) -> Self {
+    pub(crate) fn new(
+        stream: &'static str,
+        endpoint: Arc<str>,
+        variant: Arc<str>,
+        serving: Serving,
+    ) -> Self {
         Self {
             stream,
             endpoint,
             variant,
+            serving,
             buffer: Arc::default(),
         }
     }
@@ -54,10 +81,12 @@ impl GuestOutput {
         while let Some(pos) = buffer.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.partial.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line[..line.len() - 1]);
+            let serving = self.serving.0.lock().unwrap_or_else(|e| e.into_inner());
             tracing::info!(
                 target: "plinth::guest",
                 endpoint = %self.endpoint,
                 variant = %self.variant,
+                inference_id = (!serving.is_empty()).then_some(serving.as_str()),
                 stream = self.stream,
                 "{line}"
             );
