@@ -2,7 +2,9 @@
 # Plinth's HTTP benchmark, in one go: the iris model served natively (axum + tract, no Wasm:
 # `native-iris`) against the same model served by `plinth serve` through its Wasm plugin,
 # on an endpoint with one variant (iris1), one with two variants weighted 1:1 (iris2), and
-# one like iris1 that batches queued requests (iris1b, max_batch_size = 16).
+# one that batches queued requests (iris1b: max_batch_size = 16, and one instance, since the
+# server is pinned to one core and so has one worker thread: a second instance there only
+# splits the batches).
 # For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
 # same time, and a Markdown table compares them, with each server's CPU time per request
 # (from /proc; the steadier figure on a shared machine). Finally GET /metrics from Plinth is saved
@@ -94,7 +96,7 @@ name = "batched"
 [[endpoint_configs.production_variants]]
 variant_name = "A"
 model_name = "iris"
-initial_instance_count = 2
+initial_instance_count = 1
 initial_variant_weight = 1.0
 max_batch_size = 16
 

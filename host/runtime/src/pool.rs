@@ -91,7 +91,7 @@ struct SlotQueue {
 
 /// A request waiting for its instance.
 struct Waiter {
-    request: Invocation,
+    request: Arc<Invocation>,
     /// Told, with the size of its batch, when the request's call starts (its deadline runs
     /// from then).
     started: oneshot::Sender<usize>,
@@ -283,7 +283,13 @@ impl VariantPool {
     /// Serve one request: route it to an instance, queue for it (or be throttled), and wait
     /// for the instance's runner to serve it, bounded by the deadline once its call starts,
     /// even if the backend overruns it.
-    pub async fn invoke(&self, request: Invocation) -> Result<InvocationOutput, InvokeError> {
+    /// The request is shared (`Arc`) so that a caller that needs it again (a retry, shadows)
+    /// does not copy it.
+    pub async fn invoke(
+        &self,
+        request: impl Into<Arc<Invocation>>,
+    ) -> Result<InvocationOutput, InvokeError> {
+        let request = request.into();
         let slot = self.route()?;
         let (started, started_rx) = oneshot::channel();
         let (reply, reply_rx) = oneshot::channel();
@@ -427,7 +433,7 @@ async fn run(
         queued.fetch_sub(counted, Ordering::SeqCst);
         // Requests whose caller went away while they waited are not run.
         let size = batch.len();
-        let batch: Vec<(Invocation, ReplyTo)> = batch
+        let batch: Vec<(Arc<Invocation>, ReplyTo)> = batch
             .into_iter()
             .filter_map(|w| {
                 w.started.send(size).ok()?;
@@ -481,12 +487,12 @@ async fn serve_batch(
     template: &InstanceTemplate,
     instance: &mut Option<GuestInstance>,
     replaced: &AtomicUsize,
-    batch: &[(Invocation, ReplyTo)],
+    batch: &[(Arc<Invocation>, ReplyTo)],
 ) -> Vec<Result<InvocationOutput, InvokeError>> {
     if let Err(e) = ensure_instance(template, instance).await {
         return batch.iter().map(|_| Err(e.clone())).collect();
     }
-    let requests: Vec<&Invocation> = batch.iter().map(|(request, _)| request).collect();
+    let requests: Vec<&Invocation> = batch.iter().map(|(request, _)| &**request).collect();
     let span = tracing::debug_span!(
         "batch",
         endpoint = %template.endpoint,

@@ -294,13 +294,13 @@ async fn invoke(
         variant = %variant.name,
         inference_id = %inference_id,
     );
-    let request = Invocation {
+    let request = Arc::new(Invocation {
         body,
         content_type: content_type.to_string(),
         accept: accept.to_string(),
         inference_id: inference_id.clone(),
         custom_attributes: custom_attributes.map(str::to_string),
-    };
+    });
     let mut result = variant
         .pool
         .invoke(request.clone())

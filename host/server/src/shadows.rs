@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// One copy waiting for the shadow: the request and what production answered.
 struct Copy {
-    request: Invocation,
+    request: Arc<Invocation>,
     production: Option<Answer>,
 }
 
@@ -114,7 +114,7 @@ impl Shadow {
 
     /// Offer the shadow a copy of a request production has answered (`production`: its
     /// answer when it succeeded). Never waits.
-    pub(crate) fn offer(&self, request: &Invocation, production: Option<&InvocationOutput>) {
+    pub(crate) fn offer(&self, request: &Arc<Invocation>, production: Option<&InvocationOutput>) {
         if self.sampling < 1.0 && rand::random::<f64>() >= self.sampling {
             return;
         }
