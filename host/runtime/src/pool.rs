@@ -283,6 +283,7 @@ impl VariantPool {
     /// Serve one request: route it to an instance, queue for it (or be throttled), and wait
     /// for the instance's runner to serve it, bounded by the deadline once its call starts,
     /// even if the backend overruns it.
+    ///
     /// The request is shared (`Arc`) so that a caller that needs it again (a retry, shadows)
     /// does not copy it.
     pub async fn invoke(
@@ -387,11 +388,11 @@ impl VariantPool {
     }
 }
 
-/// A slot's runner: serve its queue, a batch at a time, until it is empty; then hand the
-/// instance back to the slot.
 /// How many times a runner gives way, at most, while a batch is still growing.
 const MAX_YIELDS: usize = 4;
 
+/// A slot's runner: serve its queue, a batch at a time, until it is empty; then hand the
+/// instance back to the slot.
 async fn run(
     template: Arc<InstanceTemplate>,
     slot: Arc<Slot>,
