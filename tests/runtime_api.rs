@@ -385,11 +385,13 @@ fn a_panic_fails_only_its_own_request_and_is_logged() {
             && l.contains("inference_id=panicking-request-1")
     };
     let logged = server.wait_for_stderr(Duration::from_secs(5), |log| {
-        log.lines()
-            .any(|l| names_the_request(l) && l.contains("fault plugin: deliberate panic"))
-            && log
-                .lines()
-                .any(|l| names_the_request(l) && l.contains("invocation failed"))
+        log.lines().any(|l| {
+            names_the_request(l)
+                && l.contains("plinth::guest")
+                && l.contains("fault plugin: deliberate panic")
+        }) && log
+            .lines()
+            .any(|l| names_the_request(l) && l.contains("invocation failed"))
     });
     if let Err(log) = logged {
         panic!(

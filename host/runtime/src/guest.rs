@@ -259,7 +259,7 @@ impl GuestInstance {
                     .unwrap_or_default();
                 tracing::error!(
                     endpoint = %self.endpoint,
-                    variant,
+                    variant = %variant,
                     inference_id = %request.inference_id,
                     error = %message,
                     backtrace = %backtrace,
@@ -328,7 +328,7 @@ impl GuestInstance {
         };
         tracing::warn!(
             endpoint = %self.endpoint,
-            variant,
+            variant = %variant,
             inference_ids = requests
                 .iter()
                 .map(|r| r.inference_id.as_str())

@@ -18,7 +18,8 @@ struct Buffer {
 }
 
 /// The inference ids an instance is serving, shared by its stdout and stderr: what the
-/// guest writes is logged with them (comma-separated for a batch; empty in `model-fn`).
+/// guest writes is logged with them (comma-separated for a batch; empty in `model-fn`, which
+/// serves no request).
 #[derive(Clone, Default)]
 pub(crate) struct Serving(Arc<Mutex<String>>);
 
@@ -86,7 +87,7 @@ impl GuestOutput {
                 target: "plinth::guest",
                 endpoint = %self.endpoint,
                 variant = %self.variant,
-                inference_id = (!serving.is_empty()).then_some(serving.as_str()),
+                inference_id = %serving,
                 stream = self.stream,
                 "{line}"
             );

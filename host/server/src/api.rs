@@ -285,7 +285,7 @@ async fn invoke(
         routed.experiment.cloned(),
         routed.shadows.to_vec(),
     );
-    // A span a request costs about 1.5 µs, a tenth of a small model's whole request: it is
+    // A span costs about 1.5 µs a request, a tenth of a small model's whole request: it is
     // made at DEBUG. At the default level each log line of a request carries its endpoint,
     // variant and inference id as fields instead (guest output: `stdio::GuestOutput`).
     let span = tracing::debug_span!(
