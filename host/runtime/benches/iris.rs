@@ -36,6 +36,8 @@ fn native(state: &mut TypedSimpleState, body: &str) -> Vec<u8> {
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
     let input = Tensor::from_shape(&[rows.len(), 4], &flat).unwrap();
     let outputs = state.run(tvec![input.into_tvalue()]).unwrap();
+    // As the guest path does after every backend run.
+    plinth_runtime::nn::clear_upper_vector_state();
     let probs = outputs[0].try_as_plain_ram().unwrap();
     let probs = probs.as_slice::<f32>().unwrap();
     let mut out = String::from("{\"predictions\":[");

@@ -3,7 +3,9 @@
 //! model artifact so that every instance shares one parsed, optimised graph.
 //!
 //! wasi-nn hands the guest only a generic error text for backend failures, so each failure
-//! is logged here with its real cause before it is returned.
+//! is logged here with its real cause before it is returned. After each run the vector
+//! registers' upper halves are marked clean ([`clear_upper_vector_state`]), so that the
+//! guest's code does not run slowed by the backend's AVX kernels.
 
 #[cfg(feature = "onnxruntime")]
 pub(crate) mod onnxruntime;
@@ -60,6 +62,7 @@ fn compute(
         execution.set_input(Id::Name(input.name), &input.tensor)?;
     }
     execution.run_pending()?;
+    clear_upper_vector_state();
     if !named {
         return Ok(None);
     }
@@ -72,6 +75,29 @@ fn compute(
             .map(|(name, tensor)| NamedTensor { name, tensor })
             .collect(),
     ))
+}
+
+/// Mark the upper halves of the vector registers clean (`vzeroupper`), as code that used
+/// 256/512-bit registers must before it returns to code that may use SSE.
+///
+/// tract's AVX2/AVX-512 kernels return with the upper halves dirty. Until the next
+/// `vzeroupper`, every legacy-SSE instruction on the thread then carries a false dependency
+/// and an extra merge. The guest's compiled code still has such instructions: its CSV
+/// parsing and JSON writing ran several times slower after every model run (BENCHMARKS.md,
+/// "Dirty vector state"). Called after every backend run; a no-op where the CPU has no AVX.
+#[allow(unsafe_code)]
+pub fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        fn zeroupper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked above), all `zeroupper` needs.
+            unsafe { zeroupper() }
+        }
+    }
 }
 
 /// The position of input `id` among a graph's `inputs`. A single-input graph accepts its one

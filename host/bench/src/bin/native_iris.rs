@@ -105,6 +105,8 @@ fn predict(plan: &Plan, features: &[f32], rows: usize) -> anyhow::Result<Vec<f32
             .expect("set above")
             .run(tvec![input.into_tvalue()])
     })?;
+    // As Plinth does after every backend run.
+    plinth_runtime::nn::clear_upper_vector_state();
     let output = outputs.first().context("the model has no output")?;
     anyhow::ensure!(
         output.shape() == [rows, iris::LABELS.len()],

@@ -247,7 +247,7 @@ fn load_ort(path: &Path, threads: usize) -> anyhow::Result<ort::session::Session
 /// values.
 fn run(served: &Served, inputs: &[Input<'_>]) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
     let (names, output_name) = served.kind.io();
-    match &served.engine {
+    let result = match &served.engine {
         Engine::Tract(model) => {
             let mut values = TVec::new();
             for &i in &model.input_order {
@@ -296,7 +296,10 @@ fn run(served: &Served, inputs: &[Input<'_>]) -> anyhow::Result<(Vec<usize>, Vec
             let shape = shape.iter().map(|&d| d as usize).collect();
             Ok((shape, data.to_vec()))
         }
-    }
+    };
+    // As Plinth does after every backend run.
+    plinth_runtime::nn::clear_upper_vector_state();
+    result
 }
 
 fn media_type(value: &str) -> String {
