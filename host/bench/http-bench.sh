@@ -2,9 +2,9 @@
 # Plinth's HTTP benchmark, in one go: the iris model served natively (axum + tract, no Wasm:
 # `native-iris`) against the same model served by `plinth serve` through its Wasm plugin,
 # on an endpoint with one variant (iris1), one with two variants weighted 1:1 (iris2), and
-# one that batches queued requests (iris1b: max_batch_size = 16, and one instance, since the
-# server is pinned to one core and so has one worker thread: a second instance there only
-# splits the batches).
+# the same two that batch queued requests (iris1b and iris2b: max_batch_size = 16, and one
+# instance per variant, since the server is pinned to one core and so has one worker thread:
+# a second instance there only splits the batches).
 # For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
 # same time, and a Markdown table compares them, with each server's CPU time per request
 # (from /proc; the steadier figure on a shared machine). Finally GET /metrics from Plinth is saved
@@ -16,6 +16,7 @@
 # Environment (all optional):
 #   DURATION=10 WARMUP=2        seconds measured / warmed up per run
 #   CONNECTIONS="1 16 64"       connection counts
+#   TARGETS="native iris1 iris2 iris1b iris2b"  what to load, in this order
 #   SERVER_CPUS=0 LOADGEN_CPUS=1  taskset CPU lists (pinning is skipped without taskset or
 #                               with fewer than 2 CPUs; PIN=0 turns it off)
 #   SERVER_THREADS=1            tokio workers of native-iris (Plinth gets one per CPU it may
@@ -111,6 +112,27 @@ endpoint_config_name = "batched"
 [[endpoints]]
 name = "iris2"
 endpoint_config_name = "two"
+
+[[endpoint_configs]]
+name = "batched-two"
+
+[[endpoint_configs.production_variants]]
+variant_name = "A"
+model_name = "iris"
+initial_instance_count = 1
+initial_variant_weight = 1.0
+max_batch_size = 16
+
+[[endpoint_configs.production_variants]]
+variant_name = "B"
+model_name = "iris"
+initial_instance_count = 1
+initial_variant_weight = 1.0
+max_batch_size = 16
+
+[[endpoints]]
+name = "iris2b"
+endpoint_config_name = "batched-two"
 TOML
 
 echo "== starting servers (pinning: ${SERVER_PIN[*]:-none} / ${LOADGEN_PIN[*]:-none})" >&2
@@ -124,14 +146,19 @@ PLINTH="$ADDR"
 PLINTH_PID="${PIDS[-1]}"
 echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
 
-declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID" [iris1b]="$PLINTH_PID")
+declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID"
+    [iris1b]="$PLINTH_PID" [iris2b]="$PLINTH_PID")
 declare -A URLS=(
     [native]="http://$NATIVE/endpoints/iris/invocations"
     [iris1]="http://$PLINTH/endpoints/iris1/invocations"
     [iris2]="http://$PLINTH/endpoints/iris2/invocations"
     [iris1b]="http://$PLINTH/endpoints/iris1b/invocations"
+    [iris2b]="http://$PLINTH/endpoints/iris2b/invocations"
 )
-TARGETS=(native iris1 iris2 iris1b)
+read -r -a TARGETS <<<"${TARGETS:-native iris1 iris2 iris1b iris2b}"
+for target in "${TARGETS[@]}"; do
+    [[ -n "${URLS[$target]:-}" ]] || { echo "http-bench: unknown target $target" >&2; exit 1; }
+done
 
 # One request each, so that a broken target fails here rather than as a table of errors.
 for target in "${TARGETS[@]}"; do
