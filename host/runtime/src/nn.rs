@@ -61,8 +61,9 @@ fn compute(
     for input in inputs.unwrap_or_default() {
         execution.set_input(Id::Name(input.name), &input.tensor)?;
     }
-    execution.run_pending()?;
+    let ran = execution.run_pending();
     clear_upper_vector_state();
+    ran?;
     if !named {
         return Ok(None);
     }
@@ -80,11 +81,12 @@ fn compute(
 /// Mark the upper halves of the vector registers clean (`vzeroupper`), as code that used
 /// 256/512-bit registers must before it returns to code that may use SSE.
 ///
-/// tract's AVX2/AVX-512 kernels return with the upper halves dirty. Until the next
-/// `vzeroupper`, every legacy-SSE instruction on the thread then carries a false dependency
-/// and an extra merge. The guest's compiled code still has such instructions: its CSV
-/// parsing and JSON writing ran several times slower after every model run (BENCHMARKS.md,
-/// "Dirty vector state"). Called after every backend run; a no-op where the CPU has no AVX.
+/// tract's AVX2/AVX-512 kernels return with the upper halves dirty (their common epilogue
+/// has no `vzeroupper`). Until the next `vzeroupper`, every legacy-SSE instruction on the
+/// thread then carries a false dependency and an extra merge. The guest's compiled code
+/// still has such instructions: its CSV parsing and JSON writing ran several times slower
+/// after every model run (BENCHMARKS.md, "Dirty vector state"). Called after every backend
+/// run, failed or not; a no-op where the CPU has no AVX.
 #[allow(unsafe_code)]
 pub fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]
