@@ -7,7 +7,10 @@
 # a second instance there only splits the batches).
 # For each connection count, `loadgen` (closed loop, keep-alive) loads each target for the
 # same time, and a Markdown table compares them, with each server's CPU time per request
-# (from /proc; the steadier figure on a shared machine). Finally GET /metrics from Plinth is saved
+# (from /proc; the steadier figure on a shared machine). With ROUNDS > 1 the targets are
+# loaded in turn that many times, and the table shows medians; the ratio is the median of
+# the per-round ratios (each round's runs are close in time, so most of a shared machine's
+# drift cancels), with their range. Finally GET /metrics from Plinth is saved
 # (when it exists).
 #
 #   host/bench/http-bench.sh                     # full run: 10 s per target, 2 s warm-up
@@ -17,6 +20,7 @@
 #   DURATION=10 WARMUP=2        seconds measured / warmed up per run
 #   CONNECTIONS="1 16 64"       connection counts
 #   TARGETS="native iris1 iris2 iris1b iris2b"  what to load, in this order
+#   ROUNDS=1                    rounds over the targets (per connection count)
 #   SERVER_CPUS=0 LOADGEN_CPUS=1  taskset CPU lists (pinning is skipped without taskset or
 #                               with fewer than 2 CPUs; PIN=0 turns it off)
 #   SERVER_THREADS=1            tokio workers of native-iris (Plinth gets one per CPU it may
@@ -34,6 +38,7 @@ cd "$ROOT"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-1 16 64}"
+ROUNDS="${ROUNDS:-1}"
 SERVER_THREADS="${SERVER_THREADS:-1}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -177,23 +182,26 @@ RESULTS="$OUT_DIR/results.jsonl"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS_PER_S="$(getconf CLK_TCK)"
 for connections in $CONNECTIONS; do
-    for target in "${TARGETS[@]}"; do
-        echo "== $target, $connections connection(s), ${DURATION}s" >&2
-        before="$(cpu_ticks "${PID_OF[$target]}")"
-        "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
-            --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
-            --threads "$LOADGEN_THREADS" --json >"$WORK/run.json"
-        after="$(cpu_ticks "${PID_OF[$target]}")"
-        # The server's CPU time per request: its CPU use over the whole run (warm-up
-        # included) divided by the requests it served at the measured rate. Unlike req/s,
-        # this barely moves when a noisy machine steals time from the load generator.
-        jq -c --arg target "$target" --argjson ticks "$((after - before))" \
-            --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
-            '. + {target: $target,
-                  server_cpu_us_per_request:
-                    (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
-                     else null end)}' \
-            "$WORK/run.json" >>"$RESULTS"
+    for round in $(seq "$ROUNDS"); do
+        for target in "${TARGETS[@]}"; do
+            echo "== $target, $connections connection(s), ${DURATION}s, round $round/$ROUNDS" >&2
+            before="$(cpu_ticks "${PID_OF[$target]}")"
+            "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
+                --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
+                --threads "$LOADGEN_THREADS" --json >"$WORK/run.json"
+            after="$(cpu_ticks "${PID_OF[$target]}")"
+            # The server's CPU time per request: its CPU use over the whole run (warm-up
+            # included) divided by the requests it served at the measured rate. Unlike req/s,
+            # this barely moves when a noisy machine steals time from the load generator.
+            jq -c --arg target "$target" --argjson round "$round" \
+                --argjson ticks "$((after - before))" \
+                --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
+                '. + {target: $target, round: $round,
+                      server_cpu_us_per_request:
+                        (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
+                         else null end)}' \
+                "$WORK/run.json" >>"$RESULTS"
+        done
     done
 done
 
@@ -201,22 +209,33 @@ TABLE="$OUT_DIR/table.md"
 {
     echo "| connections | target | req/s | p50 µs | p99 µs | ratio to native req/s | server CPU µs/request | non-2xx | errors | variants |"
     echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
-    jq -rs '
-        (map(select(.target == "native")) | map({key: (.connections | tostring), value: .rps})
+    jq -rs --arg order "${TARGETS[*]}" "$JQ_MEDIAN"'
+        def r2: (. * 100 | round) / 100;
+        ($order | split(" ")) as $order
+        | (map(select(.target == "native")) | map({key: "\(.connections)/\(.round)", value: .rps})
             | from_entries) as $native
+        | map(. as $run | . + {ratio: ($native["\($run.connections)/\($run.round)"] // 0
+                                        | if . > 0 then $run.rps / . else null end)})
+        | group_by([.connections, (.target as $t | $order | index($t))])
         | .[]
-        | [ .connections, .target, (.rps | round),
-            .latency_us.p50, .latency_us.p99,
-            (if ($native[.connections | tostring] // 0) > 0
-             then ((.rps / $native[.connections | tostring]) * 100 | round) / 100
-             else "-" end),
-            (.server_cpu_us_per_request // "-"),
-            .non_2xx, .errors,
-            (.variants | to_entries | map("\(.key)=\(.value)") | join(" ")) ]
+        | (map(.ratio) | map(select(. != null))) as $ratios
+        | [ .[0].connections, .[0].target, (map(.rps) | median | round),
+            (map(.latency_us.p50) | median | round), (map(.latency_us.p99) | median | round),
+            (if ($ratios | length) == 0 then "-"
+             elif .[0].target == "native" then "1"
+             else ($ratios | median | r2 | tostring)
+                  + (if ($ratios | length) > 1
+                     then " (\($ratios | min | r2)-\($ratios | max | r2))" else "" end)
+             end),
+            (map(.server_cpu_us_per_request) | map(select(. != null)) | median
+             | if . == null then "-" else (. * 10 | round) / 10 end),
+            (map(.non_2xx) | add), (map(.errors) | add),
+            (map(.variants // {} | to_entries) | add | group_by(.key)
+             | map("\(.[0].key)=\(map(.value) | add)") | join(" ")) ]
         | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
 } >"$TABLE"
 echo
-echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up; server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
+echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians); server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
 echo
 cat "$TABLE"
 

@@ -1,8 +1,13 @@
 # Shared by Plinth's benchmark scripts (sourced): CPU pinning, a work directory cleaned up
-# on exit with every server started, and `start_server`.
+# on exit with every server started, `start_server`, and JQ_MEDIAN.
 #
 # Reads PIN, SERVER_CPUS, LOADGEN_CPUS; sets SERVER_PIN, LOADGEN_PIN (arrays), WORK, PIDS.
 # The sourcing script names itself in BENCH (for messages).
+
+# A jq definition to prepend to a program: `median` of an array of numbers (null if empty).
+# shellcheck disable=SC2034  # used by the sourcing scripts
+JQ_MEDIAN='def median: sort | if length == 0 then null elif length % 2 == 1
+    then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;'
 
 SERVER_PIN=()
 LOADGEN_PIN=()

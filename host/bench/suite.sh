@@ -341,9 +341,7 @@ done
 # the median of the per-round ratios (each round's runs are close in time, so these cancel
 # most of the machine's drift), with their range when there are several rounds.
 SUMMARY="$OUT_DIR/summary.json"
-jq -s '
-    def median: sort | if length % 2 == 1 then .[length / 2 | floor]
-                       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+jq -s "$JQ_MEDIAN"'
     def key(e): "\(.model)/\(e)/\(.connections)/\(.round)";
     (map(select(.server == "native")) | map({key: key(.engine), value: .rps}) | from_entries) as $native
     | map(. + {ref: ($native[key(.engine)] // $native[key(.primary)]),
