@@ -66,79 +66,31 @@ BENCH=http-bench
 # shellcheck source=host/bench/lib.sh
 source "$ROOT/host/bench/lib.sh"
 
-cat >"$WORK/plinth.toml" <<TOML
+# One endpoint and its config, named alike: endpoint NAME INSTANCES MAX_BATCH VARIANT...
+# (each variant serves the iris model with INSTANCES instances; weights 1:1).
+endpoint() {
+    local name="$1" instances="$2" batch="$3" variant
+    shift 3
+    printf '\n[[endpoint_configs]]\nname = "%s"\n' "$name"
+    for variant in "$@"; do
+        printf '\n[[endpoint_configs.production_variants]]\nvariant_name = "%s"\n' "$variant"
+        printf 'model_name = "iris"\ninitial_instance_count = %s\n' "$instances"
+        printf 'initial_variant_weight = 1.0\nmax_batch_size = %s\n' "$batch"
+    done
+    printf '\n[[endpoints]]\nname = "%s"\nendpoint_config_name = "%s"\n' "$name" "$name"
+}
+{
+    cat <<TOML
 [[models]]
 name = "iris"
 component = "$IRIS_WASM"
 model_data = "$MODEL_DIR"
-
-[[endpoint_configs]]
-name = "one"
-
-[[endpoint_configs.production_variants]]
-variant_name = "A"
-model_name = "iris"
-initial_instance_count = 2
-initial_variant_weight = 1.0
-
-[[endpoint_configs]]
-name = "two"
-
-[[endpoint_configs.production_variants]]
-variant_name = "A"
-model_name = "iris"
-initial_instance_count = 2
-initial_variant_weight = 1.0
-
-[[endpoint_configs.production_variants]]
-variant_name = "B"
-model_name = "iris"
-initial_instance_count = 2
-initial_variant_weight = 1.0
-
-[[endpoint_configs]]
-name = "batched"
-
-[[endpoint_configs.production_variants]]
-variant_name = "A"
-model_name = "iris"
-initial_instance_count = 1
-initial_variant_weight = 1.0
-max_batch_size = 16
-
-[[endpoints]]
-name = "iris1"
-endpoint_config_name = "one"
-
-[[endpoints]]
-name = "iris1b"
-endpoint_config_name = "batched"
-
-[[endpoints]]
-name = "iris2"
-endpoint_config_name = "two"
-
-[[endpoint_configs]]
-name = "batched-two"
-
-[[endpoint_configs.production_variants]]
-variant_name = "A"
-model_name = "iris"
-initial_instance_count = 1
-initial_variant_weight = 1.0
-max_batch_size = 16
-
-[[endpoint_configs.production_variants]]
-variant_name = "B"
-model_name = "iris"
-initial_instance_count = 1
-initial_variant_weight = 1.0
-max_batch_size = 16
-
-[[endpoints]]
-name = "iris2b"
-endpoint_config_name = "batched-two"
 TOML
+    endpoint iris1 2 1 A
+    endpoint iris2 2 1 A B
+    endpoint iris1b 1 16 A
+    endpoint iris2b 1 16 A B
+} >"$WORK/plinth.toml"
 
 echo "== starting servers (pinning: ${SERVER_PIN[*]:-none} / ${LOADGEN_PIN[*]:-none})" >&2
 start_server native 30 "${SERVER_PIN[@]}" "$BIN/native-iris" \
