@@ -1,19 +1,24 @@
-//! The on-disk cache of compiled components, keyed by the component's content hash and the
-//! engine's compatibility hash: a component is compiled once (~90 ms) and later loads are a
-//! deserialize (~0.5 ms).
+//! The cache of compiled components, keyed by the component's content hash: on disk, with
+//! the engine's compatibility hash, a component is compiled once (~90 ms) and later loads
+//! are a deserialize (~0.5 ms); in memory, the variants using one component at the same time
+//! share one compiled copy, so its code is in memory, and in the CPU's caches, once.
 
 use crate::error::LoadError;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// A directory of `.cwasm` files.
-#[derive(Debug, Clone)]
+/// A directory of `.cwasm` files, and the components in use.
+#[derive(Debug)]
 pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_key: String,
+    /// The components loaded and still held by someone, by content hash.
+    live: Mutex<HashMap<String, Weak<Component>>>,
 }
 
 impl ComponentCache {
@@ -21,11 +26,17 @@ impl ComponentCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
-        Self { dir, engine_key }
+        Self {
+            dir,
+            engine_key,
+            live: Mutex::default(),
+        }
     }
 
-    /// Compile `path`, or load its compiled form from the cache.
-    pub(crate) fn load(&self, engine: &Engine, path: &Path) -> Result<Component, LoadError> {
+    /// The component in `path`: the compiled copy already in use if there is one, else its
+    /// compiled form from the disk cache, else compiled now. The copy stays shared while
+    /// someone holds it.
+    pub(crate) fn load(&self, engine: &Engine, path: &Path) -> Result<Arc<Component>, LoadError> {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|error| LoadError::ComponentUnreadable {
             path: shown.clone(),
@@ -39,6 +50,28 @@ impl ComponentCache {
             });
         }
         let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(component) = self.live().get(&digest).and_then(Weak::upgrade) {
+            return Ok(component);
+        }
+        let component = Arc::new(self.load_compiled(engine, &bytes, &digest, shown)?);
+        let mut live = self.live();
+        live.retain(|_, held| held.strong_count() > 0);
+        live.insert(digest, Arc::downgrade(&component));
+        Ok(component)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Component>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Load the component from the disk cache, or compile it (and cache it).
+    fn load_compiled(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+        shown: String,
+    ) -> Result<Component, LoadError> {
         let cached = self
             .dir
             .as_ref()
@@ -52,7 +85,7 @@ impl ComponentCache {
                 }
             }
         }
-        if wasmparser_is_core_module(&bytes) {
+        if wasmparser_is_core_module(bytes) {
             return Err(LoadError::NotAComponent {
                 path: shown,
                 reason: "it is a core WebAssembly module, not a component; build it for \
@@ -60,7 +93,7 @@ impl ComponentCache {
                     .into(),
             });
         }
-        let component = Component::new(engine, &bytes).map_err(|e| LoadError::NotAComponent {
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent {
             path: shown,
             reason: format!("{e:#}"),
         })?;

@@ -169,8 +169,9 @@ impl Runtime {
         }
     }
 
-    /// Load a component from disk, through the compiled-component cache.
-    pub fn load_component(&self, path: &Path) -> Result<Component, LoadError> {
+    /// Load a component from disk, through the compiled-component cache: while the returned
+    /// component is held, loading the same component again returns the same compiled copy.
+    pub fn load_component(&self, path: &Path) -> Result<Arc<Component>, LoadError> {
         self.cache.load(&self.engine, path)
     }
 }

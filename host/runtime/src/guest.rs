@@ -18,6 +18,8 @@ mod bindings {
         path: "../../wit",
         world: "plinth:model/model",
         exports: { default: async },
+        // Arguments to the guest borrow the host's request instead of copying it first.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -108,6 +110,8 @@ pub struct InvocationOutput {
 /// What every instance of a variant is built from.
 pub(crate) struct InstanceTemplate {
     pub(crate) engine: Engine,
+    /// Held so that the other variants of this component share its compiled copy.
+    pub(crate) _component: Arc<wasmtime::component::Component>,
     pub(crate) pre: ModelPre<HostState>,
     pub(crate) graphs: SharedGraphs,
     /// The backend of the shared graphs, also used for graphs the guest loads from bytes.
@@ -235,7 +239,7 @@ impl GuestInstance {
         self.serving.set([request.inference_id.as_str()]);
         let started = self.start(deadline);
         let ctx = context(request, variant);
-        let result = self.call(request, &ctx).await;
+        let result = self.call(request, ctx).await;
         let model_latency = started.elapsed();
         match result {
             Ok(Ok(response)) => Outcome {
@@ -292,9 +296,9 @@ impl GuestInstance {
         let batch: Vec<handler::Request> = requests
             .iter()
             .map(|r| handler::Request {
-                body: r.body.to_vec(),
-                content_type: r.content_type.clone(),
-                accept: r.accept.clone(),
+                body: &r.body,
+                content_type: &r.content_type,
+                accept: &r.accept,
                 ctx: context(r, variant),
             })
             .collect();
@@ -351,7 +355,7 @@ impl GuestInstance {
     async fn call(
         &mut self,
         request: &Invocation,
-        ctx: &handler::Context,
+        ctx: handler::Context<'_>,
     ) -> wasmtime::Result<Result<handler::Response, handler::HandlerError>> {
         let h = self.bindings.plinth_model_handler();
         h.call_invoke(
@@ -367,11 +371,11 @@ impl GuestInstance {
 }
 
 /// The handler's view of a request.
-fn context(request: &Invocation, variant: &str) -> handler::Context {
+fn context<'a>(request: &'a Invocation, variant: &'a str) -> handler::Context<'a> {
     handler::Context {
-        inference_id: request.inference_id.clone(),
-        custom_attributes: request.custom_attributes.clone(),
-        variant_name: variant.to_string(),
+        inference_id: &request.inference_id,
+        custom_attributes: request.custom_attributes.as_deref(),
+        variant_name: variant,
     }
 }
 
@@ -486,9 +490,9 @@ mod tests {
         .unwrap();
         let mut instance = pool.template().instantiate().await.unwrap();
         let ctx = handler::Context {
-            inference_id: "id".into(),
+            inference_id: "id",
             custom_attributes: None,
-            variant_name: "AllTraffic".into(),
+            variant_name: "AllTraffic",
         };
         let cases: [(&[u8], &str, &str); 5] = [
             (b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3", "text/csv", ""),
@@ -506,7 +510,7 @@ mod tests {
                         accept: accept.into(),
                         ..Invocation::default()
                     },
-                    &ctx,
+                    ctx.clone(),
                 )
                 .await
                 .unwrap();
@@ -514,20 +518,20 @@ mod tests {
             let store = &mut instance.store;
             let three = async {
                 let payload = match h
-                    .call_input_fn(&mut *store, body, content_type, &ctx)
+                    .call_input_fn(&mut *store, body, content_type, ctx.clone())
                     .await?
                 {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(e)),
                 };
                 let prediction = match h
-                    .call_predict_fn(&mut *store, payload, instance.model, &ctx)
+                    .call_predict_fn(&mut *store, payload, instance.model, ctx.clone())
                     .await?
                 {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(e)),
                 };
-                h.call_output_fn(&mut *store, prediction, accept, &ctx)
+                h.call_output_fn(&mut *store, prediction, accept, ctx.clone())
                     .await
             }
             .await

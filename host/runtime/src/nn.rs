@@ -438,3 +438,104 @@ impl GraphRegistry for SharedGraphs {
         None
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Whether the upper halves of the YMM registers may be dirty: bit 2 of XINUSE (`xgetbv`
+    /// with ECX = 1). `None` where the CPU cannot say.
+    #[allow(unsafe_code)]
+    fn upper_state_in_use() -> Option<bool> {
+        if !std::arch::is_x86_feature_detected!("avx")
+            || !std::arch::is_x86_feature_detected!("xsave")
+        {
+            return None;
+        }
+        // Leaf 0xD exists where XSAVE does.
+        let xgetbv1 = std::arch::x86_64::__cpuid_count(0xD, 1).eax & (1 << 2) != 0;
+        if !xgetbv1 {
+            return None;
+        }
+        let low: u32;
+        // SAFETY: the CPU supports `xgetbv` with ECX = 1 (checked above); it only reads.
+        unsafe {
+            std::arch::asm!(
+                "xgetbv",
+                in("ecx") 1u32,
+                out("eax") low,
+                out("edx") _,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        Some(low & (1 << 2) != 0)
+    }
+
+    /// Leave the upper halves dirty, as a 256-bit instruction does.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx")]
+    fn dirty_upper_state() {
+        // SAFETY: only ymm0 is written, and it is declared clobbered.
+        unsafe {
+            std::arch::asm!(
+                "vpcmpeqd ymm0, ymm0, ymm0",
+                out("ymm0") _,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// A wasi-nn run through tract leaves the vector state clean, so that the guest's SSE
+    /// code after it runs at full speed (BENCHMARKS.md, "Dirty vector state"). Skipped where
+    /// the CPU does not report the state, or where tract's kernels leave it clean anyway.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_tract_run_leaves_the_upper_vector_state_clean() {
+        let test = "a_tract_run_leaves_the_upper_vector_state_clean";
+        if upper_state_in_use().is_none() || !std::arch::is_x86_feature_detected!("avx") {
+            eprintln!("{test}: skipped: this CPU does not report its AVX state");
+            return;
+        }
+        // SAFETY: the CPU has AVX (checked above).
+        unsafe { dirty_upper_state() };
+        let reported_dirty = upper_state_in_use() == Some(true);
+        clear_upper_vector_state();
+        if !reported_dirty || upper_state_in_use() != Some(false) {
+            eprintln!("{test}: skipped: this CPU does not report its AVX state precisely");
+            return;
+        }
+
+        let model = std::path::Path::new(plinth_tests::IRIS_MODEL_DIR).join("model.onnx");
+        let graph = TractGraph::from_onnx(&std::fs::read(model).unwrap()).unwrap();
+        let rows = 16;
+        let values: Vec<f32> = (0..rows * 4).map(|i| (i % 7) as f32 * 0.5).collect();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensor = Tensor::new(vec![rows as u32, 4], TensorType::Fp32, data);
+
+        // tract alone: does it leave the state dirty on this CPU?
+        let mut state = graph.state().unwrap();
+        let input = to_tract(&tensor).unwrap();
+        let outputs = state.run(tvec![input.into_tvalue()]).unwrap();
+        let dirty_after_tract = upper_state_in_use() == Some(true);
+        drop(outputs);
+        clear_upper_vector_state();
+        if !dirty_after_tract {
+            eprintln!("{test}: skipped: tract's kernels leave the state clean on this CPU");
+            return;
+        }
+
+        // The same run through wasi-nn, as a guest makes it.
+        let mut context = graph.init_execution_context().unwrap();
+        context
+            .set_input(Id::Name(graph.input_names()[0].clone()), &tensor)
+            .unwrap();
+        context.compute().unwrap();
+        assert_eq!(
+            upper_state_in_use(),
+            Some(false),
+            "the upper vector state is still dirty after a wasi-nn compute"
+        );
+        let output = context.get_output(Id::Index(0)).unwrap();
+        assert_eq!(output.dimensions, vec![rows as u32, 3]);
+    }
+}

@@ -184,6 +184,7 @@ impl VariantPool {
         );
         let template = Arc::new(InstanceTemplate {
             engine: runtime.engine.clone(),
+            _component: component,
             pre,
             graphs,
             nn,

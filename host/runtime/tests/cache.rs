@@ -1,6 +1,8 @@
 //! The compiled-component cache: the first load compiles and writes one `.cwasm` keyed by
 //! the component's content hash and the engine; later loads (even by a new engine with the
-//! same settings) read it; a corrupt entry is discarded and rebuilt, never trusted.
+//! same settings) read it; a corrupt entry is discarded and rebuilt, never trusted. In
+//! memory, the loads of a component share one compiled copy while it is held, and the
+//! runtime does not keep it alive.
 
 use plinth_runtime::{Runtime, RuntimeConfig};
 use std::path::Path;
@@ -70,4 +72,30 @@ fn compiled_components_are_cached_by_content_and_engine() {
     again.load_component(component).unwrap();
     let rebuilt = std::fs::read(&after_first[0]).unwrap();
     assert_ne!(rebuilt, b"not a compiled component");
+}
+
+#[test]
+fn a_component_in_use_is_shared_and_released_when_unused() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let echo = Path::new(plinth_tests::ECHO_WASM);
+    let first = runtime.load_component(echo).unwrap();
+    let second = runtime.load_component(echo).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "two loads of one component while it is held must share one compiled copy"
+    );
+    let faults = runtime
+        .load_component(Path::new(plinth_tests::FAULTS_WASM))
+        .unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &faults));
+
+    // The runtime itself does not keep a component alive.
+    let held = std::sync::Arc::downgrade(&first);
+    drop((first, second));
+    assert!(
+        held.upgrade().is_none(),
+        "the runtime kept an unused component"
+    );
+    let again = runtime.load_component(echo).unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&again), 1);
 }
