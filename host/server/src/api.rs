@@ -187,14 +187,53 @@ async fn ping() -> StatusCode {
     StatusCode::OK
 }
 
-/// A header as text, at most `max` characters of visible ASCII.
+/// The request headers InvokeEndpoint reads, found in one pass over the request's headers:
+/// a lookup by name hashes the name, and most of these names are over 25 bytes long. As with
+/// a lookup, the first of repeated headers counts.
+#[derive(Default)]
+struct InvokeHeaders<'a> {
+    content_type: Option<&'a HeaderValue>,
+    accept: Option<&'a HeaderValue>,
+    custom_attributes: Option<&'a HeaderValue>,
+    target_variant: Option<&'a HeaderValue>,
+    inference_id: Option<&'a HeaderValue>,
+    assignment_key: Option<&'a HeaderValue>,
+}
+
+impl<'a> InvokeHeaders<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        use axum::http::header::{ACCEPT, CONTENT_TYPE};
+        let mut found = Self::default();
+        for (name, value) in headers {
+            let slot = if name == CONTENT_TYPE {
+                &mut found.content_type
+            } else if name == ACCEPT {
+                &mut found.accept
+            } else if name == header::CUSTOM_ATTRIBUTES {
+                &mut found.custom_attributes
+            } else if name == header::TARGET_VARIANT {
+                &mut found.target_variant
+            } else if name == header::INFERENCE_ID {
+                &mut found.inference_id
+            } else if name == header::ASSIGNMENT_KEY {
+                &mut found.assignment_key
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
+}
+
+/// A header as text, at most `max` characters of visible ASCII (`shown`: its name in
+/// messages).
 fn text_header<'a>(
-    headers: &'a HeaderMap,
-    name: impl axum::http::header::AsHeaderName,
+    value: Option<&'a HeaderValue>,
     shown: &str,
     max: usize,
 ) -> Result<Option<&'a str>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    let Some(value) = value else {
         return Ok(None);
     };
     let text = value
@@ -239,29 +278,18 @@ async fn invoke(
     )
     .await?;
 
-    let content_type = text_header(
-        &headers,
-        axum::http::header::CONTENT_TYPE,
-        "ContentType",
-        1024,
-    )?
-    .unwrap_or("");
-    let accept = text_header(&headers, axum::http::header::ACCEPT, "Accept", 1024)?.unwrap_or("");
-    let custom_attributes = text_header(
-        &headers,
-        header::CUSTOM_ATTRIBUTES,
-        "CustomAttributes",
-        1024,
-    )?;
-    let target = text_header(&headers, header::TARGET_VARIANT, "TargetVariant", 63)?;
-    let inference_id = match text_header(&headers, header::INFERENCE_ID, "InferenceId", 64)? {
+    let found = InvokeHeaders::of(&headers);
+    let content_type = text_header(found.content_type, "ContentType", 1024)?.unwrap_or("");
+    let accept = text_header(found.accept, "Accept", 1024)?.unwrap_or("");
+    let custom_attributes = text_header(found.custom_attributes, "CustomAttributes", 1024)?;
+    let target = text_header(found.target_variant, "TargetVariant", 63)?;
+    let inference_id = match text_header(found.inference_id, "InferenceId", 64)? {
         Some("") => return Err(ApiError::validation("InferenceId must not be empty")),
         Some(id) => id.to_string(),
         None => uuid::Uuid::new_v4().to_string(),
     };
 
-    let assignment_key = match text_header(&headers, header::ASSIGNMENT_KEY, "AssignmentKey", 256)?
-    {
+    let assignment_key = match text_header(found.assignment_key, "AssignmentKey", 256)? {
         Some(key) => Some(key),
         None => endpoint
             .experiment
@@ -348,9 +376,9 @@ async fn invoke(
             let mut response = (StatusCode::OK, output.body).into_response();
             let h = response.headers_mut();
             // The runtime validated the content type and custom attributes as visible ASCII.
-            insert(h, axum::http::header::CONTENT_TYPE, &output.content_type);
+            insert(h, axum::http::header::CONTENT_TYPE, output.content_type);
             insert(h, header::INVOKED_VARIANT, &variant.name);
-            insert(h, header::INFERENCE_ID, &inference_id);
+            insert(h, header::INFERENCE_ID, inference_id);
             insert(h, header::ENDPOINT_CONFIG, &config_name);
             if let Some(attributes) = &output.custom_attributes {
                 insert(h, header::CUSTOM_ATTRIBUTES, attributes);
@@ -435,8 +463,10 @@ pub(crate) fn record_invocation(
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// Set a response header; a value that is not a valid header value is left out. An owned
+/// `String` becomes the header value without a copy.
+fn insert<V: TryInto<HeaderValue>>(headers: &mut HeaderMap, name: HeaderName, value: V) {
+    if let Ok(value) = value.try_into() {
         headers.insert(name, value);
     }
 }
