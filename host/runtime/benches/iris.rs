@@ -5,6 +5,11 @@
 //! `guest_echo` is the floor: the same request through the echo plugin (no decoding, no
 //! model), the fixed cost of crossing the sandbox.
 //!
+//! `guest_batch16` is the server's batched path: 16 concurrent requests, each its own task
+//! as a connection's is, queued on one instance of a variant with `max_batch = 16`, so that
+//! one `invoke-batch` call serves them; `native_x16` is the native work for the same 16
+//! requests. Both time 16 requests.
+//!
 //! Run: `cargo bench -p plinth-runtime --bench iris`. The ratio guest/native is the figure
 //! to watch; results are recorded in BENCHMARKS.md. With `--features onnxruntime` and
 //! `ORT_DYLIB_PATH` set, `guest_onnxruntime` runs the same guest request on ONNX Runtime.
@@ -16,9 +21,12 @@ use plinth_runtime::{
 };
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use tract_onnx::prelude::{tvec, IntoTValue, Tensor, TypedSimpleState};
 
 const BODY: &str = "5.1,3.5,1.4,0.2";
+/// Requests per batch in `guest_batch16`.
+const BATCH: usize = 16;
 const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 
 /// The native reference: what the iris plugin does, without Wasm (CSV parsed in Rust, the
@@ -83,7 +91,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let pool_of = |component: &str, model_dir: Option<&Path>, backend: Backend| {
+    let pool_of = |component: &str, model_dir: Option<&Path>, backend: Backend, max_batch| {
         tokio
             .block_on(VariantPool::new(
                 &runtime,
@@ -95,13 +103,16 @@ fn bench(c: &mut Criterion) {
                     environment: Vec::new(),
                     instance_count: 1,
                     routing: Default::default(),
-                    limits: Limits::default(),
+                    limits: Limits {
+                        max_batch,
+                        ..Limits::default()
+                    },
                     backend,
                 },
             ))
             .unwrap()
     };
-    let pool_on = |backend| pool_of(plinth_tests::IRIS_WASM, Some(model_dir), backend);
+    let pool_on = |backend| pool_of(plinth_tests::IRIS_WASM, Some(model_dir), backend, 1);
     let pool = pool_on(Backend::Tract);
     let ort_pool = onnxruntime.as_ref().map(|_| pool_on(Backend::OnnxRuntime));
     let request = Invocation {
@@ -126,7 +137,7 @@ fn bench(c: &mut Criterion) {
 
     // The floor: the same request through the echo plugin, which decodes nothing and runs
     // no model, i.e. the fixed cost of one request crossing the sandbox.
-    let echo = pool_of(plinth_tests::ECHO_WASM, None, Backend::Tract);
+    let echo = pool_of(plinth_tests::ECHO_WASM, None, Backend::Tract, 1);
     let echo_request = Invocation {
         accept: String::new(),
         ..request.clone()
@@ -137,6 +148,42 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .body,
         BODY.as_bytes()
+    );
+
+    // The batched path: 16 tasks queue on one instance, and its runner serves them in one
+    // call (asserted once here, from the pool's batch counts).
+    let batched = Arc::new(pool_of(
+        plinth_tests::IRIS_WASM,
+        Some(model_dir),
+        Backend::Tract,
+        BATCH,
+    ));
+    let shared = Arc::new(request.clone());
+    let batch16 = || {
+        tokio.block_on(async {
+            // Spawned before any runs: the first starts the runner, which runs after the
+            // other 15 have queued.
+            let tasks: Vec<_> = (0..BATCH)
+                .map(|_| {
+                    let (pool, request) = (batched.clone(), shared.clone());
+                    tokio::spawn(async move { pool.invoke(request).await })
+                })
+                .collect();
+            let mut outputs = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                outputs.push(task.await.unwrap().unwrap());
+            }
+            outputs
+        })
+    };
+    for output in batch16() {
+        assert_eq!(label(&output.body), label(&native_out));
+    }
+    let stats = batched.stats();
+    assert_eq!(
+        (stats.batches, stats.batched_requests),
+        (1, BATCH),
+        "the 16 requests must form one batch"
     );
 
     let mut group = c.benchmark_group("iris_request");
@@ -161,6 +208,14 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    group.bench_function("native_x16", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                black_box(native(&mut state, black_box(BODY)));
+            }
+        })
+    });
+    group.bench_function("guest_batch16", |b| b.iter(|| black_box(batch16())));
     if let Some(ort_pool) = &ort_pool {
         group.bench_function("guest_onnxruntime", |b| {
             b.iter(|| {
