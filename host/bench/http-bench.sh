@@ -103,8 +103,6 @@ PLINTH="$ADDR"
 PLINTH_PID="${PIDS[-1]}"
 echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
 
-declare -A PID_OF=([native]="$NATIVE_PID" [iris1]="$PLINTH_PID" [iris2]="$PLINTH_PID"
-    [iris1b]="$PLINTH_PID" [iris2b]="$PLINTH_PID")
 declare -A URLS=(
     [native]="http://$NATIVE/endpoints/iris/invocations"
     [iris1]="http://$PLINTH/endpoints/iris1/invocations"
@@ -137,11 +135,13 @@ for connections in $CONNECTIONS; do
     for round in $(seq "$ROUNDS"); do
         for target in "${TARGETS[@]}"; do
             echo "== $target, $connections connection(s), ${DURATION}s, round $round/$ROUNDS" >&2
-            before="$(cpu_ticks "${PID_OF[$target]}")"
+            pid="$PLINTH_PID"
+            [[ "$target" == native ]] && pid="$NATIVE_PID"
+            before="$(cpu_ticks "$pid")"
             "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
                 --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
                 --threads "$LOADGEN_THREADS" --json >"$WORK/run.json"
-            after="$(cpu_ticks "${PID_OF[$target]}")"
+            after="$(cpu_ticks "$pid")"
             # The server's CPU time per request: its CPU use over the whole run (warm-up
             # included) divided by the requests it served at the measured rate. Unlike req/s,
             # this barely moves when a noisy machine steals time from the load generator.

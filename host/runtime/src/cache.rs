@@ -35,7 +35,8 @@ impl ComponentCache {
 
     /// The component in `path`: the compiled copy already in use if there is one, else its
     /// compiled form from the disk cache, else compiled now. The copy stays shared while
-    /// someone holds it.
+    /// someone holds it. The map is not locked while loading (a compile takes ~90 ms), so
+    /// two first loads at once may both load it; the later becomes the shared copy.
     pub(crate) fn load(&self, engine: &Engine, path: &Path) -> Result<Arc<Component>, LoadError> {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|error| LoadError::ComponentUnreadable {
