@@ -133,24 +133,24 @@ pub fn decode_csv(body: &[u8]) -> Result<Tensor, HandlerError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| HandlerError::bad_request(format!("CSV body is not UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text.lines().collect();
-    let used = lines
-        .iter()
-        .rposition(|l| !l.trim().is_empty())
-        .map_or(0, |i| i + 1);
+    // Trailing blank lines (and whitespace) are ignored.
+    let text = text.trim_end();
 
     let mut data = Vec::new();
-    let mut columns = 0;
-    for (i, line) in lines[..used].iter().enumerate() {
+    let (mut rows, mut columns) = (0, 0);
+    // Split at bytes and trim ASCII first: on a small request, `str::lines`, `str::split` and
+    // `str::trim` (which decode characters) cost more than parsing the numbers.
+    for (i, line) in split_at_byte(text, b'\n').enumerate() {
         let line_no = i + 1;
-        if line.trim().is_empty() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if trim(line).is_empty() {
             return Err(HandlerError::bad_request(format!(
                 "CSV line {line_no} is empty"
             )));
         }
         let before = data.len();
-        for (j, field) in line.split(',').enumerate() {
-            let field = field.trim();
+        for (j, field) in split_at_byte(line, b',').enumerate() {
+            let field = trim(field);
             let value: f32 = field.parse().map_err(|_| {
                 HandlerError::bad_request(format!(
                     "CSV line {line_no}, column {}: '{field}' is not a number",
@@ -168,8 +168,38 @@ pub fn decode_csv(body: &[u8]) -> Result<Tensor, HandlerError> {
                  every row must have the same number of values"
             )));
         }
+        rows += 1;
     }
-    Tensor::new(data, vec![used, columns])
+    Tensor::new(data, vec![rows, columns])
+}
+
+/// The pieces of `text` between occurrences of the ASCII byte `separator`, as `str::split`
+/// would give them.
+fn split_at_byte(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.bytes().position(|b| b == separator) {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
+/// `text` without leading and trailing whitespace, as `str::trim` (Unicode whitespace), with
+/// ASCII handled first.
+fn trim(text: &str) -> &str {
+    let text = text.trim_ascii();
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if !first.is_ascii() || !last.is_ascii() => text.trim(),
+        _ => text,
+    }
 }
 
 /// Decode JSON: a nested array of numbers (a flat array is one row, shape `[1, n]`), or an
@@ -689,6 +719,21 @@ mod tests {
         is_bad_request(decode_csv(b"1,2,3\n4,abc,6\n"), "line 2, column 2: 'abc'");
         is_bad_request(decode_csv(b"1,2,3\n\n4,5,6\n"), "line 2 is empty");
         is_bad_request(decode_csv(b"1,,3\n"), "line 1, column 2");
+    }
+
+    #[test]
+    fn csv_splits_and_trims_as_str_would() {
+        // Unicode whitespace around a value is trimmed, as `str::trim` does; a lone "\r"
+        // ends a line only before "\n".
+        let t = decode_csv("\u{a0}1.5\u{2003},\t2 \r\n3,4\u{3000}\n".as_bytes()).unwrap();
+        assert_eq!((t.shape, t.data), (vec![2, 2], vec![1.5, 2.0, 3.0, 4.0]));
+        is_bad_request(decode_csv(b"1,2\r3,4\n"), "line 1, column 2: '2\r3'");
+        let t = decode_csv("\u{feff}7".as_bytes()).unwrap();
+        assert_eq!((t.shape, t.data), (vec![1, 1], vec![7.0]));
+        is_bad_request(decode_csv(b"1,2\n \t\r\n3,4"), "line 2 is empty");
+        is_bad_request(decode_csv(b"1,2,"), "line 1, column 3: ''");
+        let pieces: Vec<&str> = split_at_byte("a,,b,", b',').collect();
+        assert_eq!(pieces, "a,,b,".split(',').collect::<Vec<_>>());
     }
 
     #[test]

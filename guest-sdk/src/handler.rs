@@ -290,7 +290,12 @@ impl<H: Handler> wit::Guest for Adapter<H> {
         let mut results: Vec<Option<Result<wit::Response, wit::HandlerError>>> =
             (0..requests.len()).map(|_| None).collect();
         // Decode every request; those that fail to decode are answered now.
-        let (mut decoded, mut ctxs, mut accepts) = (Vec::new(), Vec::new(), Vec::new());
+        let n = requests.len();
+        let (mut decoded, mut ctxs, mut accepts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for (i, request) in requests.into_iter().enumerate() {
             let ctx: Context = request.ctx.into();
             match H::input_fn(request.body, &request.content_type, &ctx) {

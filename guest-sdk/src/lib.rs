@@ -46,6 +46,8 @@
 // The generated bindings and the export macro name this crate by its external path.
 extern crate self as plinth_guest_sdk;
 
+#[cfg(any(test, all(feature = "allocator", target_family = "wasm")))]
+mod alloc;
 pub mod codec;
 mod handler;
 pub mod nn;
@@ -68,6 +70,11 @@ pub mod bindings {
         runtime_path: "plinth_guest_sdk::__private::wit_bindgen::rt",
     });
 }
+
+#[cfg(all(feature = "allocator", target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator<talc::wasm::WasmDynamicTalc> =
+    alloc::Allocator::new(talc::wasm::new_wasm_dynamic_allocator());
 
 /// Support for [`export_handler!`]; not part of the public API.
 #[doc(hidden)]
