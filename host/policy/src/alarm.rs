@@ -101,8 +101,14 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// function), so that all windows align. What [`Window::record`] uses, and what to pass
 /// as `now_second` to [`Alarm::evaluate`].
 pub fn current_second() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(epoch).as_secs()
+    second_of(Instant::now())
+}
+
+/// The second of the process-wide epoch that `at` falls in (see [`current_second`]), for a
+/// caller that has read the clock already.
+pub fn second_of(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| at);
+    at.saturating_duration_since(epoch).as_secs()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -92,9 +93,9 @@ struct SlotQueue {
 /// A request waiting for its instance.
 struct Waiter {
     request: Arc<Invocation>,
-    /// Told, with the size of its batch, when the request's call starts (its deadline runs
-    /// from then).
-    started: oneshot::Sender<usize>,
+    /// Told when the request's call starts (its deadline runs from then), with the size of
+    /// its batch.
+    started: oneshot::Sender<(Instant, usize)>,
     reply: oneshot::Sender<Result<InvocationOutput, InvokeError>>,
     /// The caller's span (endpoint, variant, inference id), for the guest's logs.
     span: tracing::Span,
@@ -321,7 +322,7 @@ impl VariantPool {
         if start_runner {
             self.start_runner(&slot.0);
         }
-        let batch = started_rx
+        let (begun, batch) = started_rx
             .await
             .map_err(|_| InvokeError::Unavailable("the instance was closed".into()))?;
         // The epoch deadline stops guest code; this bounds a backend computation that
@@ -330,7 +331,7 @@ impl VariantPool {
         let deadline = self.template.deadline;
         let calls = if batch > 1 { 1 + batch as u32 } else { 1 };
         let bound = deadline * calls + crate::engine::EPOCH_TICK * 10;
-        match tokio::time::timeout(bound, reply_rx).await {
+        match tokio::time::timeout_at((begun + bound).into(), reply_rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InvokeError::Trap {
                 message: "the host task serving the request failed".into(),
@@ -434,11 +435,11 @@ async fn run(
         let counted = batch.iter().filter(|w| w.counted).count();
         queued.fetch_sub(counted, Ordering::SeqCst);
         // Requests whose caller went away while they waited are not run.
-        let size = batch.len();
+        let (begun, size) = (Instant::now(), batch.len());
         let batch: Vec<(Arc<Invocation>, ReplyTo)> = batch
             .into_iter()
             .filter_map(|w| {
-                w.started.send(size).ok()?;
+                w.started.send((begun, size)).ok()?;
                 Some((w.request, (w.reply, w.span)))
             })
             .collect();

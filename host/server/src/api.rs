@@ -79,7 +79,7 @@ pub(crate) fn app(state: Arc<AppState>) -> Router {
 /// Read a request body of at most `limit` bytes; a larger one is a 413 `ValidationError`
 /// (`what` names the limit in the message).
 pub(crate) async fn read_body(
-    headers: &HeaderMap,
+    content_length: Option<&HeaderValue>,
     body: Body,
     limit: usize,
     what: &str,
@@ -94,8 +94,7 @@ pub(crate) async fn read_body(
             ),
         )
     };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
+    let declared = content_length
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(declared) = declared.filter(|d| *d > limit) {
@@ -120,7 +119,8 @@ async fn control(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         )
         .into_response();
     };
-    let body = match read_body(&headers, body, CONTROL_BODY_LIMIT, "").await {
+    let content_length = headers.get(axum::http::header::CONTENT_LENGTH);
+    let body = match read_body(content_length, body, CONTROL_BODY_LIMIT, "").await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -192,6 +192,7 @@ async fn ping() -> StatusCode {
 /// a lookup, the first of repeated headers counts.
 #[derive(Default)]
 struct InvokeHeaders<'a> {
+    content_length: Option<&'a HeaderValue>,
     content_type: Option<&'a HeaderValue>,
     accept: Option<&'a HeaderValue>,
     custom_attributes: Option<&'a HeaderValue>,
@@ -202,10 +203,12 @@ struct InvokeHeaders<'a> {
 
 impl<'a> InvokeHeaders<'a> {
     fn of(headers: &'a HeaderMap) -> Self {
-        use axum::http::header::{ACCEPT, CONTENT_TYPE};
+        use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
         let mut found = Self::default();
         for (name, value) in headers {
-            let slot = if name == CONTENT_TYPE {
+            let slot = if name == CONTENT_LENGTH {
+                &mut found.content_length
+            } else if name == CONTENT_TYPE {
                 &mut found.content_type
             } else if name == ACCEPT {
                 &mut found.accept
@@ -251,10 +254,12 @@ fn text_header<'a>(
 async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
+    // The request taken apart rather than its headers extracted: that would copy them.
+    let (parts, body) = request.into_parts();
+    let found = InvokeHeaders::of(&parts.headers);
     let endpoint = state
         .endpoints
         .get(&name)
@@ -271,14 +276,13 @@ async fn invoke(
         )));
     }
     let body = read_body(
-        &headers,
+        found.content_length,
         body,
         state.max_payload_bytes,
         " or raise server.max_payload_bytes",
     )
     .await?;
 
-    let found = InvokeHeaders::of(&headers);
     let content_type = text_header(found.content_type, "ContentType", 1024)?.unwrap_or("");
     let accept = text_header(found.accept, "Accept", 1024)?.unwrap_or("");
     let custom_attributes = text_header(found.custom_attributes, "CustomAttributes", 1024)?;
@@ -353,7 +357,7 @@ async fn invoke(
         }
     }
     let _entered = span.enter();
-    let api_error = record_invocation(&variant, &result, started.elapsed());
+    let api_error = record_invocation(&variant, &result, started);
     for shadow in &shadows {
         shadow.offer(&request, result.as_ref().ok());
     }
@@ -407,14 +411,16 @@ async fn invoke(
     }
 }
 
-/// Count one invocation of `variant` in its metrics and its alarm window (`total`: the time
-/// since the request arrived); for a failure, the error to answer with.
+/// Count one invocation of `variant` in its metrics and its alarm window (`started`: when
+/// the request arrived); for a failure, the error to answer with.
 pub(crate) fn record_invocation(
     variant: &crate::endpoints::LiveVariant,
     result: &Result<plinth_runtime::InvocationOutput, InvokeError>,
-    total: std::time::Duration,
+    started: std::time::Instant,
 ) -> Option<ApiError> {
-    use plinth_policy::alarm::{Outcome, Sample};
+    use plinth_policy::alarm::{second_of, Outcome, Sample};
+    let now = std::time::Instant::now();
+    let (total, second) = (now.saturating_duration_since(started), second_of(now));
     let m = &variant.metrics;
     m.invocations.inc();
     let instances = variant.pool.instances().max(1);
@@ -424,12 +430,15 @@ pub(crate) fn record_invocation(
             let overhead = total.saturating_sub(output.model_latency);
             m.model_latency.observe(output.model_latency.as_secs_f64());
             m.overhead_latency.observe(overhead.as_secs_f64());
-            variant.recent.record(&Sample {
-                outcome: Outcome::Success,
-                model_error: false,
-                model_latency: Some(output.model_latency),
-                overhead_latency: overhead,
-            });
+            variant.recent.record_at(
+                second,
+                &Sample {
+                    outcome: Outcome::Success,
+                    model_error: false,
+                    model_latency: Some(output.model_latency),
+                    overhead_latency: overhead,
+                },
+            );
             None
         }
         Err(error) => {
@@ -448,16 +457,19 @@ pub(crate) fn record_invocation(
             } else {
                 m.errors_4xx.inc();
             }
-            variant.recent.record(&Sample {
-                outcome: if server_side {
-                    Outcome::ServerError
-                } else {
-                    Outcome::ClientError
+            variant.recent.record_at(
+                second,
+                &Sample {
+                    outcome: if server_side {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::ClientError
+                    },
+                    model_error,
+                    model_latency: None,
+                    overhead_latency: total,
                 },
-                model_error,
-                model_latency: None,
-                overhead_latency: total,
-            });
+            );
             Some(api_error)
         }
     }

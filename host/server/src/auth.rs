@@ -28,7 +28,8 @@ pub(crate) async fn require_signature(
     } else {
         state.max_payload_bytes
     };
-    let body = match read_body(&parts.headers, body, limit, "").await {
+    let content_length = parts.headers.get(axum::http::header::CONTENT_LENGTH);
+    let body = match read_body(content_length, body, limit, "").await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };

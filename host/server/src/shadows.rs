@@ -180,7 +180,7 @@ impl Worker {
     async fn run(&self, copy: Copy) {
         let started = std::time::Instant::now();
         let result = self.live.pool.invoke(copy.request).await;
-        crate::api::record_invocation(&self.live, &result, started.elapsed());
+        crate::api::record_invocation(&self.live, &result, started);
         let s = &self.stats;
         let output = match result {
             Ok(output) => {
