@@ -13,6 +13,14 @@
 # drift cancels), with their range. Finally GET /metrics from Plinth is saved
 # (when it exists).
 #
+# With SHARED=1 the targets are instead loaded all at once, each from its own load generator
+# and each served by its own server process, all pinned to the server core(s), which they
+# share. Each server then gets a share of the same core over the same seconds, so a shared
+# machine's drift hits all of them alike and the per-round ratios barely move from round to
+# round; but each server also runs on caches the others have just used, which costs the
+# server with the larger working set more. Read the ratios as those of servers competing for
+# one core.
+#
 #   host/bench/http-bench.sh                     # full run: 10 s per target, 2 s warm-up
 #   DURATION=5 WARMUP=1 host/bench/http-bench.sh # shorter
 #
@@ -26,6 +34,7 @@
 #   SERVER_THREADS=1            tokio workers of native-iris (Plinth gets one per CPU it may
 #                               use, so 1 when pinned to one core)
 #   LOADGEN_THREADS=1           tokio workers of loadgen
+#   SHARED=0                    1: load all targets at once, one server process each (above)
 #   SKIP_BUILD=1                use the binaries already built
 #   PLINTH_BIN=<target>/release/plinth  another plinth binary (e.g. target/debug/plinth, with
 #                               SKIP_BUILD=1, when a release build is not at hand)
@@ -97,23 +106,24 @@ start_server native 30 "${SERVER_PIN[@]}" "$BIN/native-iris" \
     --model "$MODEL_DIR/model.onnx" --bind 127.0.0.1:0 --threads "$SERVER_THREADS"
 NATIVE="$ADDR"
 NATIVE_PID="${PIDS[-1]}"
-start_server plinth 300 "${SERVER_PIN[@]}" "$PLINTH_BIN" serve \
-    --config "$WORK/plinth.toml" --bind 127.0.0.1:0 --data-dir "$WORK/data"
-PLINTH="$ADDR"
-PLINTH_PID="${PIDS[-1]}"
-echo "native-iris on $NATIVE, plinth on $PLINTH" >&2
-
-declare -A URLS=(
-    [native]="http://$NATIVE/endpoints/iris/invocations"
-    [iris1]="http://$PLINTH/endpoints/iris1/invocations"
-    [iris2]="http://$PLINTH/endpoints/iris2/invocations"
-    [iris1b]="http://$PLINTH/endpoints/iris1b/invocations"
-    [iris2b]="http://$PLINTH/endpoints/iris2b/invocations"
-)
 read -r -a TARGETS <<<"${TARGETS:-native iris1 iris2 iris1b iris2b}"
+declare -A URLS=([native]="http://$NATIVE/endpoints/iris/invocations")
+declare -A SERVER_PID=([native]="$NATIVE_PID")
 for target in "${TARGETS[@]}"; do
-    [[ -n "${URLS[$target]:-}" ]] || { echo "http-bench: unknown target $target" >&2; exit 1; }
+    [[ "$target" == native ]] && continue
+    [[ "$target" =~ ^iris(1|2|1b|2b)$ ]] || { echo "http-bench: unknown target $target" >&2; exit 1; }
+    # One Plinth for all targets, or with SHARED=1 one per target.
+    if [[ -z "${PLINTH:-}" || "${SHARED:-0}" == 1 ]]; then
+        start_server "plinth-$target" 300 "${SERVER_PIN[@]}" "$PLINTH_BIN" serve \
+            --config "$WORK/plinth.toml" --bind 127.0.0.1:0 --data-dir "$WORK/data-$target"
+        PLINTH="$ADDR"
+        PLINTH_PID="${PIDS[-1]}"
+        echo "plinth on $PLINTH" >&2
+    fi
+    URLS[$target]="http://$PLINTH/endpoints/$target/invocations"
+    SERVER_PID[$target]="$PLINTH_PID"
 done
+echo "native-iris on $NATIVE" >&2
 
 # One request each, so that a broken target fails here rather than as a table of errors.
 for target in "${TARGETS[@]}"; do
@@ -131,28 +141,48 @@ RESULTS="$OUT_DIR/results.jsonl"
 # CPU time (user + system) a process has used, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS_PER_S="$(getconf CLK_TCK)"
+# Load TARGET ($1) with $2 connections, its result to $WORK/run-TARGET.json.
+load() {
+    "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$1]}" \
+        --connections "$2" --duration "$DURATION" --warmup "$WARMUP" \
+        --threads "$LOADGEN_THREADS" --json >"$WORK/run-$1.json"
+}
+# Append TARGET's ($1) result of round $2 to the results, with its server's CPU time per
+# request: its CPU use over the whole run (warm-up included, $3 ticks) divided by the requests
+# it served at the measured rate. Unlike req/s, this barely moves when a noisy machine steals
+# time from the load generator.
+record() {
+    jq -c --arg target "$1" --argjson round "$2" --argjson ticks "$3" \
+        --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
+        '. + {target: $target, round: $round,
+              server_cpu_us_per_request:
+                (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
+                 else null end)}' \
+        "$WORK/run-$1.json" >>"$RESULTS"
+}
+declare -A BEFORE
 for connections in $CONNECTIONS; do
     for round in $(seq "$ROUNDS"); do
+        if [[ "${SHARED:-0}" == 1 ]]; then
+            echo "== ${TARGETS[*]} at once, $connections connection(s) each, ${DURATION}s, round $round/$ROUNDS" >&2
+            loaders=()
+            for target in "${TARGETS[@]}"; do
+                BEFORE[$target]="$(cpu_ticks "${SERVER_PID[$target]}")"
+                load "$target" "$connections" &
+                loaders+=("$!")
+            done
+            wait "${loaders[@]}"
+            for target in "${TARGETS[@]}"; do
+                record "$target" "$round" \
+                    "$(($(cpu_ticks "${SERVER_PID[$target]}") - BEFORE[$target]))"
+            done
+            continue
+        fi
         for target in "${TARGETS[@]}"; do
             echo "== $target, $connections connection(s), ${DURATION}s, round $round/$ROUNDS" >&2
-            pid="$PLINTH_PID"
-            [[ "$target" == native ]] && pid="$NATIVE_PID"
-            before="$(cpu_ticks "$pid")"
-            "${LOADGEN_PIN[@]}" "$BIN/loadgen" --url "${URLS[$target]}" \
-                --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" \
-                --threads "$LOADGEN_THREADS" --json >"$WORK/run.json"
-            after="$(cpu_ticks "$pid")"
-            # The server's CPU time per request: its CPU use over the whole run (warm-up
-            # included) divided by the requests it served at the measured rate. Unlike req/s,
-            # this barely moves when a noisy machine steals time from the load generator.
-            jq -c --arg target "$target" --argjson round "$round" \
-                --argjson ticks "$((after - before))" \
-                --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
-                '. + {target: $target, round: $round,
-                      server_cpu_us_per_request:
-                        (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
-                         else null end)}' \
-                "$WORK/run.json" >>"$RESULTS"
+            before="$(cpu_ticks "${SERVER_PID[$target]}")"
+            load "$target" "$connections"
+            record "$target" "$round" "$(($(cpu_ticks "${SERVER_PID[$target]}") - before))"
         done
     done
 done
@@ -187,17 +217,19 @@ TABLE="$OUT_DIR/table.md"
         | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
 } >"$TABLE"
 echo
-echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians); server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
+echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians)$([[ "${SHARED:-0}" == 1 ]] && echo ", targets loaded at once on shared cores"); server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
 echo
 cat "$TABLE"
 
-status="$(curl -sS -o "$WORK/metrics.txt" -w '%{http_code}' "http://$PLINTH/metrics" || true)"
-if [[ "$status" == 200 ]]; then
-    cp "$WORK/metrics.txt" "$OUT_DIR/metrics.txt"
+# (With SHARED=1, the metrics of the last target's server.)
+if [[ -n "${PLINTH:-}" ]]; then
+    status="$(curl -sS -o "$WORK/metrics.txt" -w '%{http_code}' "http://$PLINTH/metrics" || true)"
     echo
-    echo "Plinth metrics: $OUT_DIR/metrics.txt"
-else
-    echo
-    echo "Plinth has no GET /metrics yet (HTTP $status); skipped."
+    if [[ "$status" == 200 ]]; then
+        cp "$WORK/metrics.txt" "$OUT_DIR/metrics.txt"
+        echo "Plinth metrics: $OUT_DIR/metrics.txt"
+    else
+        echo "Plinth's GET /metrics answered HTTP $status; not saved."
+    fi
 fi
 echo "Results: $RESULTS, $TABLE"
