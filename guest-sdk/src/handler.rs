@@ -287,10 +287,10 @@ impl<H: Handler> wit::Guest for Adapter<H> {
         requests: Vec<wit::Request>,
     ) -> Vec<Result<wit::Response, wit::HandlerError>> {
         let model = &model.get::<ModelResource<H>>().0;
-        let mut results: Vec<Option<Result<wit::Response, wit::HandlerError>>> =
-            (0..requests.len()).map(|_| None).collect();
-        // Decode every request; those that fail to decode are answered now.
         let n = requests.len();
+        let mut results: Vec<Option<Result<wit::Response, wit::HandlerError>>> =
+            (0..n).map(|_| None).collect();
+        // Decode every request; those that fail to decode are answered now.
         let (mut decoded, mut ctxs, mut accepts) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
