@@ -23,6 +23,10 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::prelude::{tvec, IntoTValue, Tensor};
 
+/// The server's allocator, so that the counts are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: instructions native|guest REPEATS [BATCH]";

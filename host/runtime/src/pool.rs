@@ -87,6 +87,9 @@ struct Slot {
 struct SlotQueue {
     /// A runner task is serving this instance.
     running: bool,
+    /// The last batch taken here held more than one request: requests arrive together, so a
+    /// new runner lets a batch form before its first call too.
+    concurrent: bool,
     waiting: VecDeque<Waiter>,
 }
 
@@ -405,9 +408,13 @@ async fn run(
 ) {
     let _unstuck = Unstuck(&slot, &queued);
     let mut instance = lock(&slot.instance).take();
+    // A runner starts for a request that found the instance idle. It serves that request at
+    // once unless the last batch here showed requests arriving together: then the others are
+    // likely on their way, and a call for this one alone would cost them a whole call each.
     let mut first = true;
     loop {
-        if max_batch > 1 && !std::mem::take(&mut first) {
+        let gather = !std::mem::take(&mut first) || lock(&slot.queue).concurrent;
+        if max_batch > 1 && gather {
             // Let the tasks that read requests run before taking the next batch: on a busy
             // worker, that is what lets a batch form. Give way again while requests are
             // still arriving (never when none do: an idle endpoint adds no wait).
@@ -430,6 +437,7 @@ async fn run(
                 return;
             }
             let n = queue.waiting.len().min(max_batch);
+            queue.concurrent = n > 1;
             queue.waiting.drain(..n).collect()
         };
         let counted = batch.iter().filter(|w| w.counted).count();
