@@ -2,7 +2,7 @@
 //! `host/bench/instructions.sh` runs it twice with different repeat counts and divides the
 //! difference by the extra requests, which cancels the start-up (compiling, loading). On a
 //! shared, noisy machine an instruction count does not move from run to run the way a time
-//! does, so small changes to the request path can be compared exactly.
+//! does, so small changes to the request path can be compared.
 //!
 //! `instructions MODE REPEATS [BATCH]`:
 //! - `native`: BATCH requests' tract runs of the iris graph, one row each, on a reused state
