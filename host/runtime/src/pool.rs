@@ -413,8 +413,7 @@ async fn run(
     // likely on their way, and a call for this one alone would cost them a whole call each.
     let mut first = true;
     loop {
-        let gather = !std::mem::take(&mut first) || lock(&slot.queue).concurrent;
-        if max_batch > 1 && gather {
+        if max_batch > 1 && (!std::mem::take(&mut first) || lock(&slot.queue).concurrent) {
             // Let the tasks that read requests run before taking the next batch: on a busy
             // worker, that is what lets a batch form. Give way again while requests are
             // still arriving (never when none do: an idle endpoint adds no wait).

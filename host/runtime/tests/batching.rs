@@ -48,13 +48,12 @@ fn one_worker() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Rounds of CONCURRENT requests, each round's requests spawned together from a task on the
-/// worker and awaited before the next round.
-fn rounds(tokio: &tokio::runtime::Runtime, pool: &Arc<VariantPool>, concurrent: usize) {
-    let pool = pool.clone();
+/// ROUNDS rounds of CONCURRENT requests, each round's requests spawned together from a task
+/// on the worker and awaited before the next round.
+fn rounds(tokio: &tokio::runtime::Runtime, pool: Arc<VariantPool>) {
     let driver = tokio.spawn(async move {
         for _ in 0..ROUNDS {
-            let tasks: Vec<_> = (0..concurrent)
+            let tasks: Vec<_> = (0..CONCURRENT)
                 .map(|_| {
                     let pool = pool.clone();
                     tokio::spawn(async move { pool.invoke(request()).await })
@@ -73,7 +72,7 @@ fn rounds(tokio: &tokio::runtime::Runtime, pool: &Arc<VariantPool>, concurrent: 
 fn requests_that_arrive_together_are_served_in_one_call_each_round() {
     let tokio = one_worker();
     let pool = pool(&tokio);
-    rounds(&tokio, &pool, CONCURRENT);
+    rounds(&tokio, pool.clone());
     let stats = pool.stats();
     // The first round's runner has no history and may serve the request that started it
     // alone; from then on, no request is served alone.
