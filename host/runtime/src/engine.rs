@@ -1,10 +1,11 @@
 //! The process-wide engine: wasmtime configured with the pooling allocator and epoch
-//! interruption, a linker with WASI and wasi-nn, and the compiled-component cache.
+//! interruption, a linker with WASI and wasi-nn, the compiled-component cache and the cache
+//! of preloaded graphs in use.
 
 use crate::cache::ComponentCache;
 use crate::error::LoadError;
 use crate::guest::HostState;
-use crate::nn::NnBackend;
+use crate::nn::{GraphCache, NnBackend, SharedGraphs};
 use crate::onnxruntime::OnnxRuntime;
 use plinth_policy::config::Backend;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     cache: ComponentCache,
+    graphs: GraphCache,
     ticker_stop: Arc<AtomicBool>,
     onnxruntime: Option<OnnxRuntime>,
     #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
@@ -108,6 +110,7 @@ impl Runtime {
 
         Ok(Self {
             cache: ComponentCache::new(&engine, config.cache_dir.clone()),
+            graphs: GraphCache::default(),
             engine,
             linker,
             ticker_stop,
@@ -173,6 +176,17 @@ impl Runtime {
     /// component is held, loading the same component again returns the same compiled copy.
     pub fn load_component(&self, path: &Path) -> Result<Arc<Component>, LoadError> {
         self.cache.load(&self.engine, path)
+    }
+
+    /// Preload the `*.onnx` graphs of a model artifact on `backend`, through the cache of
+    /// graphs in use: while the returned graphs are held, the same files on the same backend
+    /// load as the same copy.
+    pub(crate) fn preload_graphs(
+        &self,
+        model_dir: &Path,
+        backend: &NnBackend,
+    ) -> anyhow::Result<SharedGraphs> {
+        self.graphs.preload(model_dir, backend)
     }
 }
 

@@ -1,6 +1,7 @@
 //! wasi-nn served by tract-onnx (and, with the `onnxruntime` feature, by ONNX Runtime: see
 //! [`onnxruntime`](self::onnxruntime)), and the registry of graphs the host preloads from a
-//! model artifact so that every instance shares one parsed, optimised graph.
+//! model artifact so that every instance shares one parsed, optimised graph, and every
+//! variant serving the same graph files shares it too ([`GraphCache`]).
 //!
 //! wasi-nn hands the guest only a generic error text for backend failures, so each failure
 //! is logged here with its real cause before it is returned. After each run the vector
@@ -319,7 +320,7 @@ impl BackendInner for TractBackend {
 
 /// The backend that runs a variant's graphs, resolved from the model's [`Backend`] setting
 /// when the variant is deployed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum NnBackend {
     /// tract-onnx.
     Tract,
@@ -383,7 +384,8 @@ impl NnBackend {
     }
 }
 
-/// Graphs preloaded from a model artifact, shared by all instances of a variant.
+/// Graphs preloaded from a model artifact, shared by all instances of a variant, and by
+/// every variant serving the same graph files on the same backend ([`GraphCache`]).
 #[derive(Clone, Default)]
 pub struct SharedGraphs(Arc<HashMap<String, Graph>>);
 
@@ -391,34 +393,22 @@ impl SharedGraphs {
     /// Preload every `*.onnx` file at the top of `model_dir` with tract, named by its file
     /// stem (`model.onnx` becomes `"model"`).
     pub fn preload(model_dir: &Path) -> anyhow::Result<Self> {
-        Self::preload_with(model_dir, &NnBackend::Tract)
+        Self::load(&read_graph_files(model_dir)?, &NnBackend::Tract)
     }
 
-    /// [`SharedGraphs::preload`] on the variant's backend.
-    pub(crate) fn preload_with(model_dir: &Path, backend: &NnBackend) -> anyhow::Result<Self> {
+    /// Parse and optimise `files` on `backend`.
+    fn load(files: &[GraphFile], backend: &NnBackend) -> anyhow::Result<Self> {
         let mut graphs = HashMap::new();
-        let mut entries: Vec<_> = std::fs::read_dir(model_dir)?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "onnx"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let bytes = std::fs::read(&path)?;
-            let (graph, inputs, outputs) = backend.load(&bytes).map_err(|e| {
+        for file in files {
+            let (graph, inputs, outputs) = backend.load(&file.bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: {} cannot load it: {e:#}",
-                    path.display(),
+                    file.path.display(),
                     backend.kind()
                 )
             })?;
-            tracing::debug!(graph = %name, backend = %backend.kind(), ?inputs, ?outputs, "preloaded graph");
-            graphs.insert(name, graph);
+            tracing::debug!(graph = %file.name, backend = %backend.kind(), ?inputs, ?outputs, "preloaded graph");
+            graphs.insert(file.name.clone(), graph);
         }
         Ok(Self(Arc::new(graphs)))
     }
@@ -429,6 +419,85 @@ impl SharedGraphs {
     }
 }
 
+/// One `*.onnx` file of an artifact: its graph name (the file stem), its bytes and their
+/// SHA-256.
+struct GraphFile {
+    name: String,
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+}
+
+/// The `*.onnx` files at the top of `model_dir`, in name order.
+fn read_graph_files(model_dir: &Path) -> anyhow::Result<Vec<GraphFile>> {
+    use sha2::{Digest, Sha256};
+    let mut paths: Vec<_> = std::fs::read_dir(model_dir)?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path)?;
+            Ok(GraphFile {
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                digest: Sha256::digest(&bytes).into(),
+                path,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// The preloaded graphs in use, keyed by backend and by the name and content hash of each
+/// graph file: variants that serve the same files on the same backend (two variants of one
+/// model, a shadow of a production variant, an update that keeps the model) share one
+/// parsed, optimised copy, so it is in memory, and in the CPU's caches, once. An entry lives
+/// while a variant holds it.
+#[derive(Default)]
+pub(crate) struct GraphCache {
+    live: std::sync::Mutex<HashMap<GraphKey, std::sync::Weak<HashMap<String, Graph>>>>,
+}
+
+type GraphKey = (NnBackend, Vec<(String, [u8; 32])>);
+
+impl GraphCache {
+    /// The graphs of `model_dir` on `backend`: the copy already in use if one has the same
+    /// files, else loaded now. The map is not locked while loading, so two first loads at
+    /// once may both load; the later becomes the shared copy.
+    pub(crate) fn preload(
+        &self,
+        model_dir: &Path,
+        backend: &NnBackend,
+    ) -> anyhow::Result<SharedGraphs> {
+        let files = read_graph_files(model_dir)?;
+        let key: GraphKey = (
+            backend.clone(),
+            files.iter().map(|f| (f.name.clone(), f.digest)).collect(),
+        );
+        if let Some(graphs) = self.live().get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(SharedGraphs(graphs));
+        }
+        let graphs = SharedGraphs::load(&files, backend)?;
+        let mut live = self.live();
+        live.retain(|_, held| held.strong_count() > 0);
+        live.insert(key, Arc::downgrade(&graphs.0));
+        Ok(graphs)
+    }
+
+    fn live(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<GraphKey, std::sync::Weak<HashMap<String, Graph>>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl GraphRegistry for SharedGraphs {
     fn get(&self, name: &str) -> Option<&Graph> {
         self.0.get(name)
@@ -436,6 +505,61 @@ impl GraphRegistry for SharedGraphs {
 
     fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
         None
+    }
+}
+
+#[cfg(test)]
+mod graph_cache_tests {
+    use super::*;
+
+    fn model_dir(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        dir
+    }
+
+    /// Variants serving the same graph files share one loaded copy, wherever the files lie;
+    /// other files, or the same files under another name, load their own; and a copy no
+    /// variant holds any more is let go.
+    #[test]
+    fn the_same_graph_files_share_one_copy_while_held() {
+        let iris =
+            std::fs::read(std::path::Path::new(plinth_tests::IRIS_MODEL_DIR).join("model.onnx"))
+                .unwrap();
+        let cache = GraphCache::default();
+        let tract = NnBackend::Tract;
+        let first = model_dir(&[("model.onnx", &iris)]);
+        let copy = model_dir(&[("model.onnx", &iris)]);
+        let renamed = model_dir(&[("other.onnx", &iris)]);
+
+        let a = cache.preload(first.path(), &tract).unwrap();
+        let b = cache.preload(first.path(), &tract).unwrap();
+        let c = cache.preload(copy.path(), &tract).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0), "one directory loaded twice");
+        assert!(Arc::ptr_eq(&a.0, &c.0), "a copy of the same file elsewhere");
+        let d = cache.preload(renamed.path(), &tract).unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.0, &d.0),
+            "the same bytes under another graph name"
+        );
+        assert_eq!(d.names(), vec!["other"]);
+
+        // The file changes: the next load reads the new bytes; the old copy stays with those
+        // that hold it.
+        std::fs::write(first.path().join("model.onnx"), b"not onnx").unwrap();
+        let err = cache.preload(first.path(), &tract).err().unwrap();
+        assert!(format!("{err:#}").contains("model.onnx"), "{err:#}");
+        assert_eq!(a.names(), vec!["model"]);
+
+        drop((a, b, c, d));
+        assert!(
+            cache.live().values().all(|held| held.strong_count() == 0),
+            "no variant holds the graphs, but the cache keeps them alive"
+        );
+        let again = cache.preload(copy.path(), &tract).unwrap();
+        assert_eq!(Arc::strong_count(&again.0), 1);
     }
 }
 

@@ -172,10 +172,12 @@ impl VariantPool {
             .nn_backend(spec.backend, spec.instance_count)
             .map_err(LoadError::Backend)?;
         let graphs = match &spec.model_dir {
-            Some(dir) => SharedGraphs::preload_with(dir, &nn).map_err(|e| LoadError::Artifact {
-                path: dir.display().to_string(),
-                reason: format!("{e:#}"),
-            })?,
+            Some(dir) => runtime
+                .preload_graphs(dir, &nn)
+                .map_err(|e| LoadError::Artifact {
+                    path: dir.display().to_string(),
+                    reason: format!("{e:#}"),
+                })?,
             None => SharedGraphs::default(),
         };
         tracing::info!(

@@ -35,7 +35,7 @@ use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
 /// How a variant's sessions are built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct SessionSettings {
     /// Threads one `Run` may use (ONNX Runtime's intra-op pool, the calling thread included).
     pub(crate) intra_op_threads: usize,
