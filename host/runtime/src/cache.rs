@@ -1,7 +1,8 @@
 //! The cache of compiled components, keyed by the component's content hash: on disk, with
 //! the engine's compatibility hash, a component is compiled once (~90 ms) and later loads
 //! are a deserialize (~0.5 ms); in memory, the variants using one component at the same time
-//! share one compiled copy, so its code is in memory, and in the CPU's caches, once.
+//! share one compiled copy, so its code is in memory, and in the CPU's caches, once. The map
+//! of values in use ([`Live`]) also serves the cache of preloaded graphs.
 
 use crate::error::LoadError;
 use sha2::{Digest, Sha256};
@@ -12,13 +13,44 @@ use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+/// Values in use, by key: an entry lives while someone holds its value. Shared by the
+/// compiled-component cache and the preloaded-graph cache
+/// ([`GraphCache`](crate::nn::GraphCache)).
+#[derive(Debug)]
+pub(crate) struct Live<K, V>(Mutex<HashMap<K, Weak<V>>>);
+
+impl<K, V> Default for Live<K, V> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: Eq + Hash, V> Live<K, V> {
+    /// The value under `key`, if someone still holds it.
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<V>> {
+        self.lock().get(key).and_then(Weak::upgrade)
+    }
+
+    /// Record `value` under `key` (it becomes the shared copy), dropping the entries no one
+    /// holds any more.
+    pub(crate) fn insert(&self, key: K, value: &Arc<V>) {
+        let mut live = self.lock();
+        live.retain(|_, held| held.strong_count() > 0);
+        live.insert(key, Arc::downgrade(value));
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Weak<V>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A directory of `.cwasm` files, and the components in use.
 #[derive(Debug)]
 pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_key: String,
     /// The components loaded and still held by someone, by content hash.
-    live: Mutex<HashMap<String, Weak<Component>>>,
+    live: Live<String, Component>,
 }
 
 impl ComponentCache {
@@ -29,7 +61,7 @@ impl ComponentCache {
         Self {
             dir,
             engine_key,
-            live: Mutex::default(),
+            live: Live::default(),
         }
     }
 
@@ -51,18 +83,12 @@ impl ComponentCache {
             });
         }
         let digest = hex::encode(Sha256::digest(&bytes));
-        if let Some(component) = self.live().get(&digest).and_then(Weak::upgrade) {
+        if let Some(component) = self.live.get(&digest) {
             return Ok(component);
         }
         let component = Arc::new(self.load_compiled(engine, &bytes, &digest, shown)?);
-        let mut live = self.live();
-        live.retain(|_, held| held.strong_count() > 0);
-        live.insert(digest, Arc::downgrade(&component));
+        self.live.insert(digest, &component);
         Ok(component)
-    }
-
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Component>>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Load the component from the disk cache, or compile it (and cache it).

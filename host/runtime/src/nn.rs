@@ -462,7 +462,7 @@ fn read_graph_files(model_dir: &Path) -> anyhow::Result<Vec<GraphFile>> {
 /// while a variant holds it.
 #[derive(Default)]
 pub(crate) struct GraphCache {
-    live: std::sync::Mutex<HashMap<GraphKey, std::sync::Weak<HashMap<String, Graph>>>>,
+    live: crate::cache::Live<GraphKey, HashMap<String, Graph>>,
 }
 
 type GraphKey = (NnBackend, Vec<(String, [u8; 32])>);
@@ -481,20 +481,12 @@ impl GraphCache {
             backend.clone(),
             files.iter().map(|f| (f.name.clone(), f.digest)).collect(),
         );
-        if let Some(graphs) = self.live().get(&key).and_then(std::sync::Weak::upgrade) {
+        if let Some(graphs) = self.live.get(&key) {
             return Ok(SharedGraphs(graphs));
         }
         let graphs = SharedGraphs::load(&files, backend)?;
-        let mut live = self.live();
-        live.retain(|_, held| held.strong_count() > 0);
-        live.insert(key, Arc::downgrade(&graphs.0));
+        self.live.insert(key, &graphs.0);
         Ok(graphs)
-    }
-
-    fn live(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<GraphKey, std::sync::Weak<HashMap<String, Graph>>>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -555,7 +547,11 @@ mod graph_cache_tests {
 
         drop((a, b, c, d));
         assert!(
-            cache.live().values().all(|held| held.strong_count() == 0),
+            cache
+                .live
+                .lock()
+                .values()
+                .all(|held| held.strong_count() == 0),
             "no variant holds the graphs, but the cache keeps them alive"
         );
         let again = cache.preload(copy.path(), &tract).unwrap();
