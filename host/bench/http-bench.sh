@@ -10,7 +10,13 @@
 # (from /proc; the steadier figure on a shared machine). With ROUNDS > 1 the targets are
 # loaded in turn that many times, and the table shows medians; the ratio is the median of
 # the per-round ratios (each round's runs are close in time, so most of a shared machine's
-# drift cancels), with their range. Finally GET /metrics from Plinth is saved
+# drift cancels), with, from 6 rounds on, its 95% confidence interval in brackets
+# (distribution-free: order statistics of the rounds' ratios) and their range in
+# parentheses. On a virtual machine the main noise is CPU time its hypervisor gives to other
+# guests (steal, in /proc/stat), which takes a server's core away mid-run: each run records
+# the share of the machine's CPU time stolen while it ran, and a run with more than
+# STEAL_MAX percent is left out of the medians, its round out of the ratios (the table's
+# "rounds kept"). Steal is 0 on bare metal, where every round is kept. Finally GET /metrics from Plinth is saved
 # (when it exists).
 #
 # With SHARED=1 the targets are instead loaded all at once, each from its own load generator
@@ -29,6 +35,7 @@
 #   CONNECTIONS="1 16 64"       connection counts
 #   TARGETS="native iris1 iris2 iris1b iris2b"  what to load, in this order
 #   ROUNDS=1                    rounds over the targets (per connection count)
+#   STEAL_MAX=2                 the most steal (percent of all CPU time) a kept run may have
 #   SERVER_CPUS=0 LOADGEN_CPUS=1  taskset CPU lists (pinning is skipped without taskset or
 #                               with fewer than 2 CPUs; PIN=0 turns it off)
 #   SERVER_THREADS=1            tokio workers of native-iris (Plinth gets one per CPU it may
@@ -48,6 +55,7 @@ DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-1 16 64}"
 ROUNDS="${ROUNDS:-1}"
+STEAL_MAX="${STEAL_MAX:-2}"
 SERVER_THREADS="${SERVER_THREADS:-1}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -152,13 +160,22 @@ load() {
 # it served at the measured rate. Unlike req/s, this barely moves when a noisy machine steals
 # time from the load generator.
 record() {
-    jq -c --arg target "$1" --argjson round "$2" --argjson ticks "$3" \
+    jq -c --arg target "$1" --argjson round "$2" --argjson ticks "$3" --argjson steal "$4" \
         --argjson hz "$TICKS_PER_S" --argjson seconds "$((DURATION + WARMUP))" \
-        '. + {target: $target, round: $round,
+        '. + {target: $target, round: $round, steal_percent: $steal,
               server_cpu_us_per_request:
                 (if .rps > 0 then ($ticks / $hz / $seconds / .rps * 1e6 * 10 | round) / 10
                  else null end)}' \
         "$WORK/run-$1.json" >>"$RESULTS"
+}
+# The machine's CPU time taken by its hypervisor for other guests (steal), and all its CPU
+# time, in ticks (from /proc/stat; steal stays 0 on bare metal).
+steal_and_total() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# Steal since "$1 $2" (an earlier steal_and_total), in percent of all CPU time, 1 decimal.
+steal_since() {
+    local s1 t1
+    read -r s1 t1 < <(steal_and_total)
+    awk -v s="$((s1 - $1))" -v t="$((t1 - $2))" 'BEGIN {printf "%.1f", (t > 0 ? 100 * s / t : 0)}'
 }
 declare -A BEFORE
 for connections in $CONNECTIONS; do
@@ -166,58 +183,73 @@ for connections in $CONNECTIONS; do
         if [[ "${SHARED:-0}" == 1 ]]; then
             echo "== ${TARGETS[*]} at once, $connections connection(s) each, ${DURATION}s, round $round/$ROUNDS" >&2
             loaders=()
+            read -r steal0 total0 < <(steal_and_total)
             for target in "${TARGETS[@]}"; do
                 BEFORE[$target]="$(cpu_ticks "${SERVER_PID[$target]}")"
                 load "$target" "$connections" &
                 loaders+=("$!")
             done
             wait "${loaders[@]}"
+            steal="$(steal_since "$steal0" "$total0")"
             for target in "${TARGETS[@]}"; do
                 record "$target" "$round" \
-                    "$(($(cpu_ticks "${SERVER_PID[$target]}") - BEFORE[$target]))"
+                    "$(($(cpu_ticks "${SERVER_PID[$target]}") - BEFORE[$target]))" "$steal"
             done
             continue
         fi
         for target in "${TARGETS[@]}"; do
             echo "== $target, $connections connection(s), ${DURATION}s, round $round/$ROUNDS" >&2
             before="$(cpu_ticks "${SERVER_PID[$target]}")"
+            read -r steal0 total0 < <(steal_and_total)
             load "$target" "$connections"
-            record "$target" "$round" "$(($(cpu_ticks "${SERVER_PID[$target]}") - before))"
+            record "$target" "$round" "$(($(cpu_ticks "${SERVER_PID[$target]}") - before))" \
+                "$(steal_since "$steal0" "$total0")"
         done
     done
 done
 
 TABLE="$OUT_DIR/table.md"
 {
-    echo "| connections | target | req/s | p50 µs | p99 µs | ratio to native req/s | server CPU µs/request | non-2xx | errors | variants |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
-    jq -rs --arg order "${TARGETS[*]}" "$JQ_MEDIAN"'
+    echo "| connections | target | rounds kept | req/s | p50 µs | p99 µs | ratio to native req/s | server CPU µs/request | non-2xx | errors | variants |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    jq -rs --arg order "${TARGETS[*]}" --argjson steal_max "$STEAL_MAX" "$JQ_MEDIAN"'
         def r2: (. * 100 | round) / 100;
         ($order | split(" ")) as $order
-        | (map(select(.target == "native")) | map({key: "\(.connections)/\(.round)", value: .rps})
+        | map(. + {quiet: ((.steal_percent // 0) <= $steal_max)})
+        | (map(select(.target == "native")) | map({key: "\(.connections)/\(.round)", value: .})
             | from_entries) as $native
-        | map(. as $run | . + {ratio: ($native["\($run.connections)/\($run.round)"] // 0
-                                        | if . > 0 then $run.rps / . else null end)})
+        | map(. as $run | $native["\($run.connections)/\($run.round)"] as $n
+            | . + {ratio: (if $n != null and $n.rps > 0 and $n.quiet and $run.quiet
+                           then $run.rps / $n.rps else null end)})
         | group_by([.connections, (.target as $t | $order | index($t))])
         | .[]
+        | length as $rounds
+        | map(select(.quiet)) as $kept
         | (map(.ratio) | map(select(. != null))) as $ratios
-        | [ .[0].connections, .[0].target, (map(.rps) | median | round),
-            (map(.latency_us.p50) | median | round), (map(.latency_us.p99) | median | round),
-            (if ($ratios | length) == 0 then "-"
-             elif .[0].target == "native" then "1"
-             else ($ratios | median | r2 | tostring)
-                  + (if ($ratios | length) > 1
-                     then " (\($ratios | min | r2)-\($ratios | max | r2))" else "" end)
-             end),
-            (map(.server_cpu_us_per_request) | map(select(. != null)) | median
-             | if . == null then "-" else (. * 10 | round) / 10 end),
-            (map(.non_2xx) | add), (map(.errors) | add),
-            (map(.variants // {} | to_entries) | add | group_by(.key)
-             | map("\(.[0].key)=\(map(.value) | add)") | join(" ")) ]
+        | (if .[0].target == "native" then $kept | length else $ratios | length end) as $n
+        | [ .[0].connections, .[0].target, "\($n)/\($rounds)" ]
+          + (if ($kept | length) == 0 then ["-", "-", "-", "-", "-"]
+             else [ ($kept | map(.rps) | median | round),
+                    ($kept | map(.latency_us.p50) | median | round),
+                    ($kept | map(.latency_us.p99) | median | round),
+                    (if .[0].target == "native" then "1"
+                     elif ($ratios | length) == 0 then "-"
+                     else ($ratios | median | r2 | tostring)
+                          + ($ratios | median_ci
+                             | if . == null then "" else " [\(.[0] | r2), \(.[1] | r2)]" end)
+                          + (if ($ratios | length) > 1
+                             then " (\($ratios | min | r2)-\($ratios | max | r2))" else "" end)
+                     end),
+                    ($kept | map(.server_cpu_us_per_request) | map(select(. != null)) | median
+                     | if . == null then "-" else (. * 10 | round) / 10 end) ]
+             end)
+          + [ (map(.non_2xx) | add), (map(.errors) | add),
+              (map(.variants // {} | to_entries) | add | group_by(.key)
+               | map("\(.[0].key)=\(map(.value) | add)") | join(" ")) ]
         | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
 } >"$TABLE"
 echo
-echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s) (medians)$([[ "${SHARED:-0}" == 1 ]] && echo ", targets loaded at once on shared cores"); server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
+echo "plinth: $PLINTH_BIN. Duration ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s); medians of the runs with at most ${STEAL_MAX}% of the CPU time stolen (rounds kept); a ratio is the median of the kept rounds' ratios, [its 95% confidence interval] from 6 rounds, (their range)$([[ "${SHARED:-0}" == 1 ]] && echo ", targets loaded at once on shared cores"); server ${SERVER_PIN[*]:-unpinned}, loadgen ${LOADGEN_PIN[*]:-unpinned}; $(nproc) CPUs."
 echo
 cat "$TABLE"
 

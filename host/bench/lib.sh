@@ -1,5 +1,6 @@
 # Shared by Plinth's benchmark scripts (sourced): CPU pinning, a work directory cleaned up
-# on exit with every server started, `start_server`, and JQ_MEDIAN.
+# on exit with every server started, `start_server`, and JQ_MEDIAN
+# (median and median_ci).
 #
 # Reads PIN, SERVER_CPUS, LOADGEN_CPUS; sets SERVER_PIN, LOADGEN_PIN (arrays), WORK, PIDS.
 # The sourcing script names itself in BENCH (for messages).
@@ -7,7 +8,18 @@
 # A jq definition to prepend to a program: `median` of an array of numbers (null if empty).
 # shellcheck disable=SC2034  # used by the sourcing scripts
 JQ_MEDIAN='def median: sort | if length == 0 then null elif length % 2 == 1
-    then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;'
+    then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+# A distribution-free 95% confidence interval for the median: [x(k), x(n+1-k)] of the
+# sorted values, k the largest with P(B <= k - 1) <= 0.025 for B ~ Binomial(n, 1/2), so
+# that it covers the median with probability 1 - 2 P(B <= k - 1) >= 0.95; null below 6
+# values, where no such k exists. It treats the values as independent draws: on a machine
+# whose load drifts over minutes it is narrower than it should be, so compare runs made at
+# different times as well.
+def median_ci: sort | length as $n
+    | (reduce range(0; $n) as $i ({p: pow(0.5; $n), cdf: 0, k: 0};
+        .cdf += .p | .p *= ($n - $i) / ($i + 1)
+        | if .cdf <= 0.025 then .k = $i + 1 else . end) | .k) as $k
+    | if $k < 1 then null else [.[$k - 1], .[$n - $k]] end;'
 
 SERVER_PIN=()
 LOADGEN_PIN=()
