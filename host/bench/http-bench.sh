@@ -16,8 +16,8 @@
 # guests (steal, in /proc/stat), which takes a server's core away mid-run: each run records
 # the share of the machine's CPU time stolen while it ran, and a run with more than
 # STEAL_MAX percent is left out of the medians, its round out of the ratios (the table's
-# "rounds kept"). Steal is 0 on bare metal, where every round is kept. Finally GET /metrics from Plinth is saved
-# (when it exists).
+# "rounds kept"). Steal is 0 on bare metal, where every round is kept. Finally GET /metrics
+# from Plinth is saved (when it exists).
 #
 # With SHARED=1 the targets are instead loaded all at once, each from its own load generator
 # and each served by its own server process, all pinned to the server core(s), which they
@@ -226,8 +226,8 @@ TABLE="$OUT_DIR/table.md"
         | length as $rounds
         | map(select(.quiet)) as $kept
         | (map(.ratio) | map(select(. != null))) as $ratios
-        | (if .[0].target == "native" then $kept | length else $ratios | length end) as $n
-        | [ .[0].connections, .[0].target, "\($n)/\($rounds)" ]
+        | (if .[0].target == "native" then $kept | length else $ratios | length end) as $counted
+        | [ .[0].connections, .[0].target, "\($counted)/\($rounds)" ]
           + (if ($kept | length) == 0 then ["-", "-", "-", "-", "-"]
              else [ ($kept | map(.rps) | median | round),
                     ($kept | map(.latency_us.p50) | median | round),
