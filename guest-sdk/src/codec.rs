@@ -81,12 +81,15 @@ impl Tensor {
 ///
 /// `"Text/CSV; charset=utf-8"` -> `"text/csv"`.
 pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    media_range(content_type).to_ascii_lowercase()
+}
+
+/// The part of a `Content-Type` or `Accept` entry before its parameters, trimmed, case kept.
+fn media_range(value: &str) -> &str {
+    // Found by byte: `str::split` and `str::trim` decode characters, which on a small request
+    // costs as much as decoding its body.
+    let end = value.bytes().position(|b| b == b';').unwrap_or(value.len());
+    trim(&value[..end])
 }
 
 fn supported_list(types: &[&str]) -> String {
@@ -96,7 +99,7 @@ fn supported_list(types: &[&str]) -> String {
 /// Decode a request body as `content_type` (one of [`TENSOR_TYPES`]; parameters and case are
 /// ignored). Any other type is a [`HandlerError::UnsupportedMediaType`].
 pub fn decode(body: &[u8], content_type: &str) -> Result<Tensor, HandlerError> {
-    let media = content_type.split(';').next().unwrap_or("").trim();
+    let media = media_range(content_type);
     match media {
         _ if media.eq_ignore_ascii_case(CSV) => decode_csv(body),
         _ if media.eq_ignore_ascii_case(JSON) => decode_json(body),
@@ -134,7 +137,7 @@ pub fn decode_csv(body: &[u8]) -> Result<Tensor, HandlerError> {
         .map_err(|e| HandlerError::bad_request(format!("CSV body is not UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Trailing blank lines (and whitespace) are ignored.
-    let text = text.trim_end();
+    let text = trim_end(text);
 
     let mut data = Vec::new();
     let (mut rows, mut columns) = (0, 0);
@@ -151,7 +154,7 @@ pub fn decode_csv(body: &[u8]) -> Result<Tensor, HandlerError> {
         let before = data.len();
         for (j, field) in split_at_byte(line, b',').enumerate() {
             let field = trim(field);
-            let value: f32 = field.parse().map_err(|_| {
+            let value = parse_f32(field).ok_or_else(|| {
                 HandlerError::bad_request(format!(
                     "CSV line {line_no}, column {}: '{field}' is not a number",
                     j + 1
@@ -200,6 +203,53 @@ fn trim(text: &str) -> &str {
         (Some(first), Some(last)) if !first.is_ascii() || !last.is_ascii() => text.trim(),
         _ => text,
     }
+}
+
+/// `text` without trailing whitespace, as `str::trim_end` (Unicode whitespace), with ASCII
+/// handled first.
+fn trim_end(text: &str) -> &str {
+    let text = text.trim_ascii_end();
+    match text.as_bytes().last() {
+        Some(last) if !last.is_ascii() => text.trim_end(),
+        _ => text,
+    }
+}
+
+/// `10^k` for the digits after the point that [`parse_f32`] reads directly.
+const POWERS_OF_TEN: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
+
+/// `field` as an `f32`, exactly as `str::parse` reads it (`None` where that fails).
+///
+/// A plain decimal of at most seven digits, with an optional sign and point (`5.1`, `-0.25`,
+/// `3`, `.5`), is read directly. Its digits as an integer (below 10^7, so under 2^24) and the
+/// power of ten it is divided by are both exact in `f32`, so the division's one rounding
+/// gives the correctly rounded value (Clinger's fast path): the same bits as `str::parse`,
+/// at a fraction of the cost, which on a small request is most of decoding it. Anything else
+/// (more digits, exponents, `inf`, `NaN`) goes to `str::parse`.
+fn parse_f32(field: &str) -> Option<f32> {
+    let bytes = field.as_bytes();
+    let (negative, digits) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let (mut mantissa, mut count, mut decimals, mut point) = (0u32, 0usize, 0usize, false);
+    for &b in digits {
+        match b {
+            b'0'..=b'9' if count < 7 => {
+                mantissa = mantissa * 10 + u32::from(b - b'0');
+                count += 1;
+                decimals += usize::from(point);
+            }
+            b'.' if !point => point = true,
+            _ => return field.parse().ok(),
+        }
+    }
+    if count == 0 {
+        return field.parse().ok();
+    }
+    let value = mantissa as f32 / POWERS_OF_TEN[decimals];
+    Some(if negative { -value } else { value })
 }
 
 /// Decode JSON: a nested array of numbers (a flat array is one row, shape `[1, n]`), or an
@@ -524,9 +574,12 @@ pub fn json_number(value: f32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-/// Append `value` to JSON text being written by hand, as [`json_number`] would write it
-/// (the shortest decimal that reads back as the `f32`; `null` if it is not finite), without
-/// building a `serde_json::Value` — for handlers on a hot path.
+/// Append `value` to JSON text being written by hand, as [`json_number`] would write it (the
+/// shortest decimal that reads back as the `f32`; `null` if it is not finite), without
+/// building a `serde_json::Value` — for handlers on a hot path. Two details may differ, never
+/// the `f32` read back: below 10^-5 and from 10^13 up, whether the number is written out or
+/// with an exponent (`0.0000012` against `1.2e-6`); and where two shortest decimals are
+/// equally close (`2017.7812` and `2017.7813` for 2017.78125), which one is written.
 pub fn push_json_number(out: &mut String, value: f32) {
     if value.is_finite() {
         // The shortest round-trip digits, by the formatter serde_json itself uses.
@@ -599,11 +652,11 @@ pub fn negotiate<'a>(accept: &str, available: &[&'a str]) -> Result<&'a str, Han
         .first()
         .ok_or_else(|| HandlerError::not_acceptable("the handler writes no media types"))?;
     // The usual headers, answered without parsing: none, `*/*`, or exactly one of the types.
-    let single = accept.trim();
+    let single = trim(accept);
     if single.is_empty() || single == "*/*" {
         return Ok(default);
     }
-    if !single.contains([',', ';']) {
+    if !single.bytes().any(|b| b == b',' || b == b';') {
         if let Some(found) = available.iter().find(|t| t.eq_ignore_ascii_case(single)) {
             return Ok(found);
         }
@@ -734,6 +787,92 @@ mod tests {
         is_bad_request(decode_csv(b"1,2,"), "line 1, column 3: ''");
         let pieces: Vec<&str> = split_at_byte("a,,b,", b',').collect();
         assert_eq!(pieces, "a,,b,".split(',').collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn csv_trailing_whitespace_is_trimmed_as_str_would() {
+        let t = decode_csv("1,2\n\t \n".as_bytes()).unwrap();
+        assert_eq!((t.shape, t.data), (vec![1, 2], vec![1.0, 2.0]));
+        let t = decode_csv("1,2\n\u{2003}\n\u{a0}".as_bytes()).unwrap();
+        assert_eq!((t.shape, t.data), (vec![1, 2], vec![1.0, 2.0]));
+    }
+
+    /// `parse_f32` against `str::parse`, bit for bit: every value of up to five digits with
+    /// the point in every place, pseudo-random values of six and seven digits, signs, and
+    /// what the direct path must leave to `str::parse`.
+    #[test]
+    fn parse_f32_reads_exactly_as_str_parse() {
+        fn check(text: &str) {
+            assert_eq!(
+                parse_f32(text).map(f32::to_bits),
+                text.parse::<f32>().ok().map(f32::to_bits),
+                "{text:?}"
+            );
+        }
+        let with_point = |digits: &str, at: usize| format!("{}.{}", &digits[..at], &digits[at..]);
+        for n in 0..100_000u32 {
+            let digits = n.to_string();
+            check(&digits);
+            for at in 0..=digits.len() {
+                check(&with_point(&digits, at));
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let digits = format!("{:07}", state % 10_000_000);
+            let digits = &digits[(state >> 60) as usize % 2..];
+            for at in 0..=digits.len() {
+                for sign in ["", "-", "+"] {
+                    check(&format!("{sign}{}", with_point(digits, at)));
+                }
+            }
+        }
+        for text in [
+            "",
+            "-",
+            "+",
+            ".",
+            "-.",
+            "..5",
+            "5..",
+            "5.1.2",
+            "1e5",
+            "1E-3",
+            "2.5e1",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+            "infinity",
+            "-0",
+            "+0",
+            "-0.0",
+            "0.0000001",
+            "0.00000001",
+            "12345678",
+            "1234567.8",
+            "9999999",
+            "99999999",
+            "16777217",
+            "000000001",
+            "0000000.1",
+            "+.5",
+            "-.5",
+            "5.",
+            "-5.",
+            " 5",
+            "5 ",
+            "--5",
+            "+-5",
+            "0x10",
+            "1_000",
+            "٣",
+        ] {
+            check(text);
+        }
     }
 
     #[test]
@@ -937,6 +1076,40 @@ mod tests {
         let mut out = String::new();
         push_json_number(&mut out, f32::NAN);
         assert_eq!(out, "null");
+    }
+
+    /// `push_json_number` against `json_number` written by serde_json, over f32 bit patterns
+    /// spread across the whole range (subnormals and both signs included) and pseudo-random
+    /// values in [0, 1), where probabilities live: it reads back as the same `f32`, and is
+    /// exactly serde_json's text outside the two cases `push_json_number` documents.
+    #[test]
+    fn hand_written_json_numbers_match_serde_json_across_the_range() {
+        let check = |value: f32| {
+            if !value.is_finite() {
+                return;
+            }
+            let mut out = String::new();
+            push_json_number(&mut out, value);
+            let expected = serde_json::to_string(&json_number(value)).unwrap();
+            let shown = format!("{value:e} ({:#x})", value.to_bits());
+            assert_eq!(out.parse::<f32>().ok(), Some(value), "{shown}");
+            // Where the two differ in more than notation, it is a tie between two shortest
+            // decimals, which both read back as `value` (checked above).
+            let same_number = out.parse::<f64>().ok() == expected.parse::<f64>().ok();
+            if same_number && (1e-5..1e13).contains(&value.abs()) {
+                assert_eq!(out, expected, "{shown}");
+            }
+        };
+        for bits in (0..=u32::MAX).step_by(40_009) {
+            check(f32::from_bits(bits));
+        }
+        let mut state = 0x9e37_79b9u32;
+        for _ in 0..50_000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            check((state >> 8) as f32 / (1u32 << 24) as f32);
+        }
     }
 
     #[test]

@@ -383,7 +383,8 @@ impl VariantPool {
 
     fn route(&self) -> Result<Outstanding, InvokeError> {
         let slots = self.slots.load();
-        let outstanding: Vec<usize> = slots
+        // On the stack for up to eight instances: routing a request allocates nothing.
+        let outstanding: smallvec::SmallVec<[usize; 8]> = slots
             .iter()
             .map(|s| s.outstanding.load(Ordering::Relaxed))
             .collect();

@@ -313,7 +313,7 @@ async fn invoke(
     };
     let (mut variant, mut config_name, mut experiment, mut shadows) = (
         routed.variant.clone(),
-        routed.config_name.to_string(),
+        HeaderValue::from_str(routed.config_name).ok(),
         routed.experiment.cloned(),
         routed.shadows.to_vec(),
     );
@@ -345,7 +345,7 @@ async fn invoke(
             if let Ok(next) = current.route(None, assignment_key) {
                 span.record("variant", next.variant.name.as_str());
                 variant = next.variant.clone();
-                config_name = next.config_name.to_string();
+                config_name = HeaderValue::from_str(next.config_name).ok();
                 experiment = next.experiment.cloned();
                 shadows = next.shadows.to_vec();
                 result = variant
@@ -381,9 +381,11 @@ async fn invoke(
             let h = response.headers_mut();
             // The runtime validated the content type and custom attributes as visible ASCII.
             insert(h, axum::http::header::CONTENT_TYPE, output.content_type);
-            insert(h, header::INVOKED_VARIANT, &variant.name);
+            h.insert(header::INVOKED_VARIANT, variant.name_header.clone());
             insert(h, header::INFERENCE_ID, inference_id);
-            insert(h, header::ENDPOINT_CONFIG, &config_name);
+            if let Some(config_name) = config_name {
+                h.insert(header::ENDPOINT_CONFIG, config_name);
+            }
             if let Some(attributes) = &output.custom_attributes {
                 insert(h, header::CUSTOM_ATTRIBUTES, attributes);
             }
@@ -404,8 +406,10 @@ async fn invoke(
             );
             let mut response = api_error.into_response();
             let h = response.headers_mut();
-            insert(h, header::INVOKED_VARIANT, &variant.name);
-            insert(h, header::ENDPOINT_CONFIG, &config_name);
+            h.insert(header::INVOKED_VARIANT, variant.name_header.clone());
+            if let Some(config_name) = config_name {
+                h.insert(header::ENDPOINT_CONFIG, config_name);
+            }
             Ok(response)
         }
     }

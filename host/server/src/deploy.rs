@@ -253,6 +253,8 @@ async fn live_variant(
             .map_err(|e| format!("variant {}: {e}", v.name))?;
         return Ok(old.clone());
     }
+    let name_header = axum::http::HeaderValue::from_str(&v.name)
+        .map_err(|_| format!("variant name {:?} cannot be sent in a header", v.name))?;
     let runtime = state.runtime.clone();
     let spec = variant_spec(endpoint, v);
     // Compiling blocks: build the pool on a blocking thread.
@@ -264,6 +266,7 @@ async fn live_variant(
             .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
     Ok(Arc::new(LiveVariant {
         name: v.name.clone(),
+        name_header,
         model_name: v.model.name.clone(),
         model: v.model.clone(),
         max_queue_length: v.max_queue_length,

@@ -63,6 +63,8 @@ pub(crate) fn now() -> f64 {
 /// A variant's warm pool, shared by every snapshot that routes to it.
 pub(crate) struct LiveVariant {
     pub(crate) name: String,
+    /// `name` as the value of a response's `x-Amzn-Invoked-Production-Variant`, made once.
+    pub(crate) name_header: axum::http::HeaderValue,
     pub(crate) model_name: String,
     /// The model as deployed, to tell whether a new endpoint config changes it.
     pub(crate) model: Model,
