@@ -24,7 +24,7 @@ fn main() {
         .parent()
         .expect("tests/ has a parent directory")
         .to_path_buf();
-    for dir in ["plugins", "guest-sdk", "wit"] {
+    for dir in ["plugins", "guest-sdk", "host/codec", "wit"] {
         rerun_if_changed_tree(&root.join(dir));
     }
     println!("cargo:rerun-if-changed=build.rs");

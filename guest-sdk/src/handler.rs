@@ -1,10 +1,12 @@
-//! The handler trait authors implement, its error/context/response types, and the adapter
-//! that turns a [`Handler`] into the generated `plinth:model/handler` exports.
+//! The handler trait authors implement, its context and response types, and the adapter
+//! that turns a [`Handler`] into the generated `plinth:model/handler` exports. Its error type,
+//! [`HandlerError`], is the codec crate's (`plinth-codec`), so that the codecs return it
+//! directly; its conversion to the WIT `handler-error` is here.
 
-use std::fmt;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::plinth::model::handler as wit;
+use crate::HandlerError;
 
 /// SageMaker's four handler functions, as plain Rust.
 ///
@@ -64,66 +66,6 @@ pub trait Handler: 'static {
             .collect()
     }
 }
-
-/// A failure the handler saw coming. Plinth answers SageMaker's `ModelError` (HTTP 424) with
-/// the `OriginalStatusCode` noted on each variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandlerError {
-    /// The body could not be parsed or has the wrong shape (400).
-    BadRequest(String),
-    /// The request's `Content-Type` is not one the handler reads (415).
-    UnsupportedMediaType(String),
-    /// None of the types in `Accept` is one the handler writes (406).
-    NotAcceptable(String),
-    /// The model failed while loading or predicting (500).
-    ModelError(String),
-}
-
-impl HandlerError {
-    /// A [`HandlerError::BadRequest`].
-    pub fn bad_request(message: impl fmt::Display) -> Self {
-        Self::BadRequest(message.to_string())
-    }
-
-    /// A [`HandlerError::UnsupportedMediaType`].
-    pub fn unsupported_media_type(message: impl fmt::Display) -> Self {
-        Self::UnsupportedMediaType(message.to_string())
-    }
-
-    /// A [`HandlerError::NotAcceptable`].
-    pub fn not_acceptable(message: impl fmt::Display) -> Self {
-        Self::NotAcceptable(message.to_string())
-    }
-
-    /// A [`HandlerError::ModelError`].
-    pub fn model_error(message: impl fmt::Display) -> Self {
-        Self::ModelError(message.to_string())
-    }
-
-    /// The message without the kind.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::BadRequest(m)
-            | Self::UnsupportedMediaType(m)
-            | Self::NotAcceptable(m)
-            | Self::ModelError(m) => m,
-        }
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Self::BadRequest(_) => "bad request",
-            Self::UnsupportedMediaType(_) => "unsupported media type",
-            Self::NotAcceptable(_) => "not acceptable",
-            Self::ModelError(_) => "model error",
-        };
-        write!(f, "{kind}: {}", self.message())
-    }
-}
-
-impl std::error::Error for HandlerError {}
 
 /// Per-request facts that SageMaker passes to its handlers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,7 +9,8 @@
 //!   [`Context`] and [`Response`] types;
 //! - [`export_handler!`]: exports a [`Handler`] as the component's `handler` interface;
 //! - [`codec`]: request bodies (`text/csv`, `application/json`, `application/x-npy`) into a
-//!   [`codec::Tensor`] and back, plus `Accept` negotiation with SageMaker's defaults;
+//!   [`codec::Tensor`] and back, plus `Accept` negotiation with SageMaker's defaults (the
+//!   `plinth-codec` crate, re-exported; [`HandlerError`] is defined there);
 //! - [`nn`]: tensor work on the host's native backend through `wasi:nn`.
 //!
 //! The WIT bindings are generated once, here, and never appear in an author's code.
@@ -48,11 +49,18 @@ extern crate self as plinth_guest_sdk;
 
 #[cfg(any(test, all(feature = "allocator", target_family = "wasm")))]
 mod alloc;
-pub mod codec;
 mod handler;
 pub mod nn;
 
-pub use handler::{Context, Handler, HandlerError, Response};
+/// Request and response bodies: `text/csv`, `application/json` and `application/x-npy` into a
+/// [`codec::Tensor`] and back, and `Accept` negotiation. This is the `plinth-codec` crate, the
+/// one copy of these formats in Plinth (the host's shadow comparison reads bodies with it too).
+#[doc(inline)]
+pub use plinth_codec as codec;
+
+pub use handler::{Context, Handler, Response};
+/// The error a handler returns; the codecs give it too (defined in [`codec`]).
+pub use plinth_codec::HandlerError;
 /// The `serde_json` this crate encodes JSON with, for building response values.
 pub use serde_json;
 

@@ -72,7 +72,7 @@ done
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "== building (release)" >&2
-    cargo build --release -p plinth-server -p plinth-bench >&2
+    cargo build --release -p plinth-server -p plinth-bench -p plinth-loadgen >&2
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml >&2
 fi
 for f in "$PLINTH_BIN" "$BIN/native-iris" "$BIN/loadgen" "$IRIS_WASM"; do

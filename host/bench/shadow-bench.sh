@@ -41,7 +41,7 @@ for tool in jq curl; do
 done
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "== building (release)" >&2
-    cargo build --release -p plinth-server -p plinth-bench >&2
+    cargo build --release -p plinth-server -p plinth-loadgen >&2
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml >&2
 fi
 for f in "$PLINTH_BIN" "$BIN/loadgen" "$FAULTS_WASM"; do

@@ -102,7 +102,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     if grep -q '^onnxruntime *=' host/server/Cargo.toml 2>/dev/null; then
         features=(--features plinth-server/onnxruntime)
     fi
-    cargo build --release -p plinth-server -p plinth-bench "${features[@]}" >&2
+    cargo build --release -p plinth-server -p plinth-bench -p plinth-loadgen "${features[@]}" >&2
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml >&2
 fi
 for f in "$PLINTH_BIN" "$BIN/native-onnx" "$BIN/loadgen" "$WASM_DIR/iris.wasm" \

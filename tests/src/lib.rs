@@ -11,8 +11,8 @@
 //!   deployment file, credentials, or neither: [`Options`]); waits for the `listening on`
 //!   line, sends requests, keeps the child's stderr for assertions on logs, can be killed
 //!   with SIGKILL and restarted on the same data directory, and is killed when dropped.
-//! - [`npy_f32`] / [`parse_npy_f32`]: just enough of the NumPy format for request and
-//!   response bodies.
+//! - [`npy_f32`] / [`parse_npy_f32`]: NPY request and response bodies, written and read by
+//!   the codec the guest SDK uses (`plinth-codec`).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -770,69 +770,24 @@ pub fn header(response: &Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().expect("header is text").to_owned())
 }
 
-/// An NPY (format 1.0) body holding `data` as little-endian `f32` in C order with `shape`.
+/// An NPY (format 1.0) body holding `data` as little-endian `f32` in C order with `shape`:
+/// what the guest SDK's codec writes (`plinth_codec::encode_npy`).
 pub fn npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
-    assert_eq!(
-        data.len(),
-        shape.iter().product::<usize>(),
-        "data does not fit the shape"
-    );
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
-    // Pad so that magic (6) + version (2) + length (2) + header ends at a multiple of 64.
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    let tensor = plinth_codec::Tensor::new(data.to_vec(), shape.to_vec())
+        .unwrap_or_else(|e| panic!("data does not fit the shape: {e}"));
+    plinth_codec::encode_npy(&tensor)
 }
 
-/// Parses an NPY body of little-endian `f32` (`<f4`) values: `(data, shape)`. Panics with the
-/// reason if it is anything else.
+/// Parses an NPY body of little-endian `f32` (`<f4`) values: `(data, shape)`, read by the
+/// guest SDK's codec (`plinth_codec::decode_npy`). Panics with the reason if it is anything
+/// else.
 pub fn parse_npy_f32(body: &[u8]) -> (Vec<f32>, Vec<usize>) {
-    assert!(body.starts_with(b"\x93NUMPY"), "not an NPY body: {body:?}");
-    let (len, start) = match body[6] {
-        1 => (usize::from(u16::from_le_bytes([body[8], body[9]])), 10),
-        _ => (
-            u32::from_le_bytes([body[8], body[9], body[10], body[11]]) as usize,
-            12,
-        ),
-    };
-    let header = std::str::from_utf8(&body[start..start + len]).expect("NPY header is text");
-    assert!(
-        header.contains("'<f4'"),
+    let (header, _) = plinth_codec::npy::read_header(body)
+        .unwrap_or_else(|e| panic!("not an NPY body ({e}): {body:?}"));
+    assert_eq!(
+        header.descr, "<f4",
         "expected descr '<f4' in the NPY header {header:?}"
     );
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(')').next())
-        .unwrap_or_else(|| panic!("no shape in the NPY header {header:?}"));
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("NPY shape is numbers"))
-        .collect();
-    let data: Vec<f32> = body[start + len..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    assert_eq!(
-        data.len(),
-        shape.iter().product::<usize>(),
-        "NPY data does not match its shape {shape:?}"
-    );
-    (data, shape)
+    let tensor = plinth_codec::decode_npy(body).unwrap_or_else(|e| panic!("{e}"));
+    (tensor.data, tensor.shape)
 }

@@ -460,6 +460,132 @@ fn two_sided_z(alpha: f64) -> f64 {
 /// ln(√(2π)).
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 
+/// What an experiment does on its own when a verdict calls for it
+/// (`PlinthExperiment.AutoAction`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AutoAction {
+    /// Nothing: the verdicts are reported, people act.
+    #[default]
+    None,
+    /// All traffic to the variant significantly better than the control (the largest
+    /// difference, if several are).
+    PromoteWinner,
+    /// No more traffic to the variants significantly worse than the control.
+    StopLosers,
+}
+
+/// An experiment as its automatic action and its advice see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing<'a> {
+    /// The variants, in the endpoint config's order.
+    pub variants: &'a [String],
+    /// The control's name.
+    pub control: &'a str,
+    /// The confidence of the verdicts (1 - alpha).
+    pub confidence: f64,
+    /// Each variant against the control, by position (`None` for the control, and where
+    /// there is too little data).
+    pub comparisons: &'a [Option<Comparison>],
+    /// Each variant's monitor, by position.
+    pub monitors: &'a [Monitor],
+}
+
+/// Weights the automatic action sets, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// One weight per variant, by position: 1 for variants that keep traffic, 0 for the rest.
+    pub weights: Vec<f64>,
+    /// What happened, for the log.
+    pub reason: String,
+}
+
+/// The weights `action` calls for now, if a verdict calls for any.
+pub fn auto_action(action: AutoAction, standing: &Standing<'_>) -> Option<Action> {
+    let s = standing;
+    let n = s.variants.len().min(s.monitors.len());
+    let verdict = |i: usize| s.monitors[i].verdict;
+    let confidence = s.confidence * 100.0;
+    match action {
+        AutoAction::None => None,
+        AutoAction::PromoteWinner => winner(s).map(|winner| Action {
+            weights: (0..s.variants.len())
+                .map(|i| f64::from(u8::from(i == winner)))
+                .collect(),
+            reason: format!(
+                "variant {} is better than the control {} at {confidence}% confidence \
+                     (always-valid p = {:.4}); all traffic moves to it",
+                s.variants[winner], s.control, s.monitors[winner].p_value
+            ),
+        }),
+        AutoAction::StopLosers => {
+            let losers: Vec<usize> = (0..n).filter(|&i| verdict(i) == Verdict::Worse).collect();
+            (!losers.is_empty()).then(|| {
+                let names: Vec<&str> = losers.iter().map(|&i| s.variants[i].as_str()).collect();
+                Action {
+                    weights: (0..s.variants.len())
+                        .map(|i| f64::from(u8::from(!losers.contains(&i))))
+                        .collect(),
+                    reason: format!(
+                        "variants {names:?} are worse than the control {} at {confidence}% \
+                         confidence; they get no more traffic",
+                        s.control
+                    ),
+                }
+            })
+        }
+    }
+}
+
+/// The variant significantly better than the control with the largest difference.
+fn winner(s: &Standing<'_>) -> Option<usize> {
+    let n = s.variants.len().min(s.monitors.len());
+    let difference = |i: usize| {
+        s.comparisons
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(0.0, |c| c.difference)
+    };
+    (0..n)
+        .filter(|&i| s.monitors[i].verdict == Verdict::Better)
+        .max_by(|&a, &b| difference(a).total_cmp(&difference(b)))
+}
+
+/// What the verdicts so far suggest, in words; `acted`: the automatic action has been taken.
+pub fn recommendation(standing: &Standing<'_>, acted: bool) -> String {
+    let s = standing;
+    let named = |verdict: Verdict| -> Vec<&str> {
+        s.variants
+            .iter()
+            .zip(s.monitors)
+            .filter(|(v, m)| v.as_str() != s.control && m.verdict == verdict)
+            .map(|(v, _)| v.as_str())
+            .collect()
+    };
+    let worse = named(Verdict::Worse);
+    let confidence = s.confidence * 100.0;
+    let mut advice = Vec::new();
+    if let Some(best) = winner(s) {
+        advice.push(format!(
+            "promote {}: better than the control {} at {confidence}% confidence",
+            s.variants[best], s.control
+        ));
+    }
+    if !worse.is_empty() {
+        advice.push(format!(
+            "stop {}: worse than the control at {confidence}% confidence",
+            worse.join(", ")
+        ));
+    }
+    if advice.is_empty() {
+        return "keep collecting: no variant differs from the control yet".into();
+    }
+    let mut text = advice.join("; ");
+    if acted {
+        text.push_str(" (done automatically)");
+    }
+    text
+}
+
 /// The standard normal CDF `Φ(x)`, with relative error below about 1e-13 in either
 /// tail (a series for `|x| ≤ 2.5`, the Laplace continued fraction beyond).
 pub fn normal_cdf(x: f64) -> f64 {
@@ -576,6 +702,95 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use rand_distr::{Binomial, Distribution, Normal};
+
+    /// A standing of `verdicts` (the first variant is the control) with the given
+    /// differences and p-values.
+    fn standing_parts(
+        verdicts: &[Verdict],
+        differences: &[f64],
+    ) -> (Vec<String>, Vec<Option<Comparison>>, Vec<Monitor>) {
+        let names = (0..verdicts.len()).map(|i| format!("V{i}")).collect();
+        let base = compare(
+            &Arm::from_counts(50, 100).unwrap(),
+            &Arm::from_counts(60, 100).unwrap(),
+            Metric::Binary,
+            &SequentialConfig::default(),
+        )
+        .unwrap();
+        let comparisons = differences
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                (i > 0).then_some(Comparison {
+                    difference: *d,
+                    ..base
+                })
+            })
+            .collect();
+        let monitors = verdicts
+            .iter()
+            .map(|v| Monitor {
+                looks: 3,
+                p_value: 0.001,
+                verdict: *v,
+            })
+            .collect();
+        (names, comparisons, monitors)
+    }
+
+    #[test]
+    fn promote_winner_moves_all_traffic_to_the_largest_better_difference() {
+        use Verdict::*;
+        let (names, comparisons, monitors) = standing_parts(
+            &[NotYetKnown, Better, Better, Worse],
+            &[0.0, 0.05, 0.2, -0.1],
+        );
+        let standing = Standing {
+            variants: &names,
+            control: "V0",
+            confidence: 0.95,
+            comparisons: &comparisons,
+            monitors: &monitors,
+        };
+        let action = auto_action(AutoAction::PromoteWinner, &standing).unwrap();
+        assert_eq!(action.weights, [0.0, 0.0, 1.0, 0.0]);
+        assert!(
+            action
+                .reason
+                .starts_with("variant V2 is better than the control V0 at 95% confidence"),
+            "{}",
+            action.reason
+        );
+        let stop = auto_action(AutoAction::StopLosers, &standing).unwrap();
+        assert_eq!(stop.weights, [1.0, 1.0, 1.0, 0.0]);
+        assert!(stop.reason.contains("[\"V3\"]"), "{}", stop.reason);
+        assert_eq!(auto_action(AutoAction::None, &standing), None);
+        assert_eq!(
+            recommendation(&standing, true),
+            "promote V2: better than the control V0 at 95% confidence; stop V3: worse than \
+             the control at 95% confidence (done automatically)"
+        );
+    }
+
+    #[test]
+    fn no_verdict_no_action() {
+        use Verdict::*;
+        let (names, comparisons, monitors) =
+            standing_parts(&[NotYetKnown, NotYetKnown, NotYetKnown], &[0.0, 0.3, -0.3]);
+        let standing = Standing {
+            variants: &names,
+            control: "V0",
+            confidence: 0.9,
+            comparisons: &comparisons,
+            monitors: &monitors,
+        };
+        assert_eq!(auto_action(AutoAction::PromoteWinner, &standing), None);
+        assert_eq!(auto_action(AutoAction::StopLosers, &standing), None);
+        assert_eq!(
+            recommendation(&standing, false),
+            "keep collecting: no variant differs from the control yet"
+        );
+    }
 
     fn close(actual: f64, expected: f64, tolerance: f64) {
         assert!(

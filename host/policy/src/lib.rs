@@ -11,6 +11,7 @@ pub mod bandit;
 pub mod capacity;
 pub mod config;
 pub mod experiment;
+pub mod members;
 pub mod names;
 pub mod rollout;
 pub mod routing;

@@ -2,7 +2,9 @@
 //! same request, so that a dashboard can say "the candidate answers the same, or nearly
 //! the same, or at least predicts the same class".
 //!
-//! This module owns [`compare`] and the parsing behind it, for three kinds of body:
+//! This module owns [`compare`]: which format a body is in, and how two parsed bodies
+//! compare. The parsing itself is `plinth-codec`'s, the one the guest SDK decodes requests
+//! with. Three kinds of body:
 //!
 //! * JSON (`application/json`, `*+json`, and JSON Lines as an array of its lines):
 //!   structures must match exactly (same keys, same array lengths, equal strings,
@@ -17,6 +19,8 @@
 //! A body of any other content type is sniffed: the NPY magic string, else JSON, else text.
 //! Everything here is a plain function of the two bodies; nothing is kept between calls.
 
+use plinth_codec::csv::{self, Cell};
+use plinth_codec::{json, npy};
 use serde::{Deserialize, Serialize};
 
 /// How far apart two numbers may be and still count as close: `|shadow - production| <=
@@ -132,46 +136,33 @@ enum Format {
 enum Parsed {
     Json(serde_json::Value),
     Text(Vec<Vec<Cell>>),
-    Npy(Array),
+    Npy(npy::Array),
 }
-
-#[derive(Debug, PartialEq)]
-enum Cell {
-    Number(f64),
-    Text(String),
-}
-
-/// A NumPy array, values in C order.
-#[derive(Debug, PartialEq)]
-struct Array {
-    shape: Vec<usize>,
-    data: Vec<f64>,
-}
-
-const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
 /// The body's format (from its content type, sniffed when the type says nothing) and its
 /// parse, `None` when it is not valid in that format.
 fn parse(body: &[u8], content_type: &str) -> (Format, Option<Parsed>) {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "application/json" | "text/json" => (Format::Json, parse_json(body).map(Parsed::Json)),
-        m if m.ends_with("+json") => (Format::Json, parse_json(body).map(Parsed::Json)),
-        "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => {
-            (Format::Json, parse_json_lines(body).map(Parsed::Json))
-        }
-        "text/csv" | "application/csv" => (Format::Text, parse_text(body, false).map(Parsed::Text)),
-        "text/plain" => (Format::Text, parse_text(body, true).map(Parsed::Text)),
-        "application/x-npy" | "application/npy" => (Format::Npy, parse_npy(body).map(Parsed::Npy)),
-        _ if body.starts_with(NPY_MAGIC) => (Format::Npy, parse_npy(body).map(Parsed::Npy)),
-        _ => match parse_json(body) {
-            Some(value) => (Format::Json, Some(Parsed::Json(value))),
-            None => (Format::Text, parse_text(body, true).map(Parsed::Text)),
+    let as_json = || json::decode_value(body).ok().map(Parsed::Json);
+    let as_text = |whitespace_separates| {
+        csv::decode_cells(body, whitespace_separates)
+            .ok()
+            .map(Parsed::Text)
+    };
+    let as_npy = || npy::decode_f64(body).ok().map(Parsed::Npy);
+    match plinth_codec::media_type(content_type).as_str() {
+        "application/json" | "text/json" => (Format::Json, as_json()),
+        m if m.ends_with("+json") => (Format::Json, as_json()),
+        "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => (
+            Format::Json,
+            json::decode_lines(body).ok().map(Parsed::Json),
+        ),
+        "text/csv" | "application/csv" => (Format::Text, as_text(false)),
+        "text/plain" => (Format::Text, as_text(true)),
+        "application/x-npy" | "application/npy" => (Format::Npy, as_npy()),
+        _ if body.starts_with(npy::MAGIC) => (Format::Npy, as_npy()),
+        _ => match as_json() {
+            Some(value) => (Format::Json, Some(value)),
+            None => (Format::Text, as_text(true)),
         },
     }
 }
@@ -243,20 +234,6 @@ impl Parsed {
             },
         }
     }
-}
-
-fn parse_json(body: &[u8]) -> Option<serde_json::Value> {
-    serde_json::from_slice(body).ok()
-}
-
-/// JSON Lines as an array of its non-blank lines.
-fn parse_json_lines(body: &[u8]) -> Option<serde_json::Value> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).ok())
-        .collect::<Option<Vec<_>>>()
-        .map(serde_json::Value::Array)
 }
 
 fn json_has_number(value: &serde_json::Value) -> bool {
@@ -343,160 +320,6 @@ fn number_row(items: &[serde_json::Value]) -> Option<Vec<f64>> {
     items.iter().map(serde_json::Value::as_f64).collect()
 }
 
-/// Lines of cells; blank lines are skipped. `None` when the body is not UTF-8.
-fn parse_text(body: &[u8], whitespace_separates: bool) -> Option<Vec<Vec<Cell>>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let cell = |raw: &str| {
-        let raw = raw.trim();
-        match raw.parse::<f64>() {
-            Ok(n) => Cell::Number(n),
-            Err(_) => Cell::Text(raw.to_owned()),
-        }
-    };
-    Some(
-        text.lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                if whitespace_separates {
-                    line.split(|c: char| c == ',' || c.is_whitespace())
-                        .filter(|raw| !raw.is_empty())
-                        .map(cell)
-                        .collect()
-                } else {
-                    line.split(',').map(cell).collect()
-                }
-            })
-            .collect(),
-    )
-}
-
-/// A `.npy` file: magic, version (1, 2 or 3), header length, the header dict
-/// (`descr`, `fortran_order`, `shape`), then the values. `None` if anything is off.
-fn parse_npy(body: &[u8]) -> Option<Array> {
-    if body.len() < 10 || !body.starts_with(NPY_MAGIC) {
-        return None;
-    }
-    let (header_len, header_start): (usize, usize) = match body[6] {
-        1 => (usize::from(u16::from_le_bytes([body[8], body[9]])), 10),
-        2 | 3 => {
-            let bytes = body.get(8..12)?;
-            let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            (usize::try_from(len).ok()?, 12)
-        }
-        _ => return None,
-    };
-    let header_end = header_start.checked_add(header_len)?;
-    let header = std::str::from_utf8(body.get(header_start..header_end)?).ok()?;
-    let dict = header.trim().strip_prefix('{')?.strip_suffix('}')?;
-
-    let descr = dict_value(dict, "descr")?;
-    let quote = descr.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let descr = descr[1..].split(quote).next()?;
-    let fortran_order = match dict_value(dict, "fortran_order")? {
-        v if v.starts_with("True") => true,
-        v if v.starts_with("False") => false,
-        _ => return None,
-    };
-    let shape = dict_value(dict, "shape")?
-        .strip_prefix('(')?
-        .split_once(')')?
-        .0
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>().ok())
-        .collect::<Option<Vec<_>>>()?;
-
-    let (size, convert) = element(descr)?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
-    let payload = &body[header_end..];
-    if payload.len() != count.checked_mul(size)? {
-        return None;
-    }
-    let data: Vec<f64> = payload.chunks_exact(size).map(convert).collect();
-    let data = if fortran_order && shape.len() > 1 {
-        fortran_to_c(&shape, &data)
-    } else {
-        data
-    };
-    Some(Array { shape, data })
-}
-
-/// The text after `'key':` in an NPY header dict, trimmed at the start.
-fn dict_value<'t>(dict: &'t str, key: &str) -> Option<&'t str> {
-    ['\'', '"'].iter().find_map(|quote| {
-        let pattern = format!("{quote}{key}{quote}");
-        let at = dict.find(&pattern)?;
-        dict[at + pattern.len()..]
-            .trim_start()
-            .strip_prefix(':')
-            .map(str::trim_start)
-    })
-}
-
-type Convert = fn(&[u8]) -> f64;
-
-/// The size and decoder of one element of a little-endian NPY dtype.
-fn element(descr: &str) -> Option<(usize, Convert)> {
-    fn le<const N: usize>(b: &[u8]) -> [u8; N] {
-        let mut out = [0; N];
-        out.copy_from_slice(&b[..N]);
-        out
-    }
-    let mut chars = descr.chars();
-    let order = chars.next()?;
-    let kind = chars.as_str();
-    let one_byte = matches!(kind, "i1" | "u1" | "b1");
-    // '=' is native order; the machines NPY files come from are little-endian.
-    if !(order == '<' || order == '=' || (order == '|' && one_byte)) {
-        return None;
-    }
-    let found: (usize, Convert) = match kind {
-        "f4" => (4, |b| f64::from(f32::from_le_bytes(le(b)))),
-        "f8" => (8, |b| f64::from_le_bytes(le(b))),
-        "i1" => (1, |b| f64::from(b[0] as i8)),
-        "u1" => (1, |b| f64::from(b[0])),
-        "b1" => (1, |b| f64::from(u8::from(b[0] != 0))),
-        "i2" => (2, |b| f64::from(i16::from_le_bytes(le(b)))),
-        "u2" => (2, |b| f64::from(u16::from_le_bytes(le(b)))),
-        "i4" => (4, |b| f64::from(i32::from_le_bytes(le(b)))),
-        "u4" => (4, |b| f64::from(u32::from_le_bytes(le(b)))),
-        "i8" => (8, |b| i64::from_le_bytes(le(b)) as f64),
-        "u8" => (8, |b| u64::from_le_bytes(le(b)) as f64),
-        _ => return None,
-    };
-    Some(found)
-}
-
-/// Reorder values stored in Fortran (column-major) order into C (row-major) order.
-fn fortran_to_c(shape: &[usize], data: &[f64]) -> Vec<f64> {
-    let mut strides = vec![1usize; shape.len()];
-    for j in 1..shape.len() {
-        strides[j] = strides[j - 1] * shape[j - 1];
-    }
-    let mut index = vec![0usize; shape.len()];
-    let mut out = Vec::with_capacity(data.len());
-    for _ in 0..data.len() {
-        out.push(
-            data[index
-                .iter()
-                .zip(&strides)
-                .map(|(i, s)| i * s)
-                .sum::<usize>()],
-        );
-        for j in (0..shape.len()).rev() {
-            index[j] += 1;
-            if index[j] < shape[j] {
-                break;
-            }
-            index[j] = 0;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,7 +350,7 @@ mod tests {
             header.push(' ');
         }
         header.push('\n');
-        let mut out = NPY_MAGIC.to_vec();
+        let mut out = npy::MAGIC.to_vec();
         out.extend_from_slice(&[major, 0]);
         if major == 1 {
             out.extend_from_slice(&(header.len() as u16).to_le_bytes());
@@ -774,7 +597,7 @@ mod tests {
             b"\x93NUMPY",
             b"not npy",
         ] {
-            assert_eq!(parse_npy(bad), None);
+            assert!(npy::decode_f64(bad).is_err());
             let c = compare(bad, NPY, bad, NPY, Tolerance::default());
             assert_eq!(c, comparison(true, None, None));
         }

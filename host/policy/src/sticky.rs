@@ -25,10 +25,16 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// result indexes both. Allocation-free: one hash of the key, then one short hash per
 /// variant.
 pub fn assign(key: &str, names: &[&str], weights: &[f64]) -> Option<usize> {
+    assign_with(key, names.iter().copied().zip(weights.iter().copied()))
+}
+
+/// [`assign`] over `(name, weight)` pairs given one by one; the result is the position of
+/// the chosen pair.
+pub fn assign_with<'a>(key: &str, variants: impl Iterator<Item = (&'a str, f64)>) -> Option<usize> {
     let keyed = fnv1a(FNV_OFFSET, key);
     let mut best: Option<(usize, f64)> = None;
-    for (i, (name, weight)) in names.iter().zip(weights).enumerate() {
-        if !(*weight > 0.0 && weight.is_finite()) {
+    for (i, (name, weight)) in variants.enumerate() {
+        if !(weight > 0.0 && weight.is_finite()) {
             continue;
         }
         let score = -unit(fnv1a(keyed, name)).ln() / weight;

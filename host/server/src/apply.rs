@@ -4,7 +4,7 @@
 //! is created, or updated to the file's config; then the endpoints are awaited. `plinth serve
 //! --config` applies the file in process; `plinth apply` applies it over HTTP.
 
-use crate::catalog::{self, ConfigDefinition, ModelDefinition};
+use crate::state::catalog::{self, ConfigDefinition, ModelDefinition};
 use anyhow::{bail, Context};
 use plinth_policy::config::Deployment;
 use serde_json::{json, Value};

@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use plinth_runtime::InvokeError;
 use serde_json::{json, Map, Value};
 
-/// The account id in messages and ARNs; Plinth has no accounts.
-pub(crate) const ACCOUNT_ID: &str = "123456789012";
+use crate::state::ACCOUNT_ID;
 
 /// An error answered to a client.
 #[derive(Debug)]

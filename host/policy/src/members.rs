@@ -1,0 +1,1934 @@
+//! Which request members Plinth serves, refuses or adds: the member tree of every
+//! control-plane operation's input and InvokeEndpoint's headers, as one static table, and
+//! the checks that keep a request inside it.
+//!
+//! Every member of an operation's input has a [`State`]:
+//!
+//! * [`State::Served`]: a SageMaker member Plinth implements. A served member may name the
+//!   values Plinth supports of a SageMaker enumeration (`PrimaryContainer.Mode` is served
+//!   for `SingleModel` only) and, if numeric, the inclusive [`Range`] Plinth accepts.
+//! * [`State::Refused`]: a SageMaker member Plinth does not implement. A request that gives
+//!   it is answered `ValidationException` "`DataCaptureConfig` is not supported" rather
+//!   than accepted and ignored. When a later change implements it, it moves to `Served`
+//!   here and in the README's "SageMaker members" tables (a test keeps the two equal).
+//! * [`State::Extension`]: Plinth's own (`PlinthLimits`, `PlinthMaxQueueLength`, every
+//!   member of `CreateAlarm`...).
+//!
+//! [`check_input`] walks a request body against the table: a refused member, an
+//! unsupported value, a key that is in neither SageMaker's model nor Plinth's extensions,
+//! or a number outside its range (or not a number, or not a whole number where one is
+//! required) is an error that names the member by its path
+//! (`ProductionVariants[0].ServerlessConfig`). A member given as JSON `null` counts as
+//! absent, as botocore and serde treat it, so `"DataCaptureConfig": null` passes. Other
+//! type errors (a string where a structure belongs) are left to the server's parse, which
+//! reports them. Free-form maps (`PrimaryContainer.Environment`) are not looked into.
+//!
+//! [`check_invoke_headers`] does the same for InvokeEndpoint's headers: a header SageMaker
+//! defines and Plinth does not implement (`X-Amzn-SageMaker-Target-Model`) is an error;
+//! any other header is HTTP's business and passes.
+//!
+//! Both run on every call, so both allocate only when they fail: the table is static, and
+//! a header is compared with it only when its name starts with `x-amzn-sagemaker-`.
+//!
+//! [`rows`] and [`invoke_members`] expose the table for documentation; the tests check it
+//! against botocore's service models (every SageMaker member at every level the table
+//! describes is in it, and nothing that is not) and against the README.
+
+use crate::capacity::MAX_INSTANCE_COUNT;
+use crate::config::MAX_BATCH_SIZE;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// What Plinth does with a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// A SageMaker member Plinth implements.
+    Served,
+    /// A SageMaker member Plinth does not implement: giving it is an error.
+    Refused,
+    /// A member of Plinth's own, not SageMaker's.
+    Extension,
+}
+
+impl State {
+    /// How the README's tables name the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Served => "served",
+            State::Refused => "refused",
+            State::Extension => "Plinth extension",
+        }
+    }
+}
+
+/// The numbers a numeric member accepts, bounds included unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Range {
+    /// A whole number (written without a fraction or exponent) in `[min, max]`.
+    Integer {
+        /// The least value.
+        min: i64,
+        /// The greatest value.
+        max: i64,
+    },
+    /// Any JSON number in `[min, max]`, or `[min, max)` when `max_excluded`. JSON cannot
+    /// carry infinities or NaN, so every accepted value is finite.
+    Number {
+        /// The least value.
+        min: f64,
+        /// The greatest value (or the bound below it, when `max_excluded`).
+        max: f64,
+        /// Whether `max` itself is refused.
+        max_excluded: bool,
+    },
+}
+
+impl Range {
+    /// Whether `value` is a number this range accepts.
+    fn accepts(&self, value: &Value) -> bool {
+        let Value::Number(n) = value else {
+            return false;
+        };
+        match *self {
+            Range::Integer { min, max } => n.as_i64().is_some_and(|i| (min..=max).contains(&i)),
+            Range::Number {
+                min,
+                max,
+                max_excluded,
+            } => n
+                .as_f64()
+                .is_some_and(|x| x >= min && (x < max || (!max_excluded && x == max))),
+        }
+    }
+
+    /// Whether the range is every finite number.
+    fn is_unbounded(&self) -> bool {
+        matches!(*self, Range::Number { min, max, .. } if min == f64::MIN && max == f64::MAX)
+    }
+
+    /// "between 0 and 1000000", as error messages say it.
+    fn describe(&self) -> String {
+        match *self {
+            _ if self.is_unbounded() => "a number".into(),
+            Range::Integer { min, max } => format!("a whole number between {min} and {max}"),
+            Range::Number {
+                min,
+                max,
+                max_excluded: false,
+            } => format!("between {min} and {max}"),
+            Range::Number { min, max, .. } => {
+                format!("at least {min} and less than {max}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Range {
+    /// As the README writes it: `0 to 1,000,000`, `0.5 to less than 1`, `any number`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            _ if self.is_unbounded() => f.write_str("any number"),
+            Range::Integer { min, max } => write!(f, "{} to {}", grouped(min), grouped(max)),
+            Range::Number {
+                min,
+                max,
+                max_excluded,
+            } => {
+                let number = |x: f64| {
+                    if x.fract() == 0.0 && x.abs() < 1e18 {
+                        grouped(x as i64)
+                    } else {
+                        x.to_string()
+                    }
+                };
+                let less = if max_excluded { "less than " } else { "" };
+                write!(f, "{} to {less}{}", number(min), number(max))
+            }
+        }
+    }
+}
+
+/// `1000000` as `1,000,000` (numbers below 10,000 stay as they are).
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    if digits.len() <= 4 {
+        return n.to_string();
+    }
+    let mut out = String::new();
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What a member holds, as far as the checks look into it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Form {
+    /// A string or boolean, not looked into.
+    Value,
+    /// A free-form map: neither keys nor values are checked.
+    Map,
+    /// A number in a range.
+    Number(Range),
+    /// A string or boolean of which Plinth supports only these values.
+    OneOf(&'static [&'static str]),
+    /// A structure whose members the table lists.
+    Structure(&'static Shape),
+    /// A list of structures whose members the table lists.
+    List(&'static Shape),
+}
+
+/// A structure: its name (botocore's, or Plinth's for its own) and its members.
+#[derive(Debug, PartialEq)]
+pub struct Shape {
+    /// The structure's name, as messages and the README's cross-references use it.
+    pub name: &'static str,
+    /// Its members.
+    pub members: &'static [Member],
+}
+
+/// One member of a structure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Member {
+    /// The member's name, exactly as the JSON key is spelled (case matters).
+    pub name: &'static str,
+    /// What Plinth does with it.
+    pub state: State,
+    /// What it holds.
+    pub form: Form,
+}
+
+impl Member {
+    const fn new(name: &'static str, state: State) -> Self {
+        Self {
+            name,
+            state,
+            form: Form::Value,
+        }
+    }
+
+    const fn form(self, form: Form) -> Self {
+        Self {
+            name: self.name,
+            state: self.state,
+            form,
+        }
+    }
+
+    const fn int(self, min: i64, max: i64) -> Self {
+        self.form(Form::Number(Range::Integer { min, max }))
+    }
+
+    const fn number(self, min: f64, max: f64) -> Self {
+        self.form(Form::Number(Range::Number {
+            min,
+            max,
+            max_excluded: false,
+        }))
+    }
+
+    const fn one_of(self, values: &'static [&'static str]) -> Self {
+        self.form(Form::OneOf(values))
+    }
+
+    const fn map(self) -> Self {
+        self.form(Form::Map)
+    }
+
+    const fn structure(self, shape: &'static Shape) -> Self {
+        self.form(Form::Structure(shape))
+    }
+
+    const fn list(self, shape: &'static Shape) -> Self {
+        self.form(Form::List(shape))
+    }
+}
+
+const fn served(name: &'static str) -> Member {
+    Member::new(name, State::Served)
+}
+
+const fn refused(name: &'static str) -> Member {
+    Member::new(name, State::Refused)
+}
+
+const fn extension(name: &'static str) -> Member {
+    Member::new(name, State::Extension)
+}
+
+// ---------------------------------------------------------------------------------------
+// Ranges. SageMaker's documented range (botocore's min/max) intersected with what Plinth
+// holds; the tests check that each served range lies inside botocore's.
+// ---------------------------------------------------------------------------------------
+
+/// The largest relative weight of a variant. SageMaker sets no maximum; Plinth bounds it so
+/// that the sum over 10 variants is far from overflowing and shares stay exact.
+const MAX_WEIGHT: f64 = 1_000_000.0;
+/// The largest `PlinthMaxQueueLength`: a queue slot costs memory before any request
+/// arrives, and a bounded queue is the point of the setting.
+const MAX_QUEUE_LENGTH: i64 = 1_000_000;
+/// List timestamps (epoch seconds): from 1970 to the end of year 9999, the last instant
+/// botocore's datetime can write.
+const MAX_TIMESTAMP: f64 = 253_402_300_799.0;
+/// The largest integer a JSON client holding numbers as doubles writes exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+/// The largest magnitude of an outcome's `Value`: its square, summed over the ledger's
+/// outcomes, stays far from overflowing.
+const MAX_OUTCOME: f64 = 1e12;
+
+// ---------------------------------------------------------------------------------------
+// The table.
+// ---------------------------------------------------------------------------------------
+
+const TAG: Shape = Shape {
+    name: "Tag",
+    members: &[served("Key"), served("Value")],
+};
+
+const CONTAINER: Shape = Shape {
+    name: "ContainerDefinition",
+    members: &[
+        refused("ContainerHostname"),
+        served("Image"),
+        refused("ImageConfig"),
+        served("Mode").one_of(&["SingleModel"]),
+        served("ModelDataUrl"),
+        refused("ModelDataSource"),
+        refused("AdditionalModelDataSources"),
+        served("Environment").map(),
+        refused("ModelPackageName"),
+        refused("InferenceSpecificationName"),
+        refused("MultiModelConfig"),
+        refused("ContainerMetricsConfig"),
+    ],
+};
+
+const PLINTH_LIMITS: Shape = Shape {
+    name: "PlinthLimits",
+    members: &[
+        extension("MemorySizeInMB").int(1, 4096),
+        extension("InvocationTimeoutInSeconds").int(1, 3600),
+    ],
+};
+
+const CREATE_MODEL: Shape = Shape {
+    name: "CreateModelInput",
+    members: &[
+        served("ModelName"),
+        served("PrimaryContainer").structure(&CONTAINER),
+        refused("Containers"),
+        refused("InferenceExecutionConfig"),
+        served("ExecutionRoleArn"),
+        served("Tags").list(&TAG),
+        refused("VpcConfig"),
+        // Guests have no sockets: every model is network-isolated.
+        served("EnableNetworkIsolation").one_of(&["true"]),
+        extension("PlinthLimits").structure(&PLINTH_LIMITS),
+        extension("PlinthBackend"),
+    ],
+};
+
+const MODEL_NAME: Shape = Shape {
+    name: "ModelNameInput",
+    members: &[served("ModelName")],
+};
+
+const LIST: Shape = Shape {
+    name: "ListInput",
+    members: &[
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+        served("NameContains"),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+    ],
+};
+
+const LIST_ENDPOINTS: Shape = Shape {
+    name: "ListEndpointsInput",
+    members: &[
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+        served("NameContains"),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("StatusEquals"),
+    ],
+};
+
+const ROUTING_CONFIG: Shape = Shape {
+    name: "ProductionVariantRoutingConfig",
+    members: &[
+        served("RoutingStrategy").one_of(&["LEAST_OUTSTANDING_REQUESTS", "RANDOM"]),
+        refused("PrefixAwareRoutingConfig"),
+    ],
+};
+
+const PRODUCTION_VARIANT: Shape = Shape {
+    name: "ProductionVariant",
+    members: &[
+        served("VariantName"),
+        served("ModelName"),
+        served("InitialInstanceCount").int(1, MAX_INSTANCE_COUNT),
+        // Accepted (boto3 scripts always give one), kept and echoed; it has no effect.
+        served("InstanceType"),
+        refused("InstancePools"),
+        refused("VariantInstanceProvisionTimeoutInSeconds"),
+        served("InitialVariantWeight").number(0.0, MAX_WEIGHT),
+        refused("AcceleratorType"),
+        refused("CoreDumpConfig"),
+        refused("ServerlessConfig"),
+        refused("VolumeSizeInGB"),
+        refused("ModelDataDownloadTimeoutInSeconds"),
+        refused("ContainerStartupHealthCheckTimeoutInSeconds"),
+        refused("EnableSSMAccess"),
+        refused("ManagedInstanceScaling"),
+        served("RoutingConfig").structure(&ROUTING_CONFIG),
+        refused("InferenceAmiVersion"),
+        refused("CapacityReservationConfig"),
+        refused("AcceleratorPartitionLayouts"),
+        extension("PlinthMaxQueueLength").int(0, MAX_QUEUE_LENGTH),
+        extension("PlinthMaxBatchSize").int(1, MAX_BATCH_SIZE as i64),
+        // Only on shadow variants; the server says so for a production variant.
+        extension("PlinthSamplingPercentage").number(0.0, 100.0),
+    ],
+};
+
+const PLINTH_EXPERIMENT: Shape = Shape {
+    name: "PlinthExperiment",
+    members: &[
+        extension("ControlVariant"),
+        extension("Metric"),
+        extension("RoutingStrategy"),
+        extension("Epsilon").number(0.0, 1.0),
+        // At most 1/2: an experiment has at least 2 variants (the server checks 1/n).
+        extension("MinShare").number(0.0, 0.5),
+        extension("Confidence").form(Form::Number(Range::Number {
+            min: 0.5,
+            max: 1.0,
+            max_excluded: true,
+        })),
+        extension("AutoAction"),
+        extension("AssignmentAttribute"),
+        extension("OutcomeRetentionSeconds").int(1, 31_536_000),
+    ],
+};
+
+const CREATE_ENDPOINT_CONFIG: Shape = Shape {
+    name: "CreateEndpointConfigInput",
+    members: &[
+        served("EndpointConfigName"),
+        served("ProductionVariants").list(&PRODUCTION_VARIANT),
+        refused("DataCaptureConfig"),
+        served("Tags").list(&TAG),
+        refused("KmsKeyId"),
+        refused("AsyncInferenceConfig"),
+        refused("ExplainerConfig"),
+        served("ShadowProductionVariants").list(&PRODUCTION_VARIANT),
+        refused("ExecutionRoleArn"),
+        refused("VpcConfig"),
+        served("EnableNetworkIsolation").one_of(&["true"]),
+        refused("MetricsConfig"),
+        refused("TracingConfig"),
+        refused("CrossRegionTrafficConfig"),
+        extension("PlinthExperiment").structure(&PLINTH_EXPERIMENT),
+    ],
+};
+
+const ENDPOINT_CONFIG_NAME: Shape = Shape {
+    name: "EndpointConfigNameInput",
+    members: &[served("EndpointConfigName")],
+};
+
+const CAPACITY_SIZE: Shape = Shape {
+    name: "CapacitySize",
+    members: &[
+        served("Type"),
+        // INSTANCE_COUNT: at most the new fleet (at most 1000 instances);
+        // CAPACITY_PERCENT: at most 100.
+        served("Value").int(1, MAX_INSTANCE_COUNT),
+    ],
+};
+
+const TRAFFIC_ROUTING: Shape = Shape {
+    name: "TrafficRoutingConfig",
+    members: &[
+        served("Type"),
+        served("WaitIntervalInSeconds").int(0, crate::rollout::MAX_WAIT_SECONDS),
+        served("CanarySize").structure(&CAPACITY_SIZE),
+        served("LinearStepSize").structure(&CAPACITY_SIZE),
+    ],
+};
+
+const EXECUTION_TIMEOUT: (i64, i64) = (
+    crate::rollout::MIN_EXECUTION_TIMEOUT_SECONDS,
+    crate::rollout::MAX_EXECUTION_TIMEOUT_SECONDS,
+);
+
+const BLUE_GREEN: Shape = Shape {
+    name: "BlueGreenUpdatePolicy",
+    members: &[
+        served("TrafficRoutingConfiguration").structure(&TRAFFIC_ROUTING),
+        served("TerminationWaitInSeconds").int(0, crate::rollout::MAX_WAIT_SECONDS),
+        served("MaximumExecutionTimeoutInSeconds").int(EXECUTION_TIMEOUT.0, EXECUTION_TIMEOUT.1),
+    ],
+};
+
+const ROLLING: Shape = Shape {
+    name: "RollingUpdatePolicy",
+    members: &[
+        served("MaximumBatchSize").structure(&CAPACITY_SIZE),
+        served("WaitIntervalInSeconds").int(0, crate::rollout::MAX_WAIT_SECONDS),
+        served("MaximumExecutionTimeoutInSeconds").int(EXECUTION_TIMEOUT.0, EXECUTION_TIMEOUT.1),
+        served("RollbackMaximumBatchSize").structure(&CAPACITY_SIZE),
+    ],
+};
+
+const ALARM: Shape = Shape {
+    name: "Alarm",
+    members: &[served("AlarmName")],
+};
+
+const AUTO_ROLLBACK: Shape = Shape {
+    name: "AutoRollbackConfig",
+    members: &[served("Alarms").list(&ALARM)],
+};
+
+const DEPLOYMENT_CONFIG: Shape = Shape {
+    name: "DeploymentConfig",
+    members: &[
+        served("BlueGreenUpdatePolicy").structure(&BLUE_GREEN),
+        served("RollingUpdatePolicy").structure(&ROLLING),
+        served("AutoRollbackConfiguration").structure(&AUTO_ROLLBACK),
+    ],
+};
+
+const CREATE_ENDPOINT: Shape = Shape {
+    name: "CreateEndpointInput",
+    members: &[
+        served("EndpointName"),
+        served("EndpointConfigName"),
+        served("DeploymentConfig").structure(&DEPLOYMENT_CONFIG),
+        served("Tags").list(&TAG),
+    ],
+};
+
+const ENDPOINT_NAME: Shape = Shape {
+    name: "EndpointNameInput",
+    members: &[served("EndpointName")],
+};
+
+const UPDATE_ENDPOINT: Shape = Shape {
+    name: "UpdateEndpointInput",
+    members: &[
+        served("EndpointName"),
+        served("EndpointConfigName"),
+        // The new config's weights and instance counts always apply.
+        served("RetainAllVariantProperties").one_of(&["false"]),
+        refused("ExcludeRetainedVariantProperties"),
+        served("DeploymentConfig").structure(&DEPLOYMENT_CONFIG),
+        served("RetainDeploymentConfig"),
+    ],
+};
+
+const DESIRED_WEIGHT_AND_CAPACITY: Shape = Shape {
+    name: "DesiredWeightAndCapacity",
+    members: &[
+        served("VariantName"),
+        served("DesiredWeight").number(0.0, MAX_WEIGHT),
+        served("DesiredInstanceCount").int(0, MAX_INSTANCE_COUNT),
+        refused("ServerlessUpdateConfig"),
+    ],
+};
+
+const UPDATE_WEIGHTS: Shape = Shape {
+    name: "UpdateEndpointWeightsAndCapacitiesInput",
+    members: &[
+        served("EndpointName"),
+        served("DesiredWeightsAndCapacities").list(&DESIRED_WEIGHT_AND_CAPACITY),
+    ],
+};
+
+const OUTCOME: Shape = Shape {
+    name: "Outcome",
+    members: &[
+        extension("InferenceId"),
+        extension("Value").number(-MAX_OUTCOME, MAX_OUTCOME),
+    ],
+};
+
+const RECORD_OUTCOMES: Shape = Shape {
+    name: "RecordInferenceOutcomesInput",
+    members: &[
+        extension("EndpointName"),
+        extension("Outcomes").list(&OUTCOME),
+    ],
+};
+
+const PLINTH_ENDPOINT_NAME: Shape = Shape {
+    name: "PlinthEndpointNameInput",
+    members: &[extension("EndpointName")],
+};
+
+const CREATE_ALARM: Shape = Shape {
+    name: "CreateAlarmInput",
+    members: &[
+        extension("AlarmName"),
+        extension("EndpointName"),
+        extension("VariantName"),
+        extension("Scope"),
+        extension("MetricName"),
+        extension("Statistic"),
+        extension("ExtendedStatistic"),
+        extension("ComparisonOperator"),
+        extension("Threshold").number(f64::MIN, f64::MAX),
+        extension("Period").int(1, crate::alarm::MAX_PERIOD as i64),
+        // Period × EvaluationPeriods ≤ 600 s and Period ≥ 1 (the server checks the product).
+        extension("EvaluationPeriods").int(1, crate::alarm::RETAINED_SECONDS as i64),
+        extension("DatapointsToAlarm").int(1, crate::alarm::RETAINED_SECONDS as i64),
+        extension("TreatMissingData"),
+        extension("AlarmDescription"),
+    ],
+};
+
+const ALARM_NAME: Shape = Shape {
+    name: "AlarmNameInput",
+    members: &[extension("AlarmName")],
+};
+
+const LIST_ALARMS: Shape = Shape {
+    name: "ListAlarmsInput",
+    members: &[
+        extension("SortBy"),
+        extension("SortOrder"),
+        extension("NextToken"),
+        extension("MaxResults").int(1, 100),
+        extension("NameContains"),
+        extension("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        extension("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+        extension("LastModifiedTimeBefore").number(0.0, MAX_TIMESTAMP),
+        extension("LastModifiedTimeAfter").number(0.0, MAX_TIMESTAMP),
+    ],
+};
+
+const LIST_ENDPOINT_EVENTS: Shape = Shape {
+    name: "ListEndpointEventsInput",
+    members: &[
+        extension("EndpointName"),
+        // Negative: the last |n| events.
+        extension("AfterSequence").int(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
+        extension("MaxResults").int(1, 1000),
+    ],
+};
+
+const PROMOTE_SHADOW: Shape = Shape {
+    name: "PromoteShadowVariantInput",
+    members: &[
+        extension("EndpointName"),
+        extension("ShadowVariantName"),
+        extension("EndpointConfigName"),
+        extension("DeploymentConfig").structure(&DEPLOYMENT_CONFIG),
+    ],
+};
+
+/// An operation and its input.
+struct Operation {
+    name: &'static str,
+    /// SageMaker's operation (checked against botocore), or Plinth's own.
+    #[cfg_attr(not(test), allow(dead_code))]
+    sagemaker: bool,
+    input: &'static Shape,
+}
+
+const fn sagemaker(name: &'static str, input: &'static Shape) -> Operation {
+    Operation {
+        name,
+        sagemaker: true,
+        input,
+    }
+}
+
+const fn plinth(name: &'static str, input: &'static Shape) -> Operation {
+    Operation {
+        name,
+        sagemaker: false,
+        input,
+    }
+}
+
+/// Every control-plane operation Plinth serves, in the server's order.
+const OPERATIONS: &[Operation] = &[
+    sagemaker("CreateModel", &CREATE_MODEL),
+    sagemaker("DescribeModel", &MODEL_NAME),
+    sagemaker("DeleteModel", &MODEL_NAME),
+    sagemaker("ListModels", &LIST),
+    sagemaker("CreateEndpointConfig", &CREATE_ENDPOINT_CONFIG),
+    sagemaker("DescribeEndpointConfig", &ENDPOINT_CONFIG_NAME),
+    sagemaker("DeleteEndpointConfig", &ENDPOINT_CONFIG_NAME),
+    sagemaker("ListEndpointConfigs", &LIST),
+    sagemaker("CreateEndpoint", &CREATE_ENDPOINT),
+    sagemaker("DescribeEndpoint", &ENDPOINT_NAME),
+    sagemaker("UpdateEndpoint", &UPDATE_ENDPOINT),
+    sagemaker("UpdateEndpointWeightsAndCapacities", &UPDATE_WEIGHTS),
+    sagemaker("DeleteEndpoint", &ENDPOINT_NAME),
+    sagemaker("ListEndpoints", &LIST_ENDPOINTS),
+    plinth("RecordInferenceOutcomes", &RECORD_OUTCOMES),
+    plinth("DescribeExperiment", &PLINTH_ENDPOINT_NAME),
+    plinth("CreateAlarm", &CREATE_ALARM),
+    plinth("DescribeAlarm", &ALARM_NAME),
+    plinth("DeleteAlarm", &ALARM_NAME),
+    plinth("ListAlarms", &LIST_ALARMS),
+    plinth("ListEndpointEvents", &LIST_ENDPOINT_EVENTS),
+    plinth("DescribeShadowVariants", &PLINTH_ENDPOINT_NAME),
+    plinth("PromoteShadowVariant", &PROMOTE_SHADOW),
+];
+
+/// One member of InvokeEndpoint's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvokeMember {
+    /// botocore's member name (`TargetModel`), or Plinth's.
+    pub member: &'static str,
+    /// The header that carries it; `None` for the path's `EndpointName` and the body.
+    pub header: Option<&'static str>,
+    /// What Plinth does with it.
+    pub state: State,
+}
+
+const fn invoke(member: &'static str, header: &'static str, state: State) -> InvokeMember {
+    InvokeMember {
+        member,
+        header: Some(header),
+        state,
+    }
+}
+
+/// InvokeEndpoint's members (botocore's `sagemaker-runtime`) and Plinth's header.
+const INVOKE: &[InvokeMember] = &[
+    InvokeMember {
+        member: "EndpointName",
+        header: None,
+        state: State::Served,
+    },
+    InvokeMember {
+        member: "Body",
+        header: None,
+        state: State::Served,
+    },
+    invoke("ContentType", "Content-Type", State::Served),
+    invoke("Accept", "Accept", State::Served),
+    invoke(
+        "CustomAttributes",
+        "X-Amzn-SageMaker-Custom-Attributes",
+        State::Served,
+    ),
+    invoke(
+        "TargetModel",
+        "X-Amzn-SageMaker-Target-Model",
+        State::Refused,
+    ),
+    invoke(
+        "TargetVariant",
+        "X-Amzn-SageMaker-Target-Variant",
+        State::Served,
+    ),
+    invoke(
+        "TargetContainerHostname",
+        "X-Amzn-SageMaker-Target-Container-Hostname",
+        State::Refused,
+    ),
+    invoke(
+        "InferenceId",
+        "X-Amzn-SageMaker-Inference-Id",
+        State::Served,
+    ),
+    invoke(
+        "EnableExplanations",
+        "X-Amzn-SageMaker-Enable-Explanations",
+        State::Refused,
+    ),
+    invoke(
+        "InferenceComponentName",
+        "X-Amzn-SageMaker-Inference-Component",
+        State::Refused,
+    ),
+    invoke("SessionId", "X-Amzn-SageMaker-Session-Id", State::Refused),
+    invoke(
+        "PrefixAwareId",
+        "X-Amzn-SageMaker-Prefix-Aware-Id",
+        State::Refused,
+    ),
+    invoke("AssignmentKey", "X-Plinth-Assignment-Key", State::Extension),
+];
+
+// ---------------------------------------------------------------------------------------
+// Checks.
+// ---------------------------------------------------------------------------------------
+
+/// What is wrong with a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// A SageMaker member Plinth does not implement.
+    Refused,
+    /// A value of a served member that Plinth does not implement.
+    Value,
+    /// Neither a SageMaker member nor a Plinth extension.
+    Unknown,
+    /// A number out of range, or not a (whole) number.
+    Range,
+}
+
+/// A request member Plinth refuses, by its path, and the whole message to answer with
+/// (`ValidationException` on the control plane, `ValidationError` on InvokeEndpoint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MemberError {
+    /// The member's path: `DataCaptureConfig`, `ProductionVariants[0].ServerlessConfig`, or
+    /// for InvokeEndpoint the member's name (`TargetModel`).
+    pub path: String,
+    /// What is wrong.
+    pub problem: Problem,
+    /// The user-facing text, naming the member and what to do.
+    pub message: String,
+}
+
+/// One step of a path.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// A failure on its way up: the steps from the member to the top (innermost first) and
+/// the message's tail, which needs no path.
+struct Fault<'a> {
+    steps: Vec<Step<'a>>,
+    problem: Problem,
+    /// For `Unknown`: the shape the key is not in.
+    shape: Option<&'static Shape>,
+    detail: String,
+}
+
+impl<'a> Fault<'a> {
+    fn new(problem: Problem, detail: String) -> Self {
+        Self {
+            steps: Vec::new(),
+            problem,
+            shape: None,
+            detail,
+        }
+    }
+
+    fn within(mut self, step: Step<'a>) -> Self {
+        self.steps.push(step);
+        self
+    }
+}
+
+/// `steps` (innermost first) as `ProductionVariants[0].ServerlessConfig`.
+fn path(steps: &[Step<'_>]) -> String {
+    let mut out = String::new();
+    for step in steps.iter().rev() {
+        match step {
+            Step::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Step::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// Check a control-plane request body against the table for `operation`.
+///
+/// An operation the table does not know, or a body that is not a JSON object, passes: the
+/// server reports those itself. A member whose value is JSON `null` counts as absent and
+/// passes. The error names the first member at fault (members of an object are visited
+/// in key order):
+///
+/// * a refused member: "`ProductionVariants[0].ServerlessConfig` is not supported by
+///   Plinth; leave it out";
+/// * an unsupported value of a served member: "`PrimaryContainer.Mode` value
+///   \"MultiModel\" is not supported; Plinth supports SingleModel";
+/// * a key that is neither SageMaker's nor Plinth's, naming the members Plinth accepts
+///   there;
+/// * a numeric member out of range, or given as a string, or with a fraction where a whole
+///   number is required: "`ProductionVariants[0].PlinthMaxQueueLength` must be a whole
+///   number between 0 and 1000000; got 1e+30".
+///
+/// It allocates only to report an error.
+pub fn check_input(operation: &str, input: &Value) -> Result<(), MemberError> {
+    let Some(op) = OPERATIONS.iter().find(|o| o.name == operation) else {
+        return Ok(());
+    };
+    let Some(object) = input.as_object() else {
+        return Ok(());
+    };
+    walk(op.input, object).map_err(|fault| {
+        let path = path(&fault.steps);
+        let message = match fault.problem {
+            Problem::Refused => format!("{path} is not supported by Plinth; leave it out"),
+            Problem::Unknown => {
+                let shape = fault.shape.expect("an unknown member names its shape");
+                let parent = path_of_parent(&fault.steps);
+                let place = if parent.is_empty() {
+                    format!("{operation}'s input")
+                } else if parent == shape.name {
+                    parent
+                } else {
+                    format!("{parent} ({})", shape.name)
+                };
+                format!(
+                    "{path} is not a member of {place}; Plinth accepts {} (names are \
+                     case-sensitive)",
+                    fault.detail
+                )
+            }
+            Problem::Value | Problem::Range => format!("{path} {}", fault.detail),
+        };
+        MemberError {
+            path,
+            problem: fault.problem,
+            message,
+        }
+    })
+}
+
+fn path_of_parent(steps: &[Step<'_>]) -> String {
+    path(steps.get(1..).unwrap_or_default())
+}
+
+fn walk<'a>(shape: &'static Shape, object: &'a Map<String, Value>) -> Result<(), Fault<'a>> {
+    for (key, value) in object {
+        let Some(member) = shape.members.iter().find(|m| m.name == key) else {
+            let accepted: Vec<&str> = shape
+                .members
+                .iter()
+                .filter(|m| m.state != State::Refused)
+                .map(|m| m.name)
+                .collect();
+            let mut fault = Fault::new(Problem::Unknown, accepted.join(", "));
+            fault.shape = Some(shape);
+            return Err(fault.within(Step::Key(key)));
+        };
+        if value.is_null() {
+            continue;
+        }
+        check_member(member, value).map_err(|f| f.within(Step::Key(key)))?;
+    }
+    Ok(())
+}
+
+fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fault<'a>> {
+    if member.state == State::Refused {
+        return Err(Fault::new(Problem::Refused, String::new()));
+    }
+    match member.form {
+        Form::Value | Form::Map => Ok(()),
+        Form::OneOf(allowed) => {
+            let given = match value {
+                Value::String(s) => s.as_str(),
+                Value::Bool(true) => "true",
+                Value::Bool(false) => "false",
+                // Another type: the server's parse names it.
+                _ => return Ok(()),
+            };
+            if allowed.contains(&given) {
+                Ok(())
+            } else {
+                Err(Fault::new(
+                    Problem::Value,
+                    format!(
+                        "value {value} is not supported; Plinth supports {}",
+                        allowed.join(", ")
+                    ),
+                ))
+            }
+        }
+        Form::Number(range) => {
+            if range.accepts(value) {
+                return Ok(());
+            }
+            let got = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(_) => "a string".into(),
+                Value::Bool(_) => "a boolean".into(),
+                Value::Array(_) => "a list".into(),
+                Value::Object(_) => "a structure".into(),
+                Value::Null => "null".into(),
+            };
+            Err(Fault::new(
+                Problem::Range,
+                format!("must be {}; got {got}", range.describe()),
+            ))
+        }
+        Form::Structure(shape) => match value.as_object() {
+            Some(object) => walk(shape, object),
+            None => Ok(()),
+        },
+        Form::List(shape) => {
+            let Some(items) = value.as_array() else {
+                return Ok(());
+            };
+            for (i, item) in items.iter().enumerate() {
+                if let Some(object) = item.as_object() {
+                    walk(shape, object).map_err(|f| f.within(Step::Index(i)))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The lower-case prefix of the SageMaker headers that [`check_invoke_headers`] looks at.
+const SAGEMAKER_HEADER_PREFIX: &[u8] = b"x-amzn-sagemaker-";
+
+/// The refused InvokeEndpoint member that header `name` carries, if any (any case). A
+/// name that does not start with `x-amzn-sagemaker-` is not compared with the table. For
+/// a server that already visits each header once: call this in that loop.
+pub fn refused_header(name: &str) -> Option<&'static InvokeMember> {
+    let bytes = name.as_bytes();
+    let prefix = bytes.get(..SAGEMAKER_HEADER_PREFIX.len())?;
+    if bytes.len() == prefix.len() || !prefix.eq_ignore_ascii_case(SAGEMAKER_HEADER_PREFIX) {
+        return None;
+    }
+    INVOKE.iter().find(|m| {
+        m.state == State::Refused && m.header.is_some_and(|h| h.eq_ignore_ascii_case(name))
+    })
+}
+
+/// Check InvokeEndpoint's header names: one that carries a member SageMaker defines and
+/// Plinth does not implement is an error, "TargetModel (X-Amzn-SageMaker-Target-Model) is
+/// not supported by Plinth; leave the header out". Names match in any case; other
+/// headers pass. Allocates only to report an error.
+pub fn check_invoke_headers<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), MemberError> {
+    for name in names {
+        if let Some(m) = refused_header(name) {
+            return Err(invoke_error(m));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a refused InvokeEndpoint member (see [`refused_header`]).
+pub fn invoke_error(member: &InvokeMember) -> MemberError {
+    let header = member.header.unwrap_or("the request");
+    MemberError {
+        path: member.member.to_string(),
+        problem: Problem::Refused,
+        message: format!(
+            "{} ({header}) is not supported by Plinth; leave the header out",
+            member.member
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The table, for documentation.
+// ---------------------------------------------------------------------------------------
+
+/// One member of one operation's input, as [`rows`] lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The operation (`CreateEndpointConfig`).
+    pub operation: &'static str,
+    /// The member's path; list items are `[]`: `ProductionVariants[].ServerlessConfig`.
+    pub path: String,
+    /// What Plinth does with it.
+    pub state: State,
+    /// What it holds (for a list or structure, its members are rows of their own).
+    pub form: Form,
+}
+
+impl Row {
+    /// The range of a numeric member.
+    pub fn range(&self) -> Option<Range> {
+        match self.form {
+            Form::Number(range) => Some(range),
+            _ => None,
+        }
+    }
+}
+
+/// Every member of every operation's input, depth first in the table's order: members of
+/// structures and of list items follow their parent. Refused members are not looked into.
+pub fn rows() -> impl Iterator<Item = Row> {
+    let mut out = Vec::new();
+    for op in OPERATIONS {
+        collect(op.name, op.input, "", &mut out);
+    }
+    out.into_iter()
+}
+
+fn collect(operation: &'static str, shape: &'static Shape, prefix: &str, out: &mut Vec<Row>) {
+    for m in shape.members {
+        let path = format!("{prefix}{}", m.name);
+        out.push(Row {
+            operation,
+            path: path.clone(),
+            state: m.state,
+            form: m.form,
+        });
+        match m.form {
+            Form::Structure(inner) => collect(operation, inner, &format!("{path}."), out),
+            Form::List(inner) => collect(operation, inner, &format!("{path}[]."), out),
+            _ => {}
+        }
+    }
+}
+
+/// The operations the table describes, in the server's order.
+pub fn operations() -> impl Iterator<Item = &'static str> {
+    OPERATIONS.iter().map(|o| o.name)
+}
+
+/// InvokeEndpoint's members: served, refused, and Plinth's header.
+pub fn invoke_members() -> &'static [InvokeMember] {
+    INVOKE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn error(operation: &str, input: Value) -> MemberError {
+        check_input(operation, &input)
+            .err()
+            .unwrap_or_else(|| panic!("{operation} {input} was accepted"))
+    }
+
+    fn variant() -> Value {
+        json!({
+            "VariantName": "A",
+            "ModelName": "m",
+            "InitialInstanceCount": 2,
+            "InitialVariantWeight": 0.5,
+            "InstanceType": "ml.m5.large",
+            "RoutingConfig": {"RoutingStrategy": "RANDOM"},
+            "PlinthMaxQueueLength": 128,
+            "PlinthMaxBatchSize": 8,
+        })
+    }
+
+    #[test]
+    fn served_inputs_pass() {
+        let cases = [
+            (
+                "CreateModel",
+                json!({
+                    "ModelName": "m",
+                    "ExecutionRoleArn": "arn:aws:iam::123456789012:role/r",
+                    "PrimaryContainer": {
+                        "Image": "iris.wasm",
+                        "ModelDataUrl": "model",
+                        "Mode": "SingleModel",
+                        "Environment": {"ANY_KEY": "x", "ServerlessConfig": "not checked"},
+                    },
+                    "Tags": [{"Key": "team", "Value": "ml"}],
+                    "EnableNetworkIsolation": true,
+                    "PlinthLimits": {"MemorySizeInMB": 512, "InvocationTimeoutInSeconds": 30},
+                    "PlinthBackend": "Tract",
+                }),
+            ),
+            (
+                "CreateEndpointConfig",
+                json!({
+                    "EndpointConfigName": "c",
+                    "ProductionVariants": [variant(), variant()],
+                    "ShadowProductionVariants": [{"VariantName": "S", "ModelName": "m", "PlinthSamplingPercentage": 100}],
+                    "PlinthExperiment": {"ControlVariant": "A", "Confidence": 0.95, "MinShare": 0.1, "OutcomeRetentionSeconds": 86400},
+                    "DataCaptureConfig": null,
+                }),
+            ),
+            (
+                "UpdateEndpoint",
+                json!({
+                    "EndpointName": "e",
+                    "EndpointConfigName": "c",
+                    "RetainAllVariantProperties": false,
+                    "DeploymentConfig": {
+                        "BlueGreenUpdatePolicy": {
+                            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 60, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}},
+                            "MaximumExecutionTimeoutInSeconds": 600,
+                        },
+                        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "a"}]},
+                    },
+                }),
+            ),
+            (
+                "UpdateEndpointWeightsAndCapacities",
+                json!({"EndpointName": "e", "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredWeight": 0, "DesiredInstanceCount": 0}]}),
+            ),
+            (
+                "ListEndpoints",
+                json!({"MaxResults": 100, "CreationTimeAfter": 1700000000.5, "StatusEquals": "InService"}),
+            ),
+            (
+                "ListEndpointEvents",
+                json!({"EndpointName": "e", "AfterSequence": -10}),
+            ),
+            (
+                "CreateAlarm",
+                json!({"AlarmName": "a", "EndpointName": "e", "MetricName": "ModelLatency", "ExtendedStatistic": "p99", "ComparisonOperator": "GreaterThanThreshold", "Threshold": -1e300, "Period": 10, "EvaluationPeriods": 3}),
+            ),
+            (
+                "RecordInferenceOutcomes",
+                json!({"EndpointName": "e", "Outcomes": [{"InferenceId": "i", "Value": 1}]}),
+            ),
+            // Not in the table: the server answers UnknownOperationException.
+            ("CreateTransformJob", json!({"Anything": 1})),
+            // Not an object: the server answers SerializationException.
+            ("CreateModel", json!([1, 2])),
+        ];
+        for (operation, input) in cases {
+            assert_eq!(
+                check_input(operation, &input),
+                Ok(()),
+                "{operation} {input}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_member_is_named_at_top_level_and_in_list_items() {
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "DataCaptureConfig": {"InitialSamplingPercentage": 10}}),
+        );
+        assert_eq!(e.path, "DataCaptureConfig");
+        assert_eq!(e.problem, Problem::Refused);
+        assert_eq!(
+            e.message,
+            "DataCaptureConfig is not supported by Plinth; leave it out"
+        );
+
+        let mut serverless = variant();
+        serverless["ServerlessConfig"] = json!({"MemorySizeInMB": 2048, "MaxConcurrency": 5});
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant(), serverless]}),
+        );
+        assert_eq!(e.path, "ProductionVariants[1].ServerlessConfig");
+        assert!(
+            e.message
+                .starts_with("ProductionVariants[1].ServerlessConfig is not supported"),
+            "{}",
+            e.message
+        );
+
+        // Refused whatever the value, even SageMaker's default.
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "A", "EnableSSMAccess": false}]}),
+        );
+        assert_eq!(e.path, "ProductionVariants[0].EnableSSMAccess");
+        let e = error(
+            "UpdateEndpoint",
+            json!({"EndpointName": "e", "EndpointConfigName": "c", "ExcludeRetainedVariantProperties": []}),
+        );
+        assert_eq!(e.path, "ExcludeRetainedVariantProperties");
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "A", "RoutingConfig": {"RoutingStrategy": "RANDOM", "PrefixAwareRoutingConfig": {}}}]}),
+        );
+        assert_eq!(
+            e.path,
+            "ProductionVariants[0].RoutingConfig.PrefixAwareRoutingConfig"
+        );
+        let e = error(
+            "UpdateEndpointWeightsAndCapacities",
+            json!({"EndpointName": "e", "DesiredWeightsAndCapacities": [{"VariantName": "A", "ServerlessUpdateConfig": {"MaxConcurrency": 1}}]}),
+        );
+        assert_eq!(
+            e.path,
+            "DesiredWeightsAndCapacities[0].ServerlessUpdateConfig"
+        );
+    }
+
+    #[test]
+    fn the_issue_s_examples_are_refused() {
+        let e = error(
+            "CreateModel",
+            json!({"ModelName": "m", "PrimaryContainer": {"Image": "x.wasm", "Mode": "MultiModel"}}),
+        );
+        assert_eq!(e.path, "PrimaryContainer.Mode");
+        assert_eq!(e.problem, Problem::Value);
+        assert_eq!(
+            e.message,
+            "PrimaryContainer.Mode value \"MultiModel\" is not supported; Plinth supports SingleModel"
+        );
+        let mut v = variant();
+        v["ServerlessConfig"] = json!({});
+        assert_eq!(
+            error(
+                "CreateEndpointConfig",
+                json!({"EndpointConfigName": "c", "ProductionVariants": [v]})
+            )
+            .path,
+            "ProductionVariants[0].ServerlessConfig"
+        );
+        assert_eq!(
+            check_invoke_headers(["x-amzn-sagemaker-target-model"])
+                .unwrap_err()
+                .path,
+            "TargetModel"
+        );
+    }
+
+    #[test]
+    fn unsupported_values_of_served_members_are_named() {
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "A", "RoutingConfig": {"RoutingStrategy": "PREFIX_AWARE"}}]}),
+        );
+        assert_eq!(
+            e.message,
+            "ProductionVariants[0].RoutingConfig.RoutingStrategy value \"PREFIX_AWARE\" is not \
+             supported; Plinth supports LEAST_OUTSTANDING_REQUESTS, RANDOM"
+        );
+        let e = error(
+            "UpdateEndpoint",
+            json!({"EndpointName": "e", "EndpointConfigName": "c", "RetainAllVariantProperties": true}),
+        );
+        assert_eq!(
+            e.message,
+            "RetainAllVariantProperties value true is not supported; Plinth supports false"
+        );
+        let e = error(
+            "CreateModel",
+            json!({"ModelName": "m", "EnableNetworkIsolation": false}),
+        );
+        assert_eq!(e.path, "EnableNetworkIsolation");
+        // A value of another type is left to the server's parse.
+        assert_eq!(
+            check_input(
+                "CreateModel",
+                &json!({"ModelName": "m", "PrimaryContainer": {"Mode": 3}})
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_members_plinth_accepts() {
+        let e = error("CreateModel", json!({"ModelName": "m", "modelName": "m"}));
+        assert_eq!(e.path, "modelName");
+        assert_eq!(e.problem, Problem::Unknown);
+        assert_eq!(
+            e.message,
+            "modelName is not a member of CreateModel's input; Plinth accepts ModelName, \
+             PrimaryContainer, ExecutionRoleArn, Tags, EnableNetworkIsolation, PlinthLimits, \
+             PlinthBackend (names are case-sensitive)"
+        );
+        // In an extension shape.
+        let e = error(
+            "CreateModel",
+            json!({"ModelName": "m", "PlinthLimits": {"MemorySizeInMB": 64, "MemoryMiB": 64}}),
+        );
+        assert_eq!(e.path, "PlinthLimits.MemoryMiB");
+        assert_eq!(
+            e.message,
+            "PlinthLimits.MemoryMiB is not a member of PlinthLimits; Plinth accepts \
+             MemorySizeInMB, InvocationTimeoutInSeconds (names are case-sensitive)"
+        );
+        let mut v = variant();
+        v["PlinthQueue"] = json!(1);
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [v]}),
+        );
+        assert_eq!(e.path, "ProductionVariants[0].PlinthQueue");
+        assert!(
+            e.message
+                .contains("is not a member of ProductionVariants[0] (ProductionVariant)"),
+            "{}",
+            e.message
+        );
+        // Plinth's own operations.
+        let e = error("CreateAlarm", json!({"AlarmName": "a", "Dimensions": []}));
+        assert_eq!(e.path, "Dimensions");
+        let e = error(
+            "RecordInferenceOutcomes",
+            json!({"EndpointName": "e", "Outcomes": [{"InferenceId": "i", "Value": 1, "Weight": 2}]}),
+        );
+        assert_eq!(e.path, "Outcomes[0].Weight");
+        // StatusEquals belongs to ListEndpoints only.
+        assert_eq!(
+            error("ListModels", json!({"StatusEquals": "InService"})).path,
+            "StatusEquals"
+        );
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        let mut v = variant();
+        v["PlinthMaxQueueLength"] = json!(18_446_744_073_709_551_615u64);
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [v]}),
+        );
+        assert_eq!(e.path, "ProductionVariants[0].PlinthMaxQueueLength");
+        assert_eq!(e.problem, Problem::Range);
+        assert_eq!(
+            e.message,
+            "ProductionVariants[0].PlinthMaxQueueLength must be a whole number between 0 and \
+             1000000; got 18446744073709551615"
+        );
+        for (bad, got) in [
+            (json!(1e30), "got 1e+30"),
+            (json!(-1), "got -1"),
+            (json!(2.5), "got 2.5"),
+            (json!(4.0), "got 4.0"),
+            (json!("12"), "got a string"),
+            (json!(true), "got a boolean"),
+        ] {
+            let mut v = variant();
+            v["PlinthMaxBatchSize"] = bad.clone();
+            let e = error(
+                "CreateEndpointConfig",
+                json!({"EndpointConfigName": "c", "ProductionVariants": [v]}),
+            );
+            assert_eq!(
+                e.message,
+                format!(
+                    "ProductionVariants[0].PlinthMaxBatchSize must be a whole number between 1 \
+                     and 256; {got}"
+                ),
+                "{bad}"
+            );
+        }
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "PlinthExperiment": {"Confidence": 1.0}}),
+        );
+        assert_eq!(
+            e.message,
+            "PlinthExperiment.Confidence must be at least 0.5 and less than 1; got 1.0"
+        );
+        let e = error(
+            "UpdateEndpointWeightsAndCapacities",
+            json!({"EndpointName": "e", "DesiredWeightsAndCapacities": [{"VariantName": "A", "DesiredWeight": -0.5}]}),
+        );
+        assert_eq!(
+            e.message,
+            "DesiredWeightsAndCapacities[0].DesiredWeight must be between 0 and 1000000; got -0.5"
+        );
+        let e = error(
+            "UpdateEndpoint",
+            json!({"EndpointName": "e", "EndpointConfigName": "c", "DeploymentConfig": {"RollingUpdatePolicy": {"MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 0}, "WaitIntervalInSeconds": 0}}}),
+        );
+        assert_eq!(
+            e.path,
+            "DeploymentConfig.RollingUpdatePolicy.MaximumBatchSize.Value"
+        );
+        let e = error(
+            "CreateAlarm",
+            json!({"AlarmName": "a", "Threshold": "high"}),
+        );
+        assert_eq!(e.message, "Threshold must be a number; got a string");
+        let e = error(
+            "ListEndpointEvents",
+            json!({"EndpointName": "e", "AfterSequence": i64::MIN}),
+        );
+        assert_eq!(e.path, "AfterSequence");
+        // Bounds are inclusive.
+        for (operation, input) in [
+            (
+                "CreateModel",
+                json!({"PlinthLimits": {"MemorySizeInMB": 4096, "InvocationTimeoutInSeconds": 1}}),
+            ),
+            ("ListModels", json!({"MaxResults": 1})),
+            ("ListEndpointEvents", json!({"MaxResults": 1000})),
+        ] {
+            assert_eq!(check_input(operation, &input), Ok(()), "{input}");
+        }
+    }
+
+    #[test]
+    fn refused_headers_are_named_in_any_case() {
+        assert_eq!(
+            check_invoke_headers([
+                "content-type",
+                "accept",
+                "x-amzn-sagemaker-custom-attributes",
+                "x-amzn-sagemaker-target-variant",
+                "x-amzn-sagemaker-inference-id",
+                "x-plinth-assignment-key",
+                "x-amzn-sagemaker-something-new",
+                "x-amzn-sagemaker-",
+                "x-amz-date",
+                "authorization",
+            ]),
+            Ok(())
+        );
+        for name in [
+            "x-amzn-sagemaker-target-model",
+            "X-Amzn-SageMaker-Target-Model",
+            "X-AMZN-SAGEMAKER-TARGET-MODEL",
+        ] {
+            let e = check_invoke_headers(["content-type", name]).unwrap_err();
+            assert_eq!(e.path, "TargetModel");
+            assert_eq!(
+                e.message,
+                "TargetModel (X-Amzn-SageMaker-Target-Model) is not supported by Plinth; \
+                 leave the header out"
+            );
+        }
+        for (header, member) in [
+            (
+                "x-amzn-sagemaker-target-container-hostname",
+                "TargetContainerHostname",
+            ),
+            ("x-amzn-sagemaker-enable-explanations", "EnableExplanations"),
+            (
+                "x-amzn-sagemaker-inference-component",
+                "InferenceComponentName",
+            ),
+            ("x-amzn-sagemaker-session-id", "SessionId"),
+            ("x-amzn-sagemaker-prefix-aware-id", "PrefixAwareId"),
+        ] {
+            assert_eq!(refused_header(header).map(|m| m.member), Some(member));
+        }
+        assert_eq!(refused_header("x-amzn-sagemaker-inference-id"), None);
+        assert_eq!(refused_header("x-amzn"), None);
+        assert_eq!(refused_header("é-amzn-sagemaker-target-model"), None);
+    }
+
+    #[test]
+    fn rows_list_nested_members_by_path() {
+        let rows: Vec<Row> = rows().collect();
+        let find = |op: &str, path: &str| {
+            rows.iter()
+                .find(|r| r.operation == op && r.path == path)
+                .unwrap_or_else(|| panic!("no row {op} {path}"))
+        };
+        assert_eq!(
+            find(
+                "CreateEndpointConfig",
+                "ProductionVariants[].ServerlessConfig"
+            )
+            .state,
+            State::Refused
+        );
+        assert_eq!(
+            find(
+                "CreateEndpointConfig",
+                "ShadowProductionVariants[].PlinthMaxQueueLength"
+            )
+            .range(),
+            Some(Range::Integer {
+                min: 0,
+                max: 1_000_000
+            })
+        );
+        assert_eq!(
+            find(
+                "UpdateEndpoint",
+                "DeploymentConfig.BlueGreenUpdatePolicy.TrafficRoutingConfiguration.CanarySize.Value"
+            )
+            .state,
+            State::Served
+        );
+        assert_eq!(
+            find("CreateModel", "PrimaryContainer.Environment").form,
+            Form::Map
+        );
+        let operations: Vec<&str> = operations().collect();
+        assert_eq!(operations.len(), 23);
+        for op in &operations {
+            assert!(rows.iter().any(|r| r.operation == *op), "{op}");
+        }
+        // Every member of Plinth's own operations is Plinth's (nested SageMaker shapes
+        // aside), and no shape names a member twice.
+        for op in OPERATIONS {
+            if !op.sagemaker {
+                assert!(op.input.members.iter().all(|m| m.state == State::Extension));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            assert!(seen.insert((r.operation, r.path.clone())), "{r:?} twice");
+        }
+    }
+
+    // ---- botocore ----
+
+    /// Dumps, for each operation named on the command line, its input member tree:
+    /// `{"type", "min"?, "max"?, "enum"?, "members"?}`, with `members` for structures
+    /// and lists of structures (maps are leaves); and InvokeEndpoint's members with the
+    /// header that carries each.
+    const BOTOCORE_DUMP: &str = r#"
+import json, sys
+import botocore.session
+
+session = botocore.session.get_session()
+
+def tree(shape, depth=0):
+    node = {"type": shape.type_name}
+    for key in ("min", "max"):
+        if key in shape.metadata:
+            node[key] = shape.metadata[key]
+    if getattr(shape, "enum", None):
+        node["enum"] = list(shape.enum)
+    target = shape
+    if shape.type_name == "list" and shape.member.type_name == "structure":
+        target = shape.member
+    if target.type_name == "structure" and depth < 12:
+        node["members"] = {n: tree(m, depth + 1) for n, m in target.members.items()}
+    return node
+
+sagemaker = session.get_service_model("sagemaker")
+runtime = session.get_service_model("sagemaker-runtime")
+invoke = runtime.operation_model("InvokeEndpoint").input_shape
+print(json.dumps({
+    "botocore": __import__("botocore").__version__,
+    "operations": {op: tree(sagemaker.operation_model(op).input_shape) for op in sys.argv[1:]},
+    "invoke": {
+        n: (m.serialization.get("name") if m.serialization.get("location") == "header" else None)
+        for n, m in invoke.members.items()
+    },
+}))
+"#;
+
+    fn workspace_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// botocore's trees, or `None` (with a note) where the project's virtualenv is
+    /// missing; under `CI=true` a missing virtualenv fails.
+    fn botocore() -> Option<Value> {
+        let python = workspace_root().join(".venv/bin/python");
+        if !python.exists() {
+            let note = format!(
+                "{} is missing: create it with `python3 -m venv .venv && .venv/bin/pip \
+                 install boto3` to check the member table against botocore",
+                python.display()
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{note}");
+            eprintln!("skipped: {note}");
+            return None;
+        }
+        let ops: Vec<&str> = OPERATIONS
+            .iter()
+            .filter(|o| o.sagemaker)
+            .map(|o| o.name)
+            .collect();
+        let output = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(BOTOCORE_DUMP)
+            .args(&ops)
+            .output()
+            .expect("run the virtualenv's python");
+        assert!(
+            output.status.success(),
+            "botocore dump failed (is boto3 installed in .venv?): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Some(serde_json::from_slice(&output.stdout).expect("the dump is JSON"))
+    }
+
+    /// Compare `shape` with botocore's `node` (a structure, or a list of structures),
+    /// collecting every difference.
+    fn compare(shape: &'static Shape, node: &Value, at: &str, problems: &mut Vec<String>) {
+        let Some(boto) = node["members"].as_object() else {
+            problems.push(format!("{at}: botocore has no members here"));
+            return;
+        };
+        for name in boto.keys() {
+            if !shape.members.iter().any(|m| m.name == name) {
+                problems.push(format!(
+                    "{at}{name}: in botocore, not in the table (add it, Refused or Served)"
+                ));
+            }
+        }
+        for m in shape.members {
+            let Some(b) = boto.get(m.name) else {
+                if m.state != State::Extension {
+                    problems.push(format!(
+                        "{at}{}: {:?} in the table, not in botocore",
+                        m.name, m.state
+                    ));
+                }
+                continue;
+            };
+            if m.state == State::Extension {
+                problems.push(format!(
+                    "{at}{}: a botocore member marked Extension",
+                    m.name
+                ));
+                continue;
+            }
+            let path = format!("{at}{}", m.name);
+            match m.form {
+                Form::Structure(inner) | Form::List(inner) => {
+                    let (want, suffix) = match m.form {
+                        Form::List(_) => ("list", "[]."),
+                        _ => ("structure", "."),
+                    };
+                    if b["type"] != want {
+                        problems.push(format!("{path}: botocore's type is {}", b["type"]));
+                    } else {
+                        compare(inner, b, &format!("{path}{suffix}"), problems);
+                    }
+                }
+                Form::Number(range) if m.state == State::Served => {
+                    let (min, max) = match range {
+                        Range::Integer { min, max } => (min as f64, max as f64),
+                        Range::Number { min, max, .. } => (min, max),
+                    };
+                    if !matches!(
+                        b["type"].as_str(),
+                        Some("integer" | "long" | "float" | "double" | "timestamp")
+                    ) {
+                        problems.push(format!("{path}: botocore's type is {}", b["type"]));
+                    }
+                    if b["min"].as_f64().is_some_and(|bmin| min < bmin) {
+                        problems.push(format!(
+                            "{path}: {min} is below botocore's min {}",
+                            b["min"]
+                        ));
+                    }
+                    if b["max"].as_f64().is_some_and(|bmax| max > bmax) {
+                        problems.push(format!(
+                            "{path}: {max} is above botocore's max {}",
+                            b["max"]
+                        ));
+                    }
+                }
+                Form::OneOf(values) if b["type"] == "string" => {
+                    for v in values {
+                        let known = b["enum"]
+                            .as_array()
+                            .is_some_and(|e| e.iter().any(|x| x == v));
+                        if !known {
+                            problems.push(format!("{path}: {v:?} is not in botocore's enum"));
+                        }
+                    }
+                }
+                Form::Map if b["type"] != "map" => {
+                    problems.push(format!("{path}: botocore's type is {}", b["type"]));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_matches_botocore() {
+        let Some(dump) = botocore() else {
+            return;
+        };
+        let mut problems = Vec::new();
+        for op in OPERATIONS.iter().filter(|o| o.sagemaker) {
+            compare(
+                op.input,
+                &dump["operations"][op.name],
+                &format!("{}: ", op.name),
+                &mut problems,
+            );
+        }
+        let invoke = dump["invoke"]
+            .as_object()
+            .expect("InvokeEndpoint's members");
+        for (name, header) in invoke {
+            match INVOKE.iter().find(|m| m.member == name) {
+                None => problems.push(format!(
+                    "InvokeEndpoint: {name} ({header}) is in botocore, not in the table"
+                )),
+                Some(m) if m.header != header.as_str() => problems.push(format!(
+                    "InvokeEndpoint: {name} is carried by {header}, not {:?}",
+                    m.header
+                )),
+                Some(m) if m.state == State::Extension => {
+                    problems.push(format!("InvokeEndpoint: {name} is botocore's"))
+                }
+                Some(_) => {}
+            }
+        }
+        for m in INVOKE {
+            if m.state != State::Extension && !invoke.contains_key(m.member) {
+                problems.push(format!(
+                    "InvokeEndpoint: {} is in the table, not in botocore",
+                    m.member
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "the member table and botocore {} differ:\n{}",
+            dump["botocore"],
+            problems.join("\n")
+        );
+    }
+
+    // ---- README ----
+
+    /// The README's tables, as the table renders them: one per group of operations with
+    /// the same input, members by path; a structure already listed (a shadow variant, a
+    /// `DeploymentConfig` taken by several operations) is referred to, not repeated.
+    fn readme_tables() -> String {
+        let mut out = String::new();
+        let mut listed: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+        let mut done: Vec<&str> = Vec::new();
+        for op in OPERATIONS {
+            if done.contains(&op.input.name) {
+                continue;
+            }
+            done.push(op.input.name);
+            let group: Vec<&str> = OPERATIONS
+                .iter()
+                .filter(|o| o.input.name == op.input.name)
+                .map(|o| o.name)
+                .collect();
+            out.push_str(&format!("\n### {}\n\n", group.join(", ")));
+            out.push_str("| member | state | range or values |\n|---|---|---|\n");
+            render(op.name, op.input, "", &mut listed, &mut out);
+        }
+        out
+    }
+
+    fn render<'a>(
+        operation: &'a str,
+        shape: &'static Shape,
+        prefix: &str,
+        listed: &mut BTreeMap<&'static str, (&'a str, String)>,
+        out: &mut String,
+    ) {
+        for m in shape.members {
+            let path = format!("{prefix}{}", m.name);
+            let mut nested = None;
+            let what = match m.form {
+                Form::Value => String::new(),
+                Form::Map => "map; not checked".into(),
+                Form::Number(range) => range.to_string(),
+                Form::OneOf(values) => {
+                    let values: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+                    format!("{} only", values.join(", "))
+                }
+                Form::Structure(inner) | Form::List(inner) => {
+                    let items = if matches!(m.form, Form::List(_)) {
+                        "items"
+                    } else {
+                        "members"
+                    };
+                    match listed.get(inner.name) {
+                        Some((op, at)) if *op == operation => format!("{items} as `{at}`"),
+                        Some((op, at)) => format!("{items} as `{at}` in {op}"),
+                        None => {
+                            let at = match m.form {
+                                Form::List(_) => format!("{path}[]"),
+                                _ => path.clone(),
+                            };
+                            listed.insert(inner.name, (operation, at.clone()));
+                            nested = Some((inner, format!("{at}.")));
+                            String::new()
+                        }
+                    }
+                }
+            };
+            let what = if m.state == State::Refused {
+                String::new()
+            } else {
+                what
+            };
+            let what = if what.is_empty() {
+                what
+            } else {
+                format!(" {what}")
+            };
+            out.push_str(&format!("| `{path}` | {} |{what} |\n", m.state.as_str()));
+            if let (Some((inner, prefix)), true) = (nested, m.state != State::Refused) {
+                render(operation, inner, &prefix, listed, out);
+            }
+        }
+    }
+
+    fn invoke_table() -> String {
+        let mut out =
+            String::from("\n### InvokeEndpoint\n\n| member | header | state |\n|---|---|---|\n");
+        for m in INVOKE {
+            let header = match (m.header, m.member) {
+                (Some(h), _) => format!("`{h}`"),
+                (None, "EndpointName") => "(the path)".into(),
+                (None, _) => "(the body)".into(),
+            };
+            out.push_str(&format!(
+                "| `{}` | {header} | {} |\n",
+                m.member,
+                m.state.as_str()
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_lists_every_member() {
+        let readme =
+            std::fs::read_to_string(workspace_root().join("README.md")).expect("read README.md");
+        let start = readme
+            .find("\n## SageMaker members\n")
+            .expect("README.md has a section \"## SageMaker members\"");
+        let rest = &readme[start + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+        let section = &rest[..end];
+        let expected = format!("{}{}", readme_tables(), invoke_table());
+        assert!(
+            section.contains(&expected),
+            "README.md's \"SageMaker members\" tables differ from the table in \
+             host/policy/src/members.rs; they should read:\n{expected}"
+        );
+        // And every row is in its operation's table: its own line, or beneath a
+        // structure that refers to where its members are listed.
+        for row in rows() {
+            let block = section
+                .split("\n### ")
+                .find(|b| {
+                    b.lines()
+                        .next()
+                        .is_some_and(|h| h.split(", ").any(|o| o == row.operation))
+                })
+                .unwrap_or_else(|| panic!("README.md has no table for {}", row.operation));
+            let line = |path: &str| {
+                let start = format!("| `{path}` | ");
+                block.lines().find(|l| l.starts_with(&start))
+            };
+            let own = line(&row.path).is_some_and(|l| {
+                l.starts_with(&format!("| `{}` | {} |", row.path, row.state.as_str()))
+            });
+            let referred = row
+                .path
+                .match_indices('.')
+                .map(|(i, _)| row.path[..i].trim_end_matches("[]"))
+                .any(|ancestor| line(ancestor).is_some_and(|l| l.contains(" as `")));
+            assert!(
+                own || referred,
+                "{} {} ({}) is not in README.md",
+                row.operation,
+                row.path,
+                row.state.as_str()
+            );
+        }
+    }
+}

@@ -1,0 +1,762 @@
+//! The command line: `serve` (handed to [`crate::serve`]); `validate`; clients of a running
+//! server (`invoke`, `apply`, `describe-endpoint`, `update-weights`, `api` for any
+//! control-plane operation, `rollout`, `shadow`, `experiment`; `bench`, a load test, in
+//! [`bench`]); and `local` (SageMaker's local mode: one component, one input, no server).
+
+pub(crate) mod bench;
+pub(crate) mod client;
+pub(crate) mod watch;
+
+use crate::apply::{self, Control};
+use crate::cli::client::Client;
+use crate::sigv4::Credential;
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use plinth_policy::config;
+use plinth_runtime::{Invocation, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Plinth: a self-hosted model host with SageMaker's runtime API.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the endpoints stored in the data directory, after applying a deployment file
+    /// if one is given.
+    Serve {
+        /// A deployment file (TOML) to apply at start.
+        #[arg(long, short, env = "PLINTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on. Without credentials Plinth serves loopback only.
+        #[arg(long, env = "PLINTH_BIND", default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        /// Where Plinth keeps its state database, compiled components and unpacked artifacts.
+        #[arg(long, env = "PLINTH_DATA_DIR", default_value = ".plinth")]
+        data_dir: PathBuf,
+        /// A TOML file of access keys; every control-plane and runtime request must then be
+        /// signed (AWS SigV4) with one of them.
+        #[arg(long, env = "PLINTH_CREDENTIALS")]
+        credentials: Option<PathBuf>,
+        #[command(flatten)]
+        onnxruntime: crate::serve::OnnxRuntimeArgs,
+    },
+    /// Apply a deployment file to a running server through the control-plane operations.
+    Apply {
+        /// The deployment file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Call any control-plane operation, e.g. `plinth api ListEndpoints '{"MaxResults": 5}'`;
+    /// prints its output.
+    Api {
+        /// The operation, e.g. `DescribeModel`.
+        operation: String,
+        /// Its input, as JSON.
+        #[arg(default_value = "{}")]
+        input: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Check a deployment file without serving it.
+    Validate {
+        /// The deployment file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Invoke an endpoint over HTTP (InvokeEndpoint).
+    Invoke {
+        #[command(flatten)]
+        target: EndpointArgs,
+        /// `X-Amzn-SageMaker-Target-Variant`.
+        #[arg(long)]
+        target_variant: Option<String>,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Show an endpoint: status and, per variant, current and desired weight and instance
+    /// count (DescribeEndpoint).
+    DescribeEndpoint {
+        #[command(flatten)]
+        target: EndpointArgs,
+    },
+    /// Change variants' weights and instance counts live
+    /// (UpdateEndpointWeightsAndCapacities). Repeat --variant for several.
+    UpdateWeights {
+        #[command(flatten)]
+        target: EndpointArgs,
+        /// `NAME[:weight=W][:instances=N]`, e.g. `B:weight=3:instances=2`.
+        #[arg(long = "variant", required = true, value_parser = parse_change)]
+        changes: Vec<serde_json::Value>,
+    },
+    /// Show an endpoint's A/B experiment: per variant invocations, outcomes, mean with its
+    /// interval, traffic share, and the comparison with the control (DescribeExperiment).
+    Experiment {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Blue/green and rolling deployments: start one, or follow one live.
+    Rollout {
+        #[command(subcommand)]
+        action: Rollout,
+    },
+    /// Show an endpoint's shadow variants next to production: sampled, dropped, errors,
+    /// latency and agreement with production's answers (DescribeShadowVariants).
+    Shadow {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load-test an endpoint (SageMaker's Inference Recommender).
+    ///
+    /// Requests/s, latency percentiles, errors and the variant split per concurrency, request
+    /// rate or instance count, and the instance count that meets a latency target.
+    Bench {
+        #[command(flatten)]
+        args: crate::cli::bench::BenchArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run one component on one input, without a server (SageMaker's local mode).
+    Local {
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// The model artifact directory, mounted read-only at /opt/ml/model.
+        #[arg(long)]
+        model_data: Option<PathBuf>,
+        /// Environment for the guest, `KEY=VALUE`; repeatable.
+        #[arg(long = "env", value_parser = parse_env)]
+        environment: Vec<(String, String)>,
+        /// Memory cap in MiB.
+        #[arg(long, default_value_t = config::DEFAULT_MEMORY_MIB)]
+        memory_mib: u64,
+        /// Deadline in seconds.
+        #[arg(long, default_value_t = config::DEFAULT_TIMEOUT_SECONDS)]
+        timeout_seconds: u64,
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum Rollout {
+    /// Update an endpoint to another endpoint config through a blue/green (or rolling)
+    /// deployment (UpdateEndpoint with a DeploymentConfig). Without a strategy flag, all
+    /// traffic moves at once, then bakes.
+    Start {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The endpoint config to move to.
+        endpoint_config: String,
+        /// Canary: this percentage of traffic first, then the rest.
+        #[arg(long, conflicts_with_all = ["linear", "rolling"])]
+        canary: Option<i64>,
+        /// Linear: steps of this percentage (10-50).
+        #[arg(long, conflicts_with = "rolling")]
+        linear: Option<i64>,
+        /// Rolling: batches of this percentage of the instances (5-50).
+        #[arg(long)]
+        rolling: Option<i64>,
+        /// Baking period after each step, in seconds (WaitIntervalInSeconds).
+        #[arg(long, default_value_t = 60)]
+        bake: i64,
+        /// How long the old fleet stays warm after the last step (TerminationWaitInSeconds).
+        #[arg(long, default_value_t = 0)]
+        termination_wait: i64,
+        /// An alarm that rolls the deployment back; repeatable.
+        #[arg(long = "alarm")]
+        alarms: Vec<String>,
+        /// Follow the deployment until it ends (exit status 1 if it rolls back or fails).
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Follow an endpoint's deployment live: its events, and a progress bar of the new
+    /// fleet's traffic share. Exit status 1 if it rolls back or fails.
+    Watch {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The `DeploymentConfig` for `plinth rollout start`'s flags.
+fn deployment_config(
+    canary: Option<i64>,
+    linear: Option<i64>,
+    rolling: Option<i64>,
+    bake: i64,
+    termination_wait: i64,
+    alarms: &[String],
+) -> serde_json::Value {
+    use serde_json::json;
+    let percent = |value: i64| json!({ "Type": "CAPACITY_PERCENT", "Value": value });
+    let mut config = match (canary, linear, rolling) {
+        (_, _, Some(batch)) => json!({ "RollingUpdatePolicy": {
+            "MaximumBatchSize": percent(batch), "WaitIntervalInSeconds": bake } }),
+        (Some(size), _, _) => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "CANARY", "WaitIntervalInSeconds": bake, "CanarySize": percent(size) },
+            "TerminationWaitInSeconds": termination_wait } }),
+        (_, Some(step), _) => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "LINEAR", "WaitIntervalInSeconds": bake, "LinearStepSize": percent(step) },
+            "TerminationWaitInSeconds": termination_wait } }),
+        _ => json!({ "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": { "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": bake },
+            "TerminationWaitInSeconds": termination_wait } }),
+    };
+    if !alarms.is_empty() {
+        config["AutoRollbackConfiguration"] = json!({
+            "Alarms": alarms.iter().map(|a| json!({ "AlarmName": a })).collect::<Vec<_>>()
+        });
+    }
+    config
+}
+
+/// DescribeShadowVariants' output as a table.
+fn shadow_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let rate = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0))
+    };
+    let micros = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |us| format!("{:.0} µs", us))
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+        "VARIANT", "ROLE", "SAMPLED", "DROPPED", "ERRORS", "P50", "P99", "EXACT", "CLOSE", "ARGMAX"
+    );
+    for p in report["ProductionVariants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let r = &p["Recent"];
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+            p["VariantName"].as_str().unwrap_or_default(),
+            "production",
+            "-",
+            "-",
+            rate(&r["ErrorRate"]),
+            micros(&r["ModelLatencyP50"]),
+            micros(&r["ModelLatencyP99"]),
+            "-",
+            "-",
+            "-"
+        );
+    }
+    for s in report["ShadowProductionVariants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let r = &s["Recent"];
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8}",
+            s["VariantName"].as_str().unwrap_or_default(),
+            "shadow",
+            s["Sampled"],
+            s["Dropped"],
+            rate(&s["ErrorRate"]),
+            micros(&r["ModelLatencyP50"]),
+            micros(&r["ModelLatencyP99"]),
+            rate(&s["ExactAgreement"]),
+            rate(&s["NumericAgreement"]),
+            rate(&s["ArgmaxAgreement"])
+        );
+    }
+    out
+}
+
+/// Which Plinth server a client command talks to, and how it signs.
+#[derive(Args)]
+struct ServerArgs {
+    /// Plinth's address.
+    #[arg(
+        long,
+        env = "PLINTH_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    endpoint_url: String,
+    /// Access key id to sign requests with (with AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    access_key_id: Option<String>,
+    /// The secret key (from the environment only).
+    #[arg(skip = std::env::var("AWS_SECRET_ACCESS_KEY").ok())]
+    secret_access_key: Option<String>,
+    /// The region to sign for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let credential = match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some(Credential {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            (Some(_), None) => {
+                bail!("--access-key-id needs AWS_SECRET_ACCESS_KEY in the environment")
+            }
+            _ => None,
+        };
+        Client::new(&self.endpoint_url, credential, self.region.clone())
+    }
+}
+
+/// Which endpoint of which Plinth server a client command talks to.
+#[derive(Args)]
+struct EndpointArgs {
+    /// The endpoint's name.
+    #[arg(long)]
+    endpoint: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The request both `invoke` and `local` send.
+#[derive(Args)]
+struct RequestArgs {
+    /// `Content-Type` of the body.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// `Accept`.
+    #[arg(long)]
+    accept: Option<String>,
+    /// `X-Amzn-SageMaker-Custom-Attributes`.
+    #[arg(long)]
+    custom_attributes: Option<String>,
+    #[command(flatten)]
+    body: BodyArgs,
+}
+
+impl RequestArgs {
+    fn body(&self) -> anyhow::Result<Vec<u8>> {
+        self.body.read()
+    }
+}
+
+/// A request body given on the command line (`--body` or `--body-file`).
+#[derive(Args)]
+pub(crate) struct BodyArgs {
+    /// The body, as text.
+    #[arg(
+        long,
+        conflicts_with = "body_file",
+        required_unless_present = "body_file"
+    )]
+    body: Option<String>,
+    /// The body, from a file.
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+}
+
+impl BodyArgs {
+    pub(crate) fn read(&self) -> anyhow::Result<Vec<u8>> {
+        match (&self.body, &self.body_file) {
+            (Some(text), _) => Ok(text.clone().into_bytes()),
+            (None, Some(path)) => {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            }
+            (None, None) => bail!("give --body or --body-file"),
+        }
+    }
+}
+
+/// `NAME[:weight=W][:instances=N]` as a `DesiredWeightAndCapacity`.
+fn parse_change(text: &str) -> Result<serde_json::Value, String> {
+    let mut parts = text.split(':');
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("missing the variant name")?;
+    let mut change = serde_json::json!({ "VariantName": name });
+    for part in parts {
+        match part.split_once('=') {
+            Some(("weight", w)) => {
+                let w: f64 = w
+                    .parse()
+                    .map_err(|_| format!("weight {w:?} is not a number"))?;
+                change["DesiredWeight"] = w.into();
+            }
+            Some(("instances", n)) => {
+                let n: i64 = n
+                    .parse()
+                    .map_err(|_| format!("instances {n:?} is not an integer"))?;
+                change["DesiredInstanceCount"] = n.into();
+            }
+            _ => return Err(format!("{part:?}: expected weight=W or instances=N")),
+        }
+    }
+    Ok(change)
+}
+
+fn print_description(target: &EndpointArgs) -> anyhow::Result<()> {
+    let output = target.server.client()?.call(
+        "DescribeEndpoint",
+        serde_json::json!({ "EndpointName": target.endpoint }),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+/// DescribeExperiment's output as a table.
+fn experiment_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let e = &report["Experiment"];
+    let mut out = format!(
+        "endpoint {} (config {}): control {}, metric {}, routing {}, confidence {}\n",
+        report["EndpointName"].as_str().unwrap_or_default(),
+        report["EndpointConfigName"].as_str().unwrap_or_default(),
+        e["ControlVariant"].as_str().unwrap_or_default(),
+        e["Metric"].as_str().unwrap_or_default(),
+        e["RoutingStrategy"].as_str().unwrap_or_default(),
+        e["Confidence"],
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>11} {:>7} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  verdict",
+        "variant",
+        "invocations",
+        "errors",
+        "latency ms",
+        "outcomes",
+        "mean",
+        "interval",
+        "share",
+        "difference",
+        "p (seq)"
+    );
+    let number = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    for v in report["Variants"].as_array().into_iter().flatten() {
+        let interval = match v["Interval"].as_array() {
+            Some(i) if i.len() == 2 => format!("[{}, {}]", number(&i[0]), number(&i[1])),
+            _ => "-".into(),
+        };
+        let c = &v["Comparison"];
+        let _ = writeln!(
+            out,
+            "{:<16} {:>11} {:>7} {:>10} {:>9} {:>8} {:>19} {:>7} {:>10} {:>10}  {}",
+            v["VariantName"].as_str().unwrap_or_default(),
+            v["Invocations"],
+            v["Errors"],
+            number(&v["MeanModelLatencyMs"]),
+            v["Outcomes"],
+            number(&v["Mean"]),
+            interval,
+            number(&v["TrafficShare"]),
+            number(&c["Difference"]),
+            number(&c["Sequential"]["PValue"]),
+            v["Verdict"].as_str().unwrap_or_default(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "recommended: {}",
+        report["RecommendedAction"].as_str().unwrap_or_default()
+    );
+    let rejected = &report["RejectedOutcomes"];
+    let _ = writeln!(out, "rejected outcomes: {rejected}");
+    out
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            bind,
+            data_dir,
+            credentials,
+            onnxruntime,
+        } => crate::serve::run(crate::serve::ServeOptions {
+            config,
+            bind,
+            data_dir,
+            credentials,
+            onnxruntime,
+        }),
+        Command::Apply { config, server } => {
+            let deployment = crate::serve::read_deployment(&config)?;
+            for change in apply::apply(&mut server.client()?, &deployment)? {
+                println!("{change}");
+            }
+            println!("ok: {} endpoints InService", deployment.endpoints.len());
+            Ok(())
+        }
+        Command::Api {
+            operation,
+            input,
+            server,
+        } => {
+            let input: serde_json::Value = serde_json::from_str(&input)
+                .with_context(|| format!("the input {input:?} is not JSON"))?;
+            let output = server.client()?.call(&operation, input)?;
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
+        Command::Validate { config } => {
+            let deployment = crate::serve::read_deployment(&config)?;
+            println!("ok: {} endpoints", deployment.endpoints.len());
+            Ok(())
+        }
+        Command::Invoke {
+            target,
+            target_variant,
+            request,
+        } => invoke(&target, target_variant.as_deref(), &request),
+        Command::DescribeEndpoint { target } => print_description(&target),
+        Command::Experiment {
+            endpoint,
+            server,
+            json,
+        } => {
+            let report = server.client()?.call(
+                "DescribeExperiment",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", experiment_table(&report));
+            }
+            Ok(())
+        }
+        Command::Rollout {
+            action:
+                Rollout::Start {
+                    endpoint,
+                    endpoint_config,
+                    canary,
+                    linear,
+                    rolling,
+                    bake,
+                    termination_wait,
+                    alarms,
+                    watch,
+                    server,
+                },
+        } => {
+            let mut client = server.client()?;
+            client.call(
+                "UpdateEndpoint",
+                serde_json::json!({
+                    "EndpointName": endpoint,
+                    "EndpointConfigName": endpoint_config,
+                    "DeploymentConfig": deployment_config(canary, linear, rolling, bake, termination_wait, &alarms),
+                }),
+            )?;
+            println!("deployment of {endpoint_config} to {endpoint} started");
+            if watch {
+                follow(&mut client, &endpoint, false)?;
+            }
+            Ok(())
+        }
+        Command::Rollout {
+            action:
+                Rollout::Watch {
+                    endpoint,
+                    server,
+                    json,
+                },
+        } => follow(&mut server.client()?, &endpoint, json),
+        Command::Shadow {
+            endpoint,
+            server,
+            json,
+        } => {
+            let report = server.client()?.call(
+                "DescribeShadowVariants",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", shadow_table(&report));
+            }
+            Ok(())
+        }
+        Command::Bench { args, server } => {
+            let client = server.client()?;
+            let credential = server
+                .access_key_id
+                .clone()
+                .zip(server.secret_access_key.clone())
+                .map(|(access_key_id, secret_access_key)| Credential {
+                    access_key_id,
+                    secret_access_key,
+                });
+            let target = crate::cli::bench::Server {
+                endpoint_url: server.endpoint_url,
+                credential,
+                region: server.region,
+            };
+            crate::cli::bench::run(&args, client, &target)
+        }
+        Command::UpdateWeights { target, changes } => {
+            target.server.client()?.call(
+                "UpdateEndpointWeightsAndCapacities",
+                serde_json::json!({
+                    "EndpointName": target.endpoint,
+                    "DesiredWeightsAndCapacities": changes,
+                }),
+            )?;
+            print_description(&target)
+        }
+        Command::Local {
+            component,
+            model_data,
+            environment,
+            memory_mib,
+            timeout_seconds,
+            request,
+        } => local(
+            VariantSpec {
+                endpoint: "local".into(),
+                variant: "local".into(),
+                component,
+                model_dir: model_data,
+                environment,
+                instance_count: 1,
+                routing: Default::default(),
+                backend: Default::default(),
+                limits: Limits {
+                    memory_bytes: (memory_mib as usize) << 20,
+                    deadline: std::time::Duration::from_secs(timeout_seconds),
+                    ..Limits::default()
+                },
+            },
+            &request,
+        ),
+    }
+}
+
+/// Follow a deployment; an error (exit status 1) if it rolled back or failed.
+fn follow(client: &mut Client, endpoint: &str, json: bool) -> anyhow::Result<()> {
+    let succeeded = crate::cli::watch::watch(
+        client,
+        endpoint,
+        json,
+        std::time::Duration::from_millis(200),
+    )?;
+    if !succeeded {
+        bail!("the deployment of endpoint {endpoint} did not complete");
+    }
+    Ok(())
+}
+
+fn invoke(
+    target: &EndpointArgs,
+    target_variant: Option<&str>,
+    request: &RequestArgs,
+) -> anyhow::Result<()> {
+    let mut headers = vec![("content-type", request.content_type.as_str())];
+    if let Some(accept) = &request.accept {
+        headers.push(("accept", accept));
+    }
+    if let Some(attributes) = &request.custom_attributes {
+        headers.push(("x-amzn-sagemaker-custom-attributes", attributes));
+    }
+    if let Some(variant) = target_variant {
+        headers.push(("x-amzn-sagemaker-target-variant", variant));
+    }
+    let answer = target
+        .server
+        .client()?
+        .invoke(&target.endpoint, &headers, request.body()?)?;
+    let body = answer.body;
+    if !answer.status.is_success() {
+        let detail: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        bail!(
+            "{} ({}): {}",
+            detail["__type"].as_str().unwrap_or("error"),
+            answer.status,
+            detail["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+        );
+    }
+    if let Some(variant) = answer
+        .headers
+        .get("x-amzn-invoked-production-variant")
+        .and_then(|v| v.to_str().ok())
+    {
+        eprintln!("variant: {variant}");
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(&body)?;
+    if !body.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
+    let runtime = Runtime::new(&RuntimeConfig::default())
+        .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?;
+    let invocation = Invocation {
+        body: request.body()?.into(),
+        content_type: request.content_type.clone(),
+        accept: request.accept.clone().unwrap_or_default(),
+        inference_id: uuid::Uuid::new_v4().to_string(),
+        custom_attributes: request.custom_attributes.clone(),
+    };
+    let tokio = tokio::runtime::Runtime::new()?;
+    let output = tokio
+        .block_on(async {
+            let pool = VariantPool::new(&runtime, &spec).await?;
+            anyhow::Ok(pool.invoke_here(&invocation).await)
+        })?
+        .map_err(|e| match e.original_status() {
+            Some(status) => anyhow!("{e} (the handler's status: {status})"),
+            None => anyhow!("{e}"),
+        })?;
+    eprintln!(
+        "content-type: {}; model latency: {:.3} ms",
+        output.content_type,
+        output.model_latency.as_secs_f64() * 1e3
+    );
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(&output.body)?;
+    if !output.body.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Alarms evaluated in process over the live variants' recent request windows: by a
+//! deployment's bakes (`AutoRollbackConfiguration.Alarms`) ten times a second, and on
+//! DescribeAlarm. The condition logic is [`plinth_policy::alarm`]; this module finds the
+//! windows an alarm watches.
+
+use crate::fleet::Fleet;
+use plinth_policy::alarm::{current_second, AlarmDefinition, Evaluation, Scope, Window};
+
+/// Evaluate `definition` now over the windows it watches.
+pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluation {
+    let alarm = match definition.compile() {
+        Ok(alarm) => alarm,
+        // Checked when created; a stored definition this build refuses cannot fire.
+        Err(e) => {
+            return Evaluation {
+                state: plinth_policy::alarm::AlarmState::InsufficientData,
+                reason: format!("The alarm's definition is not valid: {e}"),
+                datapoints: Vec::new(),
+            }
+        }
+    };
+    let endpoint = state.endpoints.get(alarm.endpoint_name());
+    let windows: Vec<&Window> = match &endpoint {
+        None => Vec::new(),
+        Some(endpoint) => {
+            let fleet: Vec<&crate::fleet::table::VariantState> = match alarm.scope() {
+                Scope::Endpoint => endpoint.serving().collect(),
+                Scope::NewFleet => endpoint
+                    .new_fleet
+                    .iter()
+                    .flat_map(|f| f.variants.iter())
+                    .collect(),
+            };
+            fleet
+                .into_iter()
+                .filter(|v| alarm.variant_name().is_none_or(|n| n == v.live.name))
+                .map(|v| &v.live.recent)
+                .collect()
+        }
+    };
+    alarm.evaluate(&windows, current_second())
+}
+
+/// The first of `names` that is in `ALARM` for `endpoint`, with the reason. An alarm on
+/// another endpoint is evaluated all the same (it watches what it names).
+pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<(String, String)> {
+    let definitions: Vec<(String, AlarmDefinition)> = {
+        let catalog = state.catalog();
+        names
+            .iter()
+            .filter_map(|n| {
+                catalog
+                    .alarms
+                    .get(n)
+                    .map(|r| (n.clone(), r.definition.clone()))
+            })
+            .collect()
+    };
+    definitions.into_iter().find_map(|(name, definition)| {
+        let evaluation = evaluate(state, &definition);
+        (evaluation.state == plinth_policy::alarm::AlarmState::Alarm).then(|| {
+            tracing::warn!(endpoint, alarm = %name, reason = %evaluation.reason, "alarm in ALARM");
+            (name, evaluation.reason)
+        })
+    })
+}

@@ -1,0 +1,289 @@
+//! Assembling what an endpoint runs, and making a change visible: resolving a config from
+//! the catalog, checking the server's instance limit, building and warming each variant's
+//! pool (reusing warm ones that did not change), and committing a snapshot to the store
+//! before publishing it. Both plain updates (`deploy`) and deployments (`rollout_driver`)
+//! are made of these steps.
+
+use super::shadow_copies::Shadow;
+use super::table::{EndpointSnapshot, EndpointStatus, VariantState};
+use super::variant::{variant_spec, LiveVariant};
+use super::Fleet;
+use crate::state::catalog::Unresolved;
+use crate::state::now;
+use crate::state::store::{StoreError, VariantCapacity};
+use plinth_runtime::VariantPool;
+use std::sync::Arc;
+
+/// Why a change was refused before anything happened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("Could not find endpoint \"{0}\".")]
+    NoEndpoint(String),
+    #[error("Cannot update in-progress endpoint \"{0}\".")]
+    InProgress(String),
+    #[error("Cannot create already existing endpoint \"{0}\".")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Write `snapshot` to the store with an event saying what changed, then publish it.
+pub(crate) fn commit(
+    state: &Fleet,
+    snapshot: EndpointSnapshot,
+    message: &str,
+) -> Result<(), StoreError> {
+    let event = event(&snapshot, message);
+    state
+        .store
+        .put_endpoint_with_event(&snapshot.record(), &event)?;
+    log_event(&snapshot, message);
+    state.endpoints.publish(snapshot);
+    Ok(())
+}
+
+/// [`commit`] from a background task: a store failure is logged, and the endpoint is
+/// still published so that it serves what was built.
+pub(crate) fn commit_logged(state: &Fleet, snapshot: EndpointSnapshot, message: &str) {
+    let name = snapshot.name.clone();
+    if let Err(e) = commit(state, snapshot.clone(), message) {
+        tracing::error!(endpoint = %name, error = %e, "cannot commit the endpoint's state");
+        state.endpoints.publish(snapshot);
+    }
+}
+
+/// An endpoint event (`ListEndpointEvents`): the state it reached, and why.
+pub(crate) fn event(snapshot: &EndpointSnapshot, message: &str) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "EventTime": now(),
+        "EndpointName": snapshot.name,
+        "EndpointStatus": snapshot.status.as_str(),
+        "EndpointConfigName": snapshot.config_name,
+        "Message": message,
+    });
+    if let Some(pending) = &snapshot.pending_config {
+        event["PendingEndpointConfigName"] = pending.as_str().into();
+    }
+    if let Some(new) = &snapshot.new_fleet {
+        event["NewFleetTrafficPercent"] = (new.share * 100.0).into();
+        event["DeploymentPhase"] = new.phase.as_str().into();
+    }
+    event
+}
+
+pub(crate) fn log_event(snapshot: &EndpointSnapshot, message: &str) {
+    tracing::info!(
+        endpoint = %snapshot.name,
+        config = %snapshot.config_name,
+        status = snapshot.status.as_str(),
+        pending = ?snapshot.pending_config,
+        share = ?snapshot.new_fleet.as_ref().map(|n| n.share),
+        "{message}"
+    );
+}
+
+pub(crate) fn existing(state: &Fleet, name: &str) -> Result<Arc<EndpointSnapshot>, Refused> {
+    state
+        .endpoints
+        .get(name)
+        .ok_or_else(|| Refused::NoEndpoint(crate::state::arn("endpoint", name)))
+}
+
+pub(crate) fn in_service(state: &Fleet, name: &str) -> Result<Arc<EndpointSnapshot>, Refused> {
+    let endpoint = existing(state, name)?;
+    if endpoint.status != EndpointStatus::InService {
+        return Err(Refused::InProgress(crate::state::arn("endpoint", name)));
+    }
+    Ok(endpoint)
+}
+
+/// Instances an endpoint holds or is about to: its variants' desired counts, plus the
+/// config it is being created with or is moving to.
+pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize {
+    let held: usize = endpoint
+        .variants
+        .iter()
+        .map(|v| v.desired_instance_count)
+        .chain(endpoint.shadows.iter().map(|s| s.desired_instance_count))
+        .sum();
+    let coming = match (endpoint.status, &endpoint.pending_config) {
+        (EndpointStatus::Creating, _) => Some(&endpoint.config_name),
+        (_, Some(pending)) => Some(pending),
+        _ => None,
+    };
+    let coming = coming.map_or(0, |config| {
+        let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        catalog.configs.get(config).map_or(0, |c| {
+            c.definition
+                .production_variants
+                .iter()
+                .chain(&c.definition.shadow_production_variants)
+                .map(|v| v.initial_instance_count as usize)
+                .sum()
+        })
+    });
+    held + coming
+}
+
+/// Refuse a change that would take the server past its instance limit.
+pub(crate) fn check_instances(state: &Fleet, endpoint: &str, wanted: usize) -> Result<(), Refused> {
+    let others: usize = state
+        .endpoints
+        .all()
+        .values()
+        .filter(|e| e.name != endpoint)
+        .map(|e| instances_of(state, e))
+        .sum();
+    if others + wanted > state.max_instances {
+        return Err(Refused::Limit(format!(
+            "The request for {wanted} instances for endpoint {endpoint} would bring the \
+             server's total to {}, above its limit of {} instances.",
+            others + wanted,
+            state.max_instances
+        )));
+    }
+    Ok(())
+}
+
+/// The config `name` from the catalog, with the instance count it asks for.
+pub(crate) fn lookup(state: &Fleet, name: &str) -> Result<(Unresolved, usize), Refused> {
+    let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+    if !catalog.configs.contains_key(name) {
+        return Err(Refused::Invalid(format!(
+            "Could not find endpoint configuration \"{}\".",
+            crate::state::arn("endpoint-config", name)
+        )));
+    }
+    let unresolved = catalog.unresolved(name).map_err(Refused::Invalid)?;
+    let instances = unresolved
+        .variants_unchecked()
+        .iter()
+        .chain(&unresolved.shadows_unchecked())
+        .map(|v| v.instance_count)
+        .sum();
+    Ok((unresolved, instances))
+}
+
+/// Resolve artifacts (unpacking archives) and build every variant and shadow of `config`,
+/// reusing `reuse`'s warm pools where name, model and settings are unchanged (none, for a
+/// blue/green fleet). `capacities` override the config's weights and instance counts (from a
+/// committed weight update, or a rolling update's first batch).
+pub(crate) async fn build(
+    state: &Arc<Fleet>,
+    endpoint: &str,
+    config: Unresolved,
+    reuse: &[Arc<LiveVariant>],
+    capacities: &[VariantCapacity],
+) -> Result<Built, String> {
+    let experiment = config.experiment();
+    let artifacts = state.artifacts.clone();
+    let resolved = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
+        .await
+        .map_err(|e| e.to_string())??;
+    let config = resolved.config;
+    let mut variants = Vec::new();
+    for v in &config.variants {
+        let mut v = v.clone();
+        if let Some(c) = capacities.iter().find(|c| c.variant == v.name) {
+            v.weight = c.weight;
+            v.instance_count = c.instance_count;
+        }
+        let live = live_variant(state, endpoint, &v, reuse).await?;
+        variants.push(VariantState {
+            live,
+            current_weight: v.weight,
+            desired_weight: v.weight,
+            desired_instance_count: v.instance_count,
+        });
+    }
+    let mut shadows = Vec::new();
+    for (v, sampling) in &resolved.shadows {
+        let live = live_variant(state, endpoint, v, reuse).await?;
+        shadows.push(Shadow::start(
+            endpoint,
+            live,
+            *sampling,
+            v.weight,
+            v.instance_count,
+            &state.metrics,
+        ));
+    }
+    let experiment = experiment.map(|e| {
+        let names = variants.iter().map(|v| v.live.name.clone()).collect();
+        state.experiments.start(endpoint, &config.name, e, names)
+    });
+    Ok(Built {
+        config_name: config.name,
+        variants,
+        experiment,
+        shadows,
+    })
+}
+
+/// A warm pool for variant `v`: one of `reuse` if its name, model and settings match
+/// (resized to `v`'s instance count), else a new one.
+pub(crate) async fn live_variant(
+    state: &Arc<Fleet>,
+    endpoint: &str,
+    v: &plinth_policy::config::Variant,
+    reuse: &[Arc<LiveVariant>],
+) -> Result<Arc<LiveVariant>, String> {
+    let kept = reuse.iter().find(|old| {
+        old.name == v.name
+            && old.model == v.model
+            && old.pool.routing() == v.routing_strategy
+            && old.max_queue_length == v.max_queue_length
+            && old.max_batch_size == v.max_batch_size
+    });
+    if let Some(old) = kept {
+        old.pool
+            .resize(v.instance_count)
+            .await
+            .map_err(|e| format!("variant {}: {e}", v.name))?;
+        return Ok(old.clone());
+    }
+    let name_header = axum::http::HeaderValue::from_str(&v.name)
+        .map_err(|_| format!("variant name {:?} cannot be sent in a header", v.name))?;
+    let runtime = state.runtime.clone();
+    let spec = variant_spec(endpoint, v);
+    // Compiling blocks: build the pool on a blocking thread.
+    let handle = tokio::runtime::Handle::current();
+    let pool =
+        tokio::task::spawn_blocking(move || handle.block_on(VariantPool::new(&runtime, &spec)))
+            .await
+            .map_err(|e| format!("variant {}: {e}", v.name))?
+            .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
+    Ok(Arc::new(LiveVariant {
+        name: v.name.clone(),
+        name_header,
+        model_name: v.model.name.clone(),
+        model: v.model.clone(),
+        max_queue_length: v.max_queue_length,
+        max_batch_size: v.max_batch_size,
+        pool: Arc::new(pool),
+        metrics: state.metrics.variant(endpoint, &v.name),
+        recent: Default::default(),
+    }))
+}
+
+/// A config's variants and shadows, built, and its experiment.
+pub(crate) struct Built {
+    pub(crate) config_name: String,
+    pub(crate) variants: Vec<VariantState>,
+    pub(crate) experiment: Option<Arc<crate::fleet::ledger::Experiment>>,
+    pub(crate) shadows: Vec<Arc<Shadow>>,
+}
+
+/// Every warm pool of an endpoint that a new config may keep: its variants' and shadows'.
+pub(crate) fn warm(endpoint: &EndpointSnapshot) -> Vec<Arc<LiveVariant>> {
+    endpoint
+        .variants
+        .iter()
+        .map(|v| v.live.clone())
+        .chain(endpoint.shadows.iter().map(|s| s.live.clone()))
+        .collect()
+}

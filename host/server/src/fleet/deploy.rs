@@ -1,0 +1,388 @@
+//! Changing endpoints without a restart and without a failed request: creating them
+//! (CreateEndpoint), swapping their endpoint config (UpdateEndpoint: variants added,
+//! replaced or removed), changing weights and instance counts
+//! (UpdateEndpointWeightsAndCapacities), deleting them, and bringing them back after a
+//! restart.
+//!
+//! New instances are always built and warmed before they take traffic; the switch is one
+//! snapshot publish; instances that leave finish their in-flight requests first. Every state
+//! an endpoint reaches is committed to the store before it is published, so after a crash
+//! the endpoint comes back as last committed: never a half-applied mix.
+
+use super::assemble::{
+    build, check_instances, commit, commit_logged, event, existing, in_service, log_event, lookup,
+    warm, Refused,
+};
+use super::table::{EndpointSnapshot, EndpointStatus};
+use super::Fleet;
+use crate::state::catalog::Unresolved;
+use crate::state::now;
+use crate::state::store::{EndpointRecord, StoreError, VariantCapacity};
+use plinth_policy::capacity::{self, Capacity, Change};
+use plinth_policy::rollout::DeploymentConfig;
+use std::sync::Arc;
+
+/// CreateEndpoint: the endpoint is `Creating` when this returns; it is built in the
+/// background and becomes `InService`, or `Failed` with the reason. A `DeploymentConfig` is
+/// checked and kept for later updates (`RetainDeploymentConfig`), as in SageMaker.
+pub(crate) fn create_endpoint(
+    state: &Arc<Fleet>,
+    name: &str,
+    config_name: &str,
+    deployment: Option<DeploymentConfig>,
+) -> Result<(), Refused> {
+    let arn = crate::state::arn("endpoint", name);
+    if state
+        .endpoints
+        .all()
+        .keys()
+        .any(|n| n.eq_ignore_ascii_case(name))
+    {
+        return Err(Refused::Exists(arn));
+    }
+    let (config, instances) = lookup(state, config_name)?;
+    if let Some(deployment) = &deployment {
+        crate::fleet::rollout_driver::check(state, deployment, &config)?;
+    }
+    check_instances(state, name, instances)?;
+    let t = now();
+    let snapshot = EndpointSnapshot {
+        name: name.to_string(),
+        config_name: config_name.to_string(),
+        pending_config: None,
+        status: EndpointStatus::Creating,
+        failure_reason: None,
+        created: t,
+        modified: t,
+        variants: Vec::new(),
+        experiment: None,
+        shadows: Vec::new(),
+        new_fleet: None,
+        deployment_config: deployment,
+    };
+    state
+        .store
+        .insert_endpoint(&snapshot.record())
+        .map_err(|e| match e {
+            StoreError::Exists(_) => Refused::Exists(arn),
+            e => e.into(),
+        })?;
+    state.endpoints.publish(snapshot.clone());
+    record_event(state, &snapshot, "Creating the endpoint");
+    spawn_create(state, snapshot, config, Vec::new(), None, false);
+    Ok(())
+}
+
+/// Record an event for a state that was committed (or needs no commit).
+fn record_event(state: &Fleet, snapshot: &EndpointSnapshot, message: &str) {
+    log_event(snapshot, message);
+    if let Err(e) = state
+        .store
+        .put_event(&snapshot.name, &event(snapshot, message))
+    {
+        tracing::error!(endpoint = %snapshot.name, error = %e, "cannot record the event");
+    }
+}
+
+/// Build a `Creating` endpoint in the background. `note` becomes its `FailureReason` when
+/// it comes up (a restart's explanation). When `restoring` an endpoint after a restart, a
+/// failure is published but not committed, so that the next start tries again (a missing
+/// file may come back).
+fn spawn_create(
+    state: &Arc<Fleet>,
+    mut snapshot: EndpointSnapshot,
+    config: Unresolved,
+    capacities: Vec<VariantCapacity>,
+    note: Option<String>,
+    restoring: bool,
+) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let message = match build(&state, &snapshot.name, config, &[], &capacities).await {
+            Ok(built) => {
+                snapshot.variants = built.variants;
+                snapshot.experiment = built.experiment;
+                snapshot.shadows = built.shadows;
+                snapshot.status = EndpointStatus::InService;
+                snapshot.failure_reason = note;
+                format!(
+                    "Endpoint in service on {} (built in {} ms)",
+                    snapshot.config_name,
+                    started.elapsed().as_millis()
+                )
+            }
+            Err(reason) => {
+                snapshot.status = EndpointStatus::Failed;
+                snapshot.failure_reason = Some(reason.clone());
+                if restoring {
+                    tracing::error!(endpoint = %snapshot.name, reason = ?snapshot.failure_reason, "cannot restore the endpoint; it is Failed until the next start");
+                    state.endpoints.publish(snapshot);
+                    return;
+                }
+                format!("Endpoint failed: {reason}")
+            }
+        };
+        snapshot.modified = now();
+        commit_logged(&state, snapshot, &message);
+    });
+}
+
+/// UpdateEndpoint: serve config `config_name` from now on. Returns once the endpoint is
+/// `Updating`.
+///
+/// With a `DeploymentConfig` (given, or the last one retained) the update is a blue/green
+/// or rolling deployment ([`crate::fleet::rollout_driver`]). Without one, every variant moves at once: a
+/// variant whose name, model and settings are unchanged keeps its warm instances (resized
+/// if its count changed); others get a new pool, built and warmed before the switch. If
+/// any new pool fails to start, the old config keeps serving and the endpoint reports the
+/// failure in `FailureReason`.
+pub(crate) fn update_endpoint(
+    state: &Arc<Fleet>,
+    name: &str,
+    config_name: &str,
+    deployment: Option<DeploymentConfig>,
+    retain_deployment: bool,
+) -> Result<(), Refused> {
+    let endpoint = in_service(state, name)?;
+    let (config, instances) = lookup(state, config_name)?;
+    let deployment = deployment.or_else(|| {
+        retain_deployment
+            .then(|| endpoint.deployment_config.clone())
+            .flatten()
+    });
+    let plan = deployment
+        .as_ref()
+        .map(|d| crate::fleet::rollout_driver::check(state, d, &config))
+        .transpose()?;
+    check_instances(state, name, instances)?;
+    if let (Some(deployment), Some(plan)) = (deployment, plan) {
+        return crate::fleet::rollout_driver::start(state, &endpoint, config, deployment, plan);
+    }
+    let mut updating = EndpointSnapshot::clone(&endpoint);
+    updating.status = EndpointStatus::Updating;
+    updating.pending_config = Some(config_name.to_string());
+    updating.failure_reason = None;
+    updating.modified = now();
+    commit(
+        state,
+        updating.clone(),
+        &format!("Updating to endpoint configuration {config_name}, all at once"),
+    )?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut next = updating.clone();
+        next.pending_config = None;
+        next.status = EndpointStatus::InService;
+        next.modified = now();
+        let message = match build(&state, &updating.name, config, &warm(&updating), &[]).await {
+            Ok(built) => {
+                next.config_name = built.config_name;
+                next.variants = built.variants;
+                next.experiment = built.experiment;
+                next.shadows = built.shadows;
+                format!("Update complete: in service on {}", next.config_name)
+            }
+            Err(reason) => {
+                tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
+                next.failure_reason = Some(reason.clone());
+                format!(
+                    "Update failed, {} keeps serving: {reason}",
+                    next.config_name
+                )
+            }
+        };
+        commit_logged(&state, next, &message);
+    });
+    Ok(())
+}
+
+/// UpdateEndpointWeightsAndCapacities. Weight-only changes take effect before this returns.
+/// Capacity changes move the endpoint to `Updating`: new instances are started and warmed
+/// first, then the new weights are published, then surplus instances drain; then
+/// `InService`. The desired values are committed first, so a restart comes back with them.
+pub(crate) fn update_weights_and_capacities(
+    state: &Arc<Fleet>,
+    name: &str,
+    changes: &[Change],
+) -> Result<(), Refused> {
+    let endpoint = in_service(state, name)?;
+    let current: Vec<Capacity> = endpoint
+        .variants
+        .iter()
+        .map(|v| Capacity {
+            variant: v.live.name.clone(),
+            weight: v.current_weight,
+            instance_count: v.live.pool.stats().instances,
+        })
+        .collect();
+    let next = capacity::apply(&current, changes).map_err(Refused::Invalid)?;
+    check_instances(state, name, next.iter().map(|n| n.instance_count).sum())?;
+
+    let mut desired = EndpointSnapshot::clone(&endpoint);
+    for (v, n) in desired.variants.iter_mut().zip(&next) {
+        v.desired_weight = n.weight;
+        v.desired_instance_count = n.instance_count;
+    }
+    desired.modified = now();
+    desired.failure_reason = None;
+    let resizes = current
+        .iter()
+        .zip(&next)
+        .any(|(c, n)| c.instance_count != n.instance_count);
+    let summary = next
+        .iter()
+        .map(|n| format!("{} weight {} x{}", n.variant, n.weight, n.instance_count))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !resizes {
+        commit(
+            state,
+            with_desired_weights(desired),
+            &format!("Weights changed: {summary}"),
+        )?;
+        return Ok(());
+    }
+
+    desired.status = EndpointStatus::Updating;
+    commit(
+        state,
+        desired.clone(),
+        &format!("Changing weights and instance counts: {summary}"),
+    )?;
+    let state = state.clone();
+    tokio::spawn(async move {
+        // Grow first, so that new weights never route to instances that do not exist yet.
+        let mut failure = None;
+        for v in &desired.variants {
+            if v.desired_instance_count > v.live.pool.stats().instances {
+                if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
+                    failure = Some(format!("variant {}: {e}", v.live.name));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            let mut back = desired.clone();
+            for v in &mut back.variants {
+                v.desired_weight = v.current_weight;
+                v.desired_instance_count = v.live.pool.stats().instances;
+            }
+            back.status = EndpointStatus::InService;
+            back.failure_reason = Some(reason.clone());
+            back.modified = now();
+            commit_logged(&state, back, &format!("Capacity change failed: {reason}"));
+            return;
+        }
+        let switched = with_desired_weights(desired);
+        state.endpoints.publish(switched.clone());
+        for v in &switched.variants {
+            if v.desired_instance_count < v.live.pool.stats().instances {
+                // Shrinking cannot fail: it only stops routing to the surplus.
+                let _ = v.live.pool.resize(v.desired_instance_count).await;
+            }
+        }
+        let mut done = switched;
+        done.status = EndpointStatus::InService;
+        done.modified = now();
+        commit_logged(&state, done, "Capacity change complete");
+    });
+    Ok(())
+}
+
+/// Route by the desired weights from now on.
+fn with_desired_weights(mut snapshot: EndpointSnapshot) -> EndpointSnapshot {
+    for v in &mut snapshot.variants {
+        v.current_weight = v.desired_weight;
+    }
+    snapshot
+}
+
+/// DeleteEndpoint: gone from the store and the table at once; its instances finish their
+/// in-flight requests and are dropped. Refused while a change is in progress.
+pub(crate) fn delete_endpoint(state: &Fleet, name: &str) -> Result<(), Refused> {
+    let endpoint = existing(state, name)?;
+    if endpoint.status.in_progress() {
+        return Err(Refused::Invalid(format!(
+            "Cannot delete endpoint \"{}\" while it is {}; wait for it to finish.",
+            crate::state::arn("endpoint", name),
+            endpoint.status.as_str()
+        )));
+    }
+    state.store.delete_endpoint(&endpoint.name)?;
+    state.endpoints.remove(&endpoint.name);
+    tracing::info!(endpoint = %name, "endpoint deleted");
+    Ok(())
+}
+
+/// Bring back every stored endpoint after a start: a `Failed` one stays failed; any other
+/// is rebuilt on its committed config with its committed weights and instance counts. An
+/// update that a restart interrupted is abandoned (the old config serves) and says so.
+pub(crate) fn recover(state: &Arc<Fleet>, records: Vec<EndpointRecord>) {
+    for record in records {
+        let status = EndpointStatus::parse(&record.status).unwrap_or(EndpointStatus::Creating);
+        let mut snapshot = EndpointSnapshot {
+            name: record.name.clone(),
+            config_name: record.config_name.clone(),
+            pending_config: None,
+            status,
+            failure_reason: record.failure_reason.clone(),
+            created: record.created,
+            modified: record.modified,
+            variants: Vec::new(),
+            experiment: None,
+            shadows: Vec::new(),
+            new_fleet: None,
+            deployment_config: record.deployment_config.clone(),
+        };
+        if status == EndpointStatus::Failed {
+            state.endpoints.publish(snapshot);
+            continue;
+        }
+        let note = match &record.pending_config {
+            Some(pending) => Some(format!(
+                "The update to endpoint configuration {pending} was interrupted by a restart \
+                 and rolled back; the endpoint serves {}. Call UpdateEndpoint again.",
+                record.config_name
+            )),
+            None => record.failure_reason.clone(),
+        };
+        snapshot.status = EndpointStatus::Creating;
+        let config = match lookup(state, &record.config_name) {
+            Ok((config, _)) => config,
+            Err(e) => {
+                snapshot.status = EndpointStatus::Failed;
+                snapshot.failure_reason = Some(e.to_string());
+                state.endpoints.publish(snapshot);
+                continue;
+            }
+        };
+        state.endpoints.publish(snapshot.clone());
+        record_event(
+            state,
+            &snapshot,
+            &match &record.pending_config {
+                Some(pending) => format!(
+                    "Restarted during the update to {pending}: rolling back to {}",
+                    record.config_name
+                ),
+                None => format!(
+                    "Restarted: restoring the endpoint on {}",
+                    record.config_name
+                ),
+            },
+        );
+        spawn_create(state, snapshot, config, record.capacities, note, true);
+    }
+}
+
+/// Wait until no endpoint is `Creating` or `Updating`.
+pub(crate) async fn settled(state: &Fleet) {
+    while state
+        .endpoints
+        .all()
+        .values()
+        .any(|e| e.status.in_progress())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

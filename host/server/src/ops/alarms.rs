@@ -1,0 +1,131 @@
+//! CreateAlarm, DescribeAlarm, ListAlarms, DeleteAlarm (Plinth's, with CloudWatch's keys):
+//! named conditions over an endpoint's recent request metrics, kept with the models and
+//! endpoint configs. Evaluation is `fleet::alarm_watch`; the condition logic is
+//! [`plinth_policy::alarm`].
+
+use super::listing::{list, ListInput, Listed};
+use super::{described, in_use, parse, stored, validation};
+use crate::error::ApiError;
+use crate::fleet::alarm_watch::evaluate;
+use crate::fleet::Fleet;
+use crate::state::catalog::Record;
+use crate::state::store::Kind;
+use crate::state::{arn, now};
+use plinth_policy::alarm::AlarmDefinition;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AlarmNameInput {
+    alarm_name: String,
+}
+
+/// CreateAlarm: `AlarmName` and an [`AlarmDefinition`]. Alarms are immutable, like models.
+pub(crate) fn create(state: &Fleet, mut input: Value) -> Result<Value, ApiError> {
+    let name = match input.as_object_mut().and_then(|o| o.remove("AlarmName")) {
+        Some(Value::String(name)) => name,
+        _ => return Err(validation("AlarmName is required (a string)")),
+    };
+    crate::ops::check_name("alarmName", &name)?;
+    let definition: AlarmDefinition = parse(input)?;
+    definition.compile().map_err(validation)?;
+    let mut catalog = state.catalog();
+    if catalog.alarms.keys().any(|n| n.eq_ignore_ascii_case(&name)) {
+        return Err(stored(
+            crate::state::store::StoreError::Exists(name.clone()),
+            "alarm",
+            &name,
+        ));
+    }
+    let record = Record {
+        name: name.clone(),
+        created: now(),
+        definition,
+    };
+    state
+        .store
+        .insert(Kind::Alarm, &record.stored())
+        .map_err(|e| stored(e, "alarm", &name))?;
+    catalog.alarms.insert(name.clone(), record);
+    tracing::info!(alarm = %name, "alarm created");
+    Ok(json!({ "AlarmArn": arn("alarm", &name) }))
+}
+
+fn not_found(name: &str) -> ApiError {
+    validation(format!("Could not find alarm \"{}\".", arn("alarm", name)))
+}
+
+/// DescribeAlarm: the definition, and its state evaluated now.
+pub(crate) fn describe(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: AlarmNameInput = parse(input)?;
+    let record = state
+        .catalog()
+        .alarms
+        .get(&input.alarm_name)
+        .cloned()
+        .ok_or_else(|| not_found(&input.alarm_name))?;
+    let mut output = described(&record, "Alarm", "alarm")?;
+    let evaluation = evaluate(state, &record.definition);
+    output["StateValue"] = json!(evaluation.state.as_str());
+    output["StateReason"] = json!(evaluation.reason);
+    output["Datapoints"] = json!(evaluation.datapoints);
+    Ok(output)
+}
+
+/// DeleteAlarm: refused while a deployment in progress watches it.
+pub(crate) fn delete(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: AlarmNameInput = parse(input)?;
+    let name = input.alarm_name;
+    let mut catalog = state.catalog();
+    if !catalog.alarms.contains_key(&name) {
+        return Err(not_found(&name));
+    }
+    for endpoint in state.endpoints.all().values() {
+        let watched = endpoint.new_fleet.is_some()
+            && endpoint.deployment_config.as_ref().is_some_and(|d| {
+                d.auto_rollback_configuration
+                    .as_ref()
+                    .is_some_and(|r| r.alarms.iter().flatten().any(|a| a.alarm_name == name))
+            });
+        if watched {
+            return Err(in_use(format!(
+                "Cannot delete alarm \"{}\": the deployment in progress on endpoint {} \
+                 rolls back on it.",
+                arn("alarm", &name),
+                endpoint.name
+            )));
+        }
+    }
+    state
+        .store
+        .delete(Kind::Alarm, &name)
+        .map_err(crate::ops::internal)?;
+    catalog.alarms.remove(&name);
+    tracing::info!(alarm = %name, "alarm deleted");
+    Ok(json!({}))
+}
+
+/// ListAlarms: SageMaker's list conventions (sort, filters, pages).
+pub(crate) fn list_alarms(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: ListInput = parse(input)?;
+    let items = state
+        .catalog()
+        .alarms
+        .values()
+        .map(|a| Listed {
+            name: a.name.clone(),
+            created: a.created,
+            modified: a.created,
+            status: "",
+            summary: json!({
+                "AlarmName": a.name,
+                "AlarmArn": arn("alarm", &a.name),
+                "EndpointName": a.definition.endpoint_name,
+                "MetricName": a.definition.metric_name,
+                "CreationTime": a.created,
+            }),
+        })
+        .collect();
+    list(items, input, &["Name", "CreationTime"], "Alarms")
+}

@@ -1,0 +1,215 @@
+//! CreateEndpointConfig, DescribeEndpointConfig, DeleteEndpointConfig, ListEndpointConfigs:
+//! production and shadow variants over existing models, and Plinth's experiment settings.
+
+use super::listing::{list, Listed};
+use super::{check_name, config_not_found, described, in_use, internal, parse, stored, validation};
+use crate::error::ApiError;
+use crate::fleet::table::EndpointSnapshot;
+use crate::fleet::Fleet;
+use crate::state::catalog::{ConfigDefinition, Record};
+use crate::state::store::{Kind, StoreError};
+use crate::state::{arn, now};
+use plinth_policy::config::check_variants;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEndpointConfigInput {
+    endpoint_config_name: String,
+    #[serde(flatten)]
+    definition: ConfigDefinition,
+}
+
+pub(crate) fn create_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: CreateEndpointConfigInput = parse(input)?;
+    let name = input.endpoint_config_name;
+    check_name("endpointConfigName", &name)?;
+    let mut catalog = state.catalog();
+    if catalog.config_named(&name).is_some() {
+        return Err(stored(
+            StoreError::Exists(name.clone()),
+            "endpoint-config",
+            &name,
+        ));
+    }
+    let definition = &input.definition;
+    for v in definition
+        .production_variants
+        .iter()
+        .chain(&definition.shadow_production_variants)
+    {
+        if !catalog.models.contains_key(&v.model_name) {
+            return Err(validation(format!(
+                "Could not find model \"{}\".",
+                arn("model", &v.model_name)
+            )));
+        }
+    }
+    if let Some(experiment) = &input.definition.plinth_experiment {
+        let names: Vec<&str> = input
+            .definition
+            .production_variants
+            .iter()
+            .map(|v| v.variant_name.as_str())
+            .collect();
+        experiment.check(&names).map_err(validation)?;
+    }
+    let record = Record {
+        name: name.clone(),
+        created: now(),
+        definition: input.definition,
+    };
+    catalog.configs.insert(name.clone(), record.clone());
+    let checked = catalog
+        .unresolved(&name)
+        .map(|u| u.variants_unchecked())
+        .map_err(validation)
+        .and_then(|variants| {
+            check_variants(&name, &variants).map_err(|p| {
+                let at = p
+                    .index
+                    .map(|j| format!("ProductionVariants[{j}]: "))
+                    .unwrap_or_else(|| "ProductionVariants: ".into());
+                validation(format!("{at}{}", p.message))
+            })
+        })
+        .and_then(|()| check_shadows(&catalog, &name))
+        .and_then(|()| {
+            state
+                .store
+                .insert(Kind::EndpointConfig, &record.stored())
+                .map_err(|e| stored(e, "endpoint-config", &name))
+        });
+    if let Err(e) = checked {
+        catalog.configs.remove(&name);
+        return Err(e);
+    }
+    tracing::info!(endpoint_config = %name, "endpoint config created");
+    Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
+}
+
+/// `ShadowProductionVariants`: valid variants (1-10), names distinct from the production
+/// variants', a sampling percentage in 0-100 only there.
+fn check_shadows(catalog: &crate::state::catalog::Catalog, name: &str) -> Result<(), ApiError> {
+    let definition = &catalog.configs[name].definition;
+    if let Some(j) = definition
+        .production_variants
+        .iter()
+        .position(|v| v.plinth_sampling_percentage.is_some())
+    {
+        return Err(validation(format!(
+            "ProductionVariants[{j}]: PlinthSamplingPercentage applies only to \
+             ShadowProductionVariants"
+        )));
+    }
+    let shadows = &definition.shadow_production_variants;
+    if shadows.is_empty() {
+        return Ok(());
+    }
+    let unresolved = catalog.unresolved(name).map_err(validation)?;
+    check_variants(name, &unresolved.shadows_unchecked()).map_err(|p| {
+        let at = p
+            .index
+            .map(|j| format!("ShadowProductionVariants[{j}]: "))
+            .unwrap_or_else(|| "ShadowProductionVariants: ".into());
+        validation(format!("{at}{}", p.message))
+    })?;
+    for (j, v) in shadows.iter().enumerate() {
+        if definition
+            .production_variants
+            .iter()
+            .any(|p| p.variant_name.eq_ignore_ascii_case(&v.variant_name))
+        {
+            return Err(validation(format!(
+                "ShadowProductionVariants[{j}]: variant {:?} is also a production variant; \
+                 variant names must be unique within an endpoint config",
+                v.variant_name
+            )));
+        }
+        if let Some(p) = v.plinth_sampling_percentage {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(validation(format!(
+                    "ShadowProductionVariants[{j}]: PlinthSamplingPercentage {p} is out of \
+                     range; use 0-100"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointConfigNameInput {
+    endpoint_config_name: String,
+}
+
+pub(crate) fn describe_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointConfigNameInput = parse(input)?;
+    let catalog = state.catalog();
+    let record = catalog
+        .configs
+        .get(&input.endpoint_config_name)
+        .ok_or_else(|| config_not_found(&input.endpoint_config_name))?;
+    described(record, "EndpointConfig", "endpoint-config")
+}
+
+/// The configs an endpoint needs: the one it serves and the one it is moving to.
+pub(crate) fn endpoint_configs_of(endpoint: &EndpointSnapshot) -> impl Iterator<Item = &str> {
+    std::iter::once(endpoint.config_name.as_str()).chain(endpoint.pending_config.as_deref())
+}
+
+pub(crate) fn delete_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointConfigNameInput = parse(input)?;
+    let name = input.endpoint_config_name;
+    let mut catalog = state.catalog();
+    if !catalog.configs.contains_key(&name) {
+        return Err(config_not_found(&name));
+    }
+    if let Some(endpoint) = state
+        .endpoints
+        .all()
+        .values()
+        .find(|e| endpoint_configs_of(e).any(|c| c == name))
+    {
+        return Err(in_use(format!(
+            "Cannot delete endpoint configuration \"{}\": endpoint {} uses it, and Plinth needs \
+             it to restore the endpoint. Update or delete the endpoint first.",
+            arn("endpoint-config", &name),
+            endpoint.name
+        )));
+    }
+    state
+        .store
+        .delete(Kind::EndpointConfig, &name)
+        .map_err(internal)?;
+    catalog.configs.remove(&name);
+    tracing::info!(endpoint_config = %name, "endpoint config deleted");
+    Ok(json!({}))
+}
+
+pub(crate) fn list_endpoint_configs(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let items = state
+        .catalog()
+        .configs
+        .values()
+        .map(|c| Listed {
+            name: c.name.clone(),
+            created: c.created,
+            modified: c.created,
+            status: "",
+            summary: json!({
+                "EndpointConfigName": c.name,
+                "EndpointConfigArn": arn("endpoint-config", &c.name),
+                "CreationTime": c.created,
+            }),
+        })
+        .collect();
+    list(
+        items,
+        parse(input)?,
+        &["Name", "CreationTime"],
+        "EndpointConfigs",
+    )
+}

@@ -1,0 +1,310 @@
+//! CreateEndpoint, DescribeEndpoint, UpdateEndpoint, UpdateEndpointWeightsAndCapacities,
+//! DeleteEndpoint, ListEndpoints and ListEndpointEvents: the wire shapes over `fleet::deploy`.
+
+use super::listing::{enum_error, list, ListInput, Listed};
+use super::{check_name, endpoint_not_found, internal, parse, validation, EndpointNameInput};
+use crate::error::ApiError;
+use crate::fleet::deploy;
+use crate::fleet::table::{EndpointSnapshot, EndpointStatus, VariantState};
+use crate::fleet::Fleet;
+use crate::state::arn;
+use plinth_policy::capacity::Change;
+use plinth_policy::rollout::DeploymentConfig;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEndpointInput {
+    endpoint_name: String,
+    endpoint_config_name: String,
+    deployment_config: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted as SageMaker does; Plinth keeps no tags
+    tags: Option<Value>,
+}
+
+/// A `DeploymentConfig` as its own error messages see it.
+pub(crate) fn deployment_config(
+    value: Option<Value>,
+) -> Result<Option<DeploymentConfig>, ApiError> {
+    value
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| validation(format!("invalid DeploymentConfig: {e}")))
+        })
+        .transpose()
+}
+
+pub(crate) fn create_endpoint(state: &Arc<Fleet>, input: Value) -> Result<Value, ApiError> {
+    let input: CreateEndpointInput = parse(input)?;
+    check_name("endpointName", &input.endpoint_name)?;
+    let deployment = deployment_config(input.deployment_config)?;
+    deploy::create_endpoint(
+        state,
+        &input.endpoint_name,
+        &input.endpoint_config_name,
+        deployment,
+    )?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateEndpointInput {
+    endpoint_name: String,
+    endpoint_config_name: String,
+    deployment_config: Option<Value>,
+    #[serde(default)]
+    retain_deployment_config: bool,
+}
+
+pub(crate) fn update_endpoint(state: &Arc<Fleet>, input: Value) -> Result<Value, ApiError> {
+    let input: UpdateEndpointInput = parse(input)?;
+    let deployment = deployment_config(input.deployment_config)?;
+    deploy::update_endpoint(
+        state,
+        &input.endpoint_name,
+        &input.endpoint_config_name,
+        deployment,
+        input.retain_deployment_config,
+    )?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}
+
+pub(crate) fn delete_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    deploy::delete_endpoint(state, &input.endpoint_name)?;
+    Ok(json!({}))
+}
+
+pub(crate) fn describe_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    let endpoint = state
+        .endpoints
+        .get(&input.endpoint_name)
+        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
+    Ok(describe(&endpoint))
+}
+
+/// SageMaker's DescribeEndpoint output for a snapshot.
+pub(crate) fn describe(endpoint: &EndpointSnapshot) -> Value {
+    let mut output = json!({
+        "EndpointName": endpoint.name,
+        "EndpointArn": arn("endpoint", &endpoint.name),
+        "EndpointConfigName": endpoint.config_name,
+        "EndpointStatus": endpoint.status.as_str(),
+        "CreationTime": endpoint.created,
+        "LastModifiedTime": endpoint.modified,
+    });
+    let old_share = 1.0 - endpoint.new_fleet.as_ref().map_or(0.0, |n| n.share);
+    if !endpoint.variants.is_empty() {
+        output["ProductionVariants"] = endpoint
+            .variants
+            .iter()
+            .map(|v| variant_summary(v, old_share, &[]))
+            .collect();
+    }
+    if !endpoint.shadows.is_empty() {
+        output["ShadowProductionVariants"] = endpoint
+            .shadows
+            .iter()
+            .map(|s| {
+                json!({
+                    "VariantName": s.live.name,
+                    "ModelName": s.live.model_name,
+                    "CurrentWeight": s.weight,
+                    "DesiredWeight": s.weight,
+                    "CurrentInstanceCount": s.live.pool.stats().instances,
+                    "DesiredInstanceCount": s.desired_instance_count,
+                    "PlinthSamplingPercentage": s.sampling * 100.0,
+                    "PlinthBackend": s.live.pool.backend().as_str(),
+                })
+            })
+            .collect();
+    }
+    if let Some(pending) = &endpoint.pending_config {
+        let mut summary = json!({
+            "EndpointConfigName": pending,
+            "StartTime": endpoint.modified,
+        });
+        if let Some(new) = &endpoint.new_fleet {
+            summary["StartTime"] = json!(new.started);
+            let status = json!([{
+                "Status": new.phase.as_str(),
+                "StatusMessage": format!(
+                    "step {}/{}: {:.1}% of traffic on the new fleet",
+                    new.step, new.steps, new.share * 100.0
+                ),
+                "StartTime": new.phase_started,
+            }]);
+            summary["ProductionVariants"] = new
+                .variants
+                .iter()
+                .map(|v| variant_summary(v, new.share, status.as_array().expect("an array")))
+                .collect();
+            let mut deployment = json!({
+                "Strategy": new.strategy.as_str(),
+                "Step": new.step,
+                "Steps": new.steps,
+                "NewFleetTrafficPercent": new.share * 100.0,
+                "Phase": new.phase.as_str(),
+                "PhaseStartTime": new.phase_started,
+            });
+            if let Some(end) = new.phase_end {
+                deployment["PhaseEndTime"] = json!(end);
+            }
+            summary["PlinthDeployment"] = deployment;
+        }
+        output["PendingDeploymentSummary"] = summary;
+    }
+    if let Some(config) = &endpoint.deployment_config {
+        output["LastDeploymentConfig"] = serde_json::to_value(config).unwrap_or_default();
+    }
+    if let Some(reason) = &endpoint.failure_reason {
+        output["FailureReason"] = json!(reason);
+    }
+    output
+}
+
+/// A `ProductionVariantSummary`; `share` is the fraction of requests its fleet receives
+/// (the weights are scaled by it).
+fn variant_summary(v: &VariantState, share: f64, status: &[Value]) -> Value {
+    let mut summary = json!({
+        "VariantName": v.live.name,
+        "ModelName": v.live.model_name,
+        "CurrentWeight": v.current_weight * share,
+        "DesiredWeight": v.desired_weight,
+        "CurrentInstanceCount": v.live.pool.stats().instances,
+        "DesiredInstanceCount": v.desired_instance_count,
+        "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
+        "PlinthBackend": v.live.pool.backend().as_str(),
+    });
+    if !status.is_empty() {
+        summary["VariantStatus"] = json!(status);
+    }
+    summary
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EventsInput {
+    endpoint_name: String,
+    #[serde(default)]
+    after_sequence: i64,
+    max_results: Option<i64>,
+}
+
+/// ListEndpointEvents: an endpoint's committed state changes, oldest first, after
+/// `AfterSequence`; `plinth rollout watch` follows them.
+pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: EventsInput = parse(input)?;
+    if state.endpoints.get(&input.endpoint_name).is_none() {
+        return Err(endpoint_not_found(&input.endpoint_name));
+    }
+    let limit = input.max_results.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(validation("MaxResults must be between 1 and 1000"));
+    }
+    let (after, limit) = if input.after_sequence < 0 {
+        // Negative: the last |n| events.
+        let last = state
+            .store
+            .last_event(&input.endpoint_name)
+            .map_err(internal)?;
+        (last + input.after_sequence, limit)
+    } else {
+        (input.after_sequence, limit)
+    };
+    let events: Vec<Value> = state
+        .store
+        .events(&input.endpoint_name, after, limit as usize)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(seq, mut event)| {
+            event["Sequence"] = json!(seq);
+            event
+        })
+        .collect();
+    Ok(json!({ "Events": events }))
+}
+
+pub(crate) fn list_endpoints(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: ListInput = parse(input)?;
+    if let Some(status) = &input.status_equals {
+        if EndpointStatus::parse(status).is_none() && !KNOWN_STATUSES.contains(&status.as_str()) {
+            return Err(enum_error("statusEquals", status, KNOWN_STATUSES));
+        }
+    }
+    let items = state
+        .endpoints
+        .all()
+        .values()
+        .map(|e| Listed {
+            name: e.name.clone(),
+            created: e.created,
+            modified: e.modified,
+            status: e.status.as_str(),
+            summary: json!({
+                "EndpointName": e.name,
+                "EndpointArn": arn("endpoint", &e.name),
+                "CreationTime": e.created,
+                "LastModifiedTime": e.modified,
+                "EndpointStatus": e.status.as_str(),
+            }),
+        })
+        .collect();
+    list(
+        items,
+        input,
+        &["Name", "CreationTime", "Status"],
+        "Endpoints",
+    )
+}
+
+/// SageMaker's endpoint states (for `StatusEquals`), including those Plinth never reports.
+const KNOWN_STATUSES: &[&str] = &[
+    "OutOfService",
+    "Creating",
+    "Updating",
+    "SystemUpdating",
+    "RollingBack",
+    "InService",
+    "Deleting",
+    "Failed",
+    "UpdateRollbackFailed",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateWeightsInput {
+    endpoint_name: String,
+    desired_weights_and_capacities: Vec<DesiredWeightAndCapacity>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DesiredWeightAndCapacity {
+    variant_name: String,
+    desired_weight: Option<f64>,
+    desired_instance_count: Option<i64>,
+}
+
+pub(crate) fn update_weights_and_capacities(
+    state: &Arc<Fleet>,
+    input: Value,
+) -> Result<Value, ApiError> {
+    let input: UpdateWeightsInput = parse(input)?;
+    let changes: Vec<Change> = input
+        .desired_weights_and_capacities
+        .into_iter()
+        .map(|d| Change {
+            variant: d.variant_name,
+            weight: d.desired_weight,
+            instance_count: d.desired_instance_count,
+        })
+        .collect();
+    deploy::update_weights_and_capacities(state, &input.endpoint_name, &changes)?;
+    Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
+}

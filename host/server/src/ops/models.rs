@@ -1,0 +1,182 @@
+//! CreateModel, DescribeModel, DeleteModel, ListModels: a model names its component
+//! (`Image`) and artifact (`ModelDataUrl`); models are immutable once created.
+
+use super::endpoint_configs::endpoint_configs_of;
+use super::listing::{list, Listed};
+use super::{check_name, described, in_use, internal, model_not_found, parse, stored, validation};
+use crate::error::ApiError;
+use crate::fleet::Fleet;
+use crate::state::catalog::{ModelDefinition, Record};
+use crate::state::store::{Kind, StoreError};
+use crate::state::{arn, now};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateModelInput {
+    model_name: String,
+    primary_container: Option<Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+pub(crate) async fn create_model(state: &Arc<Fleet>, input: Value) -> Result<Value, ApiError> {
+    let input: CreateModelInput = parse(input)?;
+    let name = input.model_name;
+    check_name("modelName", &name)?;
+    let Some(container) = input.primary_container else {
+        return Err(validation("PrimaryContainer is required"));
+    };
+    let mut fields = input.rest;
+    fields.insert("PrimaryContainer".into(), container);
+    let definition: ModelDefinition = parse(Value::Object(fields))?;
+    check_model(&definition)?;
+    state
+        .runtime
+        .backend_for(definition.plinth_backend)
+        .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
+    if state.catalog().model_named(&name).is_some() {
+        return Err(stored(StoreError::Exists(name.clone()), "model", &name));
+    }
+    // Unpack the artifact now, so that a bad one is reported here and not at deploy time.
+    if let Some(url) = definition.primary_container.model_data_url.clone() {
+        let cache = state.artifacts.clone();
+        tokio::task::spawn_blocking(move || crate::state::artifacts::resolve(&cache, &url))
+            .await
+            .map_err(internal)?
+            .map_err(validation)?;
+    }
+    let record = Record {
+        name: name.clone(),
+        created: now(),
+        definition,
+    };
+    state
+        .store
+        .insert(Kind::Model, &record.stored())
+        .map_err(|e| stored(e, "model", &name))?;
+    state.catalog().models.insert(name.clone(), record);
+    tracing::info!(model = %name, "model created");
+    Ok(json!({ "ModelArn": arn("model", &name) }))
+}
+
+fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
+    let c = &d.primary_container;
+    let component = crate::state::artifacts::local_path("Image", &c.image).map_err(validation)?;
+    if !component.is_file() {
+        return Err(validation(format!(
+            "Image {:?}: no component file there",
+            c.image
+        )));
+    }
+    if c.environment.len() > 100 {
+        return Err(validation(format!(
+            "Environment has {} entries; the limit is 100",
+            c.environment.len()
+        )));
+    }
+    for (key, value) in &c.environment {
+        let valid_key = key.len() <= 1024
+            && key
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid_key {
+            return Err(validation(format!(
+                "Environment key {key:?} must match [a-zA-Z_][a-zA-Z0-9_]* (at most 1024 characters)"
+            )));
+        }
+        if value.len() > 1024 {
+            return Err(validation(format!(
+                "Environment value of {key} is {} bytes; the limit is 1024",
+                value.len()
+            )));
+        }
+    }
+    let limits = &d.plinth_limits;
+    if !(1..=4096).contains(&limits.memory_size_in_mb) {
+        return Err(validation(
+            "PlinthLimits.MemorySizeInMB must be between 1 and 4096",
+        ));
+    }
+    if !(1..=3600).contains(&limits.invocation_timeout_in_seconds) {
+        return Err(validation(
+            "PlinthLimits.InvocationTimeoutInSeconds must be between 1 and 3600",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ModelNameInput {
+    model_name: String,
+}
+
+pub(crate) fn describe_model(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: ModelNameInput = parse(input)?;
+    let catalog = state.catalog();
+    let record = catalog
+        .models
+        .get(&input.model_name)
+        .ok_or_else(|| model_not_found(&input.model_name))?;
+    described(record, "Model", "model")
+}
+
+pub(crate) fn delete_model(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let input: ModelNameInput = parse(input)?;
+    let name = input.model_name;
+    let mut catalog = state.catalog();
+    if !catalog.models.contains_key(&name) {
+        return Err(model_not_found(&name));
+    }
+    for endpoint in state.endpoints.all().values() {
+        for config in endpoint_configs_of(endpoint) {
+            let uses = catalog.configs.get(config).is_some_and(|c| {
+                c.definition
+                    .production_variants
+                    .iter()
+                    .chain(&c.definition.shadow_production_variants)
+                    .any(|v| v.model_name == name)
+            });
+            if uses {
+                return Err(in_use(format!(
+                    "Cannot delete model \"{}\": endpoint {} uses it through endpoint \
+                     configuration {config}, and Plinth needs it to restore the endpoint. \
+                     Update or delete the endpoint first.",
+                    arn("model", &name),
+                    endpoint.name
+                )));
+            }
+        }
+    }
+    state.store.delete(Kind::Model, &name).map_err(internal)?;
+    catalog.models.remove(&name);
+    tracing::info!(model = %name, "model deleted");
+    Ok(json!({}))
+}
+
+pub(crate) fn list_models(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let items = state
+        .catalog()
+        .models
+        .values()
+        .map(|m| Listed {
+            name: m.name.clone(),
+            created: m.created,
+            modified: m.created,
+            status: "",
+            summary: json!({
+                "ModelName": m.name,
+                "ModelArn": arn("model", &m.name),
+                "CreationTime": m.created,
+            }),
+        })
+        .collect();
+    list(items, parse(input)?, &["Name", "CreationTime"], "Models")
+}

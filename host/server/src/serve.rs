@@ -1,0 +1,357 @@
+//! Startup: `plinth serve` opens the data directory's store, rebuilds the fleet from it,
+//! applies a deployment file in process (through the same operations as the API), starts
+//! the background upkeep and listens. [`start`] is the same minus the listening, for
+//! embedding the server (and for the in-process API tests). The ONNX Runtime library is
+//! found, loaded and checked here too: a missing or incompatible one stops the server with
+//! a message naming the path and the problem.
+
+use crate::apply::{self, Control};
+use crate::fleet::ledger::Experiments;
+use crate::fleet::Fleet;
+use crate::http::Server;
+use crate::sigv4::Verifier;
+use crate::state::catalog::Catalog;
+use crate::state::store::Store;
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use plinth_policy::config;
+use plinth_runtime::{OnnxRuntime, Runtime, RuntimeConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `plinth serve` is told.
+pub struct ServeOptions {
+    /// A deployment file to apply at start.
+    pub config: Option<PathBuf>,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The store, compiled components and unpacked artifacts.
+    pub data_dir: PathBuf,
+    /// Access keys; with them every request must be signed.
+    pub credentials: Option<PathBuf>,
+    /// Where ONNX Runtime is and how it runs.
+    pub onnxruntime: OnnxRuntimeArgs,
+}
+
+/// Where the state lives.
+pub enum StateLocation {
+    /// `<dir>/plinth.db`, `<dir>/compiled`, `<dir>/artifacts`: what `plinth serve` uses.
+    Directory(PathBuf),
+    /// A database in memory (gone when the process ends), with artifacts unpacked under the
+    /// given directory and components compiled afresh: for tests and embedding.
+    InMemory {
+        /// Where `.tar.gz` artifacts are unpacked.
+        artifacts: PathBuf,
+    },
+}
+
+/// What the HTTP layer is started with besides the state.
+pub struct Settings {
+    /// The Wasm runtime's settings (ONNX Runtime, instance limits...).
+    pub runtime: RuntimeConfig,
+    /// The largest InvokeEndpoint body.
+    pub max_payload_bytes: usize,
+    /// A credentials file (TOML access keys): with one, every request must be signed.
+    pub credentials: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            max_payload_bytes: config::DEFAULT_MAX_PAYLOAD_BYTES,
+            credentials: None,
+        }
+    }
+}
+
+/// Open the state, bring back the stored endpoints (waiting until each has settled) and
+/// start the background upkeep: everything but listening. Call it inside a tokio runtime;
+/// serve the result with [`crate::http::app`].
+pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Result<Arc<Server>> {
+    let verifier = settings
+        .credentials
+        .as_deref()
+        .map(Verifier::from_file)
+        .transpose()?;
+    let (store, artifacts, runtime_config, shown) = match location {
+        StateLocation::Directory(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            let runtime_config = RuntimeConfig {
+                cache_dir: Some(dir.join("compiled")),
+                ..settings.runtime
+            };
+            let shown = dir.display().to_string();
+            (
+                Store::open(&dir)?,
+                dir.join("artifacts"),
+                runtime_config,
+                shown,
+            )
+        }
+        StateLocation::InMemory { artifacts } => (
+            Store::in_memory()?,
+            artifacts,
+            settings.runtime,
+            "memory".to_string(),
+        ),
+    };
+    let contents = store
+        .load()
+        .with_context(|| format!("cannot read the state in {shown}"))?;
+    let catalog = Catalog::from_stored(contents.models, contents.configs, contents.alarms)
+        .with_context(|| format!("cannot read the state in {shown}"))?;
+    let experiments = Experiments::load(&store)
+        .with_context(|| format!("cannot read the experiments in {shown}"))?;
+    let max_instances = runtime_config.max_instances as usize;
+    let runtime = Arc::new(
+        Runtime::new(&runtime_config)
+            .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?,
+    );
+    let fleet = Arc::new(Fleet::new(
+        runtime,
+        store,
+        catalog,
+        experiments,
+        artifacts,
+        max_instances,
+    ));
+    crate::fleet::deploy::recover(&fleet, contents.endpoints);
+    crate::fleet::deploy::settled(&fleet).await;
+    tokio::spawn(experiment_upkeep(fleet.clone()));
+    Ok(Arc::new(Server::new(
+        fleet,
+        settings.max_payload_bytes,
+        verifier,
+    )))
+}
+
+/// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM.
+pub fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let onnxruntime = options.onnxruntime.load()?;
+    let bind = options.bind;
+    if options.credentials.is_none() && !bind.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {bind} without credentials: an unauthenticated Plinth binds \
+             to loopback only (use --bind 127.0.0.1:PORT, or give --credentials FILE)"
+        );
+    }
+    let deployment = options.config.as_deref().map(read_deployment).transpose()?;
+    let settings = Settings {
+        runtime: onnxruntime.runtime_config(),
+        max_payload_bytes: deployment
+            .as_ref()
+            .map_or(config::DEFAULT_MAX_PAYLOAD_BYTES, |d| d.max_payload_bytes),
+        credentials: options.credentials,
+    };
+    let data_dir = options.data_dir;
+    let tokio = tokio::runtime::Runtime::new()?;
+    let server = tokio.block_on(start(StateLocation::Directory(data_dir), settings))?;
+    if let Some(deployment) = &deployment {
+        let mut control = InProcess {
+            fleet: &server.fleet,
+            runtime: &tokio,
+        };
+        for change in apply::apply(&mut control, deployment)? {
+            tracing::info!("{change}");
+        }
+    }
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        let address = listener.local_addr()?;
+        if let Some(verifier) = &server.verifier {
+            tracing::info!(
+                region = verifier.region(),
+                "every control-plane and runtime request must be signed (SigV4)"
+            );
+        } else {
+            tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
+        }
+        tracing::info!(endpoints = ?server.fleet.endpoints.names(), %address, "serving");
+        println!("listening on http://{address}");
+        axum::serve(listener, crate::http::app(server))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}
+
+/// Read and check a deployment file.
+pub(crate) fn read_deployment(path: &Path) -> anyhow::Result<config::Deployment> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the deployment file {}", path.display()))?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    config::parse(&absolute, &text).map_err(|e| anyhow!("{e}"))
+}
+
+/// Runs a control-plane operation in this process, from a thread outside the runtime.
+struct InProcess<'a> {
+    fleet: &'a Arc<Fleet>,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Control for InProcess<'_> {
+    fn call(
+        &mut self,
+        operation: &str,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, apply::CallError> {
+        self.runtime
+            .block_on(crate::ops::call(self.fleet, operation, input))
+            .map_err(|e| apply::CallError {
+                code: e.code().to_string(),
+                message: e.message().to_string(),
+            })
+    }
+}
+
+/// Off the request path: write the experiments' ledger every 250 ms; every second,
+/// publish new bandit shares and take the automatic actions that verdicts call for, through
+/// the same weight update as a manual change.
+async fn experiment_upkeep(state: Arc<Fleet>) {
+    let mut flush = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut ticks = 0u64;
+    loop {
+        flush.tick().await;
+        let store_state = state.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || store_state.experiments.flush(&store_state.store))
+                .await;
+        ticks += 1;
+        if !ticks.is_multiple_of(4) {
+            continue;
+        }
+        for (experiment, weights, why) in state.experiments.tick() {
+            let changes: Vec<plinth_policy::capacity::Change> = experiment
+                .variants
+                .iter()
+                .zip(&weights)
+                .map(|(variant, w)| plinth_policy::capacity::Change {
+                    variant: variant.clone(),
+                    weight: Some(*w),
+                    instance_count: None,
+                })
+                .collect();
+            let _exclusive = state.changes.lock().await;
+            match crate::fleet::deploy::update_weights_and_capacities(
+                &state,
+                &experiment.endpoint,
+                &changes,
+            ) {
+                Ok(()) => {
+                    tracing::warn!(endpoint = %experiment.endpoint, config = %experiment.config_name, ?weights, "experiment action: {why}")
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %experiment.endpoint, error = %e, "experiment action failed: {why}")
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// The ONNX Runtime flags of `plinth serve`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OnnxRuntimeArgs {
+    /// The ONNX Runtime library (libonnxruntime.so*, e.g. from the `onnxruntime` PyPI wheel:
+    /// `.venv/lib/python3.*/site-packages/onnxruntime/capi/`), or the directory holding it.
+    /// Default: $ORT_DYLIB_PATH. With it, models whose PlinthBackend is Auto run on ONNX
+    /// Runtime; without it, every model runs on tract.
+    #[arg(long = "onnxruntime", value_name = "PATH")]
+    library: Option<PathBuf>,
+    /// Threads one ONNX Runtime session may use for a request (intra-op). Default: the cores
+    /// divided by the variant's instance count, at least 1.
+    #[arg(
+        long = "onnxruntime-intra-op-threads",
+        value_name = "N",
+        env = "PLINTH_ONNXRUNTIME_INTRA_OP_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    intra_op_threads: Option<u16>,
+}
+
+/// ONNX Runtime as `plinth serve` will use it.
+pub(crate) struct OnnxRuntimeSettings {
+    runtime: Option<OnnxRuntime>,
+    intra_op_threads: Option<usize>,
+}
+
+impl OnnxRuntimeArgs {
+    /// Find, load and check the library, if one is configured.
+    pub(crate) fn load(&self) -> anyhow::Result<OnnxRuntimeSettings> {
+        let from_env = std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let intra_op_threads = self.intra_op_threads.map(usize::from);
+        let (path, source) = match (&self.library, from_env) {
+            (Some(path), _) => (path.clone(), "--onnxruntime"),
+            (None, Some(path)) if cfg!(feature = "onnxruntime") => (path, "ORT_DYLIB_PATH"),
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "ORT_DYLIB_PATH is set, but this Plinth was built without ONNX Runtime \
+                     support (the `onnxruntime` feature): every model runs on tract"
+                );
+                return Ok(OnnxRuntimeSettings {
+                    runtime: None,
+                    intra_op_threads,
+                });
+            }
+            (None, None) => {
+                tracing::info!(
+                    "ONNX Runtime not configured (--onnxruntime or ORT_DYLIB_PATH): every model \
+                     runs on tract"
+                );
+                return Ok(OnnxRuntimeSettings {
+                    runtime: None,
+                    intra_op_threads,
+                });
+            }
+        };
+        let runtime = OnnxRuntime::load(&path).map_err(|e| {
+            anyhow!(
+                "{e} (from {source}); fix it, or start without --onnxruntime and ORT_DYLIB_PATH \
+                 to serve every model with tract"
+            )
+        })?;
+        tracing::info!(
+            path = %runtime.path().display(),
+            version = runtime.version(),
+            intra_op_threads = ?intra_op_threads,
+            "ONNX Runtime ready: models whose PlinthBackend is Auto or OnnxRuntime use it"
+        );
+        Ok(OnnxRuntimeSettings {
+            runtime: Some(runtime),
+            intra_op_threads,
+        })
+    }
+}
+
+impl OnnxRuntimeSettings {
+    /// A runtime config with these settings (and every other setting at its default).
+    pub(crate) fn runtime_config(self) -> RuntimeConfig {
+        RuntimeConfig {
+            onnxruntime: self.runtime,
+            onnxruntime_intra_op_threads: self.intra_op_threads,
+            ..RuntimeConfig::default()
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Models and endpoint configs (SageMaker's CreateModel and CreateEndpointConfig): their
+//! definitions as the API received them (normalized, defaults filled in), kept in memory for
+//! reads and in the store for durability, and their resolution into what the runtime
+//! builds. Definitions are immutable once created, as in SageMaker.
+
+use crate::state::artifacts;
+use crate::state::store::Definition;
+use plinth_policy::config::{
+    Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
+    DEFAULT_TIMEOUT_SECONDS,
+};
+use plinth_policy::routing::RoutingStrategy;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// CreateModel's definition (everything but the name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ModelDefinition {
+    pub(crate) primary_container: ContainerDefinition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) execution_role_arn: Option<String>,
+    /// Plinth's extension: the guest's memory cap and deadline.
+    #[serde(default)]
+    pub(crate) plinth_limits: ModelLimits,
+    /// Plinth's extension: the wasi-nn backend that runs the model's graphs (`Auto`,
+    /// `Tract` or `OnnxRuntime`; default `Auto`).
+    #[serde(default)]
+    pub(crate) plinth_backend: Backend,
+}
+
+/// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerDefinition {
+    pub(crate) image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_data_url: Option<String>,
+    #[serde(default)]
+    pub(crate) environment: BTreeMap<String, String>,
+}
+
+/// `PlinthLimits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ModelLimits {
+    #[serde(rename = "MemorySizeInMB", default = "default_memory")]
+    pub(crate) memory_size_in_mb: u64,
+    #[serde(default = "default_timeout")]
+    pub(crate) invocation_timeout_in_seconds: u64,
+}
+
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+
+impl Default for ModelLimits {
+    fn default() -> Self {
+        Self {
+            memory_size_in_mb: default_memory(),
+            invocation_timeout_in_seconds: default_timeout(),
+        }
+    }
+}
+
+/// CreateEndpointConfig's definition (everything but the name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ConfigDefinition {
+    pub(crate) production_variants: Vec<ProductionVariant>,
+    /// Variants that receive a copy of sampled requests; their answers are compared with
+    /// production's and never reach the client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) shadow_production_variants: Vec<ProductionVariant>,
+    /// Plinth's extension: an A/B experiment over the variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_experiment: Option<ExperimentConfig>,
+}
+
+/// `PlinthExperiment`: how the variants of an endpoint config are compared and routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub(crate) struct ExperimentConfig {
+    /// The variant the others are compared against.
+    pub(crate) control_variant: String,
+    /// `Binary` (converted or not) or `Numeric` (a reward).
+    #[serde(default = "binary")]
+    pub(crate) metric: plinth_policy::experiment::Metric,
+    /// `Static` (the configured weights), `ThompsonSampling` or `EpsilonGreedy`.
+    #[serde(default)]
+    pub(crate) routing_strategy: ExperimentRouting,
+    /// For `EpsilonGreedy`: the share spread evenly to explore.
+    #[serde(default = "default_epsilon")]
+    pub(crate) epsilon: f64,
+    /// For the bandits: the least share any variant gets.
+    #[serde(default)]
+    pub(crate) min_share: f64,
+    /// Confidence of the verdicts (1 - alpha).
+    #[serde(default = "default_confidence")]
+    pub(crate) confidence: f64,
+    /// What to do on a verdict: `None`, `PromoteWinner` (all traffic to a variant
+    /// significantly better than the control) or `StopLosers` (no traffic to variants
+    /// significantly worse).
+    #[serde(default)]
+    pub(crate) auto_action: plinth_policy::experiment::AutoAction,
+    /// A custom attribute (`name=value` in `X-Amzn-SageMaker-Custom-Attributes`) whose value
+    /// is the sticky assignment key, besides the `X-Plinth-Assignment-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) assignment_attribute: Option<String>,
+    /// How long an inference id can receive an outcome.
+    #[serde(default = "default_retention")]
+    pub(crate) outcome_retention_seconds: u64,
+}
+
+fn binary() -> plinth_policy::experiment::Metric {
+    plinth_policy::experiment::Metric::Binary
+}
+
+fn default_epsilon() -> f64 {
+    0.1
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+fn default_retention() -> u64 {
+    86_400
+}
+
+/// How an experiment routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ExperimentRouting {
+    #[default]
+    Static,
+    ThompsonSampling,
+    EpsilonGreedy,
+}
+
+impl ExperimentConfig {
+    /// Check against the config's variant names.
+    pub(crate) fn check(&self, variants: &[&str]) -> Result<(), String> {
+        if variants.len() < 2 {
+            return Err("PlinthExperiment needs at least 2 production variants".into());
+        }
+        if !variants.contains(&self.control_variant.as_str()) {
+            return Err(format!(
+                "PlinthExperiment.ControlVariant {:?} is not one of the production variants {variants:?}",
+                self.control_variant
+            ));
+        }
+        if !(0.5..1.0).contains(&self.confidence) {
+            return Err("PlinthExperiment.Confidence must be in [0.5, 1)".into());
+        }
+        if !(1..=31_536_000).contains(&self.outcome_retention_seconds) {
+            return Err(
+                "PlinthExperiment.OutcomeRetentionSeconds must be between 1 and 31536000".into(),
+            );
+        }
+        if let Some(strategy) = self.bandit() {
+            plinth_policy::bandit::validate(strategy, self.min_share, variants.len())
+                .map_err(|e| format!("PlinthExperiment: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The bandit strategy, if routing is not static.
+    pub(crate) fn bandit(&self) -> Option<plinth_policy::bandit::Strategy> {
+        match self.routing_strategy {
+            ExperimentRouting::Static => None,
+            ExperimentRouting::ThompsonSampling => {
+                Some(plinth_policy::bandit::Strategy::ThompsonSampling)
+            }
+            ExperimentRouting::EpsilonGreedy => {
+                Some(plinth_policy::bandit::Strategy::EpsilonGreedy {
+                    epsilon: self.epsilon,
+                })
+            }
+        }
+    }
+}
+
+/// `ProductionVariant`, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ProductionVariant {
+    pub(crate) variant_name: String,
+    pub(crate) model_name: String,
+    #[serde(default = "one")]
+    pub(crate) initial_instance_count: u64,
+    #[serde(default = "unit_weight")]
+    pub(crate) initial_variant_weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) instance_type: Option<String>,
+    #[serde(default)]
+    pub(crate) routing_config: RoutingConfig,
+    /// Plinth's extension: requests that may wait for a busy variant.
+    #[serde(default = "default_queue")]
+    pub(crate) plinth_max_queue_length: u64,
+    /// Plinth's extension: the most queued requests one call to an instance serves
+    /// (`invoke-batch`); 1, the default, serves every request on its own.
+    #[serde(default = "one")]
+    pub(crate) plinth_max_batch_size: u64,
+    /// Plinth's extension, for a shadow variant: the percentage of requests copied to it
+    /// (SageMaker's `ShadowModelVariantConfig.SamplingPercentage`). Without it, the shadow's
+    /// weight over the production variants' total weight, capped at 100 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_sampling_percentage: Option<f64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn unit_weight() -> f64 {
+    1.0
+}
+
+fn default_queue() -> u64 {
+    DEFAULT_MAX_QUEUE_LENGTH as u64
+}
+
+/// `RoutingConfig`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RoutingConfig {
+    #[serde(default)]
+    pub(crate) routing_strategy: RoutingStrategy,
+}
+
+/// A definition with its name and creation time (epoch seconds).
+#[derive(Debug, Clone)]
+pub(crate) struct Record<T> {
+    pub(crate) name: String,
+    pub(crate) created: f64,
+    pub(crate) definition: T,
+}
+
+impl<T: Serialize> Record<T> {
+    /// The stored form.
+    pub(crate) fn stored(&self) -> Definition {
+        Definition {
+            name: self.name.clone(),
+            created: self.created,
+            definition: serde_json::to_value(&self.definition).expect("definitions serialize"),
+        }
+    }
+}
+
+impl<T: for<'de> Deserialize<'de>> Record<T> {
+    fn from_stored(stored: Definition) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            name: stored.name,
+            created: stored.created,
+            definition: serde_json::from_value(stored.definition)?,
+        })
+    }
+}
+
+/// Every model and endpoint config, by name.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    pub(crate) models: BTreeMap<String, Record<ModelDefinition>>,
+    pub(crate) configs: BTreeMap<String, Record<ConfigDefinition>>,
+    pub(crate) alarms: BTreeMap<String, Record<plinth_policy::alarm::AlarmDefinition>>,
+}
+
+impl Catalog {
+    /// The catalog as stored.
+    pub(crate) fn from_stored(
+        models: Vec<Definition>,
+        configs: Vec<Definition>,
+        alarms: Vec<Definition>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut catalog = Self::default();
+        for m in models {
+            let record = Record::from_stored(m)?;
+            catalog.models.insert(record.name.clone(), record);
+        }
+        for c in configs {
+            let record = Record::from_stored(c)?;
+            catalog.configs.insert(record.name.clone(), record);
+        }
+        for a in alarms {
+            let record = Record::from_stored(a)?;
+            catalog.alarms.insert(record.name.clone(), record);
+        }
+        Ok(catalog)
+    }
+
+    /// A name already taken by a model (ignoring case, as SageMaker does).
+    pub(crate) fn model_named(&self, name: &str) -> Option<&Record<ModelDefinition>> {
+        self.models.get(name).or_else(|| {
+            self.models
+                .values()
+                .find(|m| m.name.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// A name already taken by an endpoint config (ignoring case).
+    pub(crate) fn config_named(&self, name: &str) -> Option<&Record<ConfigDefinition>> {
+        self.configs.get(name).or_else(|| {
+            self.configs
+                .values()
+                .find(|c| c.name.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Endpoint config `name` with its models' definitions, for [`resolve`].
+    pub(crate) fn unresolved(&self, name: &str) -> Result<Unresolved, String> {
+        let config = self
+            .configs
+            .get(name)
+            .ok_or_else(|| format!("Could not find endpoint configuration \"{name}\"."))?;
+        let mut models = BTreeMap::new();
+        let definition = &config.definition;
+        for v in definition
+            .production_variants
+            .iter()
+            .chain(&definition.shadow_production_variants)
+        {
+            let model = self.models.get(&v.model_name).ok_or_else(|| {
+                format!(
+                    "Could not find model \"{}\" (endpoint configuration {name}, variant {}).",
+                    crate::state::arn("model", &v.model_name),
+                    v.variant_name
+                )
+            })?;
+            models.insert(v.model_name.clone(), model.definition.clone());
+        }
+        Ok(Unresolved {
+            name: name.to_string(),
+            config: config.definition.clone(),
+            models,
+        })
+    }
+}
+
+/// An endpoint config and its models, taken out of the catalog to resolve without a lock.
+pub(crate) struct Unresolved {
+    name: String,
+    config: ConfigDefinition,
+    models: BTreeMap<String, ModelDefinition>,
+}
+
+impl Unresolved {
+    /// The endpoint config's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The config's experiment, if it has one.
+    pub(crate) fn experiment(&self) -> Option<ExperimentConfig> {
+        self.config.plinth_experiment.clone()
+    }
+
+    /// The config's variants, in the policy's form (artifacts not resolved), for checks.
+    pub(crate) fn variants_unchecked(&self) -> Vec<Variant> {
+        self.config
+            .production_variants
+            .iter()
+            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .collect()
+    }
+
+    /// The config's shadow variants, in the policy's form (artifacts not resolved).
+    pub(crate) fn shadows_unchecked(&self) -> Vec<Variant> {
+        self.config
+            .shadow_production_variants
+            .iter()
+            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .collect()
+    }
+
+    /// Resolve every model's artifact (unpacking archives into `artifacts`). Blocking.
+    pub(crate) fn resolve(self, artifacts: &Path) -> Result<Resolved, String> {
+        let resolve_all = |list: &[ProductionVariant]| -> Result<Vec<Variant>, String> {
+            list.iter()
+                .map(|v| {
+                    let definition = &self.models[&v.model_name];
+                    let model_data = definition
+                        .primary_container
+                        .model_data_url
+                        .as_deref()
+                        .map(|url| artifacts::resolve(artifacts, url))
+                        .transpose()
+                        .map_err(|e| {
+                            format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
+                        })?;
+                    Ok(variant(v, model(&v.model_name, definition, model_data)))
+                })
+                .collect()
+        };
+        let variants = resolve_all(&self.config.production_variants)?;
+        let shadow_variants = resolve_all(&self.config.shadow_production_variants)?;
+        let production_weight: f64 = variants.iter().map(|v| v.weight).sum();
+        let shadows = self
+            .config
+            .shadow_production_variants
+            .iter()
+            .zip(shadow_variants)
+            .map(|(definition, v)| {
+                let sampling = match definition.plinth_sampling_percentage {
+                    Some(p) => p / 100.0,
+                    None if production_weight > 0.0 => (v.weight / production_weight).min(1.0),
+                    None => 0.0,
+                };
+                (v, sampling)
+            })
+            .collect();
+        Ok(Resolved {
+            config: EndpointConfig {
+                name: self.name,
+                variants,
+            },
+            shadows,
+        })
+    }
+}
+
+/// An endpoint config with its artifacts in place.
+pub(crate) struct Resolved {
+    pub(crate) config: EndpointConfig,
+    /// Shadow variants and the fraction of requests each is copied.
+    pub(crate) shadows: Vec<(Variant, f64)>,
+}
+
+/// The policy's model for a definition; `model_data` is the resolved artifact directory.
+fn model(name: &str, d: &ModelDefinition, model_data: Option<std::path::PathBuf>) -> Model {
+    let image = &d.primary_container.image;
+    Model {
+        name: name.to_string(),
+        component: artifacts::local_path("Image", image)
+            .unwrap_or_else(|_| std::path::PathBuf::from(image)),
+        model_data,
+        environment: d
+            .primary_container
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_bytes: (d.plinth_limits.memory_size_in_mb as usize) << 20,
+        timeout_seconds: d.plinth_limits.invocation_timeout_in_seconds,
+        backend: d.plinth_backend,
+    }
+}
+
+fn variant(v: &ProductionVariant, model: Model) -> Variant {
+    Variant {
+        name: v.variant_name.clone(),
+        model,
+        instance_count: v.initial_instance_count as usize,
+        weight: v.initial_variant_weight,
+        routing_strategy: v.routing_config.routing_strategy,
+        max_queue_length: v.plinth_max_queue_length as usize,
+        max_batch_size: usize::try_from(v.plinth_max_batch_size).unwrap_or(usize::MAX),
+    }
+}
+
+/// The definitions a deployment file's model and endpoint config stand for, so that the file
+/// is applied through the same operations as the API.
+pub(crate) fn model_definition(m: &Model) -> ModelDefinition {
+    ModelDefinition {
+        primary_container: ContainerDefinition {
+            image: m.component.display().to_string(),
+            model_data_url: m.model_data.as_ref().map(|p| p.display().to_string()),
+            environment: m.environment.iter().cloned().collect(),
+        },
+        execution_role_arn: None,
+        plinth_limits: ModelLimits {
+            memory_size_in_mb: (m.memory_bytes >> 20) as u64,
+            invocation_timeout_in_seconds: m.timeout_seconds,
+        },
+        plinth_backend: m.backend,
+    }
+}
+
+/// See [`model_definition`].
+pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
+    ConfigDefinition {
+        production_variants: c
+            .variants
+            .iter()
+            .map(|v| ProductionVariant {
+                variant_name: v.name.clone(),
+                model_name: v.model.name.clone(),
+                initial_instance_count: v.instance_count as u64,
+                initial_variant_weight: v.weight,
+                instance_type: None,
+                routing_config: RoutingConfig {
+                    routing_strategy: v.routing_strategy,
+                },
+                plinth_max_queue_length: v.max_queue_length as u64,
+                plinth_max_batch_size: v.max_batch_size as u64,
+                plinth_sampling_percentage: None,
+            })
+            .collect(),
+        shadow_production_variants: Vec::new(),
+        plinth_experiment: None,
+    }
+}

@@ -1,0 +1,660 @@
+//! Durable state: models, endpoint configs and endpoints (with their status and desired
+//! weights and instance counts), and the experiments' ledger (which variant served each
+//! inference id) and outcome statistics, in an embedded SQLite database,
+//! `<data-dir>/plinth.db`.
+//!
+//! Every change is one transaction in WAL mode with `synchronous = FULL`, so a crash at any
+//! moment (including `kill -9`) leaves the last committed state and nothing half-written.
+//! Definitions are stored as the JSON of the API request that made them; this module does
+//! not interpret them.
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 3;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS models (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoint_configs (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoint_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint    TEXT NOT NULL COLLATE NOCASE,
+    event       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS endpoint_events_by_endpoint ON endpoint_events (endpoint, seq);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name        TEXT PRIMARY KEY COLLATE NOCASE,
+    record      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inferences (
+    endpoint    TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    variant     TEXT NOT NULL,
+    served      REAL NOT NULL,
+    expires     REAL NOT NULL,
+    outcome     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (endpoint, id)
+);
+CREATE INDEX IF NOT EXISTS inferences_expiry ON inferences (expires);
+CREATE TABLE IF NOT EXISTS experiment_arms (
+    endpoint    TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    variant     TEXT NOT NULL,
+    invocations INTEGER NOT NULL,
+    errors      INTEGER NOT NULL,
+    latency_sum REAL NOT NULL,
+    n           INTEGER NOT NULL,
+    sum         REAL NOT NULL,
+    sum_sq      REAL NOT NULL,
+    PRIMARY KEY (endpoint, config, variant)
+);
+";
+
+/// Events kept per endpoint; older ones are dropped as new ones come.
+const EVENTS_KEPT: i64 = 10_000;
+
+/// Append an event (on a connection or in a transaction), dropping the endpoint's oldest
+/// beyond [`EVENTS_KEPT`]; its sequence number.
+fn append_event(
+    conn: &Connection,
+    endpoint: &str,
+    event: &serde_json::Value,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO endpoint_events (endpoint, event) VALUES (?1, ?2)",
+        params![endpoint, event.to_string()],
+    )?;
+    let seq = conn.last_insert_rowid();
+    if seq % 1000 == 0 {
+        conn.execute(
+            "DELETE FROM endpoint_events WHERE endpoint = ?1 AND seq <= ?2",
+            params![endpoint, seq - EVENTS_KEPT],
+        )?;
+    }
+    Ok(seq)
+}
+
+/// One inference an experiment tracks: who served it and whether it has its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Served {
+    pub(crate) endpoint: String,
+    pub(crate) id: String,
+    pub(crate) config: String,
+    pub(crate) variant: String,
+    pub(crate) served: f64,
+    /// After this an outcome is refused as expired (and the entry is dropped after as long
+    /// again).
+    pub(crate) expires: f64,
+    pub(crate) outcome: bool,
+}
+
+/// One variant's counts in one experiment (endpoint and config).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ArmRow {
+    pub(crate) endpoint: String,
+    pub(crate) config: String,
+    pub(crate) variant: String,
+    pub(crate) invocations: u64,
+    /// Invocations that failed.
+    pub(crate) errors: u64,
+    /// Model latency summed over successful invocations, in seconds.
+    pub(crate) latency_sum: f64,
+    pub(crate) n: u64,
+    pub(crate) sum: f64,
+    pub(crate) sum_sq: f64,
+}
+
+/// A stored definition: a model or an endpoint config.
+#[derive(Debug, Clone)]
+pub(crate) struct Definition {
+    pub(crate) name: String,
+    /// Epoch seconds.
+    pub(crate) created: f64,
+    pub(crate) definition: Value,
+}
+
+/// One variant's desired weight and instance count, as last committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct VariantCapacity {
+    pub(crate) variant: String,
+    pub(crate) weight: f64,
+    pub(crate) instance_count: usize,
+}
+
+/// An endpoint as committed: which config it serves, its status, and the weights and
+/// instance counts it was last asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EndpointRecord {
+    pub(crate) name: String,
+    /// The endpoint config it serves (or, while `Creating`, is being created with).
+    pub(crate) config_name: String,
+    /// The config an `UpdateEndpoint` in progress is moving to.
+    pub(crate) pending_config: Option<String>,
+    /// SageMaker's `EndpointStatus`.
+    pub(crate) status: String,
+    pub(crate) failure_reason: Option<String>,
+    pub(crate) created: f64,
+    pub(crate) modified: f64,
+    /// Empty while `Creating`: the config's initial values apply.
+    pub(crate) capacities: Vec<VariantCapacity>,
+    /// The last `DeploymentConfig` given (SageMaker's `LastDeploymentConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deployment_config: Option<plinth_policy::rollout::DeploymentConfig>,
+}
+
+/// What a write found in the way.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("the state database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the state database holds a record that does not parse: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Everything in the database, read at start.
+pub(crate) struct Contents {
+    pub(crate) models: Vec<Definition>,
+    pub(crate) configs: Vec<Definition>,
+    pub(crate) alarms: Vec<Definition>,
+    pub(crate) endpoints: Vec<EndpointRecord>,
+}
+
+/// The definition tables.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Model,
+    EndpointConfig,
+    Alarm,
+}
+
+impl Kind {
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Model => "models",
+            Kind::EndpointConfig => "endpoint_configs",
+            Kind::Alarm => "alarms",
+        }
+    }
+}
+
+/// The database. One connection; writes are short, so a mutex is enough.
+pub(crate) struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Open (or create) `<dir>/plinth.db`.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("plinth.db");
+        let conn = Connection::open(&path).map_err(|e| {
+            anyhow::anyhow!("cannot open the state database {}: {e}", path.display())
+        })?;
+        Self::init(conn)
+            .map_err(|e| anyhow::anyhow!("cannot use the state database {}: {e}", path.display()))
+    }
+
+    /// An in-memory database, for servers without a data directory (tests, embedding).
+    pub(crate) fn in_memory() -> anyhow::Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> anyhow::Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "it was written by a newer Plinth (schema {version}; this build knows {SCHEMA_VERSION})"
+            );
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything, as committed.
+    pub(crate) fn load(&self) -> Result<Contents, StoreError> {
+        let conn = self.conn();
+        let definitions = |kind: Kind| -> Result<Vec<Definition>, StoreError> {
+            let mut statement = conn.prepare(&format!(
+                "SELECT name, created, definition FROM {} ORDER BY name",
+                kind.table()
+            ))?;
+            let rows = statement.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, created, text) = row?;
+                out.push(Definition {
+                    name,
+                    created,
+                    definition: serde_json::from_str(&text)?,
+                });
+            }
+            Ok(out)
+        };
+        let models = definitions(Kind::Model)?;
+        let configs = definitions(Kind::EndpointConfig)?;
+        let alarms = definitions(Kind::Alarm)?;
+        let mut statement = conn.prepare("SELECT record FROM endpoints ORDER BY name")?;
+        let mut endpoints = Vec::new();
+        for text in statement.query_map([], |r| r.get::<_, String>(0))? {
+            endpoints.push(serde_json::from_str(&text?)?);
+        }
+        Ok(Contents {
+            models,
+            configs,
+            alarms,
+            endpoints,
+        })
+    }
+
+    /// Add a model or endpoint config; refuses a name that exists (ignoring case).
+    pub(crate) fn insert(&self, kind: Kind, definition: &Definition) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let inserted = conn.execute(
+            &format!(
+                "INSERT INTO {} (name, created, definition) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name) DO NOTHING",
+                kind.table()
+            ),
+            params![
+                definition.name,
+                definition.created,
+                definition.definition.to_string()
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Exists(definition.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Remove a model or endpoint config; whether it was there.
+    pub(crate) fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.conn().execute(
+            &format!("DELETE FROM {} WHERE name = ?1", kind.table()),
+            params![name],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    /// Write an endpoint's record (insert or replace).
+    #[cfg(test)]
+    pub(crate) fn put_endpoint(&self, record: &EndpointRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO endpoints (name, record) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            params![record.name, serde_json::to_string(record)?],
+        )?;
+        Ok(())
+    }
+
+    /// Write an endpoint's record and an event about it in one transaction; the event's
+    /// sequence number.
+    pub(crate) fn put_endpoint_with_event(
+        &self,
+        record: &EndpointRecord,
+        event: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO endpoints (name, record) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            params![record.name, serde_json::to_string(record)?],
+        )?;
+        let seq = append_event(&tx, &record.name, event)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Record an event about an endpoint; its sequence number.
+    pub(crate) fn put_event(
+        &self,
+        endpoint: &str,
+        event: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        append_event(&self.conn(), endpoint, event)
+    }
+
+    /// An endpoint's events after sequence number `after`, oldest first, at most `limit`.
+    pub(crate) fn events(
+        &self,
+        endpoint: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, event FROM endpoint_events WHERE endpoint = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![endpoint, after, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row?;
+            out.push((seq, serde_json::from_str(&text)?));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of an endpoint's newest event (0 if it has none).
+    pub(crate) fn last_event(&self, endpoint: &str) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM endpoint_events WHERE endpoint = ?1",
+            params![endpoint],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Add a new endpoint's record; refuses a name that exists (ignoring case).
+    pub(crate) fn insert_endpoint(&self, record: &EndpointRecord) -> Result<(), StoreError> {
+        let inserted = self.conn().execute(
+            "INSERT INTO endpoints (name, record) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![record.name, serde_json::to_string(record)?],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Exists(record.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Remove an endpoint's record and its events.
+    pub(crate) fn delete_endpoint(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM endpoints WHERE name = ?1", params![name])?;
+        tx.execute(
+            "DELETE FROM endpoint_events WHERE endpoint = ?1",
+            params![name],
+        )?;
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+
+    /// Write what the experiments gathered since the last flush, in one transaction:
+    /// newly served inferences, outcomes received, every arm's counts; and drop entries
+    /// whose tombstone time has passed (`expires + (expires - served) < now`).
+    pub(crate) fn flush_experiments(
+        &self,
+        served: &[Served],
+        outcomes: &[(String, String)],
+        arms: &[ArmRow],
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO inferences \
+                 (endpoint, id, config, variant, served, expires, outcome) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in served {
+                insert.execute(params![
+                    s.endpoint, s.id, s.config, s.variant, s.served, s.expires, s.outcome
+                ])?;
+            }
+            let mut mark = tx.prepare_cached(
+                "UPDATE inferences SET outcome = 1 WHERE endpoint = ?1 AND id = ?2",
+            )?;
+            for (endpoint, id) in outcomes {
+                mark.execute(params![endpoint, id])?;
+            }
+            let mut arm = tx.prepare_cached(
+                "INSERT OR REPLACE INTO experiment_arms \
+                 (endpoint, config, variant, invocations, errors, latency_sum, n, sum, sum_sq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for a in arms {
+                arm.execute(params![
+                    a.endpoint,
+                    a.config,
+                    a.variant,
+                    a.invocations as i64,
+                    a.errors as i64,
+                    a.latency_sum,
+                    a.n as i64,
+                    a.sum,
+                    a.sum_sq
+                ])?;
+            }
+            tx.execute(
+                "DELETE FROM inferences WHERE 2 * expires - served < ?1",
+                params![now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every tracked inference (tombstones included).
+    pub(crate) fn load_inferences(&self) -> Result<Vec<Served>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT endpoint, id, config, variant, served, expires, outcome FROM inferences \
+             ORDER BY served",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(Served {
+                endpoint: r.get(0)?,
+                id: r.get(1)?,
+                config: r.get(2)?,
+                variant: r.get(3)?,
+                served: r.get(4)?,
+                expires: r.get(5)?,
+                outcome: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every experiment arm.
+    pub(crate) fn load_arms(&self) -> Result<Vec<ArmRow>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT endpoint, config, variant, invocations, errors, latency_sum, n, sum, sum_sq \
+             FROM experiment_arms",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(ArmRow {
+                endpoint: r.get(0)?,
+                config: r.get(1)?,
+                variant: r.get(2)?,
+                invocations: r.get::<_, i64>(3)? as u64,
+                errors: r.get::<_, i64>(4)? as u64,
+                latency_sum: r.get(5)?,
+                n: r.get::<_, i64>(6)? as u64,
+                sum: r.get(7)?,
+                sum_sq: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// An endpoint's record, if there is one.
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self, name: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM endpoints WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(name: &str) -> Definition {
+        Definition {
+            name: name.into(),
+            created: 1700000000.5,
+            definition: json!({"PrimaryContainer": {"Image": "/x.wasm"}}),
+        }
+    }
+
+    fn endpoint(name: &str, status: &str) -> EndpointRecord {
+        EndpointRecord {
+            name: name.into(),
+            config_name: "c1".into(),
+            pending_config: None,
+            status: status.into(),
+            failure_reason: None,
+            created: 1.0,
+            modified: 2.0,
+            capacities: vec![VariantCapacity {
+                variant: "A".into(),
+                weight: 0.5,
+                instance_count: 2,
+            }],
+            deployment_config: None,
+        }
+    }
+
+    #[test]
+    fn definitions_round_trip_and_names_are_unique_ignoring_case() {
+        let store = Store::in_memory().unwrap();
+        store.insert(Kind::Model, &model("iris")).unwrap();
+        assert!(matches!(
+            store.insert(Kind::Model, &model("IRIS")),
+            Err(StoreError::Exists(_))
+        ));
+        // Another table, the same name: fine.
+        store.insert(Kind::EndpointConfig, &model("iris")).unwrap();
+        let contents = store.load().unwrap();
+        assert_eq!(contents.models.len(), 1);
+        assert_eq!(contents.models[0].created, 1700000000.5);
+        assert_eq!(contents.models[0].definition, model("iris").definition);
+        assert_eq!(contents.configs.len(), 1);
+        assert!(store.delete(Kind::Model, "iris").unwrap());
+        assert!(!store.delete(Kind::Model, "iris").unwrap());
+        assert!(store.load().unwrap().models.is_empty());
+    }
+
+    #[test]
+    fn endpoint_records_are_replaced_whole() {
+        let store = Store::in_memory().unwrap();
+        store.insert_endpoint(&endpoint("e", "Creating")).unwrap();
+        assert!(matches!(
+            store.insert_endpoint(&endpoint("E", "Creating")),
+            Err(StoreError::Exists(_))
+        ));
+        let mut next = endpoint("e", "InService");
+        next.pending_config = Some("c2".into());
+        store.put_endpoint(&next).unwrap();
+        assert_eq!(store.endpoint("e").unwrap(), Some(next.clone()));
+        assert_eq!(store.load().unwrap().endpoints, vec![next]);
+        assert!(store.delete_endpoint("e").unwrap());
+        assert_eq!(store.endpoint("e").unwrap(), None);
+    }
+
+    #[test]
+    fn a_reopened_database_has_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert(Kind::Model, &model("m")).unwrap();
+            store.put_endpoint(&endpoint("e", "InService")).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let contents = store.load().unwrap();
+        assert_eq!(contents.models.len(), 1);
+        assert_eq!(contents.endpoints, vec![endpoint("e", "InService")]);
+    }
+
+    #[test]
+    fn the_ledger_and_arms_round_trip_and_tombstones_expire() {
+        let store = Store::in_memory().unwrap();
+        let served = |id: &str, at: f64| Served {
+            endpoint: "e".into(),
+            id: id.into(),
+            config: "c".into(),
+            variant: "A".into(),
+            served: at,
+            expires: at + 10.0,
+            outcome: false,
+        };
+        let arm = ArmRow {
+            endpoint: "e".into(),
+            config: "c".into(),
+            variant: "A".into(),
+            invocations: 2,
+            errors: 1,
+            latency_sum: 0.5,
+            n: 1,
+            sum: 1.0,
+            sum_sq: 1.0,
+        };
+        store
+            .flush_experiments(
+                &[served("old", 0.0), served("new", 100.0)],
+                &[],
+                std::slice::from_ref(&arm),
+                5.0,
+            )
+            .unwrap();
+        store
+            .flush_experiments(&[], &[("e".into(), "new".into())], &[], 25.0)
+            .unwrap();
+        // "old" served at 0, expired at 10, dropped after 20.
+        let rows = store.load_inferences().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "new");
+        assert!(rows[0].outcome);
+        assert_eq!(store.load_arms().unwrap(), vec![arm]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("plinth.db")).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("newer Plinth"), "{e}");
+    }
+}
