@@ -19,8 +19,9 @@
 //!
 //! # Time
 //!
-//! Seconds are whole seconds since a process-wide monotonic epoch ([`current_second`]),
-//! so every window in the process is aligned. Datapoint `k` of an alarm (`k = 0` is the
+//! Seconds are whole seconds on the caller's clock (the server counts them from a
+//! process-wide monotonic epoch, so every window in the process is aligned); nothing here
+//! reads a clock. Datapoint `k` of an alarm (`k = 0` is the
 //! newest) covers seconds `[now − (k+1)·Period + 1, now − k·Period]`: the newest includes
 //! the current, partial second, so a breach shows within well under a second of it
 //! starting (at the price of the newest datapoint being built from fewer requests).
@@ -47,8 +48,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,26 +90,6 @@ pub const TREAT_MISSING_DATA: &[&str] = &["missing", "notBreaching", "breaching"
 
 /// Histogram buckets per doubling: bucket ratio 2^(1/8).
 const BUCKETS_PER_DOUBLING: f64 = 8.0;
-
-// ---------------------------------------------------------------------------------------
-// Time
-// ---------------------------------------------------------------------------------------
-
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-/// Whole seconds since the process-wide monotonic epoch (the first call to this
-/// function), so that all windows align. What [`Window::record`] uses, and what to pass
-/// as `now_second` to [`Alarm::evaluate`].
-pub fn current_second() -> u64 {
-    second_of(Instant::now())
-}
-
-/// The second of the process-wide epoch that `at` falls in (see [`current_second`]), for a
-/// caller that has read the clock already.
-pub fn second_of(at: Instant) -> u64 {
-    let epoch = *EPOCH.get_or_init(|| at);
-    at.saturating_duration_since(epoch).as_secs()
-}
 
 // ---------------------------------------------------------------------------------------
 // Samples and the window
@@ -255,12 +235,12 @@ impl Bucket {
 
 /// A variant's recent requests: one bucket per whole second that saw a request, for the
 /// last [`RETAINED_SECONDS`] seconds (counted back from the newest second recorded).
-/// Share it (`Arc<Window>`) between the request path, which [records](Window::record),
-/// and the alarm evaluator.
-#[derive(Debug, Default)]
+/// Plain data: the caller decides what a second is (its clock) and how the window is
+/// shared between the request path and the alarm evaluator (its lock).
+#[derive(Debug, Default, Clone)]
 pub struct Window {
     /// Sorted by second, ascending, at most one bucket a second.
-    buckets: Mutex<VecDeque<Bucket>>,
+    buckets: VecDeque<Bucket>,
 }
 
 impl Window {
@@ -269,16 +249,11 @@ impl Window {
         Self::default()
     }
 
-    /// Record one request in the current second ([`current_second`]).
-    pub fn record(&self, sample: &Sample) {
-        self.record_at(current_second(), sample);
-    }
-
     /// Record one request in `second`. Seconds may arrive slightly out of order (two
     /// threads racing over a second boundary); a second already older than the
     /// retention, counted back from the newest second recorded, is dropped.
-    pub fn record_at(&self, second: u64, sample: &Sample) {
-        let mut buckets = self.lock();
+    pub fn record_at(&mut self, second: u64, sample: &Sample) {
+        let buckets = &mut self.buckets;
         match buckets.back_mut() {
             Some(last) if last.second == second => {
                 last.add(sample);
@@ -314,7 +289,7 @@ impl Window {
     /// Everything recorded in seconds `first_second..=last_second`, aggregated.
     pub fn stats(&self, first_second: u64, last_second: u64) -> Stats {
         let mut stats = Stats::default();
-        let buckets = self.lock();
+        let buckets = &self.buckets;
         let start = buckets.partition_point(|b| b.second < first_second);
         for bucket in buckets.range(start..) {
             if bucket.second > last_second {
@@ -327,14 +302,13 @@ impl Window {
 
     /// How many per-second buckets the window holds now (at most [`RETAINED_SECONDS`]).
     pub fn bucket_count(&self) -> usize {
-        self.lock().len()
+        self.buckets.len()
     }
 
     /// Add each second `s ≤ now` to `periods[(now − s) / period]`, for as many periods
     /// as `periods` holds.
     fn accumulate(&self, now: u64, period: u64, periods: &mut [Stats]) {
-        let buckets = self.lock();
-        for bucket in buckets.iter().rev() {
+        for bucket in self.buckets.iter().rev() {
             if bucket.second > now {
                 continue;
             }
@@ -344,11 +318,6 @@ impl Window {
             }
             periods[k as usize].add_bucket(bucket);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Bucket>> {
-        // A panic while holding the lock leaves at worst one request half counted.
-        self.buckets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -1098,21 +1067,44 @@ impl Alarm {
         self.period * self.evaluation_periods
     }
 
-    /// The last `EvaluationPeriods` datapoints at `now_second`, newest first, over the
-    /// requests of all `windows` together (each window is locked once, in turn).
-    pub fn datapoints(&self, windows: &[&Window], now_second: u64) -> Vec<Option<f64>> {
-        let mut periods = vec![Stats::default(); self.evaluation_periods as usize];
-        for window in windows {
-            window.accumulate(now_second, self.period, &mut periods);
-        }
+    /// Empty statistics for each of the `EvaluationPeriods` periods, newest first: add
+    /// windows to them with [`add_window`](Alarm::add_window), one at a time (so a caller
+    /// holding windows behind locks takes one lock at a time), then
+    /// [`evaluate_periods`](Alarm::evaluate_periods).
+    pub fn periods(&self) -> Vec<Stats> {
+        vec![Stats::default(); self.evaluation_periods as usize]
+    }
+
+    /// Add `window`'s requests at `now_second` to `periods` (from [`periods`](Alarm::periods)).
+    pub fn add_window(&self, window: &Window, now_second: u64, periods: &mut [Stats]) {
+        window.accumulate(now_second, self.period, periods);
+    }
+
+    /// The datapoints of accumulated `periods`, newest first.
+    pub fn datapoints_of(&self, periods: &[Stats]) -> Vec<Option<f64>> {
         periods
             .iter()
             .map(|stats| stats.value(self.metric, self.statistic))
             .collect()
     }
 
-    /// Evaluate at `now_second` (normally [`current_second`]) over the requests of all
-    /// `windows` together: the windows of the variants (and fleets) the alarm watches.
+    /// Evaluate accumulated `periods`.
+    pub fn evaluate_periods(&self, periods: &[Stats]) -> Evaluation {
+        self.evaluate_datapoints(self.datapoints_of(periods))
+    }
+
+    /// The last `EvaluationPeriods` datapoints at `now_second`, newest first, over the
+    /// requests of all `windows` together.
+    pub fn datapoints(&self, windows: &[&Window], now_second: u64) -> Vec<Option<f64>> {
+        let mut periods = self.periods();
+        for window in windows {
+            self.add_window(window, now_second, &mut periods);
+        }
+        self.datapoints_of(&periods)
+    }
+
+    /// Evaluate at `now_second` over the requests of all `windows` together: the windows
+    /// of the variants (and fleets) the alarm watches.
     pub fn evaluate(&self, windows: &[&Window], now_second: u64) -> Evaluation {
         self.evaluate_datapoints(self.datapoints(windows, now_second))
     }
@@ -1260,7 +1252,7 @@ mod tests {
     }
 
     /// `errors` 5xx and `total − errors` successes in `second`.
-    fn record_rate(window: &Window, second: u64, errors: u32, total: u32) {
+    fn record_rate(window: &mut Window, second: u64, errors: u32, total: u32) {
         for i in 0..total {
             let s = if i < errors { server_error() } else { ok() };
             window.record_at(second, &s);
@@ -1307,14 +1299,14 @@ mod tests {
     #[test]
     fn five_xx_rate_alarms_in_the_current_second() {
         let a = alarm(|_| {});
-        let window = Window::new();
+        let mut window = Window::new();
         // 5 % errors: OK.
-        record_rate(&window, 100, 5, 100);
+        record_rate(&mut window, 100, 5, 100);
         let e = a.evaluate(&[&window], 100);
         assert_eq!(e.state, AlarmState::Ok, "{}", e.reason);
         assert_eq!(e.datapoints, vec![Some(0.05)]);
         // The next second starts badly: the alarm sees it within that second.
-        record_rate(&window, 101, 3, 6);
+        record_rate(&mut window, 101, 3, 6);
         let e = a.evaluate(&[&window], 101);
         assert_eq!(e.state, AlarmState::Alarm, "{}", e.reason);
         assert_eq!(e.datapoints, vec![Some(0.5)]);
@@ -1324,28 +1316,8 @@ mod tests {
              threshold (0.1) (Invocation5XXErrors Average over 1 s)."
         );
         // Exactly at the threshold does not breach GreaterThanThreshold.
-        record_rate(&window, 102, 1, 10);
+        record_rate(&mut window, 102, 1, 10);
         assert_eq!(a.evaluate(&[&window], 102).state, AlarmState::Ok);
-    }
-
-    #[test]
-    fn record_uses_the_current_second() {
-        // Period 5 so that crossing a second boundary mid-test changes nothing.
-        let a = alarm(|d| d.period = 5);
-        let window = Window::new();
-        for _ in 0..10 {
-            window.record(&ok());
-        }
-        assert_eq!(
-            a.evaluate(&[&window], current_second()).state,
-            AlarmState::Ok
-        );
-        for _ in 0..10 {
-            window.record(&server_error());
-        }
-        let e = a.evaluate(&[&window], current_second());
-        assert_eq!(e.state, AlarmState::Alarm, "{}", e.reason);
-        assert_eq!(e.datapoints, vec![Some(0.5)]);
     }
 
     #[test]
@@ -1356,7 +1328,7 @@ mod tests {
             d.statistic = Some("Sum".to_string());
             d.metric_name = "Invocations".to_string();
         });
-        let window = Window::new();
+        let mut window = Window::new();
         // now = 100: datapoint 0 is 91..=100, 1 is 81..=90, 2 is 71..=80.
         for (second, n) in [
             (70, 1000),
@@ -1367,9 +1339,9 @@ mod tests {
             (91, 5),
             (100, 6),
         ] {
-            record_rate(&window, second, 0, n);
+            record_rate(&mut window, second, 0, n);
         }
-        record_rate(&window, 101, 0, 1000); // after now: not counted
+        record_rate(&mut window, 101, 0, 1000); // after now: not counted
         assert_eq!(
             a.datapoints(&[&window], 100),
             vec![Some(11.0), Some(7.0), Some(3.0)]
@@ -1384,10 +1356,10 @@ mod tests {
             d.evaluation_periods = 3;
             d.datapoints_to_alarm = Some(2);
         });
-        let window = Window::new();
+        let mut window = Window::new();
         // Newest first: [0.5, 0.41, missing].
-        record_rate(&window, 10, 41, 100);
-        record_rate(&window, 11, 1, 2);
+        record_rate(&mut window, 10, 41, 100);
+        record_rate(&mut window, 11, 1, 2);
         let e = a.evaluate(&[&window], 11);
         assert_eq!(e.state, AlarmState::Alarm);
         assert_eq!(e.datapoints, vec![Some(0.5), Some(0.41), None]);
@@ -1397,11 +1369,11 @@ mod tests {
              greater than the threshold (0.1) (Invocation5XXErrors Average over 1 s)."
         );
         // One breaching of two present: OK.
-        record_rate(&window, 12, 0, 10);
+        record_rate(&mut window, 12, 0, 10);
         let e = a.evaluate(&[&window], 13);
         assert_eq!(e.datapoints, vec![None, Some(0.0), Some(0.5)]);
         assert_eq!(e.state, AlarmState::Ok, "{}", e.reason);
-        record_rate(&window, 13, 0, 10);
+        record_rate(&mut window, 13, 0, 10);
         let e = a.evaluate(&[&window], 13);
         assert_eq!(e.datapoints, vec![Some(0.0), Some(0.0), Some(0.5)]);
         assert_eq!(e.state, AlarmState::Ok, "{}", e.reason);
@@ -1415,7 +1387,7 @@ mod tests {
             all.evaluate(&[&window], 11).state,
             AlarmState::InsufficientData
         );
-        record_rate(&window, 9, 5, 10);
+        record_rate(&mut window, 9, 5, 10);
         assert_eq!(all.evaluate(&[&window], 11).state, AlarmState::Alarm);
     }
 
@@ -1497,7 +1469,7 @@ mod tests {
 
     #[test]
     fn count_metric_statistics() {
-        let window = Window::new();
+        let mut window = Window::new();
         for i in 0..10 {
             let mut s = ok();
             if i < 2 {
@@ -1533,7 +1505,7 @@ mod tests {
 
     #[test]
     fn latency_statistics_in_microseconds() {
-        let window = Window::new();
+        let mut window = Window::new();
         let mut s = ok();
         s.model_latency = Some(Duration::from_micros(1500));
         s.overhead_latency = Duration::from_nanos(2500);
@@ -1557,7 +1529,7 @@ mod tests {
     #[test]
     fn percentiles_are_accurate_and_extremes_exact() {
         let mut rng = StdRng::seed_from_u64(7);
-        let window = Window::new();
+        let mut window = Window::new();
         let mut micros: Vec<u64> = Vec::new();
         for i in 0..20_000u64 {
             // Log-uniform between 100 µs and 1 s, with a slow 1 % tail up to 5 s.
@@ -1596,7 +1568,7 @@ mod tests {
         );
 
         // A known, even distribution: 1..=10000 µs once each.
-        let even = Window::new();
+        let mut even = Window::new();
         for v in 1..=10_000u64 {
             let mut s = ok();
             s.model_latency = Some(Duration::from_micros(v));
@@ -1615,7 +1587,7 @@ mod tests {
             Some(5000.5)
         );
         // Sparse histogram: about 8 buckets per doubling, not one per value.
-        let buckets = even.lock()[0].model_latency.histogram.len();
+        let buckets = even.buckets[0].model_latency.histogram.len();
         assert!(buckets <= 8 * 14 + 1, "{buckets}");
     }
 
@@ -1628,7 +1600,7 @@ mod tests {
             d.threshold = 100_000.0; // 100 ms
             d.period = 10;
         });
-        let window = Window::new();
+        let mut window = Window::new();
         for i in 0..1000 {
             let mut s = ok();
             s.model_latency = Some(Duration::from_millis(if i % 50 == 0 { 500 } else { 5 }));
@@ -1654,10 +1626,10 @@ mod tests {
     #[test]
     fn windows_of_two_variants_merge() {
         let a = alarm(|d| d.threshold = 0.08);
-        let blue = Window::new();
-        let green = Window::new();
-        record_rate(&blue, 5, 0, 100);
-        record_rate(&green, 5, 10, 100);
+        let mut blue = Window::new();
+        let mut green = Window::new();
+        record_rate(&mut blue, 5, 0, 100);
+        record_rate(&mut green, 5, 10, 100);
         assert_eq!(a.evaluate(&[&green], 5).state, AlarmState::Alarm);
         let e = a.evaluate(&[&blue, &green], 5);
         assert_eq!(e.datapoints, vec![Some(0.05)]);
@@ -1665,9 +1637,9 @@ mod tests {
 
         let mut merged = blue.stats(0, 10);
         merged.merge(&green.stats(0, 10));
-        let both = Window::new();
-        record_rate(&both, 5, 0, 100);
-        record_rate(&both, 5, 10, 100);
+        let mut both = Window::new();
+        record_rate(&mut both, 5, 0, 100);
+        record_rate(&mut both, 5, 10, 100);
         assert_eq!(merged, both.stats(0, 10));
         assert_eq!(merged.count, 200);
         assert_eq!(merged.errors_5xx, 10);
@@ -1676,7 +1648,7 @@ mod tests {
 
     #[test]
     fn old_seconds_are_dropped() {
-        let window = Window::new();
+        let mut window = Window::new();
         for second in 0..1000 {
             window.record_at(second, &ok());
             assert!(window.bucket_count() <= RETAINED_SECONDS as usize);
@@ -1702,39 +1674,22 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_recording_is_exact() {
-        let window = Window::new();
-        let threads = 8;
-        let per_thread = 5_000u64;
-        std::thread::scope(|scope| {
-            for t in 0..threads {
-                let window = &window;
-                scope.spawn(move || {
-                    for i in 0..per_thread {
-                        let s = if i % 10 == 0 { server_error() } else { ok() };
-                        // Two threads race over each second boundary.
-                        window.record_at(i / 1000 + (t % 2), &s);
-                    }
-                });
+    fn interleaved_seconds_are_counted_exactly() {
+        // Requests of two streams, one a second ahead of the other, arriving interleaved:
+        // what threads racing over second boundaries hand a shared window.
+        let mut window = Window::new();
+        let (streams, per_stream) = (8u64, 5_000u64);
+        for i in 0..per_stream {
+            for t in 0..streams {
+                let s = if i % 10 == 0 { server_error() } else { ok() };
+                window.record_at(i / 1000 + (t % 2), &s);
             }
-        });
+        }
         let stats = window.stats(0, 100);
-        assert_eq!(stats.count, threads * per_thread);
-        assert_eq!(stats.errors_5xx, threads * per_thread / 10);
-        assert_eq!(stats.overhead_latency.count(), threads * per_thread);
+        assert_eq!(stats.count, streams * per_stream);
+        assert_eq!(stats.errors_5xx, streams * per_stream / 10);
+        assert_eq!(stats.overhead_latency.count(), streams * per_stream);
         assert_eq!(window.bucket_count(), 6);
-        // Through `record` as well.
-        let live = Window::new();
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    for _ in 0..per_thread {
-                        live.record(&ok());
-                    }
-                });
-            }
-        });
-        assert_eq!(live.stats(0, u64::MAX).count, threads * per_thread);
     }
 
     #[test]

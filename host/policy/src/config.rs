@@ -4,6 +4,7 @@
 //! [`Deployment`], the only form the server acts on. Every error names the file, the key
 //! and what to do about it.
 
+use crate::model_limits::{self, ModelField};
 use crate::names;
 use crate::routing::RoutingStrategy;
 use serde::Deserialize;
@@ -340,18 +341,14 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
             ));
         }
         let memory_mib = m.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
-        if !(1..=4096).contains(&memory_mib) {
-            return Err(err(
-                format!("models[{i}].memory_mib"),
-                format!("{memory_mib} is out of range; use 1-4096 MiB"),
-            ));
-        }
         let timeout_seconds = m.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-        if !(1..=3600).contains(&timeout_seconds) {
-            return Err(err(
-                format!("models[{i}].timeout_seconds"),
-                format!("{timeout_seconds} is out of range; use 1-3600 seconds"),
-            ));
+        if let Err(problem) = model_limits::check(memory_mib, timeout_seconds, &m.environment) {
+            let key = match problem.field() {
+                ModelField::Memory => "memory_mib",
+                ModelField::Timeout => "timeout_seconds",
+                ModelField::Environment => "environment",
+            };
+            return Err(err(format!("models[{i}].{key}"), problem.to_string()));
         }
         models.insert(
             m.name.clone(),
@@ -725,6 +722,9 @@ endpoint_config_name = "iris-config"
             ("name = \"iris\"\nendpoint", "name = \"iris_1\"\nendpoint", "`endpoints[0].name`: \"iris_1\" is not a valid name"),
             ("initial_instance_count = 2", "initial_instance_count = 0", "initial_instance_count`: 0 is out of range"),
             ("initial_instance_count = 2", "initial_instance_count = 2\nmax_batch_size = 0", "`endpoint_configs[0].production_variants[0].max_batch_size`: max batch size 0 is out of range; use 1-256"),
+            ("environment = { LOG = \"1\" }", "environment = { LOG = \"1\" }\nmemory_mib = 8192", "`models[0].memory_mib`: 8192 MiB is out of range; use 1-4096 MiB"),
+            ("environment = { LOG = \"1\" }", "environment = { LOG = \"1\" }\ntimeout_seconds = 0", "`models[0].timeout_seconds`: 0 seconds is out of range; use 1-3600 seconds"),
+            ("environment = { LOG = \"1\" }", "environment = { \"BAD-KEY\" = \"1\" }", "`models[0].environment`: key \"BAD-KEY\" must match [a-zA-Z_][a-zA-Z0-9_]*"),
         ];
         for (from, to, expected) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");

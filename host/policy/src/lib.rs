@@ -1,10 +1,18 @@
-//! Plinth's pure logic, with no Wasm engine and no async runtime: the declarative
-//! deployment file (parsed strictly, then validated into [`config::Deployment`]) and
-//! variant selection ([`routing`]), with traffic shares learned from outcomes by a
-//! multi-armed bandit ([`bandit`]) and sticky per-key assignment by consistent hashing
-//! ([`sticky`]), and A/B experiment statistics ([`experiment`]: running per-variant
-//! outcomes, fixed-horizon and always-valid sequential tests of a treatment against the
-//! control). Everything here is plain functions over plain data.
+//! Plinth's decisions, as plain functions over plain data: no Wasm engine, no async
+//! runtime, no clock, no storage, no I/O. Each is unit-tested alone.
+//!
+//! - Validation: the declarative deployment file ([`config`], parsed strictly, then
+//!   validated into [`config::Deployment`]), resource names ([`names`]), what a model may
+//!   ask of its sandbox ([`model_limits`]), and every SageMaker request member and header
+//!   with its state and range ([`members`]).
+//! - Routing: the fleet and variant for a request ([`routing`]), sticky per-key assignment
+//!   by weighted rendezvous hashing ([`sticky`]), traffic shares learned from outcomes by a
+//!   multi-armed bandit ([`bandit`]).
+//! - Changes: weight and instance-count updates ([`capacity`]), deployment plans and
+//!   their steps ([`rollout`]).
+//! - Judgement: alarm rules over per-second request windows ([`alarm`]), A/B experiment
+//!   statistics and the automatic action on a verdict ([`experiment`]), shadow response
+//!   comparison ([`shadow`]).
 
 pub mod alarm;
 pub mod bandit;
@@ -12,6 +20,7 @@ pub mod capacity;
 pub mod config;
 pub mod experiment;
 pub mod members;
+pub mod model_limits;
 pub mod names;
 pub mod rollout;
 pub mod routing;

@@ -36,6 +36,7 @@
 
 use crate::capacity::MAX_INSTANCE_COUNT;
 use crate::config::MAX_BATCH_SIZE;
+use crate::model_limits;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -312,8 +313,14 @@ const CONTAINER: Shape = Shape {
 const PLINTH_LIMITS: Shape = Shape {
     name: "PlinthLimits",
     members: &[
-        extension("MemorySizeInMB").int(1, 4096),
-        extension("InvocationTimeoutInSeconds").int(1, 3600),
+        extension("MemorySizeInMB").int(
+            *model_limits::MEMORY_MIB.start() as i64,
+            *model_limits::MEMORY_MIB.end() as i64,
+        ),
+        extension("InvocationTimeoutInSeconds").int(
+            *model_limits::TIMEOUT_SECONDS.start() as i64,
+            *model_limits::TIMEOUT_SECONDS.end() as i64,
+        ),
     ],
 };
 

@@ -3,8 +3,10 @@
 //! DescribeAlarm. The condition logic is [`plinth_policy::alarm`]; this module finds the
 //! windows an alarm watches.
 
-use crate::fleet::Fleet;
-use plinth_policy::alarm::{current_second, AlarmDefinition, Evaluation, Scope, Window};
+use super::recent::current_second;
+use super::table::VariantState;
+use super::Fleet;
+use plinth_policy::alarm::{AlarmDefinition, Evaluation, Scope};
 
 /// Evaluate `definition` now over the windows it watches.
 pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluation {
@@ -19,26 +21,26 @@ pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluatio
             }
         }
     };
-    let endpoint = state.endpoints.get(alarm.endpoint_name());
-    let windows: Vec<&Window> = match &endpoint {
-        None => Vec::new(),
-        Some(endpoint) => {
-            let fleet: Vec<&crate::fleet::table::VariantState> = match alarm.scope() {
-                Scope::Endpoint => endpoint.serving().collect(),
-                Scope::NewFleet => endpoint
-                    .new_fleet
-                    .iter()
-                    .flat_map(|f| f.variants.iter())
-                    .collect(),
-            };
-            fleet
-                .into_iter()
-                .filter(|v| alarm.variant_name().is_none_or(|n| n == v.live.name))
-                .map(|v| &v.live.recent)
-                .collect()
+    let now = current_second();
+    let mut periods = alarm.periods();
+    if let Some(endpoint) = state.endpoints.get(alarm.endpoint_name()) {
+        let fleet: Vec<&VariantState> = match alarm.scope() {
+            Scope::Endpoint => endpoint.serving().collect(),
+            Scope::NewFleet => endpoint
+                .new_fleet
+                .iter()
+                .flat_map(|f| f.variants.iter())
+                .collect(),
+        };
+        // One window locked at a time, each only while it is read.
+        for v in fleet
+            .into_iter()
+            .filter(|v| alarm.variant_name().is_none_or(|n| n == v.live.name))
+        {
+            alarm.add_window(&v.live.recent.lock(), now, &mut periods);
         }
-    };
-    alarm.evaluate(&windows, current_second())
+    }
+    alarm.evaluate_periods(&periods)
 }
 
 /// The first of `names` that is in `ALARM` for `endpoint`, with the reason. An alarm on

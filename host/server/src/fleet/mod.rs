@@ -9,6 +9,7 @@ pub(crate) mod assemble;
 pub(crate) mod deploy;
 pub(crate) mod ledger;
 pub(crate) mod rollout_driver;
+pub(crate) mod recent;
 pub(crate) mod shadow_copies;
 pub(crate) mod table;
 pub(crate) mod variant;

@@ -22,7 +22,7 @@ pub(crate) struct LiveVariant {
     /// Its request metrics, resolved once.
     pub(crate) metrics: crate::metrics::VariantMetrics,
     /// Its recent requests, for alarms.
-    pub(crate) recent: plinth_policy::alarm::Window,
+    pub(crate) recent: super::recent::RecentRequests,
 }
 
 /// The runtime spec for one variant of an endpoint.
@@ -53,7 +53,8 @@ pub(crate) fn record_invocation(
     result: &Result<plinth_runtime::InvocationOutput, InvokeError>,
     started: std::time::Instant,
 ) -> Option<ApiError> {
-    use plinth_policy::alarm::{second_of, Outcome, Sample};
+    use super::recent::second_of;
+    use plinth_policy::alarm::{Outcome, Sample};
     let now = std::time::Instant::now();
     let (total, second) = (now.saturating_duration_since(started), second_of(now));
     let m = &variant.metrics;

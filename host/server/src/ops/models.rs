@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::state::catalog::{ModelDefinition, Record};
 use crate::state::store::{Kind, StoreError};
+use plinth_policy::model_limits::{self, ModelField};
 use crate::state::{arn, now};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -71,45 +72,20 @@ fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
             c.image
         )));
     }
-    if c.environment.len() > 100 {
-        return Err(validation(format!(
-            "Environment has {} entries; the limit is 100",
-            c.environment.len()
-        )));
-    }
-    for (key, value) in &c.environment {
-        let valid_key = key.len() <= 1024
-            && key
-                .chars()
-                .next()
-                .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
-            && key
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-        if !valid_key {
-            return Err(validation(format!(
-                "Environment key {key:?} must match [a-zA-Z_][a-zA-Z0-9_]* (at most 1024 characters)"
-            )));
-        }
-        if value.len() > 1024 {
-            return Err(validation(format!(
-                "Environment value of {key} is {} bytes; the limit is 1024",
-                value.len()
-            )));
-        }
-    }
     let limits = &d.plinth_limits;
-    if !(1..=4096).contains(&limits.memory_size_in_mb) {
-        return Err(validation(
-            "PlinthLimits.MemorySizeInMB must be between 1 and 4096",
-        ));
-    }
-    if !(1..=3600).contains(&limits.invocation_timeout_in_seconds) {
-        return Err(validation(
-            "PlinthLimits.InvocationTimeoutInSeconds must be between 1 and 3600",
-        ));
-    }
-    Ok(())
+    model_limits::check(
+        limits.memory_size_in_mb,
+        limits.invocation_timeout_in_seconds,
+        &c.environment,
+    )
+    .map_err(|problem| {
+        let field = match problem.field() {
+            ModelField::Memory => "PlinthLimits.MemorySizeInMB",
+            ModelField::Timeout => "PlinthLimits.InvocationTimeoutInSeconds",
+            ModelField::Environment => "PrimaryContainer.Environment",
+        };
+        validation(format!("{field}: {problem}"))
+    })
 }
 
 #[derive(Deserialize)]

@@ -21,7 +21,8 @@ pub(crate) fn describe_shadow_variants(state: &Fleet, input: Value) -> Result<Va
         .get(&input.endpoint_name)
         .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
     let recent = |live: &crate::fleet::variant::LiveVariant| {
-        use plinth_policy::alarm::{current_second, Metric, Statistic, RETAINED_SECONDS};
+        use crate::fleet::recent::current_second;
+        use plinth_policy::alarm::{Metric, Statistic, RETAINED_SECONDS};
         let now = current_second();
         let stats = live
             .recent
