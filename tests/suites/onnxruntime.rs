@@ -338,7 +338,7 @@ fn a_bad_library_stops_the_server_at_start() {
     let Some(library) = onnxruntime_library("a_bad_library_stops_the_server_at_start") else {
         return;
     };
-    let library = plinth_runtime::onnxruntime::library_file(&library).unwrap();
+    let library = plinth_runtime::ort_library::library_file(&library).unwrap();
     let other = library.with_file_name("libonnxruntime_providers_shared.so");
     if other.is_file() {
         let e = start_failure(options(None, &["--onnxruntime", &shown(&other)]));

@@ -7,7 +7,7 @@
 //! strategies ([`Strategy`]), the reward kinds ([`Metric`]), the minimum-share floor and
 //! the validation of a bandit's settings ([`validate`]).
 
-use crate::experiment::{Arm, Metric};
+use crate::ab_test::{Arm, Metric};
 use rand::Rng;
 use rand_distr::{Beta, Distribution, Normal};
 

@@ -263,7 +263,7 @@ pub struct Deployment {
     /// Endpoints to serve.
     pub endpoints: Vec<Endpoint>,
     /// Alarms, by name.
-    pub alarms: Vec<(String, crate::alarm::AlarmDefinition)>,
+    pub alarms: Vec<(String, crate::metric_alarm::AlarmDefinition)>,
 }
 
 /// A problem in a deployment file.
@@ -476,7 +476,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 format!("alarm {name:?} is defined twice; give each alarm a unique name"),
             ));
         }
-        let definition: crate::alarm::AlarmDefinition = toml::Value::Table(table)
+        let definition: crate::metric_alarm::AlarmDefinition = toml::Value::Table(table)
             .try_into()
             .map_err(|e| err(format!("alarms[{i}]"), e.to_string()))?;
         definition

@@ -10,19 +10,20 @@
 //!   multi-armed bandit ([`bandit`]).
 //! - Changes: weight and instance-count updates ([`capacity`]), deployment plans and
 //!   their steps ([`rollout`]).
-//! - Judgement: alarm rules over per-second request windows ([`alarm`]), A/B experiment
-//!   statistics and the automatic action on a verdict ([`experiment`]), shadow response
+//! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
+//!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
 //!   comparison ([`shadow`]).
 
-pub mod alarm;
+pub mod ab_test;
 pub mod bandit;
 pub mod capacity;
 pub mod config;
-pub mod experiment;
 pub mod members;
+pub mod metric_alarm;
 pub mod model_limits;
 pub mod names;
 pub mod rollout;
+pub mod rollout_machine;
 pub mod routing;
 pub mod shadow;
 pub mod sticky;

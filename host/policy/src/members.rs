@@ -601,10 +601,10 @@ const CREATE_ALARM: Shape = Shape {
         extension("ExtendedStatistic"),
         extension("ComparisonOperator"),
         extension("Threshold").number(f64::MIN, f64::MAX),
-        extension("Period").int(1, crate::alarm::MAX_PERIOD as i64),
+        extension("Period").int(1, crate::metric_alarm::MAX_PERIOD as i64),
         // Period × EvaluationPeriods ≤ 600 s and Period ≥ 1 (the server checks the product).
-        extension("EvaluationPeriods").int(1, crate::alarm::RETAINED_SECONDS as i64),
-        extension("DatapointsToAlarm").int(1, crate::alarm::RETAINED_SECONDS as i64),
+        extension("EvaluationPeriods").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
+        extension("DatapointsToAlarm").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
         extension("TreatMissingData"),
         extension("AlarmDescription"),
     ],

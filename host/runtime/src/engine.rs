@@ -6,7 +6,7 @@ use crate::cache::ComponentCache;
 use crate::error::LoadError;
 use crate::guest::HostState;
 use crate::nn::{GraphCache, NnBackend, SharedGraphs};
-use crate::onnxruntime::OnnxRuntime;
+use crate::ort_library::OnnxRuntime;
 use plinth_policy::config::Backend;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ pub struct RuntimeConfig {
     pub onnxruntime: Option<OnnxRuntime>,
     /// Intra-op threads of each ONNX Runtime session. `None` (default): the cores divided
     /// by the variant's instance count, at least 1
-    /// ([`default_intra_op_threads`](crate::onnxruntime::default_intra_op_threads)).
+    /// ([`default_intra_op_threads`](crate::ort_library::default_intra_op_threads)).
     pub onnxruntime_intra_op_threads: Option<usize>,
 }
 
@@ -158,10 +158,10 @@ impl Runtime {
         match self.backend_for(requested)? {
             #[cfg(feature = "onnxruntime")]
             Backend::OnnxRuntime => Ok(NnBackend::OnnxRuntime(
-                crate::nn::onnxruntime::SessionSettings {
+                crate::nn::ort_backend::SessionSettings {
                     intra_op_threads: self
                         .intra_op_threads
-                        .unwrap_or_else(|| crate::onnxruntime::default_intra_op_threads(instances)),
+                        .unwrap_or_else(|| crate::ort_library::default_intra_op_threads(instances)),
                 },
             )),
             #[cfg(not(feature = "onnxruntime"))]

@@ -8,7 +8,7 @@
 //! - [`nn`]: the wasi-nn backends (tract-onnx; ONNX Runtime with the `onnxruntime` feature)
 //!   and the registry of host-preloaded graphs. A model's [`Backend`] picks one per variant.
 //! - [`OnnxRuntime`]: the ONNX Runtime library, found and checked at start
-//!   ([`onnxruntime`]).
+//!   ([`ort_library`]).
 //!
 //! Nothing here speaks HTTP; the server crate maps [`InvokeError`] onto SageMaker's errors.
 
@@ -18,7 +18,7 @@ mod error;
 mod guest;
 mod limits;
 pub mod nn;
-pub mod onnxruntime;
+pub mod ort_library;
 mod pool;
 mod stdio;
 
@@ -26,6 +26,6 @@ pub use engine::{Runtime, RuntimeConfig};
 pub use error::{HandlerErrorKind, InvokeError, LoadError};
 pub use guest::{Invocation, InvocationOutput};
 pub use limits::Limits;
-pub use onnxruntime::{OnnxRuntime, OnnxRuntimeError};
+pub use ort_library::{OnnxRuntime, OnnxRuntimeError};
 pub use plinth_policy::config::Backend;
 pub use pool::{PoolStats, VariantPool, VariantSpec};

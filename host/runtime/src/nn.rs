@@ -1,5 +1,5 @@
 //! wasi-nn served by tract-onnx (and, with the `onnxruntime` feature, by ONNX Runtime: see
-//! [`onnxruntime`](self::onnxruntime)), and the registry of graphs the host preloads from a
+//! [`ort_backend`](self::ort_backend)), and the registry of graphs the host preloads from a
 //! model artifact so that every instance shares one parsed, optimised graph, and every
 //! variant serving the same graph files shares it too ([`GraphCache`]).
 //!
@@ -9,7 +9,7 @@
 //! guest's code does not run slowed by the backend's AVX kernels.
 
 #[cfg(feature = "onnxruntime")]
-pub(crate) mod onnxruntime;
+pub(crate) mod ort_backend;
 
 use plinth_policy::config::Backend;
 use std::collections::HashMap;
@@ -326,7 +326,7 @@ pub(crate) enum NnBackend {
     Tract,
     /// ONNX Runtime, with the variant's session settings.
     #[cfg(feature = "onnxruntime")]
-    OnnxRuntime(onnxruntime::SessionSettings),
+    OnnxRuntime(ort_backend::SessionSettings),
 }
 
 impl NnBackend {
@@ -353,7 +353,7 @@ impl NnBackend {
         match self {
             Self::Tract => TractBackend.into(),
             #[cfg(feature = "onnxruntime")]
-            Self::OnnxRuntime(settings) => onnxruntime::OrtBackend(*settings).into(),
+            Self::OnnxRuntime(settings) => ort_backend::OrtBackend(*settings).into(),
         }
     }
 
@@ -375,7 +375,7 @@ impl NnBackend {
             }
             #[cfg(feature = "onnxruntime")]
             Self::OnnxRuntime(settings) => {
-                let graph = onnxruntime::OrtGraph::from_onnx(bytes, *settings)?;
+                let graph = ort_backend::OrtGraph::from_onnx(bytes, *settings)?;
                 let (inputs, outputs) =
                     (graph.input_names().to_vec(), graph.output_names().to_vec());
                 shared(graph, &inputs, &outputs)

@@ -107,7 +107,7 @@ pub(crate) fn apply(
     for (name, desired) in &deployment.alarms {
         match control.call("DescribeAlarm", json!({ "AlarmName": name })) {
             Ok(current) => {
-                let current: plinth_policy::alarm::AlarmDefinition = serde_json::from_value(strip(
+                let current: plinth_policy::metric_alarm::AlarmDefinition = serde_json::from_value(strip(
                     current,
                     &[
                         "AlarmName",

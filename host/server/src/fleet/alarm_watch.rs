@@ -1,12 +1,12 @@
 //! Alarms evaluated in process over the live variants' recent request windows: by a
 //! deployment's bakes (`AutoRollbackConfiguration.Alarms`) ten times a second, and on
-//! DescribeAlarm. The condition logic is [`plinth_policy::alarm`]; this module finds the
+//! DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds the
 //! windows an alarm watches.
 
 use super::recent::current_second;
 use super::table::VariantState;
 use super::Fleet;
-use plinth_policy::alarm::{AlarmDefinition, Evaluation, Scope};
+use plinth_policy::metric_alarm::{AlarmDefinition, Evaluation, Scope};
 
 /// Evaluate `definition` now over the windows it watches.
 pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluation {
@@ -15,7 +15,7 @@ pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluatio
         // Checked when created; a stored definition this build refuses cannot fire.
         Err(e) => {
             return Evaluation {
-                state: plinth_policy::alarm::AlarmState::InsufficientData,
+                state: plinth_policy::metric_alarm::AlarmState::InsufficientData,
                 reason: format!("The alarm's definition is not valid: {e}"),
                 datapoints: Vec::new(),
             }
@@ -60,7 +60,7 @@ pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<
     };
     definitions.into_iter().find_map(|(name, definition)| {
         let evaluation = evaluate(state, &definition);
-        (evaluation.state == plinth_policy::alarm::AlarmState::Alarm).then(|| {
+        (evaluation.state == plinth_policy::metric_alarm::AlarmState::Alarm).then(|| {
             tracing::warn!(endpoint, alarm = %name, reason = %evaluation.reason, "alarm in ALARM");
             (name, evaluation.reason)
         })

@@ -9,10 +9,10 @@ use crate::state::now;
 use crate::state::store::{ArmRow, Served, Store};
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
-use plinth_policy::bandit;
-use plinth_policy::experiment::{
+use plinth_policy::ab_test::{
     self, Arm, AutoAction, Comparison, Metric, Monitor, SequentialConfig, Standing, Verdict,
 };
+use plinth_policy::bandit;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -159,7 +159,7 @@ impl Experiment {
             .enumerate()
             .map(|(i, a)| {
                 (i != control).then(|| {
-                    experiment::compare(
+                    ab_test::compare(
                         &arms[control].outcomes,
                         &a.outcomes,
                         self.config.metric,
@@ -202,7 +202,7 @@ impl Experiment {
     }
 
     /// The weights the automatic action wants, once, if a verdict calls for one
-    /// ([`experiment::auto_action`]).
+    /// ([`ab_test::auto_action`]).
     pub(crate) fn action(&self) -> Option<(Vec<f64>, String)> {
         if self.config.auto_action == AutoAction::None
             || self.config.bandit().is_some()
@@ -211,7 +211,7 @@ impl Experiment {
             return None;
         }
         let (_, comparisons, monitors) = self.look();
-        let action = experiment::auto_action(
+        let action = ab_test::auto_action(
             self.config.auto_action,
             &self.standing(&comparisons, &monitors),
         )?;
@@ -290,7 +290,7 @@ impl Experiment {
             "EndpointConfigName": self.config_name,
             "Experiment": self.config,
             "Variants": variants,
-            "RecommendedAction": experiment::recommendation(&self.standing(&comparisons, &monitors), self.acted.load(Ordering::Relaxed)),
+            "RecommendedAction": ab_test::recommendation(&self.standing(&comparisons, &monitors), self.acted.load(Ordering::Relaxed)),
             "RejectedOutcomes": rejected,
         })
     }

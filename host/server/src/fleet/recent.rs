@@ -3,7 +3,7 @@
 //! clock of whole seconds since a process-wide monotonic epoch, so every window in the
 //! process is aligned.
 
-use plinth_policy::alarm::{Sample, Stats, Window};
+use plinth_policy::metric_alarm::{Sample, Stats, Window};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
@@ -50,7 +50,7 @@ impl RecentRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plinth_policy::alarm::Outcome;
+    use plinth_policy::metric_alarm::Outcome;
     use std::time::Duration;
 
     fn sample(outcome: Outcome) -> Sample {

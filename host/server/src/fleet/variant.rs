@@ -54,7 +54,7 @@ pub(crate) fn record_invocation(
     started: std::time::Instant,
 ) -> Option<ApiError> {
     use super::recent::second_of;
-    use plinth_policy::alarm::{Outcome, Sample};
+    use plinth_policy::metric_alarm::{Outcome, Sample};
     let now = std::time::Instant::now();
     let (total, second) = (now.saturating_duration_since(started), second_of(now));
     let m = &variant.metrics;

@@ -1,7 +1,7 @@
 //! CreateAlarm, DescribeAlarm, ListAlarms, DeleteAlarm (Plinth's, with CloudWatch's keys):
 //! named conditions over an endpoint's recent request metrics, kept with the models and
 //! endpoint configs. Evaluation is `fleet::alarm_watch`; the condition logic is
-//! [`plinth_policy::alarm`].
+//! [`plinth_policy::metric_alarm`].
 
 use super::listing::{list, ListInput, Listed};
 use super::{described, in_use, parse, stored, validation};
@@ -11,7 +11,7 @@ use crate::fleet::Fleet;
 use crate::state::catalog::Record;
 use crate::state::store::Kind;
 use crate::state::{arn, now};
-use plinth_policy::alarm::AlarmDefinition;
+use plinth_policy::metric_alarm::AlarmDefinition;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -22,7 +22,7 @@ pub(crate) fn describe_shadow_variants(state: &Fleet, input: Value) -> Result<Va
         .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
     let recent = |live: &crate::fleet::variant::LiveVariant| {
         use crate::fleet::recent::current_second;
-        use plinth_policy::alarm::{Metric, Statistic, RETAINED_SECONDS};
+        use plinth_policy::metric_alarm::{Metric, Statistic, RETAINED_SECONDS};
         let now = current_second();
         let stats = live
             .recent

@@ -90,7 +90,7 @@ pub(crate) struct ExperimentConfig {
     pub(crate) control_variant: String,
     /// `Binary` (converted or not) or `Numeric` (a reward).
     #[serde(default = "binary")]
-    pub(crate) metric: plinth_policy::experiment::Metric,
+    pub(crate) metric: plinth_policy::ab_test::Metric,
     /// `Static` (the configured weights), `ThompsonSampling` or `EpsilonGreedy`.
     #[serde(default)]
     pub(crate) routing_strategy: ExperimentRouting,
@@ -107,7 +107,7 @@ pub(crate) struct ExperimentConfig {
     /// significantly better than the control) or `StopLosers` (no traffic to variants
     /// significantly worse).
     #[serde(default)]
-    pub(crate) auto_action: plinth_policy::experiment::AutoAction,
+    pub(crate) auto_action: plinth_policy::ab_test::AutoAction,
     /// A custom attribute (`name=value` in `X-Amzn-SageMaker-Custom-Attributes`) whose value
     /// is the sticky assignment key, besides the `X-Plinth-Assignment-Key` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,8 +117,8 @@ pub(crate) struct ExperimentConfig {
     pub(crate) outcome_retention_seconds: u64,
 }
 
-fn binary() -> plinth_policy::experiment::Metric {
-    plinth_policy::experiment::Metric::Binary
+fn binary() -> plinth_policy::ab_test::Metric {
+    plinth_policy::ab_test::Metric::Binary
 }
 
 fn default_epsilon() -> f64 {
@@ -267,7 +267,7 @@ impl<T: for<'de> Deserialize<'de>> Record<T> {
 pub(crate) struct Catalog {
     pub(crate) models: BTreeMap<String, Record<ModelDefinition>>,
     pub(crate) configs: BTreeMap<String, Record<ConfigDefinition>>,
-    pub(crate) alarms: BTreeMap<String, Record<plinth_policy::alarm::AlarmDefinition>>,
+    pub(crate) alarms: BTreeMap<String, Record<plinth_policy::metric_alarm::AlarmDefinition>>,
 }
 
 impl Catalog {

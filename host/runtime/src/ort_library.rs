@@ -67,7 +67,7 @@ impl OnnxRuntime {
 }
 
 #[cfg(feature = "onnxruntime")]
-use crate::nn::onnxruntime::{create_environment, probe};
+use crate::nn::ort_backend::{create_environment, probe};
 
 #[cfg(not(feature = "onnxruntime"))]
 fn probe(_path: &Path) -> Result<String, OnnxRuntimeError> {

@@ -16,7 +16,7 @@
 //! (instances would take turns), returns f32 outputs only and sets no thread counts.
 
 use super::{backend_error, compute, get_output, input_position, Execution};
-use crate::onnxruntime::{check_version, OnnxRuntimeError};
+use crate::ort_library::{check_version, OnnxRuntimeError};
 use ort::memory::Allocator;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn iris_answers_like_tract() {
-        if crate::onnxruntime::for_tests("iris_answers_like_tract").is_none() {
+        if crate::ort_library::for_tests("iris_answers_like_tract").is_none() {
             return;
         }
         let graph = OrtGraph::from_onnx(&iris_bytes(), settings(1)).unwrap();
@@ -450,7 +450,7 @@ mod tests {
     /// One session, many threads running it at once (the instances of a variant).
     #[test]
     fn a_shared_session_runs_concurrently() {
-        if crate::onnxruntime::for_tests("a_shared_session_runs_concurrently").is_none() {
+        if crate::ort_library::for_tests("a_shared_session_runs_concurrently").is_none() {
             return;
         }
         let graph = OrtGraph::from_onnx(&iris_bytes(), settings(2)).unwrap();
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn execution_contexts_take_inputs_by_name_or_index() {
-        if crate::onnxruntime::for_tests("execution_contexts_take_inputs").is_none() {
+        if crate::ort_library::for_tests("execution_contexts_take_inputs").is_none() {
             return;
         }
         let graph = OrtGraph::from_onnx(&iris_bytes(), settings(1)).unwrap();
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn every_wasi_nn_type_converts_both_ways() {
-        if crate::onnxruntime::for_tests("every_wasi_nn_type_converts").is_none() {
+        if crate::ort_library::for_tests("every_wasi_nn_type_converts").is_none() {
             return;
         }
         for (ty, size) in [
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn a_bad_model_is_an_error() {
-        if crate::onnxruntime::for_tests("a_bad_model_is_an_error").is_none() {
+        if crate::ort_library::for_tests("a_bad_model_is_an_error").is_none() {
             return;
         }
         let e = OrtGraph::from_onnx(b"not a model", settings(1))
