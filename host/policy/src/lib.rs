@@ -18,6 +18,7 @@ pub mod ab_test;
 pub mod bandit;
 pub mod capacity;
 pub mod config;
+pub mod deployment_file;
 pub mod members;
 pub mod metric_alarm;
 pub mod model_limits;

@@ -1,12 +1,12 @@
-//! The deployment file as a client of the control-plane operations, so that there is one
-//! code path for every change: each model and endpoint config the file names is created if
-//! missing (and must match if present: they are immutable, as in SageMaker); each endpoint
-//! is created, or updated to the file's config; then the endpoints are awaited. `plinth serve
-//! --config` applies the file in process; `plinth apply` applies it over HTTP.
+//! The deployment file (a list of Create* inputs, [`plinth_policy::deployment_file`]) as a
+//! client of the control-plane operations, so that there is one code path for every
+//! change. `plinth serve --config` applies the file in process; `plinth apply` applies it
+//! over HTTP; `plinth validate` applies it to a server in memory.
 
-use crate::state::catalog::{self, ConfigDefinition, ModelDefinition};
+use crate::state::catalog::{ConfigDefinition, ModelDefinition};
 use anyhow::{bail, Context};
-use plinth_policy::config::Deployment;
+use plinth_policy::deployment_file::{name_member, Call, DeploymentFile};
+use plinth_policy::metric_alarm::AlarmDefinition;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -43,109 +43,90 @@ fn strip(mut value: Value, fields: &[&str]) -> Value {
 /// How long an endpoint may take to come up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Apply `deployment`; returns one line per change made.
+/// What the API adds to a definition in its Describe output.
+const DESCRIBED: &[&str] = &[
+    "ModelArn",
+    "EndpointConfigArn",
+    "AlarmArn",
+    "CreationTime",
+    "StateValue",
+    "StateReason",
+    "Datapoints",
+];
+
+/// Whether `current` (a Describe output) holds the same definition as `desired` (a Create
+/// input), both read as `T` so that defaults count as given.
+fn same_definition<T>(current: Value, desired: &Value, name_member: &str) -> anyhow::Result<bool>
+where
+    T: serde::de::DeserializeOwned + PartialEq,
+{
+    let mut fields = DESCRIBED.to_vec();
+    fields.push(name_member);
+    let current: T = serde_json::from_value(strip(current, &fields))?;
+    let desired: T = serde_json::from_value(strip(desired.clone(), &[name_member]))?;
+    Ok(current == desired)
+}
+
+/// Apply `file`: each model, endpoint config and alarm it lists is created if missing (and
+/// must match if present: they are immutable, as in SageMaker); each endpoint is created,
+/// or updated to the file's config; then the endpoints are awaited. Returns one line per
+/// change made.
 pub(crate) fn apply(
     control: &mut impl Control,
-    deployment: &Deployment,
+    file: &DeploymentFile,
 ) -> anyhow::Result<Vec<String>> {
     let mut changes = Vec::new();
-    for model in &deployment.models {
-        let desired = catalog::model_definition(model);
-        let name = &model.name;
-        match control.call("DescribeModel", json!({ "ModelName": name })) {
+    for call in file
+        .calls
+        .iter()
+        .filter(|c| c.operation != "CreateEndpoint")
+    {
+        let (operation, name) = (call.operation, call.name());
+        let resource = operation.trim_start_matches("Create");
+        let name_member = name_member(operation);
+        let described = control.call(&format!("Describe{resource}"), json!({ name_member: name }));
+        let what = match operation {
+            "CreateModel" => "model",
+            "CreateEndpointConfig" => "endpoint config",
+            _ => "alarm",
+        };
+        match described {
             Ok(current) => {
-                let current: ModelDefinition = serde_json::from_value(current)
-                    .with_context(|| format!("DescribeModel {name}"))?;
-                if current != desired {
+                let same = match operation {
+                    "CreateModel" => {
+                        same_definition::<ModelDefinition>(current, &call.input, name_member)
+                    }
+                    "CreateEndpointConfig" => {
+                        same_definition::<ConfigDefinition>(current, &call.input, name_member)
+                    }
+                    _ => same_definition::<AlarmDefinition>(current, &call.input, name_member),
+                }
+                .with_context(|| format!("{what} {name:?}"))?;
+                if !same {
                     bail!(
-                        "model {name:?} differs from the model of that name Plinth already has; \
-                         models are immutable: give the changed model a new name (and point \
-                         its endpoint config at it)"
+                        "{what} {name:?} differs from the {what} of that name Plinth already \
+                         has; {what}s are immutable: give the changed one a new name (and point \
+                         what uses it at the new name)"
                     );
                 }
             }
             Err(e) if e.is_not_found() => {
-                let mut input = serde_json::to_value(&desired)?;
-                input["ModelName"] = json!(name);
                 control
-                    .call("CreateModel", input)
-                    .with_context(|| format!("model {name:?}"))?;
-                changes.push(format!("created model {name}"));
+                    .call(operation, call.input.clone())
+                    .with_context(|| format!("{what} {name:?}"))?;
+                changes.push(format!("created {what} {name}"));
             }
-            Err(e) => return Err(e).with_context(|| format!("model {name:?}")),
+            Err(e) => return Err(e).with_context(|| format!("{what} {name:?}")),
         }
     }
-    for config in &deployment.endpoint_configs {
-        let desired = catalog::config_definition(config);
-        let name = &config.name;
-        match control.call(
-            "DescribeEndpointConfig",
-            json!({ "EndpointConfigName": name }),
-        ) {
-            Ok(current) => {
-                let current: ConfigDefinition = serde_json::from_value(current)
-                    .with_context(|| format!("DescribeEndpointConfig {name}"))?;
-                if current != desired {
-                    bail!(
-                        "endpoint config {name:?} differs from the endpoint config of that name \
-                         Plinth already has; endpoint configs are immutable: give the changed \
-                         one a new name and point the endpoint at it"
-                    );
-                }
-            }
-            Err(e) if e.is_not_found() => {
-                let mut input = serde_json::to_value(&desired)?;
-                input["EndpointConfigName"] = json!(name);
-                control
-                    .call("CreateEndpointConfig", input)
-                    .with_context(|| format!("endpoint config {name:?}"))?;
-                changes.push(format!("created endpoint config {name}"));
-            }
-            Err(e) => return Err(e).with_context(|| format!("endpoint config {name:?}")),
-        }
-    }
-    for (name, desired) in &deployment.alarms {
-        match control.call("DescribeAlarm", json!({ "AlarmName": name })) {
-            Ok(current) => {
-                let current: plinth_policy::metric_alarm::AlarmDefinition = serde_json::from_value(strip(
-                    current,
-                    &[
-                        "AlarmName",
-                        "AlarmArn",
-                        "CreationTime",
-                        "StateValue",
-                        "StateReason",
-                        "Datapoints",
-                    ],
-                ))
-                .with_context(|| format!("DescribeAlarm {name}"))?;
-                if current != *desired {
-                    bail!(
-                        "alarm {name:?} differs from the alarm of that name Plinth already has; \
-                         alarms are immutable: give the changed alarm a new name"
-                    );
-                }
-            }
-            Err(e) if e.is_not_found() => {
-                let mut input = serde_json::to_value(desired)?;
-                input["AlarmName"] = json!(name);
-                control
-                    .call("CreateAlarm", input)
-                    .with_context(|| format!("alarm {name:?}"))?;
-                changes.push(format!("created alarm {name}"));
-            }
-            Err(e) => return Err(e).with_context(|| format!("alarm {name:?}")),
-        }
-    }
-    for endpoint in &deployment.endpoints {
-        let name = &endpoint.name;
-        let mut input = json!({ "EndpointName": name, "EndpointConfigName": endpoint.config_name });
-        if let Some(d) = &endpoint.deployment_config {
-            input["DeploymentConfig"] = serde_json::to_value(d)?;
-        }
+    let endpoints: Vec<&Call> = file.of("CreateEndpoint").collect();
+    for endpoint in &endpoints {
+        let name = endpoint.name();
+        let config_name = &endpoint.input["EndpointConfigName"];
+        let input = endpoint.input.clone();
         let describe = json!({ "EndpointName": name });
         match control.call("DescribeEndpoint", describe.clone()) {
-            Ok(current) if current["EndpointConfigName"] == json!(endpoint.config_name) => {
+            Ok(current) if current["EndpointConfigName"] == *config_name => {
                 if current["EndpointStatus"] == "Failed" {
                     bail!(
                         "endpoint {name:?} is Failed ({}); delete it to create it again",
@@ -161,7 +142,7 @@ pub(crate) fn apply(
                     .with_context(|| format!("endpoint {name:?}"))?;
                 changes.push(format!(
                     "updated endpoint {name} to endpoint config {}",
-                    endpoint.config_name
+                    config_name.as_str().unwrap_or_default()
                 ));
             }
             Err(e) if e.is_not_found() => {
@@ -173,8 +154,9 @@ pub(crate) fn apply(
             Err(e) => return Err(e).with_context(|| format!("endpoint {name:?}")),
         }
     }
-    for endpoint in &deployment.endpoints {
-        let name = &endpoint.name;
+    for endpoint in &endpoints {
+        let name = endpoint.name();
+        let config_name = &endpoint.input["EndpointConfigName"];
         let started = Instant::now();
         let current = loop {
             let current = control.call("DescribeEndpoint", json!({ "EndpointName": name }))?;
@@ -196,11 +178,10 @@ pub(crate) fn apply(
                 current["EndpointStatus"].as_str().unwrap_or_default()
             );
         }
-        if current["EndpointConfigName"] != json!(endpoint.config_name) {
+        if current["EndpointConfigName"] != *config_name {
             bail!(
-                "endpoint {name:?} could not move to endpoint config {:?}; it still serves {}: \
-                 {reason}",
-                endpoint.config_name,
+                "endpoint {name:?} could not move to endpoint config {config_name}; it still \
+                 serves {}: {reason}",
                 current["EndpointConfigName"]
             );
         }

@@ -15,6 +15,7 @@ use crate::state::store::Store;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use plinth_policy::config;
+use plinth_policy::deployment_file::{self, DeploymentFile};
 use plinth_runtime::{OnnxRuntime, Runtime, RuntimeConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -180,12 +181,36 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     })
 }
 
-/// Read and check a deployment file.
-pub(crate) fn read_deployment(path: &Path) -> anyhow::Result<config::Deployment> {
+/// Read a deployment file and check its entries against the API's members.
+pub(crate) fn read_deployment(path: &Path) -> anyhow::Result<DeploymentFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the deployment file {}", path.display()))?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    config::parse(&absolute, &text).map_err(|e| anyhow!("{e}"))
+    deployment_file::parse(&absolute, &text).map_err(|e| anyhow!("{e}"))
+}
+
+/// Apply `file` to a server in memory (its own store, a temporary artifacts directory, no
+/// listening) and throw it away: what `plinth validate` checks.
+pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> anyhow::Result<()> {
+    let artifacts = tempfile::tempdir()?;
+    let settings = Settings {
+        runtime: onnxruntime.load()?.runtime_config(),
+        max_payload_bytes: file.max_payload_bytes,
+        credentials: None,
+    };
+    let tokio = tokio::runtime::Runtime::new()?;
+    let server = tokio.block_on(start(
+        StateLocation::InMemory {
+            artifacts: artifacts.path().to_path_buf(),
+        },
+        settings,
+    ))?;
+    let mut control = InProcess {
+        fleet: &server.fleet,
+        runtime: &tokio,
+    };
+    apply::apply(&mut control, file)?;
+    Ok(())
 }
 
 /// Runs a control-plane operation in this process, from a thread outside the runtime.

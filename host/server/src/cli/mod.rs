@@ -65,11 +65,20 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Check a deployment file without serving it.
+    /// Check a deployment file without serving it: every entry against the API's members,
+    /// then the whole file applied to a server in memory (components loaded, endpoints
+    /// brought up), nothing kept.
     Validate {
         /// The deployment file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Print the file as `[[CreateModel]]`, `[[CreateEndpointConfig]]`,
+        /// `[[CreateAlarm]]` and `[[CreateEndpoint]]` entries (paths resolved), e.g. to
+        /// rewrite a file in the earlier spelling.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        onnxruntime: crate::serve::OnnxRuntimeArgs,
     },
     /// Invoke an endpoint over HTTP (InvokeEndpoint).
     Invoke {
@@ -495,6 +504,18 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
+impl Cli {
+    /// The log level when `PLINTH_LOG` is not set: `warn` for `validate`, whose server in
+    /// memory would otherwise log every step, `info` for the rest.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Validate { .. } => "warn",
+            _ => "info",
+        }
+    }
+}
+
+/// Run a command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
@@ -515,7 +536,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for change in apply::apply(&mut server.client()?, &deployment)? {
                 println!("{change}");
             }
-            println!("ok: {} endpoints InService", deployment.endpoints.len());
+            println!(
+                "ok: {} endpoints InService",
+                deployment.of("CreateEndpoint").count()
+            );
             Ok(())
         }
         Command::Api {
@@ -529,9 +553,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(())
         }
-        Command::Validate { config } => {
+        Command::Validate {
+            config,
+            print,
+            onnxruntime,
+        } => {
             let deployment = crate::serve::read_deployment(&config)?;
-            println!("ok: {} endpoints", deployment.endpoints.len());
+            crate::serve::dry_run(&deployment, &onnxruntime)?;
+            if print {
+                print!("{}", deployment.to_toml());
+                return Ok(());
+            }
+            if deployment.earlier_spelling {
+                eprintln!(
+                    "note: {} uses the earlier spelling ([[models]], [[endpoint_configs]], \
+                     [[endpoints]], [[alarms]]); `plinth validate --print --config {}` prints it \
+                     as [[CreateModel]], [[CreateEndpointConfig]], [[CreateAlarm]] and \
+                     [[CreateEndpoint]] entries",
+                    config.display(),
+                    config.display()
+                );
+            }
+            println!("ok: {} endpoints", deployment.of("CreateEndpoint").count());
             Ok(())
         }
         Command::Invoke {

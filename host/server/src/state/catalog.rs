@@ -462,45 +462,4 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
     }
 }
 
-/// The definitions a deployment file's model and endpoint config stand for, so that the file
-/// is applied through the same operations as the API.
-pub(crate) fn model_definition(m: &Model) -> ModelDefinition {
-    ModelDefinition {
-        primary_container: ContainerDefinition {
-            image: m.component.display().to_string(),
-            model_data_url: m.model_data.as_ref().map(|p| p.display().to_string()),
-            environment: m.environment.iter().cloned().collect(),
-        },
-        execution_role_arn: None,
-        plinth_limits: ModelLimits {
-            memory_size_in_mb: (m.memory_bytes >> 20) as u64,
-            invocation_timeout_in_seconds: m.timeout_seconds,
-        },
-        plinth_backend: m.backend,
-    }
-}
 
-/// See [`model_definition`].
-pub(crate) fn config_definition(c: &EndpointConfig) -> ConfigDefinition {
-    ConfigDefinition {
-        production_variants: c
-            .variants
-            .iter()
-            .map(|v| ProductionVariant {
-                variant_name: v.name.clone(),
-                model_name: v.model.name.clone(),
-                initial_instance_count: v.instance_count as u64,
-                initial_variant_weight: v.weight,
-                instance_type: None,
-                routing_config: RoutingConfig {
-                    routing_strategy: v.routing_strategy,
-                },
-                plinth_max_queue_length: v.max_queue_length as u64,
-                plinth_max_batch_size: v.max_batch_size as u64,
-                plinth_sampling_percentage: None,
-            })
-            .collect(),
-        shadow_production_variants: Vec::new(),
-        plinth_experiment: None,
-    }
-}
