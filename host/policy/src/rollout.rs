@@ -4,8 +4,11 @@
 //! names, validated as SageMaker validates it, and turned into a [`Plan`]: the traffic
 //! steps to apply, how long to bake after each, and how to roll back.
 //!
-//! This module owns the rules and the plan only. Provisioning the new fleet, moving
-//! traffic, watching alarms during bakes and rolling back are the server's job.
+//! This module owns the rules and the plan. Executing a plan is decided step by step by
+//! the state machine in [`crate::rollout_machine`] (when traffic moves, bakes, alarms, the
+//! execution timeout, rolling and rollback batches); the server's driver only carries out
+//! its commands (building the new fleet, resizing pools, publishing snapshots, evaluating
+//! alarms, keeping time).
 //!
 //! Capacities ([`CapacitySize`]) are fractions of the *new* fleet: `INSTANCE_COUNT n` is
 //! `n / new_fleet_instances`, `CAPACITY_PERCENT p` is `p / 100`. Limits are checked on
@@ -220,6 +223,19 @@ const ROLLING: &str = "DeploymentConfig.RollingUpdatePolicy";
 const ALARMS: &str = "DeploymentConfig.AutoRollbackConfiguration.Alarms";
 
 impl DeploymentConfig {
+    /// [`plan`](Self::plan) for a new fleet of production variants of these instance counts:
+    /// a rolling update replaces one variant only.
+    pub fn plan_variants(&self, instance_counts: &[usize]) -> Result<Plan, String> {
+        let plan = self.plan(instance_counts.iter().sum())?;
+        if plan.strategy == Strategy::Rolling && instance_counts.len() > 1 {
+            return Err(format!(
+                "{ROLLING} applies to endpoint configs with one production variant; use \
+                 BlueGreenUpdatePolicy for several"
+            ));
+        }
+        Ok(plan)
+    }
+
     /// Validate the config as SageMaker does and plan the update of a variant whose new
     /// fleet has `new_fleet_instances` instances. The error names the field and the rule.
     ///
@@ -893,6 +909,27 @@ mod tests {
         assert_err(&rolling(count(1), None), 21, "1 instance is 4.76%");
         assert_err(&rolling(pct(10), None), 0, "at least 1 instance; it has 0");
         assert!(rolling(count(1), None).plan(20).is_ok());
+    }
+
+    #[test]
+    fn rolling_replaces_one_variant() {
+        let plan = rolling(count(1), None).plan_variants(&[4]).unwrap();
+        assert_eq!(plan, rolling(count(1), None).plan(4).unwrap());
+        assert_eq!(
+            rolling(count(1), None).plan_variants(&[2, 2]).unwrap_err(),
+            "DeploymentConfig.RollingUpdatePolicy applies to endpoint configs with one \
+             production variant; use BlueGreenUpdatePolicy for several"
+        );
+        // Blue/green counts the variants together.
+        let plan = linear(count(1)).plan_variants(&[2, 1]).unwrap();
+        assert_eq!(shares(&plan), vec![1.0 / 3.0, 2.0 / 3.0, 1.0]);
+        // The config's own errors come first.
+        assert_err_variants(&rolling(count(3), None), &[2, 2], "3 instances is 75%");
+    }
+
+    fn assert_err_variants(config: &DeploymentConfig, counts: &[usize], fragment: &str) {
+        let error = config.plan_variants(counts).unwrap_err();
+        assert!(error.contains(fragment), "{error}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A deployment (UpdateEndpoint with a `DeploymentConfig`) as a pure state machine:
 //! `(state, event) -> commands`. Policy decides, the server carries out.
 //!
-//! [`Rollout`] holds the [`Plan`](crate::rollout::Plan), both fleets' sizes and where the
+//! [`Rollout`] holds the [`Plan`], both fleets' sizes and where the
 //! deployment is (step, share, phase, when the phase started). [`Rollout::next`] takes one
 //! [`Event`] (what happened) and the time since the deployment started, and answers the
 //! [`Command`]s to carry out, in order. Every decision is here: when traffic moves and by
@@ -348,7 +348,10 @@ impl Rollout {
     /// does not answer the last command): the driver broke the protocol.
     pub fn next(&mut self, now: Duration, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
-        match (std::mem::replace(&mut self.awaiting, Awaiting::Finished), event) {
+        match (
+            std::mem::replace(&mut self.awaiting, Awaiting::Finished),
+            event,
+        ) {
             (Awaiting::Start, Event::Started) => self.start(now, &mut out),
             (Awaiting::Build, Event::FleetBuilt) => {
                 let batch = self.first_batch();
@@ -378,7 +381,11 @@ impl Rollout {
                 self.roll_back(now, reason, &mut out);
             }
             (Awaiting::Evaluation { .. }, Event::AlarmFiring { alarm, reason }) => {
-                self.roll_back(now, format!("alarm {alarm} is in ALARM: {reason}"), &mut out);
+                self.roll_back(
+                    now,
+                    format!("alarm {alarm} is in ALARM: {reason}"),
+                    &mut out,
+                );
             }
             (Awaiting::Evaluation { until }, Event::AlarmsQuiet) => {
                 self.alarms_quiet(now, until, &mut out)
@@ -662,7 +669,13 @@ impl Rollout {
     /// A rolling rollback's batch back to `share`: the old fleet's variants from `from` on
     /// grow to their part, one at a time; then the share is published and the new fleet
     /// shrinks to its part; then the next batch, until the share is 0, then the drain.
-    fn roll_back_to(&mut self, now: Duration, mut share: f64, mut from: usize, out: &mut Vec<Command>) {
+    fn roll_back_to(
+        &mut self,
+        now: Duration,
+        mut share: f64,
+        mut from: usize,
+        out: &mut Vec<Command>,
+    ) {
         loop {
             for (i, v) in self.old.variants.iter().enumerate().skip(from) {
                 let (_, instances) = split(v.desired, share);
@@ -734,5 +747,1116 @@ fn percent(share: f64) -> String {
         format!("{p:.0}")
     } else {
         format!("{p:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::DeploymentConfig;
+
+    const V: &str = "AllTraffic";
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn plan(json: &str, instances: usize) -> Plan {
+        serde_json::from_str::<DeploymentConfig>(json)
+            .unwrap()
+            .plan(instances)
+            .unwrap()
+    }
+
+    fn sizes(variants: &[(&str, usize)]) -> Vec<VariantSize> {
+        variants
+            .iter()
+            .map(|&(variant, desired)| VariantSize {
+                variant: variant.into(),
+                desired,
+                instances: desired,
+            })
+            .collect()
+    }
+
+    /// A deployment of `json` from config `v1` (`old`, its pools at full size) to `v2`
+    /// (`new`), started.
+    fn started(
+        json: &str,
+        old: &[(&str, usize)],
+        new: &[(&str, usize)],
+    ) -> (Rollout, Vec<Command>) {
+        let plan = plan(json, new.iter().map(|v| v.1).sum());
+        let mut r = Rollout::new(
+            plan,
+            Fleet {
+                config: "v1".into(),
+                variants: sizes(old),
+            },
+            Fleet {
+                config: "v2".into(),
+                variants: sizes(new),
+            },
+        );
+        let commands = feed(&mut r, Duration::ZERO, Event::Started);
+        (r, commands)
+    }
+
+    /// `r.next`, checking the protocol: only the last command of an answer leads to an
+    /// event or finishes, and every answer ends with one that does.
+    #[track_caller]
+    fn feed(r: &mut Rollout, at: Duration, event: Event) -> Vec<Command> {
+        let commands = r.next(at, event);
+        let (last, before) = commands.split_last().expect("an answer");
+        for c in before {
+            assert!(
+                !c.leads_to_event() && !matches!(c, Command::Finish { .. }),
+                "{c:?} before the end of {commands:?}"
+            );
+        }
+        let finish = matches!(last, Command::Finish { .. });
+        assert!(
+            last.leads_to_event() || finish,
+            "{commands:?} leads nowhere"
+        );
+        assert_eq!(r.finished(), finish);
+        commands
+    }
+
+    fn progress(
+        status: Status,
+        phase: Phase,
+        step: usize,
+        share: f64,
+        started: Duration,
+        end: Option<Duration>,
+        message: &str,
+    ) -> Command {
+        Command::Publish(Progress {
+            status,
+            phase,
+            step,
+            share,
+            phase_started: started,
+            phase_end: end,
+            message: message.into(),
+        })
+    }
+
+    fn updating(
+        phase: Phase,
+        step: usize,
+        share: f64,
+        started: Duration,
+        end: Option<Duration>,
+        message: &str,
+    ) -> Command {
+        progress(Status::Updating, phase, step, share, started, end, message)
+    }
+
+    fn rolling_back(step: usize, share: f64, started: Duration, message: &str) -> Command {
+        progress(
+            Status::RollingBack,
+            Phase::RollingBack,
+            step,
+            share,
+            started,
+            None,
+            message,
+        )
+    }
+
+    fn evaluate(alarms: &[&str]) -> Command {
+        Command::EvaluateAlarms {
+            alarms: alarms.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn grow(fleet: Side, instances: usize) -> Command {
+        Command::Grow {
+            fleet,
+            variant: V.into(),
+            instances,
+        }
+    }
+
+    fn shrink(fleet: Side, instances: usize) -> Command {
+        Command::Shrink {
+            fleet,
+            variant: V.into(),
+            instances,
+        }
+    }
+
+    fn build(variants: &[(&str, usize, usize)]) -> Command {
+        Command::BuildNewFleet {
+            variants: variants
+                .iter()
+                .map(|&(variant, desired, instances)| VariantSize {
+                    variant: variant.into(),
+                    desired,
+                    instances,
+                })
+                .collect(),
+        }
+    }
+
+    fn completed() -> Command {
+        Command::Finish {
+            outcome: Outcome::Completed,
+            failure_reason: None,
+            message: "Deployment complete: in service on v2".into(),
+        }
+    }
+
+    fn rolled_back(reason: &str) -> Command {
+        Command::Finish {
+            outcome: Outcome::RolledBack,
+            failure_reason: Some(format!(
+                "The deployment of endpoint configuration v2 was rolled back: {reason}. The \
+                 endpoint serves v1."
+            )),
+            message: "Rolled back: in service on v1".into(),
+        }
+    }
+
+    /// A bake from `from` (its first evaluation, just answered) to `until` with no alarm:
+    /// a wait of one tick after each evaluation (the last one shorter, to the bake's end),
+    /// an evaluation after each wait. The answer to the evaluation at `until`.
+    #[track_caller]
+    fn bake_quietly(
+        r: &mut Rollout,
+        from: Duration,
+        until: Duration,
+        alarms: &[&str],
+    ) -> Vec<Command> {
+        let mut now = from;
+        loop {
+            let answer = feed(r, now, Event::AlarmsQuiet);
+            if now >= until {
+                return answer;
+            }
+            let next = (now + ALARM_TICK).min(until);
+            assert_eq!(answer, [Command::WaitUntil(next)], "at {now:?}");
+            now = next;
+            assert_eq!(feed(r, now, Event::Tick), [evaluate(alarms)], "at {now:?}");
+        }
+    }
+
+    const CANARY: &str = r#"{
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 2,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 25}},
+            "TerminationWaitInSeconds": 1,
+            "MaximumExecutionTimeoutInSeconds": 600},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "errors"}, {"AlarmName": "latency"}]}}"#;
+    const ALARMS: &[&str] = &["errors", "latency"];
+
+    #[test]
+    fn canary_bakes_a_quarter_then_everything_then_waits_for_termination() {
+        let (mut r, answer) = started(CANARY, &[(V, 2)], &[(V, 4)]);
+        assert_eq!(
+            answer,
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "Deployment to v2 started (CANARY, 2 steps, rollback alarms errors, \
+                     latency): creating the new fleet"
+                ),
+                build(&[(V, 4, 4)]),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(1500), Event::FleetBuilt),
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "New fleet v2 created and warm"
+                ),
+                updating(
+                    Phase::ActivatingTraffic,
+                    1,
+                    0.25,
+                    ms(1500),
+                    None,
+                    "Step 1/2: 25% of traffic to the new fleet"
+                ),
+                updating(
+                    Phase::Baking,
+                    1,
+                    0.25,
+                    ms(1500),
+                    Some(ms(3500)),
+                    "Step 1/2: baking for 2 s"
+                ),
+                evaluate(ALARMS),
+            ]
+        );
+        assert_eq!(
+            bake_quietly(&mut r, ms(1500), ms(3500), ALARMS),
+            [
+                updating(
+                    Phase::ActivatingTraffic,
+                    2,
+                    1.0,
+                    ms(3500),
+                    None,
+                    "Step 2/2: 100% of traffic to the new fleet"
+                ),
+                updating(
+                    Phase::Baking,
+                    2,
+                    1.0,
+                    ms(3500),
+                    Some(ms(5500)),
+                    "Step 2/2: baking for 2 s (final bake)"
+                ),
+                evaluate(ALARMS),
+            ]
+        );
+        // The termination wait evaluates no alarm.
+        assert_eq!(
+            bake_quietly(&mut r, ms(3500), ms(5500), ALARMS),
+            [
+                updating(
+                    Phase::Terminating,
+                    2,
+                    1.0,
+                    ms(5500),
+                    Some(ms(6500)),
+                    "All traffic on the new fleet; the old fleet stays warm for 1 s"
+                ),
+                Command::WaitUntil(ms(6500)),
+            ]
+        );
+        assert_eq!(feed(&mut r, ms(6500), Event::Tick), [completed()]);
+    }
+
+    #[test]
+    fn linear_moves_equal_steps_of_every_variant_without_resizing() {
+        let json = r#"{"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+            "Type": "LINEAR", "WaitIntervalInSeconds": 0,
+            "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": 1}}}}"#;
+        let (mut r, answer) = started(json, &[(V, 1)], &[("A", 2), ("B", 1)]);
+        assert_eq!(
+            answer,
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "Deployment to v2 started (LINEAR, 3 steps): creating the new fleet"
+                ),
+                build(&[("A", 2, 2), ("B", 1, 1)]),
+            ]
+        );
+        let step = |k: usize, share: f64, percent: &str, at: Duration, last: bool| {
+            [
+                updating(
+                    Phase::ActivatingTraffic,
+                    k,
+                    share,
+                    at,
+                    None,
+                    &format!("Step {k}/3: {percent}% of traffic to the new fleet"),
+                ),
+                updating(
+                    Phase::Baking,
+                    k,
+                    share,
+                    at,
+                    Some(at),
+                    &format!(
+                        "Step {k}/3: baking for 0 s{}",
+                        if last { " (final bake)" } else { "" }
+                    ),
+                ),
+                evaluate(&[]),
+            ]
+        };
+        let mut first = vec![updating(
+            Phase::Creating,
+            0,
+            0.0,
+            Duration::ZERO,
+            None,
+            "New fleet v2 created and warm",
+        )];
+        first.extend(step(1, 1.0 / 3.0, "33.3", ms(10), false));
+        assert_eq!(feed(&mut r, ms(10), Event::FleetBuilt), first);
+        // A bake of 0 s still evaluates the alarms once.
+        assert_eq!(
+            feed(&mut r, ms(11), Event::AlarmsQuiet),
+            step(2, 2.0 / 3.0, "66.7", ms(11), false)
+        );
+        assert_eq!(
+            feed(&mut r, ms(12), Event::AlarmsQuiet),
+            step(3, 1.0, "100", ms(12), true)
+        );
+        // No termination wait: complete at once.
+        assert_eq!(feed(&mut r, ms(13), Event::AlarmsQuiet), [completed()]);
+    }
+
+    #[test]
+    fn all_at_once_without_a_policy_is_one_step_and_no_bake() {
+        let (mut r, answer) = started("{}", &[(V, 1)], &[(V, 2)]);
+        assert_eq!(
+            answer,
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "Deployment to v2 started (ALL_AT_ONCE, 1 step): creating the new fleet"
+                ),
+                build(&[(V, 2, 2)]),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(5), Event::FleetBuilt),
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "New fleet v2 created and warm"
+                ),
+                updating(
+                    Phase::ActivatingTraffic,
+                    1,
+                    1.0,
+                    ms(5),
+                    None,
+                    "Step 1/1: 100% of traffic to the new fleet"
+                ),
+                updating(
+                    Phase::Baking,
+                    1,
+                    1.0,
+                    ms(5),
+                    Some(ms(5)),
+                    "Step 1/1: baking for 0 s (final bake)"
+                ),
+                evaluate(&[]),
+            ]
+        );
+        assert_eq!(feed(&mut r, ms(6), Event::AlarmsQuiet), [completed()]);
+    }
+
+    #[test]
+    fn a_bake_evaluates_at_its_start_every_tick_after_each_evaluation_and_at_its_end() {
+        let json = r#"{"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {
+            "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 1}}}"#;
+        let (mut r, _) = started(json, &[(V, 1)], &[(V, 1)]);
+        let answer = feed(&mut r, Duration::ZERO, Event::FleetBuilt);
+        assert_eq!(answer.last(), Some(&evaluate(&[])));
+        // Evaluations that take 30 ms, then 5 ms: the tick counts from each one's end.
+        let mut now = ms(30);
+        let mut waits = Vec::new();
+        loop {
+            let answer = feed(&mut r, now, Event::AlarmsQuiet);
+            let [Command::WaitUntil(at)] = answer[..] else {
+                assert_eq!(answer, [completed()]);
+                break;
+            };
+            waits.push(at.as_millis());
+            assert_eq!(feed(&mut r, at, Event::Tick), [evaluate(&[])]);
+            now = at + ms(5);
+            if at == ms(1000) {
+                now = at;
+            }
+        }
+        let mut expected = vec![130];
+        while *expected.last().unwrap() + 105 < 1000 {
+            expected.push(expected.last().unwrap() + 105);
+        }
+        expected.push(1000);
+        assert_eq!(waits, expected);
+    }
+
+    #[test]
+    fn an_alarm_during_a_bake_sends_all_traffic_back_and_drains() {
+        let (mut r, _) = started(CANARY, &[(V, 2)], &[(V, 4)]);
+        feed(&mut r, ms(1000), Event::FleetBuilt);
+        assert_eq!(
+            feed(&mut r, ms(1001), Event::AlarmsQuiet),
+            [Command::WaitUntil(ms(1101))]
+        );
+        assert_eq!(feed(&mut r, ms(1101), Event::Tick), [evaluate(ALARMS)]);
+        let reason = "alarm latency is in ALARM: Threshold Crossed: 1 datapoint [0.5] was \
+                      greater than the threshold (0.1)";
+        assert_eq!(
+            feed(
+                &mut r,
+                ms(1102),
+                Event::AlarmFiring {
+                    alarm: "latency".into(),
+                    reason: "Threshold Crossed: 1 datapoint [0.5] was greater than the \
+                             threshold (0.1)."
+                        .into(),
+                }
+            ),
+            [
+                Command::RollBack {
+                    reason: reason.into()
+                },
+                rolling_back(
+                    1,
+                    0.0,
+                    ms(1102),
+                    &format!("Rolling back: {reason}; all traffic returns to the old fleet")
+                ),
+                Command::Drain {
+                    until: ms(1102) + DRAIN_LIMIT
+                },
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(1500), Event::Drained),
+            [rolled_back(reason)]
+        );
+    }
+
+    #[test]
+    fn the_execution_timeout_rolls_back_at_the_first_evaluation_past_it() {
+        let json = r#"{"BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 3600},
+            "MaximumExecutionTimeoutInSeconds": 600}}"#;
+        let (mut r, _) = started(json, &[(V, 1)], &[(V, 1)]);
+        feed(&mut r, ms(10_000), Event::FleetBuilt);
+        // At the limit exactly it goes on.
+        assert_eq!(
+            feed(&mut r, ms(600_000), Event::AlarmsQuiet),
+            [Command::WaitUntil(ms(600_100))]
+        );
+        assert_eq!(feed(&mut r, ms(600_100), Event::Tick), [evaluate(&[])]);
+        let reason = "the deployment ran past MaximumExecutionTimeoutInSeconds (600 s)";
+        assert_eq!(
+            feed(&mut r, ms(600_101), Event::AlarmsQuiet),
+            [
+                Command::RollBack {
+                    reason: reason.into()
+                },
+                rolling_back(
+                    1,
+                    0.0,
+                    ms(600_101),
+                    &format!("Rolling back: {reason}; all traffic returns to the old fleet")
+                ),
+                Command::Drain { until: ms(630_101) },
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(601_000), Event::Drained),
+            [rolled_back(reason)]
+        );
+    }
+
+    #[test]
+    fn the_execution_timeout_is_checked_at_evaluations_and_an_alarm_comes_first() {
+        let json = r#"{"BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60},
+            "MaximumExecutionTimeoutInSeconds": 600},
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "errors"}]}}"#;
+        // A build that outlasts the timeout still publishes its step: the timeout rolls
+        // back at the bake's first evaluation.
+        let (mut r, _) = started(json, &[(V, 1)], &[(V, 1)]);
+        let answer = feed(&mut r, ms(700_000), Event::FleetBuilt);
+        assert_eq!(answer.len(), 4, "{answer:?}");
+        assert_eq!(answer[3], evaluate(&["errors"]));
+        let answer = feed(&mut r, ms(700_001), Event::AlarmsQuiet);
+        assert_eq!(
+            answer[0],
+            Command::RollBack {
+                reason: "the deployment ran past MaximumExecutionTimeoutInSeconds (600 s)".into()
+            }
+        );
+        // Past the timeout, an alarm in ALARM is the reason given.
+        let (mut r, _) = started(json, &[(V, 1)], &[(V, 1)]);
+        feed(&mut r, ms(700_000), Event::FleetBuilt);
+        let answer = feed(
+            &mut r,
+            ms(700_001),
+            Event::AlarmFiring {
+                alarm: "errors".into(),
+                reason: "high".into(),
+            },
+        );
+        assert_eq!(
+            answer[0],
+            Command::RollBack {
+                reason: "alarm errors is in ALARM: high".into()
+            }
+        );
+    }
+
+    const ROLLING_HALVES: &str = r#"{"RollingUpdatePolicy": {
+        "MaximumBatchSize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+        "WaitIntervalInSeconds": 1}}"#;
+
+    #[test]
+    fn rolling_grows_the_new_fleet_then_shifts_then_shrinks_the_old_one() {
+        let (mut r, answer) = started(ROLLING_HALVES, &[(V, 4)], &[(V, 4)]);
+        assert_eq!(
+            answer,
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "Deployment to v2 started (ROLLING, 2 steps): creating the new fleet"
+                ),
+                // The first batch only.
+                build(&[(V, 4, 2)]),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(1000), Event::FleetBuilt),
+            [
+                updating(
+                    Phase::Creating,
+                    0,
+                    0.0,
+                    Duration::ZERO,
+                    None,
+                    "New fleet v2 created and warm"
+                ),
+                updating(
+                    Phase::ActivatingTraffic,
+                    1,
+                    0.0,
+                    ms(1000),
+                    None,
+                    "Step 1/2: growing the new fleet"
+                ),
+                // Built at its size: nothing to grow.
+                updating(
+                    Phase::ActivatingTraffic,
+                    1,
+                    0.5,
+                    ms(1000),
+                    None,
+                    "Step 1/2: 50% of traffic to the new fleet"
+                ),
+                shrink(Side::Old, 2),
+                updating(
+                    Phase::Baking,
+                    1,
+                    0.5,
+                    ms(1000),
+                    Some(ms(2000)),
+                    "Step 1/2: baking for 1 s"
+                ),
+                evaluate(&[]),
+            ]
+        );
+        assert_eq!(
+            bake_quietly(&mut r, ms(1000), ms(2000), &[]),
+            [
+                updating(
+                    Phase::ActivatingTraffic,
+                    2,
+                    0.5,
+                    ms(2000),
+                    None,
+                    "Step 2/2: growing the new fleet"
+                ),
+                grow(Side::New, 4),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(2300), Event::Grown),
+            [
+                updating(
+                    Phase::ActivatingTraffic,
+                    2,
+                    1.0,
+                    ms(2300),
+                    None,
+                    "Step 2/2: 100% of traffic to the new fleet"
+                ),
+                shrink(Side::Old, 0),
+                updating(
+                    Phase::Baking,
+                    2,
+                    1.0,
+                    ms(2300),
+                    Some(ms(3300)),
+                    "Step 2/2: baking for 1 s (final bake)"
+                ),
+                evaluate(&[]),
+            ]
+        );
+        // A rolling update has no termination wait.
+        assert_eq!(bake_quietly(&mut r, ms(2300), ms(3300), &[]), [completed()]);
+    }
+
+    /// A rolling update of 4 instances in batches of 1, rolled back in batches of
+    /// `rollback`, up to step `step`'s bake (grown and shifted, its alarms evaluating).
+    fn rolling_quarters(rollback: &str, step: usize) -> Rollout {
+        let json = format!(
+            r#"{{"RollingUpdatePolicy": {{
+                "MaximumBatchSize": {{"Type": "INSTANCE_COUNT", "Value": 1}},
+                "WaitIntervalInSeconds": 0{rollback}}},
+                "AutoRollbackConfiguration": {{"Alarms": [{{"AlarmName": "errors"}}]}}}}"#
+        );
+        let (mut r, answer) = started(&json, &[(V, 4)], &[(V, 4)]);
+        assert_eq!(answer[1], build(&[(V, 4, 1)]));
+        let answer = feed(&mut r, ms(1000), Event::FleetBuilt);
+        assert_eq!(answer[3], shrink(Side::Old, 3));
+        for k in 2..=step {
+            let at = ms(1000 + 100 * k as u64);
+            let answer = feed(&mut r, at, Event::AlarmsQuiet);
+            assert_eq!(answer[1], grow(Side::New, k), "{answer:?}");
+            let answer = feed(&mut r, at, Event::Grown);
+            assert_eq!(answer[1], shrink(Side::Old, 4 - k), "{answer:?}");
+            assert_eq!(answer.last(), Some(&evaluate(&["errors"])));
+        }
+        r
+    }
+
+    fn firing() -> Event {
+        Event::AlarmFiring {
+            alarm: "errors".into(),
+            reason: "Threshold Crossed: 1 datapoint [0.5] was greater than the threshold (0.1)."
+                .into(),
+        }
+    }
+    const FIRED: &str = "alarm errors is in ALARM: Threshold Crossed: 1 datapoint [0.5] was \
+                         greater than the threshold (0.1)";
+
+    #[test]
+    fn a_rolling_update_rolls_back_in_batches_of_rollback_maximum_batch_size() {
+        let mut r = rolling_quarters(
+            r#", "RollbackMaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 2}"#,
+            3,
+        );
+        // 75% on the new fleet (1 old, 3 new): back to 25% (3, 1), then 0% (4, 0); each
+        // batch grows the old fleet before its share moves back.
+        assert_eq!(
+            feed(&mut r, ms(2000), firing()),
+            [
+                Command::RollBack {
+                    reason: FIRED.into()
+                },
+                rolling_back(3, 0.75, ms(2000), &format!("Rolling back: {FIRED}")),
+                grow(Side::Old, 3),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(2100), Event::Grown),
+            [
+                rolling_back(
+                    3,
+                    0.25,
+                    ms(2000),
+                    "Rolling back: 25% of traffic on the new fleet"
+                ),
+                shrink(Side::New, 1),
+                grow(Side::Old, 4),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(2200), Event::Grown),
+            [
+                rolling_back(
+                    3,
+                    0.0,
+                    ms(2000),
+                    "Rolling back: 0% of traffic on the new fleet"
+                ),
+                shrink(Side::New, 0),
+                Command::Drain {
+                    until: ms(2200) + DRAIN_LIMIT
+                },
+            ]
+        );
+        assert_eq!(feed(&mut r, ms(2300), Event::Drained), [rolled_back(FIRED)]);
+    }
+
+    #[test]
+    fn a_rolling_update_without_rollback_batches_rolls_back_at_once() {
+        let mut r = rolling_quarters("", 2);
+        assert_eq!(
+            feed(&mut r, ms(3000), firing()),
+            [
+                Command::RollBack {
+                    reason: FIRED.into()
+                },
+                rolling_back(2, 0.5, ms(3000), &format!("Rolling back: {FIRED}")),
+                grow(Side::Old, 4),
+            ]
+        );
+        assert_eq!(
+            feed(&mut r, ms(3100), Event::Grown),
+            [
+                rolling_back(
+                    2,
+                    0.0,
+                    ms(3000),
+                    "Rolling back: 0% of traffic on the new fleet"
+                ),
+                shrink(Side::New, 0),
+                Command::Drain {
+                    until: ms(3100) + DRAIN_LIMIT
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rolling_rollback_in_thirds_takes_three_batches() {
+        let json = r#"{"RollingUpdatePolicy": {
+            "MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            "RollbackMaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            "WaitIntervalInSeconds": 0}}"#;
+        let (mut r, _) = started(json, &[(V, 3)], &[(V, 3)]);
+        feed(&mut r, ms(1), Event::FleetBuilt);
+        for k in 2..=3 {
+            assert_eq!(
+                feed(&mut r, ms(1), Event::AlarmsQuiet)[1],
+                grow(Side::New, k)
+            );
+            feed(&mut r, ms(1), Event::Grown);
+        }
+        // In the final bake (all 3 on the new fleet), a failed growth cannot happen; an
+        // alarm can: a driver reporting one.
+        let answer = feed(&mut r, ms(2), firing());
+        assert_eq!(answer[2], grow(Side::Old, 1));
+        let mut published = Vec::new();
+        let mut answer = feed(&mut r, ms(3), Event::Grown);
+        loop {
+            let Command::Publish(p) = &answer[0] else {
+                panic!("{answer:?}")
+            };
+            published.push(p.message.clone());
+            match answer.last() {
+                Some(Command::Grow { .. }) => answer = feed(&mut r, ms(3), Event::Grown),
+                _ => break,
+            }
+        }
+        // 1 - 1/3 - 1/3 - 1/3 is not 0 in binary: the residue counts as 0.
+        assert_eq!(
+            published,
+            [
+                "Rolling back: 66.7% of traffic on the new fleet",
+                "Rolling back: 33.3% of traffic on the new fleet",
+                "Rolling back: 0% of traffic on the new fleet",
+            ]
+        );
+        assert_eq!(
+            answer[1..],
+            [
+                shrink(Side::New, 0),
+                Command::Drain {
+                    until: ms(3) + DRAIN_LIMIT
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_growth_of_the_new_fleet_rolls_back() {
+        let mut r = rolling_quarters("", 1);
+        assert_eq!(
+            feed(&mut r, ms(2000), Event::AlarmsQuiet)[1],
+            grow(Side::New, 2)
+        );
+        let reason = "variant AllTraffic: cannot grow the new fleet: out of memory";
+        assert_eq!(
+            feed(&mut r, ms(2100), Event::GrowFailed("out of memory".into())),
+            [
+                Command::RollBack {
+                    reason: reason.into()
+                },
+                // Step 2 had not moved its share yet.
+                rolling_back(2, 0.25, ms(2100), &format!("Rolling back: {reason}")),
+                grow(Side::Old, 4),
+            ]
+        );
+        let answer = feed(&mut r, ms(2200), Event::Grown);
+        assert_eq!(answer[1], shrink(Side::New, 0));
+        assert_eq!(
+            feed(&mut r, ms(2300), Event::Drained),
+            [rolled_back(reason)]
+        );
+    }
+
+    #[test]
+    fn a_failed_growth_of_the_old_fleet_moves_on_and_the_next_batch_grows_it_again() {
+        let mut r = rolling_quarters(
+            r#", "RollbackMaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1}"#,
+            2,
+        );
+        assert_eq!(feed(&mut r, ms(3000), firing())[2], grow(Side::Old, 3));
+        assert_eq!(
+            feed(&mut r, ms(3100), Event::GrowFailed("out of memory".into())),
+            [
+                rolling_back(
+                    2,
+                    0.25,
+                    ms(3000),
+                    "Rolling back: 25% of traffic on the new fleet"
+                ),
+                shrink(Side::New, 1),
+                // Still 2 instances: grown to the next batch's 4 directly.
+                grow(Side::Old, 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_build_failure_keeps_the_old_config() {
+        let (mut r, _) = started(CANARY, &[(V, 2)], &[(V, 4)]);
+        let reason = "variant AllTraffic, model v2: the component does not load";
+        assert_eq!(
+            feed(&mut r, ms(700), Event::BuildFailed(reason.into())),
+            [Command::Finish {
+                outcome: Outcome::Failed,
+                failure_reason: Some(reason.into()),
+                message: format!("Deployment of v2 failed, v1 keeps serving: {reason}"),
+            }]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot take Tick: the driver broke the protocol")]
+    fn an_event_out_of_turn_is_a_broken_driver() {
+        let (mut r, _) = started(CANARY, &[(V, 2)], &[(V, 4)]);
+        r.next(ms(1), Event::Tick);
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot take Drained")]
+    fn nothing_follows_the_finish() {
+        let (mut r, _) = started(CANARY, &[(V, 2)], &[(V, 4)]);
+        feed(&mut r, ms(1), Event::BuildFailed("no".into()));
+        r.next(ms(2), Event::Drained);
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(Outcome::Completed.as_str(), "Completed");
+        assert_eq!(Outcome::RolledBack.as_str(), "RolledBack");
+        assert_eq!(Outcome::Failed.as_str(), "Failed");
+        assert_eq!(Outcome::Completed.serves(), Side::New);
+        assert_eq!(Outcome::RolledBack.serves(), Side::Old);
+        assert_eq!(Outcome::Failed.serves(), Side::Old);
+    }
+
+    #[test]
+    fn percentages_in_messages() {
+        assert_eq!(percent(0.25), "25");
+        assert_eq!(percent(1.0), "100");
+        assert_eq!(percent(0.0), "0");
+        assert_eq!(percent(1.0 / 3.0), "33.3");
+        assert_eq!(percent(2.0 / 3.0), "66.7");
+        assert_eq!(percent(0.125), "12.5");
+    }
+
+    /// A driver over simulated pools of one variant per fleet: it carries out every command
+    /// and checks, after each, what a deployment must never do.
+    struct Sim {
+        old: usize,
+        new: usize,
+        /// The most instances one step or rollback batch may add.
+        batch: usize,
+        now: Duration,
+        published: Vec<Progress>,
+    }
+
+    impl Sim {
+        /// Run `plan` from a fleet of `desired` to one of `desired`, an alarm firing at the
+        /// first evaluation of step `fire_at`; the outcome.
+        fn run(plan: Plan, desired: usize, fire_at: Option<usize>) -> (Self, Outcome) {
+            let batch = [plan.steps[0].new_share, plan.rollback_step]
+                .into_iter()
+                .map(|s| split(desired, s).0)
+                .max()
+                .unwrap();
+            let fleet = |config: &str| Fleet {
+                config: config.into(),
+                variants: sizes(&[(V, desired)]),
+            };
+            let mut r = Rollout::new(plan.clone(), fleet("v1"), fleet("v2"));
+            let mut sim = Sim {
+                old: desired,
+                new: 0,
+                batch,
+                now: Duration::ZERO,
+                published: Vec::new(),
+            };
+            let mut event = Event::Started;
+            loop {
+                let mut next = None;
+                for command in feed(&mut r, sim.now, event) {
+                    match command {
+                        Command::Publish(p) => {
+                            // The share never routes to instances that do not exist.
+                            if p.share > 0.0 {
+                                assert!(sim.new >= split(desired, p.share).0, "{p:?}");
+                            }
+                            assert!(sim.old >= split(desired, p.share).1, "{p:?}");
+                            if let Some(end) = p.phase_end {
+                                assert_eq!(
+                                    end - p.phase_started,
+                                    match p.phase {
+                                        Phase::Baking => plan.steps[p.step - 1].bake,
+                                        _ => plan.termination_wait,
+                                    }
+                                );
+                            }
+                            sim.published.push(p);
+                        }
+                        Command::BuildNewFleet { variants } => {
+                            sim.new = variants[0].instances;
+                            next = Some(Event::FleetBuilt);
+                        }
+                        Command::Grow {
+                            fleet, instances, ..
+                        } => {
+                            let pool = match fleet {
+                                Side::Old => &mut sim.old,
+                                Side::New => &mut sim.new,
+                            };
+                            assert!(instances > *pool);
+                            *pool = instances;
+                            next = Some(Event::Grown);
+                        }
+                        Command::Shrink {
+                            fleet, instances, ..
+                        } => {
+                            let pool = match fleet {
+                                Side::Old => &mut sim.old,
+                                Side::New => &mut sim.new,
+                            };
+                            assert!(instances < *pool);
+                            *pool = instances;
+                        }
+                        Command::EvaluateAlarms { .. } => {
+                            let step = sim.published.last().unwrap().step;
+                            next = Some(if fire_at == Some(step) {
+                                firing()
+                            } else {
+                                Event::AlarmsQuiet
+                            });
+                            sim.now += ms(1);
+                        }
+                        Command::WaitUntil(at) => {
+                            assert!(at > sim.now);
+                            sim.now = at;
+                            next = Some(Event::Tick);
+                        }
+                        Command::RollBack { .. } => {}
+                        Command::Drain { until } => {
+                            assert_eq!(until, sim.now + DRAIN_LIMIT);
+                            next = Some(Event::Drained);
+                        }
+                        Command::Finish { outcome, .. } => return (sim, outcome),
+                    }
+                    if plan.strategy == Strategy::Rolling {
+                        // Never below the fleet's size once built, never more than a batch
+                        // above it.
+                        let total = sim.old + sim.new;
+                        if sim.new > 0 {
+                            assert!(total >= desired, "{} + {}", sim.old, sim.new);
+                        }
+                        assert!(total <= desired + sim.batch, "{} + {}", sim.old, sim.new);
+                    }
+                }
+                event = next.expect("an answer that leads to an event");
+            }
+        }
+
+        fn shares(&self) -> Vec<f64> {
+            let mut shares: Vec<f64> = self.published.iter().map(|p| p.share).collect();
+            shares.dedup();
+            shares
+        }
+    }
+
+    #[test]
+    fn every_plan_completes_or_rolls_back_within_its_bounds() {
+        let blue_green = |kind: &str, size: &str| {
+            format!(
+                r#"{{"BlueGreenUpdatePolicy": {{"TrafficRoutingConfiguration": {{
+                    "Type": "{kind}", "WaitIntervalInSeconds": 1{size}}},
+                    "TerminationWaitInSeconds": 2}}}}"#
+            )
+        };
+        let rolling = |batch: usize, rollback: usize| {
+            format!(
+                r#"{{"RollingUpdatePolicy": {{
+                    "MaximumBatchSize": {{"Type": "CAPACITY_PERCENT", "Value": {batch}}},
+                    "RollbackMaximumBatchSize": {{"Type": "CAPACITY_PERCENT", "Value": {rollback}}},
+                    "WaitIntervalInSeconds": 1}}}}"#
+            )
+        };
+        let mut configs = vec![
+            blue_green("ALL_AT_ONCE", ""),
+            blue_green(
+                "CANARY",
+                r#", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}"#,
+            ),
+            blue_green(
+                "LINEAR",
+                r#", "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 20}"#,
+            ),
+        ];
+        for batch in [5, 10, 25, 34, 50] {
+            for rollback in [5, 30, 50, 100] {
+                configs.push(rolling(batch, rollback));
+            }
+        }
+        let mut runs = 0;
+        for json in &configs {
+            for desired in 1..=12 {
+                let plan = plan(json, desired);
+                let steps = plan.steps.len();
+                let (sim, outcome) = Sim::run(plan.clone(), desired, None);
+                assert_eq!(outcome, Outcome::Completed);
+                // Rolling moves the instances; blue/green leaves the old fleet to the driver.
+                let rolling = plan.strategy == Strategy::Rolling;
+                let untouched = if rolling { 0 } else { desired };
+                assert_eq!((sim.old, sim.new), (untouched, desired), "{json} {desired}");
+                let mut expected = vec![0.0];
+                expected.extend(plan.steps.iter().map(|s| s.new_share));
+                assert_eq!(sim.shares(), expected, "{json} {desired}");
+                let bakes = sim.published.iter().filter(|p| p.phase == Phase::Baking);
+                assert_eq!(bakes.count(), steps);
+                for fire_at in 1..=steps {
+                    let (sim, outcome) = Sim::run(plan.clone(), desired, Some(fire_at));
+                    assert_eq!(outcome, Outcome::RolledBack);
+                    assert_eq!((sim.old, sim.new), (desired, untouched), "{json} {desired}");
+                    // Up to the step's share, then back down to 0.
+                    let shares = sim.shares();
+                    let top = shares
+                        .iter()
+                        .position(|&s| s == plan.steps[fire_at - 1].new_share)
+                        .unwrap();
+                    assert!(shares[..=top].windows(2).all(|w| w[0] < w[1]), "{shares:?}");
+                    assert!(shares[top..].windows(2).all(|w| w[0] > w[1]), "{shares:?}");
+                    assert_eq!(shares.last(), Some(&0.0));
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 1000, "{runs}");
     }
 }
