@@ -12,6 +12,7 @@ use crate::http::Server;
 use crate::sigv4::Verifier;
 use crate::state::catalog::Catalog;
 use crate::state::store::Store;
+use crate::state::Stored;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use plinth_policy::config;
@@ -111,14 +112,8 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         Runtime::new(&runtime_config)
             .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?,
     );
-    let fleet = Arc::new(Fleet::new(
-        runtime,
-        store,
-        catalog,
-        experiments,
-        artifacts,
-        max_instances,
-    ));
+    let stored = Arc::new(Stored::new(store, catalog, artifacts));
+    let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     crate::fleet::deploy::recover(&fleet, contents.endpoints);
     crate::fleet::deploy::settled(&fleet).await;
     tokio::spawn(experiment_upkeep(fleet.clone()));
@@ -243,9 +238,10 @@ async fn experiment_upkeep(state: Arc<Fleet>) {
     loop {
         flush.tick().await;
         let store_state = state.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || store_state.experiments.flush(&store_state.store))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            store_state.experiments.flush(&store_state.stored.store)
+        })
+        .await;
         ticks += 1;
         if !ticks.is_multiple_of(4) {
             continue;

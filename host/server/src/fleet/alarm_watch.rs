@@ -4,12 +4,12 @@
 //! windows an alarm watches.
 
 use super::recent::current_second;
-use super::table::VariantState;
+use super::table::{EndpointTable, VariantState};
 use super::Fleet;
 use plinth_policy::metric_alarm::{AlarmDefinition, Evaluation, Scope};
 
 /// Evaluate `definition` now over the windows it watches.
-pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluation {
+pub(crate) fn evaluate(endpoints: &EndpointTable, definition: &AlarmDefinition) -> Evaluation {
     let alarm = match definition.compile() {
         Ok(alarm) => alarm,
         // Checked when created; a stored definition this build refuses cannot fire.
@@ -23,7 +23,7 @@ pub(crate) fn evaluate(state: &Fleet, definition: &AlarmDefinition) -> Evaluatio
     };
     let now = current_second();
     let mut periods = alarm.periods();
-    if let Some(endpoint) = state.endpoints.get(alarm.endpoint_name()) {
+    if let Some(endpoint) = endpoints.get(alarm.endpoint_name()) {
         let fleet: Vec<&VariantState> = match alarm.scope() {
             Scope::Endpoint => endpoint.serving().collect(),
             Scope::NewFleet => endpoint
@@ -59,7 +59,7 @@ pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<
             .collect()
     };
     definitions.into_iter().find_map(|(name, definition)| {
-        let evaluation = evaluate(state, &definition);
+        let evaluation = evaluate(&state.endpoints, &definition);
         (evaluation.state == plinth_policy::metric_alarm::AlarmState::Alarm).then(|| {
             tracing::warn!(endpoint, alarm = %name, reason = %evaluation.reason, "alarm in ALARM");
             (name, evaluation.reason)

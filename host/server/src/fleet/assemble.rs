@@ -39,6 +39,7 @@ pub(crate) fn commit(
 ) -> Result<(), StoreError> {
     let event = event(&snapshot, message);
     state
+        .stored
         .store
         .put_endpoint_with_event(&snapshot.record(), &event)?;
     log_event(&snapshot, message);
@@ -116,7 +117,7 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
         _ => None,
     };
     let coming = coming.map_or(0, |config| {
-        let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        let catalog = state.catalog();
         catalog.configs.get(config).map_or(0, |c| {
             c.definition
                 .production_variants
@@ -151,7 +152,7 @@ pub(crate) fn check_instances(state: &Fleet, endpoint: &str, wanted: usize) -> R
 
 /// The config `name` from the catalog, with the instance count it asks for.
 pub(crate) fn lookup(state: &Fleet, name: &str) -> Result<(Unresolved, usize), Refused> {
-    let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+    let catalog = state.catalog();
     if !catalog.configs.contains_key(name) {
         return Err(Refused::Invalid(format!(
             "Could not find endpoint configuration \"{}\".",
@@ -180,7 +181,7 @@ pub(crate) async fn build(
     capacities: &[VariantCapacity],
 ) -> Result<Built, String> {
     let experiment = config.experiment();
-    let artifacts = state.artifacts.clone();
+    let artifacts = state.stored.artifacts.clone();
     let resolved = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
         .await
         .map_err(|e| e.to_string())??;

@@ -61,6 +61,7 @@ pub(crate) fn create_endpoint(
         deployment_config: deployment,
     };
     state
+        .stored
         .store
         .insert_endpoint(&snapshot.record())
         .map_err(|e| match e {
@@ -77,6 +78,7 @@ pub(crate) fn create_endpoint(
 fn record_event(state: &Fleet, snapshot: &EndpointSnapshot, message: &str) {
     log_event(snapshot, message);
     if let Err(e) = state
+        .stored
         .store
         .put_event(&snapshot.name, &event(snapshot, message))
     {
@@ -308,7 +310,7 @@ pub(crate) fn delete_endpoint(state: &Fleet, name: &str) -> Result<(), Refused> 
             endpoint.status.as_str()
         )));
     }
-    state.store.delete_endpoint(&endpoint.name)?;
+    state.stored.store.delete_endpoint(&endpoint.name)?;
     state.endpoints.remove(&endpoint.name);
     tracing::info!(endpoint = %name, "endpoint deleted");
     Ok(())

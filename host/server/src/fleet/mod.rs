@@ -8,27 +8,22 @@ pub(crate) mod alarm_watch;
 pub(crate) mod assemble;
 pub(crate) mod deploy;
 pub(crate) mod ledger;
-pub(crate) mod rollout_driver;
 pub(crate) mod recent;
+pub(crate) mod rollout_driver;
 pub(crate) mod shadow_copies;
 pub(crate) mod table;
 pub(crate) mod variant;
 
 use crate::metrics::Metrics;
-use crate::state::catalog::Catalog;
-use crate::state::store::Store;
-use std::path::PathBuf;
+use crate::state::Stored;
 use std::sync::Arc;
 
 /// The deployer: what building, publishing and changing endpoints needs, and nothing of the
-/// wire. Operations and the HTTP layer hold it behind an `Arc`.
+/// wire. The operations and the HTTP layer hold it behind an `Arc`.
 pub(crate) struct Fleet {
     pub(crate) runtime: Arc<plinth_runtime::Runtime>,
-    /// Models, endpoint configs and alarms, as committed to `store`.
-    pub(crate) catalog: std::sync::Mutex<Catalog>,
-    pub(crate) store: Store,
-    /// Where `.tar.gz` model artifacts are unpacked.
-    pub(crate) artifacts: PathBuf,
+    /// Definitions, the store and artifacts.
+    pub(crate) stored: Arc<Stored>,
     pub(crate) endpoints: table::EndpointTable,
     /// Instances all endpoints together may ask for (`ResourceLimitExceeded` beyond).
     pub(crate) max_instances: usize,
@@ -40,21 +35,17 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// A fleet over `store` and the `catalog` read from it, with no endpoint running yet
-    /// (`deploy::recover` brings back the stored ones).
+    /// A fleet over `stored`, with no endpoint running yet (`deploy::recover` brings back
+    /// the stored ones).
     pub(crate) fn new(
         runtime: Arc<plinth_runtime::Runtime>,
-        store: Store,
-        catalog: Catalog,
+        stored: Arc<Stored>,
         experiments: ledger::Experiments,
-        artifacts: PathBuf,
         max_instances: usize,
     ) -> Self {
         Self {
             runtime,
-            catalog: std::sync::Mutex::new(catalog),
-            store,
-            artifacts,
+            stored,
             endpoints: Default::default(),
             max_instances,
             experiments,
@@ -63,9 +54,8 @@ impl Fleet {
         }
     }
 
-    /// The catalog, locked (a panic while it was held leaves it usable: every change to it
-    /// follows a committed store write).
-    pub(crate) fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    /// The catalog, locked.
+    pub(crate) fn catalog(&self) -> std::sync::MutexGuard<'_, crate::state::catalog::Catalog> {
+        self.stored.catalog()
     }
 }

@@ -46,7 +46,7 @@ pub(crate) fn check(
     let plan = deployment
         .plan_variants(&counts)
         .map_err(Refused::Invalid)?;
-    let catalog = state.catalog.lock().unwrap_or_else(|e| e.into_inner());
+    let catalog = state.catalog();
     for alarm in &plan.alarms {
         if !catalog.alarms.contains_key(alarm) {
             return Err(Refused::Invalid(format!(

@@ -4,12 +4,13 @@
 //! [`plinth_policy::metric_alarm`].
 
 use super::listing::{list, ListInput, Listed};
-use super::{described, in_use, parse, stored, validation};
+use super::{described, in_use, parse, store_error, validation};
 use crate::error::ApiError;
 use crate::fleet::alarm_watch::evaluate;
-use crate::fleet::Fleet;
+use crate::fleet::table::EndpointTable;
 use crate::state::catalog::Record;
 use crate::state::store::Kind;
+use crate::state::Stored;
 use crate::state::{arn, now};
 use plinth_policy::metric_alarm::AlarmDefinition;
 use serde::Deserialize;
@@ -22,7 +23,7 @@ struct AlarmNameInput {
 }
 
 /// CreateAlarm: `AlarmName` and an [`AlarmDefinition`]. Alarms are immutable, like models.
-pub(crate) fn create(state: &Fleet, mut input: Value) -> Result<Value, ApiError> {
+pub(crate) fn create(stored: &Stored, mut input: Value) -> Result<Value, ApiError> {
     let name = match input.as_object_mut().and_then(|o| o.remove("AlarmName")) {
         Some(Value::String(name)) => name,
         _ => return Err(validation("AlarmName is required (a string)")),
@@ -30,9 +31,9 @@ pub(crate) fn create(state: &Fleet, mut input: Value) -> Result<Value, ApiError>
     crate::ops::check_name("alarmName", &name)?;
     let definition: AlarmDefinition = parse(input)?;
     definition.compile().map_err(validation)?;
-    let mut catalog = state.catalog();
+    let mut catalog = stored.catalog();
     if catalog.alarms.keys().any(|n| n.eq_ignore_ascii_case(&name)) {
-        return Err(stored(
+        return Err(store_error(
             crate::state::store::StoreError::Exists(name.clone()),
             "alarm",
             &name,
@@ -43,10 +44,10 @@ pub(crate) fn create(state: &Fleet, mut input: Value) -> Result<Value, ApiError>
         created: now(),
         definition,
     };
-    state
+    stored
         .store
         .insert(Kind::Alarm, &record.stored())
-        .map_err(|e| stored(e, "alarm", &name))?;
+        .map_err(|e| store_error(e, "alarm", &name))?;
     catalog.alarms.insert(name.clone(), record);
     tracing::info!(alarm = %name, "alarm created");
     Ok(json!({ "AlarmArn": arn("alarm", &name) }))
@@ -57,16 +58,20 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// DescribeAlarm: the definition, and its state evaluated now.
-pub(crate) fn describe(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe(
+    stored: &Stored,
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: AlarmNameInput = parse(input)?;
-    let record = state
+    let record = stored
         .catalog()
         .alarms
         .get(&input.alarm_name)
         .cloned()
         .ok_or_else(|| not_found(&input.alarm_name))?;
     let mut output = described(&record, "Alarm", "alarm")?;
-    let evaluation = evaluate(state, &record.definition);
+    let evaluation = evaluate(endpoints, &record.definition);
     output["StateValue"] = json!(evaluation.state.as_str());
     output["StateReason"] = json!(evaluation.reason);
     output["Datapoints"] = json!(evaluation.datapoints);
@@ -74,14 +79,18 @@ pub(crate) fn describe(state: &Fleet, input: Value) -> Result<Value, ApiError> {
 }
 
 /// DeleteAlarm: refused while a deployment in progress watches it.
-pub(crate) fn delete(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn delete(
+    stored: &Stored,
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: AlarmNameInput = parse(input)?;
     let name = input.alarm_name;
-    let mut catalog = state.catalog();
+    let mut catalog = stored.catalog();
     if !catalog.alarms.contains_key(&name) {
         return Err(not_found(&name));
     }
-    for endpoint in state.endpoints.all().values() {
+    for endpoint in endpoints.all().values() {
         let watched = endpoint.new_fleet.is_some()
             && endpoint.deployment_config.as_ref().is_some_and(|d| {
                 d.auto_rollback_configuration
@@ -97,7 +106,7 @@ pub(crate) fn delete(state: &Fleet, input: Value) -> Result<Value, ApiError> {
             )));
         }
     }
-    state
+    stored
         .store
         .delete(Kind::Alarm, &name)
         .map_err(crate::ops::internal)?;
@@ -107,9 +116,9 @@ pub(crate) fn delete(state: &Fleet, input: Value) -> Result<Value, ApiError> {
 }
 
 /// ListAlarms: SageMaker's list conventions (sort, filters, pages).
-pub(crate) fn list_alarms(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn list_alarms(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     let input: ListInput = parse(input)?;
-    let items = state
+    let items = stored
         .catalog()
         .alarms
         .values()

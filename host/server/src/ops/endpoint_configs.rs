@@ -2,12 +2,15 @@
 //! production and shadow variants over existing models, and Plinth's experiment settings.
 
 use super::listing::{list, Listed};
-use super::{check_name, config_not_found, described, in_use, internal, parse, stored, validation};
+use super::{
+    check_name, config_not_found, described, in_use, internal, parse, store_error, validation,
+};
 use crate::error::ApiError;
 use crate::fleet::table::EndpointSnapshot;
-use crate::fleet::Fleet;
+use crate::fleet::table::EndpointTable;
 use crate::state::catalog::{ConfigDefinition, Record};
 use crate::state::store::{Kind, StoreError};
+use crate::state::Stored;
 use crate::state::{arn, now};
 use plinth_policy::config::check_variants;
 use serde::Deserialize;
@@ -21,13 +24,13 @@ struct CreateEndpointConfigInput {
     definition: ConfigDefinition,
 }
 
-pub(crate) fn create_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     let input: CreateEndpointConfigInput = parse(input)?;
     let name = input.endpoint_config_name;
     check_name("endpointConfigName", &name)?;
-    let mut catalog = state.catalog();
+    let mut catalog = stored.catalog();
     if catalog.config_named(&name).is_some() {
-        return Err(stored(
+        return Err(store_error(
             StoreError::Exists(name.clone()),
             "endpoint-config",
             &name,
@@ -76,10 +79,10 @@ pub(crate) fn create_endpoint_config(state: &Fleet, input: Value) -> Result<Valu
         })
         .and_then(|()| check_shadows(&catalog, &name))
         .and_then(|()| {
-            state
+            stored
                 .store
                 .insert(Kind::EndpointConfig, &record.stored())
-                .map_err(|e| stored(e, "endpoint-config", &name))
+                .map_err(|e| store_error(e, "endpoint-config", &name))
         });
     if let Err(e) = checked {
         catalog.configs.remove(&name);
@@ -145,9 +148,9 @@ struct EndpointConfigNameInput {
     endpoint_config_name: String,
 }
 
-pub(crate) fn describe_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe_endpoint_config(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     let input: EndpointConfigNameInput = parse(input)?;
-    let catalog = state.catalog();
+    let catalog = stored.catalog();
     let record = catalog
         .configs
         .get(&input.endpoint_config_name)
@@ -160,15 +163,18 @@ pub(crate) fn endpoint_configs_of(endpoint: &EndpointSnapshot) -> impl Iterator<
     std::iter::once(endpoint.config_name.as_str()).chain(endpoint.pending_config.as_deref())
 }
 
-pub(crate) fn delete_endpoint_config(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn delete_endpoint_config(
+    stored: &Stored,
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: EndpointConfigNameInput = parse(input)?;
     let name = input.endpoint_config_name;
-    let mut catalog = state.catalog();
+    let mut catalog = stored.catalog();
     if !catalog.configs.contains_key(&name) {
         return Err(config_not_found(&name));
     }
-    if let Some(endpoint) = state
-        .endpoints
+    if let Some(endpoint) = endpoints
         .all()
         .values()
         .find(|e| endpoint_configs_of(e).any(|c| c == name))
@@ -180,7 +186,7 @@ pub(crate) fn delete_endpoint_config(state: &Fleet, input: Value) -> Result<Valu
             endpoint.name
         )));
     }
-    state
+    stored
         .store
         .delete(Kind::EndpointConfig, &name)
         .map_err(internal)?;
@@ -189,8 +195,8 @@ pub(crate) fn delete_endpoint_config(state: &Fleet, input: Value) -> Result<Valu
     Ok(json!({}))
 }
 
-pub(crate) fn list_endpoint_configs(state: &Fleet, input: Value) -> Result<Value, ApiError> {
-    let items = state
+pub(crate) fn list_endpoint_configs(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let items = stored
         .catalog()
         .configs
         .values()

@@ -210,6 +210,7 @@ pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value,
     let (after, limit) = if input.after_sequence < 0 {
         // Negative: the last |n| events.
         let last = state
+            .stored
             .store
             .last_event(&input.endpoint_name)
             .map_err(internal)?;
@@ -218,6 +219,7 @@ pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value,
         (input.after_sequence, limit)
     };
     let events: Vec<Value> = state
+        .stored
         .store
         .events(&input.endpoint_name, after, limit as usize)
         .map_err(internal)?

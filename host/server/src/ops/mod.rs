@@ -103,14 +103,18 @@ pub(crate) async fn call(
         Some(state.changes.lock().await)
     };
     match operation {
-        "CreateModel" => models::create_model(state, input).await,
-        "DescribeModel" => models::describe_model(state, input),
-        "DeleteModel" => models::delete_model(state, input),
-        "ListModels" => models::list_models(state, input),
-        "CreateEndpointConfig" => endpoint_configs::create_endpoint_config(state, input),
-        "DescribeEndpointConfig" => endpoint_configs::describe_endpoint_config(state, input),
-        "DeleteEndpointConfig" => endpoint_configs::delete_endpoint_config(state, input),
-        "ListEndpointConfigs" => endpoint_configs::list_endpoint_configs(state, input),
+        "CreateModel" => models::create_model(&state.stored, &state.runtime, input).await,
+        "DescribeModel" => models::describe_model(&state.stored, input),
+        "DeleteModel" => models::delete_model(&state.stored, &state.endpoints, input),
+        "ListModels" => models::list_models(&state.stored, input),
+        "CreateEndpointConfig" => endpoint_configs::create_endpoint_config(&state.stored, input),
+        "DescribeEndpointConfig" => {
+            endpoint_configs::describe_endpoint_config(&state.stored, input)
+        }
+        "DeleteEndpointConfig" => {
+            endpoint_configs::delete_endpoint_config(&state.stored, &state.endpoints, input)
+        }
+        "ListEndpointConfigs" => endpoint_configs::list_endpoint_configs(&state.stored, input),
         "CreateEndpoint" => endpoints::create_endpoint(state, input),
         "DescribeEndpoint" => endpoints::describe_endpoint(state, input),
         "UpdateEndpoint" => endpoints::update_endpoint(state, input),
@@ -121,10 +125,10 @@ pub(crate) async fn call(
         "ListEndpoints" => endpoints::list_endpoints(state, input),
         "RecordInferenceOutcomes" => experiments::record_outcomes(state, input),
         "DescribeExperiment" => experiments::describe_experiment(state, input),
-        "CreateAlarm" => alarms::create(state, input),
-        "DescribeAlarm" => alarms::describe(state, input),
-        "DeleteAlarm" => alarms::delete(state, input),
-        "ListAlarms" => alarms::list_alarms(state, input),
+        "CreateAlarm" => alarms::create(&state.stored, input),
+        "DescribeAlarm" => alarms::describe(&state.stored, &state.endpoints, input),
+        "DeleteAlarm" => alarms::delete(&state.stored, &state.endpoints, input),
+        "ListAlarms" => alarms::list_alarms(&state.stored, input),
         "ListEndpointEvents" => endpoints::list_endpoint_events(state, input),
         "DescribeShadowVariants" => shadow_variants::describe_shadow_variants(state, input),
         "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
@@ -155,7 +159,7 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) fn stored(e: StoreError, kind: &str, name: &str) -> ApiError {
+pub(crate) fn store_error(e: StoreError, kind: &str, name: &str) -> ApiError {
     match e {
         StoreError::Exists(_) => validation(format!(
             "Cannot create already existing {} \"{}\".",

@@ -3,16 +3,19 @@
 
 use super::endpoint_configs::endpoint_configs_of;
 use super::listing::{list, Listed};
-use super::{check_name, described, in_use, internal, model_not_found, parse, stored, validation};
+use super::{
+    check_name, described, in_use, internal, model_not_found, parse, store_error, validation,
+};
 use crate::error::ApiError;
-use crate::fleet::Fleet;
+use crate::fleet::table::EndpointTable;
 use crate::state::catalog::{ModelDefinition, Record};
 use crate::state::store::{Kind, StoreError};
-use plinth_policy::model_limits::{self, ModelField};
+use crate::state::Stored;
 use crate::state::{arn, now};
+use plinth_policy::model_limits::{self, ModelField};
+use plinth_runtime::Runtime;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -23,7 +26,11 @@ struct CreateModelInput {
     rest: serde_json::Map<String, Value>,
 }
 
-pub(crate) async fn create_model(state: &Arc<Fleet>, input: Value) -> Result<Value, ApiError> {
+pub(crate) async fn create_model(
+    stored: &Stored,
+    runtime: &Runtime,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: CreateModelInput = parse(input)?;
     let name = input.model_name;
     check_name("modelName", &name)?;
@@ -34,16 +41,19 @@ pub(crate) async fn create_model(state: &Arc<Fleet>, input: Value) -> Result<Val
     fields.insert("PrimaryContainer".into(), container);
     let definition: ModelDefinition = parse(Value::Object(fields))?;
     check_model(&definition)?;
-    state
-        .runtime
+    runtime
         .backend_for(definition.plinth_backend)
         .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
-    if state.catalog().model_named(&name).is_some() {
-        return Err(stored(StoreError::Exists(name.clone()), "model", &name));
+    if stored.catalog().model_named(&name).is_some() {
+        return Err(store_error(
+            StoreError::Exists(name.clone()),
+            "model",
+            &name,
+        ));
     }
     // Unpack the artifact now, so that a bad one is reported here and not at deploy time.
     if let Some(url) = definition.primary_container.model_data_url.clone() {
-        let cache = state.artifacts.clone();
+        let cache = stored.artifacts.clone();
         tokio::task::spawn_blocking(move || crate::state::artifacts::resolve(&cache, &url))
             .await
             .map_err(internal)?
@@ -54,11 +64,11 @@ pub(crate) async fn create_model(state: &Arc<Fleet>, input: Value) -> Result<Val
         created: now(),
         definition,
     };
-    state
+    stored
         .store
         .insert(Kind::Model, &record.stored())
-        .map_err(|e| stored(e, "model", &name))?;
-    state.catalog().models.insert(name.clone(), record);
+        .map_err(|e| store_error(e, "model", &name))?;
+    stored.catalog().models.insert(name.clone(), record);
     tracing::info!(model = %name, "model created");
     Ok(json!({ "ModelArn": arn("model", &name) }))
 }
@@ -94,9 +104,9 @@ struct ModelNameInput {
     model_name: String,
 }
 
-pub(crate) fn describe_model(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe_model(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     let input: ModelNameInput = parse(input)?;
-    let catalog = state.catalog();
+    let catalog = stored.catalog();
     let record = catalog
         .models
         .get(&input.model_name)
@@ -104,14 +114,18 @@ pub(crate) fn describe_model(state: &Fleet, input: Value) -> Result<Value, ApiEr
     described(record, "Model", "model")
 }
 
-pub(crate) fn delete_model(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn delete_model(
+    stored: &Stored,
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: ModelNameInput = parse(input)?;
     let name = input.model_name;
-    let mut catalog = state.catalog();
+    let mut catalog = stored.catalog();
     if !catalog.models.contains_key(&name) {
         return Err(model_not_found(&name));
     }
-    for endpoint in state.endpoints.all().values() {
+    for endpoint in endpoints.all().values() {
         for config in endpoint_configs_of(endpoint) {
             let uses = catalog.configs.get(config).is_some_and(|c| {
                 c.definition
@@ -131,14 +145,14 @@ pub(crate) fn delete_model(state: &Fleet, input: Value) -> Result<Value, ApiErro
             }
         }
     }
-    state.store.delete(Kind::Model, &name).map_err(internal)?;
+    stored.store.delete(Kind::Model, &name).map_err(internal)?;
     catalog.models.remove(&name);
     tracing::info!(model = %name, "model deleted");
     Ok(json!({}))
 }
 
-pub(crate) fn list_models(state: &Fleet, input: Value) -> Result<Value, ApiError> {
-    let items = state
+pub(crate) fn list_models(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let items = stored
         .catalog()
         .models
         .values()

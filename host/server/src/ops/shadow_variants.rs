@@ -137,7 +137,7 @@ pub(crate) fn promote_shadow_variant(state: &Arc<Fleet>, input: Value) -> Result
     };
     let mut config_input = serde_json::to_value(&definition).map_err(internal)?;
     config_input["EndpointConfigName"] = json!(config_name);
-    create_endpoint_config(state, config_input)?;
+    create_endpoint_config(&state.stored, config_input)?;
     deploy::update_endpoint(state, &endpoint.name, &config_name, deployment, false)?;
     Ok(json!({
         "EndpointArn": arn("endpoint", &endpoint.name),

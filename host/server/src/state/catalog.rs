@@ -461,5 +461,3 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
         max_batch_size: usize::try_from(v.plinth_max_batch_size).unwrap_or(usize::MAX),
     }
 }
-
-

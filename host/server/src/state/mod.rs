@@ -6,7 +6,38 @@ pub(crate) mod artifacts;
 pub(crate) mod catalog;
 pub(crate) mod store;
 
+use catalog::Catalog;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
+
+/// The definitions Plinth keeps (models, endpoint configs, alarms: the catalog, in memory
+/// over the store), the store itself, and where artifacts are unpacked: what the operations
+/// on definitions need, and all they need.
+pub(crate) struct Stored {
+    catalog: Mutex<Catalog>,
+    /// The database: definitions, endpoints, events, the ledger.
+    pub(crate) store: store::Store,
+    /// Where `.tar.gz` model artifacts are unpacked.
+    pub(crate) artifacts: PathBuf,
+}
+
+impl Stored {
+    /// `store`, with `catalog` read from it and artifacts unpacked under `artifacts`.
+    pub(crate) fn new(store: store::Store, catalog: Catalog, artifacts: PathBuf) -> Self {
+        Self {
+            catalog: Mutex::new(catalog),
+            store,
+            artifacts,
+        }
+    }
+
+    /// The catalog, locked (a panic while it was held leaves it usable: every change to it
+    /// follows a committed store write).
+    pub(crate) fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// The account id in messages and ARNs; Plinth has no accounts.
 pub(crate) const ACCOUNT_ID: &str = "123456789012";
