@@ -88,20 +88,19 @@ source "$ROOT/host/bench/lib.sh"
 endpoint() {
     local name="$1" instances="$2" batch="$3" variant
     shift 3
-    printf '\n[[endpoint_configs]]\nname = "%s"\n' "$name"
+    printf '\n[[CreateEndpointConfig]]\nEndpointConfigName = "%s"\n' "$name"
     for variant in "$@"; do
-        printf '\n[[endpoint_configs.production_variants]]\nvariant_name = "%s"\n' "$variant"
-        printf 'model_name = "iris"\ninitial_instance_count = %s\n' "$instances"
-        printf 'initial_variant_weight = 1.0\nmax_batch_size = %s\n' "$batch"
+        printf '\n[[CreateEndpointConfig.ProductionVariants]]\nVariantName = "%s"\n' "$variant"
+        printf 'ModelName = "iris"\nInitialInstanceCount = %s\n' "$instances"
+        printf 'InitialVariantWeight = 1.0\nPlinthMaxBatchSize = %s\n' "$batch"
     done
-    printf '\n[[endpoints]]\nname = "%s"\nendpoint_config_name = "%s"\n' "$name" "$name"
+    printf '\n[[CreateEndpoint]]\nEndpointName = "%s"\nEndpointConfigName = "%s"\n' "$name" "$name"
 }
 {
     cat <<TOML
-[[models]]
-name = "iris"
-component = "$IRIS_WASM"
-model_data = "$MODEL_DIR"
+[[CreateModel]]
+ModelName = "iris"
+PrimaryContainer = { Image = "$IRIS_WASM", ModelDataUrl = "$MODEL_DIR" }
 TOML
     endpoint iris1 2 1 A
     endpoint iris2 2 1 A B

@@ -54,22 +54,21 @@ source "$ROOT/host/bench/lib.sh"
 
 SHADOW_DELAY_MS=$((DELAY_MS * SLOWDOWN))
 cat >"$WORK/plinth.toml" <<TOML
-[[models]]
-name = "production"
-component = "$FAULTS_WASM"
-environment = { FAULT_DELAY_MS = "$DELAY_MS", FAULT_REPLY = "answer" }
+[[CreateModel]]
+ModelName = "production"
+PrimaryContainer = { Image = "$FAULTS_WASM", Environment = { FAULT_DELAY_MS = "$DELAY_MS", FAULT_REPLY = "answer" } }
 
-[[endpoint_configs]]
-name = "plain"
+[[CreateEndpointConfig]]
+EndpointConfigName = "plain"
 
-[[endpoint_configs.production_variants]]
-variant_name = "production"
-model_name = "production"
-initial_instance_count = $CONNECTIONS
+[[CreateEndpointConfig.ProductionVariants]]
+VariantName = "production"
+ModelName = "production"
+InitialInstanceCount = $CONNECTIONS
 
-[[endpoints]]
-name = "plain"
-endpoint_config_name = "plain"
+[[CreateEndpoint]]
+EndpointName = "plain"
+EndpointConfigName = "plain"
 TOML
 
 start_server plinth 300 "${SERVER_PIN[@]}" "$PLINTH_BIN" serve \

@@ -223,28 +223,27 @@ if has "$SERVERS" plinth; then
                 [[ "$engine" == ort && "$PLINTH_ORT" != 1 ]] && continue
                 backend=""
                 if [[ "$PLINTH_ORT" == 1 ]]; then
-                    backend="backend = \"$([[ $engine == ort ]] && echo onnxruntime || echo tract)\""
+                    backend="PlinthBackend = \"$([[ $engine == ort ]] && echo OnnxRuntime || echo Tract)\""
                 fi
                 cat <<TOML
-[[models]]
-name = "$model-$engine"
-component = "$WASM_DIR/$model.wasm"
-model_data = "$MODEL_DIR/$model"
+[[CreateModel]]
+ModelName = "$model-$engine"
+PrimaryContainer = { Image = "$WASM_DIR/$model.wasm", ModelDataUrl = "$MODEL_DIR/$model" }
 $backend
 
-[[endpoint_configs]]
-name = "$model-$engine"
+[[CreateEndpointConfig]]
+EndpointConfigName = "$model-$engine"
 
-[[endpoint_configs.production_variants]]
-variant_name = "AllTraffic"
-model_name = "$model-$engine"
-initial_instance_count = $INSTANCES
-max_batch_size = $BATCH
-initial_variant_weight = 1.0
+[[CreateEndpointConfig.ProductionVariants]]
+VariantName = "AllTraffic"
+ModelName = "$model-$engine"
+InitialInstanceCount = $INSTANCES
+PlinthMaxBatchSize = $BATCH
+InitialVariantWeight = 1.0
 
-[[endpoints]]
-name = "$model-$engine"
-endpoint_config_name = "$model-$engine"
+[[CreateEndpoint]]
+EndpointName = "$model-$engine"
+EndpointConfigName = "$model-$engine"
 
 TOML
             done
