@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
 /// The default bound on requests waiting for a busy variant.
 pub const DEFAULT_MAX_QUEUE_LENGTH: usize = 128;
+/// The largest bound a variant may ask for (`PlinthMaxQueueLength`).
+pub const MAX_QUEUE_LENGTH: usize = 1_000_000;
 /// Default batch size of a variant: 1, no batching.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1;
 /// The largest batch a variant may ask for.

@@ -148,7 +148,13 @@ pub fn parse(file: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
                 ),
             ));
         }
-        return config::parse(file, text).map(|d| from_earlier(&d));
+        let earlier = from_earlier(&config::parse(file, text)?);
+        // The same member checks as the current spelling (ranges the earlier one lacks).
+        for call in &earlier.calls {
+            members::check_input(call.operation, &call.input)
+                .map_err(|e| err(format!("{} {:?}", call.operation, call.name()), e.message))?;
+        }
+        return Ok(earlier);
     }
     let base = file.parent().unwrap_or(Path::new("."));
     let mut max_payload_bytes = config::DEFAULT_MAX_PAYLOAD_BYTES;
@@ -470,6 +476,17 @@ endpoint_config_name = "iris-config"
         assert_eq!(
             earlier.calls[1].input["ProductionVariants"][0]["PlinthMaxBatchSize"],
             8
+        );
+        // A number the earlier spelling let through is refused by the member table.
+        let e = parse_str(&EARLIER.replace(
+            "max_batch_size = 8",
+            "max_batch_size = 8\nmax_queue_length = 5000000",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`CreateEndpointConfig \"iris-config\"`: ProductionVariants[0].PlinthMaxQueueLength must be a whole number between 0 and 1000000"),
+            "{e}"
         );
         // The earlier spelling keeps its own checks and messages.
         let e = parse_str(&EARLIER.replace("model_name = \"iris\"", "model_name = \"irs\""))

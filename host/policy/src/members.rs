@@ -273,7 +273,7 @@ const fn extension(name: &'static str) -> Member {
 const MAX_WEIGHT: f64 = 1_000_000.0;
 /// The largest `PlinthMaxQueueLength`: a queue slot costs memory before any request
 /// arrives, and a bounded queue is the point of the setting.
-const MAX_QUEUE_LENGTH: i64 = 1_000_000;
+const MAX_QUEUE_LENGTH: i64 = crate::config::MAX_QUEUE_LENGTH as i64;
 /// List timestamps (epoch seconds): from 1970 to the end of year 9999, the last instant
 /// botocore's datetime can write.
 const MAX_TIMESTAMP: f64 = 253_402_300_799.0;

@@ -76,7 +76,12 @@ impl Shadow {
         instances: usize,
         metrics: &crate::metrics::Metrics,
     ) -> Arc<Shadow> {
-        let (queue, mut copies) = mpsc::channel::<Copy>(live.max_queue_length.max(1));
+        // Clamped as well as checked where configs are made: a queue length stored by an
+        // earlier build must not panic the channel (its capacity has a ceiling).
+        let capacity = live
+            .max_queue_length
+            .clamp(1, plinth_policy::config::MAX_QUEUE_LENGTH);
+        let (queue, mut copies) = mpsc::channel::<Copy>(capacity);
         let stats = Arc::new(ShadowStats::default());
         let worker = Worker {
             live: live.clone(),
