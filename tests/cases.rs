@@ -7,7 +7,9 @@
 //! A control-plane or runtime case is `tests/cases/<Operation>/<case>/`:
 //!
 //! - `setup.json` (optional): `[[Operation, Input], ...]`, run first; each must succeed, and
-//!   after a `CreateEndpoint` or `UpdateEndpoint` the case waits until the endpoint settles.
+//!   after a `CreateEndpoint`, `UpdateEndpoint`, `UpdateEndpointWeightsAndCapacities` or
+//!   `PromoteShadowVariant` the case waits until the endpoint settles (neither `Creating` nor
+//!   `Updating`).
 //! - `request.json`: for a control-plane operation, the request body, sent as its bytes (so
 //!   a case can send JSON that does not parse); for `InvokeEndpoint`, an object
 //!   `{"EndpointName", "Headers": {...}, "Body": "..."}`.
@@ -15,14 +17,23 @@
 //!   (`null`) instead of the defaults `X-Amz-Target: SageMaker.<Operation>` and
 //!   `Content-Type: application/x-amz-json-1.1`.
 //! - `expected.json`: `{"Status": 400, "ErrorCode": "...", "Message": "..."}` for an error
-//!   (the message exactly; `MessageContains` for a fragment), or `{"Status": 200, "Output":
-//!   {...}}` where `Output` must be contained in the answer (objects may have more keys;
-//!   `"<any>"` matches any value). `Headers` (optional) names response headers and values.
+//!   (the message exactly; `MessageContains` for a fragment, or a list of fragments), or
+//!   `{"Status": 200, "Output": {...}}` where `Output` must be contained in the answer as
+//!   `plinth_tests::json::contains` says (objects may have more keys; `"<any>"` matches any
+//!   value; `null` a missing key). `Headers` (optional) names response headers and values;
+//!   `Body` (optional) the whole body as text. A successful `CreateEndpoint` or update (as in
+//!   `setup.json`) settles before `then.json` runs.
 //! - `then.json` (optional): `[[Operation, Input, Output], ...]` run after the request, each
-//!   answer containing `Output`: what the request must have left (or not left) behind.
+//!   answering 200 with `Output` contained in its answer: what the request must have left
+//!   (or not left) behind. `"<unchanged>"` as `Output`: the answer must equal the one the
+//!   same call gave just before the request (after the setup).
+//!
+//! In `setup.json` and `then.json` an `InvokeEndpoint` step's input is a request as above;
+//! its optional third element is in `expected.json`'s form (without it: any 200).
 //!
 //! An invalid deployment file is `tests/cases/deployment-files/<case>/plinth.toml` with the
-//! exact error text it must produce in `expected.txt`.
+//! exact error text `plinth validate --config plinth.toml` must give in `expected.txt` (what
+//! the binary prints after `error: `; the command runs in process).
 //!
 //! In every file, `{{ECHO_WASM}}`, `{{IRIS_WASM}}`, `{{FAULTS_WASM}}` and
 //! `{{IRIS_MODEL_DIR}}` stand for the test components' and model's paths, and `{{DIR}}` for
@@ -30,8 +41,11 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use clap::Parser;
 use libtest_mimic::{Arguments, Failed, Trial};
+use plinth_server::cli::Cli;
 use plinth_server::serve::{start, Settings, StateLocation};
+use plinth_tests::json::contains;
 use plinth_tests::{ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -101,14 +115,28 @@ fn read_json(case: &Path, file: &str) -> Result<Option<Value>, Failed> {
         .transpose()
 }
 
-/// An invalid deployment file and its exact error.
+/// An invalid deployment file and its exact error: `plinth validate --config FILE` run in
+/// process (`plinth_server::cli`), its error as the binary prints it after `error: `.
 fn deployment_file(case: &Path) -> Result<(), Failed> {
+    // The file with its placeholders replaced, in a directory of its own; errors name it as
+    // `{{DIR}}/plinth.toml`.
     let text = read(case, "plinth.toml").ok_or("the case has no plinth.toml")?;
     let expected = read(case, "expected.txt").ok_or("the case has no expected.txt")?;
-    match plinth_policy::config::parse(&case.join("plinth.toml"), &text) {
-        Ok(_) => Err("the file was accepted".into()),
-        Err(e) if e.to_string() == expected.trim_end() => Ok(()),
-        Err(e) => Err(format!("expected:\n{}\ngot:\n{e}", expected.trim_end()).into()),
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("plinth.toml");
+    std::fs::write(&file, text)?;
+    let shown = |e: &anyhow::Error| {
+        format!("{e:#}").replace(
+            dir.path().to_str().unwrap_or_default(),
+            case.to_str().unwrap_or_default(),
+        )
+    };
+    let file = file.to_str().ok_or("a UTF-8 path")?;
+    let cli = Cli::try_parse_from(["plinth", "validate", "--config", file])?;
+    match plinth_server::cli::run(cli) {
+        Ok(()) => Err("the file was accepted".into()),
+        Err(e) if shown(&e) == expected.trim_end() => Ok(()),
+        Err(e) => Err(format!("expected:\n{}\ngot:\n{}", expected.trim_end(), shown(&e)).into()),
     }
 }
 
@@ -133,14 +161,23 @@ fn api_case(operation: &str, case: &Path) -> Result<(), Failed> {
 
         if let Some(setup) = read_json(case, "setup.json")? {
             for step in steps(&setup, "setup.json")? {
-                let (status, output) = client.control(step.0, step.1.to_string()).await?;
-                if status != StatusCode::OK {
-                    return Err(format!("setup {} failed: {status} {output}", step.0).into());
-                }
-                if matches!(step.0, "CreateEndpoint" | "UpdateEndpoint") {
-                    client.settle(&step.1["EndpointName"]).await?;
-                }
+                client.step("setup", step, None).await?;
             }
+        }
+
+        // The answers that `"<unchanged>"` steps of then.json compare with.
+        let then = read_json(case, "then.json")?;
+        let then = match &then {
+            Some(then) => steps(then, "then.json")?,
+            None => Vec::new(),
+        };
+        let mut before = Vec::new();
+        for step in &then {
+            before.push(if step.2.is_some_and(|w| w == UNCHANGED) {
+                Some(client.ok(step.0, step.1).await?)
+            } else {
+                None
+            });
         }
 
         let expected = read_json(case, "expected.json")?.ok_or("the case has no expected.json")?;
@@ -150,26 +187,34 @@ fn api_case(operation: &str, case: &Path) -> Result<(), Failed> {
         } else {
             let body = read(case, "request.json").ok_or("no request.json")?;
             let headers = read_json(case, "headers.json")?.unwrap_or(Value::Null);
-            client.send(operation, body, &headers).await?
+            let response = client.send(operation, body.clone(), &headers).await?;
+            if response.status == StatusCode::OK && settles(operation) {
+                let input: Value = serde_json::from_str(&body)?;
+                client.settle(&input["EndpointName"]).await?;
+            }
+            response
         };
         check(&expected, &response)?;
 
-        if let Some(then) = read_json(case, "then.json")? {
-            for step in steps(&then, "then.json")? {
-                let (status, output) = client.control(step.0, step.1.to_string()).await?;
-                if status != StatusCode::OK || step.2.is_some_and(|w| !contains(&output, w)) {
-                    return Err(format!(
-                        "then {} {}: {status} {output}, expected to contain {}",
-                        step.0,
-                        step.1,
-                        step.2.unwrap_or(&Value::Null)
-                    )
-                    .into());
-                }
-            }
+        for (step, before) in then.into_iter().zip(&before) {
+            client.step("then", step, before.as_ref()).await?;
         }
         Ok(())
     })
+}
+
+/// `then.json`'s `Output` for "the same answer as before the request".
+const UNCHANGED: &str = "<unchanged>";
+
+/// Whether a successful `operation` leaves its endpoint `Creating` or `Updating` for a while.
+fn settles(operation: &str) -> bool {
+    matches!(
+        operation,
+        "CreateEndpoint"
+            | "UpdateEndpoint"
+            | "UpdateEndpointWeightsAndCapacities"
+            | "PromoteShadowVariant"
+    )
 }
 
 /// One `[Operation, Input, Output?]` of `setup.json` or `then.json`.
@@ -256,6 +301,57 @@ impl Client {
         Ok((answer.status, answer.json()))
     }
 
+    /// A control-plane call that must answer 200: its JSON answer.
+    async fn ok(&self, operation: &str, input: &Value) -> Result<Value, Failed> {
+        let (status, output) = self.control(operation, input.to_string()).await?;
+        if status != StatusCode::OK {
+            return Err(format!("{operation} {input}: {status} {output}").into());
+        }
+        Ok(output)
+    }
+
+    /// One step of `setup.json` or `then.json` (`file`): `InvokeEndpoint` checked like
+    /// `expected.json`, any other operation answering 200 with its output containing the
+    /// step's (or, for `"<unchanged>"`, equal to `before`); an endpoint it changes settles.
+    async fn step(&self, file: &str, step: Step<'_>, before: Option<&Value>) -> Result<(), Failed> {
+        let (operation, input, wanted) = step;
+        if operation == "InvokeEndpoint" {
+            let answer = self.invoke(input).await?;
+            let expected = wanted
+                .cloned()
+                .unwrap_or(serde_json::json!({ "Status": 200 }));
+            return check(&expected, &answer).map_err(|e| {
+                let why = e.message().unwrap_or_default();
+                format!("{file} InvokeEndpoint {input}: {why}").into()
+            });
+        }
+        let output = self
+            .ok(operation, input)
+            .await
+            .map_err(|e| format!("{file}: {}", e.message().unwrap_or_default()))?;
+        let matches = match (wanted, before) {
+            (_, Some(before)) => output == *before,
+            (Some(wanted), None) => contains(&output, wanted),
+            (None, None) => true,
+        };
+        if !matches {
+            let wanted = before.or(wanted).unwrap_or(&Value::Null);
+            return Err(format!(
+                "{file} {operation} {input} answered {output}, expected {}{wanted}",
+                if before.is_some() {
+                    "it unchanged: "
+                } else {
+                    "it to contain "
+                }
+            )
+            .into());
+        }
+        if settles(operation) {
+            self.settle(&input["EndpointName"]).await?;
+        }
+        Ok(())
+    }
+
     /// InvokeEndpoint from `{"EndpointName", "Headers", "Body"}`.
     async fn invoke(&self, request: &Value) -> Result<Answer, Failed> {
         let name = request["EndpointName"]
@@ -319,7 +415,12 @@ fn check(expected: &Value, answer: &Answer) -> Result<(), Failed> {
             return fail(format!("expected the message {message:?}"));
         }
     }
-    if let Some(fragment) = expected["MessageContains"].as_str() {
+    let fragments: Vec<&str> = match &expected["MessageContains"] {
+        Value::String(fragment) => vec![fragment.as_str()],
+        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    for fragment in fragments {
         if !json["message"]
             .as_str()
             .is_some_and(|m| m.contains(fragment))
@@ -346,19 +447,4 @@ fn check(expected: &Value, answer: &Answer) -> Result<(), Failed> {
         }
     }
     Ok(())
-}
-
-/// Whether `value` contains `wanted`: objects may have more keys, lists match item by item
-/// and have the same length, `"<any>"` matches anything.
-fn contains(value: &Value, wanted: &Value) -> bool {
-    match (value, wanted) {
-        (_, Value::String(s)) if s == "<any>" => true,
-        (Value::Object(value), Value::Object(wanted)) => wanted
-            .iter()
-            .all(|(k, w)| value.get(k).is_some_and(|v| contains(v, w))),
-        (Value::Array(value), Value::Array(wanted)) => {
-            value.len() == wanted.len() && value.iter().zip(wanted).all(|(v, w)| contains(v, w))
-        }
-        (value, wanted) => value == wanted,
-    }
 }

@@ -11,16 +11,37 @@
 //!   deployment file, credentials, or neither: [`Options`]); waits for the `listening on`
 //!   line, sends requests, keeps the child's stderr for assertions on logs, can be killed
 //!   with SIGKILL and restarted on the same data directory, and is killed when dropped.
+//!   Its helpers are the one copy the suites share: [`Server::call`] and [`Server::refused`]
+//!   (a 400 with its error code and message fragments), [`Server::create_model`],
+//!   [`Server::create_config`], [`Server::create_endpoint_settled`],
+//!   [`Server::describe_endpoint`], waiting for an endpoint
+//!   ([`Server::describe_settled`], [`Server::wait_in_service`],
+//!   [`Server::wait_for_endpoint`]) or a busy instance ([`Server::wait_busy`]),
+//!   [`Server::invoked_variants`], [`Server::metrics`].
+//! - [`ApiError`]: a SageMaker error answer, checked for shape.
+//! - [`metrics`]: samples of the Prometheus text by name and labels.
+//! - [`json`]: names in a list, an item of a list by name, and [`json::contains`] (also the
+//!   fixture cases' matcher).
+//! - [`run_cli`], [`expect_success`], [`expect_failure`], [`credentials_toml`]: the `plinth`
+//!   command line as a subprocess, hermetic from the caller's AWS settings.
+//! - [`onnxruntime_library`], [`venv_python`]: what optional tests need, [`skipped`] locally
+//!   without it and failed under `CI=true`.
+//! - [`epoch_now`], [`assert_binomial`], [`SETOSA_ROW`] and the header names
+//!   ([`CUSTOM_ATTRIBUTES`], [`TARGET_VARIANT`], [`INVOKED_VARIANT`], [`ENDPOINT_CONFIG`]).
 //! - [`npy_f32`] / [`parse_npy_f32`]: NPY request and response bodies, written and read by
 //!   the codec the guest SDK uses (`plinth-codec`).
 
+pub mod json;
+pub mod metrics;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use reqwest::blocking::Response;
 pub use reqwest::StatusCode;
@@ -32,6 +53,23 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long one HTTP request may take before the test fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An iris row (CSV) whose species is setosa; the faults plugin answers it with its
+/// `FAULT_REPLY` (it names no fault).
+pub const SETOSA_ROW: &str = "5.1,3.5,1.4,0.2";
+
+/// The request header the echo plugin reads its probes from (`env=NAME`, `ls=PATH`,
+/// `read=PATH`) and the faults plugin the fault to raise.
+pub const CUSTOM_ATTRIBUTES: &str = "X-Amzn-SageMaker-Custom-Attributes";
+
+/// The request header naming the production variant to invoke.
+pub const TARGET_VARIANT: &str = "X-Amzn-SageMaker-Target-Variant";
+
+/// The response header naming the production variant that answered.
+pub const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+
+/// The response header naming the endpoint config of the fleet that answered.
+pub const ENDPOINT_CONFIG: &str = "x-plinth-endpoint-config";
 
 /// One `[[models]]` entry.
 #[derive(Clone, Debug)]
@@ -58,6 +96,11 @@ impl Model {
             timeout_seconds: None,
             backend: None,
         }
+    }
+
+    /// A model named `name` running the iris plugin on the iris model directory.
+    pub fn iris(name: &str) -> Self {
+        Self::new(name, IRIS_WASM).model_data(IRIS_MODEL_DIR)
     }
 
     /// Mounts `dir` read-only at `/opt/ml/model`.
@@ -315,19 +358,41 @@ impl Default for Options {
 }
 
 /// The ONNX Runtime library the tests may use: `ORT_DYLIB_PATH` (which `tests/run` sets
-/// from `.venv`). Without it, `None` after printing that `test` is skipped, except in CI
-/// (`CI=true`), where ONNX Runtime must be tested: there it panics.
+/// from `.venv`); without it, [`skipped`].
 pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
     match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         Some(path) => Some(PathBuf::from(path)),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: ORT_DYLIB_PATH is not set; CI must test ONNX Runtime (see tests/run)")
-        }
-        None => {
-            eprintln!("{test}: skipped: set ORT_DYLIB_PATH to test ONNX Runtime (tests/run does)");
-            None
-        }
+        None => skipped(
+            test,
+            "ORT_DYLIB_PATH is not set",
+            "set it to test ONNX Runtime (tests/run does)",
+        ),
     }
+}
+
+/// The interpreter of the repository's `.venv` (with boto3; `tests/run` and `.ci/run` make
+/// it); without it, [`skipped`].
+pub fn venv_python(test: &str) -> Option<PathBuf> {
+    let python = Path::new(WORKSPACE_ROOT).join(".venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    skipped(
+        test,
+        &format!("{} is missing", python.display()),
+        "run `tests/run` (or `.ci/run`) to create the venv with boto3",
+    )
+}
+
+/// What a test does when something optional it needs is `missing`: locally `None`, after
+/// printing that `test` is skipped and the `fix`; in CI (`CI=true`), where every test must
+/// run, a panic.
+pub fn skipped<T>(test: &str, missing: &str, fix: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {missing}; CI must run this test: {fix}");
+    }
+    eprintln!("SKIPPED {test}: {missing}; {fix} (under CI=true this test fails instead)");
+    None
 }
 
 /// A running `plinth serve`, killed on drop.
@@ -588,31 +653,171 @@ impl Server {
         output
     }
 
-    /// DescribeEndpoint once the endpoint is neither `Creating` nor `Updating` (polling every
-    /// 20 ms for up to [`START_TIMEOUT`]); panics if DescribeEndpoint fails.
-    pub fn describe_settled(&self, endpoint: &str) -> serde_json::Value {
-        let deadline = Instant::now() + START_TIMEOUT;
+    /// Runs control-plane `operation`, which must be refused with a 400 whose error is `code`
+    /// and whose message contains every one of `fragments`; gives the error.
+    #[track_caller]
+    pub fn refused(
+        &self,
+        operation: &str,
+        input: serde_json::Value,
+        code: &str,
+        fragments: &[&str],
+    ) -> ApiError {
+        let e = ApiError::from_response(self.control(operation, &input));
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, code),
+            "{operation} {input}: {}",
+            e.body
+        );
+        for fragment in fragments {
+            assert!(
+                e.message.contains(fragment),
+                "{operation} {input}: the message lacks {fragment:?}: {:?}",
+                e.message
+            );
+        }
+        e
+    }
+
+    /// CreateModel `name` running the component at `image` (a path) with `environment` (a
+    /// JSON object, `{}` for none); panics unless it succeeds.
+    #[track_caller]
+    pub fn create_model(&self, name: &str, image: &str, environment: serde_json::Value) {
+        self.call(
+            "CreateModel",
+            serde_json::json!({
+                "ModelName": name,
+                "PrimaryContainer": { "Image": image, "Environment": environment },
+            }),
+        );
+    }
+
+    /// CreateEndpointConfig `name` with one production variant per `(variant, model,
+    /// instances)`, each of the default weight (1); panics unless it succeeds.
+    #[track_caller]
+    pub fn create_config(&self, name: &str, variants: &[(&str, &str, u32)]) {
+        let variants: Vec<serde_json::Value> = variants
+            .iter()
+            .map(|(variant, model, instances)| {
+                serde_json::json!({
+                    "VariantName": variant,
+                    "ModelName": model,
+                    "InitialInstanceCount": instances,
+                })
+            })
+            .collect();
+        self.call(
+            "CreateEndpointConfig",
+            serde_json::json!({ "EndpointConfigName": name, "ProductionVariants": variants }),
+        );
+    }
+
+    /// DescribeEndpoint; panics unless it answers 200.
+    #[track_caller]
+    pub fn describe_endpoint(&self, endpoint: &str) -> serde_json::Value {
+        self.call(
+            "DescribeEndpoint",
+            serde_json::json!({ "EndpointName": endpoint }),
+        )
+    }
+
+    /// CreateEndpoint `endpoint` on `config`, then its description once it settles
+    /// ([`Server::describe_settled`]: `InService` or `Failed`).
+    #[track_caller]
+    pub fn create_endpoint_settled(&self, endpoint: &str, config: &str) -> serde_json::Value {
+        self.call(
+            "CreateEndpoint",
+            serde_json::json!({ "EndpointName": endpoint, "EndpointConfigName": config }),
+        );
+        self.describe_settled(endpoint)
+    }
+
+    /// DescribeEndpoint, polled every 20 ms, once `done` holds for the description; panics
+    /// with the last description if that takes longer than `timeout`, or if DescribeEndpoint
+    /// fails.
+    #[track_caller]
+    pub fn wait_for_endpoint(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
         loop {
-            let response = self.control(
-                "DescribeEndpoint",
-                &serde_json::json!({ "EndpointName": endpoint }),
-            );
-            assert_eq!(
-                response.status(),
-                StatusCode::OK,
-                "DescribeEndpoint {endpoint}"
-            );
-            let description: serde_json::Value = response.json().expect("DescribeEndpoint JSON");
-            let status = description["EndpointStatus"].as_str().unwrap_or_default();
-            if status != "Creating" && status != "Updating" {
+            let description = self.describe_endpoint(endpoint);
+            if done(&description) {
                 return description;
             }
             assert!(
                 Instant::now() < deadline,
-                "endpoint {endpoint} is still {status}: {description}"
+                "gave up waiting for endpoint {endpoint} after {timeout:?}: {description}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// DescribeEndpoint once the endpoint is neither `Creating` nor `Updating` (for up to
+    /// [`START_TIMEOUT`]): `InService`, `Failed`, or `RollingBack`.
+    #[track_caller]
+    pub fn describe_settled(&self, endpoint: &str) -> serde_json::Value {
+        self.wait_for_endpoint(endpoint, START_TIMEOUT, |d| {
+            !matches!(
+                d["EndpointStatus"].as_str(),
+                Some("Creating") | Some("Updating")
+            )
+        })
+    }
+
+    /// DescribeEndpoint once the endpoint is `InService`, waiting while it is `Creating`,
+    /// `Updating` or `RollingBack` for up to `timeout`; panics at once on any other status
+    /// (`Failed` stays until a new update).
+    #[track_caller]
+    pub fn wait_in_service(&self, endpoint: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_for_endpoint(endpoint, timeout, |d| match d["EndpointStatus"].as_str() {
+            Some("InService") => true,
+            Some("Creating") | Some("Updating") | Some("RollingBack") => false,
+            other => panic!("endpoint {endpoint} is {other:?}, not on its way to InService: {d}"),
+        })
+    }
+
+    /// Waits up to `timeout` until variant `variant` of `endpoint` has a busy instance
+    /// (`plinth_variant_instances_busy` at least 1).
+    #[track_caller]
+    pub fn wait_busy(&self, endpoint: &str, variant: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let labels = metrics::of_variant(endpoint, variant);
+        while metrics::counter(&self.metrics(), "plinth_variant_instances_busy", &labels) < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "no instance of {endpoint}/{variant} became busy within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `body` to `endpoint` `n` times, one after the other, each of which must answer
+    /// 200 with the invoked-variant header; how many each variant answered.
+    #[track_caller]
+    pub fn invoked_variants(
+        &self,
+        endpoint: &str,
+        content_type: &str,
+        body: &str,
+        n: usize,
+    ) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let response = self.invoke(endpoint, content_type, body, &[]);
+            let status = response.status();
+            let variant = header(&response, INVOKED_VARIANT);
+            let text = response.text().unwrap_or_default();
+            assert_eq!(status, StatusCode::OK, "{endpoint}: {text}");
+            let variant =
+                variant.unwrap_or_else(|| panic!("{endpoint}: no {INVOKED_VARIANT} header"));
+            *seen.entry(variant).or_default() += 1;
+        }
+        seen
     }
 
     /// `GET /metrics` as text; panics unless it answers 200.
@@ -624,6 +829,37 @@ impl Server {
             .expect("GET /metrics");
         assert_eq!(response.status(), StatusCode::OK, "GET /metrics");
         response.text().expect("metrics text")
+    }
+
+    /// Run `tests/python/<script>` with `python` against this server (`PLINTH_URL`), with
+    /// `env` added and the developer's own AWS settings removed; panics with the script's
+    /// output and the server's stderr unless it exits 0.
+    pub fn run_python(&self, python: &Path, script: &str, env: &[(&str, &str)]) {
+        let script = Path::new(WORKSPACE_ROOT).join("tests/python").join(script);
+        let output = Command::new(python)
+            .arg(&script)
+            .env("PLINTH_URL", self.url())
+            .envs(env.iter().copied())
+            // Never pick up a developer's real AWS settings.
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("run the boto3 script");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver stderr:\n{}",
+            script.display(),
+            output.status,
+            self.stderr()
+        );
+        print!("{stdout}");
     }
 
     /// Everything the server has written to stderr so far.
@@ -661,6 +897,66 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `bin ARGS` (the `plinth` binary) to completion, with none of the caller's AWS or
+/// Plinth settings (`AWS_*` keys and region, `PLINTH_ENDPOINT_URL`, `PLINTH_CONFIG`,
+/// `PLINTH_CREDENTIALS`), signing with `credentials` (access key id, secret) if given.
+pub fn run_cli(bin: &str, args: &[&str], credentials: Option<(&str, &str)>) -> Output {
+    let mut command = Command::new(bin);
+    command.args(args).env("RUST_BACKTRACE", "0");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "PLINTH_ENDPOINT_URL",
+        "PLINTH_CONFIG",
+        "PLINTH_CREDENTIALS",
+    ] {
+        command.env_remove(var);
+    }
+    if let Some((id, secret)) = credentials {
+        command
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {bin}: {e}"))
+}
+
+/// A credentials file (`--credentials`) with one key pair.
+pub fn credentials_toml(access_key_id: &str, secret_access_key: &str) -> String {
+    format!(
+        "[[credentials]]\naccess_key_id = {}\nsecret_access_key = {}\n",
+        toml_string(access_key_id),
+        toml_string(secret_access_key)
+    )
+}
+
+/// Seconds since the Unix epoch, as SageMaker's timestamps and `EventTime` count them.
+pub fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
+/// `count` of `n` is consistent with a binomial(`n`, `p`): within 5 standard deviations of
+/// the mean (and exact when `p` is 0 or 1). A false alarm is about one in 1.7 million.
+#[track_caller]
+pub fn assert_binomial(count: usize, n: usize, p: f64, what: &str) {
+    assert!(n > 0, "{what}: no requests to measure");
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    let deviation = (count as f64 - mean).abs();
+    assert!(
+        deviation <= 5.0 * sd + 1e-9,
+        "{what}: {count} of {n} ({:.1}%) where {:.0}% was planned (mean {mean:.1}, sd {sd:.2})",
+        100.0 * count as f64 / n as f64,
+        100.0 * p
+    );
 }
 
 /// A process's output stream as text.

@@ -1,46 +1,17 @@
 //! Batching (`max_batch_size` > 1), against the real `plinth` binary: requests that queue for
 //! a busy instance are served together in one `invoke-batch` call, each gets its own answer,
 //! a handler error stays with its request, and a batch that traps is served again one
-//! request at a time so that only the request at fault fails.
+//! request at a time so that only the request at fault fails. (Batch sizes out of range are
+//! fixture cases: `tests/cases/CreateEndpointConfig/batch-size-*`.)
 
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plinth_tests::{
-    ApiError, Config, Model, Server, StatusCode, Variant, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
-};
-use serde_json::{json, Value};
+use plinth_tests::metrics::{counter, of_variant};
+use plinth_tests::{ApiError, Config, Model, Server, StatusCode, Variant, FAULTS_WASM};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-/// The value of a per-variant metric line, 0 when absent.
-fn metric(text: &str, name: &str, endpoint: &str, variant: &str) -> f64 {
-    let labels = format!("{{endpoint=\"{endpoint}\",variant=\"{variant}\"}}");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(&labels)?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-/// Waits until the endpoint's variant has a busy instance.
-fn wait_busy(server: &Server, endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
-        &server.metrics(),
-        "plinth_variant_instances_busy",
-        endpoint,
-        "V",
-    ) < 1.0
-    {
-        assert!(Instant::now() < deadline, "the instance never became busy");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// Holds the endpoint's one instance with an `ok-0` request, sends `faults` (each body names
 /// a fault; `ok-N` is no fault's name, so it answers "ok") all at once while it is busy, so
@@ -53,7 +24,7 @@ fn hold_then_queue<'a>(
     let barrier = Barrier::new(faults.len());
     std::thread::scope(|s| {
         let holder = s.spawn(|| server.invoke(endpoint, "text/plain", "ok-0", &[]));
-        wait_busy(server, endpoint);
+        server.wait_busy(endpoint, "V", Duration::from_secs(10));
         let queued: Vec<_> = faults
             .iter()
             .map(|&fault| {
@@ -126,15 +97,23 @@ fn queued_requests_are_batched_and_each_keeps_its_own_outcome() {
     // the panic trapped, was replayed one by one, and the panic trapped again on its own:
     // two replacements.
     assert!(
-        metric(&m, "plinth_variant_batches", "slow", "V") >= 1.0,
+        counter(&m, "plinth_variant_batches", &of_variant("slow", "V")) >= 1.0,
         "{m}"
     );
     assert!(
-        metric(&m, "plinth_variant_batched_requests", "slow", "V") >= 2.0,
+        counter(
+            &m,
+            "plinth_variant_batched_requests",
+            &of_variant("slow", "V")
+        ) >= 2.0,
         "{m}"
     );
     assert_eq!(
-        metric(&m, "plinth_variant_instances_replaced", "slow", "V"),
+        counter(
+            &m,
+            "plinth_variant_instances_replaced",
+            &of_variant("slow", "V")
+        ),
         2.0,
         "{m}"
     );
@@ -173,11 +152,15 @@ fn a_request_that_loops_in_a_batch_times_out_alone() {
     }
     let m = server.metrics();
     assert!(
-        metric(&m, "plinth_variant_batches", "slow", "V") >= 1.0,
+        counter(&m, "plinth_variant_batches", &of_variant("slow", "V")) >= 1.0,
         "{m}"
     );
     assert_eq!(
-        metric(&m, "plinth_variant_instances_replaced", "slow", "V"),
+        counter(
+            &m,
+            "plinth_variant_instances_replaced",
+            &of_variant("slow", "V")
+        ),
         2.0,
         "{m}"
     );
@@ -199,9 +182,8 @@ fn probabilities(response: plinth_tests::Response) -> Vec<f64> {
 fn a_batched_model_answers_each_request_as_alone() {
     // The iris plugin runs a batch as one stacked matrix and splits the answer back; under
     // concurrent load on one instance, every answer must match the unbatched endpoint's.
-    let iris = || Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR);
     let config = Config::new()
-        .model(iris())
+        .model(Model::iris("iris"))
         .endpoint_with_variants("alone", vec![Variant::new("V", "iris", 1)])
         .endpoint_with_variants(
             "batched",
@@ -243,69 +225,18 @@ fn a_batched_model_answers_each_request_as_alone() {
         }
     });
     let m = server.metrics();
-    let batched = metric(&m, "plinth_variant_batched_requests", "batched", "V");
+    let batched = counter(
+        &m,
+        "plinth_variant_batched_requests",
+        &of_variant("batched", "V"),
+    );
     assert!(
         batched > 0.0,
         "24 clients on one instance never formed a batch:\n{m}"
     );
     assert_eq!(
-        metric(&m, "plinth_invocations_total", "batched", "V"),
+        counter(&m, "plinth_invocations_total", &of_variant("batched", "V")),
         (rows.len() * rounds) as f64,
         "{m}"
-    );
-}
-
-#[test]
-fn batch_sizes_out_of_range_are_refused() {
-    let server = Server::start(BIN, &Config::new().to_toml());
-    server.call(
-        "CreateModel",
-        json!({
-            "ModelName": "faults",
-            "PrimaryContainer": {"Image": FAULTS_WASM},
-        }),
-    );
-    for size in [0, 257] {
-        let response = server.control(
-            "CreateEndpointConfig",
-            &json!({
-                "EndpointConfigName": format!("batch-{size}"),
-                "ProductionVariants": [{
-                    "VariantName": "V",
-                    "ModelName": "faults",
-                    "InitialInstanceCount": 1,
-                    "PlinthMaxBatchSize": size,
-                }],
-            }),
-        );
-        let e = ApiError::from_response(response);
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
-        assert_eq!(e.code, "ValidationException", "{}", e.body);
-        assert!(
-            e.message.contains("PlinthMaxBatchSize") && e.message.contains("between 1 and 256"),
-            "{}",
-            e.message
-        );
-    }
-    // In range, it is kept and described.
-    server.call(
-        "CreateEndpointConfig",
-        json!({
-            "EndpointConfigName": "batch-8",
-            "ProductionVariants": [{
-                "VariantName": "V",
-                "ModelName": "faults",
-                "InitialInstanceCount": 1,
-                "PlinthMaxBatchSize": 8,
-            }],
-        }),
-    );
-    let described = server.call(
-        "DescribeEndpointConfig",
-        json!({"EndpointConfigName": "batch-8"}),
-    );
-    assert_eq!(
-        described["ProductionVariants"][0]["PlinthMaxBatchSize"], 8,
-        "{described}"
     );
 }

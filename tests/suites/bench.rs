@@ -5,52 +5,31 @@
 //! unknown endpoint, a server that does not answer, a URL that refuses, bad flags).
 
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use plinth_tests::{
-    expect_failure, expect_success, Config, Model, Options, Server, Variant, IRIS_MODEL_DIR,
-    IRIS_WASM,
+    credentials_toml, expect_failure, expect_success, run_cli, Config, Model, Options, Server,
+    Variant, SETOSA_ROW,
 };
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
-/// One iris row.
-const ROW: &str = "5.1,3.5,1.4,0.2";
-
 const ACCESS_KEY_ID: &str = "AKIDBENCHEXAMPLE";
 const SECRET_ACCESS_KEY: &str = "bench/secret/key";
 
-/// `plinth bench --endpoint-url URL --body ROW ARGS` (split on whitespace) with no AWS or
-/// Plinth settings from the environment, signing with `credentials` if given.
+/// `plinth bench --endpoint-url URL --body SETOSA_ROW ARGS` (split on whitespace), signing
+/// with `credentials` if given (see `plinth_tests::run_cli`).
 fn bench(url: &str, args: &str, credentials: Option<(&str, &str)>) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(["bench", "--endpoint-url", url, "--body", ROW])
-        .args(args.split_whitespace())
-        .env("RUST_BACKTRACE", "0");
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION",
-        "PLINTH_ENDPOINT_URL",
-    ] {
-        command.env_remove(var);
-    }
-    if let Some((id, secret)) = credentials {
-        command
-            .env("AWS_ACCESS_KEY_ID", id)
-            .env("AWS_SECRET_ACCESS_KEY", secret);
-    }
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
+    let mut all = vec!["bench", "--endpoint-url", url, "--body", SETOSA_ROW];
+    all.extend(args.split_whitespace());
+    run_cli(BIN, &all, credentials)
 }
 
 /// Endpoint `iris` with one variant `A` of `instances` instances.
 fn iris_config(instances: u32) -> String {
     Config::new()
-        .model(Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR))
+        .model(Model::iris("iris"))
         .endpoint_with_variants("iris", vec![Variant::new("A", "iris", instances)])
         .to_toml()
 }
@@ -260,9 +239,7 @@ fn an_instance_sweep_recommends_a_count_and_restores_the_original() {
 
 #[test]
 fn an_open_loop_at_a_rate_sends_that_many_signed_requests() {
-    let credentials = format!(
-        "[[credentials]]\naccess_key_id = \"{ACCESS_KEY_ID}\"\nsecret_access_key = \"{SECRET_ACCESS_KEY}\"\n"
-    );
+    let credentials = credentials_toml(ACCESS_KEY_ID, SECRET_ACCESS_KEY);
     let server = Server::start_with(
         BIN,
         Options {

@@ -3,22 +3,18 @@
 //! component, one input, no server) and `invoke` (a client for a running server).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use plinth_tests::{
-    expect_failure, expect_success, text, Config, Model, Server, FAULTS_WASM, IRIS_MODEL_DIR,
-    IRIS_WASM, WORKSPACE_ROOT,
+    expect_failure, expect_success, run_cli, text, Config, Model, Server, FAULTS_WASM,
+    IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
-/// Runs `plinth ARGS` to completion.
+/// Runs `plinth ARGS` to completion (see `plinth_tests::run_cli`).
 fn plinth(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {BIN}: {e}"))
+    run_cli(BIN, args, None)
 }
 
 fn write_config(dir: &Path, toml: &str) -> String {
@@ -27,15 +23,11 @@ fn write_config(dir: &Path, toml: &str) -> String {
     path.display().to_string()
 }
 
-fn iris_model() -> Model {
-    Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR)
-}
-
 #[test]
 fn validate_accepts_a_good_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::new()
-        .endpoint(iris_model(), 2)
+        .endpoint(Model::iris("iris"), 2)
         .endpoint(Model::new("faults", FAULTS_WASM), 1);
     let path = write_config(dir.path(), &config.to_toml());
     let output = plinth(&["validate", "--config", &path]);
@@ -251,7 +243,10 @@ fn local_reports_a_guest_panic() {
 
 #[test]
 fn invoke_talks_to_a_running_server() {
-    let server = Server::start(BIN, &Config::new().endpoint(iris_model(), 1).to_toml());
+    let server = Server::start(
+        BIN,
+        &Config::new().endpoint(Model::iris("iris"), 1).to_toml(),
+    );
     let output = plinth(&[
         "invoke",
         "--endpoint",

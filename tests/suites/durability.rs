@@ -4,6 +4,7 @@
 //! back `InService` serving exactly one committed config (never a mix), and nothing
 //! half-applied.
 
+use plinth_tests::json::names;
 use plinth_tests::{Options, Server, StatusCode, ECHO_WASM};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -15,24 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
 /// The variants that answer `n` requests to `endpoint`.
 fn served_by(server: &Server, endpoint: &str, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            let r = server.invoke(endpoint, "text/plain", "hi", &[]);
-            assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
-            plinth_tests::header(&r, "x-amzn-invoked-production-variant").unwrap()
-        })
+    server
+        .invoked_variants(endpoint, "text/plain", "hi", n)
+        .into_keys()
         .collect()
 }
 
+/// The names of a description's production variants.
 fn variant_names(description: &Value) -> BTreeSet<String> {
-    description["ProductionVariants"]
-        .as_array()
-        .map(|vs| {
-            vs.iter()
-                .map(|v| v["VariantName"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    names(description, "ProductionVariants", "VariantName")
+        .into_iter()
+        .collect()
 }
 
 /// An echo model, and an endpoint config `config` with one variant `variant` of it.
@@ -42,33 +36,18 @@ fn echo_config(server: &Server, model: &str, config: &str, variants: &[&str]) {
         .status()
         != StatusCode::OK
     {
-        server.call(
-            "CreateModel",
-            json!({"ModelName": model, "PrimaryContainer": {"Image": ECHO_WASM}}),
-        );
+        server.create_model(model, ECHO_WASM, json!({}));
     }
-    let variants: Vec<Value> = variants
-        .iter()
-        .map(|v| json!({"VariantName": v, "ModelName": model, "InitialInstanceCount": 1}))
-        .collect();
-    server.call(
-        "CreateEndpointConfig",
-        json!({"EndpointConfigName": config, "ProductionVariants": variants}),
-    );
+    let variants: Vec<(&str, &str, u32)> = variants.iter().map(|v| (*v, model, 1)).collect();
+    server.create_config(config, &variants);
 }
 
 #[test]
 fn state_survives_a_restart() {
     let server = Server::start_with(BIN, Options::default());
     echo_config(&server, "echo", "two", &["A", "B"]);
-    server.call(
-        "CreateEndpoint",
-        json!({"EndpointName": "live", "EndpointConfigName": "two"}),
-    );
-    assert_eq!(
-        server.describe_settled("live")["EndpointStatus"],
-        "InService"
-    );
+    let d = server.create_endpoint_settled("live", "two");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
     server.call(
         "UpdateEndpointWeightsAndCapacities",
         json!({"EndpointName": "live", "DesiredWeightsAndCapacities": [
@@ -188,11 +167,7 @@ fn burst(url: String, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Acknowledge
 fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
     let mut server = Server::start_with(BIN, Options::default());
     echo_config(&server, "echo", "base", &["A"]);
-    server.call(
-        "CreateEndpoint",
-        json!({"EndpointName": "live", "EndpointConfigName": "base"}),
-    );
-    server.describe_settled("live");
+    server.create_endpoint_settled("live", "base");
     let mut requested = BTreeSet::from(["base".to_string()]);
 
     for (round, after_ms) in [(0u32, 150u64), (1, 400), (2, 900)] {
@@ -257,12 +232,7 @@ fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
                 "DescribeEndpointConfig",
                 json!({"EndpointConfigName": d["EndpointConfigName"]}),
             );
-            let expected: BTreeSet<String> = config["ProductionVariants"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v["VariantName"].as_str().unwrap().to_string())
-                .collect();
+            let expected = variant_names(&config);
             assert_eq!(variant_names(&d), expected, "round {round}: {d}");
             let served = served_by(&server, name, 5);
             assert!(

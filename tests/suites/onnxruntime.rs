@@ -33,10 +33,6 @@ fn onnxruntime_library(test: &str) -> Option<std::path::PathBuf> {
 const ROWS: &str =
     "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n5.9,3.0,4.2,1.5\n4.9,2.5,4.5,1.7\n6.0,2.2,5.0,1.5";
 
-fn iris(name: &str) -> Model {
-    Model::new(name, IRIS_WASM).model_data(IRIS_MODEL_DIR)
-}
-
 /// A server that inherits no `ORT_DYLIB_PATH`, with `args` added.
 fn options(config: Option<String>, args: &[&str]) -> Options {
     Options {
@@ -146,9 +142,9 @@ fn onnxruntime_and_tract_give_the_same_answers() {
         return;
     };
     let config = Config::new()
-        .endpoint(iris("iris-ort").backend("onnxruntime"), 2)
-        .endpoint(iris("iris-tract").backend("tract"), 2)
-        .endpoint(iris("iris-auto"), 1)
+        .endpoint(Model::iris("iris-ort").backend("onnxruntime"), 2)
+        .endpoint(Model::iris("iris-tract").backend("tract"), 2)
+        .endpoint(Model::iris("iris-auto"), 1)
         .to_toml();
     let server = Server::start_with(
         BIN,
@@ -223,7 +219,7 @@ fn intra_op_threads_follow_the_flag() {
         return;
     };
     let config = Config::new()
-        .endpoint(iris("iris").backend("onnxruntime"), 2)
+        .endpoint(Model::iris("iris").backend("onnxruntime"), 2)
         .to_toml();
     let server = Server::start_with(
         BIN,
@@ -247,7 +243,7 @@ fn intra_op_threads_follow_the_flag() {
     // The default: the cores divided by the instances (2), at least 1.
     let cores = std::thread::available_parallelism().unwrap().get();
     let config = Config::new()
-        .endpoint(iris("iris").backend("onnxruntime"), 2)
+        .endpoint(Model::iris("iris").backend("onnxruntime"), 2)
         .to_toml();
     let server = Server::start_with(
         BIN,
@@ -394,7 +390,7 @@ fn without_the_library_onnxruntime_models_are_refused() {
 
     // A deployment file asking for ONNX Runtime stops the server with the same reason.
     let config = Config::new()
-        .endpoint(iris("iris").backend("onnxruntime"), 1)
+        .endpoint(Model::iris("iris").backend("onnxruntime"), 1)
         .to_toml();
     let e = start_failure(options(Some(config), &[]));
     assert!(

@@ -2,7 +2,8 @@
 //! CSV, JSON and NPY; response headers; every kind of bad input with its status and error
 //! code; the payload limit; guests that panic, spin or exhaust memory fail only their own
 //! request; the sandbox (environment, read-only model dir, no host files, no network); and
-//! concurrent requests.
+//! concurrent requests. (An unknown endpoint or TargetVariant is a fixture case:
+//! `tests/cases/InvokeEndpoint/`.)
 //!
 //! Each test starts its own server on `127.0.0.1:0` (see `plinth_tests::Server`).
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use plinth_tests::{
     header, npy_f32, parse_npy_f32, ApiError, Config, Model, Server, StatusCode, Variant,
-    ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
+    CUSTOM_ATTRIBUTES, ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
@@ -21,16 +22,12 @@ const VIRGINICA: [f32; 4] = [6.7, 3.0, 5.2, 2.3];
 const VERSICOLOR: [f32; 4] = [5.9, 3.0, 4.2, 1.5];
 const LABELS: [&str; 3] = ["setosa", "virginica", "versicolor"];
 
-const CUSTOM_ATTRIBUTES: &str = "X-Amzn-SageMaker-Custom-Attributes";
-
-fn iris_model() -> Model {
-    Model::new("iris", IRIS_WASM).model_data(IRIS_MODEL_DIR)
-}
-
 fn iris_server(instances: u32) -> Server {
     Server::start(
         BIN,
-        &Config::new().endpoint(iris_model(), instances).to_toml(),
+        &Config::new()
+            .endpoint(Model::iris("iris"), instances)
+            .to_toml(),
     )
 }
 
@@ -180,7 +177,7 @@ fn iris_answers_in_the_accepted_type() {
 #[test]
 fn response_headers() {
     let config = Config::new()
-        .endpoint(iris_model(), 1)
+        .endpoint(Model::iris("iris"), 1)
         .endpoint(Model::new("echo", ECHO_WASM), 1);
     let server = Server::start(BIN, &config.to_toml());
     let body = csv_rows(&[SETOSA]);
@@ -310,28 +307,6 @@ fn payload_limit_is_enforced_before_the_guest() {
 
     let r = server.invoke("echo", "application/octet-stream", vec![b'b'; 10], &[]);
     assert_eq!(r.status(), StatusCode::OK);
-}
-
-#[test]
-fn unknown_endpoint_and_variant_are_validation_errors() {
-    let server = iris_server(1);
-    let e = ApiError::from_response(server.invoke("nope", "text/csv", "1,2,3,4", &[]));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
-    assert_eq!(e.code, "ValidationError");
-    assert_eq!(
-        e.message,
-        "Endpoint nope of account 123456789012 not found."
-    );
-
-    let e = ApiError::from_response(server.invoke(
-        "iris",
-        "text/csv",
-        "5.1,3.5,1.4,0.2",
-        &[("X-Amzn-SageMaker-Target-Variant", "NoSuchVariant")],
-    ));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
-    assert_eq!(e.code, "ValidationError");
-    assert!(e.message.contains("NoSuchVariant"), "{:?}", e.message);
 }
 
 /// A faults endpoint named `faults`; `model` sets its limits.
@@ -524,7 +499,7 @@ fn concurrent_requests_all_succeed() {
 #[test]
 fn endpoint_with_two_variants_routes_to_the_named_one() {
     let config = Config::new()
-        .model(iris_model())
+        .model(Model::iris("iris"))
         .model(Model::new("echo", ECHO_WASM))
         .endpoint_with_variants(
             "ab",

@@ -17,17 +17,20 @@
 //!   share is the shadow's weight over production's, capped at 100 %;
 //! - PromoteShadowVariant makes the shadow the production variant of a generated config
 //!   (the other shadows stay shadows) and requests are then served by it;
-//! - invalid shadow configs and promotions are refused with a 400 that says why, creating
-//!   nothing.
+//!
+//! Invalid shadow configs and promotions, refused with a 400 that says why and creating
+//! nothing, are fixture cases (`tests/cases/CreateEndpointConfig/shadow-*`,
+//! `tests/cases/PromoteShadowVariant/`).
 
-use plinth_tests::{ApiError, Options, Server, StatusCode, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM};
+use plinth_tests::metrics::{counter, sample};
+use plinth_tests::{
+    assert_binomial, Options, Server, StatusCode, ENDPOINT_CONFIG, FAULTS_WASM, INVOKED_VARIANT,
+    IRIS_MODEL_DIR, IRIS_WASM, SETOSA_ROW,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-/// An iris row (setosa); the faults plugin answers it with its `FAULT_REPLY`.
-const ROW: &str = "5.1,3.5,1.4,0.2";
 
 // ---- Helpers ----
 
@@ -46,10 +49,7 @@ fn start() -> Server {
 
 /// A faults model `name` with `environment`.
 fn faults_model(server: &Server, name: &str, environment: Value) {
-    server.call(
-        "CreateModel",
-        json!({"ModelName": name, "PrimaryContainer": {"Image": FAULTS_WASM, "Environment": environment}}),
-    );
+    server.create_model(name, FAULTS_WASM, environment);
 }
 
 /// A variant `name` of `model` with one instance and weight 1, plus `extra` fields.
@@ -71,11 +71,7 @@ fn endpoint(server: &Server, endpoint: &str, production: Vec<Value>, shadows: Ve
         json!({"EndpointConfigName": config, "ProductionVariants": production,
                "ShadowProductionVariants": shadows}),
     );
-    server.call(
-        "CreateEndpoint",
-        json!({"EndpointName": endpoint, "EndpointConfigName": config}),
-    );
-    let d = server.describe_settled(endpoint);
+    let d = server.create_endpoint_settled(endpoint, &config);
     assert_eq!(d["EndpointStatus"], "InService", "{d}");
 }
 
@@ -88,10 +84,10 @@ struct Answer {
 }
 
 fn invoke(server: &Server, endpoint: &str) -> Answer {
-    let r = server.invoke(endpoint, "text/csv", ROW, &[]);
+    let r = server.invoke(endpoint, "text/csv", SETOSA_ROW, &[]);
     let status = r.status().as_u16();
-    let variant = plinth_tests::header(&r, "x-amzn-invoked-production-variant").unwrap_or_default();
-    let config = plinth_tests::header(&r, "x-plinth-endpoint-config").unwrap_or_default();
+    let variant = plinth_tests::header(&r, INVOKED_VARIANT).unwrap_or_default();
+    let config = plinth_tests::header(&r, ENDPOINT_CONFIG).unwrap_or_default();
     let body = r.text().unwrap_or_default();
     Answer {
         status,
@@ -121,13 +117,7 @@ fn invoke_n(server: &Server, endpoint: &str, n: usize, production: &str) -> Vec<
 /// DescribeShadowVariants' entry for shadow `shadow` of `endpoint`.
 fn report(server: &Server, endpoint: &str, shadow: &str) -> Value {
     let out = server.call("DescribeShadowVariants", json!({"EndpointName": endpoint}));
-    out["ShadowProductionVariants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["VariantName"] == shadow)
-        .cloned()
-        .unwrap_or_else(|| panic!("no shadow {shadow}: {out}"))
+    plinth_tests::json::item(&out, "ShadowProductionVariants", "VariantName", shadow).clone()
 }
 
 /// The shadow's report once every sampled copy is answered or dropped.
@@ -151,49 +141,6 @@ fn count(report: &Value, key: &str) -> u64 {
     report[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} is not a count: {report}"))
-}
-
-/// The value of the sample `name{labels...}` in Prometheus text (labels in any order, more
-/// allowed).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (labels_text, value) = rest.split_once('}')?;
-        labels
-            .iter()
-            .all(|(k, v)| {
-                labels_text
-                    .split(',')
-                    .any(|p| p.trim() == format!("{k}=\"{v}\""))
-            })
-            .then(|| value.trim().parse().ok())
-            .flatten()
-    })
-}
-
-/// Runs `operation` expecting a 400 ValidationException whose message contains every
-/// fragment.
-#[track_caller]
-fn refused(server: &Server, operation: &str, input: Value, fragments: &[&str]) {
-    let e = ApiError::from_response(server.control(operation, &input));
-    assert_eq!(
-        e.status,
-        StatusCode::BAD_REQUEST,
-        "{operation} {input}: {}",
-        e.body
-    );
-    assert_eq!(
-        e.code, "ValidationException",
-        "{operation} {input}: {}",
-        e.body
-    );
-    for fragment in fragments {
-        assert!(
-            e.message.contains(fragment),
-            "{operation}: {:?} lacks {fragment:?}",
-            e.message
-        );
-    }
 }
 
 // ---- Tests ----
@@ -264,8 +211,8 @@ fn a_shadow_of_the_same_model_agrees_on_every_request() {
     let metrics = server.metrics();
     for kind in ["exact", "close", "argmax"] {
         let labels = [("endpoint", "live"), ("variant", "Shadow"), ("kind", kind)];
-        let compared = metric(&metrics, "plinth_shadow_comparisons_total", &labels);
-        let agreed = metric(&metrics, "plinth_shadow_agreements_total", &labels);
+        let compared = sample(&metrics, "plinth_shadow_comparisons_total", &labels);
+        let agreed = sample(&metrics, "plinth_shadow_agreements_total", &labels);
         assert_eq!(compared, Some(answered as f64), "{kind}:\n{metrics}");
         assert_eq!(agreed, Some(answered as f64), "{kind}:\n{metrics}");
     }
@@ -337,12 +284,12 @@ fn a_shadow_that_answers_differently_never_agrees() {
         ("kind", "exact"),
     ];
     assert_eq!(
-        metric(&metrics, "plinth_shadow_comparisons_total", &exact),
+        sample(&metrics, "plinth_shadow_comparisons_total", &exact),
         Some(count(&text, "Compared") as f64),
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "plinth_shadow_agreements_total", &exact).unwrap_or(0.0),
+        counter(&metrics, "plinth_shadow_agreements_total", &exact),
         0.0
     );
 }
@@ -442,7 +389,7 @@ fn a_slow_shadow_drops_copies_instead_of_slowing_production() {
     let metrics = server.metrics();
     let labels = [("endpoint", "live"), ("variant", "Shadow")];
     assert_eq!(
-        metric(&metrics, "plinth_shadow_dropped_total", &labels),
+        sample(&metrics, "plinth_shadow_dropped_total", &labels),
         Some(dropped as f64),
         "{metrics}"
     );
@@ -473,14 +420,15 @@ fn sampling_takes_the_configured_share() {
     for c in clients {
         c.join().expect("a client failed");
     }
-    let n = (threads * per_thread) as f64;
+    let n = threads * per_thread;
     let r = drained(&server, "live", "Shadow");
     assert_eq!(r["SamplingPercentage"], 30.0, "{r}");
-    let sampled = count(&r, "Sampled") as f64;
-    let sd = (n * 0.3 * 0.7).sqrt();
-    assert!(
-        (sampled - 0.3 * n).abs() <= 5.0 * sd,
-        "{sampled} of {n} sampled where 30% was configured (sd {sd:.1}): {r}"
+    let sampled = count(&r, "Sampled") as usize;
+    assert_binomial(
+        sampled,
+        n,
+        0.3,
+        &format!("sampled with 30% configured: {r}"),
     );
     assert_eq!(count(&r, "Compared"), count(&r, "Invocations"), "{r}");
     assert_eq!(r["ExactAgreement"], 1.0, "{r}");
@@ -607,128 +555,4 @@ fn promoting_a_shadow_makes_it_the_production_variant() {
     assert!(d.get("ShadowProductionVariants").is_none(), "{d}");
     let a = invoke(&server, "live");
     assert_eq!((a.status, a.variant.as_str()), (200, "Other"), "{}", a.body);
-}
-
-#[test]
-fn invalid_shadow_configs_and_promotions_are_refused() {
-    let server = start();
-    let config = |name: &str, production: Value, shadows: Value| {
-        json!({"EndpointConfigName": name, "ProductionVariants": production,
-               "ShadowProductionVariants": shadows})
-    };
-    let cases = [
-        (
-            config(
-                "same-name",
-                json!([variant("A", "iris", json!({}))]),
-                json!([variant("A", "iris-copy", json!({}))]),
-            ),
-            vec![
-                "ShadowProductionVariants[0]",
-                "\"A\" is also a production variant",
-            ],
-        ),
-        (
-            config(
-                "same-name-case",
-                json!([variant("A", "iris", json!({}))]),
-                json!([variant("a", "iris-copy", json!({}))]),
-            ),
-            vec!["\"a\" is also a production variant"],
-        ),
-        (
-            config(
-                "too-many-percent",
-                json!([variant("A", "iris", json!({}))]),
-                json!([variant(
-                    "S",
-                    "iris-copy",
-                    json!({"PlinthSamplingPercentage": 150})
-                )]),
-            ),
-            vec![
-                "ShadowProductionVariants[0].PlinthSamplingPercentage must be between 0 and 100; got 150",
-            ],
-        ),
-        (
-            config(
-                "negative-percent",
-                json!([variant("A", "iris", json!({}))]),
-                json!([variant(
-                    "S",
-                    "iris-copy",
-                    json!({"PlinthSamplingPercentage": -1})
-                )]),
-            ),
-            vec!["ShadowProductionVariants[0].PlinthSamplingPercentage must be between 0 and 100; got -1"],
-        ),
-        (
-            config(
-                "percent-on-production",
-                json!([variant(
-                    "A",
-                    "iris",
-                    json!({"PlinthSamplingPercentage": 50})
-                )]),
-                json!([variant("S", "iris-copy", json!({}))]),
-            ),
-            vec![
-                "ProductionVariants[0]",
-                "PlinthSamplingPercentage applies only to ShadowProductionVariants",
-            ],
-        ),
-        (
-            config(
-                "unknown-shadow-model",
-                json!([variant("A", "iris", json!({}))]),
-                json!([variant("S", "no-such-model", json!({}))]),
-            ),
-            vec!["no-such-model"],
-        ),
-    ];
-    for (input, fragments) in cases {
-        let name = input["EndpointConfigName"].as_str().unwrap().to_string();
-        refused(&server, "CreateEndpointConfig", input, &fragments);
-        refused(
-            &server,
-            "DescribeEndpointConfig",
-            json!({"EndpointConfigName": name}),
-            &["Could not find endpoint configuration"],
-        );
-    }
-    assert_eq!(
-        server.call("ListEndpointConfigs", json!({}))["EndpointConfigs"],
-        json!([])
-    );
-
-    // Promoting a production variant, or a name that is no variant at all.
-    endpoint(
-        &server,
-        "live",
-        vec![variant("Production", "iris", json!({}))],
-        vec![variant("Shadow", "iris-copy", json!({}))],
-    );
-    let before = server.call("DescribeEndpoint", json!({"EndpointName": "live"}));
-    for name in ["Production", "Nobody"] {
-        refused(
-            &server,
-            "PromoteShadowVariant",
-            json!({"EndpointName": "live", "ShadowVariantName": name}),
-            &[&format!("has no shadow variant \"{name}\""), "Shadow"],
-        );
-    }
-    refused(
-        &server,
-        "PromoteShadowVariant",
-        json!({"EndpointName": "nope", "ShadowVariantName": "Shadow"}),
-        &["Could not find endpoint"],
-    );
-    let after = server.call("DescribeEndpoint", json!({"EndpointName": "live"}));
-    assert_eq!(after, before, "a refused promotion changed the endpoint");
-    let configs = server.call("ListEndpointConfigs", json!({}))["EndpointConfigs"].clone();
-    assert_eq!(
-        configs.as_array().unwrap().len(),
-        1,
-        "a refused promotion created a config: {configs}"
-    );
 }

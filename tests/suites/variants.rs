@@ -1,7 +1,12 @@
 //! Production variants of the real `plinth serve`: the weighted split (chi-square goodness of
 //! fit), live weight and capacity changes under load without a lost request, TargetVariant,
-//! the control plane (DescribeEndpoint, UpdateEndpointWeightsAndCapacities and its
-//! validation), throttling above a variant's queue bound, and the per-variant metrics.
+//! the control plane (DescribeEndpoint, UpdateEndpointWeightsAndCapacities; a refused update
+//! leaving the routing alone, an update during an update refused), throttling above a
+//! variant's queue bound, and the per-variant metrics.
+//!
+//! Invalid UpdateEndpointWeightsAndCapacities inputs, unknown endpoints and variants are
+//! fixture cases (`tests/cases/UpdateEndpointWeightsAndCapacities/`, `DescribeEndpoint/`,
+//! `InvokeEndpoint/`).
 //!
 //! Each test starts its own server on `127.0.0.1:0` (see `plinth_tests::Server`).
 
@@ -10,15 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use plinth_tests::metrics::{counter, of_variant, sample};
 use plinth_tests::{
     header, ApiError, Config, Model, Server, StatusCode, Variant, ECHO_WASM, FAULTS_WASM,
+    INVOKED_VARIANT, TARGET_VARIANT,
 };
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-const TARGET_VARIANT: &str = "X-Amzn-SageMaker-Target-Variant";
-const INVOKED_VARIANT: &str = "x-Amzn-Invoked-Production-Variant";
 
 /// The client timeout of the load generators: nothing may hang longer than this.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,18 +127,6 @@ impl Rng {
 
 // ---- control plane -------------------------------------------------------------------------
 
-fn describe(server: &Server, endpoint: &str) -> Value {
-    let response = server.control("DescribeEndpoint", &json!({ "EndpointName": endpoint }));
-    let status = response.status();
-    let text = response.text().unwrap();
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "DescribeEndpoint {endpoint}: {text}"
-    );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("DescribeEndpoint body ({e}): {text}"))
-}
-
 fn update(server: &Server, endpoint: &str, changes: Value) -> plinth_tests::Response {
     server.control(
         "UpdateEndpointWeightsAndCapacities",
@@ -159,32 +151,9 @@ fn update_ok(server: &Server, endpoint: &str, changes: Value) -> String {
         .to_owned()
 }
 
-/// Polls DescribeEndpoint until the endpoint is `InService` (bounded); gives the description.
-fn wait_in_service(server: &Server, endpoint: &str) -> Value {
-    let deadline = Instant::now() + UPDATE_TIMEOUT;
-    loop {
-        let d = describe(server, endpoint);
-        match d["EndpointStatus"].as_str() {
-            Some("InService") => return d,
-            Some("Updating") => {}
-            other => panic!("unexpected EndpointStatus {other:?}: {d}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "endpoint {endpoint} still Updating after {UPDATE_TIMEOUT:?}: {d}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The description's variant `name`.
 fn variant<'a>(description: &'a Value, name: &str) -> &'a Value {
-    description["ProductionVariants"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no ProductionVariants in {description}"))
-        .iter()
-        .find(|v| v["VariantName"] == name)
-        .unwrap_or_else(|| panic!("no variant {name} in {description}"))
+    plinth_tests::json::item(description, "ProductionVariants", "VariantName", name)
 }
 
 /// Asserts a variant's current and desired weight and instance count.
@@ -202,22 +171,6 @@ fn assert_variant(description: &Value, name: &str, weight: f64, instances: u64) 
         Some(instances),
         "{name}: {v}"
     );
-}
-
-// ---- metrics -------------------------------------------------------------------------------
-
-/// The sample `name{endpoint="..",variant=".."}` of a Prometheus text exposition.
-fn metric(text: &str, name: &str, endpoint: &str, variant: &str) -> Option<f64> {
-    let prefix = format!("{name}{{endpoint=\"{endpoint}\",variant=\"{variant}\"}} ");
-    text.lines().find_map(|l| {
-        l.strip_prefix(&prefix)
-            .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("{l:?}: {e}")))
-    })
-}
-
-/// A counter that was never incremented for these labels is absent: read it as 0.
-fn counter(text: &str, name: &str, endpoint: &str, variant: &str) -> f64 {
-    metric(text, name, endpoint, variant).unwrap_or(0.0)
 }
 
 // ---- 1. the split ---------------------------------------------------------------------------
@@ -464,10 +417,10 @@ fn live_changes_under_load_lose_no_request() {
             update_ok(&server, "live", Value::Array(changes.clone()));
             let d = if resizes {
                 capacity_changes += 1;
-                wait_in_service(&server, "live")
+                server.wait_in_service("live", UPDATE_TIMEOUT)
             } else {
                 // Weight-only: in effect when the call returns, and no Updating.
-                let d = describe(&server, "live");
+                let d = server.describe_endpoint("live");
                 assert_eq!(d["EndpointStatus"], "InService", "after {changes:?}: {d}");
                 d
             };
@@ -593,17 +546,9 @@ fn target_variant_and_describe() {
         );
         assert_eq!(body, "hi");
     }
-    let e = ApiError::from_response(server.invoke(
-        "tv",
-        "text/plain",
-        "hi",
-        &[(TARGET_VARIANT, "Nope")],
-    ));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
-    assert_eq!(e.code, "ValidationError");
-    assert!(e.message.contains("Nope"), "{:?}", e.message);
+    // (An unknown TargetVariant is the case InvokeEndpoint/unknown-target-variant.)
 
-    let d0 = describe(&server, "tv");
+    let d0 = server.describe_endpoint("tv");
     assert_eq!(d0["EndpointName"], "tv", "{d0}");
     assert_eq!(d0["EndpointConfigName"], "tv-config", "{d0}");
     assert_eq!(d0["EndpointStatus"], "InService", "{d0}");
@@ -636,7 +581,7 @@ fn target_variant_and_describe() {
         json!([{"VariantName": "B", "DesiredWeight": 3.0}]),
     );
     assert_eq!(answered, arn);
-    let d1 = describe(&server, "tv");
+    let d1 = server.describe_endpoint("tv");
     assert_eq!(d1["EndpointStatus"], "InService", "{d1}");
     assert_variant(&d1, "A", 1.0, 2);
     assert_variant(&d1, "B", 3.0, 1);
@@ -664,7 +609,7 @@ fn target_variant_and_describe() {
         "tv",
         json!([{"VariantName": "A", "DesiredWeight": 2.0, "DesiredInstanceCount": 3}]),
     );
-    let d2 = wait_in_service(&server, "tv");
+    let d2 = server.wait_in_service("tv", UPDATE_TIMEOUT);
     assert_variant(&d2, "A", 2.0, 3);
     assert_variant(&d2, "B", 3.0, 1);
     assert_eq!(
@@ -682,7 +627,7 @@ fn target_variant_and_describe() {
         "tv",
         json!([{"VariantName": "B", "DesiredWeight": 0.0, "DesiredInstanceCount": 0}]),
     );
-    let d3 = wait_in_service(&server, "tv");
+    let d3 = server.wait_in_service("tv", UPDATE_TIMEOUT);
     assert_variant(&d3, "B", 0.0, 0);
     let e =
         ApiError::from_response(server.invoke("tv", "text/plain", "hi", &[(TARGET_VARIANT, "B")]));
@@ -698,32 +643,13 @@ fn target_variant_and_describe() {
         "tv",
         json!([{"VariantName": "B", "DesiredInstanceCount": 1}]),
     );
-    let d4 = wait_in_service(&server, "tv");
+    let d4 = server.wait_in_service("tv", UPDATE_TIMEOUT);
     assert_variant(&d4, "B", 0.0, 1);
     let (status, v, body) = send(&client, &url, "back", Some("B")).unwrap();
     assert_eq!(
         (status, v.as_deref(), body.as_str()),
         (StatusCode::OK, Some("B"), "back")
     );
-
-    // An unknown endpoint.
-    for response in [
-        server.control("DescribeEndpoint", &json!({"EndpointName": "nope"})),
-        update(
-            &server,
-            "nope",
-            json!([{"VariantName": "A", "DesiredWeight": 1.0}]),
-        ),
-    ] {
-        let e = ApiError::from_response(response);
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
-        assert_eq!(e.code, "ValidationException", "{}", e.body);
-        assert!(
-            e.message.starts_with("Could not find endpoint") && e.message.contains("nope"),
-            "{:?}",
-            e.message
-        );
-    }
 }
 
 // ---- 4. invalid updates ---------------------------------------------------------------------
@@ -738,75 +664,31 @@ fn state_of(description: &Value) -> Value {
 }
 
 #[test]
-fn bad_updates_are_rejected_and_change_nothing() {
+fn a_refused_update_leaves_the_routing_alone_and_updates_run_one_at_a_time() {
+    // (Each invalid update, refused with its message, leaving the description unchanged and
+    // both variants serving, is a case in tests/cases/UpdateEndpointWeightsAndCapacities/;
+    // here one of them, and the split after it.)
     let config = Config::new().model(echo()).endpoint_with_variants(
         "bad",
         vec![Variant::new("A", "echo", 1), Variant::new("B", "echo", 1)],
     );
     let server = Server::start(BIN, &config.to_toml());
-    let before = state_of(&describe(&server, "bad"));
+    let before = state_of(&server.describe_endpoint("bad"));
 
-    let cases: Vec<(Value, &str)> = vec![
-        (
-            json!([{"VariantName": "A", "DesiredWeight": -1.0}]),
-            "DesiredWeightsAndCapacities[0].DesiredWeight must be between 0 and 1000000; got -1.0",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredWeight": -0.5, "DesiredInstanceCount": 2}]),
-            "DesiredWeightsAndCapacities[0].DesiredWeight must be between 0 and 1000000; got -0.5",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredWeight": "heavy"}]),
-            "DesiredWeightsAndCapacities[0].DesiredWeight must be between 0 and 1000000; got a string",
-        ),
-        (
-            json!([{"VariantName": "Z", "DesiredWeight": 1.0}]),
-            "no variant named \"Z\"",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredInstanceCount": 0}]),
-            "0 instances but weight 1",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredWeight": 2.0, "DesiredInstanceCount": 0}]),
-            "0 instances but weight 2",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "B", "DesiredWeight": 0.0}]),
-            "every variant would have weight 0",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredInstanceCount": -1}]),
-            "DesiredWeightsAndCapacities[0].DesiredInstanceCount must be a whole number between 0 and 1000; got -1",
-        ),
-        (
-            json!([{"VariantName": "A", "DesiredInstanceCount": 1001}]),
-            "DesiredWeightsAndCapacities[0].DesiredInstanceCount must be a whole number between 0 and 1000; got 1001",
-        ),
-        (json!([]), "at least one variant"),
-        (json!([{"VariantName": "A"}]), "give DesiredWeight"),
-        (
-            json!([{"VariantName": "A", "DesiredWeight": 2.0}, {"VariantName": "A", "DesiredWeight": 3.0}]),
-            "more than once",
-        ),
-        // A valid change next to an invalid one: nothing of it applies.
-        (
-            json!([{"VariantName": "B", "DesiredWeight": 5.0, "DesiredInstanceCount": 2}, {"VariantName": "A", "DesiredWeight": -3.0}]),
-            "DesiredWeightsAndCapacities[1].DesiredWeight must be between 0 and 1000000; got -3.0",
-        ),
-    ];
-    for (changes, fragment) in cases {
-        let e = ApiError::from_response(update(&server, "bad", changes.clone()));
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{changes}: {}", e.body);
-        assert_eq!(e.code, "ValidationException", "{changes}: {}", e.body);
-        assert!(
-            e.message.contains(fragment),
-            "{changes}: message {:?} lacks {fragment:?}",
-            e.message
-        );
-        let now = describe(&server, "bad");
-        assert_eq!(state_of(&now), before, "{changes} changed the endpoint");
-    }
+    // A valid change next to an invalid one: nothing of it applies.
+    let changes = json!([
+        {"VariantName": "B", "DesiredWeight": 5.0, "DesiredInstanceCount": 2},
+        {"VariantName": "A", "DesiredWeight": -3.0},
+    ]);
+    let e = ApiError::from_response(update(&server, "bad", changes.clone()));
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, "ValidationException"),
+        "{changes}: {}",
+        e.body
+    );
+    let now = server.describe_endpoint("bad");
+    assert_eq!(state_of(&now), before, "{changes} changed the endpoint");
     // Routing is unchanged too: both variants still serve.
     let url = invocations_url(&server, "bad");
     let client = client();
@@ -838,13 +720,13 @@ fn bad_updates_are_rejected_and_change_nothing() {
         );
         if second.status() == StatusCode::OK {
             // Not caught Updating: undo both and grow further.
-            wait_in_service(&server, "bad");
+            server.wait_in_service("bad", UPDATE_TIMEOUT);
             update_ok(
                 &server,
                 "bad",
                 json!([{"VariantName": "A", "DesiredInstanceCount": 1}, {"VariantName": "B", "DesiredWeight": 1.0}]),
             );
-            wait_in_service(&server, "bad");
+            server.wait_in_service("bad", UPDATE_TIMEOUT);
             continue;
         }
         eprintln!("caught Updating while growing A to {count} (attempt {attempt})");
@@ -860,7 +742,7 @@ fn bad_updates_are_rejected_and_change_nothing() {
         "{:?}",
         e.message
     );
-    let after = wait_in_service(&server, "bad");
+    let after = server.wait_in_service("bad", UPDATE_TIMEOUT);
     assert_variant(&after, "A", 1.0, count);
     assert_variant(&after, "B", 1.0, 1);
 }
@@ -888,20 +770,7 @@ fn burst_above_capacity_is_throttled_not_hung() {
             let result = send(&client(), &url, "loop", None);
             (result, started.elapsed())
         });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while counter(
-            &server.metrics(),
-            "plinth_variant_instances_busy",
-            "busy",
-            "V",
-        ) < 1.0
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the loop request never occupied the instance"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        server.wait_busy("busy", "V", Duration::from_secs(5));
 
         let burst: Vec<_> = (0..BURST)
             .map(|_| {
@@ -950,7 +819,7 @@ fn burst_above_capacity_is_throttled_not_hung() {
         );
 
         let m = server.metrics();
-        let get = |name| counter(&m, name, "busy", "V");
+        let get = |name| counter(&m, name, &of_variant("busy", "V"));
         assert_eq!(
             get("plinth_throttled_requests_total"),
             throttled as f64,
@@ -1009,7 +878,7 @@ fn metrics_count_by_variant() {
     assert_eq!(e.status, StatusCode::BAD_REQUEST);
 
     let m = server.metrics();
-    let get = |name: &str, v: &str| counter(&m, name, "m", v);
+    let get = |name: &str, v: &str| counter(&m, name, &of_variant("m", v));
     // (metric, Good, Bad)
     for (name, good, bad) in [
         ("plinth_invocations_total", 5.0, 7.0),
@@ -1039,7 +908,7 @@ fn metrics_count_by_variant() {
     ] {
         for v in ["Good", "Bad"] {
             assert!(
-                metric(&m, gauge, "m", v).is_some(),
+                sample(&m, gauge, &of_variant("m", v)).is_some(),
                 "no {gauge} for {v}:\n{m}"
             );
         }
@@ -1048,7 +917,8 @@ fn metrics_count_by_variant() {
         "plinth_model_latency_seconds",
         "plinth_overhead_latency_seconds",
     ] {
-        let sum = metric(&m, &format!("{name}_sum"), "m", "Good").expect("histogram sum");
+        let sum =
+            sample(&m, &format!("{name}_sum"), &of_variant("m", "Good")).expect("histogram sum");
         assert!(sum > 0.0 && sum < 5.0, "{name}_sum {sum}");
     }
     // The unroutable request has no variant.
@@ -1060,26 +930,30 @@ fn metrics_count_by_variant() {
         "m",
         json!([{"VariantName": "Good", "DesiredInstanceCount": 3}]),
     );
-    wait_in_service(&server, "m");
+    server.wait_in_service("m", UPDATE_TIMEOUT);
     let m = server.metrics();
     assert_eq!(
-        metric(&m, "plinth_variant_instances", "m", "Good"),
+        sample(&m, "plinth_variant_instances", &of_variant("m", "Good")),
         Some(3.0),
         "{m}"
     );
     assert_eq!(
-        metric(&m, "plinth_variant_instances", "m", "Bad"),
+        sample(&m, "plinth_variant_instances", &of_variant("m", "Bad")),
         Some(1.0),
         "{m}"
     );
     call("Good", "again", StatusCode::OK);
     let m = server.metrics();
     assert_eq!(
-        counter(&m, "plinth_invocations_total", "m", "Good"),
+        counter(&m, "plinth_invocations_total", &of_variant("m", "Good")),
         6.0,
         "{m}"
     );
-    let per_instance = counter(&m, "plinth_invocations_per_instance_total", "m", "Good");
+    let per_instance = counter(
+        &m,
+        "plinth_invocations_per_instance_total",
+        &of_variant("m", "Good"),
+    );
     assert!(
         (per_instance - (2.5 + 1.0 / 3.0)).abs() < 1e-9,
         "{per_instance}"

@@ -143,7 +143,8 @@ pub fn parse(file: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
                 format!(
                     "the file mixes the earlier spelling ({}) with operation entries; use \
                      `[[CreateModel]]`, `[[CreateEndpointConfig]]`, `[[CreateEndpoint]]` and \
-                     `[[CreateAlarm]]` only (`plinth validate` prints the file in that spelling)",
+                     `[[CreateAlarm]]` only (`plinth validate --print` turns a file in the earlier spelling into \
+                     these)",
                     EARLIER.join(", ")
                 ),
             ));

@@ -559,7 +559,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             onnxruntime,
         } => {
             let deployment = crate::serve::read_deployment(&config)?;
-            crate::serve::dry_run(&deployment, &onnxruntime)?;
+            crate::serve::dry_run(&deployment, &onnxruntime)
+                .with_context(|| config.display().to_string())?;
             if print {
                 print!("{}", deployment.to_toml());
                 return Ok(());
