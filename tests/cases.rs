@@ -368,14 +368,14 @@ impl Client {
         self.call(builder.body(Body::from(body))?).await
     }
 
-    /// Wait until `endpoint` is neither Creating nor Updating.
+    /// Wait until `endpoint` is neither Creating, Updating nor RollingBack.
     async fn settle(&self, endpoint: &Value) -> Result<(), Failed> {
         let started = Instant::now();
         let input = serde_json::json!({ "EndpointName": endpoint }).to_string();
         loop {
             let (_, output) = self.control("DescribeEndpoint", input.clone()).await?;
             let status = output["EndpointStatus"].as_str().unwrap_or_default();
-            if !matches!(status, "Creating" | "Updating") {
+            if !matches!(status, "Creating" | "Updating" | "RollingBack") {
                 return Ok(());
             }
             if started.elapsed() > SETTLE_TIMEOUT {

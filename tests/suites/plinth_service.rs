@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plinth_policy::members::{self, Form, Range, Shape, State};
-use plinth_tests::{Options, Server, ECHO_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT};
+use plinth_tests::{
+    skipped, venv_python, Options, Server, ECHO_WASM, IRIS_MODEL_DIR, IRIS_WASM, WORKSPACE_ROOT,
+};
 use serde_json::{json, Map, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
@@ -54,29 +56,6 @@ fn blessing() -> bool {
     std::env::var(BLESS).as_deref() == Ok("1")
 }
 
-/// `None` (after saying so) where a test needs Python and it is missing; under `CI=true`
-/// that is a failure.
-fn missing(test: &str, what: &str) -> Option<PathBuf> {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {what} is missing; run `tests/run` (or `.ci/run`) to create .venv"
-    );
-    eprintln!(
-        "SKIPPED {test}: {what} is missing; run `tests/run` to create .venv (this fails \
-         instead when CI=true)"
-    );
-    None
-}
-
-/// The venv's interpreter (boto3).
-fn venv_python(test: &str) -> Option<PathBuf> {
-    let python = Path::new(WORKSPACE_ROOT).join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    missing(test, &python.display().to_string())
-}
-
 /// An interpreter for `generate.py`, which needs only the standard library.
 fn any_python(test: &str) -> Option<PathBuf> {
     let venv = Path::new(WORKSPACE_ROOT).join(".venv/bin/python");
@@ -87,7 +66,11 @@ fn any_python(test: &str) -> Option<PathBuf> {
     if found.is_ok_and(|o| o.status.success()) {
         return Some(PathBuf::from("python3"));
     }
-    missing(test, "python3 (or .venv/bin/python)")
+    skipped(
+        test,
+        "python3 (or .venv/bin/python) is missing",
+        "install Python 3, or run `tests/run` to create .venv",
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-//! The declarative deployment file: models, endpoint configs and endpoints, in TOML.
-//!
-//! Parsing is strict (unknown keys are errors) and is followed by validation into a
-//! [`Deployment`], the only form the server acts on. Every error names the file, the key
-//! and what to do about it.
+//! The deployment file in its earlier spelling (`[[models]]`, `[[endpoint_configs]]`,
+//! `[[endpoints]]`, `[[alarms]]`, snake_case keys), still read by
+//! [`crate::deployment_file`], which turns it into API inputs; and what both spellings and
+//! the server share: the resolved [`Model`] and [`Variant`] the runtime builds, [`Backend`],
+//! and the limits' defaults. Parsing is strict (unknown keys are errors) and every error
+//! names the file, the key and what to do about it.
 
 use crate::model_limits::{self, ModelField};
 use crate::names;

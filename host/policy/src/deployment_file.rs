@@ -87,8 +87,8 @@ impl DeploymentFile {
     }
 
     /// The file in this module's spelling, operations in [`OPERATIONS`] order (paths as
-    /// resolved: absolute).
-    pub fn to_toml(&self) -> String {
+    /// resolved: absolute). An input TOML cannot hold is an error naming its entry.
+    pub fn to_toml(&self) -> Result<String, String> {
         let mut parts = Vec::new();
         if self.max_payload_bytes != config::DEFAULT_MAX_PAYLOAD_BYTES {
             parts.push(format!(
@@ -97,17 +97,20 @@ impl DeploymentFile {
             ));
         }
         for operation in OPERATIONS {
-            let entries: Vec<toml::Value> = self
+            let entries = self
                 .of(operation)
-                .filter_map(|c| toml::Value::try_from(without_nulls(&c.input)).ok())
-                .collect();
+                .map(|c| {
+                    toml::Value::try_from(without_nulls(&c.input))
+                        .map_err(|e| format!("{operation} {:?}: {e}", c.name()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             if !entries.is_empty() {
                 let mut table = toml::Table::new();
                 table.insert(operation.to_string(), toml::Value::Array(entries));
-                parts.push(toml::to_string(&table).unwrap_or_default());
+                parts.push(toml::to_string(&table).map_err(|e| e.to_string())?);
             }
         }
-        parts.join("\n")
+        Ok(parts.join("\n"))
     }
 }
 
@@ -167,6 +170,12 @@ pub fn parse(file: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
                 .try_into()
                 .map_err(|e| err("server".into(), e.to_string().trim_end().to_string()))?;
             if let Some(bytes) = server.max_payload_bytes {
+                if bytes == 0 {
+                    return Err(err(
+                        "server.max_payload_bytes".into(),
+                        "must be at least 1 byte".into(),
+                    ));
+                }
                 max_payload_bytes = bytes;
             }
             continue;
@@ -220,11 +229,75 @@ pub fn parse(file: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
         }
     }
     calls.sort_by_key(|c| OPERATIONS.iter().position(|o| *o == c.operation));
+    check_references(&calls).map_err(|(key, message)| err(key, message))?;
     Ok(DeploymentFile {
         max_payload_bytes,
         calls,
         earlier_spelling: false,
     })
+}
+
+/// Every name an entry refers to is defined by another entry of the file, so that a bad
+/// file is refused before anything of it is applied: variants' `ModelName`, endpoints'
+/// `EndpointConfigName`, and the alarms a `DeploymentConfig` watches.
+fn check_references(calls: &[Call]) -> Result<(), (String, String)> {
+    let defined = |operation: &str, name: &str| {
+        calls
+            .iter()
+            .any(|c| c.operation == operation && c.name() == name)
+    };
+    let mut index = std::collections::HashMap::<&str, usize>::new();
+    for call in calls {
+        let i = index.entry(call.operation).or_default();
+        let at = format!("{}[{i}]", call.operation);
+        *i += 1;
+        match call.operation {
+            "CreateEndpointConfig" => {
+                for list in ["ProductionVariants", "ShadowProductionVariants"] {
+                    let variants = call.input[list].as_array().into_iter().flatten();
+                    for (j, variant) in variants.enumerate() {
+                        let model = variant["ModelName"].as_str().unwrap_or_default();
+                        if !defined("CreateModel", model) {
+                            return Err((
+                                format!("{at}.{list}[{j}].ModelName"),
+                                format!("no model named {model:?}; add a [[CreateModel]] entry"),
+                            ));
+                        }
+                    }
+                }
+            }
+            "CreateEndpoint" => {
+                let config = call.input["EndpointConfigName"]
+                    .as_str()
+                    .unwrap_or_default();
+                if !defined("CreateEndpointConfig", config) {
+                    return Err((
+                        format!("{at}.EndpointConfigName"),
+                        format!(
+                            "no endpoint config named {config:?}; add a [[CreateEndpointConfig]] entry"
+                        ),
+                    ));
+                }
+                let alarms = call.input["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten();
+                for (j, alarm) in alarms.enumerate() {
+                    let name = alarm["AlarmName"].as_str().unwrap_or_default();
+                    if !defined("CreateAlarm", name) {
+                        return Err((
+                            format!(
+                                "{at}.DeploymentConfig.AutoRollbackConfiguration.Alarms[{j}].AlarmName"
+                            ),
+                            format!("no alarm named {name:?}; add a [[CreateAlarm]] entry"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `PrimaryContainer.Image` and `ModelDataUrl` relative to `base`, unless absolute or a URL.
@@ -423,6 +496,18 @@ PrimaryContainer = { Image = "/opt/c.wasm", ModelDataUrl = "s3://bucket/model.ta
                 "/etc/plinth/plinth.toml: `DeleteModel`: not an operation a deployment file can list; use one of server, CreateModel, CreateEndpointConfig, CreateAlarm, CreateEndpoint",
             ),
             (
+                "[server]\nmax_payload_bytes = 0\n",
+                "/etc/plinth/plinth.toml: `server.max_payload_bytes`: must be at least 1 byte",
+            ),
+            (
+                "[[CreateEndpointConfig]]\nEndpointConfigName = \"c\"\nProductionVariants = [{ VariantName = \"A\", ModelName = \"m\" }]\n",
+                "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].ProductionVariants[0].ModelName`: no model named \"m\"; add a [[CreateModel]] entry",
+            ),
+            (
+                "[[CreateEndpoint]]\nEndpointName = \"e\"\nEndpointConfigName = \"c\"\n",
+                "/etc/plinth/plinth.toml: `CreateEndpoint[0].EndpointConfigName`: no endpoint config named \"c\"; add a [[CreateEndpointConfig]] entry",
+            ),
+            (
                 "CreateModel = 3\n",
                 "/etc/plinth/plinth.toml: `CreateModel`: write `[[CreateModel]]` tables: a list of CreateModel inputs",
             ),
@@ -461,7 +546,7 @@ endpoint_config_name = "iris-config"
     fn the_earlier_spelling_reads_as_the_same_inputs_and_prints_in_the_new_one() {
         let earlier = parse_str(EARLIER).unwrap();
         assert!(earlier.earlier_spelling);
-        let printed = earlier.to_toml();
+        let printed = earlier.to_toml().unwrap();
         assert!(printed.contains("[[CreateModel]]"), "{printed}");
         let reread = parse_str(&printed).unwrap();
         assert!(!reread.earlier_spelling);

@@ -50,7 +50,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     url: Option<String>,
     #[command(flatten)]
-    body: crate::cli::BodyArgs,
+    body: crate::cli::body::BodyArgs,
     /// `Content-Type` of the body.
     #[arg(long, default_value = "text/csv")]
     content_type: String,

@@ -4,6 +4,7 @@
 //! [`bench`]); and `local` (SageMaker's local mode: one component, one input, no server).
 
 pub(crate) mod bench;
+pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod watch;
 
@@ -11,6 +12,7 @@ use crate::apply::{self, Control};
 use crate::cli::client::Client;
 use crate::sigv4::Credential;
 use anyhow::{anyhow, bail, Context};
+use body::BodyArgs;
 use clap::{Args, Parser, Subcommand};
 use plinth_policy::config;
 use plinth_runtime::{Invocation, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
@@ -374,33 +376,6 @@ impl RequestArgs {
     }
 }
 
-/// A request body given on the command line (`--body` or `--body-file`).
-#[derive(Args)]
-pub(crate) struct BodyArgs {
-    /// The body, as text.
-    #[arg(
-        long,
-        conflicts_with = "body_file",
-        required_unless_present = "body_file"
-    )]
-    body: Option<String>,
-    /// The body, from a file.
-    #[arg(long)]
-    body_file: Option<PathBuf>,
-}
-
-impl BodyArgs {
-    pub(crate) fn read(&self) -> anyhow::Result<Vec<u8>> {
-        match (&self.body, &self.body_file) {
-            (Some(text), _) => Ok(text.clone().into_bytes()),
-            (None, Some(path)) => {
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-            }
-            (None, None) => bail!("give --body or --body-file"),
-        }
-    }
-}
-
 /// `NAME[:weight=W][:instances=N]` as a `DesiredWeightAndCapacity`.
 fn parse_change(text: &str) -> Result<serde_json::Value, String> {
     let mut parts = text.split(':');
@@ -562,7 +537,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::serve::dry_run(&deployment, &onnxruntime)
                 .with_context(|| config.display().to_string())?;
             if print {
-                print!("{}", deployment.to_toml());
+                print!("{}", deployment.to_toml().map_err(anyhow::Error::msg)?);
                 return Ok(());
             }
             if deployment.earlier_spelling {

@@ -3,9 +3,9 @@
 //! DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds the
 //! windows an alarm watches.
 
+use super::deployer::Fleet;
 use super::recent::current_second;
 use super::table::{EndpointTable, VariantState};
-use super::Fleet;
 use plinth_policy::metric_alarm::{AlarmDefinition, Evaluation, Scope};
 
 /// Evaluate `definition` now over the windows it watches.

@@ -4,10 +4,10 @@
 //! before publishing it. Both plain updates (`deploy`) and deployments (`rollout_driver`)
 //! are made of these steps.
 
+use super::deployer::Fleet;
 use super::shadow_copies::Shadow;
 use super::table::{EndpointSnapshot, EndpointStatus, VariantState};
 use super::variant::{variant_spec, LiveVariant};
-use super::Fleet;
 use crate::state::catalog::Unresolved;
 use crate::state::now;
 use crate::state::store::{StoreError, VariantCapacity};

@@ -13,8 +13,8 @@ use super::assemble::{
     build, check_instances, commit, commit_logged, event, existing, in_service, log_event, lookup,
     warm, Refused,
 };
+use super::deployer::Fleet;
 use super::table::{EndpointSnapshot, EndpointStatus};
-use super::Fleet;
 use crate::state::catalog::Unresolved;
 use crate::state::now;
 use crate::state::store::{EndpointRecord, StoreError, VariantCapacity};

@@ -16,8 +16,8 @@
 //! names the old config and the pending one, so a restart rolls back to the old config.
 
 use crate::fleet::assemble::{build, commit, commit_logged, Refused};
+use crate::fleet::deployer::Fleet;
 use crate::fleet::table::{EndpointSnapshot, EndpointStatus, NewFleet, Phase};
-use crate::fleet::Fleet;
 use crate::state::catalog::Unresolved;
 use crate::state::now;
 use crate::state::store::VariantCapacity;

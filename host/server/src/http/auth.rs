@@ -3,8 +3,9 @@
 //! one of them (as boto3 signs it), or it is refused with 403 and an AWS error before
 //! anything runs. The signature itself is checked by `sigv4`.
 
+use super::body::read_body;
 use super::control::CONTROL_BODY_LIMIT;
-use super::{read_body, Server};
+use super::server::Server;
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Request, State};

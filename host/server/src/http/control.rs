@@ -2,7 +2,8 @@
 //! and a JSON body, answered with the operation's JSON output or an AWS error. The
 //! operations themselves are `ops`.
 
-use super::{read_body, Server};
+use super::body::read_body;
+use super::server::Server;
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::State;

@@ -1,6 +1,7 @@
 //! The SageMaker runtime API: `POST /endpoints/{EndpointName}/invocations` (InvokeEndpoint).
 
-use super::{read_body, Server};
+use super::body::read_body;
+use super::server::Server;
 use crate::error::ApiError;
 use crate::fleet::variant::record_invocation;
 use axum::extract::{Path, State};

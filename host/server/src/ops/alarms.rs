@@ -3,8 +3,8 @@
 //! endpoint configs. Evaluation is `fleet::alarm_watch`; the condition logic is
 //! [`plinth_policy::metric_alarm`].
 
+use super::common::{described, in_use, parse, store_error, validation};
 use super::listing::{list, ListInput, Listed};
-use super::{described, in_use, parse, store_error, validation};
 use crate::error::ApiError;
 use crate::fleet::alarm_watch::evaluate;
 use crate::fleet::table::EndpointTable;
@@ -28,7 +28,7 @@ pub(crate) fn create(stored: &Stored, mut input: Value) -> Result<Value, ApiErro
         Some(Value::String(name)) => name,
         _ => return Err(validation("AlarmName is required (a string)")),
     };
-    crate::ops::check_name("alarmName", &name)?;
+    crate::ops::common::check_name("alarmName", &name)?;
     let definition: AlarmDefinition = parse(input)?;
     definition.compile().map_err(validation)?;
     let mut catalog = stored.catalog();
@@ -109,7 +109,7 @@ pub(crate) fn delete(
     stored
         .store
         .delete(Kind::Alarm, &name)
-        .map_err(crate::ops::internal)?;
+        .map_err(crate::ops::common::internal)?;
     catalog.alarms.remove(&name);
     tracing::info!(alarm = %name, "alarm deleted");
     Ok(json!({}))

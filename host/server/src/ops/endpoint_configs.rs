@@ -1,10 +1,10 @@
 //! CreateEndpointConfig, DescribeEndpointConfig, DeleteEndpointConfig, ListEndpointConfigs:
 //! production and shadow variants over existing models, and Plinth's experiment settings.
 
-use super::listing::{list, Listed};
-use super::{
+use super::common::{
     check_name, config_not_found, described, in_use, internal, parse, store_error, validation,
 };
+use super::listing::{list, Listed};
 use crate::error::ApiError;
 use crate::fleet::table::EndpointSnapshot;
 use crate::fleet::table::EndpointTable;

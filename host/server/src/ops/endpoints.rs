@@ -1,8 +1,10 @@
 //! CreateEndpoint, DescribeEndpoint, UpdateEndpoint, UpdateEndpointWeightsAndCapacities,
 //! DeleteEndpoint, ListEndpoints and ListEndpointEvents: the wire shapes over `fleet::deploy`.
 
+use super::common::{
+    check_name, endpoint_not_found, internal, parse, validation, EndpointNameInput,
+};
 use super::listing::{enum_error, list, ListInput, Listed};
-use super::{check_name, endpoint_not_found, internal, parse, validation, EndpointNameInput};
 use crate::error::ApiError;
 use crate::fleet::deploy;
 use crate::fleet::table::{EndpointSnapshot, EndpointStatus, VariantState};

@@ -1,7 +1,7 @@
 //! RecordInferenceOutcomes and DescribeExperiment (Plinth's): outcomes attributed to the
 //! variant that served an inference id, and each experiment's statistics and verdicts.
 
-use super::{endpoint_not_found, parse, validation, EndpointNameInput};
+use super::common::{endpoint_not_found, parse, validation, EndpointNameInput};
 use crate::error::ApiError;
 use crate::fleet::table::EndpointSnapshot;
 use crate::fleet::Fleet;

@@ -1,6 +1,6 @@
 //! What the List operations share: name and time filters, sorting, and pagination tokens.
 
-use super::validation;
+use super::common::validation;
 use crate::error::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};

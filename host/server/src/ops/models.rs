@@ -1,11 +1,11 @@
 //! CreateModel, DescribeModel, DeleteModel, ListModels: a model names its component
 //! (`Image`) and artifact (`ModelDataUrl`); models are immutable once created.
 
-use super::endpoint_configs::endpoint_configs_of;
-use super::listing::{list, Listed};
-use super::{
+use super::common::{
     check_name, described, in_use, internal, model_not_found, parse, store_error, validation,
 };
+use super::endpoint_configs::endpoint_configs_of;
+use super::listing::{list, Listed};
 use crate::error::ApiError;
 use crate::fleet::table::EndpointTable;
 use crate::state::catalog::{ModelDefinition, Record};

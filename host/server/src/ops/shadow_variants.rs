@@ -1,9 +1,11 @@
 //! DescribeShadowVariants and PromoteShadowVariant (Plinth's): how each shadow compares
 //! with production, and turning a shadow into the production variant.
 
+use super::common::{
+    config_not_found, endpoint_not_found, internal, parse, validation, EndpointNameInput,
+};
 use super::endpoint_configs::create_endpoint_config;
 use super::endpoints::deployment_config;
-use super::{config_not_found, endpoint_not_found, internal, parse, validation, EndpointNameInput};
 use crate::error::ApiError;
 use crate::fleet::deploy;
 use crate::fleet::Fleet;

@@ -327,7 +327,7 @@ impl Catalog {
             let model = self.models.get(&v.model_name).ok_or_else(|| {
                 format!(
                     "Could not find model \"{}\" (endpoint configuration {name}, variant {}).",
-                    crate::state::arn("model", &v.model_name),
+                    crate::state::identity::arn("model", &v.model_name),
                     v.variant_name
                 )
             })?;

@@ -1,0 +1,49 @@
+//! The deployer handle, [`Fleet`]: what building, publishing and changing endpoints needs
+//! (the runtime, the stored definitions, the endpoint table, the ledger, metrics, the
+//! instance limit and the lock that serialises changes).
+
+use crate::metrics::Metrics;
+use crate::state::Stored;
+use std::sync::Arc;
+
+/// The deployer: what building, publishing and changing endpoints needs, and nothing of the
+/// wire. The operations and the HTTP layer hold it behind an `Arc`.
+pub(crate) struct Fleet {
+    pub(crate) runtime: Arc<plinth_runtime::Runtime>,
+    /// Definitions, the store and artifacts.
+    pub(crate) stored: Arc<Stored>,
+    pub(crate) endpoints: super::table::EndpointTable,
+    /// Instances all endpoints together may ask for (`ResourceLimitExceeded` beyond).
+    pub(crate) max_instances: usize,
+    /// Experiments and the inference ledger.
+    pub(crate) experiments: super::ledger::Experiments,
+    pub(crate) metrics: Metrics,
+    /// Changes to endpoints happen one at a time.
+    pub(crate) changes: tokio::sync::Mutex<()>,
+}
+
+impl Fleet {
+    /// A fleet over `stored`, with no endpoint running yet (`deploy::recover` brings back
+    /// the stored ones).
+    pub(crate) fn new(
+        runtime: Arc<plinth_runtime::Runtime>,
+        stored: Arc<Stored>,
+        experiments: super::ledger::Experiments,
+        max_instances: usize,
+    ) -> Self {
+        Self {
+            runtime,
+            stored,
+            endpoints: Default::default(),
+            max_instances,
+            experiments,
+            metrics: Metrics::new(),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The catalog, locked.
+    pub(crate) fn catalog(&self) -> std::sync::MutexGuard<'_, crate::state::catalog::Catalog> {
+        self.stored.catalog()
+    }
+}

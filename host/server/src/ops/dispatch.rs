@@ -1,0 +1,77 @@
+//! [`call`]: one operation by name, the one entry point of the control plane (the HTTP
+//! protocol, the deployment file and the CLI all go through it): the member check first, then
+//! the operation, with changes serialised.
+
+use super::common::validation;
+use super::{alarms, endpoint_configs, endpoints, experiments, models, shadow_variants};
+use crate::error::ApiError;
+use crate::fleet::Fleet;
+use axum::http::StatusCode;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Run one operation. Changes are serialized: one at a time, each committed before it
+/// answers.
+pub(crate) async fn call(
+    state: &Arc<Fleet>,
+    operation: &str,
+    input: Value,
+) -> Result<Value, ApiError> {
+    if !input.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "the request body must be a JSON object",
+        ));
+    }
+    // SageMaker members Plinth does not implement, unknown keys and numbers out of range are
+    // refused by name before anything else reads the input.
+    plinth_policy::members::check_input(operation, &input).map_err(|e| validation(e.message))?;
+    let read_only = operation.starts_with("Describe") || operation.starts_with("List");
+    let _exclusive = if read_only {
+        None
+    } else {
+        Some(state.changes.lock().await)
+    };
+    match operation {
+        "CreateModel" => models::create_model(&state.stored, &state.runtime, input).await,
+        "DescribeModel" => models::describe_model(&state.stored, input),
+        "DeleteModel" => models::delete_model(&state.stored, &state.endpoints, input),
+        "ListModels" => models::list_models(&state.stored, input),
+        "CreateEndpointConfig" => endpoint_configs::create_endpoint_config(&state.stored, input),
+        "DescribeEndpointConfig" => {
+            endpoint_configs::describe_endpoint_config(&state.stored, input)
+        }
+        "DeleteEndpointConfig" => {
+            endpoint_configs::delete_endpoint_config(&state.stored, &state.endpoints, input)
+        }
+        "ListEndpointConfigs" => endpoint_configs::list_endpoint_configs(&state.stored, input),
+        "CreateEndpoint" => endpoints::create_endpoint(state, input),
+        "DescribeEndpoint" => endpoints::describe_endpoint(state, input),
+        "UpdateEndpoint" => endpoints::update_endpoint(state, input),
+        "UpdateEndpointWeightsAndCapacities" => {
+            endpoints::update_weights_and_capacities(state, input)
+        }
+        "DeleteEndpoint" => endpoints::delete_endpoint(state, input),
+        "ListEndpoints" => endpoints::list_endpoints(state, input),
+        "RecordInferenceOutcomes" => experiments::record_outcomes(state, input),
+        "DescribeExperiment" => experiments::describe_experiment(state, input),
+        "CreateAlarm" => alarms::create(&state.stored, input),
+        "DescribeAlarm" => alarms::describe(&state.stored, &state.endpoints, input),
+        "DeleteAlarm" => alarms::delete(&state.stored, &state.endpoints, input),
+        "ListAlarms" => alarms::list_alarms(&state.stored, input),
+        "ListEndpointEvents" => endpoints::list_endpoint_events(state, input),
+        "DescribeShadowVariants" => shadow_variants::describe_shadow_variants(state, input),
+        "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!(
+                "operation {other:?} is not supported; Plinth supports {}",
+                plinth_policy::members::operations()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
