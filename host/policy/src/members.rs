@@ -954,8 +954,16 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
                 Value::String(s) => s.as_str(),
                 Value::Bool(true) => "true",
                 Value::Bool(false) => "false",
-                // Another type: the server's parse names it.
-                _ => return Ok(()),
+                other => {
+                    return Err(Fault::new(
+                        Problem::Value,
+                        format!(
+                            "must be one of {}; got {}",
+                            allowed.join(", "),
+                            kind_of(other)
+                        ),
+                    ))
+                }
             };
             if allowed.contains(&given) {
                 Ok(())
@@ -975,11 +983,7 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
             }
             let got = match value {
                 Value::Number(n) => n.to_string(),
-                Value::String(_) => "a string".into(),
-                Value::Bool(_) => "a boolean".into(),
-                Value::Array(_) => "a list".into(),
-                Value::Object(_) => "a structure".into(),
-                Value::Null => "null".into(),
+                other => kind_of(other).to_string(),
             };
             Err(Fault::new(
                 Problem::Range,
@@ -988,11 +992,17 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
         }
         Form::Structure(shape) => match value.as_object() {
             Some(object) => walk(shape, object),
-            None => Ok(()),
+            None => Err(Fault::new(
+                Problem::Value,
+                format!("must be a structure; got {}", kind_of(value)),
+            )),
         },
         Form::List(shape) => {
             let Some(items) = value.as_array() else {
-                return Ok(());
+                return Err(Fault::new(
+                    Problem::Value,
+                    format!("must be a list; got {}", kind_of(value)),
+                ));
             };
             for (i, item) in items.iter().enumerate() {
                 if let Some(object) = item.as_object() {
@@ -1001,6 +1011,18 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
             }
             Ok(())
         }
+    }
+}
+
+/// What a JSON value is, in an error message.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Bool(_) => "a boolean",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a structure",
+        Value::Null => "null",
     }
 }
 
@@ -1328,13 +1350,31 @@ mod tests {
             json!({"ModelName": "m", "EnableNetworkIsolation": false}),
         );
         assert_eq!(e.path, "EnableNetworkIsolation");
-        // A value of another type is left to the server's parse.
+        // A value of another type is named with what was allowed.
+        let e = error(
+            "UpdateEndpoint",
+            json!({"EndpointName": "e", "EndpointConfigName": "c", "RetainAllVariantProperties": 1}),
+        );
         assert_eq!(
-            check_input(
-                "CreateModel",
-                &json!({"ModelName": "m", "PrimaryContainer": {"Mode": 3}})
-            ),
-            Ok(())
+            e.message,
+            "RetainAllVariantProperties must be one of false; got a number"
+        );
+        // So is a structure or a list given as something else.
+        let e = error(
+            "CreateModel",
+            json!({"ModelName": "m", "PrimaryContainer": "echo"}),
+        );
+        assert_eq!(
+            e.message,
+            "PrimaryContainer must be a structure; got a string"
+        );
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": {"VariantName": "A"}}),
+        );
+        assert_eq!(
+            e.message,
+            "ProductionVariants must be a list; got a structure"
         );
     }
 
