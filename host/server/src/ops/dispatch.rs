@@ -47,21 +47,30 @@ pub(crate) async fn call(
         }
         "ListEndpointConfigs" => endpoint_configs::list_endpoint_configs(&state.stored, input),
         "CreateEndpoint" => endpoints::create_endpoint(state, input),
-        "DescribeEndpoint" => endpoints::describe_endpoint(state, input),
+        "DescribeEndpoint" => endpoints::describe_endpoint(&state.endpoints, input),
         "UpdateEndpoint" => endpoints::update_endpoint(state, input),
         "UpdateEndpointWeightsAndCapacities" => {
             endpoints::update_weights_and_capacities(state, input)
         }
         "DeleteEndpoint" => endpoints::delete_endpoint(state, input),
-        "ListEndpoints" => endpoints::list_endpoints(state, input),
-        "RecordInferenceOutcomes" => experiments::record_outcomes(state, input),
-        "DescribeExperiment" => experiments::describe_experiment(state, input),
+        "ListEndpoints" => endpoints::list_endpoints(&state.endpoints, input),
+        "RecordInferenceOutcomes" => experiments::record_outcomes(
+            &state.endpoints,
+            &state.experiments,
+            &state.metrics,
+            input,
+        ),
+        "DescribeExperiment" => experiments::describe_experiment(&state.endpoints, input),
         "CreateAlarm" => alarms::create(&state.stored, input),
         "DescribeAlarm" => alarms::describe(&state.stored, &state.endpoints, input),
         "DeleteAlarm" => alarms::delete(&state.stored, &state.endpoints, input),
         "ListAlarms" => alarms::list_alarms(&state.stored, input),
-        "ListEndpointEvents" => endpoints::list_endpoint_events(state, input),
-        "DescribeShadowVariants" => shadow_variants::describe_shadow_variants(state, input),
+        "ListEndpointEvents" => {
+            endpoints::list_endpoint_events(&state.endpoints, &state.stored.store, input)
+        }
+        "DescribeShadowVariants" => {
+            shadow_variants::describe_shadow_variants(&state.endpoints, input)
+        }
         "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

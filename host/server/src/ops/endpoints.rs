@@ -7,9 +7,10 @@ use super::common::{
 use super::listing::{enum_error, list, ListInput, Listed};
 use crate::error::ApiError;
 use crate::fleet::deploy;
-use crate::fleet::table::{EndpointSnapshot, EndpointStatus, VariantState};
+use crate::fleet::table::{EndpointSnapshot, EndpointStatus, EndpointTable, VariantState};
 use crate::fleet::Fleet;
 use crate::state::arn;
+use crate::state::store::Store;
 use plinth_policy::capacity::Change;
 use plinth_policy::rollout::DeploymentConfig;
 use serde::Deserialize;
@@ -81,10 +82,12 @@ pub(crate) fn delete_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiE
     Ok(json!({}))
 }
 
-pub(crate) fn describe_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe_endpoint(
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
-    let endpoint = state
-        .endpoints
+    let endpoint = endpoints
         .get(&input.endpoint_name)
         .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
     Ok(describe(&endpoint))
@@ -200,9 +203,13 @@ struct EventsInput {
 
 /// ListEndpointEvents: an endpoint's committed state changes, oldest first, after
 /// `AfterSequence`; `plinth rollout watch` follows them.
-pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn list_endpoint_events(
+    endpoints: &EndpointTable,
+    store: &Store,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: EventsInput = parse(input)?;
-    if state.endpoints.get(&input.endpoint_name).is_none() {
+    if endpoints.get(&input.endpoint_name).is_none() {
         return Err(endpoint_not_found(&input.endpoint_name));
     }
     let limit = input.max_results.unwrap_or(100);
@@ -211,18 +218,12 @@ pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value,
     }
     let (after, limit) = if input.after_sequence < 0 {
         // Negative: the last |n| events.
-        let last = state
-            .stored
-            .store
-            .last_event(&input.endpoint_name)
-            .map_err(internal)?;
+        let last = store.last_event(&input.endpoint_name).map_err(internal)?;
         (last + input.after_sequence, limit)
     } else {
         (input.after_sequence, limit)
     };
-    let events: Vec<Value> = state
-        .stored
-        .store
+    let events: Vec<Value> = store
         .events(&input.endpoint_name, after, limit as usize)
         .map_err(internal)?
         .into_iter()
@@ -234,15 +235,14 @@ pub(crate) fn list_endpoint_events(state: &Fleet, input: Value) -> Result<Value,
     Ok(json!({ "Events": events }))
 }
 
-pub(crate) fn list_endpoints(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn list_endpoints(endpoints: &EndpointTable, input: Value) -> Result<Value, ApiError> {
     let input: ListInput = parse(input)?;
     if let Some(status) = &input.status_equals {
         if EndpointStatus::parse(status).is_none() && !KNOWN_STATUSES.contains(&status.as_str()) {
             return Err(enum_error("statusEquals", status, KNOWN_STATUSES));
         }
     }
-    let items = state
-        .endpoints
+    let items = endpoints
         .all()
         .values()
         .map(|e| Listed {

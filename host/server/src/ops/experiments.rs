@@ -3,8 +3,9 @@
 
 use super::common::{endpoint_not_found, parse, validation, EndpointNameInput};
 use crate::error::ApiError;
-use crate::fleet::table::EndpointSnapshot;
-use crate::fleet::Fleet;
+use crate::fleet::ledger::Experiments;
+use crate::fleet::table::{EndpointSnapshot, EndpointTable};
+use crate::metrics::Metrics;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ struct OutcomeInput {
 }
 
 fn experiment_of(
-    state: &Fleet,
+    endpoints: &EndpointTable,
     name: &str,
 ) -> Result<
     (
@@ -33,8 +34,7 @@ fn experiment_of(
     ),
     ApiError,
 > {
-    let endpoint = state
-        .endpoints
+    let endpoint = endpoints
         .get(name)
         .ok_or_else(|| endpoint_not_found(name))?;
     let experiment = endpoint.experiment.clone();
@@ -45,16 +45,21 @@ fn experiment_of(
 /// one) for earlier invocations, by inference id. Each is attributed to the variant that
 /// served it, or rejected with the reason: `Unknown`, `Expired`, `Duplicate`, `Late` (served
 /// under a config the endpoint no longer serves) or `Invalid`.
-pub(crate) fn record_outcomes(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn record_outcomes(
+    endpoints: &EndpointTable,
+    ledger: &Experiments,
+    metrics: &Metrics,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: RecordOutcomesInput = parse(input)?;
     if input.outcomes.is_empty() || input.outcomes.len() > 1000 {
         return Err(validation("Outcomes must hold 1-1000 items"));
     }
-    let (endpoint, experiment) = experiment_of(state, &input.endpoint_name)?;
+    let (endpoint, experiment) = experiment_of(endpoints, &input.endpoint_name)?;
     let mut recorded = 0;
     let mut rejected = Vec::new();
     for o in input.outcomes {
-        match state.experiments.outcome(
+        match ledger.outcome(
             &endpoint.name,
             experiment.as_ref(),
             &o.inference_id,
@@ -62,15 +67,13 @@ pub(crate) fn record_outcomes(state: &Fleet, input: Value) -> Result<Value, ApiE
         ) {
             Ok(variant) => {
                 recorded += 1;
-                state
-                    .metrics
+                metrics
                     .outcomes
                     .with_label_values(&[endpoint.name.as_str(), variant.as_str()])
                     .inc();
             }
             Err(reason) => {
-                state
-                    .metrics
+                metrics
                     .outcomes_rejected
                     .with_label_values(&[endpoint.name.as_str(), reason.as_str()])
                     .inc();
@@ -82,9 +85,12 @@ pub(crate) fn record_outcomes(state: &Fleet, input: Value) -> Result<Value, ApiE
 }
 
 /// DescribeExperiment: the endpoint's experiment, per variant and against the control.
-pub(crate) fn describe_experiment(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe_experiment(
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
-    let (endpoint, experiment) = experiment_of(state, &input.endpoint_name)?;
+    let (endpoint, experiment) = experiment_of(endpoints, &input.endpoint_name)?;
     let experiment = experiment.ok_or_else(|| {
         validation(format!(
             "Endpoint {} serves endpoint configuration {}, which has no PlinthExperiment.",

@@ -8,6 +8,7 @@ use super::endpoint_configs::create_endpoint_config;
 use super::endpoints::deployment_config;
 use crate::error::ApiError;
 use crate::fleet::deploy;
+use crate::fleet::table::EndpointTable;
 use crate::fleet::Fleet;
 use crate::state::arn;
 use serde::Deserialize;
@@ -16,10 +17,12 @@ use std::sync::Arc;
 
 /// DescribeShadowVariants: each shadow next to production: invocations, errors, latency
 /// over the last ten minutes, and agreement since it started.
-pub(crate) fn describe_shadow_variants(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+pub(crate) fn describe_shadow_variants(
+    endpoints: &EndpointTable,
+    input: Value,
+) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
-    let endpoint = state
-        .endpoints
+    let endpoint = endpoints
         .get(&input.endpoint_name)
         .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
     let recent = |live: &crate::fleet::variant::LiveVariant| {
