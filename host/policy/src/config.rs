@@ -1,6 +1,6 @@
 //! The deployment file in its earlier spelling (`[[models]]`, `[[endpoint_configs]]`,
 //! `[[endpoints]]`, `[[alarms]]`, snake_case keys), still read by
-//! [`crate::deployment_file`], which turns it into API inputs; and what both spellings and
+//! [`deployment_file`](super::deployment_file), which turns it into API inputs; and what both spellings and
 //! the server share: the resolved [`Model`] and [`Variant`] the runtime builds, [`Backend`],
 //! and the limits' defaults. Parsing is strict (unknown keys are errors) and every error
 //! names the file, the key and what to do about it.

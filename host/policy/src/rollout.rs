@@ -5,7 +5,7 @@
 //! steps to apply, how long to bake after each, and how to roll back.
 //!
 //! This module owns the rules and the plan. Executing a plan is decided step by step by
-//! the state machine in [`crate::rollout_machine`] (when traffic moves, bakes, alarms, the
+//! the state machine in [`rollout_machine`](super::rollout_machine) (when traffic moves, bakes, alarms, the
 //! execution timeout, rolling and rollback batches); the server's driver only carries out
 //! its commands (building the new fleet, resizing pools, publishing snapshots, evaluating
 //! alarms, keeping time).

@@ -15,7 +15,7 @@ use wasmtime::Engine;
 
 /// Values in use, by key: an entry lives while someone holds its value. Shared by the
 /// compiled-component cache and the preloaded-graph cache
-/// ([`GraphCache`](crate::nn::GraphCache)).
+/// ([`GraphCache`](super::nn::GraphCache)).
 #[derive(Debug)]
 pub(crate) struct Live<K, V>(Mutex<HashMap<K, Weak<V>>>);
 

@@ -10,6 +10,8 @@
 //! The library is process-wide (one per process, loaded once); whether a [`crate::Runtime`]
 //! uses it is up to its [`crate::RuntimeConfig::onnxruntime`].
 
+#[cfg(feature = "onnxruntime")]
+use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -66,8 +68,73 @@ impl OnnxRuntime {
     }
 }
 
+/// Open the library and check that it is an ONNX Runtime `ort` can use; returns its
+/// version. The library stays loaded.
+///
+/// `ort` would panic on a missing symbol or an old version; this checks both first, with
+/// the same calls, so that `ort`'s own loading of the same file ([`create_environment`])
+/// cannot fail.
 #[cfg(feature = "onnxruntime")]
-use crate::nn::ort_backend::{create_environment, probe};
+#[allow(unsafe_code)]
+fn probe(path: &Path) -> Result<String, OnnxRuntimeError> {
+    let owned = || path.to_path_buf();
+    // SAFETY: loading a shared library runs its initialisers; the operator chose this file
+    // as an ONNX Runtime build, whose initialisers are sound.
+    let library =
+        unsafe { libloading::Library::new(path) }.map_err(|e| OnnxRuntimeError::Load {
+            path: owned(),
+            reason: e.to_string(),
+        })?;
+    type GetApiBase = unsafe extern "system" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release: it is the C
+    // API's entry point.
+    let get_api_base = unsafe { library.get::<GetApiBase>(b"OrtGetApiBase\0") }
+        .map_err(|_| OnnxRuntimeError::NotOnnxRuntime { path: owned() })?;
+    // SAFETY: the entry point takes no arguments and returns a pointer to a static struct.
+    let base = unsafe { get_api_base() };
+    if base.is_null() {
+        return Err(OnnxRuntimeError::NotOnnxRuntime { path: owned() });
+    }
+    // SAFETY: `base` points to the library's static `OrtApiBase`, whose `GetVersionString`
+    // returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr(((*base).GetVersionString)()) }
+        .to_string_lossy()
+        .into_owned();
+    let incompatible = |reason: String| OnnxRuntimeError::Incompatible {
+        path: owned(),
+        version: version.clone(),
+        reason,
+    };
+    check_version(&version).map_err(incompatible)?;
+    // SAFETY: as above; `GetApi` returns null for an API version the library lacks.
+    let api = unsafe { ((*base).GetApi)(ort::sys::ORT_API_VERSION) };
+    if api.is_null() {
+        return Err(incompatible(format!(
+            "it does not provide C API version {}",
+            ort::sys::ORT_API_VERSION
+        )));
+    }
+    // `ort` opens the same file again (the loader hands back this copy); keep ours loaded
+    // for the life of the process, as `ort` keeps its own.
+    std::mem::forget(library);
+    Ok(version)
+}
+
+/// Point `ort` at the library (which [`probe`] accepted) and create its environment. Once
+/// per process.
+#[cfg(feature = "onnxruntime")]
+fn create_environment(path: &Path) -> Result<(), OnnxRuntimeError> {
+    let owned = || path.to_path_buf();
+    ort::init_from(path.to_string_lossy())
+        .with_name("plinth")
+        .with_telemetry(false)
+        .commit()
+        .map_err(|e| OnnxRuntimeError::Environment {
+            path: owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
+}
 
 #[cfg(not(feature = "onnxruntime"))]
 fn probe(_path: &Path) -> Result<String, OnnxRuntimeError> {

@@ -16,15 +16,13 @@
 //! (instances would take turns), returns f32 outputs only and sets no thread counts.
 
 use super::{backend_error, compute, get_output, input_position, Execution};
-use crate::ort_library::{check_version, OnnxRuntimeError};
 use ort::memory::Allocator;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::tensor::{PrimitiveTensorElementType, TensorElementType};
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 use ort::AsPointer;
-use std::ffi::{c_char, CStr, CString};
-use std::path::Path;
+use std::ffi::{c_char, CString};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use wasmtime_wasi_nn::backend::{
@@ -39,72 +37,6 @@ use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 pub(crate) struct SessionSettings {
     /// Threads one `Run` may use (ONNX Runtime's intra-op pool, the calling thread included).
     pub(crate) intra_op_threads: usize,
-}
-
-/// Open the library and check that it is an ONNX Runtime `ort` can use; returns its
-/// version. The library stays loaded.
-///
-/// `ort` would panic on a missing symbol or an old version; this checks both first, with
-/// the same calls, so that `ort`'s own loading of the same file ([`create_environment`])
-/// cannot fail.
-#[allow(unsafe_code)]
-pub(crate) fn probe(path: &Path) -> Result<String, OnnxRuntimeError> {
-    let owned = || path.to_path_buf();
-    // SAFETY: loading a shared library runs its initialisers; the operator chose this file
-    // as an ONNX Runtime build, whose initialisers are sound.
-    let library =
-        unsafe { libloading::Library::new(path) }.map_err(|e| OnnxRuntimeError::Load {
-            path: owned(),
-            reason: e.to_string(),
-        })?;
-    type GetApiBase = unsafe extern "system" fn() -> *const ort::sys::OrtApiBase;
-    // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release: it is the C
-    // API's entry point.
-    let get_api_base = unsafe { library.get::<GetApiBase>(b"OrtGetApiBase\0") }
-        .map_err(|_| OnnxRuntimeError::NotOnnxRuntime { path: owned() })?;
-    // SAFETY: the entry point takes no arguments and returns a pointer to a static struct.
-    let base = unsafe { get_api_base() };
-    if base.is_null() {
-        return Err(OnnxRuntimeError::NotOnnxRuntime { path: owned() });
-    }
-    // SAFETY: `base` points to the library's static `OrtApiBase`, whose `GetVersionString`
-    // returns a static NUL-terminated string.
-    let version = unsafe { CStr::from_ptr(((*base).GetVersionString)()) }
-        .to_string_lossy()
-        .into_owned();
-    let incompatible = |reason: String| OnnxRuntimeError::Incompatible {
-        path: owned(),
-        version: version.clone(),
-        reason,
-    };
-    check_version(&version).map_err(incompatible)?;
-    // SAFETY: as above; `GetApi` returns null for an API version the library lacks.
-    let api = unsafe { ((*base).GetApi)(ort::sys::ORT_API_VERSION) };
-    if api.is_null() {
-        return Err(incompatible(format!(
-            "it does not provide C API version {}",
-            ort::sys::ORT_API_VERSION
-        )));
-    }
-    // `ort` opens the same file again (the loader hands back this copy); keep ours loaded
-    // for the life of the process, as `ort` keeps its own.
-    std::mem::forget(library);
-    Ok(version)
-}
-
-/// Point `ort` at the library (which [`probe`] accepted) and create its environment. Once
-/// per process.
-pub(crate) fn create_environment(path: &Path) -> Result<(), OnnxRuntimeError> {
-    let owned = || path.to_path_buf();
-    ort::init_from(path.to_string_lossy())
-        .with_name("plinth")
-        .with_telemetry(false)
-        .commit()
-        .map_err(|e| OnnxRuntimeError::Environment {
-            path: owned(),
-            reason: e.to_string(),
-        })?;
-    Ok(())
 }
 
 /// An ONNX Runtime session with its input and output names.
@@ -381,7 +313,8 @@ mod tests {
     use tract_onnx::prelude::{IntoTValue, TVec};
 
     fn iris_bytes() -> Vec<u8> {
-        std::fs::read(Path::new(plinth_tests::IRIS_MODEL_DIR).join("model.onnx")).unwrap()
+        std::fs::read(std::path::Path::new(plinth_tests::IRIS_MODEL_DIR).join("model.onnx"))
+            .unwrap()
     }
 
     fn features(rows: &[[f32; 4]]) -> Tensor {
