@@ -45,6 +45,18 @@ pub fn assign_with<'a>(key: &str, variants: impl Iterator<Item = (&'a str, f64)>
     best.map(|(i, _)| i)
 }
 
+/// The value of attribute `name` in SageMaker's `CustomAttributes` text (`name=value` items
+/// separated by `,` or `;`, spaces around names and values ignored): the assignment key an
+/// experiment reads from there. `None` when the attribute is absent or empty.
+pub fn key_in_attributes<'a>(attributes: &'a str, name: &str) -> Option<&'a str> {
+    attributes
+        .split([',', ';'])
+        .filter_map(|item| item.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
 /// Continue an FNV-1a hash with `s`, prefixed by its length (8 bytes, little-endian) so
 /// that no two (key, name) pairs hash the same bytes.
 fn fnv1a(mut hash: u64, s: &str) -> u64 {
@@ -71,6 +83,20 @@ fn unit(hash: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_read_from_custom_attributes() {
+        let attributes = "trace=abc; user = u-42 ,empty=, other=x=y";
+        assert_eq!(key_in_attributes(attributes, "user"), Some("u-42"));
+        assert_eq!(key_in_attributes(attributes, "trace"), Some("abc"));
+        // A value may hold `=`; only the first one splits.
+        assert_eq!(key_in_attributes(attributes, "other"), Some("x=y"));
+        assert_eq!(key_in_attributes(attributes, "empty"), None);
+        assert_eq!(key_in_attributes(attributes, "missing"), None);
+        assert_eq!(key_in_attributes("user", "user"), None);
+        // Names match exactly.
+        assert_eq!(key_in_attributes("User=1", "user"), None);
+    }
 
     const KEYS: u32 = 100_000;
 

@@ -92,16 +92,11 @@ impl Experiment {
         self.shares.load_full()
     }
 
-    /// The variant named `key`'s value in `custom_attributes` (`name=value` items separated
-    /// by `,` or `;`), when the experiment takes its assignment key from there.
+    /// The assignment key in `custom_attributes`, when the experiment takes it from there
+    /// ([`plinth_policy::sticky::key_in_attributes`]).
     pub(crate) fn assignment_key<'a>(&self, custom_attributes: Option<&'a str>) -> Option<&'a str> {
         let name = self.config.assignment_attribute.as_deref()?;
-        custom_attributes?
-            .split([',', ';'])
-            .filter_map(|item| item.split_once('='))
-            .find(|(k, _)| k.trim() == name)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
+        plinth_policy::sticky::key_in_attributes(custom_attributes?, name)
     }
 
     fn index(&self, variant: &str) -> Option<usize> {
