@@ -14,6 +14,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("IRIS_WASM", "iris"),
     ("ECHO_WASM", "echo"),
     ("FAULTS_WASM", "faults"),
+    ("HOSTILE_WASM", "hostile"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -4,6 +4,10 @@
 //! file stem (`model.onnx` -> `"model"`): [`Graph::load_by_name`] picks one up in
 //! microseconds. [`Graph::load_onnx_file`] parses a file itself instead (milliseconds per
 //! instance). Errors convert into [`HandlerError::ModelError`] with `?`.
+//!
+//! [`Session::run`] takes and gives `f32` tensors; for other element types (token ids, raw
+//! bytes), build [`HostTensor`]s with [`host_tensor`] and call the raw `compute` of
+//! [`Session::context`].
 
 use std::fmt;
 use std::path::Path;
@@ -104,6 +108,52 @@ impl From<Error> for HandlerError {
     fn from(e: Error) -> Self {
         HandlerError::ModelError(e.to_string())
     }
+}
+
+/// A `wasi:nn` tensor: dimensions, an element type and the elements' bytes, held in the
+/// host's memory (not the guest's) until it is dropped. Made by [`host_tensor`]; what the
+/// raw `compute` of [`Session::context`] takes and returns.
+pub type HostTensor = tensor::Tensor;
+
+/// The element type of a [`HostTensor`] (`wasi:nn`'s `tensor-type`).
+pub use crate::bindings::wasi::nn::tensor::TensorType;
+
+/// A [`HostTensor`] of element type `ty` and shape `dimensions` holding `data`: the elements'
+/// little-endian bytes in C (row-major) order.
+///
+/// `wasi:nn` copies `data` into the host's memory, where it stays until the tensor is
+/// dropped; the host counts it against the instance's memory limit. An `InvalidArgument`
+/// error, before anything reaches the host, if `data`'s length is not the shape's element
+/// count times the type's size.
+pub fn host_tensor(dimensions: &[u32], ty: TensorType, data: &[u8]) -> Result<HostTensor, Error> {
+    match tensor_bytes(dimensions, ty) {
+        Some(expected) if expected == data.len() => Ok(tensor::Tensor::new(dimensions, ty, data)),
+        expected => Err(Error::new(
+            format!("tensor {dimensions:?}"),
+            ErrorCode::InvalidArgument,
+            match expected {
+                Some(expected) => format!("expected {expected} bytes of data, got {}", data.len()),
+                None => "the shape holds more bytes than memory can address".to_owned(),
+            },
+        )),
+    }
+}
+
+/// The size in bytes of one element of `ty`.
+fn element_size(ty: TensorType) -> usize {
+    match ty {
+        TensorType::U8 => 1,
+        TensorType::Fp16 | TensorType::Bf16 => 2,
+        TensorType::Fp32 | TensorType::I32 => 4,
+        TensorType::Fp64 | TensorType::I64 => 8,
+    }
+}
+
+/// The bytes a tensor of `ty` and shape `dimensions` holds; `None` if that overflows `usize`.
+fn tensor_bytes(dimensions: &[u32], ty: TensorType) -> Option<usize> {
+    dimensions
+        .iter()
+        .try_fold(element_size(ty), |bytes, &d| bytes.checked_mul(d as usize))
 }
 
 /// A loaded model graph.
@@ -326,5 +376,33 @@ impl Outputs {
     /// The outputs, in the order the backend returned them.
     pub fn into_vec(self) -> Vec<(String, Tensor)> {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_sizes() {
+        assert_eq!(tensor_bytes(&[2, 3], TensorType::Fp32), Some(24));
+        assert_eq!(tensor_bytes(&[2, 3], TensorType::I64), Some(48));
+        assert_eq!(tensor_bytes(&[5], TensorType::Bf16), Some(10));
+        assert_eq!(tensor_bytes(&[7], TensorType::U8), Some(7));
+        // A scalar, and an empty tensor.
+        assert_eq!(tensor_bytes(&[], TensorType::Fp64), Some(8));
+        assert_eq!(tensor_bytes(&[4, 0], TensorType::Fp32), Some(0));
+        assert_eq!(tensor_bytes(&[u32::MAX; 4], TensorType::Fp64), None);
+    }
+
+    #[test]
+    fn a_wrong_data_length_is_refused_before_the_host() {
+        let e = host_tensor(&[1, 4], TensorType::Fp32, &[0; 15]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.data, "expected 16 bytes of data, got 15");
+        assert_eq!(
+            e.to_string(),
+            "wasi-nn tensor [1, 4] failed (invalid-argument): expected 16 bytes of data, got 15"
+        );
     }
 }

@@ -190,6 +190,13 @@ def client_side_validation():
         PlinthLimits={"MemorySizeInMB": 0},
     )
     refused_before_sending(
+        plinth.create_model,
+        "Invalid type for parameter PlinthLimits.AllowGraphsFromBytes, value: yes",
+        ModelName="never-created",
+        PrimaryContainer={"Image": IRIS_WASM},
+        PlinthLimits={"AllowGraphsFromBytes": "yes"},
+    )
+    refused_before_sending(
         plinth.record_inference_outcomes,
         "Invalid length for parameter Outcomes, value: 0, valid min length: 1",
         EndpointName=ENDPOINT,
@@ -237,7 +244,8 @@ def models_and_endpoint():
     r = plinth.create_model(
         ModelName=IRIS_A,
         PrimaryContainer={"Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR},
-        PlinthLimits={"MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30},
+        PlinthLimits={"MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30,
+                      "MaxResponseSizeInMB": 16, "AllowGraphsFromBytes": True},
         PlinthBackend="Tract",
     )
     assert r["ModelArn"] == arn("model", IRIS_A), r
@@ -246,18 +254,21 @@ def models_and_endpoint():
     )
     plinth.create_model(ModelName=ECHO, PrimaryContainer={"Image": ECHO_WASM})
     d = plinth.describe_model(ModelName=IRIS_A)
-    assert d["PlinthLimits"] == {"MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30}, d
+    assert d["PlinthLimits"] == {"MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30,
+                                 "MaxResponseSizeInMB": 16, "AllowGraphsFromBytes": True}, d
     assert d["PlinthBackend"] == "Tract", d
     assert recent(d["CreationTime"])
     d = plinth.describe_model(ModelName=IRIS_B)
-    assert d["PlinthLimits"] == {"MemorySizeInMB": 256, "InvocationTimeoutInSeconds": 60}, d
+    assert d["PlinthLimits"] == {"MemorySizeInMB": 256, "InvocationTimeoutInSeconds": 60,
+                                 "MaxResponseSizeInMB": 6, "AllowGraphsFromBytes": False}, d
     assert d["PlinthBackend"] == "Auto", d
 
     r = plinth.create_endpoint_config(
         EndpointConfigName=CONFIG,
         ProductionVariants=[
             variant("A", IRIS_A, InitialVariantWeight=1.0, PlinthMaxQueueLength=64,
-                    RoutingConfig={"RoutingStrategy": "RANDOM"}),
+                    RoutingConfig={"RoutingStrategy": "RANDOM"},
+                    ContainerStartupHealthCheckTimeoutInSeconds=30),
             variant("B", IRIS_B, InitialVariantWeight=1.0, PlinthMaxBatchSize=4),
         ],
         ShadowProductionVariants=[variant("S", ECHO, PlinthSamplingPercentage=100.0)],
@@ -274,6 +285,9 @@ def models_and_endpoint():
     assert variants["A"]["RoutingConfig"] == {"RoutingStrategy": "RANDOM"}, c
     assert variants["B"]["PlinthMaxBatchSize"] == 4, c
     assert variants["B"]["PlinthMaxQueueLength"] == 128, c
+    # Echoed only when given, as SageMaker does.
+    assert variants["A"]["ContainerStartupHealthCheckTimeoutInSeconds"] == 30, c
+    assert "ContainerStartupHealthCheckTimeoutInSeconds" not in variants["B"], c
     assert c["ShadowProductionVariants"][0]["PlinthSamplingPercentage"] == 100.0, c
 
     r = plinth.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=CONFIG)

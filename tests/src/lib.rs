@@ -2,9 +2,9 @@
 //! targets of `plinth-server` so that they can reach the real binary through
 //! `env!("CARGO_BIN_EXE_plinth")`).
 //!
-//! - [`IRIS_WASM`], [`ECHO_WASM`], [`FAULTS_WASM`], [`IRIS_MODEL_DIR`]: absolute paths of the
-//!   test plugins and of the iris model, built and exported by `build.rs`; [`WORKSPACE_ROOT`]
-//!   the repository root.
+//! - [`IRIS_WASM`], [`ECHO_WASM`], [`FAULTS_WASM`], [`HOSTILE_WASM`], [`IRIS_MODEL_DIR`]:
+//!   absolute paths of the test plugins and of the iris model, built and exported by
+//!   `build.rs`; [`WORKSPACE_ROOT`] the repository root.
 //! - [`Config`] / [`Model`]: a config file for `plinth serve` written from code, one
 //!   endpoint per call, so each test states exactly what it deploys.
 //! - [`Server`]: `plinth serve` on `127.0.0.1:0` in a temporary directory (with a
@@ -17,7 +17,8 @@
 //!   [`Server::describe_endpoint`], waiting for an endpoint
 //!   ([`Server::describe_settled`], [`Server::wait_in_service`],
 //!   [`Server::wait_for_endpoint`]) or a busy instance ([`Server::wait_busy`]),
-//!   [`Server::invoked_variants`], [`Server::metrics`].
+//!   [`Server::invoked_variants`], [`Server::metrics`], and the process's [`Server::pid`] and
+//!   resident memory ([`Server::rss_bytes`]).
 //! - [`ApiError`]: a SageMaker error answer, checked for shape.
 //! - [`metrics`]: samples of the Prometheus text by name and labels.
 //! - [`json`]: names in a list, an item of a list by name, and [`json::contains`] (also the
@@ -889,6 +890,26 @@ impl Server {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory in bytes (`VmRSS` of `/proc/<pid>/status`, Linux only);
+    /// panics if the process is gone or the line is missing.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {path}: {e} (has the server exited?)"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in kB in {path}:\n{status}"));
+        kib << 10
     }
 }
 

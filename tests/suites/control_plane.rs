@@ -7,8 +7,9 @@
 //! - endpoint configs: defaults filled in, given values kept, ten variants;
 //! - endpoints: `Creating` then `InService`, invocations refused until then, UpdateEndpoint
 //!   (`Updating`, the old config serving meanwhile, another update refused), weight and
-//!   capacity changes, DeleteEndpoint taking effect at once; `Failed` endpoints with the
-//!   reason, refusing invocations, deletable;
+//!   capacity changes, DeleteEndpoint taking effect at once (also while `Creating`: the
+//!   build is cancelled and nothing comes back); `Failed` endpoints with the reason, refusing
+//!   invocations, deletable;
 //! - what no endpoint uses can be deleted, and the server-wide instance limit
 //!   (`ResourceLimitExceeded` once 1000 instances run, counting endpoints still `Creating`);
 //! - the List operations: sorting, every filter, paging with `NextToken` (each item exactly
@@ -37,7 +38,7 @@ use plinth_tests::json::names;
 use plinth_tests::{
     credentials_toml, epoch_now, expect_failure, expect_success, header, run_cli, ApiError, Config,
     Model, Options, Response, Server, StatusCode, Variant, CUSTOM_ATTRIBUTES, ECHO_WASM,
-    FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM, SETOSA_ROW,
+    FAULTS_WASM, HOSTILE_WASM, IRIS_MODEL_DIR, IRIS_WASM, SETOSA_ROW,
 };
 use serde_json::{json, Value};
 
@@ -249,7 +250,12 @@ fn models_are_created_described_and_deleted() {
     );
     assert_eq!(
         d["PlinthLimits"],
-        json!({ "MemorySizeInMB": 64, "InvocationTimeoutInSeconds": 5 }),
+        json!({
+            "MemorySizeInMB": 64,
+            "InvocationTimeoutInSeconds": 5,
+            "MaxResponseSizeInMB": 6,
+            "AllowGraphsFromBytes": false,
+        }),
         "{d}"
     );
     assert_timestamp(&d["CreationTime"], before, after);
@@ -681,6 +687,46 @@ fn failed_endpoints_say_why_refuse_invocations_and_can_be_deleted() {
         );
         server.call("DeleteModel", json!({ "ModelName": name }));
     }
+}
+
+#[test]
+fn an_endpoint_can_be_deleted_while_it_is_creating() {
+    let server = empty_server();
+    // model_fn never returns: the endpoint stays Creating.
+    server.create_model("hangs", HOSTILE_WASM, json!({ "HOSTILE_MODEL_FN": "hang" }));
+    create_config(&server, "stuck", "A", "hangs", 1);
+    server.call(
+        "CreateEndpoint",
+        json!({ "EndpointName": "stuck", "EndpointConfigName": "stuck" }),
+    );
+    let d = server.describe_endpoint("stuck");
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+    let e = ApiError::from_response(server.invoke("stuck", "text/plain", "x", &[]));
+    assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.body);
+    assert!(e.message.contains("Creating"), "{}", e.body);
+
+    assert_eq!(
+        server.call("DeleteEndpoint", json!({ "EndpointName": "stuck" })),
+        json!({})
+    );
+    not_found(
+        &server,
+        "DescribeEndpoint",
+        json!({ "EndpointName": "stuck" }),
+    );
+    // Nothing comes back, and nothing holds its config and model any more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(endpoint_names(&server.call("ListEndpoints", json!({}))).is_empty());
+    server.call(
+        "DeleteEndpointConfig",
+        json!({ "EndpointConfigName": "stuck" }),
+    );
+    server.call("DeleteModel", json!({ "ModelName": "hangs" }));
+    // The name is free again.
+    create_echo_model(&server, "echo", "hi");
+    create_config(&server, "echo", "A", "echo", 1);
+    let d = server.create_endpoint_settled("stuck", "echo");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
 }
 
 #[test]
@@ -1281,7 +1327,12 @@ fn the_deployment_file_is_applied_through_the_same_operations() {
     );
     assert_eq!(
         d["PlinthLimits"],
-        json!({ "MemorySizeInMB": 128, "InvocationTimeoutInSeconds": 30 }),
+        json!({
+            "MemorySizeInMB": 128,
+            "InvocationTimeoutInSeconds": 30,
+            "MaxResponseSizeInMB": 6,
+            "AllowGraphsFromBytes": false,
+        }),
         "{d}"
     );
     assert!(d["CreationTime"].is_number(), "{d}");

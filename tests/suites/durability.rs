@@ -2,15 +2,17 @@
 //! and `kill -9` in the middle of a burst of control-plane calls (creates, updates, weight
 //! changes) leaves a consistent state: everything acknowledged is there, every endpoint comes
 //! back `InService` serving exactly one committed config (never a mix), and nothing
-//! half-applied.
+//! half-applied. A restart listens at once: the stored endpoints are restored in the
+//! background, each on its own, so one whose `model_fn` never returns is `Creating` (refusing
+//! invocations, deletable) while the others serve.
 
 use plinth_tests::json::names;
-use plinth_tests::{Options, Server, StatusCode, ECHO_WASM};
+use plinth_tests::{ApiError, Options, Server, StatusCode, ECHO_WASM, HOSTILE_WASM};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -256,4 +258,93 @@ fn kill_9_during_a_burst_of_control_calls_leaves_a_consistent_state() {
             );
         }
     }
+}
+
+#[test]
+fn a_restart_listens_at_once_while_an_endpoint_that_never_comes_up_is_restored() {
+    let server = Server::start_with(BIN, Options::default());
+    echo_config(&server, "echo", "quick", &["A"]);
+    let d = server.create_endpoint_settled("quick", "quick");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    // An endpoint whose model_fn never returns: Creating for as long as it hangs, and stored
+    // so, to be restored by the next start.
+    server.create_model("hangs", HOSTILE_WASM, json!({"HOSTILE_MODEL_FN": "hang"}));
+    server.create_config("stuck", &[("A", "hangs", 1)]);
+    server.call(
+        "CreateEndpoint",
+        json!({"EndpointName": "stuck", "EndpointConfigName": "stuck"}),
+    );
+    let d = server.describe_endpoint("stuck");
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+
+    let restarted = Instant::now();
+    let server = server
+        .kill_and_restart()
+        .unwrap_or_else(|e| panic!("no restart with an endpoint that hangs: {}", e.stderr));
+    // Listening at once: /ping and the control plane answer while both are restored.
+    assert!(
+        restarted.elapsed() < Duration::from_secs(30),
+        "the restart took {:?} to listen",
+        restarted.elapsed()
+    );
+    assert_eq!(server.ping().status(), StatusCode::OK);
+    let listed = server.call("ListEndpoints", json!({}));
+    assert_eq!(
+        names(&listed, "Endpoints", "EndpointName").len(),
+        2,
+        "{listed}"
+    );
+    let d = server.describe_endpoint("stuck");
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+    assert_eq!(d["EndpointConfigName"], "stuck", "{d}");
+
+    // The other endpoint comes up on its own, and serves, while "stuck" is still Creating.
+    let d = server.wait_in_service("quick", Duration::from_secs(60));
+    assert_eq!(d["ProductionVariants"][0]["VariantName"], "A", "{d}");
+    assert_eq!(served_by(&server, "quick", 5), BTreeSet::from(["A".into()]));
+    let d = server.describe_endpoint("stuck");
+    assert_eq!(d["EndpointStatus"], "Creating", "{d}");
+
+    // Invoking it is refused at once, with the reason.
+    let asked = Instant::now();
+    let e = ApiError::from_response(server.invoke("stuck", "text/plain", "hi", &[]));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (StatusCode::BAD_REQUEST, "ValidationError"),
+        "{}",
+        e.body
+    );
+    assert!(
+        e.message.contains("is Creating, not InService"),
+        "{}",
+        e.body
+    );
+
+    // It can be deleted while Creating: gone at once, and it stays gone.
+    server.call("DeleteEndpoint", json!({"EndpointName": "stuck"}));
+    let gone = server.control("DescribeEndpoint", &json!({"EndpointName": "stuck"}));
+    assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
+    std::thread::sleep(Duration::from_millis(300));
+    let listed = server.call("ListEndpoints", json!({}));
+    assert_eq!(
+        names(&listed, "Endpoints", "EndpointName"),
+        ["quick"],
+        "{listed}"
+    );
+    assert_eq!(served_by(&server, "quick", 5), BTreeSet::from(["A".into()]));
+
+    // And the delete lasted: the next start has only "quick".
+    let server = server.kill_and_restart().expect("restart");
+    let listed = server.call("ListEndpoints", json!({}));
+    assert_eq!(
+        names(&listed, "Endpoints", "EndpointName"),
+        ["quick"],
+        "{listed}"
+    );
+    server.wait_in_service("quick", Duration::from_secs(60));
 }

@@ -352,6 +352,8 @@ fn the_ledger_survives_a_restart_and_late_outcomes_are_refused() {
     // The ledger is written every 250 ms.
     std::thread::sleep(Duration::from_millis(600));
     let server = server.kill_and_restart().expect("restart");
+    // Endpoints are restored in the background after a restart.
+    server.describe_settled("ab");
     let r = report(&server);
     assert_eq!(
         variant(&r, "A")["Invocations"].as_u64().unwrap()

@@ -16,7 +16,8 @@
 //!   After changing the table, `PLINTH_BLESS=1 cargo test -p plinth-server --test
 //!   integration plinth_service::` rewrites `members.json` and runs `generate.py`.
 //! - `the_comparison_reports_drift`: step 3 is not vacuous: a range, a refused member, a
-//!   missing extension, an enum and a type changed in a copy of the model are each named.
+//!   missing extension, an enum, a number's type and a boolean's type changed in a copy of the
+//!   model are each named.
 //! - `boto3_plinth_client_end_to_end`: `tests/python/test_plinth_service.py` against a
 //!   server with SigV4 credentials: models, an experiment, outcomes, alarms, events, shadow
 //!   promotion through the `plinth` client, and its client-side refusals.
@@ -90,17 +91,25 @@ fn unbounded(range: &Range) -> bool {
 }
 
 /// One member: `{"name", "state"}` and its form: `"integer"` or `"number"` (`{"min",
-/// "max", "maxExcluded"?}`; `{}` for any number), `"oneOf"`, `"map"`, or the name of the
-/// `"structure"` (or `"list"` item) whose members `shapes` lists.
+/// "max", "maxExcluded"?}`; `{}` for any number) with `"sagemaker"` (SageMaker's `{"min",
+/// "max"}`) where Plinth's range is wider, `"oneOf"` (a string's supported values),
+/// `"boolean"` (with `"oneOf"`, `["true"]` or `["false"]`, where Plinth supports one value),
+/// `"map"`, or the name of the `"structure"` (or `"list"` item) whose members `shapes` lists.
 fn member_json(
     name: &str,
     state: State,
     form: Form,
+    sagemaker_range: Option<Range>,
     shapes: &mut BTreeMap<&'static str, Value>,
 ) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), json!(name));
     m.insert("state".into(), json!(state_name(state)));
+    if let Some(Range::Integer { min, max }) = sagemaker_range {
+        m.insert("sagemaker".into(), json!({"min": min, "max": max}));
+    } else if let Some(Range::Number { min, max, .. }) = sagemaker_range {
+        m.insert("sagemaker".into(), json!({"min": min, "max": max}));
+    }
     match form {
         Form::Value => {}
         Form::Map => {
@@ -126,6 +135,12 @@ fn member_json(
         Form::OneOf(values) => {
             m.insert("oneOf".into(), json!(values));
         }
+        Form::Boolean(only) => {
+            m.insert("boolean".into(), json!(true));
+            if let Some(value) = only {
+                m.insert("oneOf".into(), json!([value.to_string()]));
+            }
+        }
         Form::Structure(shape) => {
             m.insert("structure".into(), json!(shape.name));
             shape_json(shape, shapes);
@@ -147,7 +162,7 @@ fn shape_json(shape: &'static Shape, shapes: &mut BTreeMap<&'static str, Value>)
     let members: Vec<Value> = shape
         .members
         .iter()
-        .map(|m| member_json(m.name, m.state, m.form, shapes))
+        .map(|m| member_json(m.name, m.state, m.form, m.sagemaker_range, shapes))
         .collect();
     shapes.insert(shape.name, Value::Array(members));
 }
@@ -160,7 +175,7 @@ fn table_dump() -> String {
     for op in members::operations() {
         let top: Vec<Value> = members::rows()
             .filter(|r| r.operation == op && !r.path.contains('.'))
-            .map(|r| member_json(&r.path, r.state, r.form, &mut shapes))
+            .map(|r| member_json(&r.path, r.state, r.form, r.sagemaker_range, &mut shapes))
             .collect();
         operations.insert(op, Value::Array(top));
     }
@@ -252,6 +267,8 @@ fn compare_form(form: Form, target: &Value) -> Option<String> {
                 bounds(min, max)
             }
         }
+        Form::Boolean(_) => (kind != "boolean" || has("enum"))
+            .then(|| format!("a boolean in the table; the model says {kind}")),
         Form::OneOf(values) => match kind {
             "string" => {
                 let model: Vec<&str> = target["enum"]
@@ -268,9 +285,6 @@ fn compare_form(form: Form, target: &Value) -> Option<String> {
                     )
                 })
             }
-            // botocore has no enum of booleans: the value is the server's to check.
-            "boolean" => (has("enum") || values.iter().any(|v| !["true", "false"].contains(v)))
-                .then(|| format!("a boolean supporting {values:?}")),
             other => Some(format!(
                 "the table supports {values:?}; the model says {other}"
             )),
@@ -278,9 +292,12 @@ fn compare_form(form: Form, target: &Value) -> Option<String> {
         Form::Value if numeric => Some(format!(
             "the model says {kind}, but the table has no range for it"
         )),
-        Form::Value if !matches!(kind, "string" | "boolean") => Some(format!(
-            "a string or boolean in the table; the model says {kind}"
-        )),
+        Form::Value if kind == "boolean" => {
+            Some("a boolean in the model; the table types it as a string (use .boolean())".into())
+        }
+        Form::Value if kind != "string" => {
+            Some(format!("a string in the table; the model says {kind}"))
+        }
         Form::Value => None,
     }
 }
@@ -420,7 +437,8 @@ fn the_service_model_follows_the_member_table() {
 }
 
 /// The check above fails on drift: a range, a refused member, a missing extension, an
-/// enum and a type changed in a copy of the model are each reported.
+/// enum, a number's type and a boolean's type changed in a copy of the model are each
+/// reported.
 #[test]
 fn the_comparison_reports_drift() {
     let service = model_dir()
@@ -440,6 +458,7 @@ fn the_comparison_reports_drift() {
     let queue = target("ProductionVariant", "PlinthMaxQueueLength");
     let mode = target("ContainerDefinition", "Mode");
     let outcome = target("PlinthOutcome", "Value");
+    let graphs = target("PlinthLimits", "AllowGraphsFromBytes");
     let mut drifted = model.clone();
     let s = &mut drifted["shapes"];
     s[&queue]["max"] = json!(999);
@@ -450,6 +469,7 @@ fn the_comparison_reports_drift() {
         .remove("InvocationTimeoutInSeconds");
     s[&mode]["enum"] = json!(["SingleModel", "MultiModel"]);
     s[&outcome]["type"] = json!("integer");
+    s[&graphs]["type"] = json!("string");
     let problems = model_problems(&drifted).join("\n");
     for expected in [
         "CreateEndpointConfig ProductionVariants[].PlinthMaxQueueLength: the table's range is 0",
@@ -458,6 +478,7 @@ fn the_comparison_reports_drift() {
         "CreateModel PlinthLimits.InvocationTimeoutInSeconds: Plinth extension in the table",
         "CreateModel PrimaryContainer.Mode: the table supports [\"SingleModel\"]",
         "RecordInferenceOutcomes Outcomes[].Value: a number in the table; the model says integer",
+        "CreateModel PlinthLimits.AllowGraphsFromBytes: a boolean in the table; the model says string",
     ] {
         assert!(
             problems.contains(expected),

@@ -4,6 +4,11 @@
 //! the server share: the resolved [`Model`] and [`Variant`] the runtime builds, [`Backend`],
 //! and the limits' defaults. Parsing is strict (unknown keys are errors) and every error
 //! names the file, the key and what to do about it.
+//!
+//! The earlier spelling is frozen: settings added after it (`PlinthLimits.MaxResponseSizeInMB`
+//! and `AllowGraphsFromBytes`, a variant's `ContainerStartupHealthCheckTimeoutInSeconds`) have
+//! no key here and take their defaults; a file that needs them uses the API's spelling
+//! (`plinth validate --print` rewrites a file in it).
 
 use crate::model_limits::{self, ModelField};
 use crate::names;
@@ -11,6 +16,7 @@ use crate::routing::RoutingStrategy;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 /// The largest number of production variants an endpoint config may hold (SageMaker's).
@@ -29,6 +35,15 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1;
 pub const MAX_BATCH_SIZE: usize = 256;
 /// The default memory cap per instance in MiB.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// The default cap on a response body in MiB: 6, SageMaker's real-time cap
+/// (`PlinthLimits.MaxResponseSizeInMB`; its range is [`model_limits::MAX_RESPONSE_MIB`]).
+pub const DEFAULT_MAX_RESPONSE_MIB: u64 = 6;
+/// The default time an instance may take to start (instantiating the component and its
+/// `model_fn`), in seconds: 60 (`ContainerStartupHealthCheckTimeoutInSeconds`).
+pub const DEFAULT_STARTUP_TIMEOUT_SECONDS: u64 = 60;
+/// The startup timeouts a variant may ask for, in seconds. SageMaker allows 60-3600; a
+/// Plinth instance starts in milliseconds, so Plinth allows down to 1 (tests use short ones).
+pub const STARTUP_TIMEOUT_SECONDS: RangeInclusive<u64> = 1..=3600;
 
 /// The file as written.
 #[derive(Debug, Deserialize, Default)]
@@ -209,6 +224,10 @@ pub struct Model {
     pub memory_bytes: usize,
     /// Invocation deadline in seconds.
     pub timeout_seconds: u64,
+    /// The largest response body an invocation may return, in bytes.
+    pub max_response_bytes: usize,
+    /// Whether the guest may load wasi-nn graphs from bytes it supplies.
+    pub graphs_from_bytes: bool,
     /// The wasi-nn backend asked for.
     pub backend: Backend,
 }
@@ -230,6 +249,8 @@ pub struct Variant {
     pub max_queue_length: usize,
     /// The most queued requests one call to an instance serves (1: no batching).
     pub max_batch_size: usize,
+    /// How long one instance may take to start (instantiation and `model_fn`), in seconds.
+    pub startup_timeout_seconds: u64,
 }
 
 /// A validated endpoint with its config resolved.
@@ -345,13 +366,21 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
         }
         let memory_mib = m.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         let timeout_seconds = m.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-        if let Err(problem) = model_limits::check(memory_mib, timeout_seconds, &m.environment) {
+        let settings = model_limits::ModelSettings {
+            memory_mib,
+            timeout_seconds,
+            max_response_mib: DEFAULT_MAX_RESPONSE_MIB,
+            environment: &m.environment,
+        };
+        if let Err(problem) = model_limits::check(&settings) {
             let key = match problem.field() {
-                ModelField::Memory => "memory_mib",
-                ModelField::Timeout => "timeout_seconds",
-                ModelField::Environment => "environment",
+                ModelField::Memory => ".memory_mib",
+                ModelField::Timeout => ".timeout_seconds",
+                ModelField::Environment => ".environment",
+                // No key in this spelling (the default is in range): the model as a whole.
+                ModelField::MaxResponse => "",
             };
-            return Err(err(format!("models[{i}].{key}"), problem.to_string()));
+            return Err(err(format!("models[{i}]{key}"), problem.to_string()));
         }
         models.insert(
             m.name.clone(),
@@ -362,6 +391,8 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 environment: m.environment.clone().into_iter().collect(),
                 memory_bytes: (memory_mib as usize) << 20,
                 timeout_seconds,
+                max_response_bytes: (DEFAULT_MAX_RESPONSE_MIB as usize) << 20,
+                graphs_from_bytes: false,
                 backend: m.backend.unwrap_or_default(),
             },
         );
@@ -401,6 +432,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 routing_strategy: v.routing_strategy,
                 max_queue_length: v.max_queue_length.unwrap_or(DEFAULT_MAX_QUEUE_LENGTH),
                 max_batch_size: v.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE),
+                startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
             });
         }
         check_variants(&c.name, &variants).map_err(|p| {
@@ -676,7 +708,10 @@ endpoint_config_name = "iris-config"
         assert_eq!(m.environment, vec![("LOG".to_string(), "1".to_string())]);
         assert_eq!(m.timeout_seconds, 60);
         assert_eq!(m.memory_bytes, 256 << 20);
+        assert_eq!(m.max_response_bytes, 6 << 20);
+        assert!(!m.graphs_from_bytes);
         assert_eq!(m.backend, Backend::Auto);
+        assert_eq!(e.variants[0].startup_timeout_seconds, 60);
     }
 
     #[test]

@@ -342,6 +342,8 @@ fn from_earlier(d: &config::Deployment) -> DeploymentFile {
                 "PlinthLimits": {
                     "MemorySizeInMB": m.memory_bytes >> 20,
                     "InvocationTimeoutInSeconds": m.timeout_seconds,
+                    "MaxResponseSizeInMB": m.max_response_bytes >> 20,
+                    "AllowGraphsFromBytes": m.graphs_from_bytes,
                 },
                 "PlinthBackend": m.backend.as_str(),
             }),
@@ -360,6 +362,7 @@ fn from_earlier(d: &config::Deployment) -> DeploymentFile {
                     "RoutingConfig": { "RoutingStrategy": v.routing_strategy.as_str() },
                     "PlinthMaxQueueLength": v.max_queue_length,
                     "PlinthMaxBatchSize": v.max_batch_size,
+                    "ContainerStartupHealthCheckTimeoutInSeconds": v.startup_timeout_seconds,
                 })
             })
             .collect();
@@ -414,7 +417,7 @@ EndpointConfigName = "iris-config"
 [[CreateModel]]
 ModelName = "iris"
 PrimaryContainer = { Image = "iris.wasm", ModelDataUrl = "model", Environment = { LOG = "1" } }
-PlinthLimits = { MemorySizeInMB = 128 }
+PlinthLimits = { MemorySizeInMB = 128, MaxResponseSizeInMB = 16, AllowGraphsFromBytes = true }
 
 [[CreateEndpointConfig]]
 EndpointConfigName = "iris-config"
@@ -423,6 +426,7 @@ VariantName = "AllTraffic"
 ModelName = "iris"
 InitialInstanceCount = 2
 PlinthMaxBatchSize = 8
+ContainerStartupHealthCheckTimeoutInSeconds = 5
 "#;
 
     #[test]
@@ -444,13 +448,22 @@ PlinthMaxBatchSize = 8
                     "ModelDataUrl": "/etc/plinth/model",
                     "Environment": { "LOG": "1" },
                 },
-                "PlinthLimits": { "MemorySizeInMB": 128 },
+                "PlinthLimits": {
+                    "MemorySizeInMB": 128,
+                    "MaxResponseSizeInMB": 16,
+                    "AllowGraphsFromBytes": true,
+                },
             })
         );
         assert_eq!(file.calls[1].name(), "iris-config");
         assert_eq!(
             file.calls[1].input["ProductionVariants"][0]["PlinthMaxBatchSize"],
             8
+        );
+        assert_eq!(
+            file.calls[1].input["ProductionVariants"][0]
+                ["ContainerStartupHealthCheckTimeoutInSeconds"],
+            5
         );
     }
 
@@ -482,6 +495,18 @@ PrimaryContainer = { Image = "/opt/c.wasm", ModelDataUrl = "s3://bucket/model.ta
             (
                 "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\", Mode = \"MultiModel\" }\n",
                 "/etc/plinth/plinth.toml: `CreateModel[0].PrimaryContainer.Mode`: PrimaryContainer.Mode value \"MultiModel\" is not supported; Plinth supports SingleModel",
+            ),
+            (
+                "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\" }\nPlinthLimits = { AllowGraphsFromBytes = \"yes\" }\n",
+                "/etc/plinth/plinth.toml: `CreateModel[0].PlinthLimits.AllowGraphsFromBytes`: PlinthLimits.AllowGraphsFromBytes must be a boolean; got a string",
+            ),
+            (
+                "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\" }\nPlinthLimits = { MaxResponseSizeInMB = 1025 }\n",
+                "/etc/plinth/plinth.toml: `CreateModel[0].PlinthLimits.MaxResponseSizeInMB`: PlinthLimits.MaxResponseSizeInMB must be a whole number between 1 and 1024; got 1025",
+            ),
+            (
+                "[[CreateEndpointConfig]]\nEndpointConfigName = \"c\"\nProductionVariants = [{ VariantName = \"A\", ModelName = \"m\", ContainerStartupHealthCheckTimeoutInSeconds = 0 }]\n",
+                "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].ProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds`: ProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds must be a whole number between 1 and 3600; got 0",
             ),
             (
                 "[[CreateModel]]\nPrimaryContainer = { Image = \"c.wasm\" }\n",
@@ -555,9 +580,21 @@ endpoint_config_name = "iris-config"
             earlier.calls[0].input["PrimaryContainer"]["Image"],
             "/etc/plinth/iris.wasm"
         );
+        // Every setting of the model and variant, those the earlier spelling has no key for
+        // at their defaults.
         assert_eq!(
-            earlier.calls[0].input["PlinthLimits"]["MemorySizeInMB"],
-            256
+            earlier.calls[0].input["PlinthLimits"],
+            json!({
+                "MemorySizeInMB": 256,
+                "InvocationTimeoutInSeconds": 60,
+                "MaxResponseSizeInMB": 6,
+                "AllowGraphsFromBytes": false,
+            })
+        );
+        assert_eq!(
+            earlier.calls[1].input["ProductionVariants"][0]
+                ["ContainerStartupHealthCheckTimeoutInSeconds"],
+            60
         );
         assert_eq!(
             earlier.calls[1].input["ProductionVariants"][0]["PlinthMaxBatchSize"],

@@ -6,7 +6,9 @@
 //!
 //! * [`State::Served`]: a SageMaker member Plinth implements. A served member may name the
 //!   values Plinth supports of a SageMaker enumeration (`PrimaryContainer.Mode` is served
-//!   for `SingleModel` only) and, if numeric, the inclusive [`Range`] Plinth accepts.
+//!   for `SingleModel` only) or boolean (`EnableNetworkIsolation`: `true` only) and, if
+//!   numeric, the inclusive [`Range`] Plinth accepts: inside SageMaker's, unless the member
+//!   names SageMaker's own ([`Member::sagemaker_range`]) because Plinth accepts more.
 //! * [`State::Refused`]: a SageMaker member Plinth does not implement. A request that gives
 //!   it is answered `ValidationException` "`DataCaptureConfig` is not supported" rather
 //!   than accepted and ignored. When a later change implements it, it moves to `Served`
@@ -16,12 +18,13 @@
 //!
 //! [`check_input`] walks a request body against the table: a refused member, an
 //! unsupported value, a key that is in neither SageMaker's model nor Plinth's extensions,
-//! or a number outside its range (or not a number, or not a whole number where one is
-//! required) is an error that names the member by its path
+//! a number outside its range (or not a number, or not a whole number where one is
+//! required), a boolean given as anything but `true` or `false` (`"yes"`, `1`, `"true"`), or
+//! a structure or list given as something else is an error that names the member by its path
 //! (`ProductionVariants[0].ServerlessConfig`). A member given as JSON `null` counts as
-//! absent, as botocore and serde treat it, so `"DataCaptureConfig": null` passes. Other
-//! type errors (a string where a structure belongs) are left to the server's parse, which
-//! reports them. Free-form maps (`PrimaryContainer.Environment`) are not looked into.
+//! absent, as botocore and serde treat it, so `"DataCaptureConfig": null` passes. A string
+//! member given another type is left to the server's parse, which reports it. Free-form
+//! maps (`PrimaryContainer.Environment`) are not looked into.
 //!
 //! [`check_invoke_headers`] does the same for InvokeEndpoint's headers: a header SageMaker
 //! defines and Plinth does not implement (`X-Amzn-SageMaker-Target-Model`) is an error;
@@ -35,7 +38,7 @@
 //! describes is in it, and nothing that is not) and against the README.
 
 use crate::capacity::MAX_INSTANCE_COUNT;
-use crate::config::MAX_BATCH_SIZE;
+use crate::config::{MAX_BATCH_SIZE, STARTUP_TIMEOUT_SECONDS};
 use crate::model_limits;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -171,14 +174,17 @@ fn grouped(n: i64) -> String {
 /// What a member holds, as far as the checks look into it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Form {
-    /// A string or boolean, not looked into.
+    /// A string, not looked into.
     Value,
     /// A free-form map: neither keys nor values are checked.
     Map,
     /// A number in a range.
     Number(Range),
-    /// A string or boolean of which Plinth supports only these values.
+    /// A string of which Plinth supports only these values.
     OneOf(&'static [&'static str]),
+    /// A JSON boolean (`true` or `false`, not a string or number); with `Some(value)`,
+    /// Plinth supports only that value.
+    Boolean(Option<bool>),
     /// A structure whose members the table lists.
     Structure(&'static Shape),
     /// A list of structures whose members the table lists.
@@ -203,6 +209,10 @@ pub struct Member {
     pub state: State,
     /// What it holds.
     pub form: Form,
+    /// SageMaker's range, for a served number whose range Plinth widens: the README shows
+    /// both, and the tests check this one against botocore's. `None`: the range is inside
+    /// SageMaker's.
+    pub sagemaker_range: Option<Range>,
 }
 
 impl Member {
@@ -211,6 +221,7 @@ impl Member {
             name,
             state,
             form: Form::Value,
+            sagemaker_range: None,
         }
     }
 
@@ -219,6 +230,7 @@ impl Member {
             name: self.name,
             state: self.state,
             form,
+            sagemaker_range: self.sagemaker_range,
         }
     }
 
@@ -236,6 +248,22 @@ impl Member {
 
     const fn one_of(self, values: &'static [&'static str]) -> Self {
         self.form(Form::OneOf(values))
+    }
+
+    const fn boolean(self) -> Self {
+        self.form(Form::Boolean(None))
+    }
+
+    const fn boolean_only(self, value: bool) -> Self {
+        self.form(Form::Boolean(Some(value)))
+    }
+
+    /// SageMaker's whole-number range, which Plinth's (given with [`Member::int`]) widens.
+    const fn sagemaker_int(self, min: i64, max: i64) -> Self {
+        Self {
+            sagemaker_range: Some(Range::Integer { min, max }),
+            ..self
+        }
     }
 
     const fn map(self) -> Self {
@@ -321,6 +349,11 @@ const PLINTH_LIMITS: Shape = Shape {
             *model_limits::TIMEOUT_SECONDS.start() as i64,
             *model_limits::TIMEOUT_SECONDS.end() as i64,
         ),
+        extension("MaxResponseSizeInMB").int(
+            *model_limits::MAX_RESPONSE_MIB.start() as i64,
+            *model_limits::MAX_RESPONSE_MIB.end() as i64,
+        ),
+        extension("AllowGraphsFromBytes").boolean(),
     ],
 };
 
@@ -335,7 +368,7 @@ const CREATE_MODEL: Shape = Shape {
         served("Tags").list(&TAG),
         refused("VpcConfig"),
         // Guests have no sockets: every model is network-isolated.
-        served("EnableNetworkIsolation").one_of(&["true"]),
+        served("EnableNetworkIsolation").boolean_only(true),
         extension("PlinthLimits").structure(&PLINTH_LIMITS),
         extension("PlinthBackend"),
     ],
@@ -399,7 +432,14 @@ const PRODUCTION_VARIANT: Shape = Shape {
         refused("ServerlessConfig"),
         refused("VolumeSizeInGB"),
         refused("ModelDataDownloadTimeoutInSeconds"),
-        refused("ContainerStartupHealthCheckTimeoutInSeconds"),
+        // SageMaker's least is 60 s; a Plinth instance starts in milliseconds, and tests use
+        // short deadlines.
+        served("ContainerStartupHealthCheckTimeoutInSeconds")
+            .int(
+                *STARTUP_TIMEOUT_SECONDS.start() as i64,
+                *STARTUP_TIMEOUT_SECONDS.end() as i64,
+            )
+            .sagemaker_int(60, 3600),
         refused("EnableSSMAccess"),
         refused("ManagedInstanceScaling"),
         served("RoutingConfig").structure(&ROUTING_CONFIG),
@@ -446,7 +486,7 @@ const CREATE_ENDPOINT_CONFIG: Shape = Shape {
         served("ShadowProductionVariants").list(&PRODUCTION_VARIANT),
         refused("ExecutionRoleArn"),
         refused("VpcConfig"),
-        served("EnableNetworkIsolation").one_of(&["true"]),
+        served("EnableNetworkIsolation").boolean_only(true),
         refused("MetricsConfig"),
         refused("TracingConfig"),
         refused("CrossRegionTrafficConfig"),
@@ -543,10 +583,10 @@ const UPDATE_ENDPOINT: Shape = Shape {
         served("EndpointName"),
         served("EndpointConfigName"),
         // The new config's weights and instance counts always apply.
-        served("RetainAllVariantProperties").one_of(&["false"]),
+        served("RetainAllVariantProperties").boolean_only(false),
         refused("ExcludeRetainedVariantProperties"),
         served("DeploymentConfig").structure(&DEPLOYMENT_CONFIG),
-        served("RetainDeploymentConfig"),
+        served("RetainDeploymentConfig").boolean(),
     ],
 };
 
@@ -952,8 +992,6 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
         Form::OneOf(allowed) => {
             let given = match value {
                 Value::String(s) => s.as_str(),
-                Value::Bool(true) => "true",
-                Value::Bool(false) => "false",
                 other => {
                     return Err(Fault::new(
                         Problem::Value,
@@ -977,6 +1015,17 @@ fn check_member<'a>(member: &'static Member, value: &'a Value) -> Result<(), Fau
                 ))
             }
         }
+        Form::Boolean(only) => match (value, only) {
+            (Value::Bool(given), Some(supported)) if *given != supported => Err(Fault::new(
+                Problem::Value,
+                format!("value {value} is not supported; Plinth supports {supported}"),
+            )),
+            (Value::Bool(_), _) => Ok(()),
+            (other, _) => Err(Fault::new(
+                Problem::Value,
+                format!("must be a boolean; got {}", kind_of(other)),
+            )),
+        },
         Form::Number(range) => {
             if range.accepts(value) {
                 return Ok(());
@@ -1086,6 +1135,8 @@ pub struct Row {
     pub state: State,
     /// What it holds (for a list or structure, its members are rows of their own).
     pub form: Form,
+    /// SageMaker's range, where Plinth widens it ([`Member::sagemaker_range`]).
+    pub sagemaker_range: Option<Range>,
 }
 
 impl Row {
@@ -1116,6 +1167,7 @@ fn collect(operation: &'static str, shape: &'static Shape, prefix: &str, out: &m
             path: path.clone(),
             state: m.state,
             form: m.form,
+            sagemaker_range: m.sagemaker_range,
         });
         match m.form {
             Form::Structure(inner) => collect(operation, inner, &format!("{path}."), out),
@@ -1158,6 +1210,7 @@ mod tests {
             "RoutingConfig": {"RoutingStrategy": "RANDOM"},
             "PlinthMaxQueueLength": 128,
             "PlinthMaxBatchSize": 8,
+            "ContainerStartupHealthCheckTimeoutInSeconds": 5,
         })
     }
 
@@ -1177,7 +1230,12 @@ mod tests {
                     },
                     "Tags": [{"Key": "team", "Value": "ml"}],
                     "EnableNetworkIsolation": true,
-                    "PlinthLimits": {"MemorySizeInMB": 512, "InvocationTimeoutInSeconds": 30},
+                    "PlinthLimits": {
+                        "MemorySizeInMB": 512,
+                        "InvocationTimeoutInSeconds": 30,
+                        "MaxResponseSizeInMB": 16,
+                        "AllowGraphsFromBytes": false,
+                    },
                     "PlinthBackend": "Tract",
                 }),
             ),
@@ -1197,6 +1255,7 @@ mod tests {
                     "EndpointName": "e",
                     "EndpointConfigName": "c",
                     "RetainAllVariantProperties": false,
+                    "RetainDeploymentConfig": true,
                     "DeploymentConfig": {
                         "BlueGreenUpdatePolicy": {
                             "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 60, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}},
@@ -1357,7 +1416,17 @@ mod tests {
         );
         assert_eq!(
             e.message,
-            "RetainAllVariantProperties must be one of false; got a number"
+            "RetainAllVariantProperties must be a boolean; got a number"
+        );
+        // A string member given another type.
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [{"VariantName": "A", "RoutingConfig": {"RoutingStrategy": true}}]}),
+        );
+        assert_eq!(
+            e.message,
+            "ProductionVariants[0].RoutingConfig.RoutingStrategy must be one of \
+             LEAST_OUTSTANDING_REQUESTS, RANDOM; got a boolean"
         );
         // So is a structure or a list given as something else.
         let e = error(
@@ -1398,7 +1467,8 @@ mod tests {
         assert_eq!(
             e.message,
             "PlinthLimits.MemoryMiB is not a member of PlinthLimits; Plinth accepts \
-             MemorySizeInMB, InvocationTimeoutInSeconds (names are case-sensitive)"
+             MemorySizeInMB, InvocationTimeoutInSeconds, MaxResponseSizeInMB, \
+             AllowGraphsFromBytes (names are case-sensitive)"
         );
         let mut v = variant();
         v["PlinthQueue"] = json!(1);
@@ -1510,6 +1580,104 @@ mod tests {
             ("ListEndpointEvents", json!({"MaxResults": 1000})),
         ] {
             assert_eq!(check_input(operation, &input), Ok(()), "{input}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_typed() {
+        let model = |limits: Value| json!({"ModelName": "m", "PlinthLimits": limits});
+        for ok in [json!(true), json!(false), Value::Null] {
+            let input = model(json!({ "AllowGraphsFromBytes": ok }));
+            assert_eq!(check_input("CreateModel", &input), Ok(()), "{input}");
+        }
+        for (bad, got) in [
+            (json!("yes"), "a string"),
+            (json!("true"), "a string"),
+            (json!(1), "a number"),
+            (json!(0), "a number"),
+            (json!([true]), "a list"),
+            (json!({}), "a structure"),
+        ] {
+            let e = error("CreateModel", model(json!({ "AllowGraphsFromBytes": bad })));
+            assert_eq!(e.path, "PlinthLimits.AllowGraphsFromBytes");
+            assert_eq!(e.problem, Problem::Value);
+            assert_eq!(
+                e.message,
+                format!("PlinthLimits.AllowGraphsFromBytes must be a boolean; got {got}"),
+                "{bad}"
+            );
+        }
+        // A boolean Plinth supports one value of: the other value, and the right one as a
+        // string, are refused.
+        let e = error(
+            "CreateModel",
+            json!({"ModelName": "m", "EnableNetworkIsolation": "true"}),
+        );
+        assert_eq!(
+            e.message,
+            "EnableNetworkIsolation must be a boolean; got a string"
+        );
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "EnableNetworkIsolation": false}),
+        );
+        assert_eq!(
+            e.message,
+            "EnableNetworkIsolation value false is not supported; Plinth supports true"
+        );
+        let e = error(
+            "UpdateEndpoint",
+            json!({"EndpointName": "e", "EndpointConfigName": "c", "RetainDeploymentConfig": "yes"}),
+        );
+        assert_eq!(e.path, "RetainDeploymentConfig");
+    }
+
+    #[test]
+    fn a_range_wider_than_sagemakers_names_sagemakers() {
+        let rows: Vec<Row> = rows().collect();
+        let startup = rows
+            .iter()
+            .find(|r| {
+                r.operation == "CreateEndpointConfig"
+                    && r.path == "ProductionVariants[].ContainerStartupHealthCheckTimeoutInSeconds"
+            })
+            .expect("the startup timeout's row");
+        assert_eq!(startup.state, State::Served);
+        assert_eq!(startup.range(), Some(Range::Integer { min: 1, max: 3600 }));
+        assert_eq!(
+            startup.sagemaker_range,
+            Some(Range::Integer { min: 60, max: 3600 })
+        );
+        for (value, ok) in [
+            (1, true),
+            (59, true),
+            (3600, true),
+            (0, false),
+            (3601, false),
+        ] {
+            let mut v = variant();
+            v["ContainerStartupHealthCheckTimeoutInSeconds"] = json!(value);
+            let input = json!({"EndpointConfigName": "c", "ShadowProductionVariants": [v]});
+            match check_input("CreateEndpointConfig", &input) {
+                Ok(()) => assert!(ok, "{value} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{value}: {}", e.message);
+                    assert_eq!(
+                        e.message,
+                        format!(
+                            "ShadowProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds \
+                             must be a whole number between 1 and 3600; got {value}"
+                        )
+                    );
+                }
+            }
+        }
+        // Only served numbers widen SageMaker's ranges.
+        for r in &rows {
+            if r.sagemaker_range.is_some() {
+                assert_eq!(r.state, State::Served, "{r:?}");
+                assert!(r.range().is_some(), "{r:?}");
+            }
         }
     }
 
@@ -1741,10 +1909,23 @@ print(json.dumps({
                     }
                 }
                 Form::Number(range) if m.state == State::Served => {
-                    let (min, max) = match range {
+                    let bounds = |range: Range| match range {
                         Range::Integer { min, max } => (min as f64, max as f64),
                         Range::Number { min, max, .. } => (min, max),
                     };
+                    // A widened range names SageMaker's, which must be botocore's; the
+                    // range that must lie inside botocore's is then that one.
+                    if let Some(sagemaker) = m.sagemaker_range {
+                        let (smin, smax) = bounds(sagemaker);
+                        if b["min"].as_f64() != Some(smin) || b["max"].as_f64() != Some(smax) {
+                            problems.push(format!(
+                                "{path}: SageMaker's range is {smin} to {smax} in the table, \
+                                 {} to {} in botocore",
+                                b["min"], b["max"]
+                            ));
+                        }
+                    }
+                    let (min, max) = bounds(m.sagemaker_range.unwrap_or(range));
                     if !matches!(
                         b["type"].as_str(),
                         Some("integer" | "long" | "float" | "double" | "timestamp")
@@ -1764,7 +1945,13 @@ print(json.dumps({
                         ));
                     }
                 }
-                Form::OneOf(values) if b["type"] == "string" => {
+                Form::OneOf(_) if b["type"] != "string" => {
+                    problems.push(format!(
+                        "{path}: values of a string in the table; botocore's type is {}",
+                        b["type"]
+                    ));
+                }
+                Form::OneOf(values) => {
                     for v in values {
                         let known = b["enum"]
                             .as_array()
@@ -1776,6 +1963,18 @@ print(json.dumps({
                 }
                 Form::Map if b["type"] != "map" => {
                     problems.push(format!("{path}: botocore's type is {}", b["type"]));
+                }
+                Form::Boolean(_) if b["type"] != "boolean" => {
+                    problems.push(format!(
+                        "{path}: a boolean in the table; botocore's type is {}",
+                        b["type"]
+                    ));
+                }
+                Form::Value if b["type"] == "boolean" && m.state == State::Served => {
+                    problems.push(format!(
+                        "{path}: a boolean in botocore; type it with .boolean() (or \
+                         .boolean_only) so that \"yes\" and 1 are refused"
+                    ));
                 }
                 _ => {}
             }
@@ -1869,11 +2068,16 @@ print(json.dumps({
             let what = match m.form {
                 Form::Value => String::new(),
                 Form::Map => "map; not checked".into(),
-                Form::Number(range) => range.to_string(),
+                Form::Number(range) => match m.sagemaker_range {
+                    Some(sagemaker) => format!("{range} (SageMaker: {sagemaker})"),
+                    None => range.to_string(),
+                },
                 Form::OneOf(values) => {
                     let values: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
                     format!("{} only", values.join(", "))
                 }
+                Form::Boolean(None) => "`true` or `false`".into(),
+                Form::Boolean(Some(value)) => format!("`{value}` only"),
                 Form::Structure(inner) | Form::List(inner) => {
                     let items = if matches!(m.form, Form::List(_)) {
                         "items"

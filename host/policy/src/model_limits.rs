@@ -1,8 +1,9 @@
 //! What a model may ask of its sandbox, checked once for every way a model arrives
-//! (CreateModel's `PlinthLimits` and `PrimaryContainer.Environment`, and a deployment file's
-//! `memory_mib`, `timeout_seconds` and `environment`): the ranges and rules, and the
-//! problem found. Each caller names the field in its own spelling
-//! ([`ModelProblem::field`]); the message says what is wrong and what is allowed.
+//! (CreateModel's `PlinthLimits` and `PrimaryContainer.Environment`, and the earlier
+//! deployment-file spelling's `memory_mib`, `timeout_seconds` and `environment`): the ranges
+//! and rules, and the problem found. Each caller names the field in its own spelling
+//! ([`ModelProblem::field`]); the message says what is wrong and what is allowed. The
+//! defaults are in the `config` module.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -11,6 +12,8 @@ use std::ops::RangeInclusive;
 pub const MEMORY_MIB: RangeInclusive<u64> = 1..=4096;
 /// The invocation deadline, in seconds (SageMaker's default is 60).
 pub const TIMEOUT_SECONDS: RangeInclusive<u64> = 1..=3600;
+/// The largest response body, in MiB (SageMaker's real-time cap is 6 MB, the default).
+pub const MAX_RESPONSE_MIB: RangeInclusive<u64> = 1..=1024;
 /// The most environment variables a model may set (SageMaker's).
 pub const MAX_ENVIRONMENT: usize = 100;
 /// The longest environment variable name and value (SageMaker's).
@@ -23,6 +26,8 @@ pub enum ModelField {
     Memory,
     /// The invocation deadline.
     Timeout,
+    /// The cap on a response body.
+    MaxResponse,
     /// The environment as a whole, or one of its entries.
     Environment,
 }
@@ -36,6 +41,9 @@ pub enum ModelProblem {
     /// A deadline outside [`TIMEOUT_SECONDS`].
     #[error("{0} seconds is out of range; use {start}-{end} seconds", start = TIMEOUT_SECONDS.start(), end = TIMEOUT_SECONDS.end())]
     Timeout(u64),
+    /// A response cap outside [`MAX_RESPONSE_MIB`].
+    #[error("{0} MiB is out of range; use {start}-{end} MiB", start = MAX_RESPONSE_MIB.start(), end = MAX_RESPONSE_MIB.end())]
+    MaxResponse(u64),
     /// More than [`MAX_ENVIRONMENT`] variables.
     #[error("{0} entries; the limit is {MAX_ENVIRONMENT}")]
     EnvironmentSize(usize),
@@ -60,22 +68,41 @@ impl ModelProblem {
         match self {
             Self::Memory(_) => ModelField::Memory,
             Self::Timeout(_) => ModelField::Timeout,
+            Self::MaxResponse(_) => ModelField::MaxResponse,
             _ => ModelField::Environment,
         }
     }
 }
 
-/// Check a model's memory cap, deadline and environment.
-pub fn check(
-    memory_mib: u64,
-    timeout_seconds: u64,
-    environment: &BTreeMap<String, String>,
-) -> Result<(), ModelProblem> {
+/// A model's settings, in the units they are written in.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSettings<'a> {
+    /// The memory cap, in MiB.
+    pub memory_mib: u64,
+    /// The invocation deadline, in seconds.
+    pub timeout_seconds: u64,
+    /// The cap on a response body, in MiB.
+    pub max_response_mib: u64,
+    /// The guest's environment.
+    pub environment: &'a BTreeMap<String, String>,
+}
+
+/// Check a model's memory cap, deadline, response cap and environment, in that order.
+pub fn check(settings: &ModelSettings<'_>) -> Result<(), ModelProblem> {
+    let &ModelSettings {
+        memory_mib,
+        timeout_seconds,
+        max_response_mib,
+        environment,
+    } = settings;
     if !MEMORY_MIB.contains(&memory_mib) {
         return Err(ModelProblem::Memory(memory_mib));
     }
     if !TIMEOUT_SECONDS.contains(&timeout_seconds) {
         return Err(ModelProblem::Timeout(timeout_seconds));
+    }
+    if !MAX_RESPONSE_MIB.contains(&max_response_mib) {
+        return Err(ModelProblem::MaxResponse(max_response_mib));
     }
     if environment.len() > MAX_ENVIRONMENT {
         return Err(ModelProblem::EnvironmentSize(environment.len()));
@@ -104,6 +131,28 @@ pub fn check(
 mod tests {
     use super::*;
 
+    fn check(
+        memory_mib: u64,
+        timeout_seconds: u64,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<(), ModelProblem> {
+        check_response(memory_mib, timeout_seconds, 6, environment)
+    }
+
+    fn check_response(
+        memory_mib: u64,
+        timeout_seconds: u64,
+        max_response_mib: u64,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<(), ModelProblem> {
+        super::check(&ModelSettings {
+            memory_mib,
+            timeout_seconds,
+            max_response_mib,
+            environment,
+        })
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -127,6 +176,19 @@ mod tests {
         assert_eq!(
             check(256, 0, &none).unwrap_err().field(),
             ModelField::Timeout
+        );
+        assert_eq!(check_response(256, 60, 1, &none), Ok(()));
+        assert_eq!(check_response(256, 60, 1024, &none), Ok(()));
+        for bad in [0, 1025] {
+            let problem = check_response(256, 60, bad, &none).unwrap_err();
+            assert_eq!(problem, ModelProblem::MaxResponse(bad));
+            assert_eq!(problem.field(), ModelField::MaxResponse);
+        }
+        assert_eq!(
+            check_response(256, 60, 1025, &none)
+                .unwrap_err()
+                .to_string(),
+            "1025 MiB is out of range; use 1-1024 MiB"
         );
     }
 

@@ -2,9 +2,11 @@
 //! interruption, a linker with WASI and wasi-nn, the compiled-component cache and the cache
 //! of preloaded graphs in use.
 
+use crate::blocking::BackendPool;
 use crate::cache::ComponentCache;
-use crate::error::LoadError;
+use crate::error::{HostLimit, LoadError};
 use crate::guest::HostState;
+use crate::limits::Limits;
 use crate::nn::{GraphCache, NnBackend, SharedGraphs};
 use crate::ort_library::OnnxRuntime;
 use plinth_policy::config::Backend;
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are rounded up to this.
@@ -56,6 +58,7 @@ pub struct Runtime {
     pub(crate) linker: Linker<HostState>,
     cache: ComponentCache,
     graphs: GraphCache,
+    pub(crate) backend_pool: BackendPool,
     ticker_stop: Arc<AtomicBool>,
     onnxruntime: Option<OnnxRuntime>,
     #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
@@ -71,9 +74,9 @@ impl Runtime {
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .total_stacks(config.max_instances)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32)
+            .max_memories_per_component(Limits::MAX_MEMORIES as u32)
+            .max_tables_per_component(Limits::MAX_TABLES as u32)
+            .max_core_instances_per_component(Limits::MAX_CORE_INSTANCES as u32)
             .max_component_instance_size(1 << 20)
             .max_memory_size(config.max_memory_bytes);
         let mut wasm = Config::new();
@@ -89,7 +92,8 @@ impl Runtime {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_nn::wit::add_to_linker(&mut linker, HostState::nn_view)?;
+        count_open_files(&mut linker)?;
+        crate::nn::host::add_to_linker(&mut linker, HostState::nn_view)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -108,9 +112,15 @@ impl Runtime {
                 })?;
         }
 
+        let backend_pool = BackendPool::per_core();
+        tracing::debug!(
+            threads = backend_pool.threads(),
+            "wasi-nn load and compute run on a pool of this many threads"
+        );
         Ok(Self {
             cache: ComponentCache::new(&engine, config.cache_dir.clone()),
             graphs: GraphCache::default(),
+            backend_pool,
             engine,
             linker,
             ticker_stop,
@@ -189,6 +199,48 @@ impl Runtime {
         self.graphs.preload(model_dir, backend)
     }
 }
+
+/// Put the open-files cap in front of WASI's `open-at`: past
+/// [`Limits::MAX_OPEN_FILES`] descriptors held, the call traps with the limit's message.
+fn count_open_files(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
+        DescriptorFlags, ErrorCode, Host, HostDescriptor, OpenFlags, PathFlags,
+    };
+    type Args = (
+        Resource<Descriptor>,
+        PathFlags,
+        String,
+        OpenFlags,
+        DescriptorFlags,
+    );
+    linker.allow_shadowing(true);
+    linker.instance(WASI_FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store, (dir, path_flags, path, open_flags, flags): Args| {
+            Box::new(async move {
+                let state: &mut HostState = store.data_mut();
+                if state.open_files() >= Limits::MAX_OPEN_FILES {
+                    return Err(wasmtime::Error::new(HostLimit::OpenFiles {
+                        limit: Limits::MAX_OPEN_FILES,
+                    }));
+                }
+                let mut view = state.filesystem();
+                let opened: Result<Resource<Descriptor>, ErrorCode> =
+                    match view.open_at(dir, path_flags, path, open_flags, flags).await {
+                        Ok(file) => Ok(file),
+                        Err(e) => Err(view.convert_error_code(e)?),
+                    };
+                Ok((opened,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The versioned name under which WASI's filesystem types are linked.
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 impl Drop for Runtime {
     fn drop(&mut self) {

@@ -99,7 +99,9 @@ pub enum InvokeError {
         message: String,
     },
     /// The invocation ran past its deadline. The instance was replaced.
-    #[error("the invocation timed out after {0:?}")]
+    #[error(
+        "the invocation ran past its deadline of {0:?} (PlinthLimits.InvocationTimeoutInSeconds)"
+    )]
     Timeout(Duration),
     /// All instances were busy and the queue was full.
     #[error("variant is at capacity: {in_flight} requests in flight and {queued} queued")]
@@ -130,4 +132,72 @@ impl InvokeError {
             Self::Throttled { .. } | Self::NoInstances(_) | Self::Unavailable(_) => None,
         }
     }
+}
+
+/// A per-instance cap the guest reached ([`Limits`](crate::Limits)). Raised as a trap: the
+/// call fails with this message and the instance is replaced, which frees all it held.
+#[derive(Debug, Clone, Error)]
+pub enum HostLimit {
+    /// Linear memory and wasi-nn host bytes together would pass the memory limit.
+    #[error(
+        "memory limit exceeded: {what} would bring the instance to {asked} bytes, over its \
+         PlinthLimits.MemorySizeInMB of {} MiB (linear memory and wasi-nn tensors and graphs \
+         together)",
+        limit >> 20
+    )]
+    Memory {
+        /// The limit, in bytes.
+        limit: usize,
+        /// The total the allocation would have reached.
+        asked: usize,
+        /// What was being allocated.
+        what: String,
+    },
+    /// A table would grow past its cap.
+    #[error("table limit exceeded: a table asked for {asked} elements; the limit is {limit}")]
+    TableElements {
+        /// The cap.
+        limit: usize,
+        /// The size asked for.
+        asked: usize,
+    },
+    /// Too many open files.
+    #[error(
+        "open files limit exceeded: the instance already holds {limit} open files and \
+         directories, the most it may"
+    )]
+    OpenFiles {
+        /// The cap.
+        limit: usize,
+    },
+    /// Too many resource handles.
+    #[error(
+        "resource handle limit exceeded: the instance already holds {limit} handles (files, \
+         streams, tensors, graphs...), the most it may"
+    )]
+    ResourceHandles {
+        /// The cap.
+        limit: usize,
+    },
+}
+
+impl HostLimit {
+    pub(crate) fn memory(limit: usize, asked: usize, what: &str) -> Self {
+        Self::Memory {
+            limit,
+            asked,
+            what: what.to_string(),
+        }
+    }
+}
+
+/// A host call (a wasi-nn `compute` or `load`) outlived the call's deadline. Raised as a trap;
+/// the request fails as a timeout and the instance is replaced.
+#[derive(Debug, Clone, Error)]
+#[error("deadline of {deadline:?} exceeded during {during}")]
+pub struct DeadlineExceeded {
+    /// The deadline of the call.
+    pub deadline: Duration,
+    /// What the guest was waiting on.
+    pub during: &'static str,
 }

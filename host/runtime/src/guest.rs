@@ -2,16 +2,19 @@
 //! read-only, and the declared environment; wasi-nn over the shared graphs; a memory cap),
 //! the instantiated component, and the model `model-fn` returned.
 
-use crate::error::{HandlerErrorKind, InvokeError, LoadError};
+use crate::blocking::BackendPool;
+use crate::budget::{InstanceLimiter, MemoryBudget};
+use crate::error::{DeadlineExceeded, HandlerErrorKind, HostLimit, InvokeError, LoadError};
+use crate::limits::Limits;
+use crate::nn::host::{CallDeadline, NnHost, NnView};
 use crate::nn::{NnBackend, SharedGraphs};
-use crate::stdio::{GuestOutput, Serving};
+use crate::stdio::{GuestOutput, LogBudget, Serving};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -57,16 +60,28 @@ pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
 /// Per-store host state.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    nn: WasiNnCtx,
+    nn: NnHost,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: InstanceLimiter,
     /// When the call in progress must stop.
-    deadline_at: Instant,
+    call: CallDeadline,
 }
 
 impl HostState {
-    pub(crate) fn nn_view(&mut self) -> WasiNnView<'_> {
-        WasiNnView::new(&mut self.table, &mut self.nn)
+    pub(crate) fn nn_view(&mut self) -> NnView<'_> {
+        NnView {
+            host: &self.nn,
+            table: &mut self.table,
+            call: self.call,
+        }
+    }
+
+    /// Files and directories the guest holds open (each holds a host file descriptor).
+    pub(crate) fn open_files(&mut self) -> usize {
+        self.table
+            .iter_mut()
+            .filter(|entry| entry.is::<wasmtime_wasi::filesystem::Descriptor>())
+            .count()
     }
 }
 
@@ -116,10 +131,13 @@ pub(crate) struct InstanceTemplate {
     pub(crate) graphs: SharedGraphs,
     /// The backend of the shared graphs, also used for graphs the guest loads from bytes.
     pub(crate) nn: NnBackend,
+    /// Where backend work runs.
+    pub(crate) backend_pool: BackendPool,
     pub(crate) model_dir: Option<PathBuf>,
     pub(crate) environment: Vec<(String, String)>,
-    pub(crate) memory_bytes: usize,
-    pub(crate) deadline: Duration,
+    pub(crate) limits: Limits,
+    /// Guest output the variant's instances dropped over their rate.
+    pub(crate) logs: Arc<crate::stdio::Dropped>,
     pub(crate) endpoint: Arc<str>,
     pub(crate) variant: Arc<str>,
 }
@@ -133,6 +151,7 @@ pub(crate) struct GuestInstance {
     stdout: GuestOutput,
     serving: Serving,
     endpoint: Arc<str>,
+    max_response_bytes: usize,
 }
 
 /// How an invocation on an instance ended: the result, and whether the instance may be
@@ -143,20 +162,33 @@ pub(crate) struct Outcome {
 }
 
 impl InstanceTemplate {
-    /// Create a store, instantiate the component and run `model-fn`.
+    /// Create a store, instantiate the component and run `model-fn`, within the startup
+    /// deadline (SageMaker's `ContainerStartupHealthCheckTimeoutInSeconds`), whatever the
+    /// guest waits on.
     pub(crate) async fn instantiate(&self) -> Result<GuestInstance, LoadError> {
+        let startup = self.limits.startup_deadline;
+        match tokio::time::timeout(startup + Limits::WATCHDOG_GRACE, self.start()).await {
+            Ok(started) => started,
+            Err(_) => Err(LoadError::ModelFn(startup_timeout(startup))),
+        }
+    }
+
+    async fn start(&self) -> Result<GuestInstance, LoadError> {
         let serving = Serving::default();
+        let log_budget = LogBudget::new(self.logs.clone());
         let stdout = GuestOutput::new(
             "stdout",
             self.endpoint.clone(),
             self.variant.clone(),
             serving.clone(),
+            log_budget.clone(),
         );
         let stderr = GuestOutput::new(
             "stderr",
             self.endpoint.clone(),
             self.variant.clone(),
             serving.clone(),
+            log_budget,
         );
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
@@ -172,34 +204,48 @@ impl InstanceTemplate {
                     reason: format!("cannot open the model directory: {e}"),
                 })?;
         }
+        let budget = MemoryBudget::new(self.limits.memory_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(Limits::MAX_RESOURCE_HANDLES);
+        let startup = self.limits.startup_deadline;
         let state = HostState {
             wasi: wasi.build(),
-            nn: WasiNnCtx::new([self.nn.wasi_backend()], self.graphs.clone().into()),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-            deadline_at: Instant::now(),
+            nn: NnHost {
+                graphs: self.graphs.clone(),
+                backend: self.nn.clone(),
+                graphs_from_bytes: self.limits.graphs_from_bytes,
+                budget: budget.clone(),
+                pool: self.backend_pool.clone(),
+            },
+            table,
+            limiter: InstanceLimiter { budget },
+            call: CallDeadline {
+                at: Instant::now() + startup,
+                deadline: startup,
+            },
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         // Every epoch tick the guest gives way to the other tasks on its thread, and past
         // its deadline it is stopped.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline_at {
+            Ok(if Instant::now() >= ctx.data().call.at {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
             })
         });
-        store.data_mut().deadline_at = Instant::now() + self.deadline;
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| LoadError::Engine(format!("instantiation failed: {e:#}")))?;
+        let bindings = match self.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => bindings,
+            Err(e) if is_timeout(&e) => return Err(LoadError::ModelFn(startup_timeout(startup))),
+            Err(e) => {
+                return Err(LoadError::Engine(format!(
+                    "instantiation failed: {}",
+                    describe_trap(&e, &stderr, startup)
+                )))
+            }
+        };
         let model = match bindings
             .plinth_model_handler()
             .call_model_fn(&mut store, GUEST_MODEL_DIR)
@@ -207,13 +253,10 @@ impl InstanceTemplate {
         {
             Ok(Ok(model)) => model,
             Ok(Err(e)) => return Err(LoadError::ModelFn(handler_error(e).to_string())),
-            Err(trap) => {
-                return Err(LoadError::ModelFn(describe_trap(
-                    &trap,
-                    &stderr,
-                    self.deadline,
-                )))
+            Err(trap) if is_timeout(&trap) => {
+                return Err(LoadError::ModelFn(startup_timeout(startup)))
             }
+            Err(trap) => return Err(LoadError::ModelFn(describe_trap(&trap, &stderr, startup))),
         };
         Ok(GuestInstance {
             store,
@@ -223,7 +266,32 @@ impl InstanceTemplate {
             stdout,
             serving,
             endpoint: self.endpoint.clone(),
+            max_response_bytes: self.limits.max_response_bytes,
         })
+    }
+}
+
+/// Why a `model-fn` that ran out of time failed.
+fn startup_timeout(startup: Duration) -> String {
+    format!(
+        "it did not finish within the startup deadline of {} s \
+         (ContainerStartupHealthCheckTimeoutInSeconds)",
+        startup.as_secs_f64()
+    )
+}
+
+/// Whether a call ended because its deadline passed: stopped by the epoch deadline, or
+/// while waiting on backend work.
+fn is_timeout(error: &wasmtime::Error) -> bool {
+    matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) || error.downcast_ref::<DeadlineExceeded>().is_some()
+}
+
+impl Drop for GuestInstance {
+    fn drop(&mut self) {
+        self.stdout.summarise_dropped();
     }
 }
 
@@ -243,7 +311,7 @@ impl GuestInstance {
         let model_latency = started.elapsed();
         match result {
             Ok(Ok(response)) => Outcome {
-                result: validate_output(response, model_latency),
+                result: validate_output(response, model_latency, self.max_response_bytes),
                 reusable: true,
             },
             Ok(Err(e)) => Outcome {
@@ -253,10 +321,7 @@ impl GuestInstance {
             Err(trap) => {
                 let _ = self.stdout.take_tail();
                 let message = describe_trap(&trap, &self.stderr, deadline);
-                let timed_out = matches!(
-                    trap.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt)
-                );
+                let timed_out = is_timeout(&trap);
                 let backtrace = trap
                     .downcast_ref::<wasmtime::WasmBacktrace>()
                     .map(|b| b.to_string())
@@ -314,7 +379,9 @@ impl GuestInstance {
                     results
                         .into_iter()
                         .map(|r| match r {
-                            Ok(response) => validate_output(response, model_latency),
+                            Ok(response) => {
+                                validate_output(response, model_latency, self.max_response_bytes)
+                            }
                             Err(e) => Err(handler_error(e)),
                         })
                         .collect(),
@@ -347,7 +414,10 @@ impl GuestInstance {
     /// Arm the deadline of a call starting now.
     fn start(&mut self, deadline: Duration) -> Instant {
         let started = Instant::now();
-        self.store.data_mut().deadline_at = started + deadline;
+        self.store.data_mut().call = CallDeadline {
+            at: started + deadline,
+            deadline,
+        };
         self.store.set_epoch_deadline(1);
         started
     }
@@ -395,7 +465,16 @@ fn handler_error(e: handler::HandlerError) -> InvokeError {
 fn validate_output(
     response: handler::Response,
     model_latency: Duration,
+    max_response_bytes: usize,
 ) -> Result<InvocationOutput, InvokeError> {
+    if response.body.len() > max_response_bytes {
+        return Err(InvokeError::InvalidOutput(format!(
+            "the response body is {} bytes, over the model's limit of {} bytes \
+             (PlinthLimits.MaxResponseSizeInMB, 6 by default)",
+            response.body.len(),
+            max_response_bytes
+        )));
+    }
     let valid_type = !response.content_type.is_empty()
         && response.content_type.len() <= 1024
         && response.content_type.contains('/')
@@ -424,10 +503,9 @@ fn validate_output(
     })
 }
 
-/// A readable account of a trap: its kind plus what the guest last wrote to stderr (for a
-/// Rust guest, the panic message).
-fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Duration) -> String {
-    let reason = match error.downcast_ref::<wasmtime::Trap>() {
+/// What a trap that is no host limit says: its kind, or the error's first line.
+fn trap_reason(error: &wasmtime::Error, deadline: Duration) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded"),
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             "unreachable code reached (a panic or abort)".into()
@@ -435,12 +513,29 @@ fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Durati
         Some(trap) => trap.to_string(),
         None => {
             let text = format!("{error:#}");
-            if text.contains("memory") && text.contains("grow") {
+            if text.contains("resource table has no free keys") {
+                HostLimit::ResourceHandles {
+                    limit: Limits::MAX_RESOURCE_HANDLES,
+                }
+                .to_string()
+            } else if text.contains("memory") && text.contains("grow") {
                 "memory limit exceeded".into()
             } else {
                 text.lines().next().unwrap_or_default().to_string()
             }
         }
+    }
+}
+
+/// A readable account of a trap: its kind plus what the guest last wrote to stderr (for a
+/// Rust guest, the panic message).
+fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Duration) -> String {
+    let reason = if let Some(limit) = error.downcast_ref::<HostLimit>() {
+        limit.to_string()
+    } else if let Some(late) = error.downcast_ref::<DeadlineExceeded>() {
+        late.to_string()
+    } else {
+        trap_reason(error, deadline)
     };
     let tail = stderr.take_tail();
     let panic = tail

@@ -12,6 +12,8 @@
 //!
 //! Nothing here speaks HTTP; the server crate maps [`InvokeError`] onto SageMaker's errors.
 
+mod blocking;
+mod budget;
 mod cache;
 mod engine;
 mod error;
@@ -23,7 +25,7 @@ mod pool;
 mod stdio;
 
 pub use engine::{Runtime, RuntimeConfig};
-pub use error::{HandlerErrorKind, InvokeError, LoadError};
+pub use error::{DeadlineExceeded, HandlerErrorKind, HostLimit, InvokeError, LoadError};
 pub use guest::{Invocation, InvocationOutput};
 pub use limits::Limits;
 pub use ort_library::{OnnxRuntime, OnnxRuntimeError};

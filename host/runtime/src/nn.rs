@@ -8,6 +8,7 @@
 //! registers' upper halves are marked clean ([`clear_upper_vector_state`]), so that the
 //! guest's code does not run slowed by the backend's AVX kernels.
 
+pub(crate) mod host;
 #[cfg(feature = "onnxruntime")]
 pub(crate) mod ort_backend;
 
@@ -17,11 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
-    NamedTensor,
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
 };
-use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
-use wasmtime_wasi_nn::{ExecutionContext, Graph, GraphRegistry, Tensor};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -291,33 +291,6 @@ impl BackendExecutionContext for TractExecution {
     }
 }
 
-/// The tract backend: loads ONNX graphs that a guest passes as bytes.
-#[derive(Default)]
-pub struct TractBackend;
-
-impl BackendInner for TractBackend {
-    fn encoding(&self) -> GraphEncoding {
-        GraphEncoding::Onnx
-    }
-
-    fn load(&mut self, builders: &[&[u8]], target: ExecutionTarget) -> Result<Graph, BackendError> {
-        if builders.len() != 1 {
-            return Err(BackendError::InvalidNumberOfBuilders(1, builders.len()));
-        }
-        if !matches!(target, ExecutionTarget::Cpu) {
-            tracing::debug!(target: "plinth::nn", "tract runs on the CPU; {target:?} requested");
-        }
-        let graph = TractGraph::from_onnx(builders[0])
-            .map_err(|e| backend_error("load ONNX graph", format!("{e:#}")))?;
-        let graph: Box<dyn BackendGraph> = Box::new(graph);
-        Ok(graph.into())
-    }
-
-    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
-        None
-    }
-}
-
 /// The backend that runs a variant's graphs, resolved from the model's [`Backend`] setting
 /// when the variant is deployed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -348,17 +321,8 @@ impl NnBackend {
         }
     }
 
-    /// The wasi-nn backend an instance's context gets, for graphs the guest loads from bytes.
-    pub(crate) fn wasi_backend(&self) -> wasmtime_wasi_nn::Backend {
-        match self {
-            Self::Tract => TractBackend.into(),
-            #[cfg(feature = "onnxruntime")]
-            Self::OnnxRuntime(settings) => ort_backend::OrtBackend(*settings).into(),
-        }
-    }
-
     /// Load an ONNX model; returns the graph with its input and output names.
-    fn load(&self, bytes: &[u8]) -> anyhow::Result<(Graph, Vec<String>, Vec<String>)> {
+    pub(crate) fn load(&self, bytes: &[u8]) -> anyhow::Result<(Graph, Vec<String>, Vec<String>)> {
         fn shared<G: BackendGraph + 'static>(
             graph: G,
             inputs: &[String],
@@ -490,13 +454,10 @@ impl GraphCache {
     }
 }
 
-impl GraphRegistry for SharedGraphs {
-    fn get(&self, name: &str) -> Option<&Graph> {
+impl SharedGraphs {
+    /// The preloaded graph called `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Graph> {
         self.0.get(name)
-    }
-
-    fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
-        None
     }
 }
 

@@ -14,10 +14,16 @@
 //! instance is dropped and replaced before the next call. The set of instances is itself a
 //! snapshot (arc-swap): resizing publishes a new set, and requests already queued on a
 //! removed instance are served there.
+//!
+//! A watchdog bounds every call: an instance that has not returned by its deadline plus
+//! [`Limits::WATCHDOG_GRACE`] (stuck in a host wait that epoch interruption cannot stop) is
+//! abandoned and replaced, so the requests queued behind it are served by a fresh instance.
 
 use crate::engine::Runtime;
 use crate::error::{InvokeError, LoadError};
-use crate::guest::{GuestInstance, InstanceTemplate, Invocation, InvocationOutput, ModelPre};
+use crate::guest::{
+    GuestInstance, InstanceTemplate, Invocation, InvocationOutput, ModelPre, Outcome,
+};
 use crate::limits::Limits;
 use crate::nn::SharedGraphs;
 use arc_swap::ArcSwap;
@@ -71,6 +77,10 @@ pub struct PoolStats {
     pub batches: usize,
     /// Requests served in those batches.
     pub batched_requests: usize,
+    /// Lines of guest output dropped over the instances' log rate, since the pool was built.
+    pub log_lines_dropped: u64,
+    /// Bytes of guest output dropped over the instances' log rate.
+    pub log_bytes_dropped: u64,
 }
 
 /// One instance and the requests routed to it.
@@ -194,10 +204,11 @@ impl VariantPool {
             pre,
             graphs,
             nn,
+            backend_pool: runtime.backend_pool.clone(),
             model_dir: spec.model_dir.clone(),
             environment: spec.environment.clone(),
-            memory_bytes: spec.limits.memory_bytes,
-            deadline: spec.limits.deadline,
+            limits: spec.limits.clone(),
+            logs: Arc::default(),
             endpoint: spec.endpoint.as_str().into(),
             variant: spec.variant.as_str().into(),
         });
@@ -238,6 +249,11 @@ impl VariantPool {
         self.routing
     }
 
+    /// The sandbox limits its instances run under.
+    pub fn limits(&self) -> &Limits {
+        &self.template.limits
+    }
+
     /// The wasi-nn backend serving the variant (`Tract` or `OnnxRuntime`, never `Auto`).
     pub fn backend(&self) -> Backend {
         self.template.nn.kind()
@@ -263,6 +279,8 @@ impl VariantPool {
             replaced: self.replaced.load(Ordering::Relaxed),
             batches: self.batches.calls.load(Ordering::Relaxed),
             batched_requests: self.batches.requests.load(Ordering::Relaxed),
+            log_lines_dropped: self.template.logs.lines.load(Ordering::Relaxed),
+            log_bytes_dropped: self.template.logs.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -333,7 +351,7 @@ impl VariantPool {
         // The epoch deadline stops guest code; this bounds a backend computation that
         // overruns it too. If its batch traps, a request waits for the batch and then for the
         // batch's requests served one by one.
-        let deadline = self.template.deadline;
+        let deadline = self.template.limits.deadline;
         let calls = if batch > 1 { 1 + batch as u32 } else { 1 };
         let bound = deadline * calls + crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout_at((begun + bound).into(), reply_rx).await {
@@ -512,12 +530,13 @@ async fn serve_batch(
         variant = %template.variant,
         requests = requests.len()
     );
+    let deadline = template.limits.deadline;
     let answered = match instance.as_mut() {
         Some(guest) => {
-            guest
-                .invoke_batch(&requests, &template.variant, template.deadline)
-                .instrument(span)
-                .await
+            let call = guest
+                .invoke_batch(&requests, &template.variant, deadline)
+                .instrument(span);
+            watched(template, call).await.unwrap_or_default()
         }
         None => None,
     };
@@ -548,13 +567,40 @@ async fn serve_one(
     let Some(guest) = instance.as_mut() else {
         return Err(InvokeError::Unavailable("no instance".into()));
     };
-    let outcome = guest
-        .invoke(request, &template.variant, template.deadline)
-        .await;
+    let deadline = template.limits.deadline;
+    let call = guest.invoke(request, &template.variant, deadline);
+    let outcome = watched(template, call).await.unwrap_or(Outcome {
+        result: Err(InvokeError::Timeout(deadline)),
+        reusable: false,
+    });
     if !outcome.reusable {
         replace(template, instance, replaced).await;
     }
     outcome.result
+}
+
+/// Run a call on an instance under the watchdog: `None` if it has not returned by the
+/// deadline plus the grace period (the call is dropped, which unwinds the guest wherever it
+/// waits; the caller must then replace the instance).
+async fn watched<T>(
+    template: &InstanceTemplate,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let limit = template.limits.deadline + Limits::WATCHDOG_GRACE;
+    match tokio::time::timeout(limit, call).await {
+        Ok(done) => Some(done),
+        Err(_) => {
+            tracing::error!(
+                endpoint = %template.endpoint,
+                variant = %template.variant,
+                "an instance did not return within its deadline of {:?} plus {:?}; \
+                 abandoning it for a fresh one",
+                template.limits.deadline,
+                Limits::WATCHDOG_GRACE
+            );
+            None
+        }
+    }
 }
 
 /// Make the slot's instance if a failed replacement left it without one.

@@ -26,8 +26,9 @@ How the model is made:
     from sagemaker-shapes.json); a refused one is left out, so that botocore's client-side
     validation refuses it ("Unknown parameter") before anything is sent; an extension comes
     from plinth-shapes.json. Where the table gives a range, the member's shape has exactly
-    that `min`/`max` (botocore itself checks only `min`); where it names the values Plinth
-    supports of a string, that is the `enum`. A SageMaker shape that Plinth narrows becomes
+    that `min`/`max` (botocore itself checks only `min`), and where Plinth's range is wider
+    than SageMaker's the documentation gives both; where it names the values Plinth
+    supports of a string, that is the `enum` (of a boolean, the documentation says which). A SageMaker shape that Plinth narrows becomes
     a shape of its own, `Plinth<Name>`, and the member's documentation says what Plinth
     accepts.
   * Outputs are SageMaker's output shapes cut to the members Plinth returns, plus Plinth's.
@@ -212,7 +213,12 @@ def describe_range(member):
             return None
         low, high = number(bounds["min"]), number(bounds["max"])
         less = "less than " if bounds.get("maxExcluded") else ""
-        return f"Plinth accepts {low} to {less}{high}."
+        sagemaker = member.get("sagemaker")
+        if sagemaker:
+            wider = f" (SageMaker: {number(sagemaker['min'])} to {number(sagemaker['max'])})"
+        else:
+            wider = ""
+        return f"Plinth accepts {low} to {less}{high}{wider}."
     if "oneOf" in member:
         values = ", ".join(f"<code>{v}</code>" for v in member["oneOf"])
         return f"Plinth supports {values} only."
@@ -350,11 +356,13 @@ class Builder:
             if bounds:
                 shape["min"] = number(bounds["min"])
                 shape["max"] = number(bounds["max"])
+        elif "boolean" in m:
+            if kind != "boolean":
+                raise GenerationError(f"{path}: a boolean in the table, a {kind} here")
         elif "oneOf" in m:
-            if kind == "string":
-                shape["enum"] = list(m["oneOf"])
-            elif kind != "boolean":
+            if kind != "string":
                 raise GenerationError(f"{path}: supported values of a {kind}")
+            shape["enum"] = list(m["oneOf"])
         elif "map" in m:
             if kind != "map":
                 raise GenerationError(f"{path}: a map in the table, a {kind} here")

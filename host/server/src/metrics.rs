@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) instances_replaced: IntGaugeVec,
     pub(crate) batches: IntGaugeVec,
     pub(crate) batched_requests: IntGaugeVec,
+    pub(crate) log_lines_dropped: IntGaugeVec,
+    pub(crate) log_bytes_dropped: IntGaugeVec,
     pub(crate) outcomes: IntCounterVec,
     pub(crate) outcomes_rejected: IntCounterVec,
     pub(crate) shadow_dropped: IntCounterVec,
@@ -129,6 +131,8 @@ impl Metrics {
             instances_replaced: gauge(&r, "plinth_variant_instances_replaced", "Instances replaced after a trap or timeout since the variant was deployed."),
             batches: gauge(&r, "plinth_variant_batches", "Calls that served a batch of more than one queued request (max_batch_size > 1) since the variant was deployed."),
             batched_requests: gauge(&r, "plinth_variant_batched_requests", "Requests served in those batches since the variant was deployed."),
+            log_lines_dropped: gauge(&r, "plinth_variant_guest_log_lines_dropped", "Lines of guest stdout and stderr not logged because an instance wrote more than its rate (1000 lines and 1 MiB per second), since the variant was deployed."),
+            log_bytes_dropped: gauge(&r, "plinth_variant_guest_log_bytes_dropped", "Bytes of guest stdout and stderr not logged over the rate, since the variant was deployed."),
             outcomes: counter(&r, "plinth_experiment_outcomes_total", "Outcomes recorded for an experiment, by the variant that served the inference."),
             outcomes_rejected: counter_with(&r, "plinth_experiment_outcomes_rejected_total", "Outcomes not recorded, by reason (Unknown, Expired, Duplicate, Late, Invalid).", &["endpoint", "reason"]),
             shadow_dropped: counter(&r, "plinth_shadow_dropped_total", "Requests sampled for a shadow variant but dropped because its queue was full."),
@@ -152,6 +156,8 @@ impl Metrics {
         self.instances_replaced.reset();
         self.batches.reset();
         self.batched_requests.reset();
+        self.log_lines_dropped.reset();
+        self.log_bytes_dropped.reset();
         self.new_fleet_share.reset();
     }
 

@@ -1,9 +1,10 @@
-//! Startup: `plinth serve` opens the data directory's store, rebuilds the fleet from it,
-//! applies a deployment file in process (through the same operations as the API), starts
-//! the background upkeep and listens. [`start`] is the same minus the listening, for
-//! embedding the server (and for the in-process API tests). The ONNX Runtime library is
-//! found, loaded and checked here too: a missing or incompatible one stops the server with
-//! a message naming the path and the problem.
+//! Startup: `plinth serve` opens the data directory's store, starts restoring the stored
+//! endpoints in the background (each on its own: none waits for another, and the server
+//! does not wait for them), applies a deployment file in process (through the same
+//! operations as the API), starts the background upkeep and listens. [`start`] is the same
+//! minus the listening, for embedding the server (and for the in-process API tests). The
+//! ONNX Runtime library is found, loaded and checked here too: a missing or incompatible one
+//! stops the server with a message naming the path and the problem.
 
 use crate::apply::{self, Control};
 use crate::fleet::ledger::Experiments;
@@ -68,9 +69,10 @@ impl Default for Settings {
     }
 }
 
-/// Open the state, bring back the stored endpoints (waiting until each has settled) and
-/// start the background upkeep: everything but listening. Call it inside a tokio runtime;
-/// serve the result with [`crate::http::app`].
+/// Open the state, start bringing back the stored endpoints (in the background: each is
+/// `Creating` until it serves, then `InService`, or `Failed`) and start the background
+/// upkeep: everything but listening. Returns without waiting for any endpoint. Call it
+/// inside a tokio runtime; serve the result with [`crate::http::app`].
 pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Result<Arc<Server>> {
     let verifier = settings
         .credentials
@@ -114,8 +116,13 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     );
     let stored = Arc::new(Stored::new(store, catalog, artifacts));
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
+    if !contents.endpoints.is_empty() {
+        tracing::info!(
+            endpoints = contents.endpoints.len(),
+            "restoring the stored endpoints in the background"
+        );
+    }
     crate::fleet::deploy::recover(&fleet, contents.endpoints);
-    crate::fleet::deploy::settled(&fleet).await;
     tokio::spawn(experiment_upkeep(fleet.clone()));
     Ok(Arc::new(Server::new(
         fleet,
@@ -124,7 +131,11 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     )))
 }
 
-/// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM.
+/// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM. The
+/// stored endpoints are restored in the background: only those the deployment file names
+/// are waited for, before it is applied (it may update them, and an endpoint being restored
+/// takes no update); the others are not, so one that never comes up cannot keep the server
+/// from listening.
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let onnxruntime = options.onnxruntime.load()?;
     let bind = options.bind;
@@ -146,6 +157,8 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Runtime::new()?;
     let server = tokio.block_on(start(StateLocation::Directory(data_dir), settings))?;
     if let Some(deployment) = &deployment {
+        let named: Vec<&str> = deployment.of("CreateEndpoint").map(|c| c.name()).collect();
+        tokio.block_on(crate::fleet::deploy::settled(&server.fleet, &named));
         let mut control = InProcess {
             fleet: &server.fleet,
             runtime: &tokio,

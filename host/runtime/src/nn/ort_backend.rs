@@ -26,11 +26,10 @@ use std::ffi::{c_char, CString};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
-    NamedTensor,
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
 };
-use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
-use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::{ExecutionContext, Tensor};
 
 /// How a variant's sessions are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,33 +275,6 @@ impl BackendExecutionContext for OrtExecution {
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         compute(self, inputs)
-    }
-}
-
-/// The ONNX Runtime backend for graphs a guest passes as bytes (`graph.load`): each load
-/// builds a session with the variant's settings.
-pub(crate) struct OrtBackend(pub(crate) SessionSettings);
-
-impl BackendInner for OrtBackend {
-    fn encoding(&self) -> GraphEncoding {
-        GraphEncoding::Onnx
-    }
-
-    fn load(&mut self, builders: &[&[u8]], target: ExecutionTarget) -> Result<Graph, BackendError> {
-        if builders.len() != 1 {
-            return Err(BackendError::InvalidNumberOfBuilders(1, builders.len()));
-        }
-        if !matches!(target, ExecutionTarget::Cpu) {
-            tracing::debug!(target: "plinth::nn", "ONNX Runtime runs on the CPU; {target:?} requested");
-        }
-        let graph = OrtGraph::from_onnx(builders[0], self.0)
-            .map_err(|e| backend_error("load ONNX graph", format!("{e:#}")))?;
-        let graph: Box<dyn BackendGraph> = Box::new(graph);
-        Ok(graph.into())
-    }
-
-    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
-        None
     }
 }
 

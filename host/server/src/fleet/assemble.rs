@@ -233,12 +233,14 @@ pub(crate) async fn live_variant(
     v: &plinth_policy::config::Variant,
     reuse: &[Arc<LiveVariant>],
 ) -> Result<Arc<LiveVariant>, String> {
+    let spec = variant_spec(endpoint, v);
+    // The same model with the same settings (routing, and every limit: queue, batch,
+    // deadlines, memory...) keeps its warm instances.
     let kept = reuse.iter().find(|old| {
         old.name == v.name
             && old.model == v.model
             && old.pool.routing() == v.routing_strategy
-            && old.max_queue_length == v.max_queue_length
-            && old.max_batch_size == v.max_batch_size
+            && *old.pool.limits() == spec.limits
     });
     if let Some(old) = kept {
         old.pool
@@ -250,7 +252,6 @@ pub(crate) async fn live_variant(
     let name_header = axum::http::HeaderValue::from_str(&v.name)
         .map_err(|_| format!("variant name {:?} cannot be sent in a header", v.name))?;
     let runtime = state.runtime.clone();
-    let spec = variant_spec(endpoint, v);
     // Compiling blocks: build the pool on a blocking thread.
     let handle = tokio::runtime::Handle::current();
     let pool =
@@ -263,8 +264,6 @@ pub(crate) async fn live_variant(
         name_header,
         model_name: v.model.name.clone(),
         model: v.model.clone(),
-        max_queue_length: v.max_queue_length,
-        max_batch_size: v.max_batch_size,
         pool: Arc::new(pool),
         metrics: state.metrics.variant(endpoint, &v.name),
         recent: Default::default(),

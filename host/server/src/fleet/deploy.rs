@@ -1,18 +1,21 @@
 //! Changing endpoints without a restart and without a failed request: creating them
 //! (CreateEndpoint), swapping their endpoint config (UpdateEndpoint: variants added,
 //! replaced or removed), changing weights and instance counts
-//! (UpdateEndpointWeightsAndCapacities), deleting them, and bringing them back after a
-//! restart.
+//! (UpdateEndpointWeightsAndCapacities), deleting them (also while a change is in
+//! progress: the change is cancelled), and bringing them back after a restart (each in the
+//! background, on its own).
 //!
 //! New instances are always built and warmed before they take traffic; the switch is one
 //! snapshot publish; instances that leave finish their in-flight requests first. Every state
 //! an endpoint reaches is committed to the store before it is published, so after a crash
-//! the endpoint comes back as last committed: never a half-applied mix.
+//! the endpoint comes back as last committed: never a half-applied mix. The work runs in
+//! background [`Job`]s: guarded (a panic settles the endpoint instead of leaving it
+//! `Creating` or `Updating`) and cancellable (DeleteEndpoint).
 
 use super::assemble::{
-    build, check_instances, commit, commit_logged, event, existing, in_service, log_event, lookup,
-    warm, Refused,
+    build, check_instances, commit, event, existing, in_service, log_event, lookup, warm, Refused,
 };
+use super::background::Job;
 use super::deployer::Fleet;
 use super::table::{EndpointSnapshot, EndpointStatus};
 use crate::state::catalog::Unresolved;
@@ -89,45 +92,66 @@ fn record_event(state: &Fleet, snapshot: &EndpointSnapshot, message: &str) {
 /// Build a `Creating` endpoint in the background. `note` becomes its `FailureReason` when
 /// it comes up (a restart's explanation). When `restoring` an endpoint after a restart, a
 /// failure is published but not committed, so that the next start tries again (a missing
-/// file may come back).
+/// file may come back). A panic in the task fails the endpoint the same way, with the
+/// panic's message.
 fn spawn_create(
     state: &Arc<Fleet>,
-    mut snapshot: EndpointSnapshot,
+    snapshot: EndpointSnapshot,
     config: Unresolved,
     capacities: Vec<VariantCapacity>,
     note: Option<String>,
     restoring: bool,
 ) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let message = match build(&state, &snapshot.name, config, &[], &capacities).await {
-            Ok(built) => {
-                snapshot.variants = built.variants;
-                snapshot.experiment = built.experiment;
-                snapshot.shadows = built.shadows;
-                snapshot.status = EndpointStatus::InService;
-                snapshot.failure_reason = note;
-                format!(
-                    "Endpoint in service on {} (built in {} ms)",
-                    snapshot.config_name,
-                    started.elapsed().as_millis()
-                )
-            }
-            Err(reason) => {
-                snapshot.status = EndpointStatus::Failed;
-                snapshot.failure_reason = Some(reason.clone());
-                if restoring {
-                    tracing::error!(endpoint = %snapshot.name, reason = ?snapshot.failure_reason, "cannot restore the endpoint; it is Failed until the next start");
-                    state.endpoints.publish(snapshot);
-                    return;
+    let job = Job::claim(state, &snapshot.name);
+    let creating = snapshot.clone();
+    let work = {
+        let job = job.clone();
+        async move {
+            let started = std::time::Instant::now();
+            match build(job.state(), &snapshot.name, config, &[], &capacities).await {
+                Ok(built) => {
+                    let mut snapshot = snapshot;
+                    snapshot.variants = built.variants;
+                    snapshot.experiment = built.experiment;
+                    snapshot.shadows = built.shadows;
+                    snapshot.status = EndpointStatus::InService;
+                    snapshot.failure_reason = note;
+                    snapshot.modified = now();
+                    let message = format!(
+                        "Endpoint in service on {} (built in {} ms)",
+                        snapshot.config_name,
+                        started.elapsed().as_millis()
+                    );
+                    job.commit(snapshot, &message).await;
                 }
-                format!("Endpoint failed: {reason}")
+                Err(reason) => fail(&job, snapshot, reason, restoring).await,
             }
+        }
+    };
+    job.spawn(work, move |job, panic| async move {
+        let what = if restoring {
+            "restoring the endpoint after a restart"
+        } else {
+            "creating the endpoint"
         };
-        snapshot.modified = now();
-        commit_logged(&state, snapshot, &message);
+        let reason = format!("The task {what} panicked: {panic}");
+        fail(&job, creating, reason, restoring).await;
     });
+}
+
+/// A `Creating` endpoint could not be built: `Failed` with `reason` (committed, or only
+/// published when `restoring`).
+async fn fail(job: &Job, mut snapshot: EndpointSnapshot, reason: String, restoring: bool) {
+    snapshot.status = EndpointStatus::Failed;
+    snapshot.failure_reason = Some(reason.clone());
+    snapshot.modified = now();
+    if restoring {
+        tracing::error!(endpoint = %snapshot.name, %reason, "cannot restore the endpoint; it is Failed until the next start");
+        job.publish(snapshot).await;
+    } else {
+        job.commit(snapshot, &format!("Endpoint failed: {reason}"))
+            .await;
+    }
 }
 
 /// UpdateEndpoint: serve config `config_name` from now on. Returns once the endpoint is
@@ -171,30 +195,48 @@ pub(crate) fn update_endpoint(
         updating.clone(),
         &format!("Updating to endpoint configuration {config_name}, all at once"),
     )?;
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut next = updating.clone();
-        next.pending_config = None;
-        next.status = EndpointStatus::InService;
-        next.modified = now();
-        let message = match build(&state, &updating.name, config, &warm(&updating), &[]).await {
-            Ok(built) => {
-                next.config_name = built.config_name;
-                next.variants = built.variants;
-                next.experiment = built.experiment;
-                next.shadows = built.shadows;
-                format!("Update complete: in service on {}", next.config_name)
-            }
-            Err(reason) => {
-                tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
-                next.failure_reason = Some(reason.clone());
-                format!(
-                    "Update failed, {} keeps serving: {reason}",
-                    next.config_name
-                )
-            }
-        };
-        commit_logged(&state, next, &message);
+    let job = Job::claim(state, name);
+    let before = updating.clone();
+    let work = {
+        let job = job.clone();
+        async move {
+            let mut next = updating.clone();
+            next.pending_config = None;
+            next.status = EndpointStatus::InService;
+            let reuse = warm(&updating);
+            let message = match build(job.state(), &updating.name, config, &reuse, &[]).await {
+                Ok(built) => {
+                    next.config_name = built.config_name;
+                    next.variants = built.variants;
+                    next.experiment = built.experiment;
+                    next.shadows = built.shadows;
+                    format!("Update complete: in service on {}", next.config_name)
+                }
+                Err(reason) => {
+                    tracing::error!(endpoint = %updating.name, %reason, "update failed; the previous endpoint config keeps serving");
+                    next.failure_reason = Some(reason.clone());
+                    format!(
+                        "Update failed, {} keeps serving: {reason}",
+                        next.config_name
+                    )
+                }
+            };
+            next.modified = now();
+            job.commit(next, &message).await;
+        }
+    };
+    job.spawn(work, move |job, panic| async move {
+        let mut back = before;
+        let pending = back.pending_config.take().unwrap_or_default();
+        back.status = EndpointStatus::InService;
+        back.modified = now();
+        let reason = format!(
+            "The task updating to endpoint configuration {pending} panicked: {panic}; {} \
+             keeps serving",
+            back.config_name
+        );
+        back.failure_reason = Some(reason.clone());
+        job.commit(back, &format!("Update failed: {reason}")).await;
     });
     Ok(())
 }
@@ -252,43 +294,68 @@ pub(crate) fn update_weights_and_capacities(
         desired.clone(),
         &format!("Changing weights and instance counts: {summary}"),
     )?;
-    let state = state.clone();
-    tokio::spawn(async move {
-        // Grow first, so that new weights never route to instances that do not exist yet.
-        let mut failure = None;
-        for v in &desired.variants {
-            if v.desired_instance_count > v.live.pool.stats().instances {
-                if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
-                    failure = Some(format!("variant {}: {e}", v.live.name));
+    let job = Job::claim(state, name);
+    let work = {
+        let job = job.clone();
+        async move {
+            // Grow first, so that new weights never route to instances that do not exist yet.
+            let mut failure = None;
+            for v in &desired.variants {
+                if v.desired_instance_count > v.live.pool.stats().instances {
+                    if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
+                        failure = Some(format!("variant {}: {e}", v.live.name));
+                    }
                 }
             }
-        }
-        if let Some(reason) = failure {
-            let mut back = desired.clone();
-            for v in &mut back.variants {
-                v.desired_weight = v.current_weight;
-                v.desired_instance_count = v.live.pool.stats().instances;
+            if let Some(reason) = failure {
+                let back = as_running(desired, reason.clone());
+                job.commit(back, &format!("Capacity change failed: {reason}"))
+                    .await;
+                return;
             }
-            back.status = EndpointStatus::InService;
-            back.failure_reason = Some(reason.clone());
-            back.modified = now();
-            commit_logged(&state, back, &format!("Capacity change failed: {reason}"));
+            let switched = with_desired_weights(desired);
+            if !job.publish(switched.clone()).await {
+                return;
+            }
+            for v in &switched.variants {
+                if v.desired_instance_count < v.live.pool.stats().instances {
+                    // Shrinking cannot fail: it only stops routing to the surplus.
+                    let _ = v.live.pool.resize(v.desired_instance_count).await;
+                }
+            }
+            let mut done = switched;
+            done.status = EndpointStatus::InService;
+            done.modified = now();
+            job.commit(done, "Capacity change complete").await;
+        }
+    };
+    job.spawn(work, |job, panic| async move {
+        // What serves now: the weights may have switched already.
+        let Some(current) = job.state().endpoints.get(job.endpoint()) else {
             return;
-        }
-        let switched = with_desired_weights(desired);
-        state.endpoints.publish(switched.clone());
-        for v in &switched.variants {
-            if v.desired_instance_count < v.live.pool.stats().instances {
-                // Shrinking cannot fail: it only stops routing to the surplus.
-                let _ = v.live.pool.resize(v.desired_instance_count).await;
-            }
-        }
-        let mut done = switched;
-        done.status = EndpointStatus::InService;
-        done.modified = now();
-        commit_logged(&state, done, "Capacity change complete");
+        };
+        let reason = format!(
+            "The task changing weights and instance counts panicked: {panic}; the endpoint \
+             keeps the weights and instance counts it runs"
+        );
+        let back = as_running(EndpointSnapshot::clone(&current), reason.clone());
+        job.commit(back, &format!("Capacity change failed: {reason}"))
+            .await;
     });
     Ok(())
+}
+
+/// `snapshot` settled on what runs, after a failed capacity change: desired weights and
+/// instance counts back to the current ones, `InService`, with `reason`.
+fn as_running(mut snapshot: EndpointSnapshot, reason: String) -> EndpointSnapshot {
+    for v in &mut snapshot.variants {
+        v.desired_weight = v.current_weight;
+        v.desired_instance_count = v.live.pool.stats().instances;
+    }
+    snapshot.status = EndpointStatus::InService;
+    snapshot.failure_reason = Some(reason);
+    snapshot.modified = now();
+    snapshot
 }
 
 /// Route by the desired weights from now on.
@@ -300,15 +367,14 @@ fn with_desired_weights(mut snapshot: EndpointSnapshot) -> EndpointSnapshot {
 }
 
 /// DeleteEndpoint: gone from the store and the table at once; its instances finish their
-/// in-flight requests and are dropped. Refused while a change is in progress.
+/// in-flight requests and are dropped. Also while it is `Creating`, `Updating` or
+/// `RollingBack`: the background task making the change is cancelled first (flagged and
+/// aborted), so that it commits nothing more and what it built is dropped. Call it holding
+/// `Fleet::changes` (as `ops::call` does): the task checks its flag under that lock.
 pub(crate) fn delete_endpoint(state: &Fleet, name: &str) -> Result<(), Refused> {
     let endpoint = existing(state, name)?;
-    if endpoint.status.in_progress() {
-        return Err(Refused::Invalid(format!(
-            "Cannot delete endpoint \"{}\" while it is {}; wait for it to finish.",
-            crate::state::arn("endpoint", name),
-            endpoint.status.as_str()
-        )));
+    if state.tasks.cancel(&endpoint.name) {
+        tracing::info!(endpoint = %name, status = endpoint.status.as_str(), "deleting the endpoint: its change in progress is cancelled");
     }
     state.stored.store.delete_endpoint(&endpoint.name)?;
     state.endpoints.remove(&endpoint.name);
@@ -316,9 +382,13 @@ pub(crate) fn delete_endpoint(state: &Fleet, name: &str) -> Result<(), Refused> 
     Ok(())
 }
 
-/// Bring back every stored endpoint after a start: a `Failed` one stays failed; any other
-/// is rebuilt on its committed config with its committed weights and instance counts. An
-/// update that a restart interrupted is abandoned (the old config serves) and says so.
+/// Bring back every stored endpoint after a start, without waiting: a `Failed` one stays
+/// failed; any other is `Creating` (published, not committed: the store keeps its last
+/// committed state, so a crash now restores it again) until its own background task has
+/// rebuilt it on its committed config with its committed weights and instance counts
+/// (`InService`), or could not (`Failed`, published only: the next start tries again). One
+/// slow endpoint delays no other. An update that a restart interrupted is abandoned (the
+/// old config serves) and says so.
 pub(crate) fn recover(state: &Arc<Fleet>, records: Vec<EndpointRecord>) {
     for record in records {
         let status = EndpointStatus::parse(&record.status).unwrap_or(EndpointStatus::Creating);
@@ -377,14 +447,15 @@ pub(crate) fn recover(state: &Arc<Fleet>, records: Vec<EndpointRecord>) {
     }
 }
 
-/// Wait until no endpoint is `Creating` or `Updating`.
-pub(crate) async fn settled(state: &Fleet) {
-    while state
-        .endpoints
-        .all()
-        .values()
-        .any(|e| e.status.in_progress())
-    {
+/// Wait until none of the endpoints `names` (that exist) is `Creating`, `Updating` or
+/// `RollingBack`.
+pub(crate) async fn settled(state: &Fleet, names: &[&str]) {
+    while names.iter().any(|name| {
+        state
+            .endpoints
+            .get(name)
+            .is_some_and(|e| e.status.in_progress())
+    }) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

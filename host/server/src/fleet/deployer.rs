@@ -1,6 +1,7 @@
 //! The deployer handle, [`Fleet`]: what building, publishing and changing endpoints needs
 //! (the runtime, the stored definitions, the endpoint table, the ledger, metrics, the
-//! instance limit and the lock that serialises changes).
+//! instance limit, the lock that serialises changes, and the background tasks changing
+//! endpoints).
 
 use crate::metrics::Metrics;
 use crate::state::Stored;
@@ -18,8 +19,11 @@ pub(crate) struct Fleet {
     /// Experiments and the inference ledger.
     pub(crate) experiments: super::ledger::Experiments,
     pub(crate) metrics: Metrics,
-    /// Changes to endpoints happen one at a time.
+    /// Changes to endpoints happen one at a time: the operations that change one hold it,
+    /// and so does each commit of a background task (`background.rs` `Job::commit`).
     pub(crate) changes: tokio::sync::Mutex<()>,
+    /// The background task changing each endpoint, if any (DeleteEndpoint cancels it).
+    pub(crate) tasks: Arc<super::tasks::Tasks>,
 }
 
 impl Fleet {
@@ -39,6 +43,7 @@ impl Fleet {
             experiments,
             metrics: Metrics::new(),
             changes: tokio::sync::Mutex::new(()),
+            tasks: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod alarm_watch;
 pub(crate) mod assemble;
+pub(crate) mod background;
 pub(crate) mod deploy;
 pub(crate) mod deployer;
 pub(crate) mod ledger;
@@ -13,6 +14,9 @@ pub(crate) mod recent;
 pub(crate) mod rollout_driver;
 pub(crate) mod shadow_copies;
 pub(crate) mod table;
+pub(crate) mod tasks;
+#[cfg(test)]
+pub(crate) mod test_hooks;
 pub(crate) mod variant;
 
 pub(crate) use deployer::Fleet;

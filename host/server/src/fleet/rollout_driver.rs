@@ -14,8 +14,14 @@
 //! Every state is committed before it is published, with an event. The store never holds
 //! a half-applied mix as the endpoint's config: until the deployment completes, the record
 //! names the old config and the pending one, so a restart rolls back to the old config.
+//!
+//! The loop is a background [`Job`]: its commits check, under `Fleet::changes`, that the
+//! endpoint was not deleted meanwhile (DeleteEndpoint cancels the deployment and drops the
+//! new fleet), and a panic in it rolls the endpoint back to the old fleet, regrown to its
+//! size, `InService` with a `FailureReason` naming the panic.
 
-use crate::fleet::assemble::{build, commit, commit_logged, Refused};
+use crate::fleet::assemble::{build, commit, Refused};
+use crate::fleet::background::Job;
 use crate::fleet::deployer::Fleet;
 use crate::fleet::table::{EndpointSnapshot, EndpointStatus, NewFleet, Phase};
 use crate::state::catalog::Unresolved;
@@ -117,7 +123,7 @@ pub(crate) fn start(
         phase_end: None,
     }));
     let mut deployment = Deployment {
-        state: state.clone(),
+        job: Job::claim(state, &endpoint.name),
         snapshot: updating,
         rollout: Rollout::new(plan, old, new),
         config: Some(config),
@@ -133,38 +139,54 @@ pub(crate) fn start(
         commands.next_if(|c| matches!(c, Command::Publish(_)))
     {
         deployment.apply(&progress);
-        commit(state, deployment.snapshot.clone(), &progress.message)?;
+        if let Err(e) = commit(state, deployment.snapshot.clone(), &progress.message) {
+            // Refused before anything ran: the claim goes with it.
+            state.tasks.cancel(&endpoint.name);
+            return Err(e.into());
+        }
     }
     let commands: Vec<Command> = commands.collect();
-    let state = state.clone();
     let before = deployment.snapshot.clone();
-    let deployment = tokio::spawn(deployment.run(commands));
-    // A deployment that panics must not leave the endpoint `Updating` for ever.
-    tokio::spawn(async move {
-        if let Err(e) = deployment.await {
-            tracing::error!(endpoint = %before.name, error = %e, "the deployment task failed");
-            let mut back = before;
-            back.status = EndpointStatus::InService;
-            back.pending_config = None;
-            back.new_fleet = None;
-            back.modified = now();
-            back.failure_reason = Some(format!(
-                "The deployment stopped on an internal error and was rolled back: {e}"
-            ));
-            commit_logged(
-                &state,
-                back,
-                "Deployment stopped on an internal error: rolled back",
-            );
-        }
+    let job = deployment.job.clone();
+    job.spawn(deployment.run(commands), |job, panic| async move {
+        roll_back_after_panic(&job, before, &panic).await;
     });
     Ok(())
+}
+
+/// The deployment's task panicked: back to the old fleet (`before`, the endpoint as the
+/// deployment started), regrown to its size if a rolling update had shrunk it, `InService`
+/// with a `FailureReason` naming the panic. The new fleet is dropped.
+async fn roll_back_after_panic(job: &Job, before: EndpointSnapshot, panic: &str) {
+    let mut back = before;
+    let mut regrow = String::new();
+    for v in &back.variants {
+        if v.live.pool.instances() < v.desired_instance_count {
+            if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
+                regrow = format!(
+                    " (variant {} could not get back to {} instances: {e})",
+                    v.live.name, v.desired_instance_count
+                );
+            }
+        }
+    }
+    back.status = EndpointStatus::InService;
+    back.pending_config = None;
+    back.new_fleet = None;
+    back.modified = now();
+    back.failure_reason = Some(format!(
+        "The deployment stopped on an internal error and was rolled back: its task panicked: \
+         {panic}{regrow}"
+    ));
+    job.commit(back, "Deployment stopped on an internal error: rolled back")
+        .await;
 }
 
 /// A deployment in progress: the machine that decides it, and the endpoint as it last
 /// committed it (plus the new fleet once built).
 struct Deployment {
-    state: Arc<Fleet>,
+    /// The background task's hold on the endpoint: its commits go through it.
+    job: Job,
     snapshot: EndpointSnapshot,
     rollout: Rollout,
     /// The pending config, until the new fleet is built from it.
@@ -192,6 +214,9 @@ impl Deployment {
                 event = self.carry_out(command).await.or(event);
             }
             let Some(event) = event else { return };
+            if self.job.is_cancelled() {
+                return;
+            }
             commands = self.rollout.next(self.started.elapsed(), event);
         }
     }
@@ -201,7 +226,9 @@ impl Deployment {
         match command {
             Command::Publish(progress) => {
                 self.apply(&progress);
-                commit_logged(&self.state, self.snapshot.clone(), &progress.message);
+                self.job
+                    .commit(self.snapshot.clone(), &progress.message)
+                    .await;
                 None
             }
             Command::BuildNewFleet { variants } => Some(self.build(variants).await),
@@ -226,7 +253,11 @@ impl Deployment {
                 None
             }
             Command::EvaluateAlarms { alarms } => Some(
-                match crate::fleet::alarm_watch::firing(&self.state, &self.snapshot.name, &alarms) {
+                match crate::fleet::alarm_watch::firing(
+                    self.job.state(),
+                    &self.snapshot.name,
+                    &alarms,
+                ) {
                     Some((alarm, reason)) => Event::AlarmFiring { alarm, reason },
                     None => Event::AlarmsQuiet,
                 },
@@ -248,7 +279,7 @@ impl Deployment {
                 failure_reason,
                 message,
             } => {
-                self.finish(outcome, failure_reason, &message);
+                self.finish(outcome, failure_reason, &message).await;
                 None
             }
         }
@@ -296,7 +327,15 @@ impl Deployment {
                 })
             })
             .collect();
-        let built = match build(&self.state, &self.snapshot.name, config, &[], &capacities).await {
+        let built = match build(
+            self.job.state(),
+            &self.snapshot.name,
+            config,
+            &[],
+            &capacities,
+        )
+        .await
+        {
             Ok(built) => built,
             Err(reason) => return Event::BuildFailed(reason),
         };
@@ -341,12 +380,15 @@ impl Deployment {
 
     /// Count the deployment and commit the endpoint `InService` on the fleet the outcome
     /// names; the other one is released as its requests finish.
-    fn finish(&self, outcome: Outcome, failure_reason: Option<String>, message: &str) {
-        self.state
-            .metrics
-            .deployments
-            .with_label_values(&[self.snapshot.name.as_str(), outcome.as_str()])
-            .inc();
+    async fn finish(&self, outcome: Outcome, failure_reason: Option<String>, message: &str) {
+        if !self.job.is_cancelled() {
+            self.job
+                .state()
+                .metrics
+                .deployments
+                .with_label_values(&[self.snapshot.name.as_str(), outcome.as_str()])
+                .inc();
+        }
         let fleet = self.fleet().clone();
         let mut done = self.snapshot.clone();
         done.status = EndpointStatus::InService;
@@ -363,6 +405,6 @@ impl Deployment {
             }
             Side::Old => {}
         }
-        commit_logged(&self.state, done, message);
+        self.job.commit(done, message).await;
     }
 }

@@ -66,7 +66,7 @@ pub(crate) struct Shadow {
 
 impl Shadow {
     /// Start a shadow over `live`'s pool: a worker task takes copies off a queue of
-    /// `live.max_queue_length` (at least 1) and runs up to `instances` at once. The task ends
+    /// `live`'s queue length (at least 1) and runs up to `instances` at once. The task ends
     /// when the shadow is dropped.
     pub(crate) fn start(
         endpoint: &str,
@@ -79,7 +79,9 @@ impl Shadow {
         // Clamped as well as checked where configs are made: a queue length stored by an
         // earlier build must not panic the channel (its capacity has a ceiling).
         let capacity = live
-            .max_queue_length
+            .pool
+            .limits()
+            .max_queue
             .clamp(1, plinth_policy::config::MAX_QUEUE_LENGTH);
         let (queue, mut copies) = mpsc::channel::<Copy>(capacity);
         let stats = Arc::new(ShadowStats::default());

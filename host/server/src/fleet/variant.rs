@@ -16,8 +16,6 @@ pub(crate) struct LiveVariant {
     pub(crate) model_name: String,
     /// The model as deployed, to tell whether a new endpoint config changes it.
     pub(crate) model: Model,
-    pub(crate) max_queue_length: usize,
-    pub(crate) max_batch_size: usize,
     pub(crate) pool: Arc<VariantPool>,
     /// Its request metrics, resolved once.
     pub(crate) metrics: crate::metrics::VariantMetrics,
@@ -39,6 +37,9 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
         limits: Limits {
             memory_bytes: model.memory_bytes,
             deadline: Duration::from_secs(model.timeout_seconds),
+            startup_deadline: Duration::from_secs(variant.startup_timeout_seconds),
+            max_response_bytes: model.max_response_bytes,
+            graphs_from_bytes: model.graphs_from_bytes,
             max_queue: variant.max_queue_length,
             max_batch: variant.max_batch_size,
         },

@@ -53,6 +53,8 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
                 (&m.instances_replaced, stats.replaced),
                 (&m.batches, stats.batches),
                 (&m.batched_requests, stats.batched_requests),
+                (&m.log_lines_dropped, stats.log_lines_dropped as usize),
+                (&m.log_bytes_dropped, stats.log_bytes_dropped as usize),
             ] {
                 gauge.with_label_values(&labels).add(value as i64);
             }

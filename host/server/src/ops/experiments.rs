@@ -92,10 +92,21 @@ pub(crate) fn describe_experiment(
     let input: EndpointNameInput = parse(input)?;
     let (endpoint, experiment) = experiment_of(endpoints, &input.endpoint_name)?;
     let experiment = experiment.ok_or_else(|| {
-        validation(format!(
-            "Endpoint {} serves endpoint configuration {}, which has no PlinthExperiment.",
-            endpoint.name, endpoint.config_name
-        ))
+        validation(
+            if endpoint.status == crate::fleet::table::EndpointStatus::Creating {
+                format!(
+                    "Endpoint {} is Creating; its experiment can be described once it is \
+                     InService.",
+                    endpoint.name
+                )
+            } else {
+                format!(
+                    "Endpoint {} serves endpoint configuration {}, which has no \
+                     PlinthExperiment.",
+                    endpoint.name, endpoint.config_name
+                )
+            },
+        )
     })?;
     let weights: Vec<f64> = endpoint.variants.iter().map(|v| v.current_weight).collect();
     Ok(experiment.report(&weights))

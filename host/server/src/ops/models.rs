@@ -12,7 +12,7 @@ use crate::state::catalog::{ModelDefinition, Record};
 use crate::state::store::{Kind, StoreError};
 use crate::state::Stored;
 use crate::state::{arn, now};
-use plinth_policy::model_limits::{self, ModelField};
+use plinth_policy::model_limits::{self, ModelField, ModelSettings};
 use plinth_runtime::Runtime;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -83,15 +83,17 @@ fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
         )));
     }
     let limits = &d.plinth_limits;
-    model_limits::check(
-        limits.memory_size_in_mb,
-        limits.invocation_timeout_in_seconds,
-        &c.environment,
-    )
+    model_limits::check(&ModelSettings {
+        memory_mib: limits.memory_size_in_mb,
+        timeout_seconds: limits.invocation_timeout_in_seconds,
+        max_response_mib: limits.max_response_size_in_mb,
+        environment: &c.environment,
+    })
     .map_err(|problem| {
         let field = match problem.field() {
             ModelField::Memory => "PlinthLimits.MemorySizeInMB",
             ModelField::Timeout => "PlinthLimits.InvocationTimeoutInSeconds",
+            ModelField::MaxResponse => "PlinthLimits.MaxResponseSizeInMB",
             ModelField::Environment => "PrimaryContainer.Environment",
         };
         validation(format!("{field}: {problem}"))

@@ -6,8 +6,8 @@
 use crate::state::artifacts;
 use crate::state::store::Definition;
 use plinth_policy::config::{
-    Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MEMORY_MIB,
-    DEFAULT_TIMEOUT_SECONDS,
+    Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MAX_RESPONSE_MIB,
+    DEFAULT_MEMORY_MIB, DEFAULT_STARTUP_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS,
 };
 use plinth_policy::routing::RoutingStrategy;
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,8 @@ pub(crate) struct ModelDefinition {
     pub(crate) primary_container: ContainerDefinition,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) execution_role_arn: Option<String>,
-    /// Plinth's extension: the guest's memory cap and deadline.
+    /// Plinth's extension: the guest's memory cap, deadline, response cap and whether it
+    /// may load graphs from bytes.
     #[serde(default)]
     pub(crate) plinth_limits: ModelLimits,
     /// Plinth's extension: the wasi-nn backend that runs the model's graphs (`Auto`,
@@ -41,7 +42,8 @@ pub(crate) struct ContainerDefinition {
     pub(crate) environment: BTreeMap<String, String>,
 }
 
-/// `PlinthLimits`.
+/// `PlinthLimits`, defaults filled in (so DescribeModel shows every limit). A member added
+/// later takes its default in a model stored before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ModelLimits {
@@ -49,6 +51,12 @@ pub(crate) struct ModelLimits {
     pub(crate) memory_size_in_mb: u64,
     #[serde(default = "default_timeout")]
     pub(crate) invocation_timeout_in_seconds: u64,
+    /// The largest response body, in MiB.
+    #[serde(rename = "MaxResponseSizeInMB", default = "default_max_response")]
+    pub(crate) max_response_size_in_mb: u64,
+    /// Whether the guest may load wasi-nn graphs from bytes it supplies.
+    #[serde(default)]
+    pub(crate) allow_graphs_from_bytes: bool,
 }
 
 fn default_memory() -> u64 {
@@ -59,11 +67,17 @@ fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECONDS
 }
 
+fn default_max_response() -> u64 {
+    DEFAULT_MAX_RESPONSE_MIB
+}
+
 impl Default for ModelLimits {
     fn default() -> Self {
         Self {
             memory_size_in_mb: default_memory(),
             invocation_timeout_in_seconds: default_timeout(),
+            max_response_size_in_mb: default_max_response(),
+            allow_graphs_from_bytes: false,
         }
     }
 }
@@ -199,6 +213,11 @@ pub(crate) struct ProductionVariant {
     pub(crate) instance_type: Option<String>,
     #[serde(default)]
     pub(crate) routing_config: RoutingConfig,
+    /// How long one instance may take to start (instantiation and `model_fn`), in seconds;
+    /// echoed only when given, as SageMaker does. Without it,
+    /// [`DEFAULT_STARTUP_TIMEOUT_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) container_startup_health_check_timeout_in_seconds: Option<u64>,
     /// Plinth's extension: requests that may wait for a busy variant.
     #[serde(default = "default_queue")]
     pub(crate) plinth_max_queue_length: u64,
@@ -446,6 +465,8 @@ fn model(name: &str, d: &ModelDefinition, model_data: Option<std::path::PathBuf>
             .collect(),
         memory_bytes: (d.plinth_limits.memory_size_in_mb as usize) << 20,
         timeout_seconds: d.plinth_limits.invocation_timeout_in_seconds,
+        max_response_bytes: (d.plinth_limits.max_response_size_in_mb as usize) << 20,
+        graphs_from_bytes: d.plinth_limits.allow_graphs_from_bytes,
         backend: d.plinth_backend,
     }
 }
@@ -459,5 +480,108 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
         routing_strategy: v.routing_config.routing_strategy,
         max_queue_length: v.plinth_max_queue_length as usize,
         max_batch_size: usize::try_from(v.plinth_max_batch_size).unwrap_or(usize::MAX),
+        startup_timeout_seconds: v
+            .container_startup_health_check_timeout_in_seconds
+            .unwrap_or(DEFAULT_STARTUP_TIMEOUT_SECONDS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::variant::variant_spec;
+    use plinth_runtime::Limits;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// The runtime limits of variant `A` of `config` over model `m`.
+    fn limits(model_definition: &ModelDefinition, config: &ConfigDefinition) -> Limits {
+        let v = variant(
+            &config.production_variants[0],
+            model("m", model_definition, None),
+        );
+        variant_spec("e", &v).limits
+    }
+
+    #[test]
+    fn definitions_stored_before_the_newer_limits_load_with_the_runtimes_defaults() {
+        // As stored before MaxResponseSizeInMB, AllowGraphsFromBytes and
+        // ContainerStartupHealthCheckTimeoutInSeconds.
+        let model_definition: ModelDefinition = serde_json::from_value(json!({
+            "PrimaryContainer": {"Image": "/m.wasm", "Environment": {}},
+            "PlinthLimits": {"MemorySizeInMB": 256, "InvocationTimeoutInSeconds": 60},
+            "PlinthBackend": "Auto",
+        }))
+        .unwrap();
+        let config: ConfigDefinition = serde_json::from_value(json!({
+            "ProductionVariants": [{
+                "VariantName": "A",
+                "ModelName": "m",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 1.0,
+                "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
+                "PlinthMaxQueueLength": 128,
+                "PlinthMaxBatchSize": 1,
+            }],
+        }))
+        .unwrap();
+        assert_eq!(limits(&model_definition, &config), Limits::default());
+        // DescribeModel shows every limit; DescribeEndpointConfig the startup timeout only
+        // when it was given, as SageMaker does.
+        assert_eq!(
+            serde_json::to_value(&model_definition).unwrap()["PlinthLimits"],
+            json!({
+                "MemorySizeInMB": 256,
+                "InvocationTimeoutInSeconds": 60,
+                "MaxResponseSizeInMB": 6,
+                "AllowGraphsFromBytes": false,
+            })
+        );
+        let echoed = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            echoed["ProductionVariants"][0].get("ContainerStartupHealthCheckTimeoutInSeconds"),
+            None
+        );
+    }
+
+    #[test]
+    fn given_limits_reach_the_runtime() {
+        let model_definition: ModelDefinition = serde_json::from_value(json!({
+            "PrimaryContainer": {"Image": "/m.wasm"},
+            "PlinthLimits": {
+                "MemorySizeInMB": 64,
+                "InvocationTimeoutInSeconds": 5,
+                "MaxResponseSizeInMB": 1024,
+                "AllowGraphsFromBytes": true,
+            },
+        }))
+        .unwrap();
+        let config: ConfigDefinition = serde_json::from_value(json!({
+            "ProductionVariants": [{
+                "VariantName": "A",
+                "ModelName": "m",
+                "ContainerStartupHealthCheckTimeoutInSeconds": 2,
+                "PlinthMaxQueueLength": 3,
+                "PlinthMaxBatchSize": 4,
+            }],
+        }))
+        .unwrap();
+        assert_eq!(
+            limits(&model_definition, &config),
+            Limits {
+                memory_bytes: 64 << 20,
+                deadline: Duration::from_secs(5),
+                startup_deadline: Duration::from_secs(2),
+                max_response_bytes: 1024 << 20,
+                graphs_from_bytes: true,
+                max_queue: 3,
+                max_batch: 4,
+            }
+        );
+        let echoed = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            echoed["ProductionVariants"][0]["ContainerStartupHealthCheckTimeoutInSeconds"],
+            2
+        );
     }
 }

@@ -1,0 +1,185 @@
+//! The sandbox's limits, in process, against the `hostile` test plugin: each attack fails
+//! only its own call, with the error naming the limit it met, and the next request to the
+//! same variant is served at once (a stuck instance is abandoned and replaced).
+
+use plinth_runtime::{
+    Invocation, InvokeError, Limits, LoadError, Runtime, RuntimeConfig, VariantPool, VariantSpec,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn spec(limits: Limits, environment: Vec<(String, String)>) -> VariantSpec {
+    VariantSpec {
+        endpoint: "sandbox".into(),
+        variant: "AllTraffic".into(),
+        component: plinth_tests::HOSTILE_WASM.into(),
+        model_dir: Some(PathBuf::from(plinth_tests::IRIS_MODEL_DIR)),
+        environment,
+        instance_count: 1,
+        routing: Default::default(),
+        limits,
+        backend: Default::default(),
+    }
+}
+
+fn attack(name: &str) -> Invocation {
+    Invocation {
+        body: b"x".to_vec().into(),
+        content_type: "text/plain".into(),
+        accept: String::new(),
+        inference_id: name.into(),
+        custom_attributes: (!name.is_empty()).then(|| name.to_string()),
+    }
+}
+
+fn short_deadline() -> Limits {
+    Limits {
+        deadline: Duration::from_millis(500),
+        ..Limits::default()
+    }
+}
+
+/// Run `attack` on a fresh pool; return its error, after checking that the next ordinary
+/// request is served, and quickly.
+async fn attacked(runtime: &Runtime, limits: Limits, name: &str) -> InvokeError {
+    let pool = Arc::new(
+        VariantPool::new(runtime, &spec(limits, Vec::new()))
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let error = match pool.invoke(attack(name)).await {
+        Ok(out) => panic!("{name}: the attack succeeded: {} bytes", out.body.len()),
+        Err(e) => e,
+    };
+    let took = started.elapsed();
+    let started = Instant::now();
+    let next = pool.invoke(attack("")).await;
+    assert_eq!(
+        next.map(|o| o.body).map_err(|e| e.to_string()),
+        Ok(b"ok".to_vec()),
+        "{name}: the next request failed"
+    );
+    // The replaced instance must be warm by then: the next request does not wait for a stuck
+    // one (a 30 s sleep, an endless compute).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{name}: the next request took {:?} (the attack took {took:?})",
+        started.elapsed()
+    );
+    error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attack_fails_only_itself_naming_its_limit() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+
+    // A host wait past the deadline: the watchdog abandons the instance.
+    let started = Instant::now();
+    let e = attacked(&runtime, short_deadline(), "sleep").await;
+    assert!(matches!(e, InvokeError::Timeout(_)), "sleep: {e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "sleep took {:?}",
+        started.elapsed()
+    );
+
+    // Backend work past the deadline: the call traps as a timeout at the deadline.
+    let e = attacked(&runtime, short_deadline(), "compute").await;
+    assert!(matches!(e, InvokeError::Timeout(_)), "compute: {e}");
+
+    let e = attacked(&runtime, Limits::default(), "big-response").await;
+    assert!(
+        e.to_string().contains("MaxResponseSizeInMB"),
+        "big-response: {e}"
+    );
+
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let e = attacked(&runtime, limits, "tensors").await;
+    assert!(e.to_string().contains("MemorySizeInMB"), "tensors: {e}");
+
+    let e = attacked(&runtime, Limits::default(), "graph-bytes").await;
+    assert!(
+        e.to_string().contains("AllowGraphsFromBytes"),
+        "graph-bytes: {e}"
+    );
+
+    let e = attacked(&runtime, Limits::default(), "files").await;
+    assert!(e.to_string().contains("open files"), "files: {e}");
+}
+
+/// A model that opts in may load a graph from its bytes; the graph is charged to its memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphs_from_bytes_load_when_allowed() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let limits = Limits {
+        graphs_from_bytes: true,
+        ..Limits::default()
+    };
+    let pool = VariantPool::new(&runtime, &spec(limits, Vec::new()))
+        .await
+        .unwrap();
+    let text = match pool.invoke(attack("graph-bytes")).await {
+        Ok(out) => String::from_utf8_lossy(&out.body).to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(text.contains("graph loaded from"), "{text}");
+}
+
+/// 100 MiB of stdout costs the host linear time and is rate limited: the request succeeds,
+/// and the dropped lines are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_floods_are_rate_limited() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let pool = VariantPool::new(&runtime, &spec(Limits::default(), Vec::new()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let out = pool.invoke(attack("stdout")).await.unwrap();
+    assert_eq!(out.body, b"ok");
+    let stats = pool.stats();
+    // 100 MiB in 100-byte lines is about a million lines; at most LOG_LINES_PER_SECOND a
+    // second are logged.
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        stats.log_lines_dropped
+            >= 1_000_000 - seconds * Limits::LOG_LINES_PER_SECOND as u64 - 100_000,
+        "only {} lines dropped in {:?}",
+        stats.log_lines_dropped,
+        started.elapsed()
+    );
+}
+
+/// `model_fn` runs under the startup deadline, whether it spins or waits in the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_fn_past_the_startup_deadline_fails_naming_it() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    for how in ["loop", "hang"] {
+        let limits = Limits {
+            startup_deadline: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let environment = vec![("HOSTILE_MODEL_FN".to_string(), how.to_string())];
+        let started = Instant::now();
+        let error = VariantPool::new(&runtime, &spec(limits, environment))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{how}: model_fn succeeded"));
+        assert!(matches!(error, LoadError::ModelFn(_)), "{how}: {error}");
+        assert!(
+            error
+                .to_string()
+                .contains("ContainerStartupHealthCheckTimeoutInSeconds"),
+            "{how}: {error}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{how}: {:?}",
+            started.elapsed()
+        );
+    }
+}
