@@ -13,10 +13,13 @@
 //! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
 //!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
 //!   comparison ([`shadow`]).
+//! - Scheduling: whether a wasi-nn computation runs inline or on the backend pool
+//!   ([`compute_placement`]).
 
 pub mod ab_test;
 pub mod bandit;
 pub mod capacity;
+pub mod compute_placement;
 pub mod config;
 pub mod deployment_file;
 pub mod members;

@@ -351,7 +351,14 @@ impl NnBackend {
 /// Graphs preloaded from a model artifact, shared by all instances of a variant, and by
 /// every variant serving the same graph files on the same backend ([`GraphCache`]).
 #[derive(Clone, Default)]
-pub struct SharedGraphs(Arc<HashMap<String, Graph>>);
+pub struct SharedGraphs(Arc<HashMap<String, Preloaded>>);
+
+/// A preloaded graph, with what its computations have shown of their length (shared by all
+/// who run it: where the next one runs, [`plinth_policy::compute_placement`]).
+pub(crate) struct Preloaded {
+    pub(crate) graph: Graph,
+    pub(crate) history: Arc<host::History>,
+}
 
 impl SharedGraphs {
     /// Preload every `*.onnx` file at the top of `model_dir` with tract, named by its file
@@ -372,7 +379,13 @@ impl SharedGraphs {
                 )
             })?;
             tracing::debug!(graph = %file.name, backend = %backend.kind(), ?inputs, ?outputs, "preloaded graph");
-            graphs.insert(file.name.clone(), graph);
+            graphs.insert(
+                file.name.clone(),
+                Preloaded {
+                    graph,
+                    history: Arc::default(),
+                },
+            );
         }
         Ok(Self(Arc::new(graphs)))
     }
@@ -426,7 +439,7 @@ fn read_graph_files(model_dir: &Path) -> anyhow::Result<Vec<GraphFile>> {
 /// while a variant holds it.
 #[derive(Default)]
 pub(crate) struct GraphCache {
-    live: crate::cache::Live<GraphKey, HashMap<String, Graph>>,
+    live: crate::cache::Live<GraphKey, HashMap<String, Preloaded>>,
 }
 
 type GraphKey = (NnBackend, Vec<(String, [u8; 32])>);
@@ -456,7 +469,7 @@ impl GraphCache {
 
 impl SharedGraphs {
     /// The preloaded graph called `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&Graph> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Preloaded> {
         self.0.get(name)
     }
 }

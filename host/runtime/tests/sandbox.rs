@@ -183,3 +183,53 @@ async fn model_fn_past_the_startup_deadline_fails_naming_it() {
         );
     }
 }
+
+/// A long backend computation runs off the async workers: on a runtime with one worker, a
+/// timer keeps firing on time while it runs (inline, the worker would be held for all of
+/// it).
+#[test]
+fn a_long_computation_leaves_the_worker_free() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+        let limits = Limits {
+            memory_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        let pool = Arc::new(
+            VariantPool::new(&runtime, &spec(limits, Vec::new()))
+                .await
+                .unwrap(),
+        );
+        // A short computation first: the graph's history then says "fast" for small inputs,
+        // which must not make a large one run inline.
+        let warm = pool.invoke(attack("")).await.unwrap();
+        assert_eq!(warm.body, b"ok");
+        let started = Instant::now();
+        let long = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.invoke(attack("long-compute")).await }
+        });
+        let mut worst = Duration::ZERO;
+        while !long.is_finished() {
+            let asked = Instant::now();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            worst = worst.max(asked.elapsed());
+        }
+        let took = started.elapsed();
+        let out = long.await.unwrap().unwrap();
+        assert_eq!(out.body, b"ok");
+        assert!(
+            took > Duration::from_millis(300),
+            "the long computation took only {took:?}: too short to tell"
+        );
+        assert!(
+            worst < Duration::from_millis(100),
+            "a 5 ms timer fired {worst:?} late while a {took:?} computation ran"
+        );
+    });
+}

@@ -16,6 +16,7 @@
 //! | `files`        | opens the model directory's first regular file again and again, keeping every handle (each a host file descriptor); the first refusal answers `ModelError` with its text | the open-file cap |
 //! | `stdout`       | writes 100 MiB to stdout in lines of 100 bytes, then answers `ok`    | the log rate limit |
 //! | `compute`      | runs the artifact's graph (`load-by-name "model"`, an iris input `[1, 4]` f32) again and again until stopped: backend computation | the invocation deadline |
+//! | `long-compute` | runs the artifact's graph once on 2,000,000 iris rows (32 MB in): one long backend computation, then `ok` | none: it must run off the host's async workers |
 //! | anything else  | `BadRequest` naming the attacks                                       | |
 //!
 //! The guest's environment configures `model_fn` (read once, by `model_fn`):
@@ -49,6 +50,8 @@ const STDOUT_LINE: usize = 100;
 const JUNK_GRAPH: &[u8] = b"hostile plugin: not an ONNX graph";
 /// An iris row (setosa): `compute`'s input.
 const IRIS_ROW: [f32; 4] = [5.1, 3.5, 1.4, 0.2];
+/// The rows of `long-compute`'s one computation.
+const LONG_COMPUTE_ROWS: usize = 2_000_000;
 
 struct Hostile;
 
@@ -62,11 +65,12 @@ enum Attack {
     Files,
     Stdout,
     Compute,
+    LongCompute,
 }
 
 impl Attack {
     /// Every attack with its name, in the docs' order.
-    const ALL: [(&'static str, Attack); 7] = [
+    const ALL: [(&'static str, Attack); 8] = [
         ("sleep", Attack::Sleep),
         ("big-response", Attack::BigResponse),
         ("tensors", Attack::Tensors),
@@ -74,6 +78,7 @@ impl Attack {
         ("files", Attack::Files),
         ("stdout", Attack::Stdout),
         ("compute", Attack::Compute),
+        ("long-compute", Attack::LongCompute),
     ];
 
     /// The attack a request's custom attribute names: `Ok(None)` for none (an ordinary
@@ -151,6 +156,7 @@ impl Handler for Hostile {
             Some(Attack::Files) => hoard_files(&model.dir),
             Some(Attack::Stdout) => flood_stdout(),
             Some(Attack::Compute) => compute_forever(),
+            Some(Attack::LongCompute) => compute_once_long(),
         }
     }
 
@@ -270,6 +276,21 @@ fn compute_forever() -> Result<Outcome, HandlerError> {
     }
 }
 
+/// Run the artifact's graph once on [`LONG_COMPUTE_ROWS`] iris rows: one long backend
+/// computation (about 32 MB in, 24 MB out), then `ok`.
+fn compute_once_long() -> Result<Outcome, HandlerError> {
+    let graph = Graph::load_by_name("model")?;
+    let rows: Vec<f32> = IRIS_ROW
+        .iter()
+        .copied()
+        .cycle()
+        .take(LONG_COMPUTE_ROWS * 4)
+        .collect();
+    let input = Tensor::new(rows, vec![LONG_COMPUTE_ROWS, 4])?;
+    std::hint::black_box(graph.run(&[("input", &input)])?);
+    Ok(Outcome::Text("ok".into()))
+}
+
 plinth_guest_sdk::export_handler!(Hostile);
 
 #[cfg(test)]
@@ -297,7 +318,7 @@ mod tests {
             e,
             HandlerError::bad_request(
                 "hostile plugin: \"explode\" is not an attack; expected one of sleep, \
-                 big-response, tensors, graph-bytes, files, stdout, compute"
+                 big-response, tensors, graph-bytes, files, stdout, compute, long-compute"
             )
         );
     }

@@ -9,15 +9,18 @@
 //!   ([`Limits::MAX_RESOURCE_HANDLES`]);
 //! - a graph from the guest's bytes is refused unless the model allows it
 //!   (`PlinthLimits.AllowGraphsFromBytes`): it would run arbitrary backend work;
-//! - `load` and `compute` run on the bounded [`BackendPool`], never on the async workers,
-//!   and the guest waits for them no longer than its call's deadline: past it the call traps
-//!   as a timeout ([`DeadlineExceeded`]) and the instance is replaced.
+//! - `load` and `compute` run on the bounded [`BackendPool`], not on the async workers, and
+//!   the guest waits for them no longer than its call's deadline: past it the call traps as a
+//!   timeout ([`DeadlineExceeded`]) and the instance is replaced. The one exception: a
+//!   graph whose computations have shown themselves shorter than a hop to the pool costs
+//!   runs them inline ([`plinth_policy::compute_placement`]; each graph's [`History`]).
 
 use super::{NnBackend, SharedGraphs};
 use crate::blocking::BackendPool;
 use crate::budget::{Charge, MemoryBudget};
 use crate::error::{DeadlineExceeded, HostLimit};
 use crate::limits::Limits;
+use plinth_policy::compute_placement::ComputeHistory;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
@@ -49,7 +52,23 @@ use generated::wasi::nn::{errors, graph, inference, tensor};
 #[allow(unreachable_pub)] // named by the generated bindings
 pub struct NnGraph {
     graph: Graph,
+    history: Arc<History>,
     _charge: Option<Charge>,
+}
+
+/// What a graph's computations have shown of their length, shared by its execution contexts.
+#[derive(Default)]
+pub(crate) struct History(Mutex<ComputeHistory>);
+
+impl History {
+    fn now(&self) -> ComputeHistory {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, input_bytes: usize, took: Duration) {
+        let mut history = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *history = history.after(input_bytes, took);
+    }
 }
 
 /// A tensor the guest holds, charged by its data's size.
@@ -59,9 +78,13 @@ pub struct NnTensor {
     _charge: Charge,
 }
 
-/// An execution context; shared with the pool thread that runs its `compute`.
+/// An execution context (shared with the pool thread that runs its `compute`) and its
+/// graph's history.
 #[allow(unreachable_pub)] // named by the generated bindings
-pub struct NnExecution(Arc<Mutex<ExecutionContext>>);
+pub struct NnExecution {
+    context: Arc<Mutex<ExecutionContext>>,
+    history: Arc<History>,
+}
 
 /// A wasi-nn error resource.
 #[allow(unreachable_pub)] // named by the generated bindings
@@ -216,6 +239,7 @@ impl graph::Host for NnView<'_> {
             Ok(Ok(graph)) => {
                 let graph = NnGraph {
                     graph,
+                    history: Arc::default(),
                     _charge: Some(charge),
                 };
                 Ok(Ok(self.push(graph)?))
@@ -226,9 +250,10 @@ impl graph::Host for NnView<'_> {
 
     fn load_by_name(&mut self, name: String) -> NnResult<Resource<NnGraph>> {
         match self.host.graphs.get(&name) {
-            Some(graph) => {
+            Some(preloaded) => {
                 let graph = NnGraph {
-                    graph: graph.clone(),
+                    graph: preloaded.graph.clone(),
+                    history: preloaded.history.clone(),
                     _charge: None,
                 };
                 Ok(Ok(self.push(graph)?))
@@ -256,7 +281,10 @@ impl graph::HostGraph for NnView<'_> {
         let graph = self.table.get(&graph)?;
         match graph.graph.init_execution_context() {
             Ok(context) => {
-                let context = NnExecution(Arc::new(Mutex::new(context)));
+                let context = NnExecution {
+                    context: Arc::new(Mutex::new(context)),
+                    history: graph.history.clone(),
+                };
                 Ok(Ok(self.push(context)?))
             }
             Err(e) => self.fail(errors::ErrorCode::RuntimeError, e.to_string()),
@@ -285,15 +313,24 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             named.push(BackendNamedTensor { name, tensor });
             charges.push(_charge);
         }
-        let context = self.table.get(&context)?.0.clone();
-        let pool = self.host.pool.clone();
-        let ran = off_the_workers(&pool, self.call, "a wasi-nn compute", move || {
+        let NnExecution { context, history } = self.table.get(&context)?;
+        let (context, history) = (context.clone(), history.clone());
+        let input_bytes = named.iter().map(|t| t.tensor.data.len()).sum();
+        let inline = history.now().inline(input_bytes);
+        let run = move || {
+            let started = Instant::now();
             let mut context = context.lock().unwrap_or_else(|e| e.into_inner());
             let outputs = context.compute_with_io(named);
+            history.record(input_bytes, started.elapsed());
             drop(charges);
             outputs.map_err(|e| e.to_string())
-        })
-        .await?;
+        };
+        let ran = if inline {
+            Ok(run())
+        } else {
+            let pool = self.host.pool.clone();
+            off_the_workers(&pool, self.call, "a wasi-nn compute", run).await?
+        };
         let outputs = match ran {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) | Err(e) => return self.fail(errors::ErrorCode::RuntimeError, e),
