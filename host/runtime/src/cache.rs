@@ -142,8 +142,15 @@ fn store_atomically(component: &Component, path: &Path) -> wasmtime::Result<()> 
     let dir = path.parent().expect("cache entries live in a directory");
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&component.serialize()?)?;
+        // On disk before it is named: a crash never leaves a short entry under the real name.
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 

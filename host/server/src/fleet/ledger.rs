@@ -320,6 +320,9 @@ pub(crate) struct Experiments {
     stored: Mutex<HashMap<(String, String, String), ArmRow>>,
     /// Something changed since the last flush.
     dirty: AtomicBool,
+    /// Held for a whole flush: whoever gets it next finds everything gathered before it
+    /// either written or in its own batch.
+    flushing: Mutex<()>,
 }
 
 impl Experiments {
@@ -354,6 +357,7 @@ impl Experiments {
             stored: Mutex::new(stored),
             // Expired entries loaded from the store are dropped by the first flush.
             dirty: AtomicBool::new(true),
+            flushing: Mutex::default(),
         })
     }
 
@@ -542,20 +546,31 @@ impl Experiments {
     }
 
     /// Write what was gathered since the last flush (nothing when nothing changed), and
-    /// forget entries whose tombstone time has passed.
-    pub(crate) fn flush(&self, store: &Store) {
-        if !self.dirty.swap(false, Ordering::Relaxed) {
-            return;
+    /// forget entries whose tombstone time has passed. When it returns `Ok`, everything
+    /// gathered before the call is in the store (committed and synced): flushes are one at a
+    /// time, so data an earlier flush took is written by then. On an error nothing is lost:
+    /// the batch goes back for the next flush.
+    pub(crate) fn flush(&self, store: &Store) -> Result<(), String> {
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
         }
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let experiments = self.all();
         let arms: Vec<ArmRow> = experiments.iter().flat_map(|e| e.rows()).collect();
         let t = now();
         if let Err(e) = store.flush_experiments(&pending.served, &pending.outcomes, &arms, t) {
-            tracing::error!(error = %e, "cannot write the experiments' ledger");
+            tracing::error!(error = %e, "cannot write the experiments' ledger; will retry");
+            let mut back = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::replace(&mut *back, pending);
+            back.served.extend(newer.served);
+            back.outcomes.extend(newer.outcomes);
+            self.dirty.store(true, Ordering::SeqCst);
+            return Err(format!("cannot write the experiments' ledger: {e}"));
         }
         self.ledger
             .retain(|_, entry| 2.0 * entry.expires - entry.served >= t);
+        Ok(())
     }
 
     /// Off the request path, every second: new bandit shares, and automatic actions due.

@@ -100,23 +100,53 @@ fn text_header<'a>(
     Ok(Some(text))
 }
 
+/// InvokeEndpoint. Every answer, an error too, carries the request's inference id (the
+/// client's `X-Amzn-SageMaker-Inference-Id`, or one made here when it sent none or an invalid
+/// one), so that a client can match any answer to the server's log lines.
 pub(crate) async fn invoke(
     State(server): State<Arc<Server>>,
     Path(name): Path<String>,
     request: axum::extract::Request,
-) -> Result<Response, ApiError> {
+) -> Response {
     let started = std::time::Instant::now();
     // The request taken apart rather than its headers extracted: that would copy them.
     let (parts, body) = request.into_parts();
     let found = InvokeHeaders::of(&parts.headers);
+    let given = match text_header(found.inference_id, "InferenceId", 64) {
+        Ok(Some("")) => Err(ApiError::validation("InferenceId must not be empty")),
+        Ok(id) => Ok(id),
+        Err(e) => Err(e),
+    };
+    let inference_id = match given {
+        Ok(Some(id)) => id.to_string(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    let answered = match given {
+        Ok(_) => serve(&server, &name, body, &found, &inference_id, started).await,
+        Err(e) => Err(e),
+    };
+    let mut response = answered.unwrap_or_else(IntoResponse::into_response);
+    insert(response.headers_mut(), header::INFERENCE_ID, inference_id);
+    response
+}
+
+/// Serve one invocation whose inference id is known.
+async fn serve(
+    server: &Server,
+    name: &str,
+    body: axum::body::Body,
+    found: &InvokeHeaders<'_>,
+    inference_id: &str,
+    started: std::time::Instant,
+) -> Result<Response, ApiError> {
     if let Some(member) = found.refused {
         return Err(ApiError::validation(invoke_error(member).message));
     }
     let endpoint = server
         .fleet
         .endpoints
-        .get(&name)
-        .ok_or_else(|| ApiError::endpoint_not_found(&name))?;
+        .get(name)
+        .ok_or_else(|| ApiError::endpoint_not_found(name))?;
     if endpoint.variants.is_empty() {
         return Err(ApiError::validation(format!(
             "Endpoint {name} is {}, not InService; it cannot be invoked{}",
@@ -140,11 +170,6 @@ pub(crate) async fn invoke(
     let accept = text_header(found.accept, "Accept", 1024)?.unwrap_or("");
     let custom_attributes = text_header(found.custom_attributes, "CustomAttributes", 1024)?;
     let target = text_header(found.target_variant, "TargetVariant", 63)?;
-    let inference_id = match text_header(found.inference_id, "InferenceId", 64)? {
-        Some("") => return Err(ApiError::validation("InferenceId must not be empty")),
-        Some(id) => id.to_string(),
-        None => uuid::Uuid::new_v4().to_string(),
-    };
 
     let assignment_key = match text_header(found.assignment_key, "AssignmentKey", 256)? {
         Some(key) => Some(key),
@@ -184,7 +209,7 @@ pub(crate) async fn invoke(
         body,
         content_type: content_type.to_string(),
         accept: accept.to_string(),
-        inference_id: inference_id.clone(),
+        inference_id: inference_id.to_string(),
         custom_attributes: custom_attributes.map(str::to_string),
     });
     let mut result = variant
@@ -195,7 +220,7 @@ pub(crate) async fn invoke(
     if target.is_none() && matches!(result, Err(InvokeError::NoInstances(_))) {
         // The variant was scaled to zero (or its fleet rolled back) after this request read
         // the snapshot: route it again on the current one.
-        if let Some(current) = server.fleet.endpoints.get(&name) {
+        if let Some(current) = server.fleet.endpoints.get(name) {
             if let Ok(next) = current.route(None, assignment_key) {
                 span.record("variant", next.variant.name.as_str());
                 variant = next.variant.clone();
@@ -221,7 +246,7 @@ pub(crate) async fn invoke(
                 server.fleet.experiments.served(
                     experiment,
                     &variant.name,
-                    &inference_id,
+                    inference_id,
                     output.model_latency,
                 );
             }
@@ -236,7 +261,6 @@ pub(crate) async fn invoke(
             // The runtime validated the content type and custom attributes as visible ASCII.
             insert(h, axum::http::header::CONTENT_TYPE, output.content_type);
             h.insert(header::INVOKED_VARIANT, variant.name_header.clone());
-            insert(h, header::INFERENCE_ID, inference_id);
             if let Some(config_name) = config_name {
                 h.insert(header::ENDPOINT_CONFIG, config_name);
             }

@@ -57,6 +57,7 @@ pub(crate) async fn call(
         "RecordInferenceOutcomes" => experiments::record_outcomes(
             &state.endpoints,
             &state.experiments,
+            &state.stored.store,
             &state.metrics,
             input,
         ),

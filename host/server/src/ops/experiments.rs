@@ -1,11 +1,12 @@
 //! RecordInferenceOutcomes and DescribeExperiment (Plinth's): outcomes attributed to the
 //! variant that served an inference id, and each experiment's statistics and verdicts.
 
-use super::common::{endpoint_not_found, parse, validation, EndpointNameInput};
+use super::common::{endpoint_not_found, internal, parse, validation, EndpointNameInput};
 use crate::error::ApiError;
 use crate::fleet::ledger::Experiments;
 use crate::fleet::table::{EndpointSnapshot, EndpointTable};
 use crate::metrics::Metrics;
+use crate::state::store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -44,10 +45,12 @@ fn experiment_of(
 /// RecordInferenceOutcomes: outcomes (1/0 for a binary metric, any number for a numeric
 /// one) for earlier invocations, by inference id. Each is attributed to the variant that
 /// served it, or rejected with the reason: `Unknown`, `Expired`, `Duplicate`, `Late` (served
-/// under a config the endpoint no longer serves) or `Invalid`.
+/// under a config the endpoint no longer serves) or `Invalid`. The answer waits until the
+/// recorded outcomes are in the store (one flush, shared with concurrent callers' outcomes).
 pub(crate) fn record_outcomes(
     endpoints: &EndpointTable,
     ledger: &Experiments,
+    store: &Store,
     metrics: &Metrics,
     input: Value,
 ) -> Result<Value, ApiError> {
@@ -80,6 +83,9 @@ pub(crate) fn record_outcomes(
                 rejected.push(json!({"InferenceId": o.inference_id, "Reason": reason.as_str()}));
             }
         }
+    }
+    if recorded > 0 {
+        ledger.flush(store).map_err(internal)?;
     }
     Ok(json!({ "Recorded": recorded, "Rejected": rejected }))
 }

@@ -2,8 +2,13 @@
 //! `file://` URL. The artifact becomes the directory a guest sees as `/opt/ml/model`: a
 //! directory is used in place; a `.tar.gz` (or plain `.tar`), SageMaker's `model.tar.gz`, is
 //! unpacked once into `<data-dir>/artifacts/<sha256>/`; any other single file is placed there
-//! alone. Unpacking goes to a temporary directory first and is renamed into place, so a crash
-//! never leaves a half-unpacked artifact that looks complete.
+//! alone. Unpacking goes to a temporary directory first, is synced to disk and renamed into
+//! place, so a crash never leaves a half-unpacked artifact that looks complete.
+//!
+//! Only a directory or a regular file is an artifact: a FIFO or a device (`/dev/zero`) is
+//! refused before anything is read. A file is read within [`MAX_ARTIFACT_BYTES`]; an archive
+//! unpacks to at most [`MAX_UNPACKED_BYTES`] (entry sizes as the archive declares them,
+//! PAX headers included) in at most [`MAX_ENTRIES`] entries.
 
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -11,6 +16,10 @@ use std::path::{Path, PathBuf};
 
 /// The most an archive may unpack to.
 const MAX_UNPACKED_BYTES: u64 = 16 << 30;
+/// The largest artifact file (an archive, or a single file).
+const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
+/// The most entries an archive may hold.
+const MAX_ENTRIES: u64 = 10_000;
 
 /// A local path from a field that holds a path or a `file://` URL.
 pub(crate) fn local_path(field: &str, value: &str) -> Result<PathBuf, String> {
@@ -34,8 +43,27 @@ pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
     if metadata.is_dir() {
         return Ok(path);
     }
-    let bytes = std::fs::read(&path)
+    if !metadata.is_file() {
+        return Err(format!(
+            "ModelDataUrl {url:?} is neither a directory nor a regular file (a device, FIFO or \
+             socket is not an artifact)"
+        ));
+    }
+    if metadata.len() > MAX_ARTIFACT_BYTES {
+        return Err(format!(
+            "ModelDataUrl {url:?} is {} bytes; the largest artifact is {MAX_ARTIFACT_BYTES} bytes",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_ARTIFACT_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| format!("ModelDataUrl {url:?}: cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
+        return Err(format!(
+            "ModelDataUrl {url:?} grew past {MAX_ARTIFACT_BYTES} bytes while it was read"
+        ));
+    }
     let digest = hex::encode(Sha256::digest(&bytes));
     let target = cache.join(&digest);
     if target.is_dir() {
@@ -59,6 +87,7 @@ pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
         std::fs::write(staging.path().join(&file_name), &bytes).map_err(|e| e.to_string())
     }
     .map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    sync_tree(staging.path()).map_err(|e| format!("cannot sync the unpacked artifact: {e}"))?;
     let staged = staging.keep();
     if let Err(e) = std::fs::rename(&staged, &target) {
         // Another unpack of the same bytes won the race; use it.
@@ -67,7 +96,27 @@ pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
             return Err(format!("cannot move the unpacked artifact into place: {e}"));
         }
     }
+    sync_dir(cache).map_err(|e| format!("cannot sync the artifact cache: {e}"))?;
     Ok(target)
+}
+
+/// Sync every file and directory under `dir` (and `dir` itself) to disk.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            sync_tree(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Sync a directory's entries (a rename into it, a file created in it) to disk.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A tar archive has "ustar" at offset 257.
@@ -79,6 +128,7 @@ fn is_tar(bytes: &[u8]) -> bool {
 fn unpack(reader: impl Read, into: &Path) -> Result<(), String> {
     let mut archive = tar::Archive::new(reader);
     let mut total = 0u64;
+    let mut count = 0u64;
     let entries = archive
         .entries()
         .map_err(|e| format!("not a valid tar archive: {e}"))?;
@@ -98,7 +148,13 @@ fn unpack(reader: impl Read, into: &Path) -> Result<(), String> {
                  directories are allowed"
             ));
         }
-        total += entry.header().size().unwrap_or(0);
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(format!("the archive holds more than {MAX_ENTRIES} entries"));
+        }
+        // The size as the archive declares it, a PAX `size` record included (the header's
+        // own field may say otherwise).
+        total = total.saturating_add(entry.size());
         if total > MAX_UNPACKED_BYTES {
             return Err(format!(
                 "the archive unpacks to more than {MAX_UNPACKED_BYTES} bytes"
@@ -197,5 +253,75 @@ mod tests {
         assert!(e.contains("link"), "{e}");
         // Nothing half-unpacked is left behind.
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    }
+
+    /// A device is no artifact: refused before anything is read (reading `/dev/zero` would
+    /// never end).
+    #[test]
+    fn devices_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        for device in ["/dev/zero", "/dev/null"] {
+            let e = resolve(&dir.path().join("cache"), device).unwrap_err();
+            assert!(e.contains("neither a directory nor a regular file"), "{e}");
+        }
+    }
+
+    /// The size limit counts the size an entry's PAX header declares, not only the header's
+    /// own size field, and the entry count is capped.
+    #[test]
+    fn pax_sizes_and_entry_counts_are_capped() {
+        fn entry(
+            builder: &mut tar::Builder<Vec<u8>>,
+            kind: tar::EntryType,
+            name: &str,
+            data: &[u8],
+        ) {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(kind);
+            header.set_path(name).unwrap();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append(&header, data).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let declared = MAX_UNPACKED_BYTES + 1;
+        let record = format!("size={declared}\n");
+        let record = format!(
+            "{} {record}",
+            record.len() + 1 + (record.len() + 1).to_string().len()
+        );
+        let mut builder = tar::Builder::new(Vec::new());
+        entry(
+            &mut builder,
+            tar::EntryType::XHeader,
+            "pax",
+            record.as_bytes(),
+        );
+        entry(
+            &mut builder,
+            tar::EntryType::Regular,
+            "model.onnx",
+            b"small",
+        );
+        let archive = dir.path().join("pax.tar");
+        std::fs::write(&archive, builder.into_inner().unwrap()).unwrap();
+        let e = resolve(&cache, archive.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("unpacks to more than"), "{e}");
+
+        let mut builder = tar::Builder::new(Vec::new());
+        for i in 0..=MAX_ENTRIES {
+            entry(
+                &mut builder,
+                tar::EntryType::Directory,
+                &format!("d{i}/"),
+                b"",
+            );
+        }
+        let many = dir.path().join("many.tar");
+        std::fs::write(&many, builder.into_inner().unwrap()).unwrap();
+        let e = resolve(&cache, many.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("more than"), "{e}");
     }
 }
