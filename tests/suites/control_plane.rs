@@ -364,6 +364,39 @@ fn model_data_is_a_directory_a_single_file_or_an_unpacked_tar_gz() {
     assert_eq!(iris_label(&server, "iris-tgz"), "setosa");
 }
 
+/// CreateModel reads and unpacks its artifact outside the lock that changes take: another
+/// change made while a large artifact unpacks answers first.
+#[test]
+fn other_changes_go_on_while_an_artifact_unpacks() {
+    let server = empty_server();
+    create_echo_model(&server, "echo", "hi");
+    // 300 MiB of zeros: a small .tar.gz that takes a while to unpack and sync.
+    let dir = tempfile::tempdir().unwrap();
+    let big = std::fs::File::create(dir.path().join("weights.bin")).unwrap();
+    big.set_len(300 << 20).unwrap();
+    let archive = dir.path().join("big.tar.gz");
+    tar_czf(&archive, dir.path(), &["weights.bin"]);
+    let url = archive.display().to_string();
+    let order = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut input = model_input("big", ECHO_WASM, json!({}));
+            input["PrimaryContainer"]["ModelDataUrl"] = json!(url);
+            server.call("CreateModel", input);
+            order.lock().unwrap().push("CreateModel");
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        create_config(&server, "meanwhile", "AllTraffic", "echo", 1);
+        order.lock().unwrap().push("CreateEndpointConfig");
+    });
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["CreateEndpointConfig", "CreateModel"],
+        "CreateEndpointConfig waited for the unpacking"
+    );
+    server.call("DescribeModel", json!({"ModelName": "big"}));
+}
+
 /// `tar czf archive -C dir entries...` with the system `tar`.
 fn tar_czf(archive: &Path, dir: &Path, entries: &[&str]) {
     let status = Command::new("tar")

@@ -28,13 +28,18 @@ pub(crate) async fn call(
     // refused by name before anything else reads the input.
     plinth_policy::members::check_input(operation, &input).map_err(|e| validation(e.message))?;
     let read_only = operation.starts_with("Describe") || operation.starts_with("List");
-    let _exclusive = if read_only {
+    // CreateModel reads and unpacks its artifact first, which may take minutes, and takes
+    // the lock itself only to commit.
+    let locks_itself = operation == "CreateModel";
+    let _exclusive = if read_only || locks_itself {
         None
     } else {
         Some(state.changes.lock().await)
     };
     match operation {
-        "CreateModel" => models::create_model(&state.stored, &state.runtime, input).await,
+        "CreateModel" => {
+            models::create_model(&state.stored, &state.runtime, &state.changes, input).await
+        }
         "DescribeModel" => models::describe_model(&state.stored, input),
         "DeleteModel" => models::delete_model(&state.stored, &state.endpoints, input),
         "ListModels" => models::list_models(&state.stored, input),

@@ -26,9 +26,12 @@ struct CreateModelInput {
     rest: serde_json::Map<String, Value>,
 }
 
+/// CreateModel. The artifact is read and unpacked before `changes` is taken (other changes
+/// go on meanwhile); the name is checked and the model committed under it.
 pub(crate) async fn create_model(
     stored: &Stored,
     runtime: &Runtime,
+    changes: &tokio::sync::Mutex<()>,
     input: Value,
 ) -> Result<Value, ApiError> {
     let input: CreateModelInput = parse(input)?;
@@ -44,12 +47,14 @@ pub(crate) async fn create_model(
     runtime
         .backend_for(definition.plinth_backend)
         .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
-    if stored.catalog().model_named(&name).is_some() {
-        return Err(store_error(
-            StoreError::Exists(name.clone()),
-            "model",
-            &name,
-        ));
+    let exists = || {
+        stored
+            .catalog()
+            .model_named(&name)
+            .map(|_| store_error(StoreError::Exists(name.clone()), "model", &name))
+    };
+    if let Some(taken) = exists() {
+        return Err(taken);
     }
     // Unpack the artifact now, so that a bad one is reported here and not at deploy time.
     if let Some(url) = definition.primary_container.model_data_url.clone() {
@@ -58,6 +63,11 @@ pub(crate) async fn create_model(
             .await
             .map_err(internal)?
             .map_err(validation)?;
+    }
+    let _exclusive = changes.lock().await;
+    // Another CreateModel of the same name may have committed while this one unpacked.
+    if let Some(taken) = exists() {
+        return Err(taken);
     }
     let record = Record {
         name: name.clone(),
