@@ -1576,6 +1576,29 @@ fn plinth_api_and_apply_are_clients_of_the_same_operations() {
         "{d}"
     );
     assert_eq!(probe(&server, "greeter", "env=GREETING"), "hello");
+
+    // The same definition, but the component file was rebuilt under the same path: a
+    // conflict that names the model and both digests (the server keeps running the old
+    // bytes, so "InService" would be a lie).
+    let component = dir.path().join("rebuilt.wasm");
+    std::fs::copy(ECHO_WASM, &component).unwrap();
+    let rebuilt = Config::new()
+        .endpoint(Model::new("rebuilt", component.to_str().unwrap()), 1)
+        .to_toml();
+    std::fs::write(&file, rebuilt).unwrap();
+    expect_success(&apply(), "plinth apply (rebuilt, first)");
+    let was = server.call("DescribeModel", json!({ "ModelName": "rebuilt" }))["PlinthDigests"]
+        ["Image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::copy(plinth_tests::FAULTS_WASM, &component).unwrap();
+    let refused = apply();
+    expect_failure(
+        &refused,
+        "plinth apply (component rebuilt)",
+        &["model \"rebuilt\"", &was, "immutable"],
+    );
 }
 
 // ---- Authentication ----

@@ -348,3 +348,50 @@ fn a_restart_listens_at_once_while_an_endpoint_that_never_comes_up_is_restored()
     );
     server.wait_in_service("quick", Duration::from_secs(60));
 }
+
+/// A model runs the bytes it was created with, kept in the data directory by digest:
+/// DescribeModel shows the digests, and replacing the component file under the same path
+/// changes nothing, not even after a restart (it used to be served from then on).
+#[test]
+fn a_model_runs_the_bytes_it_was_created_with() {
+    let files = tempfile::tempdir().unwrap();
+    let component = files.path().join("model.wasm");
+    std::fs::copy(ECHO_WASM, &component).unwrap();
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("kept", component.to_str().unwrap(), json!({}));
+    server.create_config("kept", &[("AllTraffic", "kept", 1)]);
+    let d = server.create_endpoint_settled("kept", "kept");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    let echoed = |server: &Server| {
+        let r = server.invoke("kept", "text/plain", "same bytes", &[]);
+        (r.status(), r.text().unwrap_or_default())
+    };
+    assert_eq!(echoed(&server), (StatusCode::OK, "same bytes".to_string()));
+
+    let described = server.call("DescribeModel", json!({"ModelName": "kept"}));
+    let sha256 = std::process::Command::new("sha256sum")
+        .arg(&component)
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sha256.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        described["PlinthDigests"]["Image"],
+        format!("sha256:{hex}"),
+        "{described}"
+    );
+
+    // The file is rebuilt as another component (one that fails every request).
+    std::fs::copy(plinth_tests::FAULTS_WASM, &component).unwrap();
+    let server = server.kill_and_restart().expect("restart");
+    let d = server.describe_settled("kept");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    assert_eq!(
+        echoed(&server),
+        (StatusCode::OK, "same bytes".to_string()),
+        "after a restart the model ran the new bytes"
+    );
+}

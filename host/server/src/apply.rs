@@ -52,6 +52,7 @@ const DESCRIBED: &[&str] = &[
     "StateValue",
     "StateReason",
     "Datapoints",
+    "PlinthDigests",
 ];
 
 /// Whether `current` (a Describe output) holds the same definition as `desired` (a Create
@@ -65,6 +66,35 @@ where
     let current: T = serde_json::from_value(strip(current, &fields))?;
     let desired: T = serde_json::from_value(strip(desired.clone(), &[name_member]))?;
     Ok(current == desired)
+}
+
+/// A model exists under `name`: the files the deployment file names for it must still hold
+/// the bytes it runs (its digests), or the change would silently not happen.
+fn check_model_bytes(name: &str, current: &Value, desired: &Value) -> anyhow::Result<()> {
+    use crate::state::artifacts::{component_digest, digest};
+    let kept = &current["PlinthDigests"];
+    let container = &desired["PrimaryContainer"];
+    let pairs = [
+        (
+            "Image",
+            component_digest as fn(&str) -> Result<String, String>,
+        ),
+        ("ModelDataUrl", digest),
+    ];
+    for (member, digest_of) in pairs {
+        let (Some(was), Some(path)) = (kept[member].as_str(), container[member].as_str()) else {
+            continue;
+        };
+        let now = digest_of(path).map_err(|e| anyhow::anyhow!("model {name:?}: {e}"))?;
+        if now != was {
+            bail!(
+                "model {name:?} runs {member} {was}, but {path} now holds {now}; models are \
+                 immutable: give the changed one a new name (and point what uses it at the new \
+                 name)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Apply `file`: each model, endpoint config and alarm it lists is created if missing (and
@@ -92,6 +122,9 @@ pub(crate) fn apply(
         };
         match described {
             Ok(current) => {
+                if operation == "CreateModel" {
+                    check_model_bytes(name, &current, &call.input)?;
+                }
                 let same = match operation {
                     "CreateModel" => {
                         same_definition::<ModelDefinition>(current, &call.input, name_member)

@@ -8,7 +8,7 @@ use super::endpoint_configs::endpoint_configs_of;
 use super::listing::{list, Listed};
 use crate::error::ApiError;
 use crate::fleet::table::EndpointTable;
-use crate::state::catalog::{ModelDefinition, Record};
+use crate::state::catalog::{Digests, ModelDefinition, Record};
 use crate::state::store::{Kind, StoreError};
 use crate::state::Stored;
 use crate::state::{arn, now};
@@ -42,7 +42,7 @@ pub(crate) async fn create_model(
     };
     let mut fields = input.rest;
     fields.insert("PrimaryContainer".into(), container);
-    let definition: ModelDefinition = parse(Value::Object(fields))?;
+    let mut definition: ModelDefinition = parse(Value::Object(fields))?;
     check_model(&definition)?;
     runtime
         .backend_for(definition.plinth_backend)
@@ -56,14 +56,23 @@ pub(crate) async fn create_model(
     if let Some(taken) = exists() {
         return Err(taken);
     }
-    // Unpack the artifact now, so that a bad one is reported here and not at deploy time.
-    if let Some(url) = definition.primary_container.model_data_url.clone() {
-        let cache = stored.artifacts.clone();
-        tokio::task::spawn_blocking(move || crate::state::artifacts::resolve(&cache, &url))
-            .await
-            .map_err(internal)?
-            .map_err(validation)?;
-    }
+    // Keep the component and the artifact (unpacked) in the data directory, by digest: a
+    // bad one is reported here, not at deploy time, and the model runs exactly these bytes
+    // for its whole life, whatever becomes of the files it names.
+    let cache = stored.artifacts.clone();
+    let image = definition.primary_container.image.clone();
+    let url = definition.primary_container.model_data_url.clone();
+    let digests = tokio::task::spawn_blocking(move || {
+        use crate::state::artifacts::{keep, keep_component};
+        Ok::<_, String>(Digests {
+            image: keep_component(&cache, &image)?,
+            model_data_url: url.map(|url| keep(&cache, &url)).transpose()?,
+        })
+    })
+    .await
+    .map_err(internal)?
+    .map_err(validation)?;
+    definition.plinth_digests = Some(digests);
     let _exclusive = changes.lock().await;
     // Another CreateModel of the same name may have committed while this one unpacked.
     if let Some(taken) = exists() {

@@ -35,6 +35,193 @@ pub(crate) fn local_path(field: &str, value: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// The largest component file.
+const MAX_COMPONENT_BYTES: u64 = 1 << 30;
+
+/// Keep a copy of the component `image` names in `cache`, under its content digest, and
+/// give the digest (`sha256:<hex>`): what a model runs from then on, whatever happens to
+/// the file it came from.
+pub(crate) fn keep_component(cache: &Path, image: &str) -> Result<String, String> {
+    let bytes = read_component(image)?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let kept = kept_component(cache, &digest, image);
+    if !kept.is_file() {
+        let dir = kept.parent().unwrap_or(cache);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the artifact cache {}: {e}", dir.display()))?;
+        let mut staged = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+        std::io::Write::write_all(&mut staged, &bytes)
+            .and_then(|()| staged.as_file().sync_all())
+            .map_err(|e| format!("cannot keep the component: {e}"))?;
+        staged
+            .persist(&kept)
+            .map_err(|e| format!("cannot keep the component: {e}"))?;
+        sync_dir(dir).map_err(|e| format!("cannot sync the artifact cache: {e}"))?;
+    }
+    Ok(digest)
+}
+
+/// The digest of the component `image` names now.
+pub(crate) fn component_digest(image: &str) -> Result<String, String> {
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(read_component(image)?))
+    ))
+}
+
+/// The kept component of digest `digest` that `image` named: `components/<hex>/<its file
+/// name>` in the cache (the file name kept, so that messages about the component name it).
+pub(crate) fn kept_component(cache: &Path, digest: &str, image: &str) -> PathBuf {
+    let file_name = local_path("Image", image)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_owned()))
+        .unwrap_or_else(|| "component.wasm".into());
+    cache
+        .join("components")
+        .join(digest.trim_start_matches("sha256:"))
+        .join(file_name)
+}
+
+/// The bytes of a component: a regular file within [`MAX_COMPONENT_BYTES`].
+fn read_component(image: &str) -> Result<Vec<u8>, String> {
+    let path = local_path("Image", image)?;
+    let metadata = std::fs::metadata(&path).map_err(|e| format!("Image {image:?}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("Image {image:?} is not a regular file"));
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "Image {image:?} is {} bytes; the largest component is {MAX_COMPONENT_BYTES} bytes",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_COMPONENT_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| format!("Image {image:?}: {e}"))?;
+    Ok(bytes)
+}
+
+/// Keep the artifact `url` names in `cache` under its content digest (an archive unpacked,
+/// a single file alone in its directory, a directory copied), and give the digest
+/// (`sha256:<hex>`: of the file's bytes, or of a directory's tree, [`tree_digest`]).
+pub(crate) fn keep(cache: &Path, url: &str) -> Result<String, String> {
+    let path = local_path("ModelDataUrl", url)?;
+    let metadata = std::fs::metadata(&path)
+        .map_err(|e| format!("ModelDataUrl {url:?}: cannot read {}: {e}", path.display()))?;
+    if !metadata.is_dir() {
+        let dir = resolve(cache, url)?;
+        let hex = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(format!("sha256:{hex}"));
+    }
+    let hex = tree_digest(&path, url)?;
+    let target = cache.join(&hex);
+    if target.is_dir() {
+        return Ok(format!("sha256:{hex}"));
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create the artifact cache {}: {e}", cache.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".copying-")
+        .tempdir_in(cache)
+        .map_err(|e| format!("cannot create a directory in {}: {e}", cache.display()))?;
+    copy_tree(&path, staging.path()).map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    // The copy must be what was digested: a directory that changed meanwhile is refused.
+    if tree_digest(staging.path(), url)? != hex {
+        return Err(format!("ModelDataUrl {url:?} changed while it was copied"));
+    }
+    sync_tree(staging.path()).map_err(|e| format!("cannot sync the kept artifact: {e}"))?;
+    let staged = staging.keep();
+    if std::fs::rename(&staged, &target).is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    sync_dir(cache).map_err(|e| format!("cannot sync the artifact cache: {e}"))?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// The digest the artifact `url` names has now (what [`keep`] would record), without keeping
+/// it.
+pub(crate) fn digest(url: &str) -> Result<String, String> {
+    let path = local_path("ModelDataUrl", url)?;
+    let metadata = std::fs::metadata(&path).map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    if metadata.is_dir() {
+        return Ok(format!("sha256:{}", tree_digest(&path, url)?));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+}
+
+/// The kept artifact directory of digest `digest`.
+pub(crate) fn kept(cache: &Path, digest: &str) -> Result<PathBuf, String> {
+    let dir = cache.join(digest.trim_start_matches("sha256:"));
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "the model's artifact {digest} is missing from the data directory"
+        ))
+    }
+}
+
+/// A directory's digest: SHA-256 over its regular files in path order, each as its path
+/// relative to `dir`, a NUL, its length (8 bytes, little-endian) and its bytes. A link or a
+/// special file inside is refused.
+fn tree_digest(dir: &Path, url: &str) -> Result<String, String> {
+    let mut files = Vec::new();
+    list_files(dir, Path::new(""), &mut files).map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    files.sort();
+    let mut hasher = Sha256::new();
+    for relative in files {
+        let bytes =
+            std::fs::read(dir.join(&relative)).map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The regular files under `dir/relative`, by path relative to `dir`.
+fn list_files(dir: &Path, relative: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir.join(relative)).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        let path = relative.join(entry.file_name());
+        if kind.is_dir() {
+            list_files(dir, &path, files)?;
+        } else if kind.is_file() {
+            files.push(path);
+        } else {
+            return Err(format!(
+                "{} is a link or special file; an artifact directory may hold only regular \
+                 files and directories",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copy the regular files and directories under `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let mut files = Vec::new();
+    list_files(from, Path::new(""), &mut files)?;
+    for relative in files {
+        let target = to.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::copy(from.join(&relative), &target).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// The directory to mount for `url`, unpacking into `cache` if needed.
 pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
     let path = local_path("ModelDataUrl", url)?;

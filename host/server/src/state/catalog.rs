@@ -29,6 +29,21 @@ pub(crate) struct ModelDefinition {
     /// `Tract` or `OnnxRuntime`; default `Auto`).
     #[serde(default)]
     pub(crate) plinth_backend: Backend,
+    /// Set by CreateModel, never by the caller (the member table refuses it in input): the
+    /// digests of the component and artifact the model runs, kept in the data directory.
+    /// Models created before digests were kept have none and run from their paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_digests: Option<Digests>,
+}
+
+/// The content digests (`sha256:<hex>`) of what a model runs: its `Image` and its
+/// `ModelDataUrl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Digests {
+    pub(crate) image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_data_url: Option<String>,
 }
 
 /// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` the artifact.
@@ -383,7 +398,10 @@ impl Unresolved {
         self.config
             .production_variants
             .iter()
-            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .map(|v| {
+                let definition = &self.models[&v.model_name];
+                variant(v, model(&v.model_name, definition, None, None))
+            })
             .collect()
     }
 
@@ -392,7 +410,10 @@ impl Unresolved {
         self.config
             .shadow_production_variants
             .iter()
-            .map(|v| variant(v, model(&v.model_name, &self.models[&v.model_name], None)))
+            .map(|v| {
+                let definition = &self.models[&v.model_name];
+                variant(v, model(&v.model_name, definition, None, None))
+            })
             .collect()
     }
 
@@ -402,16 +423,24 @@ impl Unresolved {
             list.iter()
                 .map(|v| {
                     let definition = &self.models[&v.model_name];
-                    let model_data = definition
-                        .primary_container
-                        .model_data_url
-                        .as_deref()
-                        .map(|url| artifacts::resolve(artifacts, url))
-                        .transpose()
-                        .map_err(|e| {
-                            format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
-                        })?;
-                    Ok(variant(v, model(&v.model_name, definition, model_data)))
+                    let kept = definition
+                        .plinth_digests
+                        .as_ref()
+                        .and_then(|d| d.model_data_url.as_deref());
+                    let url = definition.primary_container.model_data_url.as_deref();
+                    let model_data = match (kept, url) {
+                        (Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
+                        (None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
+                        (None, None) => None,
+                    }
+                    .transpose()
+                    .map_err(|e| {
+                        format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
+                    })?;
+                    Ok(variant(
+                        v,
+                        model(&v.model_name, definition, model_data, Some(artifacts)),
+                    ))
                 })
                 .collect()
         };
@@ -449,13 +478,27 @@ pub(crate) struct Resolved {
     pub(crate) shadows: Vec<(Variant, f64)>,
 }
 
-/// The policy's model for a definition; `model_data` is the resolved artifact directory.
-fn model(name: &str, d: &ModelDefinition, model_data: Option<std::path::PathBuf>) -> Model {
+/// The policy's model for a definition; `model_data` is the resolved artifact directory, and
+/// with `artifacts` (the data directory's cache) the component is the kept copy when the
+/// model has one.
+fn model(
+    name: &str,
+    d: &ModelDefinition,
+    model_data: Option<std::path::PathBuf>,
+    artifacts: Option<&Path>,
+) -> Model {
     let image = &d.primary_container.image;
+    let kept = d
+        .plinth_digests
+        .as_ref()
+        .zip(artifacts)
+        .map(|(digests, cache)| artifacts::kept_component(cache, &digests.image, image));
     Model {
         name: name.to_string(),
-        component: artifacts::local_path("Image", image)
-            .unwrap_or_else(|_| std::path::PathBuf::from(image)),
+        component: kept.unwrap_or_else(|| {
+            artifacts::local_path("Image", image)
+                .unwrap_or_else(|_| std::path::PathBuf::from(image))
+        }),
         model_data,
         environment: d
             .primary_container
@@ -498,7 +541,7 @@ mod tests {
     fn limits(model_definition: &ModelDefinition, config: &ConfigDefinition) -> Limits {
         let v = variant(
             &config.production_variants[0],
-            model("m", model_definition, None),
+            model("m", model_definition, None, None),
         );
         variant_spec("e", &v).limits
     }
