@@ -395,3 +395,61 @@ fn a_model_runs_the_bytes_it_was_created_with() {
         "after a restart the model ran the new bytes"
     );
 }
+
+/// What no model keeps any more is removed when a model is deleted: its artifact, its
+/// component (once no model uses the same bytes) and the component's compiled form.
+#[test]
+fn what_no_model_keeps_is_collected() {
+    let server = Server::start_with(BIN, Options::default());
+    let data = server.dir().join("data");
+    let entries = |dir: &str| -> BTreeSet<String> {
+        std::fs::read_dir(data.join(dir))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let with_artifact = |name: &str, weights: &[u8]| {
+        let dir = server.dir().join(format!("artifact-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("weights.bin"), weights).unwrap();
+        let mut input = json!({"ModelName": name, "PrimaryContainer": {
+            "Image": ECHO_WASM, "ModelDataUrl": dir.to_str().unwrap()}});
+        input["PrimaryContainer"]["Environment"] = json!({});
+        server.call("CreateModel", input);
+        server.call("DescribeModel", json!({"ModelName": name}))["PlinthDigests"].clone()
+    };
+    let a = with_artifact("a", b"one");
+    let b = with_artifact("b", b"two");
+    let hex = |d: &Value| d.as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(entries("artifacts").contains(&hex(&a["ModelDataUrl"])));
+    assert!(entries("artifacts").contains(&hex(&b["ModelDataUrl"])));
+    assert_eq!(a["Image"], b["Image"], "the same component, kept once");
+    // b runs once, so its component is compiled into the cache.
+    server.create_config("b", &[("AllTraffic", "b", 1)]);
+    let d = server.create_endpoint_settled("b", "b");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    let compiled = |image: &Value| {
+        entries("compiled")
+            .iter()
+            .filter(|f| f.starts_with(&hex(image)))
+            .count()
+    };
+    assert_eq!(compiled(&b["Image"]), 1);
+
+    server.call("DeleteModel", json!({"ModelName": "a"}));
+    let artifacts = entries("artifacts");
+    assert!(!artifacts.contains(&hex(&a["ModelDataUrl"])), "{artifacts:?}");
+    assert!(artifacts.contains(&hex(&b["ModelDataUrl"])), "{artifacts:?}");
+    assert!(entries("artifacts/components").contains(&hex(&b["Image"])));
+    assert_eq!(compiled(&b["Image"]), 1, "b still uses the component");
+
+    server.call("DeleteEndpoint", json!({"EndpointName": "b"}));
+    server.call("DeleteEndpointConfig", json!({"EndpointConfigName": "b"}));
+    server.call("DeleteModel", json!({"ModelName": "b"}));
+    assert!(!entries("artifacts").contains(&hex(&b["ModelDataUrl"])));
+    assert!(entries("artifacts/components").is_empty());
+    assert_eq!(compiled(&b["Image"]), 0);
+}

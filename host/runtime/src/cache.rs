@@ -133,6 +133,30 @@ impl ComponentCache {
     }
 }
 
+impl ComponentCache {
+    /// Remove the compiled entries of components whose digest (hex SHA-256) is not in
+    /// `keep`, entries of other engine settings, and files a crash left half-written; gives
+    /// how many files went. Nothing happens without a cache directory.
+    pub(crate) fn collect_garbage(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let Some(dir) = &self.dir else { return 0 };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let suffix = format!("-{}.cwasm", self.engine_key);
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = name
+                .strip_suffix(&suffix)
+                .is_some_and(|digest| keep.contains(digest));
+            if !wanted && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
 /// A core module starts with the magic and version 1; a component with layer 1.
 fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]

@@ -182,6 +182,12 @@ impl Runtime {
         }
     }
 
+    /// Remove compiled components from the on-disk cache unless their component's digest
+    /// (hex SHA-256 of its bytes) is in `keep`; gives how many entries went.
+    pub fn collect_compiled(&self, keep: &std::collections::HashSet<String>) -> usize {
+        self.cache.collect_garbage(keep)
+    }
+
     /// Load a component from disk, through the compiled-component cache: while the returned
     /// component is held, loading the same component again returns the same compiled copy.
     pub fn load_component(&self, path: &Path) -> Result<Arc<Component>, LoadError> {

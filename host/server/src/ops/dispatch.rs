@@ -41,7 +41,9 @@ pub(crate) async fn call(
             models::create_model(&state.stored, &state.runtime, &state.changes, input).await
         }
         "DescribeModel" => models::describe_model(&state.stored, input),
-        "DeleteModel" => models::delete_model(&state.stored, &state.endpoints, input),
+        "DeleteModel" => {
+            models::delete_model(&state.stored, &state.endpoints, &state.runtime, input)
+        }
         "ListModels" => models::list_models(&state.stored, input),
         "CreateEndpointConfig" => endpoint_configs::create_endpoint_config(&state.stored, input),
         "DescribeEndpointConfig" => {

@@ -62,22 +62,46 @@ pub(crate) async fn create_model(
     let cache = stored.artifacts.clone();
     let image = definition.primary_container.image.clone();
     let url = definition.primary_container.model_data_url.clone();
-    let digests = tokio::task::spawn_blocking(move || {
-        use crate::state::artifacts::{keep, keep_component};
-        Ok::<_, String>(Digests {
-            image: keep_component(&cache, &image)?,
-            model_data_url: url.map(|url| keep(&cache, &url)).transpose()?,
+    let digests = {
+        let (image, url) = (image.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            use crate::state::artifacts::{keep, keep_component};
+            Ok::<_, String>(Digests {
+                image: keep_component(&cache, &image)?,
+                model_data_url: url.map(|url| keep(&cache, &url)).transpose()?,
+            })
         })
-    })
-    .await
-    .map_err(internal)?
-    .map_err(validation)?;
-    definition.plinth_digests = Some(digests);
+        .await
+        .map_err(internal)?
+        .map_err(validation)?
+    };
     let _exclusive = changes.lock().await;
     // Another CreateModel of the same name may have committed while this one unpacked.
     if let Some(taken) = exists() {
         return Err(taken);
     }
+    // A DeleteModel may have collected what this one kept before it held the lock (its
+    // digests were in no model yet): keep it again, now that no collection can run.
+    let missing =
+        !crate::state::artifacts::kept_component(&stored.artifacts, &digests.image, &image)
+            .is_file()
+            || digests
+                .model_data_url
+                .as_deref()
+                .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err());
+    if missing {
+        let cache = stored.artifacts.clone();
+        let (image, url) = (image.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::state::artifacts::keep_component(&cache, &image)?;
+            url.map(|url| crate::state::artifacts::keep(&cache, &url))
+                .transpose()
+        })
+        .await
+        .map_err(internal)?
+        .map_err(validation)?;
+    }
+    definition.plinth_digests = Some(digests);
     let record = Record {
         name: name.clone(),
         created: now(),
@@ -138,6 +162,7 @@ pub(crate) fn describe_model(stored: &Stored, input: Value) -> Result<Value, Api
 pub(crate) fn delete_model(
     stored: &Stored,
     endpoints: &EndpointTable,
+    runtime: &Runtime,
     input: Value,
 ) -> Result<Value, ApiError> {
     let input: ModelNameInput = parse(input)?;
@@ -169,6 +194,18 @@ pub(crate) fn delete_model(
     stored.store.delete(Kind::Model, &name).map_err(internal)?;
     catalog.models.remove(&name);
     tracing::info!(model = %name, "model deleted");
+    // What no model keeps any more goes (under the changes lock, so that no CreateModel
+    // commits meanwhile: one that kept the same bytes keeps them again under the lock).
+    if let Some(keep) = catalog.kept_digests() {
+        let removed = crate::state::artifacts::collect_garbage(&stored.artifacts, &keep)
+            + runtime.collect_compiled(&keep);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "artifacts and compiled components no model keeps removed"
+            );
+        }
+    }
     Ok(json!({}))
 }
 

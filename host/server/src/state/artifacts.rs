@@ -222,6 +222,44 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Remove from `cache` what no model keeps: artifact directories and components whose
+/// digest (hex) is not in `keep`, and what an interrupted unpack or copy left behind (over an
+/// hour old: a younger one may be in progress). Gives how many entries went. (The policy: what a model keeps lives as long as a model keeps it;
+/// CreateModel of the same bytes again keeps them again.)
+pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<String>) -> usize {
+    fn remove(path: &Path) -> bool {
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).is_ok()
+        } else {
+            std::fs::remove_file(path).is_ok()
+        }
+    }
+    let is_digest = |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut removed = 0;
+    for dir in [cache.to_path_buf(), cache.join("components")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unused = is_digest(&name) && !keep.contains(&name);
+            let stale = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600))
+            };
+            let leftover = name.starts_with('.') && stale();
+            if (unused || leftover) && remove(&entry.path()) {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// The directory to mount for `url`, unpacking into `cache` if needed.
 pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
     let path = local_path("ModelDataUrl", url)?;

@@ -305,6 +305,20 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// The digests (hex) of every component and artifact the models keep, or `None` while a
+    /// model created before digests were kept exists (what it runs is not known by digest,
+    /// so nothing may be collected).
+    pub(crate) fn kept_digests(&self) -> Option<std::collections::HashSet<String>> {
+        let mut kept = std::collections::HashSet::new();
+        for record in self.models.values() {
+            let digests = record.definition.plinth_digests.as_ref()?;
+            for digest in std::iter::once(&digests.image).chain(&digests.model_data_url) {
+                kept.insert(digest.trim_start_matches("sha256:").to_string());
+            }
+        }
+        Some(kept)
+    }
+
     /// The catalog as stored.
     pub(crate) fn from_stored(
         models: Vec<Definition>,
