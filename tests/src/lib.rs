@@ -477,7 +477,13 @@ impl Server {
             .arg("--bind")
             .arg(&options.bind)
             .arg("--data-dir")
-            .arg(dir.path().join("data"));
+            .arg(dir.path().join("data"))
+            // Models come from the repository (plugins, the iris model) and from the files
+            // tests make in temporary directories.
+            .arg("--artifact-root")
+            .arg(WORKSPACE_ROOT)
+            .arg("--artifact-root")
+            .arg(std::env::temp_dir());
         if let Some(config) = &options.config {
             let config_path = dir.path().join("plinth.toml");
             std::fs::write(&config_path, config).expect("write the config");

@@ -364,6 +364,37 @@ fn model_data_is_a_directory_a_single_file_or_an_unpacked_tar_gz() {
     assert_eq!(iris_label(&server, "iris-tgz"), "setosa");
 }
 
+/// A model's files must be under the server's artifact roots (the harness gives the
+/// repository and the temporary directory): the host's files, `/` and devices are refused
+/// by member, with one message whether the path exists or not, and nothing is read.
+#[test]
+fn models_come_only_from_the_artifact_roots() {
+    let server = empty_server();
+    let refused = |image: &str, model_data: Option<&str>, member: &str| {
+        let mut input = model_input("outside", image, json!({}));
+        if let Some(url) = model_data {
+            input["PrimaryContainer"]["ModelDataUrl"] = json!(url);
+        }
+        let e = server.refused(
+            "CreateModel",
+            input,
+            "ValidationException",
+            &["not under an artifact root"],
+        );
+        assert!(e.message.starts_with(member), "{}", e.message);
+        e.message
+    };
+    refused("/etc/passwd", None, "Image");
+    refused("/etc/no-such-file", None, "Image");
+    refused(ECHO_WASM, Some("/"), "ModelDataUrl");
+    refused(ECHO_WASM, Some("/dev/zero"), "ModelDataUrl");
+    refused(ECHO_WASM, Some("file:///etc"), "ModelDataUrl");
+    let escape = format!("{}/../../../../../../etc", plinth_tests::WORKSPACE_ROOT);
+    refused(ECHO_WASM, Some(&escape), "ModelDataUrl");
+    let none = server.call("ListModels", json!({}));
+    assert_eq!(none["Models"], json!([]), "{none}");
+}
+
 /// CreateModel reads and unpacks its artifact outside the lock that changes take: another
 /// change made while a large artifact unpacks answers first.
 #[test]

@@ -1,7 +1,9 @@
 //! Startup: `plinth serve` opens the data directory's store, starts restoring the stored
 //! endpoints in the background (each on its own: none waits for another, and the server
 //! does not wait for them), applies a deployment file in process (through the same
-//! operations as the API), starts the background upkeep and listens. [`start`] is the same
+//! operations as the API), starts the background upkeep and listens under the connection
+//! limits (`http::listen`) until SIGTERM or Ctrl-C, then drains the requests in flight and
+//! writes the experiments' ledger one last time. [`start`] is the same
 //! minus the listening, for embedding the server (and for the in-process API tests). The
 //! ONNX Runtime library is found, loaded and checked here too: a missing or incompatible one
 //! stops the server with a message naming the path and the problem.
@@ -9,6 +11,7 @@
 use crate::apply::{self, Control};
 use crate::fleet::ledger::Experiments;
 use crate::fleet::Fleet;
+use crate::http::listen::Limits;
 use crate::http::Server;
 use crate::sigv4::Verifier;
 use crate::state::catalog::Catalog;
@@ -22,6 +25,7 @@ use plinth_runtime::{OnnxRuntime, Runtime, RuntimeConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What `plinth serve` is told.
 pub struct ServeOptions {
@@ -35,6 +39,11 @@ pub struct ServeOptions {
     pub credentials: Option<PathBuf>,
     /// Where ONNX Runtime is and how it runs.
     pub onnxruntime: OnnxRuntimeArgs,
+    /// Connection limits and the shutdown's drain deadline.
+    pub http: HttpArgs,
+    /// The directories models' files may come from (`--artifact-root`); none given: the
+    /// working directory. A deployment file's directory is added for it.
+    pub artifact_roots: Vec<PathBuf>,
 }
 
 /// Where the state lives.
@@ -49,6 +58,21 @@ pub enum StateLocation {
     },
 }
 
+/// The artifact roots of `plinth serve`: those given, or the working directory; and the
+/// deployment file's directory, for the files it names.
+fn artifact_roots(given: Vec<PathBuf>, config: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut roots = given;
+    if roots.is_empty() {
+        roots.push(std::env::current_dir().context("cannot read the working directory")?);
+    }
+    if let Some(config) = config {
+        let dir = config.parent().filter(|d| !d.as_os_str().is_empty());
+        roots.push(dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    }
+    tracing::info!(?roots, "models' Image and ModelDataUrl must be under these directories");
+    Ok(roots)
+}
+
 /// What the HTTP layer is started with besides the state.
 pub struct Settings {
     /// The Wasm runtime's settings (ONNX Runtime, instance limits...).
@@ -57,6 +81,11 @@ pub struct Settings {
     pub max_payload_bytes: usize,
     /// A credentials file (TOML access keys): with one, every request must be signed.
     pub credentials: Option<PathBuf>,
+    /// How long a request body may take to arrive ([`Limits::body_read_timeout`]).
+    pub body_read_timeout: Duration,
+    /// The directories a model's `Image` and `ModelDataUrl` must be under; `None` (the
+    /// default, for embedding): anywhere.
+    pub artifact_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for Settings {
@@ -65,6 +94,8 @@ impl Default for Settings {
             runtime: RuntimeConfig::default(),
             max_payload_bytes: config::DEFAULT_MAX_PAYLOAD_BYTES,
             credentials: None,
+            body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
+            artifact_roots: None,
         }
     }
 }
@@ -114,7 +145,11 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         Runtime::new(&runtime_config)
             .map_err(|e| anyhow!("cannot start the Wasm engine: {e:#}"))?,
     );
-    let stored = Arc::new(Stored::new(store, catalog, artifacts));
+    let roots = match &settings.artifact_roots {
+        Some(dirs) => crate::state::artifacts::Roots::under(dirs).map_err(|e| anyhow!(e))?,
+        None => crate::state::artifacts::Roots::anywhere(),
+    };
+    let stored = Arc::new(Stored::new(store, catalog, artifacts, roots));
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     if !contents.endpoints.is_empty() {
         tracing::info!(
@@ -127,15 +162,17 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,
+        settings.body_read_timeout,
         verifier,
     )))
 }
 
-/// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM. The
-/// stored endpoints are restored in the background: only those the deployment file names
-/// are waited for, before it is applied (it may update them, and an endpoint being restored
-/// takes no update); the others are not, so one that never comes up cannot keep the server
-/// from listening.
+/// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM, then
+/// stop accepting, finish the requests in flight (up to the drain deadline) and write the
+/// experiments' ledger before returning. The stored endpoints are restored in the
+/// background: only those the deployment file names are waited for, before it is applied
+/// (it may update them, and an endpoint being restored takes no update); the others are
+/// not, so one that never comes up cannot keep the server from listening.
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let onnxruntime = options.onnxruntime.load()?;
     let bind = options.bind;
@@ -146,12 +183,18 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let deployment = options.config.as_deref().map(read_deployment).transpose()?;
+    let limits = options.http.limits();
     let settings = Settings {
         runtime: onnxruntime.runtime_config(),
         max_payload_bytes: deployment
             .as_ref()
             .map_or(config::DEFAULT_MAX_PAYLOAD_BYTES, |d| d.max_payload_bytes),
         credentials: options.credentials,
+        body_read_timeout: limits.body_read_timeout,
+        artifact_roots: Some(artifact_roots(
+            options.artifact_roots,
+            options.config.as_deref(),
+        )?),
     };
     let data_dir = options.data_dir;
     let tokio = tokio::runtime::Runtime::new()?;
@@ -180,13 +223,32 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         } else {
             tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
         }
-        tracing::info!(endpoints = ?server.fleet.endpoints.names(), %address, "serving");
+        tracing::info!(endpoints = ?server.fleet.endpoints.names(), %address, ?limits, "serving");
         println!("listening on http://{address}");
-        axum::serve(listener, crate::http::app(server))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        Ok(())
-    })
+        let fleet = server.fleet.clone();
+        crate::http::listen::serve(
+            listener,
+            crate::http::app(server),
+            limits,
+            shutdown_signal(),
+        )
+        .await;
+        // Whatever the upkeep's 250 ms flush has not written yet.
+        let flushed =
+            tokio::task::spawn_blocking(move || fleet.experiments.flush(&fleet.stored.store))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|written| written);
+        if let Err(e) = flushed {
+            tracing::error!(error = %e, "writing the experiments' ledger at shutdown failed");
+        }
+        anyhow::Ok(())
+    })?;
+    // Guest calls still running after the drain deadline (on the blocking pool) are not
+    // waited for.
+    tokio.shutdown_background();
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Read a deployment file and check its entries against the API's members.
@@ -205,6 +267,8 @@ pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> a
         runtime: onnxruntime.load()?.runtime_config(),
         max_payload_bytes: file.max_payload_bytes,
         credentials: None,
+        body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
+        artifact_roots: None,
     };
     let tokio = tokio::runtime::Runtime::new()?;
     let server = tokio.block_on(start(
@@ -301,6 +365,72 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// The connection-limit flags of `plinth serve` (defaults in [`Limits`], where they are
+/// documented).
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Seconds a client has to send a request's headers, from their first byte; a slower one
+    /// is disconnected.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PLINTH_HEADER_READ_TIMEOUT",
+        default_value_t = Limits::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    header_read_timeout: u64,
+    /// Seconds a client has to send a request's body once its headers are in; a slower one
+    /// is answered 408 and disconnected.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PLINTH_BODY_READ_TIMEOUT",
+        default_value_t = Limits::DEFAULT_BODY_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    body_read_timeout: u64,
+    /// Seconds a keep-alive connection may stay idle between requests before it is closed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PLINTH_IDLE_TIMEOUT",
+        default_value_t = Limits::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    idle_timeout: u64,
+    /// Connections open at once; at the cap, new connections wait (in the listen backlog)
+    /// until one closes.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "PLINTH_MAX_CONNECTIONS",
+        default_value_t = Limits::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    max_connections: u32,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for the requests in flight before exiting.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PLINTH_DRAIN_TIMEOUT",
+        default_value_t = Limits::DEFAULT_DRAIN_TIMEOUT.as_secs(),
+    )]
+    drain_timeout: u64,
+}
+
+impl HttpArgs {
+    /// The limits these flags set.
+    fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connections: self.max_connections,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+        }
+    }
 }
 
 /// The ONNX Runtime flags of `plinth serve`.

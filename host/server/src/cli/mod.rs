@@ -47,6 +47,13 @@ enum Command {
         credentials: Option<PathBuf>,
         #[command(flatten)]
         onnxruntime: crate::serve::OnnxRuntimeArgs,
+        #[command(flatten)]
+        http: crate::serve::HttpArgs,
+        /// A directory models' `Image` and `ModelDataUrl` may name files under (repeat it for
+        /// several; PLINTH_ARTIFACT_ROOTS separates them with `:`). None given: the working
+        /// directory. A deployment file's own directory counts for the file.
+        #[arg(long = "artifact-root", env = "PLINTH_ARTIFACT_ROOTS", value_delimiter = ':')]
+        artifact_roots: Vec<PathBuf>,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -499,12 +506,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             credentials,
             onnxruntime,
+            http,
+            artifact_roots,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
             data_dir,
             credentials,
             onnxruntime,
+            http,
+            artifact_roots,
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;

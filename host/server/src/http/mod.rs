@@ -1,5 +1,6 @@
 //! The wire: the router, the SageMaker runtime API (InvokeEndpoint), the control plane's
-//! awsJson1.1 protocol, SigV4 authentication, `/ping` and `/metrics`. Requests are taken
+//! awsJson1.1 protocol, SigV4 authentication, `/ping` and `/metrics`, and the accept loop
+//! with its connection limits and graceful shutdown (`listen`). Requests are taken
 //! apart here and handed to the operations (`ops`) or to the live fleet (`fleet`); nothing
 //! below this layer knows about HTTP requests.
 
@@ -7,6 +8,7 @@ pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod control;
 pub(crate) mod invoke;
+pub mod listen;
 pub(crate) mod router;
 pub(crate) mod server;
 

@@ -1,11 +1,21 @@
 //! The router: which path goes where, signatures required on the control plane and
 //! InvokeEndpoint when credentials are configured; `/ping` and `/metrics` (Prometheus text,
-//! per-variant gauges read from the live table).
+//! per-variant gauges read from the live table); a deadline on every request body
+//! (`body.rs`).
+//!
+//! Without credentials (loopback only), every path but `/ping` requires a `Host` naming
+//! loopback (`localhost`, `127.0.0.1`, `[::1]`, any port) and answers anything else 403:
+//! a web page whose name was rebound to 127.0.0.1 (DNS rebinding) sends its own name as
+//! `Host`, so it reaches neither the control plane, nor invocations, nor `/metrics`.
+//! `/ping` stays open, as SageMaker's container contract has it (it reveals nothing). A
+//! request without `Host` is let through: browsers always send one.
 
 use super::server::Server;
-use super::{auth, control, invoke};
-use axum::extract::State;
+use super::{auth, body, control, invoke};
+use crate::error::ApiError;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -13,22 +23,77 @@ use std::sync::Arc;
 
 /// The router. The control plane and InvokeEndpoint require a signature when credentials
 /// are configured (without them, the check is not in the path at all); `/ping` and
-/// `/metrics` do not.
+/// `/metrics` do not. Without credentials, every path but `/ping` requires a loopback
+/// `Host` (see the module header).
 pub fn app(server: Arc<Server>) -> Router {
     let mut signed = Router::new()
         .route("/", post(control::control))
         .route("/endpoints/{name}/invocations", post(invoke::invoke));
+    let mut guarded = Router::new().route("/metrics", get(metrics));
     if server.verifier.is_some() {
         signed = signed.route_layer(axum::middleware::from_fn_with_state(
             server.clone(),
             auth::require_signature,
         ));
+        guarded = guarded.merge(signed);
+    } else {
+        guarded = guarded
+            .merge(signed)
+            .route_layer(axum::middleware::from_fn(require_loopback_host));
     }
+    let body_read_timeout = server.body_read_timeout;
     Router::new()
         .route("/ping", get(ping))
-        .route("/metrics", get(metrics))
-        .merge(signed)
+        .merge(guarded)
         .with_state(server)
+        .layer(axum::middleware::map_request(move |request: Request| {
+            let deadline = body_read_timeout;
+            async move { request.map(|b| body::with_deadline(b, deadline)) }
+        }))
+}
+
+/// Middleware: pass a request on only if its `Host` (when it has one) names loopback.
+async fn require_loopback_host(request: Request, next: Next) -> Response {
+    let host = request.headers().get(axum::http::header::HOST);
+    if let Some(host) = host.filter(|h| !h.to_str().is_ok_and(is_loopback_host)) {
+        let shown = String::from_utf8_lossy(host.as_bytes()).into_owned();
+        tracing::warn!(host = %shown, path = %request.uri().path(), "request refused: Host is not loopback");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!(
+                "Host {shown:?} is not loopback: without credentials this server answers only \
+                 requests addressed to localhost, 127.0.0.1 or [::1] (this blocks DNS \
+                 rebinding); use one of those names, or start it with --credentials"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` value is `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, "")) => return name == "::1",
+            Some((name, port)) => {
+                return name == "::1" && port.strip_prefix(':').is_some_and(is_port)
+            }
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
+}
+
+/// Whether `s` is a port number.
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok()
 }
 
 /// Prometheus text exposition. Per-variant gauges are read from the live table.
@@ -66,4 +131,39 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
 /// Health check, as SageMaker's container contract: 200 with an empty body.
 async fn ping() -> StatusCode {
     StatusCode::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LocalHost:8080",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:65535",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "127.0.0.2",
+            "0.0.0.0:8080",
+            "[::2]:80",
+            "[::1]x",
+            "localhost:",
+            "localhost:99999",
+            "::1",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

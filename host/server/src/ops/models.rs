@@ -43,7 +43,18 @@ pub(crate) async fn create_model(
     let mut fields = input.rest;
     fields.insert("PrimaryContainer".into(), container);
     let mut definition: ModelDefinition = parse(Value::Object(fields))?;
-    check_model(&definition)?;
+    // Where the files are, and only if they are under the artifact roots (checked before
+    // anything else looks at them).
+    let image = definition.primary_container.image.clone();
+    let image_path = stored.roots.check("Image", &image).map_err(validation)?;
+    let url_path = definition
+        .primary_container
+        .model_data_url
+        .as_deref()
+        .map(|url| stored.roots.check("ModelDataUrl", url))
+        .transpose()
+        .map_err(validation)?;
+    check_model(&definition, &image_path)?;
     runtime
         .backend_for(definition.plinth_backend)
         .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
@@ -59,22 +70,21 @@ pub(crate) async fn create_model(
     // Keep the component and the artifact (unpacked) in the data directory, by digest: a
     // bad one is reported here, not at deploy time, and the model runs exactly these bytes
     // for its whole life, whatever becomes of the files it names.
-    let cache = stored.artifacts.clone();
-    let image = definition.primary_container.image.clone();
-    let url = definition.primary_container.model_data_url.clone();
-    let digests = {
-        let (image, url) = (image.clone(), url.clone());
-        tokio::task::spawn_blocking(move || {
+    let keep_all = {
+        let cache = stored.artifacts.clone();
+        let image = image.clone();
+        move || {
             use crate::state::artifacts::{keep, keep_component};
             Ok::<_, String>(Digests {
-                image: keep_component(&cache, &image)?,
-                model_data_url: url.map(|url| keep(&cache, &url)).transpose()?,
+                image: keep_component(&cache, &image, &image_path)?,
+                model_data_url: url_path.as_deref().map(|url| keep(&cache, url)).transpose()?,
             })
-        })
+        }
+    };
+    let digests = tokio::task::spawn_blocking(keep_all.clone())
         .await
         .map_err(internal)?
-        .map_err(validation)?
-    };
+        .map_err(validation)?;
     let _exclusive = changes.lock().await;
     // Another CreateModel of the same name may have committed while this one unpacked.
     if let Some(taken) = exists() {
@@ -90,16 +100,10 @@ pub(crate) async fn create_model(
                 .as_deref()
                 .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err());
     if missing {
-        let cache = stored.artifacts.clone();
-        let (image, url) = (image.clone(), url.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::state::artifacts::keep_component(&cache, &image)?;
-            url.map(|url| crate::state::artifacts::keep(&cache, &url))
-                .transpose()
-        })
-        .await
-        .map_err(internal)?
-        .map_err(validation)?;
+        tokio::task::spawn_blocking(keep_all)
+            .await
+            .map_err(internal)?
+            .map_err(validation)?;
     }
     definition.plinth_digests = Some(digests);
     let record = Record {
@@ -116,10 +120,11 @@ pub(crate) async fn create_model(
     Ok(json!({ "ModelArn": arn("model", &name) }))
 }
 
-fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
+/// The model's settings in range, and its component a file (`image_path`: where `Image`
+/// resolved under the artifact roots).
+fn check_model(d: &ModelDefinition, image_path: &str) -> Result<(), ApiError> {
     let c = &d.primary_container;
-    let component = crate::state::artifacts::local_path("Image", &c.image).map_err(validation)?;
-    if !component.is_file() {
+    if !std::path::Path::new(image_path).is_file() {
         return Err(validation(format!(
             "Image {:?}: no component file there",
             c.image

@@ -35,14 +35,87 @@ pub(crate) fn local_path(field: &str, value: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// The directories a model's `Image` and `ModelDataUrl` may name paths under (`plinth serve
+/// --artifact-root`, and a deployment file's own directory for the file). `None` inside: no
+/// restriction (embedding, the in-process tests).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Roots(Option<Vec<PathBuf>>);
+
+impl Roots {
+    /// Only paths under `dirs` (each must exist; symlinks in them are resolved).
+    pub(crate) fn under(dirs: &[PathBuf]) -> Result<Self, String> {
+        dirs.iter()
+            .map(|d| {
+                d.canonicalize()
+                    .map_err(|e| format!("artifact root {}: {e}", d.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|dirs| Self(Some(dirs)))
+    }
+
+    /// No restriction.
+    pub(crate) fn anywhere() -> Self {
+        Self(None)
+    }
+
+    /// `value` (the member `member`: a path or `file://` URL) as a path under a root, or a
+    /// refusal that names the member and says nothing of the host: whether a path outside
+    /// the roots exists is never looked at, and a path inside that leads outside (a link) is
+    /// refused alike.
+    pub(crate) fn check(&self, member: &str, value: &str) -> Result<String, String> {
+        let path = local_path(member, value)?;
+        let Some(roots) = &self.0 else {
+            return Ok(value.to_string());
+        };
+        let outside = || {
+            format!(
+                "{member} {value:?} is not under an artifact root of this server (plinth serve \
+                 --artifact-root DIR names the directories models may come from)"
+            )
+        };
+        let absolute = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir().map_err(|_| outside())?.join(path)
+        };
+        let lexical = normalise(&absolute);
+        if !roots.iter().any(|r| lexical.starts_with(r)) {
+            return Err(outside());
+        }
+        let real = lexical
+            .canonicalize()
+            .map_err(|_| format!("{member} {value:?}: nothing there"))?;
+        if !roots.iter().any(|r| real.starts_with(r)) {
+            return Err(outside());
+        }
+        Ok(real.display().to_string())
+    }
+}
+
+/// `path` with `.` and `..` resolved by name alone (no symlink followed).
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The largest component file.
 const MAX_COMPONENT_BYTES: u64 = 1 << 30;
 
-/// Keep a copy of the component `image` names in `cache`, under its content digest, and
-/// give the digest (`sha256:<hex>`): what a model runs from then on, whatever happens to
-/// the file it came from.
-pub(crate) fn keep_component(cache: &Path, image: &str) -> Result<String, String> {
-    let bytes = read_component(image)?;
+/// Keep a copy of the component `image` names (read from `path`: where it resolved, under
+/// the artifact roots) in `cache`, under its content digest, and give the digest
+/// (`sha256:<hex>`): what a model runs from then on, whatever happens to the file it came
+/// from.
+pub(crate) fn keep_component(cache: &Path, image: &str, path: &str) -> Result<String, String> {
+    let bytes = read_component(path)?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     let kept = kept_component(cache, &digest, image);
     if !kept.is_file() {
@@ -480,6 +553,42 @@ mod tests {
         assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
     }
 
+    /// Under roots, only paths inside them are artifacts: outside (also through `..` or a
+    /// link) is refused with the same message whether the path exists or not.
+    #[test]
+    fn only_paths_under_the_roots_are_artifacts() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("model.wasm"), b"x").unwrap();
+        std::fs::write(elsewhere.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("secret"), root.path().join("link"))
+            .unwrap();
+        let roots = Roots::under(&[root.path().to_path_buf()]).unwrap();
+        let inside = root.path().join("model.wasm");
+        let kept = roots.check("Image", inside.to_str().unwrap()).unwrap();
+        assert_eq!(PathBuf::from(kept), inside.canonicalize().unwrap());
+        let url = format!("file://{}", inside.display());
+        assert!(roots.check("Image", &url).is_ok());
+        let refused = |value: String| {
+            let e = roots.check("ModelDataUrl", &value).unwrap_err();
+            assert!(e.contains("not under an artifact root"), "{value}: {e}");
+            assert!(e.starts_with("ModelDataUrl"), "{e}");
+            e
+        };
+        refused("/etc/passwd".into());
+        refused("/".into());
+        refused("/dev/zero".into());
+        refused(elsewhere.path().join("secret").display().to_string());
+        refused(elsewhere.path().join("missing").display().to_string());
+        refused(format!("{}/../{}", root.path().display(), "etc/passwd"));
+        refused(root.path().join("link").display().to_string());
+        let e = roots
+            .check("Image", root.path().join("missing").to_str().unwrap())
+            .unwrap_err();
+        assert!(e.contains("nothing there"), "{e}");
+        assert!(Roots::anywhere().check("Image", "/etc/passwd").is_ok());
+    }
+
     /// A device is no artifact: refused before anything is read (reading `/dev/zero` would
     /// never end).
     #[test]
@@ -548,5 +657,79 @@ mod tests {
         std::fs::write(&many, builder.into_inner().unwrap()).unwrap();
         let e = resolve(&cache, many.to_str().unwrap()).unwrap_err();
         assert!(e.contains("more than"), "{e}");
+    }
+}
+
+/// The archive reader against hostile bytes: whatever an archive holds, unpacking returns
+/// (an error or the files) and never panics, and nothing lands outside its directory.
+/// `PLINTH_FUZZ_CASES` cases (100,000 by default).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config as ProptestConfig;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PLINTH_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A small valid archive: a directory, two files, a PAX record.
+    fn seed() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_path("pax").unwrap();
+        let record = b"20 path=d/model.onnx\n";
+        header.set_size(record.len() as u64);
+        header.set_cksum();
+        builder.append(&header, &record[..]).unwrap();
+        for (name, data) in [("d/model.onnx", &b"onnx bytes"[..]), ("w.bin", b"weights")] {
+            let mut header = tar::Header::new_ustar();
+            header.set_path(name).unwrap();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append(&header, data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn mutated_archives_never_panic_nor_escape(
+            edits in proptest::collection::vec((0usize..2048, any::<u8>()), 0..8),
+            cut in 0usize..2600,
+        ) {
+            let mut bytes = seed();
+            for (at, value) in edits {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = value;
+                }
+            }
+            bytes.truncate(cut.max(1));
+            let root = tempfile::tempdir().unwrap();
+            let into = root.path().join("into");
+            std::fs::create_dir(&into).unwrap();
+            let _ = unpack(&bytes[..], &into);
+            // Nothing beside `into`.
+            let beside: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
+            prop_assert_eq!(beside.len(), 1);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let root = tempfile::tempdir().unwrap();
+            let _ = unpack(&bytes[..], root.path());
+        }
     }
 }

@@ -15,15 +15,23 @@ pub(crate) struct Stored {
     pub(crate) store: Store,
     /// Where `.tar.gz` model artifacts are unpacked.
     pub(crate) artifacts: PathBuf,
+    /// Where models' files may come from.
+    pub(crate) roots: super::artifacts::Roots,
 }
 
 impl Stored {
     /// `store`, with `catalog` read from it and artifacts unpacked under `artifacts`.
-    pub(crate) fn new(store: Store, catalog: Catalog, artifacts: PathBuf) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        catalog: Catalog,
+        artifacts: PathBuf,
+        roots: super::artifacts::Roots,
+    ) -> Self {
         Self {
             catalog: Mutex::new(catalog),
             store,
             artifacts,
+            roots,
         }
     }
 
