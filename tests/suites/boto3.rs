@@ -12,6 +12,10 @@
 //!   unknown key, unsigned, tampered, malformed, clock skew) that change nothing, and
 //!   deletion (`test_control_boto3.py`).
 //!
+//! - `boto3_over_https`: a server started with `--tls-cert`/`--tls-key`, a certificate for
+//!   127.0.0.1 made by the test (rcgen); boto3 trusting only it creates, deploys and invokes;
+//!   untrusted, it refuses the server; plain HTTP gets no answer (`test_tls_boto3.py`).
+//!
 //! Without the venv the tests are skipped, unless `CI=true`, where they fail.
 
 use plinth_tests::{
@@ -62,6 +66,44 @@ fn boto3_sagemaker_control_plane_life_cycle() {
             ("IRIS_MODEL_DIR", IRIS_MODEL_DIR),
             ("ECHO_WASM", ECHO_WASM),
             ("PLINTH_SCRATCH", &scratch_path),
+        ],
+    );
+}
+
+#[test]
+fn boto3_over_https() {
+    let Some(python) = plinth_tests::venv_python("boto3_over_https") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("create a scratch directory");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("make a certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let server = Server::start_with(
+        BIN,
+        Options {
+            credentials: Some(plinth_tests::credentials_toml(ACCESS_KEY, SECRET_KEY)),
+            args: vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ],
+            ..Options::default()
+        },
+    );
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+    server.run_python(
+        &python,
+        "test_tls_boto3.py",
+        &[
+            ("PLINTH_CA", cert.to_str().unwrap()),
+            ("PLINTH_ACCESS_KEY", ACCESS_KEY),
+            ("PLINTH_SECRET_KEY", SECRET_KEY),
+            ("PLINTH_ECHO_WASM", ECHO_WASM),
         ],
     );
 }

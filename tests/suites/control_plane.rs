@@ -1798,11 +1798,24 @@ fn only_a_server_with_credentials_listens_beyond_loopback() {
     assert!(e.stderr.contains("credentials"), "stderr:\n{}", e.stderr);
     assert!(e.stderr.contains("loopback"), "stderr:\n{}", e.stderr);
 
+    // Beyond loopback, plain HTTP only when asked for (behind a proxy that terminates TLS).
+    let Err(e) = Server::try_start_with(
+        BIN,
+        Options {
+            bind: "0.0.0.0:0".into(),
+            credentials: Some(credentials_toml(ACCESS_KEY_ID, SECRET_ACCESS_KEY)),
+            ..Options::default()
+        },
+    ) else {
+        panic!("plinth serve --bind 0.0.0.0:0 served plain HTTP without --plaintext");
+    };
+    assert!(e.stderr.contains("--tls-cert"), "stderr:\n{}", e.stderr);
     let server = Server::start_with(
         BIN,
         Options {
             bind: "0.0.0.0:0".into(),
             credentials: Some(credentials_toml(ACCESS_KEY_ID, SECRET_ACCESS_KEY)),
+            args: vec!["--plaintext".into()],
             ..Options::default()
         },
     );

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub onnxruntime: OnnxRuntimeArgs,
     /// Connection limits and the shutdown's drain deadline.
     pub http: HttpArgs,
+    /// HTTPS.
+    pub tls: TlsArgs,
     /// The directories models' files may come from (`--artifact-root`); none given: the
     /// working directory. A deployment file's directory is added for it.
     pub artifact_roots: Vec<PathBuf>,
@@ -69,7 +71,10 @@ fn artifact_roots(given: Vec<PathBuf>, config: Option<&Path>) -> anyhow::Result<
         let dir = config.parent().filter(|d| !d.as_os_str().is_empty());
         roots.push(dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
     }
-    tracing::info!(?roots, "models' Image and ModelDataUrl must be under these directories");
+    tracing::info!(
+        ?roots,
+        "models' Image and ModelDataUrl must be under these directories"
+    );
     Ok(roots)
 }
 
@@ -182,6 +187,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
              to loopback only (use --bind 127.0.0.1:PORT, or give --credentials FILE)"
         );
     }
+    let tls = options.tls.acceptor(bind)?;
     let deployment = options.config.as_deref().map(read_deployment).transpose()?;
     let limits = options.http.limits();
     let settings = Settings {
@@ -224,12 +230,14 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             tracing::warn!("no credentials configured: serving unauthenticated on loopback only");
         }
         tracing::info!(endpoints = ?server.fleet.endpoints.names(), %address, ?limits, "serving");
-        println!("listening on http://{address}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{address}");
         let fleet = server.fleet.clone();
         crate::http::listen::serve(
             listener,
             crate::http::app(server),
             limits,
+            tls,
             shutdown_signal(),
         )
         .await;
@@ -365,6 +373,70 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// TLS for `plinth serve`: required for a bind beyond loopback (unless `--plaintext` says a
+/// proxy in front terminates it).
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// The server's certificate chain (PEM), for HTTPS.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "PLINTH_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "PLINTH_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP beyond loopback: only behind a proxy that terminates TLS.
+    #[arg(long, env = "PLINTH_PLAINTEXT")]
+    plaintext: bool,
+}
+
+impl TlsArgs {
+    /// The acceptor, if TLS is configured; refuses a bind beyond loopback without it
+    /// (unless `--plaintext`).
+    fn acceptor(&self, bind: SocketAddr) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            if !bind.ip().is_loopback() && !self.plaintext {
+                bail!(
+                    "refusing to serve plain HTTP on {bind}: beyond loopback Plinth serves HTTPS \
+                     (give --tls-cert PEM and --tls-key PEM), or --plaintext behind a proxy \
+                     that terminates TLS"
+                );
+            }
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow!("--tls-cert {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            bail!("--tls-cert {}: no certificate in it", cert.display());
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow!("--tls-key {}: {e}", key.display()))?;
+        // ring, not aws-lc-rs: no C build of a crypto library (rustls deprecates ring's
+        // default provider only for its lack of post-quantum key exchange).
+        #[allow(deprecated)]
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| anyhow!("--tls-cert and --tls-key do not make a certificate: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
 }
 
 /// The connection-limit flags of `plinth serve` (defaults in [`Limits`], where they are

@@ -49,10 +49,16 @@ enum Command {
         onnxruntime: crate::serve::OnnxRuntimeArgs,
         #[command(flatten)]
         http: crate::serve::HttpArgs,
+        #[command(flatten)]
+        tls: crate::serve::TlsArgs,
         /// A directory models' `Image` and `ModelDataUrl` may name files under (repeat it for
         /// several; PLINTH_ARTIFACT_ROOTS separates them with `:`). None given: the working
         /// directory. A deployment file's own directory counts for the file.
-        #[arg(long = "artifact-root", env = "PLINTH_ARTIFACT_ROOTS", value_delimiter = ':')]
+        #[arg(
+            long = "artifact-root",
+            env = "PLINTH_ARTIFACT_ROOTS",
+            value_delimiter = ':'
+        )]
         artifact_roots: Vec<PathBuf>,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
@@ -507,6 +513,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             credentials,
             onnxruntime,
             http,
+            tls,
             artifact_roots,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
@@ -515,6 +522,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             credentials,
             onnxruntime,
             http,
+            tls,
             artifact_roots,
         }),
         Command::Apply { config, server } => {

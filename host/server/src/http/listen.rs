@@ -81,6 +81,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let max = limits.max_connections.max(1);
@@ -116,8 +117,20 @@ pub async fn serve(
             idle_timeout: limits.idle_timeout,
             stopped: stopped.clone(),
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection.run(stream).await;
+            match tls {
+                // The handshake is bounded by the header-read timeout, as a request's head is.
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(connection.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection.run(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => connection.run(stream).await,
+            }
             tracing::trace!(%peer, "connection closed");
             drop(slot);
         });
@@ -150,7 +163,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: tokio::net::TcpStream) {
+    async fn run<S>(mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
         let app = self.app;
         let seen = activity.clone();
@@ -292,13 +308,14 @@ impl Drop for Busy {
     }
 }
 
-/// A connection's socket, telling its [`Activity`] when bytes come and go.
-struct Watched {
-    stream: tokio::net::TcpStream,
+/// A connection's socket (TCP, or TLS over it), telling its [`Activity`] when bytes come
+/// and go.
+struct Watched<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -313,7 +330,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
