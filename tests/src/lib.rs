@@ -344,6 +344,9 @@ pub struct Options {
     /// Environment changes for the server: `(name, Some(value))` sets, `(name, None)`
     /// removes (e.g. `ORT_DYLIB_PATH`, which the server otherwise inherits).
     pub env: Vec<(String, Option<String>)>,
+    /// A command the server runs under (e.g. `["strace", "-f", "-o", FILE]`): the server is
+    /// then its argument, and [`Server::pid`] is the wrapper's.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Options {
@@ -354,6 +357,7 @@ impl Default for Options {
             bind: "127.0.0.1:0".into(),
             args: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -471,7 +475,14 @@ impl Server {
     }
 
     fn launch(bin: &str, options: Options, dir: tempfile::TempDir) -> Result<Server, StartError> {
-        let mut command = Command::new(bin);
+        let mut command = match options.wrapper.split_first() {
+            Some((wrapper, args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
         command
             .arg("serve")
             .arg("--bind")

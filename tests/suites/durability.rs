@@ -423,7 +423,12 @@ fn what_no_model_keeps_is_collected() {
     };
     let a = with_artifact("a", b"one");
     let b = with_artifact("b", b"two");
-    let hex = |d: &Value| d.as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let hex = |d: &Value| {
+        d.as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
     assert!(entries("artifacts").contains(&hex(&a["ModelDataUrl"])));
     assert!(entries("artifacts").contains(&hex(&b["ModelDataUrl"])));
     assert_eq!(a["Image"], b["Image"], "the same component, kept once");
@@ -441,8 +446,14 @@ fn what_no_model_keeps_is_collected() {
 
     server.call("DeleteModel", json!({"ModelName": "a"}));
     let artifacts = entries("artifacts");
-    assert!(!artifacts.contains(&hex(&a["ModelDataUrl"])), "{artifacts:?}");
-    assert!(artifacts.contains(&hex(&b["ModelDataUrl"])), "{artifacts:?}");
+    assert!(
+        !artifacts.contains(&hex(&a["ModelDataUrl"])),
+        "{artifacts:?}"
+    );
+    assert!(
+        artifacts.contains(&hex(&b["ModelDataUrl"])),
+        "{artifacts:?}"
+    );
     assert!(entries("artifacts/components").contains(&hex(&b["Image"])));
     assert_eq!(compiled(&b["Image"]), 1, "b still uses the component");
 
@@ -452,4 +463,175 @@ fn what_no_model_keeps_is_collected() {
     assert!(!entries("artifacts").contains(&hex(&b["ModelDataUrl"])));
     assert!(entries("artifacts/components").is_empty());
     assert_eq!(compiled(&b["Image"]), 0);
+}
+
+/// Every change sent, in order: the resource name, whether it creates (else deletes), and
+/// whether it was acknowledged (answered 200).
+type Acknowledgements = Arc<Mutex<Vec<(String, bool, bool)>>>;
+
+/// Creates and deletes of models and endpoint configs, as fast as they go, until the server
+/// dies; each is recorded before it is sent, and marked when it is answered 200.
+fn churn(url: String, round: u32, acknowledged: Acknowledgements) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let ok = |op: &str, input: Value| -> Option<bool> {
+        let response = client
+            .post(format!("{url}/"))
+            .header("X-Amz-Target", format!("SageMaker.{op}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(input.to_string())
+            .send()
+            .ok()?;
+        Some(response.status().is_success())
+    };
+    for i in 0.. {
+        let model = format!("k{round}-{i}");
+        let config = format!("kc{round}-{i}");
+        let steps: [(&str, Value, &str, bool); 4] = [
+            (
+                "CreateModel",
+                json!({"ModelName": model, "PrimaryContainer": {"Image": ECHO_WASM}}),
+                &model,
+                true,
+            ),
+            (
+                "CreateEndpointConfig",
+                json!({"EndpointConfigName": config, "ProductionVariants": [
+                    {"VariantName": "A", "ModelName": model}]}),
+                &config,
+                true,
+            ),
+            (
+                "DeleteEndpointConfig",
+                json!({"EndpointConfigName": config}),
+                &config,
+                false,
+            ),
+            ("DeleteModel", json!({"ModelName": model}), &model, false),
+        ];
+        // Every other pair is kept, so that creates are checked after restarts too.
+        let steps = if i % 2 == 0 { &steps[..] } else { &steps[..2] };
+        for (op, input, name, creates) in steps {
+            let index = {
+                let mut sent = acknowledged.lock().unwrap();
+                sent.push((name.to_string(), *creates, false));
+                sent.len() - 1
+            };
+            match ok(op, input.clone()) {
+                Some(true) => acknowledged.lock().unwrap()[index].2 = true,
+                Some(false) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+/// kill -9 at 50 moments of a burst of creates and deletes: after each restart, every
+/// acknowledged create is there and every acknowledged delete is not (a 200 means the change
+/// is on disk). `PLINTH_DURABILITY_KILLS` sets how many kills (50 by default).
+#[test]
+fn fifty_kills_lose_no_acknowledged_write() {
+    let kills: u32 = std::env::var("PLINTH_DURABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut server = Server::start_with(BIN, Options::default());
+    let mut checked = 0;
+    for round in 0..kills {
+        let acknowledged: Acknowledgements = Arc::default();
+        let worker = {
+            let (url, acknowledged) = (server.url().to_string(), acknowledged.clone());
+            std::thread::spawn(move || churn(url, round, acknowledged))
+        };
+        // Pseudo-random moments between 20 and 220 ms into the burst.
+        let after = 20 + (u64::from(round) * 7919) % 200;
+        std::thread::sleep(Duration::from_millis(after));
+        server = server
+            .kill_and_restart()
+            .unwrap_or_else(|e| panic!("round {round}: no restart after kill -9: {}", e.stderr));
+        worker.join().unwrap();
+        let sent = acknowledged.lock().unwrap();
+        // The last change sent for a name decides, if it was acknowledged; one the kill cut
+        // off may or may not have happened.
+        let mut last = std::collections::BTreeMap::new();
+        for (name, creates, acknowledged) in sent.iter() {
+            last.insert(name.clone(), acknowledged.then_some(*creates));
+        }
+        for (name, exists) in last {
+            let Some(exists) = exists else { continue };
+            let (op, input) = if name.starts_with("kc") {
+                (
+                    "DescribeEndpointConfig",
+                    json!({"EndpointConfigName": name}),
+                )
+            } else {
+                ("DescribeModel", json!({"ModelName": name}))
+            };
+            let status = server.control(op, &input).status();
+            assert_eq!(
+                status == StatusCode::OK,
+                exists,
+                "round {round} (killed after {after} ms): {name} was acknowledged {} but is {}",
+                if exists { "created" } else { "deleted" },
+                if status == StatusCode::OK {
+                    "there"
+                } else {
+                    "gone"
+                }
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= kills as usize,
+        "only {checked} acknowledged changes were checked over {kills} kills"
+    );
+}
+
+/// Each acknowledged change costs at least one fsync of the database (its write-ahead log):
+/// kill -9 alone cannot tell whether the durability settings were weakened (a crash of the
+/// process, unlike one of the machine, loses nothing the kernel holds), this can. The server
+/// runs under `strace`, counting fsync and fdatasync on the database's files.
+#[test]
+fn every_acknowledged_change_is_synced_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("syncs.trace");
+    let server = Server::start_with(
+        BIN,
+        Options {
+            wrapper: [
+                "strace",
+                "-f",
+                "-y",
+                "-e",
+                "trace=fsync,fdatasync",
+                "-o",
+                trace.to_str().unwrap(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        },
+    );
+    let syncs = || {
+        std::fs::read_to_string(&trace)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("plinth.db") && !l.contains("resumed"))
+            .count()
+    };
+    server.create_model("synced", ECHO_WASM, json!({}));
+    let before = syncs();
+    let changes = 20;
+    for i in 0..changes {
+        server.create_config(&format!("synced-{i}"), &[("A", "synced", 1)]);
+    }
+    let per_change = (syncs() - before) as f64 / changes as f64;
+    assert!(
+        per_change >= 1.0,
+        "{per_change} fsyncs of the database per acknowledged change: an answer came before \
+         its write was on disk"
+    );
 }
