@@ -190,6 +190,18 @@ mod tests {
         assert_eq!(pieces, "a,,b,".split(',').collect::<Vec<_>>());
     }
 
+    /// Found by `tests/fuzz.rs`: the vertical tab is whitespace to `str::trim` but not to
+    /// `trim_ascii`, so `"0\u{b}"` was refused as not a number.
+    #[test]
+    fn csv_vertical_tab_is_trimmed_as_str_would() {
+        let t = decode_csv(b"\x0b0\x0b,1\n2,3\x0b\n\x0b").unwrap();
+        assert_eq!((t.shape, t.data), (vec![2, 2], vec![0.0, 1.0, 2.0, 3.0]));
+        assert_eq!(
+            decode_cells(b"\x0bx\x0b", false).unwrap(),
+            vec![vec![Cell::Text("x".into())]]
+        );
+    }
+
     #[test]
     fn csv_trailing_whitespace_is_trimmed_as_str_would() {
         let t = decode_csv("1,2\n\t \n".as_bytes()).unwrap();

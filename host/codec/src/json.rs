@@ -42,6 +42,9 @@ pub fn decode_json(body: &[u8]) -> Result<Tensor, HandlerError> {
     require_values(tensor)
 }
 
+/// The most values [`json_to_tensor`] allocates for before it has read them: 1 MiB of `f32`.
+const MAX_PREALLOCATED_VALUES: usize = 1 << 18;
+
 /// Convert a JSON value (a number or a nested array of numbers) into a tensor of its shape.
 pub fn json_to_tensor(value: &serde_json::Value) -> Result<Tensor, HandlerError> {
     let mut shape = Vec::new();
@@ -53,7 +56,14 @@ pub fn json_to_tensor(value: &serde_json::Value) -> Result<Tensor, HandlerError>
             None => break,
         }
     }
-    let mut data = Vec::with_capacity(shape.iter().product());
+    // The shape is what the first elements promise; a ragged body holds far fewer values
+    // (a product that overflows is always ragged), so it bounds the first allocation only
+    // up to a cap.
+    let promised = shape
+        .iter()
+        .try_fold(1usize, |count, &d| count.checked_mul(d))
+        .unwrap_or(0);
+    let mut data = Vec::with_capacity(promised.min(MAX_PREALLOCATED_VALUES));
     let mut path = String::new();
     collect_json(value, &shape, &mut path, &mut data)?;
     Tensor::new(data, shape)
@@ -248,6 +258,19 @@ mod tests {
         );
         is_bad_request(decode_json(b"[[1, 2], 3]"), "element [1] does not match");
         is_bad_request(decode_json(b"[1, [2]]"), "element [1] does not match");
+    }
+
+    /// Found by `tests/fuzz.rs`: first elements nested 64 deep, each array of two, promise
+    /// 2^64 values in a body of a few hundred bytes. The product overflowed (a panic in a
+    /// debug build) and was the first allocation (an abort for 2^40 in any build).
+    #[test]
+    fn a_shape_promised_by_first_elements_is_not_allocated() {
+        for depth in [40, 64, 100] {
+            let body = "[".repeat(depth) + "1" + &",1]".repeat(depth);
+            is_bad_request(decode_json(body.as_bytes()), "ragged JSON array");
+        }
+        let t = json_to_tensor(&serde_json::json!([[1, 2], [3, 4]])).unwrap();
+        assert_eq!((t.shape, t.data), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
     }
 
     #[test]

@@ -15,8 +15,16 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor of `shape` holding `data`; fails if the sizes disagree.
     pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<Self, HandlerError> {
-        let expected: usize = shape.iter().product();
-        if data.len() != expected {
+        // A product that overflows (with no dimension 0) holds more values than any `data`.
+        let expected = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape
+                .iter()
+                .try_fold(1usize, |count, &d| count.checked_mul(d))
+        };
+        if expected != Some(data.len()) {
+            let expected = expected.map_or_else(|| "more".to_owned(), |n| n.to_string());
             return Err(HandlerError::bad_request(format!(
                 "a tensor of shape {shape:?} holds {expected} values, got {}",
                 data.len()
@@ -103,5 +111,8 @@ mod tests {
             .into_matrix()
             .is_err());
         assert!(Tensor::new(vec![1.0; 3], vec![2, 2]).is_err());
+        // A shape whose product overflows is refused, not a panic.
+        assert!(Tensor::new(vec![], vec![usize::MAX, 2, 0]).is_ok());
+        assert!(Tensor::new(vec![1.0], vec![usize::MAX, 2]).is_err());
     }
 }

@@ -23,13 +23,24 @@ pub(crate) fn split_at_byte(text: &str, separator: u8) -> impl Iterator<Item = &
     })
 }
 
+/// Whether `str::trim` may remove more at a byte where `trim_ascii` stopped: a non-ASCII
+/// byte, or the vertical tab (Unicode whitespace, but not `u8::is_ascii_whitespace`).
+#[inline]
+fn may_be_more_whitespace(byte: u8) -> bool {
+    !byte.is_ascii() || byte == 0x0b
+}
+
 /// `text` without leading and trailing whitespace, as `str::trim` (Unicode whitespace), with
 /// ASCII handled first.
 #[inline]
 pub(crate) fn trim(text: &str) -> &str {
     let text = text.trim_ascii();
     match (text.as_bytes().first(), text.as_bytes().last()) {
-        (Some(first), Some(last)) if !first.is_ascii() || !last.is_ascii() => text.trim(),
+        (Some(&first), Some(&last))
+            if may_be_more_whitespace(first) || may_be_more_whitespace(last) =>
+        {
+            text.trim()
+        }
         _ => text,
     }
 }
@@ -40,7 +51,7 @@ pub(crate) fn trim(text: &str) -> &str {
 pub(crate) fn trim_end(text: &str) -> &str {
     let text = text.trim_ascii_end();
     match text.as_bytes().last() {
-        Some(last) if !last.is_ascii() => text.trim_end(),
+        Some(&last) if may_be_more_whitespace(last) => text.trim_end(),
         _ => text,
     }
 }

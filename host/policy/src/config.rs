@@ -355,7 +355,11 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
     let mut models = BTreeMap::new();
     for (i, m) in parsed.models.iter().enumerate() {
         check_name(format!("models[{i}].name"), &m.name)?;
-        if models.contains_key(&m.name) {
+        // Names are unique ignoring case, as the API's (and the current spelling's) are.
+        if models
+            .keys()
+            .any(|k: &String| k.eq_ignore_ascii_case(&m.name))
+        {
             return Err(err(
                 format!("models[{i}].name"),
                 format!(
@@ -402,7 +406,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
     let mut endpoint_configs = Vec::new();
     for (i, c) in parsed.endpoint_configs.iter().enumerate() {
         check_name(format!("endpoint_configs[{i}].name"), &c.name)?;
-        if configs.contains_key(&c.name) {
+        if configs
+            .keys()
+            .any(|k: &String| k.eq_ignore_ascii_case(&c.name))
+        {
             return Err(err(
                 format!("endpoint_configs[{i}].name"),
                 format!(
@@ -460,7 +467,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
     let mut seen = HashSet::new();
     for (i, e) in parsed.endpoints.iter().enumerate() {
         check_name(format!("endpoints[{i}].name"), &e.name)?;
-        if !seen.insert(e.name.clone()) {
+        if !seen.insert(e.name.to_ascii_lowercase()) {
             return Err(err(
                 format!("endpoints[{i}].name"),
                 format!(
@@ -505,7 +512,10 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
             }
         };
         check_name(format!("alarms[{i}].AlarmName"), &name)?;
-        if alarms.iter().any(|(n, _): &(String, _)| n == &name) {
+        if alarms
+            .iter()
+            .any(|(n, _): &(String, _)| n.eq_ignore_ascii_case(&name))
+        {
             return Err(err(
                 format!("alarms[{i}].AlarmName"),
                 format!("alarm {name:?} is defined twice; give each alarm a unique name"),
@@ -771,6 +781,30 @@ endpoint_config_name = "iris-config"
             assert!(e.starts_with("/etc/plinth/plinth.toml: "), "{e}");
             assert!(e.contains(expected), "expected {expected:?} in {e:?}");
         }
+    }
+
+    /// Found by `tests/fuzz_deployment_file.rs`: models "a" and "A" passed here but the
+    /// same file printed in the API's spelling (`plinth validate --print`) was refused, as
+    /// the API refuses it: names are unique ignoring case in both spellings.
+    #[test]
+    fn names_differing_only_in_case_are_defined_twice() {
+        let text = GOOD.replacen(
+            "[[endpoint_configs]]",
+            "[[models]]\nname = \"IRIS\"\ncomponent = \"c.wasm\"\n\n[[endpoint_configs]]",
+            1,
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`models[1].name`: model \"IRIS\" is defined twice"),
+            "{e}"
+        );
+        let text = GOOD.to_string()
+            + "\n[[endpoints]]\nname = \"Iris\"\nendpoint_config_name = \"iris-config\"\n";
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`endpoints[1].name`: endpoint \"Iris\" is defined twice"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -114,6 +114,22 @@ impl DeploymentFile {
     }
 }
 
+/// The first float in `value` that JSON cannot hold (NaN, an infinity), with its path
+/// (`.PlinthLimits.X`, `[0]`): converted, it would be `null`, which counts as absent.
+fn non_finite(value: &toml::Value) -> Option<(String, f64)> {
+    match value {
+        toml::Value::Float(x) if !x.is_finite() => Some((String::new(), *x)),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite(v).map(|(path, x)| (format!("[{i}]{path}"), x))),
+        toml::Value::Table(table) => table
+            .iter()
+            .find_map(|(k, v)| non_finite(v).map(|(path, x)| (format!(".{k}{path}"), x))),
+        _ => None,
+    }
+}
+
 /// `value` without its null members (TOML has no null; a null member counts as absent).
 fn without_nulls(value: &Value) -> Value {
     match value {
@@ -198,6 +214,12 @@ pub fn parse(file: &Path, text: &str) -> Result<DeploymentFile, ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for (i, entry) in entries.iter().enumerate() {
             let at = format!("{key}[{i}]");
+            if let Some((path, x)) = non_finite(entry) {
+                return Err(err(
+                    format!("{at}{path}"),
+                    format!("{x} is not a number an API input can hold; write a finite number"),
+                ));
+            }
             let mut input =
                 serde_json::to_value(entry).map_err(|e| err(at.clone(), e.to_string()))?;
             if !input.is_object() {
@@ -531,6 +553,16 @@ PrimaryContainer = { Image = "/opt/c.wasm", ModelDataUrl = "s3://bucket/model.ta
             (
                 "[[CreateEndpoint]]\nEndpointName = \"e\"\nEndpointConfigName = \"c\"\n",
                 "/etc/plinth/plinth.toml: `CreateEndpoint[0].EndpointConfigName`: no endpoint config named \"c\"; add a [[CreateEndpointConfig]] entry",
+            ),
+            // Found by `tests/fuzz_deployment_file.rs`: NaN and infinities became `null`,
+            // which counts as absent, so `InitialVariantWeight = nan` took the default.
+            (
+                "[[CreateEndpointConfig]]\nEndpointConfigName = \"c\"\nProductionVariants = [{ VariantName = \"A\", ModelName = \"m\", InitialVariantWeight = nan }]\n",
+                "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].ProductionVariants[0].InitialVariantWeight`: NaN is not a number an API input can hold; write a finite number",
+            ),
+            (
+                "[[CreateAlarm]]\nAlarmName = \"a\"\nThreshold = -inf\n",
+                "/etc/plinth/plinth.toml: `CreateAlarm[0].Threshold`: -inf is not a number an API input can hold",
             ),
             (
                 "CreateModel = 3\n",

@@ -882,7 +882,9 @@ impl<'a> Fault<'a> {
     }
 }
 
-/// `steps` (innermost first) as `ProductionVariants[0].ServerlessConfig`.
+/// `steps` (innermost first) as `ProductionVariants[0].ServerlessConfig`. A key that is
+/// not a plain name (an unknown one: empty, or with spaces, dots or brackets) is written as
+/// a JSON string, so that the path still names it: `PlinthLimits."a.b"`, `""`.
 fn path(steps: &[Step<'_>]) -> String {
     let mut out = String::new();
     for step in steps.iter().rev() {
@@ -891,7 +893,15 @@ fn path(steps: &[Step<'_>]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if plain {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&Value::from(*key).to_string());
+                }
             }
             Step::Index(i) => {
                 out.push('[');
@@ -1491,6 +1501,21 @@ mod tests {
             json!({"EndpointName": "e", "Outcomes": [{"InferenceId": "i", "Value": 1, "Weight": 2}]}),
         );
         assert_eq!(e.path, "Outcomes[0].Weight");
+        // Found by `tests/fuzz_members.rs`: an empty key was named by an empty path, and
+        // the message began " is not a member". Keys that are not plain names are quoted.
+        let e = error("CreateModel", json!({"": 1}));
+        assert_eq!(e.path, "\"\"");
+        assert!(
+            e.message
+                .starts_with("\"\" is not a member of CreateModel's input"),
+            "{}",
+            e.message
+        );
+        let e = error(
+            "CreateModel",
+            json!({"PlinthLimits": {"Memory Size.In[MB]": 1}}),
+        );
+        assert_eq!(e.path, "PlinthLimits.\"Memory Size.In[MB]\"");
         // StatusEquals belongs to ListEndpoints only.
         assert_eq!(
             error("ListModels", json!({"StatusEquals": "InService"})).path,
