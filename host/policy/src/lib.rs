@@ -13,6 +13,8 @@
 //! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
 //!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
 //!   comparison ([`shadow`]).
+//! - Authorization: whether an access key's IAM-style policy allows an action on a resource
+//!   ([`iam`]).
 //! - Scheduling: whether a wasi-nn computation runs inline or on the backend pool
 //!   ([`compute_placement`]).
 
@@ -22,6 +24,7 @@ pub mod capacity;
 pub mod compute_placement;
 pub mod config;
 pub mod deployment_file;
+pub mod iam;
 pub mod members;
 pub mod metric_alarm;
 pub mod model_limits;

@@ -1,7 +1,8 @@
 //! AWS Signature Version 4 for the SageMaker APIs: signing requests (the `plinth` CLI and the
 //! tests act as the client) and verifying them (the server authenticates callers).
 //!
-//! This module owns the credentials file format ([`Verifier::from_file`]), the canonical request,
+//! This module owns the credentials file format ([`Verifier::from_file`], each key with an
+//! optional IAM-style policy, validated at load by `plinth_policy::iam`), the canonical request,
 //! string-to-sign and signing-key derivation (one copy, shared by [`sign`] and
 //! [`Verifier::verify`]), the 15-minute clock-skew rule, and the mapping of every refusal to the
 //! AWS error code and message ([`AuthError`]). Signatures are computed exactly as botocore's
@@ -16,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
+use plinth_policy::iam::Policy;
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -58,23 +60,49 @@ impl fmt::Debug for Credential {
 struct CredentialsFile {
     region: Option<String>,
     #[serde(default)]
-    credentials: Vec<Credential>,
+    credentials: Vec<CredentialEntry>,
+}
+
+/// One `[[credentials]]` table: a key pair and, optionally, the IAM JSON policy document that
+/// limits what it may do (without one, the key may do everything).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialEntry {
+    access_key_id: String,
+    secret_access_key: String,
+    policy: Option<String>,
+}
+
+/// What the server knows about one access key.
+struct Key {
+    secret: String,
+    /// `None`: full access (a key without a policy, as before policies existed).
+    policy: Option<Policy>,
 }
 
 /// The configured key pairs plus the region Plinth answers for (default "us-east-1") and the
 /// signing service name ("sagemaker": botocore signs both `sagemaker` and `sagemaker-runtime`
 /// with signing name "sagemaker").
 pub(crate) struct Verifier {
-    /// Access key id → secret access key.
-    secrets: HashMap<String, String>,
+    /// Access key id → its secret and policy.
+    keys: HashMap<String, Key>,
     region: String,
     service: String,
+}
+
+/// The key a verified request was signed with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    /// The access key id, as IAM's messages name the caller.
+    pub(crate) access_key_id: &'a str,
+    /// The key's policy; `None` is full access.
+    pub(crate) policy: Option<&'a Policy>,
 }
 
 /// Lists the access key ids, never the secrets.
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+        let mut ids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
         ids.sort_unstable();
         f.debug_struct("Verifier")
             .field("access_key_ids", &ids)
@@ -85,15 +113,27 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier for `credentials` (a later duplicate access key id replaces an earlier one),
-    /// answering for `region` with signing service "sagemaker".
+    /// A verifier for `credentials`, each with full access (a later duplicate access key id
+    /// replaces an earlier one), answering for `region` with signing service "sagemaker".
+    #[cfg(test)]
     pub(crate) fn new(credentials: Vec<Credential>, region: String) -> Self {
-        let secrets = credentials
+        Self::with_policies(credentials.into_iter().map(|c| (c, None)).collect(), region)
+    }
+
+    /// A verifier for `credentials`, each with its policy (`None`: full access).
+    fn with_policies(credentials: Vec<(Credential, Option<Policy>)>, region: String) -> Self {
+        let keys = credentials
             .into_iter()
-            .map(|c| (c.access_key_id, c.secret_access_key))
+            .map(|(c, policy)| {
+                let key = Key {
+                    secret: c.secret_access_key,
+                    policy,
+                };
+                (c.access_key_id, key)
+            })
             .collect();
         Self {
-            secrets,
+            keys,
             region,
             service: SIGNING_SERVICE.to_owned(),
         }
@@ -106,10 +146,11 @@ impl Verifier {
     /// [[credentials]]
     /// access_key_id = "AKIDEXAMPLE"
     /// secret_access_key = "..."
+    /// policy = '''{"Statement": [...]}'''   # optional IAM JSON policy; none = full access
     /// ```
     ///
     /// Errors name the file and the problem: unreadable, bad TOML, no credentials, an empty key or
-    /// region, a duplicate access key id.
+    /// region, a duplicate access key id, an invalid policy (with the key and the field).
     pub(crate) fn from_file(path: &Path) -> anyhow::Result<Self> {
         let shown = path.display();
         let text = std::fs::read_to_string(path)
@@ -127,7 +168,8 @@ impl Verifier {
             );
         }
         let mut seen = std::collections::HashSet::new();
-        for (i, c) in file.credentials.iter().enumerate() {
+        let mut credentials = Vec::with_capacity(file.credentials.len());
+        for (i, c) in file.credentials.into_iter().enumerate() {
             let n = i + 1;
             if c.access_key_id.trim().is_empty() {
                 anyhow::bail!(
@@ -141,14 +183,28 @@ impl Verifier {
                     c.access_key_id
                 );
             }
-            if !seen.insert(c.access_key_id.as_str()) {
+            if !seen.insert(c.access_key_id.clone()) {
                 anyhow::bail!(
                     "SigV4 credentials file {shown}: access_key_id {} appears more than once",
                     c.access_key_id
                 );
             }
+            let policy = match &c.policy {
+                None => None,
+                Some(document) => Some(Policy::parse(document).map_err(|e| {
+                    anyhow::anyhow!(
+                        "SigV4 credentials file {shown}: the policy of credentials #{n} ({}) {e}",
+                        c.access_key_id
+                    )
+                })?),
+            };
+            let credential = Credential {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+            };
+            credentials.push((credential, policy));
         }
-        Ok(Self::new(file.credentials, region))
+        Ok(Self::with_policies(credentials, region))
     }
 
     /// The region credential scopes must name.
@@ -164,8 +220,9 @@ impl Verifier {
         self
     }
 
-    /// Verify one request. `path_and_query` is the request target exactly as received on the wire
-    /// (e.g. "/endpoints/my-ep/invocations" or "/?a=b"). `now` is the server clock.
+    /// Verify one request, giving the key it was signed with. `path_and_query` is the request
+    /// target exactly as received on the wire (e.g. "/endpoints/my-ep/invocations" or "/?a=b").
+    /// `now` is the server clock.
     pub(crate) fn verify(
         &self,
         method: &str,
@@ -173,16 +230,17 @@ impl Verifier {
         headers: &HeaderMap,
         body: &[u8],
         now: SystemTime,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Caller<'_>, AuthError> {
         let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(AuthError::MissingAuthenticationToken);
         };
         let authorization = latin1(authorization.as_bytes());
         let auth = parse_authorization(&authorization, headers)?;
 
-        let Some(secret) = self.secrets.get(auth.access_key_id) else {
+        let Some((access_key_id, key)) = self.keys.get_key_value(auth.access_key_id) else {
             return Err(AuthError::UnrecognizedClient);
         };
+        let secret = &key.secret;
 
         let request_date = &auth.amz_date[..8];
         if auth.scope_date != request_date {
@@ -246,7 +304,11 @@ impl Verifier {
         // time.
         let provided = hex::decode(auth.signature).map_err(|_| AuthError::SignatureDoesNotMatch)?;
         mac.verify_slice(&provided)
-            .map_err(|_| AuthError::SignatureDoesNotMatch)
+            .map_err(|_| AuthError::SignatureDoesNotMatch)?;
+        Ok(Caller {
+            access_key_id,
+            policy: key.policy.as_ref(),
+        })
     }
 }
 
@@ -587,7 +649,7 @@ fn percent_encode(bytes: &[u8], extra_safe: &[u8]) -> String {
 
 /// Python's `unquote` at the byte level: `%XX` (either case) becomes the byte, anything else
 /// (including a `%` not followed by two hex digits, and `+`) stays as it is.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1296,13 +1358,15 @@ mod tests {
 
     impl Request {
         fn verify_with(&self, verifier: &Verifier, now: SystemTime) -> Result<(), AuthError> {
-            verifier.verify(
-                &self.method,
-                &self.path_and_query,
-                &self.headers,
-                &self.body,
-                now,
-            )
+            verifier
+                .verify(
+                    &self.method,
+                    &self.path_and_query,
+                    &self.headers,
+                    &self.body,
+                    now,
+                )
+                .map(|_| ())
         }
 
         fn verify(&self) -> Result<(), AuthError> {
@@ -1367,9 +1431,9 @@ mod tests {
         signed_with(&credential(KEY, SECRET), "us-east-1", at(NOW))
     }
 
-    fn assert_refused(result: Result<(), AuthError>, code: &str) -> AuthError {
+    fn assert_refused<T>(result: Result<T, AuthError>, code: &str) -> AuthError {
         match result {
-            Ok(()) => panic!("expected {code}, but the request verified"),
+            Ok(_) => panic!("expected {code}, but the request verified"),
             Err(e) => {
                 assert_eq!(e.code(), code, "{e}");
                 e
@@ -1898,8 +1962,12 @@ mod tests {
         );
         let verifier = Verifier::from_file(file.path()).expect("loads");
         assert_eq!(verifier.region(), "eu-west-1");
-        assert_eq!(verifier.secrets.len(), 2);
-        assert_eq!(verifier.secrets["AKIDTWO"], "secret-two");
+        assert_eq!(verifier.keys.len(), 2);
+        assert_eq!(verifier.keys["AKIDTWO"].secret, "secret-two");
+        assert!(
+            verifier.keys["AKIDTWO"].policy.is_none(),
+            "no policy: full access"
+        );
         assert_eq!(verifier.service, SIGNING_SERVICE);
         let debug = format!("{verifier:?}");
         assert!(
@@ -1960,6 +2028,67 @@ mod tests {
             message.contains("cannot read") && message.contains("absent.toml"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn credentials_file_policies() {
+        let file = write(
+            r#"
+            [[credentials]]
+            access_key_id = "AKIDFULL"
+            secret_access_key = "s"
+            [[credentials]]
+            access_key_id = "AKIDINVOKE"
+            secret_access_key = "t"
+            policy = '''
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+             "Action": "sagemaker:InvokeEndpoint", "Resource": "arn:aws:sagemaker:*:*:endpoint/*"}]}
+            '''
+            "#,
+        );
+        let verifier = Verifier::from_file(file.path()).expect("loads");
+        assert!(verifier.keys["AKIDFULL"].policy.is_none());
+        let policy = verifier.keys["AKIDINVOKE"].policy.as_ref().expect("policy");
+        assert_eq!(
+            policy.decide(
+                "sagemaker:InvokeEndpoint",
+                "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e"
+            ),
+            plinth_policy::iam::Decision::Allow
+        );
+
+        // An invalid policy stops the load, naming the file, the key and the field.
+        let bad = |statement: &str| {
+            format!(
+                "[[credentials]]\naccess_key_id = \"A\"\nsecret_access_key = \"s\"\n\
+                 [[credentials]]\naccess_key_id = \"AKIDBAD\"\nsecret_access_key = \"s\"\n\
+                 policy = '''{{\"Statement\": [{statement}]}}'''\n"
+            )
+        };
+        for (statement, problem) in [
+            (
+                r#"{"Effect": "Permit", "Action": "*", "Resource": "*"}"#,
+                "Statement[0].Effect must be \"Allow\" or \"Deny\"",
+            ),
+            (
+                r#"{"Effect": "Allow", "Action": [], "Resource": "*"}"#,
+                "Statement[0].Action is empty",
+            ),
+            (
+                r#"{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}"#,
+                "Statement[0].Action \"s3:*\" is not a SageMaker action",
+            ),
+        ] {
+            let file = write(&bad(statement));
+            let message = format!("{:#}", Verifier::from_file(file.path()).expect_err(problem));
+            for fragment in [
+                file.path().display().to_string().as_str(),
+                "credentials #2 (AKIDBAD)",
+                problem,
+            ] {
+                assert!(message.contains(fragment), "{fragment}: {message}");
+            }
+        }
     }
 
     #[test]
