@@ -77,7 +77,10 @@ pub(crate) async fn create_model(
             use crate::state::artifacts::{keep, keep_component};
             Ok::<_, String>(Digests {
                 image: keep_component(&cache, &image, &image_path)?,
-                model_data_url: url_path.as_deref().map(|url| keep(&cache, url)).transpose()?,
+                model_data_url: url_path
+                    .as_deref()
+                    .map(|url| keep(&cache, url))
+                    .transpose()?,
             })
         }
     };
