@@ -373,3 +373,33 @@ fn boto3_sees_access_denied() {
         ],
     );
 }
+
+/// The head is checked before the body is read: an unsigned request, or one signed with a
+/// key the server does not know, announcing a 5 MB body it never sends, is refused at once
+/// (a server that buffered first would wait for the body until its read timeout).
+#[test]
+fn a_request_is_refused_before_its_body_is_read() {
+    use std::io::{Read, Write};
+    let server = server();
+    let heads = [
+        "POST /endpoints/e/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_string(),
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: SageMaker.ListModels\r\n\
+         X-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential=AKIDSTRANGER/20260101/us-east-1/sagemaker/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=00\r\n"
+            .to_string(),
+    ];
+    for head in heads {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "{head}Content-Length: 5000000\r\n\r\n").unwrap();
+        let mut answer = [0u8; 256];
+        let n = stream
+            .read(&mut answer)
+            .unwrap_or_else(|e| panic!("no answer before the body ({e}):\n{head}"));
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+}

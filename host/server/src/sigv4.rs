@@ -222,7 +222,9 @@ impl Verifier {
 
     /// Verify one request, giving the key it was signed with. `path_and_query` is the request
     /// target exactly as received on the wire (e.g. "/endpoints/my-ep/invocations" or "/?a=b").
-    /// `now` is the server clock.
+    /// `now` is the server clock. (The server checks in two steps, [`Verifier::verify_head`]
+    /// then [`Pending::finish`]; this is both at once.)
+    #[cfg(test)]
     pub(crate) fn verify(
         &self,
         method: &str,
@@ -231,6 +233,23 @@ impl Verifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Caller<'_>, AuthError> {
+        self.verify_head(method, path_and_query, headers, now)?
+            .finish(body)
+    }
+
+    /// Verify what a request's head allows, before its body is read: the `Authorization`
+    /// header, the key, the credential scope and the clock; and, when the client declared
+    /// its body's hash (`x-amz-content-sha256`), the signature itself. What is left for the
+    /// body ([`Pending::finish`]) is its hash: the signature over it, or the comparison with
+    /// the declared one. An unsigned or foreign request is thus refused before any of its
+    /// body is read.
+    pub(crate) fn verify_head(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<Pending<'_>, AuthError> {
         let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(AuthError::MissingAuthenticationToken);
         };
@@ -274,12 +293,6 @@ impl Verifier {
         let declared = headers
             .get("x-amz-content-sha256")
             .map(|v| latin1(v.as_bytes()));
-        let payload_hash = match declared {
-            None => hex_sha256(body),
-            Some(d) if d == UNSIGNED_PAYLOAD => d,
-            Some(d) if d == hex_sha256(body) => d,
-            Some(_) => return Err(AuthError::ContentSha256Mismatch),
-        };
 
         let canonical_headers: Vec<(String, String)> = auth
             .signed_headers
@@ -292,23 +305,96 @@ impl Verifier {
                 (name.clone(), canonical_header_value(values))
             })
             .collect();
-        let canonical =
-            canonical_request(method, path_and_query, &canonical_headers, &payload_hash);
-        let scope = Scope {
-            date: auth.scope_date,
+        let signed = Signed {
+            secret,
+            method: method.to_owned(),
+            path_and_query: path_and_query.to_owned(),
+            canonical_headers,
+            amz_date: auth.amz_date.clone(),
+            scope_date: auth.scope_date.to_owned(),
             region: &self.region,
             service: &self.service,
+            signature: auth.signature.to_owned(),
         };
-        let mac = signature_mac(secret, &auth.amz_date, &scope, &canonical);
-        // Anything that is not 32 bytes of hex cannot match; verify_slice compares in constant
-        // time.
-        let provided = hex::decode(auth.signature).map_err(|_| AuthError::SignatureDoesNotMatch)?;
-        mac.verify_slice(&provided)
-            .map_err(|_| AuthError::SignatureDoesNotMatch)?;
-        Ok(Caller {
+        let caller = Caller {
             access_key_id,
             policy: key.policy.as_ref(),
+        };
+        Ok(match declared {
+            None => Pending::Signature { signed, caller },
+            Some(declared) => {
+                signed.check(&declared)?;
+                Pending::Hash {
+                    declared: (declared != UNSIGNED_PAYLOAD).then_some(declared),
+                    caller,
+                }
+            }
         })
+    }
+}
+
+/// What a request's body must still show ([`Verifier::verify_head`]).
+pub(crate) enum Pending<'a> {
+    /// The signature covers the body's hash, which only the body gives.
+    Signature { signed: Signed<'a>, caller: Caller<'a> },
+    /// The signature held over the declared hash; the body must have that hash (`None`:
+    /// `UNSIGNED-PAYLOAD`, nothing to check).
+    Hash {
+        declared: Option<String>,
+        caller: Caller<'a>,
+    },
+}
+
+impl<'a> Pending<'a> {
+    /// Finish with the body: the caller, or why the request is refused.
+    pub(crate) fn finish(self, body: &[u8]) -> Result<Caller<'a>, AuthError> {
+        match self {
+            Self::Signature { signed, caller } => {
+                signed.check(&hex_sha256(body))?;
+                Ok(caller)
+            }
+            Self::Hash { declared, caller } => match declared {
+                Some(d) if d != hex_sha256(body) => Err(AuthError::ContentSha256Mismatch),
+                _ => Ok(caller),
+            },
+        }
+    }
+}
+
+/// A request's signature and what it was made over, but the payload hash.
+pub(crate) struct Signed<'a> {
+    secret: &'a str,
+    method: String,
+    path_and_query: String,
+    canonical_headers: Vec<(String, String)>,
+    amz_date: String,
+    scope_date: String,
+    region: &'a str,
+    service: &'a str,
+    signature: String,
+}
+
+impl Signed<'_> {
+    /// Whether the signature is the one the secret makes over the request with
+    /// `payload_hash`.
+    fn check(&self, payload_hash: &str) -> Result<(), AuthError> {
+        let canonical = canonical_request(
+            &self.method,
+            &self.path_and_query,
+            &self.canonical_headers,
+            payload_hash,
+        );
+        let scope = Scope {
+            date: &self.scope_date,
+            region: self.region,
+            service: self.service,
+        };
+        let mac = signature_mac(self.secret, &self.amz_date, &scope, &canonical);
+        // Anything that is not 32 bytes of hex cannot match; verify_slice compares in constant
+        // time.
+        let provided = hex::decode(&self.signature).map_err(|_| AuthError::SignatureDoesNotMatch)?;
+        mac.verify_slice(&provided)
+            .map_err(|_| AuthError::SignatureDoesNotMatch)
     }
 }
 

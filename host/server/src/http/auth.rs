@@ -24,8 +24,11 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Middleware: pass a request on only with a valid signature (or when no credentials are
-/// configured) by a key whose policy allows it. The body is read once (within the route's
-/// size limit) to check its hash and to find the resources it names.
+/// configured) by a key whose policy allows it. What the head shows is checked before the
+/// body is read (`sigv4::Verifier::verify_head`: the key, the scope, the clock, and the
+/// signature itself when the client declared its body's hash), so that an unsigned or
+/// foreign client cannot make the server buffer a body; the body is then read once (within
+/// the route's size limit) to check its hash and to find the resources it names.
 pub(crate) async fn require_signature(
     State(server): State<Arc<Server>>,
     request: Request,
@@ -40,28 +43,32 @@ pub(crate) async fn require_signature(
     } else {
         server.max_payload_bytes
     };
-    let content_length = parts.headers.get(axum::http::header::CONTENT_LENGTH);
-    let body = match read_body(content_length, body, limit, "").await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
     let path_and_query = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let caller = match verifier.verify(
+    let refused = |e: sigv4::AuthError| {
+        tracing::warn!(path = %parts.uri.path(), code = e.code(), error = %e, "request refused: bad signature");
+        ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).into_response()
+    };
+    let pending = match verifier.verify_head(
         parts.method.as_str(),
         path_and_query,
         &parts.headers,
-        &body,
         std::time::SystemTime::now(),
     ) {
+        Ok(pending) => pending,
+        Err(e) => return refused(e),
+    };
+    let content_length = parts.headers.get(axum::http::header::CONTENT_LENGTH);
+    let body = match read_body(content_length, body, limit, "").await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match pending.finish(&body) {
         Ok(caller) => caller,
-        Err(e) => {
-            tracing::warn!(path = %parts.uri.path(), code = e.code(), error = %e, "request refused: bad signature");
-            return ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).into_response();
-        }
+        Err(e) => return refused(e),
     };
     let target = parts
         .headers
