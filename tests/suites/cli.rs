@@ -327,3 +327,25 @@ fn invoke_talks_to_a_running_server() {
         &["expected 4 features per row"],
     );
 }
+
+/// `plinth inspect` tells a plugin author what to call a graph's inputs and outputs, of
+/// which type and shape, and which backends load it; a directory without a graph says so.
+#[test]
+fn inspect_shows_each_graphs_inputs_outputs_and_backends() {
+    let output = plinth(&["inspect", plinth_tests::IRIS_MODEL_DIR]);
+    let stdout = expect_success(&output, "plinth inspect (iris)");
+    for expected in [
+        "graph \"model\"",
+        "Graph::load_by_name(\"model\")",
+        "input",
+        "N,4,F32",
+        "probabilities",
+        "N,3,F32",
+        "Tract        loads it",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let output = plinth(&["inspect", empty.path().to_str().unwrap()]);
+    expect_failure(&output, "plinth inspect (no graph)", &["no *.onnx file"]);
+}

@@ -182,6 +182,14 @@ impl Runtime {
         }
     }
 
+    /// Whether `backend` (resolved as for a model asking for it) loads the ONNX graph
+    /// `bytes`, or why not (`plinth inspect`).
+    pub fn try_load_graph(&self, backend: Backend, bytes: &[u8]) -> Result<Backend, String> {
+        let nn = self.nn_backend(backend, 1)?;
+        nn.load(bytes).map_err(|e| format!("{e:#}"))?;
+        Ok(nn.kind())
+    }
+
     /// Remove compiled components from the on-disk cache unless their component's digest
     /// (hex SHA-256 of its bytes) is in `keep`; gives how many entries went.
     pub fn collect_compiled(&self, keep: &std::collections::HashSet<String>) -> usize {

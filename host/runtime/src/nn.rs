@@ -121,6 +121,57 @@ fn input_position(inputs: &[String], id: &Id) -> Result<usize, BackendError> {
     })
 }
 
+/// One tensor of a graph's signature, as the graph declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSignature {
+    /// The name to give `compute` (inputs) or to read back (outputs).
+    pub name: String,
+    /// Shape and element type in tract's notation, e.g. `N,4,F32` (a letter: a dimension
+    /// the graph leaves open, such as the batch).
+    pub fact: String,
+}
+
+/// What a graph takes and gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSignature {
+    /// Inputs, in order.
+    pub inputs: Vec<TensorSignature>,
+    /// Outputs, in order.
+    pub outputs: Vec<TensorSignature>,
+}
+
+/// The inputs and outputs an ONNX model declares (before any optimisation).
+pub fn onnx_signature(bytes: &[u8]) -> anyhow::Result<GraphSignature> {
+    // Types and shapes as far as inference makes them out (the outputs' come from it).
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))?
+        .into_typed()?;
+    let describe = |outlet: &OutletId, name: String| -> anyhow::Result<TensorSignature> {
+        let fact = model.outlet_fact(*outlet)?;
+        Ok(TensorSignature {
+            name,
+            fact: format!("{fact:?}"),
+        })
+    };
+    let inputs = model
+        .input_outlets()?
+        .iter()
+        .map(|o| describe(o, model.node(o.node).name.clone()))
+        .collect::<anyhow::Result<_>>()?;
+    let outputs = model
+        .output_outlets()?
+        .iter()
+        .map(|o| {
+            let name = model
+                .outlet_label(*o)
+                .map(str::to_string)
+                .unwrap_or_else(|| model.node(o.node).name.clone());
+            describe(o, name)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(GraphSignature { inputs, outputs })
+}
+
 /// A parsed, optimised ONNX graph with its input and output names.
 pub struct TractGraph {
     plan: Plan,

@@ -157,6 +157,15 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Print the inputs and outputs (names, element types, shapes) of each ONNX graph in a
+    /// model directory (the `*.onnx` files at its top, by file stem, as a guest loads them by
+    /// name) or of one `.onnx` file, and which backends load it.
+    Inspect {
+        /// A model directory or an `.onnx` file.
+        path: PathBuf,
+        #[command(flatten)]
+        onnxruntime: crate::serve::OnnxRuntimeArgs,
+    },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
         /// The component (.wasm).
@@ -547,6 +556,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(())
         }
+        Command::Inspect { path, onnxruntime } => {
+            print!("{}", inspect(&path, &onnxruntime)?);
+            Ok(())
+        }
         Command::Validate {
             config,
             print,
@@ -797,4 +810,79 @@ fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// `plinth inspect`: each graph's signature and the backends that load it.
+fn inspect(
+    path: &std::path::Path,
+    onnxruntime: &crate::serve::OnnxRuntimeArgs,
+) -> anyhow::Result<String> {
+    use plinth_runtime::{Backend, Runtime};
+    use std::fmt::Write as _;
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| path.display().to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        anyhow::bail!(
+            "{}: no *.onnx file at its top; a guest loads the graphs there by file stem",
+            path.display()
+        );
+    }
+    let runtime = Runtime::new(&onnxruntime.load()?.runtime_config())
+        .map_err(|e| anyhow::anyhow!("cannot start the Wasm engine: {e:#}"))?;
+    let mut out = String::new();
+    for file in files {
+        let bytes = std::fs::read(&file).with_context(|| file.display().to_string())?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let signature = plinth_runtime::nn::onnx_signature(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not an ONNX graph tract can read: {e:#}",
+                file.display()
+            )
+        })?;
+        let _ = writeln!(out, "graph {name:?} ({})", file.display());
+        let _ = writeln!(out, "  load it with Graph::load_by_name({name:?})");
+        for (what, tensors) in [
+            ("inputs", &signature.inputs),
+            ("outputs", &signature.outputs),
+        ] {
+            let _ = writeln!(out, "  {what}:");
+            for t in tensors {
+                let _ = writeln!(out, "    {:<24} {}", t.name, t.fact);
+            }
+        }
+        if signature.inputs.len() == 1 {
+            let _ = writeln!(
+                out,
+                "  (one input: compute takes it under any name, but give {:?})",
+                signature.inputs[0].name
+            );
+        }
+        let _ = writeln!(out, "  backends:");
+        for backend in [Backend::Tract, Backend::OnnxRuntime] {
+            let verdict = match runtime.try_load_graph(backend, &bytes) {
+                Ok(_) => "loads it".to_string(),
+                Err(_) if backend == Backend::OnnxRuntime && runtime.onnxruntime().is_none() => {
+                    "not tried: no ONNX Runtime library here (give --onnxruntime PATH or set \
+                     ORT_DYLIB_PATH)"
+                        .to_string()
+                }
+                Err(e) => format!("cannot load it: {}", e.lines().next().unwrap_or_default()),
+            };
+            let _ = writeln!(out, "    {:<12} {verdict}", backend.to_string());
+        }
+    }
+    Ok(out)
 }
