@@ -29,9 +29,10 @@ impl MemoryBudget {
     }
 
     /// Bytes held now, linear memory and host together.
-    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
-        self.linear.load(Ordering::SeqCst) + self.host.load(Ordering::SeqCst)
+        self.linear
+            .load(Ordering::SeqCst)
+            .saturating_add(self.host.load(Ordering::SeqCst))
     }
 
     /// Hold `bytes` of host memory for `what`, or refuse with the limit's error.
@@ -45,13 +46,8 @@ impl MemoryBudget {
 
     /// Add `bytes` to `counter` if the total stays within the limit.
     fn reserve(&self, counter: &AtomicUsize, bytes: usize, what: &str) -> Result<(), HostLimit> {
-        let held = counter.fetch_add(bytes, Ordering::SeqCst);
-        let other = if std::ptr::eq(counter, &self.linear) {
-            self.host.load(Ordering::SeqCst)
-        } else {
-            self.linear.load(Ordering::SeqCst)
-        };
-        let total = held.saturating_add(bytes).saturating_add(other);
+        counter.fetch_add(bytes, Ordering::SeqCst);
+        let total = self.used();
         if total > self.limit {
             counter.fetch_sub(bytes, Ordering::SeqCst);
             return Err(HostLimit::memory(self.limit, total, what));
