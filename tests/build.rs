@@ -12,6 +12,7 @@ use std::process::Command;
 /// The plugins and the constant each path is exported as.
 const PLUGINS: &[(&str, &str)] = &[
     ("IRIS_WASM", "iris"),
+    ("IRIS_SIMPLE_WASM", "iris_simple"),
     ("ECHO_WASM", "echo"),
     ("FAULTS_WASM", "faults"),
     ("HOSTILE_WASM", "hostile"),
@@ -96,8 +97,9 @@ fn main() {
             path.display()
         );
         out.push_str(&format!(
-            "/// Absolute path of the `{name}` plugin component (`plugins/{name}`).\n\
+            "/// Absolute path of the `{name}` plugin component (`plugins/{}`).\n\
              pub const {constant}: &str = {:?};\n",
+            name.replace('_', "-"),
             path.display().to_string()
         ));
     }

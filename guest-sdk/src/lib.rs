@@ -5,9 +5,11 @@
 //! `plinth:model/handler` WIT interface. This crate owns everything between that contract
 //! and an author's code:
 //!
+//! - [`TensorModel`]: the common case (one ONNX graph from the model directory, a tensor in
+//!   and a tensor out) in a few lines, every function defaulted and overridable;
+//!   [`export_tensor_model!`] exports it;
 //! - [`Handler`]: the four functions as a Rust trait, with the crate's own [`HandlerError`],
-//!   [`Context`] and [`Response`] types;
-//! - [`export_handler!`]: exports a [`Handler`] as the component's `handler` interface;
+//!   [`Context`] and [`Response`] types, for everything else; [`export_handler!`] exports it;
 //! - [`codec`]: request bodies (`text/csv`, `application/json`, `application/x-npy`) into a
 //!   [`codec::Tensor`] and back, plus `Accept` negotiation with SageMaker's defaults (the
 //!   `plinth-codec` crate, re-exported; [`HandlerError`] is defined there);
@@ -15,7 +17,33 @@
 //!
 //! The WIT bindings are generated once, here, and never appear in an author's code.
 //!
-//! ```ignore
+//! # Examples
+//!
+//! A classifier over `model_dir/model.onnx` (the graph's inputs and outputs:
+//! `plinth inspect MODEL_DIR`), answering with its probabilities as JSON, CSV or NPY:
+//!
+//! ```
+//! use plinth_guest_sdk::codec::{self, Tensor};
+//! use plinth_guest_sdk::{Context, HandlerError, TensorModel};
+//!
+//! struct Iris;
+//!
+//! impl TensorModel for Iris {
+//!     fn input_fn(body: Vec<u8>, content_type: &str, _: &Context) -> Result<Tensor, HandlerError> {
+//!         let rows = codec::decode(&body, content_type)?.into_matrix()?;
+//!         match rows.shape[1] {
+//!             4 => Ok(rows),
+//!             n => Err(HandlerError::bad_request(format!("expected 4 features per row, got {n}"))),
+//!         }
+//!     }
+//! }
+//!
+//! plinth_guest_sdk::export_tensor_model!(Iris);
+//! ```
+//!
+//! The same shape of component with every function written out, as a [`Handler`]:
+//!
+//! ```
 //! use plinth_guest_sdk::{codec, Context, Handler, HandlerError, Response};
 //!
 //! struct Doubler;
@@ -42,6 +70,10 @@
 //! }
 //!
 //! plinth_guest_sdk::export_handler!(Doubler);
+//! # let ctx = Context::default();
+//! # let t = Doubler::input_fn(b"1,2".to_vec(), "text/csv", &ctx).unwrap();
+//! # let y = Doubler::predict_fn(t, &(), &ctx).unwrap();
+//! # assert_eq!(Doubler::output_fn(y, "", &ctx).unwrap().body, b"[[2,4]]");
 //! ```
 
 // The generated bindings and the export macro name this crate by its external path.
@@ -51,6 +83,7 @@ extern crate self as plinth_guest_sdk;
 mod alloc;
 mod handler;
 pub mod nn;
+pub mod tensor_model;
 
 /// Request and response bodies: `text/csv`, `application/json` and `application/x-npy` into a
 /// [`codec::Tensor`] and back, and `Accept` negotiation. This is the `plinth-codec` crate, the
@@ -59,6 +92,7 @@ pub mod nn;
 pub use plinth_codec as codec;
 
 pub use handler::{Context, Handler, Response};
+pub use tensor_model::TensorModel;
 /// The error a handler returns; the codecs give it too (defined in [`codec`]).
 pub use plinth_codec::HandlerError;
 /// The `serde_json` this crate encodes JSON with, for building response values.
@@ -95,10 +129,33 @@ pub mod __private {
 ///
 /// Use it once, in the crate that builds the component (a `cdylib` for `wasm32-wasip2`):
 ///
-/// ```ignore
-/// struct MyHandler;
-/// impl plinth_guest_sdk::Handler for MyHandler { /* ... */ }
-/// plinth_guest_sdk::export_handler!(MyHandler);
+/// # Examples
+///
+/// ```
+/// use plinth_guest_sdk::{Context, Handler, HandlerError, Response};
+///
+/// struct Hello;
+///
+/// impl Handler for Hello {
+///     type Model = ();
+///     type Payload = String;
+///     type Prediction = String;
+///
+///     fn model_fn(_: &str) -> Result<(), HandlerError> {
+///         Ok(())
+///     }
+///     fn input_fn(body: Vec<u8>, _: &str, _: &Context) -> Result<String, HandlerError> {
+///         String::from_utf8(body).map_err(|_| HandlerError::bad_request("send UTF-8 text"))
+///     }
+///     fn predict_fn(name: String, _: &(), _: &Context) -> Result<String, HandlerError> {
+///         Ok(format!("hello, {name}"))
+///     }
+///     fn output_fn(text: String, _: &str, _: &Context) -> Result<Response, HandlerError> {
+///         Ok(Response::text(text))
+///     }
+/// }
+///
+/// plinth_guest_sdk::export_handler!(Hello);
 /// ```
 #[macro_export]
 macro_rules! export_handler {

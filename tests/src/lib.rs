@@ -2,7 +2,7 @@
 //! targets of `plinth-server` so that they can reach the real binary through
 //! `env!("CARGO_BIN_EXE_plinth")`).
 //!
-//! - [`IRIS_WASM`], [`ECHO_WASM`], [`FAULTS_WASM`], [`HOSTILE_WASM`], [`IRIS_MODEL_DIR`]:
+//! - [`IRIS_WASM`], [`IRIS_SIMPLE_WASM`], [`ECHO_WASM`], [`FAULTS_WASM`], [`HOSTILE_WASM`], [`IRIS_MODEL_DIR`]:
 //!   absolute paths of the test plugins and of the iris model, built and exported by
 //!   `build.rs`; [`WORKSPACE_ROOT`] the repository root.
 //! - [`Config`] / [`Model`]: a config file for `plinth serve` written from code, one

@@ -1,6 +1,8 @@
 //! Plinth's server as a library, in layers whose arrows point down only:
 //!
 //! - [`cli`]: the `plinth` command line (client commands; `serve` hands over to [`serve`]);
+//! - [`dev`]: `plinth dev`, a plugin author's loop: one component served, rebuilt and
+//!   swapped on change, on top of [`serve`];
 //! - [`serve`]: startup: state opened, fleet rebuilt, deployment file applied, listening;
 //! - [`http`]: the wire: router, runtime API, control-plane protocol, authentication;
 //! - `ops`: the control-plane operations, one module per resource family;
@@ -13,6 +15,7 @@
 //! and a state write through these files.
 
 pub mod cli;
+pub mod dev;
 pub mod http;
 pub mod serve;
 

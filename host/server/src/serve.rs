@@ -210,7 +210,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         tokio.block_on(crate::fleet::deploy::settled(&server.fleet, &named));
         let mut control = InProcess {
             fleet: &server.fleet,
-            runtime: &tokio,
+            runtime: tokio.handle(),
         };
         for change in apply::apply(&mut control, deployment)? {
             tracing::info!("{change}");
@@ -287,16 +287,16 @@ pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> a
     ))?;
     let mut control = InProcess {
         fleet: &server.fleet,
-        runtime: &tokio,
+        runtime: tokio.handle(),
     };
     apply::apply(&mut control, file)?;
     Ok(())
 }
 
 /// Runs a control-plane operation in this process, from a thread outside the runtime.
-struct InProcess<'a> {
-    fleet: &'a Arc<Fleet>,
-    runtime: &'a tokio::runtime::Runtime,
+pub(crate) struct InProcess<'a> {
+    pub(crate) fleet: &'a Arc<Fleet>,
+    pub(crate) runtime: &'a tokio::runtime::Handle,
 }
 
 impl Control for InProcess<'_> {
@@ -359,7 +359,7 @@ async fn experiment_upkeep(state: Arc<Fleet>) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,11 +1,14 @@
 //! The command line: `serve` (handed to [`crate::serve`]); `validate`; clients of a running
 //! server (`invoke`, `apply`, `describe-endpoint`, `update-weights`, `api` for any
 //! control-plane operation, `rollout`, `shadow`, `experiment`; `bench`, a load test, in
-//! [`bench`]); and `local` (SageMaker's local mode: one component, one input, no server).
+//! [`bench`]); `local` (SageMaker's local mode: one component, one input, no server); and
+//! for plugin authors `new` (a plugin crate from the template, in [`new`]), `dev` (handed to
+//! [`crate::dev`]) and `inspect` (a model directory's graphs).
 
 pub(crate) mod bench;
 pub(crate) mod body;
 pub(crate) mod client;
+pub(crate) mod new;
 pub(crate) mod watch;
 
 use crate::apply::{self, Control};
@@ -163,6 +166,51 @@ enum Command {
     Inspect {
         /// A model directory or an `.onnx` file.
         path: PathBuf,
+        #[command(flatten)]
+        onnxruntime: crate::serve::OnnxRuntimeArgs,
+    },
+    /// Write a new plugin crate: Cargo.toml for wasm32-wasip2, a handler with its tests, a
+    /// README and a small ONNX model, ready to build and serve (`cd NAME && plinth dev`).
+    New {
+        /// The crate's name (and the endpoint `plinth dev` serves it as).
+        name: String,
+        /// The directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Plinth's guest-sdk directory, for the crate's path dependency. Default: the one
+        /// this plinth was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Serve one component as one endpoint on loopback, no deployment file: build the crate
+    /// (or take --component), and on every change to its sources, the component or the
+    /// model directory, rebuild and move the endpoint to the new version through
+    /// UpdateEndpoint (no request fails; a failed build keeps the last good version).
+    Dev {
+        /// The plugin crate to build (default: the working directory), unless --component.
+        #[arg(conflicts_with = "component")]
+        crate_dir: Option<PathBuf>,
+        /// A component (.wasm) to serve instead of building a crate.
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// The model directory, mounted at /opt/ml/model. Default: the crate's `model/`.
+        #[arg(long)]
+        model_data: Option<PathBuf>,
+        /// The endpoint's name. Default: the component's (`my_model.wasm` -> `my-model`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        /// The variant's instance count.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        instances: u32,
+        /// Serve without watching for changes.
+        #[arg(long)]
+        no_watch: bool,
+        /// Milliseconds between looks at the watched files.
+        #[arg(long, default_value_t = 300, hide = true)]
+        poll_ms: u64,
         #[command(flatten)]
         onnxruntime: crate::serve::OnnxRuntimeArgs,
     },
@@ -556,6 +604,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(())
         }
+        Command::New { name, dir, sdk } => {
+            let root = new::create(&name, &dir, sdk.as_deref())?;
+            println!("created {}", root.display());
+            println!("next: cd {} && plinth dev", root.display());
+            Ok(())
+        }
+        Command::Dev {
+            crate_dir,
+            component,
+            model_data,
+            endpoint,
+            bind,
+            instances,
+            no_watch,
+            poll_ms,
+            onnxruntime,
+        } => crate::dev::run(crate::dev::DevOptions {
+            source: match component {
+                Some(file) => crate::dev::Source::Component(file),
+                None => crate::dev::Source::Crate(crate_dir.unwrap_or_else(|| PathBuf::from("."))),
+            },
+            model_data,
+            endpoint,
+            bind,
+            instances,
+            watch: !no_watch,
+            poll: std::time::Duration::from_millis(poll_ms.max(10)),
+            onnxruntime,
+        }),
         Command::Inspect { path, onnxruntime } => {
             print!("{}", inspect(&path, &onnxruntime)?);
             Ok(())
