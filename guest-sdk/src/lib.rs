@@ -92,11 +92,11 @@ pub mod tensor_model;
 pub use plinth_codec as codec;
 
 pub use handler::{Context, Handler, Response};
-pub use tensor_model::TensorModel;
 /// The error a handler returns; the codecs give it too (defined in [`codec`]).
 pub use plinth_codec::HandlerError;
 /// The `serde_json` this crate encodes JSON with, for building response values.
 pub use serde_json;
+pub use tensor_model::TensorModel;
 
 /// Bindings generated from `wit/plinth-model.wit`. Authors use [`Handler`] instead.
 #[doc(hidden)]

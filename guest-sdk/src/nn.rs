@@ -17,6 +17,20 @@ use crate::codec::Tensor;
 use crate::HandlerError;
 
 /// What went wrong, as `wasi:nn` reports it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use plinth_guest_sdk::nn::{ErrorCode, Graph};
+///
+/// // A model directory's graphs are optional extras: go on without one that is not there.
+/// let reranker = match Graph::load_by_name("reranker") {
+///     Ok(graph) => Some(graph),
+///     Err(e) if e.code == ErrorCode::NotFound => None,
+///     Err(e) => return Err(e.into()),
+/// };
+/// # Ok::<(), plinth_guest_sdk::HandlerError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The caller passed an invalid argument.
@@ -56,6 +70,21 @@ impl fmt::Display for ErrorCode {
 }
 
 /// A failed `wasi:nn` call: what was being done, the error code and the backend's text.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_guest_sdk::nn::{Error, ErrorCode};
+/// use plinth_guest_sdk::HandlerError;
+///
+/// let e = Error {
+///     operation: "load-by-name \"model\"".to_owned(),
+///     code: ErrorCode::NotFound,
+///     data: String::new(),
+/// };
+/// assert_eq!(e.to_string(), "wasi-nn load-by-name \"model\" failed (not-found)");
+/// assert!(matches!(HandlerError::from(e), HandlerError::ModelError(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// The operation, e.g. `load-by-name "model"`.
@@ -76,6 +105,23 @@ impl Error {
     }
 
     /// A raw `wasi:nn` error, for code that calls [`Session::context`] directly.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::nn::{self, Error, TensorType};
+    /// use plinth_guest_sdk::HandlerError;
+    ///
+    /// fn embed(session: &nn::Session, ids: &[i64]) -> Result<usize, HandlerError> {
+    ///     let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+    ///     let input = nn::host_tensor(&[1, ids.len() as u32], TensorType::I64, &bytes)?;
+    ///     let outputs = session
+    ///         .context()
+    ///         .compute(vec![("input_ids".to_owned(), input)])
+    ///         .map_err(|e| Error::from_wasi("compute", e))?;
+    ///     Ok(outputs.len())
+    /// }
+    /// ```
     pub fn from_wasi(operation: impl Into<String>, e: errors::Error) -> Self {
         let code = match e.code() {
             errors::ErrorCode::InvalidArgument => ErrorCode::InvalidArgument,
@@ -113,9 +159,29 @@ impl From<Error> for HandlerError {
 /// A `wasi:nn` tensor: dimensions, an element type and the elements' bytes, held in the
 /// host's memory (not the guest's) until it is dropped. Made by [`host_tensor`]; what the
 /// raw `compute` of [`Session::context`] takes and returns.
+///
+/// # Examples
+///
+/// ```no_run
+/// use plinth_guest_sdk::nn::{host_tensor, HostTensor, TensorType};
+///
+/// let mask: HostTensor = host_tensor(&[1, 3], TensorType::U8, &[1, 1, 0])?;
+/// assert_eq!(mask.dimensions(), vec![1, 3]);
+/// # Ok::<(), plinth_guest_sdk::nn::Error>(())
+/// ```
 pub type HostTensor = tensor::Tensor;
 
 /// The element type of a [`HostTensor`] (`wasi:nn`'s `tensor-type`).
+///
+/// # Examples
+///
+/// ```
+/// use plinth_guest_sdk::nn::{host_tensor, TensorType};
+///
+/// // Token ids are `I64`: eight bytes each.
+/// let e = host_tensor(&[1, 2], TensorType::I64, &[0; 8]).unwrap_err();
+/// assert_eq!(e.data, "expected 16 bytes of data, got 8");
+/// ```
 pub use crate::bindings::wasi::nn::tensor::TensorType;
 
 /// A [`HostTensor`] of element type `ty` and shape `dimensions` holding `data`: the elements'
@@ -125,6 +191,17 @@ pub use crate::bindings::wasi::nn::tensor::TensorType;
 /// dropped; the host counts it against the instance's memory limit. An `InvalidArgument`
 /// error, before anything reaches the host, if `data`'s length is not the shape's element
 /// count times the type's size.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_guest_sdk::nn::{host_tensor, ErrorCode, TensorType};
+///
+/// // Four i64 token ids need 32 bytes: a wrong length is refused before the host is called.
+/// let e = host_tensor(&[1, 4], TensorType::I64, &[0; 24]).unwrap_err();
+/// assert_eq!(e.code, ErrorCode::InvalidArgument);
+/// assert_eq!(e.data, "expected 32 bytes of data, got 24");
+/// ```
 pub fn host_tensor(dimensions: &[u32], ty: TensorType, data: &[u8]) -> Result<HostTensor, Error> {
     match tensor_bytes(dimensions, ty) {
         Some(expected) if expected == data.len() => Ok(tensor::Tensor::new(dimensions, ty, data)),
@@ -157,6 +234,23 @@ fn tensor_bytes(dimensions: &[u32], ty: TensorType) -> Option<usize> {
 }
 
 /// A loaded model graph.
+///
+/// # Examples
+///
+/// ```no_run
+/// use plinth_guest_sdk::nn::{Graph, Session};
+/// use plinth_guest_sdk::HandlerError;
+///
+/// struct Model {
+///     session: Session,
+///     _graph: Graph,
+/// }
+///
+/// fn model_fn(model_dir: &str) -> Result<Model, HandlerError> {
+///     let graph = Graph::load("model", model_dir)?;
+///     Ok(Model { session: graph.session()?, _graph: graph })
+/// }
+/// ```
 pub struct Graph {
     inner: graph::Graph,
     name: String,
@@ -170,6 +264,17 @@ impl fmt::Debug for Graph {
 
 impl Graph {
     /// A graph the host preloaded, by name (a model-dir `*.onnx` file's stem).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// // `/opt/ml/model/model.onnx`, preloaded by the host.
+    /// let graph = Graph::load_by_name("model")?;
+    /// let session = graph.session()?;
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn load_by_name(name: &str) -> Result<Self, Error> {
         let inner = graph::load_by_name(name)
             .map_err(|e| Error::from_wasi(format!("load-by-name \"{name}\""), e))?;
@@ -180,6 +285,16 @@ impl Graph {
     }
 
     /// Read an ONNX file (usually inside the model dir) and load it on the CPU.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// let graph = Graph::load_onnx_file("/opt/ml/model/encoder.onnx")?;
+    /// assert_eq!(graph.name(), "/opt/ml/model/encoder.onnx");
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn load_onnx_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let operation = || format!("load of {}", path.display());
@@ -194,6 +309,17 @@ impl Graph {
     }
 
     /// Load an ONNX model from its bytes, on the CPU.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// let bytes = std::fs::read("/opt/ml/model/model.onnx")
+    ///     .map_err(|e| HandlerError::model_error(format!("cannot read model.onnx: {e}")))?;
+    /// let graph = Graph::load_onnx(&bytes)?;
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn load_onnx(bytes: &[u8]) -> Result<Self, Error> {
         let inner = graph::load(
             &[bytes.to_vec()],
@@ -209,26 +335,76 @@ impl Graph {
 
     /// The preloaded graph `name`, or, if the host has none by that name, the file
     /// `<model_dir>/<name>.onnx`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// fn model_fn(model_dir: &str) -> Result<Graph, HandlerError> {
+    ///     Ok(Graph::load("model", model_dir)?)
+    /// }
+    /// ```
     pub fn load(name: &str, model_dir: impl AsRef<Path>) -> Result<Self, Error> {
         match Self::load_by_name(name) {
-            Err(e) if e.code == ErrorCode::NotFound => {
-                Self::load_onnx_file(model_dir.as_ref().join(format!("{name}.onnx")))
+            Err(by_name) if by_name.code == ErrorCode::NotFound => {
+                let path = model_dir.as_ref().join(format!("{name}.onnx"));
+                // If the file fails too, say both: the host's answer names the graphs there are.
+                Self::load_onnx_file(&path).map_err(|e| Error {
+                    operation: format!(
+                        "load of graph \"{name}\" (by name, then from {})",
+                        path.display()
+                    ),
+                    code: e.code,
+                    data: format!("{}; {}", by_name.data, e.data),
+                })
             }
             other => other,
         }
     }
 
     /// The name the graph was loaded under (or its file path).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// let graph = Graph::load("model", "/opt/ml/model")?;
+    /// // "model" if the host preloaded it, else "/opt/ml/model/model.onnx".
+    /// eprintln!("loaded {}", graph.name());
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// A new execution context. Keep it (e.g. in the handler's model) to reuse it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{codec::Tensor, nn::Graph, HandlerError};
+    ///
+    /// let session = Graph::load_by_name("model")?.session()?;
+    /// let x = Tensor::new(vec![5.1, 3.5, 1.4, 0.2], vec![1, 4])?;
+    /// let probabilities = session.run(&[("input", &x)])?.take("probabilities")?;
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn session(&self) -> Result<Session, Error> {
         self.init_execution_context()
     }
 
     /// Same as [`Graph::session`], under its `wasi:nn` name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{nn::Graph, HandlerError};
+    ///
+    /// let session = Graph::load_by_name("model")?.init_execution_context()?;
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn init_execution_context(&self) -> Result<Session, Error> {
         let inner = self
             .inner
@@ -238,12 +414,39 @@ impl Graph {
     }
 
     /// Run once in a fresh execution context (see [`Session::run`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{codec::Tensor, nn::Graph, HandlerError};
+    ///
+    /// // Once, for a request that does not keep a session (a session is cheaper to reuse).
+    /// let graph = Graph::load_by_name("model")?;
+    /// let x = Tensor::new(vec![5.1, 3.5, 1.4, 0.2], vec![1, 4])?;
+    /// let probabilities = graph.run(&[("input", &x)])?.take("probabilities")?;
+    /// # Ok::<(), HandlerError>(())
+    /// ```
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs, Error> {
         self.session()?.run(inputs)
     }
 }
 
 /// An execution context bound to a [`Graph`]; reusable across requests.
+///
+/// # Examples
+///
+/// ```no_run
+/// use plinth_guest_sdk::{codec::Tensor, nn::Graph, HandlerError};
+///
+/// // Made once (in `model_fn`), used by every request.
+/// let session = Graph::load_by_name("model")?.session()?;
+/// let mut scores = Vec::new();
+/// for row in [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3]] {
+///     let x = Tensor::new(row.to_vec(), vec![1, 4])?;
+///     scores.push(session.run(&[("input", &x)])?.take("probabilities")?);
+/// }
+/// # Ok::<(), HandlerError>(())
+/// ```
 pub struct Session {
     inner: inference::GraphExecutionContext,
 }
@@ -258,12 +461,38 @@ impl Session {
     /// The raw `wasi:nn` execution context: for inputs and outputs that are not `f32` (token
     /// ids, raw bytes), call its `compute` with `wasi:nn` tensors; map its errors with
     /// [`Error::from_wasi`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::nn::{host_tensor, Error, Graph, TensorType};
+    ///
+    /// let session = Graph::load_by_name("model")?.session()?;
+    /// let bytes = [101i64, 102].map(i64::to_le_bytes).concat();
+    /// let ids = host_tensor(&[1, 2], TensorType::I64, &bytes)?;
+    /// let outputs = session
+    ///     .context()
+    ///     .compute(vec![("input_ids".to_owned(), ids)])
+    ///     .map_err(|e| Error::from_wasi("compute", e))?;
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn context(&self) -> &inference::GraphExecutionContext {
         &self.inner
     }
 
     /// Compute the graph on named `f32` inputs. Outputs of type FP32, FP64, FP16, BF16, I32,
     /// I64 and U8 come back as `f32` tensors.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use plinth_guest_sdk::{codec::Tensor, nn::Session, Context, HandlerError};
+    ///
+    /// fn predict_fn(x: Tensor, session: &Session, _: &Context) -> Result<Tensor, HandlerError> {
+    ///     let mut outputs = session.run(&[("input", &x)])?;
+    ///     outputs.take("probabilities")
+    /// }
+    /// ```
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs, Error> {
         let mut named = Vec::with_capacity(inputs.len());
         for (name, t) in inputs {
@@ -353,12 +582,38 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// The named outputs of one [`Session::run`].
+///
+/// # Examples
+///
+/// ```
+/// use plinth_guest_sdk::{codec::Tensor, nn::Outputs};
+///
+/// let probabilities = Tensor::new(vec![0.9, 0.1], vec![1, 2])?;
+/// let mut outputs = Outputs(vec![("probabilities".to_owned(), probabilities)]);
+/// assert_eq!(outputs.take("probabilities")?.data, vec![0.9, 0.1]);
+/// # Ok::<(), plinth_guest_sdk::HandlerError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Outputs(pub Vec<(String, Tensor)>);
+pub struct Outputs(
+    /// The outputs by name, in the order the backend returned them.
+    pub Vec<(String, Tensor)>,
+);
 
 impl Outputs {
     /// Remove and return the output `name`; a [`HandlerError::ModelError`] naming the outputs
     /// there are if it is missing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use plinth_guest_sdk::{codec::Tensor, nn::Outputs};
+    ///
+    /// let mut outputs = Outputs(vec![("logits".to_owned(), Tensor::new(vec![2.0], vec![1])?)]);
+    /// let e = outputs.take("probabilities").unwrap_err();
+    /// assert!(e.message().contains("no output named \"probabilities\"; it produced: logits"));
+    /// assert_eq!(outputs.take("logits")?.data, vec![2.0]);
+    /// # Ok::<(), plinth_guest_sdk::HandlerError>(())
+    /// ```
     pub fn take(&mut self, name: &str) -> Result<Tensor, HandlerError> {
         match self.0.iter().position(|(n, _)| n == name) {
             Some(i) => Ok(self.0.swap_remove(i).1),
@@ -374,6 +629,18 @@ impl Outputs {
     }
 
     /// The outputs, in the order the backend returned them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use plinth_guest_sdk::{codec::Tensor, nn::Outputs};
+    ///
+    /// let outputs = Outputs(vec![("logits".to_owned(), Tensor::new(vec![2.0], vec![1])?)]);
+    /// for (name, tensor) in outputs.into_vec() {
+    ///     assert_eq!((name.as_str(), tensor.shape), ("logits", vec![1]));
+    /// }
+    /// # Ok::<(), plinth_guest_sdk::HandlerError>(())
+    /// ```
     pub fn into_vec(self) -> Vec<(String, Tensor)> {
         self.0
     }

@@ -103,7 +103,7 @@ pub trait TensorModel: 'static {
     /// struct JsonOnly;
     /// impl TensorModel for JsonOnly {
     ///     fn input_fn(body: Vec<u8>, content_type: &str, _: &Context) -> Result<Tensor, HandlerError> {
-    ///         codec::accept_content_type(content_type, &[codec::JSON])?;
+    ///         codec::require_content_type(content_type, &[codec::JSON])?;
     ///         codec::decode_json(&body)
     ///     }
     /// }
@@ -308,7 +308,10 @@ fn stackable(tensors: &[Tensor]) -> bool {
     match tensors {
         [] | [_] => false,
         [first, rest @ ..] => {
-            !first.shape.is_empty() && rest.iter().all(|t| t.shape.get(1..) == first.shape.get(1..))
+            !first.shape.is_empty()
+                && rest
+                    .iter()
+                    .all(|t| t.shape.get(1..) == first.shape.get(1..))
         }
     }
 }
@@ -336,11 +339,7 @@ fn split(output: Tensor, rows: &[usize]) -> Vec<Result<Tensor, HandlerError>> {
         ));
         return rows.iter().map(|_| Err(e.clone())).collect();
     }
-    let row_len = if total == 0 {
-        0
-    } else {
-        output.data.len() / total
-    };
+    let row_len = output.data.len().checked_div(total).unwrap_or(0);
     let mut start = 0;
     rows.iter()
         .map(|&n| {
@@ -380,9 +379,15 @@ mod tests {
 
     #[test]
     fn batches_stack_when_the_rows_agree() {
-        assert!(stackable(&[t(&[1., 2.], &[1, 2]), t(&[3., 4., 5., 6.], &[2, 2])]));
+        assert!(stackable(&[
+            t(&[1., 2.], &[1, 2]),
+            t(&[3., 4., 5., 6.], &[2, 2])
+        ]));
         // Different row lengths, a scalar, or a single request: no stacking.
-        assert!(!stackable(&[t(&[1., 2.], &[1, 2]), t(&[3., 4., 5.], &[1, 3])]));
+        assert!(!stackable(&[
+            t(&[1., 2.], &[1, 2]),
+            t(&[3., 4., 5.], &[1, 3])
+        ]));
         assert!(!stackable(&[t(&[1.], &[]), t(&[2.], &[])]));
         assert!(!stackable(&[t(&[1., 2.], &[1, 2])]));
         let stacked = stack(vec![t(&[1., 2.], &[1, 2]), t(&[3., 4., 5., 6.], &[2, 2])]);
@@ -435,7 +440,10 @@ mod tests {
         };
         let y = t(&[0.5, 0.25], &[1, 2]);
         let json = TensorHandler::<Defaults>::output_fn(y.clone(), "", &ctx).unwrap();
-        assert_eq!((json.body.as_slice(), json.content_type.as_str()), (&b"[[0.5,0.25]]"[..], codec::JSON));
+        assert_eq!(
+            (json.body.as_slice(), json.content_type.as_str()),
+            (&b"[[0.5,0.25]]"[..], codec::JSON)
+        );
         let csv = TensorHandler::<Defaults>::output_fn(y, "text/csv", &ctx).unwrap();
         assert_eq!(csv.content_type, codec::CSV);
     }

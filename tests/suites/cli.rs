@@ -349,3 +349,42 @@ fn inspect_shows_each_graphs_inputs_outputs_and_backends() {
     let output = plinth(&["inspect", empty.path().to_str().unwrap()]);
     expect_failure(&output, "plinth inspect (no graph)", &["no *.onnx file"]);
 }
+
+/// A graph the model asks for that is not there: `model_fn`'s failure names the file it
+/// looked for by its host path and the graphs the artifact does hold, and the lookup by name
+/// that the SDK falls back from is not logged as a warning.
+#[test]
+fn a_missing_graph_names_the_host_path_and_the_graphs_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(IRIS_MODEL_DIR).join("model.onnx"),
+        dir.path().join("classifier.onnx"),
+    )
+    .unwrap();
+    let model_dir = dir.path().to_str().unwrap();
+    let output = plinth(&[
+        "local",
+        "--component",
+        plinth_tests::IRIS_SIMPLE_WASM,
+        "--model-data",
+        model_dir,
+        "--content-type",
+        "text/csv",
+        "--body",
+        "5.1,3.5,1.4,0.2",
+    ]);
+    let stderr = expect_failure(
+        &output,
+        "plinth local (no model.onnx)",
+        &[
+            "model_fn failed",
+            &format!("{model_dir}/model.onnx"),
+            r#"its graphs are ["classifier"]"#,
+        ],
+    );
+    assert!(!stderr.contains("/opt/ml/model"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.contains("WARN") && l.contains("no graph named")),
+        "the fallback was logged as a warning: {stderr}"
+    );
+}

@@ -13,6 +13,17 @@ use crate::{HandlerError, Tensor};
 /// Decode CSV: one sample per line, numbers separated by commas, no header. Trailing blank
 /// lines are ignored; every row must have the same number of values. Gives shape
 /// `[rows, columns]`.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::decode_csv;
+///
+/// let t = decode_csv(b"5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n").unwrap();
+/// assert_eq!(t.shape, vec![2, 4]);
+/// let e = decode_csv(b"1,2\n3\n").unwrap_err();
+/// assert!(e.message().starts_with("CSV line 2 has 1 values, but line 1 has 2"));
+/// ```
 pub fn decode_csv(body: &[u8]) -> Result<Tensor, HandlerError> {
     require_body(body)?;
     let text = std::str::from_utf8(body)
@@ -96,6 +107,15 @@ fn parse_f32(field: &str) -> Option<f32> {
 }
 
 /// One cell of a line of text: a number where the cell reads as an `f64`, else its text.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::csv::{decode_cells, Cell};
+///
+/// let rows = decode_cells(b"setosa,0.97", false).unwrap();
+/// assert_eq!(rows, vec![vec![Cell::Text("setosa".into()), Cell::Number(0.97)]]);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     /// A cell that reads as a number (`str::parse::<f64>` after trimming).
@@ -109,6 +129,15 @@ pub enum Cell {
 /// empty cells then dropped. Cells are trimmed; blank lines and a leading byte order mark are
 /// skipped; lines may differ in length. Unlike [`decode_csv`] numbers are `f64` and other
 /// cells are kept: the only error is a body that is not UTF-8.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::csv::{decode_cells, Cell::Number};
+///
+/// let rows = decode_cells(b"0.1 0.9\n\n3", true).unwrap();
+/// assert_eq!(rows, vec![vec![Number(0.1), Number(0.9)], vec![Number(3.0)]]);
+/// ```
 pub fn decode_cells(
     body: &[u8],
     whitespace_separates: bool,
@@ -140,6 +169,15 @@ pub fn decode_cells(
 }
 
 /// `tensor` as CSV: one line per row (see [`Tensor::iter_rows`]), values separated by commas.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_csv, Tensor};
+///
+/// let t = Tensor::new(vec![1.0, 0.5, 2.0, 0.25], vec![2, 2]).unwrap();
+/// assert_eq!(encode_csv(&t), b"1,0.5\n2,0.25\n");
+/// ```
 pub fn encode_csv(tensor: &Tensor) -> Vec<u8> {
     let mut out = String::with_capacity(tensor.data.len() * 8);
     for row in tensor.iter_rows() {

@@ -12,6 +12,17 @@ use crate::{HandlerError, Tensor};
 /// Decode JSON: a nested array of numbers (a flat array is one row, shape `[1, n]`), or an
 /// object whose `"instances"` or `"inputs"` member is such an array. Ragged arrays are
 /// rejected.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::decode_json;
+///
+/// let t = decode_json(br#"{"instances": [[1, 2], [3, 4]]}"#).unwrap();
+/// assert_eq!((t.shape, t.data), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+/// assert_eq!(decode_json(b"[1, 2, 3]").unwrap().shape, vec![1, 3]);
+/// assert!(decode_json(b"[[1, 2], [3]]").is_err());
+/// ```
 pub fn decode_json(body: &[u8]) -> Result<Tensor, HandlerError> {
     require_body(body)?;
     let value = decode_value(body)?;
@@ -46,6 +57,16 @@ pub fn decode_json(body: &[u8]) -> Result<Tensor, HandlerError> {
 const MAX_PREALLOCATED_VALUES: usize = 1 << 18;
 
 /// Convert a JSON value (a number or a nested array of numbers) into a tensor of its shape.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::json_to_tensor;
+///
+/// let body = serde_json::json!({"features": [[1, 2], [3, 4]], "top_k": 1});
+/// let t = json_to_tensor(&body["features"]).unwrap();
+/// assert_eq!(t.shape, vec![2, 2]);
+/// ```
 pub fn json_to_tensor(value: &serde_json::Value) -> Result<Tensor, HandlerError> {
     let mut shape = Vec::new();
     let mut probe = value;
@@ -130,6 +151,13 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 }
 
 /// Parse any JSON body.
+///
+/// # Examples
+///
+/// ```
+/// let v = plinth_codec::json::decode_value(br#"{"label": "setosa", "score": 0.97}"#).unwrap();
+/// assert_eq!(v["label"], "setosa");
+/// ```
 pub fn decode_value(body: &[u8]) -> Result<serde_json::Value, HandlerError> {
     serde_json::from_slice(body)
         .map_err(|e| HandlerError::bad_request(format!("invalid JSON: {e}")))
@@ -137,6 +165,13 @@ pub fn decode_value(body: &[u8]) -> Result<serde_json::Value, HandlerError> {
 
 /// Parse a JSON Lines body (`application/jsonlines`) as an array of its values, one per
 /// non-blank line.
+///
+/// # Examples
+///
+/// ```
+/// let v = plinth_codec::json::decode_lines(b"{\"p\": 0.9}\n\n{\"p\": 0.1}\n").unwrap();
+/// assert_eq!(v, serde_json::json!([{"p": 0.9}, {"p": 0.1}]));
+/// ```
 pub fn decode_lines(body: &[u8]) -> Result<serde_json::Value, HandlerError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| HandlerError::bad_request(format!("JSON Lines body is not UTF-8: {e}")))?;
@@ -154,6 +189,15 @@ pub fn decode_lines(body: &[u8]) -> Result<serde_json::Value, HandlerError> {
 
 /// `tensor` as JSON nested arrays of its shape (a scalar is a bare number). NaN and
 /// infinities become `null`.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_json, Tensor};
+///
+/// let t = Tensor::new(vec![1.0, 0.5, f32::NAN, 0.25], vec![2, 2]).unwrap();
+/// assert_eq!(encode_json(&t), b"[[1,0.5],[null,0.25]]");
+/// ```
 pub fn encode_json(tensor: &Tensor) -> Vec<u8> {
     fn write(out: &mut String, data: &[f32], shape: &[usize]) {
         match shape.split_first() {
@@ -178,6 +222,17 @@ pub fn encode_json(tensor: &Tensor) -> Vec<u8> {
 
 /// Append `value` to `out` as a JSON number (shortest round-trip form), or `null` if it is not
 /// finite.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = String::from("[");
+/// plinth_codec::write_json_number(&mut out, 0.97);
+/// out.push(',');
+/// plinth_codec::write_json_number(&mut out, f32::INFINITY);
+/// out.push(']');
+/// assert_eq!(out, "[0.97,null]");
+/// ```
 #[inline]
 pub fn write_json_number(out: &mut String, value: f32) {
     if value.is_finite() {
@@ -189,6 +244,17 @@ pub fn write_json_number(out: &mut String, value: f32) {
 
 /// `value` as a JSON number that prints the way the `f32` does (`0.97`, not
 /// `0.9700000286102295`); `null` if it is not finite.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::json_number;
+///
+/// let scores = serde_json::json!([json_number(0.97), json_number(f32::NAN)]);
+/// assert_eq!(scores.to_string(), "[0.97,null]");
+/// // Not the f64 nearest the f32: `0.9700000286102295`.
+/// assert_eq!(serde_json::json!(0.97f32).to_string(), "0.9700000286102295");
+/// ```
 pub fn json_number(value: f32) -> serde_json::Value {
     value
         .to_string()
@@ -204,6 +270,15 @@ pub fn json_number(value: f32) -> serde_json::Value {
 /// the `f32` read back: below 10^-5 and from 10^13 up, whether the number is written out or
 /// with an exponent (`0.0000012` against `1.2e-6`); and where two shortest decimals are
 /// equally close (`2017.7812` and `2017.7813` for 2017.78125), which one is written.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = String::from(r#"{"score":"#);
+/// plinth_codec::push_json_number(&mut out, 0.97);
+/// out.push('}');
+/// assert_eq!(out, r#"{"score":0.97}"#);
+/// ```
 #[inline]
 pub fn push_json_number(out: &mut String, value: f32) {
     if value.is_finite() {
@@ -215,6 +290,15 @@ pub fn push_json_number(out: &mut String, value: f32) {
 }
 
 /// Any JSON value as an `application/json` body.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_json_value, json_number};
+///
+/// let value = serde_json::json!({"label": "setosa", "score": json_number(0.97)});
+/// assert_eq!(encode_json_value(&value), br#"{"label":"setosa","score":0.97}"#);
+/// ```
 pub fn encode_json_value(value: &serde_json::Value) -> Vec<u8> {
     // Serialising a `Value` to memory cannot fail.
     serde_json::to_vec(value).unwrap_or_default()

@@ -9,6 +9,15 @@ use crate::tensor::{require_body, require_values};
 use crate::{HandlerError, Tensor};
 
 /// The bytes every `.npy` file starts with.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_npy, npy::MAGIC, Tensor};
+///
+/// let body = encode_npy(&Tensor::new(vec![1.0], vec![1]).unwrap());
+/// assert!(body.starts_with(MAGIC));
+/// ```
 pub const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// An NPY error: `message` after "invalid NPY body: ".
@@ -26,6 +35,17 @@ fn element_count(shape: &[usize]) -> Result<usize, HandlerError> {
 
 /// The header of a `.npy` file: the Python dict literal after the magic string, version and
 /// length, e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_npy, npy::read_header, Tensor};
+///
+/// let body = encode_npy(&Tensor::new(vec![0.0; 6], vec![2, 3]).unwrap());
+/// let (header, _) = read_header(&body).unwrap();
+/// assert_eq!((header.descr.as_str(), header.fortran_order), ("<f4", false));
+/// assert_eq!(header.shape, vec![2, 3]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The dtype, e.g. `<f4` (little-endian `f32`) or `|u1`.
@@ -39,6 +59,18 @@ pub struct Header {
 /// The header of a `.npy` file (format versions 1, 2 and 3) and the data bytes after it.
 /// Errors are [`HandlerError::BadRequest`]s naming what is wrong (the magic string, the
 /// version, a truncated header, a header field).
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_npy, npy::read_header, Tensor};
+///
+/// let body = encode_npy(&Tensor::new(vec![0.0; 6], vec![2, 3]).unwrap());
+/// let (header, data) = read_header(&body).unwrap();
+/// assert_eq!(header.shape, vec![2, 3]);
+/// assert_eq!(data.len(), 6 * 4);
+/// assert!(read_header(b"PK\x03\x04 not npy").is_err());
+/// ```
 pub fn read_header(body: &[u8]) -> Result<(Header, &[u8]), HandlerError> {
     if body.len() < 10 || !body.starts_with(MAGIC) {
         return Err(invalid(
@@ -69,6 +101,17 @@ pub fn read_header(body: &[u8]) -> Result<(Header, &[u8]), HandlerError> {
 
 /// Decode a NumPy `.npy` file (format versions 1, 2 and 3) holding little-endian `<f4`, `<f8`,
 /// `<i4`, `<i8` or `u1` values in C order. Values are converted to `f32`; the shape is kept.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{decode_npy, encode_npy, Tensor};
+///
+/// let t = Tensor::new(vec![5.1, 3.5, 1.4, 0.2], vec![1, 4]).unwrap();
+/// assert_eq!(decode_npy(&encode_npy(&t)).unwrap(), t);
+/// let e = decode_npy(b"5.1,3.5,1.4,0.2").unwrap_err();
+/// assert!(e.message().starts_with("invalid NPY body"));
+/// ```
 pub fn decode_npy(body: &[u8]) -> Result<Tensor, HandlerError> {
     require_body(body)?;
     let (header, payload) = read_header(body)?;
@@ -189,6 +232,16 @@ impl Header {
 }
 
 /// A NumPy array read by [`decode_f64`]: its shape and its values as `f64`, in C order.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_npy, npy::decode_f64, Tensor};
+///
+/// let body = encode_npy(&Tensor::new(vec![0.5, 0.25], vec![2]).unwrap());
+/// let array = decode_f64(&body).unwrap();
+/// assert_eq!((array.shape, array.data), (vec![2], vec![0.5, 0.25]));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
     /// The size of each dimension; `[]` for a scalar.
@@ -201,6 +254,16 @@ pub struct Array {
 /// integer (`i1`-`i8`, `u1`-`u8`) or float (`f4`, `f8`) dtype (`<`, or `=` for native order,
 /// or `|` for one byte), in C or Fortran order, as `f64` values in C order. Unlike
 /// [`decode_npy`], `f8` values keep their precision and an empty array is not an error.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{encode_npy, npy::decode_f64, Tensor};
+///
+/// let body = encode_npy(&Tensor::new(vec![], vec![0, 3]).unwrap());
+/// let array = decode_f64(&body).unwrap(); // empty arrays are not an error here
+/// assert_eq!((array.shape, array.data.len()), (vec![0, 3], 0));
+/// ```
 pub fn decode_f64(body: &[u8]) -> Result<Array, HandlerError> {
     let (header, payload) = read_header(body)?;
     let Header {
@@ -293,6 +356,18 @@ fn fortran_to_c(shape: &[usize], data: &[f64]) -> Vec<f64> {
 }
 
 /// `tensor` as a version 1 `.npy` file of little-endian `f32` (`<f4`), C order.
+///
+/// # Examples
+///
+/// ```
+/// use plinth_codec::{decode_npy, encode_npy, Tensor, NPY};
+///
+/// let t = Tensor::new(vec![0.1, 0.9], vec![1, 2]).unwrap();
+/// let body = encode_npy(&t);
+/// assert_eq!((body.len() - 2 * 4) % 64, 0); // the header is padded to 64 bytes
+/// assert_eq!(decode_npy(&body).unwrap(), t);
+/// assert_eq!(plinth_codec::encode(&t, NPY).unwrap(), body);
+/// ```
 pub fn encode_npy(tensor: &Tensor) -> Vec<u8> {
     let shape = match tensor.shape.as_slice() {
         [] => "()".to_owned(),

@@ -162,6 +162,14 @@ pub(crate) struct Outcome {
 }
 
 impl InstanceTemplate {
+    /// A message from inside the sandbox with the model directory's host paths.
+    fn host_paths(&self, text: &str) -> String {
+        match &self.model_dir {
+            Some(dir) => host_paths(text, dir),
+            None => text.to_owned(),
+        }
+    }
+
     /// Create a store, instantiate the component and run `model-fn`, within the startup
     /// deadline (SageMaker's `ContainerStartupHealthCheckTimeoutInSeconds`), whatever the
     /// guest waits on.
@@ -252,11 +260,17 @@ impl InstanceTemplate {
             .await
         {
             Ok(Ok(model)) => model,
-            Ok(Err(e)) => return Err(LoadError::ModelFn(handler_error(e).to_string())),
+            Ok(Err(e)) => {
+                let message = handler_error(e).to_string();
+                return Err(LoadError::ModelFn(self.host_paths(&message)));
+            }
             Err(trap) if is_timeout(&trap) => {
                 return Err(LoadError::ModelFn(startup_timeout(startup)))
             }
-            Err(trap) => return Err(LoadError::ModelFn(describe_trap(&trap, &stderr, startup))),
+            Err(trap) => {
+                let message = describe_trap(&trap, &stderr, startup);
+                return Err(LoadError::ModelFn(self.host_paths(&message)));
+            }
         };
         Ok(GuestInstance {
             store,
@@ -269,6 +283,26 @@ impl InstanceTemplate {
             max_response_bytes: self.limits.max_response_bytes,
         })
     }
+}
+
+/// `text` with each path under the guest's model directory (`/opt/ml/model/...`) given as
+/// the host path it is mounted from, so that an operator can look at the file.
+fn host_paths(text: &str, model_dir: &std::path::Path) -> String {
+    let host = model_dir.display().to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(GUEST_MODEL_DIR) {
+        let after = &rest[at + GUEST_MODEL_DIR.len()..];
+        let whole = after
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.'));
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { &host } else { GUEST_MODEL_DIR });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Why a `model-fn` that ran out of time failed.
@@ -561,6 +595,23 @@ fn describe_trap(error: &wasmtime::Error, stderr: &GuestOutput, deadline: Durati
 mod tests {
     use super::*;
     use crate::{Backend, Limits, Runtime, RuntimeConfig, VariantPool, VariantSpec};
+
+    #[test]
+    fn sandbox_paths_are_reported_as_host_paths() {
+        let dir = std::path::Path::new("/srv/models/iris");
+        assert_eq!(
+            host_paths("cannot read /opt/ml/model/model.onnx: not found", dir),
+            "cannot read /srv/models/iris/model.onnx: not found"
+        );
+        assert_eq!(host_paths("in /opt/ml/model", dir), "in /srv/models/iris");
+        assert_eq!(
+            host_paths("\"/opt/ml/model\" and /opt/ml/model/a", dir),
+            "\"/srv/models/iris\" and /srv/models/iris/a"
+        );
+        // Another directory that merely starts the same is left alone.
+        assert_eq!(host_paths("/opt/ml/models/x", dir), "/opt/ml/models/x");
+        assert_eq!(host_paths("nothing here", dir), "nothing here");
+    }
 
     /// `invoke` answers exactly as the three handler functions called one by one, for a
     /// success and for each kind of handler error.

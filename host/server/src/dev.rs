@@ -54,13 +54,13 @@ const MAX_WATCHED_FILES: usize = 10_000;
 /// Run `plinth dev` until Ctrl-C or SIGTERM.
 pub fn run(options: DevOptions) -> anyhow::Result<()> {
     if !options.bind.ip().is_loopback() {
-        bail!(
-            "plinth dev serves loopback only (it has no credentials): use --bind 127.0.0.1:PORT"
-        );
+        bail!("plinth dev serves loopback only (it has no credentials): use --bind 127.0.0.1:PORT");
     }
     let model_data = match (&options.model_data, &options.source) {
         (Some(dir), _) => Some(absolute(dir)?),
-        (None, Source::Crate(dir)) if dir.join("model").is_dir() => Some(absolute(&dir.join("model"))?),
+        (None, Source::Crate(dir)) if dir.join("model").is_dir() => {
+            Some(absolute(&dir.join("model"))?)
+        }
         (None, _) => None,
     };
     if let Some(dir) = model_data.as_deref().filter(|d| !d.is_dir()) {
@@ -165,7 +165,10 @@ fn build(source: &Source) -> anyhow::Result<PathBuf> {
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("building {} (cargo build --release --target wasm32-wasip2)", dir.display());
+    println!(
+        "building {} (cargo build --release --target wasm32-wasip2)",
+        dir.display()
+    );
     let output = Command::new(cargo)
         .current_dir(dir)
         .args([
@@ -181,7 +184,10 @@ fn build(source: &Source) -> anyhow::Result<PathBuf> {
         .output()
         .context("cannot run cargo")?;
     if !output.status.success() {
-        bail!("cargo build failed ({}): its errors are above", output.status);
+        bail!(
+            "cargo build failed ({}): its errors are above",
+            output.status
+        );
     }
     let manifest = std::fs::canonicalize(&manifest)?;
     let wasm = built_component(&String::from_utf8_lossy(&output.stdout), &manifest)?;
@@ -326,14 +332,19 @@ impl Dev {
     /// Remove version `n`'s endpoint config and model (best effort: the state is in memory).
     fn delete_version(&self, n: u32) {
         let name = self.names(n);
-        let _ = self.call("DeleteEndpointConfig", json!({ "EndpointConfigName": name }));
+        let _ = self.call(
+            "DeleteEndpointConfig",
+            json!({ "EndpointConfigName": name }),
+        );
         let _ = self.call("DeleteModel", json!({ "ModelName": name }));
     }
 
     /// Wait for the endpoint to settle; DescribeEndpoint's output.
     fn settled(&self) -> anyhow::Result<Value> {
-        self.runtime
-            .block_on(crate::fleet::deploy::settled(&self.fleet, &[self.endpoint.as_str()]));
+        self.runtime.block_on(crate::fleet::deploy::settled(
+            &self.fleet,
+            &[self.endpoint.as_str()],
+        ));
         self.call("DescribeEndpoint", json!({ "EndpointName": self.endpoint }))
     }
 
@@ -351,7 +362,9 @@ impl Dev {
             bail!(
                 "endpoint {} did not start: {}",
                 self.endpoint,
-                described["FailureReason"].as_str().unwrap_or("no reason given")
+                described["FailureReason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
             );
         }
         println!("serving version {n} of {}", component.display());
@@ -445,7 +458,10 @@ mod tests {
 
     #[test]
     fn the_endpoint_is_named_after_the_component() {
-        assert_eq!(default_endpoint_name(Path::new("/x/my_model.wasm")), "my-model");
+        assert_eq!(
+            default_endpoint_name(Path::new("/x/my_model.wasm")),
+            "my-model"
+        );
         assert_eq!(default_endpoint_name(Path::new("iris.wasm")), "iris");
         assert_eq!(default_endpoint_name(Path::new("_.wasm")), "dev");
     }
@@ -465,7 +481,10 @@ mod tests {
             json!({ "reason": "build-finished", "success": true }).to_string(),
         ]
         .join("\n");
-        assert_eq!(built_component(&messages, manifest).unwrap(), Path::new("/t/c.wasm"));
+        assert_eq!(
+            built_component(&messages, manifest).unwrap(),
+            Path::new("/t/c.wasm")
+        );
         let none = built_component(&artifact("/c/Cargo.toml", "lib", "/t/c.rlib"), manifest);
         assert!(none.unwrap_err().to_string().contains("cdylib"));
     }

@@ -261,13 +261,17 @@ impl graph::Host for NnView<'_> {
             None => {
                 let mut known = self.host.graphs.names();
                 known.sort_unstable();
-                self.fail(
-                    errors::ErrorCode::NotFound,
-                    format!(
-                        "no graph named {name:?} in the model artifact; its graphs are {known:?} \
-                         (each *.onnx file at its top, by file stem)"
-                    ),
-                )
+                let message = format!(
+                    "no graph named {name:?} in the model artifact; its graphs are {known:?} \
+                     (each *.onnx file at its top, by file stem)"
+                );
+                // Not a warning: guests ask by name first and fall back to reading a file
+                // (the SDK's `Graph::load`); if that fails too, the guest's error says so.
+                tracing::debug!(target: "plinth::nn", "{message}");
+                Ok(Err(self.push(NnError {
+                    code: errors::ErrorCode::NotFound,
+                    message,
+                })?))
             }
         }
     }

@@ -40,7 +40,10 @@ pub(crate) fn create(name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
         })?;
     let root = dir.join(name);
     if root.exists() {
-        bail!("{} exists already; choose another name or directory", root.display());
+        bail!(
+            "{} exists already; choose another name or directory",
+            root.display()
+        );
     }
     let fill = |text: &str| {
         text.replace("{{name}}", name)
@@ -100,7 +103,10 @@ mod tests {
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"my-model\""), "{manifest}");
         let sdk = std::fs::canonicalize(BUILT_SDK).unwrap();
-        assert!(manifest.contains(&format!("path = \"{}\"", sdk.display())), "{manifest}");
+        assert!(
+            manifest.contains(&format!("path = \"{}\"", sdk.display())),
+            "{manifest}"
+        );
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
         assert!(readme.contains("release/my_model.wasm"), "{readme}");
         assert!(!readme.contains("{{"), "{readme}");
