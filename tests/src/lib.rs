@@ -31,9 +31,12 @@
 //!   ([`CUSTOM_ATTRIBUTES`], [`TARGET_VARIANT`], [`INVOKED_VARIANT`], [`ENDPOINT_CONFIG`]).
 //! - [`npy_f32`] / [`parse_npy_f32`]: NPY request and response bodies, written and read by
 //!   the codec the guest SDK uses (`plinth-codec`).
+//! - [`s3::S3`]: an S3-compatible server (moto's, from `.venv`) with authentication
+//!   enforced, one per test binary, and the environment that points `plinth serve` at it.
 
 pub mod json;
 pub mod metrics;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

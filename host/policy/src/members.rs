@@ -328,13 +328,32 @@ const CONTAINER: Shape = Shape {
         refused("ImageConfig"),
         served("Mode").one_of(&["SingleModel"]),
         served("ModelDataUrl"),
-        refused("ModelDataSource"),
+        served("ModelDataSource").structure(&MODEL_DATA_SOURCE),
         refused("AdditionalModelDataSources"),
         served("Environment").map(),
         refused("ModelPackageName"),
         refused("InferenceSpecificationName"),
         refused("MultiModelConfig"),
         refused("ContainerMetricsConfig"),
+    ],
+};
+
+const MODEL_DATA_SOURCE: Shape = Shape {
+    name: "ModelDataSource",
+    members: &[served("S3DataSource").structure(&S3_MODEL_DATA_SOURCE)],
+};
+
+const S3_MODEL_DATA_SOURCE: Shape = Shape {
+    name: "S3ModelDataSource",
+    members: &[
+        served("S3Uri"),
+        served("S3DataType").one_of(&["S3Prefix", "S3Object"]),
+        served("CompressionType").one_of(&["None", "Gzip"]),
+        refused("ModelAccessConfig"),
+        refused("HubAccessConfig"),
+        refused("ManifestS3Uri"),
+        refused("ETag"),
+        refused("ManifestEtag"),
     ],
 };
 
@@ -431,7 +450,7 @@ const PRODUCTION_VARIANT: Shape = Shape {
         refused("CoreDumpConfig"),
         refused("ServerlessConfig"),
         refused("VolumeSizeInGB"),
-        refused("ModelDataDownloadTimeoutInSeconds"),
+        served("ModelDataDownloadTimeoutInSeconds").int(60, 3600),
         // SageMaker's least is 60 s; a Plinth instance starts in milliseconds, and tests use
         // short deadlines.
         served("ContainerStartupHealthCheckTimeoutInSeconds")

@@ -46,6 +46,9 @@ pub struct ServeOptions {
     /// The directories models' files may come from (`--artifact-root`); none given: the
     /// working directory. A deployment file's directory is added for it.
     pub artifact_roots: Vec<PathBuf>,
+    /// An S3-compatible endpoint for `s3://` locations (`--s3-endpoint-url`), over
+    /// `AWS_ENDPOINT_URL_S3` and the rest.
+    pub s3_endpoint_url: Option<String>,
 }
 
 /// Where the state lives.
@@ -91,6 +94,8 @@ pub struct Settings {
     /// The directories a model's `Image` and `ModelDataUrl` must be under; `None` (the
     /// default, for embedding): anywhere.
     pub artifact_roots: Option<Vec<PathBuf>>,
+    /// How `s3://` locations are reached (default: no credentials, AWS's endpoints).
+    pub s3: plinth_storage::S3Settings,
 }
 
 impl Default for Settings {
@@ -101,6 +106,7 @@ impl Default for Settings {
             credentials: None,
             body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
             artifact_roots: None,
+            s3: plinth_storage::S3Settings::default(),
         }
     }
 }
@@ -154,7 +160,8 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         Some(dirs) => crate::state::artifacts::Roots::under(dirs).map_err(|e| anyhow!(e))?,
         None => crate::state::artifacts::Roots::anywhere(),
     };
-    let stored = Arc::new(Stored::new(store, catalog, artifacts, roots));
+    let storage = Arc::new(plinth_storage::Storage::new(settings.s3));
+    let stored = Arc::new(Stored::new(store, catalog, artifacts, roots, storage));
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     if !contents.endpoints.is_empty() {
         tracing::info!(
@@ -190,7 +197,11 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let tls = options.tls.acceptor(bind)?;
     let deployment = options.config.as_deref().map(read_deployment).transpose()?;
     let limits = options.http.limits();
+    let s3 = plinth_storage::S3Settings::from_env(options.s3_endpoint_url)
+        .map_err(|e| anyhow!("S3 settings: {e}"))?;
+    tracing::info!("s3:// locations: {s3}");
     let settings = Settings {
+        s3,
         runtime: onnxruntime.runtime_config(),
         max_payload_bytes: deployment
             .as_ref()
@@ -272,6 +283,7 @@ pub(crate) fn read_deployment(path: &Path) -> anyhow::Result<DeploymentFile> {
 pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> anyhow::Result<()> {
     let artifacts = tempfile::tempdir()?;
     let settings = Settings {
+        s3: plinth_storage::S3Settings::from_env(None).map_err(|e| anyhow!("S3 settings: {e}"))?,
         runtime: onnxruntime.load()?.runtime_config(),
         max_payload_bytes: file.max_payload_bytes,
         credentials: None,

@@ -63,6 +63,12 @@ enum Command {
             value_delimiter = ':'
         )]
         artifact_roots: Vec<PathBuf>,
+        /// An S3-compatible store's endpoint for `s3://` locations (e.g.
+        /// http://127.0.0.1:9000); default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
+        /// profile's endpoint_url, else AWS's. Credentials and region come as the AWS CLI
+        /// takes them (AWS_ACCESS_KEY_ID..., AWS_PROFILE, AWS_REGION).
+        #[arg(long, value_name = "URL", env = "PLINTH_S3_ENDPOINT_URL")]
+        s3_endpoint_url: Option<String>,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -213,6 +219,21 @@ enum Command {
         poll_ms: u64,
         #[command(flatten)]
         onnxruntime: crate::serve::OnnxRuntimeArgs,
+    },
+    /// Fetch a model artifact (`s3://bucket/key`, a `file://` URL or a path) and unpack it
+    /// as a model's `ModelDataUrl` is, into DEST/s3/<sha256>/; prints what it did as JSON.
+    Fetch {
+        /// The artifact's location.
+        location: String,
+        /// Where to keep it (the layout of a data directory's `artifacts`).
+        #[arg(long)]
+        dest: PathBuf,
+        /// An S3-compatible store's endpoint (as `plinth serve --s3-endpoint-url`).
+        #[arg(long, value_name = "URL", env = "PLINTH_S3_ENDPOINT_URL")]
+        s3_endpoint_url: Option<String>,
+        /// Seconds the fetch may take.
+        #[arg(long, default_value_t = 3600)]
+        timeout_seconds: u64,
     },
     /// Run one component on one input, without a server (SageMaker's local mode).
     Local {
@@ -543,6 +564,47 @@ fn experiment_table(report: &serde_json::Value) -> String {
     out
 }
 
+/// `plinth fetch`: the artifact at `location` fetched and unpacked under `dest` as a
+/// model's would be; what was done, as JSON.
+fn fetch(
+    location: &str,
+    dest: &std::path::Path,
+    endpoint: Option<String>,
+    timeout_seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::state::artifacts::Packing;
+    use crate::state::remote::{Remote, RemoteArtifacts};
+    let s3 = plinth_storage::S3Settings::from_env(endpoint).map_err(|e| anyhow!(e))?;
+    tracing::info!("s3:// locations: {s3}");
+    let location = plinth_storage::Location::parse(location).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let remote = RemoteArtifacts::new(std::sync::Arc::new(plinth_storage::Storage::new(s3)), dest);
+    let started = std::time::Instant::now();
+    let dir = tokio::runtime::Runtime::new()?
+        .block_on(remote.local(
+            &Remote::Object {
+                location: location.clone(),
+                packing: Packing::Auto,
+            },
+            std::time::Duration::from_secs(timeout_seconds),
+        ))
+        .map_err(|e| anyhow!(e))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let files = plinth_storage::Location::Local(dir.clone());
+    let bytes: u64 = tokio::runtime::Runtime::new()?
+        .block_on(plinth_storage::Storage::new(Default::default()).list(&files))
+        .map_err(|e| anyhow!(e))?
+        .iter()
+        .map(|o| o.size)
+        .sum();
+    Ok(serde_json::json!({
+        "Location": location.to_string(),
+        "Directory": dir.display().to_string(),
+        "UnpackedBytes": bytes,
+        "Seconds": seconds,
+    }))
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -572,6 +634,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             http,
             tls,
             artifact_roots,
+            s3_endpoint_url,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
@@ -581,6 +644,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             http,
             tls,
             artifact_roots,
+            s3_endpoint_url,
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;
@@ -633,6 +697,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             poll: std::time::Duration::from_millis(poll_ms.max(10)),
             onnxruntime,
         }),
+        Command::Fetch {
+            location,
+            dest,
+            s3_endpoint_url,
+            timeout_seconds,
+        } => {
+            let output = fetch(&location, &dest, s3_endpoint_url, timeout_seconds)?;
+            println!("{output}");
+            Ok(())
+        }
         Command::Inspect { path, onnxruntime } => {
             print!("{}", inspect(&path, &onnxruntime)?);
             Ok(())

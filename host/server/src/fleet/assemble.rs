@@ -181,8 +181,16 @@ pub(crate) async fn build(
     capacities: &[VariantCapacity],
 ) -> Result<Built, String> {
     let experiment = config.experiment();
+    // The remote artifacts and components first, all at once (each within its variant's
+    // ModelDataDownloadTimeoutInSeconds); a failure names the object and the store's code.
+    let wanted = config.remote()?;
+    let fetches = wanted.iter().map(|(remote, timeout)| async move {
+        let path = state.stored.remote.local(remote, *timeout).await?;
+        Ok::<_, String>((remote.clone(), path))
+    });
+    let fetched = futures::future::try_join_all(fetches).await?;
     let artifacts = state.stored.artifacts.clone();
-    let resolved = tokio::task::spawn_blocking(move || config.resolve(&artifacts))
+    let resolved = tokio::task::spawn_blocking(move || config.resolve(&artifacts, &fetched))
         .await
         .map_err(|e| e.to_string())??;
     let config = resolved.config;

@@ -1,5 +1,7 @@
 //! CreateModel, DescribeModel, DeleteModel, ListModels: a model names its component
-//! (`Image`) and artifact (`ModelDataUrl`); models are immutable once created.
+//! (`Image`) and artifact (`ModelDataUrl` or `ModelDataSource`); models are immutable once
+//! created. Local files are kept by digest at CreateModel; `s3://` ones are fetched when an
+//! endpoint first needs them (`state::remote`).
 
 use super::common::{
     check_name, described, in_use, internal, model_not_found, parse, store_error, validation,
@@ -43,18 +45,29 @@ pub(crate) async fn create_model(
     let mut fields = input.rest;
     fields.insert("PrimaryContainer".into(), container);
     let mut definition: ModelDefinition = parse(Value::Object(fields))?;
-    // Where the files are, and only if they are under the artifact roots (checked before
-    // anything else looks at them).
+    // `s3://` ones are fetched when an endpoint first needs them (a failure then sets the
+    // endpoint Failed, as SageMaker does); here they are only checked for form.
+    let remote_image = definition.remote_image().map_err(validation)?.is_some();
+    let remote_data = definition
+        .remote_model_data()
+        .map_err(validation)?
+        .is_some();
+    // Where the local files are, and only if they are under the artifact roots (checked
+    // before anything else looks at them).
     let image = definition.primary_container.image.clone();
-    let image_path = stored.roots.check("Image", &image).map_err(validation)?;
+    let image_path = (!remote_image)
+        .then(|| stored.roots.check("Image", &image))
+        .transpose()
+        .map_err(validation)?;
     let url_path = definition
         .primary_container
         .model_data_url
         .as_deref()
+        .filter(|_| !remote_data)
         .map(|url| stored.roots.check("ModelDataUrl", url))
         .transpose()
         .map_err(validation)?;
-    check_model(&definition, &image_path)?;
+    check_model(&definition, image_path.as_deref())?;
     runtime
         .backend_for(definition.plinth_backend)
         .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
@@ -75,13 +88,16 @@ pub(crate) async fn create_model(
         let image = image.clone();
         move || {
             use crate::state::artifacts::{keep, keep_component};
-            Ok::<_, String>(Digests {
-                image: keep_component(&cache, &image, &image_path)?,
+            let Some(image_path) = &image_path else {
+                return Ok(None);
+            };
+            Ok::<_, String>(Some(Digests {
+                image: keep_component(&cache, &image, image_path)?,
                 model_data_url: url_path
                     .as_deref()
                     .map(|url| keep(&cache, url))
                     .transpose()?,
-            })
+            }))
         }
     };
     let digests = tokio::task::spawn_blocking(keep_all.clone())
@@ -95,20 +111,21 @@ pub(crate) async fn create_model(
     }
     // A DeleteModel may have collected what this one kept before it held the lock (its
     // digests were in no model yet): keep it again, now that no collection can run.
-    let missing =
+    let missing = digests.as_ref().is_some_and(|digests| {
         !crate::state::artifacts::kept_component(&stored.artifacts, &digests.image, &image)
             .is_file()
             || digests
                 .model_data_url
                 .as_deref()
-                .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err());
+                .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err())
+    });
     if missing {
         tokio::task::spawn_blocking(keep_all)
             .await
             .map_err(internal)?
             .map_err(validation)?;
     }
-    definition.plinth_digests = Some(digests);
+    definition.plinth_digests = digests;
     let record = Record {
         name: name.clone(),
         created: now(),
@@ -123,11 +140,11 @@ pub(crate) async fn create_model(
     Ok(json!({ "ModelArn": arn("model", &name) }))
 }
 
-/// The model's settings in range, and its component a file (`image_path`: where `Image`
-/// resolved under the artifact roots).
-fn check_model(d: &ModelDefinition, image_path: &str) -> Result<(), ApiError> {
+/// The model's settings in range, and its component a file (`image_path`: where a local
+/// `Image` resolved under the artifact roots).
+fn check_model(d: &ModelDefinition, image_path: Option<&str>) -> Result<(), ApiError> {
     let c = &d.primary_container;
-    if !std::path::Path::new(image_path).is_file() {
+    if image_path.is_some_and(|p| !std::path::Path::new(p).is_file()) {
         return Err(validation(format!(
             "Image {:?}: no component file there",
             c.image

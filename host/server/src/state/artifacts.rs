@@ -333,7 +333,10 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
     removed
 }
 
-/// The directory to mount for `url`, unpacking into `cache` if needed.
+/// The directory to mount for `url`, unpacking into `cache` if needed. A file is first
+/// copied into the cache as a stream, its SHA-256 taken on the way, and unpacked from that
+/// copy ([`unpack_file`]): what is unpacked is what was digested, and no artifact is held
+/// in memory whole.
 pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
     let path = local_path("ModelDataUrl", url)?;
     let metadata = std::fs::metadata(&path)
@@ -353,38 +356,103 @@ pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
             metadata.len()
         ));
     }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(MAX_ARTIFACT_BYTES + 1).read_to_end(&mut bytes))
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create the artifact cache {}: {e}", cache.display()))?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".copying-")
+        .tempfile_in(cache)
+        .map_err(|e| format!("cannot create a file in {}: {e}", cache.display()))?;
+    let mut hashing = HashingWriter {
+        inner: staged.as_file_mut(),
+        sha: Sha256::new(),
+    };
+    let copied = std::fs::File::open(&path)
+        .and_then(|f| std::io::copy(&mut f.take(MAX_ARTIFACT_BYTES + 1), &mut hashing))
         .map_err(|e| format!("ModelDataUrl {url:?}: cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
+    if copied > MAX_ARTIFACT_BYTES {
         return Err(format!(
             "ModelDataUrl {url:?} grew past {MAX_ARTIFACT_BYTES} bytes while it was read"
         ));
     }
-    let digest = hex::encode(Sha256::digest(&bytes));
-    let target = cache.join(&digest);
-    if target.is_dir() {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(cache)
-        .map_err(|e| format!("cannot create the artifact cache {}: {e}", cache.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".unpacking-")
-        .tempdir_in(cache)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", cache.display()))?;
+    let digest = hex::encode(hashing.sha.finalize());
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        unpack(flate2::read::GzDecoder::new(&bytes[..]), staging.path())
-    } else if is_tar(&bytes) {
-        unpack(&bytes[..], staging.path())
-    } else {
-        std::fs::write(staging.path().join(&file_name), &bytes).map_err(|e| e.to_string())
+    unpack_file(cache, staged.path(), &digest, &file_name, Packing::Auto)
+        .map_err(|e| format!("ModelDataUrl {url:?}: {e}"))
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<'a> {
+    inner: &'a mut std::fs::File,
+    sha: Sha256,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
     }
-    .map_err(|e| format!("ModelDataUrl {url:?}: {e}"))?;
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// How an artifact file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Packing {
+    /// A gzipped tar, a tar, or else a single file (SageMaker's `ModelDataUrl`).
+    Auto,
+    /// A gzipped tar and nothing else (`CompressionType` `Gzip`).
+    Gzip,
+    /// A single file, as it is (`CompressionType` `None`).
+    Plain,
+}
+
+/// The artifact directory `cache/<digest>` for the file `file` (whose SHA-256 is `digest`),
+/// unpacked as `packing` says (a single file is placed there as `file_name`) if it is not
+/// there yet. Streams from the file; unpacks into a hidden directory first, synced to disk,
+/// then renamed into place, so that a crash leaves nothing that looks complete.
+pub(crate) fn unpack_file(
+    cache: &Path,
+    file: &Path,
+    digest: &str,
+    file_name: &str,
+    packing: Packing,
+) -> Result<PathBuf, String> {
+    let target = cache.join(digest);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    let mut head = [0u8; 262];
+    let read = std::fs::File::open(file)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let head = &head[..read];
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    if packing == Packing::Gzip && !gzip {
+        return Err("CompressionType is Gzip, but the object is not gzip-compressed".into());
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(cache)
+        .map_err(|e| format!("cannot create a directory in {}: {e}", cache.display()))?;
+    let open = || {
+        std::fs::File::open(file)
+            .map(std::io::BufReader::new)
+            .map_err(|e| e.to_string())
+    };
+    match packing {
+        Packing::Auto | Packing::Gzip if gzip => {
+            unpack(flate2::read::GzDecoder::new(open()?), staging.path())
+        }
+        Packing::Auto if is_tar(head) => unpack(open()?, staging.path()),
+        _ => std::fs::copy(file, staging.path().join(file_name))
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }?;
     sync_tree(staging.path()).map_err(|e| format!("cannot sync the unpacked artifact: {e}"))?;
     let staged = staging.keep();
     if let Err(e) = std::fs::rename(&staged, &target) {
@@ -398,8 +466,20 @@ pub(crate) fn resolve(cache: &Path, url: &str) -> Result<PathBuf, String> {
     Ok(target)
 }
 
+/// Read into `buf` until it is full or the reader ends; the bytes read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
 /// Sync every file and directory under `dir` (and `dir` itself) to disk.
-fn sync_tree(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_tree(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
@@ -413,7 +493,7 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Sync a directory's entries (a rename into it, a file created in it) to disk.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

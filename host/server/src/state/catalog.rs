@@ -4,12 +4,14 @@
 //! builds. Definitions are immutable once created, as in SageMaker.
 
 use crate::state::artifacts;
+use crate::state::remote::Remote;
 use crate::state::store::Definition;
 use plinth_policy::config::{
     Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MAX_RESPONSE_MIB,
     DEFAULT_MEMORY_MIB, DEFAULT_STARTUP_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS,
 };
 use plinth_policy::routing::RoutingStrategy;
+use plinth_storage::Location;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +38,68 @@ pub(crate) struct ModelDefinition {
     pub(crate) plinth_digests: Option<Digests>,
 }
 
+impl ModelDefinition {
+    /// The model's artifact when it is remote (an `s3://` `ModelDataUrl`, or a
+    /// `ModelDataSource`), or why its members do not make one.
+    pub(crate) fn remote_model_data(&self) -> Result<Option<Remote>, String> {
+        let c = &self.primary_container;
+        match (&c.model_data_url, &c.model_data_source) {
+            (Some(_), Some(_)) => Err("give ModelDataUrl or ModelDataSource, not both".to_owned()),
+            (Some(url), None) if url.starts_with("s3://") => Ok(Some(Remote::Object {
+                location: Location::parse(url).map_err(|e| format!("ModelDataUrl {e}"))?,
+                packing: artifacts::Packing::Auto,
+            })),
+            (_, None) => Ok(None),
+            (None, Some(source)) => source.s3_data_source.remote().map(Some),
+        }
+    }
+
+    /// The model's component when `Image` is an `s3://` URI.
+    pub(crate) fn remote_image(&self) -> Result<Option<Remote>, String> {
+        let image = &self.primary_container.image;
+        if !image.starts_with("s3://") {
+            return Ok(None);
+        }
+        let location = Location::parse(image).map_err(|e| format!("Image {e}"))?;
+        Ok(Some(Remote::Component(location)))
+    }
+}
+
+impl S3DataSource {
+    /// What this source fetches, checked as SageMaker checks it.
+    fn remote(&self) -> Result<Remote, String> {
+        let uri = &self.s3_uri;
+        if !uri.starts_with("s3://") {
+            return Err(format!(
+                "ModelDataSource.S3DataSource.S3Uri {uri:?} is not an s3:// URI"
+            ));
+        }
+        let location =
+            Location::parse(uri).map_err(|e| format!("ModelDataSource.S3DataSource.S3Uri {e}"))?;
+        match (self.s3_data_type.as_str(), self.compression_type.as_str()) {
+            ("S3Object", "Gzip") => Ok(Remote::Object {
+                location,
+                packing: artifacts::Packing::Gzip,
+            }),
+            ("S3Object", _) => Ok(Remote::Object {
+                location,
+                packing: artifacts::Packing::Plain,
+            }),
+            ("S3Prefix", "None") if uri.ends_with('/') => Ok(Remote::Prefix(location)),
+            ("S3Prefix", "None") => Err(format!(
+                "ModelDataSource.S3DataSource.S3Uri {uri:?}: an S3Prefix must end with '/'"
+            )),
+            ("S3Prefix", _) => Err(
+                "ModelDataSource.S3DataSource: CompressionType must be None for an S3Prefix"
+                    .to_owned(),
+            ),
+            (other, _) => Err(format!(
+                "ModelDataSource.S3DataSource.S3DataType {other:?} is not S3Object or S3Prefix"
+            )),
+        }
+    }
+}
+
 /// The content digests (`sha256:<hex>`) of what a model runs: its `Image` and its
 /// `ModelDataUrl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,15 +110,39 @@ pub(crate) struct Digests {
     pub(crate) model_data_url: Option<String>,
 }
 
-/// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` the artifact.
+/// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` (or `ModelDataSource`)
+/// the artifact; either may be local or `s3://`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerDefinition {
     pub(crate) image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) model_data_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_data_source: Option<ModelDataSource>,
     #[serde(default)]
     pub(crate) environment: BTreeMap<String, String>,
+}
+
+/// `ModelDataSource`: the artifact as an S3 object or prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ModelDataSource {
+    #[serde(rename = "S3DataSource")]
+    pub(crate) s3_data_source: S3DataSource,
+}
+
+/// `S3ModelDataSource`: `S3Uri` is an object (`S3Object`: a `.tar.gz` with `CompressionType`
+/// `Gzip`, or one file with `None`) or a prefix (`S3Prefix`, whose objects are the model
+/// directory's files; `CompressionType` `None` only, the URI ending in `/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct S3DataSource {
+    #[serde(rename = "S3Uri")]
+    pub(crate) s3_uri: String,
+    #[serde(rename = "S3DataType")]
+    pub(crate) s3_data_type: String,
+    #[serde(rename = "CompressionType")]
+    pub(crate) compression_type: String,
 }
 
 /// `PlinthLimits`, defaults filled in (so DescribeModel shows every limit). A member added
@@ -240,6 +328,10 @@ pub(crate) struct ProductionVariant {
     /// (`invoke-batch`); 1, the default, serves every request on its own.
     #[serde(default = "one")]
     pub(crate) plinth_max_batch_size: u64,
+    /// How long fetching the model's remote (`s3://`) artifact and component may take, in
+    /// seconds; echoed only when given. Without it, [`DEFAULT_DOWNLOAD_TIMEOUT_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_data_download_timeout_in_seconds: Option<u64>,
     /// Plinth's extension, for a shadow variant: the percentage of requests copied to it
     /// (SageMaker's `ShadowModelVariantConfig.SamplingPercentage`). Without it, the shadow's
     /// weight over the production variants' total weight, capped at 100 %.
@@ -250,6 +342,10 @@ pub(crate) struct ProductionVariant {
 fn one() -> u64 {
     1
 }
+
+/// How long a remote artifact may take to fetch when the variant does not say
+/// (`ModelDataDownloadTimeoutInSeconds`' largest value).
+pub(crate) const DEFAULT_DOWNLOAD_TIMEOUT_SECONDS: u64 = 3600;
 
 fn unit_weight() -> f64 {
     1.0
@@ -431,8 +527,51 @@ impl Unresolved {
             .collect()
     }
 
-    /// Resolve every model's artifact (unpacking archives into `artifacts`). Blocking.
-    pub(crate) fn resolve(self, artifacts: &Path) -> Result<Resolved, String> {
+    /// What the config's models fetch from `s3://`, each once, with the longest download
+    /// time any variant naming it allows (`ModelDataDownloadTimeoutInSeconds`).
+    pub(crate) fn remote(&self) -> Result<Vec<(Remote, std::time::Duration)>, String> {
+        let mut wanted: Vec<(Remote, std::time::Duration)> = Vec::new();
+        for v in self
+            .config
+            .production_variants
+            .iter()
+            .chain(&self.config.shadow_production_variants)
+        {
+            let definition = &self.models[&v.model_name];
+            let timeout = std::time::Duration::from_secs(
+                v.model_data_download_timeout_in_seconds
+                    .unwrap_or(DEFAULT_DOWNLOAD_TIMEOUT_SECONDS),
+            );
+            let named =
+                |e: String| format!("variant {}, model {}: {e}", v.variant_name, v.model_name);
+            let remotes = [
+                definition.remote_model_data().map_err(named)?,
+                definition.remote_image().map_err(named)?,
+            ];
+            for remote in remotes.into_iter().flatten() {
+                match wanted.iter_mut().find(|(r, _)| *r == remote) {
+                    Some((_, longest)) => *longest = (*longest).max(timeout),
+                    None => wanted.push((remote, timeout)),
+                }
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// Resolve every model's artifact (unpacking archives into `artifacts`; the remote ones
+    /// are in `fetched`, by [`Unresolved::remote`]'s entries). Blocking.
+    pub(crate) fn resolve(
+        self,
+        artifacts: &Path,
+        fetched: &[(Remote, std::path::PathBuf)],
+    ) -> Result<Resolved, String> {
+        let fetched_path = |remote: &Remote| {
+            fetched
+                .iter()
+                .find(|(r, _)| r == remote)
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| "its remote artifact was not fetched".to_owned())
+        };
         let resolve_all = |list: &[ProductionVariant]| -> Result<Vec<Variant>, String> {
             list.iter()
                 .map(|v| {
@@ -442,19 +581,23 @@ impl Unresolved {
                         .as_ref()
                         .and_then(|d| d.model_data_url.as_deref());
                     let url = definition.primary_container.model_data_url.as_deref();
-                    let model_data = match (kept, url) {
-                        (Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
-                        (None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
-                        (None, None) => None,
+                    let named = |e: String| {
+                        format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
+                    };
+                    let remote = definition.remote_model_data().map_err(named)?;
+                    let model_data = match (remote, kept, url) {
+                        (Some(remote), _, _) => Some(fetched_path(&remote)),
+                        (None, Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
+                        (None, None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
+                        (None, None, None) => None,
                     }
                     .transpose()
-                    .map_err(|e| {
-                        format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
-                    })?;
-                    Ok(variant(
-                        v,
-                        model(&v.model_name, definition, model_data, Some(artifacts)),
-                    ))
+                    .map_err(named)?;
+                    let mut model = model(&v.model_name, definition, model_data, Some(artifacts));
+                    if let Some(remote) = definition.remote_image().map_err(named)? {
+                        model.component = fetched_path(&remote).map_err(named)?;
+                    }
+                    Ok(variant(v, model))
                 })
                 .collect()
         };

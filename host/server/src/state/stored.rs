@@ -1,5 +1,5 @@
 //! [`Stored`]: the handle to what lasts: the catalog of definitions kept in memory over the
-//! store, the store itself, and where artifacts are unpacked.
+//! store, the store itself, where artifacts are unpacked, and the remote (`s3://`) ones.
 
 use super::catalog::Catalog;
 use super::store::Store;
@@ -17,6 +17,8 @@ pub(crate) struct Stored {
     pub(crate) artifacts: PathBuf,
     /// Where models' files may come from.
     pub(crate) roots: super::artifacts::Roots,
+    /// Models' `s3://` artifacts and components, fetched and kept under `artifacts/s3`.
+    pub(crate) remote: super::remote::RemoteArtifacts,
 }
 
 impl Stored {
@@ -26,10 +28,12 @@ impl Stored {
         catalog: Catalog,
         artifacts: PathBuf,
         roots: super::artifacts::Roots,
+        storage: std::sync::Arc<plinth_storage::Storage>,
     ) -> Self {
         Self {
             catalog: Mutex::new(catalog),
             store,
+            remote: super::remote::RemoteArtifacts::new(storage, &artifacts),
             artifacts,
             roots,
         }

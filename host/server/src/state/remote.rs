@@ -1,0 +1,424 @@
+//! Remote (`s3://`) model artifacts and components, kept in `<artifacts>/s3/`: each object
+//! version (its ETag) is fetched once through `plinth-storage` (streamed to disk, its
+//! SHA-256 taken, checked against the store's size and checksum), unpacked into
+//! `s3/<sha256>/` (a component kept as `s3/components/<sha256>/<file name>`), and indexed
+//! under `s3/index/<identity>`, where the identity is the location and its ETag: every model
+//! that names the same object shares one copy, and concurrent builds wait for one fetch.
+//!
+//! Restart safety: a download is a hidden `.partial-` file until it is complete and synced,
+//! an unpack a hidden directory until synced and renamed, and the index entry is written
+//! (synced, renamed) last: a fetch interrupted anywhere leaves nothing a later start trusts,
+//! and the hidden leftovers are collected with the rest of the cache's.
+
+use plinth_storage::{Location, ObjectInfo, Storage};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+use super::artifacts::{self, Packing};
+
+/// The largest remote object (an artifact or a component).
+const MAX_OBJECT_BYTES: u64 = 16 << 30;
+/// The most objects an `S3Prefix` may hold.
+const MAX_PREFIX_OBJECTS: usize = 10_000;
+
+/// What a model fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Remote {
+    /// An artifact object: `ModelDataUrl` (packing detected) or `S3DataSource` `S3Object`.
+    Object {
+        /// Where.
+        location: Location,
+        /// How it is laid out.
+        packing: Packing,
+    },
+    /// An artifact prefix: `S3DataSource` `S3Prefix`; its objects are the model directory's
+    /// files.
+    Prefix(Location),
+    /// A component: an `s3://` `Image`.
+    Component(Location),
+}
+
+impl Remote {
+    fn location(&self) -> &Location {
+        match self {
+            Self::Object { location, .. } | Self::Prefix(location) | Self::Component(location) => {
+                location
+            }
+        }
+    }
+}
+
+type Fetch = Arc<OnceCell<Result<PathBuf, String>>>;
+
+/// The remote artifacts kept under one data directory.
+pub(crate) struct RemoteArtifacts {
+    storage: Arc<Storage>,
+    dir: PathBuf,
+    /// Fetches in progress (and done), by identity: concurrent callers wait for one.
+    fetches: tokio::sync::Mutex<HashMap<String, Fetch>>,
+}
+
+impl RemoteArtifacts {
+    /// Remote artifacts kept under `artifacts/s3`, read through `storage`.
+    pub(crate) fn new(storage: Arc<Storage>, artifacts: &Path) -> Self {
+        Self {
+            storage,
+            dir: artifacts.join("s3"),
+            fetches: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The local path of `remote` (the artifact directory, or the component file), fetched
+    /// if it is not kept yet; within `timeout`. Errors name the location and the store's
+    /// error code.
+    pub(crate) async fn local(
+        &self,
+        remote: &Remote,
+        timeout: Duration,
+    ) -> Result<PathBuf, String> {
+        let location = remote.location().clone();
+        match tokio::time::timeout(timeout, self.fetch(remote)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "fetching {location} did not finish within ModelDataDownloadTimeoutInSeconds \
+                 ({} s)",
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    async fn fetch(&self, remote: &Remote) -> Result<PathBuf, String> {
+        let location = remote.location();
+        // What the object (or prefix) is now: the identity it is kept under.
+        let (identity, listing) = match remote {
+            Remote::Prefix(prefix) => {
+                let listing = self.storage.list(prefix).await.map_err(|e| e.to_string())?;
+                if listing.is_empty() {
+                    return Err(format!("{prefix}: no objects under this prefix"));
+                }
+                if listing.len() > MAX_PREFIX_OBJECTS {
+                    return Err(format!(
+                        "{prefix}: more than {MAX_PREFIX_OBJECTS} objects under this prefix"
+                    ));
+                }
+                (identity("prefix", location, &listing), listing)
+            }
+            _ => {
+                let info = self
+                    .storage
+                    .head(location)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let kind = match remote {
+                    Remote::Component(_) => "component",
+                    _ => "object",
+                };
+                (
+                    identity(kind, location, std::slice::from_ref(&info)),
+                    vec![info],
+                )
+            }
+        };
+        if let Some(kept) = self.indexed(&identity, remote) {
+            return Ok(kept);
+        }
+        let cell = {
+            let mut fetches = self.fetches.lock().await;
+            fetches.entry(identity.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_init(|| self.fetch_now(remote, &identity, &listing))
+            .await
+            .clone();
+        if result.is_err() {
+            // A failure is not kept: the next build tries again.
+            self.fetches.lock().await.remove(&identity);
+        }
+        result
+    }
+
+    /// The kept path of `identity`, if its index entry and what it points to are there.
+    fn indexed(&self, identity: &str, remote: &Remote) -> Option<PathBuf> {
+        let digest = std::fs::read_to_string(self.dir.join("index").join(identity)).ok()?;
+        let path = self.kept_path(digest.trim(), remote);
+        path.exists().then_some(path)
+    }
+
+    fn kept_path(&self, digest: &str, remote: &Remote) -> PathBuf {
+        match remote {
+            Remote::Component(location) => self
+                .dir
+                .join("components")
+                .join(digest)
+                .join(file_name(location, "component.wasm")),
+            _ => self.dir.join(digest),
+        }
+    }
+
+    async fn fetch_now(
+        &self,
+        remote: &Remote,
+        identity: &str,
+        listing: &[ObjectInfo],
+    ) -> Result<PathBuf, String> {
+        let started = Instant::now();
+        let location = remote.location();
+        for dir in [self.dir.join("objects"), self.dir.join("index")] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let (path, digest, bytes) = match remote {
+            Remote::Prefix(prefix) => self.fetch_prefix(prefix, listing).await?,
+            Remote::Object { packing, .. } => {
+                let got = self.download(location).await?;
+                let (dir, file) = (self.dir.clone(), got.file);
+                let (digest, name, packing) =
+                    (got.sha256.clone(), file_name(location, "model"), *packing);
+                let path = tokio::task::spawn_blocking(move || {
+                    artifacts::unpack_file(&dir, file.path(), &digest, &name, packing)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{location}: {e}"))?;
+                (path, got.sha256, got.size)
+            }
+            Remote::Component(_) => {
+                let got = self.download(location).await?;
+                let path = self.kept_path(&got.sha256, remote);
+                let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+                let file = got.file;
+                let target = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    file.persist(&target).map_err(|e| e.error)?;
+                    artifacts::sync_dir(&dir)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot keep the component from {location}: {e}"))?;
+                (path, got.sha256, got.size)
+            }
+        };
+        self.write_index(identity, &digest).await?;
+        tracing::info!(
+            location = %location,
+            bytes,
+            sha256 = %digest,
+            ms = started.elapsed().as_millis() as u64,
+            "fetched"
+        );
+        Ok(path)
+    }
+
+    async fn download(&self, location: &Location) -> Result<plinth_storage::Downloaded, String> {
+        self.storage
+            .download(location, &self.dir.join("objects"), MAX_OBJECT_BYTES)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every object under `prefix` into one directory, by its key below the prefix; the
+    /// directory's digest is over each file's relative path and SHA-256.
+    async fn fetch_prefix(
+        &self,
+        prefix: &Location,
+        listing: &[ObjectInfo],
+    ) -> Result<(PathBuf, String, u64), String> {
+        let staging = tempfile::Builder::new()
+            .prefix(".fetching-")
+            .tempdir_in(&self.dir)
+            .map_err(|e| format!("cannot create a directory in {}: {e}", self.dir.display()))?;
+        let mut tree = Sha256::new();
+        let mut bytes = 0;
+        for object in listing {
+            let relative = safe_relative(&object.key)
+                .ok_or_else(|| format!("{prefix}: the key {:?} cannot name a file", object.key))?;
+            let got = self.download(&prefix.join(&object.key)).await?;
+            tree.update(relative.to_string_lossy().as_bytes());
+            tree.update([0]);
+            tree.update(got.sha256.as_bytes());
+            bytes += got.size;
+            let target = staging.path().join(&relative);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            got.file
+                .persist(&target)
+                .map_err(|e| format!("cannot keep {}: {}", target.display(), e.error))?;
+        }
+        let digest = hex::encode(tree.finalize());
+        let target = self.dir.join(&digest);
+        let staged = staging.keep();
+        let placed = tokio::task::spawn_blocking({
+            let (staged, target, dir) = (staged.clone(), target.clone(), self.dir.clone());
+            move || -> std::io::Result<()> {
+                artifacts::sync_tree(&staged)?;
+                if std::fs::rename(&staged, &target).is_err() {
+                    std::fs::remove_dir_all(&staged)?;
+                }
+                artifacts::sync_dir(&dir)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        placed.map_err(|e| format!("cannot keep the files of {prefix}: {e}"))?;
+        if !target.is_dir() {
+            return Err(format!("cannot keep the files of {prefix}"));
+        }
+        Ok((target, digest, bytes))
+    }
+
+    /// Record that `identity` is kept as `digest`: written to a hidden file, synced, renamed.
+    async fn write_index(&self, identity: &str, digest: &str) -> Result<(), String> {
+        let dir = self.dir.join("index");
+        let (identity, digest) = (identity.to_owned(), digest.to_owned());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut staged = tempfile::Builder::new()
+                .prefix(".index-")
+                .tempfile_in(&dir)?;
+            std::io::Write::write_all(&mut staged, digest.as_bytes())?;
+            staged.as_file().sync_all()?;
+            staged.persist(dir.join(identity)).map_err(|e| e.error)?;
+            artifacts::sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot write the artifact index: {e}"))
+    }
+}
+
+/// What `location` holds now, as the name its kept copy is indexed under: the kind, the
+/// location, and each object's key, size and ETag.
+fn identity(kind: &str, location: &Location, objects: &[ObjectInfo]) -> String {
+    let mut sha = Sha256::new();
+    sha.update(kind.as_bytes());
+    sha.update([0]);
+    sha.update(location.to_string().as_bytes());
+    for o in objects {
+        sha.update([0]);
+        sha.update(o.key.as_bytes());
+        sha.update([0]);
+        sha.update(o.size.to_le_bytes());
+        sha.update(o.etag.as_deref().unwrap_or("").as_bytes());
+    }
+    hex::encode(sha.finalize())
+}
+
+/// The last part of `location`'s key, for a single file's name.
+fn file_name(location: &Location, default: &str) -> String {
+    let text = location.to_string();
+    let name = text.rsplit('/').next().unwrap_or_default();
+    if name.is_empty() || name == "." || name == ".." {
+        default.to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A key below a prefix as a relative path, if it names a file inside the directory (no
+/// `..`, no absolute path, no empty part: a "directory marker" key ending in `/` is none).
+fn safe_relative(key: &str) -> Option<PathBuf> {
+    if key.is_empty() || key.ends_with('/') || key.starts_with('/') {
+        return None;
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return None;
+    }
+    Some(parts.iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_keys_that_leave_the_directory_are_refused() {
+        assert_eq!(
+            safe_relative("model.onnx"),
+            Some(PathBuf::from("model.onnx"))
+        );
+        assert_eq!(safe_relative("a/b.onnx"), Some(PathBuf::from("a/b.onnx")));
+        for bad in [
+            "",
+            "dir/",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+        ] {
+            assert_eq!(safe_relative(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_new_etag_is_a_new_identity() {
+        let location = Location::parse("s3://models/iris.tar.gz").unwrap();
+        let object = |etag: &str| ObjectInfo {
+            key: "iris.tar.gz".into(),
+            size: 10,
+            etag: Some(etag.into()),
+        };
+        let a = identity("object", &location, &[object("1")]);
+        assert_eq!(a, identity("object", &location, &[object("1")]));
+        assert_ne!(a, identity("object", &location, &[object("2")]));
+        assert_ne!(a, identity("component", &location, &[object("1")]));
+        assert_eq!(file_name(&location, "model"), "iris.tar.gz");
+        assert_eq!(
+            file_name(&Location::parse("s3://models/").unwrap(), "model"),
+            "model"
+        );
+    }
+
+    /// A fetch of a local object (the same path as an S3 one, below the store) unpacks once,
+    /// indexes it, and is found again without a second fetch.
+    #[tokio::test]
+    async fn an_object_is_fetched_once_and_found_in_the_index_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = dir.path().join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let source = dir.path().join("model.onnx");
+        std::fs::write(&source, b"graph").unwrap();
+        let remote = RemoteArtifacts::new(
+            Arc::new(Storage::new(plinth_storage::S3Settings::default())),
+            &artifacts,
+        );
+        let object = Remote::Object {
+            location: Location::Local(source.clone()),
+            packing: Packing::Auto,
+        };
+        let first = remote
+            .local(&object, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(first.join("model.onnx")).unwrap(), b"graph");
+        // Nothing hidden is left behind, and the index names it.
+        let leftovers: Vec<_> = std::fs::read_dir(artifacts.join("s3/objects"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        remote.fetches.lock().await.clear();
+        std::fs::remove_dir_all(artifacts.join("s3/objects")).unwrap();
+        let again = remote
+            .local(&object, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(
+            !artifacts.join("s3/objects").exists(),
+            "fetched a second time"
+        );
+    }
+}
