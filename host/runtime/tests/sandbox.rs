@@ -185,8 +185,7 @@ async fn model_fn_past_the_startup_deadline_fails_naming_it() {
 }
 
 /// A long backend computation runs off the async workers: on a runtime with one worker, a
-/// timer keeps firing on time while it runs (inline, the worker would be held for all of
-/// it).
+/// timer keeps firing while it runs (inline, the worker would be held for all of it).
 #[test]
 fn a_long_computation_leaves_the_worker_free() {
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -227,8 +226,12 @@ fn a_long_computation_leaves_the_worker_free() {
             took > Duration::from_millis(300),
             "the long computation took only {took:?}: too short to tell"
         );
+        // Inline, the worker would be held for the whole computation and the timer would
+        // fire about `took` late; off the worker it fires on time, give or take the
+        // scheduling delays of a loaded machine (which reach a hundred milliseconds on two
+        // busy cores: the bound is a quarter of the computation, not a fixed time).
         assert!(
-            worst < Duration::from_millis(100),
+            worst < took / 4,
             "a 5 ms timer fired {worst:?} late while a {took:?} computation ran"
         );
     });
