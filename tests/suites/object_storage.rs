@@ -285,3 +285,87 @@ fn a_store_that_never_answers_fails_the_endpoint_at_the_download_timeout() {
     drop(server);
     drop(held);
 }
+
+/// A server killed (SIGKILL) while it downloads an artifact leaves only hidden partial files,
+/// which the restarted server does not trust: it fetches the object again, whole, and the
+/// endpoint serves.
+#[test]
+fn a_fetch_killed_midway_leaves_nothing_a_restart_trusts() {
+    let Some(s3) = S3::shared("object_storage::a_fetch_killed_midway") else {
+        return;
+    };
+    let bucket = bucket("killed");
+    s3.create_bucket(&bucket);
+    // 64 MiB of incompressible weights and the iris graph, as an uncompressed tar: long
+    // enough to download that the kill lands in the middle.
+    let dir = tempfile::tempdir().unwrap();
+    let weights_len = 64usize << 20;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let weights: Vec<u8> = (0..weights_len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let archive_path = dir.path().join("big.tar");
+    {
+        let mut archive = tar::Builder::new(std::fs::File::create(&archive_path).unwrap());
+        archive
+            .append_path_with_name(Path::new(IRIS_MODEL_DIR).join("model.onnx"), "model.onnx")
+            .unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(weights.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, "weights.bin", &weights[..])
+            .unwrap();
+        archive.finish().unwrap();
+    }
+    s3.put_file(&bucket, "big.tar", &archive_path);
+    let url = format!("s3://{bucket}/big.tar");
+
+    let server = server(s3.server_env());
+    create_model(&server, "big", json!({ "Image": IRIS_WASM, "ModelDataUrl": url }));
+    server.create_config("big", &[("AllTraffic", "big", 1)]);
+    server.call(
+        "CreateEndpoint",
+        json!({ "EndpointName": "big", "EndpointConfigName": "big" }),
+    );
+    let objects = server.dir().join("data/artifacts/s3/objects");
+    let partial = || {
+        std::fs::read_dir(&objects).ok().and_then(|entries| {
+            entries.flatten().find(|e| {
+                e.file_name().to_string_lossy().starts_with(".partial-")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while partial().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no download in progress seen: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let server = server.kill_and_restart().expect("the server restarts");
+    let index = server.dir().join("data/artifacts/s3/index");
+    let described = server.wait_in_service("big", Duration::from_secs(120));
+    assert_eq!(described["EndpointStatus"], "InService", "{described}");
+    assert_setosa(&server, "big");
+    assert_eq!(fetches(&server, &url), 1, "{}", server.stderr());
+    // One index entry, pointing at the whole artifact.
+    let entries: Vec<_> = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let digest = std::fs::read_to_string(entries[0].path()).unwrap();
+    let kept = server.dir().join("data/artifacts/s3").join(digest.trim());
+    assert_eq!(std::fs::read(kept.join("weights.bin")).unwrap(), weights);
+}

@@ -157,9 +157,11 @@ impl S3Settings {
                     }),
                     format!("profile {profile_name:?}"),
                 ),
-                (Some(_), None) => return Err(format!(
+                (Some(_), None) => {
+                    return Err(format!(
                     "profile {profile_name:?} has aws_access_key_id but no aws_secret_access_key"
-                )),
+                ))
+                }
                 _ => (None, "none".to_owned()),
             },
         };

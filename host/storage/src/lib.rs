@@ -234,8 +234,11 @@ impl Storage {
             .prefix(".partial-")
             .tempfile_in(dir)
             .map_err(|e| StorageError::io(location, e))?;
-        let mut out =
-            tokio::fs::File::from_std(staged.reopen().map_err(|e| StorageError::io(location, e))?);
+        // Written in 1 MiB pieces: each write of a tokio file is a trip to a blocking thread.
+        let mut out = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::from_std(staged.reopen().map_err(|e| StorageError::io(location, e))?),
+        );
         let mut sha = Sha256::new();
         let mut md5 = Md5::new();
         let mut size = 0u64;
@@ -316,7 +319,8 @@ impl Storage {
         out.flush()
             .await
             .map_err(|e| StorageError::io(location, e))?;
-        out.sync_all()
+        out.get_ref()
+            .sync_all()
             .await
             .map_err(|e| StorageError::io(location, e))?;
         Ok(Downloaded {

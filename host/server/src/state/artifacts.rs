@@ -309,13 +309,24 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
     }
     let is_digest = |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
     let mut removed = 0;
-    for dir in [cache.to_path_buf(), cache.join("components")] {
+    // The remote artifacts' directories (`s3/`, `state::remote`) are shared by object
+    // version, not kept by model: only what an interrupted fetch left there goes.
+    let s3 = cache.join("s3");
+    let dirs = [
+        (cache.to_path_buf(), true),
+        (cache.join("components"), true),
+        (s3.clone(), false),
+        (s3.join("objects"), false),
+        (s3.join("index"), false),
+        (s3.join("components"), false),
+    ];
+    for (dir, by_digest) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let unused = is_digest(&name) && !keep.contains(&name);
+            let unused = by_digest && is_digest(&name) && !keep.contains(&name);
             let stale = || {
                 entry
                     .metadata()
@@ -553,6 +564,47 @@ fn unpack(reader: impl Read, into: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What no model keeps goes; the shared remote copies stay; what an interrupted fetch
+    /// left goes once it is an hour old.
+    #[test]
+    fn garbage_is_what_no_model_keeps_and_old_leftovers() {
+        let cache = tempfile::tempdir().unwrap();
+        let digest = |c: char| c.to_string().repeat(64);
+        let path = |p: &str| cache.path().join(p);
+        for dir in [
+            digest('a'),
+            digest('b'),
+            format!("s3/{}", digest('c')),
+            "s3/objects".into(),
+            "s3/index".into(),
+        ] {
+            std::fs::create_dir_all(path(&dir)).unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for (file, old) in [
+            ("s3/objects/.partial-old", true),
+            ("s3/objects/.partial-new", false),
+            ("s3/index/.index-old", true),
+            ("s3/index/cafe", true),
+        ] {
+            let f = std::fs::File::create(path(file)).unwrap();
+            if old {
+                f.set_modified(hour_ago).unwrap();
+            }
+        }
+        let keep = std::collections::HashSet::from([digest('a')]);
+        assert_eq!(collect_garbage(cache.path(), &keep), 3);
+        assert!(path(&digest('a')).is_dir() && !path(&digest('b')).exists());
+        assert!(path(&format!("s3/{}", digest('c'))).is_dir());
+        assert!(!path("s3/objects/.partial-old").exists());
+        assert!(path("s3/objects/.partial-new").exists());
+        assert!(!path("s3/index/.index-old").exists());
+        assert!(
+            path("s3/index/cafe").exists(),
+            "an index entry is not a leftover"
+        );
+    }
 
     fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
