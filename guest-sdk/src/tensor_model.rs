@@ -69,10 +69,12 @@ pub trait TensorModel: 'static {
     /// The response types the default `output_fn` writes, the default first.
     const OUTPUT_TYPES: &'static [&'static str] = codec::TENSOR_TYPES;
     /// Whether a batch of requests runs as one tensor: their rows stacked along the first
-    /// axis, `predict_fn` called once, and its output's rows split back per request. True
-    /// suits graphs whose first axis is the batch (rows are independent); set it to false to
-    /// run each request of a batch on its own. Requests whose shapes cannot stack (a
-    /// different row length) run on their own either way.
+    /// axis, `predict_fn` called once (with the first request's [`Context`]), and its
+    /// output's rows split back per request. True suits graphs whose first axis is the batch
+    /// (rows are independent); set it to false to run each request of a batch on its own,
+    /// e.g. when `predict_fn` reads the request's context. Requests whose shapes cannot
+    /// stack (a different row length) run on their own either way, and so does each request
+    /// of a batch whose stacked run fails.
     const STACK_BATCHES: bool = true;
 
     /// Load the graph, once per instance. The default is
@@ -294,10 +296,17 @@ impl<M: TensorModel> Handler for TensorHandler<M> {
         }
         let rows: Vec<usize> = payloads.iter().map(|t| t.shape[0]).collect();
         let ctx = ctxs.first().cloned().unwrap_or_default();
-        let stacked = stack(payloads);
-        match M::predict_fn(stacked, &model.session, &ctx) {
+        // The stacked run consumes the payloads; a copy is kept to run each alone if it fails
+        // (a graph whose batch axis is fixed at 1, or one request's bad values): one request
+        // never fails the others.
+        let alone = payloads.clone();
+        match M::predict_fn(stack(payloads), &model.session, &ctx) {
             Ok(output) => split(output, &rows),
-            Err(e) => rows.iter().map(|_| Err(e.clone())).collect(),
+            Err(_) => alone
+                .into_iter()
+                .zip(ctxs)
+                .map(|(x, ctx)| M::predict_fn(x, &model.session, ctx))
+                .collect(),
         }
     }
 }

@@ -439,11 +439,15 @@ impl Dev {
                 now = again;
             }
             seen = now;
+            // The model directory counts as seen only once a version serves it: a change
+            // to it that came with a failed build is still a change next time.
             let model_now = fingerprint(&model);
             let model_changed = model_now != seen_model;
-            seen_model = model_now;
             println!("change seen: rebuilding");
             let swapped = build(source).and_then(|component| self.swap(&component, model_changed));
+            if swapped.is_ok() {
+                seen_model = model_now;
+            }
             if let Err(e) = swapped {
                 let serving = self.serving.as_ref().map_or(0, |(n, _)| *n);
                 println!("plinth dev: {e:#} (version {serving} keeps serving)");

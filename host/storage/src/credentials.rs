@@ -162,7 +162,26 @@ impl S3Settings {
                     "profile {profile_name:?} has aws_access_key_id but no aws_secret_access_key"
                 ))
                 }
-                _ => (None, "none".to_owned()),
+                _ => {
+                    let unsupported = [
+                        "role_arn",
+                        "sso_session",
+                        "sso_start_url",
+                        "credential_process",
+                        "web_identity_token_file",
+                    ]
+                    .into_iter()
+                    .find(|key| profile_value(key).is_some());
+                    if let Some(key) = unsupported {
+                        return Err(format!(
+                            "profile {profile_name:?} gets its credentials through {key}, which \
+                             Plinth does not support: give it aws_access_key_id and \
+                             aws_secret_access_key, or set AWS_ACCESS_KEY_ID and \
+                             AWS_SECRET_ACCESS_KEY"
+                        ));
+                    }
+                    (None, "none".to_owned())
+                }
             },
         };
         let region = var("AWS_REGION")
@@ -285,5 +304,22 @@ mod tests {
         assert!(settings(&missing).unwrap_err().contains("no such profile"));
         // Nothing at all: unsigned.
         assert_eq!(settings(&[]).unwrap().credentials, None);
+        // A profile whose credentials come another way is refused, not taken as none.
+        std::fs::write(
+            &config,
+            "[profile sso]\nsso_session = corp\nregion = eu-west-1\n",
+        )
+        .unwrap();
+        let mut sso = files.to_vec();
+        sso.push(("AWS_PROFILE", "sso"));
+        assert!(settings(&sso).unwrap_err().contains("sso_session"));
+        // The environment's keys come before any profile's.
+        let mut both = files.to_vec();
+        both.extend([
+            ("AWS_ACCESS_KEY_ID", "ENVKEY0001"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let s = settings(&both).unwrap();
+        assert_eq!(s.credentials.unwrap().access_key_id, "ENVKEY0001");
     }
 }

@@ -13,10 +13,10 @@ pub enum ErrorKind {
     AccessDenied,
     /// Fewer bytes arrived than the store announced.
     Truncated,
-    /// The bytes do not match the store's checksum.
-    Corrupt,
     /// Larger than allowed.
     TooLarge,
+    /// The object was replaced after its entity tag was read.
+    Changed,
     /// Not a regular file.
     NotAFile,
     /// Anything else (network, local disk, a store error without a code).
@@ -71,6 +71,7 @@ impl StorageError {
         let kind = match (&code, &e) {
             (Some(code), _) => kind_of_code(code),
             (None, object_store::Error::NotFound { .. }) => ErrorKind::NotFound,
+            (None, object_store::Error::Precondition { .. }) => ErrorKind::Changed,
             (None, object_store::Error::PermissionDenied { .. })
             | (None, object_store::Error::Unauthenticated { .. }) => ErrorKind::AccessDenied,
             (None, _) => ErrorKind::Other,
@@ -105,6 +106,7 @@ fn kind_of_code(code: &str) -> ErrorKind {
         | "ExpiredToken"
         | "InvalidToken"
         | "AllAccessDisabled" => ErrorKind::AccessDenied,
+        "PreconditionFailed" => ErrorKind::Changed,
         _ => ErrorKind::Other,
     }
 }

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use md5::Md5;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use sha2::{Digest, Sha256};
@@ -63,6 +62,42 @@ pub struct Storage {
 
 /// How long a connection to the store may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the store may leave a request, or a download's stream, without an answer.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `step`, or an error if the store gives nothing for [`IDLE_TIMEOUT`].
+async fn timeout<T>(
+    location: &Location,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, StorageError> {
+    tokio::time::timeout(IDLE_TIMEOUT, step).await.map_err(|_| {
+        StorageError::new(
+            location,
+            ErrorKind::Other,
+            format!("the store sent nothing for {} s", IDLE_TIMEOUT.as_secs()),
+        )
+    })
+}
+
+/// A listing without the empty "folder" objects consoles create (`models/iris/`, listed as
+/// an empty key or as an empty object whose name is a directory of other keys).
+fn without_folder_markers(objects: Vec<ObjectInfo>) -> Vec<ObjectInfo> {
+    let directories: std::collections::HashSet<String> = objects
+        .iter()
+        .flat_map(|o| {
+            let parts: Vec<&str> = o.key.split('/').collect();
+            (1..parts.len()).map(move |n| parts[..n].join("/"))
+        })
+        .collect();
+    objects
+        .into_iter()
+        .filter(|o| {
+            let marker = o.key.is_empty() || (o.size == 0 && directories.contains(&o.key));
+            !marker
+        })
+        .collect()
+}
 
 /// The part size of multipart uploads (S3's least is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
@@ -159,7 +194,8 @@ impl Storage {
             }
             Location::S3 { bucket, key } => {
                 let store = self.bucket(bucket)?;
-                match store.head(&object_path(key)).await {
+                let head = timeout(location, store.head(&object_path(location, key)?)).await?;
+                match head {
                     Ok(meta) => Ok(ObjectInfo {
                         key: key.clone(),
                         size: meta.size,
@@ -167,7 +203,7 @@ impl Storage {
                     }),
                     // A HEAD answer has no body, so no error code: ask again with a GET,
                     // whose error names it (NoSuchKey or NoSuchBucket, AccessDenied...).
-                    Err(e) => match store.get(&object_path(key)).await {
+                    Err(e) => match store.get(&object_path(location, key)?).await {
                         Err(e) => Err(StorageError::from_store(&location.to_string(), e)),
                         Ok(_) => Err(StorageError::from_store(&location.to_string(), e)),
                     },
@@ -194,11 +230,11 @@ impl Storage {
                 let listed = if prefix.is_empty() {
                     None
                 } else {
-                    Some(object_path(prefix))
+                    Some(object_path(location, prefix)?)
                 };
                 let mut stream = store.list(listed.as_ref());
                 let mut objects = Vec::new();
-                while let Some(meta) = stream.next().await {
+                while let Some(meta) = timeout(location, stream.next()).await? {
                     let meta =
                         meta.map_err(|e| StorageError::from_store(&location.to_string(), e))?;
                     let full = meta.location.to_string();
@@ -214,21 +250,34 @@ impl Storage {
                     });
                 }
                 objects.sort_by(|a, b| a.key.cmp(&b.key));
-                Ok(objects)
+                Ok(without_folder_markers(objects))
             }
         }
     }
 
     /// Read the object at `location` into a new temporary file in `dir`, as a stream, with
-    /// its SHA-256; at most `max_bytes`. The bytes are checked against what the store said:
-    /// the size it announced, the entity tag it gave first (a changed object fails), and for
-    /// a single-part S3 object, whose ETag is the MD5 of its bytes, that MD5. The file is
-    /// synced to disk before it is returned.
+    /// its SHA-256; at most `max_bytes`, and no more than [`IDLE_TIMEOUT`] without a byte.
+    /// The size read must be the size the store announced. (An ETag is not compared with
+    /// the bytes' MD5: with SSE-KMS or SSE-C it is not one.) The file is synced to disk
+    /// before it is returned.
     pub async fn download(
         &self,
         location: &Location,
         dir: &Path,
         max_bytes: u64,
+    ) -> Result<Downloaded, StorageError> {
+        self.download_version(location, dir, max_bytes, None).await
+    }
+
+    /// [`Storage::download`] of the object version whose entity tag is `etag` (as
+    /// [`Storage::head`] or [`Storage::list`] gave it): an object replaced since is a
+    /// `Changed` error (S3's `PreconditionFailed`), not other bytes under the old tag.
+    pub async fn download_version(
+        &self,
+        location: &Location,
+        dir: &Path,
+        max_bytes: u64,
+        etag: Option<&str>,
     ) -> Result<Downloaded, StorageError> {
         let staged = tempfile::Builder::new()
             .prefix(".partial-")
@@ -240,7 +289,6 @@ impl Storage {
             tokio::fs::File::from_std(staged.reopen().map_err(|e| StorageError::io(location, e))?),
         );
         let mut sha = Sha256::new();
-        let mut md5 = Md5::new();
         let mut size = 0u64;
         let (expected, etag) = match location {
             Location::Local(path) => {
@@ -271,8 +319,12 @@ impl Storage {
             }
             Location::S3 { bucket, key } => {
                 let store = self.bucket(bucket)?;
+                let options = object_store::GetOptions {
+                    if_match: etag.map(|t| format!("\"{t}\"")),
+                    ..Default::default()
+                };
                 let got = store
-                    .get(&object_path(key))
+                    .get_opts(&object_path(location, key)?, options)
                     .await
                     .map_err(|e| StorageError::from_store(&location.to_string(), e))?;
                 let expected = got.meta.size;
@@ -283,13 +335,12 @@ impl Storage {
                     .clone()
                     .map(|t| t.trim_matches('"').to_owned());
                 let mut stream = got.into_stream();
-                while let Some(chunk) = stream.next().await {
+                while let Some(chunk) = timeout(location, stream.next()).await? {
                     let chunk =
                         chunk.map_err(|e| StorageError::from_store(&location.to_string(), e))?;
                     size += chunk.len() as u64;
                     check_size(location, size, max_bytes)?;
                     sha.update(&chunk);
-                    md5.update(&chunk);
                     out.write_all(&chunk)
                         .await
                         .map_err(|e| StorageError::io(location, e))?;
@@ -303,18 +354,6 @@ impl Storage {
                 ErrorKind::Truncated,
                 format!("read {size} bytes of the {expected} the store announced"),
             ));
-        }
-        // A single-part upload's ETag is the MD5 of its bytes (a multipart one's has a
-        // `-<parts>` suffix, and an encrypted object's is opaque: those are not compared).
-        if let Some(tag) = etag.as_deref().filter(|t| is_md5(t)) {
-            let read = hex::encode(md5.finalize());
-            if read != tag.to_ascii_lowercase() {
-                return Err(StorageError::new(
-                    location,
-                    ErrorKind::Corrupt,
-                    format!("the bytes read have MD5 {read}, the object's ETag is {tag}"),
-                ));
-            }
         }
         out.flush()
             .await
@@ -336,7 +375,7 @@ impl Storage {
     pub async fn upload(&self, from: &Path, location: &Location) -> Result<u64, StorageError> {
         let mut file = tokio::fs::File::open(from)
             .await
-            .map_err(|e| StorageError::io(location, e))?;
+            .map_err(|e| StorageError::io(&Location::Local(from.to_path_buf()), e))?;
         match location {
             Location::Local(path) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
@@ -365,25 +404,34 @@ impl Storage {
                 let store: Arc<dyn ObjectStore> = self.bucket(bucket)?;
                 let mut writer = object_store::buffered::BufWriter::with_capacity(
                     store,
-                    object_path(key),
+                    object_path(location, key)?,
                     PART_BYTES,
                 );
-                let n = tokio::io::copy(&mut file, &mut writer)
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                writer
-                    .shutdown()
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                Ok(n)
+                let written = match tokio::io::copy(&mut file, &mut writer).await {
+                    Ok(n) => writer.shutdown().await.map(|()| n),
+                    Err(e) => Err(e),
+                };
+                if written.is_err() {
+                    // The parts uploaded so far would otherwise stay (and be billed).
+                    let _ = writer.abort().await;
+                }
+                written.map_err(|e| StorageError::io(location, e))
             }
         }
     }
 }
 
-fn object_path(key: &str) -> object_store::path::Path {
-    // S3 keys are taken as they are (no percent-decoding or normalising).
-    object_store::path::Path::from(key)
+/// The key as `object_store` names it: as it is (`Path::from` would percent-encode
+/// characters such as `~`, and read another key). A key with an empty, `.` or `..` segment
+/// is refused.
+fn object_path(location: &Location, key: &str) -> Result<object_store::path::Path, StorageError> {
+    object_store::path::Path::parse(key.trim_end_matches('/')).map_err(|e| {
+        StorageError::new(
+            location,
+            ErrorKind::Other,
+            format!("the key {key:?} cannot be read: {e}"),
+        )
+    })
 }
 
 fn check_size(location: &Location, size: u64, max: u64) -> Result<(), StorageError> {
@@ -395,10 +443,6 @@ fn check_size(location: &Location, size: u64, max: u64) -> Result<(), StorageErr
         ));
     }
     Ok(())
-}
-
-fn is_md5(tag: &str) -> bool {
-    tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn list_local(dir: &Path) -> std::io::Result<Vec<ObjectInfo>> {
@@ -427,6 +471,35 @@ fn list_local(dir: &Path) -> std::io::Result<Vec<ObjectInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_markers_are_not_files() {
+        let o = |key: &str, size| ObjectInfo {
+            key: key.into(),
+            size,
+            etag: None,
+        };
+        let listed = without_folder_markers(vec![
+            o("", 0),
+            o("model.onnx", 10),
+            o("sub", 0),
+            o("sub/tokenizer.json", 5),
+            o("empty.txt", 0),
+        ]);
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["model.onnx", "sub/tokenizer.json", "empty.txt"]);
+    }
+
+    #[test]
+    fn keys_are_read_as_they_are() {
+        let at = Location::parse("s3://bucket/k").unwrap();
+        assert_eq!(
+            object_path(&at, "models/v1~rc/m.tar.gz").unwrap().as_ref(),
+            "models/v1~rc/m.tar.gz"
+        );
+        assert_eq!(object_path(&at, "iris/").unwrap().as_ref(), "iris");
+        assert!(object_path(&at, "a/../b").is_err());
+    }
 
     #[tokio::test]
     async fn a_local_file_is_read_as_a_stream_with_its_digest() {

@@ -127,6 +127,21 @@ async fn errors_name_the_location_and_the_store_s_code() {
     let e = wrong.head(&there).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::AccessDenied, "{e}");
     assert_eq!(e.code.as_deref(), Some("SignatureDoesNotMatch"), "{e}");
+    // An object replaced after its ETag was read is not taken for the old version.
+    let old = good.head(&there).await.unwrap();
+    s3.put_bytes(&bucket, "there", b"replaced");
+    let e = good
+        .download_version(&there, dir.path(), 1 << 20, old.etag.as_deref())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Changed, "{e}");
+    let now = good.head(&there).await.unwrap();
+    let got = good
+        .download_version(&there, dir.path(), 1 << 20, now.etag.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(got.file.path()).unwrap(), b"replaced");
+    drop(got);
     // Nothing is left behind in the download directory by the failures.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");

@@ -88,16 +88,16 @@ pub(crate) async fn create_model(
         let image = image.clone();
         move || {
             use crate::state::artifacts::{keep, keep_component};
-            let Some(image_path) = &image_path else {
-                return Ok(None);
-            };
-            Ok::<_, String>(Some(Digests {
-                image: keep_component(&cache, &image, image_path)?,
+            Ok::<_, String>(Digests {
+                image: image_path
+                    .as_deref()
+                    .map(|path| keep_component(&cache, &image, path))
+                    .transpose()?,
                 model_data_url: url_path
                     .as_deref()
                     .map(|url| keep(&cache, url))
                     .transpose()?,
-            }))
+            })
         }
     };
     let digests = tokio::task::spawn_blocking(keep_all.clone())
@@ -111,21 +111,19 @@ pub(crate) async fn create_model(
     }
     // A DeleteModel may have collected what this one kept before it held the lock (its
     // digests were in no model yet): keep it again, now that no collection can run.
-    let missing = digests.as_ref().is_some_and(|digests| {
-        !crate::state::artifacts::kept_component(&stored.artifacts, &digests.image, &image)
-            .is_file()
-            || digests
-                .model_data_url
-                .as_deref()
-                .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err())
-    });
+    let missing = digests.image.as_deref().is_some_and(|d| {
+        !crate::state::artifacts::kept_component(&stored.artifacts, d, &image).is_file()
+    }) || digests
+        .model_data_url
+        .as_deref()
+        .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err());
     if missing {
         tokio::task::spawn_blocking(keep_all)
             .await
             .map_err(internal)?
             .map_err(validation)?;
     }
-    definition.plinth_digests = digests;
+    definition.plinth_digests = Some(digests);
     let record = Record {
         name: name.clone(),
         created: now(),

@@ -105,7 +105,9 @@ impl S3DataSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct Digests {
-    pub(crate) image: String,
+    /// `None` for an `s3://` `Image` (fetched per object version, `state::remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) model_data_url: Option<String>,
 }
@@ -408,7 +410,7 @@ impl Catalog {
         let mut kept = std::collections::HashSet::new();
         for record in self.models.values() {
             let digests = record.definition.plinth_digests.as_ref()?;
-            for digest in std::iter::once(&digests.image).chain(&digests.model_data_url) {
+            for digest in digests.image.iter().chain(&digests.model_data_url) {
                 kept.insert(digest.trim_start_matches("sha256:").to_string());
             }
         }
@@ -649,7 +651,10 @@ fn model(
         .plinth_digests
         .as_ref()
         .zip(artifacts)
-        .map(|(digests, cache)| artifacts::kept_component(cache, &digests.image, image));
+        .and_then(|(digests, cache)| {
+            let digest = digests.image.as_deref()?;
+            Some(artifacts::kept_component(cache, digest, image))
+        });
     Model {
         name: name.to_string(),
         component: kept.unwrap_or_else(|| {

@@ -114,11 +114,12 @@ impl RemoteArtifacts {
                     .await
                     .map_err(|e| e.to_string())?;
                 let kind = match remote {
-                    Remote::Component(_) => "component",
-                    _ => "object",
+                    Remote::Component(_) => "component".to_owned(),
+                    Remote::Object { packing, .. } => format!("object {packing:?}"),
+                    Remote::Prefix(_) => unreachable!("listed above"),
                 };
                 (
-                    identity(kind, location, std::slice::from_ref(&info)),
+                    identity(&kind, location, std::slice::from_ref(&info)),
                     vec![info],
                 )
             }
@@ -135,8 +136,15 @@ impl RemoteArtifacts {
             .await
             .clone();
         if result.is_err() {
-            // A failure is not kept: the next build tries again.
-            self.fetches.lock().await.remove(&identity);
+            // A failure is not kept: the next build tries again (unless another attempt
+            // has begun meanwhile: that one stays).
+            let mut fetches = self.fetches.lock().await;
+            if fetches
+                .get(&identity)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                fetches.remove(&identity);
+            }
         }
         result
     }
@@ -175,20 +183,24 @@ impl RemoteArtifacts {
         let (path, digest, bytes) = match remote {
             Remote::Prefix(prefix) => self.fetch_prefix(prefix, listing).await?,
             Remote::Object { packing, .. } => {
-                let got = self.download(location).await?;
+                let got = self.download(location, etag_of(listing)).await?;
                 let (dir, file) = (self.dir.clone(), got.file);
-                let (digest, name, packing) =
-                    (got.sha256.clone(), file_name(location, "model"), *packing);
+                let name = file_name(location, "model");
+                // The same bytes laid out another way (a tarball kept whole with
+                // CompressionType None, or unpacked; a single file under another name) are
+                // another directory.
+                let digest = layout_digest(&got.sha256, *packing, &name);
+                let (packing, dir_name) = (*packing, digest.clone());
                 let path = tokio::task::spawn_blocking(move || {
-                    artifacts::unpack_file(&dir, file.path(), &digest, &name, packing)
+                    artifacts::unpack_file(&dir, file.path(), &dir_name, &name, packing)
                 })
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{location}: {e}"))?;
-                (path, got.sha256, got.size)
+                (path, digest, got.size)
             }
             Remote::Component(_) => {
-                let got = self.download(location).await?;
+                let got = self.download(location, etag_of(listing)).await?;
                 let path = self.kept_path(&got.sha256, remote);
                 let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
                 let file = got.file;
@@ -215,11 +227,22 @@ impl RemoteArtifacts {
         Ok(path)
     }
 
-    async fn download(&self, location: &Location) -> Result<plinth_storage::Downloaded, String> {
+    /// The object at `location` in the version `etag` names (what its identity was made
+    /// of): one replaced meanwhile fails, to be fetched again by the next build.
+    async fn download(
+        &self,
+        location: &Location,
+        etag: Option<&str>,
+    ) -> Result<plinth_storage::Downloaded, String> {
         self.storage
-            .download(location, &self.dir.join("objects"), MAX_OBJECT_BYTES)
+            .download_version(location, &self.dir.join("objects"), MAX_OBJECT_BYTES, etag)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e.kind {
+                plinth_storage::ErrorKind::Changed => {
+                    format!("{location} was replaced while it was fetched; try again")
+                }
+                _ => e.to_string(),
+            })
     }
 
     /// Every object under `prefix` into one directory, by its key below the prefix; the
@@ -238,7 +261,9 @@ impl RemoteArtifacts {
         for object in listing {
             let relative = safe_relative(&object.key)
                 .ok_or_else(|| format!("{prefix}: the key {:?} cannot name a file", object.key))?;
-            let got = self.download(&prefix.join(&object.key)).await?;
+            let got = self
+                .download(&prefix.join(&object.key), object.etag.as_deref())
+                .await?;
             tree.update(relative.to_string_lossy().as_bytes());
             tree.update([0]);
             tree.update(got.sha256.as_bytes());
@@ -311,6 +336,23 @@ fn identity(kind: &str, location: &Location, objects: &[ObjectInfo]) -> String {
     hex::encode(sha.finalize())
 }
 
+/// The directory name of an object's bytes (SHA-256 `sha`) laid out as `packing` with
+/// `name` for a single file.
+fn layout_digest(sha: &str, packing: Packing, name: &str) -> String {
+    let mut layout = Sha256::new();
+    layout.update(sha.as_bytes());
+    layout.update([0]);
+    layout.update(format!("{packing:?}").as_bytes());
+    layout.update([0]);
+    layout.update(name.as_bytes());
+    hex::encode(layout.finalize())
+}
+
+/// The entity tag of a single object's listing.
+fn etag_of(listing: &[ObjectInfo]) -> Option<&str> {
+    listing.first().and_then(|o| o.etag.as_deref())
+}
+
 /// The last part of `location`'s key, for a single file's name.
 fn file_name(location: &Location, default: &str) -> String {
     let text = location.to_string();
@@ -379,6 +421,46 @@ mod tests {
             file_name(&Location::parse("s3://models/").unwrap(), "model"),
             "model"
         );
+    }
+
+    /// The same bytes as a tarball kept whole and as one unpacked are two directories.
+    #[tokio::test]
+    async fn one_object_in_two_layouts_is_two_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = dir.path().join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let source = dir.path().join("model.tar");
+        {
+            let mut archive = tar::Builder::new(std::fs::File::create(&source).unwrap());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(5);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive
+                .append_data(&mut header, "model.onnx", &b"graph"[..])
+                .unwrap();
+            archive.finish().unwrap();
+        }
+        let remote = RemoteArtifacts::new(
+            Arc::new(Storage::new(plinth_storage::S3Settings::default())),
+            &artifacts,
+        );
+        let as_is = Remote::Object {
+            location: Location::Local(source.clone()),
+            packing: Packing::Plain,
+        };
+        let unpacked = Remote::Object {
+            location: Location::Local(source.clone()),
+            packing: Packing::Auto,
+        };
+        let a = remote.local(&as_is, Duration::from_secs(10)).await.unwrap();
+        let b = remote
+            .local(&unpacked, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_ne!(a, b);
+        assert!(a.join("model.tar").is_file(), "kept whole");
+        assert_eq!(std::fs::read(b.join("model.onnx")).unwrap(), b"graph");
     }
 
     /// A fetch of a local object (the same path as an S3 one, below the store) unpacks once,
