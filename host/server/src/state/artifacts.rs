@@ -26,7 +26,7 @@ pub(crate) fn local_path(field: &str, value: &str) -> Result<PathBuf, String> {
     let path = value.strip_prefix("file://").unwrap_or(value);
     if path.contains("://") {
         return Err(format!(
-            "{field} {value:?}: only local paths and file:// URLs are supported"
+            "{field} {value:?}: only s3:// URIs, local paths and file:// URLs are supported"
         ));
     }
     if path.is_empty() {
@@ -660,8 +660,9 @@ mod tests {
     fn bad_artifacts_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
+        // An s3:// artifact is fetched by `state::remote`, never read as a local path.
         let e = resolve(&cache, "s3://bucket/model.tar.gz").unwrap_err();
-        assert!(e.contains("only local paths"), "{e}");
+        assert!(e.contains("only s3:// URIs, local paths"), "{e}");
         let e = resolve(&cache, "/no/such/model.tar.gz").unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
         let broken = dir.path().join("broken.tar.gz");
