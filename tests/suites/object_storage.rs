@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use plinth_tests::s3::S3;
-use plinth_tests::{Options, Server, IRIS_MODEL_DIR, IRIS_WASM, SETOSA_ROW};
+use plinth_tests::{Options, Server, IRIS_MODEL_DIR, IRIS_SIMPLE_WASM, IRIS_WASM, SETOSA_ROW};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
@@ -368,4 +368,53 @@ fn a_fetch_killed_midway_leaves_nothing_a_restart_trusts() {
     let digest = std::fs::read_to_string(entries[0].path()).unwrap();
     let kept = server.dir().join("data/artifacts/s3").join(digest.trim());
     assert_eq!(std::fs::read(kept.join("weights.bin")).unwrap(), weights);
+}
+
+/// A model runs the object version it first ran: with the object replaced in S3, the model
+/// keeps its copy through restarts, even with the store unreachable; a model created after
+/// the replacement runs the new version.
+#[test]
+fn a_model_keeps_the_object_version_it_first_ran() {
+    let Some(s3) = S3::shared("object_storage::a_model_keeps_the_object_version") else {
+        return;
+    };
+    let bucket = bucket("pinned");
+    s3.create_bucket(&bucket);
+    s3.put_file(&bucket, "classifier.wasm", Path::new(IRIS_WASM));
+    s3.put_bytes(&bucket, "model.tar.gz", &iris_tar_gz());
+    let container = json!({
+        "Image": format!("s3://{bucket}/classifier.wasm"),
+        "ModelDataUrl": format!("s3://{bucket}/model.tar.gz"),
+    });
+    let server = server(s3.server_env());
+    create_model(&server, "first", container.clone());
+    let described = endpoint(&server, "first", "first", json!({}));
+    assert_eq!(described["EndpointStatus"], "InService", "{described}");
+    let labelled = |server: &Server, endpoint: &str| {
+        let response = server.invoke(endpoint, "text/csv", SETOSA_ROW, &[]);
+        assert_eq!(response.status(), 200);
+        response.text().unwrap().contains(r#""label":"setosa""#)
+    };
+    assert!(labelled(&server, "first"));
+
+    // The component is replaced (iris-simple answers with bare probabilities).
+    s3.put_file(&bucket, "classifier.wasm", Path::new(IRIS_SIMPLE_WASM));
+    let unreachable = |o: &mut Options| {
+        o.env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_S3");
+        o.env
+            .push(("AWS_ENDPOINT_URL_S3".into(), Some("http://127.0.0.1:1".into())));
+    };
+    let server = server.kill_and_restart_with(unreachable).expect("restarts");
+    let described = server.wait_in_service("first", Duration::from_secs(60));
+    assert_eq!(described["EndpointStatus"], "InService", "{described}");
+    assert!(labelled(&server, "first"), "the pinned version serves, S3 unreachable");
+
+    let reachable = |o: &mut Options| o.env = s3.server_env();
+    let server = server.kill_and_restart_with(reachable).expect("restarts");
+    server.wait_in_service("first", Duration::from_secs(60));
+    assert!(labelled(&server, "first"), "still the version the model first ran");
+    create_model(&server, "second", container);
+    let described = endpoint(&server, "second", "second", json!({}));
+    assert_eq!(described["EndpointStatus"], "InService", "{described}");
+    assert!(!labelled(&server, "second"), "a new model runs the new version");
 }

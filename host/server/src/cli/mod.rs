@@ -587,6 +587,7 @@ fn fetch(
                 packing: Packing::Auto,
             },
             std::time::Duration::from_secs(timeout_seconds),
+            None,
         ))
         .map_err(|e| anyhow!(e))?;
     let seconds = started.elapsed().as_secs_f64();

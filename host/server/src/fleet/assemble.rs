@@ -184,9 +184,13 @@ pub(crate) async fn build(
     // The remote artifacts and components first, all at once (each within its variant's
     // ModelDataDownloadTimeoutInSeconds); a failure names the object and the store's code.
     let wanted = config.remote()?;
-    let fetches = wanted.iter().map(|(remote, timeout)| async move {
-        let path = state.stored.remote.local(remote, *timeout).await?;
-        Ok::<_, String>((remote.clone(), path))
+    let fetches = wanted.into_iter().map(|w| async move {
+        let path = state
+            .stored
+            .remote
+            .local(&w.remote, w.timeout, Some(&w.pin))
+            .await?;
+        Ok::<_, String>((w, path))
     });
     let fetched = futures::future::try_join_all(fetches).await?;
     let artifacts = state.stored.artifacts.clone();

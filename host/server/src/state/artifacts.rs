@@ -318,6 +318,7 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
         (s3.clone(), false),
         (s3.join("objects"), false),
         (s3.join("index"), false),
+        (s3.join("pins"), false),
         (s3.join("components"), false),
     ];
     for (dir, by_digest) in dirs {

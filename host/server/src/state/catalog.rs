@@ -464,6 +464,7 @@ impl Catalog {
             .get(name)
             .ok_or_else(|| format!("Could not find endpoint configuration \"{name}\"."))?;
         let mut models = BTreeMap::new();
+        let mut created = BTreeMap::new();
         let definition = &config.definition;
         for v in definition
             .production_variants
@@ -478,11 +479,13 @@ impl Catalog {
                 )
             })?;
             models.insert(v.model_name.clone(), model.definition.clone());
+            created.insert(v.model_name.clone(), model.created);
         }
         Ok(Unresolved {
             name: name.to_string(),
             config: config.definition.clone(),
             models,
+            created,
         })
     }
 }
@@ -492,6 +495,21 @@ pub(crate) struct Unresolved {
     name: String,
     config: ConfigDefinition,
     models: BTreeMap<String, ModelDefinition>,
+    /// Each model's creation time: with its name, what its remote artifacts are pinned by.
+    created: BTreeMap<String, f64>,
+}
+
+/// A remote artifact or component a model of a config needs.
+#[derive(Debug, Clone)]
+pub(crate) struct WantedRemote {
+    /// The model.
+    pub(crate) model: String,
+    /// What it names.
+    pub(crate) remote: Remote,
+    /// The longest any variant of the model allows the fetch.
+    pub(crate) timeout: std::time::Duration,
+    /// What the model pins the version it first runs by: its name and creation time.
+    pub(crate) pin: String,
 }
 
 impl Unresolved {
@@ -529,10 +547,10 @@ impl Unresolved {
             .collect()
     }
 
-    /// What the config's models fetch from `s3://`, each once, with the longest download
-    /// time any variant naming it allows (`ModelDataDownloadTimeoutInSeconds`).
-    pub(crate) fn remote(&self) -> Result<Vec<(Remote, std::time::Duration)>, String> {
-        let mut wanted: Vec<(Remote, std::time::Duration)> = Vec::new();
+    /// What the config's models fetch from `s3://`, once per model, with the longest
+    /// download time any variant naming it allows (`ModelDataDownloadTimeoutInSeconds`).
+    pub(crate) fn remote(&self) -> Result<Vec<WantedRemote>, String> {
+        let mut wanted: Vec<WantedRemote> = Vec::new();
         for v in self
             .config
             .production_variants
@@ -551,9 +569,15 @@ impl Unresolved {
                 definition.remote_image().map_err(named)?,
             ];
             for remote in remotes.into_iter().flatten() {
-                match wanted.iter_mut().find(|(r, _)| *r == remote) {
-                    Some((_, longest)) => *longest = (*longest).max(timeout),
-                    None => wanted.push((remote, timeout)),
+                let same = |w: &&mut WantedRemote| w.model == v.model_name && w.remote == remote;
+                match wanted.iter_mut().find(same) {
+                    Some(w) => w.timeout = w.timeout.max(timeout),
+                    None => wanted.push(WantedRemote {
+                        model: v.model_name.clone(),
+                        pin: format!("{}@{}", v.model_name, self.created[&v.model_name]),
+                        remote,
+                        timeout,
+                    }),
                 }
             }
         }
@@ -565,12 +589,12 @@ impl Unresolved {
     pub(crate) fn resolve(
         self,
         artifacts: &Path,
-        fetched: &[(Remote, std::path::PathBuf)],
+        fetched: &[(WantedRemote, std::path::PathBuf)],
     ) -> Result<Resolved, String> {
-        let fetched_path = |remote: &Remote| {
+        let fetched_path = |model: &str, remote: &Remote| {
             fetched
                 .iter()
-                .find(|(r, _)| r == remote)
+                .find(|(w, _)| w.model == model && w.remote == *remote)
                 .map(|(_, p)| p.clone())
                 .ok_or_else(|| "its remote artifact was not fetched".to_owned())
         };
@@ -588,7 +612,7 @@ impl Unresolved {
                     };
                     let remote = definition.remote_model_data().map_err(named)?;
                     let model_data = match (remote, kept, url) {
-                        (Some(remote), _, _) => Some(fetched_path(&remote)),
+                        (Some(remote), _, _) => Some(fetched_path(&v.model_name, &remote)),
                         (None, Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
                         (None, None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
                         (None, None, None) => None,
@@ -597,7 +621,7 @@ impl Unresolved {
                     .map_err(named)?;
                     let mut model = model(&v.model_name, definition, model_data, Some(artifacts));
                     if let Some(remote) = definition.remote_image().map_err(named)? {
-                        model.component = fetched_path(&remote).map_err(named)?;
+                        model.component = fetched_path(&v.model_name, &remote).map_err(named)?;
                     }
                     Ok(variant(v, model))
                 })

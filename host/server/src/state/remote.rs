@@ -5,6 +5,9 @@
 //! under `s3/index/<identity>`, where the identity is the location and its ETag: every model
 //! that names the same object shares one copy, and concurrent builds wait for one fetch.
 //!
+//! A model pins the version it first ran (`s3/pins/`, by the model's name and creation
+//! time): its later builds use that copy without asking the store.
+//!
 //! Restart safety: a download is a hidden `.partial-` file until it is complete and synced,
 //! an unpack a hidden directory until synced and renamed, and the index entry is written
 //! (synced, renamed) last: a fetch interrupted anywhere leaves nothing a later start trusts,
@@ -75,23 +78,47 @@ impl RemoteArtifacts {
     /// The local path of `remote` (the artifact directory, or the component file), fetched
     /// if it is not kept yet; within `timeout`. Errors name the location and the store's
     /// error code.
+    ///
+    /// With a `pin` (a model's name and creation time), the object version the model first
+    /// ran is the one it runs for good: once fetched, that version's copy is used without
+    /// asking the store again (a restart while S3 is unreachable still serves; an object
+    /// replaced since is not picked up by this model, as a model's local files are kept by
+    /// digest at CreateModel). Only if that copy is gone is the object fetched anew.
     pub(crate) async fn local(
         &self,
         remote: &Remote,
         timeout: Duration,
+        pin: Option<&str>,
     ) -> Result<PathBuf, String> {
         let location = remote.location().clone();
-        match tokio::time::timeout(timeout, self.fetch(remote)).await {
+        let pin = pin.map(|p| pin_name(p, remote));
+        if let Some(kept) = pin.as_deref().and_then(|p| self.pinned(p, remote)) {
+            return Ok(kept);
+        }
+        let fetched = match tokio::time::timeout(timeout, self.fetch(remote)).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "fetching {location} did not finish within ModelDataDownloadTimeoutInSeconds \
                  ({} s)",
                 timeout.as_secs()
             )),
+        }?;
+        if let Some(pin) = pin {
+            let identity = fetched.identity.clone();
+            write_small(self.dir.join("pins"), pin, identity)
+                .await
+                .map_err(|e| format!("cannot pin {location}: {e}"))?;
         }
+        Ok(fetched.path)
     }
 
-    async fn fetch(&self, remote: &Remote) -> Result<PathBuf, String> {
+    /// The kept copy a pin names, if the pin and the copy are there.
+    fn pinned(&self, pin: &str, remote: &Remote) -> Option<PathBuf> {
+        let identity = std::fs::read_to_string(self.dir.join("pins").join(pin)).ok()?;
+        self.indexed(identity.trim(), remote)
+    }
+
+    async fn fetch(&self, remote: &Remote) -> Result<Fetched, String> {
         let location = remote.location();
         // What the object (or prefix) is now: the identity it is kept under.
         let (identity, listing) = match remote {
@@ -124,8 +151,8 @@ impl RemoteArtifacts {
                 )
             }
         };
-        if let Some(kept) = self.indexed(&identity, remote) {
-            return Ok(kept);
+        if let Some(path) = self.indexed(&identity, remote) {
+            return Ok(Fetched { identity, path });
         }
         let cell = {
             let mut fetches = self.fetches.lock().await;
@@ -134,7 +161,11 @@ impl RemoteArtifacts {
         let result = cell
             .get_or_init(|| self.fetch_now(remote, &identity, &listing))
             .await
-            .clone();
+            .clone()
+            .map(|path| Fetched {
+                identity: identity.clone(),
+                path,
+            });
         if result.is_err() {
             // A failure is not kept: the next build tries again (unless another attempt
             // has begun meanwhile: that one stays).
@@ -300,23 +331,48 @@ impl RemoteArtifacts {
         Ok((target, digest, bytes))
     }
 
-    /// Record that `identity` is kept as `digest`: written to a hidden file, synced, renamed.
+    /// Record that `identity` is kept as `digest`.
     async fn write_index(&self, identity: &str, digest: &str) -> Result<(), String> {
-        let dir = self.dir.join("index");
-        let (identity, digest) = (identity.to_owned(), digest.to_owned());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut staged = tempfile::Builder::new()
-                .prefix(".index-")
-                .tempfile_in(&dir)?;
-            std::io::Write::write_all(&mut staged, digest.as_bytes())?;
-            staged.as_file().sync_all()?;
-            staged.persist(dir.join(identity)).map_err(|e| e.error)?;
-            artifacts::sync_dir(&dir)
-        })
+        write_small(
+            self.dir.join("index"),
+            identity.to_owned(),
+            digest.to_owned(),
+        )
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot write the artifact index: {e}"))
     }
+}
+
+/// What a fetch found: the identity of the version kept, and its local path.
+struct Fetched {
+    identity: String,
+    path: PathBuf,
+}
+
+/// Write `content` as `dir/name`: to a hidden file first, synced, then renamed.
+async fn write_small(dir: PathBuf, name: String, content: String) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut staged = tempfile::Builder::new()
+            .prefix(".write-")
+            .tempfile_in(&dir)?;
+        std::io::Write::write_all(&mut staged, content.as_bytes())?;
+        staged.as_file().sync_all()?;
+        staged.persist(dir.join(name)).map_err(|e| e.error)?;
+        artifacts::sync_dir(&dir)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// The file name of a model's pin of `remote`.
+fn pin_name(pin: &str, remote: &Remote) -> String {
+    let mut sha = Sha256::new();
+    sha.update(pin.as_bytes());
+    sha.update([0]);
+    sha.update(format!("{remote:?}").as_bytes());
+    hex::encode(sha.finalize())
 }
 
 /// What `location` holds now, as the name its kept copy is indexed under: the kind, the
@@ -453,9 +509,12 @@ mod tests {
             location: Location::Local(source.clone()),
             packing: Packing::Auto,
         };
-        let a = remote.local(&as_is, Duration::from_secs(10)).await.unwrap();
+        let a = remote
+            .local(&as_is, Duration::from_secs(10), None)
+            .await
+            .unwrap();
         let b = remote
-            .local(&unpacked, Duration::from_secs(10))
+            .local(&unpacked, Duration::from_secs(10), None)
             .await
             .unwrap();
         assert_ne!(a, b);
@@ -481,7 +540,7 @@ mod tests {
             packing: Packing::Auto,
         };
         let first = remote
-            .local(&object, Duration::from_secs(10))
+            .local(&object, Duration::from_secs(10), None)
             .await
             .unwrap();
         assert_eq!(std::fs::read(first.join("model.onnx")).unwrap(), b"graph");
@@ -494,7 +553,7 @@ mod tests {
         remote.fetches.lock().await.clear();
         std::fs::remove_dir_all(artifacts.join("s3/objects")).unwrap();
         let again = remote
-            .local(&object, Duration::from_secs(10))
+            .local(&object, Duration::from_secs(10), None)
             .await
             .unwrap();
         assert_eq!(again, first);
