@@ -526,20 +526,7 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("failed to run {bin}: {e}"));
 
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr = collect_output(child.stderr.take().unwrap());
 
         let (tx, rx) = mpsc::channel();
         let out_pipe = child.stdout.take().unwrap();
@@ -965,6 +952,39 @@ pub fn run_cli(bin: &str, args: &[&str], credentials: Option<(&str, &str)>) -> O
     command
         .output()
         .unwrap_or_else(|e| panic!("failed to run {bin}: {e}"))
+}
+
+/// Everything `pipe` (a child's stderr) writes, gathered as text by a thread of its own
+/// until the pipe closes.
+pub(crate) fn collect_output(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+/// `len` bytes that do not compress (xorshift from a fixed seed): model weights for tests
+/// that need a large artifact.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// A credentials file (`--credentials`) with one key pair.

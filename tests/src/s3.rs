@@ -20,7 +20,7 @@
 //! Objects are put with boto3 (`s3_setup.py`, path-style addressing), signed with that key;
 //! [`S3::server_env`] is the environment that points `plinth serve` at the server.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
@@ -103,20 +103,7 @@ impl S3 {
             .spawn()
             .map_err(|e| Unavailable::Failed(format!("could not run {}: {e}", python.display())))?;
 
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let log = crate::collect_output(child.stderr.take().expect("piped stderr"));
         let (tx, rx) = mpsc::channel();
         let out_pipe = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {

@@ -85,22 +85,23 @@ impl Dev {
                 .build()
                 .unwrap(),
         };
-        let listening = dev.wait_for(BUILD_TIMEOUT, |l| l.starts_with("listening on "));
+        let listening = dev.wait_after(0, BUILD_TIMEOUT, |l| l.starts_with("listening on "));
         dev.url = listening["listening on ".len()..].to_owned();
         dev
     }
 
-    /// The first output line from now on that `matches`; fails the test after `timeout`.
-    fn wait_for(&mut self, timeout: Duration, matches: impl Fn(&str) -> bool) -> String {
+    /// The first output line after the first `mark` lines that `matches`; fails the test
+    /// after `timeout` or if plinth dev exits.
+    fn wait_after(
+        &mut self,
+        mark: usize,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
-        let mut seen = 0;
         loop {
-            {
-                let lines = self.lines.lock().unwrap();
-                if let Some(line) = lines[seen..].iter().find(|l| matches(l)) {
-                    return line.clone();
-                }
-                seen = lines.len();
+            if let Some(line) = self.lines.lock().unwrap()[mark..].iter().find(|l| matches(l)) {
+                return line.clone();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("plinth dev exited ({status}); it printed {:?}", self.output());
@@ -118,28 +119,9 @@ impl Dev {
         self.lines.lock().unwrap().clone()
     }
 
-    /// Lines printed so far: `wait_for` only looks at the lines after them.
+    /// Lines printed so far: [`Dev::wait_after`] looks at the lines after them.
     fn mark(&self) -> usize {
         self.lines.lock().unwrap().len()
-    }
-
-    /// Waits for a line after `mark` that `matches`.
-    fn wait_after(&mut self, mark: usize, timeout: Duration, matches: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.lines.lock().unwrap()[mark..].iter().any(|l| matches(l)) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("plinth dev exited ({status}); it printed {:?}", self.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plinth dev did not print the line expected; it printed {:?}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// InvokeEndpoint with one setosa row: status, content type, body.

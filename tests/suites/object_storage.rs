@@ -300,15 +300,7 @@ fn a_fetch_killed_midway_leaves_nothing_a_restart_trusts() {
     // enough to download that the kill lands in the middle.
     let dir = tempfile::tempdir().unwrap();
     let weights_len = 64usize << 20;
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let weights: Vec<u8> = (0..weights_len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let weights = plinth_tests::noise(weights_len);
     let archive_path = dir.path().join("big.tar");
     {
         let mut archive = tar::Builder::new(std::fs::File::create(&archive_path).unwrap());

@@ -21,19 +21,6 @@ fn storage(s3: &S3, secret: &str) -> Storage {
     Storage::new(settings)
 }
 
-/// 20 MiB of bytes that do not compress, from a fixed seed.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_upload_round_trips_and_a_prefix_lists_it() {
     let Some(s3) = S3::shared("plinth_storage::s3::a_multipart_upload_round_trips") else {
@@ -44,7 +31,7 @@ async fn a_multipart_upload_round_trips_and_a_prefix_lists_it() {
     let storage = storage(s3, &s3.secret_access_key);
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("weights.bin");
-    let bytes = noise(20 << 20);
+    let bytes = plinth_tests::noise(20 << 20);
     std::fs::write(&source, &bytes).unwrap();
     let target = Location::parse(&format!("s3://{bucket}/models/big/weights.bin")).unwrap();
     assert_eq!(

@@ -366,42 +366,39 @@ async fn write_small(dir: PathBuf, name: String, content: String) -> Result<(), 
     .map_err(|e| e.to_string())
 }
 
-/// The file name of a model's pin of `remote`.
-fn pin_name(pin: &str, remote: &Remote) -> String {
-    let mut sha = Sha256::new();
-    sha.update(pin.as_bytes());
-    sha.update([0]);
-    sha.update(format!("{remote:?}").as_bytes());
-    hex::encode(sha.finalize())
-}
-
 /// What `location` holds now, as the name its kept copy is indexed under: the kind, the
 /// location, and each object's key, size and ETag.
 fn identity(kind: &str, location: &Location, objects: &[ObjectInfo]) -> String {
-    let mut sha = Sha256::new();
-    sha.update(kind.as_bytes());
-    sha.update([0]);
-    sha.update(location.to_string().as_bytes());
+    let mut parts = vec![kind.to_owned(), location.to_string()];
     for o in objects {
-        sha.update([0]);
-        sha.update(o.key.as_bytes());
-        sha.update([0]);
-        sha.update(o.size.to_le_bytes());
-        sha.update(o.etag.as_deref().unwrap_or("").as_bytes());
+        parts.extend([
+            o.key.clone(),
+            o.size.to_string(),
+            o.etag.clone().unwrap_or_default(),
+        ]);
     }
-    hex::encode(sha.finalize())
+    digest_of(&parts)
 }
 
 /// The directory name of an object's bytes (SHA-256 `sha`) laid out as `packing` with
 /// `name` for a single file.
 fn layout_digest(sha: &str, packing: Packing, name: &str) -> String {
-    let mut layout = Sha256::new();
-    layout.update(sha.as_bytes());
-    layout.update([0]);
-    layout.update(format!("{packing:?}").as_bytes());
-    layout.update([0]);
-    layout.update(name.as_bytes());
-    hex::encode(layout.finalize())
+    digest_of(&[sha.to_owned(), format!("{packing:?}"), name.to_owned()])
+}
+
+/// The file name of a model's pin of `remote`.
+fn pin_name(pin: &str, remote: &Remote) -> String {
+    digest_of(&[pin.to_owned(), format!("{remote:?}")])
+}
+
+/// SHA-256 (hex) of `parts`, each followed by a NUL so that no two lists hash alike.
+fn digest_of(parts: &[String]) -> String {
+    let mut sha = Sha256::new();
+    for part in parts {
+        sha.update(part.as_bytes());
+        sha.update([0]);
+    }
+    hex::encode(sha.finalize())
 }
 
 /// The entity tag of a single object's listing.
