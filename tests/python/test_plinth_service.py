@@ -20,7 +20,8 @@ checks only minimums); then, through the `plinth` client with SigV4: a model wit
 `PlinthLimits` and `PlinthBackend`, an endpoint config with two variants, a shadow and a
 `PlinthExperiment`, an endpoint (SageMaker's waiter, polling DescribeEndpoint), invocations
 through `sagemaker-runtime`, outcomes, the experiment's report, an alarm's life cycle,
-endpoint events, a weight change, the shadow's report and its promotion, an UpdateEndpoint
+endpoint events, a weight change, the loaded models of an endpoint that is not
+multi-model (refused), the shadow's report and its promotion, an UpdateEndpoint
 with a `DeploymentConfig`, the listings (paginators), modeled errors (`ValidationException`,
 `ResourceInUse`), a wrong signature, and deletion: every operation of the model.
 
@@ -430,8 +431,15 @@ def events_and_shadows(served):
     weights = {v["VariantName"]: v["CurrentWeight"]
                for v in plinth.describe_endpoint(EndpointName=ENDPOINT)["ProductionVariants"]}
     assert weights == {"A": 1.0, "B": 0.0}, weights
+
+    # Loaded models are a multi-model endpoint's: this one's models are SingleModel.
+    expect_error("ValidationException", plinth.list_loaded_models,
+                 message="not a multi-model endpoint", EndpointName=ENDPOINT)
+    expect_error("ValidationException", plinth.list_loaded_models,
+                 message="Could not find endpoint", EndpointName="never-created")
     step(f"5. list_endpoint_events ({len(events)} events); describe_shadow_variants "
-         f"({shadow['Compared']} compared); update_endpoint_weights_and_capacities")
+         f"({shadow['Compared']} compared); update_endpoint_weights_and_capacities; "
+         "list_loaded_models refused (not multi-model, unknown endpoint)")
 
 
 def promotion():

@@ -36,6 +36,7 @@
 
 pub mod json;
 pub mod metrics;
+pub mod onnx;
 pub mod s3;
 
 use std::collections::BTreeMap;

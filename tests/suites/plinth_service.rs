@@ -467,7 +467,7 @@ fn the_comparison_reports_drift() {
         .as_object_mut()
         .expect("PlinthLimits has members")
         .remove("InvocationTimeoutInSeconds");
-    s[&mode]["enum"] = json!(["SingleModel", "MultiModel"]);
+    s[&mode]["enum"] = json!(["SingleModel"]);
     s[&outcome]["type"] = json!("integer");
     s[&graphs]["type"] = json!("string");
     let problems = model_problems(&drifted).join("\n");
@@ -476,7 +476,7 @@ fn the_comparison_reports_drift() {
         "CreateEndpointConfig ShadowProductionVariants[].PlinthMaxQueueLength: the table's range",
         "CreateEndpointConfig DataCaptureConfig: refused by the table",
         "CreateModel PlinthLimits.InvocationTimeoutInSeconds: Plinth extension in the table",
-        "CreateModel PrimaryContainer.Mode: the table supports [\"SingleModel\"]",
+        "CreateModel PrimaryContainer.Mode: the table supports [\"SingleModel\", \"MultiModel\"]",
         "RecordInferenceOutcomes Outcomes[].Value: a number in the table; the model says integer",
         "CreateModel PlinthLimits.AllowGraphsFromBytes: a boolean in the table; the model says string",
     ] {

@@ -230,6 +230,20 @@ pub struct Model {
     pub graphs_from_bytes: bool,
     /// The wasi-nn backend asked for.
     pub backend: Backend,
+    /// For a multi-model model (`Mode: MultiModel`): its prefix and cache setting; its
+    /// `model_data` is then `None`.
+    pub multi_model: Option<MultiModel>,
+}
+
+/// A multi-model model's prefix and cache setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiModel {
+    /// `ModelDataUrl`: a local directory or an `s3://` prefix; each `TargetModel` is a path
+    /// under it.
+    pub prefix: String,
+    /// `MultiModelConfig.ModelCacheSetting` `Enabled`: loaded models are kept (until
+    /// evicted); `Disabled`: each request loads its model and unloads it after.
+    pub cache: bool,
 }
 
 /// A validated production variant.
@@ -251,6 +265,11 @@ pub struct Variant {
     pub max_batch_size: usize,
     /// How long one instance may take to start (instantiation and `model_fn`), in seconds.
     pub startup_timeout_seconds: u64,
+    /// For a multi-model model: the bytes its loaded models may take (`None`: the default,
+    /// half of the host's memory).
+    pub model_cache_bytes: Option<u64>,
+    /// How long fetching a remote artifact may take, in seconds.
+    pub download_timeout_seconds: u64,
 }
 
 /// A validated endpoint with its config resolved.
@@ -398,6 +417,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 max_response_bytes: (DEFAULT_MAX_RESPONSE_MIB as usize) << 20,
                 graphs_from_bytes: false,
                 backend: m.backend.unwrap_or_default(),
+                multi_model: None,
             },
         );
     }
@@ -440,6 +460,8 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 max_queue_length: v.max_queue_length.unwrap_or(DEFAULT_MAX_QUEUE_LENGTH),
                 max_batch_size: v.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE),
                 startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
+                model_cache_bytes: None,
+                download_timeout_seconds: 3600,
             });
         }
         check_variants(&c.name, &variants).map_err(|p| {

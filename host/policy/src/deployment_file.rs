@@ -515,8 +515,8 @@ PrimaryContainer = { Image = "/opt/c.wasm", ModelDataUrl = "s3://bucket/model.ta
                 "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].DataCaptureConfig`: DataCaptureConfig is not supported by Plinth; leave it out",
             ),
             (
-                "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\", Mode = \"MultiModel\" }\n",
-                "/etc/plinth/plinth.toml: `CreateModel[0].PrimaryContainer.Mode`: PrimaryContainer.Mode value \"MultiModel\" is not supported; Plinth supports SingleModel",
+                "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\", Mode = \"Hybrid\" }\n",
+                "/etc/plinth/plinth.toml: `CreateModel[0].PrimaryContainer.Mode`: PrimaryContainer.Mode value \"Hybrid\" is not supported; Plinth supports SingleModel, MultiModel",
             ),
             (
                 "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\" }\nPlinthLimits = { AllowGraphsFromBytes = \"yes\" }\n",

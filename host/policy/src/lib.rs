@@ -27,6 +27,7 @@ pub mod deployment_file;
 pub mod iam;
 pub mod members;
 pub mod metric_alarm;
+pub mod model_cache;
 pub mod model_limits;
 pub mod names;
 pub mod rollout;

@@ -27,7 +27,7 @@
 //! maps (`PrimaryContainer.Environment`) are not looked into.
 //!
 //! [`check_invoke_headers`] does the same for InvokeEndpoint's headers: a header SageMaker
-//! defines and Plinth does not implement (`X-Amzn-SageMaker-Target-Model`) is an error;
+//! defines and Plinth does not implement (`X-Amzn-SageMaker-Target-Container-Hostname`) is an error;
 //! any other header is HTTP's business and passes.
 //!
 //! Both run on every call, so both allocate only when they fail: the table is static, and
@@ -326,16 +326,21 @@ const CONTAINER: Shape = Shape {
         refused("ContainerHostname"),
         served("Image"),
         refused("ImageConfig"),
-        served("Mode").one_of(&["SingleModel"]),
+        served("Mode").one_of(&["SingleModel", "MultiModel"]),
         served("ModelDataUrl"),
         served("ModelDataSource").structure(&MODEL_DATA_SOURCE),
         refused("AdditionalModelDataSources"),
         served("Environment").map(),
         refused("ModelPackageName"),
         refused("InferenceSpecificationName"),
-        refused("MultiModelConfig"),
+        served("MultiModelConfig").structure(&MULTI_MODEL_CONFIG),
         refused("ContainerMetricsConfig"),
     ],
+};
+
+const MULTI_MODEL_CONFIG: Shape = Shape {
+    name: "MultiModelConfig",
+    members: &[served("ModelCacheSetting").one_of(&["Enabled", "Disabled"])],
 };
 
 const MODEL_DATA_SOURCE: Shape = Shape {
@@ -467,6 +472,8 @@ const PRODUCTION_VARIANT: Shape = Shape {
         refused("AcceleratorPartitionLayouts"),
         extension("PlinthMaxQueueLength").int(0, MAX_QUEUE_LENGTH),
         extension("PlinthMaxBatchSize").int(1, MAX_BATCH_SIZE as i64),
+        // Only for a multi-model model; the server says so for another.
+        extension("PlinthModelCacheSizeInMB").int(1, crate::model_cache::MAX_BUDGET_MIB as i64),
         // Only on shadow variants; the server says so for a production variant.
         extension("PlinthSamplingPercentage").number(0.0, 100.0),
     ],
@@ -759,6 +766,7 @@ const OPERATIONS: &[Operation] = &[
     plinth("ListEndpointEvents", &LIST_ENDPOINT_EVENTS),
     plinth("DescribeShadowVariants", &PLINTH_ENDPOINT_NAME),
     plinth("PromoteShadowVariant", &PROMOTE_SHADOW),
+    plinth("ListLoadedModels", &PLINTH_ENDPOINT_NAME),
 ];
 
 /// One member of InvokeEndpoint's input.
@@ -802,7 +810,7 @@ const INVOKE: &[InvokeMember] = &[
     invoke(
         "TargetModel",
         "X-Amzn-SageMaker-Target-Model",
-        State::Refused,
+        State::Served,
     ),
     invoke(
         "TargetVariant",
@@ -941,8 +949,8 @@ fn path(steps: &[Step<'_>]) -> String {
 ///
 /// * a refused member: "`ProductionVariants[0].ServerlessConfig` is not supported by
 ///   Plinth; leave it out";
-/// * an unsupported value of a served member: "`PrimaryContainer.Mode` value
-///   \"MultiModel\" is not supported; Plinth supports SingleModel";
+/// * an unsupported value of a served member: "`RoutingConfig.RoutingStrategy` value
+///   \"PREFIX_AWARE\" is not supported; Plinth supports LEAST_OUTSTANDING_REQUESTS, RANDOM";
 /// * a key that is neither SageMaker's nor Plinth's, naming the members Plinth accepts
 ///   there;
 /// * a numeric member out of range, or given as a string, or with a fraction where a whole
@@ -1122,8 +1130,9 @@ pub fn refused_header(name: &str) -> Option<&'static InvokeMember> {
 }
 
 /// Check InvokeEndpoint's header names: one that carries a member SageMaker defines and
-/// Plinth does not implement is an error, "TargetModel (X-Amzn-SageMaker-Target-Model) is
-/// not supported by Plinth; leave the header out". Names match in any case; other
+/// Plinth does not implement is an error, "TargetContainerHostname
+/// (X-Amzn-SageMaker-Target-Container-Hostname) is not supported by Plinth; leave the header
+/// out". Names match in any case; other
 /// headers pass. Allocates only to report an error.
 pub fn check_invoke_headers<'a>(
     names: impl IntoIterator<Item = &'a str>,
@@ -1388,13 +1397,13 @@ mod tests {
     fn the_issue_s_examples_are_refused() {
         let e = error(
             "CreateModel",
-            json!({"ModelName": "m", "PrimaryContainer": {"Image": "x.wasm", "Mode": "MultiModel"}}),
+            json!({"ModelName": "m", "PrimaryContainer": {"Image": "x.wasm", "Mode": "Hybrid"}}),
         );
         assert_eq!(e.path, "PrimaryContainer.Mode");
         assert_eq!(e.problem, Problem::Value);
         assert_eq!(
             e.message,
-            "PrimaryContainer.Mode value \"MultiModel\" is not supported; Plinth supports SingleModel"
+            "PrimaryContainer.Mode value \"Hybrid\" is not supported; Plinth supports SingleModel, MultiModel"
         );
         let mut v = variant();
         v["ServerlessConfig"] = json!({});
@@ -1407,10 +1416,10 @@ mod tests {
             "ProductionVariants[0].ServerlessConfig"
         );
         assert_eq!(
-            check_invoke_headers(["x-amzn-sagemaker-target-model"])
+            check_invoke_headers(["x-amzn-sagemaker-target-container-hostname"])
                 .unwrap_err()
                 .path,
-            "TargetModel"
+            "TargetContainerHostname"
         );
     }
 
@@ -1743,16 +1752,16 @@ mod tests {
             Ok(())
         );
         for name in [
-            "x-amzn-sagemaker-target-model",
-            "X-Amzn-SageMaker-Target-Model",
-            "X-AMZN-SAGEMAKER-TARGET-MODEL",
+            "x-amzn-sagemaker-target-container-hostname",
+            "X-Amzn-SageMaker-Target-Container-Hostname",
+            "X-AMZN-SAGEMAKER-TARGET-CONTAINER-HOSTNAME",
         ] {
             let e = check_invoke_headers(["content-type", name]).unwrap_err();
-            assert_eq!(e.path, "TargetModel");
+            assert_eq!(e.path, "TargetContainerHostname");
             assert_eq!(
                 e.message,
-                "TargetModel (X-Amzn-SageMaker-Target-Model) is not supported by Plinth; \
-                 leave the header out"
+                "TargetContainerHostname (X-Amzn-SageMaker-Target-Container-Hostname) is not \
+                 supported by Plinth; leave the header out"
             );
         }
         for (header, member) in [
@@ -1815,7 +1824,7 @@ mod tests {
             Form::Map
         );
         let operations: Vec<&str> = operations().collect();
-        assert_eq!(operations.len(), 23);
+        assert_eq!(operations.len(), 24);
         for op in &operations {
             assert!(rows.iter().any(|r| r.operation == *op), "{op}");
         }

@@ -330,6 +330,12 @@ impl Drop for GuestInstance {
 }
 
 impl GuestInstance {
+    /// The bytes the instance holds against its memory limit now: its linear memory and the
+    /// host bytes it holds through wasi-nn.
+    pub(crate) fn memory_used(&self) -> usize {
+        self.store.data().limiter.budget.used()
+    }
+
     /// Serve one request with the handler's `invoke` (`input-fn` -> `predict-fn` ->
     /// `output-fn` in the guest, one call) under one deadline.
     pub(crate) async fn invoke(

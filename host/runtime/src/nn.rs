@@ -409,6 +409,8 @@ pub struct SharedGraphs(Arc<HashMap<String, Preloaded>>);
 pub(crate) struct Preloaded {
     pub(crate) graph: Graph,
     pub(crate) history: Arc<host::History>,
+    /// The size of the graph's file.
+    pub(crate) file_bytes: usize,
 }
 
 impl SharedGraphs {
@@ -435,10 +437,16 @@ impl SharedGraphs {
                 Preloaded {
                     graph,
                     history: Arc::default(),
+                    file_bytes: file.bytes.len(),
                 },
             );
         }
         Ok(Self(Arc::new(graphs)))
+    }
+
+    /// The graphs' file bytes, all together.
+    pub fn bytes(&self) -> usize {
+        self.0.values().map(|p| p.file_bytes).sum()
     }
 
     /// The names of the preloaded graphs.

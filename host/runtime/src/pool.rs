@@ -91,6 +91,8 @@ struct Slot {
     instance: Mutex<Option<GuestInstance>>,
     /// Requests routed here and not finished (waiting or running).
     outstanding: AtomicUsize,
+    /// The bytes the instance held against its memory limit when it started.
+    memory: usize,
 }
 
 #[derive(Default)]
@@ -123,6 +125,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Slot {
     fn new(instance: GuestInstance) -> Arc<Self> {
         Arc::new(Self {
+            memory: instance.memory_used(),
             queue: Mutex::default(),
             instance: Mutex::new(Some(instance)),
             outstanding: AtomicUsize::new(0),
@@ -159,11 +162,28 @@ struct Batches {
     requests: AtomicUsize,
 }
 
-impl VariantPool {
-    /// Load the component, preload the artifact's graphs and start `instance_count` warm
-    /// instances (each has run `model-fn`). Compiling blocks: call it from a thread that
-    /// may block, inside a tokio runtime (e.g. `Handle::block_on` on a blocking thread).
-    pub async fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
+/// A component compiled and linked for one variant's settings (environment, limits,
+/// backend, routing), ready to start pools over model directories: a single-model variant
+/// starts one, a multi-model variant one per model it loads, all sharing the compiled
+/// component, the wasi-nn backend and the variant's log budget.
+pub struct PoolTemplate {
+    engine: wasmtime::Engine,
+    component: Arc<wasmtime::component::Component>,
+    pre: ModelPre<crate::guest::HostState>,
+    nn: crate::nn::NnBackend,
+    backend_pool: crate::blocking::BackendPool,
+    environment: Vec<(String, String)>,
+    limits: Limits,
+    logs: Arc<crate::stdio::Dropped>,
+    endpoint: Arc<str>,
+    variant: Arc<str>,
+    routing: RoutingStrategy,
+}
+
+impl PoolTemplate {
+    /// Load (compile, or take from the cache) and link `spec`'s component. Blocks while
+    /// compiling. `spec.model_dir` and `spec.instance_count` are not used here.
+    pub fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
         let shown = spec.component.display().to_string();
         let component = runtime.load_component(&spec.component)?;
         let instance_pre =
@@ -179,59 +199,134 @@ impl VariantPool {
             reason: crate::guest::wrong_world(&runtime.engine, &component, &e),
         })?;
         let nn = runtime
-            .nn_backend(spec.backend, spec.instance_count)
+            .nn_backend(spec.backend, spec.instance_count.max(1))
             .map_err(LoadError::Backend)?;
-        let graphs = match &spec.model_dir {
-            Some(dir) => runtime
-                .preload_graphs(dir, &nn)
-                .map_err(|e| LoadError::Artifact {
-                    path: dir.display().to_string(),
-                    reason: format!("{e:#}"),
-                })?,
-            None => SharedGraphs::default(),
-        };
-        tracing::info!(
-            endpoint = %spec.endpoint,
-            variant = %spec.variant,
-            backend = %nn.kind(),
-            intra_op_threads = nn.intra_op_threads(),
-            graphs = ?graphs.names(),
-            "wasi-nn backend"
-        );
-        let template = Arc::new(InstanceTemplate {
+        Ok(Self {
             engine: runtime.engine.clone(),
-            _component: component,
+            component,
             pre,
-            graphs,
             nn,
             backend_pool: runtime.backend_pool.clone(),
-            model_dir: spec.model_dir.clone(),
             environment: spec.environment.clone(),
             limits: spec.limits.clone(),
             logs: Arc::default(),
             endpoint: spec.endpoint.as_str().into(),
             variant: spec.variant.as_str().into(),
+            routing: spec.routing,
+        })
+    }
+
+    /// The sandbox limits its instances run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The routing strategy of the pools it starts.
+    pub fn routing(&self) -> RoutingStrategy {
+        self.routing
+    }
+
+    /// The wasi-nn backend of the pools it starts (`Tract` or `OnnxRuntime`).
+    pub fn backend(&self) -> Backend {
+        self.nn.kind()
+    }
+
+    /// Lines and bytes of guest output its pools dropped over their instances' log rate.
+    pub fn log_dropped(&self) -> (u64, u64) {
+        (
+            self.logs.lines.load(Ordering::Relaxed),
+            self.logs.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Preload `model_dir`'s graphs (shared with every pool serving the same files) and
+    /// start `instance_count` warm instances over it (each has run `model-fn`). With no
+    /// instances, one is still started and dropped: the pool proves its model can start.
+    pub async fn pool(
+        &self,
+        runtime: &Runtime,
+        model_dir: Option<PathBuf>,
+        instance_count: usize,
+    ) -> Result<VariantPool, LoadError> {
+        let graphs = match &model_dir {
+            Some(dir) => {
+                runtime
+                    .preload_graphs(dir, &self.nn)
+                    .map_err(|e| LoadError::Artifact {
+                        path: dir.display().to_string(),
+                        reason: format!("{e:#}"),
+                    })?
+            }
+            None => SharedGraphs::default(),
+        };
+        tracing::debug!(
+            endpoint = %self.endpoint,
+            variant = %self.variant,
+            backend = %self.nn.kind(),
+            intra_op_threads = self.nn.intra_op_threads(),
+            graphs = ?graphs.names(),
+            "wasi-nn backend"
+        );
+        let template = Arc::new(InstanceTemplate {
+            engine: self.engine.clone(),
+            _component: self.component.clone(),
+            pre: self.pre.clone(),
+            graphs,
+            nn: self.nn.clone(),
+            backend_pool: self.backend_pool.clone(),
+            model_dir,
+            environment: self.environment.clone(),
+            limits: self.limits.clone(),
+            logs: self.logs.clone(),
+            endpoint: self.endpoint.clone(),
+            variant: self.variant.clone(),
         });
-        // A variant with no instances still proves its component can start.
         let first = template.instantiate().await?;
-        let mut slots = Vec::with_capacity(spec.instance_count);
-        if spec.instance_count > 0 {
+        let mut slots = Vec::with_capacity(instance_count);
+        if instance_count > 0 {
             slots.push(Slot::new(first));
-            for _ in 1..spec.instance_count {
+            for _ in 1..instance_count {
                 slots.push(Slot::new(template.instantiate().await?));
             }
         }
-        Ok(Self {
+        Ok(VariantPool {
             template,
             slots: ArcSwap::from_pointee(slots),
-            routing: spec.routing,
-            max_queue: spec.limits.max_queue,
-            max_batch: spec.limits.max_batch.max(1),
+            routing: self.routing,
+            max_queue: self.limits.max_queue,
+            max_batch: self.limits.max_batch.max(1),
             queued: Arc::default(),
             replaced: Arc::default(),
             batches: Arc::default(),
             resizing: tokio::sync::Mutex::new(()),
         })
+    }
+}
+
+impl VariantPool {
+    /// Load the component, preload the artifact's graphs and start `instance_count` warm
+    /// instances (each has run `model-fn`). Compiling blocks: call it from a thread that
+    /// may block, inside a tokio runtime (e.g. `Handle::block_on` on a blocking thread).
+    pub async fn new(runtime: &Runtime, spec: &VariantSpec) -> Result<Self, LoadError> {
+        let template = PoolTemplate::new(runtime, spec)?;
+        tracing::info!(
+            endpoint = %spec.endpoint,
+            variant = %spec.variant,
+            backend = %template.nn.kind(),
+            intra_op_threads = template.nn.intra_op_threads(),
+            "wasi-nn backend"
+        );
+        template
+            .pool(runtime, spec.model_dir.clone(), spec.instance_count)
+            .await
+    }
+
+    /// The bytes its instances held against their memory limits when they started (linear
+    /// memory and wasi-nn host bytes, after `model-fn`), plus its graphs' file bytes: what a
+    /// loaded model costs, as a multi-model variant's cache counts it.
+    pub fn memory_bytes(&self) -> usize {
+        let instances: usize = self.slots.load().iter().map(|s| s.memory).sum();
+        instances.saturating_add(self.template.graphs.bytes())
     }
 
     #[cfg(test)]

@@ -41,7 +41,31 @@ pub(crate) struct Metrics {
     pub(crate) shadow_agreements: IntCounterVec,
     pub(crate) deployments: IntCounterVec,
     pub(crate) new_fleet_share: prometheus::GaugeVec,
+    pub(crate) model_loading_wait: HistogramVec,
+    pub(crate) model_downloading: HistogramVec,
+    pub(crate) model_loading: HistogramVec,
+    pub(crate) model_unloading: HistogramVec,
+    pub(crate) model_cache_hits: IntCounterVec,
+    pub(crate) model_cache_misses: IntCounterVec,
+    pub(crate) loaded_models: IntGaugeVec,
+    pub(crate) model_cache_bytes: IntGaugeVec,
+    pub(crate) model_invocations: IntGaugeVec,
 }
+
+/// A multi-model variant's metrics (SageMaker's multi-model endpoint metrics), resolved
+/// once.
+pub(crate) struct MultiModelMetrics {
+    pub(crate) loading_wait: Histogram,
+    pub(crate) downloading: Histogram,
+    pub(crate) loading: Histogram,
+    pub(crate) unloading: Histogram,
+    pub(crate) hits: IntCounter,
+    pub(crate) misses: IntCounter,
+}
+
+/// How many of a multi-model variant's models get their own request count
+/// (`plinth_model_invocations`): the most requested ones, so the label set stays bounded.
+pub(crate) const HOTTEST_MODELS: usize = 10;
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
     counter_with(registry, name, help, LABELS)
@@ -89,6 +113,19 @@ pub(crate) struct VariantMetrics {
 }
 
 impl Metrics {
+    /// The multi-model metrics of `variant` of `endpoint`.
+    pub(crate) fn multi_model(&self, endpoint: &str, variant: &str) -> MultiModelMetrics {
+        let labels = [endpoint, variant];
+        MultiModelMetrics {
+            loading_wait: self.model_loading_wait.with_label_values(&labels),
+            downloading: self.model_downloading.with_label_values(&labels),
+            loading: self.model_loading.with_label_values(&labels),
+            unloading: self.model_unloading.with_label_values(&labels),
+            hits: self.model_cache_hits.with_label_values(&labels),
+            misses: self.model_cache_misses.with_label_values(&labels),
+        }
+    }
+
     /// The request metrics of `variant` of `endpoint`.
     pub(crate) fn variant(&self, endpoint: &str, variant: &str) -> VariantMetrics {
         let labels = [endpoint, variant];
@@ -144,6 +181,19 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            model_loading_wait: histogram(&r, "plinth_model_loading_wait_time_seconds", "Multi-model: how long requests waited for their model to be downloaded and loaded (SageMaker ModelLoadingWaitTime)."),
+            model_downloading: histogram(&r, "plinth_model_downloading_time_seconds", "Multi-model: time to fetch a model from its prefix and unpack it (SageMaker ModelDownloadingTime)."),
+            model_loading: histogram(&r, "plinth_model_loading_time_seconds", "Multi-model: time to load a model: its graphs and instances, model_fn included (SageMaker ModelLoadingTime)."),
+            model_unloading: histogram(&r, "plinth_model_unloading_time_seconds", "Multi-model: time to unload a model (SageMaker ModelUnloadingTime)."),
+            model_cache_hits: counter(&r, "plinth_model_cache_hit_total", "Multi-model: requests whose model was already loaded (SageMaker ModelCacheHit: its average is this over requests)."),
+            model_cache_misses: counter(&r, "plinth_model_cache_miss_total", "Multi-model: requests that waited for their model to load."),
+            loaded_models: gauge(&r, "plinth_loaded_model_count", "Multi-model: models loaded now (SageMaker LoadedModelCount)."),
+            model_cache_bytes: gauge(&r, "plinth_model_cache_bytes", "Multi-model: bytes the loaded models (and loads in progress) take against the variant's PlinthModelCacheSizeInMB."),
+            model_invocations: {
+                let g = IntGaugeVec::new(Opts::new("plinth_model_invocations", "Multi-model: requests served by each of the variant's 10 most requested loaded models since it was loaded."), &["endpoint", "variant", "target_model"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }
@@ -159,6 +209,9 @@ impl Metrics {
         self.log_lines_dropped.reset();
         self.log_bytes_dropped.reset();
         self.new_fleet_share.reset();
+        self.loaded_models.reset();
+        self.model_cache_bytes.reset();
+        self.model_invocations.reset();
     }
 
     /// The Prometheus text exposition.

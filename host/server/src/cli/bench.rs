@@ -54,6 +54,9 @@ pub(crate) struct BenchArgs {
     /// `Content-Type` of the body.
     #[arg(long, default_value = "text/csv")]
     content_type: String,
+    /// For a multi-model endpoint: the model every request names (`TargetModel`).
+    #[arg(long)]
+    target_model: Option<String>,
     /// Closed loop: connections, each with one request in flight; a comma list is a sweep
     /// (default 1).
     #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
@@ -197,9 +200,20 @@ pub(crate) fn run(args: &BenchArgs, mut client: Client, server: &Server) -> anyh
     };
     let mut target = Target::new(&url, &args.content_type, body)
         .with_context(|| format!("cannot load {url}"))?;
-    if let Some(credential) = &server.credential {
-        let hook = signer(&target, credential, &server.region, &args.content_type);
-        target = target.with_hook(hook);
+    let signing = server
+        .credential
+        .as_ref()
+        .map(|credential| signer(&target, credential, &server.region, &args.content_type));
+    match (signing, args.target_model.clone()) {
+        (Some(sign), None) => target = target.with_hook(sign),
+        (sign, Some(model)) => {
+            target = target.with_hook(Arc::new(move |body: &[u8]| {
+                let mut headers = sign.as_ref().map(|s| s(body)).unwrap_or_default();
+                headers.push(("x-amzn-sagemaker-target-model".to_owned(), model.clone()));
+                headers
+            }));
+        }
+        (None, None) => {}
     }
     let target = Arc::new(target);
 

@@ -156,6 +156,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a multi-model endpoint's loaded models per variant: size, load time, requests
+    /// and last use (ListLoadedModels).
+    Models {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load-test an endpoint (SageMaker's Inference Recommender).
     ///
     /// Requests/s, latency percentiles, errors and the variant split per concurrency, request
@@ -334,6 +345,45 @@ fn deployment_config(
         });
     }
     config
+}
+
+/// ListLoadedModels' output as a table.
+fn models_table(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for v in report["Variants"].as_array().into_iter().flatten() {
+        let mib = |b: &serde_json::Value| b.as_f64().unwrap_or(0.0) / f64::from(1 << 20);
+        let _ = writeln!(
+            out,
+            "variant {}: {} models, {:.1} of {:.1} MiB",
+            v["VariantName"].as_str().unwrap_or_default(),
+            v["LoadedModelCount"],
+            mib(&v["UsedBytes"]),
+            mib(&v["ModelCacheSizeInBytes"]),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<40} {:>10} {:>9} {:>9} {:>8} {:>10}",
+            "TARGET MODEL", "SIZE", "FETCH", "LOAD", "HITS", "IDLE"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for m in v["Models"].as_array().into_iter().flatten() {
+            let last = m["LastUsed"].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>7.2} MiB {:>6.1} ms {:>6.1} ms {:>8} {:>8.1} s",
+                m["TargetModel"].as_str().unwrap_or_default(),
+                mib(&m["SizeInBytes"]),
+                m["DownloadTimeInMs"].as_f64().unwrap_or(0.0),
+                m["LoadTimeInMs"].as_f64().unwrap_or(0.0),
+                m["Hits"],
+                (now - last).max(0.0),
+            );
+        }
+    }
+    out
 }
 
 /// DescribeShadowVariants' output as a table.
@@ -810,6 +860,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", shadow_table(&report));
+            }
+            Ok(())
+        }
+        Command::Models {
+            endpoint,
+            server,
+            json,
+        } => {
+            let report = server.client()?.call(
+                "ListLoadedModels",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", models_table(&report));
             }
             Ok(())
         }

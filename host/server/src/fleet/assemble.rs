@@ -5,14 +5,16 @@
 //! are made of these steps.
 
 use super::deployer::Fleet;
+use super::multi_model::{host_memory_bytes, CacheSpec, ModelCache};
 use super::shadow_copies::Shadow;
 use super::table::{EndpointSnapshot, EndpointStatus, VariantState};
-use super::variant::{variant_spec, LiveVariant};
+use super::variant::{variant_spec, LiveVariant, Serving};
 use crate::state::catalog::Unresolved;
 use crate::state::now;
 use crate::state::store::{StoreError, VariantCapacity};
-use plinth_runtime::VariantPool;
+use plinth_runtime::{PoolTemplate, VariantPool};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a change was refused before anything happened.
 #[derive(Debug, thiserror::Error)]
@@ -251,11 +253,12 @@ pub(crate) async fn live_variant(
     let kept = reuse.iter().find(|old| {
         old.name == v.name
             && old.model == v.model
-            && old.pool.routing() == v.routing_strategy
-            && *old.pool.limits() == spec.limits
+            && old.serving.routing() == v.routing_strategy
+            && *old.serving.limits() == spec.limits
+            && old.model_cache_bytes == v.model_cache_bytes
     });
     if let Some(old) = kept {
-        old.pool
+        old.serving
             .resize(v.instance_count)
             .await
             .map_err(|e| format!("variant {}: {e}", v.name))?;
@@ -264,19 +267,57 @@ pub(crate) async fn live_variant(
     let name_header = axum::http::HeaderValue::from_str(&v.name)
         .map_err(|_| format!("variant name {:?} cannot be sent in a header", v.name))?;
     let runtime = state.runtime.clone();
+    let failed =
+        |e: plinth_runtime::LoadError| format!("variant {}, model {}: {e}", v.name, v.model.name);
     // Compiling blocks: build the pool on a blocking thread.
     let handle = tokio::runtime::Handle::current();
-    let pool =
-        tokio::task::spawn_blocking(move || handle.block_on(VariantPool::new(&runtime, &spec)))
+    let serving = match &v.model.multi_model {
+        None => {
+            let pool = tokio::task::spawn_blocking(move || {
+                handle.block_on(VariantPool::new(&runtime, &spec))
+            })
             .await
             .map_err(|e| format!("variant {}: {e}", v.name))?
+            .map_err(failed)?;
+            Serving::Single(Arc::new(pool))
+        }
+        Some(multi) => {
+            let template = {
+                let (runtime, spec) = (runtime.clone(), spec.clone());
+                tokio::task::spawn_blocking(move || PoolTemplate::new(&runtime, &spec))
+                    .await
+                    .map_err(|e| format!("variant {}: {e}", v.name))?
+                    .map_err(failed)?
+            };
+            let cache = ModelCache::new(
+                CacheSpec {
+                    endpoint: endpoint.to_owned(),
+                    variant: v.name.clone(),
+                    prefix: multi.prefix.clone(),
+                    keep: multi.cache,
+                    budget: v.model_cache_bytes.unwrap_or_else(|| {
+                        plinth_policy::model_cache::default_budget_bytes(host_memory_bytes())
+                    }),
+                    instances: v.instance_count,
+                    download_timeout: Duration::from_secs(v.download_timeout_seconds),
+                    wait_timeout: spec.limits.deadline,
+                },
+                template,
+                runtime,
+                state.stored.clone(),
+                state.metrics.multi_model(endpoint, &v.name),
+            )
             .map_err(|e| format!("variant {}, model {}: {e}", v.name, v.model.name))?;
+            Serving::Multi(Arc::new(cache))
+        }
+    };
     Ok(Arc::new(LiveVariant {
         name: v.name.clone(),
         name_header,
         model_name: v.model.name.clone(),
         model: v.model.clone(),
-        pool: Arc::new(pool),
+        model_cache_bytes: v.model_cache_bytes,
+        serving,
         metrics: state.metrics.variant(endpoint, &v.name),
         recent: Default::default(),
     }))

@@ -410,9 +410,11 @@ mod tests {
         let (fleet, _dir) = fleet().await;
         create_in_service(&fleet, "d-update", "one").await;
         let old = Arc::downgrade(
-            &fleet.endpoints.get("d-update").unwrap().variants[0]
+            fleet.endpoints.get("d-update").unwrap().variants[0]
                 .live
-                .pool,
+                .serving
+                .single()
+                .unwrap(),
         );
         let (reached, resume) = test_hooks::hold("d-update");
         call(

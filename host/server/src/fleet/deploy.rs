@@ -257,7 +257,7 @@ pub(crate) fn update_weights_and_capacities(
         .map(|v| Capacity {
             variant: v.live.name.clone(),
             weight: v.current_weight,
-            instance_count: v.live.pool.stats().instances,
+            instance_count: v.live.serving.stats().instances,
         })
         .collect();
     let next = capacity::apply(&current, changes).map_err(Refused::Invalid)?;
@@ -301,8 +301,8 @@ pub(crate) fn update_weights_and_capacities(
             // Grow first, so that new weights never route to instances that do not exist yet.
             let mut failure = None;
             for v in &desired.variants {
-                if v.desired_instance_count > v.live.pool.stats().instances {
-                    if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
+                if v.desired_instance_count > v.live.serving.stats().instances {
+                    if let Err(e) = v.live.serving.resize(v.desired_instance_count).await {
                         failure = Some(format!("variant {}: {e}", v.live.name));
                     }
                 }
@@ -318,9 +318,9 @@ pub(crate) fn update_weights_and_capacities(
                 return;
             }
             for v in &switched.variants {
-                if v.desired_instance_count < v.live.pool.stats().instances {
+                if v.desired_instance_count < v.live.serving.stats().instances {
                     // Shrinking cannot fail: it only stops routing to the surplus.
-                    let _ = v.live.pool.resize(v.desired_instance_count).await;
+                    let _ = v.live.serving.resize(v.desired_instance_count).await;
                 }
             }
             let mut done = switched;
@@ -350,7 +350,7 @@ pub(crate) fn update_weights_and_capacities(
 fn as_running(mut snapshot: EndpointSnapshot, reason: String) -> EndpointSnapshot {
     for v in &mut snapshot.variants {
         v.desired_weight = v.current_weight;
-        v.desired_instance_count = v.live.pool.stats().instances;
+        v.desired_instance_count = v.live.serving.stats().instances;
     }
     snapshot.status = EndpointStatus::InService;
     snapshot.failure_reason = Some(reason);

@@ -10,6 +10,7 @@ pub(crate) mod background;
 pub(crate) mod deploy;
 pub(crate) mod deployer;
 pub(crate) mod ledger;
+pub(crate) mod multi_model;
 pub(crate) mod recent;
 pub(crate) mod rollout_driver;
 pub(crate) mod shadow_copies;

@@ -86,7 +86,7 @@ pub(crate) fn start(
             .map(|v| VariantSize {
                 variant: v.live.name.clone(),
                 desired: v.desired_instance_count,
-                instances: v.live.pool.instances(),
+                instances: v.live.serving.instances(),
             })
             .collect(),
     };
@@ -161,8 +161,8 @@ async fn roll_back_after_panic(job: &Job, before: EndpointSnapshot, panic: &str)
     let mut back = before;
     let mut regrow = String::new();
     for v in &back.variants {
-        if v.live.pool.instances() < v.desired_instance_count {
-            if let Err(e) = v.live.pool.resize(v.desired_instance_count).await {
+        if v.live.serving.instances() < v.desired_instance_count {
+            if let Err(e) = v.live.serving.resize(v.desired_instance_count).await {
                 regrow = format!(
                     " (variant {} could not get back to {} instances: {e})",
                     v.live.name, v.desired_instance_count
@@ -361,7 +361,7 @@ impl Deployment {
         let Some(v) = variants.iter().find(|v| v.live.name == variant) else {
             return Err(format!("no variant {variant} in the {fleet:?} fleet"));
         };
-        let pool = v.live.pool.clone();
+        let pool = v.live.serving.clone();
         pool.resize(instances).await.map_err(|e| e.to_string())
     }
 
@@ -370,7 +370,7 @@ impl Deployment {
         let deadline = self.started + until;
         while Instant::now() < deadline
             && self.fleet().variants.iter().any(|v| {
-                let stats = v.live.pool.stats();
+                let stats = v.live.serving.stats();
                 stats.busy + stats.queued > 0
             })
         {

@@ -79,7 +79,7 @@ impl Shadow {
         // Clamped as well as checked where configs are made: a queue length stored by an
         // earlier build must not panic the channel (its capacity has a ceiling).
         let capacity = live
-            .pool
+            .serving
             .limits()
             .max_queue
             .clamp(1, plinth_policy::config::MAX_QUEUE_LENGTH);
@@ -186,7 +186,7 @@ struct Worker {
 impl Worker {
     async fn run(&self, copy: Copy) {
         let started = std::time::Instant::now();
-        let result = self.live.pool.invoke(copy.request).await;
+        let result = self.live.serving.invoke(copy.request).await;
         crate::fleet::variant::record_invocation(&self.live, &result, started);
         let s = &self.stats;
         let output = match result {

@@ -80,7 +80,7 @@ pub(super) async fn before_commit(snapshot: &EndpointSnapshot) {
         .variants
         .iter()
         .chain(snapshot.new_fleet.iter().flat_map(|n| n.variants.iter()))
-        .map(|v| Arc::downgrade(&v.live.pool))
+        .filter_map(|v| v.live.serving.single().map(Arc::downgrade))
         .collect();
     let _ = reached.send(pools);
     let _ = resume.await;

@@ -1,12 +1,154 @@
-//! A live variant: its warm pool (the runtime's `VariantPool`), its metrics and its recent
-//! request window, shared by every snapshot that routes to it; how its runtime spec is made
-//! from a model and a variant; and how each invocation is counted.
+//! A live variant: what serves it (the runtime's `VariantPool` for a single model, a cache
+//! of one pool per model for a multi-model variant), its metrics and its recent request
+//! window, shared by every snapshot that routes to it; how its runtime spec is made from a
+//! model and a variant; and how each invocation is counted.
 
+use super::multi_model::{Lease, ModelCache};
 use crate::error::ApiError;
-use plinth_policy::config::{Model, Variant};
-use plinth_runtime::{InvokeError, Limits, VariantPool, VariantSpec};
+use plinth_policy::config::{Backend, Model, Variant};
+use plinth_policy::routing::RoutingStrategy;
+use plinth_runtime::{InvokeError, Limits, PoolStats, VariantPool, VariantSpec};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What serves a variant's requests.
+#[derive(Clone)]
+pub(crate) enum Serving {
+    /// One model: one pool.
+    Single(Arc<VariantPool>),
+    /// `Mode: MultiModel`: a pool per loaded model, each request naming its model.
+    Multi(Arc<ModelCache>),
+}
+
+/// The pool one request runs on, held while it does: the variant's own, or its model's
+/// (which is not unloaded while held).
+pub(crate) enum Held<'a> {
+    Single(&'a VariantPool),
+    Multi(Lease),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = VariantPool;
+    fn deref(&self) -> &VariantPool {
+        match self {
+            Self::Single(pool) => pool,
+            Self::Multi(lease) => lease,
+        }
+    }
+}
+
+impl Serving {
+    /// The pool for a request naming `target_model` (`TargetModel`): given for a
+    /// multi-model variant, and only for one.
+    pub(crate) async fn hold(
+        &self,
+        target_model: Option<&str>,
+        variant: &str,
+    ) -> Result<Held<'_>, ApiError> {
+        match (self, target_model) {
+            (Self::Single(pool), None) => Ok(Held::Single(pool)),
+            (Self::Single(_), Some(target)) => Err(ApiError::validation(format!(
+                "TargetModel {target:?} was given, but variant {variant} serves a single model \
+                 (its model's Mode is SingleModel); leave TargetModel out"
+            ))),
+            (Self::Multi(_), None) => Err(ApiError::validation(format!(
+                "Variant {variant} is a multi-model variant: give TargetModel, the path of the \
+                 model under its model's ModelDataUrl"
+            ))),
+            (Self::Multi(cache), Some(target)) => cache.lease(target).await.map(Held::Multi),
+        }
+    }
+
+    /// Serve a request that names no model (a shadow's copy); a multi-model variant
+    /// refuses it.
+    pub(crate) async fn invoke(
+        &self,
+        request: Arc<plinth_runtime::Invocation>,
+    ) -> Result<plinth_runtime::InvocationOutput, InvokeError> {
+        match self {
+            Self::Single(pool) => pool.invoke(request).await,
+            Self::Multi(_) => Err(InvokeError::Unavailable(
+                "a multi-model variant serves only requests that name their model".into(),
+            )),
+        }
+    }
+
+    /// The single model's pool.
+    #[cfg(test)]
+    pub(crate) fn single(&self) -> Option<&Arc<VariantPool>> {
+        match self {
+            Self::Single(pool) => Some(pool),
+            Self::Multi(_) => None,
+        }
+    }
+
+    /// Instances (of each loaded model, for a multi-model variant).
+    pub(crate) fn instances(&self) -> usize {
+        match self {
+            Self::Single(pool) => pool.instances(),
+            Self::Multi(cache) => cache.instances(),
+        }
+    }
+
+    /// Current load; for a multi-model variant, summed over its loaded models, with
+    /// `instances` as [`Self::instances`].
+    pub(crate) fn stats(&self) -> PoolStats {
+        match self {
+            Self::Single(pool) => pool.stats(),
+            Self::Multi(cache) => {
+                let (lines, bytes) = cache.template().log_dropped();
+                let mut total = PoolStats {
+                    instances: cache.instances(),
+                    busy: 0,
+                    queued: 0,
+                    replaced: 0,
+                    batches: 0,
+                    batched_requests: 0,
+                    log_lines_dropped: lines,
+                    log_bytes_dropped: bytes,
+                };
+                for pool in cache.pools() {
+                    let s = pool.stats();
+                    total.busy += s.busy;
+                    total.queued += s.queued;
+                    total.replaced += s.replaced;
+                    total.batches += s.batches;
+                    total.batched_requests += s.batched_requests;
+                }
+                total
+            }
+        }
+    }
+
+    /// Change the instance count (of each loaded model).
+    pub(crate) async fn resize(&self, count: usize) -> Result<(), plinth_runtime::LoadError> {
+        match self {
+            Self::Single(pool) => pool.resize(count).await,
+            Self::Multi(cache) => cache.resize(count).await,
+        }
+    }
+
+    pub(crate) fn routing(&self) -> RoutingStrategy {
+        match self {
+            Self::Single(pool) => pool.routing(),
+            Self::Multi(cache) => cache.template().routing(),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        match self {
+            Self::Single(pool) => pool.limits(),
+            Self::Multi(cache) => cache.template().limits(),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Self::Single(pool) => pool.backend(),
+            Self::Multi(cache) => cache.template().backend(),
+        }
+    }
+}
 
 /// A variant's warm pool, shared by every snapshot that routes to it.
 pub(crate) struct LiveVariant {
@@ -16,7 +158,9 @@ pub(crate) struct LiveVariant {
     pub(crate) model_name: String,
     /// The model as deployed, to tell whether a new endpoint config changes it.
     pub(crate) model: Model,
-    pub(crate) pool: Arc<VariantPool>,
+    /// `PlinthModelCacheSizeInMB`, as deployed (a multi-model variant's budget).
+    pub(crate) model_cache_bytes: Option<u64>,
+    pub(crate) serving: Serving,
     /// Its request metrics, resolved once.
     pub(crate) metrics: crate::metrics::VariantMetrics,
     /// Its recent requests, for alarms.
@@ -60,7 +204,7 @@ pub(crate) fn record_invocation(
     let (total, second) = (now.saturating_duration_since(started), second_of(now));
     let m = &variant.metrics;
     m.invocations.inc();
-    let instances = variant.pool.instances().max(1);
+    let instances = variant.serving.instances().max(1);
     m.invocations_per_instance.inc_by(1.0 / instances as f64);
     match result {
         Ok(output) => {
@@ -84,30 +228,57 @@ pub(crate) fn record_invocation(
                 m.throttled.inc();
             }
             let model_error = error.original_status().is_some();
-            if model_error {
-                m.model_errors.inc();
-            }
             let server_side = api_error.status().is_server_error()
                 || matches!(error.original_status(), Some(0) | Some(500..));
-            if server_side {
-                m.errors_5xx.inc();
-            } else {
-                m.errors_4xx.inc();
-            }
-            variant.recent.record_at(
-                second,
-                &Sample {
-                    outcome: if server_side {
-                        Outcome::ServerError
-                    } else {
-                        Outcome::ClientError
-                    },
-                    model_error,
-                    model_latency: None,
-                    overhead_latency: total,
-                },
-            );
+            record_failure(variant, model_error, server_side, total, second);
             Some(api_error)
         }
     }
+}
+
+/// Count a request `variant` refused before its model ran (a multi-model variant's
+/// `TargetModel` missing, wrong, not found, not loaded yet, or failing to load).
+pub(crate) fn record_refusal(variant: &LiveVariant, error: &ApiError, started: std::time::Instant) {
+    let now = std::time::Instant::now();
+    variant.metrics.invocations.inc();
+    let model_error = error.code() == "ModelError";
+    record_failure(
+        variant,
+        model_error,
+        error.status().is_server_error() || model_error,
+        now.saturating_duration_since(started),
+        super::recent::second_of(now),
+    );
+}
+
+fn record_failure(
+    variant: &LiveVariant,
+    model_error: bool,
+    server_side: bool,
+    total: Duration,
+    second: u64,
+) {
+    use plinth_policy::metric_alarm::{Outcome, Sample};
+    let m = &variant.metrics;
+    if model_error {
+        m.model_errors.inc();
+    }
+    if server_side {
+        m.errors_5xx.inc();
+    } else {
+        m.errors_4xx.inc();
+    }
+    variant.recent.record_at(
+        second,
+        &Sample {
+            outcome: if server_side {
+                Outcome::ServerError
+            } else {
+                Outcome::ClientError
+            },
+            model_error,
+            model_latency: None,
+            overhead_latency: total,
+        },
+    );
 }

@@ -3,12 +3,12 @@
 use super::body::read_body;
 use super::server::Server;
 use crate::error::ApiError;
-use crate::fleet::variant::record_invocation;
+use crate::fleet::variant::{record_invocation, record_refusal, LiveVariant};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_policy::members::{invoke_error, refused_header, InvokeMember};
-use plinth_runtime::{Invocation, InvokeError};
+use plinth_runtime::{Invocation, InvocationOutput, InvokeError};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -22,6 +22,8 @@ mod header {
         HeaderName::from_static("x-amzn-sagemaker-inference-id");
     pub(super) const TARGET_VARIANT: HeaderName =
         HeaderName::from_static("x-amzn-sagemaker-target-variant");
+    pub(super) const TARGET_MODEL: HeaderName =
+        HeaderName::from_static("x-amzn-sagemaker-target-model");
     pub(super) const INVOKED_VARIANT: HeaderName =
         HeaderName::from_static("x-amzn-invoked-production-variant");
     pub(super) const ASSIGNMENT_KEY: HeaderName =
@@ -41,9 +43,11 @@ struct InvokeHeaders<'a> {
     accept: Option<&'a HeaderValue>,
     custom_attributes: Option<&'a HeaderValue>,
     target_variant: Option<&'a HeaderValue>,
+    target_model: Option<&'a HeaderValue>,
     inference_id: Option<&'a HeaderValue>,
     assignment_key: Option<&'a HeaderValue>,
-    /// The first SageMaker header Plinth does not implement (`X-Amzn-SageMaker-Target-Model`...).
+    /// The first SageMaker header Plinth does not implement
+    /// (`X-Amzn-SageMaker-Target-Container-Hostname`...).
     refused: Option<&'static InvokeMember>,
 }
 
@@ -62,6 +66,8 @@ impl<'a> InvokeHeaders<'a> {
                 &mut found.custom_attributes
             } else if name == header::TARGET_VARIANT {
                 &mut found.target_variant
+            } else if name == header::TARGET_MODEL {
+                &mut found.target_model
             } else if name == header::INFERENCE_ID {
                 &mut found.inference_id
             } else if name == header::ASSIGNMENT_KEY {
@@ -170,6 +176,11 @@ async fn serve(
     let accept = text_header(found.accept, "Accept", 1024)?.unwrap_or("");
     let custom_attributes = text_header(found.custom_attributes, "CustomAttributes", 1024)?;
     let target = text_header(found.target_variant, "TargetVariant", 63)?;
+    let target_model = text_header(
+        found.target_model,
+        "TargetModel",
+        plinth_policy::model_cache::MAX_TARGET_MODEL_LEN,
+    )?;
 
     let assignment_key = match text_header(found.assignment_key, "AssignmentKey", 256)? {
         Some(key) => Some(key),
@@ -212,12 +223,10 @@ async fn serve(
         inference_id: inference_id.to_string(),
         custom_attributes: custom_attributes.map(str::to_string),
     });
-    let mut result = variant
-        .pool
-        .invoke(request.clone())
+    let mut result = invoke_on(&variant, target_model, request.clone())
         .instrument(span.clone())
         .await;
-    if target.is_none() && matches!(result, Err(InvokeError::NoInstances(_))) {
+    if target.is_none() && matches!(result, Ok(Err(InvokeError::NoInstances(_)))) {
         // The variant was scaled to zero (or its fleet rolled back) after this request read
         // the snapshot: route it again on the current one.
         if let Some(current) = server.fleet.endpoints.get(name) {
@@ -227,15 +236,33 @@ async fn serve(
                 config_name = HeaderValue::from_str(next.config_name).ok();
                 experiment = next.experiment.cloned();
                 shadows = next.shadows.to_vec();
-                result = variant
-                    .pool
-                    .invoke(request.clone())
+                result = invoke_on(&variant, target_model, request.clone())
                     .instrument(span.clone())
                     .await;
             }
         }
     }
     let _entered = span.enter();
+    let result = match result {
+        Ok(result) => result,
+        Err(refused) => {
+            record_refusal(&variant, &refused, started);
+            tracing::warn!(
+                endpoint = %endpoint.name,
+                variant = %variant.name,
+                inference_id = %inference_id,
+                target_model = ?target_model,
+                status = refused.status().as_u16(),
+                error = %refused.message(),
+                "invocation refused"
+            );
+            let mut response = refused.into_response();
+            response
+                .headers_mut()
+                .insert(header::INVOKED_VARIANT, variant.name_header.clone());
+            return Ok(response);
+        }
+    };
     let api_error = record_invocation(&variant, &result, started);
     for shadow in &shadows {
         shadow.offer(&request, result.as_ref().ok());
@@ -291,6 +318,18 @@ async fn serve(
             Ok(response)
         }
     }
+}
+
+/// Serve `request` on `variant`: on its pool, or on the pool of the model it names
+/// (`TargetModel`, for a multi-model variant: loaded first if it is not). The outer error is
+/// the variant's refusal before any model ran.
+async fn invoke_on(
+    variant: &LiveVariant,
+    target_model: Option<&str>,
+    request: Arc<Invocation>,
+) -> Result<Result<InvocationOutput, InvokeError>, ApiError> {
+    let held = variant.serving.hold(target_model, &variant.name).await?;
+    Ok(held.invoke(request).await)
 }
 
 /// Set a response header; a value that is not a valid header value is left out. An owned

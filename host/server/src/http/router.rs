@@ -110,7 +110,7 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
         let shadows = endpoint.shadows.iter().map(|s| &s.live);
         for live in endpoint.serving().map(|v| &v.live).chain(shadows) {
             let labels = [endpoint.name.as_str(), live.name.as_str()];
-            let stats = live.pool.stats();
+            let stats = live.serving.stats();
             for (gauge, value) in [
                 (&m.instances, stats.instances),
                 (&m.instances_busy, stats.busy),
@@ -122,6 +122,18 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
                 (&m.log_bytes_dropped, stats.log_bytes_dropped as usize),
             ] {
                 gauge.with_label_values(&labels).add(value as i64);
+            }
+            if let crate::fleet::variant::Serving::Multi(cache) = &live.serving {
+                let (count, bytes) = cache.usage();
+                m.loaded_models.with_label_values(&labels).add(count as i64);
+                m.model_cache_bytes
+                    .with_label_values(&labels)
+                    .add(bytes as i64);
+                for (model, hits) in cache.hottest(crate::metrics::HOTTEST_MODELS) {
+                    m.model_invocations
+                        .with_label_values(&[labels[0], labels[1], model.as_str()])
+                        .add(hits as i64);
+                }
             }
         }
     }

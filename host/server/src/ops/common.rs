@@ -103,3 +103,14 @@ pub(crate) fn config_not_found(name: &str) -> ApiError {
 pub(crate) struct EndpointNameInput {
     pub(crate) endpoint_name: String,
 }
+
+/// The live endpoint an `{EndpointName}` input names, or its not-found error.
+pub(crate) fn named_endpoint(
+    endpoints: &crate::fleet::table::EndpointTable,
+    input: Value,
+) -> Result<std::sync::Arc<crate::fleet::table::EndpointSnapshot>, ApiError> {
+    let input: EndpointNameInput = parse(input)?;
+    endpoints
+        .get(&input.endpoint_name)
+        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))
+}

@@ -3,7 +3,9 @@
 //! the operation, with changes serialised.
 
 use super::common::validation;
-use super::{alarms, endpoint_configs, endpoints, experiments, models, shadow_variants};
+use super::{
+    alarms, endpoint_configs, endpoints, experiments, loaded_models, models, shadow_variants,
+};
 use crate::error::ApiError;
 use crate::fleet::Fleet;
 use axum::http::StatusCode;
@@ -80,6 +82,7 @@ pub(crate) async fn call(
             shadow_variants::describe_shadow_variants(&state.endpoints, input)
         }
         "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
+        "ListLoadedModels" => loaded_models::list_loaded_models(&state.endpoints, input),
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",

@@ -78,6 +78,7 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
             })
         })
         .and_then(|()| check_shadows(&catalog, &name))
+        .and_then(|()| check_multi_model(&catalog, &name))
         .and_then(|()| {
             stored
                 .store
@@ -90,6 +91,59 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
     }
     tracing::info!(endpoint_config = %name, "endpoint config created");
     Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
+}
+
+/// Multi-model models: the production variants all serve one, or none does (a request names
+/// its model or it does not); no shadow serves one (SageMaker's shadow tests do not take
+/// multi-model endpoints); `PlinthModelCacheSizeInMB` only on a variant serving one.
+fn check_multi_model(catalog: &crate::state::catalog::Catalog, name: &str) -> Result<(), ApiError> {
+    let definition = &catalog.configs[name].definition;
+    let multi = |model: &str| {
+        catalog
+            .models
+            .get(model)
+            .is_some_and(|m| m.definition.is_multi_model())
+    };
+    let production = &definition.production_variants;
+    for (j, v) in production.iter().enumerate() {
+        if v.plinth_model_cache_size_in_mb.is_some() && !multi(&v.model_name) {
+            return Err(validation(format!(
+                "ProductionVariants[{j}]: PlinthModelCacheSizeInMB applies only to a variant \
+                 whose model's Mode is MultiModel; model {} is SingleModel",
+                v.model_name
+            )));
+        }
+    }
+    let multi_count = production.iter().filter(|v| multi(&v.model_name)).count();
+    if multi_count > 0 && multi_count < production.len() {
+        let j = production
+            .iter()
+            .position(|v| !multi(&v.model_name))
+            .unwrap_or_default();
+        return Err(validation(format!(
+            "ProductionVariants[{j}]: model {} is SingleModel, but other variants serve \
+             MultiModel models; an endpoint's variants are all multi-model or none is \
+             (requests to one name their model with TargetModel)",
+            production[j].model_name
+        )));
+    }
+    if let Some(j) = definition
+        .shadow_production_variants
+        .iter()
+        .position(|v| multi(&v.model_name))
+    {
+        return Err(validation(format!(
+            "ShadowProductionVariants[{j}]: model {} is a MultiModel model; shadow variants \
+             do not support multi-model models",
+            definition.shadow_production_variants[j].model_name
+        )));
+    }
+    if multi_count > 0 && !definition.shadow_production_variants.is_empty() {
+        return Err(validation(
+            "ShadowProductionVariants: shadow variants do not support multi-model endpoints",
+        ));
+    }
+    Ok(())
 }
 
 /// `ShadowProductionVariants`: valid variants (1-10), names distinct from the production

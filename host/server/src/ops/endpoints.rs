@@ -2,7 +2,7 @@
 //! DeleteEndpoint, ListEndpoints and ListEndpointEvents: the wire shapes over `fleet::deploy`.
 
 use super::common::{
-    check_name, endpoint_not_found, internal, parse, validation, EndpointNameInput,
+    check_name, endpoint_not_found, internal, named_endpoint, parse, validation, EndpointNameInput,
 };
 use super::listing::{enum_error, list, ListInput, Listed};
 use crate::error::ApiError;
@@ -86,10 +86,7 @@ pub(crate) fn describe_endpoint(
     endpoints: &EndpointTable,
     input: Value,
 ) -> Result<Value, ApiError> {
-    let input: EndpointNameInput = parse(input)?;
-    let endpoint = endpoints
-        .get(&input.endpoint_name)
-        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
+    let endpoint = named_endpoint(endpoints, input)?;
     Ok(describe(&endpoint))
 }
 
@@ -121,10 +118,10 @@ pub(crate) fn describe(endpoint: &EndpointSnapshot) -> Value {
                     "ModelName": s.live.model_name,
                     "CurrentWeight": s.weight,
                     "DesiredWeight": s.weight,
-                    "CurrentInstanceCount": s.live.pool.stats().instances,
+                    "CurrentInstanceCount": s.live.serving.stats().instances,
                     "DesiredInstanceCount": s.desired_instance_count,
                     "PlinthSamplingPercentage": s.sampling * 100.0,
-                    "PlinthBackend": s.live.pool.backend().as_str(),
+                    "PlinthBackend": s.live.serving.backend().as_str(),
                 })
             })
             .collect();
@@ -181,10 +178,10 @@ fn variant_summary(v: &VariantState, share: f64, status: &[Value]) -> Value {
         "ModelName": v.live.model_name,
         "CurrentWeight": v.current_weight * share,
         "DesiredWeight": v.desired_weight,
-        "CurrentInstanceCount": v.live.pool.stats().instances,
+        "CurrentInstanceCount": v.live.serving.stats().instances,
         "DesiredInstanceCount": v.desired_instance_count,
-        "RoutingConfig": { "RoutingStrategy": v.live.pool.routing().as_str() },
-        "PlinthBackend": v.live.pool.backend().as_str(),
+        "RoutingConfig": { "RoutingStrategy": v.live.serving.routing().as_str() },
+        "PlinthBackend": v.live.serving.backend().as_str(),
     });
     if !status.is_empty() {
         summary["VariantStatus"] = json!(status);

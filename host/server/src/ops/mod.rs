@@ -1,5 +1,5 @@
 //! The operations: one module per resource family (models, endpoint configs, endpoints,
-//! alarms, experiments, shadow variants), each taking an operation's JSON input and giving
+//! alarms, experiments, shadow variants, loaded models), each taking an operation's JSON input and giving
 //! its JSON output or an [`ApiError`], plus what they share (errors, names, listing).
 //! Definitions are kept by `state`; endpoints are changed through `fleet`.
 //!
@@ -13,6 +13,7 @@ pub(crate) mod endpoint_configs;
 pub(crate) mod endpoints;
 pub(crate) mod experiments;
 pub(crate) mod listing;
+pub(crate) mod loaded_models;
 pub(crate) mod models;
 pub(crate) mod shadow_variants;
 

@@ -45,6 +45,7 @@ pub(crate) async fn create_model(
     let mut fields = input.rest;
     fields.insert("PrimaryContainer".into(), container);
     let mut definition: ModelDefinition = parse(Value::Object(fields))?;
+    check_multi_model(&definition)?;
     // `s3://` ones are fetched when an endpoint first needs them (a failure then sets the
     // endpoint Failed, as SageMaker does); here they are only checked for form.
     let remote_image = definition.remote_image().map_err(validation)?.is_some();
@@ -63,10 +64,23 @@ pub(crate) async fn create_model(
         .primary_container
         .model_data_url
         .as_deref()
-        .filter(|_| !remote_data)
+        .filter(|url| !remote_data && !url.starts_with("s3://"))
         .map(|url| stored.roots.check("ModelDataUrl", url))
         .transpose()
         .map_err(validation)?;
+    // A multi-model prefix is read when requests name its models, not kept here.
+    let url_path = match url_path {
+        Some(path) if definition.is_multi_model() => {
+            if !std::path::Path::new(&path).is_dir() {
+                return Err(validation(format!(
+                    "ModelDataUrl {path:?}: the prefix of a MultiModel model must be a \
+                     directory (or an s3:// prefix)"
+                )));
+            }
+            None
+        }
+        other => other,
+    };
     check_model(&definition, image_path.as_deref())?;
     runtime
         .backend_for(definition.plinth_backend)
@@ -136,6 +150,41 @@ pub(crate) async fn create_model(
     stored.catalog().models.insert(name.clone(), record);
     tracing::info!(model = %name, "model created");
     Ok(json!({ "ModelArn": arn("model", &name) }))
+}
+
+/// `Mode: MultiModel` takes its models from a `ModelDataUrl` prefix; `MultiModelConfig`
+/// only with it.
+fn check_multi_model(d: &ModelDefinition) -> Result<(), ApiError> {
+    let c = &d.primary_container;
+    if !d.is_multi_model() {
+        if c.multi_model_config.is_some() {
+            return Err(validation(
+                "PrimaryContainer.MultiModelConfig applies only with Mode MultiModel",
+            ));
+        }
+        return Ok(());
+    }
+    if c.model_data_source.is_some() {
+        return Err(validation(
+            "PrimaryContainer.ModelDataSource: a MultiModel model takes its models from a \
+             ModelDataUrl prefix; give ModelDataUrl instead",
+        ));
+    }
+    if let Some(url) = c
+        .model_data_url
+        .as_deref()
+        .filter(|u| u.starts_with("s3://"))
+    {
+        plinth_storage::Location::parse(url)
+            .map_err(|e| validation(format!("PrimaryContainer.ModelDataUrl {e}")))?;
+    }
+    if c.model_data_url.is_none() {
+        return Err(validation(
+            "PrimaryContainer.ModelDataUrl is required with Mode MultiModel: the prefix \
+             (a directory or an s3:// prefix) that TargetModel paths are relative to",
+        ));
+    }
+    Ok(())
 }
 
 /// The model's settings in range, and its component a file (`image_path`: where a local

@@ -2,7 +2,7 @@
 //! with production, and turning a shadow into the production variant.
 
 use super::common::{
-    config_not_found, endpoint_not_found, internal, parse, validation, EndpointNameInput,
+    config_not_found, endpoint_not_found, internal, named_endpoint, parse, validation,
 };
 use super::endpoint_configs::create_endpoint_config;
 use super::endpoints::deployment_config;
@@ -21,10 +21,7 @@ pub(crate) fn describe_shadow_variants(
     endpoints: &EndpointTable,
     input: Value,
 ) -> Result<Value, ApiError> {
-    let input: EndpointNameInput = parse(input)?;
-    let endpoint = endpoints
-        .get(&input.endpoint_name)
-        .ok_or_else(|| endpoint_not_found(&input.endpoint_name))?;
+    let endpoint = named_endpoint(endpoints, input)?;
     let recent = |live: &crate::fleet::variant::LiveVariant| {
         use crate::fleet::recent::current_second;
         use plinth_policy::metric_alarm::{Metric, Statistic, RETAINED_SECONDS};

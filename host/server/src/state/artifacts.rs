@@ -310,7 +310,8 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
     let is_digest = |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
     let mut removed = 0;
     // The remote artifacts' directories (`s3/`, `state::remote`) are shared by object
-    // version, not kept by model: only what an interrupted fetch left there goes.
+    // version, and multi-model archives by digest, not kept by model: only what an
+    // interrupted fetch or unpack left there goes.
     let s3 = cache.join("s3");
     let dirs = [
         (cache.to_path_buf(), true),
@@ -320,6 +321,7 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
         (s3.join("index"), false),
         (s3.join("pins"), false),
         (s3.join("components"), false),
+        (cache.join(MULTI_MODEL_DIR), false),
     ];
     for (dir, by_digest) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -344,6 +346,11 @@ pub(crate) fn collect_garbage(cache: &Path, keep: &std::collections::HashSet<Str
     }
     removed
 }
+
+/// Where multi-model variants unpack the archives of the models they load
+/// (`fleet::multi_model`), by content digest: shared by every variant, not kept by any model,
+/// so garbage collection takes only what an interrupted unpack left there.
+pub(crate) const MULTI_MODEL_DIR: &str = "multi-model";
 
 /// The directory to mount for `url`, unpacking into `cache` if needed. A file is first
 /// copied into the cache as a stream, its SHA-256 taken on the way, and unpacked from that

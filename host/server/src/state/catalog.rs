@@ -39,10 +39,35 @@ pub(crate) struct ModelDefinition {
 }
 
 impl ModelDefinition {
+    /// `Mode: MultiModel`: `ModelDataUrl` is a prefix holding many models, each loaded when
+    /// a request first names it (`fleet::multi_model`).
+    pub(crate) fn is_multi_model(&self) -> bool {
+        self.primary_container.mode == MULTI_MODEL
+    }
+
+    /// For a multi-model model, its prefix and whether loaded models are kept.
+    pub(crate) fn multi_model(&self) -> Option<plinth_policy::config::MultiModel> {
+        let c = &self.primary_container;
+        if !self.is_multi_model() {
+            return None;
+        }
+        Some(plinth_policy::config::MultiModel {
+            prefix: c.model_data_url.clone().unwrap_or_default(),
+            cache: c
+                .multi_model_config
+                .as_ref()
+                .is_none_or(|m| m.model_cache_setting != "Disabled"),
+        })
+    }
+
     /// The model's artifact when it is remote (an `s3://` `ModelDataUrl`, or a
     /// `ModelDataSource`), or why its members do not make one.
     pub(crate) fn remote_model_data(&self) -> Result<Option<Remote>, String> {
         let c = &self.primary_container;
+        if self.is_multi_model() {
+            // A prefix: its models are fetched one at a time, when requests name them.
+            return Ok(None);
+        }
         match (&c.model_data_url, &c.model_data_source) {
             (Some(_), Some(_)) => Err("give ModelDataUrl or ModelDataSource, not both".to_owned()),
             (Some(url), None) if url.starts_with("s3://") => Ok(Some(Remote::Object {
@@ -118,12 +143,37 @@ pub(crate) struct Digests {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerDefinition {
     pub(crate) image: String,
+    /// `SingleModel` (the default) or `MultiModel`.
+    #[serde(default = "single_model")]
+    pub(crate) mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) multi_model_config: Option<MultiModelConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) model_data_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) model_data_source: Option<ModelDataSource>,
     #[serde(default)]
     pub(crate) environment: BTreeMap<String, String>,
+}
+
+/// `Mode`'s value for a multi-model model.
+pub(crate) const MULTI_MODEL: &str = "MultiModel";
+
+fn single_model() -> String {
+    "SingleModel".to_owned()
+}
+
+/// `MultiModelConfig`: whether a multi-model model's loaded models are kept
+/// (`ModelCacheSetting` `Enabled`, the default) or loaded for each request (`Disabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct MultiModelConfig {
+    #[serde(default = "enabled")]
+    pub(crate) model_cache_setting: String,
+}
+
+fn enabled() -> String {
+    "Enabled".to_owned()
 }
 
 /// `ModelDataSource`: the artifact as an S3 object or prefix.
@@ -339,6 +389,15 @@ pub(crate) struct ProductionVariant {
     /// weight over the production variants' total weight, capped at 100 %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) plinth_sampling_percentage: Option<f64>,
+    /// Plinth's extension, for a multi-model model: the memory its loaded models may take,
+    /// in MiB. Without it, half of the host's memory
+    /// (`plinth_policy::model_cache::default_budget_bytes`).
+    #[serde(
+        rename = "PlinthModelCacheSizeInMB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) plinth_model_cache_size_in_mb: Option<u64>,
 }
 
 fn one() -> u64 {
@@ -612,6 +671,7 @@ impl Unresolved {
                     };
                     let remote = definition.remote_model_data().map_err(named)?;
                     let model_data = match (remote, kept, url) {
+                        _ if definition.is_multi_model() => None,
                         (Some(remote), _, _) => Some(fetched_path(&v.model_name, &remote)),
                         (None, Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
                         (None, None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
@@ -697,6 +757,7 @@ fn model(
         max_response_bytes: (d.plinth_limits.max_response_size_in_mb as usize) << 20,
         graphs_from_bytes: d.plinth_limits.allow_graphs_from_bytes,
         backend: d.plinth_backend,
+        multi_model: d.multi_model(),
     }
 }
 
@@ -712,6 +773,10 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
         startup_timeout_seconds: v
             .container_startup_health_check_timeout_in_seconds
             .unwrap_or(DEFAULT_STARTUP_TIMEOUT_SECONDS),
+        model_cache_bytes: v.plinth_model_cache_size_in_mb.map(|mib| mib << 20),
+        download_timeout_seconds: v
+            .model_data_download_timeout_in_seconds
+            .unwrap_or(DEFAULT_DOWNLOAD_TIMEOUT_SECONDS),
     }
 }
 

@@ -112,6 +112,15 @@ impl RemoteArtifacts {
         Ok(fetched.path)
     }
 
+    /// Whether the store says there is no object at `location` (a multi-model variant's
+    /// `TargetModel` that does not exist, told apart from a failed fetch).
+    pub(crate) async fn is_missing(&self, location: &Location) -> bool {
+        matches!(
+            self.storage.head(location).await,
+            Err(e) if e.kind == plinth_storage::ErrorKind::NotFound
+        )
+    }
+
     /// The kept copy a pin names, if the pin and the copy are there.
     fn pinned(&self, pin: &str, remote: &Remote) -> Option<PathBuf> {
         let identity = std::fs::read_to_string(self.dir.join("pins").join(pin)).ok()?;
