@@ -12,7 +12,8 @@ MatMul and an Add; model i answers [i, 0.5, -1]), served by the iris-simple plug
    multi-model endpoint; `plinth bench` at 16 connections for DURATION s each, ROUNDS rounds
    alternating the order; the ratio multi/single of each round's requests/s, its median.
 3. Memory: the server's RSS before and after loading LOADED models (each answering once),
-   divided by LOADED; with the cache's own count of the bytes they take.
+   divided by LOADED; with the cache's own count of the bytes they take. The server is
+   started with `--max-instances LOADED+100` (each loaded model holds an instance).
 4. Churn: CYCLE distinct models invoked once each, at 16 connections, through a budget that
    holds LOADED of them: failures (must be 0) and the most models loaded at once.
 
@@ -141,11 +142,14 @@ def write_models(prefix, first, count, archives):
 class Server:
     """A `plinth serve` on an ephemeral port, with its data directory."""
 
-    def __init__(self, work, env=None):
+    def __init__(self, work, env=None, args=()):
         data = os.path.join(work, "data")
+        os.makedirs(work, exist_ok=True)
         self.log = open(os.path.join(work, "server.log"), "ab")
         self.process = subprocess.Popen(
-            [PLINTH, "serve", "--bind", "127.0.0.1:0", "--data-dir", data],
+            [PLINTH, "serve", "--bind", "127.0.0.1:0", "--data-dir", data,
+             "--artifact-root", os.path.dirname(work), "--artifact-root", ROOT,
+             "--artifact-root", os.path.dirname(COMPONENT), *args],
             stdout=subprocess.PIPE,
             stderr=self.log,
             env={**os.environ, **(env or {})},
@@ -384,7 +388,8 @@ def main():
         server.stop()
 
         # Memory: a fresh server, LOADED models loaded one after another.
-        server = Server(os.path.join(work, "two"))
+        room = ["--max-instances", str(LOADED + 100)]
+        server = Server(os.path.join(work, "two"), args=room)
         server.endpoint("mm", {**mm, "ModelDataUrl": dirs})
         invoke(server.connection(), "mm", "m-0")
         before = server.rss_kib()
@@ -402,7 +407,7 @@ def main():
         server.stop()
 
         # Churn: CYCLE models through a budget of LOADED.
-        server = Server(os.path.join(work, "three"))
+        server = Server(os.path.join(work, "three"), args=room)
         budget_mib = -(-LOADED * size // (1 << 20))
         server.endpoint("mm", {**mm, "ModelDataUrl": dirs},
                         {"PlinthModelCacheSizeInMB": budget_mib})

@@ -78,7 +78,13 @@ fn node(op: &str, inputs: &[&str], output: &str) -> Message {
 /// An ONNX model with the iris model's signature (`input` f32 [N,4] to `probabilities` f32
 /// [N,3]) computing `input · 0 + bias`: every row's answer is `bias`.
 pub fn iris_like(bias: [f32; 3]) -> Vec<u8> {
-    let graph = Message::default()
+    iris_like_padded(bias, 0)
+}
+
+/// [`iris_like`] with an unused initializer of `padding` floats: a larger model file that
+/// answers the same.
+pub fn iris_like_padded(bias: [f32; 3], padding: usize) -> Vec<u8> {
+    let mut graph = Message::default()
         .message(1, node("MatMul", &["input", "w"], "h"))
         .message(1, node("Add", &["h", "b"], "probabilities"))
         .text(2, "iris-like")
@@ -86,6 +92,12 @@ pub fn iris_like(bias: [f32; 3]) -> Vec<u8> {
         .message(5, float_tensor("b", &[3], &bias))
         .message(11, float_value("input", 4))
         .message(12, float_value("probabilities", 3));
+    if padding > 0 {
+        graph = graph.message(
+            5,
+            float_tensor("padding", &[padding as i64], &vec![0.0; padding]),
+        );
+    }
     Message::default()
         .int(1, 8)
         .text(2, "plinth-tests")

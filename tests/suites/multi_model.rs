@@ -338,34 +338,75 @@ fn bad_targets_and_broken_models_get_sagemaker_s_errors() {
     let (code, message) = refused(invoke_model(&server, "mm-bad", "m-404.tar.gz"), 400);
     assert_eq!(code, "ValidationError");
     assert!(message.contains("Could not find model m-404.tar.gz"), "{message}");
+    // Added to the prefix afterwards, it is found by the next request.
+    std::fs::write(models.join("m-404.tar.gz"), tar_gz(&model_bytes(404))).unwrap();
+    let response = invoke_model(&server, "mm-bad", "m-404.tar.gz");
+    assert_eq!(response.status(), 200);
+    assert_eq!(answered_by(&response.text().unwrap()), 404);
     // A corrupt archive, and a model whose model_fn fails: ModelError, and the failure is
     // kept for a back-off rather than loaded again on every request.
     for (bad, says) in [("corrupt.tar.gz", "corrupt.tar.gz"), ("no-graph", "no-graph")] {
         let (code, message) = refused(invoke_model(&server, "mm-bad", bad), 424);
         assert_eq!(code, "ModelError", "{bad}: {message}");
         assert!(message.contains(says), "{message}");
-        let loads = counter(
-            &server.metrics(),
-            "plinth_model_loading_time_seconds_count",
-            &of_variant("mm-bad", "AllTraffic"),
-        );
+        // A load is a miss (the request waited for it): the back-off answers without one.
+        let misses = || {
+            counter(
+                &server.metrics(),
+                "plinth_model_cache_miss_total",
+                &of_variant("mm-bad", "AllTraffic"),
+            )
+        };
+        let before = misses();
         let (code, again) = refused(invoke_model(&server, "mm-bad", bad), 424);
         assert_eq!(code, "ModelError");
         assert!(again.contains("tried again in"), "{again}");
-        assert_eq!(
-            counter(
-                &server.metrics(),
-                "plinth_model_loading_time_seconds_count",
-                &of_variant("mm-bad", "AllTraffic"),
-            ),
-            loads,
-            "no second load within the back-off"
-        );
+        assert_eq!(misses(), before, "no second load within the back-off");
     }
+    // A link out of the prefix, as the model or inside a model's directory, is refused.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("model.onnx"), model_bytes(66)).unwrap();
+    std::os::unix::fs::symlink(&outside, models.join("escape")).unwrap();
+    let (code, message) = refused(invoke_model(&server, "mm-bad", "escape"), 400);
+    assert_eq!(code, "ValidationError");
+    assert!(message.contains("outside ModelDataUrl"), "{message}");
+    std::fs::create_dir_all(models.join("linked")).unwrap();
+    std::os::unix::fs::symlink(outside.join("model.onnx"), models.join("linked/model.onnx"))
+        .unwrap();
+    let (code, message) = refused(invoke_model(&server, "mm-bad", "linked"), 424);
+    assert_eq!(code, "ModelError");
+    assert!(message.contains("link"), "{message}");
     // The endpoint still serves the good ones.
     let response = invoke_model(&server, "mm-bad", "m-1");
     assert_eq!(response.status(), 200);
     assert_eq!(answered_by(&response.text().unwrap()), 1);
+
+    // A model larger than a variant's whole budget is refused, and the models that fit
+    // still load after it.
+    let small = dir.path().join("small");
+    prefix(&small, 2);
+    std::fs::create_dir_all(small.join("big")).unwrap();
+    std::fs::write(
+        small.join("big/model.onnx"),
+        plinth_tests::onnx::iris_like_padded([9.0, 0.5, -1.0], 2 << 20),
+    )
+    .unwrap();
+    multi_model_endpoint(
+        &server,
+        "mm-small",
+        &small.display().to_string(),
+        json!({}),
+        json!({ "PlinthModelCacheSizeInMB": 4 }),
+    );
+    let (code, message) = refused(invoke_model(&server, "mm-small", "big"), 503);
+    assert_eq!(code, "ServiceUnavailable");
+    assert!(message.contains("PlinthModelCacheSizeInMB"), "{message}");
+    for i in [1, 0, 1] {
+        let response = invoke_model(&server, "mm-small", &target(i));
+        assert_eq!(response.status(), 200);
+        assert_eq!(answered_by(&response.text().unwrap()), i);
+    }
 
     // TargetModel on a single-model endpoint.
     server.call(
@@ -500,6 +541,11 @@ fn target_variant_and_target_model_combine_and_caching_can_be_disabled() {
     );
     assert_eq!(response.status(), 200);
     assert_eq!(answered_by(&response.text().unwrap()), 0);
+    let a = &server.call("ListLoadedModels", json!({ "EndpointName": "mm-two" }))["Variants"][0];
+    assert_eq!(a["LoadedModelCount"], 2, "{a}");
+    for model in a["Models"].as_array().unwrap() {
+        assert_eq!(model["Instances"], 3, "{model}");
+    }
 }
 
 /// An `s3://` prefix: each model fetched from the S3 server when first named; a model that
@@ -610,4 +656,31 @@ fn a_blue_green_deployment_loads_the_new_fleet_s_models_on_demand() {
     assert!(served.iter().any(|(c, ..)| c == "mm-bg"));
     assert!(served.iter().any(|(c, ..)| c == "mm-bg-new"));
     assert!(loaded(&server, "mm-bg")["LoadedModelCount"].as_u64().unwrap() >= 1);
+}
+
+/// When every instance the server has room for is taken (`--max-instances`), a load unloads
+/// an idle model to start its own: ten models through room for four serve without failure.
+#[test]
+fn models_beyond_the_server_s_instance_room_unload_idle_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    prefix(dir.path(), 10);
+    let server = Server::start_with(
+        BIN,
+        Options {
+            args: vec!["--max-instances".into(), "4".into()],
+            ..Options::default()
+        },
+    );
+    multi_model_endpoint(&server, "mm-room", &dir.path().display().to_string(), json!({}), json!({}));
+    for round in 0..2 {
+        for i in 0..10 {
+            let response = invoke_model(&server, "mm-room", &target(i));
+            let status = response.status();
+            let body = response.text().unwrap();
+            assert_eq!(status, 200, "round {round}, model {i}: {body}");
+            assert_eq!(answered_by(&body), i);
+        }
+    }
+    let count = loaded(&server, "mm-room")["LoadedModelCount"].as_u64().unwrap();
+    assert!((1..=4).contains(&count), "{count} models loaded with room for 4 instances");
 }

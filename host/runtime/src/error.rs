@@ -42,6 +42,10 @@ pub enum LoadError {
         /// What went wrong.
         reason: String,
     },
+    /// Every instance the runtime reserves room for is in use (`RuntimeConfig::max_instances`):
+    /// another can start once one is dropped.
+    #[error("{0}")]
+    NoInstanceSlot(String),
     /// The model's wasi-nn backend is not available here (e.g. ONNX Runtime without its
     /// library).
     #[error("{0}")]

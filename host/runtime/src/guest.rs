@@ -247,6 +247,14 @@ impl InstanceTemplate {
         let bindings = match self.pre.instantiate_async(&mut store).await {
             Ok(bindings) => bindings,
             Err(e) if is_timeout(&e) => return Err(LoadError::ModelFn(startup_timeout(startup))),
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                return Err(LoadError::NoInstanceSlot(format!(
+                    "no instance can start: {e} (plinth serve --max-instances raises it)"
+                )))
+            }
             Err(e) => {
                 return Err(LoadError::Engine(format!(
                     "instantiation failed: {}",

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     /// An S3-compatible endpoint for `s3://` locations (`--s3-endpoint-url`), over
     /// `AWS_ENDPOINT_URL_S3` and the rest.
     pub s3_endpoint_url: Option<String>,
+    /// Wasm instances reserved room for (`--max-instances`): the server's instance limit.
+    pub max_instances: u32,
 }
 
 /// Where the state lives.
@@ -202,7 +204,10 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("s3:// locations: {s3}");
     let settings = Settings {
         s3,
-        runtime: onnxruntime.runtime_config(),
+        runtime: RuntimeConfig {
+            max_instances: options.max_instances,
+            ..onnxruntime.runtime_config()
+        },
         max_payload_bytes: deployment
             .as_ref()
             .map_or(config::DEFAULT_MAX_PAYLOAD_BYTES, |d| d.max_payload_bytes),

@@ -200,20 +200,12 @@ pub(crate) fn run(args: &BenchArgs, mut client: Client, server: &Server) -> anyh
     };
     let mut target = Target::new(&url, &args.content_type, body)
         .with_context(|| format!("cannot load {url}"))?;
-    let signing = server
-        .credential
-        .as_ref()
-        .map(|credential| signer(&target, credential, &server.region, &args.content_type));
-    match (signing, args.target_model.clone()) {
-        (Some(sign), None) => target = target.with_hook(sign),
-        (sign, Some(model)) => {
-            target = target.with_hook(Arc::new(move |body: &[u8]| {
-                let mut headers = sign.as_ref().map(|s| s(body)).unwrap_or_default();
-                headers.push(("x-amzn-sagemaker-target-model".to_owned(), model.clone()));
-                headers
-            }));
-        }
-        (None, None) => {}
+    if let Some(model) = &args.target_model {
+        target = target.header("x-amzn-sagemaker-target-model", model)?;
+    }
+    if let Some(credential) = &server.credential {
+        let hook = signer(&target, credential, &server.region, &args.content_type);
+        target = target.with_hook(hook);
     }
     let target = Arc::new(target);
 

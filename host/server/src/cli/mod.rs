@@ -69,6 +69,17 @@ enum Command {
         /// takes them (AWS_ACCESS_KEY_ID..., AWS_PROFILE, AWS_REGION).
         #[arg(long, value_name = "URL", env = "PLINTH_S3_ENDPOINT_URL")]
         s3_endpoint_url: Option<String>,
+        /// Wasm instances the server reserves room for, all variants together: the most
+        /// instances its endpoints may ask for, and the most a multi-model variant's loaded
+        /// models hold with them (each loaded model holds its instances).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1000,
+            env = "PLINTH_MAX_INSTANCES",
+            value_parser = clap::value_parser!(u32).range(1..=100_000)
+        )]
+        max_instances: u32,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -686,6 +697,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
             artifact_roots,
             s3_endpoint_url,
+            max_instances,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
@@ -696,6 +708,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
             artifact_roots,
             s3_endpoint_url,
+            max_instances,
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;

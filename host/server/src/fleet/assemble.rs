@@ -293,7 +293,19 @@ pub(crate) async fn live_variant(
                 CacheSpec {
                     endpoint: endpoint.to_owned(),
                     variant: v.name.clone(),
-                    prefix: multi.prefix.clone(),
+                    prefix: if multi.prefix.starts_with("s3://") {
+                        multi.prefix.clone()
+                    } else {
+                        // Under the artifact roots now too (they may have changed since the
+                        // model was created).
+                        state
+                            .stored
+                            .roots
+                            .check("ModelDataUrl", &multi.prefix)
+                            .map_err(|e| {
+                                format!("variant {}, model {}: {e}", v.name, v.model.name)
+                            })?
+                    },
                     keep: multi.cache,
                     budget: v.model_cache_bytes.unwrap_or_else(|| {
                         plinth_policy::model_cache::default_budget_bytes(host_memory_bytes())

@@ -14,8 +14,8 @@ use crate::state::remote::Remote;
 use crate::state::Stored;
 use axum::http::StatusCode;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use plinth_policy::model_cache::{admit, retry_after, target_model_path, Admission, Resident};
-use plinth_runtime::{PoolTemplate, Runtime, VariantPool};
+use plinth_policy::model_cache::{admit, check_target_model, retry_after, Admission, Resident};
+use plinth_runtime::{LoadError, PoolTemplate, Runtime, VariantPool};
 use plinth_storage::Location;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -99,7 +99,8 @@ enum Entry {
 pub(crate) struct LoadedModel {
     target: String,
     pool: Arc<VariantPool>,
-    bytes: u64,
+    /// What it counts against the budget (measured again when its instances change).
+    bytes: AtomicU64,
     download_time: Duration,
     load_time: Duration,
     loaded_at: SystemTime,
@@ -122,6 +123,7 @@ pub(crate) struct LoadedModel {
 pub(crate) struct ModelSummary {
     pub(crate) target_model: String,
     pub(crate) size_in_bytes: u64,
+    pub(crate) instances: usize,
     pub(crate) download_time_in_ms: f64,
     pub(crate) load_time_in_ms: f64,
     pub(crate) loaded_at: f64,
@@ -147,6 +149,16 @@ enum FailureKind {
     TooLarge,
     /// No room within the wait: every loaded model was serving.
     NoRoom,
+}
+
+impl FailureKind {
+    /// Whether the failure is kept for a back-off: the model's own (it cannot be unpacked,
+    /// its `model_fn` fails, it is larger than the budget). A model not found is looked for
+    /// again by the next request (it may have been uploaded since; and names that match
+    /// nothing leave nothing behind), and no room is a moment's state of the cache.
+    fn kept(self) -> bool {
+        matches!(self, Self::Load | Self::TooLarge)
+    }
 }
 
 impl LoadFailure {
@@ -183,8 +195,8 @@ pub(crate) struct Lease {
     /// `None` only while it is dropped.
     model: Option<Arc<LoadedModel>>,
     cache: Arc<ModelCache>,
-    /// Without caching: the bytes reserved for this request's own copy, released with it.
-    owned: Option<u64>,
+    /// Without caching: the room reserved for this request's own copy, given back with it.
+    owned: Option<Reservation>,
 }
 
 impl std::ops::Deref for Lease {
@@ -199,15 +211,73 @@ impl Drop for Lease {
         let Some(model) = self.model.take() else {
             return;
         };
-        model.in_use.fetch_sub(1, Ordering::SeqCst);
-        if let Some(bytes) = self.owned {
-            // This request's own copy: unloaded with it.
+        let idle = model.in_use.fetch_sub(1, Ordering::SeqCst) == 1;
+        if let Some(reservation) = self.owned.take() {
+            // This request's own copy: unloaded with it, then its room given back.
             self.cache.dispose(vec![model]);
-            self.cache.lock().reserved -= bytes;
+            drop(reservation);
+        } else if idle {
+            // A load waiting for room may unload it now.
+            self.cache.released.notify_waiters();
         }
-        self.cache.released.notify_waiters();
     }
 }
+
+/// Bytes held in the cache's reservation for a load, given back when dropped: a load that
+/// fails, or is cancelled at any point, gives its room back.
+struct Reservation {
+    cache: Arc<ModelCache>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Hold `bytes` instead (the state is locked by the caller).
+    fn resize(&mut self, state: &mut CacheState, bytes: u64) {
+        state.reserved = state.reserved - self.bytes + bytes;
+        self.bytes = bytes;
+    }
+
+    /// The bytes become a loaded model's own (the state is locked by the caller).
+    fn settle(mut self, state: &mut CacheState) {
+        state.reserved -= self.bytes;
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.cache.lock().reserved -= self.bytes;
+            self.cache.released.notify_waiters();
+        }
+    }
+}
+
+/// Clears a load's `Loading` entry if its task ends without replacing it (a panic), so the
+/// next request loads again instead of finding the failed load forever.
+struct LoadTask {
+    cache: Arc<ModelCache>,
+    target: String,
+    done: bool,
+}
+
+impl Drop for LoadTask {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.cache.lock();
+            if matches!(state.models.get(&self.target), Some(Entry::Loading(_))) {
+                state.models.remove(&self.target);
+            }
+            drop(state);
+            self.cache.released.notify_waiters();
+        }
+    }
+}
+
+/// How often a load waiting for room looks again, whatever it was told: room also appears
+/// when a just-loaded model nobody took stops being held, and instances free up when other
+/// endpoints let theirs go.
+const RECHECK: Duration = Duration::from_millis(50);
 
 fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -238,7 +308,9 @@ impl ModelCache {
         let prefix = if spec.prefix.starts_with("s3://") {
             Prefix::S3(Location::parse(&spec.prefix).map_err(|e| format!("ModelDataUrl {e}"))?)
         } else {
-            let dir = artifacts::local_path("ModelDataUrl", &spec.prefix)?;
+            let dir = artifacts::local_path("ModelDataUrl", &spec.prefix)?
+                .canonicalize()
+                .map_err(|e| format!("ModelDataUrl {:?}: {e}", spec.prefix))?;
             if !dir.is_dir() {
                 return Err(format!(
                     "ModelDataUrl {:?}: the prefix of a multi-model model must be a directory",
@@ -292,7 +364,15 @@ impl ModelCache {
         self.instances.store(count, Ordering::SeqCst);
         for model in self.loaded() {
             model.pool.resize(count).await?;
+            // What it takes now: more instances hold more.
+            let bytes = model.pool.memory_bytes() as u64;
+            model.bytes.store(bytes, Ordering::SeqCst);
+            self.typical
+                .fetch_max(bytes.min(self.budget), Ordering::SeqCst);
         }
+        // Back within the budget, as far as idle models allow.
+        let unloaded = self.unload_for(&mut self.lock(), 0);
+        self.dispose(unloaded);
         Ok(())
     }
 
@@ -320,7 +400,7 @@ impl ModelCache {
         for entry in state.models.values() {
             if let Entry::Loaded(m) = entry {
                 count += 1;
-                bytes += m.bytes;
+                bytes += m.bytes.load(Ordering::Relaxed);
             }
         }
         (count, bytes)
@@ -334,7 +414,8 @@ impl ModelCache {
             .iter()
             .map(|m| ModelSummary {
                 target_model: m.target.clone(),
-                size_in_bytes: m.bytes,
+                size_in_bytes: m.bytes.load(Ordering::Relaxed),
+                instances: m.pool.instances(),
                 download_time_in_ms: m.download_time.as_secs_f64() * 1e3,
                 load_time_in_ms: m.load_time.as_secs_f64() * 1e3,
                 loaded_at: epoch_ms(m.loaded_at) as f64 / 1e3,
@@ -380,15 +461,15 @@ impl ModelCache {
     /// for one request. A request waits at most its deadline: past it, the load goes on and
     /// the request is answered `ModelNotReadyException`.
     pub(crate) async fn lease(self: &Arc<Self>, target: &str) -> Result<Lease, ApiError> {
-        target_model_path(target)
+        check_target_model(target)
             .map_err(|e| ApiError::validation(format!("TargetModel {target:?} {e}")))?;
         if !self.keep {
             return self.lease_uncached(target).await;
         }
         let started = Instant::now();
-        // A model loaded and unloaded again before this request took it is loaded again:
-        // a few rounds at most.
-        for _ in 0..3 {
+        // A model loaded and unloaded again before this request took it is loaded again,
+        // within the request's deadline.
+        while started.elapsed() < self.wait_timeout {
             let loading = {
                 let mut state = self.lock();
                 match state.models.get(target) {
@@ -450,14 +531,27 @@ impl ModelCache {
     /// it); its end replaces the cache's entry.
     fn start_load(self: Arc<Self>, target: String, failures: u32) -> Loading {
         let task = tokio::spawn(async move {
-            let result = self.load(&target).await.map(Arc::new);
+            let mut guard = LoadTask {
+                cache: self.clone(),
+                target: target.clone(),
+                done: false,
+            };
+            let result = self.load(&target).await;
             let mut state = self.lock();
+            guard.done = true;
+            let result = result.map(|(model, reservation)| {
+                reservation.settle(&mut state);
+                let model = Arc::new(model);
+                state
+                    .models
+                    .insert(target.clone(), Entry::Loaded(model.clone()));
+                model
+            });
             match &result {
-                Ok(model) => {
-                    state.reserved -= model.bytes;
-                    state
-                        .models
-                        .insert(target.clone(), Entry::Loaded(model.clone()));
+                Ok(_) => {}
+                Err(failure) if !failure.kind.kept() => {
+                    // Not the model's fault: the next request tries again.
+                    state.models.remove(&target);
                 }
                 Err(failure) => {
                     let failures = failures + 1;
@@ -501,73 +595,93 @@ impl ModelCache {
     async fn lease_uncached(self: &Arc<Self>, target: &str) -> Result<Lease, ApiError> {
         let started = Instant::now();
         self.metrics.misses.inc();
-        let model = match tokio::time::timeout(self.wait_timeout, self.load(target)).await {
-            Err(_) => return Err(self.not_ready(target)),
-            Ok(result) => Arc::new(result.map_err(|f| f.api_error(None))?),
-        };
-        let reserved = model.bytes;
-        let mut lease = self.take(&model);
-        lease.owned = Some(reserved);
+        let (model, reservation) =
+            match tokio::time::timeout(self.wait_timeout, self.load(target)).await {
+                Err(_) => return Err(self.not_ready(target)),
+                Ok(result) => result.map_err(|f| f.api_error(None))?,
+            };
+        let mut lease = self.take(&Arc::new(model));
+        lease.owned = Some(reservation);
         self.metrics
             .loading_wait
             .observe(started.elapsed().as_secs_f64());
         Ok(lease)
     }
 
-    /// Fetch, make room for and load `target`. On success the model's bytes are counted
-    /// in the state's reservation (the caller moves them to the model).
-    async fn load(&self, target: &str) -> Result<LoadedModel, LoadFailure> {
+    /// Fetch, make room for and load `target`: the model, and the room it holds (its bytes,
+    /// reserved until the caller makes them the model's own).
+    async fn load(
+        self: &Arc<Self>,
+        target: &str,
+    ) -> Result<(LoadedModel, Reservation), LoadFailure> {
         let started = Instant::now();
         let dir = self.fetch(target).await?;
         let download_time = started.elapsed();
         self.metrics
             .downloading
             .observe(download_time.as_secs_f64());
-        let estimate = self.make_room(target).await?;
+        let mut reservation = self.make_room(target).await?;
         let loading = Instant::now();
-        let template = &self.template;
-        let runtime = self.runtime.clone();
-        let instances = self.instances();
-        let built = template.pool(&runtime, Some(dir), instances).await;
-        let load_time = loading.elapsed();
-        let pool = match built {
-            Ok(pool) => Arc::new(pool),
-            Err(e) => {
-                self.lock().reserved -= estimate;
-                self.released.notify_waiters();
-                return Err(LoadFailure::new(
-                    FailureKind::Load,
+        let deadline = loading + self.wait_timeout;
+        let pool = loop {
+            // Every instance the runtime has room for may be taken (by this variant's
+            // loaded models among others): an idle model of this variant gives its up.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let failed = |kind, e: String| {
+                LoadFailure::new(
+                    kind,
                     format!(
                         "Model {target} of endpoint {} could not be loaded: {e}",
                         self.endpoint
                     ),
-                ));
+                )
+            };
+            match self
+                .template
+                .pool(&self.runtime, Some(dir.clone()), self.instances())
+                .await
+            {
+                Ok(pool) => break Arc::new(pool),
+                Err(LoadError::NoInstanceSlot(e)) => {
+                    if let Some(idle) = self.unload_least_recent() {
+                        self.dispose(vec![idle]);
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(failed(FailureKind::NoRoom, e));
+                    }
+                    let _ = tokio::time::timeout(RECHECK.min(deadline - now), released).await;
+                }
+                Err(e) => return Err(failed(FailureKind::Load, e.to_string())),
             }
         };
+        let load_time = loading.elapsed();
         self.metrics.loading.observe(load_time.as_secs_f64());
         let bytes = pool.memory_bytes() as u64;
+        if bytes > self.budget {
+            return Err(LoadFailure::new(
+                FailureKind::TooLarge,
+                format!(
+                    "Model {target} takes {} MiB loaded, more than variant {}'s model cache of \
+                     {} MiB (PlinthModelCacheSizeInMB)",
+                    bytes.div_ceil(1 << 20),
+                    self.variant,
+                    self.budget >> 20
+                ),
+            ));
+        }
         self.typical.fetch_max(bytes, Ordering::SeqCst);
         // The reservation becomes the model's own size; past the budget, idle models make
-        // room for the difference.
+        // room for the difference (if every one is serving, the cache is over its budget by
+        // that difference until one is done).
         let unloaded = {
             let mut state = self.lock();
-            state.reserved -= estimate;
-            if bytes > self.budget {
-                drop(state);
-                self.released.notify_waiters();
-                return Err(LoadFailure::new(
-                    FailureKind::TooLarge,
-                    format!(
-                        "Model {target} takes {} MiB loaded, more than variant {}'s model cache \
-                         of {} MiB (PlinthModelCacheSizeInMB)",
-                        bytes >> 20,
-                        self.variant,
-                        self.budget >> 20
-                    ),
-                ));
-            }
+            reservation.resize(&mut state, 0);
             let unloaded = self.unload_for(&mut state, bytes);
-            state.reserved += bytes;
+            reservation.resize(&mut state, bytes);
             unloaded
         };
         self.dispose(unloaded);
@@ -580,10 +694,10 @@ impl ModelCache {
             load_ms = load_time.as_secs_f64() * 1e3,
             "model loaded"
         );
-        Ok(LoadedModel {
+        let model = LoadedModel {
             target: target.to_owned(),
             pool,
-            bytes,
+            bytes: AtomicU64::new(bytes),
             download_time,
             load_time,
             loaded_at: SystemTime::now(),
@@ -593,7 +707,8 @@ impl ModelCache {
             in_use: AtomicUsize::new(0),
             fresh: true.into(),
             loaded: Instant::now(),
-        })
+        };
+        Ok((model, reservation))
     }
 
     /// The local directory of `target`: a directory under a local prefix as it is, an
@@ -617,20 +732,31 @@ impl ModelCache {
         };
         match &self.prefix {
             Prefix::Local(dir) => {
-                let path = dir.join(target);
-                let metadata = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
-                if metadata.is_dir() {
-                    return Ok(path);
-                }
-                if !metadata.is_file() {
-                    return Err(missing());
+                // Links are followed, but only to what stays inside the prefix.
+                let path = dir.join(target).canonicalize().map_err(|_| missing())?;
+                if !path.starts_with(dir) {
+                    return Err(LoadFailure::new(
+                        FailureKind::NotFound,
+                        format!(
+                            "TargetModel {target:?} leads outside ModelDataUrl {} through a \
+                             link; a model must lie under its prefix.",
+                            self.shown_prefix
+                        ),
+                    ));
                 }
                 let cache = self.stored.artifacts.join(artifacts::MULTI_MODEL_DIR);
-                let url = path.to_string_lossy().into_owned();
-                tokio::task::spawn_blocking(move || artifacts::resolve(&cache, &url))
-                    .await
-                    .map_err(|e| failed(e.to_string()))?
-                    .map_err(failed)
+                tokio::task::spawn_blocking(move || {
+                    let metadata = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+                    if metadata.is_dir() {
+                        // Used in place: regular files only, within the artifact cap.
+                        artifacts::check_model_dir(&path)?;
+                        return Ok(path);
+                    }
+                    artifacts::resolve(&cache, &path.to_string_lossy())
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(failed)
             }
             Prefix::S3(prefix) => {
                 let location = prefix.join(target);
@@ -652,19 +778,23 @@ impl ModelCache {
         }
     }
 
-    /// Reserve room for a model about to load, unloading idle models as needed, and give
-    /// the bytes reserved: the largest size a model of this variant has had (the whole
-    /// budget for the first load, so that it loads alone). Waits (within the longer of the
-    /// request deadline and the download timeout) while only models in use could make room.
-    async fn make_room(&self, target: &str) -> Result<u64, LoadFailure> {
-        let deadline = Instant::now() + self.wait_timeout.max(self.download_timeout);
+    /// Reserve room for a model about to load, unloading idle models as needed: the
+    /// largest size a model of this variant has had (the whole budget for the first load,
+    /// so that it loads alone). Waits (within a request's deadline) while only models in use
+    /// could make room.
+    async fn make_room(self: &Arc<Self>, target: &str) -> Result<Reservation, LoadFailure> {
+        let deadline = Instant::now() + self.wait_timeout;
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
             let typical = self.typical.load(Ordering::SeqCst);
-            let wanted = if typical == 0 { self.budget } else { typical };
-            let unloaded = {
+            let wanted = if typical == 0 {
+                self.budget
+            } else {
+                typical.min(self.budget)
+            };
+            let reserved = {
                 let mut state = self.lock();
                 match self.admission(&state, wanted).0 {
                     Admission::Fits { .. } => {
@@ -687,14 +817,15 @@ impl ModelCache {
                     Admission::Wait => None,
                 }
             };
-            if let Some(unloaded) = unloaded {
+            if let Some(unloaded) = reserved {
                 self.dispose(unloaded);
-                return Ok(wanted);
+                return Ok(Reservation {
+                    cache: self.clone(),
+                    bytes: wanted,
+                });
             }
-            if tokio::time::timeout_at(deadline.into(), released)
-                .await
-                .is_err()
-            {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(LoadFailure::new(
                     FailureKind::NoRoom,
                     format!(
@@ -705,6 +836,7 @@ impl ModelCache {
                     ),
                 ));
             }
+            let _ = tokio::time::timeout(RECHECK.min(deadline - now), released).await;
         }
     }
 
@@ -716,15 +848,41 @@ impl ModelCache {
             if let Entry::Loaded(m) = entry {
                 names.push(name.clone());
                 resident.push(Resident {
-                    bytes: m.bytes,
+                    bytes: m.bytes.load(Ordering::Relaxed),
                     last_used: m.last_used.load(Ordering::Relaxed),
-                    in_use: m.in_use.load(Ordering::SeqCst) > 0
-                        || (m.fresh.load(Ordering::SeqCst)
-                            && m.loaded.elapsed() < self.wait_timeout),
+                    in_use: self.busy(m),
                 });
             }
         }
         (admit(&resident, state.reserved, self.budget, wanted), names)
+    }
+
+    /// Take the least recently used idle model out of the cache, if there is one.
+    fn unload_least_recent(&self) -> Option<Arc<LoadedModel>> {
+        let mut state = self.lock();
+        let name = state
+            .models
+            .iter()
+            .filter_map(|(name, entry)| match entry {
+                Entry::Loaded(m) if !self.busy(m) => {
+                    Some((m.last_used.load(Ordering::Relaxed), name))
+                }
+                _ => None,
+            })
+            .min()?
+            .1
+            .clone();
+        match state.models.remove(&name) {
+            Some(Entry::Loaded(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Whether `model` may not be unloaded now: it serves a request, or it was just loaded
+    /// and the requests that waited for it have not taken it yet.
+    fn busy(&self, model: &LoadedModel) -> bool {
+        model.in_use.load(Ordering::SeqCst) > 0
+            || (model.fresh.load(Ordering::SeqCst) && model.loaded.elapsed() < self.wait_timeout)
     }
 
     /// Take out of the cache the idle models that make room for `wanted` bytes (as many as

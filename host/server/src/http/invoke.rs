@@ -256,10 +256,15 @@ async fn serve(
                 error = %refused.message(),
                 "invocation refused"
             );
+            if let Some(experiment) = &experiment {
+                server.fleet.experiments.failed(experiment, &variant.name);
+            }
             let mut response = refused.into_response();
-            response
-                .headers_mut()
-                .insert(header::INVOKED_VARIANT, variant.name_header.clone());
+            let h = response.headers_mut();
+            h.insert(header::INVOKED_VARIANT, variant.name_header.clone());
+            if let Some(config_name) = config_name {
+                h.insert(header::ENDPOINT_CONFIG, config_name);
+            }
             return Ok(response);
         }
     };

@@ -240,6 +240,27 @@ pub(crate) fn kept(cache: &Path, digest: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// A model directory used where it lies (a multi-model variant's): only regular files and
+/// directories (a link could lead the host's graph loading outside it), at most
+/// [`MAX_ARTIFACT_BYTES`] in all.
+pub(crate) fn check_model_dir(dir: &Path) -> Result<(), String> {
+    let mut files = Vec::new();
+    list_files(dir, Path::new(""), &mut files)?;
+    let mut total = 0u64;
+    for file in &files {
+        total += std::fs::metadata(dir.join(file))
+            .map_err(|e| e.to_string())?
+            .len();
+        if total > MAX_ARTIFACT_BYTES {
+            return Err(format!(
+                "{} holds more than {MAX_ARTIFACT_BYTES} bytes, the largest artifact",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A directory's digest: SHA-256 over its regular files in path order, each as its path
 /// relative to `dir`, a NUL, its length (8 bytes, little-endian) and its bytes. A link or a
 /// special file inside is refused.
