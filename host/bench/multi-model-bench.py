@@ -385,6 +385,8 @@ def main():
         report.append(f"| median of {ROUNDS} rounds, {DURATION:.0f} s each | "
                       f"{statistics.median(singles):.0f} | {statistics.median(multis):.0f} | "
                       f"{statistics.median(ratios):.3f} |")
+        report.append("")
+        report.append("Each round's ratio: " + ", ".join(f"{r:.3f}" for r in ratios) + ".")
         server.stop()
 
         # Memory: a fresh server, LOADED models loaded one after another.
