@@ -35,3 +35,4 @@ pub mod rollout_machine;
 pub mod routing;
 pub mod shadow;
 pub mod sticky;
+pub mod target_tracking;
