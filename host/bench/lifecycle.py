@@ -18,58 +18,25 @@
 Prints a Markdown report. Linux only (reads /proc/<pid>/status).
 """
 
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-PLUGINS = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "plugins", "target"))
-PLINTH = os.environ.get("PLINTH_BIN", os.path.join(TARGET, "release", "plinth"))
-WASM = os.path.join(PLUGINS, "wasm32-wasip2", "release")
-IRIS_MODEL = os.path.join(ROOT, "examples", "iris", "model")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plinth_server import IRIS_MODEL, PLINTH, ROOT, WASM  # noqa: E402
+from plinth_server import Server as PlinthServer  # noqa: E402
 CYCLES = int(os.environ.get("CYCLES", "1000"))
 
 
-class Server:
-    """A `plinth serve` on an ephemeral port, with its data directory."""
+class Server(PlinthServer):
+    """A `plinth serve` on an ephemeral port over `data_dir` (plinth_server.py), with the
+    life-cycle helpers."""
 
     def __init__(self, data_dir):
-        self.data_dir = data_dir
-        self.log = open(os.path.join(os.path.dirname(data_dir), "server.log"), "ab")
-        self.process = subprocess.Popen(
-            [PLINTH, "serve", "--bind", "127.0.0.1:0", "--data-dir", data_dir],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-        line = self.process.stdout.readline().decode()
-        match = re.match(r"listening on (http://\S+)", line)
-        if not match:
-            raise SystemExit(f"lifecycle: plinth did not start: {line!r}")
-        self.url = match.group(1)
-
-    def call(self, operation, body):
-        request = urllib.request.Request(
-            self.url + "/",
-            data=json.dumps(body).encode(),
-            headers={
-                "Content-Type": "application/x-amz-json-1.1",
-                "X-Amz-Target": f"SageMaker.{operation}",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            raise SystemExit(f"lifecycle: {operation} failed: {e.read().decode()}")
+        super().__init__(PLINTH, os.path.dirname(data_dir), [ROOT, WASM], "lifecycle")
 
     def wait(self, endpoint, status="InService", timeout=120):
         deadline = time.time() + timeout
@@ -90,17 +57,6 @@ class Server:
             if match:
                 return int(match.group(1))
         raise SystemExit(f"lifecycle: no build time for {endpoint}")
-
-    def rss_kib(self):
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise SystemExit("lifecycle: no VmRSS")
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
 
 
 def deploy(server, endpoint, config):

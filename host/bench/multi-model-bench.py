@@ -26,13 +26,11 @@ part needs .venv with boto3 and moto[server] (skipped without). Prints a Markdow
 Linux only (reads /proc/<pid>/status).
 """
 
-import http.client
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -42,11 +40,11 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-PLUGINS = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "plugins", "target"))
-PLINTH = os.environ.get("PLINTH_BIN", os.path.join(TARGET, "release", "plinth"))
-COMPONENT = os.path.join(PLUGINS, "wasm32-wasip2", "release", "iris_simple.wasm")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plinth_server import PLINTH, ROOT, WASM, percentile  # noqa: E402
+from plinth_server import Server as PlinthServer  # noqa: E402
+
+COMPONENT = os.path.join(WASM, "iris_simple.wasm")
 COLD = int(os.environ.get("COLD", "300"))
 LOADED = int(os.environ.get("LOADED", "1000"))
 CYCLE = int(os.environ.get("CYCLE", "10000"))
@@ -139,73 +137,14 @@ def write_models(prefix, first, count, archives):
 # --- the server ----------------------------------------------------------------------------
 
 
-class Server:
-    """A `plinth serve` on an ephemeral port, with its data directory."""
+def Server(work, env=None, args=()):
+    roots = [os.path.dirname(work), ROOT, os.path.dirname(COMPONENT)]
+    return PlinthServer(PLINTH, work, roots, "multi-model-bench", env, args)
 
-    def __init__(self, work, env=None, args=()):
-        data = os.path.join(work, "data")
-        os.makedirs(work, exist_ok=True)
-        self.log = open(os.path.join(work, "server.log"), "ab")
-        self.process = subprocess.Popen(
-            [PLINTH, "serve", "--bind", "127.0.0.1:0", "--data-dir", data,
-             "--artifact-root", os.path.dirname(work), "--artifact-root", ROOT,
-             "--artifact-root", os.path.dirname(COMPONENT), *args],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env={**os.environ, **(env or {})},
-        )
-        line = self.process.stdout.readline().decode()
-        match = re.match(r"listening on http://(\S+)", line)
-        if not match:
-            raise SystemExit(f"multi-model-bench: plinth did not start: {line!r}")
-        self.address = match.group(1)
-        self.url = "http://" + self.address
 
-    def connection(self):
-        host, port = self.address.rsplit(":", 1)
-        return http.client.HTTPConnection(host, int(port), timeout=120)
-
-    def call(self, operation, body):
-        c = self.connection()
-        c.request("POST", "/", json.dumps(body), {
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": f"SageMaker.{operation}",
-        })
-        r = c.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise SystemExit(f"multi-model-bench: {operation} failed: {data.decode()}")
-        return json.loads(data)
-
-    def endpoint(self, name, container, variant=None):
-        self.call("CreateModel", {"ModelName": name, "PrimaryContainer": container})
-        v = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1}
-        v.update(variant or {})
-        self.call("CreateEndpointConfig", {"EndpointConfigName": name, "ProductionVariants": [v]})
-        self.call("CreateEndpoint", {"EndpointName": name, "EndpointConfigName": name})
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            d = self.call("DescribeEndpoint", {"EndpointName": name})
-            if d["EndpointStatus"] == "InService":
-                return
-            if d["EndpointStatus"] == "Failed":
-                raise SystemExit(f"multi-model-bench: {name} failed: {d.get('FailureReason')}")
-            time.sleep(0.01)
-        raise SystemExit(f"multi-model-bench: {name} not InService")
-
-    def rss_kib(self):
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise SystemExit("multi-model-bench: no VmRSS")
-
-    def loaded(self, endpoint):
-        return self.call("ListLoadedModels", {"EndpointName": endpoint})["Variants"][0]
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+def bench(server, endpoint, target=None):
+    headers = ["--target-model", target] if target else []
+    return server.bench(endpoint, ROW.decode(), DURATION, headers), None
 
 
 def invoke(connection, endpoint, target):
@@ -225,11 +164,6 @@ def first_number(body):
     return value
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
 def cold(server, endpoint, targets):
     """Latencies (ms) of the first request of each target, one at a time."""
     c = server.connection()
@@ -241,19 +175,6 @@ def cold(server, endpoint, targets):
         if status != 200 or first_number(body) != i:
             raise SystemExit(f"multi-model-bench: {target}: {status} {body[:200]!r}")
     return times
-
-
-def bench(server, endpoint, target=None):
-    args = [PLINTH, "bench", "--endpoint", endpoint, "--endpoint-url", server.url,
-            "--body", ROW.decode(), "--concurrency", "16", "--duration", str(DURATION),
-            "--warmup", "2", "--json"]
-    if target:
-        args += ["--target-model", target]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    run = json.loads(out)["runs"][0]
-    if run.get("errors", 0) or run.get("non_2xx", 0):
-        raise SystemExit(f"multi-model-bench: bench {endpoint} had errors: {run}")
-    return run["rps"], run
 
 
 def churn(server, endpoint, count, connections=16):
@@ -293,6 +214,7 @@ def churn(server, endpoint, count, connections=16):
     elapsed = time.perf_counter() - started
     done.set()
     watcher.join()
+    most[0] = max(most[0], server.loaded(endpoint)["LoadedModelCount"])
     return failures, most[0], elapsed
 
 

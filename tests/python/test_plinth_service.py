@@ -170,10 +170,10 @@ def client_side_validation():
     )
     refused_before_sending(
         plinth.create_endpoint_config,
-        'Unknown parameter in ProductionVariants[0]: "ServerlessConfig"',
+        'Unknown parameter in ProductionVariants[0]: "CoreDumpConfig"',
         EndpointConfigName="never-created",
         ProductionVariants=[
-            variant("A", IRIS_A, ServerlessConfig={"MemorySizeInMB": 2048, "MaxConcurrency": 1})
+            variant("A", IRIS_A, CoreDumpConfig={"DestinationS3Uri": "s3://b/dumps"})
         ],
     )
     # Below the table's range (botocore checks minimums).

@@ -270,7 +270,36 @@ pub struct Variant {
     pub model_cache_bytes: Option<u64>,
     /// How long fetching a remote artifact may take, in seconds.
     pub download_timeout_seconds: u64,
+    /// For a serverless variant (`ServerlessConfig`): instances on demand instead of
+    /// `instance_count`, which is then its provisioned concurrency.
+    pub serverless: Option<Serverless>,
 }
+
+impl Variant {
+    /// The instances the variant may hold, for the server's instance limit: its count, or a
+    /// serverless variant's `MaxConcurrency`.
+    pub fn reserved_instances(&self) -> usize {
+        self.serverless
+            .map_or(self.instance_count, |s| s.max_concurrency)
+    }
+}
+
+/// A serverless variant's settings (`ServerlessConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serverless {
+    /// `MemorySizeInMB`: each instance's memory limit.
+    pub memory_mib: u64,
+    /// `MaxConcurrency`: requests served at once; more are throttled at once.
+    pub max_concurrency: usize,
+    /// `ProvisionedConcurrency`: instances kept warm (0: none).
+    pub provisioned_concurrency: usize,
+    /// `PlinthIdleTimeoutInSeconds`: how long an instance beyond the provisioned ones may
+    /// stay idle before it is dropped.
+    pub idle_timeout_seconds: u64,
+}
+
+/// A serverless instance's idle time before it is dropped, when the variant does not say.
+pub const DEFAULT_SERVERLESS_IDLE_SECONDS: u64 = 300;
 
 /// A validated endpoint with its config resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -462,6 +491,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 startup_timeout_seconds: DEFAULT_STARTUP_TIMEOUT_SECONDS,
                 model_cache_bytes: None,
                 download_timeout_seconds: 3600,
+                serverless: None,
             });
         }
         check_variants(&c.name, &variants).map_err(|p| {
@@ -651,7 +681,8 @@ pub fn check_variants(config_name: &str, variants: &[Variant]) -> Result<(), Var
                 ),
             ));
         }
-        if !(1..=1000).contains(&v.instance_count) {
+        // A serverless variant's count is its provisioned concurrency, checked with it.
+        if v.serverless.is_none() && !(1..=1000).contains(&v.instance_count) {
             return Err(problem(
                 Some(j),
                 VariantField::InstanceCount,

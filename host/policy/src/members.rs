@@ -21,7 +21,7 @@
 //! a number outside its range (or not a number, or not a whole number where one is
 //! required), a boolean given as anything but `true` or `false` (`"yes"`, `1`, `"true"`), or
 //! a structure or list given as something else is an error that names the member by its path
-//! (`ProductionVariants[0].ServerlessConfig`). A member given as JSON `null` counts as
+//! (`ProductionVariants[0].CoreDumpConfig`). A member given as JSON `null` counts as
 //! absent, as botocore and serde treat it, so `"DataCaptureConfig": null` passes. A string
 //! member given another type is left to the server's parse, which reports it. Free-form
 //! maps (`PrimaryContainer.Environment`) are not looked into.
@@ -338,6 +338,16 @@ const CONTAINER: Shape = Shape {
     ],
 };
 
+const SERVERLESS_CONFIG: Shape = Shape {
+    name: "ProductionVariantServerlessConfig",
+    members: &[
+        served("MemorySizeInMB").int(1024, 6144),
+        served("MaxConcurrency").int(1, 200),
+        served("ProvisionedConcurrency").int(1, 200),
+        extension("PlinthIdleTimeoutInSeconds").int(1, 86_400),
+    ],
+};
+
 const MULTI_MODEL_CONFIG: Shape = Shape {
     name: "MultiModelConfig",
     members: &[served("ModelCacheSetting").one_of(&["Enabled", "Disabled"])],
@@ -453,7 +463,7 @@ const PRODUCTION_VARIANT: Shape = Shape {
         served("InitialVariantWeight").number(0.0, MAX_WEIGHT),
         refused("AcceleratorType"),
         refused("CoreDumpConfig"),
-        refused("ServerlessConfig"),
+        served("ServerlessConfig").structure(&SERVERLESS_CONFIG),
         refused("VolumeSizeInGB"),
         served("ModelDataDownloadTimeoutInSeconds").int(60, 3600),
         // SageMaker's least is 60 s; a Plinth instance starts in milliseconds, and tests use
@@ -868,7 +878,7 @@ pub enum Problem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct MemberError {
-    /// The member's path: `DataCaptureConfig`, `ProductionVariants[0].ServerlessConfig`, or
+    /// The member's path: `DataCaptureConfig`, `ProductionVariants[0].CoreDumpConfig`, or
     /// for InvokeEndpoint the member's name (`TargetModel`).
     pub path: String,
     /// What is wrong.
@@ -909,7 +919,7 @@ impl<'a> Fault<'a> {
     }
 }
 
-/// `steps` (innermost first) as `ProductionVariants[0].ServerlessConfig`. A key that is
+/// `steps` (innermost first) as `ProductionVariants[0].CoreDumpConfig`. A key that is
 /// not a plain name (an unknown one: empty, or with spaces, dots or brackets) is written as
 /// a JSON string, so that the path still names it: `PlinthLimits."a.b"`, `""`.
 fn path(steps: &[Step<'_>]) -> String {
@@ -947,7 +957,7 @@ fn path(steps: &[Step<'_>]) -> String {
 /// passes. The error names the first member at fault (members of an object are visited
 /// in key order):
 ///
-/// * a refused member: "`ProductionVariants[0].ServerlessConfig` is not supported by
+/// * a refused member: "`ProductionVariants[0].CoreDumpConfig` is not supported by
 ///   Plinth; leave it out";
 /// * an unsupported value of a served member: "`RoutingConfig.RoutingStrategy` value
 ///   \"PREFIX_AWARE\" is not supported; Plinth supports LEAST_OUTSTANDING_REQUESTS, RANDOM";
@@ -1167,7 +1177,7 @@ pub fn invoke_error(member: &InvokeMember) -> MemberError {
 pub struct Row {
     /// The operation (`CreateEndpointConfig`).
     pub operation: &'static str,
-    /// The member's path; list items are `[]`: `ProductionVariants[].ServerlessConfig`.
+    /// The member's path; list items are `[]`: `ProductionVariants[].CoreDumpConfig`.
     pub path: String,
     /// What Plinth does with it.
     pub state: State,
@@ -1264,7 +1274,7 @@ mod tests {
                         "Image": "iris.wasm",
                         "ModelDataUrl": "model",
                         "Mode": "SingleModel",
-                        "Environment": {"ANY_KEY": "x", "ServerlessConfig": "not checked"},
+                        "Environment": {"ANY_KEY": "x", "CoreDumpConfig": "not checked"},
                     },
                     "Tags": [{"Key": "team", "Value": "ml"}],
                     "EnableNetworkIsolation": true,
@@ -1350,16 +1360,16 @@ mod tests {
             "DataCaptureConfig is not supported by Plinth; leave it out"
         );
 
-        let mut serverless = variant();
-        serverless["ServerlessConfig"] = json!({"MemorySizeInMB": 2048, "MaxConcurrency": 5});
+        let mut core_dump = variant();
+        core_dump["CoreDumpConfig"] = json!({"DestinationS3Uri": "s3://b/dumps"});
         let e = error(
             "CreateEndpointConfig",
-            json!({"EndpointConfigName": "c", "ProductionVariants": [variant(), serverless]}),
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant(), core_dump]}),
         );
-        assert_eq!(e.path, "ProductionVariants[1].ServerlessConfig");
+        assert_eq!(e.path, "ProductionVariants[1].CoreDumpConfig");
         assert!(
             e.message
-                .starts_with("ProductionVariants[1].ServerlessConfig is not supported"),
+                .starts_with("ProductionVariants[1].CoreDumpConfig is not supported"),
             "{}",
             e.message
         );
@@ -1406,14 +1416,14 @@ mod tests {
             "PrimaryContainer.Mode value \"Hybrid\" is not supported; Plinth supports SingleModel, MultiModel"
         );
         let mut v = variant();
-        v["ServerlessConfig"] = json!({});
+        v["CoreDumpConfig"] = json!({});
         assert_eq!(
             error(
                 "CreateEndpointConfig",
                 json!({"EndpointConfigName": "c", "ProductionVariants": [v]})
             )
             .path,
-            "ProductionVariants[0].ServerlessConfig"
+            "ProductionVariants[0].CoreDumpConfig"
         );
         assert_eq!(
             check_invoke_headers(["x-amzn-sagemaker-target-container-hostname"])
@@ -1795,7 +1805,7 @@ mod tests {
         assert_eq!(
             find(
                 "CreateEndpointConfig",
-                "ProductionVariants[].ServerlessConfig"
+                "ProductionVariants[].CoreDumpConfig"
             )
             .state,
             State::Refused

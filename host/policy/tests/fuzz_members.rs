@@ -155,7 +155,7 @@ fn valid_value(form: Form) -> BoxedStrategy<Value> {
         ]
         .boxed(),
         Form::Map => prop::collection::btree_map(
-            prop_oneof![Just("ServerlessConfig".to_owned()), "[A-Za-z_]{1,6}"],
+            prop_oneof![Just("CoreDumpConfig".to_owned()), "[A-Za-z_]{1,6}"],
             prop_oneof![
                 "[a-z]{0,4}".prop_map(Value::String),
                 Just(Value::from(1)),

@@ -108,6 +108,7 @@ fn bench(c: &mut Criterion) {
                         ..Limits::default()
                     },
                     backend,
+                    elastic: None,
                 },
             ))
             .unwrap()

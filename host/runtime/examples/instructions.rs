@@ -76,6 +76,7 @@ fn main() {
                                 ..Limits::default()
                             },
                             backend: Backend::Tract,
+                            elastic: None,
                         },
                     ))
                     .expect("iris variant"),

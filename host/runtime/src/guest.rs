@@ -120,6 +120,9 @@ pub struct InvocationOutput {
     pub custom_attributes: Option<String>,
     /// Time spent in the guest and the backend (SageMaker's `ModelLatency`).
     pub model_latency: Duration,
+    /// For a serverless variant, when this request waited for an instance to start: how
+    /// long that took (SageMaker's `ModelSetupTime`).
+    pub setup_time: Option<Duration>,
 }
 
 /// What every instance of a variant is built from.
@@ -548,6 +551,7 @@ fn validate_output(
         content_type: response.content_type,
         custom_attributes: response.custom_attributes,
         model_latency,
+        setup_time: None,
     })
 }
 
@@ -644,6 +648,7 @@ mod tests {
                 routing: Default::default(),
                 limits: Limits::default(),
                 backend: Backend::Tract,
+                elastic: None,
             },
         )
         .await

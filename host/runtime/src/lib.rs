@@ -30,4 +30,4 @@ pub use guest::{Invocation, InvocationOutput};
 pub use limits::Limits;
 pub use ort_library::{OnnxRuntime, OnnxRuntimeError};
 pub use plinth_policy::config::Backend;
-pub use pool::{PoolStats, PoolTemplate, VariantPool, VariantSpec};
+pub use pool::{Elastic, PoolStats, PoolTemplate, VariantPool, VariantSpec};

@@ -60,6 +60,23 @@ pub struct VariantSpec {
     /// The wasi-nn backend the model asks for (`Auto`: ONNX Runtime when the runtime has it,
     /// tract otherwise).
     pub backend: Backend,
+    /// For a serverless variant: instances started on demand and dropped when idle, besides
+    /// the `instance_count` kept warm (its provisioned concurrency).
+    pub elastic: Option<Elastic>,
+}
+
+/// How a serverless variant's pool grows and shrinks: an instance is started when a request
+/// finds none idle (a cold start), up to `max_concurrency` requests at once (more are
+/// throttled at once); `provisioned` instances are kept warm however idle, and the others are
+/// dropped after `idle_timeout` without a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elastic {
+    /// `MaxConcurrency`.
+    pub max_concurrency: usize,
+    /// `ProvisionedConcurrency` (0: none).
+    pub provisioned: usize,
+    /// How long an instance beyond the provisioned ones may stay idle.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A point-in-time view of a pool's load.
@@ -93,6 +110,8 @@ struct Slot {
     outstanding: AtomicUsize,
     /// The bytes the instance held against its memory limit when it started.
     memory: usize,
+    /// When its last request ended (milliseconds of [`now_ms`]).
+    idle_since: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -129,8 +148,15 @@ impl Slot {
             queue: Mutex::default(),
             instance: Mutex::new(Some(instance)),
             outstanding: AtomicUsize::new(0),
+            idle_since: now_ms().into(),
         })
     }
+}
+
+/// Milliseconds since the first call (a monotonic clock that fits an atomic).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Decrements a slot's outstanding count when the request ends, however it ends.
@@ -138,7 +164,27 @@ struct Outstanding(Arc<Slot>);
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if self.0.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A serverless pool's settings (changed live by `ServerlessUpdateConfig`) and its requests
+/// in flight.
+struct ElasticState {
+    config: Mutex<Elastic>,
+    in_flight: AtomicUsize,
+    /// Cold starts since the pool was built.
+    cold_starts: AtomicUsize,
+}
+
+/// A request counted in a serverless pool's concurrency until it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -153,6 +199,7 @@ pub struct VariantPool {
     replaced: Arc<AtomicUsize>,
     batches: Arc<Batches>,
     resizing: tokio::sync::Mutex<()>,
+    elastic: Option<ElasticState>,
 }
 
 /// Counts of the batches a pool's runners served.
@@ -178,6 +225,7 @@ pub struct PoolTemplate {
     endpoint: Arc<str>,
     variant: Arc<str>,
     routing: RoutingStrategy,
+    elastic: Option<Elastic>,
 }
 
 impl PoolTemplate {
@@ -213,6 +261,7 @@ impl PoolTemplate {
             endpoint: spec.endpoint.as_str().into(),
             variant: spec.variant.as_str().into(),
             routing: spec.routing,
+            elastic: spec.elastic,
         })
     }
 
@@ -299,6 +348,11 @@ impl PoolTemplate {
             replaced: Arc::default(),
             batches: Arc::default(),
             resizing: tokio::sync::Mutex::new(()),
+            elastic: self.elastic.map(|config| ElasticState {
+                config: Mutex::new(config),
+                in_flight: AtomicUsize::new(0),
+                cold_starts: AtomicUsize::new(0),
+            }),
         })
     }
 }
@@ -411,7 +465,11 @@ impl VariantPool {
         request: impl Into<Arc<Invocation>>,
     ) -> Result<InvocationOutput, InvokeError> {
         let request = request.into();
-        let slot = self.route()?;
+        let _in_flight = self.enter()?;
+        let (slot, setup_time) = match &self.elastic {
+            Some(elastic) => self.route_elastic(elastic).await?,
+            None => (self.route()?, None),
+        };
         let (started, started_rx) = oneshot::channel();
         let (reply, reply_rx) = oneshot::channel();
         let start_runner = {
@@ -450,7 +508,10 @@ impl VariantPool {
         let calls = if batch > 1 { 1 + batch as u32 } else { 1 };
         let bound = deadline * calls + crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout_at((begun + bound).into(), reply_rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map(|mut output| {
+                output.setup_time = setup_time;
+                output
+            }),
             Ok(Err(_)) => Err(InvokeError::Trap {
                 message: "the host task serving the request failed".into(),
             }),
@@ -492,6 +553,115 @@ impl VariantPool {
             self.batches.clone(),
             self.max_batch,
         ));
+    }
+
+    /// For a serverless pool, count the request in its concurrency, or throttle it at once
+    /// past `MaxConcurrency`.
+    fn enter(&self) -> Result<Option<InFlight<'_>>, InvokeError> {
+        let Some(elastic) = &self.elastic else {
+            return Ok(None);
+        };
+        let max = lock(&elastic.config).max_concurrency;
+        let before = elastic.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(&elastic.in_flight);
+        if before >= max {
+            return Err(InvokeError::Throttled {
+                in_flight: before,
+                queued: 0,
+            });
+        }
+        Ok(Some(guard))
+    }
+
+    /// A serverless pool's instance for a request: an idle one (the most recently used), or
+    /// one started now, a cold start, whose time is given. An instance is started only when
+    /// every one is busy, so there are never more instances than requests in flight, and
+    /// the pool stays within `MaxConcurrency`.
+    async fn route_elastic(
+        &self,
+        elastic: &ElasticState,
+    ) -> Result<(Outstanding, Option<std::time::Duration>), InvokeError> {
+        {
+            let slots = self.slots.load();
+            let idle = slots
+                .iter()
+                .filter(|s| s.outstanding.load(Ordering::Relaxed) == 0)
+                .max_by_key(|s| s.idle_since.load(Ordering::Relaxed));
+            if let Some(slot) = idle {
+                slot.outstanding.fetch_add(1, Ordering::SeqCst);
+                return Ok((Outstanding(slot.clone()), None));
+            }
+        }
+        let started = Instant::now();
+        let instance = self.template.instantiate().await.map_err(|e| {
+            InvokeError::Unavailable(format!("the variant's cold start failed: {e}"))
+        })?;
+        let slot = Slot::new(instance);
+        slot.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.slots.rcu(|slots| {
+            let mut next = Vec::clone(slots);
+            next.push(slot.clone());
+            next
+        });
+        elastic.cold_starts.fetch_add(1, Ordering::Relaxed);
+        Ok((Outstanding(slot), Some(started.elapsed())))
+    }
+
+    /// A serverless pool's settings, if it is one.
+    pub fn elastic(&self) -> Option<Elastic> {
+        self.elastic.as_ref().map(|e| *lock(&e.config))
+    }
+
+    /// A serverless pool's requests in flight and its cold starts so far.
+    pub fn elastic_stats(&self) -> Option<(usize, usize)> {
+        self.elastic.as_ref().map(|e| {
+            (
+                e.in_flight.load(Ordering::Relaxed),
+                e.cold_starts.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Change a serverless pool's `MaxConcurrency` and `ProvisionedConcurrency`, warming
+    /// instances up to the provisioned count (idle ones above it go with [`Self::reap_idle`]).
+    pub async fn set_elastic(self: &Arc<Self>, config: Elastic) -> Result<(), LoadError> {
+        let Some(elastic) = &self.elastic else {
+            return Ok(());
+        };
+        *lock(&elastic.config) = config;
+        if self.instances() < config.provisioned {
+            self.resize(config.provisioned).await?;
+        }
+        Ok(())
+    }
+
+    /// Drop a serverless pool's instances that have been idle longer than its idle timeout,
+    /// keeping the provisioned count (the most recently used); gives how many went.
+    pub fn reap_idle(&self) -> usize {
+        let Some(elastic) = &self.elastic else {
+            return 0;
+        };
+        let config = *lock(&elastic.config);
+        let now = now_ms();
+        let timeout = config.idle_timeout.as_millis() as u64;
+        let mut dropped = 0;
+        self.slots.rcu(|slots| {
+            let mut by_use: Vec<&Arc<Slot>> = slots.iter().collect();
+            by_use.sort_by_key(|s| std::cmp::Reverse(s.idle_since.load(Ordering::Relaxed)));
+            let keep: Vec<Arc<Slot>> = by_use
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    *i < config.provisioned
+                        || s.outstanding.load(Ordering::SeqCst) > 0
+                        || now.saturating_sub(s.idle_since.load(Ordering::Relaxed)) < timeout
+                })
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
+            dropped = slots.len() - keep.len();
+            keep
+        });
+        dropped
     }
 
     fn route(&self) -> Result<Outstanding, InvokeError> {

@@ -43,6 +43,7 @@ fn spec(backend: Backend, instances: usize) -> VariantSpec {
         routing: Default::default(),
         limits: Default::default(),
         backend,
+        elastic: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn pool(tokio: &tokio::runtime::Runtime) -> Arc<VariantPool> {
             ..Limits::default()
         },
         backend: Default::default(),
+        elastic: None,
     };
     Arc::new(tokio.block_on(VariantPool::new(&runtime, &spec)).unwrap())
 }

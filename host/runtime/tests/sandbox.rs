@@ -20,6 +20,7 @@ fn spec(limits: Limits, environment: Vec<(String, String)>) -> VariantSpec {
         routing: Default::default(),
         limits,
         backend: Default::default(),
+        elastic: None,
     }
 }
 

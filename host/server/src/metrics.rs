@@ -41,6 +41,8 @@ pub(crate) struct Metrics {
     pub(crate) shadow_agreements: IntCounterVec,
     pub(crate) deployments: IntCounterVec,
     pub(crate) new_fleet_share: prometheus::GaugeVec,
+    pub(crate) model_setup: HistogramVec,
+    pub(crate) serverless_concurrency: IntGaugeVec,
     pub(crate) model_loading_wait: HistogramVec,
     pub(crate) model_downloading: HistogramVec,
     pub(crate) model_loading: HistogramVec,
@@ -106,6 +108,7 @@ pub(crate) struct VariantMetrics {
     pub(crate) invocations_per_instance: Counter,
     pub(crate) model_latency: Histogram,
     pub(crate) overhead_latency: Histogram,
+    pub(crate) model_setup: Histogram,
     pub(crate) errors_4xx: IntCounter,
     pub(crate) errors_5xx: IntCounter,
     pub(crate) model_errors: IntCounter,
@@ -134,6 +137,7 @@ impl Metrics {
             invocations_per_instance: self.invocations_per_instance.with_label_values(&labels),
             model_latency: self.model_latency.with_label_values(&labels),
             overhead_latency: self.overhead_latency.with_label_values(&labels),
+            model_setup: self.model_setup.with_label_values(&labels),
             errors_4xx: self.errors_4xx.with_label_values(&labels),
             errors_5xx: self.errors_5xx.with_label_values(&labels),
             model_errors: self.model_errors.with_label_values(&labels),
@@ -181,6 +185,8 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            model_setup: histogram(&r, "plinth_model_setup_time_seconds", "Serverless: how long requests that found no idle instance waited for one to start, model_fn included (SageMaker ModelSetupTime)."),
+            serverless_concurrency: gauge(&r, "plinth_serverless_concurrency", "Serverless: requests in flight now, against the variant's MaxConcurrency."),
             model_loading_wait: histogram(&r, "plinth_model_loading_wait_time_seconds", "Multi-model: how long requests waited for their model to be downloaded and loaded (SageMaker ModelLoadingWaitTime)."),
             model_downloading: histogram(&r, "plinth_model_downloading_time_seconds", "Multi-model: time to fetch a model from its prefix and unpack it (SageMaker ModelDownloadingTime)."),
             model_loading: histogram(&r, "plinth_model_loading_time_seconds", "Multi-model: time to load a model: its graphs and instances, model_fn included (SageMaker ModelLoadingTime)."),
@@ -210,6 +216,7 @@ impl Metrics {
         self.log_bytes_dropped.reset();
         self.new_fleet_share.reset();
         self.loaded_models.reset();
+        self.serverless_concurrency.reset();
         self.model_cache_bytes.reset();
         self.model_invocations.reset();
     }

@@ -173,6 +173,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     }
     crate::fleet::deploy::recover(&fleet, contents.endpoints);
     tokio::spawn(experiment_upkeep(fleet.clone()));
+    tokio::spawn(serverless_upkeep(fleet.clone()));
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,
@@ -370,6 +371,25 @@ async fn experiment_upkeep(state: Arc<Fleet>) {
                 }
                 Err(e) => {
                     tracing::error!(endpoint = %experiment.endpoint, error = %e, "experiment action failed: {why}")
+                }
+            }
+        }
+    }
+}
+
+/// Off the request path, every second: serverless variants drop the instances idle past
+/// their idle timeout (beyond their provisioned concurrency).
+async fn serverless_upkeep(state: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for endpoint in state.endpoints.all().values() {
+            for v in endpoint.serving() {
+                if let Some(pool) = v.live.serving.single() {
+                    let dropped = pool.reap_idle();
+                    if dropped > 0 {
+                        tracing::debug!(endpoint = %endpoint.name, variant = %v.live.name, dropped, "idle serverless instances dropped");
+                    }
                 }
             }
         }

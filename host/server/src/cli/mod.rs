@@ -936,6 +936,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 instance_count: 1,
                 routing: Default::default(),
                 backend: Default::default(),
+                elastic: None,
                 limits: Limits {
                     memory_bytes: (memory_mib as usize) << 20,
                     deadline: std::time::Duration::from_secs(timeout_seconds),

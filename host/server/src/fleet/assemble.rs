@@ -110,7 +110,12 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
     let held: usize = endpoint
         .variants
         .iter()
-        .map(|v| v.desired_instance_count)
+        .map(|v| {
+            v.live
+                .serving
+                .elastic()
+                .map_or(v.desired_instance_count, |e| e.max_concurrency)
+        })
         .chain(endpoint.shadows.iter().map(|s| s.desired_instance_count))
         .sum();
     let coming = match (endpoint.status, &endpoint.pending_config) {
@@ -125,7 +130,11 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
                 .production_variants
                 .iter()
                 .chain(&c.definition.shadow_production_variants)
-                .map(|v| v.initial_instance_count as usize)
+                .map(|v| {
+                    v.serverless_config
+                        .map_or(v.initial_instance_count, |s| s.max_concurrency)
+                        as usize
+                })
                 .sum()
         })
     });
@@ -166,7 +175,7 @@ pub(crate) fn lookup(state: &Fleet, name: &str) -> Result<(Unresolved, usize), R
         .variants_unchecked()
         .iter()
         .chain(&unresolved.shadows_unchecked())
-        .map(|v| v.instance_count)
+        .map(|v| v.reserved_instances())
         .sum();
     Ok((unresolved, instances))
 }
@@ -256,12 +265,14 @@ pub(crate) async fn live_variant(
             && old.serving.routing() == v.routing_strategy
             && *old.serving.limits() == spec.limits
             && old.model_cache_bytes == v.model_cache_bytes
+            && old.serving.elastic().is_some() == spec.elastic.is_some()
     });
     if let Some(old) = kept {
-        old.serving
-            .resize(v.instance_count)
-            .await
-            .map_err(|e| format!("variant {}: {e}", v.name))?;
+        match (&old.serving, spec.elastic) {
+            (Serving::Single(pool), Some(elastic)) => pool.set_elastic(elastic).await,
+            _ => old.serving.resize(v.instance_count).await,
+        }
+        .map_err(|e| format!("variant {}: {e}", v.name))?;
         return Ok(old.clone());
     }
     let name_header = axum::http::HeaderValue::from_str(&v.name)

@@ -251,6 +251,19 @@ pub(crate) fn update_weights_and_capacities(
     changes: &[Change],
 ) -> Result<(), Refused> {
     let endpoint = in_service(state, name)?;
+    for change in changes.iter().filter(|c| c.instance_count.is_some()) {
+        let serverless = endpoint
+            .variants
+            .iter()
+            .any(|v| v.live.name == change.variant && v.live.serving.elastic().is_some());
+        if serverless {
+            return Err(Refused::Invalid(format!(
+                "Variant {} is serverless: it has no instance count (its instances follow \
+                 its requests up to MaxConcurrency); leave DesiredInstanceCount out",
+                change.variant
+            )));
+        }
+    }
     let current: Vec<Capacity> = endpoint
         .variants
         .iter()

@@ -74,7 +74,6 @@ impl Serving {
     }
 
     /// The single model's pool.
-    #[cfg(test)]
     pub(crate) fn single(&self) -> Option<&Arc<VariantPool>> {
         match self {
             Self::Single(pool) => Some(pool),
@@ -128,6 +127,14 @@ impl Serving {
         }
     }
 
+    /// A serverless variant's settings.
+    pub(crate) fn elastic(&self) -> Option<plinth_runtime::Elastic> {
+        match self {
+            Self::Single(pool) => pool.elastic(),
+            Self::Multi(_) => None,
+        }
+    }
+
     pub(crate) fn routing(&self) -> RoutingStrategy {
         match self {
             Self::Single(pool) => pool.routing(),
@@ -170,6 +177,7 @@ pub(crate) struct LiveVariant {
 /// The runtime spec for one variant of an endpoint.
 pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
     let model = &variant.model;
+    let serverless = variant.serverless;
     VariantSpec {
         endpoint: endpoint.to_string(),
         variant: variant.name.clone(),
@@ -179,7 +187,8 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
         instance_count: variant.instance_count,
         routing: variant.routing_strategy,
         limits: Limits {
-            memory_bytes: model.memory_bytes,
+            // A serverless variant's MemorySizeInMB is each instance's memory.
+            memory_bytes: serverless.map_or(model.memory_bytes, |s| (s.memory_mib as usize) << 20),
             deadline: Duration::from_secs(model.timeout_seconds),
             startup_deadline: Duration::from_secs(variant.startup_timeout_seconds),
             max_response_bytes: model.max_response_bytes,
@@ -188,6 +197,11 @@ pub(crate) fn variant_spec(endpoint: &str, variant: &Variant) -> VariantSpec {
             max_batch: variant.max_batch_size,
         },
         backend: model.backend,
+        elastic: serverless.map(|s| plinth_runtime::Elastic {
+            max_concurrency: s.max_concurrency,
+            provisioned: s.provisioned_concurrency,
+            idle_timeout: Duration::from_secs(s.idle_timeout_seconds),
+        }),
     }
 }
 
@@ -208,7 +222,12 @@ pub(crate) fn record_invocation(
     m.invocations_per_instance.inc_by(1.0 / instances as f64);
     match result {
         Ok(output) => {
-            let overhead = total.saturating_sub(output.model_latency);
+            if let Some(setup) = output.setup_time {
+                m.model_setup.observe(setup.as_secs_f64());
+            }
+            let overhead = total
+                .saturating_sub(output.model_latency)
+                .saturating_sub(output.setup_time.unwrap_or_default());
             m.model_latency.observe(output.model_latency.as_secs_f64());
             m.overhead_latency.observe(overhead.as_secs_f64());
             variant.recent.record_at(

@@ -123,6 +123,11 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
             ] {
                 gauge.with_label_values(&labels).add(value as i64);
             }
+            if let Some((in_flight, _)) = live.serving.single().and_then(|p| p.elastic_stats()) {
+                m.serverless_concurrency
+                    .with_label_values(&labels)
+                    .add(in_flight as i64);
+            }
             if let crate::fleet::variant::Serving::Multi(cache) = &live.serving {
                 let (count, bytes) = cache.usage();
                 m.loaded_models.with_label_values(&labels).add(count as i64);

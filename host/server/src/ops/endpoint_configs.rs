@@ -25,6 +25,7 @@ struct CreateEndpointConfigInput {
 }
 
 pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    check_serverless(&input)?;
     let input: CreateEndpointConfigInput = parse(input)?;
     let name = input.endpoint_config_name;
     check_name("endpointConfigName", &name)?;
@@ -93,6 +94,73 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
     Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
 }
 
+/// Serverless variants (`ServerlessConfig`), as SageMaker takes them: no instance count or
+/// type beside it, a memory size in whole GiB, provisioned concurrency within the maximum, the
+/// endpoint's only production variant, and never a shadow variant.
+fn check_serverless(input: &Value) -> Result<(), ApiError> {
+    let variants = |key| input[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    let production = variants("ProductionVariants");
+    let serverless = |v: &Value| v.get("ServerlessConfig").is_some_and(|c| !c.is_null());
+    for (j, v) in production.iter().enumerate().filter(|(_, v)| serverless(v)) {
+        for member in ["InitialInstanceCount", "InstanceType"] {
+            if v.get(member).is_some_and(|m| !m.is_null()) {
+                return Err(validation(format!(
+                    "ProductionVariants[{j}]: {member} cannot be given with ServerlessConfig \
+                     (a serverless variant starts instances as requests need them)"
+                )));
+            }
+        }
+        let config = &v["ServerlessConfig"];
+        let memory = config["MemorySizeInMB"].as_u64().unwrap_or_default();
+        if memory % 1024 != 0 {
+            return Err(validation(format!(
+                "ProductionVariants[{j}].ServerlessConfig.MemorySizeInMB {memory} must be one \
+                 of 1024, 2048, 3072, 4096, 5120, 6144"
+            )));
+        }
+        let max = config["MaxConcurrency"].as_u64();
+        if let (Some(provisioned), Some(max)) = (config["ProvisionedConcurrency"].as_u64(), max) {
+            if provisioned > max {
+                return Err(validation(format!(
+                    "ProductionVariants[{j}].ServerlessConfig.ProvisionedConcurrency \
+                     {provisioned} must not be greater than MaxConcurrency {max}"
+                )));
+            }
+        }
+        if production.len() > 1 {
+            return Err(validation(format!(
+                "ProductionVariants[{j}]: a serverless variant must be the endpoint config's \
+                 only production variant"
+            )));
+        }
+    }
+    if let Some(j) = variants("ShadowProductionVariants")
+        .iter()
+        .position(serverless)
+    {
+        return Err(validation(format!(
+            "ShadowProductionVariants[{j}]: shadow variants cannot be serverless"
+        )));
+    }
+    let any = production.iter().any(serverless);
+    if any && !variants("ShadowProductionVariants").is_empty() {
+        return Err(validation(
+            "ShadowProductionVariants: a serverless endpoint config cannot have shadow variants",
+        ));
+    }
+    for key in ["MaxConcurrency", "MemorySizeInMB"] {
+        if let Some(j) = production
+            .iter()
+            .position(|v| serverless(v) && v["ServerlessConfig"].get(key).is_none())
+        {
+            return Err(validation(format!(
+                "ProductionVariants[{j}].ServerlessConfig.{key} is required"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Multi-model models: the production variants all serve one, or none does (a request names
 /// its model or it does not); no shadow serves one (SageMaker's shadow tests do not take
 /// multi-model endpoints); `PlinthModelCacheSizeInMB` only on a variant serving one.
@@ -106,6 +174,13 @@ fn check_multi_model(catalog: &crate::state::catalog::Catalog, name: &str) -> Re
     };
     let production = &definition.production_variants;
     for (j, v) in production.iter().enumerate() {
+        if v.serverless_config.is_some() && multi(&v.model_name) {
+            return Err(validation(format!(
+                "ProductionVariants[{j}]: model {} is a MultiModel model; serverless variants \
+                 do not support multi-model models",
+                v.model_name
+            )));
+        }
         if v.plinth_model_cache_size_in_mb.is_some() && !multi(&v.model_name) {
             return Err(validation(format!(
                 "ProductionVariants[{j}]: PlinthModelCacheSizeInMB applies only to a variant \

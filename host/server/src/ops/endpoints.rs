@@ -183,6 +183,26 @@ fn variant_summary(v: &VariantState, share: f64, status: &[Value]) -> Value {
         "RoutingConfig": { "RoutingStrategy": v.live.serving.routing().as_str() },
         "PlinthBackend": v.live.serving.backend().as_str(),
     });
+    if let Some(elastic) = v.live.serving.elastic() {
+        // A serverless variant reports its configuration instead of instance counts.
+        let config = json!({
+            "MemorySizeInMB": v.live.serving.limits().memory_bytes >> 20,
+            "MaxConcurrency": elastic.max_concurrency,
+            "ProvisionedConcurrency": elastic.provisioned,
+        });
+        let fields = summary.as_object_mut().expect("an object");
+        fields.remove("CurrentInstanceCount");
+        fields.remove("DesiredInstanceCount");
+        let mut current = config.clone();
+        if elastic.provisioned == 0 {
+            current
+                .as_object_mut()
+                .expect("an object")
+                .remove("ProvisionedConcurrency");
+        }
+        fields.insert("CurrentServerlessConfig".into(), current.clone());
+        fields.insert("DesiredServerlessConfig".into(), current);
+    }
     if !status.is_empty() {
         summary["VariantStatus"] = json!(status);
     }

@@ -398,6 +398,37 @@ pub(crate) struct ProductionVariant {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) plinth_model_cache_size_in_mb: Option<u64>,
+    /// A serverless variant: no instance count or type; instances on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) serverless_config: Option<ServerlessConfig>,
+}
+
+/// `ServerlessConfig`: each instance's memory, the most requests at once, the instances kept
+/// warm, and (Plinth's) how long the others may idle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ServerlessConfig {
+    #[serde(rename = "MemorySizeInMB")]
+    pub(crate) memory_size_in_mb: u64,
+    pub(crate) max_concurrency: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provisioned_concurrency: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plinth_idle_timeout_in_seconds: Option<u64>,
+}
+
+impl ServerlessConfig {
+    /// The policy's form.
+    pub(crate) fn settings(&self) -> plinth_policy::config::Serverless {
+        plinth_policy::config::Serverless {
+            memory_mib: self.memory_size_in_mb,
+            max_concurrency: self.max_concurrency as usize,
+            provisioned_concurrency: self.provisioned_concurrency.unwrap_or(0) as usize,
+            idle_timeout_seconds: self
+                .plinth_idle_timeout_in_seconds
+                .unwrap_or(plinth_policy::config::DEFAULT_SERVERLESS_IDLE_SECONDS),
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -762,10 +793,14 @@ fn model(
 }
 
 fn variant(v: &ProductionVariant, model: Model) -> Variant {
+    let serverless = v.serverless_config.map(|c| c.settings());
     Variant {
         name: v.variant_name.clone(),
         model,
-        instance_count: v.initial_instance_count as usize,
+        // A serverless variant's warm instances are its provisioned concurrency.
+        instance_count: serverless.map_or(v.initial_instance_count as usize, |s| {
+            s.provisioned_concurrency
+        }),
         weight: v.initial_variant_weight,
         routing_strategy: v.routing_config.routing_strategy,
         max_queue_length: v.plinth_max_queue_length as usize,
@@ -777,6 +812,7 @@ fn variant(v: &ProductionVariant, model: Model) -> Variant {
         download_timeout_seconds: v
             .model_data_download_timeout_in_seconds
             .unwrap_or(DEFAULT_DOWNLOAD_TIMEOUT_SECONDS),
+        serverless,
     }
 }
 
