@@ -23,6 +23,17 @@ fn serverless_endpoint(server: &Server, name: &str, model: &str, config: Value) 
     assert_eq!(described["EndpointStatus"], "InService", "{described}");
 }
 
+/// A server with the model `iris`.
+fn with_iris() -> Server {
+    let server = Server::start_with(BIN, Options::default());
+    server.call(
+        "CreateModel",
+        json!({ "ModelName": "iris", "PrimaryContainer": {
+            "Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR } }),
+    );
+    server
+}
+
 fn instances(server: &Server, endpoint: &str) -> f64 {
     sample(
         &server.metrics(),
@@ -52,12 +63,7 @@ fn assert_setosa(server: &Server, endpoint: &str) {
 /// after the idle timeout, and the next request starts one again.
 #[test]
 fn a_serverless_variant_starts_on_demand_and_scales_to_zero() {
-    let server = Server::start_with(BIN, Options::default());
-    server.call(
-        "CreateModel",
-        json!({ "ModelName": "iris", "PrimaryContainer": {
-            "Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR } }),
-    );
+    let server = with_iris();
     serverless_endpoint(
         &server,
         "sl",
@@ -142,12 +148,7 @@ fn provisioned_instances_stay_warm_and_max_concurrency_throttles() {
 /// What SageMaker refuses for serverless variants is refused, naming the member.
 #[test]
 fn invalid_serverless_configs_are_refused() {
-    let server = Server::start_with(BIN, Options::default());
-    server.call(
-        "CreateModel",
-        json!({ "ModelName": "iris", "PrimaryContainer": {
-            "Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR } }),
-    );
+    let server = with_iris();
     let ok = json!({ "MemorySizeInMB": 2048, "MaxConcurrency": 4 });
     let variant = |extra: Value| {
         let mut v = json!({ "VariantName": "A", "ModelName": "iris", "ServerlessConfig": ok });
@@ -196,4 +197,53 @@ fn invalid_serverless_configs_are_refused() {
     );
     assert_eq!(response.status(), 400);
     assert!(response.text().unwrap().contains("is serverless"));
+}
+
+/// `ServerlessUpdateConfig` changes a running variant's concurrency: a higher
+/// `ProvisionedConcurrency` warms instances at once, DescribeEndpoint shows it, and it
+/// survives a restart; invalid updates are refused.
+#[test]
+fn serverless_update_config_changes_concurrency_and_survives_a_restart() {
+    let server = with_iris();
+    serverless_endpoint(
+        &server,
+        "sl-up",
+        "iris",
+        json!({ "MemorySizeInMB": 1024, "MaxConcurrency": 2 }),
+    );
+    assert_eq!(instances(&server, "sl-up"), 0.0);
+    server.call(
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": "sl-up", "DesiredWeightsAndCapacities": [
+            { "VariantName": "AllTraffic",
+              "ServerlessUpdateConfig": { "MaxConcurrency": 6, "ProvisionedConcurrency": 3 } }] }),
+    );
+    let described = server.wait_in_service("sl-up", Duration::from_secs(30));
+    let expected = json!({ "MemorySizeInMB": 1024, "MaxConcurrency": 6, "ProvisionedConcurrency": 3 });
+    assert_eq!(
+        described["ProductionVariants"][0]["CurrentServerlessConfig"],
+        expected,
+        "{described}"
+    );
+    assert_eq!(instances(&server, "sl-up"), 3.0, "the provisioned instances are warm");
+    assert_setosa(&server, "sl-up");
+
+    // Above MaxConcurrency, or on an instance variant: refused.
+    let response = server.control(
+        "UpdateEndpointWeightsAndCapacities",
+        &json!({ "EndpointName": "sl-up", "DesiredWeightsAndCapacities": [
+            { "VariantName": "AllTraffic", "ServerlessUpdateConfig": { "ProvisionedConcurrency": 7 } }] }),
+    );
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("must not be greater than MaxConcurrency 6"));
+
+    let server = server.kill_and_restart().expect("restart");
+    let described = server.wait_in_service("sl-up", Duration::from_secs(30));
+    assert_eq!(
+        described["ProductionVariants"][0]["CurrentServerlessConfig"],
+        expected,
+        "{described}"
+    );
+    assert_eq!(instances(&server, "sl-up"), 3.0);
+    assert_setosa(&server, "sl-up");
 }

@@ -12,7 +12,27 @@ pub struct Change {
     pub weight: Option<f64>,
     /// `DesiredInstanceCount`.
     pub instance_count: Option<i64>,
+    /// `ServerlessUpdateConfig`, for a serverless variant.
+    pub serverless: Option<ServerlessUpdate>,
 }
+
+/// `ServerlessUpdateConfig`: a serverless variant's new `MaxConcurrency` and
+/// `ProvisionedConcurrency` (either may be left as it is).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerlessUpdate {
+    pub max_concurrency: Option<i64>,
+    pub provisioned_concurrency: Option<i64>,
+}
+
+/// A serverless variant's concurrency settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerlessCapacity {
+    pub max_concurrency: usize,
+    pub provisioned_concurrency: usize,
+}
+
+/// The largest `MaxConcurrency` and `ProvisionedConcurrency` (SageMaker's).
+pub const MAX_SERVERLESS_CONCURRENCY: i64 = 200;
 
 /// A variant's weight and instance count.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +41,10 @@ pub struct Capacity {
     pub variant: String,
     /// Its weight.
     pub weight: f64,
-    /// Its instance count.
+    /// Its instance count (a serverless variant's: those running now).
     pub instance_count: usize,
+    /// A serverless variant's concurrency settings.
+    pub serverless: Option<ServerlessCapacity>,
 }
 
 /// The largest instance count a variant may ask for.
@@ -54,11 +76,63 @@ pub fn apply(current: &[Capacity], changes: &[Change]) -> Result<Vec<Capacity>, 
                     .collect::<Vec<_>>()
             ));
         };
-        if change.weight.is_none() && change.instance_count.is_none() {
+        if change.weight.is_none() && change.instance_count.is_none() && change.serverless.is_none()
+        {
             return Err(format!(
-                "variant {:?}: give DesiredWeight, DesiredInstanceCount or both",
+                "variant {:?}: give DesiredWeight, DesiredInstanceCount (ServerlessUpdateConfig \
+                 for a serverless variant) or both",
                 change.variant
             ));
+        }
+        match (
+            &mut target.serverless,
+            change.serverless,
+            change.instance_count,
+        ) {
+            (Some(_), _, Some(_)) => {
+                return Err(format!(
+                    "variant {:?} is serverless: it has no instance count (its instances follow \
+                     its requests up to MaxConcurrency); give ServerlessUpdateConfig instead of \
+                     DesiredInstanceCount",
+                    change.variant
+                ))
+            }
+            (None, Some(_), _) => {
+                return Err(format!(
+                    "variant {:?} is not serverless: ServerlessUpdateConfig applies only to a \
+                     variant with ServerlessConfig",
+                    change.variant
+                ))
+            }
+            (Some(settings), Some(update), _) => {
+                for (name, value) in [
+                    ("MaxConcurrency", update.max_concurrency),
+                    ("ProvisionedConcurrency", update.provisioned_concurrency),
+                ] {
+                    if let Some(v) = value.filter(|v| !(1..=MAX_SERVERLESS_CONCURRENCY).contains(v))
+                    {
+                        return Err(format!(
+                            "variant {:?}: ServerlessUpdateConfig.{name} {v} is out of range; \
+                             use 1-{MAX_SERVERLESS_CONCURRENCY}",
+                            change.variant
+                        ));
+                    }
+                }
+                if let Some(max) = update.max_concurrency {
+                    settings.max_concurrency = max as usize;
+                }
+                if let Some(provisioned) = update.provisioned_concurrency {
+                    settings.provisioned_concurrency = provisioned as usize;
+                }
+                if settings.provisioned_concurrency > settings.max_concurrency {
+                    return Err(format!(
+                        "variant {:?}: ProvisionedConcurrency {} must not be greater than \
+                         MaxConcurrency {}",
+                        change.variant, settings.provisioned_concurrency, settings.max_concurrency
+                    ));
+                }
+            }
+            _ => {}
         }
         if let Some(weight) = change.weight {
             if !weight.is_finite() || weight < 0.0 {
@@ -80,7 +154,8 @@ pub fn apply(current: &[Capacity], changes: &[Change]) -> Result<Vec<Capacity>, 
         }
     }
     for c in &next {
-        if c.instance_count == 0 && c.weight > 0.0 {
+        // A serverless variant at zero instances starts one for its next request.
+        if c.instance_count == 0 && c.weight > 0.0 && c.serverless.is_none() {
             return Err(format!(
                 "variant {:?} would have 0 instances but weight {}; set its DesiredWeight to 0 as well",
                 c.variant, c.weight
@@ -103,11 +178,13 @@ mod tests {
                 variant: "A".into(),
                 weight: 1.0,
                 instance_count: 2,
+                serverless: None,
             },
             Capacity {
                 variant: "B".into(),
                 weight: 1.0,
                 instance_count: 1,
+                serverless: None,
             },
         ]
     }
@@ -117,7 +194,62 @@ mod tests {
             variant: v.into(),
             weight: w,
             instance_count: n,
+            serverless: None,
         }
+    }
+
+    #[test]
+    fn serverless_variants_change_their_concurrency_not_an_instance_count() {
+        let sl = |max, provisioned| ServerlessCapacity {
+            max_concurrency: max,
+            provisioned_concurrency: provisioned,
+        };
+        let at_zero = vec![Capacity {
+            variant: "S".into(),
+            weight: 1.0,
+            instance_count: 0,
+            serverless: Some(sl(4, 0)),
+        }];
+        let update = |max, provisioned| Change {
+            variant: "S".into(),
+            weight: None,
+            instance_count: None,
+            serverless: Some(ServerlessUpdate {
+                max_concurrency: max,
+                provisioned_concurrency: provisioned,
+            }),
+        };
+        // At zero instances with a weight: fine for a serverless variant.
+        let next = apply(&at_zero, &[change("S", Some(2.0), None)]).unwrap();
+        assert_eq!(next[0].weight, 2.0);
+        let next = apply(&at_zero, &[update(Some(10), Some(3))]).unwrap();
+        assert_eq!(next[0].serverless, Some(sl(10, 3)));
+        let next = apply(&at_zero, &[update(None, Some(4))]).unwrap();
+        assert_eq!(next[0].serverless, Some(sl(4, 4)));
+        for (bad, says) in [
+            (
+                update(None, Some(5)),
+                "must not be greater than MaxConcurrency 4",
+            ),
+            (
+                update(Some(201), None),
+                "MaxConcurrency 201 is out of range",
+            ),
+            (update(Some(0), None), "MaxConcurrency 0 is out of range"),
+            (change("S", None, Some(2)), "is serverless"),
+        ] {
+            let e = apply(&at_zero, &[bad]).unwrap_err();
+            assert!(e.contains(says), "{says:?} not in {e}");
+        }
+        let e = apply(
+            &current(),
+            &[Change {
+                variant: "A".into(),
+                ..update(Some(2), None)
+            }],
+        )
+        .unwrap_err();
+        assert!(e.contains("is not serverless"), "{e}");
     }
 
     #[test]

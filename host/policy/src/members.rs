@@ -348,6 +348,14 @@ const SERVERLESS_CONFIG: Shape = Shape {
     ],
 };
 
+const SERVERLESS_UPDATE_CONFIG: Shape = Shape {
+    name: "ProductionVariantServerlessUpdateConfig",
+    members: &[
+        served("MaxConcurrency").int(1, 200),
+        served("ProvisionedConcurrency").int(1, 200),
+    ],
+};
+
 const MULTI_MODEL_CONFIG: Shape = Shape {
     name: "MultiModelConfig",
     members: &[served("ModelCacheSetting").one_of(&["Enabled", "Disabled"])],
@@ -632,7 +640,7 @@ const DESIRED_WEIGHT_AND_CAPACITY: Shape = Shape {
         served("VariantName"),
         served("DesiredWeight").number(0.0, MAX_WEIGHT),
         served("DesiredInstanceCount").int(0, MAX_INSTANCE_COUNT),
-        refused("ServerlessUpdateConfig"),
+        served("ServerlessUpdateConfig").structure(&SERVERLESS_UPDATE_CONFIG),
     ],
 };
 
@@ -1395,11 +1403,11 @@ mod tests {
         );
         let e = error(
             "UpdateEndpointWeightsAndCapacities",
-            json!({"EndpointName": "e", "DesiredWeightsAndCapacities": [{"VariantName": "A", "ServerlessUpdateConfig": {"MaxConcurrency": 1}}]}),
+            json!({"EndpointName": "e", "DesiredWeightsAndCapacities": [{"VariantName": "A", "ServerlessUpdateConfig": {"MaxConcurrency": 1, "Memory": 2}}]}),
         );
         assert_eq!(
             e.path,
-            "DesiredWeightsAndCapacities[0].ServerlessUpdateConfig"
+            "DesiredWeightsAndCapacities[0].ServerlessUpdateConfig.Memory"
         );
     }
 

@@ -358,6 +358,7 @@ async fn experiment_upkeep(state: Arc<Fleet>) {
                     variant: variant.clone(),
                     weight: Some(*w),
                     instance_count: None,
+                    serverless: None,
                 })
                 .collect();
             let _exclusive = state.changes.lock().await;

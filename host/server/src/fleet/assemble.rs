@@ -215,6 +215,15 @@ pub(crate) async fn build(
         if let Some(c) = capacities.iter().find(|c| c.variant == v.name) {
             v.weight = c.weight;
             v.instance_count = c.instance_count;
+            if let (Some(s), Some((max, provisioned))) = (&mut v.serverless, c.serverless) {
+                // A committed ServerlessUpdateConfig.
+                s.max_concurrency = max;
+                s.provisioned_concurrency = provisioned;
+            }
+        }
+        if let Some(s) = v.serverless {
+            // A serverless variant starts with its provisioned instances, whatever ran before.
+            v.instance_count = s.provisioned_concurrency;
         }
         let live = live_variant(state, endpoint, &v, reuse).await?;
         variants.push(VariantState {

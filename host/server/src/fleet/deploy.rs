@@ -18,10 +18,11 @@ use super::assemble::{
 use super::background::Job;
 use super::deployer::Fleet;
 use super::table::{EndpointSnapshot, EndpointStatus};
+use super::variant::LiveVariant;
 use crate::state::catalog::Unresolved;
 use crate::state::now;
 use crate::state::store::{EndpointRecord, StoreError, VariantCapacity};
-use plinth_policy::capacity::{self, Capacity, Change};
+use plinth_policy::capacity::{self, Capacity, Change, ServerlessCapacity};
 use plinth_policy::rollout::DeploymentConfig;
 use std::sync::Arc;
 
@@ -251,19 +252,6 @@ pub(crate) fn update_weights_and_capacities(
     changes: &[Change],
 ) -> Result<(), Refused> {
     let endpoint = in_service(state, name)?;
-    for change in changes.iter().filter(|c| c.instance_count.is_some()) {
-        let serverless = endpoint
-            .variants
-            .iter()
-            .any(|v| v.live.name == change.variant && v.live.serving.elastic().is_some());
-        if serverless {
-            return Err(Refused::Invalid(format!(
-                "Variant {} is serverless: it has no instance count (its instances follow \
-                 its requests up to MaxConcurrency); leave DesiredInstanceCount out",
-                change.variant
-            )));
-        }
-    }
     let current: Vec<Capacity> = endpoint
         .variants
         .iter()
@@ -271,10 +259,37 @@ pub(crate) fn update_weights_and_capacities(
             variant: v.live.name.clone(),
             weight: v.current_weight,
             instance_count: v.live.serving.stats().instances,
+            serverless: v.live.serving.elastic().map(|e| ServerlessCapacity {
+                max_concurrency: e.max_concurrency,
+                provisioned_concurrency: e.provisioned,
+            }),
         })
         .collect();
     let next = capacity::apply(&current, changes).map_err(Refused::Invalid)?;
-    check_instances(state, name, next.iter().map(|n| n.instance_count).sum())?;
+    check_instances(
+        state,
+        name,
+        next.iter()
+            .map(|n| n.serverless.map_or(n.instance_count, |s| s.max_concurrency))
+            .sum(),
+    )?;
+    // Serverless variants whose concurrency changes: applied to their pools at once (more
+    // provisioned instances are started, fewer are dropped when idle), then committed.
+    let serverless: Vec<(Arc<LiveVariant>, plinth_runtime::Elastic)> = endpoint
+        .variants
+        .iter()
+        .zip(&next)
+        .filter_map(|(v, n)| {
+            let elastic = v.live.serving.elastic()?;
+            let s = n.serverless?;
+            let wanted = plinth_runtime::Elastic {
+                max_concurrency: s.max_concurrency,
+                provisioned: s.provisioned_concurrency,
+                ..elastic
+            };
+            (wanted != elastic).then(|| (v.live.clone(), wanted))
+        })
+        .collect();
 
     let mut desired = EndpointSnapshot::clone(&endpoint);
     for (v, n) in desired.variants.iter_mut().zip(&next) {
@@ -283,10 +298,11 @@ pub(crate) fn update_weights_and_capacities(
     }
     desired.modified = now();
     desired.failure_reason = None;
-    let resizes = current
-        .iter()
-        .zip(&next)
-        .any(|(c, n)| c.instance_count != n.instance_count);
+    let resizes = !serverless.is_empty()
+        || current
+            .iter()
+            .zip(&next)
+            .any(|(c, n)| c.serverless.is_none() && c.instance_count != n.instance_count);
     let summary = next
         .iter()
         .map(|n| format!("{} weight {} x{}", n.variant, n.weight, n.instance_count))
@@ -312,8 +328,20 @@ pub(crate) fn update_weights_and_capacities(
         let job = job.clone();
         async move {
             // Grow first, so that new weights never route to instances that do not exist yet.
+            // Serverless variants size themselves: they get their new concurrency.
             let mut failure = None;
-            for v in &desired.variants {
+            for (live, wanted) in &serverless {
+                if let Some(pool) = live.serving.single() {
+                    if let Err(e) = pool.set_elastic(*wanted).await {
+                        failure = Some(format!("variant {}: {e}", live.name));
+                    }
+                }
+            }
+            for v in desired
+                .variants
+                .iter()
+                .filter(|v| v.live.serving.elastic().is_none())
+            {
                 if v.desired_instance_count > v.live.serving.stats().instances {
                     if let Err(e) = v.live.serving.resize(v.desired_instance_count).await {
                         failure = Some(format!("variant {}: {e}", v.live.name));
@@ -330,7 +358,11 @@ pub(crate) fn update_weights_and_capacities(
             if !job.publish(switched.clone()).await {
                 return;
             }
-            for v in &switched.variants {
+            for v in switched
+                .variants
+                .iter()
+                .filter(|v| v.live.serving.elastic().is_none())
+            {
                 if v.desired_instance_count < v.live.serving.stats().instances {
                     // Shrinking cannot fail: it only stops routing to the surplus.
                     let _ = v.live.serving.resize(v.desired_instance_count).await;

@@ -324,6 +324,9 @@ impl Deployment {
                     variant: v.name.clone(),
                     weight: v.weight,
                     instance_count: size.instances,
+                    serverless: v
+                        .serverless
+                        .map(|s| (s.max_concurrency, s.provisioned_concurrency)),
                 })
             })
             .collect();

@@ -162,6 +162,11 @@ impl EndpointSnapshot {
                     variant: v.live.name.clone(),
                     weight: v.desired_weight,
                     instance_count: v.desired_instance_count,
+                    serverless: v
+                        .live
+                        .serving
+                        .elastic()
+                        .map(|e| (e.max_concurrency, e.provisioned)),
                 })
                 .collect(),
             deployment_config: self.deployment_config.clone(),

@@ -310,6 +310,14 @@ struct DesiredWeightAndCapacity {
     variant_name: String,
     desired_weight: Option<f64>,
     desired_instance_count: Option<i64>,
+    serverless_update_config: Option<ServerlessUpdateConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServerlessUpdateConfig {
+    max_concurrency: Option<i64>,
+    provisioned_concurrency: Option<i64>,
 }
 
 pub(crate) fn update_weights_and_capacities(
@@ -324,6 +332,12 @@ pub(crate) fn update_weights_and_capacities(
             variant: d.variant_name,
             weight: d.desired_weight,
             instance_count: d.desired_instance_count,
+            serverless: d.serverless_update_config.map(|c| {
+                plinth_policy::capacity::ServerlessUpdate {
+                    max_concurrency: c.max_concurrency,
+                    provisioned_concurrency: c.provisioned_concurrency,
+                }
+            }),
         })
         .collect();
     deploy::update_weights_and_capacities(state, &input.endpoint_name, &changes)?;

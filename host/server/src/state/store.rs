@@ -137,6 +137,9 @@ pub(crate) struct VariantCapacity {
     pub(crate) variant: String,
     pub(crate) weight: f64,
     pub(crate) instance_count: usize,
+    /// A serverless variant's `MaxConcurrency` and `ProvisionedConcurrency`, as last set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) serverless: Option<(usize, usize)>,
 }
 
 /// An endpoint as committed: which config it serves, its status, and the weights and
@@ -549,6 +552,7 @@ mod tests {
                 variant: "A".into(),
                 weight: 0.5,
                 instance_count: 2,
+                serverless: None,
             }],
             deployment_config: None,
         }
