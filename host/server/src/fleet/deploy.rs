@@ -178,6 +178,17 @@ pub(crate) fn update_endpoint(
             .then(|| endpoint.deployment_config.clone())
             .flatten()
     });
+    if deployment.is_some() {
+        if let Some(v) = endpoint
+            .variants
+            .iter()
+            .find(|v| v.live.serving.elastic().is_some())
+        {
+            return Err(crate::fleet::rollout_driver::serverless_refused(
+                &v.live.name,
+            ));
+        }
+    }
     let plan = deployment
         .as_ref()
         .map(|d| crate::fleet::rollout_driver::check(state, d, &config))

@@ -44,11 +44,11 @@ pub(crate) fn check(
     deployment: &DeploymentConfig,
     config: &Unresolved,
 ) -> Result<Plan, Refused> {
-    let counts: Vec<usize> = config
-        .variants_unchecked()
-        .iter()
-        .map(|v| v.instance_count)
-        .collect();
+    let variants = config.variants_unchecked();
+    if let Some(v) = variants.iter().find(|v| v.serverless.is_some()) {
+        return Err(serverless_refused(&v.name));
+    }
+    let counts: Vec<usize> = variants.iter().map(|v| v.instance_count).collect();
     let plan = deployment
         .plan_variants(&counts)
         .map_err(Refused::Invalid)?;
@@ -63,6 +63,15 @@ pub(crate) fn check(
         }
     }
     Ok(plan)
+}
+
+/// Deployments shift traffic between fleets of instances, or replace instances in batches;
+/// a serverless variant has neither (SageMaker's guardrails exclude serverless endpoints).
+pub(crate) fn serverless_refused(variant: &str) -> Refused {
+    Refused::Invalid(format!(
+        "DeploymentConfig: variant {variant} is serverless, and blue/green and rolling \
+         deployments do not apply to serverless variants; update without a DeploymentConfig"
+    ))
 }
 
 /// Start a deployment of `config` to `endpoint` (which is `InService`): commit what the
