@@ -14,7 +14,8 @@
 //!   a case can send JSON that does not parse); for `InvokeEndpoint`, an object
 //!   `{"EndpointName", "Headers": {...}, "Body": "..."}`.
 //! - `headers.json` (optional, control plane): headers to set (a string) or leave out
-//!   (`null`) instead of the defaults `X-Amz-Target: SageMaker.<Operation>` and
+//!   (`null`) instead of the defaults `X-Amz-Target: SageMaker.<Operation>` (for an
+//!   Application Auto Scaling operation, `AnyScaleFrontendService.<Operation>`) and
 //!   `Content-Type: application/x-amz-json-1.1`.
 //! - `expected.json`: `{"Status": 400, "ErrorCode": "...", "Message": "..."}` for an error
 //!   (the message exactly; `MessageContains` for a fragment, or a list of fragments), or
@@ -272,7 +273,7 @@ impl Client {
         let mut names = vec![
             (
                 "x-amz-target".to_string(),
-                Some(format!("SageMaker.{operation}")),
+                Some(plinth_tests::target(operation)),
             ),
             (
                 "content-type".to_string(),

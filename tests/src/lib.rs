@@ -366,6 +366,27 @@ impl Default for Options {
     }
 }
 
+/// Application Auto Scaling's operations, which `X-Amz-Target` names with
+/// `AnyScaleFrontendService.` rather than `SageMaker.`.
+pub const AUTOSCALING_OPERATIONS: [&str; 7] = [
+    "RegisterScalableTarget",
+    "DeregisterScalableTarget",
+    "DescribeScalableTargets",
+    "PutScalingPolicy",
+    "DescribeScalingPolicies",
+    "DeleteScalingPolicy",
+    "DescribeScalingActivities",
+];
+
+/// `X-Amz-Target` for a control-plane operation.
+pub fn target(operation: &str) -> String {
+    if AUTOSCALING_OPERATIONS.contains(&operation) {
+        format!("AnyScaleFrontendService.{operation}")
+    } else {
+        format!("SageMaker.{operation}")
+    }
+}
+
 /// The ONNX Runtime library the tests may use: `ORT_DYLIB_PATH` (which `tests/run` sets
 /// from `.venv`); without it, [`skipped`].
 pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
@@ -633,12 +654,13 @@ impl Server {
             .unwrap_or_else(|e| panic!("POST to endpoint {endpoint}: {e}"))
     }
 
-    /// A control-plane call, SageMaker's awsJson1_1 protocol: `POST /` with
-    /// `X-Amz-Target: SageMaker.<operation>` and `input` as the JSON body.
+    /// A control-plane call, the awsJson1_1 protocol: `POST /` with `X-Amz-Target:
+    /// SageMaker.<operation>` (or `AnyScaleFrontendService.<operation>` for one of
+    /// [`AUTOSCALING_OPERATIONS`]) and `input` as the JSON body.
     pub fn control(&self, operation: &str, input: &serde_json::Value) -> Response {
         self.client
             .post(format!("{}/", self.url))
-            .header("X-Amz-Target", format!("SageMaker.{operation}"))
+            .header("X-Amz-Target", target(operation))
             .header("Content-Type", "application/x-amz-json-1.1")
             .body(input.to_string())
             .send()

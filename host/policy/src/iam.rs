@@ -1,10 +1,10 @@
-//! IAM-style authorization of one access key: which SageMaker actions it may perform on which
-//! resources.
+//! IAM-style authorization of one access key: which SageMaker (and Application Auto Scaling)
+//! actions it may perform on which resources.
 //!
 //! A key's policy is an IAM JSON policy document (`{"Version": "2012-10-17", "Statement":
 //! [...]}`), parsed strictly and validated once ([`Policy::parse`]); each statement has an
-//! `Effect` (`Allow` or `Deny`), an `Action` (`sagemaker:<Operation>`, with `*` and `?`
-//! wildcards, or `*`) and a `Resource` (ARNs with wildcards, or `*`), each a string or a list.
+//! `Effect` (`Allow` or `Deny`), an `Action` (`sagemaker:<Operation>` or
+//! `application-autoscaling:<Operation>`, with `*` and `?` wildcards, or `*`) and a `Resource` (ARNs with wildcards, or `*`), each a string or a list.
 //! `Sid` is allowed and ignored; `NotAction`, `NotResource`, `Principal` and `Condition` are
 //! refused rather than ignored.
 //!
@@ -16,6 +16,9 @@
 //! none, also across `:` and `/`) and `?` exactly one.
 
 use serde::Deserialize;
+
+/// The services whose actions a policy may name, as actions begin.
+const SERVICES: [&str; 2] = ["sagemaker:", "application-autoscaling:"];
 
 /// A validated policy: the statements of one key, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +93,12 @@ pub enum PolicyError {
         /// `Action` or `Resource`.
         field: &'static str,
     },
-    /// An action that is neither `*` nor `sagemaker:<something>`.
+    /// An action that is neither `*` nor `sagemaker:<something>` nor
+    /// `application-autoscaling:<something>`.
     #[error(
-        "Statement[{index}].Action {action:?} is not a SageMaker action: write \
-         \"sagemaker:<Operation>\" (wildcards allowed) or \"*\""
+        "Statement[{index}].Action {action:?} is not a SageMaker or Application Auto Scaling \
+         action: write \"sagemaker:<Operation>\" or \"application-autoscaling:<Operation>\" \
+         (wildcards allowed) or \"*\""
     )]
     Action {
         /// The statement's index.
@@ -197,10 +202,12 @@ impl Policy {
             }
             for action in &actions {
                 let valid = action == "*"
-                    || action
-                        .get(..10)
-                        .is_some_and(|p| p.eq_ignore_ascii_case("sagemaker:"))
-                        && action.len() > 10;
+                    || SERVICES.iter().any(|service| {
+                        action
+                            .get(..service.len())
+                            .is_some_and(|p| p.eq_ignore_ascii_case(service))
+                            && action.len() > service.len()
+                    });
                 if !valid {
                     return Err(PolicyError::Action {
                         index,
@@ -535,11 +542,28 @@ mod tests {
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}"#),
-            r#"Statement[0].Action "s3:GetObject" is not a SageMaker action"#,
+            r#"Statement[0].Action "s3:GetObject" is not a SageMaker or Application Auto Scaling action"#,
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "sagemaker:", "Resource": "*"}"#),
-            "is not a SageMaker action",
+            "is not a SageMaker or Application Auto Scaling action",
+        );
+        check(
+            &one(r#"{"Effect": "Allow", "Action": "application-autoscaling:", "Resource": "*"}"#),
+            "is not a SageMaker or Application Auto Scaling action",
+        );
+        let scaling = Policy::parse(
+            r#"{"Statement": {"Effect": "Allow", "Action": "application-autoscaling:Describe*",
+                "Resource": "*"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            scaling.decide("application-autoscaling:DescribeScalableTargets", "*"),
+            Decision::Allow
+        );
+        assert_eq!(
+            scaling.decide("application-autoscaling:PutScalingPolicy", "*"),
+            Decision::ImplicitDeny
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "*", "Resource": []}"#),

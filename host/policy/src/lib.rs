@@ -9,7 +9,9 @@
 //!   by weighted rendezvous hashing ([`sticky`]), traffic shares learned from outcomes by a
 //!   multi-armed bandit ([`bandit`]).
 //! - Changes: weight and instance-count updates ([`capacity`]), deployment plans and
-//!   their steps ([`rollout`]).
+//!   their steps ([`rollout`]), target tracking as Application Auto Scaling does it
+//!   ([`target_tracking`]) and the scalable targets and policies it runs for a variant
+//!   ([`autoscaling`]).
 //! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
 //!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
 //!   comparison ([`shadow`]).
@@ -19,6 +21,7 @@
 //!   ([`compute_placement`]).
 
 pub mod ab_test;
+pub mod autoscaling;
 pub mod bandit;
 pub mod capacity;
 pub mod compute_placement;

@@ -1,6 +1,7 @@
 //! Which request members Plinth serves, refuses or adds: the member tree of every
-//! control-plane operation's input and InvokeEndpoint's headers, as one static table, and
-//! the checks that keep a request inside it.
+//! control-plane operation's input (SageMaker's, Plinth's own, and Application Auto
+//! Scaling's) and InvokeEndpoint's headers, as one static table, and the checks that keep a
+//! request inside it.
 //!
 //! Every member of an operation's input has a [`State`]:
 //!
@@ -15,6 +16,14 @@
 //!   here and in the README's "SageMaker members" tables (a test keeps the two equal).
 //! * [`State::Extension`]: Plinth's own (`PlinthLimits`, `PlinthMaxQueueLength`, every
 //!   member of `CreateAlarm`...).
+//!
+//! Application Auto Scaling's operations (botocore's `application-autoscaling`:
+//! `RegisterScalableTarget`, `PutScalingPolicy`...) are in the table too, under the same
+//! states and checks, for SageMaker variants only: `ServiceNamespace` is served for
+//! `sagemaker` and `ScalableDimension` for a variant's two dimensions, `PolicyType` for
+//! `TargetTrackingScaling`; step and predictive scaling are refused. Each operation names its
+//! [`Service`]; [`operations`] lists SageMaker's and Plinth's own, [`autoscaling_operations`]
+//! Application Auto Scaling's, and [`check_input`] knows them all (the names are disjoint).
 //!
 //! [`check_input`] walks a request body against the table: a refused member, an
 //! unsupported value, a key that is in neither SageMaker's model nor Plinth's extensions,
@@ -34,8 +43,9 @@
 //! a header is compared with it only when its name starts with `x-amzn-sagemaker-`.
 //!
 //! [`rows`] and [`invoke_members`] expose the table for documentation; the tests check it
-//! against botocore's service models (every SageMaker member at every level the table
-//! describes is in it, and nothing that is not) and against the README.
+//! against botocore's service models (every SageMaker and Application Auto Scaling member at
+//! every level the table describes is in it, and nothing that is not) and against the
+//! README's "SageMaker members" and "Application Auto Scaling members" sections.
 
 use crate::capacity::MAX_INSTANCE_COUNT;
 use crate::config::{MAX_BATCH_SIZE, STARTUP_TIMEOUT_SECONDS};
@@ -119,9 +129,9 @@ impl Range {
                 min,
                 max,
                 max_excluded: false,
-            } => format!("between {min} and {max}"),
+            } => format!("between {} and {}", short(min), short(max)),
             Range::Number { min, max, .. } => {
-                format!("at least {min} and less than {max}")
+                format!("at least {} and less than {}", short(min), short(max))
             }
         }
     }
@@ -142,13 +152,23 @@ impl fmt::Display for Range {
                     if x.fract() == 0.0 && x.abs() < 1e18 {
                         grouped(x as i64)
                     } else {
-                        x.to_string()
+                        short(x)
                     }
                 };
                 let less = if max_excluded { "less than " } else { "" };
                 write!(f, "{} to {less}{}", number(min), number(max))
             }
         }
+    }
+}
+
+/// `x` as Rust writes it, but in exponent form (`8.51592e-109`, `6.174271e307`) when its
+/// magnitude is 1e18 or more, or below 1e-6 and not 0, rather than in hundreds of digits.
+fn short(x: f64) -> String {
+    if x != 0.0 && !(1e-6..1e18).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 
@@ -174,7 +194,7 @@ fn grouped(n: i64) -> String {
 /// What a member holds, as far as the checks look into it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Form {
-    /// A string, not looked into.
+    /// A string (or a list of strings: `ResourceIds`), not looked into.
     Value,
     /// A free-form map: neither keys nor values are checked.
     Map,
@@ -734,19 +754,178 @@ const PROMOTE_SHADOW: Shape = Shape {
     ],
 };
 
+// Application Auto Scaling, for SageMaker variants only. A scalable target is a variant
+// (`ResourceId` "endpoint/E/variant/V"); the server checks the ID's form.
+
+const SERVICE_NAMESPACE: Member = served("ServiceNamespace").one_of(&["sagemaker"]);
+
+const SCALABLE_DIMENSION: Member = served("ScalableDimension").one_of(&[
+    "sagemaker:variant:DesiredInstanceCount",
+    "sagemaker:variant:DesiredProvisionedConcurrency",
+]);
+
+/// `MaxResults` of Application Auto Scaling's Describe operations (its documented 1 to 50).
+const AUTOSCALING_MAX_RESULTS: Member = served("MaxResults").int(1, 50);
+
+/// The longest `ScaleOutCooldown` and `ScaleInCooldown`.
+const MAX_COOLDOWN: i64 = crate::target_tracking::MAX_COOLDOWN_SECONDS as i64;
+
+const SUSPENDED_STATE: Shape = Shape {
+    name: "SuspendedState",
+    members: &[
+        served("DynamicScalingInSuspended").boolean(),
+        served("DynamicScalingOutSuspended").boolean(),
+        served("ScheduledScalingSuspended").boolean(),
+    ],
+};
+
+const REGISTER_SCALABLE_TARGET: Shape = Shape {
+    name: "RegisterScalableTargetRequest",
+    members: &[
+        SERVICE_NAMESPACE,
+        served("ResourceId"),
+        SCALABLE_DIMENSION,
+        served("MinCapacity").int(0, MAX_INSTANCE_COUNT),
+        served("MaxCapacity").int(0, MAX_INSTANCE_COUNT),
+        served("RoleARN"),
+        served("SuspendedState").structure(&SUSPENDED_STATE),
+        // Plinth has no tagging operations for scalable targets.
+        refused("Tags"),
+    ],
+};
+
+const DEREGISTER_SCALABLE_TARGET: Shape = Shape {
+    name: "DeregisterScalableTargetRequest",
+    members: &[SERVICE_NAMESPACE, served("ResourceId"), SCALABLE_DIMENSION],
+};
+
+const DESCRIBE_SCALABLE_TARGETS: Shape = Shape {
+    name: "DescribeScalableTargetsRequest",
+    members: &[
+        SERVICE_NAMESPACE,
+        // A list of strings: its items' type is the server's parse's to check.
+        served("ResourceIds"),
+        SCALABLE_DIMENSION,
+        AUTOSCALING_MAX_RESULTS,
+        served("NextToken"),
+    ],
+};
+
+const PREDEFINED_METRIC: Shape = Shape {
+    name: "PredefinedMetricSpecification",
+    members: &[
+        served("PredefinedMetricType").one_of(&[
+            "SageMakerVariantInvocationsPerInstance",
+            "SageMakerVariantProvisionedConcurrencyUtilization",
+        ]),
+        refused("ResourceLabel"),
+    ],
+};
+
+const METRIC_DIMENSION: Shape = Shape {
+    name: "MetricDimension",
+    members: &[served("Name"), served("Value")],
+};
+
+const CUSTOMIZED_METRIC: Shape = Shape {
+    name: "CustomizedMetricSpecification",
+    members: &[
+        served("MetricName"),
+        served("Namespace"),
+        served("Dimensions").list(&METRIC_DIMENSION),
+        served("Statistic").one_of(&["Average", "Minimum", "Maximum", "SampleCount", "Sum"]),
+        served("Unit"),
+        refused("Metrics"),
+    ],
+};
+
+const TARGET_TRACKING: Shape = Shape {
+    name: "TargetTrackingScalingPolicyConfiguration",
+    members: &[
+        // Application Auto Scaling's documented range.
+        served("TargetValue").number(8.515920e-109, 6.174271e+307),
+        served("PredefinedMetricSpecification").structure(&PREDEFINED_METRIC),
+        served("CustomizedMetricSpecification").structure(&CUSTOMIZED_METRIC),
+        served("ScaleOutCooldown").int(0, MAX_COOLDOWN),
+        served("ScaleInCooldown").int(0, MAX_COOLDOWN),
+        served("DisableScaleIn").boolean(),
+    ],
+};
+
+const PUT_SCALING_POLICY: Shape = Shape {
+    name: "PutScalingPolicyRequest",
+    members: &[
+        served("PolicyName"),
+        SERVICE_NAMESPACE,
+        served("ResourceId"),
+        SCALABLE_DIMENSION,
+        served("PolicyType").one_of(&["TargetTrackingScaling"]),
+        refused("StepScalingPolicyConfiguration"),
+        served("TargetTrackingScalingPolicyConfiguration").structure(&TARGET_TRACKING),
+        refused("PredictiveScalingPolicyConfiguration"),
+    ],
+};
+
+const DESCRIBE_SCALING_POLICIES: Shape = Shape {
+    name: "DescribeScalingPoliciesRequest",
+    members: &[
+        // A list of strings, as `ResourceIds`.
+        served("PolicyNames"),
+        SERVICE_NAMESPACE,
+        served("ResourceId"),
+        SCALABLE_DIMENSION,
+        AUTOSCALING_MAX_RESULTS,
+        served("NextToken"),
+    ],
+};
+
+const DELETE_SCALING_POLICY: Shape = Shape {
+    name: "DeleteScalingPolicyRequest",
+    members: &[
+        served("PolicyName"),
+        SERVICE_NAMESPACE,
+        served("ResourceId"),
+        SCALABLE_DIMENSION,
+    ],
+};
+
+const DESCRIBE_SCALING_ACTIVITIES: Shape = Shape {
+    name: "DescribeScalingActivitiesRequest",
+    members: &[
+        SERVICE_NAMESPACE,
+        served("ResourceId"),
+        SCALABLE_DIMENSION,
+        AUTOSCALING_MAX_RESULTS,
+        served("NextToken"),
+        served("IncludeNotScaledActivities").boolean(),
+    ],
+};
+
+/// Whose API an operation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// SageMaker's (botocore's `sagemaker`), served on the SageMaker endpoint.
+    SageMaker,
+    /// Plinth's own, served beside SageMaker's.
+    Plinth,
+    /// Application Auto Scaling's (botocore's `application-autoscaling`, target prefix
+    /// `AnyScaleFrontendService`), for SageMaker variants only.
+    ApplicationAutoScaling,
+}
+
 /// An operation and its input.
 struct Operation {
     name: &'static str,
-    /// SageMaker's operation (checked against botocore), or Plinth's own.
-    #[cfg_attr(not(test), allow(dead_code))]
-    sagemaker: bool,
+    /// Whose operation it is; SageMaker's and Application Auto Scaling's are checked against
+    /// botocore.
+    service: Service,
     input: &'static Shape,
 }
 
 const fn sagemaker(name: &'static str, input: &'static Shape) -> Operation {
     Operation {
         name,
-        sagemaker: true,
+        service: Service::SageMaker,
         input,
     }
 }
@@ -754,12 +933,21 @@ const fn sagemaker(name: &'static str, input: &'static Shape) -> Operation {
 const fn plinth(name: &'static str, input: &'static Shape) -> Operation {
     Operation {
         name,
-        sagemaker: false,
+        service: Service::Plinth,
         input,
     }
 }
 
-/// Every control-plane operation Plinth serves, in the server's order.
+const fn autoscaling(name: &'static str, input: &'static Shape) -> Operation {
+    Operation {
+        name,
+        service: Service::ApplicationAutoScaling,
+        input,
+    }
+}
+
+/// Every control-plane operation Plinth serves, in the server's order: SageMaker's,
+/// Plinth's own, then Application Auto Scaling's.
 const OPERATIONS: &[Operation] = &[
     sagemaker("CreateModel", &CREATE_MODEL),
     sagemaker("DescribeModel", &MODEL_NAME),
@@ -785,6 +973,13 @@ const OPERATIONS: &[Operation] = &[
     plinth("DescribeShadowVariants", &PLINTH_ENDPOINT_NAME),
     plinth("PromoteShadowVariant", &PROMOTE_SHADOW),
     plinth("ListLoadedModels", &PLINTH_ENDPOINT_NAME),
+    autoscaling("RegisterScalableTarget", &REGISTER_SCALABLE_TARGET),
+    autoscaling("DeregisterScalableTarget", &DEREGISTER_SCALABLE_TARGET),
+    autoscaling("DescribeScalableTargets", &DESCRIBE_SCALABLE_TARGETS),
+    autoscaling("PutScalingPolicy", &PUT_SCALING_POLICY),
+    autoscaling("DescribeScalingPolicies", &DESCRIBE_SCALING_POLICIES),
+    autoscaling("DeleteScalingPolicy", &DELETE_SCALING_POLICY),
+    autoscaling("DescribeScalingActivities", &DESCRIBE_SCALING_ACTIVITIES),
 ];
 
 /// One member of InvokeEndpoint's input.
@@ -1185,6 +1380,8 @@ pub fn invoke_error(member: &InvokeMember) -> MemberError {
 pub struct Row {
     /// The operation (`CreateEndpointConfig`).
     pub operation: &'static str,
+    /// Whose operation it is.
+    pub service: Service,
     /// The member's path; list items are `[]`: `ProductionVariants[].CoreDumpConfig`.
     pub path: String,
     /// What Plinth does with it.
@@ -1205,21 +1402,23 @@ impl Row {
     }
 }
 
-/// Every member of every operation's input, depth first in the table's order: members of
+/// Every member of every operation's input (SageMaker's, Plinth's own and Application Auto
+/// Scaling's, told apart by [`Row::service`]), depth first in the table's order: members of
 /// structures and of list items follow their parent. Refused members are not looked into.
 pub fn rows() -> impl Iterator<Item = Row> {
     let mut out = Vec::new();
     for op in OPERATIONS {
-        collect(op.name, op.input, "", &mut out);
+        collect(op, op.input, "", &mut out);
     }
     out.into_iter()
 }
 
-fn collect(operation: &'static str, shape: &'static Shape, prefix: &str, out: &mut Vec<Row>) {
+fn collect(operation: &'static Operation, shape: &'static Shape, prefix: &str, out: &mut Vec<Row>) {
     for m in shape.members {
         let path = format!("{prefix}{}", m.name);
         out.push(Row {
-            operation,
+            operation: operation.name,
+            service: operation.service,
             path: path.clone(),
             state: m.state,
             form: m.form,
@@ -1233,9 +1432,22 @@ fn collect(operation: &'static str, shape: &'static Shape, prefix: &str, out: &m
     }
 }
 
-/// The operations the table describes, in the server's order.
+/// SageMaker's and Plinth's own operations, in the server's order: those the SageMaker
+/// endpoint answers (not Application Auto Scaling's; see [`autoscaling_operations`]).
 pub fn operations() -> impl Iterator<Item = &'static str> {
-    OPERATIONS.iter().map(|o| o.name)
+    OPERATIONS
+        .iter()
+        .filter(|o| o.service != Service::ApplicationAutoScaling)
+        .map(|o| o.name)
+}
+
+/// Application Auto Scaling's operations (`RegisterScalableTarget`, `PutScalingPolicy`...),
+/// in the server's order.
+pub fn autoscaling_operations() -> impl Iterator<Item = &'static str> {
+    OPERATIONS
+        .iter()
+        .filter(|o| o.service == Service::ApplicationAutoScaling)
+        .map(|o| o.name)
 }
 
 /// InvokeEndpoint's members: served, refused, and Plinth's header.
@@ -1254,6 +1466,17 @@ mod tests {
         check_input(operation, &input)
             .err()
             .unwrap_or_else(|| panic!("{operation} {input} was accepted"))
+    }
+
+    /// Every `(operation, input)` passes the checks.
+    fn all_pass(cases: impl IntoIterator<Item = (&'static str, Value)>) {
+        for (operation, input) in cases {
+            assert_eq!(
+                check_input(operation, &input),
+                Ok(()),
+                "{operation} {input}"
+            );
+        }
     }
 
     fn variant() -> Value {
@@ -1346,13 +1569,7 @@ mod tests {
             // Not an object: the server answers SerializationException.
             ("CreateModel", json!([1, 2])),
         ];
-        for (operation, input) in cases {
-            assert_eq!(
-                check_input(operation, &input),
-                Ok(()),
-                "{operation} {input}"
-            );
-        }
+        all_pass(cases);
     }
 
     #[test]
@@ -1843,14 +2060,34 @@ mod tests {
         );
         let operations: Vec<&str> = operations().collect();
         assert_eq!(operations.len(), 24);
+        let autoscaling: Vec<&str> = autoscaling_operations().collect();
+        assert_eq!(autoscaling.len(), 7);
         for op in &operations {
-            assert!(rows.iter().any(|r| r.operation == *op), "{op}");
+            assert!(
+                rows.iter()
+                    .any(|r| r.operation == *op && r.service != Service::ApplicationAutoScaling),
+                "{op}"
+            );
+        }
+        for op in &autoscaling {
+            assert!(!operations.contains(op), "{op} is listed twice");
+            assert!(
+                rows.iter()
+                    .any(|r| r.operation == *op && r.service == Service::ApplicationAutoScaling),
+                "{op}"
+            );
         }
         // Every member of Plinth's own operations is Plinth's (nested SageMaker shapes
-        // aside), and no shape names a member twice.
+        // aside), Application Auto Scaling's have no extensions at all, and no shape names a
+        // member twice.
         for op in OPERATIONS {
-            if !op.sagemaker {
+            if op.service == Service::Plinth {
                 assert!(op.input.members.iter().all(|m| m.state == State::Extension));
+            }
+        }
+        for r in &rows {
+            if r.service == Service::ApplicationAutoScaling {
+                assert_ne!(r.state, State::Extension, "{r:?}");
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -1859,12 +2096,255 @@ mod tests {
         }
     }
 
+    /// SageMaker's documentation's example: a variant scaled between 1 and 8 instances on
+    /// invocations per instance.
+    fn variant_target() -> Value {
+        json!({
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": "endpoint/MyEndpoint/variant/MyVariant",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        })
+    }
+
+    fn with(mut base: Value, more: Value) -> Value {
+        let object = base.as_object_mut().expect("an object");
+        for (k, v) in more.as_object().expect("an object") {
+            object.insert(k.clone(), v.clone());
+        }
+        base
+    }
+
+    fn scaling_policy(configuration: Value) -> Value {
+        with(
+            variant_target(),
+            json!({
+                "PolicyName": "Invocations-ScalingPolicy",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": configuration,
+            }),
+        )
+    }
+
+    #[test]
+    fn autoscaling_inputs_for_sagemaker_variants_pass() {
+        let cases = [
+            (
+                "RegisterScalableTarget",
+                with(
+                    variant_target(),
+                    json!({"MinCapacity": 1, "MaxCapacity": 8}),
+                ),
+            ),
+            (
+                "RegisterScalableTarget",
+                with(
+                    variant_target(),
+                    json!({
+                        "ScalableDimension": "sagemaker:variant:DesiredProvisionedConcurrency",
+                        "MinCapacity": 0,
+                        "MaxCapacity": 1000,
+                        "RoleARN": "arn:aws:iam::123456789012:role/r",
+                        "SuspendedState": {"DynamicScalingInSuspended": true, "ScheduledScalingSuspended": false},
+                        "Tags": null,
+                    }),
+                ),
+            ),
+            (
+                "PutScalingPolicy",
+                scaling_policy(json!({
+                    "TargetValue": 70.0,
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                    "ScaleInCooldown": 600,
+                    "ScaleOutCooldown": 300,
+                })),
+            ),
+            (
+                "PutScalingPolicy",
+                scaling_policy(json!({
+                    "TargetValue": 5,
+                    "CustomizedMetricSpecification": {
+                        "MetricName": "ModelLatency",
+                        "Namespace": "AWS/SageMaker",
+                        "Dimensions": [{"Name": "EndpointName", "Value": "MyEndpoint"}],
+                        "Statistic": "Average",
+                        "Unit": "Microseconds",
+                    },
+                    "ScaleInCooldown": 0,
+                    "ScaleOutCooldown": 3600,
+                    "DisableScaleIn": true,
+                })),
+            ),
+            ("DeregisterScalableTarget", variant_target()),
+            (
+                "DeleteScalingPolicy",
+                with(variant_target(), json!({"PolicyName": "p"})),
+            ),
+            (
+                "DescribeScalableTargets",
+                json!({"ServiceNamespace": "sagemaker", "ResourceIds": ["endpoint/E/variant/V"], "MaxResults": 50, "NextToken": "t"}),
+            ),
+            (
+                "DescribeScalingPolicies",
+                json!({"ServiceNamespace": "sagemaker", "PolicyNames": ["p"], "MaxResults": 1}),
+            ),
+            (
+                "DescribeScalingActivities",
+                with(
+                    variant_target(),
+                    json!({"IncludeNotScaledActivities": true}),
+                ),
+            ),
+        ];
+        all_pass(cases);
+    }
+
+    #[test]
+    fn autoscaling_inputs_are_checked_as_strictly_as_sagemaker_s() {
+        // An unknown key, at the top and within a policy's configuration.
+        let e = error(
+            "RegisterScalableTarget",
+            with(variant_target(), json!({"MinCapacty": 1})),
+        );
+        assert_eq!(e.path, "MinCapacty");
+        assert_eq!(e.problem, Problem::Unknown);
+        assert_eq!(
+            e.message,
+            "MinCapacty is not a member of RegisterScalableTarget's input; Plinth accepts \
+             ServiceNamespace, ResourceId, ScalableDimension, MinCapacity, MaxCapacity, RoleARN, \
+             SuspendedState (names are case-sensitive)"
+        );
+        let e = error(
+            "PutScalingPolicy",
+            scaling_policy(json!({"TargetValue": 70, "Cooldown": 60})),
+        );
+        assert_eq!(e.path, "TargetTrackingScalingPolicyConfiguration.Cooldown");
+        assert_eq!(e.problem, Problem::Unknown);
+
+        // Step and predictive scaling are refused, by value and by member.
+        let e = error(
+            "PutScalingPolicy",
+            with(
+                variant_target(),
+                json!({"PolicyName": "p", "PolicyType": "StepScaling"}),
+            ),
+        );
+        assert_eq!(e.path, "PolicyType");
+        assert_eq!(e.problem, Problem::Value);
+        assert_eq!(
+            e.message,
+            "PolicyType value \"StepScaling\" is not supported; Plinth supports \
+             TargetTrackingScaling"
+        );
+        for member in [
+            "StepScalingPolicyConfiguration",
+            "PredictiveScalingPolicyConfiguration",
+        ] {
+            let e = error(
+                "PutScalingPolicy",
+                with(
+                    variant_target(),
+                    json!({"PolicyName": "p", member: {"AdjustmentType": "ChangeInCapacity"}}),
+                ),
+            );
+            assert_eq!(e.path, member);
+            assert_eq!(e.problem, Problem::Refused);
+            assert_eq!(
+                e.message,
+                format!("{member} is not supported by Plinth; leave it out")
+            );
+        }
+
+        // Only SageMaker variants.
+        let e = error(
+            "RegisterScalableTarget",
+            with(variant_target(), json!({"ServiceNamespace": "ecs"})),
+        );
+        assert_eq!(e.path, "ServiceNamespace");
+        assert_eq!(e.problem, Problem::Value);
+        assert_eq!(
+            e.message,
+            "ServiceNamespace value \"ecs\" is not supported; Plinth supports sagemaker"
+        );
+        let e = error(
+            "DescribeScalingActivities",
+            with(
+                variant_target(),
+                json!({"ScalableDimension": "sagemaker:inference-component:DesiredCopyCount"}),
+            ),
+        );
+        assert_eq!(e.path, "ScalableDimension");
+        let e = error(
+            "PutScalingPolicy",
+            scaling_policy(
+                json!({"PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance", "ResourceLabel": "x"}}),
+            ),
+        );
+        assert_eq!(
+            e.path,
+            "TargetTrackingScalingPolicyConfiguration.PredefinedMetricSpecification.ResourceLabel"
+        );
+        assert_eq!(e.problem, Problem::Refused);
+        let e = error(
+            "RegisterScalableTarget",
+            with(variant_target(), json!({"Tags": {"team": "ml"}})),
+        );
+        assert_eq!(e.path, "Tags");
+        assert_eq!(e.problem, Problem::Refused);
+
+        // Numbers and booleans.
+        let e = error(
+            "PutScalingPolicy",
+            scaling_policy(json!({"TargetValue": 70, "ScaleInCooldown": 3601})),
+        );
+        assert_eq!(
+            e.path,
+            "TargetTrackingScalingPolicyConfiguration.ScaleInCooldown"
+        );
+        assert_eq!(e.problem, Problem::Range);
+        assert_eq!(
+            e.message,
+            "TargetTrackingScalingPolicyConfiguration.ScaleInCooldown must be a whole number \
+             between 0 and 3600; got 3601"
+        );
+        let e = error(
+            "PutScalingPolicy",
+            scaling_policy(json!({"TargetValue": 0})),
+        );
+        assert_eq!(
+            e.message,
+            "TargetTrackingScalingPolicyConfiguration.TargetValue must be between 8.51592e-109 \
+             and 6.174271e307; got 0"
+        );
+        let e = error(
+            "RegisterScalableTarget",
+            with(variant_target(), json!({"MaxCapacity": 1001})),
+        );
+        assert_eq!(e.path, "MaxCapacity");
+        let e = error(
+            "DescribeScalableTargets",
+            json!({"ServiceNamespace": "sagemaker", "MaxResults": 51}),
+        );
+        assert_eq!(e.path, "MaxResults");
+        let e = error(
+            "RegisterScalableTarget",
+            with(
+                variant_target(),
+                json!({"SuspendedState": {"DynamicScalingInSuspended": "true"}}),
+            ),
+        );
+        assert_eq!(
+            e.message,
+            "SuspendedState.DynamicScalingInSuspended must be a boolean; got a string"
+        );
+    }
+
     // ---- botocore ----
 
-    /// Dumps, for each operation named on the command line, its input member tree:
-    /// `{"type", "min"?, "max"?, "enum"?, "members"?}`, with `members` for structures
-    /// and lists of structures (maps are leaves); and InvokeEndpoint's members with the
-    /// header that carries each.
+    /// Dumps, for each `service/Operation` named on the command line (`sagemaker/CreateModel`,
+    /// `application-autoscaling/PutScalingPolicy`), its input member tree by the operation's
+    /// name: `{"type", "min"?, "max"?, "enum"?, "members"?}`, with `members` for structures
+    /// and lists of structures (maps and lists of strings are leaves); and InvokeEndpoint's
+    /// members with the header that carries each.
     const BOTOCORE_DUMP: &str = r#"
 import json, sys
 import botocore.session
@@ -1885,18 +2365,36 @@ def tree(shape, depth=0):
         node["members"] = {n: tree(m, depth + 1) for n, m in target.members.items()}
     return node
 
-sagemaker = session.get_service_model("sagemaker")
+models = {}
+
+def operation(service, op):
+    if service not in models:
+        models[service] = session.get_service_model(service)
+    return models[service].operation_model(op)
+
 runtime = session.get_service_model("sagemaker-runtime")
 invoke = runtime.operation_model("InvokeEndpoint").input_shape
 print(json.dumps({
     "botocore": __import__("botocore").__version__,
-    "operations": {op: tree(sagemaker.operation_model(op).input_shape) for op in sys.argv[1:]},
+    "operations": {
+        op: tree(operation(service, op).input_shape)
+        for service, op in (arg.split("/", 1) for arg in sys.argv[1:])
+    },
     "invoke": {
         n: (m.serialization.get("name") if m.serialization.get("location") == "header" else None)
         for n, m in invoke.members.items()
     },
 }))
 "#;
+
+    /// The botocore service model an operation of `service` is in; `None` for Plinth's own.
+    fn botocore_service(service: Service) -> Option<&'static str> {
+        match service {
+            Service::SageMaker => Some("sagemaker"),
+            Service::ApplicationAutoScaling => Some("application-autoscaling"),
+            Service::Plinth => None,
+        }
+    }
 
     fn workspace_root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -1916,10 +2414,9 @@ print(json.dumps({
             eprintln!("skipped: {note}");
             return None;
         }
-        let ops: Vec<&str> = OPERATIONS
+        let ops: Vec<String> = OPERATIONS
             .iter()
-            .filter(|o| o.sagemaker)
-            .map(|o| o.name)
+            .filter_map(|o| Some(format!("{}/{}", botocore_service(o.service)?, o.name)))
             .collect();
         let output = std::process::Command::new(&python)
             .arg("-c")
@@ -2058,7 +2555,10 @@ print(json.dumps({
             return;
         };
         let mut problems = Vec::new();
-        for op in OPERATIONS.iter().filter(|o| o.sagemaker) {
+        for op in OPERATIONS
+            .iter()
+            .filter(|o| botocore_service(o.service).is_some())
+        {
             compare(
                 op.input,
                 &dump["operations"][op.name],
@@ -2102,20 +2602,21 @@ print(json.dumps({
 
     // ---- README ----
 
-    /// The README's tables, as the table renders them: one per group of operations with
-    /// the same input, members by path; a structure already listed (a shadow variant, a
-    /// `DeploymentConfig` taken by several operations) is referred to, not repeated.
-    fn readme_tables() -> String {
+    /// The README's tables for the operations of `services`, as the table renders them: one
+    /// per group of operations with the same input, members by path; a structure already
+    /// listed in these tables (a shadow variant, a `DeploymentConfig` taken by several
+    /// operations) is referred to, not repeated.
+    fn readme_tables(services: &[Service]) -> String {
         let mut out = String::new();
         let mut listed: BTreeMap<&str, (&str, String)> = BTreeMap::new();
         let mut done: Vec<&str> = Vec::new();
-        for op in OPERATIONS {
+        let operations = || OPERATIONS.iter().filter(|o| services.contains(&o.service));
+        for op in operations() {
             if done.contains(&op.input.name) {
                 continue;
             }
             done.push(op.input.name);
-            let group: Vec<&str> = OPERATIONS
-                .iter()
+            let group: Vec<&str> = operations()
                 .filter(|o| o.input.name == op.input.name)
                 .map(|o| o.name)
                 .collect();
@@ -2205,25 +2706,31 @@ print(json.dumps({
         out
     }
 
-    #[test]
-    fn the_readme_lists_every_member() {
-        let readme =
-            std::fs::read_to_string(workspace_root().join("README.md")).expect("read README.md");
+    /// The README's section under `heading`, up to the next `## ` heading.
+    fn readme_section<'a>(readme: &'a str, heading: &str) -> &'a str {
         let start = readme
-            .find("\n## SageMaker members\n")
-            .expect("README.md has a section \"## SageMaker members\"");
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("README.md has a section \"## {heading}\""));
         let rest = &readme[start + 1..];
         let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-        let section = &rest[..end];
-        let expected = format!("{}{}", readme_tables(), invoke_table());
+        &rest[..end]
+    }
+
+    /// Check that README.md's section `heading` holds `expected` (the tables of the
+    /// operations of `services`), and that every row of those operations is in its
+    /// operation's table.
+    fn check_readme_section(heading: &str, services: &[Service], expected: &str) {
+        let readme =
+            std::fs::read_to_string(workspace_root().join("README.md")).expect("read README.md");
+        let section = readme_section(&readme, heading);
         assert!(
-            section.contains(&expected),
-            "README.md's \"SageMaker members\" tables differ from the table in \
+            section.contains(expected),
+            "README.md's \"{heading}\" tables differ from the table in \
              host/policy/src/members.rs; they should read:\n{expected}"
         );
         // And every row is in its operation's table: its own line, or beneath a
         // structure that refers to where its members are listed.
-        for row in rows() {
+        for row in rows().filter(|r| services.contains(&r.service)) {
             let block = section
                 .split("\n### ")
                 .find(|b| {
@@ -2231,7 +2738,12 @@ print(json.dumps({
                         .next()
                         .is_some_and(|h| h.split(", ").any(|o| o == row.operation))
                 })
-                .unwrap_or_else(|| panic!("README.md has no table for {}", row.operation));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "README.md's \"{heading}\" has no table for {}",
+                        row.operation
+                    )
+                });
             let line = |path: &str| {
                 let start = format!("| `{path}` | ");
                 block.lines().find(|l| l.starts_with(&start))
@@ -2246,11 +2758,28 @@ print(json.dumps({
                 .any(|ancestor| line(ancestor).is_some_and(|l| l.contains(" as `")));
             assert!(
                 own || referred,
-                "{} {} ({}) is not in README.md",
+                "{} {} ({}) is not in README.md's \"{heading}\"",
                 row.operation,
                 row.path,
                 row.state.as_str()
             );
         }
+    }
+
+    #[test]
+    fn the_readme_lists_every_member() {
+        let services = [Service::SageMaker, Service::Plinth];
+        let expected = format!("{}{}", readme_tables(&services), invoke_table());
+        check_readme_section("SageMaker members", &services, &expected);
+    }
+
+    #[test]
+    fn the_readme_lists_every_autoscaling_member() {
+        let services = [Service::ApplicationAutoScaling];
+        check_readme_section(
+            "Application Auto Scaling members",
+            &services,
+            &readme_tables(&services),
+        );
     }
 }

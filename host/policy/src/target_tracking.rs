@@ -114,6 +114,63 @@ pub enum Decision {
     Hold,
 }
 
+/// Which of the policy's two alarms the datapoints set off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    /// [`HIGH_DATAPOINTS`] consecutive minutes above the target.
+    High,
+    /// [`LOW_DATAPOINTS`] consecutive minutes below [`LOW_RATIO`] of it.
+    Low,
+    /// Neither.
+    None,
+}
+
+/// The alarm `minutes` (oldest first, `None` counted as zero) set off for `policy`.
+pub fn alarm(policy: &TargetTracking, minutes: &[Option<f64>]) -> Alarm {
+    let value = |m: &Option<f64>| m.unwrap_or(0.0);
+    let target = policy.target_value;
+    let last = |n: usize| (minutes.len() >= n).then(|| &minutes[minutes.len() - n..]);
+    if last(HIGH_DATAPOINTS).is_some_and(|m| m.iter().all(|m| value(m) > target)) {
+        Alarm::High
+    } else if last(LOW_DATAPOINTS).is_some_and(|m| m.iter().all(|m| value(m) < target * LOW_RATIO))
+    {
+        Alarm::Low
+    } else {
+        Alarm::None
+    }
+}
+
+/// The capacity that brings the latest datapoint back to the target, before the bounds:
+/// `ceil(capacity * latest / target)`, or from zero capacity 1 when there is traffic.
+pub fn wanted(policy: &TargetTracking, capacity: u32, minutes: &[Option<f64>]) -> u32 {
+    let latest = minutes.last().and_then(|m| *m).unwrap_or(0.0);
+    if capacity == 0 {
+        return u32::from(latest > 0.0);
+    }
+    let exact = f64::from(capacity) * latest / policy.target_value;
+    // Rounded up, with a little slack so that a metric exactly at the target does not
+    // ask for one more instance through floating-point noise.
+    (exact - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// Capacity outside `bounds` (they changed, or someone set it) is brought inside at once,
+/// whatever the policies say.
+pub fn out_of_bounds(bounds: Bounds, capacity: u32) -> Option<Decision> {
+    if capacity < bounds.min {
+        return Some(Decision::Scale {
+            capacity: bounds.min,
+            cause: format!("capacity {capacity} is below MinCapacity {}", bounds.min),
+        });
+    }
+    if capacity > bounds.max {
+        return Some(Decision::Scale {
+            capacity: bounds.max,
+            cause: format!("capacity {capacity} is above MaxCapacity {}", bounds.max),
+        });
+    }
+    None
+}
+
 /// Decide for one target: `capacity` is its capacity now, `minutes` the metric's one-minute
 /// datapoints, oldest first (the last is the latest complete minute; `None`: no datapoint),
 /// `now` and `last` in the same seconds.
@@ -125,30 +182,12 @@ pub fn decide(
     now: u64,
     last: LastActivity,
 ) -> Decision {
-    if capacity < bounds.min {
-        return Decision::Scale {
-            capacity: bounds.min,
-            cause: format!("capacity {capacity} is below MinCapacity {}", bounds.min),
-        };
+    if let Some(decision) = out_of_bounds(bounds, capacity) {
+        return decision;
     }
-    if capacity > bounds.max {
-        return Decision::Scale {
-            capacity: bounds.max,
-            cause: format!("capacity {capacity} is above MaxCapacity {}", bounds.max),
-        };
-    }
-    let value = |m: &Option<f64>| m.unwrap_or(0.0);
     let target = policy.target_value;
-    let latest = minutes.last().map_or(0.0, value);
-    let wanted = if capacity == 0 {
-        u32::from(latest > 0.0)
-    } else {
-        let exact = f64::from(capacity) * latest / target;
-        // Rounded up, with a little slack so that a metric exactly at the target does not
-        // ask for one more instance through floating-point noise.
-        (exact - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32
-    }
-    .clamp(bounds.min, bounds.max);
+    let latest = minutes.last().and_then(|m| *m).unwrap_or(0.0);
+    let wanted = wanted(policy, capacity, minutes).clamp(bounds.min, bounds.max);
     let since = |at: Option<u64>| at.map_or(u64::MAX, |t| now.saturating_sub(t));
     if capacity == 0 && wanted > 0 {
         // Requests arrive and nothing can serve them: no need to wait for the alarm.
@@ -160,43 +199,35 @@ pub fn decide(
             cause: format!("requests arrived with no capacity (latest {latest:.2}): 0 -> {wanted}"),
         };
     }
-
-    let high = minutes.len() >= HIGH_DATAPOINTS
-        && minutes[minutes.len() - HIGH_DATAPOINTS..]
-            .iter()
-            .all(|m| value(m) > target);
-    if high && wanted > capacity {
-        if since(last.scale_out) < policy.scale_out_cooldown {
-            return Decision::Hold;
+    match alarm(policy, minutes) {
+        Alarm::High if wanted > capacity => {
+            if since(last.scale_out) < policy.scale_out_cooldown {
+                return Decision::Hold;
+            }
+            Decision::Scale {
+                capacity: wanted,
+                cause: format!(
+                    "the metric was above the target {target} for {HIGH_DATAPOINTS} minutes \
+                     (latest {latest:.2}): {capacity} -> {wanted}"
+                ),
+            }
         }
-        return Decision::Scale {
-            capacity: wanted,
-            cause: format!(
-                "the metric was above the target {target} for {HIGH_DATAPOINTS} minutes \
-                 (latest {latest:.2}): {capacity} -> {wanted}"
-            ),
-        };
-    }
-
-    let low = minutes.len() >= LOW_DATAPOINTS
-        && minutes[minutes.len() - LOW_DATAPOINTS..]
-            .iter()
-            .all(|m| value(m) < target * LOW_RATIO);
-    if low && wanted < capacity && !policy.disable_scale_in {
-        let quiet = since(last.scale_out).min(since(last.scale_in));
-        if quiet < policy.scale_in_cooldown {
-            return Decision::Hold;
+        Alarm::Low if wanted < capacity && !policy.disable_scale_in => {
+            let quiet = since(last.scale_out).min(since(last.scale_in));
+            if quiet < policy.scale_in_cooldown {
+                return Decision::Hold;
+            }
+            Decision::Scale {
+                capacity: wanted,
+                cause: format!(
+                    "the metric was below {:.2} ({LOW_RATIO} of the target {target}) for \
+                     {LOW_DATAPOINTS} minutes (latest {latest:.2}): {capacity} -> {wanted}",
+                    target * LOW_RATIO
+                ),
+            }
         }
-        return Decision::Scale {
-            capacity: wanted,
-            cause: format!(
-                "the metric was below {:.2} ({LOW_RATIO} of the target {target}) for \
-                 {LOW_DATAPOINTS} minutes (latest {latest:.2}): {capacity} -> {wanted}",
-                target * LOW_RATIO
-            ),
-        };
+        _ => Decision::Hold,
     }
-    Decision::Hold
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub s3_endpoint_url: Option<String>,
     /// Wasm instances reserved room for (`--max-instances`): the server's instance limit.
     pub max_instances: u32,
+    /// The length of Application Auto Scaling's minute (`--autoscaling-minute`).
+    pub autoscaling_minute: Duration,
 }
 
 /// Where the state lives.
@@ -98,6 +100,9 @@ pub struct Settings {
     pub artifact_roots: Option<Vec<PathBuf>>,
     /// How `s3://` locations are reached (default: no credentials, AWS's endpoints).
     pub s3: plinth_storage::S3Settings,
+    /// The length of Application Auto Scaling's minute (default 60 s; shorter compresses
+    /// scaling's time for tests and demos).
+    pub autoscaling_minute: Duration,
 }
 
 impl Default for Settings {
@@ -109,6 +114,7 @@ impl Default for Settings {
             body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
             artifact_roots: None,
             s3: plinth_storage::S3Settings::default(),
+            autoscaling_minute: Duration::from_secs(60),
         }
     }
 }
@@ -151,6 +157,8 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         .with_context(|| format!("cannot read the state in {shown}"))?;
     let catalog = Catalog::from_stored(contents.models, contents.configs, contents.alarms)
         .with_context(|| format!("cannot read the state in {shown}"))?;
+    let scaling = crate::state::scaling::Scaling::from_stored(contents.scaling)
+        .with_context(|| format!("cannot read the scalable targets in {shown}"))?;
     let experiments = Experiments::load(&store)
         .with_context(|| format!("cannot read the experiments in {shown}"))?;
     let max_instances = runtime_config.max_instances as usize;
@@ -163,7 +171,9 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         None => crate::state::artifacts::Roots::anywhere(),
     };
     let storage = Arc::new(plinth_storage::Storage::new(settings.s3));
-    let stored = Arc::new(Stored::new(store, catalog, artifacts, roots, storage));
+    let stored = Arc::new(Stored::new(
+        store, catalog, scaling, artifacts, roots, storage,
+    ));
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     if !contents.endpoints.is_empty() {
         tracing::info!(
@@ -174,6 +184,10 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     crate::fleet::deploy::recover(&fleet, contents.endpoints);
     tokio::spawn(experiment_upkeep(fleet.clone()));
     tokio::spawn(serverless_upkeep(fleet.clone()));
+    tokio::spawn(crate::fleet::autoscaler::run(
+        fleet.clone(),
+        settings.autoscaling_minute,
+    ));
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,
@@ -218,6 +232,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             options.artifact_roots,
             options.config.as_deref(),
         )?),
+        autoscaling_minute: options.autoscaling_minute,
     };
     let data_dir = options.data_dir;
     let tokio = tokio::runtime::Runtime::new()?;
@@ -295,6 +310,7 @@ pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> a
         credentials: None,
         body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
         artifact_roots: None,
+        autoscaling_minute: Duration::from_secs(60),
     };
     let tokio = tokio::runtime::Runtime::new()?;
     let server = tokio.block_on(start(

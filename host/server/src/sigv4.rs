@@ -30,6 +30,10 @@ const TERMINATOR: &str = "aws4_request";
 pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 /// The signing name botocore uses for both `sagemaker` and `sagemaker-runtime`.
 pub(crate) const SIGNING_SERVICE: &str = "sagemaker";
+/// The signing name of `application-autoscaling`, whose requests carry an `X-Amz-Target` of
+/// `AnyScaleFrontendService.<Operation>`.
+const AUTOSCALING_SIGNING_SERVICE: &str = "application-autoscaling";
+const AUTOSCALING_TARGET_PREFIX: &[u8] = b"AnyScaleFrontendService.";
 /// The literal a client puts in `x-amz-content-sha256` (and in the canonical request) when it
 /// does not sign the body.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -275,10 +279,19 @@ impl Verifier {
                 auth.scope_region, self.region
             )));
         }
-        if auth.scope_service != self.service {
+        // Application Auto Scaling's requests are signed for its own service name.
+        let service = if self.service == SIGNING_SERVICE
+            && headers
+                .get("x-amz-target")
+                .is_some_and(|t| t.as_bytes().starts_with(AUTOSCALING_TARGET_PREFIX))
+        {
+            AUTOSCALING_SIGNING_SERVICE
+        } else {
+            self.service.as_str()
+        };
+        if auth.scope_service != service {
             return Err(AuthError::CredentialScope(format!(
-                "Credential should be scoped to correct service: '{}'.",
-                self.service
+                "Credential should be scoped to correct service: '{service}'."
             )));
         }
         if auth.scope_terminator != TERMINATOR {
@@ -313,7 +326,7 @@ impl Verifier {
             amz_date: auth.amz_date.clone(),
             scope_date: auth.scope_date.to_owned(),
             region: &self.region,
-            service: &self.service,
+            service,
             signature: auth.signature.to_owned(),
         };
         let caller = Caller {
@@ -1559,6 +1572,52 @@ mod tests {
         request.verify().expect("method case");
     }
 
+    /// Application Auto Scaling's requests are signed for `application-autoscaling` (as
+    /// botocore signs them); a SageMaker request signed so is refused, and the other way round.
+    #[test]
+    fn autoscaling_requests_are_scoped_to_their_own_service() {
+        let cred = credential(KEY, SECRET);
+        let request = |service: &str, target: &str| {
+            let signer = Signer {
+                credential: &cred,
+                region: "us-east-1",
+                service,
+            };
+            let body = br#"{"ServiceNamespace": "sagemaker"}"#.to_vec();
+            let extra = [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", target),
+            ];
+            let added = signer.sign("POST", "localhost:8080", "/", &extra, &body, at(NOW));
+            let mut pairs: Vec<(&str, &str)> = vec![("Host", "localhost:8080")];
+            pairs.extend_from_slice(&extra);
+            pairs.extend(added.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            Request {
+                method: "POST".to_owned(),
+                path_and_query: "/".to_owned(),
+                headers: header_map(&pairs),
+                body,
+            }
+        };
+        let scaling = "AnyScaleFrontendService.DescribeScalableTargets";
+        request("application-autoscaling", scaling)
+            .verify()
+            .expect("signed for application-autoscaling");
+        let e = assert_refused(
+            request("sagemaker", scaling).verify(),
+            "InvalidSignatureException",
+        );
+        assert!(e.to_string().contains("'application-autoscaling'"), "{e}");
+        request("sagemaker", "SageMaker.ListModels")
+            .verify()
+            .expect("signed for sagemaker");
+        let e = assert_refused(
+            request("application-autoscaling", "SageMaker.ListModels").verify(),
+            "InvalidSignatureException",
+        );
+        assert!(e.to_string().contains("'sagemaker'"), "{e}");
+    }
+
     #[test]
     fn tampered_body_is_refused() {
         let mut request = signed_request();
@@ -2171,7 +2230,7 @@ mod tests {
             ),
             (
                 r#"{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}"#,
-                "Statement[0].Action \"s3:*\" is not a SageMaker action",
+                "Statement[0].Action \"s3:*\" is not a SageMaker or Application Auto Scaling action",
             ),
         ] {
             let file = write(&bad(statement));

@@ -80,6 +80,18 @@ enum Command {
             value_parser = clap::value_parser!(u32).range(1..=100_000)
         )]
         max_instances: u32,
+        /// The length, in seconds, of the minute Application Auto Scaling's policies count
+        /// in: each datapoint covers one, a policy scales out after 3 above its target and in
+        /// after 15 below, and cooldowns are counted in them. 60 is AWS's; less compresses
+        /// scaling's time for tests and demos.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 60,
+            env = "PLINTH_AUTOSCALING_MINUTE",
+            value_parser = clap::value_parser!(u64).range(1..=60)
+        )]
+        autoscaling_minute: u64,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -698,6 +710,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             artifact_roots,
             s3_endpoint_url,
             max_instances,
+            autoscaling_minute,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
@@ -709,6 +722,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             artifact_roots,
             s3_endpoint_url,
             max_instances,
+            autoscaling_minute: std::time::Duration::from_secs(autoscaling_minute),
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;

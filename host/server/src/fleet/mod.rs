@@ -1,11 +1,12 @@
 //! What runs: the live endpoint table (immutable snapshots published with arc-swap) and
 //! everything that changes it or rides on it: deploying and removing endpoints, the
 //! blue/green and rolling deployment driver, alarms watched during a deployment, shadow
-//! copies, and the experiments' ledger. This layer is handed the store and the catalog; it
+//! copies, the experiments' ledger, and the Application Auto Scaling controller. This layer is handed the store and the catalog; it
 //! knows nothing of HTTP or of the operations' wire shapes.
 
 pub(crate) mod alarm_watch;
 pub(crate) mod assemble;
+pub(crate) mod autoscaler;
 pub(crate) mod background;
 pub(crate) mod deploy;
 pub(crate) mod deployer;

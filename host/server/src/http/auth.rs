@@ -3,8 +3,9 @@
 //! for one of them (as boto3 signs it), or it is refused with 403 and an AWS error before
 //! anything runs. The signature itself is checked by `sigv4`.
 //!
-//! Then, when the key has a policy, the request's IAM action (`sagemaker:<Operation>` from
-//! `X-Amz-Target`, `sagemaker:InvokeEndpoint` for invocations) and the resources it names
+//! Then, when the key has a policy, the request's IAM action (`sagemaker:<Operation>` or
+//! `application-autoscaling:<Operation>` from `X-Amz-Target`, `sagemaker:InvokeEndpoint` for
+//! invocations) and the resources it names
 //! ([`requested`]) must be allowed by it (`plinth_policy::iam`), or it is refused with 400
 //! `AccessDeniedException` and IAM's message, again before anything runs.
 
@@ -140,7 +141,9 @@ const RESOURCE_MEMBERS: [(&str, &str); 4] = [
 /// - `POST /` with `X-Amz-Target: SageMaker.<Operation>`: `sagemaker:<Operation>` on the ARN
 ///   of each top-level `EndpointName`, `EndpointConfigName`, `ModelName` and `AlarmName`
 ///   string in the body; `List*` operations, and a body naming none of them (or not a JSON
-///   object), are on `*`, as IAM has it for actions on no particular resource.
+///   object), are on `*`, as IAM has it for actions on no particular resource;
+/// - `POST /` with `X-Amz-Target: AnyScaleFrontendService.<Operation>`:
+///   `application-autoscaling:<Operation>` on `*`.
 ///
 /// Names are lowercased in ARNs, as SageMaker's ARNs are (`state::arn`).
 fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, Vec<String>)> {
@@ -153,7 +156,15 @@ fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, V
             vec![arn("endpoint", &name)],
         ));
     }
-    let operation = target?.strip_prefix("SageMaker.")?;
+    let target = target?;
+    if let Some(operation) = target.strip_prefix(super::control::AUTOSCALING_PREFIX) {
+        // Application Auto Scaling's actions name no SageMaker resource.
+        return Some((
+            format!("application-autoscaling:{operation}"),
+            vec!["*".to_owned()],
+        ));
+    }
+    let operation = target.strip_prefix("SageMaker.")?;
     let action = format!("sagemaker:{operation}");
     if operation.starts_with("List") {
         return Some((action, vec!["*".to_owned()]));

@@ -1,6 +1,7 @@
-//! The control plane's awsJson1.1 protocol: `POST /` with `X-Amz-Target: SageMaker.<Op>`
-//! and a JSON body, answered with the operation's JSON output or an AWS error. The
-//! operations themselves are `ops`.
+//! The control plane's awsJson1.1 protocol: `POST /` with `X-Amz-Target:
+//! SageMaker.<Op>` (SageMaker's operations and Plinth's) or
+//! `AnyScaleFrontendService.<Op>` (Application Auto Scaling's) and a JSON body, answered
+//! with the operation's JSON output or an AWS error. The operations themselves are `ops`.
 
 use super::body::read_body;
 use super::server::Server;
@@ -10,6 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+
+/// `X-Amz-Target`'s prefix for Application Auto Scaling's operations.
+pub(crate) const AUTOSCALING_PREFIX: &str = "AnyScaleFrontendService.";
 
 /// The largest control-plane request body.
 pub(crate) const CONTROL_BODY_LIMIT: usize = 1 << 20;
@@ -24,11 +28,18 @@ pub(crate) async fn control(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let Some(operation) = target.strip_prefix("SageMaker.") else {
+    let (autoscaling, operation) = if let Some(operation) = target.strip_prefix("SageMaker.") {
+        (false, operation)
+    } else if let Some(operation) = target.strip_prefix(AUTOSCALING_PREFIX) {
+        (true, operation)
+    } else {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
-            format!("X-Amz-Target {target:?} is not a SageMaker operation"),
+            format!(
+                "X-Amz-Target {target:?} is neither a SageMaker operation (SageMaker.<Operation>) \
+                 nor an Application Auto Scaling one ({AUTOSCALING_PREFIX}<Operation>)"
+            ),
         )
         .into_response();
     };
@@ -52,7 +63,12 @@ pub(crate) async fn control(
             }
         }
     };
-    match crate::ops::call(&server.fleet, operation, input).await {
+    let result = if autoscaling {
+        crate::ops::autoscaling::call(&server.fleet, operation, input).await
+    } else {
+        crate::ops::call(&server.fleet, operation, input).await
+    };
+    match result {
         Ok(output) => (
             [("content-type", "application/x-amz-json-1.1")],
             axum::Json(output),

@@ -38,6 +38,34 @@ impl From<Refused> for ApiError {
     }
 }
 
+/// A control-plane input must be a JSON object.
+pub(crate) fn require_object(input: &Value) -> Result<(), ApiError> {
+    if input.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "the request body must be a JSON object",
+        ))
+    }
+}
+
+/// An operation the service does not have, with the ones it has.
+pub(crate) fn unknown_operation(
+    operation: &str,
+    supported: impl Iterator<Item = &'static str>,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "UnknownOperationException",
+        format!(
+            "operation {operation:?} is not supported; Plinth supports {}",
+            supported.collect::<Vec<_>>().join(", ")
+        ),
+    )
+}
+
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(input: Value) -> Result<T, ApiError> {
     serde_json::from_value(input).map_err(|e| validation(format!("invalid request: {e}")))
 }

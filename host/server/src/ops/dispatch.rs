@@ -2,13 +2,12 @@
 //! protocol, the deployment file and the CLI all go through it): the member check first, then
 //! the operation, with changes serialised.
 
-use super::common::validation;
+use super::common::{require_object, unknown_operation, validation};
 use super::{
     alarms, endpoint_configs, endpoints, experiments, loaded_models, models, shadow_variants,
 };
 use crate::error::ApiError;
 use crate::fleet::Fleet;
-use axum::http::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -19,13 +18,7 @@ pub(crate) async fn call(
     operation: &str,
     input: Value,
 ) -> Result<Value, ApiError> {
-    if !input.is_object() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "SerializationException",
-            "the request body must be a JSON object",
-        ));
-    }
+    require_object(&input)?;
     // SageMaker members Plinth does not implement, unknown keys and numbers out of range are
     // refused by name before anything else reads the input.
     plinth_policy::members::check_input(operation, &input).map_err(|e| validation(e.message))?;
@@ -83,15 +76,9 @@ pub(crate) async fn call(
         }
         "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
         "ListLoadedModels" => loaded_models::list_loaded_models(&state.endpoints, input),
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!(
-                "operation {other:?} is not supported; Plinth supports {}",
-                plinth_policy::members::operations()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        other => Err(unknown_operation(
+            other,
+            plinth_policy::members::operations(),
         )),
     }
 }

@@ -1,5 +1,5 @@
-//! How stored resources are named and dated as SageMaker shows them: ARNs (one account, one
-//! region) and epoch timestamps.
+//! How stored resources are named and dated as SageMaker and Application Auto Scaling show
+//! them: ARNs (one account, one region) and epoch timestamps.
 
 use std::time::SystemTime;
 
@@ -24,4 +24,30 @@ pub(crate) fn now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as f64 / 1000.0)
         .unwrap_or(0.0)
+}
+
+/// Application Auto Scaling's ARN for a scalable target: its id is derived from the target's
+/// key, so it is the same across restarts and re-registrations.
+pub(crate) fn scalable_target_arn(resource_id: &str, dimension: &str) -> String {
+    format!(
+        "arn:aws:application-autoscaling:{REGION}:{ACCOUNT_ID}:scalable-target/{}",
+        target_id(resource_id, dimension)
+    )
+}
+
+/// Application Auto Scaling's ARN for a scaling policy.
+pub(crate) fn scaling_policy_arn(resource_id: &str, dimension: &str, name: &str) -> String {
+    format!(
+        "arn:aws:autoscaling:{REGION}:{ACCOUNT_ID}:scalingPolicy:{}:resource/sagemaker/{resource_id}:policyName/{name}",
+        target_id(resource_id, dimension)
+    )
+}
+
+/// A scalable target's id: the first 128 bits of the SHA-256 of its key, as a UUID.
+fn target_id(resource_id: &str, dimension: &str) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{resource_id}\n{dimension}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }

@@ -1,6 +1,7 @@
 //! Durable state: models, endpoint configs and endpoints (with their status and desired
-//! weights and instance counts), and the experiments' ledger (which variant served each
-//! inference id) and outcome statistics, in an embedded SQLite database,
+//! weights and instance counts), the experiments' ledger (which variant served each
+//! inference id) and outcome statistics, and Application Auto Scaling's scalable targets,
+//! scaling policies and scaling activities, in an embedded SQLite database,
 //! `<data-dir>/plinth.db`.
 //!
 //! Every change is one transaction in WAL mode with `synchronous = FULL`, so a crash at any
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -66,7 +67,34 @@ CREATE TABLE IF NOT EXISTS experiment_arms (
     sum_sq      REAL NOT NULL,
     PRIMARY KEY (endpoint, config, variant)
 );
+CREATE TABLE IF NOT EXISTS scalable_targets (
+    resource_id TEXT NOT NULL,
+    dimension   TEXT NOT NULL,
+    created     REAL NOT NULL,
+    definition  TEXT NOT NULL,
+    PRIMARY KEY (resource_id, dimension)
+);
+CREATE TABLE IF NOT EXISTS scaling_policies (
+    resource_id TEXT NOT NULL,
+    dimension   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created     REAL NOT NULL,
+    definition  TEXT NOT NULL,
+    PRIMARY KEY (resource_id, dimension, name)
+);
+CREATE TABLE IF NOT EXISTS scaling_activities (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource_id TEXT NOT NULL,
+    dimension   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    activity    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scaling_activities_by_target
+    ON scaling_activities (resource_id, dimension, seq);
 ";
+
+/// Scaling activities kept per scalable target; older ones are dropped as new ones come.
+const ACTIVITIES_KEPT: i64 = 1_000;
 
 /// Events kept per endpoint; older ones are dropped as new ones come.
 const EVENTS_KEPT: i64 = 10_000;
@@ -180,6 +208,45 @@ pub(crate) struct Contents {
     pub(crate) configs: Vec<Definition>,
     pub(crate) alarms: Vec<Definition>,
     pub(crate) endpoints: Vec<EndpointRecord>,
+    pub(crate) scaling: ScalingRows,
+}
+
+/// A scalable target or scaling policy as stored: the target's key, the policy's name, when
+/// it was first made and its definition (the API's shape).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ScalingRow {
+    pub(crate) resource_id: String,
+    pub(crate) dimension: String,
+    /// The policy's name; `None` for a target.
+    pub(crate) name: Option<String>,
+    pub(crate) created: f64,
+    pub(crate) definition: Value,
+}
+
+/// Every scalable target and scaling policy.
+#[derive(Debug, Default)]
+pub(crate) struct ScalingRows {
+    pub(crate) targets: Vec<ScalingRow>,
+    pub(crate) policies: Vec<ScalingRow>,
+}
+
+/// What a scaling activity did: the controller reads the last of each kind for its
+/// cooldowns; DescribeScalingActivities leaves `NotScaled` out unless asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActivityKind {
+    ScaleOut,
+    ScaleIn,
+    NotScaled,
+}
+
+impl ActivityKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::ScaleOut => "out",
+            ActivityKind::ScaleIn => "in",
+            ActivityKind::NotScaled => "not-scaled",
+        }
+    }
 }
 
 /// The definition tables.
@@ -276,11 +343,42 @@ impl Store {
         for text in statement.query_map([], |r| r.get::<_, String>(0))? {
             endpoints.push(serde_json::from_str(&text?)?);
         }
+        let mut scaling = ScalingRows::default();
+        let mut statement = conn.prepare(
+            "SELECT resource_id, dimension, NULL, created, definition FROM scalable_targets \
+             UNION ALL SELECT resource_id, dimension, name, created, definition \
+             FROM scaling_policies ORDER BY 1, 2, 3",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (resource_id, dimension, name, created, text) = row?;
+            let row = ScalingRow {
+                resource_id,
+                dimension,
+                created,
+                definition: serde_json::from_str(&text)?,
+                name,
+            };
+            if row.name.is_some() {
+                scaling.policies.push(row);
+            } else {
+                scaling.targets.push(row);
+            }
+        }
         Ok(Contents {
             models,
             configs,
             alarms,
             endpoints,
+            scaling,
         })
     }
 
@@ -510,6 +608,157 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Write a scalable target, or a scaling policy when `row.name` is given (insert or
+    /// replace, keeping the first `created`).
+    pub(crate) fn put_scaling(&self, row: &ScalingRow) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match &row.name {
+            None => conn.execute(
+                "INSERT INTO scalable_targets (resource_id, dimension, created, definition) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(resource_id, dimension) \
+                 DO UPDATE SET definition = excluded.definition",
+                params![
+                    row.resource_id,
+                    row.dimension,
+                    row.created,
+                    row.definition.to_string()
+                ],
+            )?,
+            Some(name) => conn.execute(
+                "INSERT INTO scaling_policies (resource_id, dimension, name, created, definition) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(resource_id, dimension, name) \
+                 DO UPDATE SET definition = excluded.definition",
+                params![
+                    row.resource_id,
+                    row.dimension,
+                    name,
+                    row.created,
+                    row.definition.to_string()
+                ],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Remove a scaling policy (`name`), or a scalable target and all its policies in one
+    /// transaction; whether it was there.
+    pub(crate) fn delete_scaling(
+        &self,
+        resource_id: &str,
+        dimension: &str,
+        name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let deleted = match name {
+            Some(name) => tx.execute(
+                "DELETE FROM scaling_policies WHERE resource_id = ?1 AND dimension = ?2 \
+                 AND name = ?3",
+                params![resource_id, dimension, name],
+            )?,
+            None => {
+                tx.execute(
+                    "DELETE FROM scaling_policies WHERE resource_id = ?1 AND dimension = ?2",
+                    params![resource_id, dimension],
+                )?;
+                tx.execute(
+                    "DELETE FROM scalable_targets WHERE resource_id = ?1 AND dimension = ?2",
+                    params![resource_id, dimension],
+                )?
+            }
+        };
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+
+    /// Record a scaling activity (`seq` `None`), or replace activity `seq` (its status
+    /// changed); its sequence number. A target keeps its newest [`ACTIVITIES_KEPT`].
+    pub(crate) fn put_activity(
+        &self,
+        seq: Option<i64>,
+        resource_id: &str,
+        dimension: &str,
+        kind: ActivityKind,
+        activity: &Value,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        if let Some(seq) = seq {
+            conn.execute(
+                "UPDATE scaling_activities SET activity = ?2 WHERE seq = ?1",
+                params![seq, activity.to_string()],
+            )?;
+            return Ok(seq);
+        }
+        conn.execute(
+            "INSERT INTO scaling_activities (resource_id, dimension, kind, activity) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![resource_id, dimension, kind.as_str(), activity.to_string()],
+        )?;
+        let seq = conn.last_insert_rowid();
+        if seq % 100 == 0 {
+            conn.execute(
+                "DELETE FROM scaling_activities WHERE resource_id = ?1 AND dimension = ?2 \
+                 AND seq < (SELECT MIN(seq) FROM (SELECT seq FROM scaling_activities \
+                 WHERE resource_id = ?1 AND dimension = ?2 ORDER BY seq DESC LIMIT ?3))",
+                params![resource_id, dimension, ACTIVITIES_KEPT],
+            )?;
+        }
+        Ok(seq)
+    }
+
+    /// Scaling activities newest first, before sequence number `before`, at most `limit`:
+    /// of one target, of one resource's targets, or of all; not-scaled ones only with
+    /// `not_scaled`.
+    pub(crate) fn activities(
+        &self,
+        resource_id: Option<&str>,
+        dimension: Option<&str>,
+        not_scaled: bool,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Value)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, activity FROM scaling_activities WHERE seq < ?1 \
+             AND (?2 IS NULL OR resource_id = ?2) AND (?3 IS NULL OR dimension = ?3) \
+             AND (?4 OR kind != 'not-scaled') ORDER BY seq DESC LIMIT ?5",
+        )?;
+        let rows = statement.query_map(
+            params![before, resource_id, dimension, not_scaled, limit as i64],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row?;
+            out.push((seq, serde_json::from_str(&text)?));
+        }
+        Ok(out)
+    }
+
+    /// The newest activity of `kind` on a target: its `StartTime` (epoch seconds).
+    pub(crate) fn last_activity(
+        &self,
+        resource_id: &str,
+        dimension: &str,
+        kind: ActivityKind,
+    ) -> Result<Option<f64>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT activity FROM scaling_activities WHERE resource_id = ?1 \
+                 AND dimension = ?2 AND kind = ?3 ORDER BY seq DESC LIMIT 1",
+                params![resource_id, dimension, kind.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let activity: Value = serde_json::from_str(&text)?;
+        Ok(activity["StartTime"].as_f64())
+    }
+
     /// An endpoint's record, if there is one.
     #[cfg(test)]
     pub(crate) fn endpoint(&self, name: &str) -> Result<Option<EndpointRecord>, StoreError> {
@@ -649,6 +898,140 @@ mod tests {
         assert_eq!(rows[0].id, "new");
         assert!(rows[0].outcome);
         assert_eq!(store.load_arms().unwrap(), vec![arm]);
+    }
+
+    #[test]
+    fn scaling_targets_policies_and_activities_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |name: Option<&str>, value: i64| ScalingRow {
+            resource_id: "endpoint/e/variant/v".into(),
+            dimension: "sagemaker:variant:DesiredInstanceCount".into(),
+            name: name.map(str::to_string),
+            created: 1.5,
+            definition: json!({ "MaxCapacity": value }),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_scaling(&row(None, 4)).unwrap();
+            store.put_scaling(&row(None, 8)).unwrap();
+            store.put_scaling(&row(Some("p1"), 1)).unwrap();
+            store.put_scaling(&row(Some("p2"), 2)).unwrap();
+            for i in 0..5 {
+                let kind = if i % 2 == 0 {
+                    ActivityKind::ScaleOut
+                } else {
+                    ActivityKind::NotScaled
+                };
+                let seq = store
+                    .put_activity(
+                        None,
+                        "endpoint/e/variant/v",
+                        "d",
+                        kind,
+                        &json!({"StartTime": i}),
+                    )
+                    .unwrap();
+                if i == 4 {
+                    store
+                        .put_activity(
+                            Some(seq),
+                            "",
+                            "",
+                            kind,
+                            &json!({"StartTime": 4, "StatusCode": "Successful"}),
+                        )
+                        .unwrap();
+                }
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let scaling = store.load().unwrap().scaling;
+        assert_eq!(scaling.targets, vec![row(None, 8)], "replaced, one row");
+        assert_eq!(
+            scaling.policies,
+            vec![row(Some("p1"), 1), row(Some("p2"), 2)]
+        );
+        let all = store.activities(None, None, true, i64::MAX, 10).unwrap();
+        let times: Vec<i64> = all
+            .iter()
+            .map(|(_, a)| a["StartTime"].as_i64().unwrap())
+            .collect();
+        assert_eq!(times, vec![4, 3, 2, 1, 0], "newest first");
+        assert_eq!(all[0].1["StatusCode"], "Successful");
+        let scaled = store
+            .activities(Some("endpoint/e/variant/v"), Some("d"), false, i64::MAX, 10)
+            .unwrap();
+        assert_eq!(scaled.len(), 3, "not-scaled left out");
+        let page = store.activities(None, None, true, all[1].0, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![all[2].0, all[3].0]
+        );
+        assert_eq!(
+            store
+                .last_activity("endpoint/e/variant/v", "d", ActivityKind::ScaleOut)
+                .unwrap(),
+            Some(4.0)
+        );
+        assert_eq!(
+            store
+                .last_activity("endpoint/e/variant/v", "d", ActivityKind::ScaleIn)
+                .unwrap(),
+            None
+        );
+        let (r, d) = (
+            "endpoint/e/variant/v",
+            "sagemaker:variant:DesiredInstanceCount",
+        );
+        assert!(store.delete_scaling(r, d, Some("p1")).unwrap());
+        assert!(!store.delete_scaling(r, d, Some("p1")).unwrap());
+        assert!(
+            store.delete_scaling(r, d, None).unwrap(),
+            "the target, and p2 with it"
+        );
+        let scaling = store.load().unwrap().scaling;
+        assert!(scaling.targets.is_empty() && scaling.policies.is_empty());
+    }
+
+    #[test]
+    fn a_target_keeps_its_newest_activities() {
+        let store = Store::in_memory().unwrap();
+        for i in 0..(ACTIVITIES_KEPT + 150) {
+            store
+                .put_activity(
+                    None,
+                    "r",
+                    "d",
+                    ActivityKind::ScaleOut,
+                    &json!({"StartTime": i}),
+                )
+                .unwrap();
+        }
+        store
+            .put_activity(
+                None,
+                "other",
+                "d",
+                ActivityKind::ScaleOut,
+                &json!({"StartTime": 0}),
+            )
+            .unwrap();
+        let kept = store
+            .activities(Some("r"), None, true, i64::MAX, 5_000)
+            .unwrap();
+        assert!(
+            kept.len() as i64 >= ACTIVITIES_KEPT && (kept.len() as i64) < ACTIVITIES_KEPT + 100,
+            "{}",
+            kept.len()
+        );
+        assert_eq!(kept[0].1["StartTime"], ACTIVITIES_KEPT + 149);
+        assert_eq!(
+            store
+                .activities(Some("other"), None, true, i64::MAX, 5)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! [`Stored`]: the handle to what lasts: the catalog of definitions kept in memory over the
-//! store, the store itself, where artifacts are unpacked, and the remote (`s3://`) ones.
+//! [`Stored`]: the handle to what lasts: the catalog of definitions and the scalable targets
+//! kept in memory over the store, the store itself, where artifacts are unpacked, and the remote (`s3://`) ones.
 
 use super::catalog::Catalog;
+use super::scaling::Scaling;
 use super::store::Store;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -11,6 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 /// on definitions need, and all they need.
 pub(crate) struct Stored {
     catalog: Mutex<Catalog>,
+    /// Application Auto Scaling's scalable targets and policies.
+    scaling: Mutex<Scaling>,
     /// The database: definitions, endpoints, events, the ledger.
     pub(crate) store: Store,
     /// Where `.tar.gz` model artifacts are unpacked.
@@ -26,12 +29,14 @@ impl Stored {
     pub(crate) fn new(
         store: Store,
         catalog: Catalog,
+        scaling: Scaling,
         artifacts: PathBuf,
         roots: super::artifacts::Roots,
         storage: std::sync::Arc<plinth_storage::Storage>,
     ) -> Self {
         Self {
             catalog: Mutex::new(catalog),
+            scaling: Mutex::new(scaling),
             store,
             remote: super::remote::RemoteArtifacts::new(storage, &artifacts),
             artifacts,
@@ -43,5 +48,11 @@ impl Stored {
     /// follows a committed store write).
     pub(crate) fn catalog(&self) -> MutexGuard<'_, Catalog> {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scalable targets and policies, locked (as [`Stored::catalog`]: each change
+    /// follows a committed store write).
+    pub(crate) fn scaling(&self) -> MutexGuard<'_, Scaling> {
+        self.scaling.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

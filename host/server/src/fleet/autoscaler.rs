@@ -1,0 +1,529 @@
+//! The Application Auto Scaling controller, off the request path. Six times a minute it
+//! looks at every scalable target (`state::scaling`): capacity outside the target's bounds is
+//! brought inside at once; at the end of each minute every policy gets the minute's datapoint
+//! from the variants' recent-request windows (`recent.rs`); then the target's policies decide
+//! (`plinth_policy::target_tracking::decide`, combined by
+//! `plinth_policy::autoscaling::combine`) and a change goes through the path
+//! UpdateEndpointWeightsAndCapacities takes (`deploy::update_weights_and_capacities`).
+//!
+//! A target whose endpoint is not `InService` (being created, in a deployment, changing
+//! capacity) is left alone until it is again: scaling pauses during a deployment and resumes
+//! after it, with the datapoints recorded meanwhile. Every activity is stored with its cause:
+//! `InProgress` when the change starts, then `Successful` or `Failed` once the endpoint has
+//! settled; an alarm that cannot act because the target is at a bound is a not-scaled
+//! activity, recorded once until the reason changes. The cooldowns count from the stored
+//! activities, so they hold across a restart; the datapoints start afresh.
+//!
+//! The minute is 60 seconds, or shorter for tests and demos (`plinth serve
+//! --autoscaling-minute`): datapoints, alarms and cooldowns are then all counted in the
+//! shorter minute.
+
+use super::deploy;
+use super::deployer::Fleet;
+use super::recent::current_second;
+use super::table::{EndpointSnapshot, EndpointStatus};
+use crate::state::scaling::TargetKey;
+use crate::state::store::ActivityKind;
+use futures::FutureExt;
+use plinth_policy::autoscaling::{
+    self, Compiled, Dimension, NotScaled, PolicyMetric, ScalableTarget,
+};
+use plinth_policy::capacity::{Change, ServerlessUpdate};
+use plinth_policy::metric_alarm::Stats;
+use plinth_policy::target_tracking::{self, Decision, LastActivity, LOW_DATAPOINTS};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Evaluations per minute.
+const TICKS_PER_MINUTE: u64 = 6;
+
+/// Run the controller until the process ends; `minute` is the length of its minute (1 to 60
+/// seconds).
+pub(crate) async fn run(state: Arc<Fleet>, minute: Duration) {
+    let minute_seconds = minute.as_secs().clamp(1, 60);
+    let mut controller = Controller::new(minute_seconds, current_second());
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        minute_seconds * 1000 / TICKS_PER_MINUTE,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let step = std::panic::AssertUnwindSafe(controller.step(&state)).catch_unwind();
+        if let Err(panic) = step.await {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            tracing::error!(%message, "the autoscaling controller's step panicked; it goes on at the next one");
+        }
+    }
+}
+
+/// A change started and not yet settled.
+struct Pending {
+    seq: i64,
+    activity: Value,
+    wanted: u32,
+}
+
+/// What the controller remembers between steps.
+struct Controller {
+    minute_seconds: u64,
+    /// The first second (on `recent.rs`' clock) of the minute being recorded.
+    minute_start: u64,
+    /// Each policy's datapoints, oldest first, at most [`LOW_DATAPOINTS`].
+    history: HashMap<(TargetKey, String), VecDeque<Option<f64>>>,
+    /// When each target last scaled, in the controller's seconds (see [`Controller::seconds`]).
+    last: HashMap<TargetKey, LastActivity>,
+    pending: HashMap<TargetKey, Pending>,
+    /// The not-scaled reason last recorded for a target, until it changes.
+    not_scaled: HashMap<TargetKey, NotScaled>,
+}
+
+/// A target as one step sees it: its registration and its runnable policies.
+struct Target {
+    key: TargetKey,
+    target: ScalableTarget,
+    policies: Vec<(String, Compiled)>,
+}
+
+impl Controller {
+    fn new(minute_seconds: u64, now_second: u64) -> Self {
+        Self {
+            minute_seconds,
+            minute_start: now_second,
+            history: HashMap::new(),
+            last: HashMap::new(),
+            pending: HashMap::new(),
+            not_scaled: HashMap::new(),
+        }
+    }
+
+    /// Epoch seconds on the controller's clock: real seconds stretched by 60 / the minute, so
+    /// that cooldowns given in seconds count in the controller's minutes.
+    fn seconds(&self, epoch: f64) -> u64 {
+        (epoch * 60.0 / self.minute_seconds as f64) as u64
+    }
+
+    async fn step(&mut self, state: &Arc<Fleet>) {
+        let targets: Vec<Target> = {
+            let scaling = state.stored.scaling();
+            scaling
+                .targets
+                .iter()
+                .map(|(key, record)| Target {
+                    key: key.clone(),
+                    target: record.target.clone(),
+                    policies: record
+                        .policies
+                        .iter()
+                        .filter_map(|(name, p)| Some((name.clone(), p.compiled.clone().ok()?)))
+                        .collect(),
+                })
+                .collect()
+        };
+        self.history.retain(|(key, name), _| {
+            targets
+                .iter()
+                .any(|t| t.key == *key && t.policies.iter().any(|(n, _)| n == name))
+        });
+        self.not_scaled
+            .retain(|key, _| targets.iter().any(|t| t.key == *key));
+
+        let second = current_second();
+        while second >= self.minute_start + self.minute_seconds {
+            let (first, last) = (
+                self.minute_start,
+                self.minute_start + self.minute_seconds - 1,
+            );
+            for t in &targets {
+                let capacity = current(state, &t.key).map(|(_, c)| c);
+                for (name, compiled) in &t.policies {
+                    let datapoint = datapoint(
+                        state,
+                        &t.key,
+                        &compiled.metric,
+                        capacity,
+                        first,
+                        last,
+                        self.minute_seconds,
+                    );
+                    let minutes = self
+                        .history
+                        .entry((t.key.clone(), name.clone()))
+                        .or_default();
+                    minutes.push_back(datapoint);
+                    while minutes.len() > LOW_DATAPOINTS {
+                        minutes.pop_front();
+                    }
+                }
+            }
+            self.minute_start += self.minute_seconds;
+        }
+
+        self.settle(state);
+        let now = self.seconds(crate::state::now());
+        for t in targets {
+            self.evaluate(state, t, now).await;
+        }
+    }
+
+    /// Finish the activities whose endpoint has settled.
+    fn settle(&mut self, state: &Fleet) {
+        let done: Vec<TargetKey> = self
+            .pending
+            .keys()
+            .filter(|key| {
+                state
+                    .endpoints
+                    .get(&key.0.endpoint)
+                    .is_none_or(|e| !e.status.in_progress())
+            })
+            .cloned()
+            .collect();
+        for key in done {
+            let Some(mut p) = self.pending.remove(&key) else {
+                continue;
+            };
+            let what = what(key.1);
+            let capacity = current(state, &key).map(|(_, c)| c);
+            if capacity == Some(p.wanted) {
+                p.activity["StatusCode"] = json!("Successful");
+                p.activity["StatusMessage"] = json!(format!(
+                    "Successfully set {what} to {}. Change successfully fulfilled by sagemaker.",
+                    p.wanted
+                ));
+            } else {
+                let reason = state
+                    .endpoints
+                    .get(&key.0.endpoint)
+                    .and_then(|e| e.failure_reason.clone())
+                    .unwrap_or_else(|| "the endpoint or variant is gone".to_owned());
+                p.activity["StatusCode"] = json!("Failed");
+                p.activity["StatusMessage"] =
+                    json!(format!("Failed to set {what} to {}: {reason}", p.wanted));
+            }
+            p.activity["EndTime"] = json!(crate::state::now());
+            tracing::info!(
+                endpoint = %key.0.endpoint,
+                variant = %key.0.variant,
+                status = %p.activity["StatusCode"],
+                "scaling activity finished"
+            );
+            self.write(
+                state,
+                Some(p.seq),
+                &key,
+                ActivityKind::ScaleOut,
+                &p.activity,
+            );
+        }
+    }
+
+    /// Store an activity; its sequence number.
+    fn write(
+        &self,
+        state: &Fleet,
+        seq: Option<i64>,
+        key: &TargetKey,
+        kind: ActivityKind,
+        activity: &Value,
+    ) -> Option<i64> {
+        match state.stored.store.put_activity(
+            seq,
+            &key.0.to_string(),
+            key.1.as_str(),
+            kind,
+            activity,
+        ) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::error!(endpoint = %key.0.endpoint, variant = %key.0.variant, error = %e, "a scaling activity could not be stored");
+                None
+            }
+        }
+    }
+
+    /// When `key` last scaled, from the store the first time it is asked.
+    fn last_activity(&mut self, state: &Fleet, key: &TargetKey) -> LastActivity {
+        if let Some(last) = self.last.get(key) {
+            return *last;
+        }
+        let read = |kind| {
+            state
+                .stored
+                .store
+                .last_activity(&key.0.to_string(), key.1.as_str(), kind)
+                .ok()
+                .flatten()
+                .map(|t| self.seconds(t))
+        };
+        let last = LastActivity {
+            scale_out: read(ActivityKind::ScaleOut),
+            scale_in: read(ActivityKind::ScaleIn),
+        };
+        self.last.insert(key.clone(), last);
+        last
+    }
+
+    async fn evaluate(&mut self, state: &Arc<Fleet>, t: Target, now: u64) {
+        if self.pending.contains_key(&t.key) {
+            return;
+        }
+        let Some((endpoint, capacity)) = current(state, &t.key) else {
+            return;
+        };
+        if !serving_steadily(&endpoint) {
+            return;
+        }
+        let bounds = t.target.bounds();
+        let last = self.last_activity(state, &t.key);
+        let decision = match target_tracking::out_of_bounds(bounds, capacity) {
+            Some(Decision::Scale { capacity, cause }) => Decision::Scale {
+                capacity,
+                cause: format!("the scalable target's bounds: {cause}"),
+            },
+            _ => {
+                let empty = VecDeque::new();
+                let minutes = |name: &String| -> Vec<Option<f64>> {
+                    let m = self
+                        .history
+                        .get(&(t.key.clone(), name.clone()))
+                        .unwrap_or(&empty);
+                    m.iter().copied().collect()
+                };
+                let decisions: Vec<Decision> = t
+                    .policies
+                    .iter()
+                    .map(|(name, c)| {
+                        match target_tracking::decide(
+                            &c.tracking,
+                            bounds,
+                            capacity,
+                            &minutes(name),
+                            now,
+                            last,
+                        ) {
+                            Decision::Scale { capacity, cause } => Decision::Scale {
+                                capacity,
+                                cause: format!("policy {name}: {cause}"),
+                            },
+                            Decision::Hold => Decision::Hold,
+                        }
+                    })
+                    .collect();
+                let decision = autoscaling::combine(&decisions, capacity, t.target.suspended_state);
+                let reason = t.policies.iter().find_map(|(name, c)| {
+                    autoscaling::not_scaled(&c.tracking, bounds, capacity, &minutes(name))
+                        .map(|r| (name.clone(), r))
+                });
+                if decision == Decision::Hold {
+                    self.record_not_scaled(state, &t, capacity, reason);
+                }
+                decision
+            }
+        };
+        if let Decision::Scale {
+            capacity: wanted,
+            cause,
+        } = decision
+        {
+            self.act(state, &t.key, capacity, wanted, cause, now).await;
+        }
+    }
+
+    /// A not-scaled activity for `reason`, once until the reason changes.
+    fn record_not_scaled(
+        &mut self,
+        state: &Fleet,
+        t: &Target,
+        capacity: u32,
+        reason: Option<(String, NotScaled)>,
+    ) {
+        let Some((policy, reason)) = reason else {
+            self.not_scaled.remove(&t.key);
+            return;
+        };
+        if self.not_scaled.get(&t.key) == Some(&reason) {
+            return;
+        }
+        self.not_scaled.insert(t.key.clone(), reason);
+        let direction = match reason {
+            NotScaled::AlreadyAtMaxCapacity => "out",
+            NotScaled::AlreadyAtMinCapacity => "in",
+        };
+        let now = crate::state::now();
+        let activity = json!({
+            "ActivityId": uuid::Uuid::new_v4().to_string(),
+            "ServiceNamespace": autoscaling::NAMESPACE,
+            "ResourceId": t.key.0.to_string(),
+            "ScalableDimension": t.key.1.as_str(),
+            "Description": format!("Attempting to scale {direction} the {}.", what(t.key.1)),
+            "Cause": format!("policy {policy}: its alarm fired, and the target is at its bound"),
+            "StartTime": now,
+            "EndTime": now,
+            "StatusCode": "Failed",
+            "StatusMessage": format!("Not scaled: {}", reason.as_str()),
+            "NotScaledReasons": [{
+                "Code": reason.as_str(),
+                "MaxCapacity": t.target.max_capacity,
+                "MinCapacity": t.target.min_capacity,
+                "CurrentCapacity": capacity,
+            }],
+        });
+        self.write(state, None, &t.key, ActivityKind::NotScaled, &activity);
+    }
+
+    /// Change `key`'s capacity from `from` to `to`, recording the activity.
+    async fn act(
+        &mut self,
+        state: &Arc<Fleet>,
+        key: &TargetKey,
+        from: u32,
+        to: u32,
+        cause: String,
+        now: u64,
+    ) {
+        let (resource, dimension) = key;
+        let _exclusive = state.changes.lock().await;
+        // What the decision saw may have changed while it waited for the lock.
+        match current(state, key) {
+            Some((endpoint, capacity)) if capacity == from && serving_steadily(&endpoint) => {}
+            _ => return,
+        }
+        let kind = if to > from {
+            ActivityKind::ScaleOut
+        } else {
+            ActivityKind::ScaleIn
+        };
+        let mut activity = json!({
+            "ActivityId": uuid::Uuid::new_v4().to_string(),
+            "ServiceNamespace": autoscaling::NAMESPACE,
+            "ResourceId": resource.to_string(),
+            "ScalableDimension": dimension.as_str(),
+            "Description": format!("Setting {} to {to}.", what(*dimension)),
+            "Cause": cause,
+            "StartTime": crate::state::now(),
+            "StatusCode": "InProgress",
+        });
+        let Some(seq) = self.write(state, None, key, kind, &activity) else {
+            return;
+        };
+        // A change counts for the cooldowns whether or not it succeeds, so that a failing
+        // one is not retried at every step.
+        let last = self.last.entry(key.clone()).or_default();
+        match kind {
+            ActivityKind::ScaleOut => last.scale_out = Some(now),
+            _ => last.scale_in = Some(now),
+        }
+        self.not_scaled.remove(key);
+        let change = match dimension {
+            Dimension::InstanceCount => Change {
+                variant: resource.variant.clone(),
+                weight: None,
+                instance_count: Some(i64::from(to)),
+                serverless: None,
+            },
+            Dimension::ProvisionedConcurrency => Change {
+                variant: resource.variant.clone(),
+                weight: None,
+                instance_count: None,
+                serverless: Some(ServerlessUpdate {
+                    max_concurrency: None,
+                    provisioned_concurrency: Some(i64::from(to)),
+                }),
+            },
+        };
+        tracing::info!(endpoint = %resource.endpoint, variant = %resource.variant, dimension = %dimension, from, to, cause = %activity["Cause"], "scaling");
+        match deploy::update_weights_and_capacities(state, &resource.endpoint, &[change]) {
+            Ok(()) => {
+                self.pending.insert(
+                    key.clone(),
+                    Pending {
+                        seq,
+                        activity,
+                        wanted: to,
+                    },
+                );
+            }
+            Err(e) => {
+                activity["StatusCode"] = json!("Failed");
+                activity["StatusMessage"] =
+                    json!(format!("Failed to set {} to {to}: {e}", what(*dimension)));
+                activity["EndTime"] = json!(crate::state::now());
+                tracing::warn!(endpoint = %resource.endpoint, variant = %resource.variant, error = %e, "scaling failed");
+                self.write(state, Some(seq), key, kind, &activity);
+            }
+        }
+    }
+}
+
+/// What a dimension sets, as activities say it.
+fn what(dimension: Dimension) -> &'static str {
+    match dimension {
+        Dimension::InstanceCount => "desired instance count",
+        Dimension::ProvisionedConcurrency => "desired provisioned concurrency",
+    }
+}
+
+/// In service with no deployment under way: the only state the controller changes.
+fn serving_steadily(endpoint: &EndpointSnapshot) -> bool {
+    endpoint.status == EndpointStatus::InService && endpoint.new_fleet.is_none()
+}
+
+/// The endpoint a target's variant is in and the variant's capacity in the target's
+/// dimension, or `None` when the endpoint or the variant is gone, or the variant no longer
+/// fits the dimension (an UpdateEndpoint made it serverless, or not).
+fn current(state: &Fleet, key: &TargetKey) -> Option<(Arc<EndpointSnapshot>, u32)> {
+    let endpoint = state.endpoints.get(&key.0.endpoint)?;
+    let variant = endpoint
+        .variants
+        .iter()
+        .find(|v| v.live.name == key.0.variant)?;
+    let elastic = variant.live.serving.elastic();
+    let capacity = match (key.1, elastic) {
+        (Dimension::InstanceCount, None) => variant.desired_instance_count,
+        (Dimension::ProvisionedConcurrency, Some(e)) => e.provisioned,
+        _ => return None,
+    };
+    let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+    Some((endpoint, capacity))
+}
+
+/// A policy's datapoint for seconds `first..=last`: from the target's variant (or the one a
+/// customized metric names), in both fleets during a deployment. `None` when the variant is
+/// not serving.
+fn datapoint(
+    state: &Fleet,
+    key: &TargetKey,
+    metric: &PolicyMetric,
+    capacity: Option<u32>,
+    first: u64,
+    last: u64,
+    minute_seconds: u64,
+) -> Option<f64> {
+    let (endpoint, variant) = match metric {
+        PolicyMetric::Custom {
+            endpoint, variant, ..
+        } => (endpoint.as_str(), variant.as_str()),
+        _ => (key.0.endpoint.as_str(), key.0.variant.as_str()),
+    };
+    let snapshot = state.endpoints.get(endpoint)?;
+    let mut stats = Stats::default();
+    let mut found = false;
+    for v in snapshot.serving().filter(|v| v.live.name == variant) {
+        stats.merge(&v.live.recent.stats(first, last));
+        found = true;
+    }
+    if !found {
+        return None;
+    }
+    let capacity = match metric {
+        PolicyMetric::Custom { .. } => capacity.unwrap_or(0),
+        _ => capacity?,
+    };
+    metric.datapoint(&stats, capacity, minute_seconds as f64)
+}
