@@ -1,4 +1,5 @@
-"""A `plinth serve` for the benchmark scripts (multi-model-bench.py, serverless-bench.py):
+"""A `plinth serve` for the benchmark scripts (multi-model-bench.py, serverless-bench.py,
+autoscaling-bench.py):
 started on an ephemeral port with its own data directory, driven over its API, and
 `plinth bench` against it.
 """
@@ -18,6 +19,14 @@ PLUGINS = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "plugins", "targ
 PLINTH = os.environ.get("PLINTH_BIN", os.path.join(TARGET, "release", "plinth"))
 WASM = os.path.join(PLUGINS, "wasm32-wasip2", "release")
 IRIS_MODEL = os.path.join(ROOT, "examples", "iris", "model")
+
+
+# Application Auto Scaling's operations: their X-Amz-Target prefix is AnyScaleFrontendService.
+AUTOSCALING = {
+    "RegisterScalableTarget", "DeregisterScalableTarget", "DescribeScalableTargets",
+    "PutScalingPolicy", "DescribeScalingPolicies", "DeleteScalingPolicy",
+    "DescribeScalingActivities",
+}
 
 
 class Server:
@@ -52,7 +61,8 @@ class Server:
         c = self.connection()
         c.request("POST", "/", json.dumps(body), {
             "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": f"SageMaker.{operation}",
+            "X-Amz-Target": ("AnyScaleFrontendService." if operation in AUTOSCALING
+                             else "SageMaker.") + operation,
         })
         r = c.getresponse()
         data = r.read()

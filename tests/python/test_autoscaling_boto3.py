@@ -112,15 +112,20 @@ for t in threads:
 deadline = time.monotonic() + 15
 while True:
     variant = sagemaker.describe_endpoint(EndpointName=endpoint_name)["ProductionVariants"][0]
-    if variant["CurrentInstanceCount"] == 2 and variant["DesiredInstanceCount"] == 2:
+    activities = client.describe_scaling_activities(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+    )["ScalingActivities"]
+    if (
+        variant["CurrentInstanceCount"] == 2
+        and variant["DesiredInstanceCount"] == 2
+        and activities
+        and activities[0]["StatusCode"] != "InProgress"
+    ):
         break
-    assert time.monotonic() < deadline, variant
+    assert time.monotonic() < deadline, (variant, activities)
     time.sleep(0.2)
-activities = client.describe_scaling_activities(
-    ServiceNamespace="sagemaker",
-    ResourceId=resource_id,
-    ScalableDimension="sagemaker:variant:DesiredInstanceCount",
-)["ScalingActivities"]
 assert activities and activities[0]["Description"] == "Setting desired instance count to 2.", activities
 assert activities[0]["StatusCode"] == "Successful", activities
 assert "Invocations-ScalingPolicy" in activities[0]["Cause"], activities

@@ -229,32 +229,37 @@ fn a_load_ramp_is_followed_within_the_bounds_without_flapping() {
     assert!(seen[peak..].windows(2).all(|w| w[0] > w[1]), "{seen:?}");
     assert_eq!(seen.first(), Some(&1), "{seen:?}");
 
-    let scaled = activities(&server, "ramp", false);
-    let summary: Vec<(String, String)> = scaled
+    // Every change the policy made, oldest first: up to 4 while the load rose (the first
+    // from three minutes above the target), then down to 1 after fifteen quiet ones.
+    let mut scaled = activities(&server, "ramp", false);
+    scaled.reverse();
+    let counts: Vec<u64> = scaled
         .iter()
         .map(|a| {
-            (
-                a["Description"].as_str().unwrap().to_string(),
-                a["StatusCode"].as_str().unwrap().to_string(),
-            )
+            assert_eq!(a["StatusCode"], "Successful", "{a}");
+            let d = a["Description"].as_str().unwrap();
+            d.trim_start_matches("Setting desired instance count to ")
+                .trim_end_matches('.')
+                .parse()
+                .unwrap_or_else(|_| panic!("{d}"))
         })
         .collect();
-    let expected: Vec<(String, String)> = [1, 4, 3]
-        .iter()
-        .map(|n| (format!("Setting desired instance count to {n}."), "Successful".to_string()))
-        .collect();
-    assert_eq!(summary, expected, "newest first: {scaled:?}");
+    assert_eq!(counts.last(), Some(&1), "{scaled:?}");
+    let top = counts.iter().position(|n| *n == 4).expect("a change to 4");
+    assert!(counts[..=top].windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    assert!(counts[top..].windows(2).all(|w| w[0] > w[1]), "{counts:?}");
     assert!(
-        scaled[2]["Cause"].as_str().unwrap().contains(
-            "policy track: the metric was above the target 70 for 3 minutes"
-        ),
-        "{}",
-        scaled[2]
-    );
-    assert!(
-        scaled[0]["Cause"].as_str().unwrap().contains("for 15 minutes"),
+        scaled[0]["Cause"]
+            .as_str()
+            .unwrap()
+            .contains("policy track: the metric was above the target 70 for 3 minutes"),
         "{}",
         scaled[0]
+    );
+    assert!(
+        scaled.last().unwrap()["Cause"].as_str().unwrap().contains("for 15 minutes"),
+        "{}",
+        scaled.last().unwrap()
     );
     let all = activities(&server, "ramp", true);
     let at_max = all
@@ -292,7 +297,7 @@ fn scaling_pauses_during_a_deployment_and_resumes_after() {
         json!({ "EndpointName": "deploying", "EndpointConfigName": "deploying-v2",
                 "DeploymentConfig": { "BlueGreenUpdatePolicy": {
                     "TrafficRoutingConfiguration": {
-                        "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 4 } } } }),
+                        "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 8 } } } }),
     );
     eventually(Duration::from_secs(20), "the deployment to bake", || {
         let d = server.describe_endpoint("deploying");

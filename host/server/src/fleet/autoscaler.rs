@@ -26,7 +26,7 @@ use crate::state::scaling::TargetKey;
 use crate::state::store::ActivityKind;
 use futures::FutureExt;
 use plinth_policy::autoscaling::{
-    self, Compiled, Dimension, NotScaled, PolicyMetric, ScalableTarget,
+    self, Compiled, Dimension, NotScaled, PolicyMetric, ResourceId, ScalableTarget,
 };
 use plinth_policy::capacity::{Change, ServerlessUpdate};
 use plinth_policy::metric_alarm::Stats;
@@ -44,6 +44,7 @@ const TICKS_PER_MINUTE: u64 = 6;
 pub(crate) async fn run(state: Arc<Fleet>, minute: Duration) {
     let minute_seconds = minute.as_secs().clamp(1, 60);
     let mut controller = Controller::new(minute_seconds, current_second());
+    controller.resume(&state);
     let mut tick = tokio::time::interval(Duration::from_millis(
         minute_seconds * 1000 / TICKS_PER_MINUTE,
     ));
@@ -62,6 +63,17 @@ pub(crate) async fn run(state: Arc<Fleet>, minute: Duration) {
     }
 }
 
+/// A policy's datapoints' key: its target, its name and its metric.
+type HistoryKey = (TargetKey, String, String);
+
+fn history_key(key: &TargetKey, name: &str, compiled: &Compiled) -> HistoryKey {
+    (
+        key.clone(),
+        name.to_owned(),
+        format!("{:?}", compiled.metric),
+    )
+}
+
 /// A change started and not yet settled.
 struct Pending {
     seq: i64,
@@ -74,8 +86,16 @@ struct Controller {
     minute_seconds: u64,
     /// The first second (on `recent.rs`' clock) of the minute being recorded.
     minute_start: u64,
-    /// Each policy's datapoints, oldest first, at most [`LOW_DATAPOINTS`].
-    history: HashMap<(TargetKey, String), VecDeque<Option<f64>>>,
+    /// Minutes recorded since the controller started.
+    minutes_done: u64,
+    /// Each policy's datapoints, oldest first, at most [`LOW_DATAPOINTS`], by target, policy
+    /// name and metric (a policy put again with another metric starts afresh).
+    history: HashMap<HistoryKey, VecDeque<Option<f64>>>,
+    /// The minute (of `minutes_done`) each target last acted in: a target acts at most once
+    /// on the same datapoints.
+    acted: HashMap<TargetKey, u64>,
+    /// The description of each target's last failed change, recorded once until it changes.
+    failed: HashMap<TargetKey, String>,
     /// When each target last scaled, in the controller's seconds (see [`Controller::seconds`]).
     last: HashMap<TargetKey, LastActivity>,
     pending: HashMap<TargetKey, Pending>,
@@ -95,7 +115,10 @@ impl Controller {
         Self {
             minute_seconds,
             minute_start: now_second,
+            minutes_done: 0,
             history: HashMap::new(),
+            acted: HashMap::new(),
+            failed: HashMap::new(),
             last: HashMap::new(),
             pending: HashMap::new(),
             not_scaled: HashMap::new(),
@@ -106,6 +129,38 @@ impl Controller {
     /// that cooldowns given in seconds count in the controller's minutes.
     fn seconds(&self, epoch: f64) -> u64 {
         (epoch * 60.0 / self.minute_seconds as f64) as u64
+    }
+
+    /// Take back the changes a restart interrupted: each settles, as any other, once its
+    /// endpoint is restored (with the capacity it was committed with, or not).
+    fn resume(&mut self, state: &Fleet) {
+        let interrupted = match state.stored.store.activities_in_progress() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "the scaling activities in progress could not be read");
+                return;
+            }
+        };
+        for (seq, resource_id, dimension, activity) in interrupted {
+            let key = ResourceId::parse(&resource_id)
+                .ok()
+                .zip(Dimension::from_name(&dimension));
+            // "Setting desired instance count to 3."
+            let wanted = activity["Description"]
+                .as_str()
+                .and_then(|d| d.trim_end_matches('.').rsplit(' ').next())
+                .and_then(|n| n.parse::<u32>().ok());
+            if let (Some(key), Some(wanted)) = (key, wanted) {
+                self.pending.insert(
+                    key,
+                    Pending {
+                        seq,
+                        activity,
+                        wanted,
+                    },
+                );
+            }
+        }
     }
 
     async fn step(&mut self, state: &Arc<Fleet>) {
@@ -125,10 +180,13 @@ impl Controller {
                 })
                 .collect()
         };
-        self.history.retain(|(key, name), _| {
-            targets
-                .iter()
-                .any(|t| t.key == *key && t.policies.iter().any(|(n, _)| n == name))
+        self.history.retain(|k, _| {
+            targets.iter().any(|t| {
+                t.key == k.0
+                    && t.policies
+                        .iter()
+                        .any(|(n, c)| history_key(&t.key, n, c) == *k)
+            })
         });
         self.not_scaled
             .retain(|key, _| targets.iter().any(|t| t.key == *key));
@@ -153,7 +211,7 @@ impl Controller {
                     );
                     let minutes = self
                         .history
-                        .entry((t.key.clone(), name.clone()))
+                        .entry(history_key(&t.key, name, compiled))
                         .or_default();
                     minutes.push_back(datapoint);
                     while minutes.len() > LOW_DATAPOINTS {
@@ -162,6 +220,7 @@ impl Controller {
                 }
             }
             self.minute_start += self.minute_seconds;
+            self.minutes_done += 1;
         }
 
         self.settle(state);
@@ -197,14 +256,23 @@ impl Controller {
                     p.wanted
                 ));
             } else {
-                let reason = state
-                    .endpoints
-                    .get(&key.0.endpoint)
-                    .and_then(|e| e.failure_reason.clone())
-                    .unwrap_or_else(|| "the endpoint or variant is gone".to_owned());
-                p.activity["StatusCode"] = json!("Failed");
-                p.activity["StatusMessage"] =
-                    json!(format!("Failed to set {what} to {}: {reason}", p.wanted));
+                let endpoint = state.endpoints.get(&key.0.endpoint);
+                match (capacity, endpoint.and_then(|e| e.failure_reason.clone())) {
+                    (Some(capacity), None) => {
+                        p.activity["StatusCode"] = json!("Overridden");
+                        p.activity["StatusMessage"] = json!(format!(
+                            "Another change set the {what} to {capacity} before this one \
+                             completed"
+                        ));
+                    }
+                    (_, reason) => {
+                        let reason =
+                            reason.unwrap_or_else(|| "the endpoint or variant is gone".to_owned());
+                        p.activity["StatusCode"] = json!("Failed");
+                        p.activity["StatusMessage"] =
+                            json!(format!("Failed to set {what} to {}: {reason}", p.wanted));
+                    }
+                }
             }
             p.activity["EndTime"] = json!(crate::state::now());
             tracing::info!(
@@ -279,6 +347,14 @@ impl Controller {
         if !serving_steadily(&endpoint) {
             return;
         }
+        // Once a target has acted, it waits for a datapoint the change could affect.
+        if self
+            .acted
+            .get(&t.key)
+            .is_some_and(|m| *m >= self.minutes_done)
+        {
+            return;
+        }
         let bounds = t.target.bounds();
         let last = self.last_activity(state, &t.key);
         let decision = match target_tracking::out_of_bounds(bounds, capacity) {
@@ -288,10 +364,10 @@ impl Controller {
             },
             _ => {
                 let empty = VecDeque::new();
-                let minutes = |name: &String| -> Vec<Option<f64>> {
+                let minutes = |name: &String, c: &Compiled| -> Vec<Option<f64>> {
                     let m = self
                         .history
-                        .get(&(t.key.clone(), name.clone()))
+                        .get(&history_key(&t.key, name, c))
                         .unwrap_or(&empty);
                     m.iter().copied().collect()
                 };
@@ -303,7 +379,7 @@ impl Controller {
                             &c.tracking,
                             bounds,
                             capacity,
-                            &minutes(name),
+                            &minutes(name, c),
                             now,
                             last,
                         ) {
@@ -317,7 +393,7 @@ impl Controller {
                     .collect();
                 let decision = autoscaling::combine(&decisions, capacity, t.target.suspended_state);
                 let reason = t.policies.iter().find_map(|(name, c)| {
-                    autoscaling::not_scaled(&c.tracking, bounds, capacity, &minutes(name))
+                    autoscaling::not_scaled(&c.tracking, bounds, capacity, &minutes(name, c))
                         .map(|r| (name.clone(), r))
                 });
                 if decision == Decision::Hold {
@@ -389,28 +465,26 @@ impl Controller {
     ) {
         let (resource, dimension) = key;
         let _exclusive = state.changes.lock().await;
-        // What the decision saw may have changed while it waited for the lock.
+        // What the decision saw may have changed while it waited for the lock: the
+        // endpoint, or the target (deregistered, or new bounds).
         match current(state, key) {
             Some((endpoint, capacity)) if capacity == from && serving_steadily(&endpoint) => {}
             _ => return,
         }
+        let within = state
+            .stored
+            .scaling()
+            .targets
+            .get(key)
+            .is_some_and(|t| (t.target.min_capacity..=t.target.max_capacity).contains(&to));
+        if !within {
+            return;
+        }
+        self.acted.insert(key.clone(), self.minutes_done);
         let kind = if to > from {
             ActivityKind::ScaleOut
         } else {
             ActivityKind::ScaleIn
-        };
-        let mut activity = json!({
-            "ActivityId": uuid::Uuid::new_v4().to_string(),
-            "ServiceNamespace": autoscaling::NAMESPACE,
-            "ResourceId": resource.to_string(),
-            "ScalableDimension": dimension.as_str(),
-            "Description": format!("Setting {} to {to}.", what(*dimension)),
-            "Cause": cause,
-            "StartTime": crate::state::now(),
-            "StatusCode": "InProgress",
-        });
-        let Some(seq) = self.write(state, None, key, kind, &activity) else {
-            return;
         };
         // A change counts for the cooldowns whether or not it succeeds, so that a failing
         // one is not retried at every step.
@@ -420,26 +494,40 @@ impl Controller {
             _ => last.scale_in = Some(now),
         }
         self.not_scaled.remove(key);
-        let change = match dimension {
-            Dimension::InstanceCount => Change {
-                variant: resource.variant.clone(),
-                weight: None,
-                instance_count: Some(i64::from(to)),
-                serverless: None,
-            },
-            Dimension::ProvisionedConcurrency => Change {
-                variant: resource.variant.clone(),
-                weight: None,
-                instance_count: None,
-                serverless: Some(ServerlessUpdate {
-                    max_concurrency: None,
-                    provisioned_concurrency: Some(i64::from(to)),
-                }),
-            },
-        };
+        let description = format!("Setting {} to {to}.", what(*dimension));
+        let mut activity = json!({
+            "ActivityId": uuid::Uuid::new_v4().to_string(),
+            "ServiceNamespace": autoscaling::NAMESPACE,
+            "ResourceId": resource.to_string(),
+            "ScalableDimension": dimension.as_str(),
+            "Description": description,
+            "Cause": cause,
+            "StartTime": crate::state::now(),
+            "StatusCode": "InProgress",
+        });
         tracing::info!(endpoint = %resource.endpoint, variant = %resource.variant, dimension = %dimension, from, to, cause = %activity["Cause"], "scaling");
-        match deploy::update_weights_and_capacities(state, &resource.endpoint, &[change]) {
-            Ok(()) => {
+        // The same change failed last time: tried again (once a minute), recorded only if it
+        // starts this time.
+        let repeat = self.failed.get(key).is_some_and(|d| *d == description);
+        let mut seq = None;
+        if !repeat {
+            seq = self.write(state, None, key, kind, &activity);
+            if seq.is_none() {
+                return;
+            }
+        }
+        let result =
+            deploy::update_weights_and_capacities(state, &resource.endpoint, &[change_of(key, to)]);
+        match (result, seq) {
+            (Ok(()), seq) => {
+                self.failed.remove(key);
+                let seq = match seq {
+                    Some(seq) => seq,
+                    None => match self.write(state, None, key, kind, &activity) {
+                        Some(seq) => seq,
+                        None => return,
+                    },
+                };
                 self.pending.insert(
                     key.clone(),
                     Pending {
@@ -449,15 +537,41 @@ impl Controller {
                     },
                 );
             }
-            Err(e) => {
+            (Err(e), None) => {
+                tracing::debug!(endpoint = %resource.endpoint, variant = %resource.variant, error = %e, "scaling failed again");
+            }
+            (Err(e), Some(seq)) => {
+                tracing::warn!(endpoint = %resource.endpoint, variant = %resource.variant, error = %e, "scaling failed");
                 activity["StatusCode"] = json!("Failed");
                 activity["StatusMessage"] =
                     json!(format!("Failed to set {} to {to}: {e}", what(*dimension)));
                 activity["EndTime"] = json!(crate::state::now());
-                tracing::warn!(endpoint = %resource.endpoint, variant = %resource.variant, error = %e, "scaling failed");
+                self.failed.insert(key.clone(), description);
                 self.write(state, Some(seq), key, kind, &activity);
             }
         }
+    }
+}
+
+/// The change that sets `key`'s capacity to `to`.
+fn change_of(key: &TargetKey, to: u32) -> Change {
+    let (resource, dimension) = key;
+    match dimension {
+        Dimension::InstanceCount => Change {
+            variant: resource.variant.clone(),
+            weight: None,
+            instance_count: Some(i64::from(to)),
+            serverless: None,
+        },
+        Dimension::ProvisionedConcurrency => Change {
+            variant: resource.variant.clone(),
+            weight: None,
+            instance_count: None,
+            serverless: Some(ServerlessUpdate {
+                max_concurrency: None,
+                provisioned_concurrency: Some(i64::from(to)),
+            }),
+        },
     }
 }
 

@@ -735,6 +735,35 @@ impl Store {
         Ok(out)
     }
 
+    /// The activities still `InProgress` (a restart came before they settled): sequence
+    /// number, resource id, dimension and the activity.
+    pub(crate) fn activities_in_progress(
+        &self,
+    ) -> Result<Vec<(i64, String, String, Value)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, resource_id, dimension, activity FROM scaling_activities \
+             WHERE kind != 'not-scaled' AND activity LIKE '%\"StatusCode\":\"InProgress\"%'",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, resource_id, dimension, text) = row?;
+            let activity: Value = serde_json::from_str(&text)?;
+            if activity["StatusCode"] == "InProgress" {
+                out.push((seq, resource_id, dimension, activity));
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest activity of `kind` on a target: its `StartTime` (epoch seconds).
     pub(crate) fn last_activity(
         &self,
