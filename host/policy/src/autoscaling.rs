@@ -582,6 +582,33 @@ pub fn combine(decisions: &[Decision], capacity: u32, suspended: SuspendedState)
     }
 }
 
+/// UpdateEndpoint's check for a variant under autoscaling, as SageMaker makes it: the update
+/// may change the variant's model, not its instance type. `scaled` are the variants with a
+/// scalable target; `old` and `new` each config's variants with their `InstanceType`.
+pub fn check_update(
+    scaled: &[&str],
+    old: &[(&str, Option<&str>)],
+    new: &[(&str, Option<&str>)],
+) -> Result<(), Invalid> {
+    for variant in scaled {
+        let before = old.iter().find(|(n, _)| n == variant).map(|(_, t)| *t);
+        let after = new.iter().find(|(n, _)| n == variant).map(|(_, t)| *t);
+        if let (Some(before), Some(after)) = (before, after) {
+            if before != after {
+                return Err(Invalid(format!(
+                    "Variant {variant} is a scalable target of Application Auto Scaling, and \
+                     the update changes its InstanceType ({} to {}): delete its scaling \
+                     policies and deregister it (DeregisterScalableTarget) before the update, \
+                     then register it again",
+                    before.unwrap_or("none"),
+                    after.unwrap_or("none")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,6 +984,31 @@ mod tests {
         };
         assert_eq!(combine(&[scale(6)], 4, no_out), Decision::Hold);
         assert_eq!(combine(&[scale(2)], 4, no_out), scale(2));
+    }
+
+    #[test]
+    fn an_update_may_change_a_scaled_variant_s_model_not_its_instance_type() {
+        let old = [("A", Some("ml.m5.large")), ("B", Some("ml.m5.large"))];
+        let same = [("A", Some("ml.m5.large")), ("B", Some("ml.c5.xlarge"))];
+        assert_eq!(check_update(&["A"], &old, &same), Ok(()), "B is not scaled");
+        let e = check_update(&["A", "B"], &old, &same).unwrap_err();
+        assert!(
+            e.0.starts_with(
+                "Variant B is a scalable target of Application Auto Scaling, and \
+                 the update changes its InstanceType (ml.m5.large to ml.c5.xlarge)"
+            ),
+            "{e}"
+        );
+        let dropped = [("A", None)];
+        assert!(
+            check_update(&["A"], &old, &dropped).is_err(),
+            "a type given, then none"
+        );
+        assert_eq!(
+            check_update(&["B"], &old, &dropped),
+            Ok(()),
+            "B leaves the endpoint"
+        );
     }
 
     #[test]

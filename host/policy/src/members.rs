@@ -766,6 +766,8 @@ const SCALABLE_DIMENSION: Member = served("ScalableDimension").one_of(&[
 
 /// `MaxResults` of Application Auto Scaling's Describe operations (its documented 1 to 50).
 const AUTOSCALING_MAX_RESULTS: Member = served("MaxResults").int(1, 50);
+/// DescribeScalingPolicies' `MaxResults` (its documented 1 to 10).
+const POLICIES_MAX_RESULTS: Member = served("MaxResults").int(1, 10);
 
 /// The longest `ScaleOutCooldown` and `ScaleInCooldown`.
 const MAX_COOLDOWN: i64 = crate::target_tracking::MAX_COOLDOWN_SECONDS as i64;
@@ -874,7 +876,7 @@ const DESCRIBE_SCALING_POLICIES: Shape = Shape {
         SERVICE_NAMESPACE,
         served("ResourceId"),
         SCALABLE_DIMENSION,
-        AUTOSCALING_MAX_RESULTS,
+        POLICIES_MAX_RESULTS,
         served("NextToken"),
     ],
 };

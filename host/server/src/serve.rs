@@ -196,6 +196,22 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     )))
 }
 
+/// A fleet on an in-memory store, with its own artifacts directory (kept as long as the
+/// directory is), for the unit tests.
+#[cfg(test)]
+pub(crate) async fn in_memory_fleet() -> (Arc<Fleet>, tempfile::TempDir) {
+    let artifacts = tempfile::tempdir().unwrap();
+    let server = start(
+        StateLocation::InMemory {
+            artifacts: artifacts.path().to_path_buf(),
+        },
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    (server.fleet.clone(), artifacts)
+}
+
 /// `plinth serve`: start, apply the deployment file, listen until SIGINT or SIGTERM, then
 /// stop accepting, finish the requests in flight (up to the drain deadline) and write the
 /// experiments' ledger before returning. The stored endpoints are restored in the

@@ -23,7 +23,7 @@ use super::deployer::Fleet;
 use super::recent::current_second;
 use super::table::{EndpointSnapshot, EndpointStatus};
 use crate::state::scaling::TargetKey;
-use crate::state::store::ActivityKind;
+use crate::state::store::{ActivityKind, StoredActivity};
 use futures::FutureExt;
 use plinth_policy::autoscaling::{
     self, Compiled, Dimension, NotScaled, PolicyMetric, ResourceId, ScalableTarget,
@@ -79,6 +79,7 @@ struct Pending {
     seq: i64,
     activity: Value,
     wanted: u32,
+    kind: ActivityKind,
 }
 
 /// What the controller remembers between steps.
@@ -141,7 +142,14 @@ impl Controller {
                 return;
             }
         };
-        for (seq, resource_id, dimension, activity) in interrupted {
+        for StoredActivity {
+            seq,
+            resource_id,
+            dimension,
+            kind,
+            activity,
+        } in interrupted
+        {
             let key = ResourceId::parse(&resource_id)
                 .ok()
                 .zip(Dimension::from_name(&dimension));
@@ -157,6 +165,7 @@ impl Controller {
                         seq,
                         activity,
                         wanted,
+                        kind,
                     },
                 );
             }
@@ -249,6 +258,13 @@ impl Controller {
             };
             let what = what(key.1);
             let capacity = current(state, &key).map(|(_, c)| c);
+            // Cooldowns count from when an activity completes.
+            let now = self.seconds(crate::state::now());
+            let last = self.last.entry(key.clone()).or_default();
+            match p.kind {
+                ActivityKind::ScaleIn => last.scale_in = Some(now),
+                _ => last.scale_out = Some(now),
+            }
             if capacity == Some(p.wanted) {
                 p.activity["StatusCode"] = json!("Successful");
                 p.activity["StatusMessage"] = json!(format!(
@@ -281,13 +297,7 @@ impl Controller {
                 status = %p.activity["StatusCode"],
                 "scaling activity finished"
             );
-            self.write(
-                state,
-                Some(p.seq),
-                &key,
-                ActivityKind::ScaleOut,
-                &p.activity,
-            );
+            self.write(state, Some(p.seq), &key, p.kind, &p.activity);
         }
     }
 
@@ -534,6 +544,7 @@ impl Controller {
                         seq,
                         activity,
                         wanted: to,
+                        kind,
                     },
                 );
             }
@@ -640,4 +651,171 @@ fn datapoint(
         _ => capacity?,
     };
     metric.datapoint(&stats, capacity, minute_seconds as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Instant;
+
+    /// A server in memory with endpoint `e` (variant `A`, one echo instance).
+    async fn fleet() -> (Arc<Fleet>, tempfile::TempDir) {
+        let (fleet, artifacts) = crate::serve::in_memory_fleet().await;
+        for (operation, input) in [
+            (
+                "CreateModel",
+                json!({"ModelName": "echo", "PrimaryContainer": {"Image": plinth_tests::ECHO_WASM}}),
+            ),
+            (
+                "CreateEndpointConfig",
+                json!({"EndpointConfigName": "c", "ProductionVariants": [
+                    {"VariantName": "A", "ModelName": "echo", "InitialInstanceCount": 1}]}),
+            ),
+            (
+                "CreateEndpoint",
+                json!({"EndpointName": "e", "EndpointConfigName": "c"}),
+            ),
+        ] {
+            call(&fleet, operation, input).await;
+        }
+        settled(&fleet).await;
+        (fleet, artifacts)
+    }
+
+    async fn call(fleet: &Arc<Fleet>, operation: &str, input: Value) -> Value {
+        let result = if operation.contains("Scal") {
+            crate::ops::autoscaling::call(fleet, operation, input.clone()).await
+        } else {
+            crate::ops::call(fleet, operation, input.clone()).await
+        };
+        result.unwrap_or_else(|e| panic!("{operation} {input}: {}", e.message()))
+    }
+
+    async fn settled(fleet: &Fleet) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fleet
+            .endpoints
+            .get("e")
+            .is_none_or(|e| e.status.in_progress())
+        {
+            assert!(Instant::now() < deadline, "e never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn key() -> TargetKey {
+        (
+            ResourceId::parse("endpoint/e/variant/A").unwrap(),
+            Dimension::InstanceCount,
+        )
+    }
+
+    fn capacity(fleet: &Fleet) -> u32 {
+        current(fleet, &key()).unwrap().1
+    }
+
+    fn activities(fleet: &Fleet) -> Vec<Value> {
+        fleet
+            .stored
+            .store
+            .activities(None, None, true, i64::MAX, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    /// Activities a restart interrupted settle once their endpoint is back: successful where
+    /// the capacity is what they set, failed where the endpoint is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn activities_a_restart_interrupted_are_settled() {
+        let (fleet, _dir) = fleet().await;
+        for (resource, wanted) in [("endpoint/e/variant/A", 1), ("endpoint/gone/variant/A", 2)] {
+            let activity = json!({
+                "ActivityId": resource, "ServiceNamespace": "sagemaker", "ResourceId": resource,
+                "ScalableDimension": Dimension::InstanceCount.as_str(),
+                "Description": format!("Setting desired instance count to {wanted}."),
+                "Cause": "a test", "StartTime": 1.0, "StatusCode": "InProgress",
+            });
+            fleet
+                .stored
+                .store
+                .put_activity(
+                    None,
+                    resource,
+                    Dimension::InstanceCount.as_str(),
+                    ActivityKind::ScaleOut,
+                    &activity,
+                )
+                .unwrap();
+        }
+        let mut controller = Controller::new(60, current_second());
+        controller.resume(&fleet);
+        assert_eq!(controller.pending.len(), 2);
+        controller.step(&fleet).await;
+        let statuses: Vec<(String, String)> = activities(&fleet)
+            .iter()
+            .map(|a| {
+                assert!(a["EndTime"].is_number(), "{a}");
+                (
+                    a["ResourceId"].as_str().unwrap().to_string(),
+                    a["StatusCode"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                ("endpoint/gone/variant/A".to_string(), "Failed".to_string()),
+                ("endpoint/e/variant/A".to_string(), "Successful".to_string()),
+            ]
+        );
+        assert!(controller.pending.is_empty());
+    }
+
+    /// With no cooldown, a target acts once on a minute's datapoints: the next change waits
+    /// for a datapoint taken at the new capacity, rather than multiplying the same one again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_target_acts_once_on_the_same_datapoints() {
+        let (fleet, _dir) = fleet().await;
+        let target = json!({"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/e/variant/A",
+                            "ScalableDimension": Dimension::InstanceCount.as_str()});
+        let mut register = target.clone();
+        register["MinCapacity"] = json!(1);
+        register["MaxCapacity"] = json!(20);
+        call(&fleet, "RegisterScalableTarget", register).await;
+        let mut policy = target.clone();
+        policy["PolicyName"] = json!("p");
+        policy["PolicyType"] = json!("TargetTrackingScaling");
+        policy["TargetTrackingScalingPolicyConfiguration"] = json!({
+            "TargetValue": 70.0, "ScaleOutCooldown": 0, "ScaleInCooldown": 0,
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}});
+        call(&fleet, "PutScalingPolicy", policy).await;
+        // A 60-second minute: no minute ends during the test, so the datapoints are these.
+        let mut controller = Controller::new(60, current_second());
+        let compiled = fleet.stored.scaling().targets[&key()].policies["p"]
+            .compiled
+            .clone()
+            .unwrap();
+        controller.history.insert(
+            history_key(&key(), "p", &compiled),
+            VecDeque::from(vec![Some(200.0); 3]),
+        );
+        controller.step(&fleet).await;
+        assert_eq!(capacity(&fleet), 3, "ceil(1 x 200 / 70)");
+        for _ in 0..5 {
+            settled(&fleet).await;
+            controller.step(&fleet).await;
+        }
+        assert_eq!(
+            capacity(&fleet),
+            3,
+            "not ceil(3 x 200 / 70) on the same minute"
+        );
+        let recorded = activities(&fleet);
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0]["StatusCode"], "Successful", "{recorded:?}");
+    }
 }

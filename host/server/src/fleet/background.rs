@@ -143,16 +143,7 @@ mod tests {
     /// A fleet on an in-memory store with model `echo` and configs `one` (variant A) and
     /// `two` (variant B), one instance each.
     async fn fleet() -> (Arc<Fleet>, tempfile::TempDir) {
-        let artifacts = tempfile::tempdir().unwrap();
-        let server = crate::serve::start(
-            crate::serve::StateLocation::InMemory {
-                artifacts: artifacts.path().to_path_buf(),
-            },
-            crate::serve::Settings::default(),
-        )
-        .await
-        .unwrap();
-        let fleet = server.fleet.clone();
+        let (fleet, artifacts) = crate::serve::in_memory_fleet().await;
         call(
             &fleet,
             "CreateModel",

@@ -24,6 +24,8 @@ const SERVICE_LINKED_ROLE: &str = "arn:aws:iam::123456789012:role/aws-service-ro
 
 /// `MaxResults` when a Describe gives none (and its largest value).
 const PAGE: usize = 50;
+/// DescribeScalingPolicies' `MaxResults` when it gives none (and its largest value).
+const POLICIES_PAGE: usize = 10;
 
 /// Run one Application Auto Scaling operation: the member check, then the operation;
 /// changes are serialised with every other change to endpoints.
@@ -92,6 +94,22 @@ impl TargetInput {
         let resource = ResourceId::parse(&self.resource_id).map_err(|e| validation(e.0))?;
         let dimension = dimension(&self.scalable_dimension)?;
         Ok((resource, dimension))
+    }
+}
+
+/// A Describe's `ScalableDimension`, which needs the resource it belongs to (`resource`,
+/// named `member`), as Application Auto Scaling has it.
+fn dimension_of(
+    name: Option<&str>,
+    resource: bool,
+    member: &str,
+) -> Result<Option<Dimension>, ApiError> {
+    match name {
+        None => Ok(None),
+        Some(_) if !resource => Err(validation(format!(
+            "ScalableDimension needs {member}: give the resource the dimension belongs to"
+        ))),
+        Some(name) => dimension(name).map(Some),
     }
 }
 
@@ -266,11 +284,11 @@ fn target_output(record: &TargetRecord) -> Result<Value, ApiError> {
 /// DescribeScalableTargets: the registered targets, by resource id and dimension.
 fn describe_scalable_targets(state: &Fleet, input: Value) -> Result<Value, ApiError> {
     let input: DescribeTargetsInput = parse(input)?;
-    let dimension = input
-        .scalable_dimension
-        .as_deref()
-        .map(dimension)
-        .transpose()?;
+    let dimension = dimension_of(
+        input.scalable_dimension.as_deref(),
+        input.resource_ids.is_some(),
+        "ResourceIds",
+    )?;
     if input
         .resource_ids
         .as_ref()
@@ -375,11 +393,11 @@ struct DescribePoliciesInput {
 /// DescribeScalingPolicies: the policies, by name, resource id and dimension.
 fn describe_scaling_policies(state: &Fleet, input: Value) -> Result<Value, ApiError> {
     let input: DescribePoliciesInput = parse(input)?;
-    let dimension = input
-        .scalable_dimension
-        .as_deref()
-        .map(dimension)
-        .transpose()?;
+    let dimension = dimension_of(
+        input.scalable_dimension.as_deref(),
+        input.resource_id.is_some(),
+        "ResourceId",
+    )?;
     if input.policy_names.as_ref().is_some_and(|n| n.len() > PAGE) {
         return Err(validation(format!(
             "PolicyNames may name at most {PAGE} policies"
@@ -411,7 +429,8 @@ fn describe_scaling_policies(state: &Fleet, input: Value) -> Result<Value, ApiEr
             policies.push(out);
         }
     }
-    let (policies, next) = page(policies, input.next_token.as_deref(), input.max_results)?;
+    let max = Some(input.max_results.unwrap_or(POLICIES_PAGE));
+    let (policies, next) = page(policies, input.next_token.as_deref(), max)?;
     let mut out = json!({ "ScalingPolicies": policies });
     if let Some(next) = next {
         out["NextToken"] = json!(next);
@@ -458,14 +477,11 @@ struct DescribeActivitiesInput {
 /// DescribeScalingActivities: newest first, paged by sequence number.
 fn describe_scaling_activities(state: &Fleet, input: Value) -> Result<Value, ApiError> {
     let input: DescribeActivitiesInput = parse(input)?;
-    if input.scalable_dimension.is_some() && input.resource_id.is_none() {
-        return Err(validation(
-            "ScalableDimension needs ResourceId: give the resource the dimension belongs to",
-        ));
-    }
-    if let Some(d) = &input.scalable_dimension {
-        dimension(d)?;
-    }
+    dimension_of(
+        input.scalable_dimension.as_deref(),
+        input.resource_id.is_some(),
+        "ResourceId",
+    )?;
     let before = match &input.next_token {
         None => i64::MAX,
         Some(t) => t

@@ -66,6 +66,7 @@ struct UpdateEndpointInput {
 pub(crate) fn update_endpoint(state: &Arc<Fleet>, input: Value) -> Result<Value, ApiError> {
     let input: UpdateEndpointInput = parse(input)?;
     let deployment = deployment_config(input.deployment_config)?;
+    check_scaled_variants(state, &input.endpoint_name, &input.endpoint_config_name)?;
     deploy::update_endpoint(
         state,
         &input.endpoint_name,
@@ -76,9 +77,54 @@ pub(crate) fn update_endpoint(state: &Arc<Fleet>, input: Value) -> Result<Value,
     Ok(json!({ "EndpointArn": arn("endpoint", &input.endpoint_name) }))
 }
 
+/// UpdateEndpoint may not change the instance type of a variant under autoscaling
+/// ([`plinth_policy::autoscaling::check_update`]).
+fn check_scaled_variants(state: &Fleet, endpoint: &str, config: &str) -> Result<(), ApiError> {
+    let scaled: Vec<String> = state
+        .stored
+        .scaling()
+        .targets_of(endpoint)
+        .into_iter()
+        .map(|(r, _)| r.variant)
+        .collect();
+    if scaled.is_empty() {
+        return Ok(());
+    }
+    let Some(current) = state.endpoints.get(endpoint) else {
+        return Ok(());
+    };
+    let catalog = state.catalog();
+    let types = |name: &str| -> Vec<(String, Option<String>)> {
+        catalog.configs.get(name).map_or_else(Vec::new, |c| {
+            c.definition
+                .production_variants
+                .iter()
+                .map(|v| (v.variant_name.clone(), v.instance_type.clone()))
+                .collect()
+        })
+    };
+    let (old, new) = (types(&current.config_name), types(config));
+    fn refs(v: &[(String, Option<String>)]) -> Vec<(&str, Option<&str>)> {
+        v.iter().map(|(n, t)| (n.as_str(), t.as_deref())).collect()
+    }
+    let scaled: Vec<&str> = scaled.iter().map(String::as_str).collect();
+    plinth_policy::autoscaling::check_update(&scaled, &refs(&old), &refs(&new))
+        .map_err(|e| validation(e.0))
+}
+
+/// DeleteEndpoint; Application Auto Scaling's targets on its variants are deregistered with
+/// it, as SageMaker does.
 pub(crate) fn delete_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
     let input: EndpointNameInput = parse(input)?;
     deploy::delete_endpoint(state, &input.endpoint_name)?;
+    let deregistered = state
+        .stored
+        .scaling()
+        .delete_endpoint_targets(&state.stored.store, &input.endpoint_name)
+        .map_err(internal)?;
+    if deregistered > 0 {
+        tracing::info!(endpoint = %input.endpoint_name, deregistered, "the endpoint's scalable targets were deregistered with it");
+    }
     Ok(json!({}))
 }
 

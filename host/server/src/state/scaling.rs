@@ -116,6 +116,28 @@ impl Scaling {
         Ok(self.targets.remove(key).is_some())
     }
 
+    /// The targets on `endpoint`'s variants.
+    pub(crate) fn targets_of(&self, endpoint: &str) -> Vec<TargetKey> {
+        self.targets
+            .keys()
+            .filter(|(r, _)| r.endpoint == endpoint)
+            .cloned()
+            .collect()
+    }
+
+    /// Deregister every target on `endpoint`'s variants (it is deleted); how many there were.
+    pub(crate) fn delete_endpoint_targets(
+        &mut self,
+        store: &Store,
+        endpoint: &str,
+    ) -> Result<usize, StoreError> {
+        let keys = self.targets_of(endpoint);
+        for key in &keys {
+            self.delete_target(store, key)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Put a checked policy on its (registered) target, replacing one of the same name.
     pub(crate) fn put_policy(
         &mut self,

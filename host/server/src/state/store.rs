@@ -230,6 +230,16 @@ pub(crate) struct ScalingRows {
     pub(crate) policies: Vec<ScalingRow>,
 }
 
+/// A scaling activity as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredActivity {
+    pub(crate) seq: i64,
+    pub(crate) resource_id: String,
+    pub(crate) dimension: String,
+    pub(crate) kind: ActivityKind,
+    pub(crate) activity: Value,
+}
+
 /// What a scaling activity did: the controller reads the last of each kind for its
 /// cooldowns; DescribeScalingActivities leaves `NotScaled` out unless asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -735,14 +745,11 @@ impl Store {
         Ok(out)
     }
 
-    /// The activities still `InProgress` (a restart came before they settled): sequence
-    /// number, resource id, dimension and the activity.
-    pub(crate) fn activities_in_progress(
-        &self,
-    ) -> Result<Vec<(i64, String, String, Value)>, StoreError> {
+    /// The activities still `InProgress` (a restart came before they settled).
+    pub(crate) fn activities_in_progress(&self) -> Result<Vec<StoredActivity>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT seq, resource_id, dimension, activity FROM scaling_activities \
+            "SELECT seq, resource_id, dimension, kind, activity FROM scaling_activities \
              WHERE kind != 'not-scaled' AND activity LIKE '%\"StatusCode\":\"InProgress\"%'",
         )?;
         let rows = statement.query_map([], |r| {
@@ -751,20 +758,33 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, resource_id, dimension, text) = row?;
+            let (seq, resource_id, dimension, kind, text) = row?;
             let activity: Value = serde_json::from_str(&text)?;
+            let kind = if kind == ActivityKind::ScaleIn.as_str() {
+                ActivityKind::ScaleIn
+            } else {
+                ActivityKind::ScaleOut
+            };
             if activity["StatusCode"] == "InProgress" {
-                out.push((seq, resource_id, dimension, activity));
+                out.push(StoredActivity {
+                    seq,
+                    resource_id,
+                    dimension,
+                    kind,
+                    activity,
+                });
             }
         }
         Ok(out)
     }
 
-    /// The newest activity of `kind` on a target: its `StartTime` (epoch seconds).
+    /// The newest activity of `kind` on a target: when it ended (`EndTime`), or started if it
+    /// has not (epoch seconds).
     pub(crate) fn last_activity(
         &self,
         resource_id: &str,
@@ -785,7 +805,9 @@ impl Store {
             return Ok(None);
         };
         let activity: Value = serde_json::from_str(&text)?;
-        Ok(activity["StartTime"].as_f64())
+        Ok(activity["EndTime"]
+            .as_f64()
+            .or_else(|| activity["StartTime"].as_f64()))
     }
 
     /// An endpoint's record, if there is one.
