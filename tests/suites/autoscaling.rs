@@ -10,14 +10,18 @@
 //!   restart;
 //! - scaling paused during a deployment and resumed after it;
 //! - a serverless variant's provisioned concurrency scaled on
-//!   `SageMakerVariantProvisionedConcurrencyUtilization`.
+//!   `SageMakerVariantProvisionedConcurrencyUtilization`;
+//! - `plinth api` calling Application Auto Scaling's operations on a server that requires
+//!   signatures (signed for `application-autoscaling`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use plinth_tests::{Options, Server, ECHO_WASM, FAULTS_WASM};
+use plinth_tests::{
+    credentials_toml, expect_success, run_cli, Options, Server, ECHO_WASM, FAULTS_WASM,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
@@ -367,4 +371,55 @@ fn provisioned_concurrency_follows_its_utilization() {
         "{scaled:?}"
     );
     assert_eq!(scaled[0]["ScalableDimension"], PROVISIONED);
+}
+
+/// `plinth api` names Application Auto Scaling's operations with their own `X-Amz-Target`
+/// and signs them for `application-autoscaling`, as boto3 does.
+#[test]
+fn plinth_api_signs_autoscaling_operations_for_their_service() {
+    let server = Server::start_with(
+        BIN,
+        Options {
+            credentials: Some(credentials_toml("AKIDSCALE", "scale-secret")),
+            ..Options::default()
+        },
+    );
+    let api = |operation: &str, input: Value| {
+        let input = input.to_string();
+        let output = run_cli(
+            BIN,
+            &["api", operation, &input, "--endpoint-url", server.url()],
+            Some(("AKIDSCALE", "scale-secret")),
+        );
+        let text = expect_success(&output, operation);
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{operation}: {e}: {text}"))
+    };
+    api(
+        "CreateModel",
+        json!({ "ModelName": "signed", "PrimaryContainer": { "Image": ECHO_WASM } }),
+    );
+    api(
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": "signed", "ProductionVariants": [
+            { "VariantName": "AllTraffic", "ModelName": "signed", "InitialInstanceCount": 1 }] }),
+    );
+    api(
+        "CreateEndpoint",
+        json!({ "EndpointName": "signed", "EndpointConfigName": "signed" }),
+    );
+    eventually(Duration::from_secs(30), "signed InService", || {
+        api("DescribeEndpoint", json!({ "EndpointName": "signed" }))["EndpointStatus"]
+            == "InService"
+    });
+    let registered = api(
+        "RegisterScalableTarget",
+        json!({ "ServiceNamespace": "sagemaker", "ResourceId": resource("signed"),
+                "ScalableDimension": INSTANCES, "MinCapacity": 1, "MaxCapacity": 2 }),
+    );
+    assert!(registered["ScalableTargetARN"].is_string(), "{registered}");
+    let targets = api(
+        "DescribeScalableTargets",
+        json!({ "ServiceNamespace": "sagemaker" }),
+    );
+    assert_eq!(targets["ScalableTargets"][0]["MaxCapacity"], 2, "{targets}");
 }

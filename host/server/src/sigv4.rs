@@ -34,6 +34,16 @@ pub(crate) const SIGNING_SERVICE: &str = "sagemaker";
 /// `AnyScaleFrontendService.<Operation>`.
 const AUTOSCALING_SIGNING_SERVICE: &str = "application-autoscaling";
 const AUTOSCALING_TARGET_PREFIX: &[u8] = b"AnyScaleFrontendService.";
+
+/// The signing name of a request with `X-Amz-Target` `target`: Application Auto Scaling's
+/// for its operations, else SageMaker's.
+fn signing_service(target: Option<&[u8]>) -> &'static str {
+    if target.is_some_and(|t| t.starts_with(AUTOSCALING_TARGET_PREFIX)) {
+        AUTOSCALING_SIGNING_SERVICE
+    } else {
+        SIGNING_SERVICE
+    }
+}
 /// The literal a client puts in `x-amz-content-sha256` (and in the canonical request) when it
 /// does not sign the body.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -280,12 +290,8 @@ impl Verifier {
             )));
         }
         // Application Auto Scaling's requests are signed for its own service name.
-        let service = if self.service == SIGNING_SERVICE
-            && headers
-                .get("x-amz-target")
-                .is_some_and(|t| t.as_bytes().starts_with(AUTOSCALING_TARGET_PREFIX))
-        {
-            AUTOSCALING_SIGNING_SERVICE
+        let service = if self.service == SIGNING_SERVICE {
+            signing_service(headers.get("x-amz-target").map(|t| t.as_bytes()))
         } else {
             self.service.as_str()
         };
@@ -461,7 +467,9 @@ impl AuthError {
     }
 }
 
-/// Sign a request (what the `plinth` CLI and the tests use as a client): returns the headers to
+/// Sign a request (what the `plinth` CLI and the tests use as a client), for `sagemaker`, or
+/// for `application-autoscaling` when its `x-amz-target` names one of Application Auto
+/// Scaling's operations: returns the headers to
 /// add, `x-amz-date` and `authorization` (`x-amz-content-sha256` is not added: botocore does not
 /// add it for sagemaker). Signs `host`, `x-amz-date`, and every header given in `headers` (e.g.
 /// content-type, x-amz-target); entries named host, x-amz-date or authorization are ignored.
@@ -480,10 +488,14 @@ pub(crate) fn sign(
     body: &[u8],
     now: SystemTime,
 ) -> Vec<(String, String)> {
+    let target = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-amz-target"))
+        .map(|(_, value)| value.as_bytes());
     let signer = Signer {
         credential,
         region,
-        service: SIGNING_SERVICE,
+        service: signing_service(target),
     };
     signer.sign(method, host, path_and_query, headers, body, now)
 }

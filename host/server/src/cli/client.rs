@@ -95,7 +95,12 @@ impl Client {
 
 impl Control for Client {
     fn call(&mut self, operation: &str, input: Value) -> Result<Value, CallError> {
-        let target = format!("SageMaker.{operation}");
+        let service = if plinth_policy::members::autoscaling_operations().any(|o| o == operation) {
+            "AnyScaleFrontendService"
+        } else {
+            "SageMaker"
+        };
+        let target = format!("{service}.{operation}");
         let answer = self
             .post(
                 "/",

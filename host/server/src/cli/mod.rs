@@ -101,8 +101,8 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Call any control-plane operation, e.g. `plinth api ListEndpoints '{"MaxResults": 5}'`;
-    /// prints its output.
+    /// Call any control-plane operation (SageMaker's, Plinth's or Application Auto Scaling's),
+    /// e.g. `plinth api ListEndpoints '{"MaxResults": 5}'`; prints its output.
     Api {
         /// The operation, e.g. `DescribeModel`.
         operation: String,
