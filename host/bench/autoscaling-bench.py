@@ -13,8 +13,8 @@ policy asks for ceil(400 / 70) = 6 instances). DescribeEndpoint is polled every 
   Scaling's alarm needs three datapoints above the target: 2 to 3 minutes after a step (the
   minute the step falls in may already be above), plus up to 1/6 minute for the
   controller's evaluation, six times a minute;
-- actuation: from the decision to CurrentInstanceCount reaching it with the endpoint
-  InService (the new instances started, `model_fn` run, the weights published), in ms;
+- actuation: from the capacity change committed to complete, by the endpoint's events (the
+  new instances started with their `model_fn`, the weights published), in ms;
 - the whole: step to serving, in minutes, and its ratio to those 3 minutes.
 
     .venv/bin/python host/bench/autoscaling-bench.py
@@ -114,10 +114,19 @@ def one_round(server, i):
     stop.set()
     for t in threads:
         t.join()
+    # The change itself, from the endpoint's events (millisecond times): the capacity change
+    # committed (the decision) to complete (the new instances started and routed to).
+    events = server.call("ListEndpointEvents",
+                         {"EndpointName": endpoint, "AfterSequence": -20})["Events"]
+    started = [e["EventTime"] for e in events
+               if e["Message"].startswith("Changing weights and instance counts")]
+    done = [e["EventTime"] for e in events if e["Message"] == "Capacity change complete"]
+    if not started or not done:
+        raise SystemExit(f"autoscaling-bench: no capacity change in the events: {events}")
     return {
         "wanted": wanted,
         "decision_minutes": (decided - stepped) / MINUTE,
-        "actuation_ms": (serving - decided) * 1000,
+        "actuation_ms": (done[-1] - started[-1]) * 1000,
         "total_minutes": (serving - stepped) / MINUTE,
     }
 
