@@ -14,7 +14,10 @@ use crate::fleet::variant::LiveVariant;
 use plinth_policy::shadow::{compare, Tolerance};
 use plinth_runtime::{Invocation, InvocationOutput};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -150,7 +153,10 @@ impl Shadow {
                 json!(num as f64 / den as f64)
             }
         };
-        let (succeeded, failed) = (get(&s.succeeded), get(&s.failed));
+        // Successes first (Acquire): the comparisons of every success counted are then in
+        // the loads that follow.
+        let succeeded = s.succeeded.load(Acquire);
+        let failed = get(&s.failed);
         json!({
             "SamplingPercentage": self.sampling * 100.0,
             "Sampled": get(&s.sampled),
@@ -190,17 +196,17 @@ impl Worker {
         crate::fleet::variant::record_invocation(&self.live, &result, started);
         let s = &self.stats;
         let output = match result {
-            Ok(output) => {
-                s.succeeded.fetch_add(1, Relaxed);
-                output
-            }
+            Ok(output) => output,
             Err(e) => {
                 s.failed.fetch_add(1, Relaxed);
                 tracing::debug!(variant = %self.live.name, error = %e, "shadow invocation failed");
                 return;
             }
         };
+        // A success is counted after its comparisons (Release, read with Acquire by the
+        // report), so that a report never counts an invocation whose comparison it lacks.
         let Some(production) = copy.production else {
+            s.succeeded.fetch_add(1, Release);
             return;
         };
         let c = compare(
@@ -223,5 +229,6 @@ impl Worker {
         count(0, Some(c.exact), &s.compared, &s.exact);
         count(1, c.close, &s.close_compared, &s.close);
         count(2, c.argmax, &s.argmax_compared, &s.argmax);
+        s.succeeded.fetch_add(1, Release);
     }
 }
