@@ -21,6 +21,7 @@
 //!   ([`compute_placement`]).
 
 pub mod ab_test;
+pub mod async_inference;
 pub mod autoscaling;
 pub mod bandit;
 pub mod capacity;

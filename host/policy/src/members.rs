@@ -537,6 +537,32 @@ const PLINTH_EXPERIMENT: Shape = Shape {
     ],
 };
 
+const ASYNC_CLIENT_CONFIG: Shape = Shape {
+    name: "AsyncInferenceClientConfig",
+    members: &[served("MaxConcurrentInvocationsPerInstance").int(
+        crate::async_inference::CONCURRENT_INVOCATIONS_PER_INSTANCE.0 as i64,
+        crate::async_inference::CONCURRENT_INVOCATIONS_PER_INSTANCE.1 as i64,
+    )],
+};
+
+const ASYNC_OUTPUT_CONFIG: Shape = Shape {
+    name: "AsyncInferenceOutputConfig",
+    members: &[
+        refused("KmsKeyId"),
+        served("S3OutputPath"),
+        refused("NotificationConfig"),
+        served("S3FailurePath"),
+    ],
+};
+
+const ASYNC_INFERENCE_CONFIG: Shape = Shape {
+    name: "AsyncInferenceConfig",
+    members: &[
+        served("ClientConfig").structure(&ASYNC_CLIENT_CONFIG),
+        served("OutputConfig").structure(&ASYNC_OUTPUT_CONFIG),
+    ],
+};
+
 const CREATE_ENDPOINT_CONFIG: Shape = Shape {
     name: "CreateEndpointConfigInput",
     members: &[
@@ -545,7 +571,7 @@ const CREATE_ENDPOINT_CONFIG: Shape = Shape {
         refused("DataCaptureConfig"),
         served("Tags").list(&TAG),
         refused("KmsKeyId"),
-        refused("AsyncInferenceConfig"),
+        served("AsyncInferenceConfig").structure(&ASYNC_INFERENCE_CONFIG),
         refused("ExplainerConfig"),
         served("ShadowProductionVariants").list(&PRODUCTION_VARIANT),
         refused("ExecutionRoleArn"),

@@ -184,6 +184,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     crate::fleet::deploy::recover(&fleet, contents.endpoints);
     tokio::spawn(experiment_upkeep(fleet.clone()));
     tokio::spawn(serverless_upkeep(fleet.clone()));
+    tokio::spawn(crate::fleet::async_jobs::run(fleet.clone()));
     tokio::spawn(crate::fleet::autoscaler::run(
         fleet.clone(),
         settings.autoscaling_minute,

@@ -24,6 +24,8 @@ pub(crate) struct Fleet {
     pub(crate) changes: tokio::sync::Mutex<()>,
     /// The background task changing each endpoint, if any (DeleteEndpoint cancels it).
     pub(crate) tasks: Arc<super::tasks::Tasks>,
+    /// Asynchronous inference's queue runner.
+    pub(crate) async_jobs: super::async_jobs::AsyncJobs,
 }
 
 impl Fleet {
@@ -44,6 +46,7 @@ impl Fleet {
             metrics: Metrics::new(),
             changes: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
+            async_jobs: Default::default(),
         }
     }
 

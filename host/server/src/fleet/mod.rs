@@ -6,6 +6,7 @@
 
 pub(crate) mod alarm_watch;
 pub(crate) mod assemble;
+pub(crate) mod async_jobs;
 pub(crate) mod autoscaler;
 pub(crate) mod background;
 pub(crate) mod deploy;

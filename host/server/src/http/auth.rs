@@ -148,13 +148,16 @@ const RESOURCE_MEMBERS: [(&str, &str); 4] = [
 /// Names are lowercased in ARNs, as SageMaker's ARNs are (`state::arn`).
 fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, Vec<String>)> {
     if let Some(rest) = path.strip_prefix("/endpoints/") {
-        let name = rest.strip_suffix("/invocations")?;
+        let (name, action) = match rest.strip_suffix("/async-invocations") {
+            Some(name) => (name, "sagemaker:InvokeEndpointAsync"),
+            None => (
+                rest.strip_suffix("/invocations")?,
+                "sagemaker:InvokeEndpoint",
+            ),
+        };
         // The router decodes the path's name before the handler sees it; so does the check.
         let name = String::from_utf8_lossy(&sigv4::percent_decode(name)).into_owned();
-        return Some((
-            "sagemaker:InvokeEndpoint".to_owned(),
-            vec![arn("endpoint", &name)],
-        ));
+        return Some((action.to_owned(), vec![arn("endpoint", &name)]));
     }
     let target = target?;
     if let Some(operation) = target.strip_prefix(super::control::AUTOSCALING_PREFIX) {

@@ -86,7 +86,7 @@ impl<'a> InvokeHeaders<'a> {
 
 /// A header as text, at most `max` characters of visible ASCII (`shown`: its name in
 /// messages).
-fn text_header<'a>(
+pub(super) fn text_header<'a>(
     value: Option<&'a HeaderValue>,
     shown: &str,
     max: usize,

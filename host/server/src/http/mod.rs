@@ -1,4 +1,4 @@
-//! The wire: the router, the SageMaker runtime API (InvokeEndpoint), the control plane's
+//! The wire: the router, the SageMaker runtime API (InvokeEndpoint, InvokeEndpointAsync), the control plane's
 //! awsJson1.1 protocol, SigV4 authentication, `/ping` and `/metrics`, and the accept loop
 //! with its connection limits and graceful shutdown (`listen`). Requests are taken
 //! apart here and handed to the operations (`ops`) or to the live fleet (`fleet`); nothing
@@ -8,6 +8,7 @@ pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod control;
 pub(crate) mod invoke;
+pub(crate) mod invoke_async;
 pub mod listen;
 pub(crate) mod router;
 pub(crate) mod server;

@@ -11,7 +11,7 @@
 //! request without `Host` is let through: browsers always send one.
 
 use super::server::Server;
-use super::{auth, body, control, invoke};
+use super::{auth, body, control, invoke, invoke_async};
 use crate::error::ApiError;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -28,7 +28,11 @@ use std::sync::Arc;
 pub fn app(server: Arc<Server>) -> Router {
     let mut signed = Router::new()
         .route("/", post(control::control))
-        .route("/endpoints/{name}/invocations", post(invoke::invoke));
+        .route("/endpoints/{name}/invocations", post(invoke::invoke))
+        .route(
+            "/endpoints/{name}/async-invocations",
+            post(invoke_async::invoke_async),
+        );
     let mut guarded = Router::new().route("/metrics", get(metrics));
     if server.verifier.is_some() {
         signed = signed.route_layer(axum::middleware::from_fn_with_state(

@@ -26,7 +26,8 @@ struct CreateEndpointConfigInput {
 
 pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     check_serverless(&input)?;
-    let input: CreateEndpointConfigInput = parse(input)?;
+    let mut input: CreateEndpointConfigInput = parse(input)?;
+    check_async(stored, &mut input.definition)?;
     let name = input.endpoint_config_name;
     check_name("endpointConfigName", &name)?;
     let mut catalog = stored.catalog();
@@ -92,6 +93,63 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
     }
     tracing::info!(endpoint_config = %name, "endpoint config created");
     Ok(json!({ "EndpointConfigArn": arn("endpoint-config", &name) }))
+}
+
+/// `AsyncInferenceConfig`: an output path (`s3://`, or a directory under the artifact roots,
+/// kept as its real path), an optional failure path alike; not with a serverless variant (as
+/// SageMaker has it).
+fn check_async(
+    stored: &Stored,
+    definition: &mut crate::state::catalog::ConfigDefinition,
+) -> Result<(), ApiError> {
+    let serverless = definition
+        .production_variants
+        .iter()
+        .any(|v| v.serverless_config.is_some());
+    let Some(config) = &mut definition.async_inference_config else {
+        return Ok(());
+    };
+    if serverless {
+        return Err(validation(
+            "AsyncInferenceConfig cannot be given with a serverless variant: serverless \
+             endpoints do not take asynchronous requests",
+        ));
+    }
+    let at = "AsyncInferenceConfig.OutputConfig";
+    let output = &mut config.output_config;
+    if output.s3_output_path.is_none() {
+        return Err(validation(format!("{at}.S3OutputPath is required")));
+    }
+    for (member, path) in [
+        ("S3OutputPath", &mut output.s3_output_path),
+        ("S3FailurePath", &mut output.s3_failure_path),
+    ] {
+        let Some(value) = path else {
+            continue;
+        };
+        let member = format!("{at}.{member}");
+        *value = output_directory(stored, &member, value)?;
+    }
+    Ok(())
+}
+
+/// Where asynchronous results may go: an `s3://` prefix, or an existing directory under the
+/// artifact roots (its real path).
+pub(crate) fn output_directory(
+    stored: &Stored,
+    member: &str,
+    value: &str,
+) -> Result<String, ApiError> {
+    if value.starts_with("s3://") {
+        let location = plinth_storage::Location::parse(value)
+            .map_err(|e| validation(format!("{member} {value:?}: {e}")))?;
+        return Ok(location.to_string());
+    }
+    let real = stored.roots.check(member, value).map_err(validation)?;
+    if !std::path::Path::new(&real).is_dir() {
+        return Err(validation(format!("{member} {value:?} is not a directory")));
+    }
+    Ok(real)
 }
 
 /// Serverless variants (`ServerlessConfig`), as SageMaker takes them: no instance count or

@@ -249,6 +249,55 @@ pub(crate) struct ConfigDefinition {
     /// Plinth's extension: an A/B experiment over the variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) plinth_experiment: Option<ExperimentConfig>,
+    /// The endpoint takes asynchronous requests (InvokeEndpointAsync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) async_inference_config: Option<AsyncInferenceConfig>,
+}
+
+/// `AsyncInferenceConfig`: where asynchronous results and failures go, and how many
+/// requests each instance takes at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct AsyncInferenceConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_config: Option<AsyncClientConfig>,
+    pub(crate) output_config: AsyncOutputConfig,
+}
+
+/// `AsyncInferenceConfig.ClientConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct AsyncClientConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_concurrent_invocations_per_instance: Option<u64>,
+}
+
+/// `AsyncInferenceConfig.OutputConfig`: locations (`s3://`, or a directory under the
+/// artifact roots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AsyncOutputConfig {
+    #[serde(
+        rename = "S3OutputPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) s3_output_path: Option<String>,
+    #[serde(
+        rename = "S3FailurePath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) s3_failure_path: Option<String>,
+}
+
+impl AsyncInferenceConfig {
+    /// Requests each instance takes at once.
+    pub(crate) fn per_instance(&self) -> usize {
+        self.client_config
+            .and_then(|c| c.max_concurrent_invocations_per_instance)
+            .unwrap_or(plinth_policy::async_inference::CONCURRENT_INVOCATIONS_PER_INSTANCE.2)
+            as usize
+    }
 }
 
 /// `PlinthExperiment`: how the variants of an endpoint config are compared and routed.

@@ -75,6 +75,12 @@ impl RemoteArtifacts {
         }
     }
 
+    /// The storage layer the artifacts are read through (asynchronous inference reads its
+    /// inputs and writes its results through it too).
+    pub(crate) fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
     /// The local path of `remote` (the artifact directory, or the component file), fetched
     /// if it is not kept yet; within `timeout`. Errors name the location and the store's
     /// error code.

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -91,6 +91,18 @@ CREATE TABLE IF NOT EXISTS scaling_activities (
 );
 CREATE INDEX IF NOT EXISTS scaling_activities_by_target
     ON scaling_activities (resource_id, dimension, seq);
+CREATE TABLE IF NOT EXISTS async_jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint    TEXT NOT NULL COLLATE NOCASE,
+    id          TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    accepted    REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    job         TEXT NOT NULL,
+    outcome     TEXT,
+    UNIQUE (endpoint, id)
+);
+CREATE INDEX IF NOT EXISTS async_jobs_by_state ON async_jobs (state, seq);
 ";
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
@@ -238,6 +250,21 @@ pub(crate) struct StoredActivity {
     pub(crate) dimension: String,
     pub(crate) kind: ActivityKind,
     pub(crate) activity: Value,
+}
+
+/// An asynchronous inference job as the queue keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AsyncJob {
+    pub(crate) seq: i64,
+    pub(crate) endpoint: String,
+    /// The inference id.
+    pub(crate) id: String,
+    /// When it was accepted (epoch seconds).
+    pub(crate) accepted: f64,
+    /// Times it was started (claimed) before this one.
+    pub(crate) attempts: u32,
+    /// The request: where its input is, where its output and failure go, its headers.
+    pub(crate) job: Value,
 }
 
 /// What a scaling activity did: the controller reads the last of each kind for its
@@ -781,6 +808,135 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Queue an asynchronous inference job (committed before InvokeEndpointAsync answers);
+    /// refuses an inference id that `endpoint` already has.
+    pub(crate) fn insert_job(
+        &self,
+        endpoint: &str,
+        id: &str,
+        accepted: f64,
+        job: &Value,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT INTO async_jobs (endpoint, id, state, accepted, job) \
+             VALUES (?1, ?2, 'queued', ?3, ?4) ON CONFLICT(endpoint, id) DO NOTHING",
+            params![endpoint, id, accepted, job.to_string()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Exists(id.to_owned()));
+        }
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Claim up to `limit` of `endpoint`'s oldest queued jobs: they become `running`, each
+    /// with its start counted (the job as it was: `attempts` the starts before this one).
+    pub(crate) fn claim_jobs(
+        &self,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<AsyncJob>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut jobs = Vec::new();
+        {
+            let mut statement = tx.prepare(
+                "SELECT seq, endpoint, id, accepted, attempts, job FROM async_jobs \
+                 WHERE state = 'queued' AND endpoint = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![endpoint, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, f64>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (seq, endpoint, id, accepted, attempts, text) = row?;
+                jobs.push(AsyncJob {
+                    seq,
+                    endpoint,
+                    id,
+                    accepted,
+                    attempts,
+                    job: serde_json::from_str(&text)?,
+                });
+            }
+        }
+        for job in &jobs {
+            tx.execute(
+                "UPDATE async_jobs SET state = 'running', attempts = attempts + 1 WHERE seq = ?1",
+                params![job.seq],
+            )?;
+        }
+        tx.commit()?;
+        Ok(jobs)
+    }
+
+    /// A job is done: its output or failure object is written; `outcome` says which.
+    pub(crate) fn finish_job(&self, seq: i64, outcome: &Value) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE async_jobs SET state = 'done', outcome = ?2 WHERE seq = ?1",
+            params![seq, outcome.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// At start: the jobs a stop interrupted while they ran go back to the queue (their
+    /// starts stay counted); how many.
+    pub(crate) fn requeue_running_jobs(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE async_jobs SET state = 'queued' WHERE state = 'running'",
+            [],
+        )?)
+    }
+
+    /// `endpoint`'s jobs not done: queued and running, and when the oldest queued one was
+    /// accepted.
+    pub(crate) fn backlog(&self, endpoint: &str) -> Result<(u64, u64, Option<f64>), StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0), \
+             MIN(CASE WHEN state = 'queued' THEN accepted END) FROM async_jobs \
+             WHERE endpoint = ?1 AND state != 'done'",
+            params![endpoint],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// The endpoints with queued jobs.
+    pub(crate) fn endpoints_with_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT DISTINCT endpoint FROM async_jobs WHERE state = 'queued' ORDER BY endpoint",
+        )?;
+        let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A job's outcome, once done (`None` while queued or running, or when unknown).
+    pub(crate) fn job_outcome(
+        &self,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let text: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT outcome FROM async_jobs WHERE endpoint = ?1 AND id = ?2",
+                params![endpoint, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text
+            .flatten()
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?)
     }
 
     /// The newest activity of `kind` on a target: when it ended (`EndTime`), or started if it

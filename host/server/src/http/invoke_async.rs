@@ -1,0 +1,205 @@
+//! The SageMaker runtime API's InvokeEndpointAsync: `POST /endpoints/{EndpointName}/
+//! async-invocations`. The request names its input (`X-Amzn-SageMaker-InputLocation`: an
+//! `s3://` object, or a file under the artifact roots); the job is committed to the queue and
+//! answered 202 with its inference id and where its output and failure will appear. The
+//! queue runner (`fleet::async_jobs`) does the work.
+
+use super::invoke::text_header;
+use super::server::Server;
+use crate::error::ApiError;
+use crate::ops::endpoint_configs::output_directory;
+use crate::state::store::StoreError;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use plinth_policy::async_inference::{
+    failure_location, output_location, seconds, INVOCATION_TIMEOUT_SECONDS, MAX_INFERENCE_ID_LEN,
+    TTL_SECONDS,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+/// InvokeEndpointAsync's members Plinth does not implement yet, by header.
+const REFUSED: [(&str, &str); 2] = [
+    (
+        "x-amzn-sagemaker-s3outputpathextension",
+        "S3OutputPathExtension",
+    ),
+    ("x-amzn-sagemaker-filename", "Filename"),
+];
+
+/// InvokeEndpointAsync.
+pub(crate) async fn invoke_async(
+    State(server): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    match accept(&server, &name, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(
+    server: &Server,
+    name: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let header = |name: &str| headers.get(name);
+    for (h, member) in REFUSED {
+        if header(h).is_some() {
+            return Err(ApiError::validation(format!(
+                "{member} is not supported by Plinth; leave it out (results go to \
+                 <S3OutputPath>/<InferenceId>.out)"
+            )));
+        }
+    }
+    let inline = axum::body::to_bytes(body, 1)
+        .await
+        .map_or(true, |b| !b.is_empty());
+    if inline {
+        return Err(ApiError::validation(
+            "Body (an inline input) is not supported by Plinth; put the input in storage and \
+             give InputLocation",
+        ));
+    }
+    let input = text_header(
+        header("x-amzn-sagemaker-inputlocation"),
+        "InputLocation",
+        1024,
+    )?
+    .ok_or_else(|| ApiError::validation("InputLocation is required"))?;
+    let content_type = text_header(header("x-amzn-sagemaker-content-type"), "ContentType", 1024)?;
+    let accept = text_header(header("x-amzn-sagemaker-accept"), "Accept", 1024)?;
+    let custom_attributes = text_header(
+        header("x-amzn-sagemaker-custom-attributes"),
+        "CustomAttributes",
+        1024,
+    )?;
+    let given_id = text_header(
+        header("x-amzn-sagemaker-inference-id"),
+        "InferenceId",
+        MAX_INFERENCE_ID_LEN,
+    )?;
+    if given_id.is_some_and(|id| id.is_empty() || id.contains('/')) {
+        return Err(ApiError::validation(
+            "InferenceId must be 1-64 visible characters, without '/'",
+        ));
+    }
+    let ttl = seconds(
+        "RequestTTLSeconds",
+        text_header(
+            header("x-amzn-sagemaker-requestttlseconds"),
+            "RequestTTLSeconds",
+            32,
+        )?,
+        TTL_SECONDS,
+    )
+    .map_err(|e| ApiError::validation(e.0))?;
+    let timeout = seconds(
+        "InvocationTimeoutSeconds",
+        text_header(
+            header("x-amzn-sagemaker-invocationtimeoutseconds"),
+            "InvocationTimeoutSeconds",
+            32,
+        )?,
+        INVOCATION_TIMEOUT_SECONDS,
+    )
+    .map_err(|e| ApiError::validation(e.0))?;
+
+    let fleet = &server.fleet;
+    let endpoint = fleet
+        .endpoints
+        .get(name)
+        .ok_or_else(|| ApiError::endpoint_not_found(name))?;
+    let config = fleet
+        .catalog()
+        .configs
+        .get(&endpoint.config_name)
+        .and_then(|c| c.definition.async_inference_config.clone())
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "Endpoint {name} is not an asynchronous endpoint: its endpoint config \
+                 {} has no AsyncInferenceConfig",
+                endpoint.config_name
+            ))
+        })?;
+    let input = if input.starts_with("s3://") {
+        input.to_string()
+    } else {
+        let path = fleet
+            .stored
+            .roots
+            .check("InputLocation", input)
+            .map_err(ApiError::validation)?;
+        if !std::path::Path::new(&path).is_file() {
+            return Err(ApiError::validation(format!(
+                "InputLocation {input:?} is not a file"
+            )));
+        }
+        path
+    };
+    if input.starts_with("s3://") {
+        plinth_storage::Location::parse(&input)
+            .map_err(|e| ApiError::validation(format!("InputLocation {input:?}: {e}")))?;
+    }
+    let output_path = config
+        .output_config
+        .s3_output_path
+        .as_deref()
+        .unwrap_or_default();
+    // Checked at CreateEndpointConfig; a local directory gone since is refused here.
+    output_directory(&fleet.stored, "S3OutputPath", output_path)?;
+    let id = given_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    let output = output_location(output_path, &id);
+    let failure = failure_location(
+        output_path,
+        config.output_config.s3_failure_path.as_deref(),
+        &id,
+    );
+    let job = json!({
+        "InputLocation": input,
+        "OutputLocation": output,
+        "FailureLocation": failure,
+        "ContentType": content_type.unwrap_or_default(),
+        "Accept": accept.unwrap_or_default(),
+        "CustomAttributes": custom_attributes,
+        "RequestTTLSeconds": ttl,
+        "InvocationTimeoutSeconds": timeout,
+        "EndpointConfigName": endpoint.config_name,
+    });
+    fleet
+        .stored
+        .store
+        .insert_job(name, &id, crate::state::now(), &job)
+        .map_err(|e| match e {
+            StoreError::Exists(_) => ApiError::validation(format!(
+                "InferenceId {id} was already given to endpoint {name}: give each request \
+                 its own"
+            )),
+            e => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                e.to_string(),
+            ),
+        })?;
+    fleet.async_jobs.wake();
+    tracing::info!(endpoint = %name, inference_id = %id, "asynchronous request queued");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "InferenceId": id })),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-amzn-sagemaker-outputlocation", &output),
+        ("x-amzn-sagemaker-failurelocation", &failure),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            h.insert(name, value);
+        }
+    }
+    Ok(response)
+}
