@@ -11,8 +11,8 @@
 //!   `PromoteShadowVariant` the case waits until the endpoint settles (neither `Creating` nor
 //!   `Updating`).
 //! - `request.json`: for a control-plane operation, the request body, sent as its bytes (so
-//!   a case can send JSON that does not parse); for `InvokeEndpoint`, an object
-//!   `{"EndpointName", "Headers": {...}, "Body": "..."}`.
+//!   a case can send JSON that does not parse); for `InvokeEndpoint` and
+//!   `InvokeEndpointAsync`, an object `{"EndpointName", "Headers": {...}, "Body": "..."}`.
 //! - `headers.json` (optional, control plane): headers to set (a string) or leave out
 //!   (`null`) instead of the defaults `X-Amz-Target: SageMaker.<Operation>` (for an
 //!   Application Auto Scaling operation, `AnyScaleFrontendService.<Operation>`) and
@@ -182,9 +182,9 @@ fn api_case(operation: &str, case: &Path) -> Result<(), Failed> {
         }
 
         let expected = read_json(case, "expected.json")?.ok_or("the case has no expected.json")?;
-        let response = if operation == "InvokeEndpoint" {
+        let response = if is_invocation(operation) {
             let request = read_json(case, "request.json")?.ok_or("no request.json")?;
-            client.invoke(&request).await?
+            client.invoke(operation, &request).await?
         } else {
             let body = read(case, "request.json").ok_or("no request.json")?;
             let headers = read_json(case, "headers.json")?.unwrap_or(Value::Null);
@@ -202,6 +202,12 @@ fn api_case(operation: &str, case: &Path) -> Result<(), Failed> {
         }
         Ok(())
     })
+}
+
+/// Whether `operation` is a runtime call (InvokeEndpoint, InvokeEndpointAsync) rather than
+/// a control-plane one.
+fn is_invocation(operation: &str) -> bool {
+    matches!(operation, "InvokeEndpoint" | "InvokeEndpointAsync")
 }
 
 /// `then.json`'s `Output` for "the same answer as before the request".
@@ -316,8 +322,8 @@ impl Client {
     /// step's (or, for `"<unchanged>"`, equal to `before`); an endpoint it changes settles.
     async fn step(&self, file: &str, step: Step<'_>, before: Option<&Value>) -> Result<(), Failed> {
         let (operation, input, wanted) = step;
-        if operation == "InvokeEndpoint" {
-            let answer = self.invoke(input).await?;
+        if is_invocation(operation) {
+            let answer = self.invoke(operation, input).await?;
             let expected = wanted
                 .cloned()
                 .unwrap_or(serde_json::json!({ "Status": 200 }));
@@ -354,11 +360,16 @@ impl Client {
     }
 
     /// InvokeEndpoint from `{"EndpointName", "Headers", "Body"}`.
-    async fn invoke(&self, request: &Value) -> Result<Answer, Failed> {
+    async fn invoke(&self, operation: &str, request: &Value) -> Result<Answer, Failed> {
         let name = request["EndpointName"]
             .as_str()
             .ok_or("request.json needs EndpointName")?;
-        let mut builder = Request::post(format!("/endpoints/{name}/invocations"));
+        let path = if operation == "InvokeEndpointAsync" {
+            "async-invocations"
+        } else {
+            "invocations"
+        };
+        let mut builder = Request::post(format!("/endpoints/{name}/{path}"));
         if let Some(headers) = request["Headers"].as_object() {
             for (header, value) in headers {
                 builder =

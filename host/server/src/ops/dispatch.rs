@@ -49,7 +49,7 @@ pub(crate) async fn call(
         }
         "ListEndpointConfigs" => endpoint_configs::list_endpoint_configs(&state.stored, input),
         "CreateEndpoint" => endpoints::create_endpoint(state, input),
-        "DescribeEndpoint" => endpoints::describe_endpoint(&state.endpoints, input),
+        "DescribeEndpoint" => endpoints::describe_endpoint(state, input),
         "UpdateEndpoint" => endpoints::update_endpoint(state, input),
         "UpdateEndpointWeightsAndCapacities" => {
             endpoints::update_weights_and_capacities(state, input)

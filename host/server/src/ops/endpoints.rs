@@ -128,12 +128,19 @@ pub(crate) fn delete_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiE
     Ok(json!({}))
 }
 
-pub(crate) fn describe_endpoint(
-    endpoints: &EndpointTable,
-    input: Value,
-) -> Result<Value, ApiError> {
-    let endpoint = named_endpoint(endpoints, input)?;
-    Ok(describe(&endpoint))
+pub(crate) fn describe_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
+    let endpoint = named_endpoint(&state.endpoints, input)?;
+    let mut output = describe(&endpoint);
+    // An asynchronous endpoint shows its config's AsyncInferenceConfig, as SageMaker does.
+    let config = state
+        .catalog()
+        .configs
+        .get(&endpoint.config_name)
+        .and_then(|c| c.definition.async_inference_config.clone());
+    if let Some(config) = config {
+        output["AsyncInferenceConfig"] = serde_json::to_value(config).map_err(internal)?;
+    }
+    Ok(output)
 }
 
 /// SageMaker's DescribeEndpoint output for a snapshot.

@@ -896,18 +896,6 @@ impl Store {
         )?)
     }
 
-    /// `endpoint`'s jobs not done: queued and running, and when the oldest queued one was
-    /// accepted.
-    pub(crate) fn backlog(&self, endpoint: &str) -> Result<(u64, u64, Option<f64>), StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0), \
-             MIN(CASE WHEN state = 'queued' THEN accepted END) FROM async_jobs \
-             WHERE endpoint = ?1 AND state != 'done'",
-            params![endpoint],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?)
-    }
-
     /// The endpoints with queued jobs.
     pub(crate) fn endpoints_with_jobs(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
@@ -916,27 +904,6 @@ impl Store {
         )?;
         let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// A job's outcome, once done (`None` while queued or running, or when unknown).
-    pub(crate) fn job_outcome(
-        &self,
-        endpoint: &str,
-        id: &str,
-    ) -> Result<Option<Value>, StoreError> {
-        use rusqlite::OptionalExtension;
-        let text: Option<Option<String>> = self
-            .conn()
-            .query_row(
-                "SELECT outcome FROM async_jobs WHERE endpoint = ?1 AND id = ?2",
-                params![endpoint, id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(text
-            .flatten()
-            .map(|t| serde_json::from_str(&t))
-            .transpose()?)
     }
 
     /// The newest activity of `kind` on a target: when it ended (`EndTime`), or started if it

@@ -1,0 +1,130 @@
+"""Asynchronous inference through unmodified boto3 against the S3 test server: inputs put in
+S3, `invoke_endpoint_async` for each, the outputs polled at their OutputLocation and
+compared with `invoke_endpoint`'s answers for the same bodies; an input the model refuses
+lands at its FailureLocation with the model's message, and nothing at its OutputLocation.
+
+Run by tests/suites/async_inference.rs with the repository's .venv interpreter. PLINTH_URL
+is the server (no credentials); IRIS_WASM and IRIS_MODEL_DIR the model; BUCKET an empty
+bucket on the S3 server at S3_ENDPOINT (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY).
+
+Plain asserts, no pytest: exit status 0 means every check passed.
+"""
+
+import os
+import time
+
+import boto3
+from botocore.config import Config
+
+URL = os.environ["PLINTH_URL"]
+BUCKET = os.environ["BUCKET"]
+common = dict(
+    endpoint_url=URL,
+    region_name="us-east-1",
+    aws_access_key_id="x",
+    aws_secret_access_key="x",
+    config=Config(retries={"max_attempts": 1}, read_timeout=60),
+)
+sagemaker = boto3.client("sagemaker", **common)
+runtime = boto3.client("sagemaker-runtime", **common)
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["S3_ENDPOINT"],
+    region_name="us-east-1",
+    aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
+    aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
+)
+
+sagemaker.create_model(
+    ModelName="iris-async",
+    PrimaryContainer={"Image": os.environ["IRIS_WASM"], "ModelDataUrl": os.environ["IRIS_MODEL_DIR"]},
+)
+sagemaker.create_endpoint_config(
+    EndpointConfigName="iris-async",
+    ProductionVariants=[
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": "iris-async",
+            "InitialInstanceCount": 2,
+            "InstanceType": "ml.m5.large",
+        }
+    ],
+    AsyncInferenceConfig={
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2},
+        "OutputConfig": {
+            "S3OutputPath": f"s3://{BUCKET}/output",
+            "S3FailurePath": f"s3://{BUCKET}/failure/",
+        },
+    },
+)
+sagemaker.create_endpoint(EndpointName="iris-async", EndpointConfigName="iris-async")
+sagemaker.get_waiter("endpoint_in_service").wait(
+    EndpointName="iris-async", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+)
+described = sagemaker.describe_endpoint(EndpointName="iris-async")
+assert described["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/output", described
+
+rows = [f"{5 + i / 10:.1f},{3 + i / 20:.2f},{1 + i / 5:.1f},{0.2 + i / 10:.1f}" for i in range(20)]
+jobs = []
+for i, row in enumerate(rows):
+    key = f"input/{i}.csv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=row.encode())
+    response = runtime.invoke_endpoint_async(
+        EndpointName="iris-async",
+        InputLocation=f"s3://{BUCKET}/{key}",
+        ContentType="text/csv",
+        InvocationTimeoutSeconds=60,
+        RequestTTLSeconds=600,
+    )
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 202, response
+    assert response["OutputLocation"] == f"s3://{BUCKET}/output/{response['InferenceId']}.out", response
+    assert response["FailureLocation"] == f"s3://{BUCKET}/failure/{response['InferenceId']}-error.out", response
+    jobs.append((row, response))
+
+# A body the model refuses: its failure object holds the model's message.
+s3.put_object(Bucket=BUCKET, Key="input/bad.csv", Body=b"not,a,flower")
+bad = runtime.invoke_endpoint_async(
+    EndpointName="iris-async", InputLocation=f"s3://{BUCKET}/input/bad.csv", ContentType="text/csv"
+)
+# An input that is not there fails the same way, saying so.
+missing = runtime.invoke_endpoint_async(
+    EndpointName="iris-async", InputLocation=f"s3://{BUCKET}/input/missing.csv", ContentType="text/csv"
+)
+
+
+def key_of(location):
+    return location.split(f"s3://{BUCKET}/", 1)[1]
+
+
+def read(location, deadline):
+    while True:
+        try:
+            return s3.get_object(Bucket=BUCKET, Key=key_of(location))["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            assert time.monotonic() < deadline, f"nothing at {location}"
+            time.sleep(0.1)
+
+
+deadline = time.monotonic() + 60
+for row, response in jobs:
+    result = read(response["OutputLocation"], deadline)
+    direct = runtime.invoke_endpoint(
+        EndpointName="iris-async", ContentType="text/csv", Body=row.encode()
+    )["Body"].read()
+    assert result == direct, (row, result, direct)
+
+failure = read(bad["FailureLocation"], deadline).decode()
+sync_error = None
+try:
+    runtime.invoke_endpoint(EndpointName="iris-async", ContentType="text/csv", Body=b"not,a,flower")
+except runtime.exceptions.ModelError as e:
+    sync_error = e.response["Error"]["Message"]
+assert sync_error and failure == sync_error, (failure, sync_error)
+try:
+    s3.head_object(Bucket=BUCKET, Key=key_of(bad["OutputLocation"]))
+    raise AssertionError("a failed job has an output")
+except s3.exceptions.ClientError:
+    pass
+gone = read(missing["FailureLocation"], deadline).decode()
+assert "input/missing.csv" in gone, gone
+print("ok")
