@@ -14,17 +14,11 @@ import os
 import time
 
 import boto3
-from botocore.config import Config
 
-URL = os.environ["PLINTH_URL"]
+from plinth_clients import COMMON
+
 BUCKET = os.environ["BUCKET"]
-common = dict(
-    endpoint_url=URL,
-    region_name="us-east-1",
-    aws_access_key_id="x",
-    aws_secret_access_key="x",
-    config=Config(retries={"max_attempts": 1}, read_timeout=60),
-)
+common = COMMON
 sagemaker = boto3.client("sagemaker", **common)
 runtime = boto3.client("sagemaker-runtime", **common)
 s3 = boto3.client(

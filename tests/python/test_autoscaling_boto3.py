@@ -16,16 +16,10 @@ import threading
 import time
 
 import boto3
-from botocore.config import Config
 
-URL = os.environ["PLINTH_URL"]
-common = dict(
-    endpoint_url=URL,
-    region_name="us-east-1",
-    aws_access_key_id="x",
-    aws_secret_access_key="x",
-    config=Config(retries={"max_attempts": 1}, read_timeout=60),
-)
+from plinth_clients import COMMON
+
+common = COMMON
 sagemaker = boto3.client("sagemaker", **common)
 runtime = boto3.client("sagemaker-runtime", **common)
 client = boto3.client("application-autoscaling", **common)

@@ -12,21 +12,15 @@ import json
 import os
 
 import boto3
-from botocore.config import Config
+
+from plinth_clients import COMMON
 from botocore.exceptions import ClientError
 
-URL = os.environ["PLINTH_URL"]
 PREFIX = os.environ["MODELS_PREFIX"]
 COMPONENT = os.environ["IRIS_SIMPLE_WASM"]
 COUNT = 50
 
-common = dict(
-    endpoint_url=URL,
-    region_name="us-east-1",
-    aws_access_key_id="x",
-    aws_secret_access_key="x",
-    config=Config(retries={"max_attempts": 1}, read_timeout=60),
-)
+common = COMMON
 sagemaker = boto3.client("sagemaker", **common)
 runtime = boto3.client("sagemaker-runtime", **common)
 

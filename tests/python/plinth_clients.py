@@ -1,0 +1,22 @@
+"""boto3 clients for the Plinth under test (PLINTH_URL, no credentials needed: the keys are
+placeholders), shared by the test scripts beside this file."""
+
+import os
+
+import boto3
+from botocore.config import Config
+
+URL = os.environ["PLINTH_URL"]
+
+COMMON = dict(
+    endpoint_url=URL,
+    region_name="us-east-1",
+    aws_access_key_id="x",
+    aws_secret_access_key="x",
+    config=Config(retries={"max_attempts": 1}, read_timeout=60),
+)
+
+
+def client(service):
+    """An unmodified boto3 client of `service` pointed at Plinth."""
+    return boto3.client(service, **COMMON)
