@@ -1168,6 +1168,48 @@ mod tests {
     }
 
     #[test]
+    fn async_jobs_queue_claim_finish_and_come_back_after_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..3 {
+                store
+                    .insert_job("e", &format!("j{i}"), 10.0 + f64::from(i), &json!({"N": i}))
+                    .unwrap();
+            }
+            store.insert_job("other", "j0", 1.0, &json!({})).unwrap();
+            assert!(matches!(
+                store.insert_job("E", "j1", 20.0, &json!({})),
+                Err(StoreError::Exists(_))
+            ));
+            assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["e", "other"]);
+            let claimed = store.claim_jobs("e", 2).unwrap();
+            let ids: Vec<&str> = claimed.iter().map(|j| j.id.as_str()).collect();
+            assert_eq!(ids, vec!["j0", "j1"], "oldest first");
+            assert_eq!(claimed[0].attempts, 0);
+            assert_eq!(claimed[1].job["N"], 1);
+            store
+                .finish_job(claimed[0].seq, &json!({"Status": "Completed"}))
+                .unwrap();
+            // j1 is running when the process stops.
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+        let claimed = store.claim_jobs("e", 10).unwrap();
+        let again: Vec<(&str, u32)> = claimed
+            .iter()
+            .map(|j| (j.id.as_str(), j.attempts))
+            .collect();
+        assert_eq!(
+            again,
+            vec![("j1", 1), ("j2", 0)],
+            "j1 again, its start counted"
+        );
+        assert!(store.claim_jobs("e", 10).unwrap().is_empty());
+        assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["other"]);
+    }
+
+    #[test]
     fn a_target_keeps_its_newest_activities() {
         let store = Store::in_memory().unwrap();
         for i in 0..(ACTIVITIES_KEPT + 150) {
