@@ -21,6 +21,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long the queue keeps a done job (it refuses its inference id again meanwhile): a day.
+const KEEP_DONE_SECONDS: f64 = 86_400.0;
+
 /// The queue runner's state: what wakes it, and the jobs running per endpoint.
 #[derive(Default)]
 pub(crate) struct AsyncJobs {
@@ -49,9 +52,17 @@ pub(crate) async fn run(state: Arc<Fleet>) {
         ),
         Err(e) => tracing::error!(error = %e, "the asynchronous jobs could not be requeued"),
     }
+    let mut forgotten_at = std::time::Instant::now();
     loop {
         if let Err(e) = start_ready(&state) {
             tracing::error!(error = %e, "the asynchronous queue could not be read");
+        }
+        if forgotten_at.elapsed() > Duration::from_secs(60) {
+            forgotten_at = std::time::Instant::now();
+            let before = crate::state::now() - KEEP_DONE_SECONDS;
+            if let Err(e) = state.stored.store.forget_done_jobs(before) {
+                tracing::warn!(error = %e, "done asynchronous jobs could not be forgotten");
+            }
         }
         // A job queued or finished wakes the runner; an endpoint that comes into service is
         // found within a second.

@@ -896,6 +896,15 @@ impl Store {
         )?)
     }
 
+    /// Forget the jobs done before `before` (epoch seconds, by when they were accepted):
+    /// their objects are written; the queue needs them no more. How many.
+    pub(crate) fn forget_done_jobs(&self, before: f64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM async_jobs WHERE state = 'done' AND accepted < ?1",
+            params![before],
+        )?)
+    }
+
     /// The endpoints with queued jobs.
     pub(crate) fn endpoints_with_jobs(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
@@ -1207,6 +1216,7 @@ mod tests {
         );
         assert!(store.claim_jobs("e", 10).unwrap().is_empty());
         assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["other"]);
+        assert_eq!(store.forget_done_jobs(100.0).unwrap(), 1, "j0 only: done");
     }
 
     #[test]
