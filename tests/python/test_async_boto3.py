@@ -71,8 +71,11 @@ for i, row in enumerate(rows):
         RequestTTLSeconds=600,
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 202, response
-    assert response["OutputLocation"] == f"s3://{BUCKET}/output/{response['InferenceId']}.out", response
-    assert response["FailureLocation"] == f"s3://{BUCKET}/failure/{response['InferenceId']}-error.out", response
+    # Objects are named by a fresh id, as SageMaker names them.
+    output, failure = response["OutputLocation"], response["FailureLocation"]
+    name = output.removeprefix(f"s3://{BUCKET}/output/").removesuffix(".out")
+    assert output == f"s3://{BUCKET}/output/{name}.out" and "/" not in name, response
+    assert failure == f"s3://{BUCKET}/failure/{name}-error.out", response
     jobs.append((row, response))
 
 # A body the model refuses: its failure object holds the model's message.

@@ -40,12 +40,12 @@ pub fn seconds(name: &str, value: Option<&str>, range: (u64, u64, u64)) -> Resul
     }
 }
 
-/// Where a job's result goes: `<S3OutputPath>/<InferenceId>.out`.
+/// Where a job's result goes: `<S3OutputPath>/<id>.out`, `id` the job's own.
 pub fn output_location(output_path: &str, inference_id: &str) -> String {
     format!("{}/{inference_id}.out", output_path.trim_end_matches('/'))
 }
 
-/// Where a job's failure goes: `<S3FailurePath>/<InferenceId>-error.out`, or under
+/// Where a job's failure goes: `<S3FailurePath>/<id>-error.out`, or under
 /// `S3OutputPath` when the config gives no failure path.
 pub fn failure_location(
     output_path: &str,
@@ -83,9 +83,11 @@ pub enum Fate {
 }
 
 /// A queued job's fate at `now`: expired once its time to live has passed since it was
-/// accepted (SageMaker's `ExpiredRequests`); failed after [`MAX_ATTEMPTS`] starts.
+/// accepted while it never started (SageMaker's `ExpiredRequests`: the TTL is the time a
+/// request may wait; one a stop interrupted runs again); failed after [`MAX_ATTEMPTS`]
+/// starts.
 pub fn fate(job: &Queued, now: f64) -> Fate {
-    if now - job.accepted > job.ttl_seconds as f64 {
+    if job.attempts == 0 && now - job.accepted > job.ttl_seconds as f64 {
         return Fate::Fail(format!(
             "The request expired: it waited more than its RequestTTLSeconds ({} s) in the \
              queue",
@@ -166,6 +168,11 @@ mod tests {
         }
         let retried = Queued { attempts: 2, ..job };
         assert_eq!(fate(&retried, 1001.0), Fate::Run);
+        assert_eq!(
+            fate(&retried, 5000.0),
+            Fate::Run,
+            "it started in time: no TTL"
+        );
         let exhausted = Queued { attempts: 3, ..job };
         assert!(matches!(fate(&exhausted, 1001.0), Fate::Fail(m) if m.contains("started 3 times")));
     }

@@ -13,7 +13,7 @@ use super::deployer::Fleet;
 use super::variant::record_invocation;
 use crate::state::store::AsyncJob;
 use plinth_policy::async_inference::{fate, Fate, Queued};
-use plinth_runtime::Invocation;
+use plinth_runtime::{Invocation, InvokeError};
 use plinth_storage::Location;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -44,6 +44,10 @@ impl AsyncJobs {
 
 /// Run the queue until the process ends.
 pub(crate) async fn run(state: Arc<Fleet>) {
+    // What a stop left staged is not needed: every job it was for runs again.
+    if let Ok(dir) = scratch(&state) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     match state.stored.store.requeue_running_jobs() {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -95,8 +99,9 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
                 .entry(endpoint.clone())
                 .or_default() += 1;
             let state = state.clone();
+            // The running count goes down under the key it went up under.
+            let endpoint = endpoint.clone();
             tokio::spawn(async move {
-                let endpoint = job.endpoint.clone();
                 let seq = job.seq;
                 let outcome = std::panic::AssertUnwindSafe(run_job(&state, &job));
                 let outcome = futures::FutureExt::catch_unwind(outcome).await;
@@ -143,39 +148,99 @@ fn room(state: &Fleet, endpoint: &str) -> Option<usize> {
     Some(per_instance * instances.max(1))
 }
 
-/// Run one job to its end: the output or the failure object written, then the job done.
+/// Why a job did not produce its output.
+enum Unfinished {
+    /// It failed: this message goes to the failure object.
+    Failed(String),
+    /// The variant had no room (throttled, no instance yet): the job waits in the queue
+    /// again, its start not counted.
+    Busy(String),
+}
+
+impl From<String> for Unfinished {
+    fn from(message: String) -> Self {
+        Unfinished::Failed(message)
+    }
+}
+
+/// How long reading an input or writing a result may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Run one job to its end: the output or the failure object written, then the job done (or,
+/// when the variant had no room, back in the queue).
 async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
     let j = &job.job;
     let text = |key: &str| j[key].as_str().unwrap_or_default().to_string();
     let (output, failure) = (text("OutputLocation"), text("FailureLocation"));
+    // A job that a stop interrupted after its output was written is complete.
+    if job.attempts > 0 && exists(state, &output).await {
+        finish(
+            state,
+            job,
+            json!({ "Status": "Completed", "OutputLocation": output }),
+        );
+        return;
+    }
     let queued = Queued {
         accepted: job.accepted,
         ttl_seconds: j["RequestTTLSeconds"].as_u64().unwrap_or(21_600),
         attempts: job.attempts,
     };
     let result = match fate(&queued, crate::state::now()) {
-        Fate::Fail(message) => Err(message),
+        Fate::Fail(message) => Err(Unfinished::Failed(message)),
         Fate::Run => invoke(state, job).await,
     };
     let outcome = match result {
-        Ok(body) => match write(state, &body, &output).await {
-            Ok(()) => json!({ "Status": "Completed", "OutputLocation": output }),
-            Err(e) => {
-                let message = format!("The result could not be written to {output}: {e}");
-                fail(state, &message, &failure).await
+        Ok(body) => {
+            match tokio::time::timeout(TRANSFER_TIMEOUT, write(state, &body, &output)).await {
+                Ok(Ok(())) => json!({ "Status": "Completed", "OutputLocation": output }),
+                Ok(Err(e)) => {
+                    let message = format!("The result could not be written to {output}: {e}");
+                    fail(state, &message, &failure).await
+                }
+                Err(_) => {
+                    let message =
+                        format!("The result could not be written to {output} within 15 minutes");
+                    fail(state, &message, &failure).await
+                }
             }
-        },
-        Err(message) => fail(state, &message, &failure).await,
+        }
+        Err(Unfinished::Failed(message)) => fail(state, &message, &failure).await,
+        Err(Unfinished::Busy(why)) => {
+            tracing::debug!(endpoint = %job.endpoint, why = %why, "an asynchronous job waits for room");
+            if let Err(e) = state.stored.store.release_job(job.seq) {
+                tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job could not go back to the queue; it runs again after a restart");
+            }
+            // Some room first: a throttled variant is not tried again at once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
     };
-    tracing::info!(endpoint = %job.endpoint, inference_id = %job.id, status = %outcome["Status"], "asynchronous job done");
+    finish(state, job, outcome);
+}
+
+/// Record a job's end.
+fn finish(state: &Fleet, job: &AsyncJob, outcome: Value) {
+    tracing::info!(endpoint = %job.endpoint, inference_id = %job.job["InferenceId"], status = %outcome["Status"], "asynchronous job done");
     if let Err(e) = state.stored.store.finish_job(job.seq, &outcome) {
-        tracing::error!(endpoint = %job.endpoint, inference_id = %job.id, error = %e, "an asynchronous job's end could not be recorded; it runs again after a restart");
+        tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's end could not be recorded; it runs again after a restart");
     }
+}
+
+/// Whether there is an object at `location`.
+async fn exists(state: &Fleet, location: &str) -> bool {
+    let Ok(parsed) = Location::parse(location) else {
+        return false;
+    };
+    state.stored.remote.storage().head(&parsed).await.is_ok()
 }
 
 /// Write the failure object (the message); the outcome to record.
 async fn fail(state: &Fleet, message: &str, failure: &str) -> Value {
-    match write(state, message.as_bytes(), failure).await {
+    let written = tokio::time::timeout(TRANSFER_TIMEOUT, write(state, message.as_bytes(), failure))
+        .await
+        .unwrap_or_else(|_| Err("not written within 15 minutes".to_string()));
+    match written {
         Ok(()) => json!({ "Status": "Failed", "FailureLocation": failure, "Message": message }),
         Err(e) => {
             tracing::error!(failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
@@ -184,24 +249,33 @@ async fn fail(state: &Fleet, message: &str, failure: &str) -> Value {
     }
 }
 
-/// The job's input, its variant invoked on it: the response body, or the failure's message.
-async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, String> {
+/// The job's input, its variant invoked on it: the response body, or why not.
+async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, Unfinished> {
     let j = &job.job;
-    let snapshot = state.endpoints.get(&job.endpoint).ok_or_else(|| {
+    let gone = || {
         format!(
-            "Endpoint {} was deleted before the request ran",
+            "Endpoint {} was deleted after the request was queued",
             job.endpoint
         )
-    })?;
+    };
+    let snapshot = state.endpoints.get(&job.endpoint).ok_or_else(gone)?;
+    if snapshot.created > job.accepted {
+        // Deleted and created again: not the endpoint the request was sent to.
+        return Err(gone().into());
+    }
     let input = j["InputLocation"].as_str().unwrap_or_default();
-    let body = read(state, input).await?;
-    let routed = snapshot.route(None, None).map_err(|e| e.to_string())?;
+    let body = tokio::time::timeout(TRANSFER_TIMEOUT, read(state, input))
+        .await
+        .map_err(|_| format!("The input could not be read from {input} within 15 minutes"))??;
+    let routed = snapshot
+        .route(None, None)
+        .map_err(|e| Unfinished::Busy(e.to_string()))?;
     let variant = routed.variant.clone();
     let request = Arc::new(Invocation {
         body: body.into(),
         content_type: j["ContentType"].as_str().unwrap_or_default().to_string(),
         accept: j["Accept"].as_str().unwrap_or_default().to_string(),
-        inference_id: job.id.clone(),
+        inference_id: j["InferenceId"].as_str().unwrap_or(&job.id).to_string(),
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
@@ -219,13 +293,21 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, String> {
                 timeout.as_secs()
             )
         })?;
+    if let Err(
+        e @ (InvokeError::Throttled { .. }
+        | InvokeError::NoInstances(_)
+        | InvokeError::Unavailable(_)),
+    ) = &result
+    {
+        return Err(Unfinished::Busy(e.to_string()));
+    }
     let error = record_invocation(&variant, &result, started);
     match result {
         Ok(output) => Ok(output.body),
-        Err(_) => Err(error.map_or_else(
+        Err(_) => Err(Unfinished::Failed(error.map_or_else(
             || "the invocation failed".to_string(),
             |e| e.message().to_string(),
-        )),
+        ))),
     }
 }
 
@@ -237,6 +319,17 @@ const MAX_INPUT_BYTES: u64 = 1 << 30;
 async fn read(state: &Fleet, location: &str) -> Result<Vec<u8>, String> {
     let parsed =
         Location::parse(location).map_err(|e| format!("InputLocation {location:?}: {e}"))?;
+    if let Location::Local(path) = &parsed {
+        // Checked when the request came; checked again now, in case the path has become a
+        // link leading elsewhere since.
+        let real = state
+            .stored
+            .roots
+            .check("InputLocation", &path.display().to_string())?;
+        if !Path::new(&real).is_file() {
+            return Err(format!("InputLocation {location:?} is not a file"));
+        }
+    }
     let dir = scratch(state).map_err(|e| format!("InputLocation {location}: {e}"))?;
     let downloaded = state
         .stored

@@ -8,7 +8,6 @@ use super::invoke::text_header;
 use super::server::Server;
 use crate::error::ApiError;
 use crate::ops::endpoint_configs::output_directory;
-use crate::state::store::StoreError;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -114,6 +113,12 @@ async fn accept(
         .endpoints
         .get(name)
         .ok_or_else(|| ApiError::endpoint_not_found(name))?;
+    if endpoint.variants.is_empty() {
+        return Err(ApiError::validation(format!(
+            "Endpoint {name} is {}, not InService; it cannot be invoked",
+            endpoint.status.as_str()
+        )));
+    }
     let config = fleet
         .catalog()
         .configs
@@ -152,14 +157,18 @@ async fn accept(
         .unwrap_or_default();
     // Checked at CreateEndpointConfig; a local directory gone since is refused here.
     output_directory(&fleet.stored, "S3OutputPath", output_path)?;
-    let id = given_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-    let output = output_location(output_path, &id);
+    // The objects are named by a fresh id, as SageMaker names them: the client's InferenceId
+    // is for tracking and need not be unique.
+    let object = uuid::Uuid::new_v4().to_string();
+    let id = given_id.map_or_else(|| object.clone(), str::to_string);
+    let output = output_location(output_path, &object);
     let failure = failure_location(
         output_path,
         config.output_config.s3_failure_path.as_deref(),
-        &id,
+        &object,
     );
     let job = json!({
+        "InferenceId": id,
         "InputLocation": input,
         "OutputLocation": output,
         "FailureLocation": failure,
@@ -173,17 +182,13 @@ async fn accept(
     fleet
         .stored
         .store
-        .insert_job(name, &id, crate::state::now(), &job)
-        .map_err(|e| match e {
-            StoreError::Exists(_) => ApiError::validation(format!(
-                "InferenceId {id} was already given to endpoint {name}: give each request \
-                 its own"
-            )),
-            e => ApiError::new(
+        .insert_job(name, &object, crate::state::now(), &job)
+        .map_err(|e| {
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalFailure",
                 e.to_string(),
-            ),
+            )
         })?;
     fleet.async_jobs.wake();
     tracing::info!(endpoint = %name, inference_id = %id, "asynchronous request queued");

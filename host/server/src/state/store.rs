@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS async_jobs (
     outcome     TEXT,
     UNIQUE (endpoint, id)
 );
-CREATE INDEX IF NOT EXISTS async_jobs_by_state ON async_jobs (state, seq);
+CREATE INDEX IF NOT EXISTS async_jobs_by_state ON async_jobs (state, endpoint, seq);
 ";
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
@@ -257,7 +257,8 @@ pub(crate) struct StoredActivity {
 pub(crate) struct AsyncJob {
     pub(crate) seq: i64,
     pub(crate) endpoint: String,
-    /// The inference id.
+    /// The id its output and failure objects are named by (the request's `InferenceId` is
+    /// in `job`).
     pub(crate) id: String,
     /// When it was accepted (epoch seconds).
     pub(crate) accepted: f64,
@@ -810,8 +811,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Queue an asynchronous inference job (committed before InvokeEndpointAsync answers);
-    /// refuses an inference id that `endpoint` already has.
+    /// Queue an asynchronous inference job (committed before InvokeEndpointAsync answers),
+    /// by the id its objects are named by.
     pub(crate) fn insert_job(
         &self,
         endpoint: &str,
@@ -883,6 +884,16 @@ impl Store {
         self.conn().execute(
             "UPDATE async_jobs SET state = 'done', outcome = ?2 WHERE seq = ?1",
             params![seq, outcome.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// A claimed job goes back to the queue without its start counted (the variant was at
+    /// capacity: nothing ran).
+    pub(crate) fn release_job(&self, seq: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE async_jobs SET state = 'queued', attempts = attempts - 1 WHERE seq = ?1",
+            params![seq],
         )?;
         Ok(())
     }
