@@ -24,7 +24,6 @@ Needs a release `plinth` (PLINTH_BIN) and the plugins built for wasm32-wasip2. P
 Markdown report, medians over the rounds. Linux only.
 """
 
-import http.client
 import json
 import os
 import shutil
