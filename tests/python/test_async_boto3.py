@@ -2,6 +2,9 @@
 S3, `invoke_endpoint_async` for each, the outputs polled at their OutputLocation and
 compared with `invoke_endpoint`'s answers for the same bodies; an input the model refuses
 lands at its FailureLocation with the model's message, and nothing at its OutputLocation.
+A webhook receiver in this process (the config's SuccessTopic and ErrorTopic) answers 503
+to each job's first notification and 200 after: each job is notified exactly once more,
+in SageMaker's message format, the response included on success as configured.
 
 Run by tests/suites/async_inference.rs with the repository's .venv interpreter. PLINTH_URL
 is the server (no credentials); IRIS_WASM and IRIS_MODEL_DIR the model; BUCKET an empty
@@ -10,8 +13,13 @@ bucket on the S3 server at S3_ENDPOINT (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY).
 Plain asserts, no pytest: exit status 0 means every check passed.
 """
 
+import base64
+import json
 import os
+import threading
 import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 
@@ -28,6 +36,47 @@ s3 = boto3.client(
     aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
     aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
 )
+
+# The webhook receiver: every POST kept, by topic path and inference id.
+received = defaultdict(list)
+lock = threading.Lock()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        message = json.loads(body)
+        with lock:
+            tries = received[message["inferenceId"]]
+            tries.append((self.path, message))
+            status = 503 if len(tries) == 1 else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+hooks = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=hooks.serve_forever, daemon=True).start()
+HOOK = f"http://127.0.0.1:{hooks.server_address[1]}"
+
+# An SNS topic is refused by name: Plinth delivers webhooks.
+try:
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="iris-async-sns",
+        ProductionVariants=[{"VariantName": "A", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={
+            "OutputConfig": {
+                "S3OutputPath": f"s3://{BUCKET}/output",
+                "NotificationConfig": {"SuccessTopic": "arn:aws:sns:us-east-1:123456789012:done"},
+            }
+        },
+    )
+    raise AssertionError("an SNS topic was accepted")
+except sagemaker.exceptions.ClientError as e:
+    assert "SNS topic" in e.response["Error"]["Message"], e.response
 
 sagemaker.create_model(
     ModelName="iris-async",
@@ -48,6 +97,11 @@ sagemaker.create_endpoint_config(
         "OutputConfig": {
             "S3OutputPath": f"s3://{BUCKET}/output",
             "S3FailurePath": f"s3://{BUCKET}/failure/",
+            "NotificationConfig": {
+                "SuccessTopic": f"{HOOK}/success",
+                "ErrorTopic": f"{HOOK}/error",
+                "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"],
+            },
         },
     },
 )
@@ -69,6 +123,7 @@ for i, row in enumerate(rows):
         ContentType="text/csv",
         InvocationTimeoutSeconds=60,
         RequestTTLSeconds=600,
+        InferenceId=f"row-{i}",
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 202, response
     # Objects are named by a fresh id, as SageMaker names them.
@@ -81,11 +136,17 @@ for i, row in enumerate(rows):
 # A body the model refuses: its failure object holds the model's message.
 s3.put_object(Bucket=BUCKET, Key="input/bad.csv", Body=b"not,a,flower")
 bad = runtime.invoke_endpoint_async(
-    EndpointName="iris-async", InputLocation=f"s3://{BUCKET}/input/bad.csv", ContentType="text/csv"
+    EndpointName="iris-async",
+    InputLocation=f"s3://{BUCKET}/input/bad.csv",
+    ContentType="text/csv",
+    InferenceId="bad",
 )
 # An input that is not there fails the same way, saying so.
 missing = runtime.invoke_endpoint_async(
-    EndpointName="iris-async", InputLocation=f"s3://{BUCKET}/input/missing.csv", ContentType="text/csv"
+    EndpointName="iris-async",
+    InputLocation=f"s3://{BUCKET}/input/missing.csv",
+    ContentType="text/csv",
+    InferenceId="missing",
 )
 
 
@@ -124,4 +185,39 @@ except s3.exceptions.ClientError:
     pass
 gone = read(missing["FailureLocation"], deadline).decode()
 assert "input/missing.csv" in gone, gone
+
+# Notifications: each job's first try refused (503), its second delivered; none after.
+ids = [f"row-{i}" for i in range(len(jobs))] + ["bad", "missing"]
+deadline = time.monotonic() + 30
+while True:
+    with lock:
+        short = [i for i in ids if len(received[i]) < 2]
+    if not short:
+        break
+    assert time.monotonic() < deadline, f"not notified twice: {short}"
+    time.sleep(0.2)
+time.sleep(2.5)  # a delivered notification is not sent again
+with lock:
+    assert sorted(received) == sorted(ids), sorted(received)
+    for i, tries in received.items():
+        assert len(tries) == 2, (i, tries)
+        assert tries[0] == tries[1], (i, tries)
+for (row, response), i in zip(jobs, range(len(jobs))):
+    path, message = received[f"row-{i}"][1]
+    assert path == "/success", path
+    assert message["invocationStatus"] == "Completed", message
+    assert message["eventName"] == "InferenceResult" and message["eventSource"] == "aws:sagemaker", message
+    assert message["requestParameters"]["endpointName"] == "iris-async", message
+    assert message["requestParameters"]["inputLocation"] == f"s3://{BUCKET}/input/{i}.csv", message
+    assert message["responseParameters"]["outputLocation"] == response["OutputLocation"], message
+    included = base64.b64decode(message["responseBody"]["content"])
+    assert included == read(response["OutputLocation"], deadline), message
+for name, response in [("bad", bad), ("missing", missing)]:
+    path, message = received[name][1]
+    assert path == "/error", path
+    assert message["invocationStatus"] == "Failed", message
+    assert message["responseParameters"]["failureLocation"] == response["FailureLocation"], message
+    assert message["failureReason"] == read(response["FailureLocation"], deadline).decode(), message
+    assert "responseBody" not in message, "the error topic was not asked to include it"
+hooks.shutdown()
 print("ok")

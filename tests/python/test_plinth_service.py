@@ -437,9 +437,13 @@ def events_and_shadows(served):
                  message="not a multi-model endpoint", EndpointName=ENDPOINT)
     expect_error("ValidationException", plinth.list_loaded_models,
                  message="Could not find endpoint", EndpointName="never-created")
+    # The asynchronous queue is an asynchronous endpoint's: this one has none.
+    expect_error("ValidationException", plinth.describe_async_queue,
+                 message="is not an asynchronous endpoint", EndpointName=ENDPOINT)
     step(f"5. list_endpoint_events ({len(events)} events); describe_shadow_variants "
          f"({shadow['Compared']} compared); update_endpoint_weights_and_capacities; "
-         "list_loaded_models refused (not multi-model, unknown endpoint)")
+         "list_loaded_models and describe_async_queue refused (not multi-model, not "
+         "asynchronous, unknown endpoint)")
 
 
 def promotion():

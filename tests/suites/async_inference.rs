@@ -1,8 +1,10 @@
 //! Asynchronous inference (`AsyncInferenceConfig`, InvokeEndpointAsync) against the real
 //! server: boto3 end to end against the S3 test server (inputs in S3, answers compared with
-//! synchronous ones, a failing input at its failure location with the model's message), and
-//! the durable queue across kill -9 (every accepted job ends with exactly one output or
-//! failure object, none lost, none partial).
+//! synchronous ones, a failing input at its failure location with the model's message,
+//! webhook notifications retried and delivered once), the durable queue across kill -9
+//! (1,000 jobs: every accepted job ends with exactly one output or failure object, none
+//! lost, none partial, interrupted ones run again), an input larger than the model's memory,
+//! and scaling from zero instances on the backlog and back.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,6 +46,31 @@ fn boto3_async_with_s3_matches_synchronous_answers() {
             ("S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
         ],
     );
+    // `plinth async status` shows the queue: 20 completed, 2 failed, 22 notifications
+    // delivered (each after one refused try).
+    let output = std::process::Command::new(BIN)
+        .args(["async", "status", "iris-async", "--endpoint-url", server.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("0 queued, 0 running on 2 instances (2 per instance); 20 completed, 2 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifications: 22 delivered, 0 pending, 0 failed"),
+        "{text}"
+    );
+    let metrics = server.metrics();
+    for line in [
+        "plinth_async_notifications_total{endpoint=\"iris-async\",result=\"Delivered\"} 22",
+        "plinth_async_notifications_total{endpoint=\"iris-async\",result=\"Retried\"} 22",
+        "plinth_async_approximate_backlog_size{endpoint=\"iris-async\"} 0",
+        "plinth_async_total_processing_time_seconds_count{endpoint=\"iris-async\"} 22",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 /// The inference ids with an output (`<id>.out`) and with a failure (`<id>-error.out`) in
@@ -63,9 +90,10 @@ fn results(dir: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
     (outputs, failures, other)
 }
 
-/// 120 jobs of 25 ms each, one at a time; the server killed (-9) twice while they run and
-/// started again on the same data: every job accepted ends with exactly one output (the
-/// model's answer, whole), none with a failure, none lost.
+/// 1,000 jobs of 20 ms each, two at a time; the server killed (-9) three times while they
+/// run and started again on the same data: every job accepted ends with exactly one output
+/// (the model's answer, whole), none with a failure, none lost, and the jobs a kill
+/// interrupted ran again.
 #[test]
 fn queued_jobs_survive_kill_9_and_each_ends_once() {
     let work = tempfile::tempdir().unwrap();
@@ -73,11 +101,11 @@ fn queued_jobs_survive_kill_9_and_each_ends_once() {
     std::fs::write(&input, "hello").unwrap();
     std::fs::create_dir(&out).unwrap();
     let server = Server::start_with(BIN, Options::default());
-    server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "25" }));
+    server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "20" }));
     server.call(
         "CreateEndpointConfig",
         json!({ "EndpointConfigName": "queue", "ProductionVariants": [{
-                    "VariantName": "AllTraffic", "ModelName": "slow", "InitialInstanceCount": 1 }],
+                    "VariantName": "AllTraffic", "ModelName": "slow", "InitialInstanceCount": 2 }],
                 "AsyncInferenceConfig": {
                     "ClientConfig": { "MaxConcurrentInvocationsPerInstance": 1 },
                     "OutputConfig": { "S3OutputPath": out.display().to_string() } } }),
@@ -88,7 +116,7 @@ fn queued_jobs_survive_kill_9_and_each_ends_once() {
         1,
         "{described}"
     );
-    let jobs = 120;
+    let jobs = 1000;
     let mut ids = Vec::new();
     let accept = |id: &str| {
         let response = server
@@ -118,12 +146,18 @@ fn queued_jobs_survive_kill_9_and_each_ends_once() {
     assert_ne!(ids[0], ids[jobs - 1]);
 
     let mut server = server;
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_millis(700));
+    let mut rerun = 0;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
         let done = results(&out).0.len();
         assert!(done < jobs, "the kill must come while jobs run ({done} done)");
         server = server.kill_and_restart().expect("restart");
+        let requeued = server.wait_for_stderr(Duration::from_secs(5), |log| {
+            log.contains("a stop interrupted are queued again")
+        });
+        rerun += usize::from(requeued.is_ok());
     }
+    assert!(rerun > 0, "no kill interrupted a running job");
     let start = Instant::now();
     loop {
         let (outputs, failures, _) = results(&out);
@@ -131,7 +165,7 @@ fn queued_jobs_survive_kill_9_and_each_ends_once() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < Duration::from_secs(120),
             "{} of {jobs} done",
             outputs.len() + failures.len()
         );
@@ -147,4 +181,160 @@ fn queued_jobs_survive_kill_9_and_each_ends_once() {
         assert_eq!(body, "ok", "{id}");
     }
     drop(server);
+}
+
+/// An input larger than the model's memory fails unread, with a failure object saying so.
+#[test]
+fn an_input_larger_than_the_model_s_memory_fails_with_a_clear_message() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("big.bin"), work.path().join("out"));
+    std::fs::File::create(&input)
+        .unwrap()
+        .set_len(9 << 20)
+        .unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let server = Server::start_with(BIN, Options::default());
+    server.call(
+        "CreateModel",
+        json!({ "ModelName": "small", "PrimaryContainer": { "Image": FAULTS_WASM },
+                "PlinthLimits": { "MemorySizeInMB": 8 } }),
+    );
+    server.call(
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": "small", "ProductionVariants": [{
+                    "VariantName": "AllTraffic", "ModelName": "small", "InitialInstanceCount": 1 }],
+                "AsyncInferenceConfig": {
+                    "OutputConfig": { "S3OutputPath": out.display().to_string() } } }),
+    );
+    server.create_endpoint_settled("small", "small");
+    let response = server
+        .client()
+        .post(format!("{}/endpoints/small/async-invocations", server.url()))
+        .header("X-Amzn-SageMaker-InputLocation", input.display().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let failure = plinth_tests::header(&response, "x-amzn-sagemaker-failurelocation").unwrap();
+    let start = Instant::now();
+    while !Path::new(&failure).exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no failure object");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let message = std::fs::read_to_string(&failure).unwrap();
+    assert!(
+        message.contains("is 9437184 bytes, more than the model's memory (8388608 bytes"),
+        "{message}"
+    );
+    assert!(results(&out).0.is_empty(), "no output");
+}
+
+/// An asynchronous endpoint at zero instances: a job waits with the backlog reported, a
+/// policy on `ApproximateBacklogSizePerInstance` starts an instance (MinCapacity 0 is
+/// allowed for an asynchronous endpoint only), the job's output appears, and with the queue
+/// empty the policy scales back in to zero.
+#[test]
+fn a_backlog_policy_scales_from_zero_and_back() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
+    std::fs::write(&input, "hello").unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let server = Server::start_with(
+        BIN,
+        Options {
+            args: vec!["--autoscaling-minute".into(), "1".into()],
+            ..Options::default()
+        },
+    );
+    server.create_model("m", FAULTS_WASM, json!({}));
+    server.call(
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": "zero", "ProductionVariants": [{
+                    "VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1 }],
+                "AsyncInferenceConfig": {
+                    "OutputConfig": { "S3OutputPath": out.display().to_string() } } }),
+    );
+    server.create_endpoint_settled("zero", "zero");
+    // A synchronous endpoint cannot go to zero with traffic: only an asynchronous one.
+    server.create_model("sync", FAULTS_WASM, json!({}));
+    server.create_config("sync", &[("AllTraffic", "sync", 1)]);
+    server.create_endpoint_settled("sync", "sync");
+    let target = |endpoint: &str| {
+        json!({ "ServiceNamespace": "sagemaker",
+                "ResourceId": format!("endpoint/{endpoint}/variant/AllTraffic"),
+                "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                "MinCapacity": 0, "MaxCapacity": 2 })
+    };
+    let refused = server.control("RegisterScalableTarget", &target("sync"));
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().unwrap().contains("MinCapacity 0 must be at least 1"));
+    server.call("RegisterScalableTarget", target("zero"));
+    server.call(
+        "PutScalingPolicy",
+        json!({ "PolicyName": "backlog", "ServiceNamespace": "sagemaker",
+                "ResourceId": "endpoint/zero/variant/AllTraffic",
+                "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": 5.0, "ScaleInCooldown": 0, "ScaleOutCooldown": 0,
+                    "CustomizedMetricSpecification": {
+                        "MetricName": "ApproximateBacklogSizePerInstance",
+                        "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                        "Dimensions": [{ "Name": "EndpointName", "Value": "zero" }] } } }),
+    );
+    let instances = || {
+        server.describe_endpoint("zero")["ProductionVariants"][0]["DesiredInstanceCount"]
+            .as_u64()
+            .unwrap()
+    };
+    let eventually = |timeout: u64, what: &str, check: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !check() {
+            assert!(start.elapsed() < Duration::from_secs(timeout), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // With an empty queue the policy scales in to zero.
+    eventually(60, "scaled in to zero", &|| instances() == 0);
+    let queue = || server.call("DescribeAsyncQueue", json!({ "EndpointName": "zero" }));
+    assert_eq!(queue()["InstanceCount"], 0);
+    let accepted = Instant::now();
+    let response = server
+        .client()
+        .post(format!("{}/endpoints/zero/async-invocations", server.url()))
+        .header("X-Amzn-SageMaker-InputLocation", input.display().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let output = plinth_tests::header(&response, "x-amzn-sagemaker-outputlocation").unwrap();
+    let waiting = queue();
+    assert_eq!(waiting["Queued"], 1, "{waiting}");
+    assert_eq!(waiting["HasBacklogWithoutCapacity"], 1.0, "{waiting}");
+    assert!(server
+        .metrics()
+        .contains("plinth_async_has_backlog_without_capacity{endpoint=\"zero\"} 1"));
+    eventually(60, "the job's output", &|| Path::new(&output).exists());
+    let took = accepted.elapsed();
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "ok");
+    let scaled_out = || {
+        let activities = server.call(
+            "DescribeScalingActivities",
+            json!({ "ServiceNamespace": "sagemaker",
+                    "ResourceId": "endpoint/zero/variant/AllTraffic" }),
+        );
+        activities["ScalingActivities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["Description"] == "Setting desired instance count to 1."
+                    && a["StatusCode"] == "Successful"
+                    && a["Cause"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with("0 -> 1"))
+            })
+    };
+    eventually(30, "a successful scale-out from 0 to 1", &scaled_out);
+    eprintln!("scaled from zero: output after {took:?}");
+    // And back to zero once the queue is empty.
+    eventually(60, "scaled in to zero again", &|| instances() == 0);
 }

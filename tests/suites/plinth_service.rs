@@ -215,7 +215,13 @@ fn model_members(
             continue;
         };
         let path = format!("{prefix}{name}");
-        out.push((path.clone(), target.clone()));
+        let mut seen = target.clone();
+        if target["type"] == "list" {
+            // A list of plain values is compared by its items' type.
+            let item = target["member"]["shape"].as_str().unwrap_or_default();
+            seen["itemType"] = shapes.get(item).map_or(Value::Null, |s| s["type"].clone());
+        }
+        out.push((path.clone(), seen));
         match target["type"].as_str() {
             Some("structure") => model_members(shapes, target_name, &format!("{path}."), out),
             Some("list") => {
@@ -295,6 +301,9 @@ fn compare_form(form: Form, target: &Value) -> Option<String> {
         Form::Value if kind == "boolean" => {
             Some("a boolean in the model; the table types it as a string (use .boolean())".into())
         }
+        // A list of strings (IncludeInferenceResponseIn): its values are checked by the
+        // operation.
+        Form::Value if kind == "list" && target["itemType"] == "string" => None,
         Form::Value if kind != "string" => {
             Some(format!("a string in the table; the model says {kind}"))
         }

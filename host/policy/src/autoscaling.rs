@@ -7,6 +7,7 @@
 //! of its two [`Dimension`]s, with `MinCapacity` and `MaxCapacity`; the decision for one
 //! policy is [`crate::target_tracking`]'s.
 
+use crate::async_inference::{Backlog, BacklogMetric};
 use crate::capacity::MAX_INSTANCE_COUNT;
 use crate::metric_alarm::{Metric, Statistic, Stats, METRICS, STATISTICS};
 use crate::names;
@@ -204,13 +205,15 @@ impl ScalableTarget {
 /// RegisterScalableTarget: a new target (which needs both capacities), or `existing`
 /// updated with what `registration` gives. `ceiling` is the most the variant can take (a
 /// serverless variant's `MaxConcurrency` for its provisioned concurrency); `default_role`
-/// the role a target registered without `RoleARN` gets.
+/// the role a target registered without `RoleARN` gets. `floor` is the least `MinCapacity`:
+/// 0 for an asynchronous endpoint's instance count (its queue waits while it has none), else
+/// 1.
 pub fn register(
     existing: Option<&ScalableTarget>,
     resource_id: ResourceId,
     dimension: Dimension,
     registration: Registration,
-    ceiling: u32,
+    (floor, ceiling): (u32, u32),
     default_role: &str,
 ) -> Result<ScalableTarget, Invalid> {
     let (min, max) = match (
@@ -228,7 +231,7 @@ pub fn register(
         }
     };
     let bounds = target_tracking::Bounds { min, max };
-    bounds.validate(1)?;
+    bounds.validate(floor)?;
     let ceiling = ceiling.min(dimension.ceiling());
     if max > ceiling {
         let what = match dimension {
@@ -350,6 +353,13 @@ pub enum PolicyMetric {
         metric: Metric,
         statistic: Statistic,
     },
+    /// A customized metric on an asynchronous endpoint's queue: a statistic of the backlog's
+    /// samples over the minute.
+    Backlog {
+        endpoint: String,
+        metric: BacklogMetric,
+        statistic: Statistic,
+    },
 }
 
 /// A policy checked and ready to run.
@@ -431,18 +441,22 @@ impl CustomizedMetric {
                 self.namespace
             )));
         }
-        let metric = Metric::from_name(&self.metric_name).ok_or_else(|| {
-            Invalid(format!(
-                "{at}.MetricName {:?} is not one Plinth records; use one of {}",
-                self.metric_name,
-                METRICS.join(", ")
-            ))
-        })?;
         let statistic = Statistic::from_name(&self.statistic).ok_or_else(|| {
             Invalid(format!(
                 "{at}.Statistic {:?} is not valid; use one of {}",
                 self.statistic,
                 STATISTICS.join(", ")
+            ))
+        })?;
+        if let Some(backlog) = BacklogMetric::from_name(&self.metric_name) {
+            return self.compile_backlog(backlog, statistic);
+        }
+        let metric = Metric::from_name(&self.metric_name).ok_or_else(|| {
+            Invalid(format!(
+                "{at}.MetricName {:?} is not one Plinth records; use one of {}, {}",
+                self.metric_name,
+                METRICS.join(", "),
+                BacklogMetric::ALL.map(BacklogMetric::as_str).join(", ")
             ))
         })?;
         if let Some(unit) = &self.unit {
@@ -486,6 +500,37 @@ impl CustomizedMetric {
             statistic,
         })
     }
+
+    /// A policy on an asynchronous endpoint's backlog: dimension `EndpointName` alone, as
+    /// SageMaker's backlog metrics have.
+    fn compile_backlog(
+        &self,
+        metric: BacklogMetric,
+        statistic: Statistic,
+    ) -> Result<PolicyMetric, Invalid> {
+        let at = "CustomizedMetricSpecification";
+        if let Some(unit) = &self.unit {
+            if unit != metric.unit() {
+                return Err(Invalid(format!(
+                    "{at}.Unit {unit:?} is not {}'s unit, {}",
+                    metric.as_str(),
+                    metric.unit()
+                )));
+            }
+        }
+        match self.dimensions.as_slice() {
+            [d] if d.name == "EndpointName" => Ok(PolicyMetric::Backlog {
+                endpoint: d.value.clone(),
+                metric,
+                statistic,
+            }),
+            _ => Err(Invalid(format!(
+                "{at}.Dimensions must be EndpointName alone: {} is an asynchronous endpoint's \
+                 metric",
+                metric.as_str()
+            ))),
+        }
+    }
 }
 
 impl PolicyMetric {
@@ -506,7 +551,38 @@ impl PolicyMetric {
             PolicyMetric::Custom {
                 metric, statistic, ..
             } => stats.value(*metric, *statistic),
+            // Sampled, not recorded per request: see [`PolicyMetric::backlog_datapoint`].
+            PolicyMetric::Backlog { .. } => None,
         }
+    }
+
+    /// A backlog metric's datapoint: its statistic over the minute's samples of the queue
+    /// (`None` without samples, or for a metric that is not the backlog's).
+    pub fn backlog_datapoint(&self, samples: &[Backlog]) -> Option<f64> {
+        let PolicyMetric::Backlog {
+            metric, statistic, ..
+        } = self
+        else {
+            return None;
+        };
+        if samples.is_empty() {
+            return None;
+        }
+        let values = samples.iter().map(|b| metric.value(b));
+        let n = samples.len() as f64;
+        Some(match statistic {
+            Statistic::Average => values.sum::<f64>() / n,
+            Statistic::Sum => values.sum(),
+            Statistic::SampleCount => n,
+            Statistic::Minimum => values.fold(f64::INFINITY, f64::min),
+            Statistic::Maximum => values.fold(f64::NEG_INFINITY, f64::max),
+            Statistic::Percentile(p) => {
+                let mut sorted: Vec<f64> = values.collect();
+                sorted.sort_by(f64::total_cmp);
+                let rank = ((p / 100.0) * n).ceil().max(1.0) as usize;
+                sorted[rank.min(sorted.len()) - 1]
+            }
+        })
     }
 }
 
@@ -659,7 +735,7 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             registration(Some(1), None),
-            1000,
+            (1, 1000),
             ROLE,
         )
         .unwrap_err();
@@ -672,7 +748,7 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             registration(Some(1), Some(4)),
-            1000,
+            (1, 1000),
             ROLE,
         )
         .unwrap();
@@ -692,7 +768,7 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             update,
-            1000,
+            (1, 1000),
             "other",
         )
         .unwrap();
@@ -706,7 +782,7 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             registration(Some(9), None),
-            1000,
+            (1, 1000),
             ROLE,
         )
         .unwrap_err();
@@ -719,11 +795,22 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             registration(Some(0), Some(2)),
-            1000,
+            (1, 1000),
             ROLE,
         )
         .unwrap_err();
         assert!(e.0.contains("MinCapacity 0 must be at least 1"), "{e}");
+        // An asynchronous endpoint's instance count may go to zero.
+        let t = register(
+            None,
+            resource(),
+            Dimension::InstanceCount,
+            registration(Some(0), Some(2)),
+            (0, 1000),
+            ROLE,
+        )
+        .unwrap();
+        assert_eq!((t.min_capacity, t.max_capacity), (0, 2));
     }
 
     #[test]
@@ -733,7 +820,7 @@ mod tests {
             resource(),
             Dimension::ProvisionedConcurrency,
             registration(Some(1), Some(12)),
-            10,
+            (1, 10),
             ROLE,
         )
         .unwrap_err();
@@ -748,7 +835,7 @@ mod tests {
             resource(),
             Dimension::ProvisionedConcurrency,
             registration(Some(1), Some(10)),
-            10,
+            (1, 10),
             ROLE,
         )
         .unwrap();
@@ -757,7 +844,7 @@ mod tests {
             resource(),
             Dimension::InstanceCount,
             registration(Some(1), Some(1001)),
-            u32::MAX,
+            (1, u32::MAX),
             ROLE,
         )
         .unwrap_err();
@@ -895,6 +982,76 @@ mod tests {
                 metric: Metric::ModelLatency,
                 statistic: Statistic::Average
             }
+        );
+    }
+
+    #[test]
+    fn backlog_policies_track_an_asynchronous_endpoint_s_queue() {
+        let spec = |dimensions: serde_json::Value| {
+            policy(
+                Dimension::InstanceCount,
+                serde_json::json!({"TargetValue": 5.0, "CustomizedMetricSpecification": {
+                    "MetricName": "ApproximateBacklogSizePerInstance",
+                    "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                    "Dimensions": dimensions}}),
+            )
+            .compile()
+        };
+        let c = spec(serde_json::json!([{"Name": "EndpointName", "Value": "e"}])).unwrap();
+        assert_eq!(
+            c.metric,
+            PolicyMetric::Backlog {
+                endpoint: "e".into(),
+                metric: BacklogMetric::SizePerInstance,
+                statistic: Statistic::Average
+            }
+        );
+        let e = spec(serde_json::json!([
+            {"Name": "EndpointName", "Value": "e"},
+            {"Name": "VariantName", "Value": "v"}
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("must be EndpointName alone"), "{e}");
+        // Samples over the minute: 0 instances and 3 queued asks for capacity.
+        let samples = [
+            Backlog {
+                size: 0,
+                instances: 0,
+                oldest_age_seconds: 0.0,
+            },
+            Backlog {
+                size: 3,
+                instances: 0,
+                oldest_age_seconds: 2.0,
+            },
+            Backlog {
+                size: 9,
+                instances: 1,
+                oldest_age_seconds: 4.0,
+            },
+        ];
+        assert_eq!(c.metric.backlog_datapoint(&samples), Some(4.0));
+        assert_eq!(c.metric.backlog_datapoint(&[]), None);
+        let max = PolicyMetric::Backlog {
+            endpoint: "e".into(),
+            metric: BacklogMetric::HasBacklogWithoutCapacity,
+            statistic: Statistic::Maximum,
+        };
+        assert_eq!(max.backlog_datapoint(&samples), Some(1.0));
+        let p50 = PolicyMetric::Backlog {
+            endpoint: "e".into(),
+            metric: BacklogMetric::AgeOfOldestRequest,
+            statistic: Statistic::Percentile(50.0),
+        };
+        assert_eq!(p50.backlog_datapoint(&samples), Some(2.0));
+        // From zero capacity, a backlog asks for one instance.
+        assert_eq!(
+            target_tracking::wanted(
+                &c.tracking,
+                0,
+                &[c.metric.backlog_datapoint(&samples[1..2])]
+            ),
+            1
         );
     }
 

@@ -45,6 +45,9 @@ pub struct Capacity {
     pub instance_count: usize,
     /// A serverless variant's concurrency settings.
     pub serverless: Option<ServerlessCapacity>,
+    /// A variant of an asynchronous endpoint: with no instance its jobs wait in the queue,
+    /// so it may have 0 instances and keep its weight.
+    pub queued: bool,
 }
 
 /// The largest instance count a variant may ask for.
@@ -154,8 +157,9 @@ pub fn apply(current: &[Capacity], changes: &[Change]) -> Result<Vec<Capacity>, 
         }
     }
     for c in &next {
-        // A serverless variant at zero instances starts one for its next request.
-        if c.instance_count == 0 && c.weight > 0.0 && c.serverless.is_none() {
+        // A serverless variant at zero instances starts one for its next request; an
+        // asynchronous endpoint's jobs wait for one.
+        if c.instance_count == 0 && c.weight > 0.0 && c.serverless.is_none() && !c.queued {
             return Err(format!(
                 "variant {:?} would have 0 instances but weight {}; set its DesiredWeight to 0 as well",
                 c.variant, c.weight
@@ -179,12 +183,14 @@ mod tests {
                 weight: 1.0,
                 instance_count: 2,
                 serverless: None,
+                queued: false,
             },
             Capacity {
                 variant: "B".into(),
                 weight: 1.0,
                 instance_count: 1,
                 serverless: None,
+                queued: false,
             },
         ]
     }
@@ -209,6 +215,7 @@ mod tests {
             weight: 1.0,
             instance_count: 0,
             serverless: Some(sl(4, 0)),
+            queued: false,
         }];
         let update = |max, provisioned| Change {
             variant: "S".into(),
@@ -263,6 +270,13 @@ mod tests {
     #[test]
     fn zero_instances_only_with_zero_weight() {
         let e = apply(&current(), &[change("B", None, Some(0))]).unwrap_err();
+        // An asynchronous endpoint's variant keeps its weight at 0 instances: its jobs wait.
+        let queued: Vec<Capacity> = current()
+            .into_iter()
+            .map(|c| Capacity { queued: true, ..c })
+            .collect();
+        let next = apply(&queued, &[change("B", None, Some(0))]).unwrap();
+        assert_eq!((next[1].instance_count, next[1].weight), (0, 1.0));
         assert!(e.contains("0 instances but weight 1"), "{e}");
         let next = apply(&current(), &[change("B", Some(0.0), Some(0))]).unwrap();
         assert_eq!(next[1].instance_count, 0);

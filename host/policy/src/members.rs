@@ -545,12 +545,21 @@ const ASYNC_CLIENT_CONFIG: Shape = Shape {
     )],
 };
 
+const ASYNC_NOTIFICATION_CONFIG: Shape = Shape {
+    name: "AsyncInferenceNotificationConfig",
+    members: &[
+        served("SuccessTopic"),
+        served("ErrorTopic"),
+        served("IncludeInferenceResponseIn"),
+    ],
+};
+
 const ASYNC_OUTPUT_CONFIG: Shape = Shape {
     name: "AsyncInferenceOutputConfig",
     members: &[
         refused("KmsKeyId"),
         served("S3OutputPath"),
-        refused("NotificationConfig"),
+        served("NotificationConfig").structure(&ASYNC_NOTIFICATION_CONFIG),
         served("S3FailurePath"),
     ],
 };
@@ -1001,6 +1010,7 @@ const OPERATIONS: &[Operation] = &[
     plinth("DescribeShadowVariants", &PLINTH_ENDPOINT_NAME),
     plinth("PromoteShadowVariant", &PROMOTE_SHADOW),
     plinth("ListLoadedModels", &PLINTH_ENDPOINT_NAME),
+    plinth("DescribeAsyncQueue", &PLINTH_ENDPOINT_NAME),
     autoscaling("RegisterScalableTarget", &REGISTER_SCALABLE_TARGET),
     autoscaling("DeregisterScalableTarget", &DEREGISTER_SCALABLE_TARGET),
     autoscaling("DescribeScalableTargets", &DESCRIBE_SCALABLE_TARGETS),

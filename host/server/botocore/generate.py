@@ -330,6 +330,9 @@ class Builder:
         if "map" in m:
             self.leaf(shape["key"]["shape"])
             self.leaf(shape["value"]["shape"])
+        elif shape.get("type") == "list":
+            # A list of plain values (IncludeInferenceResponseIn): its item shape too.
+            self.leaf(shape["member"]["shape"])
         if narrowed == shape:
             self.put(target, shape)
         elif self.is_plinth(target):

@@ -52,6 +52,13 @@ pub(crate) struct Metrics {
     pub(crate) loaded_models: IntGaugeVec,
     pub(crate) model_cache_bytes: IntGaugeVec,
     pub(crate) model_invocations: IntGaugeVec,
+    pub(crate) backlog: prometheus::GaugeVec,
+    pub(crate) backlog_per_instance: prometheus::GaugeVec,
+    pub(crate) oldest_request_age: prometheus::GaugeVec,
+    pub(crate) backlog_without_capacity: prometheus::GaugeVec,
+    pub(crate) time_in_backlog: HistogramVec,
+    pub(crate) total_processing_time: HistogramVec,
+    pub(crate) notifications: IntCounterVec,
 }
 
 /// A multi-model variant's metrics (SageMaker's multi-model endpoint metrics), resolved
@@ -81,6 +88,21 @@ fn counter_with(registry: &Registry, name: &str, help: &str, labels: &[&str]) ->
     c
 }
 
+/// Buckets for asynchronous jobs' times (seconds): 10 ms to 6 hours, a job's longest wait.
+const ASYNC_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    21600.0,
+];
+
+/// A gauge per endpoint (SageMaker's endpoint-level metrics).
+fn endpoint_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), LABELS).expect("valid metric");
     registry
@@ -90,9 +112,19 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    histogram_with(registry, name, help, LABELS, BUCKETS)
+}
+
+fn histogram_with(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
-        LABELS,
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
     )
     .expect("valid metric");
     registry
@@ -200,6 +232,13 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            backlog: endpoint_gauge(&r, "plinth_async_approximate_backlog_size", "Asynchronous: jobs queued or running (SageMaker ApproximateBacklogSize)."),
+            backlog_per_instance: endpoint_gauge(&r, "plinth_async_approximate_backlog_size_per_instance", "Asynchronous: jobs queued or running over the endpoint's instances, the jobs themselves with none (SageMaker ApproximateBacklogSizePerInstance)."),
+            oldest_request_age: endpoint_gauge(&r, "plinth_async_approximate_age_of_oldest_request_seconds", "Asynchronous: how long the oldest job queued or running has been in the queue (SageMaker ApproximateAgeOfOldestRequest)."),
+            backlog_without_capacity: endpoint_gauge(&r, "plinth_async_has_backlog_without_capacity", "Asynchronous: 1 while jobs wait and the endpoint has no instance, else 0 (SageMaker HasBacklogWithoutCapacity)."),
+            time_in_backlog: histogram_with(&r, "plinth_async_time_in_backlog_seconds", "Asynchronous: time from a job's acceptance to its first start (SageMaker TimeInBacklog).", &["endpoint"], ASYNC_BUCKETS),
+            total_processing_time: histogram_with(&r, "plinth_async_total_processing_time_seconds", "Asynchronous: time from a job's acceptance to its output or failure object written (SageMaker TotalProcessingTime).", &["endpoint"], ASYNC_BUCKETS),
+            notifications: counter_with(&r, "plinth_async_notifications_total", "Asynchronous: tries to deliver a notification, by result: Delivered, Retried (tried again later), Failed (given up).", &["endpoint", "result"]),
             registry: r,
         }
     }
@@ -219,6 +258,10 @@ impl Metrics {
         self.serverless_concurrency.reset();
         self.model_cache_bytes.reset();
         self.model_invocations.reset();
+        self.backlog.reset();
+        self.backlog_per_instance.reset();
+        self.oldest_request_age.reset();
+        self.backlog_without_capacity.reset();
     }
 
     /// The Prometheus text exposition.

@@ -190,6 +190,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Asynchronous endpoints' queues.
+    Async {
+        #[command(subcommand)]
+        command: AsyncCommand,
+    },
     /// Load-test an endpoint (SageMaker's Inference Recommender).
     ///
     /// Requests/s, latency percentiles, errors and the variant split per concurrency, request
@@ -368,6 +373,69 @@ fn deployment_config(
         });
     }
     config
+}
+
+/// `plinth async`'s commands.
+#[derive(Subcommand)]
+enum AsyncCommand {
+    /// Show an asynchronous endpoint's queue: jobs queued, running and done (kept a day),
+    /// the backlog as SageMaker's metrics measure it, and the notifications' deliveries
+    /// (DescribeAsyncQueue).
+    Status {
+        /// The endpoint's name.
+        endpoint: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// DescribeAsyncQueue's output as a summary.
+fn queue_summary(q: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let n = |key: &str| q[key].as_f64().unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "endpoint {}: {} queued, {} running on {} instances ({} per instance); {} completed, {} failed in the last day",
+        q["EndpointName"].as_str().unwrap_or_default(),
+        q["Queued"],
+        q["Running"],
+        q["InstanceCount"],
+        q["MaxConcurrentInvocationsPerInstance"],
+        q["Completed"],
+        q["Failed"],
+    );
+    let _ = writeln!(
+        out,
+        "backlog {} ({:.2} per instance), oldest {:.1} s{}",
+        n("ApproximateBacklogSize"),
+        n("ApproximateBacklogSizePerInstance"),
+        n("ApproximateAgeOfOldestRequest"),
+        if n("HasBacklogWithoutCapacity") > 0.0 {
+            ", waiting for an instance"
+        } else {
+            ""
+        },
+    );
+    let notes = &q["Notifications"];
+    let _ = writeln!(
+        out,
+        "notifications: {} delivered, {} pending, {} failed",
+        notes["Delivered"], notes["Pending"], notes["Failed"],
+    );
+    for u in notes["Undelivered"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {} after {} tries: {}",
+            u["Url"].as_str().unwrap_or_default(),
+            u["Tries"],
+            u["LastTry"].as_str().unwrap_or_default(),
+        );
+    }
+    out
 }
 
 /// ListLoadedModels' output as a table.
@@ -903,6 +971,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", models_table(&report));
+            }
+            Ok(())
+        }
+        Command::Async {
+            command:
+                AsyncCommand::Status {
+                    endpoint,
+                    server,
+                    json,
+                },
+        } => {
+            let report = server.client()?.call(
+                "DescribeAsyncQueue",
+                serde_json::json!({ "EndpointName": endpoint }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", queue_summary(&report));
             }
             Ok(())
         }

@@ -1,25 +1,37 @@
 //! Asynchronous inference's queue runner: jobs accepted by InvokeEndpointAsync (committed
 //! to the store's `async_jobs` before the 202) are claimed per endpoint, up to
 //! `MaxConcurrentInvocationsPerInstance` per instance of the variants serving it, and run:
-//! the input read through the storage layer (a local path or `s3://`), the variant invoked
-//! as a synchronous request would be (routing, the invocation timeout, metrics), and the
-//! result written to the output location, or the failure to the failure location, each
-//! whole (a temporary file renamed, or one upload), before the job is marked done. Jobs a
-//! stop interrupted go back to the queue at start and run again (at most
+//! the input read through the storage layer (a local path or `s3://`, staged in a file and
+//! mapped, never copied whole onto the heap; one larger than the model's memory fails
+//! unread), the variant invoked as a synchronous request would be (routing, the invocation
+//! timeout, metrics), and the result written to the output location, or the failure to the
+//! failure location, each whole (a temporary file renamed, or one upload), before the job is
+//! marked done, with its notification queued in the same transaction. Jobs a stop
+//! interrupted go back to the queue at start and run again (at most
 //! `plinth_policy::async_inference::MAX_ATTEMPTS` starts); a job whose time to live passed in
-//! the queue fails without running.
+//! the queue fails without running, also on an endpoint that has no instance to run it.
+//!
+//! Notifications (`NotificationConfig`'s topics, webhook URLs) are delivered by a second
+//! loop: each POSTed as SageMaker's JSON message, tried again with backoff on no answer or a
+//! 5xx (`plinth_policy::async_inference::after_try`), every try recorded in the store.
+//!
+//! The backlog (jobs queued or running, the oldest's age, instances) is read here for the
+//! metrics, the autoscaler's backlog policies and `plinth async status`.
 
 use super::deployer::Fleet;
 use super::variant::record_invocation;
-use crate::state::store::AsyncJob;
-use plinth_policy::async_inference::{fate, Fate, Queued};
+use crate::state::catalog::AsyncInferenceConfig;
+use crate::state::store::{AsyncJob, DeliveryState};
+use plinth_policy::async_inference::{
+    after_try, fate, notification, Backlog, Delivery, Ended, Fate, Finished, Queued, Tried,
+};
 use plinth_runtime::{Invocation, InvokeError};
 use plinth_storage::Location;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the queue keeps a done job (it refuses its inference id again meanwhile): a day.
 const KEEP_DONE_SECONDS: f64 = 86_400.0;
@@ -29,6 +41,10 @@ const KEEP_DONE_SECONDS: f64 = 86_400.0;
 pub(crate) struct AsyncJobs {
     wake: tokio::sync::Notify,
     running: Mutex<HashMap<String, usize>>,
+    /// When each endpoint that could not run its jobs last had them looked at for expiry.
+    swept: Mutex<HashMap<String, Instant>>,
+    /// Wakes the notification loop.
+    notify: tokio::sync::Notify,
 }
 
 impl AsyncJobs {
@@ -42,8 +58,42 @@ impl AsyncJobs {
     }
 }
 
+/// An endpoint config's `AsyncInferenceConfig`, if it has one.
+pub(crate) fn config_of(state: &Fleet, config_name: &str) -> Option<AsyncInferenceConfig> {
+    state
+        .catalog()
+        .configs
+        .get(config_name)
+        .and_then(|c| c.definition.async_inference_config.clone())
+}
+
+/// `endpoint`'s backlog now: jobs queued or running, the oldest one's age, and the
+/// instances of the variants serving it. `None` when the endpoint does not exist or the
+/// queue cannot be read.
+pub(crate) fn backlog(state: &Fleet, endpoint: &str) -> Option<Backlog> {
+    let snapshot = state.endpoints.get(endpoint)?;
+    let (size, oldest) = state
+        .stored
+        .store
+        .backlog(endpoint)
+        .inspect_err(
+            |e| tracing::warn!(endpoint, error = %e, "the asynchronous backlog could not be read"),
+        )
+        .ok()?;
+    let instances: usize = snapshot
+        .serving()
+        .map(|v| v.live.serving.stats().instances)
+        .sum();
+    Some(Backlog {
+        size,
+        instances: instances as u64,
+        oldest_age_seconds: oldest.map_or(0.0, |t| (crate::state::now() - t).max(0.0)),
+    })
+}
+
 /// Run the queue until the process ends.
 pub(crate) async fn run(state: Arc<Fleet>) {
+    tokio::spawn(deliver(state.clone()));
     // What a stop left staged is not needed: every job it was for runs again.
     if let Ok(dir) = scratch(&state) {
         let _ = std::fs::remove_dir_all(&dir);
@@ -79,6 +129,7 @@ pub(crate) async fn run(state: Arc<Fleet>) {
 fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError> {
     for endpoint in state.stored.store.endpoints_with_jobs()? {
         let Some(room) = room(state, &endpoint) else {
+            expire(state, &endpoint)?;
             continue;
         };
         let free = room.saturating_sub(
@@ -93,35 +144,78 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
             continue;
         }
         for job in state.stored.store.claim_jobs(&endpoint, free)? {
-            *state
-                .async_jobs
-                .running()
-                .entry(endpoint.clone())
-                .or_default() += 1;
-            let state = state.clone();
-            // The running count goes down under the key it went up under.
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                let seq = job.seq;
-                let outcome = std::panic::AssertUnwindSafe(run_job(&state, &job));
-                let outcome = futures::FutureExt::catch_unwind(outcome).await;
-                if outcome.is_err() {
-                    tracing::error!(endpoint = %endpoint, seq, "an asynchronous job's task panicked; it runs again after a restart");
-                }
-                if let Some(n) = state.async_jobs.running().get_mut(&endpoint) {
-                    *n = n.saturating_sub(1);
-                }
-                state.async_jobs.wake();
-            });
+            spawn(state, &endpoint, job);
+        }
+    }
+    Ok(())
+}
+
+/// Run a claimed job in its own task, counted as running for `endpoint`.
+fn spawn(state: &Arc<Fleet>, endpoint: &str, job: AsyncJob) {
+    *state
+        .async_jobs
+        .running()
+        .entry(endpoint.to_owned())
+        .or_default() += 1;
+    let state = state.clone();
+    // The running count goes down under the key it went up under.
+    let endpoint = endpoint.to_owned();
+    tokio::spawn(async move {
+        let seq = job.seq;
+        let outcome = std::panic::AssertUnwindSafe(run_job(&state, &job));
+        let outcome = futures::FutureExt::catch_unwind(outcome).await;
+        if outcome.is_err() {
+            tracing::error!(endpoint = %endpoint, seq, "an asynchronous job's task panicked; it runs again after a restart");
+        }
+        if let Some(n) = state.async_jobs.running().get_mut(&endpoint) {
+            *n = n.saturating_sub(1);
+        }
+        state.async_jobs.wake();
+    });
+}
+
+/// How often the jobs of an endpoint that cannot run them are looked at for expiry.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The jobs of an endpoint that has no room for them (not serving, or no instance) whose
+/// time to live has passed are failed, as they would be when claimed.
+fn expire(state: &Arc<Fleet>, endpoint: &str) -> Result<(), crate::state::store::StoreError> {
+    {
+        let mut swept = state
+            .async_jobs
+            .swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let last = swept.entry(endpoint.to_owned()).or_insert_with(|| {
+            Instant::now()
+                .checked_sub(SWEEP_EVERY)
+                .unwrap_or_else(Instant::now)
+        });
+        if last.elapsed() < SWEEP_EVERY {
+            return Ok(());
+        }
+        *last = Instant::now();
+    }
+    let now = crate::state::now();
+    for (seq, accepted, attempts, ttl_seconds) in state.stored.store.queued_jobs(endpoint)? {
+        let queued = Queued {
+            accepted,
+            ttl_seconds,
+            attempts,
+        };
+        if fate(&queued, now) == Fate::Run {
+            continue;
+        }
+        if let Some(job) = state.stored.store.claim_job(seq)? {
+            spawn(state, endpoint, job);
         }
     }
     Ok(())
 }
 
 /// How many jobs `endpoint` may run at once: `MaxConcurrentInvocationsPerInstance` for each
-/// instance of the variants serving it (at least one, so that a variant scaled to zero is
-/// started by its first job); `None` while it does not serve, or has no
-/// `AsyncInferenceConfig` (a job of a deleted or reconfigured endpoint is failed when run).
+/// instance of the variants serving it; `None` while it does not serve or has no instance
+/// (its jobs can then only expire). A job of a deleted endpoint is claimed and failed.
 fn room(state: &Fleet, endpoint: &str) -> Option<usize> {
     let Some(snapshot) = state.endpoints.get(endpoint) else {
         // Deleted: its jobs are claimed and failed.
@@ -145,7 +239,9 @@ fn room(state: &Fleet, endpoint: &str) -> Option<usize> {
         .serving()
         .map(|v| v.live.serving.stats().instances)
         .sum();
-    Some(per_instance * instances.max(1))
+    // With no instance (scaled to zero, or starting) the jobs wait; the autoscaler's backlog
+    // policy starts one.
+    (instances > 0).then_some(per_instance * instances)
 }
 
 /// Why a job did not produce its output.
@@ -166,19 +262,19 @@ impl From<String> for Unfinished {
 /// How long reading an input or writing a result may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// Run one job to its end: the output or the failure object written, then the job done (or,
-/// when the variant had no room, back in the queue).
+/// Run one job to its end: the output or the failure object written, then the job done with
+/// its notification queued (or, when the variant had no room, back in the queue).
 async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
     let j = &job.job;
     let text = |key: &str| j[key].as_str().unwrap_or_default().to_string();
     let (output, failure) = (text("OutputLocation"), text("FailureLocation"));
     // A job that a stop interrupted after its output was written is complete.
     if job.attempts > 0 && exists(state, &output).await {
-        finish(
-            state,
-            job,
-            json!({ "Status": "Completed", "OutputLocation": output }),
-        );
+        let ended = Ended::Completed {
+            location: &output,
+            content_type: "",
+        };
+        finish(state, job, &ended, None);
         return;
     }
     let queued = Queued {
@@ -190,22 +286,28 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
         Fate::Fail(message) => Err(Unfinished::Failed(message)),
         Fate::Run => invoke(state, job).await,
     };
-    let outcome = match result {
-        Ok(body) => {
+    let (message, response) = match result {
+        Ok((body, content_type)) => {
             match tokio::time::timeout(TRANSFER_TIMEOUT, write(state, &body, &output)).await {
-                Ok(Ok(())) => json!({ "Status": "Completed", "OutputLocation": output }),
-                Ok(Err(e)) => {
-                    let message = format!("The result could not be written to {output}: {e}");
-                    fail(state, &message, &failure).await
+                Ok(Ok(())) => {
+                    let ended = Ended::Completed {
+                        location: &output,
+                        content_type: &content_type,
+                    };
+                    finish(state, job, &ended, Some(&body));
+                    return;
                 }
-                Err(_) => {
-                    let message =
-                        format!("The result could not be written to {output} within 15 minutes");
-                    fail(state, &message, &failure).await
-                }
+                Ok(Err(e)) => (
+                    format!("The result could not be written to {output}: {e}"),
+                    None,
+                ),
+                Err(_) => (
+                    format!("The result could not be written to {output} within 15 minutes"),
+                    None,
+                ),
             }
         }
-        Err(Unfinished::Failed(message)) => fail(state, &message, &failure).await,
+        Err(Unfinished::Failed(message)) => (message, None::<Vec<u8>>),
         Err(Unfinished::Busy(why)) => {
             tracing::debug!(endpoint = %job.endpoint, why = %why, "an asynchronous job waits for room");
             if let Err(e) = state.stored.store.release_job(job.seq) {
@@ -216,14 +318,160 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
             return;
         }
     };
-    finish(state, job, outcome);
+    let written =
+        tokio::time::timeout(TRANSFER_TIMEOUT, write(state, message.as_bytes(), &failure))
+            .await
+            .unwrap_or_else(|_| Err("not written within 15 minutes".to_string()));
+    if let Err(e) = &written {
+        tracing::error!(endpoint = %job.endpoint, failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
+    }
+    let ended = Ended::Failed {
+        location: &failure,
+        reason: &message,
+    };
+    finish(
+        state,
+        job,
+        &ended,
+        response.as_deref().or(Some(message.as_bytes())),
+    );
 }
 
-/// Record a job's end.
-fn finish(state: &Fleet, job: &AsyncJob, outcome: Value) {
-    tracing::info!(endpoint = %job.endpoint, inference_id = %job.job["InferenceId"], status = %outcome["Status"], "asynchronous job done");
-    if let Err(e) = state.stored.store.finish_job(job.seq, &outcome) {
-        tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's end could not be recorded; it runs again after a restart");
+/// Record a job's end, with its notification when its config asks for one (the response
+/// included when asked), and its total processing time.
+fn finish(state: &Fleet, job: &AsyncJob, ended: &Ended, response: Option<&[u8]>) {
+    let j = &job.job;
+    let now = crate::state::now();
+    let outcome = match ended {
+        Ended::Completed { location, .. } => {
+            json!({ "Status": "Completed", "OutputLocation": location })
+        }
+        Ended::Failed { location, reason } => {
+            json!({ "Status": "Failed", "FailureLocation": location, "Message": reason })
+        }
+    };
+    tracing::info!(endpoint = %job.endpoint, inference_id = %j["InferenceId"], status = %outcome["Status"], "asynchronous job done");
+    // The notification settings the request was accepted under.
+    let topics = &j["Notification"];
+    let (topic, include) = match ended {
+        Ended::Completed { .. } => ("SuccessTopic", "SUCCESS_NOTIFICATION_TOPIC"),
+        Ended::Failed { .. } => ("ErrorTopic", "ERROR_NOTIFICATION_TOPIC"),
+    };
+    let included = topics["IncludeInferenceResponseIn"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == include));
+    let message = topics[topic].as_str().map(|url| {
+        let finished = Finished {
+            endpoint: &job.endpoint,
+            inference_id: j["InferenceId"].as_str().unwrap_or(&job.id),
+            input_location: j["InputLocation"].as_str().unwrap_or_default(),
+            content_type: j["ContentType"].as_str().unwrap_or_default(),
+            received: job.accepted,
+            ended_at: now,
+            ended: ended.clone(),
+            response: response.filter(|_| included),
+        };
+        (url, notification(&finished, crate::state::identity::REGION))
+    });
+    let queued = message.as_ref().map(|(url, m)| (*url, m));
+    match state.stored.store.finish_job(job.seq, &outcome, queued) {
+        Ok(()) => {
+            state
+                .metrics
+                .total_processing_time
+                .with_label_values(&[job.endpoint.as_str()])
+                .observe((now - job.accepted).max(0.0));
+            if message.is_some() {
+                state.async_jobs.notify.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's end could not be recorded; it runs again after a restart");
+        }
+    }
+}
+
+/// The most notifications tried at once.
+const DELIVERIES_AT_ONCE: usize = 16;
+
+/// How long one try of a notification may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deliver the queued notifications until the process ends: each due one POSTed to its
+/// webhook, the try recorded, and one that failed tried again later.
+async fn deliver(state: Arc<Fleet>) {
+    let client = match reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("plinth/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client for asynchronous notifications; none is delivered");
+            return;
+        }
+    };
+    loop {
+        let due = state
+            .stored
+            .store
+            .due_notifications(crate::state::now(), DELIVERIES_AT_ONCE)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the notifications could not be read");
+                Vec::new()
+            });
+        let full = due.len() == DELIVERIES_AT_ONCE;
+        futures::future::join_all(due.into_iter().map(|n| try_once(&state, &client, n))).await;
+        if !full {
+            // A finished job wakes the loop; retries come due within a second.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), state.async_jobs.notify.notified())
+                    .await;
+        }
+    }
+}
+
+/// Try to deliver one notification, and record what became of it.
+async fn try_once(state: &Fleet, client: &reqwest::Client, n: crate::state::store::Notification) {
+    let attempts = n.attempts + 1;
+    let sent = client
+        .post(&n.url)
+        .header("content-type", "application/json")
+        .body(n.message.clone())
+        .send()
+        .await;
+    let tried = match &sent {
+        Ok(response) => Tried::Answered(response.status().as_u16()),
+        Err(e) => Tried::NoAnswer(format!("no answer: {e}")),
+    };
+    let last = match &tried {
+        Tried::Answered(status) => status.to_string(),
+        Tried::NoAnswer(why) => why.clone(),
+    };
+    let (delivery, next_at, result) = match after_try(&tried, attempts) {
+        Delivery::Delivered => (DeliveryState::Delivered, 0.0, "Delivered"),
+        Delivery::RetryIn(seconds) => (
+            DeliveryState::Pending,
+            crate::state::now() + seconds as f64,
+            "Retried",
+        ),
+        Delivery::GaveUp(why) => {
+            tracing::warn!(endpoint = %n.endpoint, url = %n.url, %why, "an asynchronous notification was not delivered");
+            (DeliveryState::Failed, 0.0, "Failed")
+        }
+    };
+    state
+        .metrics
+        .notifications
+        .with_label_values(&[n.endpoint.as_str(), result])
+        .inc();
+    if let Err(e) = state
+        .stored
+        .store
+        .record_delivery(n.seq, attempts, delivery, next_at, &last)
+    {
+        tracing::error!(endpoint = %n.endpoint, error = %e, "a notification's delivery could not be recorded; it is tried again");
     }
 }
 
@@ -235,22 +483,9 @@ async fn exists(state: &Fleet, location: &str) -> bool {
     state.stored.remote.storage().head(&parsed).await.is_ok()
 }
 
-/// Write the failure object (the message); the outcome to record.
-async fn fail(state: &Fleet, message: &str, failure: &str) -> Value {
-    let written = tokio::time::timeout(TRANSFER_TIMEOUT, write(state, message.as_bytes(), failure))
-        .await
-        .unwrap_or_else(|_| Err("not written within 15 minutes".to_string()));
-    match written {
-        Ok(()) => json!({ "Status": "Failed", "FailureLocation": failure, "Message": message }),
-        Err(e) => {
-            tracing::error!(failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
-            json!({ "Status": "Failed", "Message": message, "WriteError": e })
-        }
-    }
-}
-
-/// The job's input, its variant invoked on it: the response body, or why not.
-async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, Unfinished> {
+/// The job's input, its variant invoked on it: the response body and content type, or why
+/// not.
+async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfinished> {
     let j = &job.job;
     let gone = || {
         format!(
@@ -263,16 +498,26 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, Unfinished> {
         // Deleted and created again: not the endpoint the request was sent to.
         return Err(gone().into());
     }
-    let input = j["InputLocation"].as_str().unwrap_or_default();
-    let body = tokio::time::timeout(TRANSFER_TIMEOUT, read(state, input))
-        .await
-        .map_err(|_| format!("The input could not be read from {input} within 15 minutes"))??;
     let routed = snapshot
         .route(None, None)
         .map_err(|e| Unfinished::Busy(e.to_string()))?;
     let variant = routed.variant.clone();
+    if job.attempts == 0 {
+        state
+            .metrics
+            .time_in_backlog
+            .with_label_values(&[job.endpoint.as_str()])
+            .observe((crate::state::now() - job.accepted).max(0.0));
+    }
+    let input = j["InputLocation"].as_str().unwrap_or_default();
+    // The input goes whole into the guest's memory: one larger than the model's memory
+    // cannot fit, and is not read.
+    let memory = variant.model.memory_bytes as u64;
+    let body = tokio::time::timeout(TRANSFER_TIMEOUT, read(state, input, memory))
+        .await
+        .map_err(|_| format!("The input could not be read from {input} within 15 minutes"))??;
     let request = Arc::new(Invocation {
-        body: body.into(),
+        body,
         content_type: j["ContentType"].as_str().unwrap_or_default().to_string(),
         accept: j["Accept"].as_str().unwrap_or_default().to_string(),
         inference_id: j["InferenceId"].as_str().unwrap_or(&job.id).to_string(),
@@ -303,7 +548,7 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, Unfinished> {
     }
     let error = record_invocation(&variant, &result, started);
     match result {
-        Ok(output) => Ok(output.body),
+        Ok(output) => Ok((output.body, output.content_type)),
         Err(_) => Err(Unfinished::Failed(error.map_or_else(
             || "the invocation failed".to_string(),
             |e| e.message().to_string(),
@@ -314,9 +559,10 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<Vec<u8>, Unfinished> {
 /// The most an asynchronous input may be (SageMaker's 1 GB).
 const MAX_INPUT_BYTES: u64 = 1 << 30;
 
-/// The bytes at `location`, through the storage layer (staged in a file under the artifacts
-/// directory).
-async fn read(state: &Fleet, location: &str) -> Result<Vec<u8>, String> {
+/// The bytes at `location`, through the storage layer: staged in a file under the artifacts
+/// directory and mapped, so that the host never holds a second copy on its heap; refused
+/// unread when larger than `memory` (the model's memory) or 1 GB.
+async fn read(state: &Fleet, location: &str, memory: u64) -> Result<bytes::Bytes, String> {
     let parsed =
         Location::parse(location).map_err(|e| format!("InputLocation {location:?}: {e}"))?;
     if let Location::Local(path) = &parsed {
@@ -330,18 +576,44 @@ async fn read(state: &Fleet, location: &str) -> Result<Vec<u8>, String> {
             return Err(format!("InputLocation {location:?} is not a file"));
         }
     }
+    let storage = state.stored.remote.storage();
+    let size = storage
+        .head(&parsed)
+        .await
+        .map_err(|e| format!("The input could not be read from {location}: {e}"))?
+        .size;
+    let cap = MAX_INPUT_BYTES.min(memory);
+    if size > cap {
+        return Err(too_large(location, size, memory));
+    }
     let dir = scratch(state).map_err(|e| format!("InputLocation {location}: {e}"))?;
-    let downloaded = state
-        .stored
-        .remote
-        .storage()
-        .download(&parsed, &dir, MAX_INPUT_BYTES)
+    // The cap again while reading: the object may have grown since.
+    let downloaded = storage
+        .download(&parsed, &dir, cap)
         .await
         .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
-    let bytes = tokio::fs::read(downloaded.file.path())
-        .await
+    if downloaded.size == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: the file is this process's own staged copy (a fresh temporary file no other
+    // process writes); it is unlinked when `downloaded` drops, and the mapping keeps its
+    // pages until the bytes are dropped.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(downloaded.file.as_file()) }
         .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
-    Ok(bytes)
+    Ok(bytes::Bytes::from_owner(map))
+}
+
+/// The failure for an input the model's memory cannot hold.
+fn too_large(location: &str, size: u64, memory: u64) -> String {
+    if size > MAX_INPUT_BYTES {
+        format!("The input at {location} is {size} bytes, more than the 1 GB an asynchronous request may be")
+    } else {
+        format!(
+            "The input at {location} is {size} bytes, more than the model's memory ({memory} bytes, \
+             PlinthLimits.MemorySizeInMB) can hold"
+        )
+    }
 }
 
 /// Write `bytes` to `location` whole: staged in a file, then uploaded (one object) or, for a

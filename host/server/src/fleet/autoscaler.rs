@@ -1,7 +1,9 @@
 //! The Application Auto Scaling controller, off the request path. Six times a minute it
 //! looks at every scalable target (`state::scaling`): capacity outside the target's bounds is
 //! brought inside at once; at the end of each minute every policy gets the minute's datapoint
-//! from the variants' recent-request windows (`recent.rs`); then the target's policies decide
+//! from the variants' recent-request windows (`recent.rs`), or for a policy on an
+//! asynchronous endpoint's backlog from the queue's samples taken at each step (`async_jobs`);
+//! then the target's policies decide
 //! (`plinth_policy::target_tracking::decide`, combined by
 //! `plinth_policy::autoscaling::combine`) and a change goes through the path
 //! UpdateEndpointWeightsAndCapacities takes (`deploy::update_weights_and_capacities`).
@@ -25,6 +27,7 @@ use super::table::{EndpointSnapshot, EndpointStatus};
 use crate::state::scaling::TargetKey;
 use crate::state::store::{ActivityKind, StoredActivity};
 use futures::FutureExt;
+use plinth_policy::async_inference::Backlog;
 use plinth_policy::autoscaling::{
     self, Compiled, Dimension, NotScaled, PolicyMetric, ResourceId, ScalableTarget,
 };
@@ -102,6 +105,9 @@ struct Controller {
     pending: HashMap<TargetKey, Pending>,
     /// The not-scaled reason last recorded for a target, until it changes.
     not_scaled: HashMap<TargetKey, NotScaled>,
+    /// Samples of each asynchronous endpoint's backlog in the minute being recorded, for
+    /// the policies on backlog metrics (one per step).
+    backlog: HashMap<String, Vec<Backlog>>,
 }
 
 /// A target as one step sees it: its registration and its runnable policies.
@@ -123,6 +129,7 @@ impl Controller {
             last: HashMap::new(),
             pending: HashMap::new(),
             not_scaled: HashMap::new(),
+            backlog: HashMap::new(),
         }
     }
 
@@ -200,6 +207,25 @@ impl Controller {
         self.not_scaled
             .retain(|key, _| targets.iter().any(|t| t.key == *key));
 
+        // The backlog is a level, not a count of requests: sampled at each step.
+        let queues: std::collections::BTreeSet<&str> = targets
+            .iter()
+            .flat_map(|t| &t.policies)
+            .filter_map(|(_, c)| match &c.metric {
+                PolicyMetric::Backlog { endpoint, .. } => Some(endpoint.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.backlog.retain(|e, _| queues.contains(e.as_str()));
+        for endpoint in queues {
+            if let Some(sample) = super::async_jobs::backlog(state, endpoint) {
+                self.backlog
+                    .entry(endpoint.to_owned())
+                    .or_default()
+                    .push(sample);
+            }
+        }
+
         let second = current_second();
         while second >= self.minute_start + self.minute_seconds {
             let (first, last) = (
@@ -209,15 +235,20 @@ impl Controller {
             for t in &targets {
                 let capacity = current(state, &t.key).map(|(_, c)| c);
                 for (name, compiled) in &t.policies {
-                    let datapoint = datapoint(
-                        state,
-                        &t.key,
-                        &compiled.metric,
-                        capacity,
-                        first,
-                        last,
-                        self.minute_seconds,
-                    );
+                    let datapoint = match &compiled.metric {
+                        PolicyMetric::Backlog { endpoint, .. } => compiled
+                            .metric
+                            .backlog_datapoint(self.backlog.get(endpoint).map_or(&[], |v| v)),
+                        _ => datapoint(
+                            state,
+                            &t.key,
+                            &compiled.metric,
+                            capacity,
+                            first,
+                            last,
+                            self.minute_seconds,
+                        ),
+                    };
                     let minutes = self
                         .history
                         .entry(history_key(&t.key, name, compiled))
@@ -230,6 +261,7 @@ impl Controller {
             }
             self.minute_start += self.minute_seconds;
             self.minutes_done += 1;
+            self.backlog.values_mut().for_each(Vec::clear);
         }
 
         self.settle(state);

@@ -263,6 +263,7 @@ pub(crate) fn update_weights_and_capacities(
     changes: &[Change],
 ) -> Result<(), Refused> {
     let endpoint = in_service(state, name)?;
+    let queued = super::async_jobs::config_of(state, &endpoint.config_name).is_some();
     let current: Vec<Capacity> = endpoint
         .variants
         .iter()
@@ -274,6 +275,7 @@ pub(crate) fn update_weights_and_capacities(
                 max_concurrency: e.max_concurrency,
                 provisioned_concurrency: e.provisioned,
             }),
+            queued,
         })
         .collect();
     let next = capacity::apply(&current, changes).map_err(Refused::Invalid)?;

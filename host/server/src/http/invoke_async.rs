@@ -119,12 +119,8 @@ async fn accept(
             endpoint.status.as_str()
         )));
     }
-    let config = fleet
-        .catalog()
-        .configs
-        .get(&endpoint.config_name)
-        .and_then(|c| c.definition.async_inference_config.clone())
-        .ok_or_else(|| {
+    let config =
+        crate::fleet::async_jobs::config_of(fleet, &endpoint.config_name).ok_or_else(|| {
             ApiError::validation(format!(
                 "Endpoint {name} is not an asynchronous endpoint: its endpoint config \
                  {} has no AsyncInferenceConfig",
@@ -178,6 +174,8 @@ async fn accept(
         "RequestTTLSeconds": ttl,
         "InvocationTimeoutSeconds": timeout,
         "EndpointConfigName": endpoint.config_name,
+        // Where its end is notified, as configured when it was accepted.
+        "Notification": config.output_config.notification_config,
     });
     fleet
         .stored

@@ -105,6 +105,22 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let m = &server.fleet.metrics;
     m.reset_gauges();
     for endpoint in server.fleet.endpoints.all().values() {
+        if crate::fleet::async_jobs::config_of(&server.fleet, &endpoint.config_name).is_some() {
+            if let Some(backlog) = crate::fleet::async_jobs::backlog(&server.fleet, &endpoint.name)
+            {
+                use plinth_policy::async_inference::BacklogMetric as B;
+                for (gauge, metric) in [
+                    (&m.backlog, B::Size),
+                    (&m.backlog_per_instance, B::SizePerInstance),
+                    (&m.oldest_request_age, B::AgeOfOldestRequest),
+                    (&m.backlog_without_capacity, B::HasBacklogWithoutCapacity),
+                ] {
+                    gauge
+                        .with_label_values(&[endpoint.name.as_str()])
+                        .set(metric.value(&backlog));
+                }
+            }
+        }
         if let Some(new) = &endpoint.new_fleet {
             m.new_fleet_share
                 .with_label_values(&[endpoint.name.as_str()])

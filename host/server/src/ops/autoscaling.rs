@@ -128,10 +128,12 @@ fn named(key: &TargetKey) -> String {
     )
 }
 
-/// The most the variant a target names can take in its dimension, or why it cannot be a
-/// target: it must exist, and a provisioned-concurrency target must be a serverless variant
-/// with provisioned concurrency (an instance-count target one that is not serverless).
-fn ceiling(state: &Fleet, key: &TargetKey) -> Result<u32, ApiError> {
+/// The least and the most the variant a target names can take in its dimension, or why it
+/// cannot be a target: it must exist, and a provisioned-concurrency target must be a
+/// serverless variant with provisioned concurrency (an instance-count target one that is not
+/// serverless). The least is 0 for an asynchronous endpoint's instance count (its queue
+/// waits for an instance; a backlog policy starts one), else 1.
+fn capacity_range(state: &Fleet, key: &TargetKey) -> Result<(u32, u32), ApiError> {
     let (resource, dimension) = key;
     let endpoint = state.endpoints.get(&resource.endpoint).ok_or_else(|| {
         validation(format!(
@@ -168,15 +170,18 @@ fn ceiling(state: &Fleet, key: &TargetKey) -> Result<u32, ApiError> {
             .elastic()
             .map(|e| (e.max_concurrency, e.provisioned))
     };
+    let queued = crate::fleet::async_jobs::config_of(state, &endpoint.config_name).is_some();
     match (dimension, serverless) {
-        (Dimension::InstanceCount, None) => Ok(Dimension::InstanceCount.ceiling()),
+        (Dimension::InstanceCount, None) => {
+            Ok((u32::from(!queued), Dimension::InstanceCount.ceiling()))
+        }
         (Dimension::InstanceCount, Some(_)) => Err(validation(format!(
             "ResourceId {resource} is a serverless variant, which has no instance count: \
              scale its provisioned concurrency ({})",
             Dimension::ProvisionedConcurrency
         ))),
         (Dimension::ProvisionedConcurrency, Some((max, provisioned))) if provisioned > 0 => {
-            Ok(u32::try_from(max).unwrap_or(u32::MAX))
+            Ok((1, u32::try_from(max).unwrap_or(u32::MAX)))
         }
         (Dimension::ProvisionedConcurrency, _) => Err(validation(format!(
             "ResourceId {resource} is not a serverless variant with ProvisionedConcurrency, so \
@@ -200,7 +205,7 @@ fn register_scalable_target(state: &Fleet, input: Value) -> Result<Value, ApiErr
     let target: TargetInput = parse(input.clone())?;
     let registration: Registration = parse(input)?;
     let key = target.key()?;
-    let ceiling = ceiling(state, &key)?;
+    let range = capacity_range(state, &key)?;
     let mut scaling = state.stored.scaling();
     let existing = scaling.targets.get(&key).map(|t| &t.target);
     let registered = autoscaling::register(
@@ -208,7 +213,7 @@ fn register_scalable_target(state: &Fleet, input: Value) -> Result<Value, ApiErr
         key.0.clone(),
         key.1,
         registration,
-        ceiling,
+        range,
         SERVICE_LINKED_ROLE,
     )
     .map_err(|e| validation(e.0))?;

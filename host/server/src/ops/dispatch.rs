@@ -4,7 +4,8 @@
 
 use super::common::{require_object, unknown_operation, validation};
 use super::{
-    alarms, endpoint_configs, endpoints, experiments, loaded_models, models, shadow_variants,
+    alarms, async_queue, endpoint_configs, endpoints, experiments, loaded_models, models,
+    shadow_variants,
 };
 use crate::error::ApiError;
 use crate::fleet::Fleet;
@@ -76,6 +77,7 @@ pub(crate) async fn call(
         }
         "PromoteShadowVariant" => shadow_variants::promote_shadow_variant(state, input),
         "ListLoadedModels" => loaded_models::list_loaded_models(&state.endpoints, input),
+        "DescribeAsyncQueue" => async_queue::describe_async_queue(state, input),
         other => Err(unknown_operation(
             other,
             plinth_policy::members::operations(),

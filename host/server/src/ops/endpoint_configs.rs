@@ -130,6 +130,37 @@ fn check_async(
         let member = format!("{at}.{member}");
         *value = output_directory(stored, &member, value)?;
     }
+    if let Some(notify) = &output.notification_config {
+        for (member, topic) in [
+            ("SuccessTopic", &notify.success_topic),
+            ("ErrorTopic", &notify.error_topic),
+        ] {
+            if let Some(url) = topic {
+                plinth_policy::async_inference::webhook(
+                    &format!("{at}.NotificationConfig.{member}"),
+                    url,
+                )
+                .map_err(|e| validation(e.0))?;
+            }
+        }
+        plinth_policy::async_inference::include_response_in(&notify.include_inference_response_in)
+            .map_err(|e| validation(e.0))?;
+    }
+    // A multi-model variant's requests each name a model (TargetModel), which an
+    // asynchronous request cannot give.
+    let catalog = stored.catalog();
+    for (j, v) in definition.production_variants.iter().enumerate() {
+        if catalog
+            .model_named(&v.model_name)
+            .is_some_and(|m| m.definition.is_multi_model())
+        {
+            return Err(validation(format!(
+                "AsyncInferenceConfig cannot be given with a multi-model variant: \
+                 ProductionVariants[{j}] ({}) serves model {}, whose Mode is MultiModel",
+                v.variant_name, v.model_name
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The operations: one module per resource family (models, endpoint configs, endpoints,
-//! alarms, experiments, shadow variants, loaded models, Application Auto Scaling's targets
-//! and policies), each taking an operation's JSON input and giving
-//! its JSON output or an [`ApiError`], plus what they share (errors, names, listing).
+//! alarms, experiments, shadow variants, loaded models, asynchronous queues, Application Auto
+//! Scaling's targets and policies), each taking an operation's JSON input and giving its JSON
+//! output or an [`ApiError`], plus what they share (errors, names, listing).
 //! Definitions are kept by `state`; endpoints are changed through `fleet`.
 //!
 //! [`call`] is the one entry point for SageMaker's (and Plinth's) operations: the HTTP
@@ -9,6 +9,7 @@
 //! [`autoscaling::call`] is Application Auto Scaling's.
 
 pub(crate) mod alarms;
+pub(crate) mod async_queue;
 pub(crate) mod autoscaling;
 pub(crate) mod common;
 pub(crate) mod dispatch;

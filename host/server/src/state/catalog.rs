@@ -288,6 +288,25 @@ pub(crate) struct AsyncOutputConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) s3_failure_path: Option<String>,
+    #[serde(
+        rename = "NotificationConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) notification_config: Option<AsyncNotificationConfig>,
+}
+
+/// `AsyncInferenceConfig.OutputConfig.NotificationConfig`: the topics are webhook URLs
+/// (`plinth_policy::async_inference::webhook`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct AsyncNotificationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) success_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) include_inference_response_in: Vec<String>,
 }
 
 impl AsyncInferenceConfig {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 pub(crate) const ACCOUNT_ID: &str = "123456789012";
 
 /// The region named in ARNs.
-const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 
 /// SageMaker's ARN for a resource (`kind` is `model`, `endpoint-config`, `endpoint` or
 /// `alarm`).

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -103,6 +103,18 @@ CREATE TABLE IF NOT EXISTS async_jobs (
     UNIQUE (endpoint, id)
 );
 CREATE INDEX IF NOT EXISTS async_jobs_by_state ON async_jobs (state, endpoint, seq);
+CREATE TABLE IF NOT EXISTS async_notifications (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint    TEXT NOT NULL COLLATE NOCASE,
+    job         INTEGER NOT NULL,
+    url         TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL NOT NULL,
+    last_try    TEXT
+);
+CREATE INDEX IF NOT EXISTS async_notifications_due ON async_notifications (state, next_at);
 ";
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
@@ -266,6 +278,56 @@ pub(crate) struct AsyncJob {
     pub(crate) attempts: u32,
     /// The request: where its input is, where its output and failure go, its headers.
     pub(crate) job: Value,
+}
+
+/// A finished job's notification, as the delivery worker keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Notification {
+    pub(crate) seq: i64,
+    pub(crate) endpoint: String,
+    pub(crate) url: String,
+    /// The JSON message, as sent.
+    pub(crate) message: String,
+    /// Tries so far.
+    pub(crate) attempts: u32,
+}
+
+/// Where a notification's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeliveryState {
+    /// Not delivered yet: tried again at its `next_at`.
+    Pending,
+    Delivered,
+    /// Given up.
+    Failed,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// An endpoint's asynchronous queue at a glance (`plinth async status`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct QueueStatus {
+    pub(crate) queued: u64,
+    pub(crate) running: u64,
+    /// Done jobs the queue still keeps (a day), by outcome.
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    /// When the oldest waiting or running job was accepted.
+    pub(crate) oldest_accepted: Option<f64>,
+    /// Notifications by delivery state.
+    pub(crate) notifications_pending: u64,
+    pub(crate) notifications_delivered: u64,
+    pub(crate) notifications_failed: u64,
+    /// The latest notifications not (yet) delivered: URL, tries, the last try's result.
+    pub(crate) undelivered: Vec<(String, u32, String)>,
 }
 
 /// What a scaling activity did: the controller reads the last of each kind for its
@@ -839,15 +901,28 @@ impl Store {
         endpoint: &str,
         limit: usize,
     ) -> Result<Vec<AsyncJob>, StoreError> {
+        self.claim_where(
+            "endpoint = ?1 ORDER BY seq LIMIT ?2",
+            params![endpoint, limit as i64],
+        )
+    }
+
+    /// Claim the queued jobs `condition` selects (a `WHERE` clause's continuation, with
+    /// its ordering and limit): each becomes `running`, its start counted.
+    fn claim_where(
+        &self,
+        condition: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AsyncJob>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut jobs = Vec::new();
         {
-            let mut statement = tx.prepare(
+            let mut statement = tx.prepare(&format!(
                 "SELECT seq, endpoint, id, accepted, attempts, job FROM async_jobs \
-                 WHERE state = 'queued' AND endpoint = ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![endpoint, limit as i64], |r| {
+                 WHERE state = 'queued' AND {condition}"
+            ))?;
+            let rows = statement.query_map(values, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -879,13 +954,178 @@ impl Store {
         Ok(jobs)
     }
 
-    /// A job is done: its output or failure object is written; `outcome` says which.
-    pub(crate) fn finish_job(&self, seq: i64, outcome: &Value) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE async_jobs SET state = 'done', outcome = ?2 WHERE seq = ?1",
+    /// A job is done: its output or failure object is written; `outcome` says which. Its
+    /// notification (a webhook URL and the message), if any, is queued in the same
+    /// transaction, so that a stop cannot lose it.
+    pub(crate) fn finish_job(
+        &self,
+        seq: i64,
+        outcome: &Value,
+        notification: Option<(&str, &Value)>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE async_jobs SET state = 'done', outcome = ?2 WHERE seq = ?1 AND state != 'done'",
             params![seq, outcome.to_string()],
         )?;
+        if let (1, Some((url, message))) = (changed, notification) {
+            tx.execute(
+                "INSERT INTO async_notifications (endpoint, job, url, message, state, next_at) \
+                 SELECT endpoint, seq, ?2, ?3, 'pending', 0 FROM async_jobs WHERE seq = ?1",
+                params![seq, url, message.to_string()],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Up to `limit` notifications due for a try at `now`, oldest first.
+    pub(crate) fn due_notifications(
+        &self,
+        now: f64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, endpoint, url, message, attempts FROM async_notifications \
+             WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![now, limit as i64], |r| {
+            Ok(Notification {
+                seq: r.get(0)?,
+                endpoint: r.get(1)?,
+                url: r.get(2)?,
+                message: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Record a try of notification `seq`: its tries so far, what became of it, when it is
+    /// due again (while pending) and the try's result (a status, or why none).
+    pub(crate) fn record_delivery(
+        &self,
+        seq: i64,
+        attempts: u32,
+        state: DeliveryState,
+        next_at: f64,
+        last_try: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE async_notifications SET attempts = ?2, state = ?3, next_at = ?4, \
+             last_try = ?5 WHERE seq = ?1",
+            params![seq, attempts, state.as_str(), next_at, last_try],
+        )?;
+        Ok(())
+    }
+
+    /// Claim queued job `seq` (as [`Store::claim_jobs`] does), if it is still queued.
+    pub(crate) fn claim_job(&self, seq: i64) -> Result<Option<AsyncJob>, StoreError> {
+        Ok(self.claim_where("seq = ?1", params![seq])?.pop())
+    }
+
+    /// `endpoint`'s queued jobs: sequence number, when accepted, starts so far and the
+    /// request's time to live (for the jobs of an endpoint that does not serve, which can
+    /// only expire).
+    pub(crate) fn queued_jobs(
+        &self,
+        endpoint: &str,
+    ) -> Result<Vec<(i64, f64, u32, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, accepted, attempts, job FROM async_jobs \
+             WHERE state = 'queued' AND endpoint = ?1 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![endpoint], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, accepted, attempts, text) = row?;
+            let job: Value = serde_json::from_str(&text)?;
+            let ttl = job["RequestTTLSeconds"]
+                .as_u64()
+                .unwrap_or(plinth_policy::async_inference::TTL_SECONDS.2);
+            out.push((seq, accepted, attempts, ttl));
+        }
+        Ok(out)
+    }
+
+    /// `endpoint`'s backlog: jobs waiting or running, and when the oldest was accepted.
+    pub(crate) fn backlog(&self, endpoint: &str) -> Result<(u64, Option<f64>), StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*), MIN(accepted) FROM async_jobs \
+             WHERE endpoint = ?1 AND state IN ('queued', 'running')",
+            params![endpoint],
+            |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Option<f64>>(1)?)),
+        )?)
+    }
+
+    /// `endpoint`'s queue at a glance.
+    pub(crate) fn queue_status(&self, endpoint: &str) -> Result<QueueStatus, StoreError> {
+        let conn = self.conn();
+        let mut status = QueueStatus::default();
+        let mut statement = conn.prepare(
+            "SELECT state, json_extract(outcome, '$.Status'), COUNT(*), MIN(accepted) \
+             FROM async_jobs WHERE endpoint = ?1 GROUP BY 1, 2",
+        )?;
+        let rows = statement.query_map(params![endpoint], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, u64>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (state, outcome, n, oldest) = row?;
+            match (state.as_str(), outcome.as_deref()) {
+                ("queued" | "running", _) => {
+                    if state == "queued" {
+                        status.queued += n;
+                    } else {
+                        status.running += n;
+                    }
+                    status.oldest_accepted = Some(
+                        status
+                            .oldest_accepted
+                            .map_or(oldest, |o: f64| o.min(oldest)),
+                    );
+                }
+                (_, Some("Completed")) => status.completed += n,
+                _ => status.failed += n,
+            }
+        }
+        let mut statement = conn.prepare(
+            "SELECT state, COUNT(*) FROM async_notifications WHERE endpoint = ?1 GROUP BY 1",
+        )?;
+        let rows = statement.query_map(params![endpoint], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            match state.as_str() {
+                "pending" => status.notifications_pending = n,
+                "delivered" => status.notifications_delivered = n,
+                _ => status.notifications_failed = n,
+            }
+        }
+        let mut statement = conn.prepare(
+            "SELECT url, attempts, COALESCE(last_try, '') FROM async_notifications \
+             WHERE endpoint = ?1 AND state != 'delivered' AND attempts > 0 \
+             ORDER BY seq DESC LIMIT 10",
+        )?;
+        let rows =
+            statement.query_map(params![endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        status.undelivered = rows.collect::<Result<_, _>>()?;
+        Ok(status)
     }
 
     /// A claimed job goes back to the queue without its start counted (the variant was at
@@ -910,10 +1150,18 @@ impl Store {
     /// Forget the jobs done before `before` (epoch seconds, by when they were accepted):
     /// their objects are written; the queue needs them no more. How many.
     pub(crate) fn forget_done_jobs(&self, before: f64) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
+        let conn = self.conn();
+        let n = conn.execute(
             "DELETE FROM async_jobs WHERE state = 'done' AND accepted < ?1",
             params![before],
-        )?)
+        )?;
+        // Their notifications once they are delivered or given up.
+        conn.execute(
+            "DELETE FROM async_notifications WHERE state != 'pending' \
+             AND job NOT IN (SELECT seq FROM async_jobs)",
+            [],
+        )?;
+        Ok(n)
     }
 
     /// The endpoints with queued jobs.
@@ -1208,13 +1456,64 @@ mod tests {
             assert_eq!(ids, vec!["j0", "j1"], "oldest first");
             assert_eq!(claimed[0].attempts, 0);
             assert_eq!(claimed[1].job["N"], 1);
+            let (size, oldest) = store.backlog("e").unwrap();
+            assert_eq!((size, oldest), (3, Some(10.0)), "running and queued");
+            let hook = json!({"invocationStatus": "Completed"});
             store
-                .finish_job(claimed[0].seq, &json!({"Status": "Completed"}))
+                .finish_job(
+                    claimed[0].seq,
+                    &json!({"Status": "Completed"}),
+                    Some(("http://hook/1", &hook)),
+                )
                 .unwrap();
+            // Finishing twice (a rerun) queues no second notification.
+            store
+                .finish_job(
+                    claimed[0].seq,
+                    &json!({"Status": "Completed"}),
+                    Some(("http://hook/1", &hook)),
+                )
+                .unwrap();
+            assert_eq!(store.backlog("e").unwrap(), (2, Some(11.0)));
             // j1 is running when the process stops.
         }
         let store = Store::open(dir.path()).unwrap();
+        let due = store.due_notifications(5.0, 10).unwrap();
+        assert_eq!(due.len(), 1, "the notification survived the stop");
+        assert_eq!((due[0].url.as_str(), due[0].attempts), ("http://hook/1", 0));
+        assert_eq!(due[0].endpoint, "e");
+        store
+            .record_delivery(due[0].seq, 1, DeliveryState::Pending, 50.0, "503")
+            .unwrap();
+        assert!(store.due_notifications(49.0, 10).unwrap().is_empty());
+        assert_eq!(store.due_notifications(50.0, 10).unwrap()[0].attempts, 1);
+        let status = store.queue_status("e").unwrap();
+        assert_eq!(
+            (
+                status.queued,
+                status.running,
+                status.completed,
+                status.oldest_accepted
+            ),
+            (1, 1, 1, Some(11.0))
+        );
+        assert_eq!(status.notifications_pending, 1);
+        assert_eq!(
+            status.undelivered,
+            vec![("http://hook/1".to_string(), 1, "503".to_string())]
+        );
+        store
+            .record_delivery(due[0].seq, 2, DeliveryState::Delivered, 0.0, "200")
+            .unwrap();
+        assert!(store.due_notifications(1e12, 10).unwrap().is_empty());
+        assert_eq!(store.queue_status("e").unwrap().notifications_delivered, 1);
         assert_eq!(store.requeue_running_jobs().unwrap(), 1);
+        // A job claimed by its number, once.
+        let queued = store.queued_jobs("other").unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!((queued[0].1, queued[0].2, queued[0].3), (1.0, 0, 21_600));
+        assert_eq!(store.claim_job(queued[0].0).unwrap().unwrap().id, "j0");
+        assert!(store.claim_job(queued[0].0).unwrap().is_none());
         let claimed = store.claim_jobs("e", 10).unwrap();
         let again: Vec<(&str, u32)> = claimed
             .iter()
@@ -1226,8 +1525,13 @@ mod tests {
             "j1 again, its start counted"
         );
         assert!(store.claim_jobs("e", 10).unwrap().is_empty());
-        assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["other"]);
+        assert!(store.endpoints_with_jobs().unwrap().is_empty());
         assert_eq!(store.forget_done_jobs(100.0).unwrap(), 1, "j0 only: done");
+        assert_eq!(
+            store.queue_status("e").unwrap().notifications_delivered,
+            0,
+            "its delivered notification goes with it"
+        );
     }
 
     #[test]
