@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use plinth_tests::s3::S3;
 use plinth_tests::{Options, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
@@ -228,10 +228,90 @@ fn an_input_larger_than_the_model_s_memory_fails_with_a_clear_message() {
     assert!(results(&out).0.is_empty(), "no output");
 }
 
+/// Set `endpoint`'s one variant to `count` instances and wait until it serves with them.
+fn set_instances(server: &Server, endpoint: &str, count: u32) {
+    server.call(
+        "UpdateEndpointWeightsAndCapacities",
+        json!({ "EndpointName": endpoint, "DesiredWeightsAndCapacities": [
+            { "VariantName": "AllTraffic", "DesiredInstanceCount": count }] }),
+    );
+    let start = Instant::now();
+    loop {
+        let d = server.describe_endpoint(endpoint);
+        if d["EndpointStatus"] == "InService"
+            && d["ProductionVariants"][0]["CurrentInstanceCount"] == count
+        {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An asynchronous endpoint `name` of one instance whose results go to `out`.
+fn async_endpoint(server: &Server, name: &str, out: &Path) {
+    server.create_model(name, FAULTS_WASM, json!({}));
+    server.call(
+        "CreateEndpointConfig",
+        json!({ "EndpointConfigName": name, "ProductionVariants": [{
+                    "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1 }],
+                "AsyncInferenceConfig": {
+                    "OutputConfig": { "S3OutputPath": out.display().to_string() } } }),
+    );
+    server.create_endpoint_settled(name, name);
+}
+
+/// Queue one job on `endpoint`: its output and failure locations.
+fn submit(server: &Server, endpoint: &str, input: &Path, ttl: u32) -> (String, String) {
+    let response = server
+        .client()
+        .post(format!("{}/endpoints/{endpoint}/async-invocations", server.url()))
+        .header("X-Amzn-SageMaker-InputLocation", input.display().to_string())
+        .header("X-Amzn-SageMaker-RequestTTLSeconds", ttl.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    (
+        plinth_tests::header(&response, "x-amzn-sagemaker-outputlocation").unwrap(),
+        plinth_tests::header(&response, "x-amzn-sagemaker-failurelocation").unwrap(),
+    )
+}
+
+/// A job on an endpoint at zero instances, with nothing to scale it, waits its time to live
+/// (60 s, SageMaker's least) and fails as expired.
+#[test]
+fn a_job_no_instance_runs_expires_after_its_ttl() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
+    std::fs::write(&input, "hello").unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let server = Server::start_with(BIN, Options::default());
+    async_endpoint(&server, "idle", &out);
+    set_instances(&server, "idle", 0);
+    let accepted = Instant::now();
+    let (output, failure) = submit(&server, "idle", &input, 60);
+    while !Path::new(&failure).exists() {
+        assert!(
+            accepted.elapsed() < Duration::from_secs(90),
+            "not expired after 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(accepted.elapsed() >= Duration::from_secs(60), "expired early");
+    let message = std::fs::read_to_string(&failure).unwrap();
+    assert!(
+        message.contains("waited more than its RequestTTLSeconds (60 s)"),
+        "{message}"
+    );
+    assert!(!Path::new(&output).exists());
+    let queue = server.call("DescribeAsyncQueue", json!({ "EndpointName": "idle" }));
+    assert_eq!((queue["Queued"].as_u64(), queue["Failed"].as_u64()), (Some(0), Some(1)), "{queue}");
+}
+
 /// An asynchronous endpoint at zero instances: a job waits with the backlog reported, a
 /// policy on `ApproximateBacklogSizePerInstance` starts an instance (MinCapacity 0 is
-/// allowed for an asynchronous endpoint only), the job's output appears, and with the queue
-/// empty the policy scales back in to zero.
+/// allowed for an asynchronous endpoint only, and then with a backlog policy only), the
+/// job's output appears, and with the queue empty the policy scales back in to zero.
 #[test]
 fn a_backlog_policy_scales_from_zero_and_back() {
     let work = tempfile::tempdir().unwrap();
@@ -245,15 +325,7 @@ fn a_backlog_policy_scales_from_zero_and_back() {
             ..Options::default()
         },
     );
-    server.create_model("m", FAULTS_WASM, json!({}));
-    server.call(
-        "CreateEndpointConfig",
-        json!({ "EndpointConfigName": "zero", "ProductionVariants": [{
-                    "VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1 }],
-                "AsyncInferenceConfig": {
-                    "OutputConfig": { "S3OutputPath": out.display().to_string() } } }),
-    );
-    server.create_endpoint_settled("zero", "zero");
+    async_endpoint(&server, "zero", &out);
     // A synchronous endpoint cannot go to zero with traffic: only an asynchronous one.
     server.create_model("sync", FAULTS_WASM, json!({}));
     server.create_config("sync", &[("AllTraffic", "sync", 1)]);
@@ -267,25 +339,60 @@ fn a_backlog_policy_scales_from_zero_and_back() {
     let refused = server.control("RegisterScalableTarget", &target("sync"));
     assert_eq!(refused.status(), 400);
     assert!(refused.text().unwrap().contains("MinCapacity 0 must be at least 1"));
+
+    // At zero instances a job waits, and the backlog says so.
+    set_instances(&server, "zero", 0);
+    let accepted = Instant::now();
+    let (output, _) = submit(&server, "zero", &input, 600);
+    let queue = || server.call("DescribeAsyncQueue", json!({ "EndpointName": "zero" }));
+    let waiting = queue();
+    assert_eq!(waiting["Queued"], 1, "{waiting}");
+    assert_eq!(waiting["InstanceCount"], 0, "{waiting}");
+    assert_eq!(waiting["HasBacklogWithoutCapacity"], 1.0, "{waiting}");
+    assert!(server
+        .metrics()
+        .contains("plinth_async_has_backlog_without_capacity{endpoint=\"zero\"} 1"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!Path::new(&output).exists(), "nothing runs it yet");
+
     server.call("RegisterScalableTarget", target("zero"));
-    server.call(
-        "PutScalingPolicy",
+    let policy = |metric: Value| {
         json!({ "PolicyName": "backlog", "ServiceNamespace": "sagemaker",
                 "ResourceId": "endpoint/zero/variant/AllTraffic",
                 "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
                 "PolicyType": "TargetTrackingScaling",
                 "TargetTrackingScalingPolicyConfiguration": {
                     "TargetValue": 5.0, "ScaleInCooldown": 0, "ScaleOutCooldown": 0,
-                    "CustomizedMetricSpecification": {
-                        "MetricName": "ApproximateBacklogSizePerInstance",
-                        "Namespace": "AWS/SageMaker", "Statistic": "Average",
-                        "Dimensions": [{ "Name": "EndpointName", "Value": "zero" }] } } }),
-    );
-    let instances = || {
-        server.describe_endpoint("zero")["ProductionVariants"][0]["DesiredInstanceCount"]
-            .as_u64()
-            .unwrap()
+                    "CustomizedMetricSpecification": metric } })
     };
+    // Invocations cannot bring a target back from zero; another endpoint's backlog is not
+    // this one's.
+    for (metric, wanted) in [
+        (
+            json!({ "MetricName": "Invocations", "Namespace": "AWS/SageMaker",
+                    "Statistic": "Sum", "Dimensions": [
+                        { "Name": "EndpointName", "Value": "zero" },
+                        { "Name": "VariantName", "Value": "AllTraffic" }] }),
+            "MinCapacity 0",
+        ),
+        (
+            json!({ "MetricName": "ApproximateBacklogSizePerInstance",
+                    "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                    "Dimensions": [{ "Name": "EndpointName", "Value": "sync" }] }),
+            "its own endpoint's backlog only",
+        ),
+    ] {
+        let refused = server.control("PutScalingPolicy", &policy(metric));
+        assert_eq!(refused.status(), 400);
+        let text = refused.text().unwrap();
+        assert!(text.contains(wanted), "{text}");
+    }
+    server.call(
+        "PutScalingPolicy",
+        policy(json!({ "MetricName": "ApproximateBacklogSizePerInstance",
+                       "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                       "Dimensions": [{ "Name": "EndpointName", "Value": "zero" }] })),
+    );
     let eventually = |timeout: u64, what: &str, check: &dyn Fn() -> bool| {
         let start = Instant::now();
         while !check() {
@@ -293,25 +400,6 @@ fn a_backlog_policy_scales_from_zero_and_back() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    // With an empty queue the policy scales in to zero.
-    eventually(60, "scaled in to zero", &|| instances() == 0);
-    let queue = || server.call("DescribeAsyncQueue", json!({ "EndpointName": "zero" }));
-    assert_eq!(queue()["InstanceCount"], 0);
-    let accepted = Instant::now();
-    let response = server
-        .client()
-        .post(format!("{}/endpoints/zero/async-invocations", server.url()))
-        .header("X-Amzn-SageMaker-InputLocation", input.display().to_string())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let output = plinth_tests::header(&response, "x-amzn-sagemaker-outputlocation").unwrap();
-    let waiting = queue();
-    assert_eq!(waiting["Queued"], 1, "{waiting}");
-    assert_eq!(waiting["HasBacklogWithoutCapacity"], 1.0, "{waiting}");
-    assert!(server
-        .metrics()
-        .contains("plinth_async_has_backlog_without_capacity{endpoint=\"zero\"} 1"));
     eventually(60, "the job's output", &|| Path::new(&output).exists());
     let took = accepted.elapsed();
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "ok");
@@ -335,6 +423,14 @@ fn a_backlog_policy_scales_from_zero_and_back() {
     };
     eventually(30, "a successful scale-out from 0 to 1", &scaled_out);
     eprintln!("scaled from zero: output after {took:?}");
+    assert!(server
+        .metrics()
+        .contains("plinth_async_time_in_backlog_seconds_count{endpoint=\"zero\"} 1"));
     // And back to zero once the queue is empty.
+    let instances = || {
+        server.describe_endpoint("zero")["ProductionVariants"][0]["DesiredInstanceCount"]
+            .as_u64()
+            .unwrap()
+    };
     eventually(60, "scaled in to zero again", &|| instances() == 0);
 }

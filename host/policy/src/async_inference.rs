@@ -68,6 +68,8 @@ pub struct Queued {
     pub accepted: f64,
     /// `RequestTTLSeconds`.
     pub ttl_seconds: u64,
+    /// `InvocationTimeoutSeconds`.
+    pub timeout_seconds: u64,
     /// Times it started running before (a restart interrupted it).
     pub attempts: u32,
 }
@@ -87,14 +89,23 @@ pub enum Fate {
 
 /// A queued job's fate at `now`: expired once its time to live has passed since it was
 /// accepted while it never started (SageMaker's `ExpiredRequests`: the TTL is the time a
-/// request may wait; one a stop interrupted runs again); failed after [`MAX_ATTEMPTS`]
-/// starts.
+/// request may wait). One a stop interrupted runs again, unless its time to live and its
+/// invocation timeout have both passed since it was accepted (the time it had to start and
+/// to run): it would be late twice over. Failed after [`MAX_ATTEMPTS`] starts.
 pub fn fate(job: &Queued, now: f64) -> Fate {
-    if job.attempts == 0 && now - job.accepted > job.ttl_seconds as f64 {
+    let waited = now - job.accepted;
+    if job.attempts == 0 && waited > job.ttl_seconds as f64 {
         return Fate::Fail(format!(
             "The request expired: it waited more than its RequestTTLSeconds ({} s) in the \
              queue",
             job.ttl_seconds
+        ));
+    }
+    if job.attempts > 0 && waited > (job.ttl_seconds + job.timeout_seconds) as f64 {
+        return Fate::Fail(format!(
+            "The request expired: a stop interrupted it, and its RequestTTLSeconds ({} s) and \
+             InvocationTimeoutSeconds ({} s) had both passed before it could run again",
+            job.ttl_seconds, job.timeout_seconds
         ));
     }
     if job.attempts >= MAX_ATTEMPTS {
@@ -117,23 +128,37 @@ pub fn webhook(member: &str, value: &str) -> Result<String, Invalid> {
              as webhooks: give an http:// or https:// URL"
         )));
     }
-    let rest = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"));
-    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
-    match host {
-        Some(host)
-            if !host.is_empty()
-                && value.len() <= MAX_TOPIC_LEN
-                && !value.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-        {
-            Ok(value.to_owned())
-        }
-        _ => Err(Invalid(format!(
+    let not_a_webhook = || {
+        Invalid(format!(
             "{member} {value:?} is not a webhook: give an http:// or https:// URL with a host, \
              at most {MAX_TOPIC_LEN} characters"
-        ))),
+        ))
+    };
+    // An empty authority (`https:///path`) is not a host, however a URL parser mends it.
+    let authority_given = value
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.starts_with('/'));
+    if value.len() > MAX_TOPIC_LEN || value.chars().any(|c| c.is_whitespace()) || !authority_given {
+        return Err(not_a_webhook());
     }
+    let url = url::Url::parse(value).map_err(|_| not_a_webhook())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(not_a_webhook());
+    }
+    let link_local = match url.host() {
+        None => return Err(not_a_webhook()),
+        Some(url::Host::Domain("")) => return Err(not_a_webhook()),
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Some(url::Host::Domain(_)) => false,
+    };
+    if link_local {
+        return Err(Invalid(format!(
+            "{member} {value:?} is a link-local address (a cloud's instance metadata lives \
+             there); notifications are not sent to it"
+        )));
+    }
+    Ok(value.to_owned())
 }
 
 /// The longest topic (SageMaker's 2048).
@@ -294,9 +319,10 @@ pub enum Delivery {
 }
 
 /// After try number `attempts` (1 for the first): a 2xx delivers; no answer, 408, 429 or a
-/// 5xx is tried again after 1, 2, 4, ... seconds (at most
-/// [`MAX_DELIVERY_BACKOFF_SECONDS`]), [`MAX_DELIVERY_ATTEMPTS`] tries in all (about 14
-/// minutes); any other answer is the receiver refusing the message, not tried again.
+/// 5xx is tried again after 1, 2, 4, ... 256 seconds (never more than
+/// [`MAX_DELIVERY_BACKOFF_SECONDS`]), [`MAX_DELIVERY_ATTEMPTS`] tries in all (511 seconds of
+/// waits, about 10 minutes with the tries); any other answer is the receiver refusing the
+/// message, not tried again.
 pub fn after_try(tried: &Tried, attempts: u32) -> Delivery {
     let why = match tried {
         Tried::Answered(status) if (200..300).contains(status) => return Delivery::Delivered,
@@ -446,6 +472,7 @@ mod tests {
         let job = Queued {
             accepted: 1000.0,
             ttl_seconds: 60,
+            timeout_seconds: 900,
             attempts: 0,
         };
         assert_eq!(fate(&job, 1060.0), Fate::Run);
@@ -456,10 +483,14 @@ mod tests {
         let retried = Queued { attempts: 2, ..job };
         assert_eq!(fate(&retried, 1001.0), Fate::Run);
         assert_eq!(
-            fate(&retried, 5000.0),
+            fate(&retried, 1960.0),
             Fate::Run,
-            "it started in time: no TTL"
+            "it started in time: its TTL and timeout to run again"
         );
+        match fate(&retried, 1960.5) {
+            Fate::Fail(m) => assert!(m.contains("a stop interrupted it"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         let exhausted = Queued { attempts: 3, ..job };
         assert!(matches!(fate(&exhausted, 1001.0), Fate::Fail(m) if m.contains("started 3 times")));
     }
@@ -480,11 +511,17 @@ mod tests {
             "https:///path",
             "http://a b",
             "hooks.example",
+            "http://:80",
+            "http://user@/",
         ] {
             let e = webhook(m, bad).unwrap_err();
             assert!(e.0.contains("not a webhook"), "{bad}: {e}");
         }
         assert!(webhook(m, &format!("https://h/{}", "x".repeat(2048))).is_err());
+        for metadata in ["http://169.254.169.254/latest", "http://[fe80::1]/x"] {
+            let e = webhook(m, metadata).unwrap_err();
+            assert!(e.0.contains("link-local"), "{metadata}: {e}");
+        }
     }
 
     #[test]

@@ -518,6 +518,14 @@ impl CustomizedMetric {
                 )));
             }
         }
+        if metric == BacklogMetric::HasBacklogWithoutCapacity {
+            return Err(Invalid(format!(
+                "{at}.MetricName HasBacklogWithoutCapacity is 0 whenever an instance runs, so \
+                 tracking a target on it would scale in and out in turn; track \
+                 ApproximateBacklogSizePerInstance, which asks for an instance whenever \
+                 there is a backlog and none"
+            )));
+        }
         match self.dimensions.as_slice() {
             [d] if d.name == "EndpointName" => Ok(PolicyMetric::Backlog {
                 endpoint: d.value.clone(),
@@ -583,6 +591,48 @@ impl PolicyMetric {
                 sorted[rank.min(sorted.len()) - 1]
             }
         })
+    }
+}
+
+/// Whether a policy on `metric` may scale the target on `resource` whose least capacity is
+/// `min_capacity`, `queued` telling whether the target's endpoint is asynchronous: a backlog
+/// metric must be the target's own endpoint's, and that endpoint asynchronous; a target that
+/// may go to 0 instances is scaled by backlog metrics only (with no instance an endpoint
+/// records no invocations or latencies, so no other metric could ever scale it out again).
+pub fn check_metric(
+    metric: &PolicyMetric,
+    resource: &ResourceId,
+    min_capacity: u32,
+    queued: bool,
+) -> Result<(), Invalid> {
+    match metric {
+        PolicyMetric::Backlog {
+            endpoint, metric, ..
+        } => {
+            if !endpoint.eq_ignore_ascii_case(&resource.endpoint) {
+                return Err(Invalid(format!(
+                    "{} is endpoint {endpoint}'s metric; a policy on {resource} may track its own \
+                     endpoint's backlog only (EndpointName {})",
+                    metric.as_str(),
+                    resource.endpoint
+                )));
+            }
+            if !queued {
+                return Err(Invalid(format!(
+                    "{} is an asynchronous endpoint's metric; endpoint {} has no \
+                     AsyncInferenceConfig",
+                    metric.as_str(),
+                    resource.endpoint
+                )));
+            }
+            Ok(())
+        }
+        _ if min_capacity == 0 => Err(Invalid(format!(
+            "{resource} may scale to 0 instances (MinCapacity 0), where it records no \
+             invocations: scale it on its backlog (ApproximateBacklogSizePerInstance or \
+             ApproximateBacklogSize, Dimensions EndpointName), or give it MinCapacity 1"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -1032,6 +1082,31 @@ mod tests {
         ];
         assert_eq!(c.metric.backlog_datapoint(&samples), Some(4.0));
         assert_eq!(c.metric.backlog_datapoint(&[]), None);
+        let flapping = policy(
+            Dimension::InstanceCount,
+            serde_json::json!({"TargetValue": 1.0, "CustomizedMetricSpecification": {
+                "MetricName": "HasBacklogWithoutCapacity", "Namespace": "AWS/SageMaker",
+                "Statistic": "Maximum",
+                "Dimensions": [{"Name": "EndpointName", "Value": "e"}]}}),
+        )
+        .compile()
+        .unwrap_err();
+        assert!(
+            flapping.0.contains("scale in and out in turn"),
+            "{flapping}"
+        );
+        // Only on its own, asynchronous endpoint; a target that may go to 0 needs it.
+        let own = ResourceId::parse("endpoint/e/variant/v").unwrap();
+        let other = ResourceId::parse("endpoint/f/variant/v").unwrap();
+        assert!(check_metric(&c.metric, &own, 0, true).is_ok());
+        let e = check_metric(&c.metric, &other, 1, true).unwrap_err();
+        assert!(e.0.contains("its own endpoint's backlog only"), "{e}");
+        let e = check_metric(&c.metric, &own, 1, false).unwrap_err();
+        assert!(e.0.contains("has no AsyncInferenceConfig"), "{e}");
+        let invocations = PolicyMetric::InvocationsPerInstance;
+        assert!(check_metric(&invocations, &own, 1, true).is_ok());
+        let e = check_metric(&invocations, &own, 0, true).unwrap_err();
+        assert!(e.0.contains("MinCapacity 0"), "{e}");
         let max = PolicyMetric::Backlog {
             endpoint: "e".into(),
             metric: BacklogMetric::HasBacklogWithoutCapacity,

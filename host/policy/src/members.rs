@@ -2097,7 +2097,7 @@ mod tests {
             Form::Map
         );
         let operations: Vec<&str> = operations().collect();
-        assert_eq!(operations.len(), 24);
+        assert_eq!(operations.len(), 25);
         let autoscaling: Vec<&str> = autoscaling_operations().collect();
         assert_eq!(autoscaling.len(), 7);
         for op in &operations {

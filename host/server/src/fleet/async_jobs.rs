@@ -75,7 +75,7 @@ pub(crate) fn backlog(state: &Fleet, endpoint: &str) -> Option<Backlog> {
     let (size, oldest) = state
         .stored
         .store
-        .backlog(endpoint)
+        .backlog(endpoint, snapshot.created)
         .inspect_err(
             |e| tracing::warn!(endpoint, error = %e, "the asynchronous backlog could not be read"),
         )
@@ -177,9 +177,16 @@ fn spawn(state: &Arc<Fleet>, endpoint: &str, job: AsyncJob) {
 /// How often the jobs of an endpoint that cannot run them are looked at for expiry.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The jobs of an endpoint that has no room for them (not serving, or no instance) whose
-/// time to live has passed are failed, as they would be when claimed.
+/// The most jobs one sweep fails.
+const EXPIRED_PER_SWEEP: usize = 64;
+
+/// The jobs of an endpoint that has no room for them (not serving, or no instance) that can
+/// only fail are failed, as they would be when claimed: past their time to live, or sent to
+/// the endpoint of that name before it was deleted and created again.
 fn expire(state: &Arc<Fleet>, endpoint: &str) -> Result<(), crate::state::store::StoreError> {
+    let Some(snapshot) = state.endpoints.get(endpoint) else {
+        return Ok(());
+    };
     {
         let mut swept = state
             .async_jobs
@@ -197,20 +204,36 @@ fn expire(state: &Arc<Fleet>, endpoint: &str) -> Result<(), crate::state::store:
         *last = Instant::now();
     }
     let now = crate::state::now();
-    for (seq, accepted, attempts, ttl_seconds) in state.stored.store.queued_jobs(endpoint)? {
-        let queued = Queued {
-            accepted,
-            ttl_seconds,
-            attempts,
-        };
-        if fate(&queued, now) == Fate::Run {
+    let candidates =
+        state
+            .stored
+            .store
+            .expiry_candidates(endpoint, now, snapshot.created, EXPIRED_PER_SWEEP)?;
+    for (seq, accepted, attempts, job) in candidates {
+        let older = accepted < snapshot.created;
+        if !older && fate(&queued(accepted, attempts, &job), now) == Fate::Run {
             continue;
         }
+        // Claimed, it fails when run (`run_job`: expired, or `invoke`: the endpoint was
+        // deleted).
         if let Some(job) = state.stored.store.claim_job(seq)? {
             spawn(state, endpoint, job);
         }
     }
     Ok(())
+}
+
+/// A job as `fate` decides on it.
+fn queued(accepted: f64, attempts: u32, job: &serde_json::Value) -> Queued {
+    use plinth_policy::async_inference::{INVOCATION_TIMEOUT_SECONDS, TTL_SECONDS};
+    Queued {
+        accepted,
+        ttl_seconds: job["RequestTTLSeconds"].as_u64().unwrap_or(TTL_SECONDS.2),
+        timeout_seconds: job["InvocationTimeoutSeconds"]
+            .as_u64()
+            .unwrap_or(INVOCATION_TIMEOUT_SECONDS.2),
+        attempts,
+    }
 }
 
 /// How many jobs `endpoint` may run at once: `MaxConcurrentInvocationsPerInstance` for each
@@ -277,12 +300,7 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
         finish(state, job, &ended, None);
         return;
     }
-    let queued = Queued {
-        accepted: job.accepted,
-        ttl_seconds: j["RequestTTLSeconds"].as_u64().unwrap_or(21_600),
-        attempts: job.attempts,
-    };
-    let result = match fate(&queued, crate::state::now()) {
+    let result = match fate(&queued(job.accepted, job.attempts, j), crate::state::now()) {
         Fate::Fail(message) => Err(Unfinished::Failed(message)),
         Fate::Run => invoke(state, job).await,
     };
@@ -322,18 +340,24 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
         tokio::time::timeout(TRANSFER_TIMEOUT, write(state, message.as_bytes(), &failure))
             .await
             .unwrap_or_else(|_| Err("not written within 15 minutes".to_string()));
-    if let Err(e) = &written {
-        tracing::error!(endpoint = %job.endpoint, failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
-    }
+    // A failure object that could not be written is said so, where the job's end is
+    // recorded and in its notification.
+    let reason = match &written {
+        Ok(()) => message,
+        Err(e) => {
+            tracing::error!(endpoint = %job.endpoint, failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
+            format!("{message} (the failure object could not be written to {failure}: {e})")
+        }
+    };
     let ended = Ended::Failed {
         location: &failure,
-        reason: &message,
+        reason: &reason,
     };
     finish(
         state,
         job,
         &ended,
-        response.as_deref().or(Some(message.as_bytes())),
+        response.as_deref().or(Some(reason.as_bytes())),
     );
 }
 
@@ -398,10 +422,13 @@ const DELIVERIES_AT_ONCE: usize = 16;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Deliver the queued notifications until the process ends: each due one POSTed to its
-/// webhook, the try recorded, and one that failed tried again later.
+/// webhook in its own task (at most [`DELIVERIES_AT_ONCE`] at a time, so that a slow
+/// receiver holds up only its own), the try recorded, and one that failed tried again
+/// later.
 async fn deliver(state: Arc<Fleet>) {
     let client = match reqwest::Client::builder()
         .timeout(DELIVERY_TIMEOUT)
+        .connect_timeout(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("plinth/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -412,23 +439,47 @@ async fn deliver(state: Arc<Fleet>) {
             return;
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE));
+    // The notifications being tried now, not to be taken again meanwhile.
+    let trying: Arc<Mutex<std::collections::HashSet<i64>>> = Arc::default();
     loop {
-        let due = state
+        let due = match state
             .stored
             .store
-            .due_notifications(crate::state::now(), DELIVERIES_AT_ONCE)
-            .unwrap_or_else(|e| {
+            .due_notifications(crate::state::now(), DELIVERIES_AT_ONCE * 4)
+        {
+            Ok(due) => due,
+            Err(e) => {
                 tracing::error!(error = %e, "the notifications could not be read");
-                Vec::new()
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for n in due {
+            if !trying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(n.seq)
+            {
+                continue;
+            }
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (state, client, trying) = (state.clone(), client.clone(), trying.clone());
+            tokio::spawn(async move {
+                let seq = n.seq;
+                try_once(&state, &client, n).await;
+                trying
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&seq);
+                drop(slot);
             });
-        let full = due.len() == DELIVERIES_AT_ONCE;
-        futures::future::join_all(due.into_iter().map(|n| try_once(&state, &client, n))).await;
-        if !full {
-            // A finished job wakes the loop; retries come due within a second.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), state.async_jobs.notify.notified())
-                    .await;
         }
+        // A finished job wakes the loop; retries come due within a second.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), state.async_jobs.notify.notified()).await;
     }
 }
 
@@ -502,12 +553,13 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
         .route(None, None)
         .map_err(|e| Unfinished::Busy(e.to_string()))?;
     let variant = routed.variant.clone();
-    if job.attempts == 0 {
-        state
-            .metrics
-            .time_in_backlog
-            .with_label_values(&[job.endpoint.as_str()])
-            .observe((crate::state::now() - job.accepted).max(0.0));
+    if variant.serving.stats().instances == 0 {
+        // Routed to a variant scaled to zero beside one that is not: the input is not read
+        // for it; the job is claimed again and routed again.
+        return Err(Unfinished::Busy(format!(
+            "variant {} has no instance",
+            variant.name
+        )));
     }
     let input = j["InputLocation"].as_str().unwrap_or_default();
     // The input goes whole into the guest's memory: one larger than the model's memory
@@ -524,7 +576,7 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
-    let started = std::time::Instant::now();
+    let (started, started_at) = (std::time::Instant::now(), crate::state::now());
     let held = variant
         .serving
         .hold(None, &variant.name)
@@ -545,6 +597,14 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
     ) = &result
     {
         return Err(Unfinished::Busy(e.to_string()));
+    }
+    if job.attempts == 0 {
+        // It ran: the time it waited, once.
+        state
+            .metrics
+            .time_in_backlog
+            .with_label_values(&[job.endpoint.as_str()])
+            .observe((started_at - job.accepted).max(0.0));
     }
     let error = record_invocation(&variant, &result, started);
     match result {

@@ -170,7 +170,7 @@ fn capacity_range(state: &Fleet, key: &TargetKey) -> Result<(u32, u32), ApiError
             .elastic()
             .map(|e| (e.max_concurrency, e.provisioned))
     };
-    let queued = crate::fleet::async_jobs::config_of(state, &endpoint.config_name).is_some();
+    let queued = queued(state, &resource.endpoint);
     match (dimension, serverless) {
         (Dimension::InstanceCount, None) => {
             Ok((u32::from(!queued), Dimension::InstanceCount.ceiling()))
@@ -191,6 +191,14 @@ fn capacity_range(state: &Fleet, key: &TargetKey) -> Result<(u32, u32), ApiError
     }
 }
 
+/// Whether `endpoint` is asynchronous (its endpoint config has `AsyncInferenceConfig`).
+fn queued(state: &Fleet, endpoint: &str) -> bool {
+    state
+        .endpoints
+        .get(endpoint)
+        .is_some_and(|e| crate::fleet::async_jobs::config_of(state, &e.config_name).is_some())
+}
+
 fn no_variant(resource: &ResourceId) -> ApiError {
     validation(format!(
         "Endpoint \"{}\" has no variant \"{}\" (ResourceId {resource})",
@@ -206,6 +214,7 @@ fn register_scalable_target(state: &Fleet, input: Value) -> Result<Value, ApiErr
     let registration: Registration = parse(input)?;
     let key = target.key()?;
     let range = capacity_range(state, &key)?;
+    let queued = queued(state, &key.0.endpoint);
     let mut scaling = state.stored.scaling();
     let existing = scaling.targets.get(&key).map(|t| &t.target);
     let registered = autoscaling::register(
@@ -217,6 +226,20 @@ fn register_scalable_target(state: &Fleet, input: Value) -> Result<Value, ApiErr
         SERVICE_LINKED_ROLE,
     )
     .map_err(|e| validation(e.0))?;
+    // The policies already on the target must still fit it (a MinCapacity of 0 takes
+    // backlog policies only).
+    for (name, p) in scaling
+        .targets
+        .get(&key)
+        .map(|t| &t.policies)
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(compiled) = &p.compiled {
+            autoscaling::check_metric(&compiled.metric, &key.0, registered.min_capacity, queued)
+                .map_err(|e| validation(format!("policy {name}: {}", e.0)))?;
+        }
+    }
     tracing::info!(target = %named(&key), min = registered.min_capacity, max = registered.max_capacity, "scalable target registered");
     scaling
         .put_target(&state.stored.store, registered, now())
@@ -367,13 +390,21 @@ fn put_scaling_policy(state: &Fleet, input: Value) -> Result<Value, ApiError> {
         target_tracking_scaling_policy_configuration: configuration,
     };
     let compiled = policy.compile().map_err(|e| validation(e.0))?;
+    let queued = queued(state, &key.0.endpoint);
     let mut scaling = state.stored.scaling();
-    if !scaling.targets.contains_key(&key) {
+    let Some(registered) = scaling.targets.get(&key) else {
         return Err(object_not_found(format!(
             "No scalable target registered for {}",
             named(&key)
         )));
-    }
+    };
+    autoscaling::check_metric(
+        &compiled.metric,
+        &key.0,
+        registered.target.min_capacity,
+        queued,
+    )
+    .map_err(|e| validation(e.0))?;
     let name = policy.policy_name.clone();
     scaling
         .put_policy(&state.stored.store, policy, compiled, now())

@@ -80,15 +80,33 @@ pub(crate) fn update_endpoint(state: &Arc<Fleet>, input: Value) -> Result<Value,
 /// UpdateEndpoint may not change the instance type of a variant under autoscaling
 /// ([`plinth_policy::autoscaling::check_update`]).
 fn check_scaled_variants(state: &Fleet, endpoint: &str, config: &str) -> Result<(), ApiError> {
-    let scaled: Vec<String> = state
-        .stored
-        .scaling()
-        .targets_of(endpoint)
-        .into_iter()
-        .map(|(r, _)| r.variant)
-        .collect();
+    let (scaled, to_zero) = {
+        let scaling = state.stored.scaling();
+        let targets = scaling.targets_of(endpoint);
+        let to_zero = targets
+            .iter()
+            .filter(|k| {
+                scaling
+                    .targets
+                    .get(*k)
+                    .is_some_and(|t| t.target.min_capacity == 0)
+            })
+            .map(|(r, _)| r.variant.clone())
+            .next();
+        let scaled: Vec<String> = targets.into_iter().map(|(r, _)| r.variant).collect();
+        (scaled, to_zero)
+    };
     if scaled.is_empty() {
         return Ok(());
+    }
+    if let Some(variant) = to_zero {
+        if crate::fleet::async_jobs::config_of(state, config).is_none() {
+            return Err(validation(format!(
+                "Endpoint config {config} has no AsyncInferenceConfig, but variant {variant} of \
+                 endpoint {endpoint} is registered to scale to 0 instances (MinCapacity 0), \
+                 which only an asynchronous endpoint may; register it with MinCapacity 1 first"
+            )));
+        }
     }
     let Some(current) = state.endpoints.get(endpoint) else {
         return Ok(());

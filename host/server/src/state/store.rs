@@ -1026,44 +1026,73 @@ impl Store {
         Ok(self.claim_where("seq = ?1", params![seq])?.pop())
     }
 
-    /// `endpoint`'s queued jobs: sequence number, when accepted, starts so far and the
-    /// request's time to live (for the jobs of an endpoint that does not serve, which can
-    /// only expire).
-    pub(crate) fn queued_jobs(
+    /// Up to `limit` of `endpoint`'s queued jobs that may have to fail without running
+    /// (for an endpoint that cannot run them): accepted before `created` (the endpoint was
+    /// deleted and created again since), past their time to live at `now` (for a job a stop
+    /// interrupted, their time to live and invocation timeout), or started
+    /// `plinth_policy::async_inference::MAX_ATTEMPTS` times. A superset: the caller decides
+    /// each by `plinth_policy::async_inference::fate`. Sequence number, when accepted, starts
+    /// so far, the request.
+    pub(crate) fn expiry_candidates(
         &self,
         endpoint: &str,
-    ) -> Result<Vec<(i64, f64, u32, u64)>, StoreError> {
+        now: f64,
+        created: f64,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64, u32, Value)>, StoreError> {
+        let (ttl, timeout) = (
+            plinth_policy::async_inference::TTL_SECONDS.2,
+            plinth_policy::async_inference::INVOCATION_TIMEOUT_SECONDS.2,
+        );
         let conn = self.conn();
         let mut statement = conn.prepare(
             "SELECT seq, accepted, attempts, job FROM async_jobs \
-             WHERE state = 'queued' AND endpoint = ?1 ORDER BY seq",
+             WHERE state = 'queued' AND endpoint = ?1 AND (accepted < ?3 OR attempts >= ?6 \
+               OR accepted + COALESCE(json_extract(job, '$.RequestTTLSeconds'), ?4) \
+                  + CASE WHEN attempts > 0 \
+                    THEN COALESCE(json_extract(job, '$.InvocationTimeoutSeconds'), ?5) \
+                    ELSE 0 END < ?2) \
+             ORDER BY seq LIMIT ?7",
         )?;
-        let rows = statement.query_map(params![endpoint], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
+        let rows = statement.query_map(
+            params![
+                endpoint,
+                now,
+                created,
+                ttl,
+                timeout,
+                plinth_policy::async_inference::MAX_ATTEMPTS,
+                limit as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, f64>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (seq, accepted, attempts, text) = row?;
-            let job: Value = serde_json::from_str(&text)?;
-            let ttl = job["RequestTTLSeconds"]
-                .as_u64()
-                .unwrap_or(plinth_policy::async_inference::TTL_SECONDS.2);
-            out.push((seq, accepted, attempts, ttl));
+            out.push((seq, accepted, attempts, serde_json::from_str(&text)?));
         }
         Ok(out)
     }
 
-    /// `endpoint`'s backlog: jobs waiting or running, and when the oldest was accepted.
-    pub(crate) fn backlog(&self, endpoint: &str) -> Result<(u64, Option<f64>), StoreError> {
+    /// `endpoint`'s backlog: jobs waiting or running accepted since `since` (the
+    /// endpoint's creation: an endpoint deleted and created again does not count the jobs
+    /// of the old one, which fail), and when the oldest was accepted.
+    pub(crate) fn backlog(
+        &self,
+        endpoint: &str,
+        since: f64,
+    ) -> Result<(u64, Option<f64>), StoreError> {
         Ok(self.conn().query_row(
             "SELECT COUNT(*), MIN(accepted) FROM async_jobs \
-             WHERE endpoint = ?1 AND state IN ('queued', 'running')",
-            params![endpoint],
+             WHERE endpoint = ?1 AND state IN ('queued', 'running') AND accepted >= ?2",
+            params![endpoint, since],
             |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Option<f64>>(1)?)),
         )?)
     }
@@ -1456,7 +1485,7 @@ mod tests {
             assert_eq!(ids, vec!["j0", "j1"], "oldest first");
             assert_eq!(claimed[0].attempts, 0);
             assert_eq!(claimed[1].job["N"], 1);
-            let (size, oldest) = store.backlog("e").unwrap();
+            let (size, oldest) = store.backlog("e", 0.0).unwrap();
             assert_eq!((size, oldest), (3, Some(10.0)), "running and queued");
             let hook = json!({"invocationStatus": "Completed"});
             store
@@ -1474,7 +1503,8 @@ mod tests {
                     Some(("http://hook/1", &hook)),
                 )
                 .unwrap();
-            assert_eq!(store.backlog("e").unwrap(), (2, Some(11.0)));
+            assert_eq!(store.backlog("e", 0.0).unwrap(), (2, Some(11.0)));
+            assert_eq!(store.backlog("e", 11.5).unwrap(), (1, Some(12.0)), "since");
             // j1 is running when the process stops.
         }
         let store = Store::open(dir.path()).unwrap();
@@ -1508,12 +1538,19 @@ mod tests {
         assert!(store.due_notifications(1e12, 10).unwrap().is_empty());
         assert_eq!(store.queue_status("e").unwrap().notifications_delivered, 1);
         assert_eq!(store.requeue_running_jobs().unwrap(), 1);
-        // A job claimed by its number, once.
-        let queued = store.queued_jobs("other").unwrap();
-        assert_eq!(queued.len(), 1);
-        assert_eq!((queued[0].1, queued[0].2, queued[0].3), (1.0, 0, 21_600));
-        assert_eq!(store.claim_job(queued[0].0).unwrap().unwrap().id, "j0");
-        assert!(store.claim_job(queued[0].0).unwrap().is_none());
+        // Candidates to expire: past their TTL (21,600 s by default), or older than the
+        // endpoint; then claimed by number, once.
+        assert!(store
+            .expiry_candidates("other", 21_600.0, 0.0, 10)
+            .unwrap()
+            .is_empty());
+        let late = store.expiry_candidates("other", 21_601.5, 0.0, 10).unwrap();
+        assert_eq!(late.len(), 1);
+        assert_eq!((late[0].1, late[0].2), (1.0, 0));
+        let older = store.expiry_candidates("other", 2.0, 1.5, 10).unwrap();
+        assert_eq!(older.len(), 1, "accepted before the endpoint's creation");
+        assert_eq!(store.claim_job(late[0].0).unwrap().unwrap().id, "j0");
+        assert!(store.claim_job(late[0].0).unwrap().is_none());
         let claimed = store.claim_jobs("e", 10).unwrap();
         let again: Vec<(&str, u32)> = claimed
             .iter()

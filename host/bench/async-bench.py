@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Asynchronous inference on a running `plinth serve`: jobs per second through the queue
+against synchronous requests of the same inputs, and the time from a job arriving at an
+endpoint scaled to zero to its output existing.
+
+Throughput. Two iris endpoints of INSTANCES instances each on the same server: `sync`, and
+`queue` with `AsyncInferenceConfig` (MaxConcurrentInvocationsPerInstance PER_INSTANCE,
+results to a local directory through the storage layer). JOBS inputs (one iris row each) are
+written as files under the artifact root first; then 16 threads submit one
+InvokeEndpointAsync each per input, and the clock stops when the last output file exists:
+every job's storage round trip (the input's head and copy into the staging directory, the
+output staged and renamed into place, the queue's commits) is counted. The synchronous
+reference is `plinth bench` at 16 connections on `sync` with the same row, run right before
+and right after; the ratio is async jobs/s over the reference's median requests/s (target
+>= 0.5x).
+
+From zero. The `queue` endpoint registered for Application Auto Scaling (MinCapacity 0,
+MaxCapacity 1) with a target-tracking policy on ApproximateBacklogSizePerInstance, and set
+to 0 instances; for each of ROUNDS rounds one job is submitted and the time to its output
+file measured; the endpoint is then set back to 0 instances. The server's autoscaling
+minute is MINUTE seconds (default 1): the decision needs one datapoint of backlog with no
+capacity, so in real minutes expect up to one minute plus the controller's step (10 s) more.
+
+    .venv/bin/python host/bench/async-bench.py
+    JOBS=500 ROUNDS=1 .venv/bin/python host/bench/async-bench.py
+
+Needs a release `plinth` (PLINTH_BIN) and the plugins built for wasm32-wasip2. Prints a
+Markdown report. Linux only.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plinth_server import IRIS_MODEL, PLINTH, ROOT, WASM, Server  # noqa: E402
+
+JOBS = int(os.environ.get("JOBS", "2000"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+MINUTE = int(os.environ.get("MINUTE", "1"))
+INSTANCES = int(os.environ.get("INSTANCES", "2"))
+PER_INSTANCE = int(os.environ.get("PER_INSTANCE", "4"))
+DURATION = int(os.environ.get("DURATION", "10"))
+ROW = "5.1,3.5,1.4,0.2"
+THREADS = 16
+
+
+def submit(server, endpoint, input_path):
+    """One InvokeEndpointAsync: its OutputLocation."""
+    c = server.connection()
+    c.request("POST", f"/endpoints/{endpoint}/async-invocations", b"", {
+        "X-Amzn-SageMaker-InputLocation": input_path,
+        "X-Amzn-SageMaker-Content-Type": "text/csv",
+    })
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 202:
+        raise SystemExit(f"async-bench: {r.status} {body[:200]!r}")
+    return r.getheader("X-Amzn-SageMaker-OutputLocation")
+
+
+def wait_for(paths, timeout):
+    deadline = time.perf_counter() + timeout
+    pending = list(paths)
+    while pending:
+        pending = [p for p in pending if not os.path.exists(p)]
+        if not pending:
+            break
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"async-bench: {len(pending)} outputs missing")
+        time.sleep(0.002)
+    return time.perf_counter()
+
+
+def throughput(server, inputs):
+    outputs = [None] * len(inputs)
+    started = time.perf_counter()
+
+    def worker(k):
+        for i in range(k, len(inputs), THREADS):
+            outputs[i] = submit(server, "queue", inputs[i])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = time.perf_counter()
+    done = wait_for(outputs, 300)
+    for path in outputs[:5]:
+        with open(path) as f:
+            if not f.read().strip():
+                raise SystemExit(f"async-bench: empty output {path}")
+    return len(inputs) / (done - started), len(inputs) / (accepted - started)
+
+
+def in_service(server, endpoint):
+    deadline = time.time() + 60
+    while server.call("DescribeEndpoint", {"EndpointName": endpoint})["EndpointStatus"] \
+            != "InService":
+        if time.time() > deadline:
+            raise SystemExit(f"async-bench: {endpoint} not InService")
+        time.sleep(0.01)
+
+
+def set_instances(server, endpoint, count):
+    in_service(server, endpoint)
+    server.call("UpdateEndpointWeightsAndCapacities", {
+        "EndpointName": endpoint,
+        "DesiredWeightsAndCapacities": [{"VariantName": "AllTraffic",
+                                         "DesiredInstanceCount": count}]})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        d = server.call("DescribeEndpoint", {"EndpointName": endpoint})
+        v = d["ProductionVariants"][0]
+        if d["EndpointStatus"] == "InService" and v["CurrentInstanceCount"] == count:
+            return
+        time.sleep(0.01)
+    raise SystemExit(f"async-bench: {endpoint} not at {count} instances")
+
+
+def from_zero(server, input_path):
+    resource = "endpoint/queue/variant/AllTraffic"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource,
+              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    server.call("RegisterScalableTarget", {**target, "MinCapacity": 0, "MaxCapacity": 1})
+    server.call("PutScalingPolicy", {
+        **target, "PolicyName": "backlog", "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": 5.0, "ScaleOutCooldown": 0, "ScaleInCooldown": 600,
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                "Dimensions": [{"Name": "EndpointName", "Value": "queue"}]}}})
+    times = []
+    for _ in range(ROUNDS):
+        set_instances(server, "queue", 0)
+        time.sleep(MINUTE * 2)  # the backlog's samples of an empty queue first
+        start = time.perf_counter()
+        output = submit(server, "queue", input_path)
+        times.append(wait_for([output], 600) - start)
+    return times
+
+
+def main():
+    if not os.path.exists(PLINTH):
+        raise SystemExit(f"async-bench: no release plinth at {PLINTH}")
+    work = tempfile.mkdtemp(prefix="plinth-async-bench-")
+    root = os.path.join(work, "storage")
+    out = os.path.join(root, "out")
+    os.makedirs(os.path.join(root, "in"))
+    os.makedirs(out)
+    inputs = []
+    for i in range(JOBS):
+        path = os.path.join(root, "in", f"{i}.csv")
+        with open(path, "w") as f:
+            f.write(ROW)
+        inputs.append(path)
+    server = Server(PLINTH, work, [root, ROOT], "async-bench",
+                    args=("--autoscaling-minute", str(MINUTE)))
+    try:
+        iris = {"Image": os.path.join(WASM, "iris.wasm"), "ModelDataUrl": IRIS_MODEL}
+        server.call("CreateModel", {"ModelName": "iris", "PrimaryContainer": iris})
+        server.endpoint("sync", None, model="iris", variant={"InitialInstanceCount": INSTANCES})
+        server.call("CreateEndpointConfig", {
+            "EndpointConfigName": "queue",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "iris",
+                                    "InitialInstanceCount": INSTANCES}],
+            "AsyncInferenceConfig": {
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": PER_INSTANCE},
+                "OutputConfig": {"S3OutputPath": out}}})
+        server.call("CreateEndpoint", {"EndpointName": "queue", "EndpointConfigName": "queue"})
+        set_instances(server, "queue", INSTANCES)
+        before = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
+        jobs_per_s, accepted_per_s = throughput(server, inputs)
+        after = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
+        zero = from_zero(server, inputs[0])
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    reference = statistics.median([before, after])
+    print(f"## Asynchronous inference: jobs through the queue, and from zero ({JOBS} jobs, "
+          f"{INSTANCES} instances x {PER_INSTANCE} per instance; minute = {MINUTE} s)\n")
+    print("| synchronous (plinth bench, 16 conns) | async jobs/s (submit to last output) | "
+          "ratio | accepted/s |")
+    print("|---|---|---|---|")
+    print(f"| {reference:.0f} req/s (before {before:.0f}, after {after:.0f}) | "
+          f"{jobs_per_s:.0f} | {jobs_per_s / reference:.2f}x | {accepted_per_s:.0f} |")
+    print(f"\nscaled to zero, job to output: median {statistics.median(zero):.2f} s "
+          f"(rounds: {', '.join(f'{t:.2f}' for t in zero)})")
+    print("\nraw:", json.dumps({"reference": [before, after], "jobs_per_s": jobs_per_s,
+                                 "accepted_per_s": accepted_per_s, "from_zero_s": zero}))
+
+
+if __name__ == "__main__":
+    main()
