@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
 """Asynchronous inference on a running `plinth serve`: jobs per second through the queue
-against synchronous requests of the same inputs, and the time from a job arriving at an
+against synchronous requests of the same input, and the time from a job arriving at an
 endpoint scaled to zero to its output existing.
 
 Throughput. Two iris endpoints of INSTANCES instances each on the same server: `sync`, and
 `queue` with `AsyncInferenceConfig` (MaxConcurrentInvocationsPerInstance PER_INSTANCE,
-results to a local directory through the storage layer). JOBS inputs (one iris row each) are
-written as files under the artifact root first; then 16 threads submit one
-InvokeEndpointAsync each per input, and the clock stops when the last output file exists:
-every job's storage round trip (the input's head and copy into the staging directory, the
-output staged and renamed into place, the queue's commits) is counted. The synchronous
-reference is `plinth bench` at 16 connections on `sync` with the same row, run right before
-and right after; the ratio is async jobs/s over the reference's median requests/s (target
->= 0.5x).
+results to a local directory through the storage layer). `plinth bench` submits
+InvokeEndpointAsync at 16 connections for DURATION seconds (each job's input is one iris row
+in a file under the artifact root), and the clock stops when the queue is empty: every
+job's storage round trip (the input read, the output staged and renamed into place, the
+queue's commits) is counted. The synchronous reference is `plinth bench` at 16 connections
+on `sync` with the same row, run right before and right after; the ratio is jobs/s over
+the reference's median requests/s (target >= 0.5x).
 
 From zero. The `queue` endpoint registered for Application Auto Scaling (MinCapacity 0,
 MaxCapacity 1) with a target-tracking policy on ApproximateBacklogSizePerInstance, and set
@@ -22,7 +21,7 @@ minute is MINUTE seconds (default 1): the decision needs one datapoint of backlo
 capacity, so in real minutes expect up to one minute plus the controller's step (10 s) more.
 
     .venv/bin/python host/bench/async-bench.py
-    JOBS=500 ROUNDS=1 .venv/bin/python host/bench/async-bench.py
+    DURATION=5 ROUNDS=1 .venv/bin/python host/bench/async-bench.py
 
 Needs a release `plinth` (PLINTH_BIN) and the plugins built for wasm32-wasip2. Prints a
 Markdown report. Linux only.
@@ -32,22 +31,20 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plinth_server import IRIS_MODEL, PLINTH, ROOT, WASM, Server  # noqa: E402
 
-JOBS = int(os.environ.get("JOBS", "2000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 MINUTE = int(os.environ.get("MINUTE", "1"))
 INSTANCES = int(os.environ.get("INSTANCES", "2"))
 PER_INSTANCE = int(os.environ.get("PER_INSTANCE", "4"))
 DURATION = int(os.environ.get("DURATION", "10"))
 ROW = "5.1,3.5,1.4,0.2"
-THREADS = 16
 
 
 def submit(server, endpoint, input_path):
@@ -77,26 +74,34 @@ def wait_for(paths, timeout):
     return time.perf_counter()
 
 
-def throughput(server, inputs):
-    outputs = [None] * len(inputs)
+def throughput(server, input_path):
+    """Jobs per second: `plinth bench` submits InvokeEndpointAsync at 16 connections for
+    DURATION seconds; the clock runs from its start until the queue is empty (every job's
+    output written). Also the rate jobs were accepted at."""
     started = time.perf_counter()
-
-    def worker(k):
-        for i in range(k, len(inputs), THREADS):
-            outputs[i] = submit(server, "queue", inputs[i])
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    accepted = time.perf_counter()
-    done = wait_for(outputs, 300)
-    for path in outputs[:5]:
-        with open(path) as f:
-            if not f.read().strip():
-                raise SystemExit(f"async-bench: empty output {path}")
-    return len(inputs) / (done - started), len(inputs) / (accepted - started)
+    args = [PLINTH, "bench", "--url", f"{server.url}/endpoints/queue/async-invocations",
+            "--header", f"X-Amzn-SageMaker-InputLocation:{input_path}",
+            "--header", "X-Amzn-SageMaker-Content-Type:text/csv",
+            "--body", "", "--concurrency", "16", "--duration", str(DURATION),
+            "--warmup", "0", "--json"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    run = json.loads(out)["runs"][0]
+    if run.get("errors", 0) or run.get("non_2xx", 0):
+        raise SystemExit(f"async-bench: submitting had errors: {run}")
+    deadline = time.perf_counter() + 600
+    while True:
+        q = server.call("DescribeAsyncQueue", {"EndpointName": "queue"})
+        if q["Queued"] + q["Running"] == 0:
+            done = time.perf_counter()
+            break
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"async-bench: the queue did not drain: {q}")
+        time.sleep(0.05)
+    if q["Failed"]:
+        failures = [f for f in os.listdir(OUT) if f.endswith("-error.out")]
+        with open(os.path.join(OUT, failures[0])) as f:
+            raise SystemExit(f"async-bench: {q['Failed']} failed jobs, e.g.: {f.read()}")
+    return q["Completed"] / (done - started), run["rps"], q["Completed"]
 
 
 def in_service(server, endpoint):
@@ -139,28 +144,35 @@ def from_zero(server, input_path):
                 "Dimensions": [{"Name": "EndpointName", "Value": "queue"}]}}})
     times = []
     for _ in range(ROUNDS):
-        set_instances(server, "queue", 0)
-        time.sleep(MINUTE * 2)  # the backlog's samples of an empty queue first
+        # At zero, and still there after three minutes of an empty queue (a minute whose
+        # samples saw the last job running asks for an instance again).
+        while True:
+            set_instances(server, "queue", 0)
+            time.sleep(MINUTE * 3)
+            d = server.call("DescribeEndpoint", {"EndpointName": "queue"})
+            if d["ProductionVariants"][0]["CurrentInstanceCount"] == 0:
+                break
         start = time.perf_counter()
         output = submit(server, "queue", input_path)
         times.append(wait_for([output], 600) - start)
     return times
 
 
+OUT = None
+
+
 def main():
+    global OUT
     if not os.path.exists(PLINTH):
         raise SystemExit(f"async-bench: no release plinth at {PLINTH}")
     work = tempfile.mkdtemp(prefix="plinth-async-bench-")
     root = os.path.join(work, "storage")
-    out = os.path.join(root, "out")
+    out = OUT = os.path.join(root, "out")
     os.makedirs(os.path.join(root, "in"))
     os.makedirs(out)
-    inputs = []
-    for i in range(JOBS):
-        path = os.path.join(root, "in", f"{i}.csv")
-        with open(path, "w") as f:
-            f.write(ROW)
-        inputs.append(path)
+    inputs = [os.path.join(root, "in", "row.csv")]
+    with open(inputs[0], "w") as f:
+        f.write(ROW)
     server = Server(PLINTH, work, [root, ROOT], "async-bench",
                     args=("--autoscaling-minute", str(MINUTE)))
     try:
@@ -177,14 +189,14 @@ def main():
         server.call("CreateEndpoint", {"EndpointName": "queue", "EndpointConfigName": "queue"})
         set_instances(server, "queue", INSTANCES)
         before = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
-        jobs_per_s, accepted_per_s = throughput(server, inputs)
+        jobs_per_s, accepted_per_s, jobs = throughput(server, inputs[0])
         after = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
         zero = from_zero(server, inputs[0])
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     reference = statistics.median([before, after])
-    print(f"## Asynchronous inference: jobs through the queue, and from zero ({JOBS} jobs, "
+    print(f"## Asynchronous inference: jobs through the queue, and from zero ({jobs} jobs, "
           f"{INSTANCES} instances x {PER_INSTANCE} per instance; minute = {MINUTE} s)\n")
     print("| synchronous (plinth bench, 16 conns) | async jobs/s (submit to last output) | "
           "ratio | accepted/s |")

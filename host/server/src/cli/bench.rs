@@ -57,6 +57,11 @@ pub(crate) struct BenchArgs {
     /// For a multi-model endpoint: the model every request names (`TargetModel`).
     #[arg(long)]
     target_model: Option<String>,
+    /// A header every request carries, `NAME:VALUE` (repeatable), e.g.
+    /// `X-Amzn-SageMaker-InputLocation:s3://bucket/in.csv` with --url on an endpoint's
+    /// `async-invocations`.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
     /// Closed loop: connections, each with one request in flight; a comma list is a sweep
     /// (default 1).
     #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
@@ -202,6 +207,12 @@ pub(crate) fn run(args: &BenchArgs, mut client: Client, server: &Server) -> anyh
         .with_context(|| format!("cannot load {url}"))?;
     if let Some(model) = &args.target_model {
         target = target.header("x-amzn-sagemaker-target-model", model)?;
+    }
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("--header {header:?}: give NAME:VALUE");
+        };
+        target = target.header(name.trim(), value.trim())?;
     }
     if let Some(credential) = &server.credential {
         let hook = signer(&target, credential, &server.region, &args.content_type);

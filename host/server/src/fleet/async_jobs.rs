@@ -1,13 +1,15 @@
 //! Asynchronous inference's queue runner: jobs accepted by InvokeEndpointAsync (committed
-//! to the store's `async_jobs` before the 202) are claimed per endpoint, up to
-//! `MaxConcurrentInvocationsPerInstance` per instance of the variants serving it, and run:
-//! the input read through the storage layer (a local path or `s3://`, staged in a file and
-//! mapped, never copied whole onto the heap; one larger than the model's memory fails
-//! unread), the variant invoked as a synchronous request would be (routing, the invocation
-//! timeout, metrics), and the result written to the output location, or the failure to the
-//! failure location, each whole (a temporary file renamed, or one upload), before the job is
-//! marked done, with its notification queued in the same transaction. Jobs a stop
-//! interrupted go back to the queue at start and run again (at most
+//! to the store's `async_jobs` before the 202, through `state::group_commit`) are claimed per
+//! endpoint and run: the input read through the storage layer (a small local file at once;
+//! anything else staged in a file and mapped, never copied whole onto the heap; one larger
+//! than the model's memory fails unread), the variant invoked as a synchronous request would
+//! be (routing, the invocation timeout, metrics) within the endpoint's invocation slots
+//! (`MaxConcurrentInvocationsPerInstance` for each instance of its variants), and the result
+//! written to the output location, or the failure to the failure location, each whole (a
+//! temporary file renamed, or one upload), before the job is marked done, with its
+//! notification queued in the same transaction. Up to [`PIPELINE_DEPTH`] more jobs than
+//! slots are claimed, so that reading, writing and committing overlap the invocations. Jobs
+//! a stop interrupted go back to the queue at start and run again (at most
 //! `plinth_policy::async_inference::MAX_ATTEMPTS` starts); a job whose time to live passed in
 //! the queue fails without running, also on an endpoint that has no instance to run it.
 //!
@@ -21,7 +23,8 @@
 use super::deployer::Fleet;
 use super::variant::record_invocation;
 use crate::state::catalog::AsyncInferenceConfig;
-use crate::state::store::{AsyncJob, DeliveryState};
+use crate::state::group_commit::GroupCommit;
+use crate::state::store::{AsyncJob, DeliveryState, QueueWrite, StoreError};
 use plinth_policy::async_inference::{
     after_try, fate, notification, Backlog, Delivery, Ended, Fate, Finished, Queued, Tried,
 };
@@ -45,6 +48,87 @@ pub(crate) struct AsyncJobs {
     swept: Mutex<HashMap<String, Instant>>,
     /// Wakes the notification loop.
     notify: tokio::sync::Notify,
+    /// The queue's writes, committed in groups; started on first use.
+    writer: std::sync::OnceLock<Result<GroupCommit, String>>,
+    /// Per endpoint, its invocation slots (`MaxConcurrentInvocationsPerInstance` for each
+    /// instance) and its start slots (twice as many: the jobs whose start is counted before
+    /// a slot to invoke in comes free).
+    invoking: Mutex<HashMap<String, (Resizable, Resizable)>>,
+}
+
+/// A semaphore whose size follows a target; when it shrinks, permits held go as they are
+/// given back (at the next resize).
+struct Resizable {
+    permits: Arc<tokio::sync::Semaphore>,
+    size: usize,
+}
+
+impl Resizable {
+    fn new(size: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+        }
+    }
+
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.permits.add_permits(size - self.size);
+            self.size = size;
+        } else if size < self.size {
+            self.size -= self.permits.forget_permits(self.size - size);
+        }
+    }
+}
+
+/// An endpoint's slots: to invoke in, and to start in.
+struct Slots {
+    invoke: Arc<tokio::sync::Semaphore>,
+    start: Arc<tokio::sync::Semaphore>,
+}
+
+/// Jobs claimed beyond those an endpoint may invoke at once: their inputs are read and their
+/// results written while others are invoked, so that storage round trips and commits overlap
+/// the invocations (each job still waits for an invocation slot).
+const PIPELINE_DEPTH: usize = 256;
+
+/// The fewest jobs claimed at once while every invocation slot is taken.
+const CLAIM_BATCH: usize = 32;
+
+impl AsyncJobs {
+    /// `endpoint`'s slots, resized to `room` invocations when given.
+    fn slots(&self, endpoint: &str, room: Option<usize>) -> Slots {
+        let mut invoking = self.invoking.lock().unwrap_or_else(|e| e.into_inner());
+        let (invoke, start) = invoking.entry(endpoint.to_owned()).or_insert_with(|| {
+            let size = room.unwrap_or(1);
+            (Resizable::new(size), Resizable::new(2 * size))
+        });
+        if let Some(room) = room {
+            invoke.resize(room);
+            start.resize(2 * room);
+        }
+        Slots {
+            invoke: invoke.permits.clone(),
+            start: start.permits.clone(),
+        }
+    }
+}
+
+/// Commit `write` to the queue (with the others waiting), `file` (a local object written for
+/// it) made durable first: once this returns `Ok`, it is stored.
+pub(crate) async fn commit(
+    state: &Fleet,
+    write: QueueWrite,
+    file: Option<std::path::PathBuf>,
+) -> Result<(), StoreError> {
+    let writer = state.async_jobs.writer.get_or_init(|| {
+        GroupCommit::start(state.stored.clone())
+            .map_err(|e| format!("the queue's writer could not start: {e}"))
+    });
+    match writer {
+        Ok(writer) => writer.write(write, file).await,
+        Err(e) => Err(StoreError::Failed(e.clone())),
+    }
 }
 
 impl AsyncJobs {
@@ -108,8 +192,15 @@ pub(crate) async fn run(state: Arc<Fleet>) {
     }
     let mut forgotten_at = std::time::Instant::now();
     loop {
-        if let Err(e) = start_ready(&state) {
-            tracing::error!(error = %e, "the asynchronous queue could not be read");
+        // Claims are store transactions: off the async workers.
+        let ready = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || start_ready(&state)).await
+        };
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the asynchronous queue could not be read"),
+            Err(e) => tracing::error!(error = %e, "the asynchronous queue's runner failed"),
         }
         if forgotten_at.elapsed() > Duration::from_secs(60) {
             forgotten_at = std::time::Instant::now();
@@ -132,7 +223,8 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
             expire(state, &endpoint)?;
             continue;
         };
-        let free = room.saturating_sub(
+        state.async_jobs.slots(&endpoint, Some(room));
+        let free = (room + PIPELINE_DEPTH).saturating_sub(
             state
                 .async_jobs
                 .running()
@@ -140,7 +232,14 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
                 .copied()
                 .unwrap_or(0),
         );
-        if free == 0 {
+        // Claims are commits: while the invocation slots are busy they wait for a batch
+        // worth claiming.
+        let invoking = state
+            .async_jobs
+            .slots(&endpoint, None)
+            .invoke
+            .available_permits();
+        if free == 0 || (free < CLAIM_BATCH && invoking == 0) {
             continue;
         }
         for job in state.stored.store.claim_jobs(&endpoint, free)? {
@@ -272,8 +371,8 @@ enum Unfinished {
     /// It failed: this message goes to the failure object.
     Failed(String),
     /// The variant had no room (throttled, no instance yet): the job waits in the queue
-    /// again, its start not counted.
-    Busy(String),
+    /// again, its start uncounted if it had been counted (the `bool`).
+    Busy(String, bool),
 }
 
 impl From<String> for Unfinished {
@@ -297,7 +396,7 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
             location: &output,
             content_type: "",
         };
-        finish(state, job, &ended, None);
+        finish(state, job, &ended, None, local_file(&output)).await;
         return;
     }
     let result = match fate(&queued(job.accepted, job.attempts, j), crate::state::now()) {
@@ -307,12 +406,12 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
     let (message, response) = match result {
         Ok((body, content_type)) => {
             match tokio::time::timeout(TRANSFER_TIMEOUT, write(state, &body, &output)).await {
-                Ok(Ok(())) => {
+                Ok(Ok(file)) => {
                     let ended = Ended::Completed {
                         location: &output,
                         content_type: &content_type,
                     };
-                    finish(state, job, &ended, Some(&body));
+                    finish(state, job, &ended, Some(&body), file).await;
                     return;
                 }
                 Ok(Err(e)) => (
@@ -326,9 +425,9 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
             }
         }
         Err(Unfinished::Failed(message)) => (message, None::<Vec<u8>>),
-        Err(Unfinished::Busy(why)) => {
+        Err(Unfinished::Busy(why, started)) => {
             tracing::debug!(endpoint = %job.endpoint, why = %why, "an asynchronous job waits for room");
-            if let Err(e) = state.stored.store.release_job(job.seq) {
+            if let Err(e) = state.stored.store.release_job(job.seq, started) {
                 tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job could not go back to the queue; it runs again after a restart");
             }
             // Some room first: a throttled variant is not tried again at once.
@@ -342,11 +441,14 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
             .unwrap_or_else(|_| Err("not written within 15 minutes".to_string()));
     // A failure object that could not be written is said so, where the job's end is
     // recorded and in its notification.
-    let reason = match &written {
-        Ok(()) => message,
+    let (reason, file) = match written {
+        Ok(file) => (message, file),
         Err(e) => {
             tracing::error!(endpoint = %job.endpoint, failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
-            format!("{message} (the failure object could not be written to {failure}: {e})")
+            (
+                format!("{message} (the failure object could not be written to {failure}: {e})"),
+                None,
+            )
         }
     };
     let ended = Ended::Failed {
@@ -358,12 +460,29 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
         job,
         &ended,
         response.as_deref().or(Some(reason.as_bytes())),
-    );
+        file,
+    )
+    .await;
+}
+
+/// The path of `location` when it is a local file.
+fn local_file(location: &str) -> Option<std::path::PathBuf> {
+    match Location::parse(location) {
+        Ok(Location::Local(path)) => Some(path),
+        _ => None,
+    }
 }
 
 /// Record a job's end, with its notification when its config asks for one (the response
-/// included when asked), and its total processing time.
-fn finish(state: &Fleet, job: &AsyncJob, ended: &Ended, response: Option<&[u8]>) {
+/// included when asked), and its total processing time; `file` is the local object written
+/// for it, made durable before the end is committed.
+async fn finish(
+    state: &Fleet,
+    job: &AsyncJob,
+    ended: &Ended<'_>,
+    response: Option<&[u8]>,
+    file: Option<std::path::PathBuf>,
+) {
     let j = &job.job;
     let now = crate::state::now();
     let outcome = match ended {
@@ -374,7 +493,7 @@ fn finish(state: &Fleet, job: &AsyncJob, ended: &Ended, response: Option<&[u8]>)
             json!({ "Status": "Failed", "FailureLocation": location, "Message": reason })
         }
     };
-    tracing::info!(endpoint = %job.endpoint, inference_id = %j["InferenceId"], status = %outcome["Status"], "asynchronous job done");
+    tracing::debug!(endpoint = %job.endpoint, inference_id = %j["InferenceId"], status = %outcome["Status"], "asynchronous job done");
     // The notification settings the request was accepted under.
     let topics = &j["Notification"];
     let (topic, include) = match ended {
@@ -395,17 +514,25 @@ fn finish(state: &Fleet, job: &AsyncJob, ended: &Ended, response: Option<&[u8]>)
             ended: ended.clone(),
             response: response.filter(|_| included),
         };
-        (url, notification(&finished, crate::state::identity::REGION))
+        (
+            url.to_owned(),
+            notification(&finished, crate::state::identity::REGION),
+        )
     });
-    let queued = message.as_ref().map(|(url, m)| (*url, m));
-    match state.stored.store.finish_job(job.seq, &outcome, queued) {
+    let notifies = message.is_some();
+    let write = QueueWrite::Finish {
+        seq: job.seq,
+        outcome,
+        notification: message,
+    };
+    match commit(state, write, file).await {
         Ok(()) => {
             state
                 .metrics
                 .total_processing_time
                 .with_label_values(&[job.endpoint.as_str()])
                 .observe((now - job.accepted).max(0.0));
-            if message.is_some() {
+            if notifies {
                 state.async_jobs.notify.notify_one();
             }
         }
@@ -551,15 +678,15 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
     }
     let routed = snapshot
         .route(None, None)
-        .map_err(|e| Unfinished::Busy(e.to_string()))?;
+        .map_err(|e| Unfinished::Busy(e.to_string(), false))?;
     let variant = routed.variant.clone();
     if variant.serving.stats().instances == 0 {
         // Routed to a variant scaled to zero beside one that is not: the input is not read
         // for it; the job is claimed again and routed again.
-        return Err(Unfinished::Busy(format!(
-            "variant {} has no instance",
-            variant.name
-        )));
+        return Err(Unfinished::Busy(
+            format!("variant {} has no instance", variant.name),
+            false,
+        ));
     }
     let input = j["InputLocation"].as_str().unwrap_or_default();
     // The input goes whole into the guest's memory: one larger than the model's memory
@@ -576,6 +703,21 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
+    // Its start is counted once it holds a start slot (at most twice as many jobs as it may
+    // invoke at once), not when it was claimed: the jobs that only wait in the pipeline when
+    // a stop comes are not charged a start, and the commit overlaps the invocations ahead.
+    let slots = state.async_jobs.slots(&job.endpoint, None);
+    let closed = || Unfinished::Busy("the invocation slots are closed".into(), false);
+    let _start = slots.start.acquire().await.map_err(|_| closed())?;
+    commit(state, QueueWrite::Start { seq: job.seq }, None)
+        .await
+        .map_err(|e| Unfinished::Busy(format!("its start could not be recorded: {e}"), false))?;
+    // MaxConcurrentInvocationsPerInstance: one of the endpoint's invocation slots.
+    let _slot = slots
+        .invoke
+        .acquire()
+        .await
+        .map_err(|_| Unfinished::Busy("the invocation slots are closed".into(), true))?;
     let (started, started_at) = (std::time::Instant::now(), crate::state::now());
     let held = variant
         .serving
@@ -596,7 +738,7 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
         | InvokeError::Unavailable(_)),
     ) = &result
     {
-        return Err(Unfinished::Busy(e.to_string()));
+        return Err(Unfinished::Busy(e.to_string(), true));
     }
     if job.attempts == 0 {
         // It ran: the time it waited, once.
@@ -619,21 +761,41 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
 /// The most an asynchronous input may be (SageMaker's 1 GB).
 const MAX_INPUT_BYTES: u64 = 1 << 30;
 
-/// The bytes at `location`, through the storage layer: staged in a file under the artifacts
-/// directory and mapped, so that the host never holds a second copy on its heap; refused
-/// unread when larger than `memory` (the model's memory) or 1 GB.
+/// Inputs up to this size are read straight into memory; larger ones are staged and mapped.
+const SMALL_INPUT_BYTES: u64 = 1 << 20;
+
+/// The bytes at `location`, through the storage layer: a small local file read at once;
+/// anything else staged in a file under the artifacts directory and mapped, so that the host
+/// never holds a second copy on its heap; refused unread when larger than `memory` (the
+/// model's memory) or 1 GB.
 async fn read(state: &Fleet, location: &str, memory: u64) -> Result<bytes::Bytes, String> {
     let parsed =
         Location::parse(location).map_err(|e| format!("InputLocation {location:?}: {e}"))?;
+    let cap = MAX_INPUT_BYTES.min(memory);
     if let Location::Local(path) = &parsed {
         // Checked when the request came; checked again now, in case the path has become a
-        // link leading elsewhere since.
+        // link leading elsewhere since; then read from its real path. A small local file is
+        // read here, on the async worker: a few microseconds of file system calls cost less
+        // than a hand-off to the blocking pool.
         let real = state
             .stored
             .roots
             .check("InputLocation", &path.display().to_string())?;
-        if !Path::new(&real).is_file() {
+        let meta = std::fs::metadata(&real)
+            .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
+        if !meta.is_file() {
             return Err(format!("InputLocation {location:?} is not a file"));
+        }
+        if meta.len() > cap {
+            return Err(too_large(location, meta.len(), memory));
+        }
+        if meta.len() <= SMALL_INPUT_BYTES {
+            let bytes = std::fs::read(&real)
+                .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
+            if bytes.len() as u64 > cap {
+                return Err(too_large(location, bytes.len() as u64, memory));
+            }
+            return Ok(bytes.into());
         }
     }
     let storage = state.stored.remote.storage();
@@ -642,7 +804,6 @@ async fn read(state: &Fleet, location: &str, memory: u64) -> Result<bytes::Bytes
         .await
         .map_err(|e| format!("The input could not be read from {location}: {e}"))?
         .size;
-    let cap = MAX_INPUT_BYTES.min(memory);
     if size > cap {
         return Err(too_large(location, size, memory));
     }
@@ -676,30 +837,60 @@ fn too_large(location: &str, size: u64, memory: u64) -> String {
     }
 }
 
-/// Write `bytes` to `location` whole: staged in a file, then uploaded (one object) or, for a
-/// local path, renamed into place, so that a reader never sees part of it.
-async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<(), String> {
+/// Write `bytes` to `location` whole: staged in a file (off the async workers), then
+/// uploaded (one object) or, for a local path, renamed into place, so that a reader never
+/// sees part of it. A local file is not synced here: its file system is synced with others
+/// before its job's end is committed (`state::group_commit`); its path is returned for that.
+async fn write(
+    state: &Fleet,
+    bytes: &[u8],
+    location: &str,
+) -> Result<Option<std::path::PathBuf>, String> {
     let parsed = Location::parse(location).map_err(|e| format!("{location:?}: {e}"))?;
-    let dir = match &parsed {
-        Location::Local(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        _ => scratch(state)?,
+    let (local, dir) = match &parsed {
+        Location::Local(path) => (
+            Some(path.clone()),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        _ => (None, scratch(state)?),
     };
-    let staged = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(&dir)
-        .map_err(|e| format!("cannot stage the object in {}: {e}", dir.display()))?;
-    tokio::fs::write(staged.path(), bytes)
-        .await
-        .map_err(|e| format!("cannot stage the object: {e}"))?;
-    match &parsed {
-        Location::Local(path) => {
-            let file = staged.as_file().try_clone().map_err(|e| e.to_string())?;
-            file.sync_all().map_err(|e| e.to_string())?;
-            staged
-                .persist(path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    /// What staging left: a local file in place, or a file to upload.
+    enum Staged {
+        Local(std::path::PathBuf),
+        Upload(tempfile::NamedTempFile),
+    }
+    let stage = move |bytes: &[u8]| -> Result<Staged, String> {
+        use std::io::Write;
+        let mut staged = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(&dir)
+            .map_err(|e| format!("cannot stage the object in {}: {e}", dir.display()))?;
+        staged
+            .write_all(bytes)
+            .map_err(|e| format!("cannot stage the object: {e}"))?;
+        match local {
+            Some(path) => {
+                staged
+                    .persist(&path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Ok(Staged::Local(path))
+            }
+            None => Ok(Staged::Upload(staged)),
         }
-        _ => {
+    };
+    // A small object is staged here, on the async worker (as a small input is read); a
+    // large one on the blocking pool.
+    let staged = if bytes.len() as u64 <= SMALL_INPUT_BYTES {
+        stage(bytes)?
+    } else {
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || stage(&bytes))
+            .await
+            .map_err(|e| format!("cannot stage the object: {e}"))??
+    };
+    match staged {
+        Staged::Local(path) => Ok(Some(path)),
+        Staged::Upload(staged) => {
             state
                 .stored
                 .remote
@@ -707,9 +898,9 @@ async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<(), String
                 .upload(staged.path(), &parsed)
                 .await
                 .map_err(|e| e.to_string())?;
+            Ok(None)
         }
     }
-    Ok(())
 }
 
 /// Where inputs and results are staged: `artifacts/async`.

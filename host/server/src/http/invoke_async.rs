@@ -177,10 +177,14 @@ async fn accept(
         // Where its end is notified, as configured when it was accepted.
         "Notification": config.output_config.notification_config,
     });
-    fleet
-        .stored
-        .store
-        .insert_job(name, &object, crate::state::now(), &job)
+    let write = crate::state::store::QueueWrite::Insert {
+        endpoint: name.to_owned(),
+        id: object.clone(),
+        accepted: crate::state::now(),
+        job,
+    };
+    crate::fleet::async_jobs::commit(fleet, write, None)
+        .await
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -189,7 +193,7 @@ async fn accept(
             )
         })?;
     fleet.async_jobs.wake();
-    tracing::info!(endpoint = %name, inference_id = %id, "asynchronous request queued");
+    tracing::debug!(endpoint = %name, inference_id = %id, "asynchronous request queued");
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "InferenceId": id })),

@@ -1,11 +1,12 @@
 //! What lasts: the durable store (SQLite), the catalog of definitions (models, endpoint
 //! configs, alarms) and Application Auto Scaling's targets and policies kept in memory over
-//! it, and model artifacts on disk (local ones, and
+//! it, the asynchronous queue's group commit, and model artifacts on disk (local ones, and
 //! `s3://` ones fetched into the data directory). Nothing here knows
 //! about HTTP, operations or running pools; the layers above are handed what they need.
 
 pub(crate) mod artifacts;
 pub(crate) mod catalog;
+pub(crate) mod group_commit;
 pub(crate) mod identity;
 pub(crate) mod remote;
 pub(crate) mod scaling;

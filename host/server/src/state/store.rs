@@ -224,6 +224,9 @@ pub(crate) enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the state database holds a record that does not parse: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A transaction of several writes failed (each is told why).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Everything in the database, read at start.
@@ -278,6 +281,29 @@ pub(crate) struct AsyncJob {
     pub(crate) attempts: u32,
     /// The request: where its input is, where its output and failure go, its headers.
     pub(crate) job: Value,
+}
+
+/// One write to the asynchronous queue, committed with others in one transaction
+/// ([`Store::write_queue`], through `state::group_commit`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum QueueWrite {
+    /// Queue a job (InvokeEndpointAsync), by the id its objects are named by.
+    Insert {
+        endpoint: String,
+        id: String,
+        accepted: f64,
+        job: Value,
+    },
+    /// A claimed job is about to be invoked: its start is counted (a job that a stop
+    /// interrupted this many times is not started again, `MAX_ATTEMPTS`).
+    Start { seq: i64 },
+    /// A job is done: its output or failure object is written; `outcome` says which. Its
+    /// notification (a webhook URL and the message), if any, goes with it.
+    Finish {
+        seq: i64,
+        outcome: Value,
+        notification: Option<(String, Value)>,
+    },
 }
 
 /// A finished job's notification, as the delivery worker keeps it.
@@ -399,6 +425,15 @@ impl Store {
             );
         }
         conn.execute_batch(SCHEMA)?;
+        if (5..6).contains(&version) {
+            // Schema 6 keeps a done job's outcome in its state, so that the queue's counts
+            // come from the index alone.
+            conn.execute(
+                "UPDATE async_jobs SET state = CASE json_extract(outcome, '$.Status') \
+                 WHEN 'Completed' THEN 'completed' ELSE 'failed' END WHERE state = 'done'",
+                [],
+            )?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -873,29 +908,91 @@ impl Store {
         Ok(out)
     }
 
-    /// Queue an asynchronous inference job (committed before InvokeEndpointAsync answers),
-    /// by the id its objects are named by.
-    pub(crate) fn insert_job(
-        &self,
-        endpoint: &str,
-        id: &str,
-        accepted: f64,
-        job: &Value,
-    ) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        let inserted = conn.execute(
-            "INSERT INTO async_jobs (endpoint, id, state, accepted, job) \
-             VALUES (?1, ?2, 'queued', ?3, ?4) ON CONFLICT(endpoint, id) DO NOTHING",
-            params![endpoint, id, accepted, job.to_string()],
-        )?;
-        if inserted == 0 {
-            return Err(StoreError::Exists(id.to_owned()));
+    /// Commit `writes` in one transaction: each one's result, in order. A job inserted
+    /// with an id its endpoint already has is `Exists` (the others go on); when the
+    /// transaction fails, every write fails with it. Finishing a job that is done already
+    /// changes nothing (and queues no second notification).
+    pub(crate) fn write_queue(&self, writes: &[QueueWrite]) -> Vec<Result<(), StoreError>> {
+        let mut conn = self.conn();
+        let attempt = (|| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+            let tx = conn.transaction()?;
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(match write {
+                    QueueWrite::Insert {
+                        endpoint,
+                        id,
+                        accepted,
+                        job,
+                    } => {
+                        let inserted = tx
+                            .prepare_cached(
+                                "INSERT INTO async_jobs (endpoint, id, state, accepted, job) \
+                                 VALUES (?1, ?2, 'queued', ?3, ?4) \
+                                 ON CONFLICT(endpoint, id) DO NOTHING",
+                            )?
+                            .execute(params![endpoint, id, accepted, job.to_string()])?;
+                        if inserted == 0 {
+                            Err(StoreError::Exists(id.to_owned()))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    QueueWrite::Start { seq } => {
+                        tx.prepare_cached(
+                            "UPDATE async_jobs SET attempts = attempts + 1 \
+                             WHERE seq = ?1 AND state = 'running'",
+                        )?
+                        .execute(params![seq])?;
+                        Ok(())
+                    }
+                    QueueWrite::Finish {
+                        seq,
+                        outcome,
+                        notification,
+                    } => {
+                        let state = if outcome["Status"] == "Completed" {
+                            "completed"
+                        } else {
+                            "failed"
+                        };
+                        let changed = tx
+                            .prepare_cached(
+                                "UPDATE async_jobs SET state = ?3, outcome = ?2 \
+                                 WHERE seq = ?1 AND state IN ('queued', 'running')",
+                            )?
+                            .execute(params![seq, outcome.to_string(), state])?;
+                        if let (1, Some((url, message))) = (changed, notification) {
+                            tx.execute(
+                                "INSERT INTO async_notifications \
+                                 (endpoint, job, url, message, state, next_at) \
+                                 SELECT endpoint, seq, ?2, ?3, 'pending', 0 FROM async_jobs \
+                                 WHERE seq = ?1",
+                                params![seq, url, message.to_string()],
+                            )?;
+                        }
+                        Ok(())
+                    }
+                });
+            }
+            tx.commit()?;
+            Ok(results)
+        })();
+        match attempt {
+            Ok(results) => results,
+            Err(e) => {
+                let message = e.to_string();
+                writes
+                    .iter()
+                    .map(|_| Err(StoreError::Failed(message.clone())))
+                    .collect()
+            }
         }
-        Ok(conn.last_insert_rowid())
     }
 
-    /// Claim up to `limit` of `endpoint`'s oldest queued jobs: they become `running`, each
-    /// with its start counted (the job as it was: `attempts` the starts before this one).
+    /// Claim up to `limit` of `endpoint`'s oldest queued jobs: they become `running` (the
+    /// job as it was: `attempts` its starts so far; a start is counted when the job is
+    /// invoked, [`QueueWrite::Start`]).
     pub(crate) fn claim_jobs(
         &self,
         endpoint: &str,
@@ -908,7 +1005,7 @@ impl Store {
     }
 
     /// Claim the queued jobs `condition` selects (a `WHERE` clause's continuation, with
-    /// its ordering and limit): each becomes `running`, its start counted.
+    /// its ordering and limit): each becomes `running`.
     fn claim_where(
         &self,
         condition: &str,
@@ -918,7 +1015,7 @@ impl Store {
         let tx = conn.transaction()?;
         let mut jobs = Vec::new();
         {
-            let mut statement = tx.prepare(&format!(
+            let mut statement = tx.prepare_cached(&format!(
                 "SELECT seq, endpoint, id, accepted, attempts, job FROM async_jobs \
                  WHERE state = 'queued' AND {condition}"
             ))?;
@@ -945,39 +1042,11 @@ impl Store {
             }
         }
         for job in &jobs {
-            tx.execute(
-                "UPDATE async_jobs SET state = 'running', attempts = attempts + 1 WHERE seq = ?1",
-                params![job.seq],
-            )?;
+            tx.prepare_cached("UPDATE async_jobs SET state = 'running' WHERE seq = ?1")?
+                .execute(params![job.seq])?;
         }
         tx.commit()?;
         Ok(jobs)
-    }
-
-    /// A job is done: its output or failure object is written; `outcome` says which. Its
-    /// notification (a webhook URL and the message), if any, is queued in the same
-    /// transaction, so that a stop cannot lose it.
-    pub(crate) fn finish_job(
-        &self,
-        seq: i64,
-        outcome: &Value,
-        notification: Option<(&str, &Value)>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE async_jobs SET state = 'done', outcome = ?2 WHERE seq = ?1 AND state != 'done'",
-            params![seq, outcome.to_string()],
-        )?;
-        if let (1, Some((url, message))) = (changed, notification) {
-            tx.execute(
-                "INSERT INTO async_notifications (endpoint, job, url, message, state, next_at) \
-                 SELECT endpoint, seq, ?2, ?3, 'pending', 0 FROM async_jobs WHERE seq = ?1",
-                params![seq, url, message.to_string()],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Up to `limit` notifications due for a try at `now`, oldest first.
@@ -1083,54 +1152,60 @@ impl Store {
 
     /// `endpoint`'s backlog: jobs waiting or running accepted since `since` (the
     /// endpoint's creation: an endpoint deleted and created again does not count the jobs
-    /// of the old one, which fail), and when the oldest was accepted.
+    /// of the old one, which fail), and when the oldest was accepted. From the (state,
+    /// endpoint, seq) index: the oldest job is the first by sequence that is recent enough,
+    /// and the count is of the index entries from it on.
     pub(crate) fn backlog(
         &self,
         endpoint: &str,
         since: f64,
     ) -> Result<(u64, Option<f64>), StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*), MIN(accepted) FROM async_jobs \
-             WHERE endpoint = ?1 AND state IN ('queued', 'running') AND accepted >= ?2",
-            params![endpoint, since],
-            |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Option<f64>>(1)?)),
-        )?)
+        use rusqlite::OptionalExtension;
+        let conn = self.conn();
+        let mut size = 0;
+        let mut oldest: Option<f64> = None;
+        for state in ["queued", "running"] {
+            let first: Option<(i64, f64)> = conn
+                .query_row(
+                    "SELECT seq, accepted FROM async_jobs \
+                     WHERE state = ?1 AND endpoint = ?2 AND accepted >= ?3 \
+                     ORDER BY seq LIMIT 1",
+                    params![state, endpoint, since],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((seq, accepted)) = first else {
+                continue;
+            };
+            oldest = Some(oldest.map_or(accepted, |o| o.min(accepted)));
+            size += conn.query_row(
+                "SELECT COUNT(*) FROM async_jobs WHERE state = ?1 AND endpoint = ?2 AND seq >= ?3",
+                params![state, endpoint, seq],
+                |r| r.get::<_, u64>(0),
+            )?;
+        }
+        Ok((size, oldest))
     }
 
     /// `endpoint`'s queue at a glance.
     pub(crate) fn queue_status(&self, endpoint: &str) -> Result<QueueStatus, StoreError> {
+        let mut status = QueueStatus {
+            oldest_accepted: self.backlog(endpoint, 0.0)?.1,
+            ..QueueStatus::default()
+        };
         let conn = self.conn();
-        let mut status = QueueStatus::default();
-        let mut statement = conn.prepare(
-            "SELECT state, json_extract(outcome, '$.Status'), COUNT(*), MIN(accepted) \
-             FROM async_jobs WHERE endpoint = ?1 GROUP BY 1, 2",
-        )?;
-        let rows = statement.query_map(params![endpoint], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, u64>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (state, outcome, n, oldest) = row?;
-            match (state.as_str(), outcome.as_deref()) {
-                ("queued" | "running", _) => {
-                    if state == "queued" {
-                        status.queued += n;
-                    } else {
-                        status.running += n;
-                    }
-                    status.oldest_accepted = Some(
-                        status
-                            .oldest_accepted
-                            .map_or(oldest, |o: f64| o.min(oldest)),
-                    );
-                }
-                (_, Some("Completed")) => status.completed += n,
-                _ => status.failed += n,
-            }
+        // Per state, from the (state, endpoint, seq) index alone.
+        for (state, count) in [
+            ("queued", &mut status.queued),
+            ("running", &mut status.running),
+            ("completed", &mut status.completed),
+            ("failed", &mut status.failed),
+        ] {
+            *count = conn.query_row(
+                "SELECT COUNT(*) FROM async_jobs WHERE state = ?1 AND endpoint = ?2",
+                params![state, endpoint],
+                |r| r.get(0),
+            )?;
         }
         let mut statement = conn.prepare(
             "SELECT state, COUNT(*) FROM async_notifications WHERE endpoint = ?1 GROUP BY 1",
@@ -1157,12 +1232,12 @@ impl Store {
         Ok(status)
     }
 
-    /// A claimed job goes back to the queue without its start counted (the variant was at
-    /// capacity: nothing ran).
-    pub(crate) fn release_job(&self, seq: i64) -> Result<(), StoreError> {
+    /// A claimed job goes back to the queue (the variant was at capacity: nothing ran),
+    /// its start uncounted if it was counted (`started`).
+    pub(crate) fn release_job(&self, seq: i64, started: bool) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE async_jobs SET state = 'queued', attempts = attempts - 1 WHERE seq = ?1",
-            params![seq],
+            "UPDATE async_jobs SET state = 'queued', attempts = attempts - ?2 WHERE seq = ?1",
+            params![seq, i64::from(started)],
         )?;
         Ok(())
     }
@@ -1181,7 +1256,7 @@ impl Store {
     pub(crate) fn forget_done_jobs(&self, before: f64) -> Result<usize, StoreError> {
         let conn = self.conn();
         let n = conn.execute(
-            "DELETE FROM async_jobs WHERE state = 'done' AND accepted < ?1",
+            "DELETE FROM async_jobs WHERE state IN ('completed', 'failed') AND accepted < ?1",
             params![before],
         )?;
         // Their notifications once they are delivered or given up.
@@ -1196,8 +1271,16 @@ impl Store {
     /// The endpoints with queued jobs.
     pub(crate) fn endpoints_with_jobs(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
+        // A skip scan over the (state, endpoint, seq) index: one step per endpoint, however
+        // many jobs wait.
         let mut statement = conn.prepare(
-            "SELECT DISTINCT endpoint FROM async_jobs WHERE state = 'queued' ORDER BY endpoint",
+            "WITH RECURSIVE e(endpoint) AS ( \
+               SELECT MIN(endpoint) FROM async_jobs WHERE state = 'queued' \
+               UNION ALL \
+               SELECT (SELECT MIN(endpoint) FROM async_jobs \
+                       WHERE state = 'queued' AND endpoint > e.endpoint) \
+               FROM e WHERE e.endpoint IS NOT NULL) \
+             SELECT endpoint FROM e WHERE endpoint IS NOT NULL",
         )?;
         let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1469,16 +1552,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            for i in 0..3 {
-                store
-                    .insert_job("e", &format!("j{i}"), 10.0 + f64::from(i), &json!({"N": i}))
-                    .unwrap();
-            }
-            store.insert_job("other", "j0", 1.0, &json!({})).unwrap();
-            assert!(matches!(
-                store.insert_job("E", "j1", 20.0, &json!({})),
-                Err(StoreError::Exists(_))
-            ));
+            let insert = |endpoint: &str, id: &str, accepted: f64, job: Value| QueueWrite::Insert {
+                endpoint: endpoint.into(),
+                id: id.into(),
+                accepted,
+                job,
+            };
+            let mut writes: Vec<QueueWrite> = (0..3)
+                .map(|i| insert("e", &format!("j{i}"), 10.0 + f64::from(i), json!({"N": i})))
+                .collect();
+            writes.push(insert("other", "j0", 1.0, json!({})));
+            writes.push(insert("E", "j1", 20.0, json!({})));
+            let results = store.write_queue(&writes);
+            assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+            assert!(
+                matches!(results[4], Err(StoreError::Exists(_))),
+                "the same id on the same endpoint, whatever its case: {results:?}"
+            );
             assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["e", "other"]);
             let claimed = store.claim_jobs("e", 2).unwrap();
             let ids: Vec<&str> = claimed.iter().map(|j| j.id.as_str()).collect();
@@ -1487,22 +1577,20 @@ mod tests {
             assert_eq!(claimed[1].job["N"], 1);
             let (size, oldest) = store.backlog("e", 0.0).unwrap();
             assert_eq!((size, oldest), (3, Some(10.0)), "running and queued");
-            let hook = json!({"invocationStatus": "Completed"});
-            store
-                .finish_job(
-                    claimed[0].seq,
-                    &json!({"Status": "Completed"}),
-                    Some(("http://hook/1", &hook)),
-                )
-                .unwrap();
-            // Finishing twice (a rerun) queues no second notification.
-            store
-                .finish_job(
-                    claimed[0].seq,
-                    &json!({"Status": "Completed"}),
-                    Some(("http://hook/1", &hook)),
-                )
-                .unwrap();
+            let finish = QueueWrite::Finish {
+                seq: claimed[0].seq,
+                outcome: json!({"Status": "Completed"}),
+                notification: Some((
+                    "http://hook/1".into(),
+                    json!({"invocationStatus": "Completed"}),
+                )),
+            };
+            // Finishing twice (a rerun) queues no second notification; j1 starts.
+            let start = QueueWrite::Start {
+                seq: claimed[1].seq,
+            };
+            let results = store.write_queue(&[finish.clone(), finish, start]);
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
             assert_eq!(store.backlog("e", 0.0).unwrap(), (2, Some(11.0)));
             assert_eq!(store.backlog("e", 11.5).unwrap(), (1, Some(12.0)), "since");
             // j1 is running when the process stops.
@@ -1561,6 +1649,24 @@ mod tests {
             vec![("j1", 1), ("j2", 0)],
             "j1 again, its start counted"
         );
+        // A claimed job that never started goes back uncounted; one released after its
+        // start has it uncounted.
+        store.release_job(claimed[1].seq, false).unwrap();
+        store
+            .write_queue(&[QueueWrite::Start {
+                seq: claimed[0].seq,
+            }])
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        store.release_job(claimed[0].seq, true).unwrap();
+        let again: Vec<(String, u32)> = store
+            .claim_jobs("e", 10)
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.id, j.attempts))
+            .collect();
+        assert_eq!(again, vec![("j1".to_string(), 1), ("j2".to_string(), 0)]);
         assert!(store.claim_jobs("e", 10).unwrap().is_empty());
         assert!(store.endpoints_with_jobs().unwrap().is_empty());
         assert_eq!(store.forget_done_jobs(100.0).unwrap(), 1, "j0 only: done");
@@ -1609,6 +1715,45 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn schema_5_done_jobs_keep_their_outcome_in_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let insert = |id: &str| QueueWrite::Insert {
+                endpoint: "e".into(),
+                id: id.into(),
+                accepted: 1.0,
+                job: json!({}),
+            };
+            assert!(store
+                .write_queue(&[insert("a"), insert("b"), insert("c")])
+                .iter()
+                .all(Result::is_ok));
+            let conn = store.conn();
+            conn.execute(
+                "UPDATE async_jobs SET state = 'done', outcome = '{\"Status\":\"Completed\"}' \
+                 WHERE id = 'a'",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE async_jobs SET state = 'done', outcome = '{\"Status\":\"Failed\"}' \
+                 WHERE id = 'b'",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 5).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let status = store.queue_status("e").unwrap();
+        assert_eq!(
+            (status.completed, status.failed, status.queued),
+            (1, 1, 1),
+            "{status:?}"
         );
     }
 
