@@ -23,7 +23,7 @@
 use super::deployer::Fleet;
 use super::variant::record_invocation;
 use crate::state::catalog::AsyncInferenceConfig;
-use crate::state::group_commit::GroupCommit;
+use crate::state::group_commit::{GroupCommit, Placed};
 use crate::state::store::{AsyncJob, DeliveryState, QueueWrite, StoreError};
 use plinth_policy::async_inference::{
     after_try, fate, notification, Backlog, Delivery, Ended, Fate, Finished, Queued, Tried,
@@ -53,14 +53,16 @@ pub(crate) struct AsyncJobs {
     /// Per endpoint, its invocation slots (`MaxConcurrentInvocationsPerInstance` for each
     /// instance) and its start slots (twice as many: the jobs whose start is counted before
     /// a slot to invoke in comes free).
-    invoking: Mutex<HashMap<String, (Resizable, Resizable)>>,
+    invoking: Mutex<HashMap<String, Arc<Mutex<Slots>>>>,
 }
 
-/// A semaphore whose size follows a target; when it shrinks, permits held go as they are
-/// given back (at the next resize).
+/// A semaphore whose size follows a target. When it shrinks, the free permits go at once and
+/// the rest as they are given back (a debt paid by [`Slot`]s as they drop), even while tasks
+/// wait for them.
 struct Resizable {
     permits: Arc<tokio::sync::Semaphore>,
     size: usize,
+    debt: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Resizable {
@@ -68,23 +70,74 @@ impl Resizable {
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(size)),
             size,
+            debt: Arc::default(),
         }
     }
 
     fn resize(&mut self, size: usize) {
+        use std::sync::atomic::Ordering;
         if size > self.size {
-            self.permits.add_permits(size - self.size);
-            self.size = size;
+            let mut grow = size - self.size;
+            // Permits still owed are forgiven first.
+            let _ = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    let paid = d.min(grow);
+                    grow -= paid;
+                    Some(d - paid)
+                });
+            self.permits.add_permits(grow);
         } else if size < self.size {
-            self.size -= self.permits.forget_permits(self.size - size);
+            let shrink = self.size - size;
+            let gone = self.permits.forget_permits(shrink);
+            self.debt.fetch_add(shrink - gone, Ordering::AcqRel);
+        }
+        self.size = size;
+    }
+
+    /// A handle to wait for slots on, without holding the endpoint's slots locked.
+    fn clone_handle(&self) -> Resizable {
+        Resizable {
+            permits: self.permits.clone(),
+            size: self.size,
+            debt: self.debt.clone(),
+        }
+    }
+
+    /// A slot, waited for.
+    async fn acquire(&self) -> Option<Slot> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            debt: self.debt.clone(),
+        })
+    }
+}
+
+/// A held slot: given back when dropped, or kept (forgotten) while its semaphore owes
+/// permits after shrinking.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    debt: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let owed = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if let (true, Some(permit)) = (owed, self.permit.take()) {
+            permit.forget();
         }
     }
 }
 
 /// An endpoint's slots: to invoke in, and to start in.
 struct Slots {
-    invoke: Arc<tokio::sync::Semaphore>,
-    start: Arc<tokio::sync::Semaphore>,
+    invoke: Resizable,
+    start: Resizable,
 }
 
 /// Jobs claimed beyond those an endpoint may invoke at once: their inputs are read and their
@@ -96,37 +149,41 @@ const PIPELINE_DEPTH: usize = 256;
 const CLAIM_BATCH: usize = 32;
 
 impl AsyncJobs {
-    /// `endpoint`'s slots, resized to `room` invocations when given.
-    fn slots(&self, endpoint: &str, room: Option<usize>) -> Slots {
+    /// `endpoint`'s slots (by its claiming key), resized to `room` invocations when given.
+    fn slots(&self, endpoint: &str, room: Option<usize>) -> Arc<Mutex<Slots>> {
         let mut invoking = self.invoking.lock().unwrap_or_else(|e| e.into_inner());
-        let (invoke, start) = invoking.entry(endpoint.to_owned()).or_insert_with(|| {
-            let size = room.unwrap_or(1);
-            (Resizable::new(size), Resizable::new(2 * size))
-        });
+        let slots = invoking
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| {
+                let size = room.unwrap_or(1);
+                Arc::new(Mutex::new(Slots {
+                    invoke: Resizable::new(size),
+                    start: Resizable::new(2 * size),
+                }))
+            })
+            .clone();
         if let Some(room) = room {
-            invoke.resize(room);
-            start.resize(2 * room);
+            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+            s.invoke.resize(room);
+            s.start.resize(2 * room);
         }
-        Slots {
-            invoke: invoke.permits.clone(),
-            start: start.permits.clone(),
-        }
+        slots
     }
 }
 
-/// Commit `write` to the queue (with the others waiting), `file` (a local object written for
-/// it) made durable first: once this returns `Ok`, it is stored.
+/// Commit `write` to the queue (with the others waiting), `placed` (a local object written
+/// for it) put in place and made durable first: once this returns `Ok`, it is stored.
 pub(crate) async fn commit(
     state: &Fleet,
     write: QueueWrite,
-    file: Option<std::path::PathBuf>,
+    placed: Option<Placed>,
 ) -> Result<(), StoreError> {
     let writer = state.async_jobs.writer.get_or_init(|| {
         GroupCommit::start(state.stored.clone())
             .map_err(|e| format!("the queue's writer could not start: {e}"))
     });
     match writer {
-        Ok(writer) => writer.write(write, file).await,
+        Ok(writer) => writer.write(write, placed).await,
         Err(e) => Err(StoreError::Failed(e.clone())),
     }
 }
@@ -182,6 +239,7 @@ pub(crate) async fn run(state: Arc<Fleet>) {
     if let Ok(dir) = scratch(&state) {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    remove_partial_objects(&state);
     match state.stored.store.requeue_running_jobs() {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -237,7 +295,10 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
         let invoking = state
             .async_jobs
             .slots(&endpoint, None)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .invoke
+            .permits
             .available_permits();
         if free == 0 || (free < CLAIM_BATCH && invoking == 0) {
             continue;
@@ -261,7 +322,7 @@ fn spawn(state: &Arc<Fleet>, endpoint: &str, job: AsyncJob) {
     let endpoint = endpoint.to_owned();
     tokio::spawn(async move {
         let seq = job.seq;
-        let outcome = std::panic::AssertUnwindSafe(run_job(&state, &job));
+        let outcome = std::panic::AssertUnwindSafe(run_job(&state, &endpoint, &job));
         let outcome = futures::FutureExt::catch_unwind(outcome).await;
         if outcome.is_err() {
             tracing::error!(endpoint = %endpoint, seq, "an asynchronous job's task panicked; it runs again after a restart");
@@ -385,8 +446,9 @@ impl From<String> for Unfinished {
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Run one job to its end: the output or the failure object written, then the job done with
-/// its notification queued (or, when the variant had no room, back in the queue).
-async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
+/// its notification queued (or, when the variant had no room, back in the queue). `key` is
+/// the endpoint's name as the runner claimed the job under.
+async fn run_job(state: &Arc<Fleet>, key: &str, job: &AsyncJob) {
     let j = &job.job;
     let text = |key: &str| j[key].as_str().unwrap_or_default().to_string();
     let (output, failure) = (text("OutputLocation"), text("FailureLocation"));
@@ -396,12 +458,16 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
             location: &output,
             content_type: "",
         };
-        finish(state, job, &ended, None, local_file(&output)).await;
+        let placed = local_file(&output).map(|path| Placed {
+            staged: path.clone(),
+            path,
+        });
+        finish(state, job, &ended, None, placed).await;
         return;
     }
     let result = match fate(&queued(job.accepted, job.attempts, j), crate::state::now()) {
         Fate::Fail(message) => Err(Unfinished::Failed(message)),
-        Fate::Run => invoke(state, job).await,
+        Fate::Run => invoke(state, key, job).await,
     };
     let (message, response) = match result {
         Ok((body, content_type)) => {
@@ -427,9 +493,7 @@ async fn run_job(state: &Arc<Fleet>, job: &AsyncJob) {
         Err(Unfinished::Failed(message)) => (message, None::<Vec<u8>>),
         Err(Unfinished::Busy(why, started)) => {
             tracing::debug!(endpoint = %job.endpoint, why = %why, "an asynchronous job waits for room");
-            if let Err(e) = state.stored.store.release_job(job.seq, started) {
-                tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job could not go back to the queue; it runs again after a restart");
-            }
+            release(state, job, started).await;
             // Some room first: a throttled variant is not tried again at once.
             tokio::time::sleep(Duration::from_millis(50)).await;
             return;
@@ -473,15 +537,28 @@ fn local_file(location: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Put a claimed job back in the queue, its start uncounted when `uncount`.
+async fn release(state: &Fleet, job: &AsyncJob, uncount: bool) {
+    let write = QueueWrite::Release {
+        seq: job.seq,
+        uncount,
+    };
+    if let Err(e) = commit(state, write, None).await {
+        tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job could not go back to the queue; it runs again after a restart");
+    }
+}
+
 /// Record a job's end, with its notification when its config asks for one (the response
 /// included when asked), and its total processing time; `file` is the local object written
-/// for it, made durable before the end is committed.
+/// for it, put in place and made durable before the end is committed. An end that cannot be
+/// recorded puts the job back in the queue: it runs again (its object, if in place, makes it
+/// complete).
 async fn finish(
     state: &Fleet,
     job: &AsyncJob,
     ended: &Ended<'_>,
     response: Option<&[u8]>,
-    file: Option<std::path::PathBuf>,
+    file: Option<Placed>,
 ) {
     let j = &job.job;
     let now = crate::state::now();
@@ -537,7 +614,8 @@ async fn finish(
             }
         }
         Err(e) => {
-            tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's end could not be recorded; it runs again after a restart");
+            tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's end could not be recorded; it goes back to the queue");
+            release(state, job, false).await;
         }
     }
 }
@@ -662,8 +740,8 @@ async fn exists(state: &Fleet, location: &str) -> bool {
 }
 
 /// The job's input, its variant invoked on it: the response body and content type, or why
-/// not.
-async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfinished> {
+/// not. `key` names the endpoint's slots.
+async fn invoke(state: &Fleet, key: &str, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfinished> {
     let j = &job.job;
     let gone = || {
         format!(
@@ -688,6 +766,17 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
             false,
         ));
     }
+    // A start slot first (at most twice as many jobs as the endpoint may invoke at once):
+    // only then is the input read (so that at most that many are staged at once) and the
+    // start counted (so that the jobs that only wait in the pipeline when a stop comes are
+    // not charged one); the start's commit overlaps the invocations ahead.
+    let slots = state.async_jobs.slots(key, None);
+    let (start_slots, invoke_slots) = {
+        let s = slots.lock().unwrap_or_else(|e| e.into_inner());
+        (s.start.clone_handle(), s.invoke.clone_handle())
+    };
+    let closed = |started| Unfinished::Busy("the invocation slots are closed".into(), started);
+    let _start = start_slots.acquire().await.ok_or_else(|| closed(false))?;
     let input = j["InputLocation"].as_str().unwrap_or_default();
     // The input goes whole into the guest's memory: one larger than the model's memory
     // cannot fit, and is not read.
@@ -703,21 +792,15 @@ async fn invoke(state: &Fleet, job: &AsyncJob) -> Result<(Vec<u8>, String), Unfi
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
-    // Its start is counted once it holds a start slot (at most twice as many jobs as it may
-    // invoke at once), not when it was claimed: the jobs that only wait in the pipeline when
-    // a stop comes are not charged a start, and the commit overlaps the invocations ahead.
-    let slots = state.async_jobs.slots(&job.endpoint, None);
-    let closed = || Unfinished::Busy("the invocation slots are closed".into(), false);
-    let _start = slots.start.acquire().await.map_err(|_| closed())?;
     commit(state, QueueWrite::Start { seq: job.seq }, None)
         .await
         .map_err(|e| Unfinished::Busy(format!("its start could not be recorded: {e}"), false))?;
     // MaxConcurrentInvocationsPerInstance: one of the endpoint's invocation slots.
-    let _slot = slots
-        .invoke
-        .acquire()
-        .await
-        .map_err(|_| Unfinished::Busy("the invocation slots are closed".into(), true))?;
+    let _slot = invoke_slots.acquire().await.ok_or_else(|| closed(true))?;
+    // Its time to live counts until now: it may have waited in the pipeline.
+    if let Fate::Fail(message) = fate(&queued(job.accepted, job.attempts, j), crate::state::now()) {
+        return Err(Unfinished::Failed(message));
+    }
     let (started, started_at) = (std::time::Instant::now(), crate::state::now());
     let held = variant
         .serving
@@ -837,15 +920,12 @@ fn too_large(location: &str, size: u64, memory: u64) -> String {
     }
 }
 
-/// Write `bytes` to `location` whole: staged in a file (off the async workers), then
-/// uploaded (one object) or, for a local path, renamed into place, so that a reader never
-/// sees part of it. A local file is not synced here: its file system is synced with others
-/// before its job's end is committed (`state::group_commit`); its path is returned for that.
-async fn write(
-    state: &Fleet,
-    bytes: &[u8],
-    location: &str,
-) -> Result<Option<std::path::PathBuf>, String> {
+/// Write `bytes` to `location` whole: staged in a file beside it (a small one on the async
+/// worker, a large one on the blocking pool), then uploaded (one object); or, for a local
+/// path, left staged: the group commit syncs it, renames it into place and syncs the name
+/// before the job's end is committed (`state::group_commit`), so a reader never sees part
+/// of it and a power failure never leaves a recorded end with an empty object.
+async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<Option<Placed>, String> {
     let parsed = Location::parse(location).map_err(|e| format!("{location:?}: {e}"))?;
     let (local, dir) = match &parsed {
         Location::Local(path) => (
@@ -854,9 +934,9 @@ async fn write(
         ),
         _ => (None, scratch(state)?),
     };
-    /// What staging left: a local file in place, or a file to upload.
+    /// What staging left: a local file to put in place, or a file to upload.
     enum Staged {
-        Local(std::path::PathBuf),
+        Local(Placed),
         Upload(tempfile::NamedTempFile),
     }
     let stage = move |bytes: &[u8]| -> Result<Staged, String> {
@@ -870,10 +950,11 @@ async fn write(
             .map_err(|e| format!("cannot stage the object: {e}"))?;
         match local {
             Some(path) => {
-                staged
-                    .persist(&path)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                Ok(Staged::Local(path))
+                let staged = staged
+                    .into_temp_path()
+                    .keep()
+                    .map_err(|e| format!("cannot stage the object: {e}"))?;
+                Ok(Staged::Local(Placed { staged, path }))
             }
             None => Ok(Staged::Upload(staged)),
         }
@@ -889,7 +970,7 @@ async fn write(
             .map_err(|e| format!("cannot stage the object: {e}"))??
     };
     match staged {
-        Staged::Local(path) => Ok(Some(path)),
+        Staged::Local(placed) => Ok(Some(placed)),
         Staged::Upload(staged) => {
             state
                 .stored
@@ -899,6 +980,33 @@ async fn write(
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(None)
+        }
+    }
+}
+
+/// Remove the objects a stop left staged (`.partial-*`) in the asynchronous endpoint
+/// configs' local output and failure directories: their jobs run again.
+fn remove_partial_objects(state: &Fleet) {
+    let dirs: std::collections::BTreeSet<String> = state
+        .catalog()
+        .configs
+        .values()
+        .filter_map(|c| c.definition.async_inference_config.as_ref())
+        .flat_map(|a| {
+            let o = &a.output_config;
+            [o.s3_output_path.clone(), o.s3_failure_path.clone()]
+        })
+        .flatten()
+        .filter(|d| !d.starts_with("s3://"))
+        .collect();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".partial-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -297,6 +297,9 @@ pub(crate) enum QueueWrite {
     /// A claimed job is about to be invoked: its start is counted (a job that a stop
     /// interrupted this many times is not started again, `MAX_ATTEMPTS`).
     Start { seq: i64 },
+    /// A claimed job goes back to the queue (the variant had no room, or its end could not
+    /// be recorded), its start uncounted when `uncount` (nothing ran).
+    Release { seq: i64, uncount: bool },
     /// A job is done: its output or failure object is written; `outcome` says which. Its
     /// notification (a webhook URL and the message), if any, goes with it.
     Finish {
@@ -425,8 +428,8 @@ impl Store {
             );
         }
         conn.execute_batch(SCHEMA)?;
-        if (5..6).contains(&version) {
-            // Schema 6 keeps a done job's outcome in its state, so that the queue's counts
+        if (5..7).contains(&version) {
+            // Schema 7 keeps a done job's outcome in its state, so that the queue's counts
             // come from the index alone.
             conn.execute(
                 "UPDATE async_jobs SET state = CASE json_extract(outcome, '$.Status') \
@@ -938,6 +941,14 @@ impl Store {
                             Ok(())
                         }
                     }
+                    QueueWrite::Release { seq, uncount } => {
+                        tx.prepare_cached(
+                            "UPDATE async_jobs SET state = 'queued', attempts = attempts - ?2 \
+                             WHERE seq = ?1 AND state = 'running'",
+                        )?
+                        .execute(params![seq, i64::from(*uncount)])?;
+                        Ok(())
+                    }
                     QueueWrite::Start { seq } => {
                         tx.prepare_cached(
                             "UPDATE async_jobs SET attempts = attempts + 1 \
@@ -1230,16 +1241,6 @@ impl Store {
             statement.query_map(params![endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         status.undelivered = rows.collect::<Result<_, _>>()?;
         Ok(status)
-    }
-
-    /// A claimed job goes back to the queue (the variant was at capacity: nothing ran),
-    /// its start uncounted if it was counted (`started`).
-    pub(crate) fn release_job(&self, seq: i64, started: bool) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE async_jobs SET state = 'queued', attempts = attempts - ?2 WHERE seq = ?1",
-            params![seq, i64::from(started)],
-        )?;
-        Ok(())
     }
 
     /// At start: the jobs a stop interrupted while they ran go back to the queue (their
@@ -1651,15 +1652,23 @@ mod tests {
         );
         // A claimed job that never started goes back uncounted; one released after its
         // start has it uncounted.
-        store.release_job(claimed[1].seq, false).unwrap();
         store
-            .write_queue(&[QueueWrite::Start {
-                seq: claimed[0].seq,
-            }])
+            .write_queue(&[
+                QueueWrite::Release {
+                    seq: claimed[1].seq,
+                    uncount: false,
+                },
+                QueueWrite::Start {
+                    seq: claimed[0].seq,
+                },
+                QueueWrite::Release {
+                    seq: claimed[0].seq,
+                    uncount: true,
+                },
+            ])
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        store.release_job(claimed[0].seq, true).unwrap();
         let again: Vec<(String, u32)> = store
             .claim_jobs("e", 10)
             .unwrap()
@@ -1719,7 +1728,7 @@ mod tests {
     }
 
     #[test]
-    fn schema_5_done_jobs_keep_their_outcome_in_their_state() {
+    fn schema_5_and_6_done_jobs_keep_their_outcome_in_their_state() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -1746,7 +1755,7 @@ mod tests {
                 [],
             )
             .unwrap();
-            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.pragma_update(None, "user_version", 6).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let status = store.queue_status("e").unwrap();
