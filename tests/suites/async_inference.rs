@@ -90,16 +90,22 @@ fn results(dir: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
     (outputs, failures, other)
 }
 
+/// A scratch directory with an input file (`hello`) and an empty output directory.
+fn work_dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
+    std::fs::write(&input, "hello").unwrap();
+    std::fs::create_dir(&out).unwrap();
+    (work, input, out)
+}
+
 /// 1,000 jobs of 20 ms each, two at a time; the server killed (-9) three times while they
 /// run and started again on the same data: every job accepted ends with exactly one output
 /// (the model's answer, whole), none with a failure, none lost, and the jobs a kill
 /// interrupted ran again.
 #[test]
 fn queued_jobs_survive_kill_9_and_each_ends_once() {
-    let work = tempfile::tempdir().unwrap();
-    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
-    std::fs::write(&input, "hello").unwrap();
-    std::fs::create_dir(&out).unwrap();
+    let (_work, input, out) = work_dirs();
     let server = Server::start_with(BIN, Options::default());
     server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "20" }));
     server.call(
@@ -281,10 +287,7 @@ fn submit(server: &Server, endpoint: &str, input: &Path, ttl: u32) -> (String, S
 /// (60 s, SageMaker's least) and fails as expired.
 #[test]
 fn a_job_no_instance_runs_expires_after_its_ttl() {
-    let work = tempfile::tempdir().unwrap();
-    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
-    std::fs::write(&input, "hello").unwrap();
-    std::fs::create_dir(&out).unwrap();
+    let (_work, input, out) = work_dirs();
     let server = Server::start_with(BIN, Options::default());
     async_endpoint(&server, "idle", &out);
     set_instances(&server, "idle", 0);
@@ -314,10 +317,7 @@ fn a_job_no_instance_runs_expires_after_its_ttl() {
 /// job's output appears, and with the queue empty the policy scales back in to zero.
 #[test]
 fn a_backlog_policy_scales_from_zero_and_back() {
-    let work = tempfile::tempdir().unwrap();
-    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
-    std::fs::write(&input, "hello").unwrap();
-    std::fs::create_dir(&out).unwrap();
+    let (_work, input, out) = work_dirs();
     let server = Server::start_with(
         BIN,
         Options {
