@@ -61,20 +61,17 @@ def submit(server, endpoint, input_path):
     return r.getheader("X-Amzn-SageMaker-OutputLocation")
 
 
-def wait_for(paths, timeout):
+def wait_for(path, timeout):
+    """When `path` exists (polled every 2 ms)."""
     deadline = time.perf_counter() + timeout
-    pending = list(paths)
-    while pending:
-        pending = [p for p in pending if not os.path.exists(p)]
-        if not pending:
-            break
+    while not os.path.exists(path):
         if time.perf_counter() > deadline:
-            raise SystemExit(f"async-bench: {len(pending)} outputs missing")
+            raise SystemExit(f"async-bench: nothing at {path}")
         time.sleep(0.002)
     return time.perf_counter()
 
 
-def throughput(server, input_path):
+def throughput(server, input_path, out):
     """Jobs per second: `plinth bench` submits InvokeEndpointAsync at 16 connections for
     DURATION seconds; the clock runs from its start until the queue is empty (every job's
     output written). Also the rate jobs were accepted at."""
@@ -98,8 +95,8 @@ def throughput(server, input_path):
             raise SystemExit(f"async-bench: the queue did not drain: {q}")
         time.sleep(0.05)
     if q["Failed"]:
-        failures = [f for f in os.listdir(OUT) if f.endswith("-error.out")]
-        with open(os.path.join(OUT, failures[0])) as f:
+        failures = [f for f in os.listdir(out) if f.endswith("-error.out")]
+        with open(os.path.join(out, failures[0])) as f:
             raise SystemExit(f"async-bench: {q['Failed']} failed jobs, e.g.: {f.read()}")
     return q["Completed"] / (done - started), run["rps"], q["Completed"]
 
@@ -154,24 +151,19 @@ def from_zero(server, input_path):
                 break
         start = time.perf_counter()
         output = submit(server, "queue", input_path)
-        times.append(wait_for([output], 600) - start)
+        times.append(wait_for(output, 600) - start)
     return times
 
 
-OUT = None
-
-
 def main():
-    global OUT
     if not os.path.exists(PLINTH):
         raise SystemExit(f"async-bench: no release plinth at {PLINTH}")
     work = tempfile.mkdtemp(prefix="plinth-async-bench-")
     root = os.path.join(work, "storage")
-    out = OUT = os.path.join(root, "out")
-    os.makedirs(os.path.join(root, "in"))
+    out = os.path.join(root, "out")
     os.makedirs(out)
-    inputs = [os.path.join(root, "in", "row.csv")]
-    with open(inputs[0], "w") as f:
+    row = os.path.join(root, "row.csv")
+    with open(row, "w") as f:
         f.write(ROW)
     server = Server(PLINTH, work, [root, ROOT], "async-bench",
                     args=("--autoscaling-minute", str(MINUTE)))
@@ -189,9 +181,9 @@ def main():
         server.call("CreateEndpoint", {"EndpointName": "queue", "EndpointConfigName": "queue"})
         set_instances(server, "queue", INSTANCES)
         before = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
-        jobs_per_s, accepted_per_s, jobs = throughput(server, inputs[0])
+        jobs_per_s, accepted_per_s, jobs = throughput(server, row, out)
         after = server.bench("sync", ROW, DURATION, ("--content-type", "text/csv"))
-        zero = from_zero(server, inputs[0])
+        zero = from_zero(server, row)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

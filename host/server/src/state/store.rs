@@ -349,8 +349,6 @@ pub(crate) struct QueueStatus {
     /// Done jobs the queue still keeps (a day), by outcome.
     pub(crate) completed: u64,
     pub(crate) failed: u64,
-    /// When the oldest waiting or running job was accepted.
-    pub(crate) oldest_accepted: Option<f64>,
     /// Notifications by delivery state.
     pub(crate) notifications_pending: u64,
     pub(crate) notifications_delivered: u64,
@@ -1200,10 +1198,7 @@ impl Store {
 
     /// `endpoint`'s queue at a glance.
     pub(crate) fn queue_status(&self, endpoint: &str) -> Result<QueueStatus, StoreError> {
-        let mut status = QueueStatus {
-            oldest_accepted: self.backlog(endpoint, 0.0)?.1,
-            ..QueueStatus::default()
-        };
+        let mut status = QueueStatus::default();
         let conn = self.conn();
         // Per state, from the (state, endpoint, seq) index alone.
         for (state, count) in [
@@ -1612,7 +1607,7 @@ mod tests {
                 status.queued,
                 status.running,
                 status.completed,
-                status.oldest_accepted
+                store.backlog("e", 0.0).unwrap().1
             ),
             (1, 1, 1, Some(11.0))
         );
