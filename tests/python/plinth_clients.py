@@ -20,3 +20,15 @@ COMMON = dict(
 def client(service):
     """An unmodified boto3 client of `service` pointed at Plinth."""
     return boto3.client(service, **COMMON)
+
+
+def s3_client():
+    """A boto3 `s3` client of the S3 test server (S3_ENDPOINT, S3_ACCESS_KEY_ID,
+    S3_SECRET_ACCESS_KEY)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
+    )

@@ -23,19 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 
-from plinth_clients import COMMON
+from plinth_clients import COMMON, s3_client
 
 BUCKET = os.environ["BUCKET"]
 common = COMMON
 sagemaker = boto3.client("sagemaker", **common)
 runtime = boto3.client("sagemaker-runtime", **common)
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["S3_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
-    aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
-)
+s3 = s3_client()
 
 # The webhook receiver: every POST kept, by topic path and inference id.
 received = defaultdict(list)

@@ -195,6 +195,18 @@ impl S3 {
         self.env_with(&self.access_key_id, &format!("{}x", self.secret_access_key))
     }
 
+    /// The environment a boto3 test script (`tests/python/plinth_clients.py` `s3_client`)
+    /// reaches this server with, and its `bucket`: `BUCKET`, `S3_ENDPOINT`,
+    /// `S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY`.
+    pub fn python_env<'a>(&'a self, bucket: &'a str) -> [(&'static str, &'a str); 4] {
+        [
+            ("BUCKET", bucket),
+            ("S3_ENDPOINT", &self.endpoint),
+            ("S3_ACCESS_KEY_ID", &self.access_key_id),
+            ("S3_SECRET_ACCESS_KEY", &self.secret_access_key),
+        ]
+    }
+
     fn env_with(&self, access_key_id: &str, secret: &str) -> Vec<(String, Option<String>)> {
         let set = |name: &str, value: &str| (name.to_owned(), Some(value.to_owned()));
         vec![

@@ -38,13 +38,14 @@ fn boto3_async_with_s3_matches_synchronous_answers() {
         &python,
         "test_async_boto3.py",
         &[
-            ("IRIS_WASM", IRIS_WASM),
-            ("IRIS_MODEL_DIR", IRIS_MODEL_DIR),
-            ("BUCKET", &bucket),
-            ("S3_ENDPOINT", &s3.endpoint),
-            ("S3_ACCESS_KEY_ID", &s3.access_key_id),
-            ("S3_SECRET_ACCESS_KEY", &s3.secret_access_key),
-        ],
+            [
+                ("IRIS_WASM", IRIS_WASM),
+                ("IRIS_MODEL_DIR", IRIS_MODEL_DIR),
+            ]
+            .as_slice(),
+            &s3.python_env(&bucket),
+        ]
+        .concat(),
     );
     // `plinth async status` shows the queue: 20 completed, 2 failed, 22 notifications
     // delivered (each after one refused try).

@@ -17,6 +17,8 @@
 //!   comparison ([`shadow`]).
 //! - Authorization: whether an access key's IAM-style policy allows an action on a resource
 //!   ([`iam`]).
+//! - Batch transform: a transform job's settings, records split and packed into requests,
+//!   responses assembled into each input's output ([`batch_transform`]).
 //! - Scheduling: whether a wasi-nn computation runs inline or on the backend pool
 //!   ([`compute_placement`]).
 
@@ -24,6 +26,7 @@ pub mod ab_test;
 pub mod async_inference;
 pub mod autoscaling;
 pub mod bandit;
+pub mod batch_transform;
 pub mod capacity;
 pub mod compute_placement;
 pub mod config;

@@ -470,6 +470,105 @@ const LIST_ENDPOINTS: Shape = Shape {
     ],
 };
 
+const MODEL_CLIENT_CONFIG: Shape = Shape {
+    name: "ModelClientConfig",
+    members: &[
+        served("InvocationsTimeoutInSeconds").int(
+            crate::batch_transform::INVOCATIONS_TIMEOUT_SECONDS.0 as i64,
+            crate::batch_transform::INVOCATIONS_TIMEOUT_SECONDS.1 as i64,
+        ),
+        served("InvocationsMaxRetries")
+            .int(0, crate::batch_transform::INVOCATIONS_MAX_RETRIES.0 as i64),
+    ],
+};
+
+const TRANSFORM_S3_DATA_SOURCE: Shape = Shape {
+    name: "TransformS3DataSource",
+    members: &[
+        served("S3DataType").one_of(&["S3Prefix", "ManifestFile"]),
+        served("S3Uri"),
+    ],
+};
+
+const TRANSFORM_DATA_SOURCE: Shape = Shape {
+    name: "TransformDataSource",
+    members: &[served("S3DataSource").structure(&TRANSFORM_S3_DATA_SOURCE)],
+};
+
+const TRANSFORM_INPUT: Shape = Shape {
+    name: "TransformInput",
+    members: &[
+        served("DataSource").structure(&TRANSFORM_DATA_SOURCE),
+        served("ContentType"),
+        served("CompressionType").one_of(&["None", "Gzip"]),
+        served("SplitType").one_of(&["None", "Line"]),
+    ],
+};
+
+const TRANSFORM_OUTPUT: Shape = Shape {
+    name: "TransformOutput",
+    members: &[
+        served("S3OutputPath"),
+        served("Accept"),
+        served("AssembleWith").one_of(&["None", "Line"]),
+        refused("KmsKeyId"),
+    ],
+};
+
+const TRANSFORM_RESOURCES: Shape = Shape {
+    name: "TransformResources",
+    members: &[
+        served("InstanceType"),
+        served("InstanceCount").int(1, crate::batch_transform::MAX_INSTANCE_COUNT as i64),
+        refused("VolumeKmsKeyId"),
+        refused("TransformAmiVersion"),
+    ],
+};
+
+const CREATE_TRANSFORM_JOB: Shape = Shape {
+    name: "CreateTransformJobInput",
+    members: &[
+        served("TransformJobName"),
+        served("ModelName"),
+        served("MaxConcurrentTransforms").int(
+            0,
+            crate::batch_transform::MAX_CONCURRENT_TRANSFORMS.1 as i64,
+        ),
+        served("ModelClientConfig").structure(&MODEL_CLIENT_CONFIG),
+        served("MaxPayloadInMB").int(0, crate::batch_transform::MAX_PAYLOAD_MB.1 as i64),
+        served("BatchStrategy").one_of(&["MultiRecord", "SingleRecord"]),
+        refused("Environment"),
+        served("TransformInput").structure(&TRANSFORM_INPUT),
+        served("TransformOutput").structure(&TRANSFORM_OUTPUT),
+        refused("DataCaptureConfig"),
+        served("TransformResources").structure(&TRANSFORM_RESOURCES),
+        refused("DataProcessing"),
+        served("Tags").list(&TAG),
+        refused("ExperimentConfig"),
+    ],
+};
+
+const TRANSFORM_JOB_NAME: Shape = Shape {
+    name: "TransformJobNameInput",
+    members: &[served("TransformJobName")],
+};
+
+const LIST_TRANSFORM_JOBS: Shape = Shape {
+    name: "ListTransformJobsInput",
+    members: &[
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("NameContains"),
+        served("StatusEquals"),
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+    ],
+};
+
 const ROUTING_CONFIG: Shape = Shape {
     name: "ProductionVariantRoutingConfig",
     members: &[
@@ -1000,6 +1099,10 @@ const OPERATIONS: &[Operation] = &[
     sagemaker("UpdateEndpointWeightsAndCapacities", &UPDATE_WEIGHTS),
     sagemaker("DeleteEndpoint", &ENDPOINT_NAME),
     sagemaker("ListEndpoints", &LIST_ENDPOINTS),
+    sagemaker("CreateTransformJob", &CREATE_TRANSFORM_JOB),
+    sagemaker("DescribeTransformJob", &TRANSFORM_JOB_NAME),
+    sagemaker("ListTransformJobs", &LIST_TRANSFORM_JOBS),
+    sagemaker("StopTransformJob", &TRANSFORM_JOB_NAME),
     plinth("RecordInferenceOutcomes", &RECORD_OUTCOMES),
     plinth("DescribeExperiment", &PLINTH_ENDPOINT_NAME),
     plinth("CreateAlarm", &CREATE_ALARM),
@@ -1602,8 +1705,12 @@ mod tests {
                 "RecordInferenceOutcomes",
                 json!({"EndpointName": "e", "Outcomes": [{"InferenceId": "i", "Value": 1}]}),
             ),
+            (
+                "CreateTransformJob",
+                json!({"TransformJobName": "t", "ModelName": "m", "MaxConcurrentTransforms": 0, "MaxPayloadInMB": 6, "BatchStrategy": "MultiRecord", "ModelClientConfig": {"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 3}, "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}, "ContentType": "text/csv", "CompressionType": "Gzip", "SplitType": "Line"}, "TransformOutput": {"S3OutputPath": "s3://b/out", "Accept": "text/csv", "AssembleWith": "Line"}, "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 2}}),
+            ),
             // Not in the table: the server answers UnknownOperationException.
-            ("CreateTransformJob", json!({"Anything": 1})),
+            ("CreateCompilationJob", json!({"Anything": 1})),
             // Not an object: the server answers SerializationException.
             ("CreateModel", json!([1, 2])),
         ];
@@ -2097,7 +2204,7 @@ mod tests {
             Form::Map
         );
         let operations: Vec<&str> = operations().collect();
-        assert_eq!(operations.len(), 25);
+        assert_eq!(operations.len(), 29);
         let autoscaling: Vec<&str> = autoscaling_operations().collect();
         assert_eq!(autoscaling.len(), 7);
         for op in &operations {

@@ -185,6 +185,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     tokio::spawn(experiment_upkeep(fleet.clone()));
     tokio::spawn(serverless_upkeep(fleet.clone()));
     tokio::spawn(crate::fleet::async_jobs::run(fleet.clone()));
+    crate::fleet::transform_jobs::resume(&fleet);
     tokio::spawn(crate::fleet::autoscaler::run(
         fleet.clone(),
         settings.autoscaling_minute,

@@ -141,15 +141,22 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
     held + coming
 }
 
-/// Refuse a change that would take the server past its instance limit.
-pub(crate) fn check_instances(state: &Fleet, endpoint: &str, wanted: usize) -> Result<(), Refused> {
-    let others: usize = state
+/// Instances held or about to be by every endpoint but `except`, and by the running
+/// transform jobs.
+pub(crate) fn instances_held(state: &Fleet, except: Option<&str>) -> usize {
+    let endpoints: usize = state
         .endpoints
         .all()
         .values()
-        .filter(|e| e.name != endpoint)
+        .filter(|e| Some(e.name.as_str()) != except)
         .map(|e| instances_of(state, e))
         .sum();
+    endpoints + state.transform_jobs.instances()
+}
+
+/// Refuse a change that would take the server past its instance limit.
+pub(crate) fn check_instances(state: &Fleet, endpoint: &str, wanted: usize) -> Result<(), Refused> {
+    let others = instances_held(state, Some(endpoint));
     if others + wanted > state.max_instances {
         return Err(Refused::Limit(format!(
             "The request for {wanted} instances for endpoint {endpoint} would bring the \

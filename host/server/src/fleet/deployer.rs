@@ -26,6 +26,8 @@ pub(crate) struct Fleet {
     pub(crate) tasks: Arc<super::tasks::Tasks>,
     /// Asynchronous inference's queue runner.
     pub(crate) async_jobs: super::async_jobs::AsyncJobs,
+    /// Batch transform's running jobs.
+    pub(crate) transform_jobs: super::transform_jobs::TransformJobs,
 }
 
 impl Fleet {
@@ -47,6 +49,7 @@ impl Fleet {
             changes: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
             async_jobs: Default::default(),
+            transform_jobs: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! What runs: the live endpoint table (immutable snapshots published with arc-swap) and
 //! everything that changes it or rides on it: deploying and removing endpoints, the
 //! blue/green and rolling deployment driver, alarms watched during a deployment, shadow
-//! copies, the experiments' ledger, and the Application Auto Scaling controller. This layer is handed the store and the catalog; it
+//! copies, the experiments' ledger, the Application Auto Scaling controller, and the
+//! asynchronous queue and batch transform runners. This layer is handed the store and the catalog; it
 //! knows nothing of HTTP or of the operations' wire shapes.
 
 pub(crate) mod alarm_watch;
@@ -20,6 +21,7 @@ pub(crate) mod table;
 pub(crate) mod tasks;
 #[cfg(test)]
 pub(crate) mod test_hooks;
+pub(crate) mod transform_jobs;
 pub(crate) mod variant;
 
 pub(crate) use deployer::Fleet;

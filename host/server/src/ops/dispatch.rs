@@ -5,7 +5,7 @@
 use super::common::{require_object, unknown_operation, validation};
 use super::{
     alarms, async_queue, endpoint_configs, endpoints, experiments, loaded_models, models,
-    shadow_variants,
+    shadow_variants, transform_jobs,
 };
 use crate::error::ApiError;
 use crate::fleet::Fleet;
@@ -57,6 +57,10 @@ pub(crate) async fn call(
         }
         "DeleteEndpoint" => endpoints::delete_endpoint(state, input),
         "ListEndpoints" => endpoints::list_endpoints(&state.endpoints, input),
+        "CreateTransformJob" => transform_jobs::create_transform_job(state, input),
+        "DescribeTransformJob" => transform_jobs::describe_transform_job(state, input),
+        "ListTransformJobs" => transform_jobs::list_transform_jobs(state, input),
+        "StopTransformJob" => transform_jobs::stop_transform_job(state, input),
         "RecordInferenceOutcomes" => experiments::record_outcomes(
             &state.endpoints,
             &state.experiments,

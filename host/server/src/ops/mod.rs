@@ -1,6 +1,6 @@
 //! The operations: one module per resource family (models, endpoint configs, endpoints,
-//! alarms, experiments, shadow variants, loaded models, asynchronous queues, Application Auto
-//! Scaling's targets and policies), each taking an operation's JSON input and giving its JSON
+//! alarms, experiments, shadow variants, loaded models, asynchronous queues, transform jobs,
+//! Application Auto Scaling's targets and policies), each taking an operation's JSON input and giving its JSON
 //! output or an [`ApiError`], plus what they share (errors, names, listing).
 //! Definitions are kept by `state`; endpoints are changed through `fleet`.
 //!
@@ -20,5 +20,6 @@ pub(crate) mod listing;
 pub(crate) mod loaded_models;
 pub(crate) mod models;
 pub(crate) mod shadow_variants;
+pub(crate) mod transform_jobs;
 
 pub(crate) use dispatch::call;

@@ -648,6 +648,38 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Model `model` alone, as one variant of `instances` instances under the config name
+    /// `label`: what a transform job runs, with no endpoint.
+    pub(crate) fn unresolved_model(
+        &self,
+        label: &str,
+        model: &str,
+        instances: usize,
+    ) -> Result<Unresolved, String> {
+        let record = self.models.get(model).ok_or_else(|| {
+            format!(
+                "Could not find model \"{}\".",
+                crate::state::identity::arn("model", model)
+            )
+        })?;
+        let config: ConfigDefinition = serde_json::from_value(serde_json::json!({
+            "ProductionVariants": [{
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "InitialInstanceCount": instances,
+            }]
+        }))
+        .map_err(|e| e.to_string())?;
+        Ok(Unresolved {
+            name: label.to_string(),
+            config,
+            models: BTreeMap::from([(model.to_string(), record.definition.clone())]),
+            created: BTreeMap::from([(model.to_string(), record.created)]),
+        })
+    }
+}
+
 /// An endpoint config and its models, taken out of the catalog to resolve without a lock.
 pub(crate) struct Unresolved {
     name: String,

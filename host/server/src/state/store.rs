@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -115,6 +115,23 @@ CREATE TABLE IF NOT EXISTS async_notifications (
     last_try    TEXT
 );
 CREATE INDEX IF NOT EXISTS async_notifications_due ON async_notifications (state, next_at);
+CREATE TABLE IF NOT EXISTS transform_jobs (
+    name           TEXT PRIMARY KEY COLLATE NOCASE,
+    created        REAL NOT NULL,
+    modified       REAL NOT NULL,
+    status         TEXT NOT NULL,
+    definition     TEXT NOT NULL,
+    failure_reason TEXT,
+    ended          REAL,
+    progress       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS transform_inputs (
+    job     TEXT NOT NULL COLLATE NOCASE,
+    input   TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
+    PRIMARY KEY (job, input)
+);
 ";
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
@@ -265,6 +282,23 @@ pub(crate) struct StoredActivity {
     pub(crate) dimension: String,
     pub(crate) kind: ActivityKind,
     pub(crate) activity: Value,
+}
+
+/// A transform job as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TransformJobRow {
+    pub(crate) name: String,
+    pub(crate) created: f64,
+    /// When its status or progress last changed.
+    pub(crate) modified: f64,
+    /// `InProgress`, `Completed`, `Failed`, `Stopping` or `Stopped`.
+    pub(crate) status: String,
+    /// The CreateTransformJob input it was created with.
+    pub(crate) definition: Value,
+    pub(crate) failure_reason: Option<String>,
+    pub(crate) ended: Option<f64>,
+    /// What it has done: inputs, records and bytes completed.
+    pub(crate) progress: Value,
 }
 
 /// An asynchronous inference job as the queue keeps it.
@@ -1262,6 +1296,135 @@ impl Store {
             [],
         )?;
         Ok(n)
+    }
+
+    /// Store a new transform job, `InProgress`.
+    pub(crate) fn insert_transform_job(
+        &self,
+        name: &str,
+        created: f64,
+        definition: &Value,
+    ) -> Result<(), StoreError> {
+        let inserted = self.conn().execute(
+            "INSERT INTO transform_jobs (name, created, modified, status, definition) \
+             VALUES (?1, ?2, ?2, 'InProgress', ?3) ON CONFLICT(name) DO NOTHING",
+            params![name, created, definition.to_string()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Exists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The transform jobs: all of them, or the one named `name`.
+    pub(crate) fn transform_jobs(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<TransformJobRow>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT name, created, modified, status, definition, failure_reason, ended, \
+             progress FROM transform_jobs WHERE ?1 IS NULL OR name = ?1",
+        )?;
+        let rows = statement.query_map(params![name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<f64>>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (name, created, modified, status, definition, failure_reason, ended, progress) =
+                row?;
+            jobs.push(TransformJobRow {
+                name,
+                created,
+                modified,
+                status,
+                definition: serde_json::from_str(&definition)?,
+                failure_reason,
+                ended,
+                progress: serde_json::from_str(&progress)?,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Move transform job `name` from one of `from` to `status` (with its failure reason,
+    /// and its end time when `ended`); whether it was in one of `from`.
+    pub(crate) fn set_transform_status(
+        &self,
+        name: &str,
+        from: &[&str],
+        status: &str,
+        failure_reason: Option<&str>,
+        ended: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let mut changed = 0;
+        for old in from {
+            changed += conn.execute(
+                "UPDATE transform_jobs SET status = ?3, failure_reason = ?4, \
+                 ended = COALESCE(?5, ended), modified = ?6 WHERE name = ?1 AND status = ?2",
+                params![
+                    name,
+                    old,
+                    status,
+                    failure_reason,
+                    ended,
+                    crate::state::now()
+                ],
+            )?;
+        }
+        Ok(changed > 0)
+    }
+
+    /// Record that transform job `job` completed input `input` (its `.out` written), with
+    /// the job's progress now.
+    pub(crate) fn transform_input_done(
+        &self,
+        job: &str,
+        input: &str,
+        records: u64,
+        bytes: u64,
+        progress: &Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO transform_inputs (job, input, records, bytes) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![job, input, records as i64, bytes as i64],
+        )?;
+        tx.execute(
+            "UPDATE transform_jobs SET progress = ?2, modified = ?3 WHERE name = ?1",
+            params![job, progress.to_string(), crate::state::now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The inputs transform job `job` completed, with their records and bytes.
+    pub(crate) fn transform_inputs_done(
+        &self,
+        job: &str,
+    ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached("SELECT input, records, bytes FROM transform_inputs WHERE job = ?1")?;
+        let rows = statement.query_map(params![job], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The endpoints with queued jobs.

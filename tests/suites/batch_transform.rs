@@ -1,0 +1,231 @@
+//! Batch transform (CreateTransformJob and the rest) against the real server: boto3 end to
+//! end against the S3 test server (a 10,000-row CSV validation set split by line, packed
+//! into MultiRecord requests, the outputs equal to synchronous answers row for row; Gzip
+//! inputs sent one record at a time; the waiter; listing; failures with SageMaker's
+//! messages; refused settings), a job interrupted by kill -9 that resumes and ends with
+//! exactly one whole output per input, and a stopped job that keeps its completed outputs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use plinth_tests::s3::S3;
+use plinth_tests::{Options, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+#[test]
+fn boto3_transform_jobs_over_s3_match_synchronous_answers() {
+    let Some(python) = plinth_tests::venv_python("boto3_transform_jobs_over_s3") else {
+        return;
+    };
+    let Some(s3) = S3::shared("batch_transform::boto3_transform_jobs_over_s3") else {
+        return;
+    };
+    let bucket = format!("transform-{}", std::process::id());
+    s3.create_bucket(&bucket);
+    let server = Server::start_with(
+        BIN,
+        Options {
+            env: s3.server_env(),
+            ..Options::default()
+        },
+    );
+    server.run_python(
+        &python,
+        "test_transform_boto3.py",
+        &[
+            [
+                ("IRIS_WASM", IRIS_WASM),
+                ("IRIS_MODEL_DIR", IRIS_MODEL_DIR),
+                ("FAULTS_WASM", FAULTS_WASM),
+            ]
+            .as_slice(),
+            &s3.python_env(&bucket),
+        ]
+        .concat(),
+    );
+}
+
+/// `n` input files of `rows` lines each under `dir/in`, and an empty `dir/out`.
+fn inputs(dir: &Path, n: usize, rows: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (input, out) = (dir.join("in"), dir.join("out"));
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    for i in 0..n {
+        // Some in a folder: their outputs keep it.
+        let name = if i % 2 == 0 {
+            format!("part-{i:02}.txt")
+        } else {
+            format!("sub/part-{i:02}.txt")
+        };
+        let text: String = (0..rows).map(|r| format!("row {r} of {i}\n")).collect();
+        std::fs::write(input.join(name), text).unwrap();
+    }
+    (input, out)
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else {
+                found.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(dir, dir, &mut found);
+    found.sort();
+    found
+}
+
+fn create_job(server: &Server, name: &str, model: &str, input: &Path, out: &Path, extra: Value) {
+    let mut job = json!({
+        "TransformJobName": name,
+        "ModelName": model,
+        "BatchStrategy": "SingleRecord",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input.display().to_string()}},
+            "ContentType": "text/plain",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": out.display().to_string(), "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        job[k] = v.clone();
+    }
+    server.call("CreateTransformJob", job);
+}
+
+fn wait_for(server: &Server, name: &str, statuses: &[&str], within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let d = server.call("DescribeTransformJob", json!({ "TransformJobName": name }));
+        if statuses.iter().any(|s| d["TransformJobStatus"] == *s) {
+            return d;
+        }
+        assert!(start.elapsed() < within, "{name} not {statuses:?}: {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 20 inputs of 5 records, each record 20 ms; the server killed (-9) twice while the job
+/// runs: the job resumes from the inputs not yet complete and ends Completed with exactly
+/// one whole output per input and nothing else in the output path.
+#[test]
+fn a_job_interrupted_by_kill_9_resumes_and_writes_each_output_once() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = inputs(work.path(), 20, 5);
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "20" }));
+    create_job(&server, "resumed", "slow", &input, &out, json!({}));
+    let mut server = server;
+    for _ in 0..2 {
+        // Kill once a few inputs are done, not all.
+        let start = Instant::now();
+        let before = files(&out).len();
+        while files(&out).len() < before + 3 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(files(&out).len() < 20, "the kill must come while the job runs");
+        server = server.kill_and_restart().expect("restart");
+        server
+            .wait_for_stderr(Duration::from_secs(10), |log| {
+                log.contains("a transform job a stop interrupted goes on")
+            })
+            .expect("the job resumed");
+    }
+    let described = wait_for(&server, "resumed", &["Completed"], Duration::from_secs(60));
+    assert_eq!(described["PlinthProgress"]["InputsCompleted"], 20, "{described}");
+    assert_eq!(described["PlinthProgress"]["RecordsCompleted"], 100, "{described}");
+    let outputs = files(&out);
+    let expected: Vec<String> = files(&input).iter().map(|f| format!("{f}.out")).collect();
+    assert_eq!(outputs, expected, "one output per input, nothing else");
+    for name in &outputs {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert_eq!(text, "ok\n".repeat(5), "{name} is whole");
+    }
+}
+
+/// StopTransformJob stops a running job within a second: `Stopped`, the outputs of the
+/// inputs completed before it in place, no output for the others.
+#[test]
+fn a_stopped_job_keeps_its_completed_outputs() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = inputs(work.path(), 6, 10);
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "50" }));
+    create_job(&server, "stopped", "slow", &input, &out, json!({}));
+    let start = Instant::now();
+    while files(&out).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.call("StopTransformJob", json!({ "TransformJobName": "stopped" }));
+    let stopping = Instant::now();
+    let d = wait_for(&server, "stopped", &["Stopped"], Duration::from_secs(5));
+    assert!(stopping.elapsed() < Duration::from_secs(1), "{:?}", stopping.elapsed());
+    assert!(d["TransformEndTime"].is_number(), "{d}");
+    let done = d["PlinthProgress"]["InputsCompleted"].as_u64().unwrap();
+    assert!((1..6).contains(&done), "{d}");
+    assert_eq!(files(&out).len() as u64, done, "{:?}", files(&out));
+    // Stopping an ended job is refused.
+    let response = server.control("StopTransformJob", &json!({ "TransformJobName": "stopped" }));
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("already ended (Stopped)"));
+}
+
+/// A record larger than MaxPayloadInMB fails the job with SageMaker's message, without an
+/// output for its input; a model error fails it after the retries with the model's message.
+#[test]
+fn failures_name_their_input_and_cause() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = inputs(work.path(), 1, 1);
+    std::fs::write(input.join("part-00.txt"), vec![b'x'; (1 << 20) + 10]).unwrap();
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("echo", FAULTS_WASM, json!({}));
+    create_job(&server, "huge", "echo", &input, &out, json!({"MaxPayloadInMB": 1}));
+    let d = wait_for(&server, "huge", &["Failed"], Duration::from_secs(30));
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(reason.contains("Too much data for max payload size"), "{reason}");
+    assert!(reason.contains("part-00.txt"), "{reason}");
+    assert!(files(&out).is_empty(), "{:?}", files(&out));
+
+    server.create_model(
+        "broken",
+        FAULTS_WASM,
+        json!({ "FAULT_DEFAULT": "model-error" }),
+    );
+    let (input, out) = inputs(&work.path().join("b"), 1, 2);
+    create_job(
+        &server,
+        "broken",
+        "broken",
+        &input,
+        &out,
+        json!({"ModelClientConfig": {"InvocationsMaxRetries": 1}}),
+    );
+    let d = wait_for(&server, "broken", &["Failed"], Duration::from_secs(30));
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(reason.contains("after 2 tries"), "{reason}");
+    assert!(files(&out).is_empty());
+
+    // Nothing under the prefix.
+    let empty = work.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    create_job(&server, "empty", "echo", &empty, &out, json!({}));
+    let d = wait_for(&server, "empty", &["Failed"], Duration::from_secs(30));
+    assert!(
+        d["FailureReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("No S3 objects found under S3 URL"),
+        "{d}"
+    );
+}
