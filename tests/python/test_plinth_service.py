@@ -504,7 +504,45 @@ def promotion():
     return promoted
 
 
-# ---- 7. Listings, modeled errors, signatures, deletion ----
+# ---- 7. A transform job, its progress, listing and stop ----
+
+
+def transform_job():
+    import tempfile
+    work = tempfile.mkdtemp(prefix="plinth-service-transform-")
+    os.makedirs(os.path.join(work, "in"))
+    os.makedirs(os.path.join(work, "out"))
+    with open(os.path.join(work, "in", "rows.csv"), "w") as f:
+        f.write("5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    plinth.create_transform_job(
+        TransformJobName="plinth-transform",
+        ModelName=IRIS_A,
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                        "S3Uri": os.path.join(work, "in")}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": os.path.join(work, "out"), "Accept": "text/csv"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    plinth.get_waiter("transform_job_completed_or_stopped").wait(
+        TransformJobName="plinth-transform", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    job = plinth.describe_transform_job(TransformJobName="plinth-transform")
+    assert job["TransformJobStatus"] == "Completed", job
+    # The plinth model carries Plinth's progress.
+    assert job["PlinthProgress"]["RecordsCompleted"] == 2, job
+    assert job["PlinthProgress"]["InputsCompleted"] == job["PlinthProgress"]["Inputs"] == 1, job
+    listed = plinth.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
+    assert [j["TransformJobName"] for j in listed] == ["plinth-transform"], listed
+    try:
+        plinth.stop_transform_job(TransformJobName="plinth-transform")
+        raise AssertionError("stopped an ended job")
+    except ClientError as e:
+        assert "already ended (Completed)" in e.response["Error"]["Message"], e.response
+    step("7. create_transform_job, the waiter, PlinthProgress, list_transform_jobs, "
+         "stop_transform_job refused for an ended job")
+
+
+# ---- 8. Listings, modeled errors, signatures, deletion ----
 
 
 def listings_and_deletion(promoted):
@@ -542,7 +580,7 @@ def listings_and_deletion(promoted):
     assert plinth.list_models()["Models"] == []
     assert plinth.list_endpoint_configs()["EndpointConfigs"] == []
     assert plinth.list_endpoints()["Endpoints"] == []
-    step("7. list paginators and filters; ResourceInUse; a wrong signature refused; "
+    step("8. list paginators and filters; ResourceInUse; a wrong signature refused; "
          "everything deleted")
 
 
@@ -553,6 +591,7 @@ def main():
     alarms()
     events_and_shadows(served)
     promoted = promotion()
+    transform_job()
     listings_and_deletion(promoted)
     sent = {t.decode() if isinstance(t, bytes) else t for t in SENT}
     every = {f"SageMaker.{op}" for op in plinth.meta.service_model.operation_names}

@@ -82,9 +82,10 @@ described = transform(
     TransformResources=RESOURCES,
 )
 assert described["TransformJobStatus"] == "Completed", described
+size = sum(len(r) + 1 for r in rows) - 1
 assert progress("validation") == {
     "Inputs": 2, "InputsCompleted": 2, "RecordsCompleted": 10_000,
-    "BytesCompleted": sum(len(r) + 1 for r in rows) - 1,
+    "BytesCompleted": size, "BytesTotal": size,
 }, progress("validation")
 assert described["TransformEndTime"] >= described["CreationTime"], described
 assert described["BatchStrategy"] == "MultiRecord" and described["MaxPayloadInMB"] == 1, described
@@ -139,6 +140,37 @@ first = s3.get_object(Bucket=BUCKET, Key="zipped-out/first.csv.gz.out")["Body"].
 second = s3.get_object(Bucket=BUCKET, Key="zipped-out/second.csv.gz.out")["Body"].read().decode()
 assert (first + second).splitlines() == synchronous[:70]
 
+# DataProcessing: an id column dropped before the model (InputFilter), the output joined
+# with the input row (JoinSource), the id and the predicted class kept (OutputFilter).
+s3.put_object(Bucket=BUCKET, Key="with-ids/rows.csv",
+              Body="\n".join(f"id-{i},{row}" for i, row in enumerate(rows[:500])).encode())
+described = transform(
+    "joined",
+    BatchStrategy="MultiRecord",
+    DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,5]"},
+    TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/with-ids"}},
+                    "ContentType": "text/csv", "SplitType": "Line"},
+    TransformOutput={"S3OutputPath": f"s3://{BUCKET}/joined", "Accept": "text/csv", "AssembleWith": "Line"},
+    TransformResources=RESOURCES,
+)
+assert described["TransformJobStatus"] == "Completed", described
+assert described["DataProcessing"]["JoinSource"] == "Input", described
+joined = s3.get_object(Bucket=BUCKET, Key="joined/rows.csv.out")["Body"].read().decode().splitlines()
+assert joined == [f"id-{i},{synchronous[i].split(',')[0]}" for i in range(500)], joined[:3]
+
+# An S3Uri that names one object.
+described = transform(
+    "one-object",
+    TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                    "S3Uri": f"s3://{BUCKET}/validation/more/b.csv"}},
+                    "ContentType": "text/csv", "SplitType": "Line"},
+    TransformOutput={"S3OutputPath": f"s3://{BUCKET}/one", "Accept": "text/csv", "AssembleWith": "Line"},
+    TransformResources=RESOURCES,
+)
+assert described["TransformJobStatus"] == "Completed", described
+one = s3.get_object(Bucket=BUCKET, Key="one/b.csv.out")["Body"].read().decode()
+assert one.splitlines() == synchronous[6000:], "one object, the same answers"
+
 # Failures: nothing under the prefix; a row the model refuses (after its retries).
 described = transform(
     "nothing-there",
@@ -167,7 +199,7 @@ assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="bad-out/"), "
 
 # Listing: filters, sort, pages.
 listed = sagemaker.list_transform_jobs(StatusEquals="Completed", SortBy="Name", SortOrder="Ascending")
-assert [j["TransformJobName"] for j in listed["TransformJobSummaries"]] == ["validation", "zipped"], listed
+assert [j["TransformJobName"] for j in listed["TransformJobSummaries"]] == ["joined", "one-object", "validation", "zipped"], listed
 names = []
 token = {}
 while True:
@@ -176,7 +208,7 @@ while True:
     if "NextToken" not in page:
         break
     token = {"NextToken": page["NextToken"]}
-assert names == ["validation", "zipped", "nothing-there", "bad-rows"], names
+assert names == ["validation", "zipped", "joined", "one-object", "nothing-there", "bad-rows"], names
 failed = sagemaker.list_transform_jobs(StatusEquals="Failed", NameContains="BAD")["TransformJobSummaries"]
 assert [j["TransformJobName"] for j in failed] == ["bad-rows"] and failed[0]["FailureReason"], failed
 
@@ -203,7 +235,10 @@ assert refused("MaxPayloadInMB 0", MaxPayloadInMB=0) == "ValidationException"
 assert refused("times MaxPayloadInMB (6) is 120", MaxConcurrentTransforms=20) == "ValidationException"
 refused("RecordIO", TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/v"}},
                                     "SplitType": "RecordIO"})
-refused("DataProcessing is not supported", DataProcessing={"InputFilter": "$[1:]"})
+refused('DataProcessing.InputFilter "$[1:" is not a JSONPath expression', DataProcessing={"InputFilter": "$[1:"})
+refused('TransformInput.ContentType "application/x-npy"', DataProcessing={"JoinSource": "Input"},
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/v"}},
+                        "ContentType": "application/x-npy"})
 refused('Could not find model', ModelName="nobody")
 assert refused("a job with this name already exists", TransformJobName="validation") == "ResourceInUse"
 try:

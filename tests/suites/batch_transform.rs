@@ -116,7 +116,8 @@ fn wait_for(server: &Server, name: &str, statuses: &[&str], within: Duration) ->
 
 /// 20 inputs of 5 records, each record 20 ms; the server killed (-9) twice while the job
 /// runs: the job resumes from the inputs not yet complete and ends Completed with exactly
-/// one whole output per input and nothing else in the output path.
+/// one whole output per input and nothing else in the output path. An object put under the
+/// prefix after the job started is not one of its inputs.
 #[test]
 fn a_job_interrupted_by_kill_9_resumes_and_writes_each_output_once() {
     let work = tempfile::tempdir().unwrap();
@@ -135,6 +136,7 @@ fn a_job_interrupted_by_kill_9_resumes_and_writes_each_output_once() {
         }
         assert!(files(&out).len() < 20, "the kill must come while the job runs");
         server = server.kill_and_restart().expect("restart");
+        std::fs::write(input.join("late.txt"), "came after the job was created\n").unwrap();
         server
             .wait_for_stderr(Duration::from_secs(10), |log| {
                 log.contains("a transform job a stop interrupted goes on")
@@ -145,7 +147,12 @@ fn a_job_interrupted_by_kill_9_resumes_and_writes_each_output_once() {
     assert_eq!(described["PlinthProgress"]["InputsCompleted"], 20, "{described}");
     assert_eq!(described["PlinthProgress"]["RecordsCompleted"], 100, "{described}");
     let outputs = files(&out);
-    let expected: Vec<String> = files(&input).iter().map(|f| format!("{f}.out")).collect();
+    let expected: Vec<String> = files(&input)
+        .iter()
+        .filter(|f| *f != "late.txt")
+        .map(|f| format!("{f}.out"))
+        .collect();
+    assert_eq!(expected.len(), 20);
     assert_eq!(outputs, expected, "one output per input, nothing else");
     for name in &outputs {
         let text = std::fs::read_to_string(out.join(name)).unwrap();
@@ -167,6 +174,11 @@ fn a_stopped_job_keeps_its_completed_outputs() {
         assert!(start.elapsed() < Duration::from_secs(30), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its model cannot be deleted while it runs.
+    let response = server.control("DeleteModel", &json!({ "ModelName": "slow" }));
+    assert_eq!(response.status(), 400);
+    let text = response.text().unwrap();
+    assert!(text.contains("transform job stopped (InProgress) runs it"), "{text}");
     server.call("StopTransformJob", json!({ "TransformJobName": "stopped" }));
     let stopping = Instant::now();
     let d = wait_for(&server, "stopped", &["Stopped"], Duration::from_secs(5));
@@ -182,13 +194,21 @@ fn a_stopped_job_keeps_its_completed_outputs() {
 }
 
 /// A record larger than MaxPayloadInMB fails the job with SageMaker's message, without an
-/// output for its input; a model error fails it after the retries with the model's message.
+/// output for its input; a model error fails it after the retries with the model's message;
+/// more instances than the server's limit are refused at once; a manifest's key that leaves
+/// its prefix fails the job; so does an empty prefix.
 #[test]
 fn failures_name_their_input_and_cause() {
     let work = tempfile::tempdir().unwrap();
     let (input, out) = inputs(work.path(), 1, 1);
     std::fs::write(input.join("part-00.txt"), vec![b'x'; (1 << 20) + 10]).unwrap();
-    let server = Server::start_with(BIN, Options::default());
+    let server = Server::start_with(
+        BIN,
+        Options {
+            args: vec!["--max-instances".into(), "50".into()],
+            ..Options::default()
+        },
+    );
     server.create_model("echo", FAULTS_WASM, json!({}));
     create_job(&server, "huge", "echo", &input, &out, json!({"MaxPayloadInMB": 1}));
     let d = wait_for(&server, "huge", &["Failed"], Duration::from_secs(30));
@@ -216,6 +236,37 @@ fn failures_name_their_input_and_cause() {
     assert!(reason.contains("after 2 tries"), "{reason}");
     assert!(files(&out).is_empty());
 
+    // More instances than the server may run: refused at once, naming the field.
+    let mut job = json!({
+        "TransformJobName": "too-big", "ModelName": "echo",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input.display().to_string()}}},
+        "TransformOutput": {"S3OutputPath": out.display().to_string()},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 100},
+    });
+    let response = server.control("CreateTransformJob", &job);
+    assert_eq!(response.status(), 400);
+    let text = response.text().unwrap();
+    assert!(text.contains("ResourceLimitExceeded"), "{text}");
+    assert!(text.contains("TransformResources.InstanceCount 100"), "{text}");
+    // A manifest's key may not leave the prefix.
+    std::fs::write(
+        work.path().join("manifest.json"),
+        json!([{"prefix": input.display().to_string()}, "/etc/hostname"]).to_string(),
+    )
+    .unwrap();
+    job["TransformJobName"] = json!("escape");
+    job["TransformResources"]["InstanceCount"] = json!(1);
+    job["TransformInput"]["DataSource"]["S3DataSource"] = json!({
+        "S3DataType": "ManifestFile",
+        "S3Uri": work.path().join("manifest.json").display().to_string(),
+    });
+    server.call("CreateTransformJob", job);
+    let d = wait_for(&server, "escape", &["Failed"], Duration::from_secs(30));
+    assert!(
+        d["FailureReason"].as_str().unwrap().contains("is not a relative key"),
+        "{d}"
+    );
+
     // Nothing under the prefix.
     let empty = work.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -228,4 +279,52 @@ fn failures_name_their_input_and_cause() {
             .starts_with("No S3 objects found under S3 URL"),
         "{d}"
     );
+}
+
+/// `plinth batch` runs a job with no server (`--component`) and on a running one
+/// (`--model`): the outputs written, the summary printed, exit status 0; a job that fails
+/// exits 1 with its reason.
+#[test]
+fn plinth_batch_runs_a_job_with_and_without_a_server() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = inputs(work.path(), 3, 4);
+    let output = std::process::Command::new(BIN)
+        .args(["batch", "--component", FAULTS_WASM, "--content-type", "text/plain"])
+        .args(["--input", &input.display().to_string()])
+        .args(["--output", &out.display().to_string()])
+        .args(["--batch-strategy", "SingleRecord", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let described: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(described["TransformJobStatus"], "Completed", "{described}");
+    assert_eq!(described["PlinthProgress"]["RecordsCompleted"], 12, "{described}");
+    assert_eq!(
+        files(&out),
+        vec!["part-00.txt.out", "part-02.txt.out", "sub/part-01.txt.out"]
+    );
+
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("broken", FAULTS_WASM, json!({ "FAULT_DEFAULT": "model-error" }));
+    let out2 = work.path().join("out2");
+    std::fs::create_dir(&out2).unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["batch", "--model", "broken", "--endpoint-url", server.url()])
+        .args(["--content-type", "text/plain", "--name", "from-cli"])
+        .args(["--input", &input.display().to_string()])
+        .args(["--output", &out2.display().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("transform job from-cli: Failed"), "{stdout}");
+    assert!(stderr.contains("transform job from-cli ended Failed"), "{stderr}");
+    let d = server.call("DescribeTransformJob", json!({ "TransformJobName": "from-cli" }));
+    assert_eq!(d["TransformJobStatus"], "Failed");
 }

@@ -2,7 +2,8 @@
 //! defaults, the ranges, the combinations it refuses), how an input object is split into
 //! records and the records packed into the requests sent to the model (`BatchStrategy`,
 //! `MaxPayloadInMB`), how the responses are assembled into the input's `.out` object
-//! (`AssembleWith`), and where that object goes.
+//! (`AssembleWith`), where that object goes, and `DataProcessing`: the JSONPath filters on
+//! each record going in and coming out, and the join of each output with its input.
 
 use std::fmt;
 
@@ -211,13 +212,16 @@ pub struct Packer {
     max_bytes: usize,
     body: Vec<u8>,
     records: usize,
+    /// The records as read, for a join (the body holds them filtered).
+    originals: Vec<Vec<u8>>,
 }
 
-/// A request body and the number of records in it.
+/// A request body, the number of records in it, and (for a join) the records as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packed {
     pub body: Vec<u8>,
     pub records: usize,
+    pub originals: Vec<Vec<u8>>,
 }
 
 impl Packer {
@@ -227,15 +231,20 @@ impl Packer {
             max_bytes: settings.max_payload_bytes,
             body: Vec::new(),
             records: 0,
+            originals: Vec::new(),
         }
     }
 
-    /// Add one record (without its line ending); a body that is full is handed back.
-    pub fn push(&mut self, record: &[u8]) -> Result<Option<Packed>, Invalid> {
+    /// Add one record (without its line ending), and the record as read when it is to be
+    /// joined; a body that is full is handed back.
+    pub fn push(
+        &mut self,
+        record: &[u8],
+        original: Option<&[u8]>,
+    ) -> Result<Option<Packed>, Invalid> {
         if record.len() > self.max_bytes {
             return Err(Invalid(format!(
-                "{TOO_LARGE}: a record of {} bytes, MaxPayloadInMB {}",
-                record.len(),
+                "{TOO_LARGE}: a record is larger than MaxPayloadInMB ({} MB)",
                 self.max_bytes >> 20
             )));
         }
@@ -252,6 +261,9 @@ impl Packer {
         }
         self.body.extend_from_slice(record);
         self.records += 1;
+        if let Some(original) = original {
+            self.originals.push(original.to_vec());
+        }
         if self.strategy == Strategy::SingleRecord {
             return Ok(handed.or_else(|| self.take()));
         }
@@ -263,6 +275,7 @@ impl Packer {
         (self.records > 0).then(|| Packed {
             body: std::mem::take(&mut self.body),
             records: std::mem::replace(&mut self.records, 0),
+            originals: std::mem::take(&mut self.originals),
         })
     }
 }
@@ -307,12 +320,353 @@ pub fn manifest(text: &str) -> Result<(String, Vec<String>), Invalid> {
         .iter()
         .map(|k| {
             k.as_str()
-                .filter(|k| !k.is_empty() && !k.split('/').any(|p| p == ".."))
+                .filter(|k| {
+                    !k.is_empty() && !k.starts_with('/') && !k.split('/').any(|p| p == "..")
+                })
                 .map(str::to_owned)
                 .ok_or_else(|| bad(&format!("{k} is not a relative key")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((prefix.to_owned(), keys))
+}
+
+/// How a record reads as JSON for filtering and joining: a CSV row as an array of its
+/// fields (text), or a JSON value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    Csv,
+    Json,
+}
+
+impl RecordFormat {
+    /// The format of a media type: `text/csv`, or JSON (`application/json`,
+    /// `application/jsonlines`); `None` for any other.
+    pub fn of(media_type: &str) -> Option<Self> {
+        let essence = media_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "text/csv" => Some(Self::Csv),
+            "application/json" | "application/jsonlines" | "application/x-jsonlines" => {
+                Some(Self::Json)
+            }
+            _ => None,
+        }
+    }
+
+    /// `record` as a JSON value.
+    pub fn parse(self, record: &[u8]) -> Result<serde_json::Value, String> {
+        match self {
+            Self::Json => {
+                serde_json::from_slice(record).map_err(|e| format!("a record is not JSON ({e})"))
+            }
+            Self::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(record);
+                let row = reader
+                    .records()
+                    .next()
+                    .transpose()
+                    .map_err(|e| format!("a record is not a CSV row ({e})"))?
+                    .unwrap_or_default();
+                Ok(serde_json::Value::Array(
+                    row.iter()
+                        .map(|f| serde_json::Value::String(f.to_owned()))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// `value` written as one record: compact JSON, or a CSV row (an array's items as its
+    /// fields, text as it is and anything else as JSON).
+    pub fn write(self, value: &serde_json::Value) -> Vec<u8> {
+        match self {
+            Self::Json => serde_json::to_vec(value).unwrap_or_default(),
+            Self::Csv => {
+                let field = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let fields: Vec<String> = match value {
+                    serde_json::Value::Array(items) => items.iter().map(field).collect(),
+                    other => vec![field(other)],
+                };
+                let mut writer = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(Vec::new());
+                let _ = writer.write_record(&fields);
+                let mut row = writer.into_inner().unwrap_or_default();
+                if row.last() == Some(&b'\n') {
+                    row.pop();
+                }
+                row
+            }
+        }
+    }
+}
+
+/// A JSONPath filter (`InputFilter`, `OutputFilter`).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    path: serde_json_path::JsonPath,
+    text: String,
+    field: &'static str,
+    /// Selects at most one node by names and indexes alone: its result is that node, not
+    /// a list of one.
+    singular: bool,
+}
+
+impl Filter {
+    /// `text` parsed, for `field`; `None` for `$` (everything).
+    fn parse(field: &'static str, text: &str) -> Result<Option<Self>, Invalid> {
+        if text.chars().count() > 63 {
+            return Err(Invalid(format!(
+                "{field} {text:?} is longer than 63 characters"
+            )));
+        }
+        if text.is_empty() || text == "$" {
+            return Ok(None);
+        }
+        let path = serde_json_path::JsonPath::parse(text).map_err(|e| {
+            Invalid(format!(
+                "{field} {text:?} is not a JSONPath expression: {e}"
+            ))
+        })?;
+        let singular = !text.contains([',', ':', '*', '?']) && !text.contains("..");
+        Ok(Some(Self {
+            path,
+            text: text.to_owned(),
+            field,
+            singular,
+        }))
+    }
+
+    /// What the filter selects of `value`: the node a singular path names; the members a
+    /// path names of an object at its top (an object of them, as SageMaker keeps
+    /// `$['id','SageMakerOutput']`); otherwise the nodes, in a list. Selecting nothing is an
+    /// error (an index past the record's end, a member it lacks).
+    pub fn apply(&self, value: &serde_json::Value) -> Result<serde_json::Value, String> {
+        use serde_json_path::PathElement;
+        let located = self.path.query_located(value);
+        let nodes: Vec<_> = located.into_iter().collect();
+        if nodes.is_empty() {
+            return Err(format!(
+                "{} {:?} selects nothing of the record {}",
+                self.field,
+                self.text,
+                shorten(value)
+            ));
+        }
+        if self.singular && nodes.len() == 1 {
+            return Ok(nodes[0].node().clone());
+        }
+        let top_names: Option<serde_json::Map<String, serde_json::Value>> = nodes
+            .iter()
+            .map(|n| {
+                let location = n.location();
+                match (location.len(), location.first()) {
+                    (1, Some(PathElement::Name(name))) => {
+                        Some((name.to_string(), n.node().clone()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        match top_names {
+            Some(members) if value.is_object() => Ok(serde_json::Value::Object(members)),
+            _ => Ok(serde_json::Value::Array(
+                nodes.iter().map(|n| n.node().clone()).collect(),
+            )),
+        }
+    }
+}
+
+/// A record's text for a message: at most 100 characters.
+fn shorten(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(100) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
+/// `DataProcessing`: what of each record goes to the model (`InputFilter`), whether the
+/// output is joined with the input (`JoinSource: Input`), and what of that is kept
+/// (`OutputFilter`).
+#[derive(Debug, Clone)]
+pub struct DataProcessing {
+    input_filter: Option<Filter>,
+    output_filter: Option<Filter>,
+    join: bool,
+    input: RecordFormat,
+    output: RecordFormat,
+}
+
+/// `DataProcessing` as given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GivenProcessing<'a> {
+    pub input_filter: Option<&'a str>,
+    pub output_filter: Option<&'a str>,
+    pub join_source: Option<&'a str>,
+    /// `TransformInput.ContentType`.
+    pub content_type: Option<&'a str>,
+    /// `TransformOutput.Accept`.
+    pub accept: Option<&'a str>,
+}
+
+/// The job's `DataProcessing`, or `None` when it does nothing (no filter but `$`, no
+/// join). Filters and joins read records as CSV or JSON only: the content types must say
+/// which.
+pub fn data_processing(given: &GivenProcessing<'_>) -> Result<Option<DataProcessing>, Invalid> {
+    let input_filter = given
+        .input_filter
+        .map(|t| Filter::parse("DataProcessing.InputFilter", t))
+        .transpose()?
+        .flatten();
+    let output_filter = given
+        .output_filter
+        .map(|t| Filter::parse("DataProcessing.OutputFilter", t))
+        .transpose()?
+        .flatten();
+    let join = match given.join_source {
+        None | Some("None") => false,
+        Some("Input") => true,
+        Some(other) => {
+            return Err(Invalid(format!(
+                "DataProcessing.JoinSource {other:?} is not one of Input, None"
+            )))
+        }
+    };
+    if input_filter.is_none() && output_filter.is_none() && !join {
+        return Ok(None);
+    }
+    let format = |field: &str, media: Option<&str>, why: &str| {
+        media.and_then(RecordFormat::of).ok_or_else(|| {
+            Invalid(format!(
+                "{field} {:?}: {why} reads records as CSV (text/csv) or JSON \
+                 (application/json, application/jsonlines) only",
+                media.unwrap_or_default()
+            ))
+        })
+    };
+    let input = if input_filter.is_some() || join {
+        format(
+            "TransformInput.ContentType",
+            given.content_type,
+            "DataProcessing's InputFilter and JoinSource",
+        )?
+    } else {
+        RecordFormat::of(given.content_type.unwrap_or_default()).unwrap_or(RecordFormat::Json)
+    };
+    let output = format(
+        "TransformOutput.Accept",
+        given.accept.or(given.content_type),
+        "DataProcessing's OutputFilter and JoinSource",
+    )?;
+    Ok(Some(DataProcessing {
+        input_filter,
+        output_filter,
+        join,
+        input,
+        output,
+    }))
+}
+
+impl DataProcessing {
+    /// Whether each request's records must be kept to be joined with their outputs.
+    pub fn joins(&self) -> bool {
+        self.join
+    }
+
+    /// What of `record` goes to the model.
+    pub fn filter_input(&self, record: &[u8]) -> Result<Vec<u8>, String> {
+        match &self.input_filter {
+            None => Ok(record.to_vec()),
+            Some(filter) => {
+                let value = self.input.parse(record)?;
+                Ok(self.input.write(&filter.apply(&value)?))
+            }
+        }
+    }
+
+    /// The output records of one request: `response` cut into one output per record (one
+    /// line each; a request of one record may answer with several lines of JSON or one
+    /// value), each joined with its input record (from `inputs`, as read, when joining),
+    /// then filtered, each written as one line.
+    pub fn finish(
+        &self,
+        inputs: &[Vec<u8>],
+        records: usize,
+        response: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let text = String::from_utf8_lossy(response);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let outputs: Vec<&str> = if lines.len() == records {
+            lines
+        } else if records == 1 {
+            vec![text.trim_end()]
+        } else {
+            return Err(format!(
+                "the model answered {} lines for a request of {records} records: to join \
+                 or filter outputs, each record needs one line",
+                lines.len()
+            ));
+        };
+        let mut written = Vec::new();
+        for (i, output) in outputs.iter().enumerate() {
+            let output = self.output.parse(output.as_bytes())?;
+            let (value, format) = if self.join {
+                let input = inputs
+                    .get(i)
+                    .ok_or("a joined record has no input".to_string())?;
+                (
+                    join(self.input, self.input.parse(input)?, output),
+                    self.input,
+                )
+            } else {
+                (output, self.output)
+            };
+            let value = match &self.output_filter {
+                Some(filter) => filter.apply(&value)?,
+                None => value,
+            };
+            written.extend(format.write(&value));
+            written.push(b'\n');
+        }
+        Ok(written)
+    }
+}
+
+/// An input record joined with its output as SageMaker joins them: a CSV row with the
+/// output's fields appended; a JSON object with the output as its `SageMakerOutput`; any
+/// other JSON value as `{"SageMakerInput": ..., "SageMakerOutput": ...}`.
+fn join(
+    format: RecordFormat,
+    input: serde_json::Value,
+    output: serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    match (format, input) {
+        (RecordFormat::Csv, Value::Array(mut fields)) => {
+            match output {
+                Value::Array(more) => fields.extend(more),
+                other => fields.push(other),
+            }
+            Value::Array(fields)
+        }
+        (_, Value::Object(mut members)) => {
+            members.insert("SageMakerOutput".into(), output);
+            Value::Object(members)
+        }
+        (_, other) => serde_json::json!({ "SageMakerInput": other, "SageMakerOutput": output }),
+    }
 }
 
 #[cfg(test)]
@@ -412,13 +766,14 @@ mod tests {
             max_bytes,
             body: Vec::new(),
             records: 0,
+            originals: Vec::new(),
         }
     }
 
     fn pack(p: &mut Packer, records: &[&str]) -> Vec<(String, usize)> {
         let mut out: Vec<Packed> = Vec::new();
         for r in records {
-            out.extend(p.push(r.as_bytes()).unwrap());
+            out.extend(p.push(r.as_bytes(), None).unwrap());
         }
         out.extend(p.take());
         out.into_iter()
@@ -457,8 +812,8 @@ mod tests {
     #[test]
     fn a_record_over_the_limit_fails_with_sagemaker_s_message() {
         let mut p = packer(Strategy::MultiRecord, 4);
-        p.push(b"abc").unwrap();
-        let e = p.push(b"abcde").unwrap_err().0;
+        p.push(b"abc", None).unwrap();
+        let e = p.push(b"abcde", None).unwrap_err().0;
         assert!(e.starts_with(TOO_LARGE), "{e}");
     }
 
@@ -480,6 +835,97 @@ mod tests {
         assert_eq!(out, b"[1][2]");
     }
 
+    fn processing(
+        input: Option<&'static str>,
+        output: Option<&'static str>,
+        join: Option<&'static str>,
+        content_type: &'static str,
+    ) -> Result<Option<DataProcessing>, Invalid> {
+        data_processing(&GivenProcessing {
+            input_filter: input,
+            output_filter: output,
+            join_source: join,
+            content_type: Some(content_type),
+            accept: None,
+        })
+    }
+
+    #[test]
+    fn csv_rows_are_filtered_joined_and_filtered_again() {
+        let dp = processing(Some("$[1:]"), Some("$[0,-1]"), Some("Input"), "text/csv")
+            .unwrap()
+            .unwrap();
+        assert!(dp.joins());
+        assert_eq!(dp.filter_input(b"id-7,5.1,3.5").unwrap(), b"5.1,3.5");
+        // A quoted field keeps its comma.
+        assert_eq!(dp.filter_input(b"\"a,b\",1,2").unwrap(), b"1,2".to_vec());
+        let inputs = vec![b"id-1,5.1,3.5".to_vec(), b"id-2,6.0,2.9".to_vec()];
+        let out = dp
+            .finish(&inputs, 2, b"setosa,0.9\nvirginica,0.8\n")
+            .unwrap();
+        assert_eq!(out, b"id-1,0.9\nid-2,0.8\n");
+        // One line per record, or nothing to join with.
+        let e = dp.finish(&inputs, 2, b"setosa,0.9\n").unwrap_err();
+        assert!(e.contains("1 lines for a request of 2 records"), "{e}");
+    }
+
+    #[test]
+    fn json_records_join_as_sagemaker_joins_them() {
+        let dp = processing(
+            Some("$.features"),
+            Some("$['id','SageMakerOutput']"),
+            Some("Input"),
+            "application/jsonlines",
+        )
+        .unwrap()
+        .unwrap();
+        let record = br#"{"id": 3, "features": [1, 2], "note": "x"}"#;
+        assert_eq!(dp.filter_input(record).unwrap(), b"[1,2]");
+        let out = dp
+            .finish(&[record.to_vec()], 1, br#"{"label": "b"}"#)
+            .unwrap();
+        assert_eq!(
+            out,
+            b"{\"SageMakerOutput\":{\"label\":\"b\"},\"id\":3}\n".to_vec()
+        );
+        // A record that is not an object is wrapped.
+        let dp = processing(None, None, Some("Input"), "application/json")
+            .unwrap()
+            .unwrap();
+        let out = dp.finish(&[b"[1,2]".to_vec()], 1, b"0.5").unwrap();
+        assert_eq!(
+            out,
+            b"{\"SageMakerInput\":[1,2],\"SageMakerOutput\":0.5}\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn filters_that_select_nothing_or_do_not_parse_are_errors() {
+        let dp = processing(Some("$[7]"), None, None, "text/csv")
+            .unwrap()
+            .unwrap();
+        let e = dp.filter_input(b"a,b").unwrap_err();
+        assert!(e.contains("InputFilter \"$[7]\" selects nothing"), "{e}");
+        let e = processing(Some("$[1:"), None, None, "text/csv")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("DataProcessing.InputFilter \"$[1:\" is not a JSONPath"),
+            "{e}"
+        );
+        let e = processing(None, None, Some("Input"), "application/x-npy")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("TransformInput.ContentType \"application/x-npy\""),
+            "{e}"
+        );
+        // `$` and no join: nothing to do.
+        assert!(processing(Some("$"), Some("$"), Some("None"), "text/csv")
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn manifests_name_a_prefix_and_relative_keys() {
         let (prefix, keys) =
@@ -488,6 +934,7 @@ mod tests {
         assert_eq!(keys, vec!["a.csv", "sub/b.csv"]);
         assert!(manifest(r#"["a.csv"]"#).unwrap_err().0.contains("prefix"));
         assert!(manifest(r#"[{"prefix": "s3://b/"}, "../x"]"#).is_err());
+        assert!(manifest(r#"[{"prefix": "/data/in/"}, "/etc/passwd"]"#).is_err());
         assert!(manifest("{").is_err());
         assert_eq!(output_name("sub/b.csv"), "sub/b.csv.out");
     }

@@ -515,6 +515,15 @@ const TRANSFORM_OUTPUT: Shape = Shape {
     ],
 };
 
+const DATA_PROCESSING: Shape = Shape {
+    name: "DataProcessing",
+    members: &[
+        served("InputFilter"),
+        served("OutputFilter"),
+        served("JoinSource").one_of(&["Input", "None"]),
+    ],
+};
+
 const TRANSFORM_RESOURCES: Shape = Shape {
     name: "TransformResources",
     members: &[
@@ -542,7 +551,7 @@ const CREATE_TRANSFORM_JOB: Shape = Shape {
         served("TransformOutput").structure(&TRANSFORM_OUTPUT),
         refused("DataCaptureConfig"),
         served("TransformResources").structure(&TRANSFORM_RESOURCES),
-        refused("DataProcessing"),
+        served("DataProcessing").structure(&DATA_PROCESSING),
         served("Tags").list(&TAG),
         refused("ExperimentConfig"),
     ],

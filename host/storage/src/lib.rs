@@ -398,6 +398,13 @@ impl Storage {
                 staged
                     .persist(path)
                     .map_err(|e| StorageError::io(location, e.error))?;
+                // The name too, before the caller records the object as written.
+                tokio::fs::File::open(dir)
+                    .await
+                    .map_err(|e| StorageError::io(location, e))?
+                    .sync_all()
+                    .await
+                    .map_err(|e| StorageError::io(location, e))?;
                 Ok(n)
             }
             Location::S3 { bucket, key } => {

@@ -1,10 +1,11 @@
 //! The command line: `serve` (handed to [`crate::serve`]); `validate`; clients of a running
 //! server (`invoke`, `apply`, `describe-endpoint`, `update-weights`, `api` for any
 //! control-plane operation, `rollout`, `shadow`, `experiment`; `bench`, a load test, in
-//! [`bench`]); `local` (SageMaker's local mode: one component, one input, no server); and
+//! [`bench`]; `batch`, a transform job followed to its end, in [`batch`]); `local` (SageMaker's local mode: one component, one input, no server); and
 //! for plugin authors `new` (a plugin crate from the template, in [`new`]), `dev` (handed to
 //! [`crate::dev`]) and `inspect` (a model directory's graphs).
 
+pub(crate) mod batch;
 pub(crate) mod bench;
 pub(crate) mod body;
 pub(crate) mod client;
@@ -202,6 +203,15 @@ enum Command {
     Bench {
         #[command(flatten)]
         args: crate::cli::bench::BenchArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a batch transform job (CreateTransformJob) over files in storage: on a running
+    /// server with --model, or with no server with --component; a progress line while it
+    /// runs, a summary at its end.
+    Batch {
+        #[command(flatten)]
+        args: crate::cli::batch::BatchArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -993,6 +1003,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Batch { args, server } => batch::run(args, || server.client()),
         Command::Bench { args, server } => {
             let client = server.client()?;
             let credential = server

@@ -1,20 +1,25 @@
 //! Batch transform's runner: a transform job (stored by CreateTransformJob, `InProgress`)
 //! runs in its own task. Its model gets `TransformResources.InstanceCount` instances of its
 //! own (a pool built as an endpoint's variant would be, counted against the server's
-//! instance limit, with no endpoint). Every object under the input prefix (or named by the
-//! manifest) is read through the storage layer into a scratch file, split into records and
+//! instance limit, with no endpoint). The objects under the input prefix (or named by the
+//! manifest), as listed when the job first runs, are kept in the store as the job's inputs.
+//! Each is read through the storage layer into a scratch file, split into records and
 //! packed into requests (`plinth_policy::batch_transform`) by a blocking reader that streams
-//! the file, so that only the requests in flight are in memory; the requests go to the
-//! instances, `MaxConcurrentTransforms` per instance, each with the job's invocation timeout
-//! and retries; the responses are assembled in order into a scratch output that is written
-//! whole to `<S3OutputPath>/<input>.out` (one upload, or a rename) only once every record of
+//! the file, so that only the requests in flight are in memory; up to
+//! `MaxConcurrentTransforms` requests per input are prepared ahead, and each is sent when
+//! one of the instances is free, with the job's invocation timeout and retries; the
+//! responses are assembled in order into a scratch output that is written whole to
+//! `<S3OutputPath>/<input>.out` (one upload, or a synced rename) only once every record of
 //! the input succeeded. Each completed input is recorded in the store, so that a job a stop
 //! interrupted resumes at start from the inputs not yet complete. StopTransformJob sets a
-//! flag the runner reads between requests: the job is `Stopped` within one request's time,
-//! its completed outputs left in place.
+//! flag the runner reads between requests and wakes what waits on a build or a transfer:
+//! the job is `Stopped` within one request's time, its completed outputs left in place.
 
 use super::deployer::Fleet;
-use plinth_policy::batch_transform::{self as policy, Packed, Packer, Settings, Split};
+use crate::state::store::TransformInput;
+use plinth_policy::batch_transform::{
+    self as policy, DataProcessing, Packed, Packer, Settings, Split,
+};
 use plinth_runtime::{Invocation, InvokeError};
 use plinth_storage::Location;
 use serde_json::{json, Value};
@@ -34,17 +39,21 @@ pub(crate) struct TransformJobs {
 #[derive(Default)]
 pub(crate) struct Running {
     stop: AtomicBool,
+    /// Wakes what waits on a transfer or a build when the job is asked to stop.
+    stopping: tokio::sync::Notify,
     instances: AtomicU64,
     pub(crate) progress: Progress,
 }
 
-/// What a job has done, live.
+/// What a job has done, live: records as their requests are answered, bytes as the
+/// inputs are read.
 #[derive(Default)]
 pub(crate) struct Progress {
     inputs: AtomicU64,
     inputs_completed: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
+    bytes_total: AtomicU64,
 }
 
 impl Progress {
@@ -55,7 +64,25 @@ impl Progress {
             "InputsCompleted": self.inputs_completed.load(Ordering::Relaxed),
             "RecordsCompleted": self.records.load(Ordering::Relaxed),
             "BytesCompleted": self.bytes.load(Ordering::Relaxed),
+            "BytesTotal": self.bytes_total.load(Ordering::Relaxed),
         })
+    }
+}
+
+impl Running {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Once the job is asked to stop.
+    async fn until_stopped(&self) {
+        loop {
+            let notified = self.stopping.notified();
+            if self.stopped() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -82,6 +109,7 @@ impl TransformJobs {
         match self.get(name) {
             Some(running) => {
                 running.stop.store(true, Ordering::Release);
+                running.stopping.notify_waiters();
                 true
             }
             None => false,
@@ -89,19 +117,34 @@ impl TransformJobs {
     }
 }
 
-/// Start running job `name` (stored `InProgress`).
-pub(crate) fn start(state: &Arc<Fleet>, name: &str) {
+/// Start running job `name` (stored `InProgress`), its `instances` held from now on (the
+/// caller checked them against the server's limit, under `state.changes`).
+pub(crate) fn start(state: &Arc<Fleet>, name: &str, instances: usize) {
     let running = Arc::new(Running::default());
+    running.instances.store(instances as u64, Ordering::Relaxed);
     state
         .transform_jobs
         .lock()
         .insert(name.to_owned(), running.clone());
     let (state, name) = (state.clone(), name.to_owned());
     tokio::spawn(async move {
-        let outcome = transform(&state, &name, &running).await;
+        // In a task of its own: a panic fails the job rather than leaving it running.
+        let outcome = {
+            let (state, name, running) = (state.clone(), name.clone(), running.clone());
+            tokio::spawn(async move { transform(&state, &name, running).await })
+                .await
+                .unwrap_or_else(|e| Err(format!("the job's runner failed: {e}")))
+        };
+        let _ = std::fs::remove_dir_all(scratch(&state, &name));
+        // What it did, as it ended (records and bytes of the inputs it was in the middle
+        // of included).
+        let _ = state
+            .stored
+            .store
+            .set_transform_progress(&name, &running.progress.to_json());
         let store = &state.stored.store;
         let now = crate::state::now();
-        let stopped = running.stop.load(Ordering::Acquire);
+        let stopped = running.stopped();
         let result = match outcome {
             Ok(()) if !stopped => {
                 tracing::info!(transform_job = %name, "transform job completed");
@@ -156,7 +199,16 @@ pub(crate) fn resume(state: &Arc<Fleet>) {
         match job.status.as_str() {
             "InProgress" => {
                 tracing::info!(transform_job = %job.name, "a transform job a stop interrupted goes on");
-                start(state, &job.name);
+                // What an upload the stop cut short left beside the outputs.
+                if let Some(Location::Local(dir)) = job.definition["TransformOutput"]
+                    ["S3OutputPath"]
+                    .as_str()
+                    .and_then(|p| Location::parse(p).ok())
+                {
+                    remove_partial_files(&dir);
+                }
+                let instances = settings_of(&job.definition).map_or(1, |s| s.instances);
+                start(state, &job.name, instances);
             }
             "Stopping" => {
                 let _ = state.stored.store.set_transform_status(
@@ -170,6 +222,26 @@ pub(crate) fn resume(state: &Arc<Fleet>) {
             _ => {}
         }
     }
+}
+
+/// Remove the `.partial-*` files (uploads a stop cut short) under `dir`.
+fn remove_partial_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            remove_partial_files(&path);
+        } else if entry.file_name().to_string_lossy().starts_with(".partial-") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Where job `name` stages its inputs and outputs.
+fn scratch(state: &Fleet, name: &str) -> std::path::PathBuf {
+    state.stored.artifacts.join("transform").join(name)
 }
 
 /// The settings of a CreateTransformJob input (checked when it was created).
@@ -190,6 +262,20 @@ pub(crate) fn settings_of(definition: &Value) -> Result<Settings, String> {
     .map_err(|e| e.0)
 }
 
+/// The `DataProcessing` of a CreateTransformJob input (checked when it was created):
+/// `None` when it does nothing.
+pub(crate) fn processing_of(definition: &Value) -> Result<Option<DataProcessing>, String> {
+    let dp = &definition["DataProcessing"];
+    policy::data_processing(&policy::GivenProcessing {
+        input_filter: dp["InputFilter"].as_str(),
+        output_filter: dp["OutputFilter"].as_str(),
+        join_source: dp["JoinSource"].as_str(),
+        content_type: definition["TransformInput"]["ContentType"].as_str(),
+        accept: definition["TransformOutput"]["Accept"].as_str(),
+    })
+    .map_err(|e| e.0)
+}
+
 /// A location a job names: `s3://`, or a local path under the artifact roots.
 pub(crate) fn location(state: &Fleet, field: &str, text: &str) -> Result<Location, String> {
     let location = Location::parse(text).map_err(|e| format!("{field} {text:?}: {e}"))?;
@@ -202,16 +288,22 @@ pub(crate) fn location(state: &Fleet, field: &str, text: &str) -> Result<Locatio
     }
 }
 
+/// How long writing one output may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// One input object: its name relative to the input prefix, and where it is.
 struct Input {
     name: String,
     location: Location,
+    /// Bytes, when listed (0: not known).
+    size: u64,
 }
 
 /// What one input's run shares with the others.
 struct Job {
     name: String,
     settings: Settings,
+    processing: Option<DataProcessing>,
     content_type: String,
     accept: String,
     gzip: bool,
@@ -219,11 +311,14 @@ struct Job {
     variant: Arc<super::variant::LiveVariant>,
     storage: Arc<plinth_storage::Storage>,
     scratch: std::path::PathBuf,
+    /// One per instance: a request is sent only when one is free, so that its timeout
+    /// counts its own run, not a wait behind the job's other requests.
+    slots: tokio::sync::Semaphore,
 }
 
 /// Run job `name` to its end: `Ok` once every input is complete (or the job was asked to
 /// stop), the failure reason otherwise.
-async fn transform(state: &Arc<Fleet>, name: &str, running: &Running) -> Result<(), String> {
+async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Result<(), String> {
     let row = state
         .stored
         .store
@@ -235,12 +330,39 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: &Running) -> Result<
     let settings = settings_of(d)?;
     let source = &d["TransformInput"]["DataSource"]["S3DataSource"];
     let uri = source["S3Uri"].as_str().unwrap_or_default();
-    let scratch = state.stored.artifacts.join("transform").join(name);
+    let scratch = scratch(state, name);
     // What a stop left staged is not needed: its inputs run again.
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
         .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-    let inputs = inputs(state, source["S3DataType"].as_str(), uri, &scratch).await?;
+    let mut listed = state
+        .stored
+        .store
+        .transform_inputs(name)
+        .map_err(|e| e.to_string())?;
+    if listed.is_empty() {
+        // The first run: the inputs as listed now are the job's for good.
+        let found = inputs(state, source["S3DataType"].as_str(), uri, &scratch).await?;
+        let kept: Vec<TransformInput> = found
+            .iter()
+            .map(|i| TransformInput {
+                name: i.name.clone(),
+                location: i.location.to_string(),
+                size: i.size,
+                done: None,
+            })
+            .collect();
+        state
+            .stored
+            .store
+            .set_transform_inputs(name, &kept)
+            .map_err(|e| format!("the inputs could not be recorded: {e}"))?;
+        listed = state
+            .stored
+            .store
+            .transform_inputs(name)
+            .map_err(|e| e.to_string())?;
+    }
     let output = location(
         state,
         "TransformOutput.S3OutputPath",
@@ -248,50 +370,51 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: &Running) -> Result<
             .as_str()
             .unwrap_or_default(),
     )?;
-    // The job's own instances, within the server's limit.
-    {
-        let _changes = state.changes.lock().await;
-        let held = super::assemble::instances_held(state, None);
-        if held + settings.instances > state.max_instances {
-            return Err(format!(
-                "The job's {} instances would bring the server's total to {}, above its limit \
-                 of {} instances.",
-                settings.instances,
-                held + settings.instances,
-                state.max_instances
-            ));
+    let p = &running.progress;
+    p.inputs.store(listed.len() as u64, Ordering::Relaxed);
+    let mut pending = Vec::new();
+    for input in listed {
+        p.bytes_total.fetch_add(input.size, Ordering::Relaxed);
+        match input.done {
+            Some((records, bytes)) => {
+                p.inputs_completed.fetch_add(1, Ordering::Relaxed);
+                p.records.fetch_add(records, Ordering::Relaxed);
+                p.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            None => {
+                // A local input under the roots again (a link may have changed).
+                let location = location(state, "an input", &input.location)?;
+                pending.push(Input {
+                    name: input.name,
+                    location,
+                    size: input.size,
+                });
+            }
         }
-        running
-            .instances
-            .store(settings.instances as u64, Ordering::Relaxed);
+    }
+    if pending.is_empty() {
+        // Every input was complete when a stop came.
+        return Ok(());
     }
     let model = d["ModelName"].as_str().unwrap_or_default();
     let label = format!("transform-job/{name}");
     let unresolved = state
         .catalog()
         .unresolved_model(&label, model, settings.instances)?;
-    let built = super::assemble::build(state, &label, unresolved, &[], &[]).await?;
+    let built = tokio::select! {
+        built = super::assemble::build(state, &label, unresolved, &[], &[]) => built?,
+        () = running.until_stopped() => return Ok(()),
+    };
     let variant = built
         .variants
         .into_iter()
         .next()
         .map(|v| v.live)
         .ok_or("the model's instances could not be built")?;
-    let done = state
-        .stored
-        .store
-        .transform_inputs_done(name)
-        .map_err(|e| e.to_string())?;
-    let p = &running.progress;
-    p.inputs.store(inputs.len() as u64, Ordering::Relaxed);
-    for (records, bytes) in done.values() {
-        p.inputs_completed.fetch_add(1, Ordering::Relaxed);
-        p.records.fetch_add(*records, Ordering::Relaxed);
-        p.bytes.fetch_add(*bytes, Ordering::Relaxed);
-    }
     let job = Arc::new(Job {
         name: name.to_owned(),
         settings,
+        processing: processing_of(d)?,
         content_type: d["TransformInput"]["ContentType"]
             .as_str()
             .unwrap_or_default()
@@ -305,28 +428,24 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: &Running) -> Result<
         variant,
         storage: state.stored.remote.storage().clone(),
         scratch: scratch.clone(),
+        slots: tokio::sync::Semaphore::new(settings.instances),
     });
-    let pending: Vec<Input> = inputs
-        .into_iter()
-        .filter(|i| !done.contains_key(&i.name))
-        .collect();
     // One input per instance at a time, each with its instance's concurrent requests.
     use futures::StreamExt;
     let mut runs = futures::stream::iter(pending)
         .map(|input| {
-            let job = job.clone();
+            let (job, running) = (job.clone(), running.clone());
             async move {
-                let result = transform_input(&job, &input, running).await;
+                let result = transform_input(&job, &input, &running).await;
                 (input, result)
             }
         })
         .buffer_unordered(job.settings.instances);
     while let Some((input, result)) = runs.next().await {
         match result {
+            // Its records and bytes were counted as they went.
             Ok(Some((records, bytes))) => {
                 p.inputs_completed.fetch_add(1, Ordering::Relaxed);
-                p.records.fetch_add(records, Ordering::Relaxed);
-                p.bytes.fetch_add(bytes, Ordering::Relaxed);
                 state
                     .stored
                     .store
@@ -335,15 +454,10 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: &Running) -> Result<
             }
             // Stopped.
             Ok(None) => {}
-            Err(e) => {
-                // The other inputs' runs end here (dropped), none of their outputs written.
-                drop(runs);
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
-            }
+            // The other inputs' runs end here (dropped), none of their outputs written.
+            Err(e) => return Err(e),
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 
@@ -371,11 +485,21 @@ async fn inputs(
             let (prefix, keys) = policy::manifest(&text).map_err(|e| e.0)?;
             let prefix = location(state, "the manifest's prefix", &prefix)?;
             keys.into_iter()
-                .map(|name| Input {
-                    location: prefix.join(&name),
-                    name,
+                .map(|name| {
+                    let location = match prefix.join(&name) {
+                        // Each file under the roots too (a link may lead out).
+                        Location::Local(path) => {
+                            location(state, "a manifest's key", &path.display().to_string())?
+                        }
+                        remote => remote,
+                    };
+                    Ok(Input {
+                        location,
+                        name,
+                        size: 0,
+                    })
                 })
-                .collect()
+                .collect::<Result<_, String>>()?
         }
         _ => state
             .stored
@@ -387,11 +511,34 @@ async fn inputs(
             .into_iter()
             .map(|o| Input {
                 location: source.join(&o.key),
+                size: o.size,
                 name: o.key,
             })
             .collect(),
     };
-    let inputs: Vec<Input> = inputs;
+    let mut inputs: Vec<Input> = inputs;
+    let one_object = match &source {
+        Location::Local(path) => path.is_file(),
+        Location::S3 { .. } => true,
+    };
+    if inputs.is_empty() && data_type != Some("ManifestFile") && one_object {
+        // The URI may name one object.
+        if let Ok(object) = state.stored.remote.storage().head(&source).await {
+            let name = object
+                .key
+                .rsplit('/')
+                .next()
+                .unwrap_or(&object.key)
+                .to_owned();
+            if !name.is_empty() {
+                inputs.push(Input {
+                    name,
+                    size: object.size,
+                    location: source,
+                });
+            }
+        }
+    }
     if inputs.is_empty() {
         return Err(format!(
             "No S3 objects found under S3 URL \"{uri}\" given in input data source."
@@ -405,31 +552,46 @@ async fn inputs(
 async fn transform_input(
     job: &Job,
     input: &Input,
-    running: &Running,
+    running: &Arc<Running>,
 ) -> Result<Option<(u64, u64)>, String> {
-    if running.stop.load(Ordering::Acquire) {
+    if running.stopped() {
         return Ok(None);
     }
     let failed = |e: String| format!("{}: {e}", input.location);
     let storage = &job.storage;
-    let downloaded = storage
-        .download(&input.location, &job.scratch, u64::MAX)
-        .await
-        .map_err(|e| failed(format!("the input could not be read: {e}")))?;
+    let downloaded = tokio::select! {
+        downloaded = storage.download(&input.location, &job.scratch, u64::MAX) => downloaded
+            .map_err(|e| failed(format!("the input could not be read: {e}")))?,
+        () = running.until_stopped() => return Ok(None),
+    };
     let bytes = downloaded.size;
     // The reader streams the file into requests; at most the requests in flight (and as
     // many waiting) are in memory.
     let concurrency = job.settings.max_concurrent_transforms;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Packed, String>>(concurrency);
     let (path, settings, gzip) = (downloaded.file.path().to_owned(), job.settings, job.gzip);
-    let reader = tokio::task::spawn_blocking(move || read_requests(&path, &settings, gzip, &tx));
+    let processing = job.processing.clone();
+    let read = running.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let counted = |n: usize| {
+            read.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        };
+        read_requests(&path, &settings, processing.as_ref(), gzip, &counted, &tx)
+    });
     let requests = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     use futures::StreamExt;
     let mut answers = requests
         .map(|packed| async move {
-            let packed = packed?;
-            let records = packed.records as u64;
-            invoke(job, packed).await.map(|body| (body, records))
+            let mut packed = packed?;
+            let records = packed.records;
+            let originals = std::mem::take(&mut packed.originals);
+            let body = invoke(job, packed).await?;
+            // Cut into its records' outputs, joined and filtered.
+            let body = match &job.processing {
+                Some(dp) => dp.finish(&originals, records, &body)?,
+                None => body,
+            };
+            Ok::<_, String>((body, records as u64))
         })
         .buffered(concurrency);
     let staged = tempfile::Builder::new()
@@ -443,11 +605,12 @@ async fn transform_input(
     let mut records = 0u64;
     let mut assembled = Vec::new();
     while let Some(answer) = answers.next().await {
-        if running.stop.load(Ordering::Acquire) {
+        if running.stopped() {
             return Ok(None);
         }
         let (body, n) = answer.map_err(failed)?;
         records += n;
+        running.progress.records.fetch_add(n, Ordering::Relaxed);
         assembled.clear();
         policy::assemble(&mut assembled, &body, job.settings.assemble);
         std::io::Write::write_all(&mut out, &assembled).map_err(|e| failed(e.to_string()))?;
@@ -459,14 +622,17 @@ async fn transform_input(
         .map_err(failed)?;
     std::io::Write::flush(&mut out).map_err(|e| failed(e.to_string()))?;
     drop(out);
-    if running.stop.load(Ordering::Acquire) {
+    if running.stopped() {
         return Ok(None);
     }
     let target = job.output.join(&policy::output_name(&input.name));
-    storage
-        .upload(staged.path(), &target)
-        .await
-        .map_err(|e| failed(format!("the output could not be written to {target}: {e}")))?;
+    let upload = tokio::time::timeout(TRANSFER_TIMEOUT, storage.upload(staged.path(), &target));
+    tokio::select! {
+        uploaded = upload => uploaded
+            .map_err(|_| failed(format!("the output could not be written to {target} within 15 minutes")))?
+            .map_err(|e| failed(format!("the output could not be written to {target}: {e}")))?,
+        () = running.until_stopped() => return Ok(None),
+    };
     tracing::debug!(transform_job = %job.name, input = %input.name, records, "transform input completed");
     Ok(Some((records, bytes)))
 }
@@ -476,12 +642,17 @@ async fn transform_input(
 fn read_requests(
     path: &std::path::Path,
     settings: &Settings,
+    processing: Option<&DataProcessing>,
     gzip: bool,
+    counted: &dyn Fn(usize),
     tx: &tokio::sync::mpsc::Sender<Result<Packed, String>>,
 ) -> Result<(), String> {
     let result = (|| -> Result<(), String> {
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let raw: Box<dyn Read> = if gzip {
+        let file = Counted {
+            inner: std::fs::File::open(path).map_err(|e| e.to_string())?,
+            counted,
+        };
+        let raw: Box<dyn Read + '_> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else {
             Box::new(file)
@@ -489,6 +660,17 @@ fn read_requests(
         let mut reader = std::io::BufReader::with_capacity(1 << 20, raw);
         let mut packer = Packer::new(settings);
         let send = |packed: Packed| tx.blocking_send(Ok(packed)).is_ok();
+        // The record filtered (`InputFilter`), and as read when it is to be joined.
+        let mut push = |record: &[u8]| -> Result<Option<Packed>, String> {
+            match processing {
+                None => packer.push(record, None),
+                Some(dp) => {
+                    let filtered = dp.filter_input(record)?;
+                    packer.push(&filtered, dp.joins().then_some(record))
+                }
+            }
+            .map_err(|e| e.0)
+        };
         let unzip = |e: std::io::Error| {
             if gzip {
                 format!("the input is not gzip data (CompressionType Gzip): {e}")
@@ -501,7 +683,7 @@ fn read_requests(
                 let mut whole = Vec::new();
                 let limit = settings.max_payload_bytes as u64 + 1;
                 reader.take(limit).read_to_end(&mut whole).map_err(unzip)?;
-                if let Some(packed) = packer.push(&whole).map_err(|e| e.0)? {
+                if let Some(packed) = push(&whole)? {
                     if !send(packed) {
                         return Ok(());
                     }
@@ -521,7 +703,7 @@ fn read_requests(
                         break;
                     }
                     for record in policy::lines(&line) {
-                        if let Some(packed) = packer.push(record).map_err(|e| e.0)? {
+                        if let Some(packed) = push(record)? {
                             if !send(packed) {
                                 return Ok(());
                             }
@@ -541,6 +723,20 @@ fn read_requests(
     result
 }
 
+/// A reader that tells `counted` how many bytes it read.
+struct Counted<'a, R> {
+    inner: R,
+    counted: &'a dyn Fn(usize),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.counted)(n);
+        Ok(n)
+    }
+}
+
 /// Send one request to the job's instances: tried again on failure up to
 /// `InvocationsMaxRetries` times, each try within `InvocationsTimeoutInSeconds`; a
 /// throttled try waits and does not count.
@@ -548,6 +744,7 @@ async fn invoke(job: &Job, packed: Packed) -> Result<Vec<u8>, String> {
     let body = bytes::Bytes::from(packed.body);
     let timeout = Duration::from_secs(job.settings.timeout_seconds);
     let mut tries = 0;
+    let mut wait = Duration::from_millis(10);
     loop {
         let request = Arc::new(Invocation {
             body: body.clone(),
@@ -562,10 +759,16 @@ async fn invoke(job: &Job, packed: Packed) -> Result<Vec<u8>, String> {
             .hold(None, &job.variant.name)
             .await
             .map_err(|e| e.message().to_string())?;
+        let _slot = job
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| "the job's instances are gone".to_string())?;
         let why = match tokio::time::timeout(timeout, held.invoke(request)).await {
             Ok(Ok(output)) => return Ok(output.body),
             Ok(Err(InvokeError::Throttled { .. })) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
                 continue;
             }
             Ok(Err(e)) => e.to_string(),

@@ -71,6 +71,7 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
         _ => return Err(validation("S3Uri and S3OutputPath must be strings")),
     };
     let settings = settings_of(&input).map_err(validation)?;
+    transform_jobs::processing_of(&input).map_err(validation)?;
     location(state, "TransformInput.DataSource.S3DataSource.S3Uri", uri).map_err(validation)?;
     location(state, "TransformOutput.S3OutputPath", output).map_err(validation)?;
     let model = {
@@ -87,14 +88,19 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
         }
         record.name.clone()
     };
-    if settings.instances > state.max_instances {
+    // Held from now on (the dispatcher holds `state.changes`: no endpoint takes them
+    // meanwhile).
+    let held = crate::fleet::assemble::instances_held(state, None);
+    if held + settings.instances > state.max_instances {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "ResourceLimitExceeded",
             format!(
-                "TransformResources.InstanceCount {} is above the server's limit of {} \
-                 instances",
-                settings.instances, state.max_instances
+                "TransformResources.InstanceCount {} would bring the server's instances to \
+                 {}, above its limit of {}",
+                settings.instances,
+                held + settings.instances,
+                state.max_instances
             ),
         ));
     }
@@ -116,7 +122,7 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
         Err(e) => return Err(internal(e)),
     }
     tracing::info!(transform_job = %name, model = %model, "transform job created");
-    transform_jobs::start(state, &name);
+    transform_jobs::start(state, &name, settings.instances);
     Ok(json!({ "TransformJobArn": arn("transform-job", &name) }))
 }
 

@@ -126,10 +126,13 @@ CREATE TABLE IF NOT EXISTS transform_jobs (
     progress       TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS transform_inputs (
-    job     TEXT NOT NULL COLLATE NOCASE,
-    input   TEXT NOT NULL,
-    records INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL,
+    job      TEXT NOT NULL COLLATE NOCASE,
+    input    TEXT NOT NULL,
+    location TEXT NOT NULL,
+    size     INTEGER NOT NULL DEFAULT 0,
+    done     INTEGER NOT NULL DEFAULT 0,
+    records  INTEGER NOT NULL DEFAULT 0,
+    bytes    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, input)
 );
 ";
@@ -299,6 +302,19 @@ pub(crate) struct TransformJobRow {
     pub(crate) ended: Option<f64>,
     /// What it has done: inputs, records and bytes completed.
     pub(crate) progress: Value,
+}
+
+/// One input of a transform job.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TransformInput {
+    /// Its name relative to the job's prefix (its output's name less `.out`).
+    pub(crate) name: String,
+    /// Where it is.
+    pub(crate) location: String,
+    /// Its size in bytes when listed (0: not known).
+    pub(crate) size: u64,
+    /// Records and bytes, once it is complete.
+    pub(crate) done: Option<(u64, u64)>,
 }
 
 /// An asynchronous inference job as the queue keeps it.
@@ -1385,6 +1401,27 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Keep transform job `job`'s inputs (each its name, location and size in bytes, 0
+    /// when not known), as listed when it first ran: a job that resumes runs these,
+    /// whatever came under its prefix since.
+    pub(crate) fn set_transform_inputs(
+        &self,
+        job: &str,
+        inputs: &[TransformInput],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for input in inputs {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO transform_inputs (job, input, location, size) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![job, input.name, input.location, input.size as i64])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Record that transform job `job` completed input `input` (its `.out` written), with
     /// the job's progress now.
     pub(crate) fn transform_input_done(
@@ -1398,8 +1435,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT OR REPLACE INTO transform_inputs (job, input, records, bytes) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "UPDATE transform_inputs SET done = 1, records = ?3, bytes = ?4 \
+             WHERE job = ?1 AND input = ?2",
             params![job, input, records as i64, bytes as i64],
         )?;
         tx.execute(
@@ -1410,19 +1447,35 @@ impl Store {
         Ok(())
     }
 
-    /// The inputs transform job `job` completed, with their records and bytes.
-    pub(crate) fn transform_inputs_done(
+    /// Transform job `job`'s progress as it ended.
+    pub(crate) fn set_transform_progress(
         &self,
         job: &str,
-    ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
+        progress: &Value,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE transform_jobs SET progress = ?2 WHERE name = ?1",
+            params![job, progress.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Transform job `job`'s inputs in name order.
+    pub(crate) fn transform_inputs(&self, job: &str) -> Result<Vec<TransformInput>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn
-            .prepare_cached("SELECT input, records, bytes FROM transform_inputs WHERE job = ?1")?;
+        let mut statement = conn.prepare_cached(
+            "SELECT input, location, size, done, records, bytes FROM transform_inputs \
+             WHERE job = ?1 ORDER BY input",
+        )?;
         let rows = statement.query_map(params![job], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
-            ))
+            let done = r.get::<_, i64>(3)? != 0;
+            let counts = (r.get::<_, i64>(4)? as u64, r.get::<_, i64>(5)? as u64);
+            Ok(TransformInput {
+                name: r.get(0)?,
+                location: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                done: done.then_some(counts),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
