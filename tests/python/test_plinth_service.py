@@ -517,6 +517,7 @@ def transform_job():
     plinth.create_transform_job(
         TransformJobName="plinth-transform",
         ModelName=IRIS_A,
+        PlinthCompareModels=[IRIS_B],
         TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
                                                         "S3Uri": os.path.join(work, "in")}},
                         "ContentType": "text/csv", "SplitType": "Line"},
@@ -531,6 +532,11 @@ def transform_job():
     # The plinth model carries Plinth's progress.
     assert job["PlinthProgress"]["RecordsCompleted"] == 2, job
     assert job["PlinthProgress"]["InputsCompleted"] == job["PlinthProgress"]["Inputs"] == 1, job
+    # The same iris on another backend: every record close and of the same class.
+    [compared] = job["PlinthProgress"]["Comparison"]
+    assert compared["ModelName"] == IRIS_B and compared["Records"] == 2, job
+    assert compared["CloseShare"] == compared["SameClassShare"] == 1.0, job
+    assert os.path.exists(os.path.join(work, "out", IRIS_B, "rows.csv.out")), job
     listed = plinth.list_transform_jobs(StatusEquals="Completed")["TransformJobSummaries"]
     assert [j["TransformJobName"] for j in listed] == ["plinth-transform"], listed
     try:
@@ -538,7 +544,7 @@ def transform_job():
         raise AssertionError("stopped an ended job")
     except ClientError as e:
         assert "already ended (Completed)" in e.response["Error"]["Message"], e.response
-    step("7. create_transform_job, the waiter, PlinthProgress, list_transform_jobs, "
+    step("7. create_transform_job comparing two models, the waiter, PlinthProgress, list_transform_jobs, "
          "stop_transform_job refused for an ended job")
 
 

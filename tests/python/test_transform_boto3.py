@@ -143,7 +143,7 @@ assert (first + second).splitlines() == synchronous[:70]
 # DataProcessing: an id column dropped before the model (InputFilter), the output joined
 # with the input row (JoinSource), the id and the predicted class kept (OutputFilter).
 s3.put_object(Bucket=BUCKET, Key="with-ids/rows.csv",
-              Body="\n".join(f"id-{i},{row}" for i, row in enumerate(rows[:500])).encode())
+              Body="\n".join(f"id-{i},{row}" for i, row in enumerate(rows)).encode())
 described = transform(
     "joined",
     BatchStrategy="MultiRecord",
@@ -156,7 +156,7 @@ described = transform(
 assert described["TransformJobStatus"] == "Completed", described
 assert described["DataProcessing"]["JoinSource"] == "Input", described
 joined = s3.get_object(Bucket=BUCKET, Key="joined/rows.csv.out")["Body"].read().decode().splitlines()
-assert joined == [f"id-{i},{synchronous[i].split(',')[0]}" for i in range(500)], joined[:3]
+assert joined == [f"id-{i},{synchronous[i].split(',')[0]}" for i in range(10_000)], joined[:3]
 
 # An S3Uri that names one object.
 described = transform(

@@ -236,6 +236,23 @@ fn failures_name_their_input_and_cause() {
     assert!(reason.contains("after 2 tries"), "{reason}");
     assert!(files(&out).is_empty());
 
+    // An object that is not what CompressionType says: the job fails naming it.
+    let (plain, plain_out) = inputs(&work.path().join("g"), 1, 3);
+    create_job(
+        &server,
+        "not-gzip",
+        "echo",
+        &plain,
+        &plain_out,
+        json!({"TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": plain.display().to_string()}},
+            "CompressionType": "Gzip", "SplitType": "Line"}}),
+    );
+    let d = wait_for(&server, "not-gzip", &["Failed"], Duration::from_secs(30));
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(reason.contains("part-00.txt"), "{reason}");
+    assert!(reason.contains("is not gzip data"), "{reason}");
+
     // More instances than the server may run: refused at once, naming the field.
     let mut job = json!({
         "TransformJobName": "too-big", "ModelName": "echo",
@@ -290,6 +307,7 @@ fn plinth_batch_runs_a_job_with_and_without_a_server() {
     let (input, out) = inputs(work.path(), 3, 4);
     let output = std::process::Command::new(BIN)
         .args(["batch", "--component", FAULTS_WASM, "--content-type", "text/plain"])
+        .args(["--cache-dir", &work.path().join("cache").display().to_string()])
         .args(["--input", &input.display().to_string()])
         .args(["--output", &out.display().to_string()])
         .args(["--batch-strategy", "SingleRecord", "--json"])
@@ -327,4 +345,86 @@ fn plinth_batch_runs_a_job_with_and_without_a_server() {
     assert!(stderr.contains("transform job from-cli ended Failed"), "{stderr}");
     let d = server.call("DescribeTransformJob", json!({ "TransformJobName": "from-cli" }));
     assert_eq!(d["TransformJobStatus"], "Failed");
+}
+
+/// A job that compares models (`PlinthCompareModels`): every request goes to each, each
+/// model's outputs under a prefix of its own, and the agreement with the job's model
+/// counted record by record: a copy of the same model agrees on every record, a model that
+/// answers something else on none.
+#[test]
+fn a_job_compares_models_record_by_record() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("in"), work.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    for (file, rows) in [("a.csv", 0..20), ("b.csv", 20..45)] {
+        let text: String = rows
+            .map(|i| format!("{:.1},3.0,{:.1},1.0\n", 4.5 + (i % 30) as f64 / 10.0, 1.0 + (i % 50) as f64 / 10.0))
+            .collect();
+        std::fs::write(input.join(file), text).unwrap();
+    }
+    let server = Server::start_with(BIN, Options::default());
+    for name in ["iris-a", "iris-b"] {
+        server.call(
+            "CreateModel",
+            json!({"ModelName": name, "PrimaryContainer": {"Image": IRIS_WASM, "ModelDataUrl": IRIS_MODEL_DIR}}),
+        );
+    }
+    server.create_model("constant", FAULTS_WASM, json!({ "FAULT_REPLY": "setosa,1,0,0" }));
+    server.call(
+        "CreateTransformJob",
+        json!({
+            "TransformJobName": "compared", "ModelName": "iris-a",
+            "PlinthCompareModels": ["iris-b", "constant"],
+            "TransformInput": {
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input.display().to_string()}},
+                "ContentType": "text/csv", "SplitType": "Line"},
+            "TransformOutput": {"S3OutputPath": out.display().to_string(), "Accept": "text/csv", "AssembleWith": "Line"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        }),
+    );
+    let d = wait_for(&server, "compared", &["Completed"], Duration::from_secs(60));
+    let comparison = &d["PlinthProgress"]["Comparison"];
+    assert_eq!(comparison[0]["ModelName"], "iris-b", "{d}");
+    assert_eq!(
+        (comparison[0]["Records"].as_u64(), comparison[0]["Exact"].as_u64()),
+        (Some(45), Some(45)),
+        "{d}"
+    );
+    assert_eq!(comparison[0]["SameClassShare"], 1.0, "{d}");
+    assert_eq!(comparison[1]["ModelName"], "constant", "{d}");
+    assert_eq!(comparison[1]["Records"], 45, "{d}");
+    assert_eq!(comparison[1]["Exact"], 0, "{d}");
+    assert_eq!(
+        files(&out),
+        [
+            "constant/a.csv.out",
+            "constant/b.csv.out",
+            "iris-a/a.csv.out",
+            "iris-a/b.csv.out",
+            "iris-b/a.csv.out",
+            "iris-b/b.csv.out"
+        ]
+    );
+    let a = std::fs::read_to_string(out.join("iris-a/b.csv.out")).unwrap();
+    assert_eq!(a.lines().count(), 25);
+    assert_eq!(a, std::fs::read_to_string(out.join("iris-b/b.csv.out")).unwrap());
+    // A compared model is one of the job's: it cannot be named twice, nor be unknown.
+    for (models, expected) in [
+        (json!(["iris-a"]), "names model iris-a twice"),
+        (json!(["nobody"]), "Could not find model"),
+    ] {
+        let response = server.control(
+            "CreateTransformJob",
+            &json!({
+                "TransformJobName": "refused", "ModelName": "iris-a", "PlinthCompareModels": models,
+                "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input.display().to_string()}}},
+                "TransformOutput": {"S3OutputPath": out.display().to_string()},
+                "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            }),
+        );
+        assert_eq!(response.status(), 400);
+        let text = response.text().unwrap();
+        assert!(text.contains(expected), "{text}");
+    }
 }

@@ -644,6 +644,65 @@ impl DataProcessing {
     }
 }
 
+/// How one compared model's answers agree with the job's model's, record by record, as the
+/// shadow variants' comparison ([`crate::shadow::compare`]) judges them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Agreement {
+    /// Records compared.
+    pub records: u64,
+    /// Records whose answers are byte for byte equal.
+    pub exact: u64,
+    /// Records whose numbers are all within the shadow comparison's tolerance.
+    pub close: u64,
+    /// Records whose scores pick the same class.
+    pub argmax: u64,
+}
+
+impl Agreement {
+    pub fn add(&mut self, other: Agreement) {
+        self.records += other.records;
+        self.exact += other.exact;
+        self.close += other.close;
+        self.argmax += other.argmax;
+    }
+}
+
+/// How `other`'s answer to a request of `records` records agrees with `first`'s (both of
+/// `content_type`): line by line when each has a line per record, else as one answer
+/// whose verdict counts for every record.
+pub fn compare_outputs(
+    first: &[u8],
+    other: &[u8],
+    content_type: &str,
+    records: usize,
+) -> Agreement {
+    let lines = |body: &[u8]| -> Vec<Vec<u8>> {
+        body.split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let (a, b) = (lines(first), lines(other));
+    let pairs: Vec<(&[u8], &[u8], u64)> = if records > 1 && a.len() == records && b.len() == records
+    {
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x.as_slice(), y.as_slice(), 1))
+            .collect()
+    } else {
+        vec![(first, other, records as u64)]
+    };
+    let mut agreement = Agreement::default();
+    for (x, y, n) in pairs {
+        let c = crate::shadow::compare(x, content_type, y, content_type, Default::default());
+        agreement.records += n;
+        agreement.exact += n * u64::from(c.exact);
+        agreement.close += n * u64::from(c.exact || c.close == Some(true));
+        agreement.argmax += n * u64::from(c.argmax == Some(true));
+    }
+    agreement
+}
+
 /// An input record joined with its output as SageMaker joins them: a CSV row with the
 /// output's fields appended; a JSON object with the output as its `SageMakerOutput`; any
 /// other JSON value as `{"SageMakerInput": ..., "SageMakerOutput": ...}`.
@@ -924,6 +983,26 @@ mod tests {
         assert!(processing(Some("$"), Some("$"), Some("None"), "text/csv")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn answers_are_compared_record_by_record() {
+        let first = b"setosa,0.9,0.05,0.05\nvirginica,0.1,0.2,0.7\nversicolor,0.2,0.6,0.2\n";
+        // The same first row; the second close (within 1e-4); the third another class.
+        let other = b"setosa,0.9,0.05,0.05\nvirginica,0.10000001,0.2,0.7\nsetosa,0.5,0.3,0.2\n";
+        let a = compare_outputs(first, other, "text/csv", 3);
+        assert_eq!(
+            a,
+            Agreement {
+                records: 3,
+                exact: 1,
+                close: 2,
+                argmax: 2
+            }
+        );
+        // Not a line per record: one verdict for all of them.
+        let a = compare_outputs(b"[1,2]", b"[1,2]", "application/json", 5);
+        assert_eq!((a.records, a.exact), (5, 5));
     }
 
     #[test]

@@ -554,6 +554,7 @@ const CREATE_TRANSFORM_JOB: Shape = Shape {
         served("DataProcessing").structure(&DATA_PROCESSING),
         served("Tags").list(&TAG),
         refused("ExperimentConfig"),
+        extension("PlinthCompareModels"),
     ],
 };
 

@@ -1,7 +1,8 @@
 //! `plinth batch`: a transform job from the command line, on a running server (its model
-//! named with `--model`) or with no server (`--component`: an in-process server over a
-//! temporary directory runs it and goes away), followed with a progress line (records,
-//! bytes, throughput, inputs, ETA) and ended with a summary. The job is CreateTransformJob's,
+//! named with `--model`; the job resumes there after a restart) or with no server
+//! (`--component`: an in-process server over a temporary directory runs it and goes away,
+//! its compiled component kept in a cache from run to run), followed with a progress line
+//! (records, bytes, throughput, inputs, ETA) and ended with a summary. The job is CreateTransformJob's,
 //! whichever runs it: the same splitting, batching, filters, outputs and resuming.
 
 use crate::apply::Control;
@@ -77,6 +78,10 @@ pub(crate) struct BatchArgs {
     /// Print the summary as JSON (DescribeTransformJob's output).
     #[arg(long)]
     json: bool,
+    /// With --component: where compiled components are kept from run to run (default:
+    /// `$XDG_CACHE_HOME/plinth/compiled`, else `~/.cache/plinth/compiled`).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// With --component: an S3-compatible store's endpoint for `s3://` locations.
     #[arg(long, value_name = "URL", env = "PLINTH_S3_ENDPOINT_URL")]
     s3_endpoint_url: Option<String>,
@@ -146,7 +151,7 @@ pub(crate) fn run(
             let mut call =
                 |op: &str, input: Value| client.call(op, input).map_err(|e| anyhow!("{e}"));
             call("CreateTransformJob", args.job(&name, model))?;
-            follow(&name, &mut call)?
+            follow(&name, &mut call, Duration::from_millis(250))?
         }
         (None, Some(component)) => in_process(&args, &name, component)?,
         (None, None) => bail!("give --model (a model of the running server) or --component"),
@@ -171,8 +176,17 @@ pub(crate) fn run(
 /// Run the job in an in-process server over a temporary directory.
 fn in_process(args: &BatchArgs, name: &str, component: &std::path::Path) -> anyhow::Result<Value> {
     let work = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let cache_dir = args.cache_dir.clone().or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("plinth").join("compiled"))
+    });
     let settings = crate::serve::Settings {
-        runtime: args.onnxruntime.load()?.runtime_config(),
+        runtime: plinth_runtime::RuntimeConfig {
+            cache_dir,
+            ..args.onnxruntime.load()?.runtime_config()
+        },
         s3: plinth_storage::S3Settings::from_env(args.s3_endpoint_url.clone())
             .map_err(|e| anyhow!(e))?,
         ..crate::serve::Settings::default()
@@ -205,31 +219,37 @@ fn in_process(args: &BatchArgs, name: &str, component: &std::path::Path) -> anyh
         json!({ "ModelName": "batch", "PrimaryContainer": container }),
     )?;
     call("CreateTransformJob", args.job(name, "batch"))?;
-    let described = follow(name, &mut call);
+    // A look in-process costs nothing: its end is seen at once.
+    let described = follow(name, &mut call, Duration::from_millis(10));
     drop(server);
     tokio.shutdown_background();
     described
 }
 
-/// Follow job `name` to its end, a progress line on a terminal's stderr meanwhile; its
-/// last DescribeTransformJob.
+/// Follow job `name` to its end, looking every `every`, a progress line on a terminal's
+/// stderr meanwhile (at most four times a second); its last DescribeTransformJob.
 fn follow(
     name: &str,
     call: &mut impl FnMut(&str, Value) -> anyhow::Result<Value>,
+    every: Duration,
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
+    let mut shown: Option<Instant> = None;
     loop {
         let described = call("DescribeTransformJob", json!({ "TransformJobName": name }))?;
         let status = described["TransformJobStatus"].as_str().unwrap_or_default();
-        if terminal {
+        let ended = matches!(status, "Completed" | "Failed" | "Stopped");
+        let show = ended || shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
+        if terminal && show {
+            shown = Some(Instant::now());
             eprint!(
                 "\r\x1b[2K{}",
                 progress_line(&described["PlinthProgress"], started.elapsed())
             );
             let _ = std::io::stderr().flush();
         }
-        if matches!(status, "Completed" | "Failed" | "Stopped") {
+        if ended {
             if terminal {
                 eprintln!();
             }
@@ -237,7 +257,7 @@ fn follow(
             described["PlinthSeconds"] = json!(started.elapsed().as_secs_f64());
             return Ok(described);
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(every);
     }
 }
 

@@ -54,19 +54,61 @@ pub(crate) struct Progress {
     records: AtomicU64,
     bytes: AtomicU64,
     bytes_total: AtomicU64,
+    /// Per compared model (`PlinthCompareModels`, in order), its agreement so far.
+    compared: Mutex<Vec<(String, policy::Agreement)>>,
 }
 
 impl Progress {
     /// As `DescribeTransformJob` reports it (`PlinthProgress`), and as the store keeps it.
     pub(crate) fn to_json(&self) -> Value {
-        json!({
+        let mut progress = json!({
             "Inputs": self.inputs.load(Ordering::Relaxed),
             "InputsCompleted": self.inputs_completed.load(Ordering::Relaxed),
             "RecordsCompleted": self.records.load(Ordering::Relaxed),
             "BytesCompleted": self.bytes.load(Ordering::Relaxed),
             "BytesTotal": self.bytes_total.load(Ordering::Relaxed),
-        })
+        });
+        let comparison = self.comparison_json();
+        if comparison.as_array().is_some_and(|c| !c.is_empty()) {
+            progress["Comparison"] = comparison;
+        }
+        progress
     }
+
+    /// Per compared model (`PlinthCompareModels`), its records and how many agree with
+    /// the job's model's (exact, close, same class), with the shares.
+    fn comparison_json(&self) -> Value {
+        let compared = self.compared.lock().unwrap_or_else(|e| e.into_inner());
+        Value::Array(compared.iter().map(|(m, a)| agreement_json(m, a)).collect())
+    }
+
+    fn add_compared(&self, agreements: &[policy::Agreement]) {
+        let mut compared = self.compared.lock().unwrap_or_else(|e| e.into_inner());
+        for ((_, total), a) in compared.iter_mut().zip(agreements) {
+            total.add(*a);
+        }
+    }
+}
+
+/// One compared model's agreement, as `PlinthComparison` lists it.
+fn agreement_json(model: &str, a: &policy::Agreement) -> Value {
+    let share = |n: u64| {
+        if a.records == 0 {
+            0.0
+        } else {
+            n as f64 / a.records as f64
+        }
+    };
+    json!({
+        "ModelName": model,
+        "Records": a.records,
+        "Exact": a.exact,
+        "Close": a.close,
+        "SameClass": a.argmax,
+        "ExactShare": share(a.exact),
+        "CloseShare": share(a.close),
+        "SameClassShare": share(a.argmax),
+    })
 }
 
 impl Running {
@@ -207,7 +249,8 @@ pub(crate) fn resume(state: &Arc<Fleet>) {
                 {
                     remove_partial_files(&dir);
                 }
-                let instances = settings_of(&job.definition).map_or(1, |s| s.instances);
+                let instances = settings_of(&job.definition).map_or(1, |s| s.instances)
+                    * models_of(&job.definition).len();
                 start(state, &job.name, instances);
             }
             "Stopping" => {
@@ -307,13 +350,34 @@ struct Job {
     content_type: String,
     accept: String,
     gzip: bool,
-    output: Location,
-    variant: Arc<super::variant::LiveVariant>,
+    /// The job's model first, then those compared with it (`PlinthCompareModels`).
+    models: Vec<ModelRun>,
     storage: Arc<plinth_storage::Storage>,
     scratch: std::path::PathBuf,
+}
+
+/// One model a job runs.
+struct ModelRun {
+    name: String,
+    variant: Arc<super::variant::LiveVariant>,
     /// One per instance: a request is sent only when one is free, so that its timeout
     /// counts its own run, not a wait behind the job's other requests.
     slots: tokio::sync::Semaphore,
+    /// Where its outputs go.
+    output: Location,
+}
+
+/// The models a job runs: its `ModelName`, then its `PlinthCompareModels`.
+pub(crate) fn models_of(definition: &Value) -> Vec<String> {
+    std::iter::once(&definition["ModelName"])
+        .chain(
+            definition["PlinthCompareModels"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        )
+        .filter_map(|m| m.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Run job `name` to its end: `Ok` once every input is complete (or the job was asked to
@@ -350,6 +414,7 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
                 location: i.location.to_string(),
                 size: i.size,
                 done: None,
+                compared: Value::Null,
             })
             .collect();
         state
@@ -372,6 +437,11 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
     )?;
     let p = &running.progress;
     p.inputs.store(listed.len() as u64, Ordering::Relaxed);
+    *p.compared.lock().unwrap_or_else(|e| e.into_inner()) = models_of(d)
+        .into_iter()
+        .skip(1)
+        .map(|m| (m, policy::Agreement::default()))
+        .collect();
     let mut pending = Vec::new();
     for input in listed {
         p.bytes_total.fetch_add(input.size, Ordering::Relaxed);
@@ -380,6 +450,20 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
                 p.inputs_completed.fetch_add(1, Ordering::Relaxed);
                 p.records.fetch_add(records, Ordering::Relaxed);
                 p.bytes.fetch_add(bytes, Ordering::Relaxed);
+                let agreements: Vec<policy::Agreement> = input
+                    .compared
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| policy::Agreement {
+                        records: a[0].as_u64().unwrap_or(0),
+                        exact: a[1].as_u64().unwrap_or(0),
+                        close: a[2].as_u64().unwrap_or(0),
+                        argmax: a[3].as_u64().unwrap_or(0),
+                    })
+                    .collect();
+                p.add_compared(&agreements);
             }
             None => {
                 // A local input under the roots again (a link may have changed).
@@ -396,21 +480,36 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
         // Every input was complete when a stop came.
         return Ok(());
     }
-    let model = d["ModelName"].as_str().unwrap_or_default();
-    let label = format!("transform-job/{name}");
-    let unresolved = state
-        .catalog()
-        .unresolved_model(&label, model, settings.instances)?;
-    let built = tokio::select! {
-        built = super::assemble::build(state, &label, unresolved, &[], &[]) => built?,
-        () = running.until_stopped() => return Ok(()),
-    };
-    let variant = built
-        .variants
-        .into_iter()
-        .next()
-        .map(|v| v.live)
-        .ok_or("the model's instances could not be built")?;
+    let names = models_of(d);
+    let comparing = names.len() > 1;
+    let mut models = Vec::with_capacity(names.len());
+    for model in &names {
+        let label = format!("transform-job/{name}/{model}");
+        let unresolved = state
+            .catalog()
+            .unresolved_model(&label, model, settings.instances)?;
+        let built = tokio::select! {
+            built = super::assemble::build(state, &label, unresolved, &[], &[]) => built?,
+            () = running.until_stopped() => return Ok(()),
+        };
+        let variant = built
+            .variants
+            .into_iter()
+            .next()
+            .map(|v| v.live)
+            .ok_or_else(|| format!("model {model}'s instances could not be built"))?;
+        models.push(ModelRun {
+            name: model.clone(),
+            variant,
+            slots: tokio::sync::Semaphore::new(settings.instances),
+            // Compared, each model's outputs under a prefix of its own.
+            output: if comparing {
+                output.join(model)
+            } else {
+                output.clone()
+            },
+        });
+    }
     let job = Arc::new(Job {
         name: name.to_owned(),
         settings,
@@ -424,11 +523,9 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
             .unwrap_or_default()
             .to_owned(),
         gzip: d["TransformInput"]["CompressionType"] == "Gzip",
-        output,
-        variant,
+        models,
         storage: state.stored.remote.storage().clone(),
         scratch: scratch.clone(),
-        slots: tokio::sync::Semaphore::new(settings.instances),
     });
     // One input per instance at a time, each with its instance's concurrent requests.
     use futures::StreamExt;
@@ -443,13 +540,23 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
         .buffer_unordered(job.settings.instances);
     while let Some((input, result)) = runs.next().await {
         match result {
-            // Its records and bytes were counted as they went.
-            Ok(Some((records, bytes))) => {
+            // Its records, bytes and agreement were counted as they went.
+            Ok(Some((records, bytes, agreements))) => {
                 p.inputs_completed.fetch_add(1, Ordering::Relaxed);
+                let compared: Vec<Value> = agreements
+                    .iter()
+                    .map(|a| json!([a.records, a.exact, a.close, a.argmax]))
+                    .collect();
                 state
                     .stored
                     .store
-                    .transform_input_done(name, &input.name, records, bytes, &p.to_json())
+                    .transform_input_done(
+                        name,
+                        &input.name,
+                        (records, bytes),
+                        &Value::Array(compared),
+                        &p.to_json(),
+                    )
                     .map_err(|e| format!("the progress could not be recorded: {e}"))?;
             }
             // Stopped.
@@ -553,23 +660,39 @@ async fn transform_input(
     job: &Job,
     input: &Input,
     running: &Arc<Running>,
-) -> Result<Option<(u64, u64)>, String> {
+) -> Result<Option<(u64, u64, Vec<policy::Agreement>)>, String> {
     if running.stopped() {
         return Ok(None);
     }
     let failed = |e: String| format!("{}: {e}", input.location);
     let storage = &job.storage;
-    let downloaded = tokio::select! {
-        downloaded = storage.download(&input.location, &job.scratch, u64::MAX) => downloaded
-            .map_err(|e| failed(format!("the input could not be read: {e}")))?,
-        () = running.until_stopped() => return Ok(None),
+    // A local input is read where it is (checked under the roots when the job started);
+    // any other is read into a scratch file first.
+    let (path, bytes, _downloaded) = match &input.location {
+        Location::Local(path) => {
+            let size = std::fs::metadata(path)
+                .map_err(|e| failed(format!("the input could not be read: {e}")))?
+                .len();
+            (path.clone(), size, None)
+        }
+        remote => {
+            let downloaded = tokio::select! {
+                downloaded = storage.download(remote, &job.scratch, u64::MAX) => downloaded
+                    .map_err(|e| failed(format!("the input could not be read: {e}")))?,
+                () = running.until_stopped() => return Ok(None),
+            };
+            (
+                downloaded.file.path().to_owned(),
+                downloaded.size,
+                Some(downloaded),
+            )
+        }
     };
-    let bytes = downloaded.size;
     // The reader streams the file into requests; at most the requests in flight (and as
     // many waiting) are in memory.
     let concurrency = job.settings.max_concurrent_transforms;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Packed, String>>(concurrency);
-    let (path, settings, gzip) = (downloaded.file.path().to_owned(), job.settings, job.gzip);
+    let (settings, gzip) = (job.settings, job.gzip);
     let processing = job.processing.clone();
     let read = running.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -585,59 +708,146 @@ async fn transform_input(
             let mut packed = packed?;
             let records = packed.records;
             let originals = std::mem::take(&mut packed.originals);
-            let body = invoke(job, packed).await?;
+            let body = bytes::Bytes::from(std::mem::take(&mut packed.body));
+            // Every model the same request, at once.
+            let answers = futures::future::try_join_all(
+                job.models
+                    .iter()
+                    .map(|m| invoke(job, m, body.clone(), records)),
+            )
+            .await?;
+            // Each compared model's answer against the job's model's.
+            let compared: Vec<policy::Agreement> = answers[1..]
+                .iter()
+                .map(|other| {
+                    let media = if job.accept.is_empty() {
+                        &job.content_type
+                    } else {
+                        &job.accept
+                    };
+                    policy::compare_outputs(&answers[0], other, media, records)
+                })
+                .collect();
             // Cut into its records' outputs, joined and filtered.
-            let body = match &job.processing {
-                Some(dp) => dp.finish(&originals, records, &body)?,
-                None => body,
+            let bodies = match &job.processing {
+                Some(dp) => answers
+                    .iter()
+                    .map(|body| dp.finish(&originals, records, body))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => answers,
             };
-            Ok::<_, String>((body, records as u64))
+            Ok::<_, String>((bodies, compared, records as u64))
         })
         .buffered(concurrency);
-    let staged = tempfile::Builder::new()
-        .prefix(".out-")
-        .tempfile_in(&job.scratch)
-        .map_err(|e| failed(e.to_string()))?;
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        staged.reopen().map_err(|e| failed(e.to_string()))?,
-    );
+    let mut staged = Vec::with_capacity(job.models.len());
+    let mut outs = Vec::with_capacity(job.models.len());
+    for _ in &job.models {
+        let file = tempfile::Builder::new()
+            .prefix(".out-")
+            .tempfile_in(&job.scratch)
+            .map_err(|e| failed(e.to_string()))?;
+        outs.push(std::io::BufWriter::with_capacity(
+            1 << 20,
+            file.reopen().map_err(|e| failed(e.to_string()))?,
+        ));
+        staged.push(file);
+    }
     let mut records = 0u64;
+    let mut agreements = vec![policy::Agreement::default(); job.models.len() - 1];
     let mut assembled = Vec::new();
     while let Some(answer) = answers.next().await {
         if running.stopped() {
             return Ok(None);
         }
-        let (body, n) = answer.map_err(failed)?;
+        let (bodies, compared, n) = answer.map_err(failed)?;
         records += n;
         running.progress.records.fetch_add(n, Ordering::Relaxed);
-        assembled.clear();
-        policy::assemble(&mut assembled, &body, job.settings.assemble);
-        std::io::Write::write_all(&mut out, &assembled).map_err(|e| failed(e.to_string()))?;
+        running.progress.add_compared(&compared);
+        for (total, a) in agreements.iter_mut().zip(&compared) {
+            total.add(*a);
+        }
+        for (out, body) in outs.iter_mut().zip(&bodies) {
+            assembled.clear();
+            policy::assemble(&mut assembled, body, job.settings.assemble);
+            std::io::Write::write_all(out, &assembled).map_err(|e| failed(e.to_string()))?;
+        }
     }
     drop(answers);
     reader
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(failed)?;
-    std::io::Write::flush(&mut out).map_err(|e| failed(e.to_string()))?;
-    drop(out);
+    for out in outs {
+        out.into_inner().map_err(|e| failed(e.to_string()))?;
+    }
     if running.stopped() {
         return Ok(None);
     }
-    let target = job.output.join(&policy::output_name(&input.name));
-    let upload = tokio::time::timeout(TRANSFER_TIMEOUT, storage.upload(staged.path(), &target));
-    tokio::select! {
-        uploaded = upload => uploaded
-            .map_err(|_| failed(format!("the output could not be written to {target} within 15 minutes")))?
-            .map_err(|e| failed(format!("the output could not be written to {target}: {e}")))?,
-        () = running.until_stopped() => return Ok(None),
-    };
+    for (model, staged) in job.models.iter().zip(staged) {
+        if !put_output(job, model, input, staged, running).await? {
+            return Ok(None);
+        }
+    }
     tracing::debug!(transform_job = %job.name, input = %input.name, records, "transform input completed");
-    Ok(Some((records, bytes)))
+    Ok(Some((records, bytes, agreements)))
 }
 
-/// Read the staged input at `path` (gunzipped when `gzip`), split and packed as `settings`
+/// Write `staged`, `model`'s output for `input`, to its place; `false` when the job was
+/// asked to stop first.
+async fn put_output(
+    job: &Job,
+    model: &ModelRun,
+    input: &Input,
+    staged: tempfile::NamedTempFile,
+    running: &Running,
+) -> Result<bool, String> {
+    let failed = |e: String| format!("{}: {e}", input.location);
+    let storage = &job.storage;
+    let target = model.output.join(&policy::output_name(&input.name));
+    // A local output on the scratch file's file system is renamed into place; any other
+    // is uploaded (one upload, or a copy renamed into place).
+    let staged = match &target {
+        Location::Local(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || put_in_place(staged, &path))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(format!("the output could not be written to {target}: {e}")))?
+        }
+        Location::S3 { .. } => Some(staged),
+    };
+    if let Some(staged) = staged {
+        let upload = tokio::time::timeout(TRANSFER_TIMEOUT, storage.upload(staged.path(), &target));
+        tokio::select! {
+            uploaded = upload => uploaded
+                .map_err(|_| failed(format!("the output could not be written to {target} within 15 minutes")))?
+                .map_err(|e| failed(format!("the output could not be written to {target}: {e}")))?,
+            () = running.until_stopped() => return Ok(false),
+        };
+    }
+    Ok(true)
+}
+
+/// Put the staged output `staged` at `path` by a rename, once its data is synced, and sync
+/// the name; the staged file back when `path` is on another file system (to be copied).
+fn put_in_place(
+    staged: tempfile::NamedTempFile,
+    path: &std::path::Path,
+) -> std::io::Result<Option<tempfile::NamedTempFile>> {
+    staged.as_file().sync_all()?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    match staged.persist(path) {
+        Ok(_) => {
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(None)
+        }
+        Err(e) if e.error.kind() == std::io::ErrorKind::CrossesDevices => Ok(Some(e.file)),
+        Err(e) => Err(e.error),
+    }
+}
+
+/// Read the input at `path` (gunzipped when `gzip`), split and packed as `settings`
 /// say, each request sent on `tx` in order; an error is sent too, and returned.
 fn read_requests(
     path: &std::path::Path,
@@ -740,8 +950,12 @@ impl<R: Read> Read for Counted<'_, R> {
 /// Send one request to the job's instances: tried again on failure up to
 /// `InvocationsMaxRetries` times, each try within `InvocationsTimeoutInSeconds`; a
 /// throttled try waits and does not count.
-async fn invoke(job: &Job, packed: Packed) -> Result<Vec<u8>, String> {
-    let body = bytes::Bytes::from(packed.body);
+async fn invoke(
+    job: &Job,
+    model: &ModelRun,
+    body: bytes::Bytes,
+    records: usize,
+) -> Result<Vec<u8>, String> {
     let timeout = Duration::from_secs(job.settings.timeout_seconds);
     let mut tries = 0;
     let mut wait = Duration::from_millis(10);
@@ -753,13 +967,13 @@ async fn invoke(job: &Job, packed: Packed) -> Result<Vec<u8>, String> {
             inference_id: uuid::Uuid::new_v4().to_string(),
             custom_attributes: None,
         });
-        let held = job
+        let held = model
             .variant
             .serving
-            .hold(None, &job.variant.name)
+            .hold(None, &model.variant.name)
             .await
             .map_err(|e| e.message().to_string())?;
-        let _slot = job
+        let _slot = model
             .slots
             .acquire()
             .await
@@ -780,8 +994,8 @@ async fn invoke(job: &Job, packed: Packed) -> Result<Vec<u8>, String> {
         tries += 1;
         if tries > job.settings.max_retries {
             return Err(format!(
-                "a request of {} records failed after {tries} tries: {why}",
-                packed.records
+                "a request of {records} records to model {} failed after {tries} tries: {why}",
+                model.name
             ));
         }
     }

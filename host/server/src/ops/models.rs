@@ -266,9 +266,9 @@ pub(crate) fn delete_model(
     let jobs = stored.store.transform_jobs(None).map_err(internal)?;
     if let Some(job) = jobs.iter().find(|j| {
         matches!(j.status.as_str(), "InProgress" | "Stopping")
-            && j.definition["ModelName"]
-                .as_str()
-                .is_some_and(|m| m.eq_ignore_ascii_case(&name))
+            && crate::fleet::transform_jobs::models_of(&j.definition)
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&name))
     }) {
         return Err(in_use(format!(
             "Cannot delete model \"{}\": transform job {} ({}) runs it. Stop the job or \

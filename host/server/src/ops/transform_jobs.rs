@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// The most models a job compares with its own.
+const MAX_COMPARED: usize = 4;
+
 /// A transform job's statuses.
 const STATUSES: [&str; 5] = ["InProgress", "Completed", "Failed", "Stopping", "Stopped"];
 
@@ -74,38 +77,71 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
     transform_jobs::processing_of(&input).map_err(validation)?;
     location(state, "TransformInput.DataSource.S3DataSource.S3Uri", uri).map_err(validation)?;
     location(state, "TransformOutput.S3OutputPath", output).map_err(validation)?;
-    let model = {
+    // The models compared with it (Plinth's extension): each runs every request too.
+    let compared: Vec<String> = match &input["PlinthCompareModels"] {
+        Value::Null => Vec::new(),
+        Value::Array(names) if (1..=MAX_COMPARED).contains(&names.len()) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| validation("PlinthCompareModels must be a list of model names"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(validation(format!(
+                "PlinthCompareModels must be a list of 1 to {MAX_COMPARED} model names"
+            )))
+        }
+    };
+    let named = |model: &str| -> Result<String, ApiError> {
         let catalog = state.catalog();
         let record = catalog
-            .model_named(&model)
-            .ok_or_else(|| model_not_found(&model))?;
+            .model_named(model)
+            .ok_or_else(|| model_not_found(model))?;
         if record.definition.is_multi_model() {
             return Err(validation(format!(
-                "Model {} is a multi-model model (Mode MultiModel): a transform job runs a \
-                 single model",
+                "Model {} is a multi-model model (Mode MultiModel): a transform job runs \
+                 single models",
                 record.name
             )));
         }
-        record.name.clone()
+        Ok(record.name.clone())
     };
-    // Held from now on (the dispatcher holds `state.changes`: no endpoint takes them
-    // meanwhile).
+    let model = named(&model)?;
+    let compared = compared
+        .iter()
+        .map(|m| named(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::BTreeSet::from([model.to_lowercase()]);
+    if let Some(twice) = compared.iter().find(|m| !seen.insert(m.to_lowercase())) {
+        return Err(validation(format!(
+            "PlinthCompareModels names model {twice} twice (or the job's ModelName)"
+        )));
+    }
+    // Each model gets InstanceCount instances, held from now on (the dispatcher holds
+    // `state.changes`: no endpoint takes them meanwhile).
+    let instances = settings.instances * (1 + compared.len());
     let held = crate::fleet::assemble::instances_held(state, None);
-    if held + settings.instances > state.max_instances {
+    if held + instances > state.max_instances {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "ResourceLimitExceeded",
             format!(
-                "TransformResources.InstanceCount {} would bring the server's instances to \
-                 {}, above its limit of {}",
+                "TransformResources.InstanceCount {} (for each of the job's {} models) would \
+                 bring the server's instances to {}, above its limit of {}",
                 settings.instances,
-                held + settings.instances,
+                1 + compared.len(),
+                held + instances,
                 state.max_instances
             ),
         ));
     }
     let mut definition = input;
     definition["ModelName"] = json!(model);
+    if !compared.is_empty() {
+        definition["PlinthCompareModels"] = json!(compared);
+    }
     match state
         .stored
         .store
@@ -122,7 +158,7 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
         Err(e) => return Err(internal(e)),
     }
     tracing::info!(transform_job = %name, model = %model, "transform job created");
-    transform_jobs::start(state, &name, settings.instances);
+    transform_jobs::start(state, &name, instances);
     Ok(json!({ "TransformJobArn": arn("transform-job", &name) }))
 }
 

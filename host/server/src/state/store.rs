@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS transform_inputs (
     done     INTEGER NOT NULL DEFAULT 0,
     records  INTEGER NOT NULL DEFAULT 0,
     bytes    INTEGER NOT NULL DEFAULT 0,
+    compared TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (job, input)
 );
 ";
@@ -315,6 +316,8 @@ pub(crate) struct TransformInput {
     pub(crate) size: u64,
     /// Records and bytes, once it is complete.
     pub(crate) done: Option<(u64, u64)>,
+    /// Once it is complete, per compared model, `[records, exact, close, same class]`.
+    pub(crate) compared: Value,
 }
 
 /// An asynchronous inference job as the queue keeps it.
@@ -1428,16 +1431,22 @@ impl Store {
         &self,
         job: &str,
         input: &str,
-        records: u64,
-        bytes: u64,
+        (records, bytes): (u64, u64),
+        compared: &Value,
         progress: &Value,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE transform_inputs SET done = 1, records = ?3, bytes = ?4 \
+            "UPDATE transform_inputs SET done = 1, records = ?3, bytes = ?4, compared = ?5 \
              WHERE job = ?1 AND input = ?2",
-            params![job, input, records as i64, bytes as i64],
+            params![
+                job,
+                input,
+                records as i64,
+                bytes as i64,
+                compared.to_string()
+            ],
         )?;
         tx.execute(
             "UPDATE transform_jobs SET progress = ?2, modified = ?3 WHERE name = ?1",
@@ -1464,8 +1473,8 @@ impl Store {
     pub(crate) fn transform_inputs(&self, job: &str) -> Result<Vec<TransformInput>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare_cached(
-            "SELECT input, location, size, done, records, bytes FROM transform_inputs \
-             WHERE job = ?1 ORDER BY input",
+            "SELECT input, location, size, done, records, bytes, compared \
+             FROM transform_inputs WHERE job = ?1 ORDER BY input",
         )?;
         let rows = statement.query_map(params![job], |r| {
             let done = r.get::<_, i64>(3)? != 0;
@@ -1475,6 +1484,7 @@ impl Store {
                 location: r.get(1)?,
                 size: r.get::<_, i64>(2)? as u64,
                 done: done.then_some(counts),
+                compared: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
