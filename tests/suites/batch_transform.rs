@@ -65,6 +65,12 @@ fn inputs(dir: &Path, n: usize, rows: usize) -> (std::path::PathBuf, std::path::
     (input, out)
 }
 
+/// How many whole outputs (`.out`) are under `dir` (outputs being written are staged
+/// beside them as `.partial-*`).
+fn outputs(dir: &Path) -> usize {
+    files(dir).iter().filter(|f| f.ends_with(".out")).count()
+}
+
 /// Every file under `dir`, relative, sorted.
 fn files(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
@@ -129,12 +135,12 @@ fn a_job_interrupted_by_kill_9_resumes_and_writes_each_output_once() {
     for _ in 0..2 {
         // Kill once a few inputs are done, not all.
         let start = Instant::now();
-        let before = files(&out).len();
-        while files(&out).len() < before + 3 {
+        let before = outputs(&out);
+        while outputs(&out) < before + 3 {
             assert!(start.elapsed() < Duration::from_secs(30), "no progress");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(files(&out).len() < 20, "the kill must come while the job runs");
+        assert!(outputs(&out) < 20, "the kill must come while the job runs");
         server = server.kill_and_restart().expect("restart");
         std::fs::write(input.join("late.txt"), "came after the job was created\n").unwrap();
         server
@@ -170,7 +176,7 @@ fn a_stopped_job_keeps_its_completed_outputs() {
     server.create_model("slow", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "50" }));
     create_job(&server, "stopped", "slow", &input, &out, json!({}));
     let start = Instant::now();
-    while files(&out).is_empty() {
+    while outputs(&out) == 0 {
         assert!(start.elapsed() < Duration::from_secs(30), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -187,6 +193,17 @@ fn a_stopped_job_keeps_its_completed_outputs() {
     let done = d["PlinthProgress"]["InputsCompleted"].as_u64().unwrap();
     assert!((1..6).contains(&done), "{d}");
     assert_eq!(files(&out).len() as u64, done, "{:?}", files(&out));
+    // A stop does not wait for a request in flight: a model that takes 5 s a record
+    // stops within a second of being asked.
+    server.create_model("slower", FAULTS_WASM, json!({ "FAULT_DELAY_MS": "5000" }));
+    let (input2, out2) = inputs(&work.path().join("slower"), 1, 3);
+    create_job(&server, "interrupted", "slower", &input2, &out2, json!({}));
+    std::thread::sleep(Duration::from_millis(1500));
+    server.call("StopTransformJob", json!({ "TransformJobName": "interrupted" }));
+    let stopping = Instant::now();
+    wait_for(&server, "interrupted", &["Stopped"], Duration::from_secs(5));
+    assert!(stopping.elapsed() < Duration::from_secs(1), "{:?}", stopping.elapsed());
+    assert!(files(&out2).is_empty(), "{:?}", files(&out2));
     // Stopping an ended job is refused.
     let response = server.control("StopTransformJob", &json!({ "TransformJobName": "stopped" }));
     assert_eq!(response.status(), 400);
@@ -409,6 +426,30 @@ fn a_job_compares_models_record_by_record() {
     let a = std::fs::read_to_string(out.join("iris-a/b.csv.out")).unwrap();
     assert_eq!(a.lines().count(), 25);
     assert_eq!(a, std::fs::read_to_string(out.join("iris-b/b.csv.out")).unwrap());
+    // An InputFilter alone leaves the model's answers as it wrote them: one JSON answer
+    // for a request of many rows.
+    let with_ids = work.path().join("ids");
+    let filtered = work.path().join("filtered");
+    std::fs::create_dir_all(&with_ids).unwrap();
+    std::fs::create_dir_all(&filtered).unwrap();
+    std::fs::write(with_ids.join("rows.csv"), "a,5.1,3.5,1.4,0.2\nb,6.7,3.0,5.2,2.3\n").unwrap();
+    server.call(
+        "CreateTransformJob",
+        json!({
+            "TransformJobName": "filtered", "ModelName": "iris-a",
+            "DataProcessing": {"InputFilter": "$[1:]"},
+            "TransformInput": {
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": with_ids.display().to_string()}},
+                "ContentType": "text/csv", "SplitType": "Line"},
+            "TransformOutput": {"S3OutputPath": filtered.display().to_string(), "Accept": "application/json"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        }),
+    );
+    wait_for(&server, "filtered", &["Completed"], Duration::from_secs(60));
+    let answer: Value =
+        serde_json::from_str(&std::fs::read_to_string(filtered.join("rows.csv.out")).unwrap())
+            .unwrap();
+    assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(2), "{answer}");
     // A compared model is one of the job's: it cannot be named twice, nor be unknown.
     for (models, expected) in [
         (json!(["iris-a"]), "names model iris-a twice"),

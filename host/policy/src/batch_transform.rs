@@ -368,12 +368,19 @@ impl RecordFormat {
                     .has_headers(false)
                     .flexible(true)
                     .from_reader(record);
-                let row = reader
-                    .records()
+                let mut rows = reader.records();
+                let row = rows
                     .next()
                     .transpose()
                     .map_err(|e| format!("a record is not a CSV row ({e})"))?
                     .unwrap_or_default();
+                if rows.next().is_some() {
+                    return Err(
+                        "a CSV record holds more than one row: filtering and joining \
+                                CSV read one row per record (SplitType Line)"
+                            .into(),
+                    );
+                }
                 Ok(serde_json::Value::Array(
                     row.iter()
                         .map(|f| serde_json::Value::String(f.to_owned()))
@@ -506,7 +513,9 @@ pub struct DataProcessing {
     output_filter: Option<Filter>,
     join: bool,
     input: RecordFormat,
-    output: RecordFormat,
+    /// What the answers are read as when the model does not say (`None`: they are not
+    /// read: only the input is filtered).
+    output: Option<RecordFormat>,
 }
 
 /// `DataProcessing` as given.
@@ -519,6 +528,8 @@ pub struct GivenProcessing<'a> {
     pub content_type: Option<&'a str>,
     /// `TransformOutput.Accept`.
     pub accept: Option<&'a str>,
+    /// `TransformInput.SplitType`.
+    pub split_type: Option<&'a str>,
 }
 
 /// The job's `DataProcessing`, or `None` when it does nothing (no filter but `$`, no
@@ -565,11 +576,27 @@ pub fn data_processing(given: &GivenProcessing<'_>) -> Result<Option<DataProcess
     } else {
         RecordFormat::of(given.content_type.unwrap_or_default()).unwrap_or(RecordFormat::Json)
     };
-    let output = format(
-        "TransformOutput.Accept",
-        given.accept.or(given.content_type),
-        "DataProcessing's OutputFilter and JoinSource",
-    )?;
+    // The answers are read in the type the model says they are in; Accept (or the input's
+    // type) when it says none.
+    let output = if output_filter.is_some() || join {
+        Some(format(
+            "TransformOutput.Accept",
+            given.accept.or(given.content_type),
+            "DataProcessing's OutputFilter and JoinSource",
+        )?)
+    } else {
+        None
+    };
+    if (input_filter.is_some() || join)
+        && input == RecordFormat::Csv
+        && given.split_type != Some("Line")
+    {
+        return Err(Invalid(
+            "DataProcessing on text/csv records needs TransformInput.SplitType Line: a CSV \
+             record is one row"
+                .into(),
+        ));
+    }
     Ok(Some(DataProcessing {
         input_filter,
         output_filter,
@@ -585,6 +612,12 @@ impl DataProcessing {
         self.join
     }
 
+    /// Whether the answers are cut into records, joined or filtered (an `InputFilter`
+    /// alone leaves them as the model wrote them).
+    pub fn processes_outputs(&self) -> bool {
+        self.output.is_some()
+    }
+
     /// What of `record` goes to the model.
     pub fn filter_input(&self, record: &[u8]) -> Result<Vec<u8>, String> {
         match &self.input_filter {
@@ -596,16 +629,32 @@ impl DataProcessing {
         }
     }
 
-    /// The output records of one request: `response` cut into one output per record (one
-    /// line each; a request of one record may answer with several lines of JSON or one
-    /// value), each joined with its input record (from `inputs`, as read, when joining),
-    /// then filtered, each written as one line.
+    /// The output records of one request: `response` (of media type `response_type`, or
+    /// Accept's when empty) cut into one output per record (one line each; a request of one
+    /// record may answer with several lines of JSON or one value), each joined with its
+    /// input record (from `inputs`, as read, when joining), then filtered, each written as
+    /// one line. `response` as it is when only the input is filtered.
     pub fn finish(
         &self,
         inputs: &[Vec<u8>],
         records: usize,
-        response: &[u8],
+        response: Vec<u8>,
+        response_type: &str,
     ) -> Result<Vec<u8>, String> {
+        let Some(declared) = self.output else {
+            return Ok(response);
+        };
+        let output_format = if response_type.trim().is_empty() {
+            declared
+        } else {
+            RecordFormat::of(response_type).ok_or_else(|| {
+                format!(
+                    "the model answered {response_type}: joining and filtering read answers \
+                     as CSV or JSON only"
+                )
+            })?
+        };
+        let response = &response;
         let text = String::from_utf8_lossy(response);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let outputs: Vec<&str> = if lines.len() == records {
@@ -621,7 +670,9 @@ impl DataProcessing {
         };
         let mut written = Vec::new();
         for (i, output) in outputs.iter().enumerate() {
-            let output = self.output.parse(output.as_bytes())?;
+            let output = output_format
+                .parse(output.as_bytes())
+                .map_err(|e| format!("in the model's answer, {e}"))?;
             let (value, format) = if self.join {
                 let input = inputs
                     .get(i)
@@ -631,7 +682,7 @@ impl DataProcessing {
                     self.input,
                 )
             } else {
-                (output, self.output)
+                (output, output_format)
             };
             let value = match &self.output_filter {
                 Some(filter) => filter.apply(&value)?,
@@ -695,12 +746,28 @@ pub fn compare_outputs(
     let mut agreement = Agreement::default();
     for (x, y, n) in pairs {
         let c = crate::shadow::compare(x, content_type, y, content_type, Default::default());
+        let close = c.exact || c.close == Some(true);
+        // Scores pick a class by their largest; a single value (a label, a class index, a
+        // number) is its own class.
+        let same_class = if numbers(x) > 1 {
+            c.argmax == Some(true)
+        } else {
+            close
+        };
         agreement.records += n;
         agreement.exact += n * u64::from(c.exact);
-        agreement.close += n * u64::from(c.exact || c.close == Some(true));
-        agreement.argmax += n * u64::from(c.argmax == Some(true));
+        agreement.close += n * u64::from(close);
+        agreement.argmax += n * u64::from(same_class);
     }
     agreement
+}
+
+/// How many numbers a line holds (cells or JSON values that read as numbers).
+fn numbers(line: &[u8]) -> usize {
+    String::from_utf8_lossy(line)
+        .split(|c: char| c == ',' || c.is_whitespace() || "[]{}:\"".contains(c))
+        .filter(|t| !t.is_empty() && t.parse::<f64>().is_ok())
+        .count()
 }
 
 /// An input record joined with its output as SageMaker joins them: a CSV row with the
@@ -906,6 +973,7 @@ mod tests {
             join_source: join,
             content_type: Some(content_type),
             accept: None,
+            split_type: Some("Line"),
         })
     }
 
@@ -920,12 +988,58 @@ mod tests {
         assert_eq!(dp.filter_input(b"\"a,b\",1,2").unwrap(), b"1,2".to_vec());
         let inputs = vec![b"id-1,5.1,3.5".to_vec(), b"id-2,6.0,2.9".to_vec()];
         let out = dp
-            .finish(&inputs, 2, b"setosa,0.9\nvirginica,0.8\n")
+            .finish(
+                &inputs,
+                2,
+                b"setosa,0.9\nvirginica,0.8\n".to_vec(),
+                "text/csv",
+            )
             .unwrap();
         assert_eq!(out, b"id-1,0.9\nid-2,0.8\n");
         // One line per record, or nothing to join with.
-        let e = dp.finish(&inputs, 2, b"setosa,0.9\n").unwrap_err();
+        let e = dp
+            .finish(&inputs, 2, b"setosa,0.9\n".to_vec(), "")
+            .unwrap_err();
         assert!(e.contains("1 lines for a request of 2 records"), "{e}");
+        // The answer is read in the type the model gave: JSON appended as one field.
+        let out = dp
+            .finish(
+                &inputs[..1],
+                1,
+                br#"{"p": 0.9}"#.to_vec(),
+                "application/json",
+            )
+            .unwrap();
+        assert_eq!(out, b"id-1,\"{\"\"p\"\":0.9}\"\n".to_vec());
+        // A CSV record is one row; one that holds two is refused.
+        let e = dp.filter_input(b"a,1\nb,2").unwrap_err();
+        assert!(e.contains("more than one row"), "{e}");
+        let whole = data_processing(&GivenProcessing {
+            input_filter: Some("$[1:]"),
+            content_type: Some("text/csv"),
+            split_type: None,
+            ..GivenProcessing::default()
+        })
+        .unwrap_err()
+        .0;
+        assert!(
+            whole.contains("needs TransformInput.SplitType Line"),
+            "{whole}"
+        );
+    }
+
+    #[test]
+    fn an_input_filter_alone_leaves_the_answers_as_they_are() {
+        let dp = processing(Some("$[1:]"), None, None, "text/csv")
+            .unwrap()
+            .unwrap();
+        assert!(!dp.processes_outputs());
+        let answer = br#"{"predictions": [1, 2]}"#.to_vec();
+        assert_eq!(
+            dp.finish(&[], 2, answer.clone(), "application/json")
+                .unwrap(),
+            answer
+        );
     }
 
     #[test]
@@ -941,7 +1055,7 @@ mod tests {
         let record = br#"{"id": 3, "features": [1, 2], "note": "x"}"#;
         assert_eq!(dp.filter_input(record).unwrap(), b"[1,2]");
         let out = dp
-            .finish(&[record.to_vec()], 1, br#"{"label": "b"}"#)
+            .finish(&[record.to_vec()], 1, br#"{"label": "b"}"#.to_vec(), "")
             .unwrap();
         assert_eq!(
             out,
@@ -951,7 +1065,9 @@ mod tests {
         let dp = processing(None, None, Some("Input"), "application/json")
             .unwrap()
             .unwrap();
-        let out = dp.finish(&[b"[1,2]".to_vec()], 1, b"0.5").unwrap();
+        let out = dp
+            .finish(&[b"[1,2]".to_vec()], 1, b"0.5".to_vec(), "")
+            .unwrap();
         assert_eq!(
             out,
             b"{\"SageMakerInput\":[1,2],\"SageMakerOutput\":0.5}\n".to_vec()
@@ -1000,6 +1116,11 @@ mod tests {
                 argmax: 2
             }
         );
+        // A single value per record is its own class: "2" and "0" are not the same one.
+        let a = compare_outputs(b"2\n0\n", b"0\n0\n", "text/csv", 2);
+        assert_eq!((a.exact, a.argmax), (1, 1));
+        let a = compare_outputs(b"setosa\nsetosa\n", b"setosa\nvirginica\n", "text/csv", 2);
+        assert_eq!((a.exact, a.argmax), (1, 1));
         // Not a line per record: one verdict for all of them.
         let a = compare_outputs(b"[1,2]", b"[1,2]", "application/json", 5);
         assert_eq!((a.records, a.exact), (5, 5));

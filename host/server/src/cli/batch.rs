@@ -145,6 +145,22 @@ pub(crate) fn run(
                 .map_or(0, |d| d.as_millis())
         )
     });
+    // Local paths as the caller means them, and a local output directory made: the server
+    // reads them from its own working directory and needs the directory to exist.
+    let mut args = args;
+    for path in [&mut args.input, &mut args.output] {
+        if !path.starts_with("s3://") {
+            *path = std::path::absolute(&*path)
+                .with_context(|| format!("cannot resolve {path}"))?
+                .display()
+                .to_string();
+        }
+    }
+    if !args.output.starts_with("s3://") {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("cannot create --output {}", args.output))?;
+    }
+    let args = args;
     let described = match (&args.model, &args.component) {
         (Some(model), _) => {
             let mut client = client()?;
@@ -199,11 +215,6 @@ fn in_process(args: &BatchArgs, name: &str, component: &std::path::Path) -> anyh
         settings,
     ))?;
     let fleet = server.fleet.clone();
-    // A local output directory is made here: it is this command's.
-    if !args.output.starts_with("s3://") {
-        std::fs::create_dir_all(&args.output)
-            .with_context(|| format!("cannot create --output {}", args.output))?;
-    }
     let mut call = |op: &str, input: Value| {
         tokio
             .block_on(crate::ops::call(&fleet, op, input))

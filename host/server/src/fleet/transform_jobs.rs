@@ -3,17 +3,21 @@
 //! own (a pool built as an endpoint's variant would be, counted against the server's
 //! instance limit, with no endpoint). The objects under the input prefix (or named by the
 //! manifest), as listed when the job first runs, are kept in the store as the job's inputs.
-//! Each is read through the storage layer into a scratch file, split into records and
+//! Each is read through the storage layer (a local file where it is, any other into a
+//! scratch file first), split into records and
 //! packed into requests (`plinth_policy::batch_transform`) by a blocking reader that streams
 //! the file, so that only the requests in flight are in memory; up to
 //! `MaxConcurrentTransforms` requests per input are prepared ahead, and each is sent when
 //! one of the instances is free, with the job's invocation timeout and retries; the
-//! responses are assembled in order into a scratch output that is written whole to
-//! `<S3OutputPath>/<input>.out` (one upload, or a synced rename) only once every record of
-//! the input succeeded. Each completed input is recorded in the store, so that a job a stop
-//! interrupted resumes at start from the inputs not yet complete. StopTransformJob sets a
-//! flag the runner reads between requests and wakes what waits on a build or a transfer:
-//! the job is `Stopped` within one request's time, its completed outputs left in place.
+//! responses are assembled in order into a staged output (beside its place when local, in
+//! scratch otherwise) that is written whole to `<S3OutputPath>/<input>.out` (a synced
+//! rename, or one upload) only once every record of the input succeeded. Each completed
+//! input is recorded in the store, so that a job a stop interrupted resumes at start from
+//! the inputs not yet complete. StopTransformJob sets a
+//! flag and wakes what waits on a build, a transfer or an answer: the job is `Stopped` at
+//! once, its completed outputs left in place. With `PlinthCompareModels`, every request
+//! goes to each model, each model's outputs under a prefix of its own, and each compared
+//! model's answers are judged against the job's model's, record by record.
 
 use super::deployer::Fleet;
 use crate::state::store::TransformInput;
@@ -237,18 +241,20 @@ pub(crate) fn resume(state: &Arc<Fleet>) {
             return;
         }
     };
+    // What the outputs' uploads a stop cut short left beside them, before any job runs
+    // again (one job's output directory may hold another's).
+    for job in jobs.iter().filter(|j| j.status == "InProgress") {
+        if let Some(Location::Local(dir)) = job.definition["TransformOutput"]["S3OutputPath"]
+            .as_str()
+            .and_then(|p| Location::parse(p).ok())
+        {
+            remove_partial_files(&dir);
+        }
+    }
     for job in jobs {
         match job.status.as_str() {
             "InProgress" => {
                 tracing::info!(transform_job = %job.name, "a transform job a stop interrupted goes on");
-                // What an upload the stop cut short left beside the outputs.
-                if let Some(Location::Local(dir)) = job.definition["TransformOutput"]
-                    ["S3OutputPath"]
-                    .as_str()
-                    .and_then(|p| Location::parse(p).ok())
-                {
-                    remove_partial_files(&dir);
-                }
                 let instances = settings_of(&job.definition).map_or(1, |s| s.instances)
                     * models_of(&job.definition).len();
                 start(state, &job.name, instances);
@@ -315,6 +321,7 @@ pub(crate) fn processing_of(definition: &Value) -> Result<Option<DataProcessing>
         join_source: dp["JoinSource"].as_str(),
         content_type: definition["TransformInput"]["ContentType"].as_str(),
         accept: definition["TransformOutput"]["Accept"].as_str(),
+        split_type: definition["TransformInput"]["SplitType"].as_str(),
     })
     .map_err(|e| e.0)
 }
@@ -354,6 +361,7 @@ struct Job {
     models: Vec<ModelRun>,
     storage: Arc<plinth_storage::Storage>,
     scratch: std::path::PathBuf,
+    running: Arc<Running>,
 }
 
 /// One model a job runs.
@@ -526,6 +534,7 @@ async fn transform(state: &Arc<Fleet>, name: &str, running: Arc<Running>) -> Res
         models,
         storage: state.stored.remote.storage().clone(),
         scratch: scratch.clone(),
+        running: running.clone(),
     });
     // One input per instance at a time, each with its instance's concurrent requests.
     use futures::StreamExt;
@@ -716,35 +725,51 @@ async fn transform_input(
                     .map(|m| invoke(job, m, body.clone(), records)),
             )
             .await?;
-            // Each compared model's answer against the job's model's.
+            // Each compared model's answer against the job's model's, as the type it says.
+            let (first, first_type) = &answers[0];
             let compared: Vec<policy::Agreement> = answers[1..]
                 .iter()
-                .map(|other| {
-                    let media = if job.accept.is_empty() {
-                        &job.content_type
-                    } else {
-                        &job.accept
-                    };
-                    policy::compare_outputs(&answers[0], other, media, records)
-                })
+                .map(|(other, _)| policy::compare_outputs(first, other, first_type, records))
                 .collect();
             // Cut into its records' outputs, joined and filtered.
-            let bodies = match &job.processing {
-                Some(dp) => answers
-                    .iter()
-                    .map(|body| dp.finish(&originals, records, body))
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => answers,
-            };
+            let bodies = answers
+                .into_iter()
+                .zip(&job.models)
+                .map(|((body, media), model)| match &job.processing {
+                    Some(dp) => dp
+                        .finish(&originals, records, body, &media)
+                        .map_err(|e| format!("model {}: {e}", model.name)),
+                    None => Ok(body),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, String>((bodies, compared, records as u64))
         })
         .buffered(concurrency);
     let mut staged = Vec::with_capacity(job.models.len());
     let mut outs = Vec::with_capacity(job.models.len());
-    for _ in &job.models {
+    for model in &job.models {
+        // A local output is staged beside its place (renamed into it at the end; a stop
+        // leaves a `.partial-` file that the next start removes); any other in scratch.
+        let dir = match model.output.join(&policy::output_name(&input.name)) {
+            Location::Local(path) => {
+                let dir = path
+                    .parent()
+                    .unwrap_or(std::path::Path::new("/"))
+                    .to_owned();
+                tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || create_dirs_synced(&dir)
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+                dir
+            }
+            Location::S3 { .. } => job.scratch.clone(),
+        };
         let file = tempfile::Builder::new()
-            .prefix(".out-")
-            .tempfile_in(&job.scratch)
+            .prefix(".partial-")
+            .tempfile_in(&dir)
             .map_err(|e| failed(e.to_string()))?;
         outs.push(std::io::BufWriter::with_capacity(
             1 << 20,
@@ -755,10 +780,13 @@ async fn transform_input(
     let mut records = 0u64;
     let mut agreements = vec![policy::Agreement::default(); job.models.len() - 1];
     let mut assembled = Vec::new();
-    while let Some(answer) = answers.next().await {
-        if running.stopped() {
-            return Ok(None);
-        }
+    loop {
+        // A stop does not wait for the requests in flight.
+        let answer = tokio::select! {
+            answer = answers.next() => answer,
+            () = running.until_stopped() => return Ok(None),
+        };
+        let Some(answer) = answer else { break };
         let (bodies, compared, n) = answer.map_err(failed)?;
         records += n;
         running.progress.records.fetch_add(n, Ordering::Relaxed);
@@ -828,6 +856,27 @@ async fn put_output(
     Ok(true)
 }
 
+/// Create `dir` and the directories above it that do not exist, each one's name synced in
+/// its parent, so that a file put there and recorded survives a power failure.
+fn create_dirs_synced(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_owned());
+        at = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Put the staged output `staged` at `path` by a rename, once its data is synced, and sync
 /// the name; the staged file back when `path` is on another file system (to be copied).
 fn put_in_place(
@@ -836,7 +885,7 @@ fn put_in_place(
 ) -> std::io::Result<Option<tempfile::NamedTempFile>> {
     staged.as_file().sync_all()?;
     let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    std::fs::create_dir_all(dir)?;
+    create_dirs_synced(dir)?;
     match staged.persist(path) {
         Ok(_) => {
             std::fs::File::open(dir)?.sync_all()?;
@@ -912,6 +961,15 @@ fn read_requests(
                     if n == 0 {
                         break;
                     }
+                    if n as u64 == limit && !line.ends_with(b"\n") {
+                        // Longer than a request may be: not cut into pieces a filter
+                        // might make records of.
+                        return Err(format!(
+                            "{}: a record is larger than MaxPayloadInMB ({} MB)",
+                            policy::TOO_LARGE,
+                            settings.max_payload_bytes >> 20
+                        ));
+                    }
                     for record in policy::lines(&line) {
                         if let Some(packed) = push(record)? {
                             if !send(packed) {
@@ -955,7 +1013,7 @@ async fn invoke(
     model: &ModelRun,
     body: bytes::Bytes,
     records: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, String), String> {
     let timeout = Duration::from_secs(job.settings.timeout_seconds);
     let mut tries = 0;
     let mut wait = Duration::from_millis(10);
@@ -979,8 +1037,11 @@ async fn invoke(
             .await
             .map_err(|_| "the job's instances are gone".to_string())?;
         let why = match tokio::time::timeout(timeout, held.invoke(request)).await {
-            Ok(Ok(output)) => return Ok(output.body),
+            Ok(Ok(output)) => return Ok((output.body, output.content_type)),
             Ok(Err(InvokeError::Throttled { .. })) => {
+                if job.running.stopped() {
+                    return Err("the job was asked to stop".into());
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(500));
                 continue;

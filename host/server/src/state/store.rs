@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -477,6 +477,11 @@ impl Store {
             anyhow::bail!(
                 "it was written by a newer Plinth (schema {version}; this build knows {SCHEMA_VERSION})"
             );
+        }
+        if version == 8 {
+            // Schema 9 keeps each transform input's location, size and comparison; the
+            // inputs of schema 8's jobs are listed again when they run.
+            conn.execute_batch("DROP TABLE IF EXISTS transform_inputs")?;
         }
         conn.execute_batch(SCHEMA)?;
         if (5..7).contains(&version) {
@@ -1984,6 +1989,49 @@ mod tests {
             (status.completed, status.failed, status.queued),
             (1, 1, 1),
             "{status:?}"
+        );
+    }
+
+    #[test]
+    fn schema_8_transform_inputs_are_listed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .insert_transform_job("t", 1.0, &json!({"ModelName": "m"}))
+                .unwrap();
+            let conn = store.conn();
+            // Schema 8's table: no location, size or comparison.
+            conn.execute_batch(
+                "DROP TABLE transform_inputs; \
+                 CREATE TABLE transform_inputs (job TEXT NOT NULL, input TEXT NOT NULL, \
+                 records INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (job, input)); \
+                 INSERT INTO transform_inputs VALUES ('t', 'a.csv', 3, 30);",
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 8).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.transform_inputs("t").unwrap(), vec![]);
+        let input = TransformInput {
+            name: "a.csv".into(),
+            location: "/in/a.csv".into(),
+            size: 30,
+            done: None,
+            compared: Value::Null,
+        };
+        store.set_transform_inputs("t", &[input]).unwrap();
+        store
+            .transform_input_done("t", "a.csv", (3, 30), &json!([[3, 3, 3, 3]]), &json!({}))
+            .unwrap();
+        let [listed] = &store.transform_inputs("t").unwrap()[..] else {
+            panic!("one input")
+        };
+        assert_eq!((listed.done, listed.size), (Some((3, 30)), 30));
+        assert_eq!(listed.compared, json!([[3, 3, 3, 3]]));
+        assert_eq!(
+            store.transform_jobs(Some("t")).unwrap()[0].status,
+            "InProgress"
         );
     }
 
