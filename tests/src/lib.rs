@@ -400,6 +400,27 @@ pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// For a boto3 script against S3: the venv's interpreter ([`venv_python`]), the shared S3
+/// test server with `bucket` created on it, and a server of `bin` that reaches it; `None`
+/// (skipped, with a note) when the venv or the S3 server is missing.
+pub fn boto3_with_s3(
+    bin: &str,
+    test: &str,
+    bucket: &str,
+) -> Option<(PathBuf, &'static s3::S3, Server)> {
+    let python = venv_python(test)?;
+    let s3 = s3::S3::shared(test)?;
+    s3.create_bucket(bucket);
+    let server = Server::start_with(
+        bin,
+        Options {
+            env: s3.server_env(),
+            ..Options::default()
+        },
+    );
+    Some((python, s3, server))
+}
+
 /// The interpreter of the repository's `.venv` (with boto3; `tests/run` and `.ci/run` make
 /// it); without it, [`skipped`].
 pub fn venv_python(test: &str) -> Option<PathBuf> {

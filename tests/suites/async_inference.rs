@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plinth_tests::s3::S3;
 use plinth_tests::{Options, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM};
 use serde_json::{json, Value};
 
@@ -17,23 +16,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
 #[test]
 fn boto3_async_with_s3_matches_synchronous_answers() {
-    let Some(python) =
-        plinth_tests::venv_python("boto3_async_with_s3_matches_synchronous_answers")
+    let bucket = format!("async-{}", std::process::id());
+    let Some((python, s3, server)) =
+        plinth_tests::boto3_with_s3(BIN, "async_inference::boto3_async_with_s3", &bucket)
     else {
         return;
     };
-    let Some(s3) = S3::shared("async_inference::boto3_async_with_s3") else {
-        return;
-    };
-    let bucket = format!("async-{}", std::process::id());
-    s3.create_bucket(&bucket);
-    let server = Server::start_with(
-        BIN,
-        Options {
-            env: s3.server_env(),
-            ..Options::default()
-        },
-    );
     server.run_python(
         &python,
         "test_async_boto3.py",

@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plinth_tests::s3::S3;
 use plinth_tests::{Options, Server, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM};
 use serde_json::{json, Value};
 
@@ -16,21 +15,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
 #[test]
 fn boto3_transform_jobs_over_s3_match_synchronous_answers() {
-    let Some(python) = plinth_tests::venv_python("boto3_transform_jobs_over_s3") else {
-        return;
-    };
-    let Some(s3) = S3::shared("batch_transform::boto3_transform_jobs_over_s3") else {
-        return;
-    };
     let bucket = format!("transform-{}", std::process::id());
-    s3.create_bucket(&bucket);
-    let server = Server::start_with(
+    let Some((python, s3, server)) = plinth_tests::boto3_with_s3(
         BIN,
-        Options {
-            env: s3.server_env(),
-            ..Options::default()
-        },
-    );
+        "batch_transform::boto3_transform_jobs_over_s3",
+        &bucket,
+    ) else {
+        return;
+    };
     server.run_python(
         &python,
         "test_transform_boto3.py",
