@@ -16,6 +16,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("ECHO_WASM", "echo"),
     ("FAULTS_WASM", "faults"),
     ("HOSTILE_WASM", "hostile"),
+    ("SCALER_WASM", "scaler"),
+    ("LABELS_WASM", "labels"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

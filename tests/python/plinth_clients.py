@@ -17,6 +17,17 @@ COMMON = dict(
 )
 
 
+def error_of(call):
+    """The (code, message) of the error `call()` raises; the call must fail."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["Error"]["Message"]
+    raise AssertionError("the call succeeded")
+
+
 def client(service):
     """An unmodified boto3 client of `service` pointed at Plinth."""
     return boto3.client(service, **COMMON)

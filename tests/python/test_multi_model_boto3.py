@@ -13,8 +13,7 @@ import os
 
 import boto3
 
-from plinth_clients import COMMON
-from botocore.exceptions import ClientError
+from plinth_clients import COMMON, error_of
 
 PREFIX = os.environ["MODELS_PREFIX"]
 COMPONENT = os.environ["IRIS_SIMPLE_WASM"]
@@ -35,14 +34,6 @@ def first_number(value):
             v for v in value.values() if isinstance(v, (list, dict))
         )
     return value
-
-
-def error_of(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"], e.response["Error"]["Message"]
-    raise AssertionError("the call succeeded")
 
 
 sagemaker.create_model(

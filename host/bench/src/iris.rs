@@ -1,11 +1,37 @@
 //! The iris request and response formats, written to match Plinth's iris plugin
-//! (`plugins/iris`): CSV rows of 4 features in, `{"predictions":[...]}` JSON out.
+//! (`plugins/iris`): CSV rows of 4 features in, `{"predictions":[...]}` JSON out; and the
+//! network planned and run with tract as the native servers run it.
+
+use anyhow::Context as _;
+use std::path::Path;
+use tract_onnx::prelude::*;
 
 /// The class labels, in the model's output order.
 pub const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 
 /// Features per row: sepal length, sepal width, petal length, petal width (cm).
 pub const FEATURES: usize = 4;
+
+/// A request's CSV rows ([`parse_csv`]), or the status and message refusing it: 415 unless its
+/// `Content-Type` is `text/csv` (or absent), 400 for a malformed body.
+pub fn csv_request(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<f32>, usize), (axum::http::StatusCode, String)> {
+    use axum::http::{header, StatusCode};
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/csv");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("text/csv") {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type {content_type:?} is not supported; send text/csv"),
+        ));
+    }
+    parse_csv(body).map_err(|message| (StatusCode::BAD_REQUEST, message))
+}
 
 /// Parse a CSV body of rows of [`FEATURES`] numbers into a row-major matrix and its row count.
 /// Blank lines are skipped; any other malformed row is an error saying what was expected.
@@ -115,4 +141,47 @@ mod tests {
             ]})
         );
     }
+}
+
+/// A planned iris network.
+pub type Plan = std::sync::Arc<TypedRunnableModel>;
+
+/// Parse, optimise and plan the model once.
+pub fn load(path: &Path) -> anyhow::Result<Plan> {
+    let plan = tract_onnx::onnx()
+        .model_for_path(path)
+        .with_context(|| format!("cannot read the ONNX model {}", path.display()))?
+        .into_optimized()?
+        .into_runnable()?;
+    Ok(plan)
+}
+
+thread_local! {
+    /// tract's run state, reused from request to request on each worker thread (as Plinth's
+    /// backend reuses one per instance).
+    static STATE: std::cell::RefCell<Option<TypedSimpleState>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run the model on `rows` x 4 features; the probabilities come back row-major, `rows` x 3.
+pub fn predict(plan: &Plan, features: &[f32], rows: usize) -> anyhow::Result<Vec<f32>> {
+    let input = Tensor::from_shape(&[rows, FEATURES], features)?;
+    let outputs = STATE.with_borrow_mut(|state| {
+        if state.is_none() {
+            *state = Some(plan.spawn()?);
+        }
+        state
+            .as_mut()
+            .expect("set above")
+            .run(tvec![input.into_tvalue()])
+    })?;
+    // As Plinth does after every backend run.
+    plinth_runtime::nn::clear_upper_vector_state();
+    let output = outputs.first().context("the model has no output")?;
+    anyhow::ensure!(
+        output.shape() == [rows, LABELS.len()],
+        "expected probabilities of shape [{rows}, {}], the model gave {:?}",
+        LABELS.len(),
+        output.shape()
+    );
+    Ok(output.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }

@@ -233,6 +233,38 @@ pub struct Model {
     /// For a multi-model model (`Mode: MultiModel`): its prefix and cache setting; its
     /// `model_data` is then `None`.
     pub multi_model: Option<MultiModel>,
+    /// For a model with `Containers` (an inference pipeline): its mode and stages; the
+    /// model's own `component`, `model_data` and `environment` are then its first stage's.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// An inference pipeline's containers, in order, and how requests run them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// `InferenceExecutionConfig.Mode`.
+    pub mode: crate::pipeline::Mode,
+    /// Its containers, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// One container of a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// `ContainerHostname` (or the one given by position).
+    pub hostname: String,
+    /// Component path.
+    pub component: PathBuf,
+    /// Artifact directory.
+    pub model_data: Option<PathBuf>,
+    /// Guest environment.
+    pub environment: Vec<(String, String)>,
+}
+
+impl Pipeline {
+    /// Its containers' hostnames, in order.
+    pub fn hostnames(&self) -> Vec<String> {
+        self.stages.iter().map(|s| s.hostname.clone()).collect()
+    }
 }
 
 /// A multi-model model's prefix and cache setting.
@@ -277,10 +309,13 @@ pub struct Variant {
 
 impl Variant {
     /// The instances the variant may hold, for the server's instance limit: its count, or a
-    /// serverless variant's `MaxConcurrency`.
+    /// serverless variant's `MaxConcurrency`; an inference pipeline holds that many of each
+    /// of its containers.
     pub fn reserved_instances(&self) -> usize {
+        let containers = self.model.pipeline.as_ref().map_or(1, |p| p.stages.len());
         self.serverless
             .map_or(self.instance_count, |s| s.max_concurrency)
+            * containers
     }
 }
 
@@ -447,6 +482,7 @@ pub fn validate(file: &Path, parsed: DeploymentFile) -> Result<Deployment, Confi
                 graphs_from_bytes: false,
                 backend: m.backend.unwrap_or_default(),
                 multi_model: None,
+                pipeline: None,
             },
         );
     }

@@ -322,18 +322,29 @@ fn check_references(calls: &[Call]) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// `PrimaryContainer.Image` and `ModelDataUrl` relative to `base`, unless absolute or a URL.
+/// `Image` and `ModelDataUrl` of `PrimaryContainer` and of each of `Containers` relative to
+/// `base`, unless absolute or a URL.
 fn resolve_paths(input: &mut Value, base: &Path) {
-    let Some(container) = input
-        .get_mut("PrimaryContainer")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(input) = input.as_object_mut() else {
         return;
     };
-    for member in ["Image", "ModelDataUrl"] {
-        if let Some(Value::String(path)) = container.get_mut(member) {
-            if !path.contains("://") && !Path::new(path.as_str()).is_absolute() {
-                *path = base.join(path.as_str()).display().to_string();
+    let mut containers: Vec<&mut Value> = Vec::new();
+    for (key, value) in input.iter_mut() {
+        match (key.as_str(), value) {
+            ("PrimaryContainer", value) => containers.push(value),
+            ("Containers", Value::Array(list)) => containers.extend(list.iter_mut()),
+            _ => {}
+        }
+    }
+    for container in containers {
+        let Some(container) = container.as_object_mut() else {
+            continue;
+        };
+        for member in ["Image", "ModelDataUrl"] {
+            if let Some(Value::String(path)) = container.get_mut(member) {
+                if !path.contains("://") && !Path::new(path.as_str()).is_absolute() {
+                    *path = base.join(path.as_str()).display().to_string();
+                }
             }
         }
     }

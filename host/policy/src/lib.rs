@@ -37,6 +37,7 @@ pub mod metric_alarm;
 pub mod model_cache;
 pub mod model_limits;
 pub mod names;
+pub mod pipeline;
 pub mod rollout;
 pub mod rollout_machine;
 pub mod routing;

@@ -343,7 +343,7 @@ const TAG: Shape = Shape {
 const CONTAINER: Shape = Shape {
     name: "ContainerDefinition",
     members: &[
-        refused("ContainerHostname"),
+        served("ContainerHostname"),
         served("Image"),
         refused("ImageConfig"),
         served("Mode").one_of(&["SingleModel", "MultiModel"]),
@@ -424,8 +424,8 @@ const CREATE_MODEL: Shape = Shape {
     members: &[
         served("ModelName"),
         served("PrimaryContainer").structure(&CONTAINER),
-        refused("Containers"),
-        refused("InferenceExecutionConfig"),
+        served("Containers").list(&CONTAINER),
+        served("InferenceExecutionConfig").structure(&INFERENCE_EXECUTION_CONFIG),
         served("ExecutionRoleArn"),
         served("Tags").list(&TAG),
         refused("VpcConfig"),
@@ -434,6 +434,11 @@ const CREATE_MODEL: Shape = Shape {
         extension("PlinthLimits").structure(&PLINTH_LIMITS),
         extension("PlinthBackend"),
     ],
+};
+
+const INFERENCE_EXECUTION_CONFIG: Shape = Shape {
+    name: "InferenceExecutionConfig",
+    members: &[served("Mode").one_of(&["Serial", "Direct"])],
 };
 
 const MODEL_NAME: Shape = Shape {
@@ -1184,7 +1189,7 @@ const INVOKE: &[InvokeMember] = &[
     invoke(
         "TargetContainerHostname",
         "X-Amzn-SageMaker-Target-Container-Hostname",
-        State::Refused,
+        State::Served,
     ),
     invoke(
         "InferenceId",
@@ -1494,8 +1499,8 @@ pub fn refused_header(name: &str) -> Option<&'static InvokeMember> {
 }
 
 /// Check InvokeEndpoint's header names: one that carries a member SageMaker defines and
-/// Plinth does not implement is an error, "TargetContainerHostname
-/// (X-Amzn-SageMaker-Target-Container-Hostname) is not supported by Plinth; leave the header
+/// Plinth does not implement is an error, "EnableExplanations
+/// (X-Amzn-SageMaker-Enable-Explanations) is not supported by Plinth; leave the header
 /// out". Names match in any case; other
 /// headers pass. Allocates only to report an error.
 pub fn check_invoke_headers<'a>(
@@ -1806,10 +1811,10 @@ mod tests {
             "ProductionVariants[0].CoreDumpConfig"
         );
         assert_eq!(
-            check_invoke_headers(["x-amzn-sagemaker-target-container-hostname"])
+            check_invoke_headers(["x-amzn-sagemaker-enable-explanations"])
                 .unwrap_err()
                 .path,
-            "TargetContainerHostname"
+            "EnableExplanations"
         );
     }
 
@@ -1883,8 +1888,8 @@ mod tests {
         assert_eq!(
             e.message,
             "modelName is not a member of CreateModel's input; Plinth accepts ModelName, \
-             PrimaryContainer, ExecutionRoleArn, Tags, EnableNetworkIsolation, PlinthLimits, \
-             PlinthBackend (names are case-sensitive)"
+             PrimaryContainer, Containers, InferenceExecutionConfig, ExecutionRoleArn, Tags, \
+             EnableNetworkIsolation, PlinthLimits, PlinthBackend (names are case-sensitive)"
         );
         // In an extension shape.
         let e = error(
@@ -2142,23 +2147,23 @@ mod tests {
             Ok(())
         );
         for name in [
-            "x-amzn-sagemaker-target-container-hostname",
-            "X-Amzn-SageMaker-Target-Container-Hostname",
-            "X-AMZN-SAGEMAKER-TARGET-CONTAINER-HOSTNAME",
+            "x-amzn-sagemaker-enable-explanations",
+            "X-Amzn-SageMaker-Enable-Explanations",
+            "X-AMZN-SAGEMAKER-ENABLE-EXPLANATIONS",
         ] {
             let e = check_invoke_headers(["content-type", name]).unwrap_err();
-            assert_eq!(e.path, "TargetContainerHostname");
+            assert_eq!(e.path, "EnableExplanations");
             assert_eq!(
                 e.message,
-                "TargetContainerHostname (X-Amzn-SageMaker-Target-Container-Hostname) is not \
+                "EnableExplanations (X-Amzn-SageMaker-Enable-Explanations) is not \
                  supported by Plinth; leave the header out"
             );
         }
+        assert_eq!(
+            refused_header("x-amzn-sagemaker-target-container-hostname"),
+            None
+        );
         for (header, member) in [
-            (
-                "x-amzn-sagemaker-target-container-hostname",
-                "TargetContainerHostname",
-            ),
             ("x-amzn-sagemaker-enable-explanations", "EnableExplanations"),
             (
                 "x-amzn-sagemaker-inference-component",

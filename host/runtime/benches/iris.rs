@@ -121,6 +121,7 @@ fn bench(c: &mut Criterion) {
         content_type: "text/csv".into(),
         accept: "application/json".into(),
         inference_id: "bench".into(),
+        deadline: None,
         custom_attributes: None,
     };
     // Both paths must give the same answer.

@@ -86,6 +86,7 @@ fn main() {
                 content_type: "text/csv".into(),
                 accept: "application/json".into(),
                 inference_id: "instructions".into(),
+                deadline: None,
                 custom_attributes: None,
             });
             for _ in 0..repeats {

@@ -124,6 +124,15 @@ pub enum InvokeError {
     /// The pool could not provide an instance (e.g. a replacement failed to start).
     #[error("no instance available: {0}")]
     Unavailable(String),
+    /// One container of an inference pipeline failed as the model (a handler error, a trap,
+    /// a timeout, an invalid response): which one, and how.
+    #[error("container {hostname}: {error}")]
+    InContainer {
+        /// The container's hostname.
+        hostname: String,
+        /// Its failure.
+        error: Box<InvokeError>,
+    },
 }
 
 impl InvokeError {
@@ -134,6 +143,7 @@ impl InvokeError {
             Self::Trap { .. } | Self::InvalidOutput(_) => Some(500),
             Self::Timeout(_) => Some(0),
             Self::Throttled { .. } | Self::NoInstances(_) | Self::Unavailable(_) => None,
+            Self::InContainer { error, .. } => error.original_status(),
         }
     }
 }

@@ -107,6 +107,17 @@ pub struct Invocation {
     pub inference_id: String,
     /// `X-Amzn-SageMaker-Custom-Attributes`.
     pub custom_attributes: Option<String>,
+    /// A deadline for this call shorter than the variant's (an inference pipeline's stage
+    /// gets what is left of the chain's); `None`: the variant's. It runs from the call's
+    /// start, as the variant's does.
+    pub deadline: Option<Duration>,
+}
+
+impl Invocation {
+    /// The deadline of this call on a variant whose own is `variant`.
+    pub fn deadline_within(&self, variant: Duration) -> Duration {
+        self.deadline.map_or(variant, |d| d.min(variant))
+    }
 }
 
 /// A successful invocation.

@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -465,6 +465,7 @@ impl VariantPool {
         request: impl Into<Arc<Invocation>>,
     ) -> Result<InvocationOutput, InvokeError> {
         let request = request.into();
+        let deadline = request.deadline_within(self.template.limits.deadline);
         let _in_flight = self.enter()?;
         let (slot, setup_time) = match &self.elastic {
             Some(elastic) => self.route_elastic(elastic).await?,
@@ -504,7 +505,6 @@ impl VariantPool {
         // The epoch deadline stops guest code; this bounds a backend computation that
         // overruns it too. If its batch traps, a request waits for the batch and then for the
         // batch's requests served one by one.
-        let deadline = self.template.limits.deadline;
         let calls = if batch > 1 { 1 + batch as u32 } else { 1 };
         let bound = deadline * calls + crate::engine::EPOCH_TICK * 10;
         match tokio::time::timeout_at((begun + bound).into(), reply_rx).await {
@@ -795,13 +795,17 @@ async fn serve_batch(
         variant = %template.variant,
         requests = requests.len()
     );
-    let deadline = template.limits.deadline;
+    let deadline = requests
+        .iter()
+        .map(|r| r.deadline_within(template.limits.deadline))
+        .min()
+        .unwrap_or(template.limits.deadline);
     let answered = match instance.as_mut() {
         Some(guest) => {
             let call = guest
                 .invoke_batch(&requests, &template.variant, deadline)
                 .instrument(span);
-            watched(template, call).await.unwrap_or_default()
+            watched(template, deadline, call).await.unwrap_or_default()
         }
         None => None,
     };
@@ -832,9 +836,9 @@ async fn serve_one(
     let Some(guest) = instance.as_mut() else {
         return Err(InvokeError::Unavailable("no instance".into()));
     };
-    let deadline = template.limits.deadline;
+    let deadline = request.deadline_within(template.limits.deadline);
     let call = guest.invoke(request, &template.variant, deadline);
-    let outcome = watched(template, call).await.unwrap_or(Outcome {
+    let outcome = watched(template, deadline, call).await.unwrap_or(Outcome {
         result: Err(InvokeError::Timeout(deadline)),
         reusable: false,
     });
@@ -844,14 +848,15 @@ async fn serve_one(
     outcome.result
 }
 
-/// Run a call on an instance under the watchdog: `None` if it has not returned by the
-/// deadline plus the grace period (the call is dropped, which unwinds the guest wherever it
+/// Run a call on an instance under the watchdog: `None` if it has not returned by its
+/// `deadline` plus the grace period (the call is dropped, which unwinds the guest wherever it
 /// waits; the caller must then replace the instance).
 async fn watched<T>(
     template: &InstanceTemplate,
+    deadline: Duration,
     call: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    let limit = template.limits.deadline + Limits::WATCHDOG_GRACE;
+    let limit = deadline + Limits::WATCHDOG_GRACE;
     match tokio::time::timeout(limit, call).await {
         Ok(done) => Some(done),
         Err(_) => {
@@ -860,7 +865,7 @@ async fn watched<T>(
                 variant = %template.variant,
                 "an instance did not return within its deadline of {:?} plus {:?}; \
                  abandoning it for a fresh one",
-                template.limits.deadline,
+                deadline,
                 Limits::WATCHDOG_GRACE
             );
             None

@@ -63,6 +63,7 @@ fn request(body: &str) -> Invocation {
         content_type: "text/csv".into(),
         accept: "application/json".into(),
         inference_id: "test".into(),
+        deadline: None,
         custom_attributes: None,
     }
 }

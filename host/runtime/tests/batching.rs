@@ -37,6 +37,7 @@ fn request() -> Arc<Invocation> {
         content_type: "text/csv".into(),
         accept: "application/json".into(),
         inference_id: "batching".into(),
+        deadline: None,
         custom_attributes: None,
     })
 }

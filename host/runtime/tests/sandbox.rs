@@ -30,6 +30,7 @@ fn attack(name: &str) -> Invocation {
         content_type: "text/plain".into(),
         accept: String::new(),
         inference_id: name.into(),
+        deadline: None,
         custom_attributes: (!name.is_empty()).then(|| name.to_string()),
     }
 }
@@ -236,4 +237,47 @@ fn a_long_computation_leaves_the_worker_free() {
             "a 5 ms timer fired {worst:?} late while a {took:?} computation ran"
         );
     });
+}
+
+/// A call's own deadline (an inference pipeline's stage gets what is left of its chain's)
+/// stops it before the variant's, by the epoch and by the watchdog alike; a longer one is
+/// capped at the variant's. The instance serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_own_deadline_stops_it_before_the_variants() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let limits = Limits {
+        deadline: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let pool = Arc::new(
+        VariantPool::new(&runtime, &spec(limits, Vec::new()))
+            .await
+            .unwrap(),
+    );
+    for attack_name in ["compute", "sleep"] {
+        let started = Instant::now();
+        let e = pool
+            .invoke(Invocation {
+                deadline: Some(Duration::from_millis(300)),
+                ..attack(attack_name)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InvokeError::Timeout(_)), "{attack_name}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{attack_name} ran {:?} with a 300 ms deadline",
+            started.elapsed()
+        );
+        let next = pool.invoke(attack("")).await.map(|o| o.body);
+        assert_eq!(next.map_err(|e| e.to_string()), Ok(b"ok".to_vec()));
+    }
+    let request = Invocation {
+        deadline: Some(Duration::from_secs(3600)),
+        ..attack("")
+    };
+    assert_eq!(
+        request.deadline_within(Duration::from_secs(20)),
+        Duration::from_secs(20)
+    );
 }

@@ -72,8 +72,15 @@ where
 /// the bytes it runs (its digests), or the change would silently not happen.
 fn check_model_bytes(name: &str, current: &Value, desired: &Value) -> anyhow::Result<()> {
     use crate::state::artifacts::{component_digest, digest};
+    // Each container with its kept digests: the primary one, or a pipeline's in order.
     let kept = &current["PlinthDigests"];
-    let container = &desired["PrimaryContainer"];
+    let mut each = vec![(&desired["PrimaryContainer"], kept)];
+    if let (Some(containers), Some(digests)) = (
+        desired["Containers"].as_array(),
+        kept["Containers"].as_array(),
+    ) {
+        each = containers.iter().zip(digests).collect();
+    }
     let pairs = [
         (
             "Image",
@@ -81,17 +88,20 @@ fn check_model_bytes(name: &str, current: &Value, desired: &Value) -> anyhow::Re
         ),
         ("ModelDataUrl", digest),
     ];
-    for (member, digest_of) in pairs {
-        let (Some(was), Some(path)) = (kept[member].as_str(), container[member].as_str()) else {
-            continue;
-        };
-        let now = digest_of(path).map_err(|e| anyhow::anyhow!("model {name:?}: {e}"))?;
-        if now != was {
-            bail!(
-                "model {name:?} runs {member} {was}, but {path} now holds {now}; models are \
-                 immutable: give the changed one a new name (and point what uses it at the new \
-                 name)"
-            );
+    for (container, kept) in each {
+        for (member, digest_of) in pairs {
+            let (Some(was), Some(path)) = (kept[member].as_str(), container[member].as_str())
+            else {
+                continue;
+            };
+            let now = digest_of(path).map_err(|e| anyhow::anyhow!("model {name:?}: {e}"))?;
+            if now != was {
+                bail!(
+                    "model {name:?} runs {member} {was}, but {path} now holds {now}; models \
+                     are immutable: give the changed one a new name (and point what uses it \
+                     at the new name)"
+                );
+            }
         }
     }
     Ok(())

@@ -52,6 +52,8 @@ impl ApiError {
     /// Map a failed invocation onto SageMaker's runtime errors.
     pub(crate) fn from_invoke(error: &InvokeError, variant: &str) -> Self {
         match error {
+            // A pipeline's container: SageMaker names the container that failed.
+            InvokeError::InContainer { hostname, error } => Self::from_invoke(error, hostname),
             InvokeError::Throttled { .. } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "ThrottlingException",

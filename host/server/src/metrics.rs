@@ -59,7 +59,22 @@ pub(crate) struct Metrics {
     pub(crate) time_in_backlog: HistogramVec,
     pub(crate) total_processing_time: HistogramVec,
     pub(crate) notifications: IntCounterVec,
+    pub(crate) container_invocations: IntCounterVec,
+    pub(crate) container_errors_4xx: IntCounterVec,
+    pub(crate) container_errors_5xx: IntCounterVec,
+    pub(crate) container_latency: HistogramVec,
 }
+
+/// One container's metrics in an inference pipeline (SageMaker's per-container metrics,
+/// dimension `ContainerName`), resolved once.
+pub(crate) struct ContainerMetrics {
+    pub(crate) invocations: IntCounter,
+    pub(crate) errors_4xx: IntCounter,
+    pub(crate) errors_5xx: IntCounter,
+    pub(crate) latency: Histogram,
+}
+
+const CONTAINER_LABELS: &[&str] = &["endpoint", "variant", "container"];
 
 /// A multi-model variant's metrics (SageMaker's multi-model endpoint metrics), resolved
 /// once.
@@ -239,7 +254,27 @@ impl Metrics {
             time_in_backlog: histogram_with(&r, "plinth_async_time_in_backlog_seconds", "Asynchronous: time from a job's acceptance to its first start (SageMaker TimeInBacklog).", &["endpoint"], ASYNC_BUCKETS),
             total_processing_time: histogram_with(&r, "plinth_async_total_processing_time_seconds", "Asynchronous: time from a job's acceptance to its output or failure object written (SageMaker TotalProcessingTime).", &["endpoint"], ASYNC_BUCKETS),
             notifications: counter_with(&r, "plinth_async_notifications_total", "Asynchronous: tries to deliver a notification, by result: Delivered, Retried (tried again later), Failed (given up).", &["endpoint", "result"]),
+            container_invocations: counter_with(&r, "plinth_container_invocations_total", "Inference pipelines: requests sent to one container of a variant's model (SageMaker Invocations with ContainerName).", CONTAINER_LABELS),
+            container_errors_4xx: counter_with(&r, "plinth_container_invocation_4xx_errors_total", "Inference pipelines: requests one container answered with a client error (SageMaker Invocation4XXErrors with ContainerName).", CONTAINER_LABELS),
+            container_errors_5xx: counter_with(&r, "plinth_container_invocation_5xx_errors_total", "Inference pipelines: requests one container failed with a server error, a trap or a timeout (SageMaker Invocation5XXErrors with ContainerName).", CONTAINER_LABELS),
+            container_latency: histogram_with(&r, "plinth_container_latency_seconds", "Inference pipelines: time one container took to answer, its wait for an instance included (SageMaker ContainerLatency).", CONTAINER_LABELS, BUCKETS),
             registry: r,
+        }
+    }
+
+    /// The metrics of container `container` of `variant` of `endpoint`.
+    pub(crate) fn container(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        container: &str,
+    ) -> ContainerMetrics {
+        let labels = [endpoint, variant, container];
+        ContainerMetrics {
+            invocations: self.container_invocations.with_label_values(&labels),
+            errors_4xx: self.container_errors_4xx.with_label_values(&labels),
+            errors_5xx: self.container_errors_5xx.with_label_values(&labels),
+            latency: self.container_latency.with_label_values(&labels),
         }
     }
 

@@ -5,10 +5,8 @@
 //! microseconds, and that is what a straightforward native server would do.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Parser;
 use plinth_bench::iris;
-use tract_onnx::prelude::*;
 
 /// The same allocator as `plinth serve`, so that the comparison is of the servers' own work.
 #[global_allocator]
@@ -37,22 +34,12 @@ struct Args {
     threads: usize,
 }
 
-type Plan = Arc<TypedRunnableModel>;
+use iris::{load, predict, Plan};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let plan = load(&args.model)?;
     plinth_bench::native::serve(args.bind, args.threads, post(invoke), plan)
-}
-
-/// Parse, optimise and plan the model once.
-fn load(path: &Path) -> anyhow::Result<Plan> {
-    let plan = tract_onnx::onnx()
-        .model_for_path(path)
-        .with_context(|| format!("cannot read the ONNX model {}", path.display()))?
-        .into_optimized()?
-        .into_runnable()?;
-    Ok(plan)
 }
 
 async fn invoke(
@@ -61,21 +48,9 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/csv");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("text/csv") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type {content_type:?} is not supported; send text/csv"),
-        )
-            .into_response();
-    }
-    let (features, rows) = match iris::parse_csv(&body) {
+    let (features, rows) = match iris::csv_request(&headers, &body) {
         Ok(parsed) => parsed,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(refused) => return refused.into_response(),
     };
     match predict(&plan, &features, rows) {
         Ok(probabilities) => (
@@ -85,34 +60,4 @@ async fn invoke(
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
     }
-}
-
-thread_local! {
-    /// tract's run state, reused from request to request on each worker thread (as Plinth's
-    /// backend reuses one per instance).
-    static STATE: std::cell::RefCell<Option<TypedSimpleState>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Run the model on `rows` x 4 features; the probabilities come back row-major, `rows` x 3.
-fn predict(plan: &Plan, features: &[f32], rows: usize) -> anyhow::Result<Vec<f32>> {
-    let input = Tensor::from_shape(&[rows, iris::FEATURES], features)?;
-    let outputs = STATE.with_borrow_mut(|state| {
-        if state.is_none() {
-            *state = Some(plan.spawn()?);
-        }
-        state
-            .as_mut()
-            .expect("set above")
-            .run(tvec![input.into_tvalue()])
-    })?;
-    // As Plinth does after every backend run.
-    plinth_runtime::nn::clear_upper_vector_state();
-    let output = outputs.first().context("the model has no output")?;
-    anyhow::ensure!(
-        output.shape() == [rows, iris::LABELS.len()],
-        "expected probabilities of shape [{rows}, {}], the model gave {:?}",
-        iris::LABELS.len(),
-        output.shape()
-    );
-    Ok(output.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }

@@ -135,6 +135,10 @@ enum Command {
         /// `X-Amzn-SageMaker-Target-Variant`.
         #[arg(long)]
         target_variant: Option<String>,
+        /// `X-Amzn-SageMaker-Target-Container-Hostname`: the container of a Direct
+        /// multi-container model that serves the request.
+        #[arg(long)]
+        target_container: Option<String>,
         #[command(flatten)]
         request: RequestArgs,
     },
@@ -895,8 +899,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invoke {
             target,
             target_variant,
+            target_container,
             request,
-        } => invoke(&target, target_variant.as_deref(), &request),
+        } => invoke(
+            &target,
+            target_variant.as_deref(),
+            target_container.as_deref(),
+            &request,
+        ),
         Command::DescribeEndpoint { target } => print_description(&target),
         Command::Experiment {
             endpoint,
@@ -1077,6 +1087,7 @@ fn follow(client: &mut Client, endpoint: &str, json: bool) -> anyhow::Result<()>
 fn invoke(
     target: &EndpointArgs,
     target_variant: Option<&str>,
+    target_container: Option<&str>,
     request: &RequestArgs,
 ) -> anyhow::Result<()> {
     let mut headers = vec![("content-type", request.content_type.as_str())];
@@ -1088,6 +1099,9 @@ fn invoke(
     }
     if let Some(variant) = target_variant {
         headers.push(("x-amzn-sagemaker-target-variant", variant));
+    }
+    if let Some(container) = target_container {
+        headers.push(("x-amzn-sagemaker-target-container-hostname", container));
     }
     let answer = target
         .server
@@ -1130,6 +1144,7 @@ fn local(spec: VariantSpec, request: &RequestArgs) -> anyhow::Result<()> {
         content_type: request.content_type.clone(),
         accept: request.accept.clone().unwrap_or_default(),
         inference_id: uuid::Uuid::new_v4().to_string(),
+        deadline: None,
         custom_attributes: request.custom_attributes.clone(),
     };
     let tokio = tokio::runtime::Runtime::new()?;

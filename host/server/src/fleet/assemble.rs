@@ -6,6 +6,7 @@
 
 use super::deployer::Fleet;
 use super::multi_model::{host_memory_bytes, CacheSpec, ModelCache};
+use super::pipeline::Pipeline;
 use super::shadow_copies::Shadow;
 use super::table::{EndpointSnapshot, EndpointStatus, VariantState};
 use super::variant::{variant_spec, LiveVariant, Serving};
@@ -104,8 +105,9 @@ pub(crate) fn in_service(state: &Fleet, name: &str) -> Result<Arc<EndpointSnapsh
     Ok(endpoint)
 }
 
-/// Instances an endpoint holds or is about to: its variants' desired counts, plus the
-/// config it is being created with or is moving to.
+/// Instances an endpoint holds or is about to: its variants' desired counts (an inference
+/// pipeline's for each of its containers), plus the config it is being created with or is
+/// moving to.
 pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize {
     let held: usize = endpoint
         .variants
@@ -115,8 +117,14 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
                 .serving
                 .elastic()
                 .map_or(v.desired_instance_count, |e| e.max_concurrency)
+                * v.live.serving.containers()
         })
-        .chain(endpoint.shadows.iter().map(|s| s.desired_instance_count))
+        .chain(
+            endpoint
+                .shadows
+                .iter()
+                .map(|s| s.desired_instance_count * s.live.serving.containers()),
+        )
         .sum();
     let coming = match (endpoint.status, &endpoint.pending_config) {
         (EndpointStatus::Creating, _) => Some(&endpoint.config_name),
@@ -131,9 +139,14 @@ pub(crate) fn instances_of(state: &Fleet, endpoint: &EndpointSnapshot) -> usize 
                 .iter()
                 .chain(&c.definition.shadow_production_variants)
                 .map(|v| {
+                    let containers = catalog
+                        .models
+                        .get(&v.model_name)
+                        .map_or(1, |m| m.definition.all_containers().len());
                     v.serverless_config
                         .map_or(v.initial_instance_count, |s| s.max_concurrency)
                         as usize
+                        * containers
                 })
                 .sum()
         })
@@ -242,6 +255,15 @@ pub(crate) async fn build(
     }
     let mut shadows = Vec::new();
     for (v, sampling) in &resolved.shadows {
+        if let Some(p) = &v.model.pipeline {
+            if p.mode == plinth_policy::pipeline::Mode::Direct {
+                return Err(format!(
+                    "shadow variant {}: model {} is a multi-container model with direct \
+                     invocation; a shadow's copies name no container",
+                    v.name, v.model.name
+                ));
+            }
+        }
         let live = live_variant(state, endpoint, v, reuse).await?;
         shadows.push(Shadow::start(
             endpoint,
@@ -299,6 +321,30 @@ pub(crate) async fn live_variant(
     // Compiling blocks: build the pool on a blocking thread.
     let handle = tokio::runtime::Handle::current();
     let serving = match &v.model.multi_model {
+        None if v.model.pipeline.is_some() => {
+            let pipeline = v.model.pipeline.clone().expect("a pipeline");
+            // Checked at CreateEndpointConfig; the model may have been created again since.
+            if spec.elastic.is_some() {
+                return Err(format!(
+                    "variant {}: model {} is an inference pipeline; serverless variants serve \
+                     models with one container",
+                    v.name, v.model.name
+                ));
+            }
+            let fleet = state.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                handle.block_on(Pipeline::build(&runtime, &spec, &pipeline, &fleet.metrics))
+            })
+            .await
+            .map_err(|e| format!("variant {}: {e}", v.name))?
+            .map_err(|(hostname, e)| {
+                format!(
+                    "variant {}, model {}, container {hostname}: {e}",
+                    v.name, v.model.name
+                )
+            })?;
+            Serving::Pipeline(Arc::new(built))
+        }
         None => {
             let pool = tokio::task::spawn_blocking(move || {
                 handle.block_on(VariantPool::new(&runtime, &spec))

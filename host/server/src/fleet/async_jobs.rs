@@ -789,6 +789,7 @@ async fn invoke(state: &Fleet, key: &str, job: &AsyncJob) -> Result<(Vec<u8>, St
         content_type: j["ContentType"].as_str().unwrap_or_default().to_string(),
         accept: j["Accept"].as_str().unwrap_or_default().to_string(),
         inference_id: j["InferenceId"].as_str().unwrap_or(&job.id).to_string(),
+        deadline: None,
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
@@ -804,7 +805,7 @@ async fn invoke(state: &Fleet, key: &str, job: &AsyncJob) -> Result<(Vec<u8>, St
     let (started, started_at) = (std::time::Instant::now(), crate::state::now());
     let held = variant
         .serving
-        .hold(None, &variant.name)
+        .hold(None, None, &variant.name, &variant.model_name)
         .await
         .map_err(|e| e.message().to_string())?;
     let result = tokio::time::timeout(timeout, held.invoke(request))

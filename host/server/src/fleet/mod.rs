@@ -1,6 +1,6 @@
 //! What runs: the live endpoint table (immutable snapshots published with arc-swap) and
 //! everything that changes it or rides on it: deploying and removing endpoints, the
-//! blue/green and rolling deployment driver, alarms watched during a deployment, shadow
+//! blue/green and rolling deployment driver, inference pipelines' stages, alarms watched during a deployment, shadow
 //! copies, the experiments' ledger, the Application Auto Scaling controller, and the
 //! asynchronous queue and batch transform runners. This layer is handed the store and the catalog; it
 //! knows nothing of HTTP or of the operations' wire shapes.
@@ -14,6 +14,7 @@ pub(crate) mod deploy;
 pub(crate) mod deployer;
 pub(crate) mod ledger;
 pub(crate) mod multi_model;
+pub(crate) mod pipeline;
 pub(crate) mod recent;
 pub(crate) mod rollout_driver;
 pub(crate) mod shadow_copies;

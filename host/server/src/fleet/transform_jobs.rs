@@ -1023,12 +1023,13 @@ async fn invoke(
             content_type: job.content_type.clone(),
             accept: job.accept.clone(),
             inference_id: uuid::Uuid::new_v4().to_string(),
+            deadline: None,
             custom_attributes: None,
         });
         let held = model
             .variant
             .serving
-            .hold(None, &model.variant.name)
+            .hold(None, None, &model.variant.name, &model.variant.model_name)
             .await
             .map_err(|e| e.message().to_string())?;
         let _slot = model

@@ -1,11 +1,14 @@
 //! A live variant: what serves it (the runtime's `VariantPool` for a single model, a cache
-//! of one pool per model for a multi-model variant), its metrics and its recent request
+//! of one pool per model for a multi-model variant, a pool per container for an inference
+//! pipeline), its metrics and its recent request
 //! window, shared by every snapshot that routes to it; how its runtime spec is made from a
 //! model and a variant; and how each invocation is counted.
 
 use super::multi_model::{Lease, ModelCache};
+use super::pipeline::Pipeline;
 use crate::error::ApiError;
 use plinth_policy::config::{Backend, Model, Variant};
+use plinth_policy::pipeline::Target;
 use plinth_policy::routing::RoutingStrategy;
 use plinth_runtime::{InvokeError, Limits, PoolStats, VariantPool, VariantSpec};
 use std::sync::Arc;
@@ -18,34 +21,62 @@ pub(crate) enum Serving {
     Single(Arc<VariantPool>),
     /// `Mode: MultiModel`: a pool per loaded model, each request naming its model.
     Multi(Arc<ModelCache>),
+    /// A model with `Containers`: a pool per container.
+    Pipeline(Arc<Pipeline>),
 }
 
-/// The pool one request runs on, held while it does: the variant's own, or its model's
-/// (which is not unloaded while held).
+/// What one request runs on, held while it does: the variant's pool, its model's (which is
+/// not unloaded while held), or its pipeline's stages.
 pub(crate) enum Held<'a> {
     Single(&'a VariantPool),
     Multi(Lease),
+    Pipeline(&'a Pipeline, Target),
 }
 
-impl std::ops::Deref for Held<'_> {
-    type Target = VariantPool;
-    fn deref(&self) -> &VariantPool {
+impl Held<'_> {
+    /// Serve `request` on what is held.
+    pub(crate) async fn invoke(
+        &self,
+        request: Arc<plinth_runtime::Invocation>,
+    ) -> Result<plinth_runtime::InvocationOutput, InvokeError> {
         match self {
-            Self::Single(pool) => pool,
-            Self::Multi(lease) => lease,
+            Self::Single(pool) => pool.invoke(request).await,
+            Self::Multi(lease) => lease.invoke(request).await,
+            Self::Pipeline(pipeline, target) => pipeline.invoke(request, *target).await,
         }
     }
 }
 
 impl Serving {
-    /// The pool for a request naming `target_model` (`TargetModel`): given for a
-    /// multi-model variant, and only for one.
+    /// What serves a request naming `target_model` (`TargetModel`: given for a
+    /// multi-model variant, and only for one) and `target_container`
+    /// (`TargetContainerHostname`: given for a Direct pipeline, and only for one) on
+    /// `variant`, whose model is `model`.
     pub(crate) async fn hold(
         &self,
         target_model: Option<&str>,
+        target_container: Option<&str>,
         variant: &str,
+        model: &str,
     ) -> Result<Held<'_>, ApiError> {
+        if let Self::Pipeline(pipeline) = self {
+            if let Some(target) = target_model {
+                return Err(ApiError::validation(format!(
+                    "TargetModel {target:?} was given, but variant {variant} serves an \
+                     inference pipeline (model {model}); leave TargetModel out"
+                )));
+            }
+            let target = pipeline
+                .target(model, target_container)
+                .map_err(ApiError::validation)?;
+            return Ok(Held::Pipeline(pipeline, target));
+        }
+        if target_container.is_some() {
+            plinth_policy::pipeline::target(model, None, target_container)
+                .map_err(ApiError::validation)?;
+        }
         match (self, target_model) {
+            (Self::Pipeline(_), _) => unreachable!("answered above"),
             (Self::Single(pool), None) => Ok(Held::Single(pool)),
             (Self::Single(_), Some(target)) => Err(ApiError::validation(format!(
                 "TargetModel {target:?} was given, but variant {variant} serves a single model \
@@ -70,6 +101,12 @@ impl Serving {
             Self::Multi(_) => Err(InvokeError::Unavailable(
                 "a multi-model variant serves only requests that name their model".into(),
             )),
+            Self::Pipeline(pipeline) => match pipeline.target("", None) {
+                Ok(target) => pipeline.invoke(request, target).await,
+                Err(_) => Err(InvokeError::Unavailable(
+                    "a Direct pipeline serves only requests that name their container".into(),
+                )),
+            },
         }
     }
 
@@ -77,15 +114,26 @@ impl Serving {
     pub(crate) fn single(&self) -> Option<&Arc<VariantPool>> {
         match self {
             Self::Single(pool) => Some(pool),
-            Self::Multi(_) => None,
+            Self::Multi(_) | Self::Pipeline(_) => None,
         }
     }
 
-    /// Instances (of each loaded model, for a multi-model variant).
+    /// How many instances each of its instances stands for: an inference pipeline's
+    /// containers (each has a pool of its own), else 1.
+    pub(crate) fn containers(&self) -> usize {
+        match self {
+            Self::Pipeline(pipeline) => pipeline.containers(),
+            Self::Single(_) | Self::Multi(_) => 1,
+        }
+    }
+
+    /// Instances (of each loaded model, for a multi-model variant; of each container, for
+    /// a pipeline).
     pub(crate) fn instances(&self) -> usize {
         match self {
             Self::Single(pool) => pool.instances(),
             Self::Multi(cache) => cache.instances(),
+            Self::Pipeline(pipeline) => pipeline.instances(),
         }
     }
 
@@ -94,6 +142,7 @@ impl Serving {
     pub(crate) fn stats(&self) -> PoolStats {
         match self {
             Self::Single(pool) => pool.stats(),
+            Self::Pipeline(pipeline) => pipeline.stats(),
             Self::Multi(cache) => {
                 let (lines, bytes) = cache.template().log_dropped();
                 let mut total = PoolStats {
@@ -124,6 +173,7 @@ impl Serving {
         match self {
             Self::Single(pool) => pool.resize(count).await,
             Self::Multi(cache) => cache.resize(count).await,
+            Self::Pipeline(pipeline) => pipeline.resize(count).await,
         }
     }
 
@@ -131,7 +181,7 @@ impl Serving {
     pub(crate) fn elastic(&self) -> Option<plinth_runtime::Elastic> {
         match self {
             Self::Single(pool) => pool.elastic(),
-            Self::Multi(_) => None,
+            Self::Multi(_) | Self::Pipeline(_) => None,
         }
     }
 
@@ -139,6 +189,7 @@ impl Serving {
         match self {
             Self::Single(pool) => pool.routing(),
             Self::Multi(cache) => cache.template().routing(),
+            Self::Pipeline(pipeline) => pipeline.first().routing(),
         }
     }
 
@@ -146,6 +197,7 @@ impl Serving {
         match self {
             Self::Single(pool) => pool.limits(),
             Self::Multi(cache) => cache.template().limits(),
+            Self::Pipeline(pipeline) => pipeline.first().limits(),
         }
     }
 
@@ -153,6 +205,7 @@ impl Serving {
         match self {
             Self::Single(pool) => pool.backend(),
             Self::Multi(cache) => cache.template().backend(),
+            Self::Pipeline(pipeline) => pipeline.first().backend(),
         }
     }
 }

@@ -24,6 +24,8 @@ mod header {
         HeaderName::from_static("x-amzn-sagemaker-target-variant");
     pub(super) const TARGET_MODEL: HeaderName =
         HeaderName::from_static("x-amzn-sagemaker-target-model");
+    pub(super) const TARGET_CONTAINER: HeaderName =
+        HeaderName::from_static("x-amzn-sagemaker-target-container-hostname");
     pub(super) const INVOKED_VARIANT: HeaderName =
         HeaderName::from_static("x-amzn-invoked-production-variant");
     pub(super) const ASSIGNMENT_KEY: HeaderName =
@@ -44,10 +46,11 @@ struct InvokeHeaders<'a> {
     custom_attributes: Option<&'a HeaderValue>,
     target_variant: Option<&'a HeaderValue>,
     target_model: Option<&'a HeaderValue>,
+    target_container: Option<&'a HeaderValue>,
     inference_id: Option<&'a HeaderValue>,
     assignment_key: Option<&'a HeaderValue>,
     /// The first SageMaker header Plinth does not implement
-    /// (`X-Amzn-SageMaker-Target-Container-Hostname`...).
+    /// (`X-Amzn-SageMaker-Enable-Explanations`...).
     refused: Option<&'static InvokeMember>,
 }
 
@@ -68,6 +71,8 @@ impl<'a> InvokeHeaders<'a> {
                 &mut found.target_variant
             } else if name == header::TARGET_MODEL {
                 &mut found.target_model
+            } else if name == header::TARGET_CONTAINER {
+                &mut found.target_container
             } else if name == header::INFERENCE_ID {
                 &mut found.inference_id
             } else if name == header::ASSIGNMENT_KEY {
@@ -181,6 +186,15 @@ async fn serve(
         "TargetModel",
         plinth_policy::model_cache::MAX_TARGET_MODEL_LEN,
     )?;
+    let target_container = text_header(
+        found.target_container,
+        "TargetContainerHostname",
+        plinth_policy::pipeline::MAX_HOSTNAME_LEN,
+    )?;
+    let targets = Targets {
+        model: target_model,
+        container: target_container,
+    };
 
     let assignment_key = match text_header(found.assignment_key, "AssignmentKey", 256)? {
         Some(key) => Some(key),
@@ -221,9 +235,10 @@ async fn serve(
         content_type: content_type.to_string(),
         accept: accept.to_string(),
         inference_id: inference_id.to_string(),
+        deadline: None,
         custom_attributes: custom_attributes.map(str::to_string),
     });
-    let mut result = invoke_on(&variant, target_model, request.clone())
+    let mut result = invoke_on(&variant, &targets, request.clone())
         .instrument(span.clone())
         .await;
     if target.is_none() && matches!(result, Ok(Err(InvokeError::NoInstances(_)))) {
@@ -236,7 +251,7 @@ async fn serve(
                 config_name = HeaderValue::from_str(next.config_name).ok();
                 experiment = next.experiment.cloned();
                 shadows = next.shadows.to_vec();
-                result = invoke_on(&variant, target_model, request.clone())
+                result = invoke_on(&variant, &targets, request.clone())
                     .instrument(span.clone())
                     .await;
             }
@@ -252,6 +267,7 @@ async fn serve(
                 variant = %variant.name,
                 inference_id = %inference_id,
                 target_model = ?target_model,
+                target_container = ?target_container,
                 status = refused.status().as_u16(),
                 error = %refused.message(),
                 "invocation refused"
@@ -325,15 +341,31 @@ async fn serve(
     }
 }
 
-/// Serve `request` on `variant`: on its pool, or on the pool of the model it names
-/// (`TargetModel`, for a multi-model variant: loaded first if it is not). The outer error is
-/// the variant's refusal before any model ran.
+/// What a request names within a variant: its model (`TargetModel`) and container
+/// (`TargetContainerHostname`).
+struct Targets<'a> {
+    model: Option<&'a str>,
+    container: Option<&'a str>,
+}
+
+/// Serve `request` on `variant`: on its pool, on the pool of the model it names
+/// (`TargetModel`, for a multi-model variant: loaded first if it is not), or on its
+/// pipeline's containers (all in order, or the one `TargetContainerHostname` names). The
+/// outer error is the variant's refusal before any model ran.
 async fn invoke_on(
     variant: &LiveVariant,
-    target_model: Option<&str>,
+    targets: &Targets<'_>,
     request: Arc<Invocation>,
 ) -> Result<Result<InvocationOutput, InvokeError>, ApiError> {
-    let held = variant.serving.hold(target_model, &variant.name).await?;
+    let held = variant
+        .serving
+        .hold(
+            targets.model,
+            targets.container,
+            &variant.name,
+            &variant.model_name,
+        )
+        .await?;
     Ok(held.invoke(request).await)
 }
 

@@ -81,6 +81,7 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
         })
         .and_then(|()| check_shadows(&catalog, &name))
         .and_then(|()| check_multi_model(&catalog, &name))
+        .and_then(|()| check_pipelines(&catalog, &name))
         .and_then(|()| {
             stored
                 .store
@@ -157,6 +158,20 @@ fn check_async(
             return Err(validation(format!(
                 "AsyncInferenceConfig cannot be given with a multi-model variant: \
                  ProductionVariants[{j}] ({}) serves model {}, whose Mode is MultiModel",
+                v.variant_name, v.model_name
+            )));
+        }
+        // Nor a container of a Direct pipeline (TargetContainerHostname).
+        if catalog.model_named(&v.model_name).is_some_and(|m| {
+            matches!(
+                m.definition.pipeline(),
+                Ok(Some((plinth_policy::pipeline::Mode::Direct, _)))
+            )
+        }) {
+            return Err(validation(format!(
+                "AsyncInferenceConfig cannot be given with a variant serving a multi-container \
+                 model with direct invocation: ProductionVariants[{j}] ({}) serves model {}, \
+                 whose requests must name a container",
                 v.variant_name, v.model_name
             )));
         }
@@ -244,6 +259,40 @@ fn check_serverless(input: &Value) -> Result<(), ApiError> {
         {
             return Err(validation(format!(
                 "ProductionVariants[{j}].ServerlessConfig.{key} is required"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Inference pipelines: a serverless variant serves a model with one container; a shadow
+/// variant gets copies of requests that name no container, so it serves no Direct pipeline.
+fn check_pipelines(catalog: &crate::state::catalog::Catalog, name: &str) -> Result<(), ApiError> {
+    use plinth_policy::pipeline::Mode;
+    let definition = &catalog.configs[name].definition;
+    let mode = |model: &str| {
+        catalog
+            .models
+            .get(model)
+            .and_then(|m| m.definition.pipeline().ok().flatten())
+            .map(|(mode, _)| mode)
+    };
+    for (j, v) in definition.production_variants.iter().enumerate() {
+        if v.serverless_config.is_some() && mode(&v.model_name).is_some() {
+            return Err(validation(format!(
+                "ProductionVariants[{j}]: model {} is an inference pipeline (Containers); \
+                 serverless variants serve models with one container",
+                v.model_name
+            )));
+        }
+    }
+    for (j, v) in definition.shadow_production_variants.iter().enumerate() {
+        if mode(&v.model_name) == Some(Mode::Direct) {
+            return Err(validation(format!(
+                "ShadowProductionVariants[{j}]: model {} is a multi-container model with \
+                 direct invocation; a shadow variant gets copies of requests that name no \
+                 container: give it a Serial pipeline or a single model",
+                v.model_name
             )));
         }
     }

@@ -24,12 +24,24 @@ use serde_json::{json, Value};
 struct CreateModelInput {
     model_name: String,
     primary_container: Option<Value>,
+    containers: Option<Value>,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
 }
 
-/// CreateModel. The artifact is read and unpacked before `changes` is taken (other changes
-/// go on meanwhile); the name is checked and the model committed under it.
+/// A container's local files, found under the artifact roots.
+struct Local {
+    /// `Image`, as given.
+    image: String,
+    /// Where a local `Image` is.
+    image_path: Option<String>,
+    /// Where a local `ModelDataUrl` is (not for a multi-model prefix).
+    url_path: Option<String>,
+}
+
+/// CreateModel. The artifacts are read and unpacked before `changes` is taken (other
+/// changes go on meanwhile); the name is checked and the model committed under it. A model
+/// has a `PrimaryContainer` or, as an inference pipeline, `Containers` (2 to 15).
 pub(crate) async fn create_model(
     stored: &Stored,
     runtime: &Runtime,
@@ -39,49 +51,76 @@ pub(crate) async fn create_model(
     let input: CreateModelInput = parse(input)?;
     let name = input.model_name;
     check_name("modelName", &name)?;
-    let Some(container) = input.primary_container else {
-        return Err(validation("PrimaryContainer is required"));
-    };
     let mut fields = input.rest;
-    fields.insert("PrimaryContainer".into(), container);
-    let mut definition: ModelDefinition = parse(Value::Object(fields))?;
-    check_multi_model(&definition)?;
-    // `s3://` ones are fetched when an endpoint first needs them (a failure then sets the
-    // endpoint Failed, as SageMaker does); here they are only checked for form.
-    let remote_image = definition.remote_image().map_err(validation)?.is_some();
-    let remote_data = definition
-        .remote_model_data()
-        .map_err(validation)?
-        .is_some();
-    // Where the local files are, and only if they are under the artifact roots (checked
-    // before anything else looks at them).
-    let image = definition.primary_container.image.clone();
-    let image_path = (!remote_image)
-        .then(|| stored.roots.check("Image", &image))
-        .transpose()
-        .map_err(validation)?;
-    let url_path = definition
-        .primary_container
-        .model_data_url
-        .as_deref()
-        .filter(|url| !remote_data && !url.starts_with("s3://"))
-        .map(|url| stored.roots.check("ModelDataUrl", url))
-        .transpose()
-        .map_err(validation)?;
-    // A multi-model prefix is read when requests name its models, not kept here.
-    let url_path = match url_path {
-        Some(path) if definition.is_multi_model() => {
-            if !std::path::Path::new(&path).is_dir() {
-                return Err(validation(format!(
-                    "ModelDataUrl {path:?}: the prefix of a MultiModel model must be a \
-                     directory (or an s3:// prefix)"
-                )));
-            }
-            None
+    match (input.primary_container, input.containers) {
+        (Some(_), Some(_)) => {
+            return Err(validation(
+                "Give PrimaryContainer or Containers, not both: PrimaryContainer for a model \
+                 with one container, Containers for an inference pipeline",
+            ))
         }
-        other => other,
+        (None, None) => return Err(validation("PrimaryContainer or Containers is required")),
+        (Some(c), None) => fields.insert("PrimaryContainer".into(), c),
+        (None, Some(c)) => fields.insert("Containers".into(), c),
     };
-    check_model(&definition, image_path.as_deref())?;
+    let mut definition: ModelDefinition = parse(Value::Object(fields))?;
+    check_pipeline(&definition)?;
+    check_multi_model(&definition)?;
+    let pipeline = definition.primary_container.is_none();
+    let mut locals = Vec::new();
+    for (i, c) in definition.all_containers().into_iter().enumerate() {
+        let at = if pipeline {
+            format!("Containers[{i}].")
+        } else {
+            String::new()
+        };
+        let named = |e: String| validation(format!("{at}{e}"));
+        // `s3://` ones are fetched when an endpoint first needs them (a failure then sets
+        // the endpoint Failed, as SageMaker does); here they are only checked for form.
+        let remote_image = c.remote_image().map_err(named)?.is_some();
+        let remote_data = c.remote_model_data().map_err(named)?.is_some();
+        // Where the local files are, and only if they are under the artifact roots (checked
+        // before anything else looks at them).
+        let image_path = (!remote_image)
+            .then(|| stored.roots.check("Image", &c.image))
+            .transpose()
+            .map_err(named)?;
+        let url_path = c
+            .model_data_url
+            .as_deref()
+            .filter(|url| !remote_data && !url.starts_with("s3://"))
+            .map(|url| stored.roots.check("ModelDataUrl", url))
+            .transpose()
+            .map_err(named)?;
+        // A multi-model prefix is read when requests name its models, not kept here.
+        let url_path = match url_path {
+            Some(path) if definition.is_multi_model() => {
+                if !std::path::Path::new(&path).is_dir() {
+                    return Err(validation(format!(
+                        "ModelDataUrl {path:?}: the prefix of a MultiModel model must be a \
+                         directory (or an s3:// prefix)"
+                    )));
+                }
+                None
+            }
+            other => other,
+        };
+        if image_path
+            .as_deref()
+            .is_some_and(|p| !std::path::Path::new(p).is_file())
+        {
+            return Err(validation(format!(
+                "{at}Image {:?}: no component file there",
+                c.image
+            )));
+        }
+        locals.push(Local {
+            image: c.image.clone(),
+            image_path,
+            url_path,
+        });
+    }
+    check_model(&definition)?;
     runtime
         .backend_for(definition.plinth_backend)
         .map_err(|e| validation(format!("PlinthBackend {}: {e}", definition.plinth_backend)))?;
@@ -94,24 +133,32 @@ pub(crate) async fn create_model(
     if let Some(taken) = exists() {
         return Err(taken);
     }
-    // Keep the component and the artifact (unpacked) in the data directory, by digest: a
-    // bad one is reported here, not at deploy time, and the model runs exactly these bytes
-    // for its whole life, whatever becomes of the files it names.
+    // Keep each component and artifact (unpacked) in the data directory, by digest: a bad
+    // one is reported here, not at deploy time, and the model runs exactly these bytes for
+    // its whole life, whatever becomes of the files it names.
+    let locals = std::sync::Arc::new(locals);
     let keep_all = {
         let cache = stored.artifacts.clone();
-        let image = image.clone();
+        let locals = locals.clone();
         move || {
             use crate::state::artifacts::{keep, keep_component};
-            Ok::<_, String>(Digests {
-                image: image_path
-                    .as_deref()
-                    .map(|path| keep_component(&cache, &image, path))
-                    .transpose()?,
-                model_data_url: url_path
-                    .as_deref()
-                    .map(|url| keep(&cache, url))
-                    .transpose()?,
-            })
+            let mut each = Vec::new();
+            for local in locals.iter() {
+                each.push(Digests {
+                    image: local
+                        .image_path
+                        .as_deref()
+                        .map(|path| keep_component(&cache, &local.image, path))
+                        .transpose()?,
+                    model_data_url: local
+                        .url_path
+                        .as_deref()
+                        .map(|url| keep(&cache, url))
+                        .transpose()?,
+                    containers: Vec::new(),
+                });
+            }
+            Ok::<_, String>(each)
         }
     };
     let digests = tokio::task::spawn_blocking(keep_all.clone())
@@ -125,19 +172,29 @@ pub(crate) async fn create_model(
     }
     // A DeleteModel may have collected what this one kept before it held the lock (its
     // digests were in no model yet): keep it again, now that no collection can run.
-    let missing = digests.image.as_deref().is_some_and(|d| {
-        !crate::state::artifacts::kept_component(&stored.artifacts, d, &image).is_file()
-    }) || digests
-        .model_data_url
-        .as_deref()
-        .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err());
+    let missing = digests.iter().zip(locals.iter()).any(|(d, local)| {
+        d.image.as_deref().is_some_and(|d| {
+            !crate::state::artifacts::kept_component(&stored.artifacts, d, &local.image).is_file()
+        }) || d
+            .model_data_url
+            .as_deref()
+            .is_some_and(|d| crate::state::artifacts::kept(&stored.artifacts, d).is_err())
+    });
     if missing {
         tokio::task::spawn_blocking(keep_all)
             .await
             .map_err(internal)?
             .map_err(validation)?;
     }
-    definition.plinth_digests = Some(digests);
+    definition.plinth_digests = Some(if pipeline {
+        Digests {
+            image: None,
+            model_data_url: None,
+            containers: digests,
+        }
+    } else {
+        digests.into_iter().next().expect("one container")
+    });
     let record = Record {
         name: name.clone(),
         created: now(),
@@ -152,10 +209,47 @@ pub(crate) async fn create_model(
     Ok(json!({ "ModelArn": arn("model", &name) }))
 }
 
+/// An inference pipeline's containers: 2 to 15, hostnames for all or none and unique, a
+/// known `Mode`; each container a single model; `InferenceExecutionConfig` only with them.
+fn check_pipeline(d: &ModelDefinition) -> Result<(), ApiError> {
+    if d.primary_container.is_some() {
+        if d.inference_execution_config.is_some() {
+            return Err(validation(
+                "InferenceExecutionConfig applies only to a model with Containers (an \
+                 inference pipeline)",
+            ));
+        }
+        return Ok(());
+    }
+    d.pipeline().map_err(validation)?;
+    for (i, c) in d.containers.iter().enumerate() {
+        if c.mode != "SingleModel" || c.multi_model_config.is_some() {
+            return Err(validation(format!(
+                "Containers[{i}].Mode: the containers of an inference pipeline serve one \
+                 model each (SingleModel); a MultiModel container needs a model of its own"
+            )));
+        }
+    }
+    let environment: usize = d
+        .containers
+        .iter()
+        .flat_map(|c| &c.environment)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if environment > plinth_policy::pipeline::MAX_ENVIRONMENT_BYTES {
+        return Err(validation(format!(
+            "Containers[].Environment: the containers' environments hold {environment} bytes \
+             of keys and values together; the limit is {} bytes",
+            plinth_policy::pipeline::MAX_ENVIRONMENT_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// `Mode: MultiModel` takes its models from a `ModelDataUrl` prefix; `MultiModelConfig`
 /// only with it.
 fn check_multi_model(d: &ModelDefinition) -> Result<(), ApiError> {
-    let c = &d.primary_container;
+    let c = d.first_container();
     if !d.is_multi_model() {
         if c.multi_model_config.is_some() {
             return Err(validation(
@@ -187,32 +281,29 @@ fn check_multi_model(d: &ModelDefinition) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The model's settings in range, and its component a file (`image_path`: where a local
-/// `Image` resolved under the artifact roots).
-fn check_model(d: &ModelDefinition, image_path: Option<&str>) -> Result<(), ApiError> {
-    let c = &d.primary_container;
-    if image_path.is_some_and(|p| !std::path::Path::new(p).is_file()) {
-        return Err(validation(format!(
-            "Image {:?}: no component file there",
-            c.image
-        )));
-    }
+/// The model's settings in range (each container's environment among them).
+fn check_model(d: &ModelDefinition) -> Result<(), ApiError> {
     let limits = &d.plinth_limits;
-    model_limits::check(&ModelSettings {
-        memory_mib: limits.memory_size_in_mb,
-        timeout_seconds: limits.invocation_timeout_in_seconds,
-        max_response_mib: limits.max_response_size_in_mb,
-        environment: &c.environment,
-    })
-    .map_err(|problem| {
-        let field = match problem.field() {
-            ModelField::Memory => "PlinthLimits.MemorySizeInMB",
-            ModelField::Timeout => "PlinthLimits.InvocationTimeoutInSeconds",
-            ModelField::MaxResponse => "PlinthLimits.MaxResponseSizeInMB",
-            ModelField::Environment => "PrimaryContainer.Environment",
-        };
-        validation(format!("{field}: {problem}"))
-    })
+    let pipeline = d.primary_container.is_none();
+    for (i, c) in d.all_containers().into_iter().enumerate() {
+        model_limits::check(&ModelSettings {
+            memory_mib: limits.memory_size_in_mb,
+            timeout_seconds: limits.invocation_timeout_in_seconds,
+            max_response_mib: limits.max_response_size_in_mb,
+            environment: &c.environment,
+        })
+        .map_err(|problem| {
+            let field = match problem.field() {
+                ModelField::Memory => "PlinthLimits.MemorySizeInMB".to_owned(),
+                ModelField::Timeout => "PlinthLimits.InvocationTimeoutInSeconds".to_owned(),
+                ModelField::MaxResponse => "PlinthLimits.MaxResponseSizeInMB".to_owned(),
+                ModelField::Environment if pipeline => format!("Containers[{i}].Environment"),
+                ModelField::Environment => "PrimaryContainer.Environment".to_owned(),
+            };
+            validation(format!("{field}: {problem}"))
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

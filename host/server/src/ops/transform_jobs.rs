@@ -106,6 +106,14 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
                 record.name
             )));
         }
+        if let Ok(Some((plinth_policy::pipeline::Mode::Direct, _))) = record.definition.pipeline() {
+            return Err(validation(format!(
+                "Model {} is a multi-container model with direct invocation \
+                 (InferenceExecutionConfig.Mode Direct): its requests name a container, which \
+                 a transform job cannot; give a Serial pipeline or a single model",
+                record.name
+            )));
+        }
         Ok(record.name.clone())
     };
     let model = named(&model)?;
@@ -121,15 +129,27 @@ pub(crate) fn create_transform_job(state: &Arc<Fleet>, input: Value) -> Result<V
     }
     // Each model gets InstanceCount instances, held from now on (the dispatcher holds
     // `state.changes`: no endpoint takes them meanwhile).
-    let instances = settings.instances * (1 + compared.len());
+    // An inference pipeline holds that many of each of its containers.
+    let containers: usize = std::iter::once(&model)
+        .chain(&compared)
+        .map(|m| {
+            state
+                .catalog()
+                .models
+                .get(m)
+                .map_or(1, |r| r.definition.all_containers().len())
+        })
+        .sum();
+    let instances = settings.instances * containers;
     let held = crate::fleet::assemble::instances_held(state, None);
     if held + instances > state.max_instances {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "ResourceLimitExceeded",
             format!(
-                "TransformResources.InstanceCount {} (for each of the job's {} models) would \
-                 bring the server's instances to {}, above its limit of {}",
+                "TransformResources.InstanceCount {} (for each of the job's {} models, and each \
+                 container of a pipeline) would bring the server's instances to {}, above its \
+                 limit of {}",
                 settings.instances,
                 1 + compared.len(),
                 held + instances,

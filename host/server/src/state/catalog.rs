@@ -7,20 +7,31 @@ use crate::state::artifacts;
 use crate::state::remote::Remote;
 use crate::state::store::Definition;
 use plinth_policy::config::{
-    Backend, EndpointConfig, Model, Variant, DEFAULT_MAX_QUEUE_LENGTH, DEFAULT_MAX_RESPONSE_MIB,
-    DEFAULT_MEMORY_MIB, DEFAULT_STARTUP_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS,
+    Backend, EndpointConfig, Model, Pipeline, Stage, Variant, DEFAULT_MAX_QUEUE_LENGTH,
+    DEFAULT_MAX_RESPONSE_MIB, DEFAULT_MEMORY_MIB, DEFAULT_STARTUP_TIMEOUT_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
 };
+use plinth_policy::pipeline::Mode;
 use plinth_policy::routing::RoutingStrategy;
 use plinth_storage::Location;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// CreateModel's definition (everything but the name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ModelDefinition {
-    pub(crate) primary_container: ContainerDefinition,
+    /// The model's one container; `None` for an inference pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) primary_container: Option<ContainerDefinition>,
+    /// An inference pipeline's containers (2 to 15), in order; empty for a model with a
+    /// `PrimaryContainer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) containers: Vec<ContainerDefinition>,
+    /// How a pipeline's containers serve requests (`Mode` `Serial` or `Direct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) inference_execution_config: Option<InferenceExecutionConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) execution_role_arn: Option<String>,
     /// Plinth's extension: the guest's memory cap, deadline, response cap and whether it
@@ -38,16 +49,69 @@ pub(crate) struct ModelDefinition {
     pub(crate) plinth_digests: Option<Digests>,
 }
 
+/// `InferenceExecutionConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct InferenceExecutionConfig {
+    pub(crate) mode: String,
+}
+
 impl ModelDefinition {
+    /// Its containers, in order: the primary one alone, or a pipeline's.
+    pub(crate) fn all_containers(&self) -> Vec<&ContainerDefinition> {
+        match &self.primary_container {
+            Some(c) => vec![c],
+            None => self.containers.iter().collect(),
+        }
+    }
+
+    /// The primary container, or a pipeline's first (CreateModel refuses a model with
+    /// neither).
+    pub(crate) fn first_container(&self) -> &ContainerDefinition {
+        self.primary_container
+            .as_ref()
+            .or(self.containers.first())
+            .expect("a model has a container")
+    }
+
+    /// For an inference pipeline, its mode and its containers' hostnames (those given, or
+    /// by position).
+    pub(crate) fn pipeline(&self) -> Result<Option<(Mode, Vec<String>)>, String> {
+        if self.primary_container.is_some() {
+            return Ok(None);
+        }
+        let mode = Mode::parse(
+            self.inference_execution_config
+                .as_ref()
+                .map(|c| c.mode.as_str()),
+        )?;
+        let given: Vec<Option<&str>> = self
+            .containers
+            .iter()
+            .map(|c| c.container_hostname.as_deref())
+            .collect();
+        Ok(Some((mode, plinth_policy::pipeline::hostnames(&given)?)))
+    }
+
+    /// The digests kept for container `index` (of [`Self::all_containers`]).
+    pub(crate) fn digests_of(&self, index: usize) -> Option<&Digests> {
+        let digests = self.plinth_digests.as_ref()?;
+        if self.primary_container.is_some() {
+            Some(digests)
+        } else {
+            digests.containers.get(index)
+        }
+    }
+
     /// `Mode: MultiModel`: `ModelDataUrl` is a prefix holding many models, each loaded when
     /// a request first names it (`fleet::multi_model`).
     pub(crate) fn is_multi_model(&self) -> bool {
-        self.primary_container.mode == MULTI_MODEL
+        self.first_container().is_multi_model()
     }
 
     /// For a multi-model model, its prefix and whether loaded models are kept.
     pub(crate) fn multi_model(&self) -> Option<plinth_policy::config::MultiModel> {
-        let c = &self.primary_container;
+        let c = self.first_container();
         if !self.is_multi_model() {
             return None;
         }
@@ -59,11 +123,17 @@ impl ModelDefinition {
                 .is_none_or(|m| m.model_cache_setting != "Disabled"),
         })
     }
+}
 
-    /// The model's artifact when it is remote (an `s3://` `ModelDataUrl`, or a
+impl ContainerDefinition {
+    fn is_multi_model(&self) -> bool {
+        self.mode == MULTI_MODEL
+    }
+
+    /// The container's artifact when it is remote (an `s3://` `ModelDataUrl`, or a
     /// `ModelDataSource`), or why its members do not make one.
     pub(crate) fn remote_model_data(&self) -> Result<Option<Remote>, String> {
-        let c = &self.primary_container;
+        let c = self;
         if self.is_multi_model() {
             // A prefix: its models are fetched one at a time, when requests name them.
             return Ok(None);
@@ -79,9 +149,9 @@ impl ModelDefinition {
         }
     }
 
-    /// The model's component when `Image` is an `s3://` URI.
+    /// The container's component when `Image` is an `s3://` URI.
     pub(crate) fn remote_image(&self) -> Result<Option<Remote>, String> {
-        let image = &self.primary_container.image;
+        let image = &self.image;
         if !image.starts_with("s3://") {
             return Ok(None);
         }
@@ -135,6 +205,9 @@ pub(crate) struct Digests {
     pub(crate) image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) model_data_url: Option<String>,
+    /// An inference pipeline's: each container's, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) containers: Vec<Digests>,
 }
 
 /// `ContainerDefinition`: `Image` is the component, `ModelDataUrl` (or `ModelDataSource`)
@@ -142,6 +215,9 @@ pub(crate) struct Digests {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerDefinition {
+    /// A pipeline container's name, for `TargetContainerHostname`, metrics and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) container_hostname: Option<String>,
     pub(crate) image: String,
     /// `SingleModel` (the default) or `MultiModel`.
     #[serde(default = "single_model")]
@@ -568,8 +644,10 @@ impl Catalog {
         let mut kept = std::collections::HashSet::new();
         for record in self.models.values() {
             let digests = record.definition.plinth_digests.as_ref()?;
-            for digest in digests.image.iter().chain(&digests.model_data_url) {
-                kept.insert(digest.trim_start_matches("sha256:").to_string());
+            for d in std::iter::once(digests).chain(&digests.containers) {
+                for digest in d.image.iter().chain(&d.model_data_url) {
+                    kept.insert(digest.trim_start_matches("sha256:").to_string());
+                }
             }
         }
         Some(kept)
@@ -720,7 +798,7 @@ impl Unresolved {
             .iter()
             .map(|v| {
                 let definition = &self.models[&v.model_name];
-                variant(v, model(&v.model_name, definition, None, None))
+                variant(v, unresolved_model(&v.model_name, definition))
             })
             .collect()
     }
@@ -732,7 +810,7 @@ impl Unresolved {
             .iter()
             .map(|v| {
                 let definition = &self.models[&v.model_name];
-                variant(v, model(&v.model_name, definition, None, None))
+                variant(v, unresolved_model(&v.model_name, definition))
             })
             .collect()
     }
@@ -754,10 +832,11 @@ impl Unresolved {
             );
             let named =
                 |e: String| format!("variant {}, model {}: {e}", v.variant_name, v.model_name);
-            let remotes = [
-                definition.remote_model_data().map_err(named)?,
-                definition.remote_image().map_err(named)?,
-            ];
+            let mut remotes = Vec::new();
+            for c in definition.all_containers() {
+                remotes.push(c.remote_model_data().map_err(named)?);
+                remotes.push(c.remote_image().map_err(named)?);
+            }
             for remote in remotes.into_iter().flatten() {
                 let same = |w: &&mut WantedRemote| w.model == v.model_name && w.remote == remote;
                 match wanted.iter_mut().find(same) {
@@ -792,28 +871,32 @@ impl Unresolved {
             list.iter()
                 .map(|v| {
                     let definition = &self.models[&v.model_name];
-                    let kept = definition
-                        .plinth_digests
-                        .as_ref()
-                        .and_then(|d| d.model_data_url.as_deref());
-                    let url = definition.primary_container.model_data_url.as_deref();
                     let named = |e: String| {
                         format!("variant {}, model {}: {e}", v.variant_name, v.model_name)
                     };
-                    let remote = definition.remote_model_data().map_err(named)?;
-                    let model_data = match (remote, kept, url) {
-                        _ if definition.is_multi_model() => None,
-                        (Some(remote), _, _) => Some(fetched_path(&v.model_name, &remote)),
-                        (None, Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
-                        (None, None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
-                        (None, None, None) => None,
+                    // Each container's artifact directory and component.
+                    let mut placed = Vec::new();
+                    for (i, c) in definition.all_containers().into_iter().enumerate() {
+                        let digests = definition.digests_of(i);
+                        let kept = digests.and_then(|d| d.model_data_url.as_deref());
+                        let url = c.model_data_url.as_deref();
+                        let remote = c.remote_model_data().map_err(named)?;
+                        let model_data = match (remote, kept, url) {
+                            _ if c.is_multi_model() => None,
+                            (Some(remote), _, _) => Some(fetched_path(&v.model_name, &remote)),
+                            (None, Some(digest), _) => Some(artifacts::kept(artifacts, digest)),
+                            (None, None, Some(url)) => Some(artifacts::resolve(artifacts, url)),
+                            (None, None, None) => None,
+                        }
+                        .transpose()
+                        .map_err(named)?;
+                        let component = match c.remote_image().map_err(named)? {
+                            Some(remote) => fetched_path(&v.model_name, &remote).map_err(named)?,
+                            None => component(c, digests, Some(artifacts)),
+                        };
+                        placed.push((component, model_data));
                     }
-                    .transpose()
-                    .map_err(named)?;
-                    let mut model = model(&v.model_name, definition, model_data, Some(artifacts));
-                    if let Some(remote) = definition.remote_image().map_err(named)? {
-                        model.component = fetched_path(&v.model_name, &remote).map_err(named)?;
-                    }
+                    let model = model(&v.model_name, definition, placed).map_err(named)?;
                     Ok(variant(v, model))
                 })
                 .collect()
@@ -852,43 +935,94 @@ pub(crate) struct Resolved {
     pub(crate) shadows: Vec<(Variant, f64)>,
 }
 
-/// The policy's model for a definition; `model_data` is the resolved artifact directory, and
-/// with `artifacts` (the data directory's cache) the component is the kept copy when the
-/// model has one.
+/// The component container `c` runs: with `artifacts` (the data directory's cache), the kept
+/// copy when the model has one (`digests`), else the path `Image` names.
+fn component(
+    c: &ContainerDefinition,
+    digests: Option<&Digests>,
+    artifacts: Option<&Path>,
+) -> PathBuf {
+    let image = &c.image;
+    let kept = digests.zip(artifacts).and_then(|(digests, cache)| {
+        let digest = digests.image.as_deref()?;
+        Some(artifacts::kept_component(cache, digest, image))
+    });
+    kept.unwrap_or_else(|| {
+        artifacts::local_path("Image", image).unwrap_or_else(|_| PathBuf::from(image))
+    })
+}
+
+/// The policy's model for a definition whose artifacts are not resolved (for checks).
+fn unresolved_model(name: &str, d: &ModelDefinition) -> Model {
+    let placed: Vec<_> = d
+        .all_containers()
+        .into_iter()
+        .map(|c| (component(c, None, None), None))
+        .collect();
+    // A stored definition's pipeline was checked when it was created.
+    let pipeline = pipeline_of(d, &placed).ok().flatten();
+    model_of(name, d, &placed, pipeline)
+}
+
+/// The policy's model for a definition; `placed` holds each container's component and
+/// resolved artifact directory, in order.
 fn model(
     name: &str,
     d: &ModelDefinition,
-    model_data: Option<std::path::PathBuf>,
-    artifacts: Option<&Path>,
+    placed: Vec<(PathBuf, Option<PathBuf>)>,
+) -> Result<Model, String> {
+    let pipeline = pipeline_of(d, &placed)?;
+    Ok(model_of(name, d, &placed, pipeline))
+}
+
+/// A pipeline's stages from its containers and where each one's files are.
+fn pipeline_of(
+    d: &ModelDefinition,
+    placed: &[(PathBuf, Option<PathBuf>)],
+) -> Result<Option<Pipeline>, String> {
+    Ok(d.pipeline()?.map(|(mode, hostnames)| Pipeline {
+        mode,
+        stages: d
+            .all_containers()
+            .into_iter()
+            .zip(hostnames)
+            .zip(placed)
+            .map(|((c, hostname), (component, model_data))| Stage {
+                hostname,
+                component: component.clone(),
+                model_data: model_data.clone(),
+                environment: environment(c),
+            })
+            .collect(),
+    }))
+}
+
+fn environment(c: &ContainerDefinition) -> Vec<(String, String)> {
+    c.environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn model_of(
+    name: &str,
+    d: &ModelDefinition,
+    placed: &[(PathBuf, Option<PathBuf>)],
+    pipeline: Option<Pipeline>,
 ) -> Model {
-    let image = &d.primary_container.image;
-    let kept = d
-        .plinth_digests
-        .as_ref()
-        .zip(artifacts)
-        .and_then(|(digests, cache)| {
-            let digest = digests.image.as_deref()?;
-            Some(artifacts::kept_component(cache, digest, image))
-        });
+    let (component, model_data) = placed.first().cloned().unwrap_or_default();
     Model {
         name: name.to_string(),
-        component: kept.unwrap_or_else(|| {
-            artifacts::local_path("Image", image)
-                .unwrap_or_else(|_| std::path::PathBuf::from(image))
-        }),
+        component,
         model_data,
-        environment: d
-            .primary_container
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        environment: environment(d.first_container()),
         memory_bytes: (d.plinth_limits.memory_size_in_mb as usize) << 20,
         timeout_seconds: d.plinth_limits.invocation_timeout_in_seconds,
         max_response_bytes: (d.plinth_limits.max_response_size_in_mb as usize) << 20,
         graphs_from_bytes: d.plinth_limits.allow_graphs_from_bytes,
         backend: d.plinth_backend,
         multi_model: d.multi_model(),
+        pipeline,
     }
 }
 
@@ -928,7 +1062,7 @@ mod tests {
     fn limits(model_definition: &ModelDefinition, config: &ConfigDefinition) -> Limits {
         let v = variant(
             &config.production_variants[0],
-            model("m", model_definition, None, None),
+            unresolved_model("m", model_definition),
         );
         variant_spec("e", &v).limits
     }
@@ -972,6 +1106,50 @@ mod tests {
             echoed["ProductionVariants"][0].get("ContainerStartupHealthCheckTimeoutInSeconds"),
             None
         );
+    }
+
+    #[test]
+    fn a_pipelines_containers_are_kept_and_staged_in_order() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let definition: ModelDefinition = serde_json::from_value(json!({
+            "Containers": [
+                {"ContainerHostname": "pre", "Image": "/a.wasm", "Environment": {"K": "1"}},
+                {"ContainerHostname": "model", "Image": "/b.wasm", "ModelDataUrl": "/m"},
+            ],
+            "InferenceExecutionConfig": {"Mode": "Direct"},
+            "PlinthDigests": {"Containers": [
+                {"Image": digest('a')},
+                {"Image": digest('b'), "ModelDataUrl": digest('c')},
+            ]},
+        }))
+        .unwrap();
+        let mut catalog = Catalog::default();
+        catalog.models.insert(
+            "p".into(),
+            Record {
+                name: "p".into(),
+                created: 0.0,
+                definition: definition.clone(),
+            },
+        );
+        // Every container's component and artifact is kept from collection.
+        let kept = catalog.kept_digests().unwrap();
+        for c in ['a', 'b', 'c'] {
+            assert!(kept.contains(&c.to_string().repeat(64)), "{c}: {kept:?}");
+        }
+        assert_eq!(definition.digests_of(1).unwrap().image, Some(digest('b')));
+        // The policy's model: one stage per container, in order, with its own environment.
+        let model = unresolved_model("p", &definition);
+        let pipeline = model.pipeline.expect("a pipeline");
+        assert_eq!(pipeline.mode, Mode::Direct);
+        assert_eq!(pipeline.hostnames(), ["pre", "model"]);
+        assert_eq!(pipeline.stages[0].environment, [("K".into(), "1".into())]);
+        assert_eq!(pipeline.stages[1].component, PathBuf::from("/b.wasm"));
+        // A model stored before pipelines has its primary container and no pipeline.
+        let single: ModelDefinition =
+            serde_json::from_value(json!({"PrimaryContainer": {"Image": "/m.wasm"}})).unwrap();
+        assert!(unresolved_model("s", &single).pipeline.is_none());
+        assert_eq!(single.all_containers().len(), 1);
     }
 
     #[test]
