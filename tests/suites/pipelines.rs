@@ -320,9 +320,10 @@ fn bad_pipelines_are_refused_by_name() {
 
 /// A Serial pipeline is one unit wherever a model goes: a transform job's model (every row
 /// through the three containers, as InvokeEndpoint answers it), a shadow variant (its copies
-/// compared with production's iris), and an endpoint restored after kill -9.
+/// compared with production's iris), an asynchronous endpoint's, and an endpoint restored
+/// after kill -9.
 #[test]
-fn a_serial_pipeline_serves_a_transform_job_a_shadow_and_a_restart() {
+fn a_serial_pipeline_serves_a_transform_job_a_shadow_async_jobs_and_a_restart() {
     let server = example_server();
     server.wait_in_service("iris-pipeline", Duration::from_secs(60));
     let rows = ["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3", "5.9,3.0,4.2,1.5"];
@@ -409,6 +410,36 @@ fn a_serial_pipeline_serves_a_transform_job_a_shadow_and_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Asynchronous inference: a job through the pipeline writes what InvokeEndpoint answers.
+    let results = dir.path().join("async");
+    std::fs::create_dir_all(&results).unwrap();
+    server.call(
+        "CreateEndpointConfig",
+        json!({
+            "EndpointConfigName": "queued",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "iris-pipeline", "InitialInstanceCount": 1}],
+            "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": results.display().to_string()}},
+        }),
+    );
+    server.create_endpoint_settled("queued", "queued");
+    let job = dir.path().join("job.csv");
+    std::fs::write(&job, rows[1]).unwrap();
+    let accepted = server
+        .client()
+        .post(format!("{}/endpoints/queued/async-invocations", server.url()))
+        .header("X-Amzn-SageMaker-InputLocation", job.display().to_string())
+        .header("X-Amzn-SageMaker-Content-Type", "text/csv")
+        .send()
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let output = plinth_tests::header(&accepted, "x-amzn-sagemaker-outputlocation").unwrap();
+    let start = std::time::Instant::now();
+    while !Path::new(&output).exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no output at {output}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), synchronous[1]);
 
     // kill -9: the pipeline endpoint comes back and answers the same.
     let server = server.kill_and_restart().unwrap();

@@ -519,8 +519,10 @@ impl VariantPool {
         }
     }
 
-    /// Serve one request in the calling task, on an idle instance (for `plinth local` and
-    /// benchmarks).
+    /// Serve one request in the calling task, on an idle instance (`Unavailable` when the
+    /// instance it is routed to is busy): no hand-off to a runner task. For `plinth local`,
+    /// benchmarks and an inference pipeline's stages. Not cancel-safe: a caller that may be
+    /// dropped mid-call must run it in a task of its own, or the instance is lost.
     pub async fn invoke_here(&self, request: &Invocation) -> Result<InvocationOutput, InvokeError> {
         let slot = self.route()?;
         {

@@ -30,7 +30,7 @@ pub(crate) enum Serving {
 pub(crate) enum Held<'a> {
     Single(&'a VariantPool),
     Multi(Lease),
-    Pipeline(&'a Pipeline, Target),
+    Pipeline(&'a Arc<Pipeline>, Target),
 }
 
 impl Held<'_> {
