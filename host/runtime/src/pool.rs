@@ -532,16 +532,14 @@ impl VariantPool {
             }
             queue.running = true;
         }
-        let mut instance = lock(&slot.0.instance).take();
-        let result = serve_one(&self.template, &mut instance, &self.replaced, request).await;
-        let mut queue = lock(&slot.0.queue);
-        *lock(&slot.0.instance) = instance;
-        if queue.waiting.is_empty() {
-            queue.running = false;
-        } else {
-            // Requests arrived meanwhile: a runner serves them.
-            self.start_runner(&slot.0);
-        }
+        let mut here = Here {
+            pool: self,
+            slot: &slot.0,
+            instance: lock(&slot.0.instance).take(),
+            done: false,
+        };
+        let result = serve_one(&self.template, &mut here.instance, &self.replaced, request).await;
+        here.hand_back();
         result
     }
 
@@ -724,6 +722,17 @@ async fn run(
                 return;
             }
             let n = queue.waiting.len().min(max_batch);
+            // A request with a deadline of its own (a pipeline's later stage) is served
+            // alone: a batch runs under its shortest deadline.
+            let n = match queue.waiting.front() {
+                Some(w) if w.request.deadline.is_some() => 1,
+                _ => queue
+                    .waiting
+                    .iter()
+                    .take(n)
+                    .take_while(|w| w.request.deadline.is_none())
+                    .count(),
+            };
             queue.concurrent = n > 1;
             queue.waiting.drain(..n).collect()
         };
@@ -753,6 +762,46 @@ async fn run(
         };
         for ((_, (reply, _)), result) in batch.into_iter().zip(results) {
             let _ = reply.send(result);
+        }
+    }
+}
+
+/// A slot served in the caller's task ([`VariantPool::invoke_here`]): its instance handed
+/// back when the call ends; if the call is dropped or panics instead, the instance (in an
+/// unknown state) is dropped and the slot freed, a runner started for what waits there
+/// (which makes a fresh instance).
+struct Here<'a> {
+    pool: &'a VariantPool,
+    slot: &'a Arc<Slot>,
+    instance: Option<GuestInstance>,
+    done: bool,
+}
+
+impl Here<'_> {
+    fn hand_back(&mut self) {
+        self.done = true;
+        let mut queue = lock(&self.slot.queue);
+        *lock(&self.slot.instance) = self.instance.take();
+        self.release(&mut queue);
+    }
+
+    /// Free the slot, or start a runner for the requests that arrived meanwhile.
+    fn release(&self, queue: &mut SlotQueue) {
+        if queue.waiting.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            queue.running = false;
+        } else {
+            self.pool.start_runner(self.slot);
+        }
+    }
+}
+
+impl Drop for Here<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            drop(self.instance.take());
+            self.pool.replaced.fetch_add(1, Ordering::Relaxed);
+            let mut queue = lock(&self.slot.queue);
+            self.release(&mut queue);
         }
     }
 }

@@ -281,3 +281,31 @@ async fn a_calls_own_deadline_stops_it_before_the_variants() {
         Duration::from_secs(20)
     );
 }
+
+/// A call served in the caller's task (`invoke_here`, as a pipeline's stages are) that is
+/// dropped midway leaves no stuck slot: the instance in an unknown state is dropped and the
+/// next request, queued or direct, is served by a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_direct_call_frees_its_instance() {
+    let runtime = Runtime::new(&RuntimeConfig::default()).unwrap();
+    let pool = Arc::new(
+        VariantPool::new(&runtime, &spec(Limits::default(), Vec::new()))
+            .await
+            .unwrap(),
+    );
+    let sleeping = attack("sleep");
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(200), pool.invoke_here(&sleeping)).await;
+    assert!(dropped.is_err(), "the sleep returned: {dropped:?}");
+    let started = Instant::now();
+    let next = pool.invoke(attack("")).await.map(|o| o.body);
+    assert_eq!(next.map_err(|e| e.to_string()), Ok(b"ok".to_vec()));
+    let here = pool.invoke_here(&attack("")).await.map(|o| o.body);
+    assert_eq!(here.map_err(|e| e.to_string()), Ok(b"ok".to_vec()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(pool.stats().replaced, 1);
+}

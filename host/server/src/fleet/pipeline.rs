@@ -107,8 +107,9 @@ impl Pipeline {
     /// within what is left of the model's invocation timeout after the stages before it
     /// (their time in the guest; waiting for an instance is not counted, as for a single
     /// model). A stage's model error comes back as [`InvokeError::InContainer`] naming it;
-    /// a stage without room fails the request as a single model's would (a later stage's
-    /// missing instances as unavailable, so that the chain is not run again).
+    /// a stage without room fails the request as a single model's would (throttled: a client
+    /// or the asynchronous queue may try the whole chain again, as inference requests are;
+    /// a later stage without instances as unavailable, not routed again at once).
     async fn chain(
         &self,
         request: Arc<Invocation>,
