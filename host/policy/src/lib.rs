@@ -30,6 +30,7 @@ pub mod batch_transform;
 pub mod capacity;
 pub mod compute_placement;
 pub mod config;
+pub mod data_capture;
 pub mod deployment_file;
 pub mod iam;
 pub mod members;
