@@ -28,10 +28,10 @@ pub struct Given<'a> {
     pub destination: Option<&'a str>,
     /// `CaptureOptions[].CaptureMode`.
     pub capture_modes: Vec<&'a str>,
-    /// `CaptureContentTypeHeader.CsvContentTypes`.
-    pub csv_content_types: Vec<&'a str>,
-    /// `CaptureContentTypeHeader.JsonContentTypes`.
-    pub json_content_types: Vec<&'a str>,
+    /// `CaptureContentTypeHeader.CsvContentTypes`, if given.
+    pub csv_content_types: Option<Vec<&'a str>>,
+    /// `CaptureContentTypeHeader.JsonContentTypes`, if given.
+    pub json_content_types: Option<Vec<&'a str>>,
 }
 
 /// A checked `DataCaptureConfig`.
@@ -41,7 +41,8 @@ pub struct Settings {
     pub enabled: bool,
     /// Percentage of requests captured, 0-100.
     pub sampling_percentage: u8,
-    /// Where files go (a prefix, `s3://` or a local directory).
+    /// Where files go: an `s3://` prefix, or (Plinth's extension, as for asynchronous
+    /// results) a local directory, which the server checks against its artifact roots.
     pub destination: String,
     /// Whether request bodies are captured.
     pub input: bool,
@@ -68,7 +69,7 @@ pub fn settings(given: &Given<'_>) -> Result<Settings, String> {
         .destination
         .filter(|d| !d.is_empty())
         .ok_or("DataCaptureConfig.DestinationS3Uri is required".to_owned())?;
-    if destination.len() > 512 {
+    if destination.chars().count() > 512 {
         return Err("DataCaptureConfig.DestinationS3Uri is longer than 512 characters".into());
     }
     if given.capture_modes.is_empty() || given.capture_modes.len() > MAX_CAPTURE_OPTIONS {
@@ -90,11 +91,14 @@ pub fn settings(given: &Given<'_>) -> Result<Settings, String> {
             }
         }
     }
-    let types = |list: &[&str], member: &str| -> Result<Vec<String>, String> {
-        if list.len() > MAX_CONTENT_TYPES {
+    let types = |list: &Option<Vec<&str>>, member: &str| -> Result<Vec<String>, String> {
+        let Some(list) = list else {
+            return Ok(Vec::new());
+        };
+        if list.is_empty() || list.len() > MAX_CONTENT_TYPES {
             return Err(format!(
-                "DataCaptureConfig.CaptureContentTypeHeader.{member} lists {} types; the most \
-                 is {MAX_CONTENT_TYPES}",
+                "DataCaptureConfig.CaptureContentTypeHeader.{member} lists {} types; give 1 \
+                 to {MAX_CONTENT_TYPES}",
                 list.len()
             ));
         }
@@ -203,8 +207,8 @@ pub struct Event<'a> {
     pub event_id: &'a str,
     /// `inferenceId`: only when the caller gave `X-Amzn-SageMaker-Inference-Id`.
     pub inference_id: Option<&'a str>,
-    /// When the request arrived, seconds since the Unix epoch (UTC).
-    pub time: f64,
+    /// When the request arrived, milliseconds since the Unix epoch (UTC).
+    pub time_ms: i64,
 }
 
 /// The record SageMaker writes for `event`: one line of JSON (no newline), its keys in
@@ -265,24 +269,24 @@ pub fn record(settings: &Settings, event: &Event<'_>) -> String {
         event_metadata: Metadata {
             event_id: event.event_id,
             inference_id: event.inference_id,
-            inference_time: utc(event.time).iso(),
+            inference_time: utc(event.time_ms).iso(),
         },
         event_version: "0",
     };
     serde_json::to_string(&record).expect("a record serializes")
 }
 
-/// Where a file opened at `time` (its first record's) goes under `destination`, for
-/// `variant` of `endpoint`: SageMaker's layout, the name the time within the hour and
-/// `uuid`.
+/// Where a file opened at `time_ms` (its first record's, milliseconds since the epoch)
+/// goes under `destination`, for `variant` of `endpoint`: SageMaker's layout, the name the
+/// time within the hour and `uuid`.
 pub fn object_key(
     destination: &str,
     endpoint: &str,
     variant: &str,
-    time: f64,
+    time_ms: i64,
     uuid: &str,
 ) -> String {
-    let t = utc(time);
+    let t = utc(time_ms);
     format!(
         "{}/{endpoint}/{variant}/{:04}/{:02}/{:02}/{:02}/{:02}-{:02}-{:03}-{uuid}.jsonl",
         destination.trim_end_matches('/'),
@@ -302,9 +306,10 @@ pub fn roll(bytes: u64, age: Duration, same_hour: bool) -> bool {
     bytes >= ROLL_BYTES || age >= ROLL_AFTER || !same_hour
 }
 
-/// Whether two times fall in the same UTC hour (the same capture directory).
-pub fn same_hour(a: f64, b: f64) -> bool {
-    (a / 3600.0).floor() == (b / 3600.0).floor()
+/// Whether two times (milliseconds since the epoch) fall in the same UTC hour (the same
+/// capture directory).
+pub fn same_hour(a_ms: i64, b_ms: i64) -> bool {
+    a_ms.div_euclid(3_600_000) == b_ms.div_euclid(3_600_000)
 }
 
 /// A UTC date and time.
@@ -336,10 +341,9 @@ impl Utc {
     }
 }
 
-/// `time` (seconds since the Unix epoch) in UTC: the civil calendar from days
+/// `millis` (milliseconds since the Unix epoch) in UTC: the civil calendar from days
 /// (Howard Hinnant's `civil_from_days`).
-pub fn utc(time: f64) -> Utc {
-    let millis = (time * 1000.0).floor() as i64;
+pub fn utc(millis: i64) -> Utc {
     let (days, ms_of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -372,8 +376,8 @@ mod tests {
             initial_sampling_percentage: Some(50),
             destination: Some("s3://bucket/capture"),
             capture_modes: vec!["Input", "Output"],
-            csv_content_types: vec!["text/csv"],
-            json_content_types: vec!["application/json"],
+            csv_content_types: Some(vec!["text/csv"]),
+            json_content_types: Some(vec!["application/json"]),
         }
     }
 
@@ -432,17 +436,24 @@ mod tests {
             ),
             (
                 Given {
-                    csv_content_types: vec!["text/csv; charset=utf-8"],
+                    csv_content_types: Some(vec!["text/csv; charset=utf-8"]),
                     ..given()
                 },
                 "CsvContentTypes[0]",
             ),
             (
                 Given {
-                    json_content_types: vec!["application/json"; 11],
+                    json_content_types: Some(vec!["application/json"; 11]),
                     ..given()
                 },
                 "JsonContentTypes lists 11",
+            ),
+            (
+                Given {
+                    csv_content_types: Some(vec![]),
+                    ..given()
+                },
+                "CsvContentTypes lists 0",
             ),
         ] {
             let e = settings(&bad).unwrap_err();
@@ -492,7 +503,7 @@ mod tests {
             event_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
             inference_id: None,
             // 2022-02-14T17:25:49Z
-            time: 1_644_859_549.25,
+            time_ms: 1_644_859_549_250,
         };
         assert_eq!(
             record(&s, &event),
@@ -527,7 +538,7 @@ mod tests {
     #[test]
     fn files_go_where_sagemaker_puts_them_and_roll() {
         // 2022-04-18T00:21:48.903Z
-        let t = 1_650_241_308.903;
+        let t = 1_650_241_308_903;
         assert_eq!(
             object_key("s3://b/capture/", "ep", "AllTraffic", t, "u-1"),
             "s3://b/capture/ep/AllTraffic/2022/04/18/00/21-48-903-u-1.jsonl"
@@ -536,16 +547,19 @@ mod tests {
         assert!(roll(ROLL_BYTES, Duration::from_secs(1), true));
         assert!(roll(10, ROLL_AFTER, true));
         assert!(roll(10, Duration::from_secs(1), false));
-        assert!(same_hour(t, t + 60.0));
-        assert!(!same_hour(1_650_243_599.9, 1_650_243_600.0));
+        assert!(same_hour(t, t + 60_000));
+        assert!(!same_hour(1_650_243_599_999, 1_650_243_600_000));
+        // The key and the hour agree at the hour's last millisecond.
+        assert!(object_key("d", "e", "v", 1_650_243_599_999, "u").contains("/00/59-59-999-"));
     }
 
     #[test]
     fn utc_matches_the_calendar() {
-        assert_eq!(utc(0.0).iso(), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400.0).iso(), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_709_251_199.999).iso(), "2024-02-29T23:59:59Z");
-        assert_eq!(utc(1_709_251_199.999).millisecond, 999);
-        assert_eq!(utc(4_102_444_800.0).iso(), "2100-01-01T00:00:00Z");
+        assert_eq!(utc(0).iso(), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400_000).iso(), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_709_251_199_999).iso(), "2024-02-29T23:59:59Z");
+        assert_eq!(utc(1_709_251_199_999).millisecond, 999);
+        assert_eq!(utc(4_102_444_800_000).iso(), "2100-01-01T00:00:00Z");
+        assert_eq!(utc(-1).iso(), "1969-12-31T23:59:59Z");
     }
 }
