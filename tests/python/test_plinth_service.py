@@ -163,9 +163,8 @@ def client_side_validation():
     # A SageMaker member Plinth does not implement is not in the model.
     refused_before_sending(
         plinth.create_endpoint_config,
-        'Unknown parameter in input: "DataCaptureConfig"',
-        DataCaptureConfig={"InitialSamplingPercentage": 10, "DestinationS3Uri": "s3://b/k",
-                           "CaptureOptions": [{"CaptureMode": "Input"}]},
+        'Unknown parameter in input: "ExplainerConfig"',
+        ExplainerConfig={"ClarifyExplainerConfig": {"ShapConfig": {}}},
         **config,
     )
     refused_before_sending(

@@ -471,7 +471,7 @@ fn the_comparison_reports_drift() {
     let mut drifted = model.clone();
     let s = &mut drifted["shapes"];
     s[&queue]["max"] = json!(999);
-    s["CreateEndpointConfigInput"]["members"]["DataCaptureConfig"] = json!({"shape": "Boolean"});
+    s["CreateEndpointConfigInput"]["members"]["ExplainerConfig"] = json!({"shape": "Boolean"});
     s["PlinthLimits"]["members"]
         .as_object_mut()
         .expect("PlinthLimits has members")
@@ -483,7 +483,7 @@ fn the_comparison_reports_drift() {
     for expected in [
         "CreateEndpointConfig ProductionVariants[].PlinthMaxQueueLength: the table's range is 0",
         "CreateEndpointConfig ShadowProductionVariants[].PlinthMaxQueueLength: the table's range",
-        "CreateEndpointConfig DataCaptureConfig: refused by the table",
+        "CreateEndpointConfig ExplainerConfig: refused by the table",
         "CreateModel PlinthLimits.InvocationTimeoutInSeconds: Plinth extension in the table",
         "CreateModel PrimaryContainer.Mode: the table supports [\"SingleModel\", \"MultiModel\"]",
         "RecordInferenceOutcomes Outcomes[].Value: a number in the table; the model says integer",

@@ -14,7 +14,8 @@ pub const MAX_CONTENT_TYPES: usize = 10;
 pub const MAX_CAPTURE_OPTIONS: usize = 32;
 /// A capture file is closed once it holds this many bytes...
 pub const ROLL_BYTES: u64 = 16 << 20;
-/// ...or has been open this long (SageMaker's files hold about a minute each).
+/// ...or has been open this long (SageMaker's files hold about a minute each): the default
+/// of the server's `--data-capture-roll-seconds`.
 pub const ROLL_AFTER: Duration = Duration::from_secs(60);
 
 /// `DataCaptureConfig` as given (the member table has checked types and ranges).
@@ -140,6 +141,16 @@ fn valid_media_type(t: &str) -> bool {
     t.len() <= 256
         && t.split_once('/')
             .is_some_and(|(a, b)| part(a, false) && part(b, true))
+}
+
+/// DescribeEndpoint's `CaptureStatus`: `Started` while capture is on, `Stopped` when the
+/// config turns it off (`EnableCapture` false).
+pub fn capture_status(settings: &Settings) -> &'static str {
+    if settings.enabled {
+        "Started"
+    } else {
+        "Stopped"
+    }
 }
 
 /// Whether a request is captured, `draw` uniform in [0, 1).
@@ -301,9 +312,10 @@ pub fn object_key(
 }
 
 /// Whether a file holding `bytes`, open for `age`, is closed before another record: past
-/// [`ROLL_BYTES`], past [`ROLL_AFTER`], or its hour (its directory) is over (`same_hour`).
-pub fn roll(bytes: u64, age: Duration, same_hour: bool) -> bool {
-    bytes >= ROLL_BYTES || age >= ROLL_AFTER || !same_hour
+/// [`ROLL_BYTES`], open `after` (by default [`ROLL_AFTER`]) or longer, or its hour (its
+/// directory) is over (`same_hour`).
+pub fn roll(bytes: u64, age: Duration, after: Duration, same_hour: bool) -> bool {
+    bytes >= ROLL_BYTES || age >= after || !same_hour
 }
 
 /// Whether two times (milliseconds since the epoch) fall in the same UTC hour (the same
@@ -471,6 +483,8 @@ mod tests {
             ..s.clone()
         };
         assert!(!sampled(&off, 0.0));
+        assert_eq!(capture_status(&off), "Stopped");
+        assert_eq!(capture_status(&s), "Started");
         let none = Settings {
             sampling_percentage: 0,
             ..s
@@ -543,10 +557,13 @@ mod tests {
             object_key("s3://b/capture/", "ep", "AllTraffic", t, "u-1"),
             "s3://b/capture/ep/AllTraffic/2022/04/18/00/21-48-903-u-1.jsonl"
         );
-        assert!(!roll(10, Duration::from_secs(1), true));
-        assert!(roll(ROLL_BYTES, Duration::from_secs(1), true));
-        assert!(roll(10, ROLL_AFTER, true));
-        assert!(roll(10, Duration::from_secs(1), false));
+        let second = Duration::from_secs(1);
+        assert!(!roll(10, second, ROLL_AFTER, true));
+        assert!(roll(ROLL_BYTES, second, ROLL_AFTER, true));
+        assert!(roll(10, ROLL_AFTER, ROLL_AFTER, true));
+        assert!(roll(10, second, second, true));
+        assert!(!roll(10, second, 2 * second, true));
+        assert!(roll(10, second, ROLL_AFTER, false));
         assert!(same_hour(t, t + 60_000));
         assert!(!same_hour(1_650_243_599_999, 1_650_243_600_000));
         // The key and the hour agree at the hour's last millisecond.

@@ -522,8 +522,8 @@ PrimaryContainer = { Image = "/opt/c.wasm", ModelDataUrl = "s3://bucket/model.ta
     fn members_are_checked_by_the_api_table_and_errors_name_the_entry() {
         let cases = [
             (
-                "[[CreateEndpointConfig]]\nEndpointConfigName = \"c\"\nDataCaptureConfig = { InitialSamplingPercentage = 10 }\nProductionVariants = []\n",
-                "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].DataCaptureConfig`: DataCaptureConfig is not supported by Plinth; leave it out",
+                "[[CreateEndpointConfig]]\nEndpointConfigName = \"c\"\nExplainerConfig = { ClarifyExplainerConfig = {} }\nProductionVariants = []\n",
+                "/etc/plinth/plinth.toml: `CreateEndpointConfig[0].ExplainerConfig`: ExplainerConfig is not supported by Plinth; leave it out",
             ),
             (
                 "[[CreateModel]]\nModelName = \"m\"\nPrimaryContainer = { Image = \"c.wasm\", Mode = \"Hybrid\" }\n",

@@ -14,7 +14,10 @@
 //!   ([`autoscaling`]).
 //! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
 //!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
-//!   comparison ([`shadow`]).
+//!   comparison ([`shadow`]), model quality over predictions joined with ground truth
+//!   ([`model_quality`]) and when its executions are due ([`monitoring_schedule`]).
+//! - Data capture: what a `DataCaptureConfig` may be, which requests are sampled, the
+//!   records and files SageMaker writes ([`data_capture`]).
 //! - Authorization: whether an access key's IAM-style policy allows an action on a resource
 //!   ([`iam`]).
 //! - Batch transform: a transform job's settings, records split and packed into requests,
@@ -37,6 +40,8 @@ pub mod members;
 pub mod metric_alarm;
 pub mod model_cache;
 pub mod model_limits;
+pub mod model_quality;
+pub mod monitoring_schedule;
 pub mod names;
 pub mod pipeline;
 pub mod rollout;

@@ -11,7 +11,7 @@
 //!   numeric, the inclusive [`Range`] Plinth accepts: inside SageMaker's, unless the member
 //!   names SageMaker's own ([`Member::sagemaker_range`]) because Plinth accepts more.
 //! * [`State::Refused`]: a SageMaker member Plinth does not implement. A request that gives
-//!   it is answered `ValidationException` "`DataCaptureConfig` is not supported" rather
+//!   it is answered `ValidationException` "`ExplainerConfig` is not supported" rather
 //!   than accepted and ignored. When a later change implements it, it moves to `Served`
 //!   here and in the README's "SageMaker members" tables (a test keeps the two equal).
 //! * [`State::Extension`]: Plinth's own (`PlinthLimits`, `PlinthMaxQueueLength`, every
@@ -31,7 +31,7 @@
 //! required), a boolean given as anything but `true` or `false` (`"yes"`, `1`, `"true"`), or
 //! a structure or list given as something else is an error that names the member by its path
 //! (`ProductionVariants[0].CoreDumpConfig`). A member given as JSON `null` counts as
-//! absent, as botocore and serde treat it, so `"DataCaptureConfig": null` passes. A string
+//! absent, as botocore and serde treat it, so `"ExplainerConfig": null` passes. A string
 //! member given another type is left to the server's parse, which reports it. Free-form
 //! maps (`PrimaryContainer.Environment`) are not looked into.
 //!
@@ -686,12 +686,34 @@ const ASYNC_INFERENCE_CONFIG: Shape = Shape {
     ],
 };
 
+const CAPTURE_OPTION: Shape = Shape {
+    name: "CaptureOption",
+    members: &[served("CaptureMode").one_of(&["Input", "Output", "InputAndOutput"])],
+};
+
+const CAPTURE_CONTENT_TYPE_HEADER: Shape = Shape {
+    name: "CaptureContentTypeHeader",
+    members: &[served("CsvContentTypes"), served("JsonContentTypes")],
+};
+
+const DATA_CAPTURE_CONFIG: Shape = Shape {
+    name: "DataCaptureConfig",
+    members: &[
+        served("EnableCapture").boolean(),
+        served("InitialSamplingPercentage").int(0, 100),
+        served("DestinationS3Uri"),
+        refused("KmsKeyId"),
+        served("CaptureOptions").list(&CAPTURE_OPTION),
+        served("CaptureContentTypeHeader").structure(&CAPTURE_CONTENT_TYPE_HEADER),
+    ],
+};
+
 const CREATE_ENDPOINT_CONFIG: Shape = Shape {
     name: "CreateEndpointConfigInput",
     members: &[
         served("EndpointConfigName"),
         served("ProductionVariants").list(&PRODUCTION_VARIANT),
-        refused("DataCaptureConfig"),
+        served("DataCaptureConfig").structure(&DATA_CAPTURE_CONFIG),
         served("Tags").list(&TAG),
         refused("KmsKeyId"),
         served("AsyncInferenceConfig").structure(&ASYNC_INFERENCE_CONFIG),
@@ -1237,7 +1259,7 @@ pub enum Problem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct MemberError {
-    /// The member's path: `DataCaptureConfig`, `ProductionVariants[0].CoreDumpConfig`, or
+    /// The member's path: `ExplainerConfig`, `ProductionVariants[0].CoreDumpConfig`, or
     /// for InvokeEndpoint the member's name (`TargetModel`).
     pub path: String,
     /// What is wrong.
@@ -1681,7 +1703,14 @@ mod tests {
                     "ProductionVariants": [variant(), variant()],
                     "ShadowProductionVariants": [{"VariantName": "S", "ModelName": "m", "PlinthSamplingPercentage": 100}],
                     "PlinthExperiment": {"ControlVariant": "A", "Confidence": 0.95, "MinShare": 0.1, "OutcomeRetentionSeconds": 86400},
-                    "DataCaptureConfig": null,
+                    "ExplainerConfig": null,
+                    "DataCaptureConfig": {
+                        "EnableCapture": true,
+                        "InitialSamplingPercentage": 100,
+                        "DestinationS3Uri": "s3://b/capture",
+                        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]},
+                    },
                 }),
             ),
             (
@@ -1736,14 +1765,32 @@ mod tests {
     fn a_refused_member_is_named_at_top_level_and_in_list_items() {
         let e = error(
             "CreateEndpointConfig",
-            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "DataCaptureConfig": {"InitialSamplingPercentage": 10}}),
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "ExplainerConfig": {"ClarifyExplainerConfig": {}}}),
         );
-        assert_eq!(e.path, "DataCaptureConfig");
+        assert_eq!(e.path, "ExplainerConfig");
         assert_eq!(e.problem, Problem::Refused);
         assert_eq!(
             e.message,
-            "DataCaptureConfig is not supported by Plinth; leave it out"
+            "ExplainerConfig is not supported by Plinth; leave it out"
         );
+
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "DataCaptureConfig": {"InitialSamplingPercentage": 10, "KmsKeyId": "k", "DestinationS3Uri": "s3://b/c", "CaptureOptions": [{"CaptureMode": "Input"}]}}),
+        );
+        assert_eq!(e.path, "DataCaptureConfig.KmsKeyId");
+        assert_eq!(e.problem, Problem::Refused);
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "DataCaptureConfig": {"InitialSamplingPercentage": 101}}),
+        );
+        assert_eq!(e.path, "DataCaptureConfig.InitialSamplingPercentage");
+        assert_eq!(e.problem, Problem::Range);
+        let e = error(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": "c", "ProductionVariants": [variant()], "DataCaptureConfig": {"CaptureOptions": [{"CaptureMode": "Both"}]}}),
+        );
+        assert_eq!(e.path, "DataCaptureConfig.CaptureOptions[0].CaptureMode");
 
         let mut core_dump = variant();
         core_dump["CoreDumpConfig"] = json!({"DestinationS3Uri": "s3://b/dumps"});

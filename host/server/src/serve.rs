@@ -53,6 +53,8 @@ pub struct ServeOptions {
     pub max_instances: u32,
     /// The length of Application Auto Scaling's minute (`--autoscaling-minute`).
     pub autoscaling_minute: Duration,
+    /// How long a data capture file stays open (`--data-capture-roll-seconds`).
+    pub data_capture_roll: Duration,
 }
 
 /// Where the state lives.
@@ -103,6 +105,8 @@ pub struct Settings {
     /// The length of Application Auto Scaling's minute (default 60 s; shorter compresses
     /// scaling's time for tests and demos).
     pub autoscaling_minute: Duration,
+    /// How long a data capture file stays open before it is written (default a minute).
+    pub data_capture_roll: Duration,
 }
 
 impl Default for Settings {
@@ -115,6 +119,7 @@ impl Default for Settings {
             artifact_roots: None,
             s3: plinth_storage::S3Settings::default(),
             autoscaling_minute: Duration::from_secs(60),
+            data_capture_roll: plinth_policy::data_capture::ROLL_AFTER,
         }
     }
 }
@@ -190,6 +195,12 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         fleet.clone(),
         settings.autoscaling_minute,
     ));
+    {
+        let fleet = fleet.clone();
+        let storage = fleet.stored.remote.storage().clone();
+        let roll = settings.data_capture_roll;
+        tokio::spawn(async move { fleet.captures.run(storage, roll).await });
+    }
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,
@@ -251,6 +262,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             options.config.as_deref(),
         )?),
         autoscaling_minute: options.autoscaling_minute,
+        data_capture_roll: options.data_capture_roll,
     };
     let data_dir = options.data_dir;
     let tokio = tokio::runtime::Runtime::new()?;
@@ -291,6 +303,10 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await;
+        // The data capture files still open.
+        if !fleet.captures.flush(Duration::from_secs(30)).await {
+            tracing::error!("writing the open data capture files at shutdown did not finish");
+        }
         // Whatever the upkeep's 250 ms flush has not written yet.
         let flushed =
             tokio::task::spawn_blocking(move || fleet.experiments.flush(&fleet.stored.store))
@@ -328,7 +344,7 @@ pub(crate) fn dry_run(file: &DeploymentFile, onnxruntime: &OnnxRuntimeArgs) -> a
         credentials: None,
         body_read_timeout: Limits::DEFAULT_BODY_READ_TIMEOUT,
         artifact_roots: None,
-        autoscaling_minute: Duration::from_secs(60),
+        ..Settings::default()
     };
     let tokio = tokio::runtime::Runtime::new()?;
     let server = tokio.block_on(start(

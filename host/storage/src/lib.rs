@@ -377,36 +377,7 @@ impl Storage {
             .await
             .map_err(|e| StorageError::io(&Location::Local(from.to_path_buf()), e))?;
         match location {
-            Location::Local(path) => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                let staged = tempfile::Builder::new()
-                    .prefix(".partial-")
-                    .tempfile_in(dir)
-                    .map_err(|e| StorageError::io(location, e))?;
-                let mut out = tokio::fs::File::from_std(
-                    staged.reopen().map_err(|e| StorageError::io(location, e))?,
-                );
-                let n = tokio::io::copy(&mut file, &mut out)
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                out.sync_all()
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                staged
-                    .persist(path)
-                    .map_err(|e| StorageError::io(location, e.error))?;
-                // The name too, before the caller records the object as written.
-                tokio::fs::File::open(dir)
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?
-                    .sync_all()
-                    .await
-                    .map_err(|e| StorageError::io(location, e))?;
-                Ok(n)
-            }
+            Location::Local(path) => write_local(&mut file, path, location).await,
             Location::S3 { bucket, key } => {
                 let store: Arc<dyn ObjectStore> = self.bucket(bucket)?;
                 let mut writer = object_store::buffered::BufWriter::with_capacity(
@@ -426,6 +397,61 @@ impl Storage {
             }
         }
     }
+}
+
+impl Storage {
+    /// Write `data` to `location` as one object: in one request to S3, or for a local path
+    /// into a file beside it that is synced and renamed into place. A reader never sees part
+    /// of it. The bytes written.
+    pub async fn put(&self, data: bytes::Bytes, location: &Location) -> Result<u64, StorageError> {
+        match location {
+            Location::Local(path) => write_local(&mut &data[..], path, location).await,
+            Location::S3 { bucket, key } => {
+                let store = self.bucket(bucket)?;
+                let n = data.len() as u64;
+                store
+                    .put(&object_path(location, key)?, data.into())
+                    .await
+                    .map_err(|e| StorageError::from_store(&location.to_string(), e))?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Copy `from` into a file beside `path`, sync it, rename it to `path` and sync the
+/// directory (so that the name lasts before the caller records the object as written).
+async fn write_local(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    path: &Path,
+    location: &Location,
+) -> Result<u64, StorageError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| StorageError::io(location, e))?;
+    let staged = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)
+        .map_err(|e| StorageError::io(location, e))?;
+    let mut out =
+        tokio::fs::File::from_std(staged.reopen().map_err(|e| StorageError::io(location, e))?);
+    let n = tokio::io::copy(from, &mut out)
+        .await
+        .map_err(|e| StorageError::io(location, e))?;
+    out.sync_all()
+        .await
+        .map_err(|e| StorageError::io(location, e))?;
+    staged
+        .persist(path)
+        .map_err(|e| StorageError::io(location, e.error))?;
+    tokio::fs::File::open(dir)
+        .await
+        .map_err(|e| StorageError::io(location, e))?
+        .sync_all()
+        .await
+        .map_err(|e| StorageError::io(location, e))?;
+    Ok(n)
 }
 
 /// The key as `object_store` names it: as it is (`Path::from` would percent-encode

@@ -60,6 +60,17 @@ async fn a_multipart_upload_round_trips_and_a_prefix_lists_it() {
     let got = storage.download(&small, dir.path(), 1 << 30).await.unwrap();
     assert_eq!(std::fs::read(got.file.path()).unwrap(), b"{}");
 
+    // One object put whole from memory, to S3 and to a local path.
+    let put = Location::parse(&format!("s3://{bucket}/captured/put.jsonl")).unwrap();
+    let lines = bytes::Bytes::from_static(b"{\"a\":1}\n{\"a\":2}\n");
+    assert_eq!(storage.put(lines.clone(), &put).await.unwrap(), 16);
+    let got = storage.download(&put, dir.path(), 1 << 20).await.unwrap();
+    assert_eq!(std::fs::read(got.file.path()).unwrap(), lines);
+    let local = dir.path().join("out/2026/put.jsonl");
+    let at = Location::parse(local.to_str().unwrap()).unwrap();
+    assert_eq!(storage.put(lines.clone(), &at).await.unwrap(), 16);
+    assert_eq!(std::fs::read(&local).unwrap(), lines);
+
     let prefix = Location::parse(&format!("s3://{bucket}/models/big/")).unwrap();
     let listed = storage.list(&prefix).await.unwrap();
     let keys: Vec<(&str, u64)> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();

@@ -93,6 +93,17 @@ enum Command {
             value_parser = clap::value_parser!(u64).range(1..=60)
         )]
         autoscaling_minute: u64,
+        /// How long, in seconds, a data capture file stays open before it is written to its
+        /// destination (sooner at 16 MiB or the hour's end). A crash loses at most this long
+        /// of each variant's captured records.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 60,
+            env = "PLINTH_DATA_CAPTURE_ROLL_SECONDS",
+            value_parser = clap::value_parser!(u64).range(1..=3600)
+        )]
+        data_capture_roll_seconds: u64,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -793,6 +804,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             s3_endpoint_url,
             max_instances,
             autoscaling_minute,
+            data_capture_roll_seconds,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
@@ -805,6 +817,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             s3_endpoint_url,
             max_instances,
             autoscaling_minute: std::time::Duration::from_secs(autoscaling_minute),
+            data_capture_roll: std::time::Duration::from_secs(data_capture_roll_seconds),
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;

@@ -212,6 +212,7 @@ pub(crate) async fn build(
     capacities: &[VariantCapacity],
 ) -> Result<Built, String> {
     let experiment = config.experiment();
+    let capture = config.data_capture();
     // The remote artifacts and components first, all at once (each within its variant's
     // ModelDataDownloadTimeoutInSeconds); a failure names the object and the store's code.
     let wanted = config.remote()?;
@@ -278,11 +279,16 @@ pub(crate) async fn build(
         let names = variants.iter().map(|v| v.live.name.clone()).collect();
         state.experiments.start(endpoint, &config.name, e, names)
     });
+    let capture = capture
+        .transpose()
+        .map_err(|e| format!("endpoint config {}: {e}", config.name))?
+        .map(|settings| state.captures.capture(endpoint, settings));
     Ok(Built {
         config_name: config.name,
         variants,
         experiment,
         shadows,
+        capture,
     })
 }
 
@@ -414,6 +420,7 @@ pub(crate) struct Built {
     pub(crate) variants: Vec<VariantState>,
     pub(crate) experiment: Option<Arc<crate::fleet::ledger::Experiment>>,
     pub(crate) shadows: Vec<Arc<Shadow>>,
+    pub(crate) capture: Option<Arc<crate::fleet::capture::Capture>>,
 }
 
 /// Every warm pool of an endpoint that a new config may keep: its variants' and shadows'.

@@ -61,6 +61,7 @@ pub(crate) fn create_endpoint(
         variants: Vec::new(),
         experiment: None,
         shadows: Vec::new(),
+        capture: None,
         new_fleet: None,
         deployment_config: deployment,
     };
@@ -115,6 +116,7 @@ fn spawn_create(
                     snapshot.variants = built.variants;
                     snapshot.experiment = built.experiment;
                     snapshot.shadows = built.shadows;
+                    snapshot.capture = built.capture;
                     snapshot.status = EndpointStatus::InService;
                     snapshot.failure_reason = note;
                     snapshot.modified = now();
@@ -222,6 +224,7 @@ pub(crate) fn update_endpoint(
                     next.variants = built.variants;
                     next.experiment = built.experiment;
                     next.shadows = built.shadows;
+                    next.capture = built.capture;
                     format!("Update complete: in service on {}", next.config_name)
                 }
                 Err(reason) => {
@@ -461,6 +464,7 @@ pub(crate) fn recover(state: &Arc<Fleet>, records: Vec<EndpointRecord>) {
             variants: Vec::new(),
             experiment: None,
             shadows: Vec::new(),
+            capture: None,
             new_fleet: None,
             deployment_config: record.deployment_config.clone(),
         };

@@ -28,6 +28,8 @@ pub(crate) struct Fleet {
     pub(crate) async_jobs: super::async_jobs::AsyncJobs,
     /// Batch transform's running jobs.
     pub(crate) transform_jobs: super::transform_jobs::TransformJobs,
+    /// Data capture's queue, written by `Captures::run`.
+    pub(crate) captures: super::capture::Captures,
 }
 
 impl Fleet {
@@ -39,13 +41,15 @@ impl Fleet {
         experiments: super::ledger::Experiments,
         max_instances: usize,
     ) -> Self {
+        let metrics = Metrics::new();
         Self {
+            captures: super::capture::Captures::new(&metrics, super::capture::BUFFER_BYTES),
             runtime,
             stored,
             endpoints: Default::default(),
             max_instances,
             experiments,
-            metrics: Metrics::new(),
+            metrics,
             changes: tokio::sync::Mutex::new(()),
             tasks: Default::default(),
             async_jobs: Default::default(),

@@ -1,7 +1,7 @@
 //! What runs: the live endpoint table (immutable snapshots published with arc-swap) and
 //! everything that changes it or rides on it: deploying and removing endpoints, the
-//! blue/green and rolling deployment driver, inference pipelines' stages, alarms watched during a deployment, shadow
-//! copies, the experiments' ledger, the Application Auto Scaling controller, and the
+//! blue/green and rolling deployment driver, inference pipelines' stages, alarms watched
+//! during a deployment, shadow copies, data capture, the experiments' ledger, the Application Auto Scaling controller, and the
 //! asynchronous queue and batch transform runners. This layer is handed the store and the catalog; it
 //! knows nothing of HTTP or of the operations' wire shapes.
 
@@ -10,6 +10,7 @@ pub(crate) mod assemble;
 pub(crate) mod async_jobs;
 pub(crate) mod autoscaler;
 pub(crate) mod background;
+pub(crate) mod capture;
 pub(crate) mod deploy;
 pub(crate) mod deployer;
 pub(crate) mod ledger;

@@ -122,6 +122,7 @@ pub(crate) fn start(
         variants: Vec::new(),
         experiment: None,
         shadows: Vec::new(),
+        capture: None,
         share: 0.0,
         strategy: plan.strategy,
         step: 0,
@@ -360,6 +361,7 @@ impl Deployment {
         }
         fleet.experiment = built.experiment;
         fleet.shadows = built.shadows;
+        fleet.capture = built.capture;
         self.snapshot.new_fleet = Some(Arc::new(fleet));
         Event::FleetBuilt
     }
@@ -414,6 +416,7 @@ impl Deployment {
                 done.variants = fleet.variants;
                 done.experiment = fleet.experiment;
                 done.shadows = fleet.shadows;
+                done.capture = fleet.capture;
             }
             Side::Old => {}
         }

@@ -81,6 +81,8 @@ pub(crate) struct EndpointSnapshot {
     pub(crate) experiment: Option<Arc<crate::fleet::ledger::Experiment>>,
     /// The shadow variants of the config it serves.
     pub(crate) shadows: Vec<Arc<crate::fleet::shadow_copies::Shadow>>,
+    /// The data capture of the config it serves, if it has a `DataCaptureConfig`.
+    pub(crate) capture: Option<Arc<crate::fleet::capture::Capture>>,
     /// The fleet a blue/green deployment in progress is moving to.
     pub(crate) new_fleet: Option<Arc<NewFleet>>,
     /// The `DeploymentConfig` of the last CreateEndpoint or UpdateEndpoint that gave one
@@ -97,6 +99,8 @@ pub(crate) struct NewFleet {
     pub(crate) experiment: Option<Arc<crate::fleet::ledger::Experiment>>,
     /// The new config's shadows: they get copies of the requests this fleet serves.
     pub(crate) shadows: Vec<Arc<crate::fleet::shadow_copies::Shadow>>,
+    /// The new config's data capture: it captures the requests this fleet serves.
+    pub(crate) capture: Option<Arc<crate::fleet::capture::Capture>>,
     /// The fraction of requests it receives.
     pub(crate) share: f64,
     pub(crate) strategy: Strategy,
@@ -142,6 +146,8 @@ pub(crate) struct Routed<'a> {
     pub(crate) experiment: Option<&'a Arc<crate::fleet::ledger::Experiment>>,
     /// The shadows of that fleet's config, which get a copy of the request.
     pub(crate) shadows: &'a [Arc<crate::fleet::shadow_copies::Shadow>],
+    /// That fleet's config's data capture.
+    pub(crate) capture: Option<&'a Arc<crate::fleet::capture::Capture>>,
 }
 
 impl EndpointSnapshot {
@@ -211,12 +217,14 @@ impl EndpointSnapshot {
                     config_name: &new.config_name,
                     experiment: new.experiment.as_ref(),
                     shadows: &new.shadows,
+                    capture: new.capture.as_ref(),
                 },
                 None => Routed {
                     variant: &self.variants[route.variant].live,
                     config_name: &self.config_name,
                     experiment: self.experiment.as_ref(),
                     shadows: &self.shadows,
+                    capture: self.capture.as_ref(),
                 },
             },
         )

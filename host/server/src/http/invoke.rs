@@ -133,12 +133,26 @@ pub(crate) async fn invoke(
         _ => uuid::Uuid::new_v4().to_string(),
     };
     let answered = match given {
-        Ok(_) => serve(&server, &name, body, &found, &inference_id, started).await,
+        Ok(given) => {
+            let id = Id {
+                id: &inference_id,
+                given: given.is_some(),
+            };
+            serve(&server, &name, body, &found, id, started).await
+        }
         Err(e) => Err(e),
     };
     let mut response = answered.unwrap_or_else(IntoResponse::into_response);
     insert(response.headers_mut(), header::INFERENCE_ID, inference_id);
     response
+}
+
+/// A request's inference id, and whether the client gave it (data capture records only a
+/// given one).
+#[derive(Clone, Copy)]
+struct Id<'a> {
+    id: &'a str,
+    given: bool,
 }
 
 /// Serve one invocation whose inference id is known.
@@ -147,9 +161,10 @@ async fn serve(
     name: &str,
     body: axum::body::Body,
     found: &InvokeHeaders<'_>,
-    inference_id: &str,
+    id: Id<'_>,
     started: std::time::Instant,
 ) -> Result<Response, ApiError> {
+    let inference_id = id.id;
     if let Some(member) = found.refused {
         return Err(ApiError::validation(invoke_error(member).message));
     }
@@ -215,11 +230,12 @@ async fn serve(
             return Err(ApiError::validation(e.to_string()));
         }
     };
-    let (mut variant, mut config_name, mut experiment, mut shadows) = (
+    let (mut variant, mut config_name, mut experiment, mut shadows, mut capture) = (
         routed.variant.clone(),
         HeaderValue::from_str(routed.config_name).ok(),
         routed.experiment.cloned(),
         routed.shadows.to_vec(),
+        routed.capture.cloned(),
     );
     // A span costs about 1.5 µs a request, a tenth of a small model's whole request: it is
     // made at DEBUG. At the default level each log line of a request carries its endpoint,
@@ -251,6 +267,7 @@ async fn serve(
                 config_name = HeaderValue::from_str(next.config_name).ok();
                 experiment = next.experiment.cloned();
                 shadows = next.shadows.to_vec();
+                capture = next.capture.cloned();
                 result = invoke_on(&variant, &targets, request.clone())
                     .instrument(span.clone())
                     .await;
@@ -304,7 +321,12 @@ async fn serve(
                 total_ms = started.elapsed().as_secs_f64() * 1e3,
                 "invocation served"
             );
-            let mut response = (StatusCode::OK, output.body).into_response();
+            let body = bytes::Bytes::from(output.body);
+            if let Some(capture) = &capture {
+                let given = id.given.then_some(inference_id);
+                capture.offer(&variant.name, &request, given, &output.content_type, &body);
+            }
+            let mut response = (StatusCode::OK, body).into_response();
             let h = response.headers_mut();
             // The runtime validated the content type and custom attributes as visible ASCII.
             insert(h, axum::http::header::CONTENT_TYPE, output.content_type);

@@ -28,6 +28,7 @@ pub(crate) fn create_endpoint_config(stored: &Stored, input: Value) -> Result<Va
     check_serverless(&input)?;
     let mut input: CreateEndpointConfigInput = parse(input)?;
     check_async(stored, &mut input.definition)?;
+    check_capture(stored, &mut input.definition)?;
     let name = input.endpoint_config_name;
     check_name("endpointConfigName", &name)?;
     let mut catalog = stored.catalog();
@@ -151,16 +152,7 @@ fn check_async(
     // asynchronous request cannot give.
     let catalog = stored.catalog();
     for (j, v) in definition.production_variants.iter().enumerate() {
-        if catalog
-            .model_named(&v.model_name)
-            .is_some_and(|m| m.definition.is_multi_model())
-        {
-            return Err(validation(format!(
-                "AsyncInferenceConfig cannot be given with a multi-model variant: \
-                 ProductionVariants[{j}] ({}) serves model {}, whose Mode is MultiModel",
-                v.variant_name, v.model_name
-            )));
-        }
+        refuse_multi_model(&catalog, "AsyncInferenceConfig", j, v)?;
         // Nor a container of a Direct pipeline (TargetContainerHostname).
         if catalog.model_named(&v.model_name).is_some_and(|m| {
             matches!(
@@ -175,6 +167,61 @@ fn check_async(
                 v.variant_name, v.model_name
             )));
         }
+    }
+    Ok(())
+}
+
+/// `DataCaptureConfig`, as SageMaker checks it (`plinth_policy::data_capture`), its
+/// destination an `s3://` prefix or a directory under the artifact roots (kept as its real
+/// path). Not with a serverless or multi-model variant (SageMaker captures neither), nor
+/// with `AsyncInferenceConfig` (Plinth captures real-time invocations only).
+fn check_capture(
+    stored: &Stored,
+    definition: &mut crate::state::catalog::ConfigDefinition,
+) -> Result<(), ApiError> {
+    let Some(config) = &mut definition.data_capture_config else {
+        return Ok(());
+    };
+    config.settings().map_err(validation)?;
+    if let Some(destination) = &mut config.destination_s3_uri {
+        *destination = output_directory(stored, "DataCaptureConfig.DestinationS3Uri", destination)?;
+    }
+    if definition.async_inference_config.is_some() {
+        return Err(validation(
+            "DataCaptureConfig cannot be given with AsyncInferenceConfig: Plinth captures \
+             real-time invocations only",
+        ));
+    }
+    let catalog = stored.catalog();
+    for (j, v) in definition.production_variants.iter().enumerate() {
+        if v.serverless_config.is_some() {
+            return Err(validation(format!(
+                "DataCaptureConfig cannot be given with a serverless variant: \
+                 ProductionVariants[{j}] ({}) has a ServerlessConfig",
+                v.variant_name
+            )));
+        }
+        refuse_multi_model(&catalog, "DataCaptureConfig", j, v)?;
+    }
+    Ok(())
+}
+
+/// `member` cannot be given beside a multi-model variant (`ProductionVariants[j]`).
+fn refuse_multi_model(
+    catalog: &crate::state::catalog::Catalog,
+    member: &str,
+    j: usize,
+    v: &crate::state::catalog::ProductionVariant,
+) -> Result<(), ApiError> {
+    if catalog
+        .model_named(&v.model_name)
+        .is_some_and(|m| m.definition.is_multi_model())
+    {
+        return Err(validation(format!(
+            "{member} cannot be given with a multi-model variant: ProductionVariants[{j}] ({}) \
+             serves model {}, whose Mode is MultiModel",
+            v.variant_name, v.model_name
+        )));
     }
     Ok(())
 }

@@ -149,14 +149,29 @@ pub(crate) fn delete_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiE
 pub(crate) fn describe_endpoint(state: &Fleet, input: Value) -> Result<Value, ApiError> {
     let endpoint = named_endpoint(&state.endpoints, input)?;
     let mut output = describe(&endpoint);
-    // An asynchronous endpoint shows its config's AsyncInferenceConfig, as SageMaker does.
-    let config = state
+    // An asynchronous endpoint shows its config's AsyncInferenceConfig, as SageMaker does,
+    // and one that captures data its DataCaptureConfig summary.
+    let (asynchronous, capture) = state
         .catalog()
         .configs
         .get(&endpoint.config_name)
-        .and_then(|c| c.definition.async_inference_config.clone());
-    if let Some(config) = config {
+        .map(|c| {
+            (
+                c.definition.async_inference_config.clone(),
+                c.definition.data_capture_config.clone(),
+            )
+        })
+        .unwrap_or_default();
+    if let Some(config) = asynchronous {
         output["AsyncInferenceConfig"] = serde_json::to_value(config).map_err(internal)?;
+    }
+    if let Some(Ok(settings)) = capture.map(|c| c.settings()) {
+        output["DataCaptureConfig"] = json!({
+            "EnableCapture": settings.enabled,
+            "CaptureStatus": plinth_policy::data_capture::capture_status(&settings),
+            "CurrentSamplingPercentage": settings.sampling_percentage,
+            "DestinationS3Uri": settings.destination,
+        });
     }
     Ok(output)
 }

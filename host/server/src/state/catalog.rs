@@ -328,6 +328,65 @@ pub(crate) struct ConfigDefinition {
     /// The endpoint takes asynchronous requests (InvokeEndpointAsync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) async_inference_config: Option<AsyncInferenceConfig>,
+    /// Sampled requests and responses written to storage (`fleet/capture.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) data_capture_config: Option<DataCaptureConfig>,
+}
+
+/// `DataCaptureConfig` as given (a local destination kept as its real path); what it means
+/// is [`DataCaptureConfig::settings`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DataCaptureConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) enable_capture: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) initial_sampling_percentage: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) destination_s3_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) capture_options: Vec<CaptureOption>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) capture_content_type_header: Option<CaptureContentTypeHeader>,
+}
+
+/// `DataCaptureConfig.CaptureOptions[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CaptureOption {
+    pub(crate) capture_mode: String,
+}
+
+/// `DataCaptureConfig.CaptureContentTypeHeader`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CaptureContentTypeHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) csv_content_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) json_content_types: Option<Vec<String>>,
+}
+
+impl DataCaptureConfig {
+    /// The config checked as SageMaker checks it; the error names the member.
+    pub(crate) fn settings(&self) -> Result<plinth_policy::data_capture::Settings, String> {
+        let header = self.capture_content_type_header.as_ref();
+        fn list(l: Option<&Vec<String>>) -> Option<Vec<&str>> {
+            l.map(|l| l.iter().map(String::as_str).collect())
+        }
+        plinth_policy::data_capture::settings(&plinth_policy::data_capture::Given {
+            enable_capture: self.enable_capture,
+            initial_sampling_percentage: self.initial_sampling_percentage,
+            destination: self.destination_s3_uri.as_deref(),
+            capture_modes: self
+                .capture_options
+                .iter()
+                .map(|o| o.capture_mode.as_str())
+                .collect(),
+            csv_content_types: list(header.and_then(|h| h.csv_content_types.as_ref())),
+            json_content_types: list(header.and_then(|h| h.json_content_types.as_ref())),
+        })
+    }
 }
 
 /// `AsyncInferenceConfig`: where asynchronous results and failures go, and how many
@@ -789,6 +848,16 @@ impl Unresolved {
     /// The config's experiment, if it has one.
     pub(crate) fn experiment(&self) -> Option<ExperimentConfig> {
         self.config.plinth_experiment.clone()
+    }
+
+    /// The config's data capture, checked (at CreateEndpointConfig).
+    pub(crate) fn data_capture(
+        &self,
+    ) -> Option<Result<plinth_policy::data_capture::Settings, String>> {
+        self.config
+            .data_capture_config
+            .as_ref()
+            .map(DataCaptureConfig::settings)
     }
 
     /// The config's variants, in the policy's form (artifacts not resolved), for checks.
