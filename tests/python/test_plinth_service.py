@@ -547,6 +547,60 @@ def transform_job():
          "stop_transform_job refused for an ended job")
 
 
+# ---- 7b. Model quality: a job definition and its schedule's life cycle ----
+
+
+def model_quality():
+    import tempfile
+    work = tempfile.mkdtemp(prefix="plinth-service-quality-")
+    for d in ("truth", "out"):
+        os.makedirs(os.path.join(work, d))
+    arn = plinth.create_model_quality_job_definition(
+        JobDefinitionName="quality",
+        ModelQualityAppSpecification={"ImageUri": "plinth:model-quality",
+                                      "ProblemType": "MulticlassClassification"},
+        ModelQualityJobInput={
+            "EndpointInput": {"EndpointName": ENDPOINT, "LocalPath": "/opt/ml/processing/input",
+                              "InferenceAttribute": "predictions[0].label"},
+            "GroundTruthS3Input": {"S3Uri": os.path.join(work, "truth")},
+        },
+        ModelQualityJobOutputConfig={"MonitoringOutputs": [{"S3Output": {
+            "S3Uri": os.path.join(work, "out"), "LocalPath": "/opt/ml/processing/output"}}]},
+        JobResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                        "VolumeSizeInGB": 1}},
+        RoleArn="arn:aws:iam::123456789012:role/monitor",
+    )["JobDefinitionArn"]
+    assert arn.endswith(":model-quality-job-definition/quality"), arn
+    described = plinth.describe_model_quality_job_definition(JobDefinitionName="quality")
+    assert described["ModelQualityJobInput"]["EndpointInput"]["EndpointName"] == ENDPOINT
+    plinth.create_monitoring_schedule(
+        MonitoringScheduleName="quality-daily",
+        MonitoringScheduleConfig={"ScheduleConfig": {"ScheduleExpression": "cron(0 0 ? * * *)"},
+                                  "MonitoringJobDefinitionName": "quality",
+                                  "MonitoringType": "ModelQuality"},
+    )
+    plinth.stop_monitoring_schedule(MonitoringScheduleName="quality-daily")
+    schedule = plinth.describe_monitoring_schedule(MonitoringScheduleName="quality-daily")
+    assert schedule["MonitoringScheduleStatus"] == "Stopped", schedule
+    plinth.start_monitoring_schedule(MonitoringScheduleName="quality-daily")
+    listed = plinth.list_monitoring_schedules(EndpointName=ENDPOINT)["MonitoringScheduleSummaries"]
+    assert [s["MonitoringScheduleStatus"] for s in listed] == ["Scheduled"], listed
+    definitions = plinth.list_model_quality_job_definitions()["JobDefinitionSummaries"]
+    assert [d["MonitoringJobDefinitionName"] for d in definitions] == ["quality"], definitions
+    # Daily at midnight: nothing has run (unless the test crossed midnight).
+    executions = plinth.list_monitoring_executions(MonitoringScheduleName="quality-daily")
+    assert len(executions["MonitoringExecutionSummaries"]) <= 1, executions
+    plinth.delete_monitoring_schedule(MonitoringScheduleName="quality-daily")
+    plinth.delete_model_quality_job_definition(JobDefinitionName="quality")
+    try:
+        plinth.describe_monitoring_schedule(MonitoringScheduleName="quality-daily")
+        raise AssertionError("described a deleted schedule")
+    except plinth.exceptions.ResourceNotFound as e:
+        assert e.response["Error"]["Code"] == "ResourceNotFound", e.response
+    step("7b. a model quality job definition and its monitoring schedule: create, describe, "
+         "stop, start, list, delete; ResourceNotFound after")
+
+
 # ---- 8. Listings, modeled errors, signatures, deletion ----
 
 
@@ -597,6 +651,7 @@ def main():
     events_and_shadows(served)
     promoted = promotion()
     transform_job()
+    model_quality()
     listings_and_deletion(promoted)
     sent = {t.decode() if isinstance(t, bytes) else t for t in SENT}
     every = {f"SageMaker.{op}" for op in plinth.meta.service_model.operation_names}

@@ -1119,6 +1119,217 @@ const fn autoscaling(name: &'static str, input: &'static Shape) -> Operation {
     }
 }
 
+const MODEL_QUALITY_APP_SPECIFICATION: Shape = Shape {
+    name: "ModelQualityAppSpecification",
+    members: &[
+        served("ImageUri"),
+        refused("ContainerEntrypoint"),
+        refused("ContainerArguments"),
+        refused("RecordPreprocessorSourceUri"),
+        refused("PostAnalyticsProcessorSourceUri"),
+        served("ProblemType").one_of(&[
+            "BinaryClassification",
+            "MulticlassClassification",
+            "Regression",
+        ]),
+        refused("Environment"),
+    ],
+};
+
+const MONITORING_ENDPOINT_INPUT: Shape = Shape {
+    name: "EndpointInput",
+    members: &[
+        served("EndpointName"),
+        served("LocalPath"),
+        served("S3InputMode").one_of(&["File"]),
+        served("S3DataDistributionType").one_of(&["FullyReplicated"]),
+        refused("FeaturesAttribute"),
+        served("InferenceAttribute"),
+        served("ProbabilityAttribute"),
+        served("ProbabilityThresholdAttribute").number(0.0, 1.0),
+        served("StartTimeOffset"),
+        served("EndTimeOffset"),
+        refused("ExcludeFeaturesAttribute"),
+    ],
+};
+
+const MONITORING_GROUND_TRUTH: Shape = Shape {
+    name: "MonitoringGroundTruthS3Input",
+    members: &[served("S3Uri")],
+};
+
+const MODEL_QUALITY_JOB_INPUT: Shape = Shape {
+    name: "ModelQualityJobInput",
+    members: &[
+        served("EndpointInput").structure(&MONITORING_ENDPOINT_INPUT),
+        refused("BatchTransformInput"),
+        served("GroundTruthS3Input").structure(&MONITORING_GROUND_TRUTH),
+    ],
+};
+
+const MONITORING_S3_OUTPUT: Shape = Shape {
+    name: "MonitoringS3Output",
+    members: &[
+        served("S3Uri"),
+        served("LocalPath"),
+        served("S3UploadMode").one_of(&["EndOfJob"]),
+    ],
+};
+
+const MONITORING_OUTPUT: Shape = Shape {
+    name: "MonitoringOutput",
+    members: &[served("S3Output").structure(&MONITORING_S3_OUTPUT)],
+};
+
+const MONITORING_OUTPUT_CONFIG: Shape = Shape {
+    name: "MonitoringOutputConfig",
+    members: &[
+        served("MonitoringOutputs").list(&MONITORING_OUTPUT),
+        refused("KmsKeyId"),
+    ],
+};
+
+const MONITORING_CLUSTER_CONFIG: Shape = Shape {
+    name: "MonitoringClusterConfig",
+    members: &[
+        served("InstanceCount").int(1, 100),
+        served("InstanceType"),
+        served("VolumeSizeInGB").int(1, 16_384),
+        refused("VolumeKmsKeyId"),
+    ],
+};
+
+const MONITORING_RESOURCES: Shape = Shape {
+    name: "MonitoringResources",
+    members: &[served("ClusterConfig").structure(&MONITORING_CLUSTER_CONFIG)],
+};
+
+const MONITORING_CONSTRAINTS_RESOURCE: Shape = Shape {
+    name: "MonitoringConstraintsResource",
+    members: &[served("S3Uri")],
+};
+
+const MODEL_QUALITY_BASELINE_CONFIG: Shape = Shape {
+    name: "ModelQualityBaselineConfig",
+    members: &[
+        refused("BaseliningJobName"),
+        served("ConstraintsResource").structure(&MONITORING_CONSTRAINTS_RESOURCE),
+    ],
+};
+
+const MONITORING_STOPPING_CONDITION: Shape = Shape {
+    name: "MonitoringStoppingCondition",
+    members: &[served("MaxRuntimeInSeconds").int(1, 86_400)],
+};
+
+const CREATE_MODEL_QUALITY_JOB_DEFINITION: Shape = Shape {
+    name: "CreateModelQualityJobDefinitionRequest",
+    members: &[
+        served("JobDefinitionName"),
+        served("ModelQualityBaselineConfig").structure(&MODEL_QUALITY_BASELINE_CONFIG),
+        served("ModelQualityAppSpecification").structure(&MODEL_QUALITY_APP_SPECIFICATION),
+        served("ModelQualityJobInput").structure(&MODEL_QUALITY_JOB_INPUT),
+        served("ModelQualityJobOutputConfig").structure(&MONITORING_OUTPUT_CONFIG),
+        served("JobResources").structure(&MONITORING_RESOURCES),
+        refused("NetworkConfig"),
+        served("RoleArn"),
+        served("StoppingCondition").structure(&MONITORING_STOPPING_CONDITION),
+        served("Tags").list(&TAG),
+    ],
+};
+
+const JOB_DEFINITION_NAME: Shape = Shape {
+    name: "DescribeModelQualityJobDefinitionRequest",
+    members: &[served("JobDefinitionName")],
+};
+
+const LIST_MODEL_QUALITY_JOB_DEFINITIONS: Shape = Shape {
+    name: "ListModelQualityJobDefinitionsRequest",
+    members: &[
+        served("EndpointName"),
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+        served("NameContains"),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+    ],
+};
+
+const SCHEDULE_CONFIG: Shape = Shape {
+    name: "ScheduleConfig",
+    members: &[
+        served("ScheduleExpression"),
+        served("DataAnalysisStartTime"),
+        served("DataAnalysisEndTime"),
+    ],
+};
+
+const MONITORING_SCHEDULE_CONFIG: Shape = Shape {
+    name: "MonitoringScheduleConfig",
+    members: &[
+        served("ScheduleConfig").structure(&SCHEDULE_CONFIG),
+        refused("MonitoringJobDefinition"),
+        served("MonitoringJobDefinitionName"),
+        served("MonitoringType").one_of(&["ModelQuality"]),
+    ],
+};
+
+const CREATE_MONITORING_SCHEDULE: Shape = Shape {
+    name: "CreateMonitoringScheduleRequest",
+    members: &[
+        served("MonitoringScheduleName"),
+        served("MonitoringScheduleConfig").structure(&MONITORING_SCHEDULE_CONFIG),
+        served("Tags").list(&TAG),
+    ],
+};
+
+const MONITORING_SCHEDULE_NAME: Shape = Shape {
+    name: "DescribeMonitoringScheduleRequest",
+    members: &[served("MonitoringScheduleName")],
+};
+
+const LIST_MONITORING_SCHEDULES: Shape = Shape {
+    name: "ListMonitoringSchedulesRequest",
+    members: &[
+        served("EndpointName"),
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+        served("NameContains"),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("StatusEquals"),
+        served("MonitoringJobDefinitionName"),
+        served("MonitoringTypeEquals"),
+    ],
+};
+
+const LIST_MONITORING_EXECUTIONS: Shape = Shape {
+    name: "ListMonitoringExecutionsRequest",
+    members: &[
+        served("MonitoringScheduleName"),
+        served("EndpointName"),
+        served("SortBy"),
+        served("SortOrder"),
+        served("NextToken"),
+        served("MaxResults").int(1, 100),
+        served("ScheduledTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("ScheduledTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("CreationTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeBefore").number(0.0, MAX_TIMESTAMP),
+        served("LastModifiedTimeAfter").number(0.0, MAX_TIMESTAMP),
+        served("StatusEquals"),
+        served("MonitoringJobDefinitionName"),
+        served("MonitoringTypeEquals"),
+    ],
+};
+
 /// Every control-plane operation Plinth serves, in the server's order: SageMaker's,
 /// Plinth's own, then Application Auto Scaling's.
 const OPERATIONS: &[Operation] = &[
@@ -1140,6 +1351,23 @@ const OPERATIONS: &[Operation] = &[
     sagemaker("DescribeTransformJob", &TRANSFORM_JOB_NAME),
     sagemaker("ListTransformJobs", &LIST_TRANSFORM_JOBS),
     sagemaker("StopTransformJob", &TRANSFORM_JOB_NAME),
+    sagemaker(
+        "CreateModelQualityJobDefinition",
+        &CREATE_MODEL_QUALITY_JOB_DEFINITION,
+    ),
+    sagemaker("DescribeModelQualityJobDefinition", &JOB_DEFINITION_NAME),
+    sagemaker("DeleteModelQualityJobDefinition", &JOB_DEFINITION_NAME),
+    sagemaker(
+        "ListModelQualityJobDefinitions",
+        &LIST_MODEL_QUALITY_JOB_DEFINITIONS,
+    ),
+    sagemaker("CreateMonitoringSchedule", &CREATE_MONITORING_SCHEDULE),
+    sagemaker("DescribeMonitoringSchedule", &MONITORING_SCHEDULE_NAME),
+    sagemaker("ListMonitoringSchedules", &LIST_MONITORING_SCHEDULES),
+    sagemaker("StopMonitoringSchedule", &MONITORING_SCHEDULE_NAME),
+    sagemaker("StartMonitoringSchedule", &MONITORING_SCHEDULE_NAME),
+    sagemaker("DeleteMonitoringSchedule", &MONITORING_SCHEDULE_NAME),
+    sagemaker("ListMonitoringExecutions", &LIST_MONITORING_EXECUTIONS),
     plinth("RecordInferenceOutcomes", &RECORD_OUTCOMES),
     plinth("DescribeExperiment", &PLINTH_ENDPOINT_NAME),
     plinth("CreateAlarm", &CREATE_ALARM),
@@ -2266,7 +2494,7 @@ mod tests {
             Form::Map
         );
         let operations: Vec<&str> = operations().collect();
-        assert_eq!(operations.len(), 29);
+        assert_eq!(operations.len(), 40);
         let autoscaling: Vec<&str> = autoscaling_operations().collect();
         assert_eq!(autoscaling.len(), 7);
         for op in &operations {

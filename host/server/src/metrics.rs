@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) shadow_dropped: IntCounterVec,
     pub(crate) data_capture_records: IntCounterVec,
     pub(crate) data_capture_dropped: IntCounterVec,
+    pub(crate) model_quality: prometheus::GaugeVec,
     pub(crate) shadow_comparisons: IntCounterVec,
     pub(crate) shadow_agreements: IntCounterVec,
     pub(crate) deployments: IntCounterVec,
@@ -227,6 +228,11 @@ impl Metrics {
             outcomes_rejected: counter_with(&r, "plinth_experiment_outcomes_rejected_total", "Outcomes not recorded, by reason (Unknown, Expired, Duplicate, Late, Invalid).", &["endpoint", "reason"]),
             shadow_dropped: counter(&r, "plinth_shadow_dropped_total", "Requests sampled for a shadow variant but dropped because its queue was full."),
             data_capture_records: counter(&r, "plinth_data_capture_records_total", "Captured invocations written to the data capture destination (DataCaptureConfig)."),
+            model_quality: {
+                let g = prometheus::GaugeVec::new(Opts::new("plinth_model_quality", "A model quality metric of a variant (variant empty: the whole endpoint) from the last execution of a monitoring schedule (label schedule), by SageMaker's name (label metric: accuracy, f1, auc, mae, ...)."), &["endpoint", "variant", "schedule", "metric"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             data_capture_dropped: counter_with(&r, "plinth_data_capture_dropped_total", "Invocations sampled for data capture but not written, by reason: queue_full (the capture buffer was full; the request was served), write_failed (the destination refused the file).", &["endpoint", "variant", "reason"]),
             shadow_comparisons: counter_with(&r, "plinth_shadow_comparisons_total", "Shadow responses compared with production's, by kind: exact (every pair both answered), close (numeric output on both sides), argmax (predicted classes on both sides).", &["endpoint", "variant", "kind"]),
             shadow_agreements: counter_with(&r, "plinth_shadow_agreements_total", "Shadow responses that agreed with production's, by kind (see plinth_shadow_comparisons_total).", &["endpoint", "variant", "kind"]),

@@ -201,6 +201,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         let roll = settings.data_capture_roll;
         tokio::spawn(async move { fleet.captures.run(storage, roll).await });
     }
+    tokio::spawn(crate::fleet::monitoring::run(fleet.clone()));
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,

@@ -400,6 +400,40 @@ impl Storage {
 }
 
 impl Storage {
+    /// The whole object at `location` in memory, if it is at most `max_bytes` long (larger:
+    /// `TooLarge`, before it is read).
+    pub async fn get(
+        &self,
+        location: &Location,
+        max_bytes: u64,
+    ) -> Result<bytes::Bytes, StorageError> {
+        match location {
+            Location::Local(path) => {
+                let size = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| StorageError::io(location, e))?
+                    .len();
+                check_size(location, size, max_bytes)?;
+                tokio::fs::read(path)
+                    .await
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| StorageError::io(location, e))
+            }
+            Location::S3 { bucket, key } => {
+                let store = self.bucket(bucket)?;
+                let shown = location.to_string();
+                let got = store
+                    .get(&object_path(location, key)?)
+                    .await
+                    .map_err(|e| StorageError::from_store(&shown, e))?;
+                check_size(location, got.meta.size, max_bytes)?;
+                got.bytes()
+                    .await
+                    .map_err(|e| StorageError::from_store(&shown, e))
+            }
+        }
+    }
+
     /// Write `data` to `location` as one object: in one request to S3, or for a local path
     /// into a file beside it that is synced and renamed into place. A reader never sees part
     /// of it. The bytes written.

@@ -70,6 +70,17 @@ async fn a_multipart_upload_round_trips_and_a_prefix_lists_it() {
     let at = Location::parse(local.to_str().unwrap()).unwrap();
     assert_eq!(storage.put(lines.clone(), &at).await.unwrap(), 16);
     assert_eq!(std::fs::read(&local).unwrap(), lines);
+    // Read back whole, within a limit.
+    assert_eq!(storage.get(&put, 1 << 20).await.unwrap(), lines);
+    assert_eq!(storage.get(&at, 16).await.unwrap(), lines);
+    assert_eq!(
+        storage.get(&put, 15).await.unwrap_err().kind,
+        ErrorKind::TooLarge
+    );
+    assert_eq!(
+        storage.get(&at, 15).await.unwrap_err().kind,
+        ErrorKind::TooLarge
+    );
 
     let prefix = Location::parse(&format!("s3://{bucket}/models/big/")).unwrap();
     let listed = storage.list(&prefix).await.unwrap();

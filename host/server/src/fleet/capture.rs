@@ -31,6 +31,8 @@ const QUEUE: usize = 16_384;
 const OVERHEAD: usize = 512;
 /// Files written at once.
 const WRITES: usize = 4;
+/// How long writing one file may take before its records are counted as dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The capture queue every endpoint shares, and its writer's input.
 pub(crate) struct Captures {
@@ -93,11 +95,12 @@ impl Captures {
     /// Write every open file now and wait until they are written (at shutdown, within
     /// `within`). False if the writer is not running or the time ran out.
     pub(crate) async fn flush(&self, within: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        if self.shared.sender.send(Message::Flush(done)).await.is_err() {
-            return false;
-        }
-        matches!(tokio::time::timeout(within, wait).await, Ok(Ok(())))
+        let flushed = async {
+            let (done, wait) = oneshot::channel();
+            self.shared.sender.send(Message::Flush(done)).await.ok()?;
+            wait.await.ok()
+        };
+        matches!(tokio::time::timeout(within, flushed).await, Ok(Some(())))
     }
 
     /// The writer: run once per fleet, for as long as it lives. `roll_after`: how long a
@@ -133,7 +136,8 @@ pub(crate) struct Capture {
 
 impl Capture {
     /// Offer an invocation `variant` served: captured if sampled and within the budget.
-    /// Never waits. `inference_id`: the one the client gave, if it gave one.
+    /// Never waits. `inference_id`: the one the client gave, if it gave one; `arrived`: when
+    /// the request arrived (the record's `inferenceTime`).
     pub(crate) fn offer(
         &self,
         variant: &str,
@@ -141,6 +145,7 @@ impl Capture {
         inference_id: Option<&str>,
         output_content_type: &str,
         output: &Bytes,
+        arrived: std::time::Instant,
     ) {
         let settings = &self.settings;
         if !policy::sampled(settings, rand::random::<f64>()) {
@@ -169,7 +174,7 @@ impl Capture {
             input,
             output,
             inference_id: inference_id.map(str::to_owned),
-            time_ms: now_ms(),
+            time_ms: now_ms() - arrived.elapsed().as_millis() as i64,
             cost,
         };
         if !reserved {
@@ -310,7 +315,24 @@ impl Writer {
         file.lines.extend_from_slice(line.as_bytes());
         file.lines.push(b'\n');
         file.records += 1;
-        file.held += c.cost;
+        // The record may be larger than its bodies (base64, escapes): charge the larger.
+        let size = line.len() + 1;
+        if size > c.cost {
+            self.shared.held.fetch_add(size - c.cost, Relaxed);
+        }
+        file.held += size.max(c.cost);
+        // Many open files together past half the budget: write the largest now, so that
+        // open files alone never spend it.
+        if self.shared.held.load(Relaxed) > self.shared.budget / 2 {
+            let largest = self
+                .open
+                .iter()
+                .max_by_key(|(_, f)| f.held)
+                .map(|(k, _)| k.clone());
+            if let Some(key) = largest {
+                self.write(key);
+            }
+        }
     }
 
     /// Close the file of `key` and write it in a task of its own (at most [`WRITES`] at
@@ -329,13 +351,25 @@ impl Writer {
         let storage = self.storage.clone();
         let shared = self.shared.clone();
         let permits = self.permits.clone();
+        // The file's bytes leave the budget when this task ends, however it ends.
+        let release = Release {
+            shared: shared.clone(),
+            bytes: file.held,
+        };
         self.writes.spawn(async move {
+            let _release = release;
             let _permit = permits.acquire_owned().await;
             let written = match plinth_storage::Location::parse(&object) {
-                Ok(location) => storage
-                    .put(Bytes::from(file.lines), &location)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(location) => {
+                    let put = storage.put(Bytes::from(file.lines), &location);
+                    match tokio::time::timeout(WRITE_TIMEOUT, put).await {
+                        Ok(written) => written.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!(
+                            "{object}: not written within {} s",
+                            WRITE_TIMEOUT.as_secs()
+                        )),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match written {
@@ -355,8 +389,19 @@ impl Writer {
                     shared.drop_records(&key.endpoint, &key.variant, "write_failed", file.records);
                 }
             }
-            shared.held.fetch_sub(file.held, Relaxed);
         });
+    }
+}
+
+/// Gives a file's bytes back to the budget when dropped.
+struct Release {
+    shared: Arc<Shared>,
+    bytes: usize,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.shared.held.fetch_sub(self.bytes, Relaxed);
     }
 }
 
@@ -421,9 +466,24 @@ mod tests {
             Some("id-1"),
             "text/csv",
             &output,
+            Instant::now(),
         );
-        capture.offer("B", &invocation(b"4,5,6"), None, "text/csv", &output);
-        capture.offer("B", &invocation(b"7,8,9"), None, "text/csv", &output);
+        capture.offer(
+            "B",
+            &invocation(b"4,5,6"),
+            None,
+            "text/csv",
+            &output,
+            Instant::now(),
+        );
+        capture.offer(
+            "B",
+            &invocation(b"7,8,9"),
+            None,
+            "text/csv",
+            &output,
+            Instant::now(),
+        );
         let dropped = |reason: &str| {
             metrics
                 .data_capture_dropped
@@ -468,7 +528,14 @@ mod tests {
         );
         // Written: the budget is free again.
         assert_eq!(captures.shared.held.load(Relaxed), 0);
-        capture.offer("B", &invocation(b"7,8,9"), None, "text/csv", &output);
+        capture.offer(
+            "B",
+            &invocation(b"7,8,9"),
+            None,
+            "text/csv",
+            &output,
+            Instant::now(),
+        );
         assert_eq!(dropped("queue_full"), 1);
         writer.abort();
     }
@@ -488,7 +555,14 @@ mod tests {
         };
         let capture = captures.capture("e", settings(blocked.to_str().unwrap(), 100));
         for _ in 0..3 {
-            capture.offer("A", &invocation(b"1"), None, "text/csv", &Bytes::new());
+            capture.offer(
+                "A",
+                &invocation(b"1"),
+                None,
+                "text/csv",
+                &Bytes::new(),
+                Instant::now(),
+            );
         }
         assert!(captures.flush(Duration::from_secs(10)).await);
         assert_eq!(

@@ -30,6 +30,8 @@ pub(crate) struct Fleet {
     pub(crate) transform_jobs: super::transform_jobs::TransformJobs,
     /// Data capture's queue, written by `Captures::run`.
     pub(crate) captures: super::capture::Captures,
+    /// The monitoring schedules whose execution is running (`monitoring::run`).
+    pub(crate) monitoring: super::monitoring::Running,
 }
 
 impl Fleet {
@@ -44,6 +46,7 @@ impl Fleet {
         let metrics = Metrics::new();
         Self {
             captures: super::capture::Captures::new(&metrics, super::capture::BUFFER_BYTES),
+            monitoring: Default::default(),
             runtime,
             stored,
             endpoints: Default::default(),

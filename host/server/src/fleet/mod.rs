@@ -1,7 +1,8 @@
 //! What runs: the live endpoint table (immutable snapshots published with arc-swap) and
 //! everything that changes it or rides on it: deploying and removing endpoints, the
 //! blue/green and rolling deployment driver, inference pipelines' stages, alarms watched
-//! during a deployment, shadow copies, data capture, the experiments' ledger, the Application Auto Scaling controller, and the
+//! during a deployment, shadow copies, data capture, model quality monitoring, the
+//! experiments' ledger, the Application Auto Scaling controller, and the
 //! asynchronous queue and batch transform runners. This layer is handed the store and the catalog; it
 //! knows nothing of HTTP or of the operations' wire shapes.
 
@@ -14,6 +15,7 @@ pub(crate) mod capture;
 pub(crate) mod deploy;
 pub(crate) mod deployer;
 pub(crate) mod ledger;
+pub(crate) mod monitoring;
 pub(crate) mod multi_model;
 pub(crate) mod pipeline;
 pub(crate) mod recent;

@@ -324,7 +324,14 @@ async fn serve(
             let body = bytes::Bytes::from(output.body);
             if let Some(capture) = &capture {
                 let given = id.given.then_some(inference_id);
-                capture.offer(&variant.name, &request, given, &output.content_type, &body);
+                capture.offer(
+                    &variant.name,
+                    &request,
+                    given,
+                    &output.content_type,
+                    &body,
+                    started,
+                );
             }
             let mut response = (StatusCode::OK, body).into_response();
             let h = response.headers_mut();

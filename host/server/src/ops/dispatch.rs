@@ -5,7 +5,7 @@
 use super::common::{require_object, unknown_operation, validation};
 use super::{
     alarms, async_queue, endpoint_configs, endpoints, experiments, loaded_models, models,
-    shadow_variants, transform_jobs,
+    monitoring, shadow_variants, transform_jobs,
 };
 use crate::error::ApiError;
 use crate::fleet::Fleet;
@@ -61,6 +61,19 @@ pub(crate) async fn call(
         "DescribeTransformJob" => transform_jobs::describe_transform_job(state, input),
         "ListTransformJobs" => transform_jobs::list_transform_jobs(state, input),
         "StopTransformJob" => transform_jobs::stop_transform_job(state, input),
+        "CreateModelQualityJobDefinition" => monitoring::create_definition(&state.stored, input),
+        "DescribeModelQualityJobDefinition" => {
+            monitoring::describe_definition(&state.stored, input)
+        }
+        "DeleteModelQualityJobDefinition" => monitoring::delete_definition(&state.stored, input),
+        "ListModelQualityJobDefinitions" => monitoring::list_definitions(&state.stored, input),
+        "CreateMonitoringSchedule" => monitoring::create_schedule(&state.stored, input),
+        "DescribeMonitoringSchedule" => monitoring::describe_schedule(&state.stored, input),
+        "ListMonitoringSchedules" => monitoring::list_schedules(&state.stored, input),
+        "StopMonitoringSchedule" => monitoring::stop_schedule(&state.stored, input),
+        "StartMonitoringSchedule" => monitoring::start_schedule(&state.stored, input),
+        "DeleteMonitoringSchedule" => monitoring::delete_schedule(&state.stored, input),
+        "ListMonitoringExecutions" => monitoring::list_executions(&state.stored, input),
         "RecordInferenceOutcomes" => experiments::record_outcomes(
             &state.endpoints,
             &state.experiments,

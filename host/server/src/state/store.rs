@@ -1,7 +1,8 @@
 //! Durable state: models, endpoint configs and endpoints (with their status and desired
 //! weights and instance counts), the experiments' ledger (which variant served each
 //! inference id) and outcome statistics, and Application Auto Scaling's scalable targets,
-//! scaling policies and scaling activities, in an embedded SQLite database,
+//! scaling policies and scaling activities, model quality job definitions, monitoring
+//! schedules and their executions, in an embedded SQLite database,
 //! `<data-dir>/plinth.db`.
 //!
 //! Every change is one transaction in WAL mode with `synchronous = FULL`, so a crash at any
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -125,6 +126,24 @@ CREATE TABLE IF NOT EXISTS transform_jobs (
     ended          REAL,
     progress       TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS model_quality_job_definitions (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS monitoring_schedules (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    created    REAL NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS monitoring_executions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    schedule   TEXT NOT NULL COLLATE NOCASE,
+    scheduled  REAL NOT NULL,
+    execution  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS monitoring_executions_by_schedule
+    ON monitoring_executions (schedule, seq);
 CREATE TABLE IF NOT EXISTS transform_inputs (
     job      TEXT NOT NULL COLLATE NOCASE,
     input    TEXT NOT NULL,
@@ -140,6 +159,9 @@ CREATE TABLE IF NOT EXISTS transform_inputs (
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
 const ACTIVITIES_KEPT: i64 = 1_000;
+
+/// Monitoring executions kept per schedule; older ones are dropped as new ones come.
+const EXECUTIONS_KEPT: i64 = 1_000;
 
 /// Events kept per endpoint; older ones are dropped as new ones come.
 const EVENTS_KEPT: i64 = 10_000;
@@ -435,6 +457,8 @@ pub(crate) enum Kind {
     Model,
     EndpointConfig,
     Alarm,
+    ModelQualityJobDefinition,
+    MonitoringSchedule,
 }
 
 impl Kind {
@@ -443,8 +467,18 @@ impl Kind {
             Kind::Model => "models",
             Kind::EndpointConfig => "endpoint_configs",
             Kind::Alarm => "alarms",
+            Kind::ModelQualityJobDefinition => "model_quality_job_definitions",
+            Kind::MonitoringSchedule => "monitoring_schedules",
         }
     }
+}
+
+/// One monitoring execution as stored: its sequence number and record (the API's
+/// `MonitoringExecutionSummary`, with Plinth's additions).
+#[derive(Debug, Clone)]
+pub(crate) struct StoredExecution {
+    pub(crate) seq: i64,
+    pub(crate) execution: Value,
 }
 
 /// The database. One connection; writes are short, so a mutex is enough.
@@ -595,6 +629,117 @@ impl Store {
             return Err(StoreError::Exists(definition.name.clone()));
         }
         Ok(())
+    }
+
+    /// Every definition of `kind` (read from the database: monitoring definitions and
+    /// schedules are not kept in memory).
+    pub(crate) fn definitions(&self, kind: Kind) -> Result<Vec<Definition>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT name, created, definition FROM {} ORDER BY name",
+            kind.table()
+        ))?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, created, text) = row?;
+            out.push(Definition {
+                name,
+                created,
+                definition: serde_json::from_str(&text)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The definition of `kind` named `name` (ignoring case).
+    pub(crate) fn definition(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<Definition>, StoreError> {
+        Ok(self
+            .definitions(kind)?
+            .into_iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name)))
+    }
+
+    /// Replace the stored definition of `definition.name`; whether it was there.
+    pub(crate) fn replace(&self, kind: Kind, definition: &Definition) -> Result<bool, StoreError> {
+        let updated = self.conn().execute(
+            &format!(
+                "UPDATE {} SET definition = ?2 WHERE name = ?1",
+                kind.table()
+            ),
+            params![definition.name, definition.definition.to_string()],
+        )?;
+        Ok(updated > 0)
+    }
+
+    /// Write a monitoring execution: a new one (`seq` none; its number returned), or a
+    /// change to one.
+    pub(crate) fn put_execution(
+        &self,
+        seq: Option<i64>,
+        schedule: &str,
+        scheduled: f64,
+        execution: &Value,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        match seq {
+            Some(seq) => {
+                conn.execute(
+                    "UPDATE monitoring_executions SET execution = ?2 WHERE seq = ?1",
+                    params![seq, execution.to_string()],
+                )?;
+                Ok(seq)
+            }
+            None => {
+                conn.execute(
+                    "INSERT INTO monitoring_executions (schedule, scheduled, execution) \
+                     VALUES (?1, ?2, ?3)",
+                    params![schedule, scheduled, execution.to_string()],
+                )?;
+                let seq = conn.last_insert_rowid();
+                conn.execute(
+                    "DELETE FROM monitoring_executions WHERE schedule = ?1 AND seq NOT IN \
+                     (SELECT seq FROM monitoring_executions WHERE schedule = ?1 \
+                      ORDER BY seq DESC LIMIT ?2)",
+                    params![schedule, EXECUTIONS_KEPT],
+                )?;
+                Ok(seq)
+            }
+        }
+    }
+
+    /// The executions of `schedule` (every schedule's, if none), oldest first.
+    pub(crate) fn executions(
+        &self,
+        schedule: Option<&str>,
+    ) -> Result<Vec<StoredExecution>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT seq, execution FROM monitoring_executions \
+             WHERE ?1 IS NULL OR schedule = ?1 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![schedule], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row?;
+            out.push(StoredExecution {
+                seq,
+                execution: serde_json::from_str(&text)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Remove a model or endpoint config; whether it was there.

@@ -1,0 +1,697 @@
+//! Model Monitor's model quality, as SageMaker's API has it: CreateModelQualityJobDefinition,
+//! DescribeModelQualityJobDefinition, DeleteModelQualityJobDefinition,
+//! ListModelQualityJobDefinitions; CreateMonitoringSchedule, DescribeMonitoringSchedule,
+//! ListMonitoringSchedules, StopMonitoringSchedule, StartMonitoringSchedule,
+//! DeleteMonitoringSchedule; ListMonitoringExecutions. Definitions and schedules are stored
+//! as given (locations checked, paths made real); `fleet::monitoring` runs the executions.
+
+use super::common::{check_name, in_use, internal, parse, validation};
+use super::listing::{enum_error, list, ListInput, Listed};
+use crate::error::ApiError;
+use crate::state::store::{Definition, Kind, StoreError};
+use crate::state::Stored;
+use crate::state::{arn, now};
+use axum::http::StatusCode;
+use plinth_policy::model_quality::{Attributes, ProblemType};
+use plinth_policy::monitoring_schedule as schedule;
+use serde_json::{json, Value};
+
+/// A schedule's statuses (SageMaker's `ScheduleStatus`).
+const SCHEDULE_STATUSES: [&str; 4] = ["Pending", "Failed", "Scheduled", "Stopped"];
+/// An execution's statuses (SageMaker's `ExecutionStatus`).
+pub(crate) const EXECUTION_STATUSES: [&str; 7] = [
+    "Pending",
+    "Completed",
+    "CompletedWithViolations",
+    "InProgress",
+    "Failed",
+    "Stopping",
+    "Stopped",
+];
+/// The schedule SageMaker picks when none is given: daily.
+const DAILY: &str = "cron(0 0 ? * * *)";
+/// The window an execution analyses when the definition gives no offsets: the hour before it.
+const DEFAULT_START_OFFSET: &str = "-PT1H";
+const DEFAULT_END_OFFSET: &str = "-PT0H";
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "ResourceNotFound", message)
+}
+
+fn str_at<'a>(input: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(input, |v, k| v.get(k))?.as_str()
+}
+
+/// A required member, or SageMaker's error for a missing one.
+fn required<'a>(input: &'a Value, path: &[&str]) -> Result<&'a Value, ApiError> {
+    let found = path.iter().try_fold(input, |v, k| v.get(k));
+    match found {
+        Some(v) if !v.is_null() => Ok(v),
+        _ => Err(validation(format!(
+            "1 validation error detected: Value null at '{}' failed to satisfy constraint: \
+             Member must not be null",
+            path.join(".")
+        ))),
+    }
+}
+
+/// A location for monitoring data: `s3://`, or a directory under the artifact roots (its
+/// real path); `directory`: it must exist as one (an output), else it may be a file.
+fn location(
+    stored: &Stored,
+    member: &str,
+    value: &str,
+    directory: bool,
+) -> Result<String, ApiError> {
+    if value.starts_with("s3://") {
+        let parsed = plinth_storage::Location::parse(value)
+            .map_err(|e| validation(format!("{member} {value:?}: {e}")))?;
+        return Ok(parsed.to_string());
+    }
+    let real = stored.roots.check(member, value).map_err(validation)?;
+    if directory && !std::path::Path::new(&real).is_dir() {
+        return Err(validation(format!("{member} {value:?} is not a directory")));
+    }
+    Ok(real)
+}
+
+/// What a model quality job definition means, as the runner reads it.
+pub(crate) struct QualityJob {
+    pub(crate) endpoint: String,
+    pub(crate) attributes: Attributes,
+    pub(crate) ground_truth: String,
+    pub(crate) output: String,
+    pub(crate) constraints: Option<String>,
+    /// The window's offsets from the scheduled time, milliseconds.
+    pub(crate) start_offset: i64,
+    pub(crate) end_offset: i64,
+    /// `StoppingCondition.MaxRuntimeInSeconds` (default an hour).
+    pub(crate) max_runtime: std::time::Duration,
+}
+
+/// Read a stored (checked) definition.
+pub(crate) fn quality_job(definition: &Value) -> Result<QualityJob, String> {
+    let input = &definition["ModelQualityJobInput"]["EndpointInput"];
+    let problem = ProblemType::parse(
+        str_at(definition, &["ModelQualityAppSpecification", "ProblemType"]).unwrap_or(""),
+    )?;
+    let attributes = Attributes {
+        problem,
+        inference: input["InferenceAttribute"].as_str().map(str::to_owned),
+        probability: input["ProbabilityAttribute"].as_str().map(str::to_owned),
+        threshold: input["ProbabilityThresholdAttribute"].as_f64(),
+    };
+    attributes.check()?;
+    let at = "ModelQualityJobInput.EndpointInput";
+    let start = input["StartTimeOffset"]
+        .as_str()
+        .unwrap_or(DEFAULT_START_OFFSET);
+    let end = input["EndTimeOffset"]
+        .as_str()
+        .unwrap_or(DEFAULT_END_OFFSET);
+    let start_offset = schedule::offset(&format!("{at}.StartTimeOffset"), start)?;
+    let end_offset = schedule::offset(&format!("{at}.EndTimeOffset"), end)?;
+    schedule::window(
+        0,
+        start_offset,
+        end_offset,
+        (
+            &format!("{at}.StartTimeOffset"),
+            &format!("{at}.EndTimeOffset"),
+        ),
+    )?;
+    Ok(QualityJob {
+        endpoint: input["EndpointName"].as_str().unwrap_or("").to_owned(),
+        attributes,
+        ground_truth: str_at(
+            definition,
+            &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
+        )
+        .unwrap_or("")
+        .to_owned(),
+        output: definition["ModelQualityJobOutputConfig"]["MonitoringOutputs"][0]["S3Output"]
+            ["S3Uri"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+        constraints: str_at(
+            definition,
+            &["ModelQualityBaselineConfig", "ConstraintsResource", "S3Uri"],
+        )
+        .map(str::to_owned),
+        start_offset,
+        end_offset,
+        max_runtime: std::time::Duration::from_secs(
+            definition["StoppingCondition"]["MaxRuntimeInSeconds"]
+                .as_u64()
+                .unwrap_or(3600),
+        ),
+    })
+}
+
+/// CreateModelQualityJobDefinition: checked and stored. Plinth runs its own analysis, so
+/// `ImageUri` must name SageMaker's Model Monitor analyzer (or `plinth:model-quality`);
+/// `ProblemType` and `EndpointInput` are required.
+pub(crate) fn create_definition(stored: &Stored, mut input: Value) -> Result<Value, ApiError> {
+    let name = required(&input, &["JobDefinitionName"])?
+        .as_str()
+        .ok_or_else(|| validation("JobDefinitionName must be a string"))?
+        .to_owned();
+    check_name("jobDefinitionName", &name)?;
+    for path in [
+        &["ModelQualityAppSpecification", "ImageUri"][..],
+        &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
+        &["ModelQualityJobOutputConfig", "MonitoringOutputs"],
+        &["JobResources", "ClusterConfig", "InstanceCount"],
+        &["JobResources", "ClusterConfig", "InstanceType"],
+        &["JobResources", "ClusterConfig", "VolumeSizeInGB"],
+        &["RoleArn"],
+    ] {
+        required(&input, path)?;
+    }
+    let image = str_at(&input, &["ModelQualityAppSpecification", "ImageUri"]).unwrap_or("");
+    if !(image.contains("sagemaker-model-monitor-analyzer") || image == "plinth:model-quality") {
+        return Err(validation(format!(
+            "ModelQualityAppSpecification.ImageUri {image:?}: Plinth runs its own model quality \
+             analysis; give SageMaker's Model Monitor analyzer image \
+             (<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-model-monitor-analyzer) or \
+             plinth:model-quality; a custom container is not supported"
+        )));
+    }
+    if str_at(&input, &["ModelQualityAppSpecification", "ProblemType"]).is_none() {
+        return Err(validation(
+            "ModelQualityAppSpecification.ProblemType is required: BinaryClassification, \
+             MulticlassClassification or Regression",
+        ));
+    }
+    let endpoint = required(
+        &input,
+        &["ModelQualityJobInput", "EndpointInput", "EndpointName"],
+    )?
+    .as_str()
+    .ok_or_else(|| validation("ModelQualityJobInput.EndpointInput.EndpointName must be a string"))?
+    .to_owned();
+    check_name("endpointName", &endpoint)?;
+    required(
+        &input,
+        &["ModelQualityJobInput", "EndpointInput", "LocalPath"],
+    )?;
+    let outputs = input["ModelQualityJobOutputConfig"]["MonitoringOutputs"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if outputs != 1 {
+        return Err(validation(format!(
+            "ModelQualityJobOutputConfig.MonitoringOutputs must hold exactly 1 output; it \
+             holds {outputs}"
+        )));
+    }
+    // Locations: real paths under the roots, or s3://.
+    let truth = str_at(
+        &input,
+        &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
+    )
+    .unwrap_or("")
+    .to_owned();
+    input["ModelQualityJobInput"]["GroundTruthS3Input"]["S3Uri"] = json!(location(
+        stored,
+        "ModelQualityJobInput.GroundTruthS3Input.S3Uri",
+        &truth,
+        true
+    )?);
+    let output = &mut input["ModelQualityJobOutputConfig"]["MonitoringOutputs"][0]["S3Output"];
+    let uri = required(output, &["S3Uri"])?
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    required(output, &["LocalPath"])?;
+    output["S3Uri"] = json!(location(
+        stored,
+        "ModelQualityJobOutputConfig.MonitoringOutputs[0].S3Output.S3Uri",
+        &uri,
+        true
+    )?);
+    if let Some(c) = str_at(
+        &input,
+        &["ModelQualityBaselineConfig", "ConstraintsResource", "S3Uri"],
+    )
+    .map(str::to_owned)
+    {
+        input["ModelQualityBaselineConfig"]["ConstraintsResource"]["S3Uri"] = json!(location(
+            stored,
+            "ModelQualityBaselineConfig.ConstraintsResource.S3Uri",
+            &c,
+            false
+        )?);
+    }
+    quality_job(&input).map_err(validation)?;
+    let created = now();
+    if let Some(o) = input.as_object_mut() {
+        o.remove("JobDefinitionName");
+    }
+    stored
+        .store
+        .insert(
+            Kind::ModelQualityJobDefinition,
+            &Definition {
+                name: name.clone(),
+                created,
+                definition: input,
+            },
+        )
+        .map_err(|e| match e {
+            StoreError::Exists(_) => in_use(format!(
+                "Job definition {} already exists",
+                arn("model-quality-job-definition", &name)
+            )),
+            e => internal(e),
+        })?;
+    tracing::info!(job_definition = %name, %endpoint, "model quality job definition created");
+    Ok(json!({ "JobDefinitionArn": arn("model-quality-job-definition", &name) }))
+}
+
+fn definition_named(stored: &Stored, input: Value) -> Result<Definition, ApiError> {
+    let name = required(&input, &["JobDefinitionName"])?
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    stored
+        .store
+        .definition(Kind::ModelQualityJobDefinition, &name)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            not_found(format!(
+                "Could not find job definition {}",
+                arn("model-quality-job-definition", &name)
+            ))
+        })
+}
+
+/// DescribeModelQualityJobDefinition: as given, without `Tags` (as SageMaker answers).
+pub(crate) fn describe_definition(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let d = definition_named(stored, input)?;
+    let mut output = d.definition;
+    if let Some(o) = output.as_object_mut() {
+        o.remove("Tags");
+    }
+    output["JobDefinitionName"] = json!(d.name);
+    output["JobDefinitionArn"] = json!(arn("model-quality-job-definition", &d.name));
+    output["CreationTime"] = json!(d.created);
+    Ok(output)
+}
+
+/// DeleteModelQualityJobDefinition: refused while a schedule uses it.
+pub(crate) fn delete_definition(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let d = definition_named(stored, input)?;
+    let schedules = stored
+        .store
+        .definitions(Kind::MonitoringSchedule)
+        .map_err(internal)?;
+    if let Some(s) = schedules.iter().find(|s| {
+        str_at(
+            &s.definition,
+            &["MonitoringScheduleConfig", "MonitoringJobDefinitionName"],
+        )
+        .is_some_and(|n| n.eq_ignore_ascii_case(&d.name))
+    }) {
+        return Err(in_use(format!(
+            "Job definition {} is used by monitoring schedule {}; delete the schedule first",
+            d.name, s.name
+        )));
+    }
+    stored
+        .store
+        .delete(Kind::ModelQualityJobDefinition, &d.name)
+        .map_err(internal)?;
+    Ok(json!({}))
+}
+
+/// ListModelQualityJobDefinitions: `EndpointName`, `NameContains`, creation times, sorted by
+/// `Name` or `CreationTime`, paged.
+pub(crate) fn list_definitions(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let endpoint = input["EndpointName"].as_str().map(str::to_owned);
+    let listing: ListInput = parse(input)?;
+    let items = stored
+        .store
+        .definitions(Kind::ModelQualityJobDefinition)
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|d| {
+            let e = str_at(
+                &d.definition,
+                &["ModelQualityJobInput", "EndpointInput", "EndpointName"],
+            )
+            .unwrap_or("")
+            .to_owned();
+            if endpoint
+                .as_deref()
+                .is_some_and(|want| !want.eq_ignore_ascii_case(&e))
+            {
+                return None;
+            }
+            Some(Listed {
+                summary: json!({
+                    "MonitoringJobDefinitionName": d.name,
+                    "MonitoringJobDefinitionArn": arn("model-quality-job-definition", &d.name),
+                    "CreationTime": d.created,
+                    "EndpointName": e,
+                }),
+                name: d.name,
+                created: d.created,
+                modified: d.created,
+                status: "",
+            })
+        })
+        .collect();
+    list(
+        items,
+        listing,
+        &["Name", "CreationTime"],
+        "JobDefinitionSummaries",
+    )
+}
+
+/// The schedule's expression and window offsets as given; checked.
+pub(crate) fn schedule_of(
+    config: &Value,
+) -> Result<(schedule::Schedule, Option<(i64, i64)>), String> {
+    let expression = str_at(config, &["ScheduleConfig", "ScheduleExpression"]).unwrap_or(DAILY);
+    let parsed = schedule::parse(expression)?;
+    let times = (
+        str_at(config, &["ScheduleConfig", "DataAnalysisStartTime"]),
+        str_at(config, &["ScheduleConfig", "DataAnalysisEndTime"]),
+    );
+    let members = (
+        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisStartTime",
+        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisEndTime",
+    );
+    let window = match times {
+        (Some(start), Some(end)) => {
+            let (s, e) = (
+                schedule::offset(members.0, start)?,
+                schedule::offset(members.1, end)?,
+            );
+            schedule::window(0, s, e, members)?;
+            Some((s, e))
+        }
+        (None, None) if parsed == schedule::Schedule::Now => {
+            return Err(format!(
+                "{} and {} are required when ScheduleExpression is NOW",
+                members.0, members.1
+            ))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(format!(
+                "give both {} and {}, or neither",
+                members.0, members.1
+            ))
+        }
+    };
+    Ok((parsed, window))
+}
+
+/// CreateMonitoringSchedule: a `ModelQuality` schedule over an existing job definition,
+/// `Scheduled` at once.
+pub(crate) fn create_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let name = required(&input, &["MonitoringScheduleName"])?
+        .as_str()
+        .ok_or_else(|| validation("MonitoringScheduleName must be a string"))?
+        .to_owned();
+    check_name("monitoringScheduleName", &name)?;
+    let config = required(&input, &["MonitoringScheduleConfig"])?.clone();
+    let definition_name = str_at(&config, &["MonitoringJobDefinitionName"]).ok_or_else(|| {
+        validation(
+            "MonitoringScheduleConfig.MonitoringJobDefinitionName is required (Plinth runs model \
+             quality job definitions; an inline MonitoringJobDefinition is not supported)",
+        )
+    })?;
+    match str_at(&config, &["MonitoringType"]) {
+        Some("ModelQuality") => {}
+        _ => {
+            return Err(validation(
+                "MonitoringScheduleConfig.MonitoringType must be ModelQuality (Plinth monitors \
+                 model quality)",
+            ))
+        }
+    }
+    let definition = stored
+        .store
+        .definition(Kind::ModelQualityJobDefinition, definition_name)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            validation(format!(
+                "Could not find job definition {} (MonitoringScheduleConfig.\
+                 MonitoringJobDefinitionName)",
+                arn("model-quality-job-definition", definition_name)
+            ))
+        })?;
+    schedule_of(&config).map_err(validation)?;
+    let endpoint = str_at(
+        &definition.definition,
+        &["ModelQualityJobInput", "EndpointInput", "EndpointName"],
+    )
+    .unwrap_or("")
+    .to_owned();
+    let t = now();
+    let mut config = config;
+    config["MonitoringJobDefinitionName"] = json!(definition.name);
+    let record = json!({
+        "MonitoringScheduleConfig": config,
+        "MonitoringScheduleStatus": "Scheduled",
+        "LastModifiedTime": t,
+        "EndpointName": endpoint,
+        "MonitoringType": "ModelQuality",
+        "Tags": input.get("Tags").cloned().unwrap_or(json!([])),
+    });
+    stored
+        .store
+        .insert(
+            Kind::MonitoringSchedule,
+            &Definition {
+                name: name.clone(),
+                created: t,
+                definition: record,
+            },
+        )
+        .map_err(|e| match e {
+            StoreError::Exists(_) => in_use(format!(
+                "Monitoring schedule {} already exists",
+                arn("monitoring-schedule", &name)
+            )),
+            e => internal(e),
+        })?;
+    tracing::info!(monitoring_schedule = %name, %endpoint, "monitoring schedule created");
+    Ok(json!({ "MonitoringScheduleArn": arn("monitoring-schedule", &name) }))
+}
+
+fn schedule_named(stored: &Stored, input: &Value) -> Result<Definition, ApiError> {
+    let name = required(input, &["MonitoringScheduleName"])?
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    stored
+        .store
+        .definition(Kind::MonitoringSchedule, &name)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            not_found(format!(
+                "Could not find monitoring schedule {}",
+                arn("monitoring-schedule", &name)
+            ))
+        })
+}
+
+/// An execution's summary as SageMaker lists it (Plinth's `PlinthVariants` and
+/// `PlinthOutputLocation` kept: clients that do not know them ignore them).
+fn execution_summary(e: &Value) -> Value {
+    let mut summary = e.clone();
+    if let Some(o) = summary.as_object_mut() {
+        o.retain(|k, v| !v.is_null() && k != "PlinthStatistics");
+    }
+    summary
+}
+
+/// DescribeMonitoringSchedule, with its last execution.
+pub(crate) fn describe_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let s = schedule_named(stored, &input)?;
+    let mut output = s.definition.clone();
+    if let Some(o) = output.as_object_mut() {
+        o.remove("Tags");
+    }
+    output["MonitoringScheduleName"] = json!(s.name);
+    output["MonitoringScheduleArn"] = json!(arn("monitoring-schedule", &s.name));
+    output["CreationTime"] = json!(s.created);
+    if let Some(last) = stored
+        .store
+        .executions(Some(&s.name))
+        .map_err(internal)?
+        .last()
+    {
+        output["LastMonitoringExecutionSummary"] = execution_summary(&last.execution);
+    }
+    Ok(output)
+}
+
+fn set_status(stored: &Stored, input: Value, status: &str) -> Result<Value, ApiError> {
+    let mut s = schedule_named(stored, &input)?;
+    s.definition["MonitoringScheduleStatus"] = json!(status);
+    s.definition["LastModifiedTime"] = json!(now());
+    stored
+        .store
+        .replace(Kind::MonitoringSchedule, &s)
+        .map_err(internal)?;
+    tracing::info!(monitoring_schedule = %s.name, status, "monitoring schedule changed");
+    Ok(json!({}))
+}
+
+/// StopMonitoringSchedule: no execution starts until it is started again.
+pub(crate) fn stop_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    set_status(stored, input, "Stopped")
+}
+
+/// StartMonitoringSchedule.
+pub(crate) fn start_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    set_status(stored, input, "Scheduled")
+}
+
+/// DeleteMonitoringSchedule: its executions stay listed, as SageMaker keeps them.
+pub(crate) fn delete_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let s = schedule_named(stored, &input)?;
+    stored
+        .store
+        .delete(Kind::MonitoringSchedule, &s.name)
+        .map_err(internal)?;
+    tracing::info!(monitoring_schedule = %s.name, "monitoring schedule deleted");
+    Ok(json!({}))
+}
+
+fn status_of(text: &str, allowed: &'static [&'static str]) -> &'static str {
+    allowed.iter().find(|s| **s == text).copied().unwrap_or("")
+}
+
+/// ListMonitoringSchedules: SageMaker's filters, sorted by `Name`, `CreationTime` or
+/// `Status`, paged.
+pub(crate) fn list_schedules(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let filter = |key: &str| input[key].as_str().map(str::to_owned);
+    let (endpoint, definition, kind) = (
+        filter("EndpointName"),
+        filter("MonitoringJobDefinitionName"),
+        filter("MonitoringTypeEquals"),
+    );
+    if let Some(s) = input["StatusEquals"].as_str() {
+        if !SCHEDULE_STATUSES.contains(&s) {
+            return Err(enum_error("statusEquals", s, &SCHEDULE_STATUSES));
+        }
+    }
+    let listing: ListInput = parse(input)?;
+    let same = |want: &Option<String>, have: &str| {
+        want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+    };
+    let items = stored
+        .store
+        .definitions(Kind::MonitoringSchedule)
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|s| {
+            let d = &s.definition;
+            let e = d["EndpointName"].as_str().unwrap_or("").to_owned();
+            let job = str_at(
+                d,
+                &["MonitoringScheduleConfig", "MonitoringJobDefinitionName"],
+            )
+            .unwrap_or("")
+            .to_owned();
+            if !(same(&endpoint, &e) && same(&definition, &job) && same(&kind, "ModelQuality")) {
+                return None;
+            }
+            let status = status_of(
+                d["MonitoringScheduleStatus"].as_str().unwrap_or(""),
+                &SCHEDULE_STATUSES,
+            );
+            let modified = d["LastModifiedTime"].as_f64().unwrap_or(s.created);
+            Some(Listed {
+                summary: json!({
+                    "MonitoringScheduleName": s.name,
+                    "MonitoringScheduleArn": arn("monitoring-schedule", &s.name),
+                    "CreationTime": s.created,
+                    "LastModifiedTime": modified,
+                    "MonitoringScheduleStatus": status,
+                    "EndpointName": e,
+                    "MonitoringJobDefinitionName": job,
+                    "MonitoringType": "ModelQuality",
+                }),
+                name: s.name,
+                created: s.created,
+                modified,
+                status,
+            })
+        })
+        .collect();
+    list(
+        items,
+        listing,
+        &["Name", "CreationTime", "Status"],
+        "MonitoringScheduleSummaries",
+    )
+}
+
+/// ListMonitoringExecutions: SageMaker's filters, sorted by `CreationTime`, `ScheduledTime`
+/// (an execution is created at its scheduled time) or `Status`, paged.
+pub(crate) fn list_executions(stored: &Stored, input: Value) -> Result<Value, ApiError> {
+    let filter = |key: &str| input[key].as_str().map(str::to_owned);
+    let (schedule_name, endpoint, definition, kind) = (
+        filter("MonitoringScheduleName"),
+        filter("EndpointName"),
+        filter("MonitoringJobDefinitionName"),
+        filter("MonitoringTypeEquals"),
+    );
+    if let Some(s) = input["StatusEquals"].as_str() {
+        if !EXECUTION_STATUSES.contains(&s) {
+            return Err(enum_error("statusEquals", s, &EXECUTION_STATUSES));
+        }
+    }
+    let scheduled = (
+        input["ScheduledTimeBefore"].as_f64(),
+        input["ScheduledTimeAfter"].as_f64(),
+    );
+    let listing: ListInput = parse(input)?;
+    let same = |want: &Option<String>, have: &str| {
+        want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+    };
+    let items = stored
+        .store
+        .executions(None)
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|x| {
+            let e = &x.execution;
+            let text = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            let at = e["ScheduledTime"].as_f64().unwrap_or(0.0);
+            if !(same(&schedule_name, &text("MonitoringScheduleName"))
+                && same(&endpoint, &text("EndpointName"))
+                && same(&definition, &text("MonitoringJobDefinitionName"))
+                && same(&kind, "ModelQuality")
+                && scheduled.0.is_none_or(|t| at < t)
+                && scheduled.1.is_none_or(|t| at > t))
+            {
+                return None;
+            }
+            Some(Listed {
+                name: format!("{:020}", x.seq),
+                created: e["CreationTime"].as_f64().unwrap_or(at),
+                modified: e["LastModifiedTime"].as_f64().unwrap_or(at),
+                status: status_of(
+                    e["MonitoringExecutionStatus"].as_str().unwrap_or(""),
+                    &EXECUTION_STATUSES,
+                ),
+                summary: execution_summary(e),
+            })
+        })
+        .collect();
+    list(
+        items,
+        listing,
+        &["CreationTime", "ScheduledTime", "Status"],
+        "MonitoringExecutionSummaries",
+    )
+}
