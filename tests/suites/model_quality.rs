@@ -31,4 +31,31 @@ fn boto3_model_quality_matches_scikit_learn_per_variant() {
             ("WORK", work.path().to_str().unwrap()),
         ],
     );
+    // `plinth quality`: the variants side by side, the good one significantly better.
+    let output = std::process::Command::new(BIN)
+        .args(["quality", "quality", "--schedule", "labels", "--endpoint-url", server.url()])
+        .output()
+        .unwrap();
+    let text = plinth_tests::expect_success(&output, "plinth quality");
+    for fragment in [
+        "labels on quality: CompletedWithViolations (MulticlassClassification)",
+        "good (n=",
+        "degraded (n=",
+        "endpoint (n=600)",
+        "accuracy: good better than degraded, significantly",
+    ] {
+        assert!(text.contains(fragment), "{fragment:?} not in:\n{text}");
+    }
+    let json = std::process::Command::new(BIN)
+        .args(["quality", "quality", "--json", "--endpoint-url", server.url()])
+        .output()
+        .unwrap();
+    let execution: serde_json::Value =
+        serde_json::from_str(&plinth_tests::expect_success(&json, "plinth quality --json")).unwrap();
+    assert!(execution["PlinthVariants"]["good"]["Metrics"].is_object(), "{execution}");
+    let missing = std::process::Command::new(BIN)
+        .args(["quality", "nowhere", "--endpoint-url", server.url()])
+        .output()
+        .unwrap();
+    plinth_tests::expect_failure(&missing, "plinth quality nowhere", &["has no completed monitoring execution"]);
 }

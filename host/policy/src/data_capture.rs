@@ -2,7 +2,7 @@
 //! are captured (`InitialSamplingPercentage`), how a body is stored (`CaptureContentTypeHeader`:
 //! listed CSV and JSON types as text, anything else base64), the JSON Lines record SageMaker
 //! writes for each captured invocation, where its file goes
-//! (`<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/<MM>-<SS>-<mmm>-<uuid>.jsonl`), and
+//! (`<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/<MM>-<SS>-<mmm>-<uuid>-<config>.jsonl`), and
 //! when a file is rolled. Pure: the server's capture writer does the I/O.
 
 use base64::Engine as _;
@@ -288,18 +288,21 @@ pub fn record(settings: &Settings, event: &Event<'_>) -> String {
 }
 
 /// Where a file opened at `time_ms` (its first record's, milliseconds since the epoch)
-/// goes under `destination`, for `variant` of `endpoint`: SageMaker's layout, the name the
-/// time within the hour and `uuid`.
+/// goes under `destination`, for `variant` of `endpoint` served by endpoint config
+/// `config`: SageMaker's layout; the name is the time within the hour, `uuid`, and the
+/// config (which [`config_of_file`] reads back: monitoring tells a deployment's fleets
+/// apart by it).
 pub fn object_key(
     destination: &str,
     endpoint: &str,
     variant: &str,
     time_ms: i64,
     uuid: &str,
+    config: &str,
 ) -> String {
     let t = utc(time_ms);
     format!(
-        "{}/{endpoint}/{variant}/{:04}/{:02}/{:02}/{:02}/{:02}-{:02}-{:03}-{uuid}.jsonl",
+        "{}/{endpoint}/{variant}/{:04}/{:02}/{:02}/{:02}/{:02}-{:02}-{:03}-{uuid}-{config}.jsonl",
         destination.trim_end_matches('/'),
         t.year,
         t.month,
@@ -309,6 +312,15 @@ pub fn object_key(
         t.second,
         t.millisecond
     )
+}
+
+/// The endpoint config a capture file's name (`MM-SS-mmm-<uuid>-<config>.jsonl`) says
+/// served its records; `None` for a name of another form.
+pub fn config_of_file(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".jsonl")?;
+    // MM, SS, mmm and the UUID's five groups, then the config (which may hold hyphens).
+    let config = stem.splitn(9, '-').nth(8)?;
+    (!config.is_empty()).then_some(config)
 }
 
 /// Whether a file holding `bytes`, open for `age`, is closed before another record: past
@@ -554,9 +566,26 @@ mod tests {
         // 2022-04-18T00:21:48.903Z
         let t = 1_650_241_308_903;
         assert_eq!(
-            object_key("s3://b/capture/", "ep", "AllTraffic", t, "u-1"),
-            "s3://b/capture/ep/AllTraffic/2022/04/18/00/21-48-903-u-1.jsonl"
+            object_key(
+                "s3://b/capture/",
+                "ep",
+                "AllTraffic",
+                t,
+                "0b6a4a5e-8c1d-4b8e-9f6e-2d3c4b5a6978",
+                "ep-config-2"
+            ),
+            "s3://b/capture/ep/AllTraffic/2022/04/18/00/\
+             21-48-903-0b6a4a5e-8c1d-4b8e-9f6e-2d3c4b5a6978-ep-config-2.jsonl"
         );
+        assert_eq!(
+            config_of_file("21-48-903-0b6a4a5e-8c1d-4b8e-9f6e-2d3c4b5a6978-ep-config-2.jsonl"),
+            Some("ep-config-2")
+        );
+        assert_eq!(
+            config_of_file("21-48-903-0b6a4a5e-8c1d-4b8e-9f6e-2d3c4b5a6978.jsonl"),
+            None
+        );
+        assert_eq!(config_of_file("labels.csv"), None);
         let second = Duration::from_secs(1);
         assert!(!roll(10, second, ROLL_AFTER, true));
         assert!(roll(ROLL_BYTES, second, ROLL_AFTER, true));
@@ -567,7 +596,7 @@ mod tests {
         assert!(same_hour(t, t + 60_000));
         assert!(!same_hour(1_650_243_599_999, 1_650_243_600_000));
         // The key and the hour agree at the hour's last millisecond.
-        assert!(object_key("d", "e", "v", 1_650_243_599_999, "u").contains("/00/59-59-999-"));
+        assert!(object_key("d", "e", "v", 1_650_243_599_999, "u", "c").contains("/00/59-59-999-"));
     }
 
     #[test]

@@ -882,6 +882,7 @@ const CREATE_ALARM: Shape = Shape {
         extension("DatapointsToAlarm").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
         extension("TreatMissingData"),
         extension("AlarmDescription"),
+        extension("Namespace"),
     ],
 };
 

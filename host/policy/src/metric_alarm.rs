@@ -792,7 +792,42 @@ pub struct AlarmDefinition {
     /// Free text, at most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_description: Option<String>,
+    /// `AWS/SageMaker` (the default: request metrics) or [`QUALITY_NAMESPACE`] (a model
+    /// quality metric from the monitoring executions, SageMaker's name for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
+
+/// SageMaker's namespace of model quality metrics: an alarm in it watches the metric
+/// `MetricName` (`accuracy`, `f1`, `auc`, `mae`...) of the last monitoring execution.
+pub const QUALITY_NAMESPACE: &str = "aws/sagemaker/Endpoints/model-metrics";
+/// The namespace of the request metrics.
+pub const REQUEST_NAMESPACE: &str = "AWS/SageMaker";
+
+/// The model quality metrics an alarm may watch (the scalar metrics of `statistics.json`).
+pub const QUALITY_METRICS: &[&str] = &[
+    "accuracy",
+    "precision",
+    "recall",
+    "f0_5",
+    "f1",
+    "f2",
+    "auc",
+    "au_prc",
+    "true_positive_rate",
+    "true_negative_rate",
+    "false_positive_rate",
+    "false_negative_rate",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_f0_5",
+    "weighted_f1",
+    "weighted_f2",
+    "mae",
+    "mse",
+    "rmse",
+    "r2",
+];
 
 fn join(items: &[&str]) -> String {
     items.join(", ")
@@ -816,13 +851,49 @@ impl AlarmDefinition {
                 ));
             }
         }
-        let metric = Metric::from_name(&self.metric_name).ok_or_else(|| {
-            format!(
-                "MetricName {:?} is not a metric Plinth records; use one of {}",
-                self.metric_name,
-                join(METRICS)
-            )
-        })?;
+        let quality = match self.namespace.as_deref() {
+            None | Some(REQUEST_NAMESPACE) => None,
+            Some(QUALITY_NAMESPACE) => {
+                if !QUALITY_METRICS.contains(&self.metric_name.as_str()) {
+                    return Err(format!(
+                        "MetricName {:?} is not a model quality metric; in {QUALITY_NAMESPACE} \
+                         use one of {}",
+                        self.metric_name,
+                        join(QUALITY_METRICS)
+                    ));
+                }
+                if self.statistic.as_deref() != Some("Average") || self.extended_statistic.is_some()
+                {
+                    return Err(format!(
+                        "a model quality alarm takes Statistic Average (each datapoint is the \
+                         metric of the last monitoring execution), not {}",
+                        self.statistic
+                            .as_deref()
+                            .or(self.extended_statistic.as_deref())
+                            .unwrap_or("none")
+                    ));
+                }
+                Some(self.metric_name.clone())
+            }
+            Some(other) => {
+                return Err(format!(
+                    "Namespace {other:?} is not one Plinth records; use {REQUEST_NAMESPACE} \
+                     (request metrics) or {QUALITY_NAMESPACE} (model quality)"
+                ))
+            }
+        };
+        let metric = match &quality {
+            // Unused: the datapoints come from the executions.
+            Some(_) => Metric::Invocations,
+            None => Metric::from_name(&self.metric_name).ok_or_else(|| {
+                format!(
+                    "MetricName {:?} is not a metric Plinth records; use one of {} (or \
+                     Namespace {QUALITY_NAMESPACE} for a model quality metric)",
+                    self.metric_name,
+                    join(METRICS)
+                )
+            })?,
+        };
         let statistic = match (&self.statistic, &self.extended_statistic) {
             (Some(_), Some(_)) => {
                 return Err(
@@ -925,6 +996,7 @@ impl AlarmDefinition {
             endpoint_name: self.endpoint_name.clone(),
             variant_name: self.variant_name.clone(),
             scope: self.scope,
+            quality,
             metric,
             statistic,
             operator,
@@ -990,6 +1062,8 @@ pub struct Alarm {
     endpoint_name: String,
     variant_name: Option<String>,
     scope: Scope,
+    /// A model quality metric, when the alarm watches one.
+    quality: Option<String>,
     metric: Metric,
     statistic: Statistic,
     operator: ComparisonOperator,
@@ -1020,6 +1094,28 @@ impl Alarm {
     /// The metric.
     pub fn metric(&self) -> Metric {
         self.metric
+    }
+
+    /// The model quality metric watched, if the alarm watches one (its datapoints come
+    /// from [`quality_datapoints`](Alarm::quality_datapoints)).
+    pub fn quality_metric(&self) -> Option<&str> {
+        self.quality.as_deref()
+    }
+
+    /// A quality alarm's datapoints at `now_second`, newest first: for each period, the
+    /// value of the last execution at or before its end (`values`: each execution's
+    /// second and value, in any order); missing before the first.
+    pub fn quality_datapoints(&self, values: &[(u64, f64)], now_second: u64) -> Vec<Option<f64>> {
+        (0..self.evaluation_periods)
+            .map(|i| {
+                let end = now_second.saturating_sub(i * self.period);
+                values
+                    .iter()
+                    .filter(|(t, _)| *t <= end)
+                    .max_by_key(|(t, _)| *t)
+                    .map(|(_, v)| *v)
+            })
+            .collect()
     }
 
     /// The statistic.
@@ -1084,7 +1180,12 @@ impl Alarm {
     pub fn datapoints_of(&self, periods: &[Stats]) -> Vec<Option<f64>> {
         periods
             .iter()
-            .map(|stats| stats.value(self.metric, self.statistic))
+            .map(|stats| {
+                self.quality
+                    .is_none()
+                    .then(|| stats.value(self.metric, self.statistic))
+                    .flatten()
+            })
             .collect()
     }
 
@@ -1128,7 +1229,13 @@ impl Alarm {
         };
         let n = datapoints.len();
         let list = format_datapoints(&datapoints);
-        let what = format!("{} {} over {} s", self.metric, self.statistic, self.period);
+        let what = match &self.quality {
+            Some(q) => format!(
+                "{q} of the last monitoring execution, every {} s",
+                self.period
+            ),
+            None => format!("{} {} over {} s", self.metric, self.statistic, self.period),
+        };
         let (state, reason) = if breaching >= needed {
             let missing_note =
                 if self.treat_missing_data == TreatMissingData::Breaching && missing > 0 {
@@ -1274,6 +1381,7 @@ mod tests {
             datapoints_to_alarm: None,
             treat_missing_data: None,
             alarm_description: None,
+            namespace: None,
         }
     }
 
@@ -1698,7 +1806,8 @@ mod tests {
             error(|d| d.metric_name = "Foo".to_string()),
             "MetricName \"Foo\" is not a metric Plinth records; use one of Invocations, \
              Invocation4XXErrors, Invocation5XXErrors, InvocationModelErrors, ModelLatency, \
-             OverheadLatency"
+             OverheadLatency (or Namespace aws/sagemaker/Endpoints/model-metrics for a model \
+             quality metric)"
         );
         assert!(error(|d| d.endpoint_name = "bad name".to_string()).starts_with("EndpointName"));
         assert!(error(|d| d.variant_name = Some(String::new())).starts_with("VariantName"));
@@ -1830,9 +1939,9 @@ mod tests {
         assert_eq!(a.datapoints_to_alarm(), 1);
         assert_eq!(a.treat_missing_data(), TreatMissingData::Missing);
 
-        let unknown = minimal.replace("\"Period\"", "\"Namespace\": \"x\", \"Period\"");
+        let unknown = minimal.replace("\"Period\"", "\"Dimensions\": [], \"Period\"");
         let e = serde_json::from_str::<AlarmDefinition>(&unknown).unwrap_err();
-        assert!(e.to_string().contains("unknown field `Namespace`"), "{e}");
+        assert!(e.to_string().contains("unknown field `Dimensions`"), "{e}");
         let scope = minimal.replace("\"Period\"", "\"Scope\": \"Fleet\", \"Period\"");
         let e = serde_json::from_str::<AlarmDefinition>(&scope).unwrap_err();
         assert!(e.to_string().contains("NewFleet"), "{e}");
@@ -1859,5 +1968,84 @@ mod tests {
         );
         assert_eq!(AlarmState::Ok.as_str(), "OK");
         assert_eq!(AlarmState::Alarm.to_string(), "ALARM");
+    }
+
+    #[test]
+    fn quality_alarms_watch_the_last_execution() {
+        let definition = |namespace: Option<&str>, metric: &str, statistic: &str| AlarmDefinition {
+            endpoint_name: "e".into(),
+            variant_name: Some("canary".into()),
+            scope: Scope::Endpoint,
+            metric_name: metric.into(),
+            statistic: Some(statistic.into()),
+            extended_statistic: None,
+            comparison_operator: "LessThanThreshold".into(),
+            threshold: 0.8,
+            period: 10,
+            evaluation_periods: 3,
+            datapoints_to_alarm: Some(2),
+            treat_missing_data: None,
+            alarm_description: None,
+            namespace: namespace.map(Into::into),
+        };
+        let alarm = definition(Some(QUALITY_NAMESPACE), "accuracy", "Average")
+            .compile()
+            .unwrap();
+        assert_eq!(alarm.quality_metric(), Some("accuracy"));
+        // Executions at 95 (0.9) and 112 (0.6); now 125: periods end at 125, 115, 105.
+        let values = [(112, 0.6), (95, 0.9)];
+        assert_eq!(
+            alarm.quality_datapoints(&values, 125),
+            [Some(0.6), Some(0.6), Some(0.9)]
+        );
+        let e = alarm.evaluate_datapoints(alarm.quality_datapoints(&values, 125));
+        assert_eq!(e.state, AlarmState::Alarm);
+        assert!(
+            e.reason
+                .contains("accuracy of the last monitoring execution"),
+            "{}",
+            e.reason
+        );
+        // Before any execution: missing.
+        let e = alarm.evaluate_datapoints(alarm.quality_datapoints(&values, 90));
+        assert_eq!(e.state, AlarmState::InsufficientData);
+        // Request windows give a quality alarm nothing.
+        assert_eq!(alarm.datapoints_of(&alarm.periods()), [None, None, None]);
+        for (namespace, metric, statistic, fragment) in [
+            (
+                Some(QUALITY_NAMESPACE),
+                "ModelLatency",
+                "Average",
+                "not a model quality metric",
+            ),
+            (
+                Some(QUALITY_NAMESPACE),
+                "accuracy",
+                "Maximum",
+                "takes Statistic Average",
+            ),
+            (
+                Some("AWS/EC2"),
+                "accuracy",
+                "Average",
+                "Namespace \"AWS/EC2\"",
+            ),
+            (
+                None,
+                "accuracy",
+                "Average",
+                "Namespace aws/sagemaker/Endpoints/model-metrics",
+            ),
+        ] {
+            let e = definition(namespace, metric, statistic)
+                .compile()
+                .unwrap_err();
+            assert!(e.contains(fragment), "{e}");
+        }
+        assert!(definition(Some(REQUEST_NAMESPACE), "Invocations", "Sum")
+            .compile()
+            .unwrap()
+            .quality_metric()
+            .is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! values with scikit-learn's on the same data to 1e-9). Standard deviations are SageMaker's:
 //! with at least [`MIN_FOR_DEVIATION`] rows, the sample standard deviation of the metric over
 //! five random 80 % subsets (seeded, so an execution is repeatable); with fewer, `"NaN"`.
+//! [`significant`] compares two variants' values with the standard errors those give.
 
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -717,6 +718,34 @@ pub fn statistics(problem: ProblemType, joined: &Joined) -> Result<Value, String
     }))
 }
 
+/// The standard error of a metric over all its rows, from SageMaker's `standard_deviation`
+/// (over 80 % subsets drawn without replacement, whose variance is the whole set's times
+/// (1 − 0.8) / 0.8: a quarter): twice the deviation.
+pub fn standard_error(standard_deviation: f64) -> f64 {
+    standard_deviation * (SUBSET_SHARE / (1.0 - SUBSET_SHARE)).sqrt()
+}
+
+/// The 95 % interval's half-width of a metric with this `standard_deviation`.
+pub fn interval(standard_deviation: f64) -> f64 {
+    Z_95 * standard_error(standard_deviation)
+}
+
+/// The normal quantile of a two-sided 95 % test.
+const Z_95: f64 = 1.959_963_984_540_054;
+
+/// Whether two variants' values of a metric differ beyond chance (a two-sided 95 % z-test
+/// on the difference, the two independent): `None` when either lacks a standard deviation
+/// (fewer than [`MIN_FOR_DEVIATION`] rows).
+pub fn significant(a: (f64, Option<f64>), b: (f64, Option<f64>)) -> Option<bool> {
+    let (sa, sb) = (standard_error(a.1?), standard_error(b.1?));
+    let se = (sa * sa + sb * sb).sqrt();
+    Some(if se == 0.0 {
+        a.0 != b.0
+    } else {
+        (a.0 - b.0).abs() / se > Z_95
+    })
+}
+
 /// The scalar metrics of a `statistics.json` by name (what alarms and the metrics page
 /// read).
 pub fn scalar_metrics(problem: ProblemType, statistics: &Value) -> BTreeMap<String, f64> {
@@ -1027,5 +1056,24 @@ mod tests {
         )
         .unwrap_err()
         .contains("comparison_operator"));
+    }
+
+    #[test]
+    fn differences_are_significant_beyond_their_intervals() {
+        // A subset's deviation is half the whole set's standard error.
+        assert!((standard_error(0.01) - 0.02).abs() < 1e-12);
+        assert!((interval(0.01) - 1.959_963_984_540_054 * 0.02).abs() < 1e-12);
+        // 0.95 and 0.80, standard errors 0.02 each: z = 0.15 / 0.0283 = 5.3.
+        assert_eq!(
+            significant((0.95, Some(0.01)), (0.80, Some(0.01))),
+            Some(true)
+        );
+        // 0.95 and 0.92: z = 1.06.
+        assert_eq!(
+            significant((0.95, Some(0.01)), (0.92, Some(0.01))),
+            Some(false)
+        );
+        assert_eq!(significant((0.95, None), (0.80, Some(0.01))), None);
+        assert_eq!(significant((0.9, Some(0.0)), (0.9, Some(0.0))), Some(false));
     }
 }

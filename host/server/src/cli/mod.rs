@@ -184,6 +184,21 @@ enum Command {
         #[command(subcommand)]
         action: Rollout,
     },
+    /// Show an endpoint's model quality per variant, side by side, from its last monitoring
+    /// execution (ListMonitoringExecutions): each metric with its 95 % interval, and
+    /// whether each variant differs significantly from the best.
+    Quality {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Only this monitoring schedule's executions (default: the endpoint's latest).
+        #[arg(long)]
+        schedule: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the execution's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an endpoint's shadow variants next to production: sampled, dropped, errors,
     /// latency and agreement with production's answers (DescribeShadowVariants).
     Shadow {
@@ -503,6 +518,101 @@ fn models_table(report: &serde_json::Value) -> String {
 }
 
 /// DescribeShadowVariants' output as a table.
+/// A monitoring execution's metrics per variant, side by side (value ± 95 % interval),
+/// and which variants differ significantly from the best of each metric.
+fn quality_table(execution: &serde_json::Value) -> String {
+    use plinth_policy::model_quality::{interval, significant};
+    use std::fmt::Write;
+    let variants: Vec<(&String, &serde_json::Value)> = execution["PlinthVariants"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .collect();
+    let endpoint = &execution["PlinthEndpointMetrics"];
+    let metric = |v: &serde_json::Value, name: &str| {
+        let m = &v["Metrics"][name];
+        m["Value"]
+            .as_f64()
+            .map(|value| (value, m["StandardDeviation"].as_f64()))
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} on {}: {} ({}), scheduled {}",
+        execution["MonitoringScheduleName"].as_str().unwrap_or("?"),
+        execution["EndpointName"].as_str().unwrap_or("?"),
+        execution["MonitoringExecutionStatus"]
+            .as_str()
+            .unwrap_or("?"),
+        execution["PlinthProblemType"].as_str().unwrap_or("?"),
+        execution["ScheduledTime"]
+    );
+    let _ = write!(out, "{:<38}", "METRIC");
+    for (name, v) in &variants {
+        let _ = write!(out, " {:>22}", format!("{name} (n={})", v["ItemCount"]));
+    }
+    let _ = writeln!(
+        out,
+        " {:>22}",
+        format!("endpoint (n={})", endpoint["ItemCount"])
+    );
+    let names: Vec<&String> = endpoint["Metrics"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| !k.ends_with("_best_constant_classifier"))
+        .collect();
+    let cell = |m: Option<(f64, Option<f64>)>| match m {
+        Some((v, Some(sd))) => format!("{v:.4} ± {:.4}", interval(sd)),
+        Some((v, None)) => format!("{v:.4}"),
+        None => "-".into(),
+    };
+    let mut notes = Vec::new();
+    for name in &names {
+        let _ = write!(out, "{name:<38}");
+        for (_, v) in &variants {
+            let _ = write!(out, " {:>22}", cell(metric(v, name)));
+        }
+        let _ = writeln!(out, " {:>22}", cell(metric(endpoint, name)));
+        // Lower is better for the errors; higher for the rest.
+        let lower = matches!(name.as_str(), "mae" | "mse" | "rmse") || name.starts_with("false_");
+        let best = variants
+            .iter()
+            .filter_map(|(n, v)| metric(v, name).map(|m| (*n, m)))
+            .max_by(|a, b| {
+                let o = a.1 .0.total_cmp(&b.1 .0);
+                if lower {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        if let Some((best_name, best)) = best {
+            for (n, v) in &variants {
+                if *n == best_name {
+                    continue;
+                }
+                if let Some(m) = metric(v, name) {
+                    let verdict = match significant(best, m) {
+                        Some(true) => "significantly",
+                        Some(false) => "not significantly",
+                        None => "(fewer than 200 rows: untested)",
+                    };
+                    notes.push(format!("{name}: {best_name} better than {n}, {verdict}"));
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for note in notes {
+            let _ = writeln!(out, "{note}");
+        }
+    }
+    out
+}
+
 fn shadow_table(report: &serde_json::Value) -> String {
     use std::fmt::Write;
     let rate = |v: &serde_json::Value| {
@@ -975,6 +1085,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => follow(&mut server.client()?, &endpoint, json),
+        Command::Quality {
+            endpoint,
+            schedule,
+            server,
+            json,
+        } => {
+            let mut input = serde_json::json!({
+                "EndpointName": endpoint,
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": 100,
+            });
+            if let Some(schedule) = &schedule {
+                input["MonitoringScheduleName"] = serde_json::json!(schedule);
+            }
+            let listed = server.client()?.call("ListMonitoringExecutions", input)?;
+            let execution = listed["MonitoringExecutionSummaries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e.get("PlinthVariants").is_some())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "endpoint {endpoint} has no completed monitoring execution{}",
+                        schedule
+                            .as_deref()
+                            .map(|s| format!(" of schedule {s}"))
+                            .unwrap_or_default()
+                    )
+                })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(execution)?);
+            } else {
+                print!("{}", quality_table(execution));
+            }
+            Ok(())
+        }
         Command::Shadow {
             endpoint,
             server,

@@ -1,6 +1,6 @@
-//! Alarms evaluated in process over the live variants' recent request windows: by a
-//! deployment's bakes (`AutoRollbackConfiguration.Alarms`) ten times a second, and on
-//! DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds the
+//! Alarms evaluated in process over the live variants' recent request windows, or over the
+//! model quality the monitoring executions found: by a deployment's bakes
+//! (`AutoRollbackConfiguration.Alarms`) ten times a second, and on DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds the
 //! windows an alarm watches.
 
 use super::deployer::Fleet;
@@ -9,7 +9,11 @@ use super::table::{EndpointTable, VariantState};
 use plinth_policy::metric_alarm::{AlarmDefinition, Evaluation, Scope};
 
 /// Evaluate `definition` now over the windows it watches.
-pub(crate) fn evaluate(endpoints: &EndpointTable, definition: &AlarmDefinition) -> Evaluation {
+pub(crate) fn evaluate(
+    endpoints: &EndpointTable,
+    quality: &super::monitoring::Running,
+    definition: &AlarmDefinition,
+) -> Evaluation {
     let alarm = match definition.compile() {
         Ok(alarm) => alarm,
         // Checked when created; a stored definition this build refuses cannot fire.
@@ -22,6 +26,30 @@ pub(crate) fn evaluate(endpoints: &EndpointTable, definition: &AlarmDefinition) 
         }
     };
     let now = current_second();
+    if let Some(metric) = alarm.quality_metric() {
+        // A model quality metric: the monitoring executions' values, of the variant named,
+        // or of the endpoint; with NewFleet, of the deployment's new config's fleet.
+        let config = match alarm.scope() {
+            Scope::Endpoint => None,
+            Scope::NewFleet => match endpoints
+                .get(alarm.endpoint_name())
+                .and_then(|e| e.new_fleet.as_ref().map(|n| n.config_name.clone()))
+            {
+                Some(config) => Some(config),
+                None => {
+                    return alarm
+                        .evaluate_datapoints(vec![None; alarm.evaluation_periods() as usize])
+                }
+            },
+        };
+        let values = quality.values(
+            alarm.endpoint_name(),
+            alarm.variant_name(),
+            config.as_deref(),
+            metric,
+        );
+        return alarm.evaluate_datapoints(alarm.quality_datapoints(&values, now));
+    }
     let mut periods = alarm.periods();
     if let Some(endpoint) = endpoints.get(alarm.endpoint_name()) {
         let fleet: Vec<&VariantState> = match alarm.scope() {
@@ -59,7 +87,7 @@ pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<
             .collect()
     };
     definitions.into_iter().find_map(|(name, definition)| {
-        let evaluation = evaluate(&state.endpoints, &definition);
+        let evaluation = evaluate(&state.endpoints, &state.monitoring, &definition);
         (evaluation.state == plinth_policy::metric_alarm::AlarmState::Alarm).then(|| {
             tracing::warn!(endpoint, alarm = %name, reason = %evaluation.reason, "alarm in ALARM");
             (name, evaluation.reason)

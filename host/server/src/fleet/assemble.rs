@@ -282,7 +282,7 @@ pub(crate) async fn build(
     let capture = capture
         .transpose()
         .map_err(|e| format!("endpoint config {}: {e}", config.name))?
-        .map(|settings| state.captures.capture(endpoint, settings));
+        .map(|settings| state.captures.capture(endpoint, &config.name, settings));
     Ok(Built {
         config_name: config.name,
         variants,

@@ -50,7 +50,7 @@ struct Shared {
 }
 
 enum Message {
-    Captured(Captured),
+    Captured(Box<Captured>),
     /// Write every open file now; answer once all are written.
     Flush(oneshot::Sender<()>),
 }
@@ -58,6 +58,7 @@ enum Message {
 /// One sampled invocation on its way to a file.
 struct Captured {
     endpoint: Arc<str>,
+    config: Arc<str>,
     variant: String,
     settings: Arc<Settings>,
     input: Option<(String, Bytes)>,
@@ -83,10 +84,11 @@ impl Captures {
         }
     }
 
-    /// The capture of one endpoint config's fleet on `endpoint`.
-    pub(crate) fn capture(&self, endpoint: &str, settings: Settings) -> Arc<Capture> {
+    /// The capture of the fleet of endpoint config `config` on `endpoint`.
+    pub(crate) fn capture(&self, endpoint: &str, config: &str, settings: Settings) -> Arc<Capture> {
         Arc::new(Capture {
             endpoint: endpoint.into(),
+            config: config.into(),
             settings: Arc::new(settings),
             shared: self.shared.clone(),
         })
@@ -130,6 +132,8 @@ impl Captures {
 /// The data capture of the fleet of one endpoint config.
 pub(crate) struct Capture {
     endpoint: Arc<str>,
+    /// The endpoint config whose fleet it captures (its files' names end with it).
+    config: Arc<str>,
     settings: Arc<Settings>,
     shared: Arc<Shared>,
 }
@@ -169,6 +173,7 @@ impl Capture {
             .is_ok();
         let captured = Captured {
             endpoint: self.endpoint.clone(),
+            config: self.config.clone(),
             variant: variant.to_owned(),
             settings: settings.clone(),
             input,
@@ -181,7 +186,7 @@ impl Capture {
             shared.drop_records(&self.endpoint, variant, "queue_full", 1);
             return;
         }
-        if shared.sender.try_send(Message::Captured(captured)).is_err() {
+        if shared.sender.try_send(Message::Captured(Box::new(captured))).is_err() {
             shared.held.fetch_sub(cost, Relaxed);
             shared.drop_records(&self.endpoint, variant, "queue_full", 1);
         }
@@ -203,10 +208,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Where a file goes: one per endpoint, variant and destination.
+/// Where a file goes: one per endpoint, config, variant and destination.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct FileKey {
     endpoint: Arc<str>,
+    config: Arc<str>,
     variant: String,
     destination: String,
 }
@@ -238,7 +244,7 @@ impl Writer {
         loop {
             tokio::select! {
                 message = receiver.recv() => match message {
-                    Some(Message::Captured(c)) => self.append(c),
+                    Some(Message::Captured(c)) => self.append(*c),
                     Some(Message::Flush(done)) => {
                         let all: Vec<FileKey> = self.open.keys().cloned().collect();
                         for key in all {
@@ -277,6 +283,7 @@ impl Writer {
     fn append(&mut self, c: Captured) {
         let key = FileKey {
             endpoint: c.endpoint.clone(),
+            config: c.config.clone(),
             variant: c.variant.clone(),
             destination: c.settings.destination.clone(),
         };
@@ -347,6 +354,7 @@ impl Writer {
             &key.variant,
             file.time_ms,
             &uuid::Uuid::new_v4().to_string(),
+            &key.config,
         );
         let storage = self.storage.clone();
         let shared = self.shared.clone();
@@ -458,7 +466,7 @@ mod tests {
             let captures = captures.clone();
             tokio::spawn(async move { captures.run(storage, Duration::from_secs(3600)).await })
         };
-        let capture = captures.capture("e", settings(dir.path().to_str().unwrap(), 100));
+        let capture = captures.capture("e", "c", settings(dir.path().to_str().unwrap(), 100));
         let output = Bytes::from_static(b"1");
         capture.offer(
             "A",
@@ -553,7 +561,7 @@ mod tests {
             let captures = captures.clone();
             tokio::spawn(async move { captures.run(storage, Duration::from_secs(3600)).await })
         };
-        let capture = captures.capture("e", settings(blocked.to_str().unwrap(), 100));
+        let capture = captures.capture("e", "c", settings(blocked.to_str().unwrap(), 100));
         for _ in 0..3 {
             capture.offer(
                 "A",

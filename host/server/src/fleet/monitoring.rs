@@ -26,9 +26,59 @@ use std::time::Duration;
 const MAX_FILE_BYTES: u64 = 1 << 30;
 const HOUR_MS: i64 = 3_600_000;
 
-/// The schedules whose execution is running.
+/// The schedules whose execution is running, and the metrics the executions found.
 #[derive(Default)]
-pub(crate) struct Running(Mutex<HashSet<String>>);
+pub(crate) struct Running(Mutex<HashSet<String>>, Mutex<Vec<QualityPoint>>);
+
+/// Points kept for quality alarms (the oldest dropped first).
+const POINTS_KEPT: usize = 100_000;
+
+/// One metric an execution found, for quality alarms: of the endpoint (no variant, no
+/// config), of a variant (over every config), of a config's fleet, or of a variant of one.
+#[derive(Debug, Clone)]
+pub(crate) struct QualityPoint {
+    pub(crate) endpoint: String,
+    pub(crate) variant: Option<String>,
+    pub(crate) config: Option<String>,
+    pub(crate) metric: String,
+    /// When the execution ended (`recent::current_second`).
+    pub(crate) second: u64,
+    pub(crate) value: f64,
+}
+
+impl Running {
+    /// The `(second, value)` of `metric` for `endpoint`, of `variant` (all when `None`) and
+    /// of `config`'s fleet (every config's when `None`).
+    pub(crate) fn values(
+        &self,
+        endpoint: &str,
+        variant: Option<&str>,
+        config: Option<&str>,
+        metric: &str,
+    ) -> Vec<(u64, f64)> {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| {
+                p.endpoint == endpoint
+                    && p.variant.as_deref() == variant
+                    && p.config.as_deref() == config
+                    && p.metric == metric
+            })
+            .map(|p| (p.second, p.value))
+            .collect()
+    }
+
+    fn record(&self, points: Vec<QualityPoint>) {
+        let mut kept = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        kept.extend(points);
+        if kept.len() > POINTS_KEPT {
+            let excess = kept.len() - POINTS_KEPT;
+            kept.drain(..excess);
+        }
+    }
+}
 
 fn now_ms() -> i64 {
     (now() * 1000.0) as i64
@@ -123,6 +173,8 @@ struct Analysis {
     /// Per variant, then `None` for the whole endpoint: item count and scalar metrics with
     /// their standard deviations.
     results: Vec<(Option<String>, usize, Value)>,
+    /// Per endpoint config, and per variant of each: item count and metrics.
+    fleets: Vec<(String, Option<String>, usize, Value)>,
     counts: Value,
 }
 
@@ -203,6 +255,48 @@ async fn execute(
             }
             record["PlinthVariants"] = Value::Object(variants);
             record["PlinthProblemType"] = json!(problem.as_str());
+            let mut fleets = serde_json::Map::new();
+            for (config, variant, items, metrics) in &analysis.fleets {
+                let entry = fleets
+                    .entry(config.clone())
+                    .or_insert_with(|| json!({"Variants": {}}));
+                let value = json!({"ItemCount": items, "Metrics": metrics});
+                match variant {
+                    Some(v) => entry["Variants"][v] = value,
+                    None => {
+                        entry["ItemCount"] = value["ItemCount"].clone();
+                        entry["Metrics"] = value["Metrics"].clone();
+                    }
+                }
+            }
+            record["PlinthFleets"] = Value::Object(fleets);
+            let second = super::recent::current_second();
+            let mut points = Vec::new();
+            let groups = analysis
+                .results
+                .iter()
+                .map(|(v, _, m)| (v.clone(), None, m))
+                .chain(
+                    analysis
+                        .fleets
+                        .iter()
+                        .map(|(c, v, _, m)| (v.clone(), Some(c.clone()), m)),
+                );
+            for (variant, config, metrics) in groups {
+                for (name, m) in metrics.as_object().into_iter().flatten() {
+                    if let Some(value) = m["Value"].as_f64() {
+                        points.push(QualityPoint {
+                            endpoint: endpoint.clone(),
+                            variant: variant.clone(),
+                            config: config.clone(),
+                            metric: name.clone(),
+                            second,
+                            value,
+                        });
+                    }
+                }
+            }
+            fleet.monitoring.record(points);
             tracing::info!(monitoring_schedule = %schedule_name, endpoint = %endpoint, status = %record["MonitoringExecutionStatus"], "model quality execution completed");
         }
         Err(reason) => {
@@ -325,8 +419,8 @@ async fn analyse(
              DataCaptureConfig): nothing to monitor"
         ));
     }
-    // Captured predictions in the window: id -> (variant, prediction).
-    let mut predictions: Vec<(String, String, quality::Prediction)> = Vec::new();
+    // Captured predictions in the window: id, variant, the config that served it, prediction.
+    let mut predictions: Vec<(String, String, Option<String>, quality::Prediction)> = Vec::new();
     let mut captured = 0usize;
     for destination in &destinations {
         let prefix = join(destination, endpoint);
@@ -348,6 +442,7 @@ async fn analyse(
                 continue;
             }
             let variant = parts[0].to_owned();
+            let config = plinth_policy::data_capture::config_of_file(parts[5]).map(str::to_owned);
             let location = at.join(&object.key);
             let text = read_lines(fleet, &location).await?;
             for (i, line) in text.lines().enumerate() {
@@ -386,7 +481,7 @@ async fn analyse(
                 .map_err(|e| format!("{}: {e}", at_line()))?;
                 let prediction = quality::prediction(&job.attributes, &text)
                     .map_err(|e| format!("{}: {e}", at_line()))?;
-                predictions.push((id, variant.clone(), prediction));
+                predictions.push((id, variant.clone(), config.clone(), prediction));
             }
         }
     }
@@ -421,11 +516,20 @@ async fn analyse(
     }
     let mut all = Joined::default();
     let mut by_variant: BTreeMap<String, Joined> = BTreeMap::new();
+    let mut by_fleet: BTreeMap<(String, Option<String>), Joined> = BTreeMap::new();
     let mut matched = HashSet::new();
-    for (id, variant, prediction) in predictions {
+    for (id, variant, config, prediction) in predictions {
         if let Some(label) = truth.get(&id) {
             matched.insert(id);
             all.push(label.clone(), prediction.clone());
+            if let Some(config) = config {
+                for key in [(config.clone(), None), (config, Some(variant.clone()))] {
+                    by_fleet
+                        .entry(key)
+                        .or_default()
+                        .push(label.clone(), prediction.clone());
+                }
+            }
             by_variant
                 .entry(variant)
                 .or_default()
@@ -485,10 +589,21 @@ async fn analyse(
         }
         results.push((variant, joined.len(), metrics_of(problem, &statistics)));
     }
+    let mut fleets = Vec::new();
+    for ((config, variant), joined) in &by_fleet {
+        let statistics = quality::statistics(problem, joined)?;
+        fleets.push((
+            config.clone(),
+            variant.clone(),
+            joined.len(),
+            metrics_of(problem, &statistics),
+        ));
+    }
     Ok(Analysis {
         violations,
         output: folder,
         results,
+        fleets,
         counts: json!({
             "Captured": captured,
             "GroundTruth": truth.len(),

@@ -61,6 +61,7 @@ fn not_found(name: &str) -> ApiError {
 pub(crate) fn describe(
     stored: &Stored,
     endpoints: &EndpointTable,
+    quality: &crate::fleet::monitoring::Running,
     input: Value,
 ) -> Result<Value, ApiError> {
     let input: AlarmNameInput = parse(input)?;
@@ -71,7 +72,7 @@ pub(crate) fn describe(
         .cloned()
         .ok_or_else(|| not_found(&input.alarm_name))?;
     let mut output = described(&record, "Alarm", "alarm")?;
-    let evaluation = evaluate(endpoints, &record.definition);
+    let evaluation = evaluate(endpoints, quality, &record.definition);
     output["StateValue"] = json!(evaluation.state.as_str());
     output["StateReason"] = json!(evaluation.reason);
     output["Datapoints"] = json!(evaluation.datapoints);

@@ -83,7 +83,9 @@ pub(crate) async fn call(
         ),
         "DescribeExperiment" => experiments::describe_experiment(&state.endpoints, input),
         "CreateAlarm" => alarms::create(&state.stored, input),
-        "DescribeAlarm" => alarms::describe(&state.stored, &state.endpoints, input),
+        "DescribeAlarm" => {
+            alarms::describe(&state.stored, &state.endpoints, &state.monitoring, input)
+        }
         "DeleteAlarm" => alarms::delete(&state.stored, &state.endpoints, input),
         "ListAlarms" => alarms::list_alarms(&state.stored, input),
         "ListEndpointEvents" => {
