@@ -125,7 +125,9 @@ found = records(21)
 assert len(found) == 21, len(found)
 KEY = re.compile(
     r"^capture/captured/AllTraffic/(\d{4})/(\d{2})/(\d{2})/(\d{2})/"
-    r"\d{2}-\d{2}-\d{3}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.jsonl$"
+    r"\d{2}-\d{2}-\d{3}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    # The endpoint config that served the records (Plinth's part of the free-form name).
+    r"-captured\.jsonl$"
 )
 now = datetime.datetime.now(datetime.timezone.utc)
 event_ids = set()

@@ -38,6 +38,15 @@ from plinth_clients import COMMON
 
 sagemaker = boto3.client("sagemaker", **COMMON)
 runtime = boto3.client("sagemaker-runtime", **COMMON)
+def plinth_call(operation, body):
+    request = urllib.request.Request(
+        os.environ["PLINTH_URL"] + "/", data=json.dumps(body).encode(),
+        headers={"X-Amz-Target": f"SageMaker.{operation}",
+                 "Content-Type": "application/x-amz-json-1.1"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
 WORK = os.environ["WORK"]
 CAPTURE, OUTPUT = f"{WORK}/capture", f"{WORK}/output"
 for d in (CAPTURE, OUTPUT, f"{WORK}/degraded", f"{WORK}/truth-labels", f"{WORK}/truth-binary",
@@ -176,7 +185,7 @@ definition("probability", "Regression", f"{WORK}/truth-binary",
 
 
 def finished(schedule):
-    """The first execution of `schedule` that saw all 300 captures."""
+    """The first execution of `schedule` that saw all 600 captures."""
     deadline = time.time() + 90
     while time.time() < deadline:
         for e in sagemaker.list_monitoring_executions(
@@ -267,6 +276,23 @@ for variant in [None, *variants]:
     tn, fp, fn, tp = sk.confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
     assert m["confusion_matrix"] == {"0": {"0": tn, "1": fp}, "1": {"0": fn, "1": tp}}, m
 
+# The same labels through Plinth's outcomes API (RecordInferenceOutcomes): written as
+# ground truth for the endpoint's definitions, here one whose prefix is otherwise empty.
+os.makedirs(f"{WORK}/truth-outcomes", exist_ok=True)
+definition("outcomes", "BinaryClassification", f"{WORK}/truth-outcomes",
+           ProbabilityAttribute="$.predictions[0].probabilities[2]")
+outcomes = [{"InferenceId": i, "Value": 1 if a[1] == "virginica" else 0}
+            for i, a in answers.items()]
+for k in range(0, len(outcomes), 1000):
+    plinth_call("RecordInferenceOutcomes", {"EndpointName": "quality",
+                                            "Outcomes": outcomes[k:k + 1000]})
+via_outcomes, _ = finished("outcomes")
+for variant in [None, *variants]:
+    a = statistics("outcomes", via_outcomes, variant)["binary_classification_metrics"]
+    b = statistics("virginica", execution, variant)["binary_classification_metrics"]
+    for metric in ("accuracy", "auc", "f1"):
+        close(a[metric]["value"], b[metric]["value"], f"outcomes {variant} {metric}")
+
 # Regression of the probability against 0/1.
 execution, _ = finished("probability")
 for variant in [None, *variants]:
@@ -298,12 +324,12 @@ sagemaker.start_monitoring_schedule(MonitoringScheduleName="probability")
 summaries = sagemaker.list_monitoring_schedules(EndpointName="quality", SortBy="Name",
                                                 SortOrder="Ascending")
 assert [s["MonitoringScheduleName"] for s in summaries["MonitoringScheduleSummaries"]] == [
-    "labels", "probability", "virginica"], summaries
+    "labels", "outcomes", "probability", "virginica"], summaries
 assert sagemaker.list_monitoring_schedules(StatusEquals="Stopped")["MonitoringScheduleSummaries"] == []
 definitions = sagemaker.list_model_quality_job_definitions(EndpointName="quality", SortBy="Name",
                                                            SortOrder="Ascending")
 assert [d["MonitoringJobDefinitionName"] for d in definitions["JobDefinitionSummaries"]] == [
-    "labels", "probability", "virginica"]
+    "labels", "outcomes", "probability", "virginica"]
 described = sagemaker.describe_model_quality_job_definition(JobDefinitionName="virginica")
 assert described["ModelQualityAppSpecification"]["ProblemType"] == "BinaryClassification"
 assert described["ModelQualityJobInput"]["EndpointInput"]["ProbabilityThresholdAttribute"] == 0.5
@@ -397,14 +423,6 @@ with open(f"{folder}/labels.jsonl", "w") as f:
 definition("canary", "MulticlassClassification", f"{WORK}/truth-canary", endpoint="canary",
            InferenceAttribute="predictions[0].label")
 
-
-def plinth_call(operation, body):
-    request = urllib.request.Request(
-        os.environ["PLINTH_URL"] + "/", data=json.dumps(body).encode(),
-        headers={"X-Amz-Target": f"SageMaker.{operation}",
-                 "Content-Type": "application/x-amz-json-1.1"})
-    with urllib.request.urlopen(request) as response:
-        return json.load(response)
 
 
 # The new fleet's accuracy, from the monitoring executions: below 0.85 is ALARM.

@@ -44,7 +44,18 @@ fn boto3_model_quality_matches_scikit_learn_per_variant() {
         "endpoint (n=600)",
         "accuracy: good better than degraded, significantly",
     ] {
-        assert!(text.contains(fragment), "{fragment:?} not in:\n{text}");
+        assert!(
+            text.contains(fragment),
+            "{fragment:?} not in:\n{text}\n{}",
+            plinth_tests::text(
+                &std::process::Command::new(BIN)
+                    .args(["quality", "quality", "--json", "--schedule", "labels"])
+                    .args(["--endpoint-url", server.url()])
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+        );
     }
     let json = std::process::Command::new(BIN)
         .args(["quality", "quality", "--json", "--endpoint-url", server.url()])

@@ -207,7 +207,11 @@ pub fn prediction(attributes: &Attributes, response: &str) -> Result<Prediction,
             let text = Locator::parse(a)?.find(response)?;
             let p: f64 = text
                 .parse()
-                .map_err(|_| format!("the probability {text:?} is not a number"))?;
+                .ok()
+                .filter(|p: &f64| p.is_finite())
+                .ok_or_else(|| {
+                    format!("the probability {text:?} (ProbabilityAttribute) is not a number")
+                })?;
             Some(p)
         }
         None => None,
@@ -250,6 +254,36 @@ pub fn ground_truth(line: &str) -> Result<(String, String), String> {
         .filter(|id| !id.is_empty())
         .ok_or("eventMetadata.eventId is missing")?;
     Ok((id.to_owned(), label))
+}
+
+/// Whether `label` (a `side`: "ground truth" or "predicted") fits `problem`: 0 or 1 for a
+/// binary problem, a number for regression; the error says why not.
+pub fn check_label(problem: ProblemType, label: &str, side: &str) -> Result<(), String> {
+    match problem {
+        ProblemType::BinaryClassification => binary_label(label, side).map(|_| ()),
+        ProblemType::Regression => number(label, side).map(|_| ()),
+        ProblemType::MulticlassClassification => Ok(()),
+    }
+}
+
+/// A ground-truth record as SageMaker takes it, for `event_id` labelled `label`.
+pub fn ground_truth_record(event_id: &str, label: &str) -> String {
+    json!({
+        "groundTruthData": {"data": label, "encoding": "CSV"},
+        "eventMetadata": {"eventId": event_id},
+        "eventVersion": "0",
+    })
+    .to_string()
+}
+
+/// A label as text from an outcome's number: whole numbers without a fraction (`1`, not
+/// `1.0`), so that a binary outcome reads as SageMaker's `0`/`1` labels.
+pub fn label_of_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
 }
 
 /// Predictions joined with their labels, ready for metrics.
@@ -619,7 +653,12 @@ fn regression_scalars(actual: &[f64], predicted: &[f64]) -> Vec<(&'static str, f
         (true, false) => 0.0,
         _ => 1.0 - residual / total,
     };
-    vec![("mae", mae), ("mse", mse), ("rmse", mse.sqrt()), ("r2", r2)]
+    // scikit-learn leaves R² undefined for a single row.
+    let mut out = vec![("mae", mae), ("mse", mse), ("rmse", mse.sqrt())];
+    if actual.len() >= 2 {
+        out.push(("r2", r2));
+    }
+    out
 }
 
 /// SageMaker's `statistics.json` for `joined` (at least one row): `version`, `dataset`
@@ -730,19 +769,23 @@ pub fn interval(standard_deviation: f64) -> f64 {
     Z_95 * standard_error(standard_deviation)
 }
 
-/// The normal quantile of a two-sided 95 % test.
+/// The normal quantile of a two-sided 95 % interval.
 const Z_95: f64 = 1.959_963_984_540_054;
+/// Student's t quantile of a two-sided 95 % test with 4 degrees of freedom: each standard
+/// deviation comes from five subsets.
+const T_95_4: f64 = 2.776_445_105_197_793;
 
-/// Whether two variants' values of a metric differ beyond chance (a two-sided 95 % z-test
-/// on the difference, the two independent): `None` when either lacks a standard deviation
-/// (fewer than [`MIN_FOR_DEVIATION`] rows).
+/// Whether two variants' values of a metric differ beyond chance (a two-sided 95 % test on
+/// the difference, the two independent, with Student's t for the five subsets each
+/// deviation comes from): `None` when either lacks a standard deviation (fewer than
+/// [`MIN_FOR_DEVIATION`] rows).
 pub fn significant(a: (f64, Option<f64>), b: (f64, Option<f64>)) -> Option<bool> {
     let (sa, sb) = (standard_error(a.1?), standard_error(b.1?));
     let se = (sa * sa + sb * sb).sqrt();
     Some(if se == 0.0 {
         a.0 != b.0
     } else {
-        (a.0 - b.0).abs() / se > Z_95
+        (a.0 - b.0).abs() / se > T_95_4
     })
 }
 
@@ -932,6 +975,13 @@ mod tests {
         let flat = |p: &str| statistics(R, &joined(&["2", "2"], &["2", p], None)).unwrap();
         close(value(&flat("2"), R, "r2"), 1.0);
         close(value(&flat("3"), R, "r2"), 0.0);
+        let one = statistics(R, &joined(&["2"], &["3"], None)).unwrap();
+        assert!(one[R.metrics_key()].get("r2").is_none(), "{one}");
+        assert!(check_label(R, "x", "ground truth")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(check_label(ProblemType::BinaryClassification, "2", "predicted").is_err());
+        check_label(ProblemType::MulticlassClassification, "setosa", "predicted").unwrap();
         assert!(statistics(R, &joined(&["x"], &["1"], None))
             .unwrap_err()
             .contains("not a number"));
@@ -989,6 +1039,9 @@ mod tests {
             "0"
         );
         assert!(prediction(&thresholded, "not json").is_err());
+        assert!(prediction(&thresholded, r#"{"p":"NaN"}"#)
+            .unwrap_err()
+            .contains("ProbabilityAttribute"));
         assert!(prediction(&csv, "1").unwrap_err().contains("no column 2"));
         assert!(attributes(None, None).check().is_err());
         assert!(Attributes {
@@ -1001,6 +1054,15 @@ mod tests {
         .unwrap_err()
         .contains("InferenceAttribute is required for Regression"));
         assert!(attributes(Some("[[["), None).check().is_err());
+    }
+
+    #[test]
+    fn outcomes_become_ground_truth_records() {
+        let line = ground_truth_record("id-7", &label_of_number(1.0));
+        assert_eq!(ground_truth(&line).unwrap(), ("id-7".into(), "1".into()));
+        assert_eq!(label_of_number(0.0), "0");
+        assert_eq!(label_of_number(2.5), "2.5");
+        assert_eq!(label_of_number(-3.0), "-3");
     }
 
     #[test]
@@ -1067,6 +1129,12 @@ mod tests {
         assert_eq!(
             significant((0.95, Some(0.01)), (0.80, Some(0.01))),
             Some(true)
+        );
+        // 0.95 and 0.88: 2.47, above the normal's 1.96 and below Student's 2.78 with 4
+        // degrees of freedom.
+        assert_eq!(
+            significant((0.95, Some(0.01)), (0.88, Some(0.01))),
+            Some(false)
         );
         // 0.95 and 0.92: z = 1.06.
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Monitoring schedules as SageMaker takes them: `ScheduleExpression` (hourly
 //! `cron(0 * ? * * *)`, daily `cron(0 H ? * * *)`, every N hours from H
 //! `cron(0 H/N ? * * *)`, or `NOW` once) and, as Plinth's extension for tests and demos, a
-//! shorter period `rate(N seconds|minutes)`; the ISO 8601 offsets that place an execution's
+//! period of its own, `rate(N seconds|minutes|hours)`; the ISO 8601 offsets that place an execution's
 //! window (`DataAnalysisStartTime`/`EndTime`, `StartTimeOffset`/`EndTimeOffset`: `-PT1H`,
 //! `-P1D`...); and when each execution is due. Times are milliseconds since the Unix epoch.
 
@@ -48,12 +48,13 @@ pub fn parse(expression: &str) -> Result<Schedule, String> {
             return Err(refused());
         };
         let n: i64 = n.parse().map_err(|_| refused())?;
-        let seconds = match unit.trim_end_matches('s') {
-            "second" => n,
-            "minute" => n * 60,
-            "hour" => n * 3600,
+        let unit = match unit.trim_end_matches('s') {
+            "second" => 1,
+            "minute" => 60,
+            "hour" => 3600,
             _ => return Err(refused()),
         };
+        let seconds = n.checked_mul(unit).ok_or_else(refused)?;
         if !(RATE_SECONDS.0..=RATE_SECONDS.1).contains(&seconds) {
             return Err(format!(
                 "ScheduleExpression {expression:?}: a rate is {} second to {} seconds",
@@ -111,7 +112,10 @@ pub fn offset(member: &str, text: &str) -> Result<i64, String> {
             } else {
                 let unit = units.iter().find(|(u, _)| *u == c).ok_or_else(bad)?;
                 let n: i64 = number.parse().map_err(|_| bad())?;
-                ms += n.checked_mul(unit.1).ok_or_else(bad)?;
+                ms = n
+                    .checked_mul(unit.1)
+                    .and_then(|v| ms.checked_add(v))
+                    .ok_or_else(bad)?;
                 number.clear();
                 any = true;
             }
@@ -216,6 +220,7 @@ mod tests {
             "every hour",
             "rate(0 seconds)",
             "rate(2 days)",
+            "rate(9223372036854775807 hours)",
             "",
         ] {
             assert!(parse(bad).is_err(), "{bad} accepted");

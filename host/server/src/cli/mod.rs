@@ -517,7 +517,6 @@ fn models_table(report: &serde_json::Value) -> String {
     out
 }
 
-/// DescribeShadowVariants' output as a table.
 /// A monitoring execution's metrics per variant, side by side (value ± 95 % interval),
 /// and which variants differ significantly from the best of each metric.
 fn quality_table(execution: &serde_json::Value) -> String {
@@ -546,6 +545,9 @@ fn quality_table(execution: &serde_json::Value) -> String {
             .unwrap_or("?"),
         execution["PlinthProblemType"].as_str().unwrap_or("?"),
         execution["ScheduledTime"]
+            .as_f64()
+            .map(|t| plinth_policy::data_capture::utc((t * 1000.0) as i64).iso())
+            .unwrap_or_default()
     );
     let _ = write!(out, "{:<38}", "METRIC");
     for (name, v) in &variants {
@@ -613,6 +615,7 @@ fn quality_table(execution: &serde_json::Value) -> String {
     out
 }
 
+/// DescribeShadowVariants' output as a table.
 fn shadow_table(report: &serde_json::Value) -> String {
     use std::fmt::Write;
     let rate = |v: &serde_json::Value| {

@@ -29,13 +29,15 @@ pub(crate) fn evaluate(
     if let Some(metric) = alarm.quality_metric() {
         // A model quality metric: the monitoring executions' values, of the variant named,
         // or of the endpoint; with NewFleet, of the deployment's new config's fleet.
-        let config = match alarm.scope() {
-            Scope::Endpoint => None,
-            Scope::NewFleet => match endpoints
-                .get(alarm.endpoint_name())
-                .and_then(|e| e.new_fleet.as_ref().map(|n| n.config_name.clone()))
-            {
-                Some(config) => Some(config),
+        // A new fleet's values count from its deployment's start (not an earlier attempt's).
+        let (config, since) = match alarm.scope() {
+            Scope::Endpoint => (None, f64::MIN),
+            Scope::NewFleet => match endpoints.get(alarm.endpoint_name()).and_then(|e| {
+                e.new_fleet
+                    .as_ref()
+                    .map(|n| (n.config_name.clone(), n.started))
+            }) {
+                Some((config, started)) => (Some(config), started),
                 None => {
                     return alarm
                         .evaluate_datapoints(vec![None; alarm.evaluation_periods() as usize])
@@ -47,6 +49,7 @@ pub(crate) fn evaluate(
             alarm.variant_name(),
             config.as_deref(),
             metric,
+            since,
         );
         return alarm.evaluate_datapoints(alarm.quality_datapoints(&values, now));
     }

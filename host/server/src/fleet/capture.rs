@@ -31,6 +31,8 @@ const QUEUE: usize = 16_384;
 const OVERHEAD: usize = 512;
 /// Files written at once.
 const WRITES: usize = 4;
+/// How often the writer takes what the queue holds.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How long writing one file may take before its records are counted as dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -186,7 +188,11 @@ impl Capture {
             shared.drop_records(&self.endpoint, variant, "queue_full", 1);
             return;
         }
-        if shared.sender.try_send(Message::Captured(Box::new(captured))).is_err() {
+        if shared
+            .sender
+            .try_send(Message::Captured(Box::new(captured)))
+            .is_err()
+        {
             shared.held.fetch_sub(cost, Relaxed);
             shared.drop_records(&self.endpoint, variant, "queue_full", 1);
         }
@@ -238,44 +244,58 @@ struct Writer {
 }
 
 impl Writer {
+    /// Drain the queue every [`DRAIN_EVERY`] rather than wait on it: a writer waiting on
+    /// the queue would be woken (across threads) by every request captured.
     async fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
-        let mut tick = tokio::time::interval(self.roll_after.min(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_roll_check = Instant::now();
         loop {
             tokio::select! {
-                message = receiver.recv() => match message {
-                    Some(Message::Captured(c)) => self.append(*c),
-                    Some(Message::Flush(done)) => {
-                        let all: Vec<FileKey> = self.open.keys().cloned().collect();
-                        for key in all {
-                            self.write(key);
+                _ = drain.tick() => {
+                    loop {
+                        match receiver.try_recv() {
+                            Ok(Message::Captured(c)) => self.append(*c),
+                            Ok(Message::Flush(done)) => {
+                                let all: Vec<FileKey> = self.open.keys().cloned().collect();
+                                for key in all {
+                                    self.write(key);
+                                }
+                                while self.writes.join_next().await.is_some() {}
+                                let _ = done.send(());
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => return,
                         }
-                        while self.writes.join_next().await.is_some() {}
-                        let _ = done.send(());
                     }
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    let now = now_ms();
-                    let due: Vec<FileKey> = self
-                        .open
-                        .iter()
-                        .filter(|(_, f)| {
-                            policy::roll(
-                                f.lines.len() as u64,
-                                f.opened.elapsed(),
-                                self.roll_after,
-                                policy::same_hour(f.time_ms, now),
-                            )
-                        })
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for key in due {
-                        self.write(key);
+                    if last_roll_check.elapsed() >= self.roll_after.min(Duration::from_secs(1)) {
+                        last_roll_check = Instant::now();
+                        self.roll_due();
                     }
                 }
                 Some(_) = self.writes.join_next(), if !self.writes.is_empty() => {}
             }
+        }
+    }
+
+    /// Write the files whose roll is due.
+    fn roll_due(&mut self) {
+        let now = now_ms();
+        let due: Vec<FileKey> = self
+            .open
+            .iter()
+            .filter(|(_, f)| {
+                policy::roll(
+                    f.lines.len() as u64,
+                    f.opened.elapsed(),
+                    self.roll_after,
+                    policy::same_hour(f.time_ms, now),
+                )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.write(key);
         }
     }
 

@@ -10,73 +10,258 @@
 //! `plinth_model_quality` and read by quality alarms.
 
 use super::Fleet;
-use crate::ops::monitoring::{quality_job, schedule_of, QualityJob};
 use crate::state::store::Kind;
 use crate::state::{arn, now};
 use plinth_policy::data_capture::utc;
-use plinth_policy::model_quality::{self as quality, Joined, ProblemType};
+use plinth_policy::model_quality::{self as quality, Attributes, Joined, ProblemType};
 use plinth_policy::monitoring_schedule as schedule;
 use plinth_storage::Location;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The schedule SageMaker picks when none is given: daily.
+const DAILY: &str = "cron(0 0 ? * * *)";
+/// The window an execution analyses when the definition gives no offsets: the hour before it.
+const DEFAULT_START_OFFSET: &str = "-PT1H";
+const DEFAULT_END_OFFSET: &str = "-PT0H";
+
+/// The text at `path` in `input`, if it is text.
+pub(crate) fn str_at<'a>(input: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(input, |v, k| v.get(k))?.as_str()
+}
+
+/// What a model quality job definition means, as the runner reads it.
+pub(crate) struct QualityJob {
+    pub(crate) endpoint: String,
+    pub(crate) attributes: Attributes,
+    pub(crate) ground_truth: String,
+    pub(crate) output: String,
+    pub(crate) constraints: Option<String>,
+    /// The window's offsets from the scheduled time, milliseconds.
+    pub(crate) start_offset: i64,
+    pub(crate) end_offset: i64,
+    /// `StoppingCondition.MaxRuntimeInSeconds` (default an hour).
+    pub(crate) max_runtime: std::time::Duration,
+}
+
+/// Read a stored (checked) definition.
+pub(crate) fn quality_job(definition: &Value) -> Result<QualityJob, String> {
+    let input = &definition["ModelQualityJobInput"]["EndpointInput"];
+    let problem = ProblemType::parse(
+        str_at(definition, &["ModelQualityAppSpecification", "ProblemType"]).unwrap_or(""),
+    )?;
+    let attributes = Attributes {
+        problem,
+        inference: input["InferenceAttribute"].as_str().map(str::to_owned),
+        probability: input["ProbabilityAttribute"].as_str().map(str::to_owned),
+        threshold: input["ProbabilityThresholdAttribute"].as_f64(),
+    };
+    attributes.check()?;
+    let at = "ModelQualityJobInput.EndpointInput";
+    let start = input["StartTimeOffset"]
+        .as_str()
+        .unwrap_or(DEFAULT_START_OFFSET);
+    let end = input["EndTimeOffset"]
+        .as_str()
+        .unwrap_or(DEFAULT_END_OFFSET);
+    let start_offset = schedule::offset(&format!("{at}.StartTimeOffset"), start)?;
+    let end_offset = schedule::offset(&format!("{at}.EndTimeOffset"), end)?;
+    schedule::window(
+        0,
+        start_offset,
+        end_offset,
+        (
+            &format!("{at}.StartTimeOffset"),
+            &format!("{at}.EndTimeOffset"),
+        ),
+    )?;
+    Ok(QualityJob {
+        endpoint: input["EndpointName"].as_str().unwrap_or("").to_owned(),
+        attributes,
+        ground_truth: str_at(
+            definition,
+            &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
+        )
+        .unwrap_or("")
+        .to_owned(),
+        output: definition["ModelQualityJobOutputConfig"]["MonitoringOutputs"][0]["S3Output"]
+            ["S3Uri"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+        constraints: str_at(
+            definition,
+            &["ModelQualityBaselineConfig", "ConstraintsResource", "S3Uri"],
+        )
+        .map(str::to_owned),
+        start_offset,
+        end_offset,
+        max_runtime: std::time::Duration::from_secs(
+            definition["StoppingCondition"]["MaxRuntimeInSeconds"]
+                .as_u64()
+                .unwrap_or(3600),
+        ),
+    })
+}
+
+/// The schedule's expression and window offsets as given; checked.
+pub(crate) fn schedule_of(
+    config: &Value,
+) -> Result<(schedule::Schedule, Option<(i64, i64)>), String> {
+    let expression = str_at(config, &["ScheduleConfig", "ScheduleExpression"]).unwrap_or(DAILY);
+    let parsed = schedule::parse(expression)?;
+    let times = (
+        str_at(config, &["ScheduleConfig", "DataAnalysisStartTime"]),
+        str_at(config, &["ScheduleConfig", "DataAnalysisEndTime"]),
+    );
+    let members = (
+        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisStartTime",
+        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisEndTime",
+    );
+    let window = match times {
+        (Some(start), Some(end)) => {
+            let (s, e) = (
+                schedule::offset(members.0, start)?,
+                schedule::offset(members.1, end)?,
+            );
+            schedule::window(0, s, e, members)?;
+            Some((s, e))
+        }
+        (None, None) if parsed == schedule::Schedule::Now => {
+            return Err(format!(
+                "{} and {} are required when ScheduleExpression is NOW",
+                members.0, members.1
+            ))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(format!(
+                "give both {} and {}, or neither",
+                members.0, members.1
+            ))
+        }
+    };
+    Ok((parsed, window))
+}
 
 /// The largest capture or ground truth file an execution reads.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 const HOUR_MS: i64 = 3_600_000;
 
-/// The schedules whose execution is running, and the metrics the executions found.
+/// The schedules whose execution is running (with the slot each last started), and the
+/// metrics the executions found, for quality alarms.
 #[derive(Default)]
-pub(crate) struct Running(Mutex<HashSet<String>>, Mutex<Vec<QualityPoint>>);
+pub(crate) struct Running {
+    started: Mutex<HashMap<String, (i64, bool)>>,
+    points: Mutex<HashMap<PointKey, VecDeque<Point>>>,
+}
 
-/// Points kept for quality alarms (the oldest dropped first).
-const POINTS_KEPT: usize = 100_000;
+/// Values kept per series for quality alarms (the oldest dropped first).
+const POINTS_KEPT: usize = 256;
 
-/// One metric an execution found, for quality alarms: of the endpoint (no variant, no
-/// config), of a variant (over every config), of a config's fleet, or of a variant of one.
-#[derive(Debug, Clone)]
-pub(crate) struct QualityPoint {
-    pub(crate) endpoint: String,
-    pub(crate) variant: Option<String>,
-    pub(crate) config: Option<String>,
-    pub(crate) metric: String,
+/// A series of a quality metric: of the endpoint (no variant, no config), of a variant
+/// (over every config), of a config's fleet, or of a variant of one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PointKey {
+    endpoint: String,
+    variant: Option<String>,
+    config: Option<String>,
+    metric: String,
+}
+
+/// One execution's value of a series.
+#[derive(Debug, Clone, Copy)]
+struct Point {
     /// When the execution ended (`recent::current_second`).
-    pub(crate) second: u64,
-    pub(crate) value: f64,
+    second: u64,
+    /// The same, epoch seconds.
+    epoch: f64,
+    value: f64,
 }
 
 impl Running {
-    /// The `(second, value)` of `metric` for `endpoint`, of `variant` (all when `None`) and
-    /// of `config`'s fleet (every config's when `None`).
+    /// The `(second, value)` of `metric` for `endpoint`, of `variant` (all when `None`), of
+    /// `config`'s fleet (every config's when `None`), from executions that ended at or
+    /// after `since` (epoch seconds).
     pub(crate) fn values(
         &self,
         endpoint: &str,
         variant: Option<&str>,
         config: Option<&str>,
         metric: &str,
+        since: f64,
     ) -> Vec<(u64, f64)> {
-        self.1
+        let key = PointKey {
+            endpoint: endpoint.to_owned(),
+            variant: variant.map(str::to_owned),
+            config: config.map(str::to_owned),
+            metric: metric.to_owned(),
+        };
+        self.points
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|p| {
-                p.endpoint == endpoint
-                    && p.variant.as_deref() == variant
-                    && p.config.as_deref() == config
-                    && p.metric == metric
-            })
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.epoch >= since)
             .map(|p| (p.second, p.value))
             .collect()
     }
 
-    fn record(&self, points: Vec<QualityPoint>) {
-        let mut kept = self.1.lock().unwrap_or_else(|e| e.into_inner());
-        kept.extend(points);
-        if kept.len() > POINTS_KEPT {
-            let excess = kept.len() - POINTS_KEPT;
-            kept.drain(..excess);
+    fn record(&self, key: PointKey, point: Point) {
+        let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        let series = points.entry(key).or_default();
+        if series.len() == POINTS_KEPT {
+            series.pop_front();
         }
+        series.push_back(point);
+    }
+
+    /// Mark `schedule`'s slot `scheduled` started, unless an execution of it is running.
+    fn start(&self, schedule: &str, scheduled: i64) -> bool {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = started
+            .entry(schedule.to_lowercase())
+            .or_insert((i64::MIN, false));
+        if entry.1 {
+            return false;
+        }
+        *entry = (scheduled, true);
+        true
+    }
+
+    /// The slot `schedule` last started in this process.
+    fn last_started(&self, schedule: &str) -> Option<i64> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&schedule.to_lowercase())
+            .map(|e| e.0)
+    }
+
+    fn finished(&self, schedule: &str) {
+        if let Some(entry) = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&schedule.to_lowercase())
+        {
+            entry.1 = false;
+        }
+    }
+}
+
+/// Marks a schedule's execution finished when dropped, however the execution ends.
+struct Finished {
+    fleet: Arc<Fleet>,
+    schedule: String,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.fleet.monitoring.finished(&self.schedule);
     }
 }
 
@@ -84,36 +269,73 @@ fn now_ms() -> i64 {
     (now() * 1000.0) as i64
 }
 
-/// Run due executions, checked twice a second, for as long as the fleet lives.
+/// Run due executions, checked twice a second, for as long as the fleet lives. Executions
+/// a stop or crash left `InProgress` are failed first.
 pub(crate) async fn run(fleet: Arc<Fleet>) {
+    let at = now();
+    let store = fleet.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        store.stored.store.fail_interrupted_executions(
+            "The execution was interrupted: the server stopped while it ran",
+            at,
+        )
+    })
+    .await;
+    if let Ok(Ok(n)) = failed {
+        if n > 0 {
+            tracing::warn!(
+                executions = n,
+                "monitoring executions interrupted by a restart marked Failed"
+            );
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = start_due(&fleet) {
-            tracing::warn!(error = %e, "reading the monitoring schedules failed");
+        let f = fleet.clone();
+        let due = tokio::task::spawn_blocking(move || due(&f)).await;
+        match due {
+            Ok(Ok(due)) => {
+                for d in due {
+                    let fleet = fleet.clone();
+                    tokio::spawn(async move {
+                        let _finished = Finished {
+                            fleet: fleet.clone(),
+                            schedule: d.schedule.clone(),
+                        };
+                        execute(&fleet, &d.schedule, &d.definition, d.scheduled, d.window).await;
+                    });
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading the monitoring schedules failed"),
+            Err(e) => tracing::warn!(error = %e, "reading the monitoring schedules failed"),
         }
     }
 }
 
-/// Start the executions that are due.
-fn start_due(fleet: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError> {
+/// An execution to start.
+struct Due {
+    schedule: String,
+    definition: String,
+    scheduled: i64,
+    window: Option<(i64, i64)>,
+}
+
+/// The executions that are due now (each marked started).
+fn due(fleet: &Arc<Fleet>) -> Result<Vec<Due>, crate::state::store::StoreError> {
     let store = &fleet.stored.store;
     let schedules = store.definitions(Kind::MonitoringSchedule)?;
     if schedules.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let executions = store.executions(None)?;
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for x in &executions {
-        if let (Some(name), Some(t)) = (
-            x.execution["MonitoringScheduleName"].as_str(),
-            x.execution["ScheduledTime"].as_f64(),
-        ) {
-            last.insert(name.to_lowercase(), (t * 1000.0).round() as i64);
-        }
-    }
+    let last: HashMap<String, i64> = store
+        .last_scheduled()?
+        .into_iter()
+        .map(|(name, t)| (name.to_lowercase(), (t * 1000.0).round() as i64))
+        .collect();
     let now = now_ms();
+    let mut out = Vec::new();
     for s in schedules {
         if s.definition["MonitoringScheduleStatus"] != "Scheduled" {
             continue;
@@ -123,8 +345,14 @@ fn start_due(fleet: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError> 
             continue;
         };
         let created = (s.created * 1000.0).round() as i64;
-        let previous = last.get(&s.name.to_lowercase()).copied();
-        // The latest time due at or before now (after a stop, missed ones are not run).
+        // The last slot run: stored, or started here (its record may not be written yet).
+        let previous = last.get(&s.name.to_lowercase()).copied().max(
+            fleet
+                .monitoring
+                .last_started(&s.name)
+                .filter(|t| *t >= created),
+        );
+        // The latest slot due at or before now (after a stop, missed ones are not run).
         let mut due = None;
         let mut after = previous.unwrap_or(created - 1);
         while let Some(t) =
@@ -139,31 +367,20 @@ fn start_due(fleet: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError> 
         let Some(scheduled) = due else {
             continue;
         };
-        if !fleet
-            .monitoring
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(s.name.to_lowercase())
-        {
+        if !fleet.monitoring.start(&s.name, scheduled) {
             continue;
         }
-        let definition = config["MonitoringJobDefinitionName"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let fleet = fleet.clone();
-        tokio::spawn(async move {
-            execute(&fleet, &s.name, &definition, scheduled, window).await;
-            fleet
-                .monitoring
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&s.name.to_lowercase());
+        out.push(Due {
+            schedule: s.name.clone(),
+            definition: config["MonitoringJobDefinitionName"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            scheduled,
+            window,
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// What an execution found.
@@ -271,7 +488,7 @@ async fn execute(
             }
             record["PlinthFleets"] = Value::Object(fleets);
             let second = super::recent::current_second();
-            let mut points = Vec::new();
+            let epoch = now();
             let groups = analysis
                 .results
                 .iter()
@@ -284,19 +501,25 @@ async fn execute(
                 );
             for (variant, config, metrics) in groups {
                 for (name, m) in metrics.as_object().into_iter().flatten() {
-                    if let Some(value) = m["Value"].as_f64() {
-                        points.push(QualityPoint {
-                            endpoint: endpoint.clone(),
-                            variant: variant.clone(),
-                            config: config.clone(),
-                            metric: name.clone(),
-                            second,
-                            value,
-                        });
+                    let alarmable =
+                        plinth_policy::metric_alarm::QUALITY_METRICS.contains(&name.as_str());
+                    if let (true, Some(value)) = (alarmable, m["Value"].as_f64()) {
+                        fleet.monitoring.record(
+                            PointKey {
+                                endpoint: endpoint.clone(),
+                                variant: variant.clone(),
+                                config: config.clone(),
+                                metric: name.clone(),
+                            },
+                            Point {
+                                second,
+                                epoch,
+                                value,
+                            },
+                        );
                     }
                 }
             }
-            fleet.monitoring.record(points);
             tracing::info!(monitoring_schedule = %schedule_name, endpoint = %endpoint, status = %record["MonitoringExecutionStatus"], "model quality execution completed");
         }
         Err(reason) => {
@@ -367,15 +590,112 @@ fn key_hour(parts: &[&str]) -> Option<i64> {
     parse_time(&format!("{y}-{m}-{d}T{h}:00:00Z"))
 }
 
-async fn read_lines(fleet: &Fleet, location: &Location) -> Result<String, String> {
-    let bytes = fleet
+async fn read_bytes(fleet: &Fleet, location: &Location) -> Result<bytes::Bytes, String> {
+    fleet
         .stored
         .remote
         .storage()
         .get(location, MAX_FILE_BYTES)
         .await
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{location} is not UTF-8 text"))
+        .map_err(|e| e.to_string())
+}
+
+async fn read_lines(fleet: &Fleet, location: &Location) -> Result<String, String> {
+    let bytes = read_bytes(fleet, location).await?;
+    String::from_utf8(bytes.into()).map_err(|_| format!("{location} is not UTF-8 text"))
+}
+
+/// Run `work` on the blocking pool (parsing and metrics can take seconds).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the analysis stopped: {e}"))?
+}
+
+/// A captured prediction: the id it joins by, its variant and config, and the prediction.
+type Captured = (String, String, Option<String>, quality::Prediction);
+
+/// The predictions of one capture file in the window `[start, end)`, and how many records
+/// were in it.
+fn parse_captures(
+    bytes: &[u8],
+    location: &Location,
+    window: (i64, i64),
+    attributes: &quality::Attributes,
+    variant: &str,
+    config: Option<&str>,
+) -> Result<(Vec<Captured>, usize), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{location} is not UTF-8 text"))?;
+    let (mut out, mut captured) = (Vec::new(), 0);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at_line = || format!("{location} line {}", i + 1);
+        let record: Value = serde_json::from_str(line)
+            .map_err(|e| format!("{}: not a capture record: {e}", at_line()))?;
+        let meta = &record["eventMetadata"];
+        let time = meta["inferenceTime"]
+            .as_str()
+            .and_then(parse_time)
+            .ok_or_else(|| format!("{}: no eventMetadata.inferenceTime", at_line()))?;
+        if time < window.0 || time >= window.1 {
+            continue;
+        }
+        captured += 1;
+        let id = meta["inferenceId"]
+            .as_str()
+            .or(meta["eventId"].as_str())
+            .ok_or_else(|| format!("{}: no eventMetadata.eventId", at_line()))?
+            .to_owned();
+        let output = &record["captureData"]["endpointOutput"];
+        if output.is_null() {
+            return Err(format!(
+                "{}: the record has no endpointOutput; model quality needs the responses \
+                 captured (CaptureOptions Output)",
+                at_line()
+            ));
+        }
+        let text = quality::body_text(
+            output["data"].as_str().unwrap_or(""),
+            output["encoding"].as_str().unwrap_or(""),
+        )
+        .map_err(|e| format!("{}: {e}", at_line()))?;
+        let prediction =
+            quality::prediction(attributes, &text).map_err(|e| format!("{}: {e}", at_line()))?;
+        quality::check_label(attributes.problem, &prediction.label, "predicted")
+            .map_err(|e| format!("{}: {e}", at_line()))?;
+        out.push((
+            id,
+            variant.to_owned(),
+            config.map(str::to_owned),
+            prediction,
+        ));
+    }
+    Ok((out, captured))
+}
+
+/// The labels of one ground truth file, by event id.
+fn parse_truth(
+    bytes: &[u8],
+    location: &Location,
+    problem: ProblemType,
+) -> Result<Vec<(String, String)>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{location} is not UTF-8 text"))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at_line = || format!("ground truth {location} line {}", i + 1);
+        let (id, label) = quality::ground_truth(line).map_err(|e| format!("{}: {e}", at_line()))?;
+        quality::check_label(problem, &label, "ground truth")
+            .map_err(|e| format!("{}: {e}", at_line()))?;
+        out.push((id, label));
+    }
+    Ok(out)
 }
 
 fn join(dir: &str, key: &str) -> String {
@@ -419,8 +739,10 @@ async fn analyse(
              DataCaptureConfig): nothing to monitor"
         ));
     }
+    // The open capture files first, so that the window's last records are in storage.
+    fleet.captures.flush(Duration::from_secs(60)).await;
     // Captured predictions in the window: id, variant, the config that served it, prediction.
-    let mut predictions: Vec<(String, String, Option<String>, quality::Prediction)> = Vec::new();
+    let mut predictions: Vec<Captured> = Vec::new();
     let mut captured = 0usize;
     for destination in &destinations {
         let prefix = join(destination, endpoint);
@@ -444,48 +766,25 @@ async fn analyse(
             let variant = parts[0].to_owned();
             let config = plinth_policy::data_capture::config_of_file(parts[5]).map(str::to_owned);
             let location = at.join(&object.key);
-            let text = read_lines(fleet, &location).await?;
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let at_line = || format!("{location} line {}", i + 1);
-                let record: Value = serde_json::from_str(line)
-                    .map_err(|e| format!("{}: not a capture record: {e}", at_line()))?;
-                let meta = &record["eventMetadata"];
-                let time = meta["inferenceTime"]
-                    .as_str()
-                    .and_then(parse_time)
-                    .ok_or_else(|| format!("{}: no eventMetadata.inferenceTime", at_line()))?;
-                if time < start || time >= end {
-                    continue;
-                }
-                captured += 1;
-                let id = meta["inferenceId"]
-                    .as_str()
-                    .or(meta["eventId"].as_str())
-                    .ok_or_else(|| format!("{}: no eventMetadata.eventId", at_line()))?
-                    .to_owned();
-                let output = &record["captureData"]["endpointOutput"];
-                if output.is_null() {
-                    return Err(format!(
-                        "{}: the record has no endpointOutput; model quality needs the \
-                         responses captured (CaptureOptions Output)",
-                        at_line()
-                    ));
-                }
-                let text = quality::body_text(
-                    output["data"].as_str().unwrap_or(""),
-                    output["encoding"].as_str().unwrap_or(""),
+            let bytes = read_bytes(fleet, &location).await?;
+            let attributes = job.attributes.clone();
+            let (found, n) = blocking(move || {
+                parse_captures(
+                    &bytes,
+                    &location,
+                    (start, end),
+                    &attributes,
+                    &variant,
+                    config.as_deref(),
                 )
-                .map_err(|e| format!("{}: {e}", at_line()))?;
-                let prediction = quality::prediction(&job.attributes, &text)
-                    .map_err(|e| format!("{}: {e}", at_line()))?;
-                predictions.push((id, variant.clone(), config.clone(), prediction));
-            }
+            })
+            .await?;
+            predictions.extend(found);
+            captured += n;
         }
     }
     // Ground truth, by the hour it was collected: from the window's first hour on.
+    let problem = job.attributes.problem;
     let truth_at = Location::parse(&job.ground_truth).map_err(|e| e.to_string())?;
     let objects = match fleet.stored.remote.storage().list(&truth_at).await {
         Ok(o) => o,
@@ -504,49 +803,49 @@ async fn analyse(
             continue;
         }
         let location = truth_at.join(&object.key);
-        let text = read_lines(fleet, &location).await?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (id, label) = quality::ground_truth(line)
-                .map_err(|e| format!("ground truth {location} line {}: {e}", i + 1))?;
-            truth.insert(id, label);
-        }
+        let bytes = read_bytes(fleet, &location).await?;
+        truth.extend(blocking(move || parse_truth(&bytes, &location, problem)).await?);
     }
+    // The joined rows once, and each group as the indices of its rows (a group's `Joined`
+    // is made only while its metrics are computed).
     let mut all = Joined::default();
-    let mut by_variant: BTreeMap<String, Joined> = BTreeMap::new();
-    let mut by_fleet: BTreeMap<(String, Option<String>), Joined> = BTreeMap::new();
-    let mut matched = HashSet::new();
+    let mut by_variant: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut by_fleet: BTreeMap<(String, Option<String>), Vec<u32>> = BTreeMap::new();
+    let mut matched = 0usize;
+    let mut seen = HashSet::new();
     for (id, variant, config, prediction) in predictions {
         if let Some(label) = truth.get(&id) {
-            matched.insert(id);
-            all.push(label.clone(), prediction.clone());
-            if let Some(config) = config {
-                for key in [(config.clone(), None), (config, Some(variant.clone()))] {
-                    by_fleet
-                        .entry(key)
-                        .or_default()
-                        .push(label.clone(), prediction.clone());
-                }
+            if seen.insert(id) {
+                matched += 1;
             }
-            by_variant
-                .entry(variant)
-                .or_default()
-                .push(label.clone(), prediction);
+            let row = all.len() as u32;
+            all.push(label.clone(), prediction);
+            if let Some(config) = config {
+                by_fleet
+                    .entry((config.clone(), None))
+                    .or_default()
+                    .push(row);
+                by_fleet
+                    .entry((config, Some(variant.clone())))
+                    .or_default()
+                    .push(row);
+            }
+            by_variant.entry(variant).or_default().push(row);
         }
     }
+    drop(seen);
+    let truth_count = truth.len();
+    drop(truth);
     if all.is_empty() {
         return Err(format!(
             "no captured prediction in the window ({} to {}) has ground truth: {captured} \
              captured, {} ground truth records under {}",
             utc(start).iso(),
             utc(end).iso(),
-            truth.len(),
+            truth_count,
             job.ground_truth
         ));
     }
-    let problem = job.attributes.problem;
     let constraints = match &job.constraints {
         Some(c) => {
             let location = Location::parse(c).map_err(|e| e.to_string())?;
@@ -567,14 +866,51 @@ async fn analyse(
             t.year, t.month, t.day, t.hour
         ),
     );
+    // The metrics of each group, on the blocking pool: each variant, the endpoint, and each
+    // config's fleet (and its variants).
+    let (counts_truth, joined_count) = (truth_count - matched, all.len());
+    let (statistics, fleet_statistics) = blocking(move || {
+        let subset = |rows: &[u32]| {
+            let mut j = Joined::default();
+            for &r in rows {
+                let r = r as usize;
+                j.push(
+                    all.actual[r].clone(),
+                    quality::Prediction {
+                        label: all.predicted[r].clone(),
+                        probability: all.probabilities[r],
+                    },
+                );
+            }
+            j
+        };
+        let mut groups: Vec<(Option<String>, usize, Value)> = Vec::new();
+        for (variant, rows) in by_variant {
+            let joined = subset(&rows);
+            groups.push((
+                Some(variant),
+                joined.len(),
+                quality::statistics(problem, &joined)?,
+            ));
+        }
+        let mut fleets = Vec::new();
+        for ((config, variant), rows) in by_fleet {
+            let joined = subset(&rows);
+            let statistics = quality::statistics(problem, &joined)?;
+            fleets.push((
+                config,
+                variant,
+                joined.len(),
+                metrics_of(problem, &statistics),
+            ));
+        }
+        groups.push((None, all.len(), quality::statistics(problem, &all)?));
+        Ok((groups, fleets))
+    })
+    .await?;
     let mut results = Vec::new();
     let mut violations = false;
-    let groups = by_variant
-        .iter()
-        .map(|(v, j)| (Some(v.clone()), j))
-        .chain(std::iter::once((None, &all)));
-    for (variant, joined) in groups {
-        let statistics = quality::statistics(problem, joined)?;
+    for (variant, items, statistics) in statistics {
         let dir = match &variant {
             Some(v) => join(&folder, &format!("variants/{v}")),
             None => folder.clone(),
@@ -587,18 +923,9 @@ async fn analyse(
                 .is_some_and(|v| !v.is_empty());
             write(fleet, &join(&dir, "constraint_violations.json"), &found).await?;
         }
-        results.push((variant, joined.len(), metrics_of(problem, &statistics)));
+        results.push((variant, items, metrics_of(problem, &statistics)));
     }
-    let mut fleets = Vec::new();
-    for ((config, variant), joined) in &by_fleet {
-        let statistics = quality::statistics(problem, joined)?;
-        fleets.push((
-            config.clone(),
-            variant.clone(),
-            joined.len(),
-            metrics_of(problem, &statistics),
-        ));
-    }
+    let fleets = fleet_statistics;
     Ok(Analysis {
         violations,
         output: folder,
@@ -606,9 +933,9 @@ async fn analyse(
         fleets,
         counts: json!({
             "Captured": captured,
-            "GroundTruth": truth.len(),
-            "Joined": all.len(),
-            "GroundTruthUnmatched": truth.len() - matched.len(),
+            "GroundTruth": truth_count,
+            "Joined": joined_count,
+            "GroundTruthUnmatched": counts_truth,
         }),
     })
 }

@@ -74,13 +74,31 @@ pub(crate) async fn call(
         "StartMonitoringSchedule" => monitoring::start_schedule(&state.stored, input),
         "DeleteMonitoringSchedule" => monitoring::delete_schedule(&state.stored, input),
         "ListMonitoringExecutions" => monitoring::list_executions(&state.stored, input),
-        "RecordInferenceOutcomes" => experiments::record_outcomes(
-            &state.endpoints,
-            &state.experiments,
-            &state.stored.store,
-            &state.metrics,
-            input,
-        ),
+        "RecordInferenceOutcomes" => {
+            // The outcomes are also the labels of the endpoint's model quality monitoring.
+            let labels: Vec<(String, f64)> = input["Outcomes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| Some((o["InferenceId"].as_str()?.to_owned(), o["Value"].as_f64()?)))
+                .collect();
+            let endpoint = input["EndpointName"].as_str().unwrap_or("").to_owned();
+            let mut answer = experiments::record_outcomes(
+                &state.endpoints,
+                &state.experiments,
+                &state.stored.store,
+                &state.metrics,
+                input,
+            );
+            if answer.is_ok() {
+                let written =
+                    monitoring::outcomes_as_ground_truth(&state.stored, &endpoint, &labels).await;
+                if let Err(e) = written {
+                    answer = Err(e);
+                }
+            }
+            answer
+        }
         "DescribeExperiment" => experiments::describe_experiment(&state.endpoints, input),
         "CreateAlarm" => alarms::create(&state.stored, input),
         "DescribeAlarm" => {

@@ -8,12 +8,11 @@
 use super::common::{check_name, in_use, internal, parse, validation};
 use super::listing::{enum_error, list, ListInput, Listed};
 use crate::error::ApiError;
+use crate::fleet::monitoring::{quality_job, schedule_of, str_at};
 use crate::state::store::{Definition, Kind, StoreError};
 use crate::state::Stored;
 use crate::state::{arn, now};
 use axum::http::StatusCode;
-use plinth_policy::model_quality::{Attributes, ProblemType};
-use plinth_policy::monitoring_schedule as schedule;
 use serde_json::{json, Value};
 
 /// A schedule's statuses (SageMaker's `ScheduleStatus`).
@@ -28,18 +27,9 @@ pub(crate) const EXECUTION_STATUSES: [&str; 7] = [
     "Stopping",
     "Stopped",
 ];
-/// The schedule SageMaker picks when none is given: daily.
-const DAILY: &str = "cron(0 0 ? * * *)";
-/// The window an execution analyses when the definition gives no offsets: the hour before it.
-const DEFAULT_START_OFFSET: &str = "-PT1H";
-const DEFAULT_END_OFFSET: &str = "-PT0H";
 
 fn not_found(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "ResourceNotFound", message)
-}
-
-fn str_at<'a>(input: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(input, |v, k| v.get(k))?.as_str()
 }
 
 /// A required member, or SageMaker's error for a missing one.
@@ -73,80 +63,6 @@ fn location(
         return Err(validation(format!("{member} {value:?} is not a directory")));
     }
     Ok(real)
-}
-
-/// What a model quality job definition means, as the runner reads it.
-pub(crate) struct QualityJob {
-    pub(crate) endpoint: String,
-    pub(crate) attributes: Attributes,
-    pub(crate) ground_truth: String,
-    pub(crate) output: String,
-    pub(crate) constraints: Option<String>,
-    /// The window's offsets from the scheduled time, milliseconds.
-    pub(crate) start_offset: i64,
-    pub(crate) end_offset: i64,
-    /// `StoppingCondition.MaxRuntimeInSeconds` (default an hour).
-    pub(crate) max_runtime: std::time::Duration,
-}
-
-/// Read a stored (checked) definition.
-pub(crate) fn quality_job(definition: &Value) -> Result<QualityJob, String> {
-    let input = &definition["ModelQualityJobInput"]["EndpointInput"];
-    let problem = ProblemType::parse(
-        str_at(definition, &["ModelQualityAppSpecification", "ProblemType"]).unwrap_or(""),
-    )?;
-    let attributes = Attributes {
-        problem,
-        inference: input["InferenceAttribute"].as_str().map(str::to_owned),
-        probability: input["ProbabilityAttribute"].as_str().map(str::to_owned),
-        threshold: input["ProbabilityThresholdAttribute"].as_f64(),
-    };
-    attributes.check()?;
-    let at = "ModelQualityJobInput.EndpointInput";
-    let start = input["StartTimeOffset"]
-        .as_str()
-        .unwrap_or(DEFAULT_START_OFFSET);
-    let end = input["EndTimeOffset"]
-        .as_str()
-        .unwrap_or(DEFAULT_END_OFFSET);
-    let start_offset = schedule::offset(&format!("{at}.StartTimeOffset"), start)?;
-    let end_offset = schedule::offset(&format!("{at}.EndTimeOffset"), end)?;
-    schedule::window(
-        0,
-        start_offset,
-        end_offset,
-        (
-            &format!("{at}.StartTimeOffset"),
-            &format!("{at}.EndTimeOffset"),
-        ),
-    )?;
-    Ok(QualityJob {
-        endpoint: input["EndpointName"].as_str().unwrap_or("").to_owned(),
-        attributes,
-        ground_truth: str_at(
-            definition,
-            &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
-        )
-        .unwrap_or("")
-        .to_owned(),
-        output: definition["ModelQualityJobOutputConfig"]["MonitoringOutputs"][0]["S3Output"]
-            ["S3Uri"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned(),
-        constraints: str_at(
-            definition,
-            &["ModelQualityBaselineConfig", "ConstraintsResource", "S3Uri"],
-        )
-        .map(str::to_owned),
-        start_offset,
-        end_offset,
-        max_runtime: std::time::Duration::from_secs(
-            definition["StoppingCondition"]["MaxRuntimeInSeconds"]
-                .as_u64()
-                .unwrap_or(3600),
-        ),
-    })
 }
 
 /// CreateModelQualityJobDefinition: checked and stored. Plinth runs its own analysis, so
@@ -370,46 +286,6 @@ pub(crate) fn list_definitions(stored: &Stored, input: Value) -> Result<Value, A
     )
 }
 
-/// The schedule's expression and window offsets as given; checked.
-pub(crate) fn schedule_of(
-    config: &Value,
-) -> Result<(schedule::Schedule, Option<(i64, i64)>), String> {
-    let expression = str_at(config, &["ScheduleConfig", "ScheduleExpression"]).unwrap_or(DAILY);
-    let parsed = schedule::parse(expression)?;
-    let times = (
-        str_at(config, &["ScheduleConfig", "DataAnalysisStartTime"]),
-        str_at(config, &["ScheduleConfig", "DataAnalysisEndTime"]),
-    );
-    let members = (
-        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisStartTime",
-        "MonitoringScheduleConfig.ScheduleConfig.DataAnalysisEndTime",
-    );
-    let window = match times {
-        (Some(start), Some(end)) => {
-            let (s, e) = (
-                schedule::offset(members.0, start)?,
-                schedule::offset(members.1, end)?,
-            );
-            schedule::window(0, s, e, members)?;
-            Some((s, e))
-        }
-        (None, None) if parsed == schedule::Schedule::Now => {
-            return Err(format!(
-                "{} and {} are required when ScheduleExpression is NOW",
-                members.0, members.1
-            ))
-        }
-        (None, None) => None,
-        _ => {
-            return Err(format!(
-                "give both {} and {}, or neither",
-                members.0, members.1
-            ))
-        }
-    };
-    Ok((parsed, window))
-}
-
 /// CreateMonitoringSchedule: a `ModelQuality` schedule over an existing job definition,
 /// `Scheduled` at once.
 pub(crate) fn create_schedule(stored: &Stored, input: Value) -> Result<Value, ApiError> {
@@ -523,11 +399,10 @@ pub(crate) fn describe_schedule(stored: &Stored, input: Value) -> Result<Value, 
     output["CreationTime"] = json!(s.created);
     if let Some(last) = stored
         .store
-        .executions(Some(&s.name))
+        .last_execution(&s.name, s.created)
         .map_err(internal)?
-        .last()
     {
-        output["LastMonitoringExecutionSummary"] = execution_summary(&last.execution);
+        output["LastMonitoringExecutionSummary"] = execution_summary(&last);
     }
     Ok(output)
 }
@@ -636,7 +511,7 @@ pub(crate) fn list_schedules(stored: &Stored, input: Value) -> Result<Value, Api
 }
 
 /// ListMonitoringExecutions: SageMaker's filters, sorted by `CreationTime`, `ScheduledTime`
-/// (an execution is created at its scheduled time) or `Status`, paged.
+/// or `Status`, paged.
 pub(crate) fn list_executions(stored: &Stored, input: Value) -> Result<Value, ApiError> {
     let filter = |key: &str| input[key].as_str().map(str::to_owned);
     let (schedule_name, endpoint, definition, kind) = (
@@ -654,6 +529,7 @@ pub(crate) fn list_executions(stored: &Stored, input: Value) -> Result<Value, Ap
         input["ScheduledTimeBefore"].as_f64(),
         input["ScheduledTimeAfter"].as_f64(),
     );
+    let by_scheduled = input["SortBy"] == "ScheduledTime";
     let listing: ListInput = parse(input)?;
     let same = |want: &Option<String>, have: &str| {
         want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
@@ -678,7 +554,12 @@ pub(crate) fn list_executions(stored: &Stored, input: Value) -> Result<Value, Ap
             }
             Some(Listed {
                 name: format!("{:020}", x.seq),
-                created: e["CreationTime"].as_f64().unwrap_or(at),
+                // The listing sorts by `created` unless by name or status.
+                created: if by_scheduled {
+                    at
+                } else {
+                    e["CreationTime"].as_f64().unwrap_or(at)
+                },
                 modified: e["LastModifiedTime"].as_f64().unwrap_or(at),
                 status: status_of(
                     e["MonitoringExecutionStatus"].as_str().unwrap_or(""),
@@ -694,4 +575,84 @@ pub(crate) fn list_executions(stored: &Stored, input: Value) -> Result<Value, Ap
         &["CreationTime", "ScheduledTime", "Status"],
         "MonitoringExecutionSummaries",
     )
+}
+
+/// Outcomes recorded with RecordInferenceOutcomes, written as ground truth for the model
+/// quality job definitions of `endpoint` whose labels are numbers (`BinaryClassification`,
+/// `Regression`): one file of SageMaker's records under each of their
+/// `GroundTruthS3Input.S3Uri` prefixes, in the current hour's folder. How many prefixes got
+/// them.
+pub(crate) async fn outcomes_as_ground_truth(
+    stored: &Stored,
+    endpoint: &str,
+    outcomes: &[(String, f64)],
+) -> Result<usize, ApiError> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let definitions = stored
+        .store
+        .definitions(Kind::ModelQualityJobDefinition)
+        .map_err(internal)?;
+    // Numbers are labels of binary and regression problems only (a multiclass problem's
+    // labels are names).
+    let mut prefixes: Vec<String> = definitions
+        .iter()
+        .filter(|d| {
+            let numeric = matches!(
+                str_at(
+                    &d.definition,
+                    &["ModelQualityAppSpecification", "ProblemType"]
+                ),
+                Some("BinaryClassification" | "Regression")
+            );
+            numeric
+                && str_at(
+                    &d.definition,
+                    &["ModelQualityJobInput", "EndpointInput", "EndpointName"],
+                )
+                .is_some_and(|e| e.eq_ignore_ascii_case(endpoint))
+        })
+        .filter_map(|d| {
+            str_at(
+                &d.definition,
+                &["ModelQualityJobInput", "GroundTruthS3Input", "S3Uri"],
+            )
+            .map(str::to_owned)
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    if prefixes.is_empty() {
+        return Ok(0);
+    }
+    let mut lines = String::new();
+    for (id, value) in outcomes {
+        lines.push_str(&plinth_policy::model_quality::ground_truth_record(
+            id,
+            &plinth_policy::model_quality::label_of_number(*value),
+        ));
+        lines.push('\n');
+    }
+    let t = plinth_policy::data_capture::utc((now() * 1000.0) as i64);
+    let name = format!(
+        "{:04}/{:02}/{:02}/{:02}/outcomes-{}.jsonl",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        uuid::Uuid::new_v4()
+    );
+    let data = bytes::Bytes::from(lines);
+    for prefix in &prefixes {
+        let at = format!("{}/{name}", prefix.trim_end_matches('/'));
+        let location = plinth_storage::Location::parse(&at).map_err(internal)?;
+        stored
+            .remote
+            .storage()
+            .put(data.clone(), &location)
+            .await
+            .map_err(|e| internal(format!("writing the outcomes as ground truth: {e}")))?;
+    }
+    Ok(prefixes.len())
 }

@@ -664,10 +664,73 @@ impl Store {
         kind: Kind,
         name: &str,
     ) -> Result<Option<Definition>, StoreError> {
-        Ok(self
-            .definitions(kind)?
-            .into_iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name)))
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT name, created, definition FROM {} WHERE name = ?1",
+            kind.table()
+        ))?;
+        let mut rows = statement.query(params![name])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let text: String = row.get(2)?;
+        Ok(Some(Definition {
+            name: row.get(0)?,
+            created: row.get(1)?,
+            definition: serde_json::from_str(&text)?,
+        }))
+    }
+
+    /// Each schedule's latest scheduled time (epoch seconds), counting only executions
+    /// scheduled since the schedule was created (not those of a deleted one of its name).
+    pub(crate) fn last_scheduled(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT s.name, MAX(e.scheduled) FROM monitoring_executions e \
+             JOIN monitoring_schedules s ON s.name = e.schedule \
+             WHERE e.scheduled >= s.created - 0.001 GROUP BY s.name",
+        )?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// The newest execution of `schedule` scheduled at or after `since` (epoch seconds).
+    pub(crate) fn last_execution(
+        &self,
+        schedule: &str,
+        since: f64,
+    ) -> Result<Option<Value>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT execution FROM monitoring_executions WHERE schedule = ?1 \
+             AND scheduled >= ?2 ORDER BY seq DESC LIMIT 1",
+        )?;
+        let mut rows = statement.query(params![schedule, since - 0.001])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(serde_json::from_str(&row.get::<_, String>(0)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Executions left `InProgress` by a stop or crash, marked `Failed` with `reason`; how
+    /// many.
+    pub(crate) fn fail_interrupted_executions(
+        &self,
+        reason: &str,
+        at: f64,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE monitoring_executions SET execution = json_set(execution, \
+             '$.MonitoringExecutionStatus', 'Failed', '$.FailureReason', ?1, \
+             '$.LastModifiedTime', ?2) \
+             WHERE json_extract(execution, '$.MonitoringExecutionStatus') = 'InProgress'",
+            params![reason, at],
+        )?)
     }
 
     /// Replace the stored definition of `definition.name`; whether it was there.
