@@ -258,6 +258,12 @@ assert violations[0]["constraint_check_type"] == "LessThanThreshold"
 with open(f"{folder('labels', execution)}/variants/good/constraint_violations.json") as f:
     assert json.load(f)["violations"] == []
 
+# Ground truth for an id never served is ignored, and counted (Plinth's PlinthCounts,
+# which boto3 leaves out: read raw).
+raw = plinth_call("ListMonitoringExecutions", {"MonitoringScheduleName": "labels"})
+counts = [e["PlinthCounts"] for e in raw["MonitoringExecutionSummaries"] if "PlinthCounts" in e]
+assert any(c["Joined"] == 600 and c["GroundTruthUnmatched"] == 1 for c in counts), counts
+
 # Binary by probability and threshold: with the curves' areas.
 execution, _ = finished("virginica")
 assert execution["MonitoringExecutionStatus"] == "Completed", execution
