@@ -21,6 +21,7 @@ Needs release builds of `plinth` and the plugins.
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,7 @@ def main():
     poller.join()
     execution = runs[0]
     server.stop()
+    shutil.rmtree(work, ignore_errors=True)
     if execution["MonitoringExecutionStatus"] != "Completed":
         raise SystemExit(f"the execution did not complete: {execution}")
     seconds = execution["LastModifiedTime"] - execution["CreationTime"]
