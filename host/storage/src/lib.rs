@@ -439,7 +439,14 @@ impl Storage {
     /// of it. The bytes written.
     pub async fn put(&self, data: bytes::Bytes, location: &Location) -> Result<u64, StorageError> {
         match location {
-            Location::Local(path) => write_local(&mut &data[..], path, location).await,
+            // Every step on the blocking pool: the file calls would otherwise hold a worker
+            // thread of the caller's runtime (on a slow file system, for long).
+            Location::Local(path) => {
+                let (path, shown) = (path.clone(), location.clone());
+                tokio::task::spawn_blocking(move || put_local(&data, &path, &shown))
+                    .await
+                    .map_err(|e| StorageError::new(location, ErrorKind::Other, e.to_string()))?
+            }
             Location::S3 { bucket, key } => {
                 let store = self.bucket(bucket)?;
                 let n = data.len() as u64;
@@ -451,6 +458,25 @@ impl Storage {
             }
         }
     }
+}
+
+/// `data` into a file beside `path`, synced, renamed to `path`, the directory synced.
+fn put_local(data: &[u8], path: &Path, location: &Location) -> Result<u64, StorageError> {
+    use std::io::Write as _;
+    let io = |e: std::io::Error| StorageError::io(location, e);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    staged.write_all(data).map_err(io)?;
+    staged.as_file().sync_all().map_err(io)?;
+    staged.persist(path).map_err(|e| io(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(data.len() as u64)
 }
 
 /// Copy `from` into a file beside `path`, sync it, rename it to `path` and sync the
