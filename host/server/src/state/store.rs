@@ -481,6 +481,31 @@ pub(crate) struct StoredExecution {
     pub(crate) execution: Value,
 }
 
+/// Every definition of `kind`, by name.
+fn read_definitions(conn: &Connection, kind: Kind) -> Result<Vec<Definition>, StoreError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT name, created, definition FROM {} ORDER BY name",
+        kind.table()
+    ))?;
+    let rows = statement.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, f64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, created, text) = row?;
+        out.push(Definition {
+            name,
+            created,
+            definition: serde_json::from_str(&text)?,
+        });
+    }
+    Ok(out)
+}
+
 /// The database. One connection; writes are short, so a mutex is enough.
 pub(crate) struct Store {
     conn: Mutex<Connection>,
@@ -540,32 +565,9 @@ impl Store {
     /// Everything, as committed.
     pub(crate) fn load(&self) -> Result<Contents, StoreError> {
         let conn = self.conn();
-        let definitions = |kind: Kind| -> Result<Vec<Definition>, StoreError> {
-            let mut statement = conn.prepare(&format!(
-                "SELECT name, created, definition FROM {} ORDER BY name",
-                kind.table()
-            ))?;
-            let rows = statement.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, f64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (name, created, text) = row?;
-                out.push(Definition {
-                    name,
-                    created,
-                    definition: serde_json::from_str(&text)?,
-                });
-            }
-            Ok(out)
-        };
-        let models = definitions(Kind::Model)?;
-        let configs = definitions(Kind::EndpointConfig)?;
-        let alarms = definitions(Kind::Alarm)?;
+        let models = read_definitions(&conn, Kind::Model)?;
+        let configs = read_definitions(&conn, Kind::EndpointConfig)?;
+        let alarms = read_definitions(&conn, Kind::Alarm)?;
         let mut statement = conn.prepare("SELECT record FROM endpoints ORDER BY name")?;
         let mut endpoints = Vec::new();
         for text in statement.query_map([], |r| r.get::<_, String>(0))? {
@@ -634,28 +636,7 @@ impl Store {
     /// Every definition of `kind` (read from the database: monitoring definitions and
     /// schedules are not kept in memory).
     pub(crate) fn definitions(&self, kind: Kind) -> Result<Vec<Definition>, StoreError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare(&format!(
-            "SELECT name, created, definition FROM {} ORDER BY name",
-            kind.table()
-        ))?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, created, text) = row?;
-            out.push(Definition {
-                name,
-                created,
-                definition: serde_json::from_str(&text)?,
-            });
-        }
-        Ok(out)
+        read_definitions(&self.conn(), kind)
     }
 
     /// The definition of `kind` named `name` (ignoring case).
