@@ -300,6 +300,15 @@ async fn a_dropped_direct_call_frees_its_instance() {
     let started = Instant::now();
     let next = pool.invoke(attack("")).await.map(|o| o.body);
     assert_eq!(next.map_err(|e| e.to_string()), Ok(b"ok".to_vec()));
+    // The runner hands its instance back just after the answer: `invoke_here` serves only
+    // on an idle one (else `Unavailable`, by design), so wait until it is idle.
+    while pool.stats().busy > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never idle again"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let here = pool.invoke_here(&attack("")).await.map(|o| o.body);
     assert_eq!(here.map_err(|e| e.to_string()), Ok(b"ok".to_vec()));
     assert!(
