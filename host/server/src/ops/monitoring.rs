@@ -164,25 +164,36 @@ pub(crate) fn create_definition(stored: &Stored, mut input: Value) -> Result<Val
     if let Some(o) = input.as_object_mut() {
         o.remove("JobDefinitionName");
     }
-    stored
-        .store
-        .insert(
-            Kind::ModelQualityJobDefinition,
-            &Definition {
-                name: name.clone(),
-                created,
-                definition: input,
-            },
-        )
-        .map_err(|e| match e {
-            StoreError::Exists(_) => in_use(format!(
-                "Job definition {} already exists",
-                arn("model-quality-job-definition", &name)
-            )),
-            e => internal(e),
-        })?;
+    insert_new(
+        stored,
+        Kind::ModelQualityJobDefinition,
+        ("Job definition", "model-quality-job-definition"),
+        Definition {
+            name: name.clone(),
+            created,
+            definition: input,
+        },
+    )?;
     tracing::info!(job_definition = %name, %endpoint, "model quality job definition created");
     Ok(json!({ "JobDefinitionArn": arn("model-quality-job-definition", &name) }))
+}
+
+/// Store a new definition; `ResourceInUse` naming it (`what`: its name in messages and its
+/// ARN's kind) if one of its name exists.
+fn insert_new(
+    stored: &Stored,
+    kind: Kind,
+    what: (&str, &str),
+    definition: Definition,
+) -> Result<(), ApiError> {
+    stored.store.insert(kind, &definition).map_err(|e| match e {
+        StoreError::Exists(_) => in_use(format!(
+            "{} {} already exists",
+            what.0,
+            arn(what.1, &definition.name)
+        )),
+        e => internal(e),
+    })
 }
 
 fn definition_named(stored: &Stored, input: Value) -> Result<Definition, ApiError> {
@@ -339,23 +350,16 @@ pub(crate) fn create_schedule(stored: &Stored, input: Value) -> Result<Value, Ap
         "MonitoringType": "ModelQuality",
         "Tags": input.get("Tags").cloned().unwrap_or(json!([])),
     });
-    stored
-        .store
-        .insert(
-            Kind::MonitoringSchedule,
-            &Definition {
-                name: name.clone(),
-                created: t,
-                definition: record,
-            },
-        )
-        .map_err(|e| match e {
-            StoreError::Exists(_) => in_use(format!(
-                "Monitoring schedule {} already exists",
-                arn("monitoring-schedule", &name)
-            )),
-            e => internal(e),
-        })?;
+    insert_new(
+        stored,
+        Kind::MonitoringSchedule,
+        ("Monitoring schedule", "monitoring-schedule"),
+        Definition {
+            name: name.clone(),
+            created: t,
+            definition: record,
+        },
+    )?;
     tracing::info!(monitoring_schedule = %name, %endpoint, "monitoring schedule created");
     Ok(json!({ "MonitoringScheduleArn": arn("monitoring-schedule", &name) }))
 }
