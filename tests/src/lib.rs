@@ -378,10 +378,16 @@ pub const AUTOSCALING_OPERATIONS: [&str; 7] = [
     "DescribeScalingActivities",
 ];
 
+/// CloudWatch's operations (`X-Amz-Target` prefix `GraniteServiceVersion20100801.`).
+pub const CLOUDWATCH_OPERATIONS: [&str; 3] =
+    ["GetMetricStatistics", "GetMetricData", "ListMetrics"];
+
 /// `X-Amz-Target` for a control-plane operation.
 pub fn target(operation: &str) -> String {
     if AUTOSCALING_OPERATIONS.contains(&operation) {
         format!("AnyScaleFrontendService.{operation}")
+    } else if CLOUDWATCH_OPERATIONS.contains(&operation) {
+        format!("GraniteServiceVersion20100801.{operation}")
     } else {
         format!("SageMaker.{operation}")
     }

@@ -328,7 +328,7 @@ fn an_invalid_policy_stops_the_server() {
             r#"{"Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]}"#,
             &[
                 "credentials #2 (AKIDINVOKER)",
-                "Statement[0].Action \"ec2:*\" is not a SageMaker or Application Auto Scaling action",
+                "Statement[0].Action \"ec2:*\" is not a SageMaker, Application Auto Scaling or CloudWatch action",
             ],
         ),
     ] {

@@ -1,10 +1,10 @@
-//! IAM-style authorization of one access key: which SageMaker (and Application Auto Scaling)
-//! actions it may perform on which resources.
+//! IAM-style authorization of one access key: which SageMaker (and Application Auto Scaling
+//! and CloudWatch) actions it may perform on which resources.
 //!
 //! A key's policy is an IAM JSON policy document (`{"Version": "2012-10-17", "Statement":
 //! [...]}`), parsed strictly and validated once ([`Policy::parse`]); each statement has an
-//! `Effect` (`Allow` or `Deny`), an `Action` (`sagemaker:<Operation>` or
-//! `application-autoscaling:<Operation>`, with `*` and `?` wildcards, or `*`) and a `Resource` (ARNs with wildcards, or `*`), each a string or a list.
+//! `Effect` (`Allow` or `Deny`), an `Action` (`sagemaker:<Operation>`,
+//! `application-autoscaling:<Operation>` or `cloudwatch:<Operation>`, with `*` and `?` wildcards, or `*`) and a `Resource` (ARNs with wildcards, or `*`), each a string or a list.
 //! `Sid` is allowed and ignored; `NotAction`, `NotResource`, `Principal` and `Condition` are
 //! refused rather than ignored.
 //!
@@ -18,7 +18,7 @@
 use serde::Deserialize;
 
 /// The services whose actions a policy may name, as actions begin.
-const SERVICES: [&str; 2] = ["sagemaker:", "application-autoscaling:"];
+const SERVICES: [&str; 3] = ["sagemaker:", "application-autoscaling:", "cloudwatch:"];
 
 /// A validated policy: the statements of one key, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +94,12 @@ pub enum PolicyError {
         field: &'static str,
     },
     /// An action that is neither `*` nor `sagemaker:<something>` nor
-    /// `application-autoscaling:<something>`.
+    /// `application-autoscaling:<something>` nor `cloudwatch:<something>`.
     #[error(
-        "Statement[{index}].Action {action:?} is not a SageMaker or Application Auto Scaling \
-         action: write \"sagemaker:<Operation>\" or \"application-autoscaling:<Operation>\" \
-         (wildcards allowed) or \"*\""
+        "Statement[{index}].Action {action:?} is not a SageMaker, Application Auto Scaling or \
+         CloudWatch action: write \"sagemaker:<Operation>\", \
+         \"application-autoscaling:<Operation>\" or \"cloudwatch:<Operation>\" (wildcards \
+         allowed) or \"*\""
     )]
     Action {
         /// The statement's index.
@@ -542,15 +543,15 @@ mod tests {
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}"#),
-            r#"Statement[0].Action "s3:GetObject" is not a SageMaker or Application Auto Scaling action"#,
+            r#"Statement[0].Action "s3:GetObject" is not a SageMaker, Application Auto Scaling or CloudWatch action"#,
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "sagemaker:", "Resource": "*"}"#),
-            "is not a SageMaker or Application Auto Scaling action",
+            "is not a SageMaker, Application Auto Scaling or CloudWatch action",
         );
         check(
             &one(r#"{"Effect": "Allow", "Action": "application-autoscaling:", "Resource": "*"}"#),
-            "is not a SageMaker or Application Auto Scaling action",
+            "is not a SageMaker, Application Auto Scaling or CloudWatch action",
         );
         let scaling = Policy::parse(
             r#"{"Statement": {"Effect": "Allow", "Action": "application-autoscaling:Describe*",

@@ -12,6 +12,7 @@
 //!   their steps ([`rollout`]), target tracking as Application Auto Scaling does it
 //!   ([`target_tracking`]) and the scalable targets and policies it runs for a variant
 //!   ([`autoscaling`]).
+//! - Metrics: CloudWatch's datapoints, retention and query rules ([`metric_data`]).
 //! - Judgement: alarm rules over per-second request windows ([`metric_alarm`]), A/B experiment
 //!   statistics and the automatic action on a verdict ([`ab_test`]), shadow response
 //!   comparison ([`shadow`]), model quality over predictions joined with ground truth
@@ -38,6 +39,7 @@ pub mod deployment_file;
 pub mod iam;
 pub mod members;
 pub mod metric_alarm;
+pub mod metric_data;
 pub mod model_cache;
 pub mod model_limits;
 pub mod model_quality;

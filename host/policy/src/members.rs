@@ -23,7 +23,8 @@
 //! `sagemaker` and `ScalableDimension` for a variant's two dimensions, `PolicyType` for
 //! `TargetTrackingScaling`; step and predictive scaling are refused. Each operation names its
 //! [`Service`]; [`operations`] lists SageMaker's and Plinth's own, [`autoscaling_operations`]
-//! Application Auto Scaling's, and [`check_input`] knows them all (the names are disjoint).
+//! Application Auto Scaling's, [`cloudwatch_operations`] CloudWatch's (over the metrics
+//! Plinth publishes), and [`check_input`] knows them all (the names are disjoint).
 //!
 //! [`check_input`] walks a request body against the table: a refused member, an
 //! unsupported value, a key that is in neither SageMaker's model nor Plinth's extensions,
@@ -1085,6 +1086,9 @@ pub enum Service {
     /// Application Auto Scaling's (botocore's `application-autoscaling`, target prefix
     /// `AnyScaleFrontendService`), for SageMaker variants only.
     ApplicationAutoScaling,
+    /// CloudWatch's (botocore's `cloudwatch`, target prefix `GraniteServiceVersion20100801`),
+    /// over the metrics Plinth publishes.
+    CloudWatch,
 }
 
 /// An operation and its input.
@@ -1119,6 +1123,108 @@ const fn autoscaling(name: &'static str, input: &'static Shape) -> Operation {
         input,
     }
 }
+
+const fn cloudwatch(name: &'static str, input: &'static Shape) -> Operation {
+    Operation {
+        name,
+        service: Service::CloudWatch,
+        input,
+    }
+}
+
+// CloudWatch's operations over the metrics Plinth publishes
+// (`plinth_policy::metric_data`); the server checks what the table cannot (periods,
+// statistics, datapoints, dimensions' count).
+
+const CLOUDWATCH_DIMENSION: Shape = Shape {
+    name: "Dimension",
+    members: &[served("Name"), served("Value")],
+};
+
+const DIMENSION_FILTER: Shape = Shape {
+    name: "DimensionFilter",
+    members: &[served("Name"), served("Value")],
+};
+
+const CLOUDWATCH_UNIT: Member = served("Unit").one_of(crate::metric_data::UNITS);
+
+const GET_METRIC_STATISTICS: Shape = Shape {
+    name: "GetMetricStatisticsInput",
+    members: &[
+        served("Namespace"),
+        served("MetricName"),
+        served("Dimensions").list(&CLOUDWATCH_DIMENSION),
+        served("StartTime").number(0.0, MAX_TIMESTAMP),
+        served("EndTime").number(0.0, MAX_TIMESTAMP),
+        served("Period").int(1, MAX_SAFE_INTEGER),
+        // Lists of strings: the server checks each name.
+        served("Statistics"),
+        served("ExtendedStatistics"),
+        CLOUDWATCH_UNIT,
+    ],
+};
+
+const METRIC: Shape = Shape {
+    name: "Metric",
+    members: &[
+        served("Namespace"),
+        served("MetricName"),
+        served("Dimensions").list(&CLOUDWATCH_DIMENSION),
+    ],
+};
+
+const METRIC_STAT: Shape = Shape {
+    name: "MetricStat",
+    members: &[
+        served("Metric").structure(&METRIC),
+        served("Period").int(1, MAX_SAFE_INTEGER),
+        served("Stat"),
+        CLOUDWATCH_UNIT,
+    ],
+};
+
+const METRIC_DATA_QUERY: Shape = Shape {
+    name: "MetricDataQuery",
+    members: &[
+        served("Id"),
+        served("MetricStat").structure(&METRIC_STAT),
+        // Metric math.
+        refused("Expression"),
+        served("Label"),
+        served("ReturnData").boolean(),
+        served("Period").int(1, MAX_SAFE_INTEGER),
+        // Cross-account observability.
+        refused("AccountId"),
+    ],
+};
+
+const GET_METRIC_DATA: Shape = Shape {
+    name: "GetMetricDataInput",
+    members: &[
+        served("MetricDataQueries").list(&METRIC_DATA_QUERY),
+        served("StartTime").number(0.0, MAX_TIMESTAMP),
+        served("EndTime").number(0.0, MAX_TIMESTAMP),
+        served("NextToken"),
+        served("ScanBy").one_of(&["TimestampDescending", "TimestampAscending"]),
+        served("MaxDatapoints").int(1, crate::metric_data::MAX_DATA_DATAPOINTS as i64),
+        // Dynamic labels' time zone: Plinth's labels are plain.
+        refused("LabelOptions"),
+    ],
+};
+
+const LIST_METRICS: Shape = Shape {
+    name: "ListMetricsInput",
+    members: &[
+        served("Namespace"),
+        served("MetricName"),
+        served("Dimensions").list(&DIMENSION_FILTER),
+        served("NextToken"),
+        served("RecentlyActive").one_of(&["PT3H"]),
+        // One account: there are no linked ones.
+        served("IncludeLinkedAccounts").boolean_only(false),
+        refused("OwningAccount"),
+    ],
+};
 
 const MODEL_QUALITY_APP_SPECIFICATION: Shape = Shape {
     name: "ModelQualityAppSpecification",
@@ -1387,6 +1493,9 @@ const OPERATIONS: &[Operation] = &[
     autoscaling("DescribeScalingPolicies", &DESCRIBE_SCALING_POLICIES),
     autoscaling("DeleteScalingPolicy", &DELETE_SCALING_POLICY),
     autoscaling("DescribeScalingActivities", &DESCRIBE_SCALING_ACTIVITIES),
+    cloudwatch("GetMetricStatistics", &GET_METRIC_STATISTICS),
+    cloudwatch("GetMetricData", &GET_METRIC_DATA),
+    cloudwatch("ListMetrics", &LIST_METRICS),
 ];
 
 /// One member of InvokeEndpoint's input.
@@ -1844,7 +1953,36 @@ fn collect(operation: &'static Operation, shape: &'static Shape, prefix: &str, o
 pub fn operations() -> impl Iterator<Item = &'static str> {
     OPERATIONS
         .iter()
-        .filter(|o| o.service != Service::ApplicationAutoScaling)
+        .filter(|o| matches!(o.service, Service::SageMaker | Service::Plinth))
+        .map(|o| o.name)
+}
+
+/// What the member at `path` (member names from the operation's input, list items left
+/// out: `["MetricDataQueries", "MetricStat", "Period"]`) of `operation` holds; `None` for a
+/// path the table does not have. Protocols without types on the wire (CloudWatch's
+/// `query`) read values by it.
+pub fn member_form(operation: &str, path: &[&str]) -> Option<Form> {
+    let mut shape = OPERATIONS.iter().find(|o| o.name == operation)?.input;
+    let (last, parents) = path.split_last()?;
+    for name in parents {
+        shape = match shape.members.iter().find(|m| m.name == *name)?.form {
+            Form::Structure(inner) | Form::List(inner) => inner,
+            _ => return None,
+        };
+    }
+    shape
+        .members
+        .iter()
+        .find(|m| m.name == *last)
+        .map(|m| m.form)
+}
+
+/// CloudWatch's operations (`GetMetricStatistics`, `GetMetricData`...), in the server's
+/// order.
+pub fn cloudwatch_operations() -> impl Iterator<Item = &'static str> {
+    OPERATIONS
+        .iter()
+        .filter(|o| o.service == Service::CloudWatch)
         .map(|o| o.name)
 }
 
@@ -2498,11 +2636,19 @@ mod tests {
         assert_eq!(operations.len(), 40);
         let autoscaling: Vec<&str> = autoscaling_operations().collect();
         assert_eq!(autoscaling.len(), 7);
+        let cloudwatch: Vec<&str> = cloudwatch_operations().collect();
+        assert_eq!(cloudwatch.len(), 3);
         for op in &operations {
             assert!(
-                rows.iter()
-                    .any(|r| r.operation == *op && r.service != Service::ApplicationAutoScaling),
+                rows.iter().any(|r| r.operation == *op
+                    && matches!(r.service, Service::SageMaker | Service::Plinth)),
                 "{op}"
+            );
+        }
+        for op in &cloudwatch {
+            assert!(
+                !operations.contains(op) && !autoscaling.contains(op),
+                "{op} twice"
             );
         }
         for op in &autoscaling {
@@ -2522,7 +2668,10 @@ mod tests {
             }
         }
         for r in &rows {
-            if r.service == Service::ApplicationAutoScaling {
+            if matches!(
+                r.service,
+                Service::ApplicationAutoScaling | Service::CloudWatch
+            ) {
                 assert_ne!(r.state, State::Extension, "{r:?}");
             }
         }
@@ -2828,6 +2977,7 @@ print(json.dumps({
         match service {
             Service::SageMaker => Some("sagemaker"),
             Service::ApplicationAutoScaling => Some("application-autoscaling"),
+            Service::CloudWatch => Some("cloudwatch"),
             Service::Plinth => None,
         }
     }
@@ -3207,6 +3357,37 @@ print(json.dumps({
         let services = [Service::SageMaker, Service::Plinth];
         let expected = format!("{}{}", readme_tables(&services), invoke_table());
         check_readme_section("SageMaker members", &services, &expected);
+    }
+
+    #[test]
+    fn member_forms_are_found_by_path() {
+        assert!(matches!(
+            member_form(
+                "GetMetricData",
+                &["MetricDataQueries", "MetricStat", "Period"]
+            ),
+            Some(Form::Number(_))
+        ));
+        assert!(matches!(
+            member_form("GetMetricData", &["MetricDataQueries", "ReturnData"]),
+            Some(Form::Boolean(None))
+        ));
+        assert!(matches!(
+            member_form("GetMetricStatistics", &["Dimensions"]),
+            Some(Form::List(_))
+        ));
+        assert_eq!(
+            member_form("GetMetricStatistics", &["Dimensions", "Value"]),
+            Some(Form::Value)
+        );
+        assert_eq!(member_form("GetMetricStatistics", &["Nope"]), None);
+        assert_eq!(member_form("Nope", &["Namespace"]), None);
+    }
+
+    #[test]
+    fn the_readme_lists_every_cloudwatch_member() {
+        let services = [Service::CloudWatch];
+        check_readme_section("CloudWatch members", &services, &readme_tables(&services));
     }
 
     #[test]

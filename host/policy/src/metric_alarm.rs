@@ -124,7 +124,7 @@ pub struct Sample {
 ///
 /// Every request records two latencies, so this avoids `log2`: the float's exponent is the
 /// whole doublings, and its mantissa against the eighth-powers of two gives the eighths.
-fn bucket_index(nanos: u64) -> u16 {
+pub(crate) fn bucket_index(nanos: u64) -> u16 {
     /// 2^(j/8) for j = 1..=7.
     const EIGHTHS: [f64; 7] = [
         1.090_507_732_665_257_7,
@@ -150,12 +150,45 @@ fn bucket_index(nanos: u64) -> u16 {
 
 /// The value (µs) a histogram bucket stands for: its geometric midpoint (0.5 µs for
 /// bucket 0). Within 2^(1/16) − 1 ≈ 4.4 % of every value in the bucket, bucket 0 aside.
-fn bucket_value(index: u16) -> f64 {
+pub(crate) fn bucket_value(index: u16) -> f64 {
     if index == 0 {
         0.5
     } else {
         ((f64::from(index) - 0.5) / BUCKETS_PER_DOUBLING).exp2()
     }
+}
+
+/// The `p`-th percentile (`0 < p ≤ 100`) of a histogram (`(bucket index, count)` in index
+/// order) whose samples lie in `[min, max]`, by nearest rank: the sample of rank
+/// `ceil(p/100 · n)`. Rank 1 and rank `n` are the exact minimum and maximum; other ranks
+/// are their bucket's midpoint clamped to `[min, max]` (bucket 0, the values under 1,
+/// stands for `min`). `None` with no samples or `p` out of range.
+pub(crate) fn nearest_rank(
+    histogram: impl Iterator<Item = (u16, u64)> + Clone,
+    min: f64,
+    max: f64,
+    p: f64,
+) -> Option<f64> {
+    let total: u64 = histogram.clone().map(|(_, n)| n).sum();
+    if total == 0 || !(p > 0.0 && p <= 100.0) {
+        return None;
+    }
+    let rank = ((p / 100.0 * total as f64).ceil() as u64).clamp(1, total);
+    if rank <= 1 {
+        return Some(min);
+    }
+    if rank >= total {
+        return Some(max);
+    }
+    let mut seen = 0;
+    for (index, count) in histogram {
+        seen += count;
+        if seen >= rank {
+            let value = if index == 0 { min } else { bucket_value(index) };
+            return Some(value.clamp(min, max));
+        }
+    }
+    Some(max)
 }
 
 fn duration_nanos(duration: Duration) -> u64 {
@@ -329,12 +362,12 @@ impl Window {
 /// maximum, and a histogram for percentiles. Values are in microseconds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencyStats {
-    count: u64,
-    sum_nanos: u128,
-    min_nanos: u64,
-    max_nanos: u64,
+    pub(crate) count: u64,
+    pub(crate) sum_nanos: u128,
+    pub(crate) min_nanos: u64,
+    pub(crate) max_nanos: u64,
     /// Dense: `histogram[i]` is the count of bucket `i`.
-    histogram: Vec<u64>,
+    pub(crate) histogram: Vec<u64>,
 }
 
 impl LatencyStats {
@@ -419,27 +452,15 @@ impl LatencyStats {
     /// ranks are their histogram bucket's midpoint (within about 4.5 % of the sample),
     /// clamped to `[min, max]`. `None` with no samples or `p` out of range.
     pub fn percentile_micros(&self, p: f64) -> Option<f64> {
-        if self.count == 0 || !(p > 0.0 && p <= 100.0) {
+        if self.count == 0 {
             return None;
         }
-        let total: u64 = self.histogram.iter().sum();
-        let rank = ((p / 100.0 * total as f64).ceil() as u64).clamp(1, total.max(1));
-        let (min, max) = (self.min_micros()?, self.max_micros()?);
-        if rank <= 1 {
-            return Some(min);
-        }
-        if rank >= total {
-            return Some(max);
-        }
-        let mut seen = 0;
-        for (index, &count) in self.histogram.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                let index = u16::try_from(index).unwrap_or(u16::MAX);
-                return Some(bucket_value(index).clamp(min, max));
-            }
-        }
-        Some(max)
+        let buckets = self
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (u16::try_from(i).unwrap_or(u16::MAX), n));
+        nearest_rank(buckets, self.min_micros()?, self.max_micros()?, p)
     }
 
     fn value(&self, statistic: Statistic) -> Option<f64> {

@@ -15,6 +15,7 @@ use crate::http::listen::Limits;
 use crate::http::Server;
 use crate::sigv4::Verifier;
 use crate::state::catalog::Catalog;
+use crate::state::metric_store::MetricStore;
 use crate::state::store::Store;
 use crate::state::Stored;
 use anyhow::{anyhow, bail, Context};
@@ -55,6 +56,8 @@ pub struct ServeOptions {
     pub autoscaling_minute: Duration,
     /// How long a data capture file stays open (`--data-capture-roll-seconds`).
     pub data_capture_roll: Duration,
+    /// The metric store's resolutions and retention (`--metric-retention`); none: no store.
+    pub metric_retention: Vec<plinth_policy::metric_data::Tier>,
 }
 
 /// Where the state lives.
@@ -107,6 +110,9 @@ pub struct Settings {
     pub autoscaling_minute: Duration,
     /// How long a data capture file stays open before it is written (default a minute).
     pub data_capture_roll: Duration,
+    /// The metric store's resolutions and how long each is kept (default CloudWatch's);
+    /// none: no metrics are stored.
+    pub metric_retention: Vec<plinth_policy::metric_data::Tier>,
 }
 
 impl Default for Settings {
@@ -120,6 +126,10 @@ impl Default for Settings {
             s3: plinth_storage::S3Settings::default(),
             autoscaling_minute: Duration::from_secs(60),
             data_capture_roll: plinth_policy::data_capture::ROLL_AFTER,
+            metric_retention: plinth_policy::metric_data::parse_retention(
+                plinth_policy::metric_data::DEFAULT_RETENTION,
+            )
+            .expect("the default retention parses"),
         }
     }
 }
@@ -134,7 +144,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         .as_deref()
         .map(Verifier::from_file)
         .transpose()?;
-    let (store, artifacts, runtime_config, shown) = match location {
+    let (store, artifacts, runtime_config, shown, metrics) = match location {
         StateLocation::Directory(dir) => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -143,11 +153,16 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
                 ..settings.runtime
             };
             let shown = dir.display().to_string();
+            let metrics = (!settings.metric_retention.is_empty())
+                .then(|| MetricStore::open(&dir, settings.metric_retention.clone()))
+                .transpose()
+                .map_err(|e| anyhow!(e))?;
             (
                 Store::open(&dir)?,
                 dir.join("artifacts"),
                 runtime_config,
                 shown,
+                metrics,
             )
         }
         StateLocation::InMemory { artifacts } => (
@@ -155,6 +170,10 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
             artifacts,
             settings.runtime,
             "memory".to_string(),
+            (!settings.metric_retention.is_empty())
+                .then(|| MetricStore::in_memory(settings.metric_retention.clone()))
+                .transpose()
+                .map_err(|e| anyhow!(e))?,
         ),
     };
     let contents = store
@@ -176,9 +195,11 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         None => crate::state::artifacts::Roots::anywhere(),
     };
     let storage = Arc::new(plinth_storage::Storage::new(settings.s3));
-    let stored = Arc::new(Stored::new(
-        store, catalog, scaling, artifacts, roots, storage,
-    ));
+    let metrics = metrics.map(Arc::new);
+    let stored = Arc::new(
+        Stored::new(store, catalog, scaling, artifacts, roots, storage)
+            .with_metrics(metrics.clone()),
+    );
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     if !contents.endpoints.is_empty() {
         tracing::info!(
@@ -202,6 +223,9 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         tokio::spawn(async move { fleet.captures.run(storage, roll).await });
     }
     tokio::spawn(crate::fleet::monitoring::run(fleet.clone()));
+    if let Some(metrics) = metrics {
+        tokio::spawn(crate::fleet::metric_publisher::run(fleet.clone(), metrics));
+    }
     Ok(Arc::new(Server::new(
         fleet,
         settings.max_payload_bytes,
@@ -264,6 +288,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         )?),
         autoscaling_minute: options.autoscaling_minute,
         data_capture_roll: options.data_capture_roll,
+        metric_retention: options.metric_retention,
     };
     let data_dir = options.data_dir;
     let tokio = tokio::runtime::Runtime::new()?;

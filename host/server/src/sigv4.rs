@@ -35,11 +35,28 @@ pub(crate) const SIGNING_SERVICE: &str = "sagemaker";
 const AUTOSCALING_SIGNING_SERVICE: &str = "application-autoscaling";
 const AUTOSCALING_TARGET_PREFIX: &[u8] = b"AnyScaleFrontendService.";
 
-/// The signing name of a request with `X-Amz-Target` `target`: Application Auto Scaling's
-/// for its operations, else SageMaker's.
-fn signing_service(target: Option<&[u8]>) -> &'static str {
+/// The signing name of CloudWatch (`monitoring`), whose requests carry an `X-Amz-Target` of
+/// `GraniteServiceVersion20100801.<Operation>` (awsJson1.0) or, in the `query` protocol, a
+/// form body.
+const CLOUDWATCH_SIGNING_SERVICE: &str = "monitoring";
+const CLOUDWATCH_TARGET_PREFIX: &[u8] = b"GraniteServiceVersion20100801.";
+
+/// The signing name of a request: Application Auto Scaling's or CloudWatch's for their
+/// operations (by `X-Amz-Target`, or a form body for CloudWatch's `query` protocol), else
+/// SageMaker's.
+fn signing_service(headers: &HeaderMap) -> &'static str {
+    let target = headers.get("x-amz-target").map(|t| t.as_bytes());
     if target.is_some_and(|t| t.starts_with(AUTOSCALING_TARGET_PREFIX)) {
         AUTOSCALING_SIGNING_SERVICE
+    } else if target.is_some_and(|t| t.starts_with(CLOUDWATCH_TARGET_PREFIX))
+        || headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|c| {
+                c.as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded")
+            })
+    {
+        CLOUDWATCH_SIGNING_SERVICE
     } else {
         SIGNING_SERVICE
     }
@@ -291,7 +308,7 @@ impl Verifier {
         }
         // Application Auto Scaling's requests are signed for its own service name.
         let service = if self.service == SIGNING_SERVICE {
-            signing_service(headers.get("x-amz-target").map(|t| t.as_bytes()))
+            signing_service(headers)
         } else {
             self.service.as_str()
         };
@@ -488,14 +505,19 @@ pub(crate) fn sign(
     body: &[u8],
     now: SystemTime,
 ) -> Vec<(String, String)> {
-    let target = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("x-amz-target"))
-        .map(|(_, value)| value.as_bytes());
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    }
     let signer = Signer {
         credential,
         region,
-        service: signing_service(target),
+        service: signing_service(&map),
     };
     signer.sign(method, host, path_and_query, headers, body, now)
 }
@@ -2242,7 +2264,7 @@ mod tests {
             ),
             (
                 r#"{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}"#,
-                "Statement[0].Action \"s3:*\" is not a SageMaker or Application Auto Scaling action",
+                "Statement[0].Action \"s3:*\" is not a SageMaker, Application Auto Scaling or CloudWatch action",
             ),
         ] {
             let file = write(&bad(statement));

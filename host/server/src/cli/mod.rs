@@ -104,6 +104,11 @@ enum Command {
             value_parser = clap::value_parser!(u64).range(1..=3600)
         )]
         data_capture_roll_seconds: u64,
+        /// The metric store's resolutions and how long each is kept (`RESOLUTION:RETENTION`,
+        /// finest first), or `off` to store no metrics (CloudWatch's GetMetricStatistics and
+        /// GetMetricData then find no data).
+        #[arg(long, value_name = "TIERS", default_value = plinth_policy::metric_data::DEFAULT_RETENTION)]
+        metric_retention: String,
     },
     /// Apply a deployment file to a running server through the control-plane operations.
     Apply {
@@ -918,6 +923,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             max_instances,
             autoscaling_minute,
             data_capture_roll_seconds,
+            metric_retention,
         } => crate::serve::run(crate::serve::ServeOptions {
             config,
             bind,
@@ -931,6 +937,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             max_instances,
             autoscaling_minute: std::time::Duration::from_secs(autoscaling_minute),
             data_capture_roll: std::time::Duration::from_secs(data_capture_roll_seconds),
+            metric_retention: plinth_policy::metric_data::parse_retention(&metric_retention)
+                .map_err(|e| anyhow::anyhow!(e))?,
         }),
         Command::Apply { config, server } => {
             let deployment = crate::serve::read_deployment(&config)?;

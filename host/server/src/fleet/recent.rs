@@ -1,14 +1,30 @@
 //! A variant's recent requests, as alarms read them: the policy's per-second
 //! [`Window`] behind a lock (the request path records, the alarm evaluator reads), on a
 //! clock of whole seconds since a process-wide monotonic epoch, so every window in the
-//! process is aligned.
+//! process is aligned (and aligned with the wall clock's seconds, for the metric store).
 
 use plinth_policy::metric_alarm::{Sample, Stats, Window};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-/// The instant second 0 began: the first time the clock was read.
-static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// The instant second 0 began, and the Unix time of that second: the first time the clock
+/// was read, moved back to the start of the wall clock's second, so that this clock's
+/// seconds are the wall clock's (as of the start).
+static EPOCH: OnceLock<(Instant, i64)> = OnceLock::new();
+
+fn epoch(at: Instant) -> (Instant, i64) {
+    *EPOCH.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let start = at
+            .checked_sub(std::time::Duration::from_nanos(u64::from(
+                wall.subsec_nanos(),
+            )))
+            .unwrap_or(at);
+        (start, wall.as_secs() as i64)
+    })
+}
 
 /// Whole seconds since the process-wide epoch: what windows are recorded in and alarms
 /// evaluated at.
@@ -19,8 +35,12 @@ pub(crate) fn current_second() -> u64 {
 /// The second `at` falls in (see [`current_second`]), for a caller that has read the
 /// clock already.
 pub(crate) fn second_of(at: Instant) -> u64 {
-    let epoch = *EPOCH.get_or_init(|| at);
-    at.saturating_duration_since(epoch).as_secs()
+    at.saturating_duration_since(epoch(at).0).as_secs()
+}
+
+/// The Unix time of `second` (one of [`current_second`]'s).
+pub(crate) fn unix_second(second: u64) -> i64 {
+    epoch(Instant::now()).1 + second as i64
 }
 
 /// One variant's window, shared by its snapshots.

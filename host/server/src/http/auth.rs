@@ -4,7 +4,8 @@
 //! anything runs. The signature itself is checked by `sigv4`.
 //!
 //! Then, when the key has a policy, the request's IAM action (`sagemaker:<Operation>` or
-//! `application-autoscaling:<Operation>` from `X-Amz-Target`, `sagemaker:InvokeEndpoint` for
+//! `application-autoscaling:<Operation>` or `cloudwatch:<Operation>` from `X-Amz-Target` or
+//! CloudWatch's form body, `sagemaker:InvokeEndpoint` for
 //! invocations) and the resources it names
 //! ([`requested`]) must be allowed by it (`plinth_policy::iam`), or it is refused with 400
 //! `AccessDeniedException` and IAM's message, again before anything runs.
@@ -143,7 +144,10 @@ const RESOURCE_MEMBERS: [(&str, &str); 4] = [
 ///   string in the body; `List*` operations, and a body naming none of them (or not a JSON
 ///   object), are on `*`, as IAM has it for actions on no particular resource;
 /// - `POST /` with `X-Amz-Target: AnyScaleFrontendService.<Operation>`:
-///   `application-autoscaling:<Operation>` on `*`.
+///   `application-autoscaling:<Operation>` on `*`;
+/// - `POST /` with `X-Amz-Target: GraniteServiceVersion20100801.<Operation>`, or a form body
+///   with `Action=<Operation>` (CloudWatch's `query` protocol): `cloudwatch:<Operation>` on
+///   `*`.
 ///
 /// Names are lowercased in ARNs, as SageMaker's ARNs are (`state::arn`).
 fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, Vec<String>)> {
@@ -159,7 +163,15 @@ fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, V
         let name = String::from_utf8_lossy(&sigv4::percent_decode(name)).into_owned();
         return Some((action.to_owned(), vec![arn("endpoint", &name)]));
     }
-    let target = target?;
+    let Some(target) = target else {
+        // CloudWatch's `query` protocol: the operation is the form body's `Action`.
+        let action = super::cloudwatch::query_action(body)?;
+        return Some((format!("cloudwatch:{action}"), vec!["*".to_owned()]));
+    };
+    if let Some(operation) = target.strip_prefix(super::cloudwatch::TARGET_PREFIX) {
+        // CloudWatch's metric actions name no resource.
+        return Some((format!("cloudwatch:{operation}"), vec!["*".to_owned()]));
+    }
     if let Some(operation) = target.strip_prefix(super::control::AUTOSCALING_PREFIX) {
         // Application Auto Scaling's actions name no SageMaker resource.
         return Some((

@@ -1,7 +1,9 @@
 //! The control plane's awsJson1.1 protocol: `POST /` with `X-Amz-Target:
 //! SageMaker.<Op>` (SageMaker's operations and Plinth's) or
 //! `AnyScaleFrontendService.<Op>` (Application Auto Scaling's) and a JSON body, answered
-//! with the operation's JSON output or an AWS error. The operations themselves are `ops`.
+//! with the operation's JSON output or an AWS error; CloudWatch's calls on the same path
+//! (its target prefix, or a form body) are handed to `cloudwatch`. The operations
+//! themselves are `ops`.
 
 use super::body::read_body;
 use super::server::Server;
@@ -28,17 +30,28 @@ pub(crate) async fn control(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|c| {
+            c.as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+    let cloudwatch = target.strip_prefix(super::cloudwatch::TARGET_PREFIX);
     let (autoscaling, operation) = if let Some(operation) = target.strip_prefix("SageMaker.") {
         (false, operation)
     } else if let Some(operation) = target.strip_prefix(AUTOSCALING_PREFIX) {
         (true, operation)
+    } else if cloudwatch.is_some() || (target.is_empty() && form) {
+        (false, "")
     } else {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
             format!(
-                "X-Amz-Target {target:?} is neither a SageMaker operation (SageMaker.<Operation>) \
-                 nor an Application Auto Scaling one ({AUTOSCALING_PREFIX}<Operation>)"
+                "X-Amz-Target {target:?} is neither a SageMaker operation (SageMaker.<Operation>), \
+                 an Application Auto Scaling one ({AUTOSCALING_PREFIX}<Operation>) nor a \
+                 CloudWatch one ({}<Operation>, or a form body with Action)",
+                super::cloudwatch::TARGET_PREFIX
             ),
         )
         .into_response();
@@ -48,6 +61,12 @@ pub(crate) async fn control(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
+    if let Some(operation) = cloudwatch {
+        return super::cloudwatch::json(&server, operation, &body).await;
+    }
+    if target.is_empty() && form {
+        return super::cloudwatch::query(&server, &body).await;
+    }
     let input: serde_json::Value = if body.is_empty() {
         serde_json::json!({})
     } else {

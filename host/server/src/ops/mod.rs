@@ -7,11 +7,12 @@
 //!
 //! [`call`] is the one entry point for SageMaker's (and Plinth's) operations: the HTTP
 //! control plane, the deployment file and the CLI all go through it;
-//! [`autoscaling::call`] is Application Auto Scaling's.
+//! [`autoscaling::call`] is Application Auto Scaling's, [`cloudwatch::call`] CloudWatch's.
 
 pub(crate) mod alarms;
 pub(crate) mod async_queue;
 pub(crate) mod autoscaling;
+pub(crate) mod cloudwatch;
 pub(crate) mod common;
 pub(crate) mod dispatch;
 pub(crate) mod endpoint_configs;

@@ -1,5 +1,6 @@
 //! [`Stored`]: the handle to what lasts: the catalog of definitions and the scalable targets
-//! kept in memory over the store, the store itself, where artifacts are unpacked, and the remote (`s3://`) ones.
+//! kept in memory over the store, the store itself, the metric store, where artifacts are
+//! unpacked, and the remote (`s3://`) ones.
 
 use super::catalog::Catalog;
 use super::scaling::Scaling;
@@ -22,6 +23,8 @@ pub(crate) struct Stored {
     pub(crate) roots: super::artifacts::Roots,
     /// Models' `s3://` artifacts and components, fetched and kept under `artifacts/s3`.
     pub(crate) remote: super::remote::RemoteArtifacts,
+    /// CloudWatch's datapoints; `None` when no metrics are stored.
+    pub(crate) metrics: Option<std::sync::Arc<super::metric_store::MetricStore>>,
 }
 
 impl Stored {
@@ -41,7 +44,17 @@ impl Stored {
             remote: super::remote::RemoteArtifacts::new(storage, &artifacts),
             artifacts,
             roots,
+            metrics: None,
         }
+    }
+
+    /// The same, with `metrics` as its metric store.
+    pub(crate) fn with_metrics(
+        mut self,
+        metrics: Option<std::sync::Arc<super::metric_store::MetricStore>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The catalog, locked (a panic while it was held leaves it usable: every change to it

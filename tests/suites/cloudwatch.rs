@@ -1,0 +1,181 @@
+//! CloudWatch's metric API against the real server: the hosting guide's metric queries
+//! through unmodified boto3 (both of CloudWatch's protocols); datapoints that survive
+//! `kill -9` and a restart; `--metric-retention` checked at start, and `off` storing
+//! nothing; CloudWatch's calls refused by name where Plinth does not serve them.
+
+use plinth_tests::{epoch_now, Options, Server, StatusCode, ECHO_WASM, IRIS_MODEL_DIR, IRIS_WASM};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// The guide's code through boto3: counts exactly, latencies against the server's own
+/// histograms, pages, `list_metrics`, CloudWatch's errors, and the `query` protocol.
+#[test]
+fn boto3_reads_the_guides_metrics() {
+    let Some(python) = plinth_tests::venv_python("cloudwatch::boto3_reads_the_guides_metrics")
+    else {
+        return;
+    };
+    let server = Server::start_with(BIN, Options::default());
+    server.run_python(
+        &python,
+        "test_cloudwatch_boto3.py",
+        &[("IRIS_WASM", IRIS_WASM), ("IRIS_MODEL_DIR", IRIS_MODEL_DIR)],
+    );
+}
+
+/// `Invocations`' sum for `endpoint`'s variant `A` over the last ten minutes.
+fn invocations(server: &Server, endpoint: &str) -> f64 {
+    let now = epoch_now();
+    let output = server.call(
+        "GetMetricStatistics",
+        json!({
+            "Namespace": "AWS/SageMaker", "MetricName": "Invocations",
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint},
+                           {"Name": "VariantName", "Value": "A"}],
+            "StartTime": now - 600.0, "EndTime": now + 60.0, "Period": 60,
+            "Statistics": ["Sum"],
+        }),
+    );
+    output["Datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Sum"].as_f64().unwrap())
+        .sum()
+}
+
+/// Wait until `Invocations` reaches `wanted`.
+fn settle(server: &Server, endpoint: &str, wanted: f64) {
+    let started = Instant::now();
+    loop {
+        let got = invocations(server, endpoint);
+        if got == wanted {
+            return;
+        }
+        assert!(
+            got < wanted && started.elapsed() < Duration::from_secs(20),
+            "Invocations is {got}, not {wanted}; the server's log:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn echo_endpoint(server: &Server, name: &str) {
+    server.create_model("echo", ECHO_WASM, json!({}));
+    server.create_config("one", &[("A", "echo", 1)]);
+    let d = server.create_endpoint_settled(name, "one");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+}
+
+fn send(server: &Server, endpoint: &str, n: usize) {
+    for _ in 0..n {
+        let r = server.invoke(endpoint, "text/plain", "hi", &[]);
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
+/// Published datapoints are in the metric store's database: `kill -9` and a restart keep
+/// them, and what comes after adds to them.
+#[test]
+fn datapoints_survive_kill_and_restart() {
+    let server = Server::start_with(BIN, Options::default());
+    echo_endpoint(&server, "kept");
+    send(&server, "kept", 25);
+    settle(&server, "kept", 25.0);
+    let server = server.kill_and_restart().expect("restart");
+    assert_eq!(invocations(&server, "kept"), 25.0);
+    server.wait_in_service("kept", Duration::from_secs(30));
+    send(&server, "kept", 5);
+    settle(&server, "kept", 30.0);
+    let listed = server.call("ListMetrics", json!({"MetricName": "Invocations"}));
+    assert_eq!(
+        listed["Metrics"],
+        json!([{"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": [
+            {"Name": "EndpointName", "Value": "kept"}, {"Name": "VariantName", "Value": "A"}]}])
+    );
+}
+
+/// `--metric-retention off` stores nothing (queries find no data); a retention that cannot
+/// hold is refused at start, naming the flag.
+#[test]
+fn retention_is_configurable_and_checked() {
+    let server = Server::start_with(
+        BIN,
+        Options {
+            args: vec!["--metric-retention".into(), "off".into()],
+            ..Options::default()
+        },
+    );
+    echo_endpoint(&server, "unkept");
+    send(&server, "unkept", 10);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(invocations(&server, "unkept"), 0.0);
+    assert_eq!(
+        server.call("ListMetrics", json!({}))["Metrics"],
+        json!([])
+    );
+    assert!(!server.dir().join("metrics.db").exists());
+    let refused = Server::try_start_with(
+        BIN,
+        Options {
+            args: vec!["--metric-retention".into(), "1m:1h,1s:3h".into()],
+            ..Options::default()
+        },
+    )
+    .err()
+    .expect("a finer resolution after a coarser one is refused");
+    assert!(
+        refused.stderr.contains("--metric-retention"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// CloudWatch's operations Plinth does not serve are refused by name on the CloudWatch
+/// protocol (awsJson1.0 with CloudWatch's error headers), and a query-protocol call without
+/// `Action` or with another `Version` gets CloudWatch's XML error.
+#[test]
+fn unserved_calls_are_refused_by_name() {
+    let server = Server::start_with(BIN, Options::default());
+    let response = server
+        .client()
+        .post(format!("{}/", server.url()))
+        .header("X-Amz-Target", "GraniteServiceVersion20100801.PutDashboard")
+        .header("Content-Type", "application/x-amz-json-1.0")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["__type"], "UnknownOperationException", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("PutDashboard"),
+        "{body}"
+    );
+    let form = |body: &str| {
+        server
+            .client()
+            .post(format!("{}/", server.url()))
+            .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+    let response = form("Action=ListMetrics&Version=2009-01-01");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let xml = response.text().unwrap();
+    assert!(
+        xml.contains("<Code>InvalidParameterValue</Code>") && xml.contains("Version"),
+        "{xml}"
+    );
+    let response = form("Action=ListMetrics&Version=2010-08-01");
+    assert_eq!(response.status(), StatusCode::OK);
+    let xml = response.text().unwrap();
+    assert!(
+        xml.starts_with("<ListMetricsResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\"><ListMetricsResult><Metrics></Metrics>"),
+        "{xml}"
+    );
+}
