@@ -43,3 +43,28 @@ def s3_client():
         aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
         aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
     )
+
+
+def query_client(service):
+    """A botocore client of `service` pointed at Plinth that speaks the `query` protocol, as
+    older SDKs and tools do: botocore's own model, told that `query` is its only protocol."""
+    import copy
+
+    import botocore.session
+
+    session = botocore.session.get_session()
+    loader = session.get_component("data_loader")
+    original = loader.load_service_model
+
+    def query_model(service_name, type_name, api_version=None):
+        model = original(service_name, type_name, api_version)
+        if service_name == service and type_name == "service-2":
+            model = copy.deepcopy(model)
+            model["metadata"]["protocol"] = "query"
+            model["metadata"]["protocols"] = ["query"]
+        return model
+
+    loader.load_service_model = query_model
+    client = session.create_client(service, **COMMON)
+    assert client.meta.service_model.resolved_protocol == "query"
+    return client

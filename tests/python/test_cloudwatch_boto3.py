@@ -13,7 +13,6 @@ server; IRIS_WASM and IRIS_MODEL_DIR the model.
 Plain asserts, no pytest: exit status 0 means every check passed.
 """
 
-import copy
 import datetime
 import os
 import re
@@ -21,10 +20,9 @@ import time
 import urllib.request
 
 import boto3
-import botocore.session
 from botocore.config import Config
 
-from plinth_clients import COMMON, URL, error_of
+from plinth_clients import COMMON, URL, error_of, query_client
 
 sagemaker = boto3.client("sagemaker", **COMMON)
 runtime = boto3.client("sagemaker-runtime", **COMMON)
@@ -259,23 +257,7 @@ assert cloudwatch.get_metric_statistics(**base, Period=60, Statistics=["Sum"],
                                         Unit="Seconds")["Datapoints"] == []
 
 # -- The same through the query protocol -----------------------------------------------------
-session = botocore.session.get_session()
-loader = session.get_component("data_loader")
-original = loader.load_service_model
-
-
-def query_model(service_name, type_name, api_version=None):
-    model = original(service_name, type_name, api_version)
-    if service_name == "cloudwatch" and type_name == "service-2":
-        model = copy.deepcopy(model)
-        model["metadata"]["protocol"] = "query"
-        model["metadata"]["protocols"] = ["query"]
-    return model
-
-
-loader.load_service_model = query_model
-query = session.create_client("cloudwatch", **COMMON)
-assert query.meta.service_model.resolved_protocol == "query"
+query = query_client("cloudwatch")
 assert statistics(query, "Invocations", "A") == statistics(cloudwatch, "Invocations", "A")
 assert statistics(query, "ModelLatency", "A", period=86400, ExtendedStatistics=["p99"]) == \
     statistics(cloudwatch, "ModelLatency", "A", period=86400, ExtendedStatistics=["p99"])

@@ -379,8 +379,19 @@ pub const AUTOSCALING_OPERATIONS: [&str; 7] = [
 ];
 
 /// CloudWatch's operations (`X-Amz-Target` prefix `GraniteServiceVersion20100801.`).
-pub const CLOUDWATCH_OPERATIONS: [&str; 3] =
-    ["GetMetricStatistics", "GetMetricData", "ListMetrics"];
+pub const CLOUDWATCH_OPERATIONS: [&str; 11] = [
+    "GetMetricStatistics",
+    "GetMetricData",
+    "ListMetrics",
+    "PutMetricAlarm",
+    "DescribeAlarms",
+    "DescribeAlarmsForMetric",
+    "DeleteAlarms",
+    "SetAlarmState",
+    "DescribeAlarmHistory",
+    "EnableAlarmActions",
+    "DisableAlarmActions",
+];
 
 /// `X-Amz-Target` for a control-plane operation.
 pub fn target(operation: &str) -> String {

@@ -1,9 +1,11 @@
-//! CloudWatch's metric API against the real server: the hosting guide's metric queries
-//! through unmodified boto3 (both of CloudWatch's protocols); datapoints that survive
+//! CloudWatch's API against the real server: the hosting guide's metric queries and its
+//! deployment alarms through unmodified boto3 (both of CloudWatch's protocols); datapoints that survive
 //! `kill -9` and a restart; `--metric-retention` checked at start, and `off` storing
 //! nothing; CloudWatch's calls refused by name where Plinth does not serve them.
 
-use plinth_tests::{epoch_now, Options, Server, StatusCode, ECHO_WASM, IRIS_MODEL_DIR, IRIS_WASM};
+use plinth_tests::{
+    epoch_now, Options, Server, StatusCode, ECHO_WASM, FAULTS_WASM, IRIS_MODEL_DIR, IRIS_WASM,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,24 @@ fn boto3_reads_the_guides_metrics() {
         &python,
         "test_cloudwatch_boto3.py",
         &[("IRIS_WASM", IRIS_WASM), ("IRIS_MODEL_DIR", IRIS_MODEL_DIR)],
+    );
+}
+
+/// SageMaker's deployment guardrails with an alarm put through boto3's CloudWatch client:
+/// a faulty canary rolled back; the alarm's state, history, filters, pages and errors; the
+/// alarms through the `query` protocol.
+#[test]
+fn boto3_alarms_roll_a_faulty_canary_back() {
+    let Some(python) =
+        plinth_tests::venv_python("cloudwatch::boto3_alarms_roll_a_faulty_canary_back")
+    else {
+        return;
+    };
+    let server = Server::start_with(BIN, Options::default());
+    server.run_python(
+        &python,
+        "test_cloudwatch_alarms_boto3.py",
+        &[("FAULTS_WASM", FAULTS_WASM), ("ECHO_WASM", ECHO_WASM)],
     );
 }
 
@@ -177,5 +197,50 @@ fn unserved_calls_are_refused_by_name() {
     assert!(
         xml.starts_with("<ListMetricsResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\"><ListMetricsResult><Metrics></Metrics>"),
         "{xml}"
+    );
+}
+
+/// An alarm's state and history are stored: after `kill -9` and a restart, an alarm set to
+/// `ALARM` with `TreatMissingData: ignore` and no traffic is still in `ALARM`, and its
+/// history holds what came before.
+#[test]
+fn alarm_states_and_history_survive_kill_and_restart() {
+    let server = Server::start_with(BIN, Options::default());
+    echo_endpoint(&server, "watched");
+    server.call(
+        "PutMetricAlarm",
+        json!({"AlarmName": "kept", "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors",
+               "Dimensions": [{"Name": "EndpointName", "Value": "watched"}],
+               "Statistic": "Sum", "Period": 10, "EvaluationPeriods": 1, "Threshold": 0,
+               "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "ignore"}),
+    );
+    server.call(
+        "SetAlarmState",
+        json!({"AlarmName": "kept", "StateValue": "ALARM", "StateReason": "paged by hand"}),
+    );
+    let server = server.kill_and_restart().expect("restart");
+    // Evaluated again after the restart (every second), with no datapoint: kept.
+    std::thread::sleep(Duration::from_secs(2));
+    let alarms = server.call("DescribeAlarms", json!({"AlarmNames": ["kept"]}));
+    let alarm = &alarms["MetricAlarms"][0];
+    assert_eq!(alarm["StateValue"], "ALARM", "{alarm}");
+    assert_eq!(alarm["StateReason"], "paged by hand", "{alarm}");
+    let history = server.call(
+        "DescribeAlarmHistory",
+        json!({"AlarmName": "kept", "ScanBy": "TimestampAscending"}),
+    );
+    let summaries: Vec<&str> = history["AlarmHistoryItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["HistorySummary"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "Alarm \"kept\" created",
+            "Alarm updated from INSUFFICIENT_DATA to ALARM"
+        ],
+        "{history}"
     );
 }

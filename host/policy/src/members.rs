@@ -1212,6 +1212,112 @@ const GET_METRIC_DATA: Shape = Shape {
     ],
 };
 
+const ALARM_STATISTIC: Member =
+    served("Statistic").one_of(&["SampleCount", "Average", "Sum", "Minimum", "Maximum"]);
+
+const ALARM_STATE_VALUE: Member =
+    served("StateValue").one_of(&["OK", "ALARM", "INSUFFICIENT_DATA"]);
+
+const PUT_METRIC_ALARM: Shape = Shape {
+    name: "PutMetricAlarmInput",
+    members: &[
+        served("AlarmName"),
+        served("AlarmDescription"),
+        served("ActionsEnabled").boolean(),
+        // Plinth has no SNS, Auto Scaling or EC2 actions to run.
+        refused("OKActions"),
+        refused("AlarmActions"),
+        refused("InsufficientDataActions"),
+        served("MetricName"),
+        served("Namespace"),
+        ALARM_STATISTIC,
+        served("ExtendedStatistic"),
+        served("Dimensions").list(&CLOUDWATCH_DIMENSION),
+        // Plinth evaluates alarms over the last 600 s of requests (the server checks
+        // Period × EvaluationPeriods).
+        served("Period").int(1, crate::metric_alarm::MAX_PERIOD as i64),
+        CLOUDWATCH_UNIT,
+        served("EvaluationPeriods").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
+        served("DatapointsToAlarm").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
+        served("Threshold").number(f64::MIN, f64::MAX),
+        served("ComparisonOperator").one_of(crate::metric_alarm::COMPARISON_OPERATORS),
+        // Strings in botocore: the server checks them (TreatMissingData's four values;
+        // EvaluateLowSampleCountPercentile `evaluate` only: low-sample percentiles are
+        // always evaluated).
+        served("TreatMissingData"),
+        served("EvaluateLowSampleCountPercentile"),
+        // Metric math alarms.
+        refused("Metrics"),
+        refused("Tags"),
+        refused("ThresholdMetricId"),
+        refused("EvaluationWindow"),
+        refused("WarmUpConfiguration"),
+        refused("EvaluationCriteria"),
+        refused("EvaluationInterval"),
+        refused("ActionConfiguration"),
+    ],
+};
+
+const DESCRIBE_ALARMS: Shape = Shape {
+    name: "DescribeAlarmsInput",
+    members: &[
+        served("AlarmNames"),
+        served("AlarmNamePrefix"),
+        served("AlarmTypes"),
+        // Composite alarms.
+        refused("ChildrenOfAlarmName"),
+        refused("ParentsOfAlarmName"),
+        ALARM_STATE_VALUE,
+        served("ActionPrefix"),
+        served("MaxRecords").int(1, 100),
+        served("NextToken"),
+    ],
+};
+
+const DESCRIBE_ALARMS_FOR_METRIC: Shape = Shape {
+    name: "DescribeAlarmsForMetricInput",
+    members: &[
+        served("MetricName"),
+        served("Namespace"),
+        ALARM_STATISTIC,
+        served("ExtendedStatistic"),
+        served("Dimensions").list(&CLOUDWATCH_DIMENSION),
+        served("Period").int(1, MAX_SAFE_INTEGER),
+        CLOUDWATCH_UNIT,
+    ],
+};
+
+const ALARM_NAMES: Shape = Shape {
+    name: "AlarmNamesInput",
+    members: &[served("AlarmNames")],
+};
+
+const SET_ALARM_STATE: Shape = Shape {
+    name: "SetAlarmStateInput",
+    members: &[
+        served("AlarmName"),
+        ALARM_STATE_VALUE,
+        served("StateReason"),
+        served("StateReasonData"),
+    ],
+};
+
+const DESCRIBE_ALARM_HISTORY: Shape = Shape {
+    name: "DescribeAlarmHistoryInput",
+    members: &[
+        served("AlarmName"),
+        // Contributor insights.
+        refused("AlarmContributorId"),
+        served("AlarmTypes"),
+        served("HistoryItemType").one_of(&["ConfigurationUpdate", "StateUpdate", "Action"]),
+        served("StartDate").number(0.0, MAX_TIMESTAMP),
+        served("EndDate").number(0.0, MAX_TIMESTAMP),
+        served("MaxRecords").int(1, 100),
+        served("NextToken"),
+        served("ScanBy").one_of(&["TimestampDescending", "TimestampAscending"]),
+    ],
+};
+
 const LIST_METRICS: Shape = Shape {
     name: "ListMetricsInput",
     members: &[
@@ -1496,6 +1602,14 @@ const OPERATIONS: &[Operation] = &[
     cloudwatch("GetMetricStatistics", &GET_METRIC_STATISTICS),
     cloudwatch("GetMetricData", &GET_METRIC_DATA),
     cloudwatch("ListMetrics", &LIST_METRICS),
+    cloudwatch("PutMetricAlarm", &PUT_METRIC_ALARM),
+    cloudwatch("DescribeAlarms", &DESCRIBE_ALARMS),
+    cloudwatch("DescribeAlarmsForMetric", &DESCRIBE_ALARMS_FOR_METRIC),
+    cloudwatch("DeleteAlarms", &ALARM_NAMES),
+    cloudwatch("SetAlarmState", &SET_ALARM_STATE),
+    cloudwatch("DescribeAlarmHistory", &DESCRIBE_ALARM_HISTORY),
+    cloudwatch("EnableAlarmActions", &ALARM_NAMES),
+    cloudwatch("DisableAlarmActions", &ALARM_NAMES),
 ];
 
 /// One member of InvokeEndpoint's input.
@@ -2637,7 +2751,7 @@ mod tests {
         let autoscaling: Vec<&str> = autoscaling_operations().collect();
         assert_eq!(autoscaling.len(), 7);
         let cloudwatch: Vec<&str> = cloudwatch_operations().collect();
-        assert_eq!(cloudwatch.len(), 3);
+        assert_eq!(cloudwatch.len(), 11);
         for op in &operations {
             assert!(
                 rows.iter().any(|r| r.operation == *op

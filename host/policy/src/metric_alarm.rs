@@ -593,6 +593,15 @@ impl Metric {
     pub fn is_latency(self) -> bool {
         matches!(self, Metric::ModelLatency | Metric::OverheadLatency)
     }
+
+    /// CloudWatch's unit for the metric.
+    pub fn unit(self) -> &'static str {
+        if self.is_latency() {
+            "Microseconds"
+        } else {
+            "None"
+        }
+    }
 }
 
 impl fmt::Display for Metric {
@@ -732,7 +741,8 @@ pub enum TreatMissingData {
     NotBreaching,
     /// As breaching.
     Breaching,
-    /// As [`Missing`](TreatMissingData::Missing): the alarm keeps no state to keep.
+    /// As [`Missing`](TreatMissingData::Missing), except that with no datapoint at all
+    /// the alarm keeps its state ([`transition`]).
     Ignore,
 }
 
@@ -817,6 +827,14 @@ pub struct AlarmDefinition {
     /// quality metric from the monitoring executions, SageMaker's name for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// CloudWatch's `Unit`: a unit that is not the metric's ([`Metric::unit`]) finds no
+    /// datapoints, as in CloudWatch. Given by PutMetricAlarm only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// CloudWatch's `ActionsEnabled` (default true), switched by EnableAlarmActions and
+    /// DisableAlarmActions. Given by PutMetricAlarm only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions_enabled: Option<bool>,
 }
 
 /// SageMaker's namespace of model quality metrics: an alarm in it watches the metric
@@ -1013,6 +1031,8 @@ impl AlarmDefinition {
                 ));
             }
         }
+        let other_unit =
+            quality.is_none() && self.unit.as_deref().is_some_and(|u| u != metric.unit());
         Ok(Alarm {
             endpoint_name: self.endpoint_name.clone(),
             variant_name: self.variant_name.clone(),
@@ -1027,6 +1047,7 @@ impl AlarmDefinition {
             datapoints_to_alarm,
             treat_missing_data,
             description: self.alarm_description.clone(),
+            other_unit,
         })
     }
 }
@@ -1094,6 +1115,8 @@ pub struct Alarm {
     datapoints_to_alarm: u64,
     treat_missing_data: TreatMissingData,
     description: Option<String>,
+    /// `Unit` names another unit than the metric's: no datapoint is ever present.
+    other_unit: bool,
 }
 
 impl Alarm {
@@ -1202,8 +1225,7 @@ impl Alarm {
         periods
             .iter()
             .map(|stats| {
-                self.quality
-                    .is_none()
+                (self.quality.is_none() && !self.other_unit)
                     .then(|| stats.value(self.metric, self.statistic))
                     .flatten()
             })
@@ -1300,6 +1322,35 @@ impl Alarm {
             reason,
             datapoints,
         }
+    }
+}
+
+/// An alarm's state as it lasts between evaluations (CloudWatch's `StateValue` and
+/// `StateReason`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub state: AlarmState,
+    pub reason: String,
+}
+
+/// The state an alarm moves to from `previous` on `evaluation`: the evaluation's, except
+/// that with `TreatMissingData` `ignore` and no datapoint present at all the alarm keeps its
+/// state, as CloudWatch documents ("the current alarm state is maintained"); a new alarm
+/// (no previous state) starts from `INSUFFICIENT_DATA`.
+pub fn transition(previous: Option<&Held>, alarm: &Alarm, evaluation: &Evaluation) -> Held {
+    let nothing = evaluation.datapoints.iter().all(Option::is_none);
+    match previous {
+        Some(held) if nothing && alarm.treat_missing_data == TreatMissingData::Ignore => {
+            held.clone()
+        }
+        None if nothing && alarm.treat_missing_data == TreatMissingData::Ignore => Held {
+            state: AlarmState::InsufficientData,
+            reason: "Unchecked: Initial alarm creation".to_string(),
+        },
+        _ => Held {
+            state: evaluation.state,
+            reason: evaluation.reason.clone(),
+        },
     }
 }
 
@@ -1403,6 +1454,8 @@ mod tests {
             treat_missing_data: None,
             alarm_description: None,
             namespace: None,
+            unit: None,
+            actions_enabled: None,
         }
     }
 
@@ -1992,6 +2045,50 @@ mod tests {
     }
 
     #[test]
+    fn ignore_keeps_the_state_only_without_any_datapoint() {
+        let ignoring = alarm(|d| {
+            d.treat_missing_data = Some("ignore".into());
+            d.evaluation_periods = 3;
+            d.datapoints_to_alarm = Some(1);
+        });
+        let firing = Held {
+            state: AlarmState::Alarm,
+            reason: "was".into(),
+        };
+        let nothing = ignoring.evaluate_datapoints(vec![None, None, None]);
+        assert_eq!(nothing.state, AlarmState::InsufficientData);
+        assert_eq!(transition(Some(&firing), &ignoring, &nothing), firing);
+        assert_eq!(
+            transition(None, &ignoring, &nothing).state,
+            AlarmState::InsufficientData
+        );
+        // One datapoint is enough to evaluate again.
+        let calm = ignoring.evaluate_datapoints(vec![None, Some(0.0), None]);
+        assert_eq!(
+            transition(Some(&firing), &ignoring, &calm).state,
+            AlarmState::Ok
+        );
+        // `missing` does not keep it.
+        let missing = alarm(|d| d.evaluation_periods = 3);
+        let nothing = missing.evaluate_datapoints(vec![None, None, None]);
+        assert_eq!(
+            transition(Some(&firing), &missing, &nothing).state,
+            AlarmState::InsufficientData
+        );
+    }
+
+    #[test]
+    fn a_unit_that_is_not_the_metrics_finds_no_datapoints() {
+        let mut window = Window::new();
+        window.record_at(10, &sample(Outcome::ServerError));
+        let seconds = alarm(|d| d.unit = Some("Seconds".into()));
+        assert_eq!(seconds.datapoints(&[&window], 10), vec![None]);
+        let none = alarm(|d| d.unit = Some("None".into()));
+        assert_eq!(none.datapoints(&[&window], 10), vec![Some(1.0)]);
+        assert_eq!(Metric::ModelLatency.unit(), "Microseconds");
+    }
+
+    #[test]
     fn quality_alarms_watch_the_last_execution() {
         let definition = |namespace: Option<&str>, metric: &str, statistic: &str| AlarmDefinition {
             endpoint_name: "e".into(),
@@ -2008,6 +2105,8 @@ mod tests {
             treat_missing_data: None,
             alarm_description: None,
             namespace: namespace.map(Into::into),
+            unit: None,
+            actions_enabled: None,
         };
         let alarm = definition(Some(QUALITY_NAMESPACE), "accuracy", "Average")
             .compile()

@@ -223,6 +223,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         tokio::spawn(async move { fleet.captures.run(storage, roll).await });
     }
     tokio::spawn(crate::fleet::monitoring::run(fleet.clone()));
+    tokio::spawn(crate::fleet::alarm_watch::run(fleet.clone()));
     if let Some(metrics) = metrics {
         tokio::spawn(crate::fleet::metric_publisher::run(fleet.clone(), metrics));
     }

@@ -1,12 +1,23 @@
 //! Alarms evaluated in process over the live variants' recent request windows, or over the
 //! model quality the monitoring executions found: by a deployment's bakes
-//! (`AutoRollbackConfiguration.Alarms`) ten times a second, and on DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds the
-//! windows an alarm watches.
+//! (`AutoRollbackConfiguration.Alarms`) ten times a second, every second by [`run`], and on
+//! DescribeAlarm. The condition logic is [`plinth_policy::metric_alarm`]; this module finds
+//! the windows an alarm watches, and keeps each alarm's state as CloudWatch does
+//! ([`AlarmStates`]): a change of state is stored with a `StateUpdate` history item before
+//! it counts; SetAlarmState's state holds until the alarm's next period; `TreatMissingData`
+//! `ignore` keeps the state while no datapoint is present.
 
 use super::deployer::Fleet;
 use super::recent::current_second;
 use super::table::{EndpointTable, VariantState};
-use plinth_policy::metric_alarm::{AlarmDefinition, Evaluation, Scope};
+use crate::state::store::{AlarmHistoryRow, AlarmStateRow, Store};
+use plinth_policy::metric_alarm::{
+    transition, Alarm, AlarmDefinition, AlarmState, Evaluation, Held, Scope,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Evaluate `definition` now over the windows it watches.
 pub(crate) fn evaluate(
@@ -75,7 +86,8 @@ pub(crate) fn evaluate(
 }
 
 /// The first of `names` that is in `ALARM` for `endpoint`, with the reason. An alarm on
-/// another endpoint is evaluated all the same (it watches what it names).
+/// another endpoint is evaluated all the same (it watches what it names); each evaluation
+/// moves the alarm's state.
 pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<(String, String)> {
     let definitions: Vec<(String, AlarmDefinition)> = {
         let catalog = state.catalog();
@@ -90,10 +102,337 @@ pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<
             .collect()
     };
     definitions.into_iter().find_map(|(name, definition)| {
-        let evaluation = evaluate(&state.endpoints, &state.monitoring, &definition);
-        (evaluation.state == plinth_policy::metric_alarm::AlarmState::Alarm).then(|| {
-            tracing::warn!(endpoint, alarm = %name, reason = %evaluation.reason, "alarm in ALARM");
-            (name, evaluation.reason)
+        let held = observe(state, &name, &definition);
+        (held.state == AlarmState::Alarm).then(|| {
+            tracing::warn!(endpoint, alarm = %name, reason = %held.reason, "alarm in ALARM");
+            (name, held.reason)
         })
     })
+}
+
+/// Evaluate alarm `name` (defined as `definition`) now and move its state.
+pub(crate) fn observe(state: &Fleet, name: &str, definition: &AlarmDefinition) -> Held {
+    let evaluation = evaluate(&state.endpoints, &state.monitoring, definition);
+    match definition.compile() {
+        Ok(alarm) => state.alarm_states.observe(
+            &state.stored.store,
+            name,
+            &alarm,
+            &evaluation,
+            crate::state::now(),
+        ),
+        Err(_) => Held {
+            state: evaluation.state,
+            reason: evaluation.reason,
+        },
+    }
+}
+
+/// How long alarm history is kept: CloudWatch's 30 days.
+const HISTORY_DAYS: f64 = 30.0;
+
+/// Evaluate every alarm every second, moving its state, until the process ends; history
+/// older than 30 days is dropped every hour.
+pub(crate) async fn run(state: Arc<Fleet>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick: u64 = 0;
+    loop {
+        ticker.tick().await;
+        let state = state.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let alarms: Vec<(String, AlarmDefinition)> = state
+                .catalog()
+                .alarms
+                .iter()
+                .map(|(n, r)| (n.clone(), r.definition.clone()))
+                .collect();
+            for (name, definition) in alarms {
+                observe(&state, &name, &definition);
+            }
+            if tick.is_multiple_of(3600) {
+                let before = crate::state::now() - HISTORY_DAYS * 86_400.0;
+                if let Err(e) = state.stored.store.forget_alarm_history(before) {
+                    tracing::warn!(error = %e, "old alarm history could not be dropped");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = pass {
+            tracing::error!(error = %e, "an alarm evaluation pass failed");
+        }
+        tick += 1;
+    }
+}
+
+/// One alarm's state as it lasts.
+#[derive(Debug, Clone)]
+struct Current {
+    row: AlarmStateRow,
+    /// Set by SetAlarmState: evaluations before this time keep the state.
+    held_until: f64,
+}
+
+/// A state given by SetAlarmState.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetState<'a> {
+    pub(crate) value: AlarmState,
+    pub(crate) reason: &'a str,
+    /// `StateReasonData` (JSON).
+    pub(crate) data: Option<&'a str>,
+}
+
+/// Every alarm's state, in memory over the store's `alarm_states`.
+#[derive(Default)]
+pub(crate) struct AlarmStates {
+    current: Mutex<HashMap<String, Current>>,
+}
+
+/// CloudWatch's `StateReasonData` for an evaluation.
+fn reason_data(alarm: &Alarm, evaluation: &Evaluation, now: f64) -> String {
+    let recent: Vec<f64> = evaluation.datapoints.iter().flatten().copied().collect();
+    json!({
+        "version": "1.0",
+        "queryDate": plinth_policy::async_inference::iso8601(now),
+        "statistic": alarm.statistic().to_string(),
+        "period": alarm.period(),
+        "recentDatapoints": recent,
+        "threshold": alarm.threshold(),
+        "evaluatedDatapoints": evaluation.datapoints.len(),
+    })
+    .to_string()
+}
+
+/// A `StateUpdate` history item for a change from `old` to `new`.
+fn state_update(name: &str, old: Option<&AlarmStateRow>, new: &AlarmStateRow) -> AlarmHistoryRow {
+    let side = |row: &AlarmStateRow| {
+        let mut v = json!({ "stateValue": row.state, "stateReason": row.reason });
+        if let Some(data) = row.reason_data.as_deref() {
+            v["stateReasonData"] = serde_json::from_str(data).unwrap_or_else(|_| json!(data));
+        }
+        v
+    };
+    let old_state = old.map_or("INSUFFICIENT_DATA", |o| o.state.as_str());
+    AlarmHistoryRow {
+        name: name.to_owned(),
+        time: new.updated,
+        kind: "StateUpdate".into(),
+        summary: format!("Alarm updated from {old_state} to {}", new.state),
+        data: json!({
+            "version": "1.0",
+            "oldState": old.map(side).unwrap_or_else(|| json!({"stateValue": "INSUFFICIENT_DATA"})),
+            "newState": side(new),
+        })
+        .to_string(),
+    }
+}
+
+fn state_of(text: &str) -> AlarmState {
+    match text {
+        "OK" => AlarmState::Ok,
+        "ALARM" => AlarmState::Alarm,
+        _ => AlarmState::InsufficientData,
+    }
+}
+
+impl AlarmStates {
+    /// The states stored in `store` (none, with an error logged, when they cannot be read:
+    /// each alarm is evaluated again within a second).
+    pub(crate) fn load(store: &Store) -> Self {
+        let rows = store.alarm_states().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the alarms' states could not be read; they start again");
+            Vec::new()
+        });
+        Self {
+            current: Mutex::new(
+                rows.into_iter()
+                    .map(|(name, row)| {
+                        (
+                            name,
+                            Current {
+                                row,
+                                held_until: 0.0,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Current>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Alarm `name`'s state, if it has one yet.
+    pub(crate) fn get(&self, name: &str) -> Option<AlarmStateRow> {
+        self.lock().get(name).map(|c| c.row.clone())
+    }
+
+    /// Move `name`'s state on `evaluation` at `now`; a change is stored (with its history)
+    /// before it is returned. A store that fails leaves the state as it was (tried again at
+    /// the next evaluation).
+    pub(crate) fn observe(
+        &self,
+        store: &Store,
+        name: &str,
+        alarm: &Alarm,
+        evaluation: &Evaluation,
+        now: f64,
+    ) -> Held {
+        let mut current = self.lock();
+        let previous = current.get(name).cloned();
+        if let Some(p) = previous.as_ref().filter(|p| now < p.held_until) {
+            return Held {
+                state: state_of(&p.row.state),
+                reason: p.row.reason.clone(),
+            };
+        }
+        let held = previous.as_ref().map(|p| Held {
+            state: state_of(&p.row.state),
+            reason: p.row.reason.clone(),
+        });
+        let next = transition(held.as_ref(), alarm, evaluation);
+        if held.as_ref().is_some_and(|h| h.state == next.state) {
+            return next;
+        }
+        let row = AlarmStateRow {
+            state: next.state.as_str().to_owned(),
+            reason: next.reason.clone(),
+            reason_data: Some(reason_data(alarm, evaluation, now)),
+            updated: now,
+            transitioned: now,
+            configured: previous.as_ref().map_or(now, |p| p.row.configured),
+        };
+        let history = state_update(name, previous.as_ref().map(|p| &p.row), &row);
+        match store.save_alarm_state(name, &row, Some(&history)) {
+            Ok(()) => {
+                tracing::info!(alarm = %name, state = %row.state, reason = %row.reason, "alarm state changed");
+                current.insert(
+                    name.to_owned(),
+                    Current {
+                        row,
+                        held_until: 0.0,
+                    },
+                );
+                next
+            }
+            Err(e) => {
+                tracing::error!(alarm = %name, error = %e, "an alarm's new state could not be stored; it is evaluated again");
+                held.unwrap_or(next)
+            }
+        }
+    }
+
+    /// A new or changed definition of `name` at `now`: its state starts (or stays) and its
+    /// configuration time is `now`, with a `ConfigurationUpdate` history item.
+    pub(crate) fn configured(
+        &self,
+        store: &Store,
+        name: &str,
+        created: bool,
+        definition: &serde_json::Value,
+        now: f64,
+    ) -> Result<AlarmStateRow, crate::state::store::StoreError> {
+        let mut current = self.lock();
+        let row = match current.get(name) {
+            Some(c) => AlarmStateRow {
+                configured: now,
+                ..c.row.clone()
+            },
+            None => AlarmStateRow {
+                state: "INSUFFICIENT_DATA".into(),
+                reason: "Unchecked: Initial alarm creation".into(),
+                reason_data: None,
+                updated: now,
+                transitioned: now,
+                configured: now,
+            },
+        };
+        let history = AlarmHistoryRow {
+            name: name.to_owned(),
+            time: now,
+            kind: "ConfigurationUpdate".into(),
+            summary: format!(
+                "Alarm \"{name}\" {}",
+                if created { "created" } else { "updated" }
+            ),
+            data: json!({
+                "version": "1.0",
+                "type": if created { "Create" } else { "Update" },
+                "updatedAlarm": definition,
+            })
+            .to_string(),
+        };
+        store.save_alarm_state(name, &row, Some(&history))?;
+        current.insert(
+            name.to_owned(),
+            Current {
+                row: row.clone(),
+                held_until: 0.0,
+            },
+        );
+        Ok(row)
+    }
+
+    /// SetAlarmState: `set` until the alarm's next period (`period` seconds), stored with
+    /// its history.
+    pub(crate) fn set(
+        &self,
+        store: &Store,
+        name: &str,
+        set: &SetState<'_>,
+        period: u64,
+        now: f64,
+    ) -> Result<(), crate::state::store::StoreError> {
+        let SetState {
+            value: state,
+            reason,
+            data: reason_data,
+        } = *set;
+        let mut current = self.lock();
+        let previous = current.get(name).map(|c| c.row.clone());
+        let changed = previous.as_ref().is_none_or(|p| p.state != state.as_str());
+        let row = AlarmStateRow {
+            state: state.as_str().to_owned(),
+            reason: reason.to_owned(),
+            reason_data: reason_data.map(str::to_owned),
+            updated: now,
+            transitioned: if changed {
+                now
+            } else {
+                previous.as_ref().map_or(now, |p| p.transitioned)
+            },
+            configured: previous.as_ref().map_or(now, |p| p.configured),
+        };
+        let history = state_update(name, previous.as_ref(), &row);
+        store.save_alarm_state(name, &row, Some(&history))?;
+        current.insert(
+            name.to_owned(),
+            Current {
+                row,
+                held_until: now + period as f64,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forget `name`'s state (it was deleted), with a `ConfigurationUpdate` history item.
+    pub(crate) fn forget(
+        &self,
+        store: &Store,
+        name: &str,
+        now: f64,
+    ) -> Result<(), crate::state::store::StoreError> {
+        let history = AlarmHistoryRow {
+            name: name.to_owned(),
+            time: now,
+            kind: "ConfigurationUpdate".into(),
+            summary: format!("Alarm \"{name}\" deleted"),
+            data: json!({"version": "1.0", "type": "Delete"}).to_string(),
+        };
+        store.delete_alarm_state(name, &history)?;
+        self.lock().remove(name);
+        Ok(())
+    }
 }

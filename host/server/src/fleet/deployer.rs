@@ -32,6 +32,8 @@ pub(crate) struct Fleet {
     pub(crate) captures: super::capture::Captures,
     /// The monitoring schedules whose execution is running (`monitoring::run`).
     pub(crate) monitoring: super::monitoring::Running,
+    /// CloudWatch alarms' states.
+    pub(crate) alarm_states: super::alarm_watch::AlarmStates,
 }
 
 impl Fleet {
@@ -45,6 +47,7 @@ impl Fleet {
     ) -> Self {
         let metrics = Metrics::new();
         Self {
+            alarm_states: super::alarm_watch::AlarmStates::load(&stored.store),
             captures: super::capture::Captures::new(&metrics, super::capture::BUFFER_BYTES),
             monitoring: Default::default(),
             runtime,

@@ -66,7 +66,7 @@ pub(crate) async fn json(server: &Arc<Server>, operation: &str, body: &[u8]) -> 
             }
         }
     };
-    match crate::ops::cloudwatch::call(&server.fleet.stored, operation, input).await {
+    match crate::ops::cloudwatch::call(&server.fleet, operation, input).await {
         Ok(output) => (
             [("content-type", "application/x-amz-json-1.0")],
             axum::Json(output),
@@ -155,7 +155,7 @@ pub(crate) async fn query(server: &Arc<Server>, body: &[u8]) -> Response {
         Ok(input) => input,
         Err(e) => return xml_error(e, &request_id),
     };
-    match crate::ops::cloudwatch::call(&server.fleet.stored, &operation, input).await {
+    match crate::ops::cloudwatch::call(&server.fleet, &operation, input).await {
         Ok(output) => {
             let mut xml = format!("<{operation}Response xmlns=\"{XMLNS}\"><{operation}Result>");
             if let Value::Object(members) = &output {

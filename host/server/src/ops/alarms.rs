@@ -1,12 +1,12 @@
 //! CreateAlarm, DescribeAlarm, ListAlarms, DeleteAlarm (Plinth's, with CloudWatch's keys):
 //! named conditions over an endpoint's recent request metrics, kept with the models and
-//! endpoint configs. Evaluation is `fleet::alarm_watch`; the condition logic is
+//! endpoint configs; the same alarms CloudWatch's PutMetricAlarm puts (`metric_alarms`). Evaluation is `fleet::alarm_watch`; the condition logic is
 //! [`plinth_policy::metric_alarm`].
 
 use super::common::{described, in_use, parse, store_error, validation};
 use super::listing::{list, ListInput, Listed};
 use crate::error::ApiError;
-use crate::fleet::alarm_watch::evaluate;
+use crate::fleet::alarm_watch::{evaluate, AlarmStates};
 use crate::fleet::table::EndpointTable;
 use crate::state::catalog::Record;
 use crate::state::store::Kind;
@@ -79,40 +79,55 @@ pub(crate) fn describe(
     Ok(output)
 }
 
-/// DeleteAlarm: refused while a deployment in progress watches it.
-pub(crate) fn delete(
-    stored: &Stored,
-    endpoints: &EndpointTable,
-    input: Value,
-) -> Result<Value, ApiError> {
-    let input: AlarmNameInput = parse(input)?;
-    let name = input.alarm_name;
-    let mut catalog = stored.catalog();
-    if !catalog.alarms.contains_key(&name) {
-        return Err(not_found(&name));
-    }
-    for endpoint in endpoints.all().values() {
+/// The endpoint whose deployment in progress rolls back on alarm `name`, if one does.
+pub(crate) fn watched_by(endpoints: &EndpointTable, name: &str) -> Option<String> {
+    endpoints.all().values().find_map(|endpoint| {
         let watched = endpoint.new_fleet.is_some()
             && endpoint.deployment_config.as_ref().is_some_and(|d| {
                 d.auto_rollback_configuration
                     .as_ref()
                     .is_some_and(|r| r.alarms.iter().flatten().any(|a| a.alarm_name == name))
             });
-        if watched {
-            return Err(in_use(format!(
-                "Cannot delete alarm \"{}\": the deployment in progress on endpoint {} \
-                 rolls back on it.",
-                arn("alarm", &name),
-                endpoint.name
-            )));
-        }
-    }
+        watched.then(|| endpoint.name.clone())
+    })
+}
+
+/// Delete alarm `name` (it exists): its definition, then its state (its history stays).
+pub(crate) fn remove(stored: &Stored, states: &AlarmStates, name: &str) -> Result<(), ApiError> {
+    let mut catalog = stored.catalog();
     stored
         .store
-        .delete(Kind::Alarm, &name)
+        .delete(Kind::Alarm, name)
         .map_err(crate::ops::common::internal)?;
-    catalog.alarms.remove(&name);
+    catalog.alarms.remove(name);
+    drop(catalog);
+    if let Err(e) = states.forget(&stored.store, name, now()) {
+        tracing::warn!(alarm = %name, error = %e, "a deleted alarm's state could not be dropped");
+    }
     tracing::info!(alarm = %name, "alarm deleted");
+    Ok(())
+}
+
+/// DeleteAlarm: refused while a deployment in progress watches it.
+pub(crate) fn delete(
+    stored: &Stored,
+    endpoints: &EndpointTable,
+    states: &AlarmStates,
+    input: Value,
+) -> Result<Value, ApiError> {
+    let input: AlarmNameInput = parse(input)?;
+    let name = input.alarm_name;
+    if !stored.catalog().alarms.contains_key(&name) {
+        return Err(not_found(&name));
+    }
+    if let Some(endpoint) = watched_by(endpoints, &name) {
+        return Err(in_use(format!(
+            "Cannot delete alarm \"{}\": the deployment in progress on endpoint {endpoint} \
+             rolls back on it.",
+            arn("alarm", &name),
+        )));
+    }
+    remove(stored, states, &name)?;
     Ok(json!({}))
 }
 

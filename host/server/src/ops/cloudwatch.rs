@@ -1,13 +1,15 @@
-//! CloudWatch's metric operations (boto3's `cloudwatch`): GetMetricStatistics,
+//! CloudWatch's operations (boto3's `cloudwatch`): [`call`], their one entry point (the
+//! member check, then the operation), and the metric operations, GetMetricStatistics,
 //! GetMetricData and ListMetrics over the metric store (`state::metric_store`), with
 //! CloudWatch's errors (`InvalidParameterValue`, `InvalidParameterCombination`,
-//! `MissingParameter`, `InvalidNextToken`): [`call`], their one entry point. What a query
-//! may ask and how a period's datapoint is computed is `plinth_policy::metric_data`.
+//! `MissingParameter`, `InvalidNextToken`) and the input readers and page tokens the alarm
+//! operations (`metric_alarms`) share. What a query may ask and how a period's datapoint is
+//! computed is `plinth_policy::metric_data`.
 
 use super::common::{require_object, unknown_operation};
 use crate::error::ApiError;
+use crate::fleet::Fleet;
 use crate::state::metric_store::{MetricStore, Series};
-use crate::state::Stored;
 use axum::http::StatusCode;
 use plinth_policy::metric_alarm::Statistic;
 use plinth_policy::metric_data::{
@@ -20,7 +22,7 @@ use std::sync::Arc;
 /// The statistics `Statistics` takes, as CloudWatch lists them in its message.
 const STATISTICS: &str = "[ Minimum, Maximum, Sum, SampleCount, Average ]";
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameterValue", message)
 }
 
@@ -32,7 +34,7 @@ fn combination(message: impl Into<String>) -> ApiError {
     )
 }
 
-fn missing(field: &str) -> ApiError {
+pub(crate) fn missing(field: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "MissingParameter",
@@ -48,7 +50,7 @@ fn internal(message: impl Into<String>) -> ApiError {
     )
 }
 
-fn bad_token() -> ApiError {
+pub(crate) fn bad_token() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "InvalidNextToken",
@@ -56,10 +58,10 @@ fn bad_token() -> ApiError {
     )
 }
 
-/// Run one CloudWatch operation: the member check, then the operation (its store reads
-/// on the blocking pool).
+/// Run one CloudWatch operation: the member check, then the operation (the metric reads
+/// on the blocking pool; the alarm operations are `metric_alarms`').
 pub(crate) async fn call(
-    stored: &Arc<Stored>,
+    state: &Arc<Fleet>,
     operation: &str,
     input: Value,
 ) -> Result<Value, ApiError> {
@@ -71,7 +73,10 @@ pub(crate) async fn call(
         ));
     }
     plinth_policy::members::check_input(operation, &input).map_err(|e| invalid(e.message))?;
-    let store = stored.metrics.clone();
+    if super::metric_alarms::OPERATIONS.contains(&operation) {
+        return super::metric_alarms::call(state, operation, input).await;
+    }
+    let store = state.stored.metrics.clone();
     let operation = operation.to_owned();
     let now = crate::state::now().floor() as i64;
     tokio::task::spawn_blocking(move || {
@@ -80,7 +85,7 @@ pub(crate) async fn call(
             "GetMetricStatistics" => get_metric_statistics(store, &input, now),
             "GetMetricData" => get_metric_data(store, &input, now),
             "ListMetrics" => list_metrics(store, &input, now),
-            _ => unreachable!("checked above"),
+            other => unreachable!("{other} is not a metric operation"),
         }
     })
     .await
@@ -91,7 +96,7 @@ pub(crate) async fn call(
 // Reading the input
 // ---------------------------------------------------------------------------------------
 
-fn text<'a>(input: &'a Value, field: &str, at: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn text<'a>(input: &'a Value, field: &str, at: &str) -> Result<&'a str, ApiError> {
     match &input[field] {
         Value::Null => Err(missing(&format!("{at}{field}"))),
         Value::String(s) if !s.is_empty() => Ok(s),
@@ -102,7 +107,7 @@ fn text<'a>(input: &'a Value, field: &str, at: &str) -> Result<&'a str, ApiError
 }
 
 /// A timestamp: epoch seconds (awsJson's form), or an ISO 8601 string.
-fn time(input: &Value, field: &str) -> Result<i64, ApiError> {
+pub(crate) fn time(input: &Value, field: &str) -> Result<i64, ApiError> {
     match &input[field] {
         Value::Null => Err(missing(field)),
         Value::Number(n) => n
@@ -121,7 +126,7 @@ fn time(input: &Value, field: &str) -> Result<i64, ApiError> {
 }
 
 /// `Dimensions` as name and value pairs: at most 30, each named once.
-fn dimensions(input: &Value, at: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn dimensions(input: &Value, at: &str) -> Result<Vec<(String, String)>, ApiError> {
     let Some(list) = input["Dimensions"].as_array() else {
         return Ok(Vec::new());
     };
@@ -315,14 +320,14 @@ fn fingerprint(input: &Value) -> String {
 }
 
 /// A NextToken: where the next page starts, and whose request it belongs to.
-fn token(position: &[usize], input: &Value) -> String {
+pub(crate) fn token(position: &[usize], input: &Value) -> String {
     use base64::Engine;
     let text = json!({ "at": position, "of": fingerprint(input) }).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
 /// The position a NextToken holds (of `len` numbers), if it is this request's.
-fn position(input: &Value, len: usize) -> Result<Option<Vec<usize>>, ApiError> {
+pub(crate) fn position(input: &Value, len: usize) -> Result<Option<Vec<usize>>, ApiError> {
     use base64::Engine;
     let Some(given) = input["NextToken"].as_str() else {
         return Ok(None);

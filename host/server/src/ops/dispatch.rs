@@ -104,7 +104,9 @@ pub(crate) async fn call(
         "DescribeAlarm" => {
             alarms::describe(&state.stored, &state.endpoints, &state.monitoring, input)
         }
-        "DeleteAlarm" => alarms::delete(&state.stored, &state.endpoints, input),
+        "DeleteAlarm" => {
+            alarms::delete(&state.stored, &state.endpoints, &state.alarm_states, input)
+        }
         "ListAlarms" => alarms::list_alarms(&state.stored, input),
         "ListEndpointEvents" => {
             endpoints::list_endpoint_events(&state.endpoints, &state.stored.store, input)

@@ -1,5 +1,5 @@
 //! The operations: one module per resource family (models, endpoint configs, endpoints,
-//! alarms, experiments, shadow variants, loaded models, asynchronous queues, transform jobs,
+//! alarms (Plinth's and CloudWatch's), experiments, shadow variants, loaded models, asynchronous queues, transform jobs,
 //! model quality job definitions and monitoring schedules, Application Auto Scaling's
 //! targets and policies), each taking an operation's JSON input and giving its JSON
 //! output or an [`ApiError`], plus what they share (errors, names, listing).
@@ -20,6 +20,7 @@ pub(crate) mod endpoints;
 pub(crate) mod experiments;
 pub(crate) mod listing;
 pub(crate) mod loaded_models;
+pub(crate) mod metric_alarms;
 pub(crate) mod models;
 pub(crate) mod monitoring;
 pub(crate) mod shadow_variants;

@@ -2,7 +2,8 @@
 //! weights and instance counts), the experiments' ledger (which variant served each
 //! inference id) and outcome statistics, and Application Auto Scaling's scalable targets,
 //! scaling policies and scaling activities, model quality job definitions, monitoring
-//! schedules and their executions, in an embedded SQLite database,
+//! schedules and their executions, CloudWatch alarms' states and history, in an embedded
+//! SQLite database,
 //! `<data-dir>/plinth.db`.
 //!
 //! Every change is one transaction in WAL mode with `synchronous = FULL`, so a crash at any
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -155,6 +156,24 @@ CREATE TABLE IF NOT EXISTS transform_inputs (
     compared TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (job, input)
 );
+CREATE TABLE IF NOT EXISTS alarm_states (
+    name          TEXT PRIMARY KEY COLLATE NOCASE,
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    reason_data   TEXT,
+    updated       REAL NOT NULL,
+    transitioned  REAL NOT NULL,
+    configured    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarm_history (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    name     TEXT NOT NULL COLLATE NOCASE,
+    time     REAL NOT NULL,
+    kind     TEXT NOT NULL,
+    summary  TEXT NOT NULL,
+    data     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarm_history_by_time ON alarm_history (time);
 ";
 
 /// Scaling activities kept per scalable target; older ones are dropped as new ones come.
@@ -1743,6 +1762,163 @@ impl Store {
             .optional()?;
         Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
     }
+}
+
+/// A CloudWatch alarm's state as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AlarmStateRow {
+    pub(crate) state: String,
+    pub(crate) reason: String,
+    pub(crate) reason_data: Option<String>,
+    /// When the state or its reason last changed.
+    pub(crate) updated: f64,
+    /// When the state last changed.
+    pub(crate) transitioned: f64,
+    /// When the alarm's definition was last put.
+    pub(crate) configured: f64,
+}
+
+/// One item of an alarm's history.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AlarmHistoryRow {
+    pub(crate) name: String,
+    pub(crate) time: f64,
+    /// `ConfigurationUpdate`, `StateUpdate` or `Action`.
+    pub(crate) kind: String,
+    pub(crate) summary: String,
+    pub(crate) data: String,
+}
+
+/// Which history items to read.
+pub(crate) struct HistoryQuery<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) kind: Option<&'a str>,
+    pub(crate) start: f64,
+    pub(crate) end: f64,
+    pub(crate) ascending: bool,
+    pub(crate) offset: usize,
+    pub(crate) limit: usize,
+}
+
+impl Store {
+    /// Every stored alarm state, by alarm name.
+    pub(crate) fn alarm_states(&self) -> Result<Vec<(String, AlarmStateRow)>, StoreError> {
+        let conn = self.conn();
+        let mut select = conn.prepare(
+            "SELECT name, state, reason, reason_data, updated, transitioned, configured \
+             FROM alarm_states",
+        )?;
+        let rows = select.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                AlarmStateRow {
+                    state: r.get(1)?,
+                    reason: r.get(2)?,
+                    reason_data: r.get(3)?,
+                    updated: r.get(4)?,
+                    transitioned: r.get(5)?,
+                    configured: r.get(6)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Store `name`'s state and, in the same transaction, a history item.
+    pub(crate) fn save_alarm_state(
+        &self,
+        name: &str,
+        row: &AlarmStateRow,
+        history: Option<&AlarmHistoryRow>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO alarm_states \
+             (name, state, reason, reason_data, updated, transitioned, configured) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO UPDATE SET \
+             state = ?2, reason = ?3, reason_data = ?4, updated = ?5, transitioned = ?6, \
+             configured = ?7",
+            params![
+                name,
+                row.state,
+                row.reason,
+                row.reason_data,
+                row.updated,
+                row.transitioned,
+                row.configured
+            ],
+        )?;
+        if let Some(h) = history {
+            insert_history(&tx, h)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forget `name`'s state (its history stays, with `history` added).
+    pub(crate) fn delete_alarm_state(
+        &self,
+        name: &str,
+        history: &AlarmHistoryRow,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM alarm_states WHERE name = ?1", params![name])?;
+        insert_history(&tx, history)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// History items as `query` asks, in time order (or its reverse).
+    pub(crate) fn alarm_history(
+        &self,
+        query: &HistoryQuery<'_>,
+    ) -> Result<Vec<AlarmHistoryRow>, StoreError> {
+        let conn = self.conn();
+        let order = if query.ascending { "ASC" } else { "DESC" };
+        let mut select = conn.prepare(&format!(
+            "SELECT name, time, kind, summary, data FROM alarm_history \
+             WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND time >= ?3 AND time <= ?4 ORDER BY time {order}, seq {order} \
+             LIMIT ?5 OFFSET ?6"
+        ))?;
+        let rows = select.query_map(
+            params![
+                query.name,
+                query.kind,
+                query.start,
+                query.end,
+                query.limit as i64,
+                query.offset as i64
+            ],
+            |r| {
+                Ok(AlarmHistoryRow {
+                    name: r.get(0)?,
+                    time: r.get(1)?,
+                    kind: r.get(2)?,
+                    summary: r.get(3)?,
+                    data: r.get(4)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drop history items older than `before`; how many.
+    pub(crate) fn forget_alarm_history(&self, before: f64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM alarm_history WHERE time < ?1", params![before])?)
+    }
+}
+
+fn insert_history(conn: &Connection, h: &AlarmHistoryRow) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO alarm_history (name, time, kind, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![h.name, h.time, h.kind, h.summary, h.data],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
