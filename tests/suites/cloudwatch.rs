@@ -116,6 +116,30 @@ fn datapoints_survive_kill_and_restart() {
         json!([{"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": [
             {"Name": "EndpointName", "Value": "kept"}, {"Name": "VariantName", "Value": "A"}]}])
     );
+
+    // `plinth metrics`: the table, and one metric's sparkline.
+    let cli = |args: &[&str]| {
+        let mut all = vec!["metrics", "kept", "--endpoint-url", server.url()];
+        all.extend_from_slice(args);
+        let out = plinth_tests::run_cli(BIN, &all, None);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = cli(&["--since", "10m"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("A "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..5], ["A", "30", "0", "0", "0"], "{table}");
+    let spark = cli(&["--since", "10m", "--metric", "Invocations"]);
+    assert!(spark.contains("Invocations Sum per 10 s over the last 600 s"), "{spark}");
+    let line = spark.lines().next().unwrap();
+    assert!(line.contains('█') && line.contains("max "), "{spark}");
+    let out = plinth_tests::run_cli(BIN, &["metrics", "kept", "--endpoint-url", server.url(), "--since", "soon"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"), "{out:?}");
 }
 
 /// `--metric-retention off` stores nothing (queries find no data); a retention that cannot

@@ -442,7 +442,7 @@ pub const DEFAULT_RETENTION: &str = "1s:3h,1m:15d,5m:63d,1h:455d";
 const MAX_RETENTION: u64 = 10 * 366 * 86_400;
 
 /// A duration such as `1s`, `5m`, `3h`, `15d`, in seconds.
-fn parse_duration(text: &str) -> Option<u64> {
+pub fn parse_duration(text: &str) -> Option<u64> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;

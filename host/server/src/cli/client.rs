@@ -95,19 +95,22 @@ impl Client {
 
 impl Control for Client {
     fn call(&mut self, operation: &str, input: Value) -> Result<Value, CallError> {
-        let service = if plinth_policy::members::autoscaling_operations().any(|o| o == operation) {
-            "AnyScaleFrontendService"
-        } else {
-            "SageMaker"
-        };
+        let (service, content_type) =
+            if plinth_policy::members::autoscaling_operations().any(|o| o == operation) {
+                ("AnyScaleFrontendService", "application/x-amz-json-1.1")
+            } else if plinth_policy::members::cloudwatch_operations().any(|o| o == operation) {
+                (
+                    "GraniteServiceVersion20100801",
+                    "application/x-amz-json-1.0",
+                )
+            } else {
+                ("SageMaker", "application/x-amz-json-1.1")
+            };
         let target = format!("{service}.{operation}");
         let answer = self
             .post(
                 "/",
-                &[
-                    ("content-type", "application/x-amz-json-1.1"),
-                    ("x-amz-target", &target),
-                ],
+                &[("content-type", content_type), ("x-amz-target", &target)],
                 input.to_string().into_bytes(),
             )
             .map_err(|e| CallError {

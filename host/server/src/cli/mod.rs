@@ -9,6 +9,7 @@ pub(crate) mod batch;
 pub(crate) mod bench;
 pub(crate) mod body;
 pub(crate) mod client;
+pub(crate) mod metrics;
 pub(crate) mod new;
 pub(crate) mod watch;
 
@@ -203,6 +204,25 @@ enum Command {
         /// Print the execution's JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Show an endpoint's CloudWatch metrics over a recent window (ListMetrics and
+    /// GetMetricData): per variant its requests, errors and latency percentiles, or with
+    /// --metric one metric as a sparkline (Sum of a count, p99 of a latency).
+    Metrics {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Only this variant.
+        #[arg(long)]
+        variant: Option<String>,
+        /// One metric (`Invocations`, `ModelLatency`, `Invocation5XXErrors`...), drawn as a
+        /// sparkline per variant.
+        #[arg(long)]
+        metric: Option<String>,
+        /// How far back: `90s`, `30m`, `1h`, `2d`.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Show an endpoint's shadow variants next to production: sampled, dropped, errors,
     /// latency and agreement with production's answers (DescribeShadowVariants).
@@ -1131,6 +1151,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", quality_table(execution));
             }
+            Ok(())
+        }
+        Command::Metrics {
+            endpoint,
+            variant,
+            metric,
+            since,
+            server,
+        } => {
+            let since = plinth_policy::metric_data::parse_duration(&since).ok_or_else(|| {
+                anyhow!("--since {since:?} is not a duration such as 90s, 30m, 1h or 2d")
+            })?;
+            let query = metrics::Query {
+                endpoint: &endpoint,
+                variant: variant.as_deref(),
+                metric: metric.as_deref(),
+                since,
+                now: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs() as i64,
+            };
+            print!("{}", metrics::show(&mut server.client()?, &query)?);
             Ok(())
         }
         Command::Shadow {
