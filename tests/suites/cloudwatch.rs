@@ -268,3 +268,87 @@ fn alarm_states_and_history_survive_kill_and_restart() {
         "{history}"
     );
 }
+
+/// `metric`'s `statistic` summed over the last ten minutes for the series `dimensions`,
+/// once it reaches `at_least` (within 20 s).
+fn statistic_at_least(
+    server: &Server,
+    metric: &str,
+    dimensions: Value,
+    statistic: &str,
+    at_least: f64,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let now = epoch_now();
+        let output = server.call(
+            "GetMetricStatistics",
+            json!({"Namespace": "AWS/SageMaker", "MetricName": metric, "Dimensions": dimensions,
+                   "StartTime": now - 600.0, "EndTime": now + 60.0, "Period": 60,
+                   "Statistics": [statistic]}),
+        );
+        let points = output["Datapoints"].as_array().unwrap().clone();
+        let total: f64 = points.iter().map(|d| d[statistic].as_f64().unwrap()).sum();
+        if total >= at_least {
+            return points;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{metric} {statistic} is {total}, not {at_least}: {output}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Metrics of the other hosting modes reach CloudWatch: a serverless variant's
+/// `ModelSetupTime` (one cold start), an asynchronous endpoint's `TimeInBacklog` and
+/// `TotalProcessingTime` per job (milliseconds, one sample each) and its backlog gauges
+/// (dimension `EndpointName` only), with their units.
+#[test]
+fn serverless_and_asynchronous_metrics_are_published() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out) = (work.path().join("input.txt"), work.path().join("out"));
+    std::fs::write(&input, "hello").unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model("echo", ECHO_WASM, json!({}));
+    server.call(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": "cold", "ProductionVariants": [{"VariantName": "AllTraffic",
+               "ModelName": "echo", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}]}),
+    );
+    assert_eq!(server.create_endpoint_settled("cold", "cold")["EndpointStatus"], "InService");
+    let r = server.invoke("cold", "text/plain", "hi", &[]);
+    assert_eq!(r.status(), StatusCode::OK);
+    let serverless = json!([{"Name": "EndpointName", "Value": "cold"},
+                            {"Name": "VariantName", "Value": "AllTraffic"}]);
+    let setup = statistic_at_least(&server, "ModelSetupTime", serverless, "SampleCount", 1.0);
+    assert_eq!(setup[0]["Unit"], "Microseconds", "{setup:?}");
+
+    server.call(
+        "CreateEndpointConfig",
+        json!({"EndpointConfigName": "queue", "ProductionVariants": [{"VariantName": "AllTraffic",
+               "ModelName": "echo", "InitialInstanceCount": 1}],
+               "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": out.display().to_string()}}}),
+    );
+    assert_eq!(server.create_endpoint_settled("queue", "queue")["EndpointStatus"], "InService");
+    for _ in 0..3 {
+        let response = server
+            .client()
+            .post(format!("{}/endpoints/queue/async-invocations", server.url()))
+            .header("X-Amzn-SageMaker-InputLocation", input.display().to_string())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let endpoint = json!([{"Name": "EndpointName", "Value": "queue"}]);
+    for metric in ["TimeInBacklog", "TotalProcessingTime"] {
+        let points = statistic_at_least(&server, metric, endpoint.clone(), "SampleCount", 3.0);
+        assert_eq!(points[0]["Unit"], "Milliseconds", "{metric}: {points:?}");
+    }
+    // Sampled every second while the endpoint exists: present, and empty once done.
+    let size = statistic_at_least(&server, "ApproximateBacklogSize", endpoint.clone(), "SampleCount", 2.0);
+    assert_eq!(size.last().unwrap()["Unit"], "None");
+    let last = statistic_at_least(&server, "HasBacklogWithoutCapacity", endpoint, "Maximum", 0.0);
+    assert!(last.iter().all(|d| d["Maximum"] == 0.0), "{last:?}");
+}

@@ -53,6 +53,30 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (INVOCATION_NAMESPACE, "InvocationsPerInstance", "None"),
     (INVOCATION_NAMESPACE, "ModelLatency", "Microseconds"),
     (INVOCATION_NAMESPACE, "OverheadLatency", "Microseconds"),
+    // Serverless variants.
+    (INVOCATION_NAMESPACE, "ModelSetupTime", "Microseconds"),
+    // Multi-model variants.
+    (INVOCATION_NAMESPACE, "ModelLoadingWaitTime", "Microseconds"),
+    (INVOCATION_NAMESPACE, "ModelDownloadingTime", "Microseconds"),
+    (INVOCATION_NAMESPACE, "ModelLoadingTime", "Microseconds"),
+    (INVOCATION_NAMESPACE, "ModelUnloadingTime", "Microseconds"),
+    (INVOCATION_NAMESPACE, "ModelCacheHit", "None"),
+    (INVOCATION_NAMESPACE, "LoadedModelCount", "None"),
+    // Asynchronous endpoints (dimension EndpointName only).
+    (INVOCATION_NAMESPACE, "ApproximateBacklogSize", "None"),
+    (
+        INVOCATION_NAMESPACE,
+        "ApproximateBacklogSizePerInstance",
+        "None",
+    ),
+    (
+        INVOCATION_NAMESPACE,
+        "ApproximateAgeOfOldestRequest",
+        "Seconds",
+    ),
+    (INVOCATION_NAMESPACE, "HasBacklogWithoutCapacity", "None"),
+    (INVOCATION_NAMESPACE, "TimeInBacklog", "Milliseconds"),
+    (INVOCATION_NAMESPACE, "TotalProcessingTime", "Milliseconds"),
 ];
 
 /// The unit CloudWatch reports for `metric` in `namespace`; `None` for a metric Plinth does

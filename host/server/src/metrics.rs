@@ -1,5 +1,16 @@
 //! Prometheus metrics with SageMaker's CloudWatch meanings, labelled by endpoint and
 //! variant. The README's "Metrics" table documents each one; keep the two in step.
+//!
+//! Events that are CloudWatch metrics besides the request windows (a serverless instance's
+//! setup, a multi-model load, a cache hit, an asynchronous job's time in the backlog) are
+//! also gathered per second in [`Published`], exactly (each value one sample), for the
+//! metric publisher to store; [`Timing`] and [`Tally`] record both at once.
+
+use crate::state::metric_store::Point;
+use plinth_policy::metric_data::{Aggregate, Datum};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -15,9 +26,126 @@ const BUCKETS: &[f64] = &[
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// CloudWatch events waiting for the metric publisher: per namespace and dimensions, per
+/// second, each metric's samples. Nothing is kept until the publisher starts (no metric
+/// store: nothing to keep them for).
+#[derive(Default)]
+pub(crate) struct Published {
+    on: AtomicBool,
+    pending: Mutex<HashMap<(&'static str, Dimensions), Seconds>>,
+}
+
+/// A series' samples by second.
+type Seconds = BTreeMap<i64, Datum>;
+
+/// A series' dimensions, shared by its handles.
+pub(crate) type Dimensions = Arc<[(String, String)]>;
+
+impl Published {
+    /// From now on, keep what is recorded (the publisher takes it every second).
+    pub(crate) fn start(&self) {
+        self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// One sample of `metric` (in its CloudWatch unit) for the series, in the current second.
+    pub(crate) fn record(
+        &self,
+        namespace: &'static str,
+        dimensions: &Dimensions,
+        metric: &'static str,
+        value: f64,
+    ) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let second = crate::state::now().floor() as i64;
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let datum = pending
+            .entry((namespace, dimensions.clone()))
+            .or_default()
+            .entry(second)
+            .or_default();
+        let sample = Aggregate::repeated(value, 1);
+        match datum.get_mut(metric) {
+            Some(a) => a.merge(&sample),
+            None => {
+                datum.insert(metric.to_owned(), sample);
+            }
+        }
+    }
+
+    /// The samples of seconds up to `upto`, as the metric store's points.
+    pub(crate) fn take(&self, upto: i64) -> Vec<Point> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut points = Vec::new();
+        pending.retain(|(namespace, dimensions), seconds| {
+            let later = seconds.split_off(&(upto + 1));
+            for (t, datum) in std::mem::replace(seconds, later) {
+                points.push(Point {
+                    namespace: (*namespace).to_owned(),
+                    dimensions: dimensions.to_vec(),
+                    t,
+                    datum,
+                });
+            }
+            !seconds.is_empty()
+        });
+        points
+    }
+}
+
+/// A series' handle on [`Published`]: its namespace and dimensions.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    sink: Arc<Published>,
+    namespace: &'static str,
+    dimensions: Dimensions,
+}
+
+impl Publisher {
+    /// One sample of `metric` for this series now.
+    pub(crate) fn record(&self, metric: &'static str, value: f64) {
+        self.sink
+            .record(self.namespace, &self.dimensions, metric, value);
+    }
+}
+
+/// A duration recorded twice: in a Prometheus histogram (seconds) and as CloudWatch's
+/// `metric` in microseconds.
+pub(crate) struct Timing {
+    histogram: Histogram,
+    publisher: Publisher,
+    metric: &'static str,
+}
+
+impl Timing {
+    pub(crate) fn observe(&self, seconds: f64) {
+        self.histogram.observe(seconds);
+        self.publisher.record(self.metric, seconds * 1e6);
+    }
+}
+
+/// A count recorded twice: a Prometheus counter, and one sample of `value` for CloudWatch's
+/// `metric` (`ModelCacheHit`: 1 for a hit, 0 for a miss).
+pub(crate) struct Tally {
+    counter: IntCounter,
+    publisher: Publisher,
+    metric: &'static str,
+    value: f64,
+}
+
+impl Tally {
+    pub(crate) fn inc(&self) {
+        self.counter.inc();
+        self.publisher.record(self.metric, self.value);
+    }
+}
+
 /// Every metric Plinth exports.
 pub(crate) struct Metrics {
     registry: Registry,
+    /// CloudWatch events for the metric publisher.
+    pub(crate) published: Arc<Published>,
     pub(crate) invocations: IntCounterVec,
     pub(crate) errors_4xx: IntCounterVec,
     pub(crate) errors_5xx: IntCounterVec,
@@ -82,12 +210,12 @@ const CONTAINER_LABELS: &[&str] = &["endpoint", "variant", "container"];
 /// A multi-model variant's metrics (SageMaker's multi-model endpoint metrics), resolved
 /// once.
 pub(crate) struct MultiModelMetrics {
-    pub(crate) loading_wait: Histogram,
-    pub(crate) downloading: Histogram,
-    pub(crate) loading: Histogram,
-    pub(crate) unloading: Histogram,
-    pub(crate) hits: IntCounter,
-    pub(crate) misses: IntCounter,
+    pub(crate) loading_wait: Timing,
+    pub(crate) downloading: Timing,
+    pub(crate) loading: Timing,
+    pub(crate) unloading: Timing,
+    pub(crate) hits: Tally,
+    pub(crate) misses: Tally,
 }
 
 /// How many of a multi-model variant's models get their own request count
@@ -158,7 +286,7 @@ pub(crate) struct VariantMetrics {
     pub(crate) invocations_per_instance: Counter,
     pub(crate) model_latency: Histogram,
     pub(crate) overhead_latency: Histogram,
-    pub(crate) model_setup: Histogram,
+    pub(crate) model_setup: Timing,
     pub(crate) errors_4xx: IntCounter,
     pub(crate) errors_5xx: IntCounter,
     pub(crate) model_errors: IntCounter,
@@ -169,13 +297,48 @@ impl Metrics {
     /// The multi-model metrics of `variant` of `endpoint`.
     pub(crate) fn multi_model(&self, endpoint: &str, variant: &str) -> MultiModelMetrics {
         let labels = [endpoint, variant];
+        let publisher = self.publisher(endpoint, variant);
+        let timing = |histogram: &HistogramVec, metric| Timing {
+            histogram: histogram.with_label_values(&labels),
+            publisher: publisher.clone(),
+            metric,
+        };
+        let tally = |counter: &IntCounterVec, value| Tally {
+            counter: counter.with_label_values(&labels),
+            publisher: publisher.clone(),
+            metric: "ModelCacheHit",
+            value,
+        };
         MultiModelMetrics {
-            loading_wait: self.model_loading_wait.with_label_values(&labels),
-            downloading: self.model_downloading.with_label_values(&labels),
-            loading: self.model_loading.with_label_values(&labels),
-            unloading: self.model_unloading.with_label_values(&labels),
-            hits: self.model_cache_hits.with_label_values(&labels),
-            misses: self.model_cache_misses.with_label_values(&labels),
+            loading_wait: timing(&self.model_loading_wait, "ModelLoadingWaitTime"),
+            downloading: timing(&self.model_downloading, "ModelDownloadingTime"),
+            loading: timing(&self.model_loading, "ModelLoadingTime"),
+            unloading: timing(&self.model_unloading, "ModelUnloadingTime"),
+            hits: tally(&self.model_cache_hits, 1.0),
+            misses: tally(&self.model_cache_misses, 0.0),
+        }
+    }
+
+    /// The CloudWatch handle of `variant` of `endpoint` (`AWS/SageMaker`, `EndpointName`
+    /// and `VariantName`).
+    pub(crate) fn publisher(&self, endpoint: &str, variant: &str) -> Publisher {
+        Publisher {
+            sink: self.published.clone(),
+            namespace: plinth_policy::metric_data::INVOCATION_NAMESPACE,
+            dimensions: Arc::from(vec![
+                ("EndpointName".to_owned(), endpoint.to_owned()),
+                ("VariantName".to_owned(), variant.to_owned()),
+            ]),
+        }
+    }
+
+    /// The CloudWatch handle of `endpoint` alone (`AWS/SageMaker`, `EndpointName`: the
+    /// asynchronous queue's metrics).
+    pub(crate) fn endpoint_publisher(&self, endpoint: &str) -> Publisher {
+        Publisher {
+            sink: self.published.clone(),
+            namespace: plinth_policy::metric_data::INVOCATION_NAMESPACE,
+            dimensions: Arc::from(vec![("EndpointName".to_owned(), endpoint.to_owned())]),
         }
     }
 
@@ -187,7 +350,11 @@ impl Metrics {
             invocations_per_instance: self.invocations_per_instance.with_label_values(&labels),
             model_latency: self.model_latency.with_label_values(&labels),
             overhead_latency: self.overhead_latency.with_label_values(&labels),
-            model_setup: self.model_setup.with_label_values(&labels),
+            model_setup: Timing {
+                histogram: self.model_setup.with_label_values(&labels),
+                publisher: self.publisher(endpoint, variant),
+                metric: "ModelSetupTime",
+            },
             errors_4xx: self.errors_4xx.with_label_values(&labels),
             errors_5xx: self.errors_5xx.with_label_values(&labels),
             model_errors: self.model_errors.with_label_values(&labels),
@@ -269,6 +436,7 @@ impl Metrics {
             container_errors_5xx: counter_with(&r, "plinth_container_invocation_5xx_errors_total", "Inference pipelines: requests one container failed with a server error, a trap or a timeout (SageMaker Invocation5XXErrors with ContainerName).", CONTAINER_LABELS),
             container_latency: histogram_with(&r, "plinth_container_latency_seconds", "Inference pipelines: time one container took to answer, its wait for an instance included (SageMaker ContainerLatency).", CONTAINER_LABELS, BUCKETS),
             registry: r,
+            published: Arc::default(),
         }
     }
 
@@ -316,5 +484,65 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod published_tests {
+    use super::*;
+    use plinth_policy::metric_alarm::Statistic;
+
+    #[test]
+    fn events_wait_per_second_until_taken_and_only_once_started() {
+        let metrics = Metrics::new();
+        let timing = metrics.multi_model("e", "v");
+        timing.loading.observe(0.5);
+        assert!(
+            metrics.published.take(i64::MAX).is_empty(),
+            "kept before start"
+        );
+        metrics.published.start();
+        timing.loading.observe(0.25);
+        timing.loading.observe(0.75);
+        timing.hits.inc();
+        timing.misses.inc();
+        timing.hits.inc();
+        let now = crate::state::now().floor() as i64;
+        assert!(metrics.published.take(now - 2).is_empty(), "none that old");
+        let points = metrics.published.take(now + 1);
+        // One point, or two if a second ended between the calls.
+        assert!(!points.is_empty() && points.len() <= 2, "{points:?}");
+        let mut datum = Datum::new();
+        for p in &points {
+            assert_eq!(p.namespace, "AWS/SageMaker");
+            assert_eq!(
+                p.dimensions,
+                vec![
+                    ("EndpointName".to_string(), "e".to_string()),
+                    ("VariantName".to_string(), "v".to_string())
+                ]
+            );
+            plinth_policy::metric_data::merge_datum(&mut datum, &p.datum);
+        }
+        let p = Point {
+            namespace: String::new(),
+            dimensions: Vec::new(),
+            t: 0,
+            datum,
+        };
+        let loading = &p.datum["ModelLoadingTime"];
+        assert_eq!(loading.value(Statistic::SampleCount), Some(2.0));
+        assert_eq!(loading.value(Statistic::Sum), Some(1_000_000.0));
+        let hits = &p.datum["ModelCacheHit"];
+        assert_eq!(hits.value(Statistic::Average), Some(2.0 / 3.0));
+        assert!(metrics.published.take(i64::MAX).is_empty(), "taken once");
+        // The Prometheus side saw every observation.
+        assert_eq!(
+            metrics
+                .model_loading
+                .with_label_values(&["e", "v"])
+                .get_sample_count(),
+            3
+        );
     }
 }

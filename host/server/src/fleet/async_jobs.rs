@@ -604,11 +604,16 @@ async fn finish(
     };
     match commit(state, write, file).await {
         Ok(()) => {
+            let seconds = (now - job.accepted).max(0.0);
             state
                 .metrics
                 .total_processing_time
                 .with_label_values(&[job.endpoint.as_str()])
-                .observe((now - job.accepted).max(0.0));
+                .observe(seconds);
+            state
+                .metrics
+                .endpoint_publisher(&job.endpoint)
+                .record("TotalProcessingTime", seconds * 1000.0);
             if notifies {
                 state.async_jobs.notify.notify_one();
             }
@@ -826,11 +831,16 @@ async fn invoke(state: &Fleet, key: &str, job: &AsyncJob) -> Result<(Vec<u8>, St
     }
     if job.attempts == 0 {
         // It ran: the time it waited, once.
+        let seconds = (started_at - job.accepted).max(0.0);
         state
             .metrics
             .time_in_backlog
             .with_label_values(&[job.endpoint.as_str()])
-            .observe((started_at - job.accepted).max(0.0));
+            .observe(seconds);
+        state
+            .metrics
+            .endpoint_publisher(&job.endpoint)
+            .record("TimeInBacklog", seconds * 1000.0);
     }
     let error = record_invocation(&variant, &result, started);
     match result {

@@ -3,7 +3,9 @@
 //! its boundary) of every live variant's recent-request window (both fleets of a deployment
 //! and the shadow variants, merged by variant name) becomes one datapoint of namespace
 //! `AWS/SageMaker` with dimensions `EndpointName` and `VariantName`
-//! (`plinth_policy::metric_data::request_aggregates`). Every [`ROLL_UP_EVERY`] the coarser
+//! (`plinth_policy::metric_data::request_aggregates`); with them, the events gathered in
+//! `metrics::Published` (serverless setup, multi-model loads and cache hits, asynchronous
+//! jobs' times) and gauges sampled each second (the asynchronous backlog, loaded models). Every [`ROLL_UP_EVERY`] the coarser
 //! resolutions are merged from the seconds; every [`EXPIRE_EVERY`] data past its retention
 //! is deleted. The store's calls run on the blocking pool, off the request path.
 
@@ -31,6 +33,7 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
     // The first second not yet published: the windows hold nothing from before the clock's
     // epoch.
     let mut next = 0;
+    fleet.metrics.published.start();
     let mut rolled = Instant::now();
     let mut expired = Instant::now()
         .checked_sub(EXPIRE_EVERY)
@@ -43,13 +46,9 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
         let Some(upto) = current_second().checked_sub(GRACE) else {
             continue;
         };
-        let points = if upto >= next {
-            let points = collect(&fleet, next, upto);
-            next = upto + 1;
-            points
-        } else {
-            Vec::new()
-        };
+        // The seconds to publish now, if any.
+        let range = (upto >= next).then_some((next, upto));
+        next = next.max(upto + 1);
         let roll_up = rolled.elapsed() >= ROLL_UP_EVERY;
         let expire = expired.elapsed() >= EXPIRE_EVERY;
         if roll_up {
@@ -58,13 +57,19 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
         if expire {
             expired = Instant::now();
         }
-        if points.is_empty() && !roll_up && !expire {
+        if range.is_none() && !roll_up && !expire {
             continue;
         }
-        let store = store.clone();
+        let (fleet, store) = (fleet.clone(), store.clone());
         let mark = unix_second(upto);
+        // Reading the windows and the backlog, and the store's writes: off the async workers.
         let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            store.record(&points)?;
+            if let Some((first, last)) = range {
+                let mut points = collect(&fleet, first, last);
+                points.extend(fleet.metrics.published.take(mark));
+                points.extend(gauges(&fleet, mark));
+                store.record(&points)?;
+            }
             if roll_up {
                 store.roll_up(mark)?;
             }
@@ -129,4 +134,57 @@ pub(crate) fn collect(fleet: &Fleet, first: u64, last: u64) -> Vec<Point> {
             datum: request_aggregates(&stats, instances),
         })
         .collect()
+}
+
+/// The gauges CloudWatch has, sampled now and stored at second `t`: each asynchronous
+/// endpoint's backlog (`ApproximateBacklogSize`, `ApproximateBacklogSizePerInstance`,
+/// `ApproximateAgeOfOldestRequest`, `HasBacklogWithoutCapacity`, dimension `EndpointName`)
+/// and each multi-model variant's `LoadedModelCount`.
+fn gauges(fleet: &Fleet, t: i64) -> Vec<Point> {
+    use plinth_policy::async_inference::BacklogMetric;
+    use plinth_policy::metric_data::Aggregate;
+    let mut points = Vec::new();
+    for endpoint in fleet.endpoints.all().values() {
+        if super::async_jobs::config_of(fleet, &endpoint.config_name).is_some() {
+            if let Some(backlog) = super::async_jobs::backlog(fleet, &endpoint.name) {
+                points.push(Point {
+                    namespace: INVOCATION_NAMESPACE.to_owned(),
+                    dimensions: vec![("EndpointName".to_owned(), endpoint.name.clone())],
+                    t,
+                    datum: BacklogMetric::ALL
+                        .into_iter()
+                        .map(|m| {
+                            (
+                                m.as_str().to_owned(),
+                                Aggregate::repeated(m.value(&backlog), 1),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+        let mut loaded: BTreeMap<&str, usize> = BTreeMap::new();
+        for live in endpoint.serving().map(|v| &v.live) {
+            if let super::variant::Serving::Multi(cache) = &live.serving {
+                *loaded.entry(live.name.as_str()).or_default() += cache.usage().0;
+            }
+        }
+        for (variant, count) in loaded {
+            points.push(Point {
+                namespace: INVOCATION_NAMESPACE.to_owned(),
+                dimensions: vec![
+                    ("EndpointName".to_owned(), endpoint.name.clone()),
+                    ("VariantName".to_owned(), variant.to_owned()),
+                ],
+                t,
+                datum: [(
+                    "LoadedModelCount".to_owned(),
+                    Aggregate::repeated(count as f64, 1),
+                )]
+                .into_iter()
+                .collect(),
+            });
+        }
+    }
+    points
 }
