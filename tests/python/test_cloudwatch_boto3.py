@@ -149,6 +149,24 @@ assert minimum <= p["p50"] <= p["p99"] <= p["p100"] == maximum, p
 assert p["p0.1"] == minimum, p
 assert abs(prom("plinth_invocation_4xx_errors_total", "B") - BAD_B) < 1e-9
 
+# -- Instance metrics: the variant's CPU time and memory, measured -------------------------
+def instance(metric, variant):
+    return cloudwatch.get_metric_statistics(
+        Namespace="/aws/sagemaker/Endpoints", MetricName=metric, Dimensions=dims(variant),
+        StartTime=START, EndTime=END, Period=60, Statistics=["Maximum", "Average", "SampleCount"],
+    )["Datapoints"]
+
+
+cpu, memory = instance("CPUUtilization", "A"), instance("MemoryUtilization", "A")
+assert cpu and memory, (cpu, memory)
+assert all(d["Unit"] == "Percent" for d in cpu + memory), (cpu, memory)
+# Its 120 requests took CPU time in some second; one instance's guest and model are a few
+# MiB against its memory limit.
+assert max(d["Maximum"] for d in cpu) > 0, cpu
+assert all(0 < d["Maximum"] <= 100 for d in memory), memory
+assert {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="/aws/sagemaker/Endpoints")[
+    "Metrics"]} == {"CPUUtilization", "MemoryUtilization"}
+
 # -- GetMetricData: several queries, both scan orders, pages ---------------------------------
 queries = [
     {"Id": f"inv_{v.lower()}", "MetricStat": {"Metric": {"Namespace": "AWS/SageMaker",

@@ -77,6 +77,9 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (INVOCATION_NAMESPACE, "HasBacklogWithoutCapacity", "None"),
     (INVOCATION_NAMESPACE, "TimeInBacklog", "Milliseconds"),
     (INVOCATION_NAMESPACE, "TotalProcessingTime", "Milliseconds"),
+    // Instance metrics.
+    (INSTANCE_NAMESPACE, "CPUUtilization", "Percent"),
+    (INSTANCE_NAMESPACE, "MemoryUtilization", "Percent"),
 ];
 
 /// The unit CloudWatch reports for `metric` in `namespace`; `None` for a metric Plinth does

@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 pub(crate) struct BackendPool {
     permits: Arc<Semaphore>,
     threads: usize,
+    /// Whose jobs these are: their CPU time is counted there.
+    usage: Option<Arc<crate::usage::Usage>>,
 }
 
 impl BackendPool {
@@ -22,6 +24,15 @@ impl BackendPool {
         Self {
             permits: Arc::new(Semaphore::new(threads)),
             threads,
+            usage: None,
+        }
+    }
+
+    /// The same pool, the CPU time of the jobs run through this handle counted in `usage`.
+    pub(crate) fn counted_in(&self, usage: Arc<crate::usage::Usage>) -> Self {
+        Self {
+            usage: Some(usage),
+            ..self.clone()
         }
     }
 
@@ -47,9 +58,13 @@ impl BackendPool {
             .acquire_owned()
             .await
             .map_err(|_| "the backend pool is closed".to_string())?;
+        let usage = self.usage.clone();
         tokio::task::spawn_blocking(move || {
             let _held_until_done = permit;
-            job()
+            match usage {
+                Some(usage) => usage.run(job),
+                None => job(),
+            }
         })
         .await
         .map_err(|e| match e.try_into_panic() {

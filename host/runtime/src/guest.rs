@@ -154,6 +154,8 @@ pub(crate) struct InstanceTemplate {
     pub(crate) logs: Arc<crate::stdio::Dropped>,
     pub(crate) endpoint: Arc<str>,
     pub(crate) variant: Arc<str>,
+    /// What the pool's instances use (CPU time, memory).
+    pub(crate) usage: Arc<crate::usage::Usage>,
 }
 
 /// A live, warm instance.
@@ -166,6 +168,9 @@ pub(crate) struct GuestInstance {
     serving: Serving,
     endpoint: Arc<str>,
     max_response_bytes: usize,
+    /// Its pool's usage, and the bytes this instance last reported to it.
+    usage: Arc<crate::usage::Usage>,
+    reported: usize,
 }
 
 /// How an invocation on an instance ended: the result, and whether the instance may be
@@ -237,7 +242,7 @@ impl InstanceTemplate {
                 backend: self.nn.clone(),
                 graphs_from_bytes: self.limits.graphs_from_bytes,
                 budget: budget.clone(),
-                pool: self.backend_pool.clone(),
+                pool: self.backend_pool.counted_in(self.usage.clone()),
             },
             table,
             limiter: InstanceLimiter { budget },
@@ -294,7 +299,7 @@ impl InstanceTemplate {
                 return Err(LoadError::ModelFn(self.host_paths(&message)));
             }
         };
-        Ok(GuestInstance {
+        let mut instance = GuestInstance {
             store,
             bindings,
             model,
@@ -303,7 +308,11 @@ impl InstanceTemplate {
             serving,
             endpoint: self.endpoint.clone(),
             max_response_bytes: self.limits.max_response_bytes,
-        })
+            usage: self.usage.clone(),
+            reported: 0,
+        };
+        instance.report_memory();
+        Ok(instance)
     }
 }
 
@@ -348,10 +357,18 @@ fn is_timeout(error: &wasmtime::Error) -> bool {
 impl Drop for GuestInstance {
     fn drop(&mut self) {
         self.stdout.summarise_dropped();
+        self.usage.memory_moved(self.reported, 0);
     }
 }
 
 impl GuestInstance {
+    /// Tell the pool's usage the bytes the instance holds now.
+    pub(crate) fn report_memory(&mut self) {
+        let now = self.memory_used();
+        self.usage.memory_moved(self.reported, now);
+        self.reported = now;
+    }
+
     /// The bytes the instance holds against its memory limit now: its linear memory and the
     /// host bytes it holds through wasi-nn.
     pub(crate) fn memory_used(&self) -> usize {

@@ -23,6 +23,7 @@ pub mod nn;
 pub mod ort_library;
 mod pool;
 mod stdio;
+mod usage;
 
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{DeadlineExceeded, HandlerErrorKind, HostLimit, InvokeError, LoadError};
@@ -31,3 +32,4 @@ pub use limits::Limits;
 pub use ort_library::{OnnxRuntime, OnnxRuntimeError};
 pub use plinth_policy::config::Backend;
 pub use pool::{Elastic, PoolStats, PoolTemplate, VariantPool, VariantSpec};
+pub use usage::account_cpu;

@@ -98,6 +98,14 @@ pub struct PoolStats {
     pub log_lines_dropped: u64,
     /// Bytes of guest output dropped over the instances' log rate.
     pub log_bytes_dropped: u64,
+    /// CPU time its guest calls and backend jobs have taken since the pool was built, in
+    /// nanoseconds (counted while `account_cpu` is on).
+    pub cpu_nanos: u64,
+    /// The bytes its instances hold against their memory limits, as of each one's last
+    /// call (linear memory and wasi-nn host bytes).
+    pub memory_bytes: usize,
+    /// Their memory limits together.
+    pub memory_limit_bytes: usize,
 }
 
 /// One instance and the requests routed to it.
@@ -329,6 +337,7 @@ impl PoolTemplate {
             logs: self.logs.clone(),
             endpoint: self.endpoint.clone(),
             variant: self.variant.clone(),
+            usage: Arc::default(),
         });
         let first = template.instantiate().await?;
         let mut slots = Vec::with_capacity(instance_count);
@@ -430,6 +439,13 @@ impl VariantPool {
             batched_requests: self.batches.requests.load(Ordering::Relaxed),
             log_lines_dropped: self.template.logs.lines.load(Ordering::Relaxed),
             log_bytes_dropped: self.template.logs.bytes.load(Ordering::Relaxed),
+            cpu_nanos: self.template.usage.cpu_nanos(),
+            memory_bytes: self.template.usage.memory_bytes(),
+            memory_limit_bytes: self
+                .template
+                .limits
+                .memory_bytes
+                .saturating_mul(slots.len()),
         }
     }
 
@@ -861,6 +877,9 @@ async fn serve_batch(
         None => None,
     };
     if let Some(results) = answered {
+        if let Some(guest) = instance.as_mut() {
+            guest.report_memory();
+        }
         return results;
     }
     replace(template, instance, replaced).await;
@@ -895,6 +914,8 @@ async fn serve_one(
     });
     if !outcome.reusable {
         replace(template, instance, replaced).await;
+    } else if let Some(guest) = instance.as_mut() {
+        guest.report_memory();
     }
     outcome.result
 }
@@ -908,7 +929,7 @@ async fn watched<T>(
     call: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     let limit = deadline + Limits::WATCHDOG_GRACE;
-    match tokio::time::timeout(limit, call).await {
+    match tokio::time::timeout(limit, template.usage.timed(call)).await {
         Ok(done) => Some(done),
         Err(_) => {
             tracing::error!(

@@ -14,8 +14,9 @@ use super::recent::{current_second, unix_second};
 use crate::state::metric_store::{MetricStore, Point};
 use plinth_policy::metric_alarm::Stats;
 use plinth_policy::metric_data::{request_aggregates, INVOCATION_NAMESPACE};
+use std::collections::HashMap;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long after a second ends it is published: a request that finished in it may still be
@@ -34,6 +35,8 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
     // epoch.
     let mut next = 0;
     fleet.metrics.published.start();
+    plinth_runtime::account_cpu(true);
+    let seen: Arc<Mutex<CpuSeen>> = Arc::default();
     let mut rolled = Instant::now();
     let mut expired = Instant::now()
         .checked_sub(EXPIRE_EVERY)
@@ -60,7 +63,7 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
         if range.is_none() && !roll_up && !expire {
             continue;
         }
-        let (fleet, store) = (fleet.clone(), store.clone());
+        let (fleet, store, seen) = (fleet.clone(), store.clone(), seen.clone());
         let mark = unix_second(upto);
         // Reading the windows and the backlog, and the store's writes: off the async workers.
         let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -68,6 +71,11 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
                 let mut points = collect(&fleet, first, last);
                 points.extend(fleet.metrics.published.take(mark));
                 points.extend(gauges(&fleet, mark));
+                points.extend(instance_metrics(
+                    &fleet,
+                    &mut seen.lock().unwrap_or_else(|e| e.into_inner()),
+                    mark,
+                ));
                 store.record(&points)?;
             }
             if roll_up {
@@ -187,4 +195,75 @@ fn gauges(fleet: &Fleet, t: i64) -> Vec<Point> {
         }
     }
     points
+}
+
+/// Each live variant's CPU time when last read, and when.
+type CpuSeen = HashMap<usize, (u64, Instant)>;
+
+/// CloudWatch's instance metrics, namespace `/aws/sagemaker/Endpoints`, per variant
+/// (dimensions `EndpointName`, `VariantName`; both fleets of a deployment together, shadows
+/// apart), at second `t`: `CPUUtilization`, the CPU time its guest calls and backend jobs took
+/// since the last reading over the time passed (100 % is one core busy; SageMaker's is
+/// summed over cores too), and `MemoryUtilization`, the bytes its instances hold against
+/// their memory limits together (an inference pipeline's containers and a multi-model
+/// variant's loaded models summed; a model unloaded takes its CPU time with it). A variant's
+/// first reading gives no `CPUUtilization`.
+fn instance_metrics(fleet: &Fleet, seen: &mut CpuSeen, t: i64) -> Vec<Point> {
+    use plinth_policy::metric_data::{Aggregate, INSTANCE_NAMESPACE};
+    let now = Instant::now();
+    // Per endpoint and variant: CPU percent (if read before), bytes held, their limit.
+    let mut per: BTreeMap<(String, String), (Option<f64>, usize, usize)> = BTreeMap::new();
+    let mut present = HashSet::new();
+    for (endpoint, snapshot) in fleet.endpoints.all().iter() {
+        let shadows = snapshot
+            .shadows
+            .iter()
+            .chain(snapshot.new_fleet.iter().flat_map(|n| n.shadows.iter()))
+            .map(|s| &s.live);
+        for live in snapshot.serving().map(|v| &v.live).chain(shadows) {
+            let key = Arc::as_ptr(live) as usize;
+            if !present.insert(key) {
+                continue;
+            }
+            let stats = live.serving.stats();
+            let cpu = seen
+                .insert(key, (stats.cpu_nanos, now))
+                .and_then(|(before, at)| {
+                    let elapsed = now.duration_since(at).as_nanos() as f64;
+                    (elapsed > 0.0)
+                        .then(|| stats.cpu_nanos.saturating_sub(before) as f64 / elapsed * 100.0)
+                });
+            let entry = per
+                .entry((endpoint.clone(), live.name.clone()))
+                .or_insert((None, 0, 0));
+            if let Some(cpu) = cpu {
+                entry.0 = Some(entry.0.unwrap_or(0.0) + cpu);
+            }
+            entry.1 += stats.memory_bytes;
+            entry.2 += stats.memory_limit_bytes;
+        }
+    }
+    seen.retain(|key, _| present.contains(key));
+    per.into_iter()
+        .map(|((endpoint, variant), (cpu, used, limit))| {
+            let mut datum = plinth_policy::metric_data::Datum::new();
+            if let Some(cpu) = cpu {
+                datum.insert("CPUUtilization".into(), Aggregate::repeated(cpu, 1));
+            }
+            if limit > 0 {
+                let percent = used as f64 / limit as f64 * 100.0;
+                datum.insert("MemoryUtilization".into(), Aggregate::repeated(percent, 1));
+            }
+            Point {
+                namespace: INSTANCE_NAMESPACE.to_owned(),
+                dimensions: vec![
+                    ("EndpointName".to_owned(), endpoint),
+                    ("VariantName".to_owned(), variant),
+                ],
+                t,
+                datum,
+            }
+        })
+        .filter(|p| !p.datum.is_empty())
+        .collect()
 }

@@ -226,6 +226,9 @@ impl Pipeline {
             total.batched_requests += s.batched_requests;
             total.log_lines_dropped += s.log_lines_dropped;
             total.log_bytes_dropped += s.log_bytes_dropped;
+            total.cpu_nanos += s.cpu_nanos;
+            total.memory_bytes += s.memory_bytes;
+            total.memory_limit_bytes += s.memory_limit_bytes;
         }
         total.instances = self.instances();
         total

@@ -154,6 +154,9 @@ impl Serving {
                     batched_requests: 0,
                     log_lines_dropped: lines,
                     log_bytes_dropped: bytes,
+                    cpu_nanos: 0,
+                    memory_bytes: 0,
+                    memory_limit_bytes: 0,
                 };
                 for pool in cache.pools() {
                     let s = pool.stats();
@@ -162,6 +165,9 @@ impl Serving {
                     total.replaced += s.replaced;
                     total.batches += s.batches;
                     total.batched_requests += s.batched_requests;
+                    total.cpu_nanos += s.cpu_nanos;
+                    total.memory_bytes += s.memory_bytes;
+                    total.memory_limit_bytes += s.memory_limit_bytes;
                 }
                 total
             }
