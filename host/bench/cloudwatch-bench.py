@@ -8,10 +8,11 @@
    each in turn (the order alternating), ROUNDS rounds; medians of requests/s and their
    ratio.
 2. Disk: after the runs, `stored`'s metrics.db: datapoints per resolution and their mean
-   encoded size, the file's bytes per datapoint, and from them the bytes one busy variant
-   (a request every second) adds per day once its 1-second data (kept 3 hours) is full:
-   1,440 one-minute, 288 five-minute and 24 one-hour datapoints a day, and the 10,800
-   one-second datapoints it holds at any time.
+   encoded size; then a fresh database of the same schema filled with one busy variant's
+   datapoints (this run's largest of each resolution, repeated), vacuumed and measured:
+   what it adds per day once its 1-second data (kept 3 hours) is full (1,440 one-minute,
+   288 five-minute and 24 one-hour datapoints), the 10,800 one-second datapoints it holds
+   at any time, and everything at full retention.
 
     .venv/bin/python host/bench/cloudwatch-bench.py   # DURATION=10 ROUNDS=5 INSTANCES=2
 
@@ -20,6 +21,7 @@ Needs release builds of `plinth` and the iris plugin.
 
 import os
 import sqlite3
+import time
 import statistics
 import sys
 import tempfile
@@ -60,27 +62,47 @@ def main():
     print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in ratios)}")
 
     # The publisher writes each second two seconds after it ends; merges every 10 s.
-    import time
     time.sleep(13)
     data = os.path.join(work, "stored", "data")
     db = sqlite3.connect(os.path.join(data, "metrics.db"))
     rows = db.execute(
         "SELECT resolution, COUNT(*), AVG(LENGTH(datum)) FROM metric_points GROUP BY resolution"
     ).fetchall()
-    files = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data)
-                if f.startswith("metrics.db"))
-    total = sum(n for _, n, _ in rows)
-    print(f"metrics.db: {files} bytes for {total} datapoints ({files / max(total, 1):.0f} bytes each)")
     for resolution, n, size in rows:
         print(f"  resolution {resolution:>4} s: {n} datapoints, {size:.0f} bytes encoded on average")
-    size = {resolution: avg for resolution, _, avg in rows}
-    overhead = max(files / max(total, 1) - statistics.mean(size.values()), 0)
-    per_day = sum(n * (size.get(res, size[max(size)]) + overhead)
-                  for res, n in ((60, 1440), (300, 288), (3600, 24)))
-    held = 10_800 * (size[1] + overhead)
-    print(f"one busy variant: {per_day / 1024:.0f} KiB a day (1-minute, 5-minute and 1-hour "
-          f"datapoints), plus {held / 1024 / 1024:.1f} MiB of 1-second datapoints held "
-          f"(3 hours)")
+    # The bytes on disk: a fresh database of the same schema, filled with one variant's
+    # datapoints (this run's largest of each resolution, repeated), vacuumed and measured.
+    schema = [sql for (sql,) in db.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name LIKE 'metric_%'")]
+    sample = {res: blob for res, blob in db.execute(
+        "SELECT resolution, datum FROM metric_points p WHERE LENGTH(datum) = "
+        "(SELECT MAX(LENGTH(datum)) FROM metric_points q WHERE q.resolution = p.resolution)")}
+
+    def size_with(counts):
+        path = os.path.join(work, "sized.db")
+        if os.path.exists(path):
+            os.remove(path)
+        out = sqlite3.connect(path)
+        for sql in schema:
+            out.execute(sql)
+        out.execute("INSERT INTO metric_series VALUES (1, 'AWS/SageMaker', "
+                    "'[[\"EndpointName\",\"iris\"],[\"VariantName\",\"AllTraffic\"]]', '[]', 0)")
+        for res, n in counts.items():
+            out.executemany("INSERT INTO metric_points VALUES (1, ?, ?, ?)",
+                            ((res, 1_800_000_000 + k * res, sample[res]) for k in range(n)))
+        out.commit()
+        out.execute("VACUUM")
+        out.close()
+        return os.path.getsize(path)
+
+    empty = size_with({})
+    day = size_with({60: 1440, 300: 288, 3600: 24}) - empty
+    held = size_with({1: 10_800}) - empty
+    print(f"one busy variant on disk: {day / 1024:.0f} KiB a day (1,440 one-minute, 288 "
+          f"five-minute and 24 one-hour datapoints), plus {held / 1024 / 1024:.1f} MiB of "
+          f"1-second datapoints held at any time (3 hours)")
+    steady = size_with({1: 10_800, 60: 1440 * 15, 300: 288 * 63, 3600: 24 * 455}) - empty
+    print(f"at full retention (3 h, 15, 63 and 455 days): {steady / 1024 / 1024:.1f} MiB")
     for server in servers.values():
         server.stop()
 

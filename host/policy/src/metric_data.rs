@@ -465,6 +465,10 @@ pub struct Tier {
 /// CloudWatch's retention, in `--metric-retention`'s form.
 pub const DEFAULT_RETENTION: &str = "1s:3h,1m:15d,5m:63d,1h:455d";
 
+/// The shortest retention a tier may have: a minute, longer than the publisher takes to
+/// merge the finest resolution into the coarser ones.
+const MIN_RETENTION: u64 = 60;
+
 /// The longest retention a tier may have: ten years.
 const MAX_RETENTION: u64 = 10 * 366 * 86_400;
 
@@ -509,9 +513,9 @@ pub fn parse_retention(text: &str) -> Result<Vec<Tier>, String> {
         };
         check_period(tier.resolution as i64)
             .map_err(|_| format!("--metric-retention: the resolution {resolution} is not 1s, 5s, 10s, 30s or a multiple of 1m"))?;
-        if tier.retention < tier.resolution || tier.retention > MAX_RETENTION {
+        if tier.retention < tier.resolution.max(MIN_RETENTION) || tier.retention > MAX_RETENTION {
             return Err(format!(
-                "--metric-retention: the retention {retention} must be at least the resolution {resolution} and at most ten years"
+                "--metric-retention: the retention {retention} must be at least the resolution {resolution}, at least a minute (the coarser resolutions are merged from the finest every few seconds) and at most ten years"
             ));
         }
         if let Some(last) = tiers.last() {
@@ -874,6 +878,7 @@ mod tests {
             "1s:0h",
             "1x:3h",
             "1m:30s",
+            "1s:5s,1m:1h",
         ] {
             let e = parse_retention(bad).unwrap_err();
             assert!(e.starts_with("--metric-retention"), "{bad}: {e}");

@@ -98,7 +98,7 @@ pub struct PoolStats {
     pub log_lines_dropped: u64,
     /// Bytes of guest output dropped over the instances' log rate.
     pub log_bytes_dropped: u64,
-    /// CPU time its guest calls and backend jobs have taken since the pool was built, in
+    /// Time its guest calls and backend jobs have run since the pool was built, in
     /// nanoseconds (counted while `account_cpu` is on).
     pub cpu_nanos: u64,
     /// The bytes its instances hold against their memory limits, as of each one's last

@@ -186,6 +186,9 @@ pub(crate) struct SetState<'a> {
 #[derive(Default)]
 pub(crate) struct AlarmStates {
     current: Mutex<HashMap<String, Current>>,
+    /// Alarms deleted since the start (until put again): an evaluation that began before
+    /// the deletion does not store their state again.
+    deleted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// CloudWatch's `StateReasonData` for an evaluation.
@@ -244,6 +247,7 @@ impl AlarmStates {
             Vec::new()
         });
         Self {
+            deleted: Mutex::default(),
             current: Mutex::new(
                 rows.into_iter()
                     .map(|(name, row)| {
@@ -264,6 +268,22 @@ impl AlarmStates {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn is_deleted(&self, name: &str) -> bool {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(name))
+    }
+
+    fn set_deleted(&self, name: &str, deleted: bool) {
+        let mut set = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        set.retain(|d| !d.eq_ignore_ascii_case(name));
+        if deleted {
+            set.insert(name.to_owned());
+        }
+    }
+
     /// Alarm `name`'s state, if it has one yet.
     pub(crate) fn get(&self, name: &str) -> Option<AlarmStateRow> {
         self.lock().get(name).map(|c| c.row.clone())
@@ -281,6 +301,12 @@ impl AlarmStates {
         now: f64,
     ) -> Held {
         let mut current = self.lock();
+        if self.is_deleted(name) {
+            return Held {
+                state: evaluation.state,
+                reason: evaluation.reason.clone(),
+            };
+        }
         let previous = current.get(name).cloned();
         if let Some(p) = previous.as_ref().filter(|p| now < p.held_until) {
             return Held {
@@ -335,6 +361,7 @@ impl AlarmStates {
         now: f64,
     ) -> Result<AlarmStateRow, crate::state::store::StoreError> {
         let mut current = self.lock();
+        self.set_deleted(name, false);
         let row = match current.get(name) {
             Some(c) => AlarmStateRow {
                 configured: now,
@@ -431,8 +458,10 @@ impl AlarmStates {
             summary: format!("Alarm \"{name}\" deleted"),
             data: json!({"version": "1.0", "type": "Delete"}).to_string(),
         };
+        let mut current = self.lock();
         store.delete_alarm_state(name, &history)?;
-        self.lock().remove(name);
+        current.remove(name);
+        self.set_deleted(name, true);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //! is deleted. The store's calls run on the blocking pool, off the request path.
 
 use super::deployer::Fleet;
-use super::recent::{current_second, unix_second};
+use super::recent::current_second;
 use crate::state::metric_store::{MetricStore, Point};
 use plinth_policy::metric_alarm::Stats;
 use plinth_policy::metric_data::{request_aggregates, INVOCATION_NAMESPACE};
@@ -37,7 +37,10 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
     fleet.metrics.published.start();
     plinth_runtime::account_cpu(true);
     let seen: Arc<Mutex<CpuSeen>> = Arc::default();
-    let mut rolled = Instant::now();
+    // Both due at the first tick, merging first: nothing is expired before it is merged.
+    let mut rolled = Instant::now()
+        .checked_sub(ROLL_UP_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut expired = Instant::now()
         .checked_sub(EXPIRE_EVERY)
         .unwrap_or_else(Instant::now);
@@ -64,11 +67,14 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
             continue;
         }
         let (fleet, store, seen) = (fleet.clone(), store.clone(), seen.clone());
-        let mark = unix_second(upto);
         // Reading the windows and the backlog, and the store's writes: off the async workers.
         let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            // The windows' seconds on the wall clock as it reads now (the clock queries,
+            // expiry and the events use), however either clock has moved since the start.
+            let wall = Wall::now();
+            let mark = wall.of(upto);
             if let Some((first, last)) = range {
-                let mut points = collect(&fleet, first, last);
+                let mut points = collect(&fleet, first, last, &wall);
                 points.extend(fleet.metrics.published.take(mark));
                 points.extend(gauges(&fleet, mark));
                 points.extend(instance_metrics(
@@ -95,9 +101,29 @@ pub(crate) async fn run(fleet: Arc<Fleet>, store: Arc<MetricStore>) {
     }
 }
 
+/// The wall clock's second of a window second, as of one moment.
+struct Wall {
+    unix: i64,
+    second: u64,
+}
+
+impl Wall {
+    fn now() -> Self {
+        Self {
+            second: current_second(),
+            unix: crate::state::now().floor() as i64,
+        }
+    }
+
+    /// The Unix time of window second `second`.
+    fn of(&self, second: u64) -> i64 {
+        self.unix - (self.second as i64 - second as i64)
+    }
+}
+
 /// Every live variant's requests in seconds `first..=last`: one point per endpoint, variant
 /// name and second that saw a request.
-pub(crate) fn collect(fleet: &Fleet, first: u64, last: u64) -> Vec<Point> {
+fn collect(fleet: &Fleet, first: u64, last: u64, wall: &Wall) -> Vec<Point> {
     // Seconds further back than a window keeps are gone.
     let first = first.max(last.saturating_sub(plinth_policy::metric_alarm::RETAINED_SECONDS - 1));
     let table = fleet.endpoints.all();
@@ -138,7 +164,7 @@ pub(crate) fn collect(fleet: &Fleet, first: u64, last: u64) -> Vec<Point> {
                 ("EndpointName".to_owned(), endpoint),
                 ("VariantName".to_owned(), variant),
             ],
-            t: unix_second(second),
+            t: wall.of(second),
             datum: request_aggregates(&stats, instances),
         })
         .collect()
@@ -197,16 +223,16 @@ fn gauges(fleet: &Fleet, t: i64) -> Vec<Point> {
     points
 }
 
-/// Each live variant's CPU time when last read, and when.
+/// Each live variant's run time when last read, and when.
 type CpuSeen = HashMap<usize, (u64, Instant)>;
 
 /// CloudWatch's instance metrics, namespace `/aws/sagemaker/Endpoints`, per variant
 /// (dimensions `EndpointName`, `VariantName`; both fleets of a deployment together, shadows
-/// apart), at second `t`: `CPUUtilization`, the CPU time its guest calls and backend jobs took
+/// apart), at second `t`: `CPUUtilization`, the time its guest calls and backend jobs ran
 /// since the last reading over the time passed (100 % is one core busy; SageMaker's is
 /// summed over cores too), and `MemoryUtilization`, the bytes its instances hold against
 /// their memory limits together (an inference pipeline's containers and a multi-model
-/// variant's loaded models summed; a model unloaded takes its CPU time with it). A variant's
+/// variant's loaded models summed; a model unloaded takes its run time with it). A variant's
 /// first reading gives no `CPUUtilization`.
 fn instance_metrics(fleet: &Fleet, seen: &mut CpuSeen, t: i64) -> Vec<Point> {
     use plinth_policy::metric_data::{Aggregate, INSTANCE_NAMESPACE};

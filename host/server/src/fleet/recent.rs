@@ -7,22 +7,19 @@ use plinth_policy::metric_alarm::{Sample, Stats, Window};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-/// The instant second 0 began, and the Unix time of that second: the first time the clock
-/// was read, moved back to the start of the wall clock's second, so that this clock's
-/// seconds are the wall clock's (as of the start).
-static EPOCH: OnceLock<(Instant, i64)> = OnceLock::new();
+/// The instant second 0 began: the first time the clock was read, moved back to the start
+/// of the wall clock's second, so that this clock's seconds begin with the wall clock's.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
 
-fn epoch(at: Instant) -> (Instant, i64) {
+fn epoch(at: Instant) -> Instant {
     *EPOCH.get_or_init(|| {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let start = at
-            .checked_sub(std::time::Duration::from_nanos(u64::from(
-                wall.subsec_nanos(),
-            )))
-            .unwrap_or(at);
-        (start, wall.as_secs() as i64)
+        at.checked_sub(std::time::Duration::from_nanos(u64::from(
+            wall.subsec_nanos(),
+        )))
+        .unwrap_or(at)
     })
 }
 
@@ -35,12 +32,7 @@ pub(crate) fn current_second() -> u64 {
 /// The second `at` falls in (see [`current_second`]), for a caller that has read the
 /// clock already.
 pub(crate) fn second_of(at: Instant) -> u64 {
-    at.saturating_duration_since(epoch(at).0).as_secs()
-}
-
-/// The Unix time of `second` (one of [`current_second`]'s).
-pub(crate) fn unix_second(second: u64) -> i64 {
-    epoch(Instant::now()).1 + second as i64
+    at.saturating_duration_since(epoch(at)).as_secs()
 }
 
 /// One variant's window, shared by its snapshots.

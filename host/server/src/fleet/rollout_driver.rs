@@ -262,16 +262,22 @@ impl Deployment {
                 let _ = self.resize(fleet, &variant, instances).await;
                 None
             }
-            Command::EvaluateAlarms { alarms } => Some(
-                match crate::fleet::alarm_watch::firing(
-                    self.job.state(),
-                    &self.snapshot.name,
-                    &alarms,
-                ) {
+            Command::EvaluateAlarms { alarms } => {
+                // An evaluation may store a change of state: off the async workers.
+                let (state, endpoint) = (self.job.state().clone(), self.snapshot.name.clone());
+                let fired = tokio::task::spawn_blocking(move || {
+                    crate::fleet::alarm_watch::firing(&state, &endpoint, &alarms)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "an alarm evaluation failed");
+                    None
+                });
+                Some(match fired {
                     Some((alarm, reason)) => Event::AlarmFiring { alarm, reason },
                     None => Event::AlarmsQuiet,
-                },
-            ),
+                })
+            }
             Command::WaitUntil(at) => {
                 tokio::time::sleep_until((self.started + at).into()).await;
                 Some(Event::Tick)

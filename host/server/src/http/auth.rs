@@ -163,7 +163,8 @@ fn requested(path: &str, target: Option<&str>, body: &[u8]) -> Option<(String, V
         let name = String::from_utf8_lossy(&sigv4::percent_decode(name)).into_owned();
         return Some((action.to_owned(), vec![arn("endpoint", &name)]));
     }
-    let Some(target) = target else {
+    // An empty `X-Amz-Target` is none, as the router reads it.
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
         // CloudWatch's `query` protocol: the operation is the form body's `Action`.
         let action = super::cloudwatch::query_action(body)?;
         return Some((format!("cloudwatch:{action}"), vec!["*".to_owned()]));

@@ -183,9 +183,17 @@ pub(crate) async fn query(server: &Arc<Server>, body: &[u8]) -> Response {
     }
 }
 
+/// The largest list index a form may give (`Dimensions.member.N`): more than any of
+/// CloudWatch's lists holds, and small enough that a form cannot ask for a huge list.
+const MAX_ITEMS: usize = 1000;
+
+/// The most list items a whole form may make (nested lists multiply).
+const MAX_TOTAL_ITEMS: usize = 20_000;
+
 /// The JSON input the form's pairs stand for, each value typed by the member table.
 fn input_of(operation: &str, pairs: &[(String, String)]) -> Result<Value, ApiError> {
     let mut input = Value::Object(Map::new());
+    let mut items = 0usize;
     for (key, raw) in pairs {
         if key == "Action" || key == "Version" {
             continue;
@@ -204,11 +212,28 @@ fn input_of(operation: &str, pairs: &[(String, String)]) -> Result<Value, ApiErr
                     .is_some_and(|n| n >= 1);
             if is_item {
                 let n: usize = parts[i + 1].parse().unwrap_or(1);
+                if n > MAX_ITEMS {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidParameterValue",
+                        format!("{key}: a list holds at most {MAX_ITEMS} members."),
+                    ));
+                }
                 if !at.is_array() {
                     *at = Value::Array(Vec::new());
                 }
                 let list = at.as_array_mut().expect("made an array above");
                 if list.len() < n {
+                    items += n - list.len();
+                    if items > MAX_TOTAL_ITEMS {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidParameterValue",
+                            format!(
+                                "The form's lists hold more than {MAX_TOTAL_ITEMS} members in all."
+                            ),
+                        ));
+                    }
                     list.resize(n, Value::Null);
                 }
                 at = &mut list[n - 1];
@@ -250,11 +275,14 @@ fn input_of(operation: &str, pairs: &[(String, String)]) -> Result<Value, ApiErr
     Ok(input)
 }
 
-/// Escape `text` for XML.
+/// Escape `text` for XML; characters XML 1.0 cannot hold (control characters but tab and
+/// line breaks) become U+FFFD.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
@@ -373,6 +401,29 @@ mod tests {
                 "MaxDatapoints": 10,
             })
         );
+    }
+
+    #[test]
+    fn a_huge_list_index_is_refused() {
+        let pairs = form(b"Action=ListMetrics&Dimensions.member.1000000000.Name=x");
+        let e = input_of("ListMetrics", &pairs).unwrap_err();
+        assert_eq!(e.code(), "InvalidParameterValue");
+        assert!(e.message().contains("at most 1000"), "{}", e.message());
+    }
+
+    #[test]
+    fn nested_lists_cannot_make_a_huge_input() {
+        let body: String = (1..=30)
+            .map(|k| {
+                format!(
+                    "&MetricDataQueries.member.{k}.MetricStat.Metric.Dimensions.member.1000.Name=x"
+                )
+            })
+            .collect();
+        let pairs = form(format!("Action=GetMetricData{body}").as_bytes());
+        let e = input_of("GetMetricData", &pairs).unwrap_err();
+        assert!(e.message().contains("20000"), "{}", e.message());
+        assert_eq!(escape("a\u{1}<b>"), "a\u{FFFD}&lt;b&gt;");
     }
 
     #[test]

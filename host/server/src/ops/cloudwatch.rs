@@ -376,6 +376,14 @@ fn get_metric_data(
             "The parameter StartTime must be less than the parameter EndTime.",
         ));
     }
+    // A page after the first is read as of the first page's time (its token holds it), so
+    // that its periods, resolution and positions are the first page's.
+    let returned = queries
+        .iter()
+        .filter(|q| q["ReturnData"].as_bool() != Some(false))
+        .count();
+    let paged = position(input, returned + 1)?;
+    let now = paged.as_ref().map_or(now, |p| p[returned] as i64);
     let max = input["MaxDatapoints"]
         .as_u64()
         .unwrap_or(MAX_DATA_DATAPOINTS) as usize;
@@ -438,7 +446,7 @@ fn get_metric_data(
         results.push((id.to_owned(), label, values));
     }
     // Paging: each result's values from where the last page stopped, up to `max` in all.
-    let mut from = position(input, results.len())?.unwrap_or_else(|| vec![0; results.len()]);
+    let mut from = paged.map_or_else(|| vec![0; results.len()], |p| p[..returned].to_vec());
     let mut room = max;
     let mut page = Vec::new();
     for (i, (id, label, values)) in results.iter().enumerate() {
@@ -462,7 +470,9 @@ fn get_metric_data(
         .zip(&from)
         .any(|((_, _, values), &k)| k < values.len())
     {
-        output["NextToken"] = json!(token(&from, input));
+        let mut at = from.clone();
+        at.push(now.max(0) as usize);
+        output["NextToken"] = json!(token(&at, input));
     }
     Ok(output)
 }

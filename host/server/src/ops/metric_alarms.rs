@@ -165,7 +165,10 @@ fn put_metric_alarm(state: &Fleet, input: &Value) -> Result<Value, ApiError> {
             .cloned();
         let record = Record {
             name: existing.clone().unwrap_or_else(|| name.clone()),
-            created: catalog.alarms.get(&name).map_or(at, |r| r.created),
+            created: existing
+                .as_ref()
+                .and_then(|n| catalog.alarms.get(n))
+                .map_or(at, |r| r.created),
             definition: definition.clone(),
         };
         let written = match &existing {
@@ -177,9 +180,11 @@ fn put_metric_alarm(state: &Fleet, input: &Value) -> Result<Value, ApiError> {
             None => state.stored.store.insert(Kind::Alarm, &record.stored()),
         };
         written.map_err(internal)?;
+        let stored_name = record.name.clone();
         catalog.alarms.insert(record.name.clone(), record);
-        existing.is_none()
+        (existing.is_none(), stored_name)
     };
+    let (created, name) = created;
     state
         .alarm_states
         .configured(
@@ -439,12 +444,17 @@ fn describe_alarm_history(state: &Fleet, input: &Value) -> Result<Value, ApiErro
             super::cloudwatch::time(input, field).map(|t| t as f64)
         }
     };
-    let (start, end) = (time("StartDate", 0.0)?, time("EndDate", f64::MAX)?);
+    // A page after the first reads only what there was at the first page (its token holds
+    // the time), so that new items do not move the positions.
+    let paged = position(input, 2)?;
+    let (start, mut end) = (time("StartDate", 0.0)?, time("EndDate", f64::MAX)?);
+    let asked = paged.as_ref().map_or_else(now, |p| p[1] as f64 / 1000.0);
+    end = end.min(asked);
     let composite_only = input["AlarmTypes"]
         .as_array()
         .is_some_and(|a| !a.is_empty() && !a.iter().any(|t| t == "MetricAlarm"));
     let size = input["MaxRecords"].as_u64().map_or(100, |n| n as usize);
-    let offset = position(input, 1)?.map_or(0, |at| at[0]);
+    let offset = paged.map_or(0, |at| at[0]).min(i64::MAX as usize / 2);
     let rows = if composite_only {
         Vec::new()
     } else {
@@ -480,7 +490,8 @@ fn describe_alarm_history(state: &Fleet, input: &Value) -> Result<Value, ApiErro
         .collect();
     let mut output = json!({ "AlarmHistoryItems": items });
     if more {
-        output["NextToken"] = json!(token(&[offset + size], input));
+        let at = (asked * 1000.0) as usize;
+        output["NextToken"] = json!(token(&[offset.saturating_add(size), at], input));
     }
     Ok(output)
 }

@@ -247,21 +247,45 @@ impl MetricStore {
         Ok(rows.len())
     }
 
-    /// Delete each resolution's datapoints older than its retention at `now`, and the series
-    /// left with none. The rows deleted.
+    /// Delete each resolution's datapoints older than its retention at `now` (the finest
+    /// one's only once merged into the coarser ones), those of resolutions no longer kept,
+    /// and the series left with none. The rows deleted.
     pub(crate) fn expire(&self, now: i64) -> Result<usize, String> {
         let mut writer = lock(&self.writer);
         let Writer { conn, known } = &mut *writer;
         let tx = conn.transaction().map_err(failed)?;
+        let merged = merged_until(&tx)?.unwrap_or(i64::MIN);
         let mut deleted = 0;
-        for tier in &self.tiers {
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let mut before = now - tier.retention as i64;
+            if i == 0 && self.tiers.len() > 1 {
+                before = before.min(merged.saturating_add(1));
+            }
             deleted += tx
                 .execute(
                     "DELETE FROM metric_points WHERE resolution = ?1 AND t < ?2",
-                    params![tier.resolution as i64, now - tier.retention as i64],
+                    params![tier.resolution as i64, before],
                 )
                 .map_err(failed)?;
         }
+        let kept: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|t| t.resolution.to_string())
+            .collect();
+        deleted += tx
+            .execute(
+                &format!(
+                    "DELETE FROM metric_points WHERE resolution NOT IN ({})",
+                    if kept.is_empty() {
+                        "0".to_string()
+                    } else {
+                        kept.join(", ")
+                    }
+                ),
+                [],
+            )
+            .map_err(failed)?;
         let longest = self.tiers.iter().map(|t| t.retention).max().unwrap_or(0);
         let gone = tx
             .execute(
@@ -576,12 +600,16 @@ mod tests {
         let base = 1_700_000_000 - 1_700_000_000 % 3600;
         let points: Vec<Point> = (0..600).map(|s| point("a", base + s, 1)).collect();
         store.record(&points).unwrap();
-        store.roll_up(base + 599).unwrap();
+        store.roll_up(base + 299).unwrap();
         assert_eq!(
             (store.rows(1), store.rows(60), store.rows(3600)),
-            (600, 10, 1)
+            (600, 5, 1)
         );
-        // An hour and five minutes later the first five minutes of seconds are gone.
+        // Long after, only the merged seconds go: those after the merge mark stay.
+        store.expire(base + 3600 + 700).unwrap();
+        assert_eq!(store.rows(1), 300, "the seconds after the merge mark stay");
+        store.roll_up(base + 599).unwrap();
+        // An hour and five minutes after the start the first five minutes are gone.
         store.expire(base + 3600 + 300).unwrap();
         assert_eq!(
             (store.rows(1), store.rows(60), store.rows(3600)),
@@ -595,5 +623,21 @@ mod tests {
             store.series().unwrap().is_empty(),
             "the series went with its data"
         );
+    }
+
+    #[test]
+    fn a_resolution_no_longer_kept_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = 1_700_000_000 - 1_700_000_000 % 3600;
+        {
+            let tiers = parse_retention("1s:1h,1m:1d").unwrap();
+            let store = MetricStore::open(dir.path(), tiers).unwrap();
+            store.record(&[point("a", base, 1)]).unwrap();
+            store.roll_up(base).unwrap();
+            assert_eq!(store.rows(60), 1);
+        }
+        let store = MetricStore::open(dir.path(), parse_retention("1s:1h,5m:2d").unwrap()).unwrap();
+        store.expire(base + 10).unwrap();
+        assert_eq!((store.rows(1), store.rows(60)), (1, 0));
     }
 }
