@@ -204,7 +204,7 @@ refused(lambda: cloudwatch.put_metric_alarm(**{**ALARM, "Dimensions": [{"Name": 
         "InvalidParameterValue", "Host")
 refused(lambda: cloudwatch.put_metric_alarm(**ALARM, AlarmActions=["arn:aws:sns:us-east-1:123456789012:pager"]),
         "InvalidParameterValue", "AlarmActions")
-refused(lambda: cloudwatch.put_metric_alarm(**{**ALARM, "Period": 60, "EvaluationPeriods": 20}),
+refused(lambda: cloudwatch.put_metric_alarm(**{**ALARM, "Period": 3600, "EvaluationPeriods": 25}),
         "InvalidParameterValue", "EvaluationPeriods")
 refused(lambda: cloudwatch.put_metric_alarm(**{**ALARM, "MetricName": "Nope"}),
         "InvalidParameterValue", "MetricName")

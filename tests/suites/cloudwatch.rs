@@ -352,3 +352,59 @@ fn serverless_and_asynchronous_metrics_are_published() {
     let last = statistic_at_least(&server, "HasBacklogWithoutCapacity", endpoint, "Maximum", 0.0);
     assert!(last.iter().all(|d| d["Maximum"] == 0.0), "{last:?}");
 }
+
+/// An alarm over more than the live windows' 600 s (Period 60 × EvaluationPeriods 15) is
+/// evaluated over the stored datapoints: model errors put it in `ALARM` within seconds, and
+/// its `StateReasonData` has the period; one with a Period that is not a multiple of 60 is
+/// refused.
+#[test]
+fn a_long_alarm_is_evaluated_over_the_stored_datapoints() {
+    let server = Server::start_with(BIN, Options::default());
+    server.create_model(
+        "broken",
+        FAULTS_WASM,
+        json!({"FAULT_DEFAULT": "model-error"}),
+    );
+    server.create_config("broken", &[("A", "broken", 1)]);
+    let d = server.create_endpoint_settled("failing", "broken");
+    assert_eq!(d["EndpointStatus"], "InService", "{d}");
+    let alarm = json!({"AlarmName": "quarter-hour", "Namespace": "AWS/SageMaker",
+        "MetricName": "InvocationModelErrors",
+        "Dimensions": [{"Name": "EndpointName", "Value": "failing"},
+                       {"Name": "VariantName", "Value": "A"}],
+        "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 15, "DatapointsToAlarm": 1,
+        "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching"});
+    server.call("PutMetricAlarm", alarm.clone());
+    let mut odd = alarm.clone();
+    odd["Period"] = json!(90);
+    let refused = server.control("PutMetricAlarm", &odd);
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().unwrap().contains("multiple of 60"));
+    let state = |server: &Server| {
+        server.call("DescribeAlarms", json!({"AlarmNames": ["quarter-hour"]}))["MetricAlarms"][0]
+            .clone()
+    };
+    // No request yet: nothing breaches (notBreaching).
+    let started = Instant::now();
+    while state(&server)["StateValue"] != "OK" {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", state(&server));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..5 {
+        let r = server.invoke("failing", "text/plain", "hi", &[]);
+        assert!(r.status().is_client_error() || r.status().is_server_error());
+    }
+    let started = Instant::now();
+    loop {
+        let a = state(&server);
+        if a["StateValue"] == "ALARM" {
+            let data: Value = serde_json::from_str(a["StateReasonData"].as_str().unwrap()).unwrap();
+            assert_eq!(data["period"], 60, "{a}");
+            assert_eq!(data["recentDatapoints"][0], 5.0, "{a}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

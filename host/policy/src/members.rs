@@ -878,9 +878,9 @@ const CREATE_ALARM: Shape = Shape {
         extension("ComparisonOperator"),
         extension("Threshold").number(f64::MIN, f64::MAX),
         extension("Period").int(1, crate::metric_alarm::MAX_PERIOD as i64),
-        // Period × EvaluationPeriods ≤ 600 s and Period ≥ 1 (the server checks the product).
-        extension("EvaluationPeriods").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
-        extension("DatapointsToAlarm").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
+        // Period × EvaluationPeriods ≤ a day and Period ≥ 1 (the server checks the product).
+        extension("EvaluationPeriods").int(1, crate::metric_alarm::MAX_LOOKBACK as i64),
+        extension("DatapointsToAlarm").int(1, crate::metric_alarm::MAX_LOOKBACK as i64),
         extension("TreatMissingData"),
         extension("AlarmDescription"),
         extension("Namespace"),
@@ -1233,12 +1233,11 @@ const PUT_METRIC_ALARM: Shape = Shape {
         ALARM_STATISTIC,
         served("ExtendedStatistic"),
         served("Dimensions").list(&CLOUDWATCH_DIMENSION),
-        // Plinth evaluates alarms over the last 600 s of requests (the server checks
-        // Period × EvaluationPeriods).
+        // Period × EvaluationPeriods at most a day (the server checks the product).
         served("Period").int(1, crate::metric_alarm::MAX_PERIOD as i64),
         CLOUDWATCH_UNIT,
-        served("EvaluationPeriods").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
-        served("DatapointsToAlarm").int(1, crate::metric_alarm::RETAINED_SECONDS as i64),
+        served("EvaluationPeriods").int(1, crate::metric_alarm::MAX_LOOKBACK as i64),
+        served("DatapointsToAlarm").int(1, crate::metric_alarm::MAX_LOOKBACK as i64),
         served("Threshold").number(f64::MIN, f64::MAX),
         served("ComparisonOperator").one_of(crate::metric_alarm::COMPARISON_OPERATORS),
         // Strings in botocore: the server checks them (TreatMissingData's four values;

@@ -40,11 +40,13 @@
 //!
 //! Of the last `EvaluationPeriods` datapoints, those that cross the threshold *breach*.
 //! Missing datapoints count per `TreatMissingData`: `missing` and `ignore` as neither
-//! breaching nor not (the alarm is stateless, so `ignore` cannot "keep the previous
-//! state"), `notBreaching` as not breaching, `breaching` as breaching. The state is
+//! breaching nor not (an evaluation is stateless; with `ignore` and no datapoint at all,
+//! [`transition`] keeps the alarm's previous state), `notBreaching` as not breaching,
+//! `breaching` as breaching. The state is
 //! `ALARM` when at least `DatapointsToAlarm` breach; otherwise `INSUFFICIENT_DATA` when
-//! fewer than `DatapointsToAlarm` datapoints are actually present (whatever
-//! `TreatMissingData` says); otherwise `OK`.
+//! fewer than `DatapointsToAlarm` datapoints are actually present (except with
+//! `notBreaching`, where a missing datapoint is a good one, as CloudWatch documents);
+//! otherwise `OK`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -55,11 +57,16 @@ use serde::{Deserialize, Serialize};
 use crate::names;
 
 /// Seconds of history a [`Window`] keeps: recording second `s` drops every bucket of
-/// second `s − RETAINED_SECONDS` or older. Also the longest `Period × EvaluationPeriods`.
+/// second `s − RETAINED_SECONDS` or older. Also the longest `Period × EvaluationPeriods`
+/// evaluated over the windows; a longer alarm is evaluated over the metric store
+/// ([`Alarm::from_store`]).
 pub const RETAINED_SECONDS: u64 = 600;
 
+/// The longest `Period × EvaluationPeriods`: a day, as CloudWatch's.
+pub const MAX_LOOKBACK: u64 = 86_400;
+
 /// The longest `Period`, in seconds.
-pub const MAX_PERIOD: u64 = 600;
+pub const MAX_PERIOD: u64 = MAX_LOOKBACK;
 
 /// The longest `AlarmDescription`, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -995,14 +1002,33 @@ impl AlarmDefinition {
         if self.evaluation_periods == 0 {
             return Err("EvaluationPeriods must be at least 1, got 0".to_string());
         }
-        match self.period.checked_mul(self.evaluation_periods) {
-            Some(total) if total <= RETAINED_SECONDS => {}
+        let lookback = match self.period.checked_mul(self.evaluation_periods) {
+            Some(total) if total <= MAX_LOOKBACK => total,
             _ => {
                 return Err(format!(
-                    "Period × EvaluationPeriods must be at most {RETAINED_SECONDS} seconds \
-                     (Plinth keeps {RETAINED_SECONDS} s of request metrics), got {} × {}",
+                    "Period × EvaluationPeriods must be at most {MAX_LOOKBACK} seconds (a day), \
+                     got {} × {}",
                     self.period, self.evaluation_periods
                 ))
+            }
+        };
+        if lookback > RETAINED_SECONDS && quality.is_none() {
+            // Evaluated over the metric store's datapoints, as CloudWatch evaluates.
+            if !self.period.is_multiple_of(60) {
+                return Err(format!(
+                    "Period must be a multiple of 60 for an alarm over more than \
+                     {RETAINED_SECONDS} s (Period × EvaluationPeriods {} × {}: evaluated over \
+                     the stored metrics, kept by the minute)",
+                    self.period, self.evaluation_periods
+                ));
+            }
+            if self.scope == Scope::NewFleet {
+                return Err(format!(
+                    "Scope NewFleet watches at most {RETAINED_SECONDS} s (Period × \
+                     EvaluationPeriods {} × {}): the stored metrics do not tell a deployment's \
+                     fleets apart",
+                    self.period, self.evaluation_periods
+                ));
             }
         }
         let datapoints_to_alarm = self.datapoints_to_alarm.unwrap_or(self.evaluation_periods);
@@ -1207,6 +1233,18 @@ impl Alarm {
         self.period * self.evaluation_periods
     }
 
+    /// Whether the alarm reads more history than the windows keep: its datapoints then come
+    /// from the metric store (each period's aggregate, [`Alarm::statistic`] of it), the
+    /// newest period ending with the last whole period of the store's resolution.
+    pub fn from_store(&self) -> bool {
+        self.quality.is_none() && self.lookback_seconds() > RETAINED_SECONDS
+    }
+
+    /// Whether `Unit` names another unit than the metric's (no datapoint is ever present).
+    pub fn other_unit(&self) -> bool {
+        self.other_unit
+    }
+
     /// Empty statistics for each of the `EvaluationPeriods` periods, newest first: add
     /// windows to them with [`add_window`](Alarm::add_window), one at a time (so a caller
     /// holding windows behind locks takes one lock at a time), then
@@ -1296,7 +1334,7 @@ impl Alarm {
                     self.threshold
                 ),
             )
-        } else if present < needed {
+        } else if present < needed && self.treat_missing_data != TreatMissingData::NotBreaching {
             (
                 AlarmState::InsufficientData,
                 format!(
@@ -1306,11 +1344,18 @@ impl Alarm {
                 ),
             )
         } else {
+            let missing_note =
+                if self.treat_missing_data == TreatMissingData::NotBreaching && missing > 0 {
+                    format!(" ({missing} missing, treated as not breaching)")
+                } else {
+                    String::new()
+                };
             (
                 AlarmState::Ok,
                 format!(
                     "Threshold Not Crossed: {breaching} out of the last {n} datapoints \
-                     [{list}] {} {} the threshold ({}); {needed} needed to alarm ({what}).",
+                     [{list}] {} {} the threshold ({}){missing_note}; {needed} needed to \
+                     alarm ({what}).",
                     were(breaching),
                     self.operator.words(),
                     self.threshold
@@ -1590,7 +1635,9 @@ mod tests {
         for (mode, expected) in [
             ("missing", [InsufficientData, Ok, InsufficientData]),
             ("ignore", [InsufficientData, Ok, InsufficientData]),
-            ("notBreaching", [InsufficientData, Ok, InsufficientData]),
+            // Missing datapoints are good ones: never too few to say (CloudWatch's
+            // "- - -" with notBreaching is OK).
+            ("notBreaching", [Ok, Ok, Ok]),
             ("breaching", [Alarm, Alarm, Alarm]),
         ] {
             assert_eq!(
@@ -1930,20 +1977,45 @@ mod tests {
         }
         assert_eq!(
             error(|d| d.period = 0),
-            "Period must be between 1 and 600 seconds, got 0"
+            "Period must be between 1 and 86400 seconds, got 0"
         );
-        assert!(error(|d| d.period = 601).starts_with("Period must be between"));
+        assert!(error(|d| d.period = 86_401).starts_with("Period must be between"));
         assert!(error(|d| d.evaluation_periods = 0).starts_with("EvaluationPeriods"));
         let long = error(|d| {
-            d.period = 60;
-            d.evaluation_periods = 11;
+            d.period = 3600;
+            d.evaluation_periods = 25;
         });
-        assert!(long.contains("got 60 × 11"), "{long}");
+        assert!(long.contains("got 3600 × 25"), "{long}");
         assert!(error(|d| {
             d.period = 600;
             d.evaluation_periods = u64::MAX;
         })
         .starts_with("Period × EvaluationPeriods"));
+        // Past the windows' 600 s: from the metric store, by the minute, the whole endpoint.
+        let stored = alarm(|d| {
+            d.period = 60;
+            d.evaluation_periods = 11;
+        });
+        assert!(stored.from_store());
+        assert!(!alarm(|d| {
+            d.period = 60;
+            d.evaluation_periods = 10;
+        })
+        .from_store());
+        let odd = error(|d| {
+            d.period = 90;
+            d.evaluation_periods = 10;
+        });
+        assert!(odd.starts_with("Period must be a multiple of 60"), "{odd}");
+        let fleet = error(|d| {
+            d.scope = Scope::NewFleet;
+            d.period = 300;
+            d.evaluation_periods = 3;
+        });
+        assert!(
+            fleet.starts_with("Scope NewFleet watches at most 600 s"),
+            "{fleet}"
+        );
         alarm(|d| {
             d.period = 60;
             d.evaluation_periods = 10;

@@ -10,6 +10,7 @@
 use super::deployer::Fleet;
 use super::recent::current_second;
 use super::table::{EndpointTable, VariantState};
+use crate::state::metric_store::MetricStore;
 use crate::state::store::{AlarmHistoryRow, AlarmStateRow, Store};
 use plinth_policy::metric_alarm::{
     transition, Alarm, AlarmDefinition, AlarmState, Evaluation, Held, Scope,
@@ -19,10 +20,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Evaluate `definition` now over the windows it watches.
+/// Evaluate `definition` now over the windows it watches (or, for one over more than the
+/// windows keep, over `metrics`' datapoints).
 pub(crate) fn evaluate(
     endpoints: &EndpointTable,
     quality: &super::monitoring::Running,
+    metrics: Option<&MetricStore>,
     definition: &AlarmDefinition,
 ) -> Evaluation {
     let alarm = match definition.compile() {
@@ -64,6 +67,10 @@ pub(crate) fn evaluate(
         );
         return alarm.evaluate_datapoints(alarm.quality_datapoints(&values, now));
     }
+    if alarm.from_store() {
+        let now = crate::state::now().floor() as i64;
+        return alarm.evaluate_datapoints(stored_datapoints(metrics, &alarm, now));
+    }
     let mut periods = alarm.periods();
     if let Some(endpoint) = endpoints.get(alarm.endpoint_name()) {
         let fleet: Vec<&VariantState> = match alarm.scope() {
@@ -83,6 +90,76 @@ pub(crate) fn evaluate(
         }
     }
     alarm.evaluate_periods(&periods)
+}
+
+/// `alarm`'s datapoints at `now` (Unix seconds), newest first, from the metric store: the
+/// endpoint's series (one variant's, if the alarm names one) at the finest resolution
+/// holding the oldest period, each period `Period` seconds ending at the last whole period
+/// of that resolution; missing where no datapoint fell in a period, all missing without a
+/// store.
+fn stored_datapoints(metrics: Option<&MetricStore>, alarm: &Alarm, now: i64) -> Vec<Option<f64>> {
+    use plinth_policy::metric_data::{period_start, tier_for, Aggregate};
+    let n = alarm.evaluation_periods() as usize;
+    let period = alarm.period() as i64;
+    let none = vec![None; n];
+    let Some(store) = metrics else {
+        return none;
+    };
+    let Some(tier) = tier_for(store.tiers(), now - period * n as i64, now) else {
+        return none;
+    };
+    let resolution = tier.resolution as i64;
+    if alarm.other_unit() || period % resolution != 0 {
+        return none;
+    }
+    // The last second of the last whole period of the resolution.
+    let end = period_start(now + 1, tier.resolution) - 1;
+    let from = end - period * n as i64 + 1;
+    let series = match store.series() {
+        Ok(series) => series,
+        Err(e) => {
+            tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");
+            return none;
+        }
+    };
+    let has = |dims: &[(String, String)], name: &str, value: &str| {
+        dims.iter().any(|(n, v)| n == name && v == value)
+    };
+    let mut periods: Vec<Option<Aggregate>> = vec![None; n];
+    for s in series.iter().filter(|s| {
+        s.namespace == plinth_policy::metric_alarm::REQUEST_NAMESPACE
+            && has(&s.dimensions, "EndpointName", alarm.endpoint_name())
+            && alarm
+                .variant_name()
+                .is_none_or(|v| has(&s.dimensions, "VariantName", v))
+    }) {
+        let points = match store.points(
+            s.id,
+            tier.resolution,
+            from,
+            end + 1,
+            alarm.metric().as_str(),
+        ) {
+            Ok(points) => points,
+            Err(e) => {
+                tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");
+                continue;
+            }
+        };
+        for (t, aggregate) in points {
+            let k = ((end - t) / period) as usize;
+            if let Some(slot) = periods.get_mut(k) {
+                match slot {
+                    Some(mine) => mine.merge(&aggregate),
+                    None => *slot = Some(aggregate),
+                }
+            }
+        }
+    }
+    periods
+        .into_iter()
+        .map(|a| a.and_then(|a| a.value(alarm.statistic())))
+        .collect()
 }
 
 /// The first of `names` that is in `ALARM` for `endpoint`, with the reason. An alarm on
@@ -112,7 +189,12 @@ pub(crate) fn firing(state: &Fleet, endpoint: &str, names: &[String]) -> Option<
 
 /// Evaluate alarm `name` (defined as `definition`) now and move its state.
 pub(crate) fn observe(state: &Fleet, name: &str, definition: &AlarmDefinition) -> Held {
-    let evaluation = evaluate(&state.endpoints, &state.monitoring, definition);
+    let evaluation = evaluate(
+        &state.endpoints,
+        &state.monitoring,
+        state.stored.metrics.as_deref(),
+        definition,
+    );
     match definition.compile() {
         Ok(alarm) => state.alarm_states.observe(
             &state.stored.store,

@@ -72,7 +72,12 @@ pub(crate) fn describe(
         .cloned()
         .ok_or_else(|| not_found(&input.alarm_name))?;
     let mut output = described(&record, "Alarm", "alarm")?;
-    let evaluation = evaluate(endpoints, quality, &record.definition);
+    let evaluation = evaluate(
+        endpoints,
+        quality,
+        stored.metrics.as_deref(),
+        &record.definition,
+    );
     output["StateValue"] = json!(evaluation.state.as_str());
     output["StateReason"] = json!(evaluation.reason);
     output["Datapoints"] = json!(evaluation.datapoints);
