@@ -816,9 +816,10 @@ pub struct AlarmDefinition {
     pub comparison_operator: String,
     /// Finite; in the metric's unit (µs for latencies, a rate for `Average` of a count).
     pub threshold: f64,
-    /// Seconds per datapoint, 1 to 600.
+    /// Seconds per datapoint, 1 to 86,400.
     pub period: u64,
-    /// Datapoints evaluated, at least 1; `Period × EvaluationPeriods ≤ 600`.
+    /// Datapoints evaluated, at least 1; `Period × EvaluationPeriods` at most 86,400 (600
+    /// for a quality alarm or `Scope` `NewFleet`; past 600 a `Period` multiple of 60).
     pub evaluation_periods: u64,
     /// Breaching datapoints needed to alarm, 1 to `EvaluationPeriods` (default
     /// `EvaluationPeriods`).
@@ -1012,6 +1013,13 @@ impl AlarmDefinition {
                 ))
             }
         };
+        if lookback > RETAINED_SECONDS && quality.is_some() {
+            return Err(format!(
+                "Period × EvaluationPeriods must be at most {RETAINED_SECONDS} seconds for a \
+                 model quality alarm, got {} × {}",
+                self.period, self.evaluation_periods
+            ));
+        }
         if lookback > RETAINED_SECONDS && quality.is_none() {
             // Evaluated over the metric store's datapoints, as CloudWatch evaluates.
             if !self.period.is_multiple_of(60) {

@@ -69,7 +69,19 @@ pub(crate) fn evaluate(
     }
     if alarm.from_store() {
         let now = crate::state::now().floor() as i64;
-        return alarm.evaluate_datapoints(stored_datapoints(metrics, &alarm, now));
+        // An alarm on the whole endpoint watches its production variants, as over the
+        // windows: not its shadows, which the store keeps under the same endpoint.
+        let shadows: Vec<String> = endpoints
+            .get(alarm.endpoint_name())
+            .map(|e| {
+                e.shadows
+                    .iter()
+                    .chain(e.new_fleet.iter().flat_map(|n| n.shadows.iter()))
+                    .map(|s| s.live.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        return alarm.evaluate_datapoints(stored_datapoints(metrics, &alarm, &shadows, now));
     }
     let mut periods = alarm.periods();
     if let Some(endpoint) = endpoints.get(alarm.endpoint_name()) {
@@ -92,12 +104,22 @@ pub(crate) fn evaluate(
     alarm.evaluate_periods(&periods)
 }
 
+/// How many seconds after it ends a second is surely stored: the publisher's grace and its
+/// tick.
+const STORED_AFTER: i64 = 4;
+
 /// `alarm`'s datapoints at `now` (Unix seconds), newest first, from the metric store: the
-/// endpoint's series (one variant's, if the alarm names one) at the finest resolution
-/// holding the oldest period, each period `Period` seconds ending at the last whole period
-/// of that resolution; missing where no datapoint fell in a period, all missing without a
-/// store.
-fn stored_datapoints(metrics: Option<&MetricStore>, alarm: &Alarm, now: i64) -> Vec<Option<f64>> {
+/// endpoint's production variants' series (one variant's, if the alarm names one) at the
+/// finest resolution holding the oldest period, each period `Period` seconds, the newest
+/// ending with the last period of that resolution that is wholly stored (a second a few
+/// seconds after it ends; a minute once merged); missing where no datapoint fell in a
+/// period, all missing without a store.
+fn stored_datapoints(
+    metrics: Option<&MetricStore>,
+    alarm: &Alarm,
+    shadows: &[String],
+    now: i64,
+) -> Vec<Option<f64>> {
     use plinth_policy::metric_data::{period_start, tier_for, Aggregate};
     let n = alarm.evaluation_periods() as usize;
     let period = alarm.period() as i64;
@@ -105,41 +127,72 @@ fn stored_datapoints(metrics: Option<&MetricStore>, alarm: &Alarm, now: i64) -> 
     let Some(store) = metrics else {
         return none;
     };
-    let Some(tier) = tier_for(store.tiers(), now - period * n as i64, now) else {
+    let stored = now - STORED_AFTER;
+    let Some(tier) = tier_for(store.tiers(), stored - period * n as i64, now) else {
         return none;
     };
     let resolution = tier.resolution as i64;
     if alarm.other_unit() || period % resolution != 0 {
         return none;
     }
-    // The last second of the last whole period of the resolution.
-    let end = period_start(now + 1, tier.resolution) - 1;
-    let from = end - period * n as i64 + 1;
-    let series = match store.series() {
-        Ok(series) => series,
-        Err(e) => {
-            tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");
-            return none;
+    let finest = store
+        .tiers()
+        .first()
+        .is_some_and(|f| f.resolution == tier.resolution);
+    let last = if finest {
+        stored
+    } else {
+        match store.merged_until() {
+            Ok(Some(merged)) => stored.min(merged),
+            Ok(None) => return none,
+            Err(e) => {
+                tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");
+                return none;
+            }
         }
     };
-    let has = |dims: &[(String, String)], name: &str, value: &str| {
-        dims.iter().any(|(n, v)| n == name && v == value)
+    // The last second of the last whole period of the resolution stored.
+    let end = period_start(last + 1, tier.resolution) - 1;
+    let from = end - period * n as i64 + 1;
+    let ids: Vec<i64> = match alarm.variant_name() {
+        // One variant: its series alone.
+        Some(variant) => store
+            .find(
+                plinth_policy::metric_alarm::REQUEST_NAMESPACE,
+                &[
+                    ("EndpointName".to_owned(), alarm.endpoint_name().to_owned()),
+                    ("VariantName".to_owned(), variant.to_owned()),
+                ],
+            )
+            .map(|id| id.into_iter().collect())
+            .unwrap_or_default(),
+        // The endpoint: each production variant's series (not its shadows').
+        None => match store.series() {
+            Ok(series) => series
+                .into_iter()
+                .filter(|s| {
+                    let dim = |name: &str| {
+                        s.dimensions
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, v)| v.as_str())
+                    };
+                    s.namespace == plinth_policy::metric_alarm::REQUEST_NAMESPACE
+                        && dim("EndpointName") == Some(alarm.endpoint_name())
+                        && dim("VariantName").is_some_and(|v| !shadows.iter().any(|s| s == v))
+                })
+                .map(|s| s.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");
+                return none;
+            }
+        },
     };
     let mut periods: Vec<Option<Aggregate>> = vec![None; n];
-    for s in series.iter().filter(|s| {
-        s.namespace == plinth_policy::metric_alarm::REQUEST_NAMESPACE
-            && has(&s.dimensions, "EndpointName", alarm.endpoint_name())
-            && alarm
-                .variant_name()
-                .is_none_or(|v| has(&s.dimensions, "VariantName", v))
-    }) {
-        let points = match store.points(
-            s.id,
-            tier.resolution,
-            from,
-            end + 1,
-            alarm.metric().as_str(),
-        ) {
+    for id in ids {
+        let points = match store.points(id, tier.resolution, from, end + 1, alarm.metric().as_str())
+        {
             Ok(points) => points,
             Err(e) => {
                 tracing::warn!(error = %e, "an alarm's stored datapoints could not be read");

@@ -31,6 +31,7 @@ pub(crate) fn create(stored: &Stored, mut input: Value) -> Result<Value, ApiErro
     crate::ops::common::check_name("alarmName", &name)?;
     let definition: AlarmDefinition = parse(input)?;
     definition.compile().map_err(validation)?;
+    check_stored(stored, &definition).map_err(validation)?;
     let mut catalog = stored.catalog();
     if catalog.alarms.keys().any(|n| n.eq_ignore_ascii_case(&name)) {
         return Err(store_error(
@@ -51,6 +52,21 @@ pub(crate) fn create(stored: &Stored, mut input: Value) -> Result<Value, ApiErro
     catalog.alarms.insert(name.clone(), record);
     tracing::info!(alarm = %name, "alarm created");
     Ok(json!({ "AlarmArn": arn("alarm", &name) }))
+}
+
+/// An alarm over more than the windows' 600 s needs the metric store.
+pub(crate) fn check_stored(stored: &Stored, definition: &AlarmDefinition) -> Result<(), String> {
+    let from_store = definition.compile().is_ok_and(|a| a.from_store());
+    if from_store && stored.metrics.is_none() {
+        return Err(format!(
+            "Period × EvaluationPeriods ({} × {}) is more than the {} s of live request \
+             metrics, and this server stores none (--metric-retention off)",
+            definition.period,
+            definition.evaluation_periods,
+            plinth_policy::metric_alarm::RETAINED_SECONDS
+        ));
+    }
+    Ok(())
 }
 
 fn not_found(name: &str) -> ApiError {

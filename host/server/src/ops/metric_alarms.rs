@@ -155,6 +155,7 @@ fn put_metric_alarm(state: &Fleet, input: &Value) -> Result<Value, ApiError> {
     crate::ops::common::check_name("AlarmName", &name)
         .map_err(|e| invalid(e.message().to_owned()))?;
     let definition = definition_of(input)?;
+    super::alarms::check_stored(&state.stored, &definition).map_err(invalid)?;
     let at = now();
     let created = {
         let mut catalog = state.catalog();

@@ -307,6 +307,11 @@ impl MetricStore {
         }
     }
 
+    /// The last second of the finest resolution merged into the coarser ones, if any.
+    pub(crate) fn merged_until(&self) -> Result<Option<i64>, String> {
+        self.read(merged_until)
+    }
+
     /// Every series, in namespace and dimension order.
     pub(crate) fn series(&self) -> Result<Vec<Series>, String> {
         self.read(|conn| {
