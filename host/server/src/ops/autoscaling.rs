@@ -5,7 +5,7 @@
 //! and policies are kept by `state::scaling`; the controller that runs them is
 //! `fleet::autoscaler`; what a target or policy may be is [`plinth_policy::autoscaling`].
 
-use super::common::{internal, parse, require_object, unknown_operation, validation};
+use super::common::{admit, internal, parse, validation};
 use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::state::scaling::{TargetKey, TargetRecord};
@@ -34,14 +34,12 @@ pub(crate) async fn call(
     operation: &str,
     input: Value,
 ) -> Result<Value, ApiError> {
-    require_object(&input)?;
-    if !plinth_policy::members::autoscaling_operations().any(|o| o == operation) {
-        return Err(unknown_operation(
-            operation,
-            plinth_policy::members::autoscaling_operations(),
-        ));
-    }
-    plinth_policy::members::check_input(operation, &input).map_err(|e| validation(e.message))?;
+    admit(
+        operation,
+        &input,
+        plinth_policy::members::autoscaling_operations,
+        validation,
+    )?;
     let _exclusive = if operation.starts_with("Describe") {
         None
     } else {

@@ -6,7 +6,7 @@
 //! operations (`metric_alarms`) share. What a query may ask and how a period's datapoint is
 //! computed is `plinth_policy::metric_data`.
 
-use super::common::{require_object, unknown_operation};
+use super::common::admit;
 use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::state::metric_store::{MetricStore, Series};
@@ -65,14 +65,12 @@ pub(crate) async fn call(
     operation: &str,
     input: Value,
 ) -> Result<Value, ApiError> {
-    require_object(&input)?;
-    if !plinth_policy::members::cloudwatch_operations().any(|o| o == operation) {
-        return Err(unknown_operation(
-            operation,
-            plinth_policy::members::cloudwatch_operations(),
-        ));
-    }
-    plinth_policy::members::check_input(operation, &input).map_err(|e| invalid(e.message))?;
+    admit(
+        operation,
+        &input,
+        plinth_policy::members::cloudwatch_operations,
+        invalid,
+    )?;
     if super::metric_alarms::OPERATIONS.contains(&operation) {
         return super::metric_alarms::call(state, operation, input).await;
     }

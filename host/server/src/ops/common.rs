@@ -51,6 +51,22 @@ pub(crate) fn require_object(input: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// What a service's entry point checks first: the input is a JSON object, `operation` is
+/// one of the service's (`operations`), and its members are inside the member table (a
+/// member error answered by `refused`, in the service's words).
+pub(crate) fn admit<I: Iterator<Item = &'static str>>(
+    operation: &str,
+    input: &Value,
+    operations: fn() -> I,
+    refused: fn(String) -> ApiError,
+) -> Result<(), ApiError> {
+    require_object(input)?;
+    if !operations().any(|o| o == operation) {
+        return Err(unknown_operation(operation, operations()));
+    }
+    plinth_policy::members::check_input(operation, input).map_err(|e| refused(e.message))
+}
+
 /// An operation the service does not have, with the ones it has.
 pub(crate) fn unknown_operation(
     operation: &str,
