@@ -98,6 +98,8 @@ def throughput(server, input_path, out):
         failures = [f for f in os.listdir(out) if f.endswith("-error.out")]
         with open(os.path.join(out, failures[0])) as f:
             raise SystemExit(f"async-bench: {q['Failed']} failed jobs, e.g.: {f.read()}")
+    print(f"async-bench: accepts at 16 connections: {run['rps']:.0f}/s, latency "
+          f"{json.dumps(run['latency_ms'])}", file=sys.stderr)
     return q["Completed"] / (done - started), run["rps"], q["Completed"]
 
 
@@ -158,7 +160,7 @@ def from_zero(server, input_path):
 def main():
     if not os.path.exists(PLINTH):
         raise SystemExit(f"async-bench: no release plinth at {PLINTH}")
-    work = tempfile.mkdtemp(prefix="plinth-async-bench-")
+    work = tempfile.mkdtemp(prefix="plinth-async-bench-", dir=os.environ.get("BENCH_DIR"))
     root = os.path.join(work, "storage")
     out = os.path.join(root, "out")
     os.makedirs(out)
@@ -186,7 +188,8 @@ def main():
         zero = from_zero(server, row)
     finally:
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
     reference = statistics.median([before, after])
     print(f"## Asynchronous inference: jobs through the queue, and from zero ({jobs} jobs, "
           f"{INSTANCES} instances x {PER_INSTANCE} per instance; minute = {MINUTE} s)\n")

@@ -16,6 +16,7 @@ use crate::http::Server;
 use crate::sigv4::Verifier;
 use crate::state::catalog::Catalog;
 use crate::state::metric_store::MetricStore;
+use crate::state::queue::Queue;
 use crate::state::store::Store;
 use crate::state::Stored;
 use anyhow::{anyhow, bail, Context};
@@ -144,7 +145,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
         .as_deref()
         .map(Verifier::from_file)
         .transpose()?;
-    let (store, artifacts, runtime_config, shown, metrics) = match location {
+    let (store, artifacts, runtime_config, shown, metrics, queue) = match location {
         StateLocation::Directory(dir) => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -157,12 +158,24 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
                 .then(|| MetricStore::open(&dir, settings.metric_retention.clone()))
                 .transpose()
                 .map_err(|e| anyhow!(e))?;
+            let store = Store::open(&dir)?;
+            let queue = Queue::open(&dir.join("async-queue.log"))?;
+            let taken = queue
+                .take_over(&store)
+                .context("cannot move the asynchronous queue out of the state database")?;
+            if taken > 0 {
+                tracing::info!(
+                    jobs = taken,
+                    "the asynchronous queue's jobs moved from the state database to its log"
+                );
+            }
             (
-                Store::open(&dir)?,
+                store,
                 dir.join("artifacts"),
                 runtime_config,
                 shown,
                 metrics,
+                queue,
             )
         }
         StateLocation::InMemory { artifacts } => (
@@ -174,6 +187,7 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
                 .then(|| MetricStore::in_memory(settings.metric_retention.clone()))
                 .transpose()
                 .map_err(|e| anyhow!(e))?,
+            Queue::in_memory(),
         ),
     };
     let contents = store
@@ -198,7 +212,8 @@ pub async fn start(location: StateLocation, settings: Settings) -> anyhow::Resul
     let metrics = metrics.map(Arc::new);
     let stored = Arc::new(
         Stored::new(store, catalog, scaling, artifacts, roots, storage)
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_queue(queue),
     );
     let fleet = Arc::new(Fleet::new(runtime, stored, experiments, max_instances));
     if !contents.endpoints.is_empty() {

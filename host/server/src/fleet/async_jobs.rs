@@ -1,21 +1,21 @@
-//! Asynchronous inference's queue runner: jobs accepted by InvokeEndpointAsync (committed
-//! to the store's `async_jobs` before the 202, through `state::group_commit`) are claimed per
-//! endpoint and run: the input read through the storage layer (a small local file at once;
+//! Asynchronous inference's queue runner: jobs accepted by InvokeEndpointAsync (written to
+//! the queue's log before the 202, `state::queue` through `state::group_commit`) are claimed
+//! per endpoint (in memory) and run: the input read through the storage layer (a small local file at once;
 //! anything else staged in a file and mapped, never copied whole onto the heap; one larger
 //! than the model's memory fails unread), the variant invoked as a synchronous request would
 //! be (routing, the invocation timeout, metrics) within the endpoint's invocation slots
 //! (`MaxConcurrentInvocationsPerInstance` for each instance of its variants), and the result
 //! written to the output location, or the failure to the failure location, each whole (a
 //! temporary file renamed, or one upload), before the job is marked done, with its
-//! notification queued in the same transaction. Up to [`PIPELINE_DEPTH`] more jobs than
+//! notification queued in the same record. Up to [`PIPELINE_DEPTH`] more jobs than
 //! slots are claimed, so that reading, writing and committing overlap the invocations. Jobs
-//! a stop interrupted go back to the queue at start and run again (at most
+//! a stop interrupted are waiting again when the log is read back at start, and run again (at most
 //! `plinth_policy::async_inference::MAX_ATTEMPTS` starts); a job whose time to live passed in
 //! the queue fails without running, also on an endpoint that has no instance to run it.
 //!
 //! Notifications (`NotificationConfig`'s topics, webhook URLs) are delivered by a second
 //! loop: each POSTed as SageMaker's JSON message, tried again with backoff on no answer or a
-//! 5xx (`plinth_policy::async_inference::after_try`), every try recorded in the store.
+//! 5xx (`plinth_policy::async_inference::after_try`), every try recorded in the queue's log.
 //!
 //! The backlog (jobs queued or running, the oldest's age, instances) is read here for the
 //! metrics, the autoscaler's backlog policies and `plinth async status`.
@@ -24,7 +24,10 @@ use super::deployer::Fleet;
 use super::variant::record_invocation;
 use crate::state::catalog::AsyncInferenceConfig;
 use crate::state::group_commit::{GroupCommit, Placed};
-use crate::state::store::{AsyncJob, DeliveryState, QueueWrite, StoreError};
+use crate::state::queue::{
+    AsyncJob, DeliveryState, Notification, Object, QueueWrite, LOGGED_OBJECT_BYTES,
+};
+use crate::state::store::StoreError;
 use plinth_policy::async_inference::{
     after_try, fate, notification, Backlog, Delivery, Ended, Fate, Finished, Queued, Tried,
 };
@@ -35,9 +38,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long the queue keeps a done job (it refuses its inference id again meanwhile): a day.
-const KEEP_DONE_SECONDS: f64 = 86_400.0;
 
 /// The queue runner's state: what wakes it, and the jobs running per endpoint.
 #[derive(Default)]
@@ -179,7 +179,7 @@ pub(crate) async fn commit(
     placed: Option<Placed>,
 ) -> Result<(), StoreError> {
     let writer = state.async_jobs.writer.get_or_init(|| {
-        GroupCommit::start(state.stored.clone())
+        GroupCommit::start(state.stored.queue.clone())
             .map_err(|e| format!("the queue's writer could not start: {e}"))
     });
     match writer {
@@ -209,18 +209,10 @@ pub(crate) fn config_of(state: &Fleet, config_name: &str) -> Option<AsyncInferen
 }
 
 /// `endpoint`'s backlog now: jobs queued or running, the oldest one's age, and the
-/// instances of the variants serving it. `None` when the endpoint does not exist or the
-/// queue cannot be read.
+/// instances of the variants serving it. `None` when the endpoint does not exist.
 pub(crate) fn backlog(state: &Fleet, endpoint: &str) -> Option<Backlog> {
     let snapshot = state.endpoints.get(endpoint)?;
-    let (size, oldest) = state
-        .stored
-        .store
-        .backlog(endpoint, snapshot.created)
-        .inspect_err(
-            |e| tracing::warn!(endpoint, error = %e, "the asynchronous backlog could not be read"),
-        )
-        .ok()?;
+    let (size, oldest) = state.stored.queue.backlog(endpoint, snapshot.created);
     let instances: usize = snapshot
         .serving()
         .map(|v| v.live.serving.stats().instances)
@@ -240,33 +232,16 @@ pub(crate) async fn run(state: Arc<Fleet>) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     remove_partial_objects(&state);
-    match state.stored.store.requeue_running_jobs() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            jobs = n,
+    let interrupted = state.stored.queue.interrupted();
+    if interrupted > 0 {
+        tracing::info!(
+            jobs = interrupted,
             "asynchronous jobs a stop interrupted are queued again"
-        ),
-        Err(e) => tracing::error!(error = %e, "the asynchronous jobs could not be requeued"),
+        );
     }
-    let mut forgotten_at = std::time::Instant::now();
     loop {
-        // Claims are store transactions: off the async workers.
-        let ready = {
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || start_ready(&state)).await
-        };
-        match ready {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the asynchronous queue could not be read"),
-            Err(e) => tracing::error!(error = %e, "the asynchronous queue's runner failed"),
-        }
-        if forgotten_at.elapsed() > Duration::from_secs(60) {
-            forgotten_at = std::time::Instant::now();
-            let before = crate::state::now() - KEEP_DONE_SECONDS;
-            if let Err(e) = state.stored.store.forget_done_jobs(before) {
-                tracing::warn!(error = %e, "done asynchronous jobs could not be forgotten");
-            }
-        }
+        // Claims are made in memory: here, on the async worker.
+        start_ready(&state);
         // A job queued or finished wakes the runner; an endpoint that comes into service is
         // found within a second.
         let _ =
@@ -275,10 +250,10 @@ pub(crate) async fn run(state: Arc<Fleet>) {
 }
 
 /// Claim and start what each endpoint with queued jobs has room for.
-fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError> {
-    for endpoint in state.stored.store.endpoints_with_jobs()? {
+fn start_ready(state: &Arc<Fleet>) {
+    for endpoint in state.stored.queue.endpoints_with_jobs() {
         let Some(room) = room(state, &endpoint) else {
-            expire(state, &endpoint)?;
+            expire(state, &endpoint);
             continue;
         };
         state.async_jobs.slots(&endpoint, Some(room));
@@ -303,11 +278,10 @@ fn start_ready(state: &Arc<Fleet>) -> Result<(), crate::state::store::StoreError
         if free == 0 || (free < CLAIM_BATCH && invoking == 0) {
             continue;
         }
-        for job in state.stored.store.claim_jobs(&endpoint, free)? {
+        for job in state.stored.queue.claim(&endpoint, free) {
             spawn(state, &endpoint, job);
         }
     }
-    Ok(())
 }
 
 /// Run a claimed job in its own task, counted as running for `endpoint`.
@@ -343,9 +317,9 @@ const EXPIRED_PER_SWEEP: usize = 64;
 /// The jobs of an endpoint that has no room for them (not serving, or no instance) that can
 /// only fail are failed, as they would be when claimed: past their time to live, or sent to
 /// the endpoint of that name before it was deleted and created again.
-fn expire(state: &Arc<Fleet>, endpoint: &str) -> Result<(), crate::state::store::StoreError> {
+fn expire(state: &Arc<Fleet>, endpoint: &str) {
     let Some(snapshot) = state.endpoints.get(endpoint) else {
-        return Ok(());
+        return;
     };
     {
         let mut swept = state
@@ -359,28 +333,24 @@ fn expire(state: &Arc<Fleet>, endpoint: &str) -> Result<(), crate::state::store:
                 .unwrap_or_else(Instant::now)
         });
         if last.elapsed() < SWEEP_EVERY {
-            return Ok(());
+            return;
         }
         *last = Instant::now();
     }
-    let now = crate::state::now();
-    let candidates =
-        state
-            .stored
-            .store
-            .expiry_candidates(endpoint, now, snapshot.created, EXPIRED_PER_SWEEP)?;
-    for (seq, accepted, attempts, job) in candidates {
-        let older = accepted < snapshot.created;
-        if !older && fate(&queued(accepted, attempts, &job), now) == Fate::Run {
-            continue;
-        }
+    let queue = &state.stored.queue;
+    let doomed = queue.doomed(
+        endpoint,
+        crate::state::now(),
+        snapshot.created,
+        EXPIRED_PER_SWEEP,
+    );
+    for seq in doomed {
         // Claimed, it fails when run (`run_job`: expired, or `invoke`: the endpoint was
         // deleted).
-        if let Some(job) = state.stored.store.claim_job(seq)? {
+        if let Some(job) = queue.claim_job(seq) {
             spawn(state, endpoint, job);
         }
     }
-    Ok(())
 }
 
 /// A job as `fate` decides on it.
@@ -458,11 +428,13 @@ async fn run_job(state: &Arc<Fleet>, key: &str, job: &AsyncJob) {
             location: &output,
             content_type: "",
         };
-        let placed = local_file(&output).map(|path| Placed {
-            staged: path.clone(),
-            path,
+        let written = local_file(&output).map_or(Written::Uploaded, |path| {
+            Written::Placed(Placed {
+                staged: path.clone(),
+                path,
+            })
         });
-        finish(state, job, &ended, None, placed).await;
+        finish(state, job, &ended, None, written).await;
         return;
     }
     let result = match fate(&queued(job.accepted, job.attempts, j), crate::state::now()) {
@@ -511,7 +483,7 @@ async fn run_job(state: &Arc<Fleet>, key: &str, job: &AsyncJob) {
             tracing::error!(endpoint = %job.endpoint, failure_location = %failure, error = %e, "an asynchronous job's failure object could not be written");
             (
                 format!("{message} (the failure object could not be written to {failure}: {e})"),
-                None,
+                Written::Uploaded,
             )
         }
     };
@@ -537,20 +509,29 @@ fn local_file(location: &str) -> Option<std::path::PathBuf> {
     }
 }
 
-/// Put a claimed job back in the queue, its start uncounted when `uncount`.
+/// Put a claimed job back in the queue, its start uncounted when `uncount` (written to the
+/// log; a claim is not, so without it nothing is).
 async fn release(state: &Fleet, job: &AsyncJob, uncount: bool) {
-    let write = QueueWrite::Release {
-        seq: job.seq,
-        uncount,
-    };
-    if let Err(e) = commit(state, write, None).await {
-        tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job could not go back to the queue; it runs again after a restart");
+    if uncount {
+        let write = QueueWrite::Release {
+            seq: job.seq,
+            uncount,
+        };
+        // Unsynced, as a start is: appended here.
+        match state.stored.queue.write(&[write]).pop().unwrap_or(Ok(())) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(endpoint = %job.endpoint, error = %e, "an asynchronous job's start could not be uncounted; it waits again with it counted");
+            }
+        }
     }
+    state.stored.queue.unclaim(job.seq);
 }
 
 /// Record a job's end, with its notification when its config asks for one (the response
-/// included when asked), and its total processing time; `file` is the local object written
-/// for it, put in place and made durable before the end is committed. An end that cannot be
+/// included when asked), and its total processing time; `file` is the object written for
+/// it: kept in the end's record and put in place once it is written, or (a larger local one)
+/// put in place and made durable before the end is committed. An end that cannot be
 /// recorded puts the job back in the queue: it runs again (its object, if in place, makes it
 /// complete).
 async fn finish(
@@ -558,7 +539,7 @@ async fn finish(
     job: &AsyncJob,
     ended: &Ended<'_>,
     response: Option<&[u8]>,
-    file: Option<Placed>,
+    file: Written,
 ) {
     let j = &job.job;
     let now = crate::state::now();
@@ -597,12 +578,18 @@ async fn finish(
         )
     });
     let notifies = message.is_some();
+    let (object, placed) = match file {
+        Written::Logged(object) => (Some(object), None),
+        Written::Placed(placed) => (None, Some(placed)),
+        Written::Uploaded => (None, None),
+    };
     let write = QueueWrite::Finish {
         seq: job.seq,
         outcome,
         notification: message,
+        object,
     };
-    match commit(state, write, file).await {
+    match commit(state, write, placed).await {
         Ok(()) => {
             let seconds = (now - job.accepted).max(0.0);
             state
@@ -653,18 +640,10 @@ async fn deliver(state: Arc<Fleet>) {
     // The notifications being tried now, not to be taken again meanwhile.
     let trying: Arc<Mutex<std::collections::HashSet<i64>>> = Arc::default();
     loop {
-        let due = match state
+        let due = state
             .stored
-            .store
-            .due_notifications(crate::state::now(), DELIVERIES_AT_ONCE * 4)
-        {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(error = %e, "the notifications could not be read");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+            .queue
+            .due_notifications(crate::state::now(), DELIVERIES_AT_ONCE * 4);
         for n in due {
             if !trying
                 .lock()
@@ -694,7 +673,7 @@ async fn deliver(state: Arc<Fleet>) {
 }
 
 /// Try to deliver one notification, and record what became of it.
-async fn try_once(state: &Fleet, client: &reqwest::Client, n: crate::state::store::Notification) {
+async fn try_once(state: &Fleet, client: &reqwest::Client, n: Notification) {
     let attempts = n.attempts + 1;
     let sent = client
         .post(&n.url)
@@ -727,11 +706,14 @@ async fn try_once(state: &Fleet, client: &reqwest::Client, n: crate::state::stor
         .notifications
         .with_label_values(&[n.endpoint.as_str(), result])
         .inc();
-    if let Err(e) = state
-        .stored
-        .store
-        .record_delivery(n.seq, attempts, delivery, next_at, &last)
-    {
+    let write = QueueWrite::Delivery {
+        seq: n.seq,
+        attempts,
+        state: delivery,
+        next_at,
+        last_try: last,
+    };
+    if let Err(e) = commit(state, write, None).await {
         tracing::error!(endpoint = %n.endpoint, error = %e, "a notification's delivery could not be recorded; it is tried again");
     }
 }
@@ -798,9 +780,18 @@ async fn invoke(state: &Fleet, key: &str, job: &AsyncJob) -> Result<(Vec<u8>, St
         custom_attributes: j["CustomAttributes"].as_str().map(str::to_string),
     });
     let timeout = Duration::from_secs(j["InvocationTimeoutSeconds"].as_u64().unwrap_or(900));
-    commit(state, QueueWrite::Start { seq: job.seq }, None)
-        .await
-        .map_err(|e| Unfinished::Busy(format!("its start could not be recorded: {e}"), false))?;
+    // Appended here, unsynced (`Queue::write`): a few microseconds, no hand-off.
+    if let Some(Err(e)) = state
+        .stored
+        .queue
+        .write(&[QueueWrite::Start { seq: job.seq }])
+        .pop()
+    {
+        return Err(Unfinished::Busy(
+            format!("its start could not be recorded: {e}"),
+            false,
+        ));
+    }
     // MaxConcurrentInvocationsPerInstance: one of the endpoint's invocation slots.
     let _slot = invoke_slots.acquire().await.ok_or_else(|| closed(true))?;
     // Its time to live counts until now: it may have waited in the pipeline.
@@ -867,15 +858,17 @@ async fn read(state: &Fleet, location: &str, memory: u64) -> Result<bytes::Bytes
         Location::parse(location).map_err(|e| format!("InputLocation {location:?}: {e}"))?;
     let cap = MAX_INPUT_BYTES.min(memory);
     if let Location::Local(path) = &parsed {
-        // Checked when the request came; checked again now, in case the path has become a
-        // link leading elsewhere since; then read from its real path. A small local file is
-        // read here, on the async worker: a few microseconds of file system calls cost less
-        // than a hand-off to the blocking pool.
-        let real = state
-            .stored
-            .roots
-            .check("InputLocation", &path.display().to_string())?;
-        let meta = std::fs::metadata(&real)
+        // Checked when the request came; checked again now, by the file opened (in case
+        // the path has become a link leading elsewhere since), and read from it. A small
+        // local file is read here, on the async worker: a few microseconds of file system
+        // calls cost less than a hand-off to the blocking pool.
+        let (mut file, _) =
+            state
+                .stored
+                .roots
+                .open("InputLocation", &path.display().to_string(), true)?;
+        let meta = file
+            .metadata()
             .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
         if !meta.is_file() {
             return Err(format!("InputLocation {location:?} is not a file"));
@@ -884,7 +877,9 @@ async fn read(state: &Fleet, location: &str, memory: u64) -> Result<bytes::Bytes
             return Err(too_large(location, meta.len(), memory));
         }
         if meta.len() <= SMALL_INPUT_BYTES {
-            let bytes = std::fs::read(&real)
+            // At most one byte past the cap: one that grew since is refused below.
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, cap + 1), &mut bytes)
                 .map_err(|e| format!("The input could not be read from {location}: {e}"))?;
             if bytes.len() as u64 > cap {
                 return Err(too_large(location, bytes.len() as u64, memory));
@@ -931,12 +926,23 @@ fn too_large(location: &str, size: u64, memory: u64) -> String {
     }
 }
 
+/// An object written for a job's end, and how it becomes durable.
+enum Written {
+    /// A small local one, staged beside its place: kept in the end's record, renamed into
+    /// place once that is written (`state::queue`).
+    Logged(Object),
+    /// A larger local one, staged beside its place: the group commit syncs it, renames it
+    /// into place and syncs the name before the end is committed (`state::group_commit`).
+    Placed(Placed),
+    /// Uploaded whole (or nothing to write).
+    Uploaded,
+}
+
 /// Write `bytes` to `location` whole: staged in a file beside it (a small one on the async
 /// worker, a large one on the blocking pool), then uploaded (one object); or, for a local
-/// path, left staged: the group commit syncs it, renames it into place and syncs the name
-/// before the job's end is committed (`state::group_commit`), so a reader never sees part
-/// of it and a power failure never leaves a recorded end with an empty object.
-async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<Option<Placed>, String> {
+/// path, left staged, to be put in place with the job's end, so that a reader never sees
+/// part of it and a power failure never leaves a recorded end with an empty object.
+async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<Written, String> {
     let parsed = Location::parse(location).map_err(|e| format!("{location:?}: {e}"))?;
     let (local, dir) = match &parsed {
         Location::Local(path) => (
@@ -981,7 +987,14 @@ async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<Option<Pla
             .map_err(|e| format!("cannot stage the object: {e}"))??
     };
     match staged {
-        Staged::Local(placed) => Ok(Some(placed)),
+        Staged::Local(placed) if bytes.len() <= LOGGED_OBJECT_BYTES => {
+            Ok(Written::Logged(Object {
+                staged: placed.staged,
+                path: placed.path,
+                bytes: bytes::Bytes::copy_from_slice(bytes),
+            }))
+        }
+        Staged::Local(placed) => Ok(Written::Placed(placed)),
         Staged::Upload(staged) => {
             state
                 .stored
@@ -990,7 +1003,7 @@ async fn write(state: &Fleet, bytes: &[u8], location: &str) -> Result<Option<Pla
                 .upload(staged.path(), &parsed)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(None)
+            Ok(Written::Uploaded)
         }
     }
 }

@@ -130,12 +130,13 @@ async fn accept(
     let input = if input.starts_with("s3://") {
         input.to_string()
     } else {
-        let path = fleet
+        // Opened to look at (not read): where it really is, and what it is.
+        let (file, path) = fleet
             .stored
             .roots
-            .check("InputLocation", input)
+            .open("InputLocation", input, false)
             .map_err(ApiError::validation)?;
-        if !std::path::Path::new(&path).is_file() {
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
             return Err(ApiError::validation(format!(
                 "InputLocation {input:?} is not a file"
             )));
@@ -177,7 +178,7 @@ async fn accept(
         // Where its end is notified, as configured when it was accepted.
         "Notification": config.output_config.notification_config,
     });
-    let write = crate::state::store::QueueWrite::Insert {
+    let write = crate::state::queue::QueueWrite::Insert {
         endpoint: name.to_owned(),
         id: object.clone(),
         accepted: crate::state::now(),

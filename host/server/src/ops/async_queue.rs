@@ -1,5 +1,5 @@
 //! DescribeAsyncQueue (Plinth's): an asynchronous endpoint's queue at a glance (`plinth async
-//! status`): jobs queued, running and done (kept a day), the backlog as SageMaker's metrics
+//! status`): jobs queued, running and done (in the last day), the backlog as SageMaker's metrics
 //! measure it, and the notifications' deliveries.
 
 use super::common::{named_endpoint, validation};
@@ -21,9 +21,8 @@ pub(crate) fn describe_async_queue(state: &Fleet, input: Value) -> Result<Value,
     };
     let status = state
         .stored
-        .store
-        .queue_status(&endpoint.name)
-        .map_err(super::common::internal)?;
+        .queue
+        .status(&endpoint.name, crate::state::now());
     let backlog = backlog(state, &endpoint.name).unwrap_or_default();
     let metric = |m: BacklogMetric| m.value(&backlog);
     let undelivered: Vec<Value> = status

@@ -238,8 +238,11 @@ pub(crate) fn output_directory(
             .map_err(|e| validation(format!("{member} {value:?}: {e}")))?;
         return Ok(location.to_string());
     }
-    let real = stored.roots.check(member, value).map_err(validation)?;
-    if !std::path::Path::new(&real).is_dir() {
+    let (dir, real) = stored
+        .roots
+        .open(member, value, false)
+        .map_err(validation)?;
+    if !dir.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(validation(format!("{member} {value:?} is not a directory")));
     }
     Ok(real)

@@ -67,21 +67,8 @@ impl Roots {
         let Some(roots) = &self.0 else {
             return Ok(value.to_string());
         };
-        let outside = || {
-            format!(
-                "{member} {value:?} is not under an artifact root of this server (plinth serve \
-                 --artifact-root DIR names the directories models may come from)"
-            )
-        };
-        let absolute = if path.is_absolute() {
-            path
-        } else {
-            std::env::current_dir().map_err(|_| outside())?.join(path)
-        };
-        let lexical = normalise(&absolute);
-        if !roots.iter().any(|r| lexical.starts_with(r)) {
-            return Err(outside());
-        }
+        let outside = || outside(member, value);
+        let lexical = lexically_under(roots, path).ok_or_else(outside)?;
         let real = lexical
             .canonicalize()
             .map_err(|_| format!("{member} {value:?}: nothing there"))?;
@@ -90,6 +77,75 @@ impl Roots {
         }
         Ok(real.display().to_string())
     }
+}
+
+impl Roots {
+    /// `value` (as [`Roots::check`] takes it) opened (a file or a directory), with the path
+    /// [`Roots::check`] would give: the real path checked against the roots after opening,
+    /// by the open file's own name, so that a link swapped in meanwhile cannot lead outside,
+    /// in a few system calls where resolving the path walks it. Opened to `read`, or only
+    /// to look at (`O_PATH`); never blocking (a FIFO) or taking a terminal.
+    pub(crate) fn open(
+        &self,
+        member: &str,
+        value: &str,
+        read: bool,
+    ) -> Result<(std::fs::File, String), String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = local_path(member, value)?;
+        let nothing = || format!("{member} {value:?}: nothing there");
+        let flags = if read {
+            libc::O_NONBLOCK | libc::O_NOCTTY
+        } else {
+            libc::O_PATH
+        };
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let Some(roots) = &self.0 else {
+            let file = open(&path).map_err(|_| nothing())?;
+            return Ok((file, value.to_string()));
+        };
+        let outside = || outside(member, value);
+        let lexical = lexically_under(roots, path).ok_or_else(outside)?;
+        let file = open(&lexical).map_err(|_| nothing())?;
+        let real = {
+            use std::os::fd::AsRawFd;
+            std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .or_else(|_| lexical.canonicalize())
+                .map_err(|_| nothing())?
+        };
+        if !roots.iter().any(|r| real.starts_with(r)) {
+            return Err(outside());
+        }
+        Ok((file, real.display().to_string()))
+    }
+}
+
+/// The refusal of a path outside the roots: it names the member and says nothing of the host.
+fn outside(member: &str, value: &str) -> String {
+    format!(
+        "{member} {value:?} is not under an artifact root of this server (plinth serve \
+         --artifact-root DIR names the directories models may come from)"
+    )
+}
+
+/// `path` made absolute with `.` and `..` resolved by name, if that is under one of
+/// `roots` (nothing on disk looked at).
+fn lexically_under(roots: &[PathBuf], path: PathBuf) -> Option<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let lexical = normalise(&absolute);
+    roots
+        .iter()
+        .any(|r| lexical.starts_with(r))
+        .then_some(lexical)
 }
 
 /// `path` with `.` and `..` resolved by name alone (no symlink followed).
@@ -749,6 +805,36 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("nothing there"), "{e}");
         assert!(Roots::anywhere().check("Image", "/etc/passwd").is_ok());
+        // Opening gives the same answers, the link judged by where it was opened.
+        for read in [false, true] {
+            let (file, real) = roots.open("Image", &url, read).unwrap();
+            assert_eq!(PathBuf::from(real), inside.canonicalize().unwrap());
+            assert!(file.metadata().unwrap().is_file());
+            let link = root.path().join("link").display().to_string();
+            let e = roots.open("InputLocation", &link, read).unwrap_err();
+            assert!(e.contains("not under an artifact root"), "{e}");
+            let e = roots
+                .open("InputLocation", "/etc/passwd", read)
+                .unwrap_err();
+            assert!(e.contains("not under an artifact root"), "{e}");
+            let missing = root.path().join("missing").display().to_string();
+            let e = roots.open("InputLocation", &missing, read).unwrap_err();
+            assert!(e.contains("nothing there"), "{e}");
+        }
+        // A FIFO is opened without waiting for a writer.
+        let fifo = root.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (file, _) = roots
+            .open("InputLocation", fifo.to_str().unwrap(), true)
+            .unwrap();
+        assert!(!file.metadata().unwrap().is_file());
     }
 
     /// A device is no artifact: refused before anything is read (reading `/dev/zero` would

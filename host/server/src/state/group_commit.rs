@@ -1,12 +1,13 @@
 //! Group commit for the asynchronous queue: the jobs InvokeEndpointAsync accepts, the starts
-//! and ends the queue runner records, come from many tasks at once. One writer thread takes
-//! every write waiting, commits them in one transaction (`Store::write_queue`), and answers
-//! each: N writes cost one commit and one sync to disk, and no SQLite work runs on the async
-//! workers. A write is answered only once it is committed, so a 202 still means the job is
-//! stored.
+//! and ends the queue runner records, the notifications' tries, come from many tasks at
+//! once. One writer thread takes every write waiting, appends them to the queue's log in one
+//! batch (`Queue::write`), and answers each: N writes cost one write and one sync to disk,
+//! and no file work for them runs on the async workers. A write is answered only once it is
+//! in the log, so a 202 means the job is stored.
 //!
-//! A job's end may come with a local object written for it (its output or failure object),
-//! staged beside its place and not yet synced. Those ends are committed in a second step of
+//! A job's end may come with a small local object kept in its record (`Queue::write` puts
+//! it in place once the record is written), or with a larger one written for it (its output
+//! or failure object), staged beside its place and not yet synced. Those ends are committed in a second step of
 //! the batch, after the writes that need no file (an accept never waits for a sync): the
 //! staged files' data is synced (`syncfs`, once per file system; a file system that cannot
 //! be synced has its files synced one by one), then each is renamed into place, the names
@@ -15,12 +16,15 @@
 //! or be found empty after a power failure; an end whose object cannot be made durable is
 //! answered with an error (its job runs again).
 
-use super::store::{QueueWrite, StoreError};
-use super::Stored;
-use std::collections::HashMap;
+use super::queue::{make_durable, Queue, QueueWrite};
+use super::store::StoreError;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the objects put in place are looked at for a checkpoint.
+const CHECKPOINT_LOOK: Duration = Duration::from_millis(250);
 
 /// The most writes one batch takes.
 const MAX_BATCH: usize = 512;
@@ -44,9 +48,21 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Start the writer thread over `stored`'s store.
-    pub(crate) fn start(stored: Arc<Stored>) -> std::io::Result<Self> {
+    /// Start the writer thread over `queue`.
+    pub(crate) fn start(queue: Arc<Queue>) -> std::io::Result<Self> {
         let (writes, pending) = mpsc::channel::<Pending>();
+        // The objects the writer put in place, checkpointed a second later, off the writer
+        // (a sync of a second's objects takes a while); ends when the queue is dropped.
+        let weak = Arc::downgrade(&queue);
+        std::thread::Builder::new()
+            .name("plinth-queue-sync".into())
+            .spawn(move || {
+                while let Some(queue) = weak.upgrade() {
+                    queue.checkpoint_if_due(false);
+                    drop(queue);
+                    std::thread::sleep(CHECKPOINT_LOOK);
+                }
+            })?;
         std::thread::Builder::new()
             .name("plinth-queue-writer".into())
             .spawn(move || {
@@ -61,11 +77,12 @@ impl GroupCommit {
                     // A panic fails this batch's writes (their callers are told the writer
                     // stopped) and not the thread.
                     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        commit_batch(&stored, batch)
+                        commit_batch(&queue, batch)
                     }));
                     if done.is_err() {
                         tracing::error!("the asynchronous queue's writer panicked on a batch; its writes failed");
                     }
+                    queue.rewrite_if_due();
                 }
             })?;
         Ok(Self { writes })
@@ -89,11 +106,11 @@ impl GroupCommit {
 
 /// Commit one batch: first the writes that need no file, then the ends whose objects were
 /// put in place and made durable.
-fn commit_batch(stored: &Stored, batch: Vec<Pending>) {
+fn commit_batch(queue: &Queue, batch: Vec<Pending>) {
     let (plain, placed): (Vec<Pending>, Vec<Pending>) = batch
         .into_iter()
         .partition(|(_, placed, _)| placed.is_none());
-    commit(stored, plain);
+    commit(queue, plain);
     if placed.is_empty() {
         return;
     }
@@ -142,55 +159,37 @@ fn commit_batch(stored: &Stored, batch: Vec<Pending>) {
             }
         }
     }
-    commit(stored, kept);
+    commit(queue, kept);
 }
 
-/// Commit `writes` in one transaction and answer each.
-fn commit(stored: &Stored, writes: Vec<Pending>) {
+/// Append `writes` in one batch and answer each.
+fn commit(queue: &Queue, writes: Vec<Pending>) {
     if writes.is_empty() {
         return;
     }
     let (writes, replies): (Vec<QueueWrite>, Vec<Reply>) =
         writes.into_iter().map(|(w, _, r)| (w, r)).unzip();
-    let results = stored.store.write_queue(&writes);
-    for (reply, result) in replies.into_iter().zip(results) {
+    let (results, upto) = queue.write_unplaced(&writes);
+    // Every write but the ends with an object to put in place is answered at once: an
+    // accept does not wait for the renames.
+    let mut after = Vec::new();
+    for ((write, reply), result) in writes.iter().zip(replies).zip(results) {
+        if matches!(
+            write,
+            QueueWrite::Finish {
+                object: Some(_),
+                ..
+            }
+        ) {
+            after.push((reply, result));
+        } else {
+            let _ = reply.send(result);
+        }
+    }
+    queue.place(&writes, upto);
+    for (reply, result) in after {
         let _ = reply.send(result);
     }
-}
-
-/// Make each of `files` durable (its data and its name): its file system synced, once per
-/// file system; the files of a file system that cannot be synced are synced one by one
-/// (with their directories). Each file's result, in order.
-fn make_durable(files: &[&Path]) -> Vec<std::io::Result<()>> {
-    use std::os::unix::fs::MetadataExt;
-    // Per directory, its file system's device; per device, whether it was synced.
-    let mut devices: HashMap<PathBuf, std::io::Result<u64>> = HashMap::new();
-    let mut synced: HashMap<u64, bool> = HashMap::new();
-    files
-        .iter()
-        .map(|file| {
-            let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let device = devices
-                .entry(dir.clone())
-                .or_insert_with(|| std::fs::metadata(&dir).map(|m| m.dev()));
-            let device = match device {
-                Ok(device) => *device,
-                Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
-            };
-            let whole = *synced.entry(device).or_insert_with(|| {
-                let done = std::fs::File::open(&dir).and_then(|d| Ok(rustix::fs::syncfs(&d)?));
-                if let Err(e) = &done {
-                    tracing::warn!(dir = %dir.display(), error = %e, "a file system could not be synced; its files are synced one by one");
-                }
-                done.is_ok()
-            });
-            if whole {
-                return Ok(());
-            }
-            std::fs::File::open(file)?.sync_all()?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -198,25 +197,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A store in memory, with nothing running over it.
-    fn stored(artifacts: &Path) -> Arc<Stored> {
-        Arc::new(Stored::new(
-            super::super::store::Store::in_memory().unwrap(),
-            super::super::catalog::Catalog::default(),
-            super::super::scaling::Scaling::default(),
-            artifacts.to_path_buf(),
-            super::super::artifacts::Roots::anywhere(),
-            Arc::new(plinth_storage::Storage::new(
-                plinth_storage::S3Settings::default(),
-            )),
-        ))
+    /// A queue with its log in `dir`.
+    fn queue(dir: &Path) -> Arc<Queue> {
+        Arc::new(Queue::open(&dir.join("q.log")).unwrap())
     }
 
     #[tokio::test]
     async fn concurrent_writes_are_each_answered_once_committed() {
-        let artifacts = tempfile::tempdir().unwrap();
-        let stored = stored(artifacts.path());
-        let writer = Arc::new(GroupCommit::start(stored.clone()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path());
+        let writer = Arc::new(GroupCommit::start(queue.clone()).unwrap());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let writer = writer.clone();
@@ -225,7 +215,7 @@ mod tests {
                         .write(
                             QueueWrite::Insert {
                                 endpoint: "e".into(),
-                                id: format!("j{}", i % 150),
+                                id: format!("j{i}"),
                                 accepted: f64::from(i),
                                 job: json!({}),
                             },
@@ -235,24 +225,27 @@ mod tests {
                 })
             })
             .collect();
-        let mut exists = 0;
         for task in tasks {
-            match task.await.unwrap() {
-                Ok(()) => {}
-                Err(StoreError::Exists(_)) => exists += 1,
-                Err(e) => panic!("{e}"),
-            }
+            task.await.unwrap().unwrap();
         }
-        assert_eq!(exists, 50, "ids given twice, refused once each");
-        let (queued, _) = stored.store.backlog("e", 0.0).unwrap();
-        assert_eq!(queued, 150, "every other write committed");
+        let (queued, _) = queue.backlog("e", 0.0);
+        assert_eq!(queued, 200, "every write committed");
+        drop(writer);
+        assert_eq!(
+            Queue::open(&dir.path().join("q.log"))
+                .unwrap()
+                .backlog("e", 0.0)
+                .0,
+            200,
+            "and in the log"
+        );
     }
 
     #[tokio::test]
     async fn an_end_is_committed_once_its_object_is_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let stored = stored(dir.path());
-        let writer = GroupCommit::start(stored.clone()).unwrap();
+        let queue = queue(dir.path());
+        let writer = GroupCommit::start(queue.clone()).unwrap();
         writer
             .write(
                 QueueWrite::Insert {
@@ -265,11 +258,12 @@ mod tests {
             )
             .await
             .unwrap();
-        let seq = stored.store.claim_jobs("e", 1).unwrap()[0].seq;
+        let seq = queue.claim("e", 1)[0].seq;
         let end = |path: &Path| QueueWrite::Finish {
             seq,
             outcome: json!({ "Status": "Completed", "OutputLocation": path }),
             notification: None,
+            object: None,
         };
         // An object whose staged data is gone cannot be put in place: the end fails, and
         // the job stays running (it runs again).
@@ -280,7 +274,7 @@ mod tests {
         };
         assert!(writer.write(end(&output), Some(missing)).await.is_err());
         assert!(!output.exists());
-        assert_eq!(stored.store.queue_status("e").unwrap().running, 1);
+        assert_eq!(queue.status("e", 1.0).running, 1);
         // Staged data is renamed into place, then the end committed.
         let staged = dir.path().join(".partial-1");
         std::fs::write(&staged, b"answer").unwrap();
@@ -291,7 +285,7 @@ mod tests {
         writer.write(end(&output), Some(placed)).await.unwrap();
         assert_eq!(std::fs::read(&output).unwrap(), b"answer");
         assert!(!staged.exists());
-        let status = stored.store.queue_status("e").unwrap();
+        let status = queue.status("e", 1.0);
         assert_eq!((status.running, status.completed), (0, 1));
     }
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
@@ -93,30 +93,6 @@ CREATE TABLE IF NOT EXISTS scaling_activities (
 );
 CREATE INDEX IF NOT EXISTS scaling_activities_by_target
     ON scaling_activities (resource_id, dimension, seq);
-CREATE TABLE IF NOT EXISTS async_jobs (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint    TEXT NOT NULL COLLATE NOCASE,
-    id          TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    accepted    REAL NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    job         TEXT NOT NULL,
-    outcome     TEXT,
-    UNIQUE (endpoint, id)
-);
-CREATE INDEX IF NOT EXISTS async_jobs_by_state ON async_jobs (state, endpoint, seq);
-CREATE TABLE IF NOT EXISTS async_notifications (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint    TEXT NOT NULL COLLATE NOCASE,
-    job         INTEGER NOT NULL,
-    url         TEXT NOT NULL,
-    message     TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    next_at     REAL NOT NULL,
-    last_try    TEXT
-);
-CREATE INDEX IF NOT EXISTS async_notifications_due ON async_notifications (state, next_at);
 CREATE TABLE IF NOT EXISTS transform_jobs (
     name           TEXT PRIMARY KEY COLLATE NOCASE,
     created        REAL NOT NULL,
@@ -361,94 +337,35 @@ pub(crate) struct TransformInput {
     pub(crate) compared: Value,
 }
 
-/// An asynchronous inference job as the queue keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AsyncJob {
-    pub(crate) seq: i64,
+/// The asynchronous queue as a Plinth before schema 12 kept it ([`Store::legacy_queue`]).
+#[derive(Debug, Default)]
+pub(crate) struct LegacyQueue {
+    pub(crate) jobs: Vec<LegacyJob>,
+    pub(crate) notifications: Vec<LegacyNotification>,
+}
+
+/// A job waiting or running in a legacy queue.
+#[derive(Debug)]
+pub(crate) struct LegacyJob {
     pub(crate) endpoint: String,
-    /// The id its output and failure objects are named by (the request's `InferenceId` is
-    /// in `job`).
     pub(crate) id: String,
-    /// When it was accepted (epoch seconds).
     pub(crate) accepted: f64,
-    /// Times it was started (claimed) before this one.
     pub(crate) attempts: u32,
-    /// The request: where its input is, where its output and failure go, its headers.
-    pub(crate) job: Value,
+    /// The request, as JSON text.
+    pub(crate) job: String,
 }
 
-/// One write to the asynchronous queue, committed with others in one transaction
-/// ([`Store::write_queue`], through `state::group_commit`).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum QueueWrite {
-    /// Queue a job (InvokeEndpointAsync), by the id its objects are named by.
-    Insert {
-        endpoint: String,
-        id: String,
-        accepted: f64,
-        job: Value,
-    },
-    /// A claimed job is about to be invoked: its start is counted (a job that a stop
-    /// interrupted this many times is not started again, `MAX_ATTEMPTS`).
-    Start { seq: i64 },
-    /// A claimed job goes back to the queue (the variant had no room, or its end could not
-    /// be recorded), its start uncounted when `uncount` (nothing ran).
-    Release { seq: i64, uncount: bool },
-    /// A job is done: its output or failure object is written; `outcome` says which. Its
-    /// notification (a webhook URL and the message), if any, goes with it.
-    Finish {
-        seq: i64,
-        outcome: Value,
-        notification: Option<(String, Value)>,
-    },
-}
-
-/// A finished job's notification, as the delivery worker keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Notification {
-    pub(crate) seq: i64,
+/// A notification not yet delivered in a legacy queue.
+#[derive(Debug)]
+pub(crate) struct LegacyNotification {
     pub(crate) endpoint: String,
     pub(crate) url: String,
-    /// The JSON message, as sent.
     pub(crate) message: String,
-    /// Tries so far.
     pub(crate) attempts: u32,
-}
-
-/// Where a notification's delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeliveryState {
-    /// Not delivered yet: tried again at its `next_at`.
-    Pending,
-    Delivered,
-    /// Given up.
-    Failed,
-}
-
-impl DeliveryState {
-    fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
-    }
-}
-
-/// An endpoint's asynchronous queue at a glance (`plinth async status`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct QueueStatus {
-    pub(crate) queued: u64,
-    pub(crate) running: u64,
-    /// Done jobs the queue still keeps (a day), by outcome.
-    pub(crate) completed: u64,
-    pub(crate) failed: u64,
-    /// Notifications by delivery state.
-    pub(crate) notifications_pending: u64,
-    pub(crate) notifications_delivered: u64,
-    pub(crate) notifications_failed: u64,
-    /// The latest notifications not (yet) delivered: URL, tries, the last try's result.
-    pub(crate) undelivered: Vec<(String, u32, String)>,
+    pub(crate) next_at: f64,
+    pub(crate) last_try: Option<String>,
+    /// When its job was accepted (0 when unknown).
+    pub(crate) accepted: f64,
 }
 
 /// What a scaling activity did: the controller reads the last of each kind for its
@@ -562,15 +479,6 @@ impl Store {
             conn.execute_batch("DROP TABLE IF EXISTS transform_inputs")?;
         }
         conn.execute_batch(SCHEMA)?;
-        if (5..7).contains(&version) {
-            // Schema 7 keeps a done job's outcome in its state, so that the queue's counts
-            // come from the index alone.
-            conn.execute(
-                "UPDATE async_jobs SET state = CASE json_extract(outcome, '$.Status') \
-                 WHEN 'Completed' THEN 'completed' ELSE 'failed' END WHERE state = 'done'",
-                [],
-            )?;
-        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -1175,359 +1083,66 @@ impl Store {
         Ok(out)
     }
 
-    /// Commit `writes` in one transaction: each one's result, in order. A job inserted
-    /// with an id its endpoint already has is `Exists` (the others go on); when the
-    /// transaction fails, every write fails with it. Finishing a job that is done already
-    /// changes nothing (and queues no second notification).
-    pub(crate) fn write_queue(&self, writes: &[QueueWrite]) -> Vec<Result<(), StoreError>> {
-        let mut conn = self.conn();
-        let attempt = (|| -> Result<Vec<Result<(), StoreError>>, StoreError> {
-            let tx = conn.transaction()?;
-            let mut results = Vec::with_capacity(writes.len());
-            for write in writes {
-                results.push(match write {
-                    QueueWrite::Insert {
-                        endpoint,
-                        id,
-                        accepted,
-                        job,
-                    } => {
-                        let inserted = tx
-                            .prepare_cached(
-                                "INSERT INTO async_jobs (endpoint, id, state, accepted, job) \
-                                 VALUES (?1, ?2, 'queued', ?3, ?4) \
-                                 ON CONFLICT(endpoint, id) DO NOTHING",
-                            )?
-                            .execute(params![endpoint, id, accepted, job.to_string()])?;
-                        if inserted == 0 {
-                            Err(StoreError::Exists(id.to_owned()))
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    QueueWrite::Release { seq, uncount } => {
-                        tx.prepare_cached(
-                            "UPDATE async_jobs SET state = 'queued', attempts = attempts - ?2 \
-                             WHERE seq = ?1 AND state = 'running'",
-                        )?
-                        .execute(params![seq, i64::from(*uncount)])?;
-                        Ok(())
-                    }
-                    QueueWrite::Start { seq } => {
-                        tx.prepare_cached(
-                            "UPDATE async_jobs SET attempts = attempts + 1 \
-                             WHERE seq = ?1 AND state = 'running'",
-                        )?
-                        .execute(params![seq])?;
-                        Ok(())
-                    }
-                    QueueWrite::Finish {
-                        seq,
-                        outcome,
-                        notification,
-                    } => {
-                        let state = if outcome["Status"] == "Completed" {
-                            "completed"
-                        } else {
-                            "failed"
-                        };
-                        let changed = tx
-                            .prepare_cached(
-                                "UPDATE async_jobs SET state = ?3, outcome = ?2 \
-                                 WHERE seq = ?1 AND state IN ('queued', 'running')",
-                            )?
-                            .execute(params![seq, outcome.to_string(), state])?;
-                        if let (1, Some((url, message))) = (changed, notification) {
-                            tx.execute(
-                                "INSERT INTO async_notifications \
-                                 (endpoint, job, url, message, state, next_at) \
-                                 SELECT endpoint, seq, ?2, ?3, 'pending', 0 FROM async_jobs \
-                                 WHERE seq = ?1",
-                                params![seq, url, message.to_string()],
-                            )?;
-                        }
-                        Ok(())
-                    }
-                });
-            }
-            tx.commit()?;
-            Ok(results)
-        })();
-        match attempt {
-            Ok(results) => results,
-            Err(e) => {
-                let message = e.to_string();
-                writes
-                    .iter()
-                    .map(|_| Err(StoreError::Failed(message.clone())))
-                    .collect()
-            }
-        }
-    }
-
-    /// Claim up to `limit` of `endpoint`'s oldest queued jobs: they become `running` (the
-    /// job as it was: `attempts` its starts so far; a start is counted when the job is
-    /// invoked, [`QueueWrite::Start`]).
-    pub(crate) fn claim_jobs(
-        &self,
-        endpoint: &str,
-        limit: usize,
-    ) -> Result<Vec<AsyncJob>, StoreError> {
-        self.claim_where(
-            "endpoint = ?1 ORDER BY seq LIMIT ?2",
-            params![endpoint, limit as i64],
-        )
-    }
-
-    /// Claim the queued jobs `condition` selects (a `WHERE` clause's continuation, with
-    /// its ordering and limit): each becomes `running`.
-    fn claim_where(
-        &self,
-        condition: &str,
-        values: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<AsyncJob>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let mut jobs = Vec::new();
-        {
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT seq, endpoint, id, accepted, attempts, job FROM async_jobs \
-                 WHERE state = 'queued' AND {condition}"
-            ))?;
-            let rows = statement.query_map(values, |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, f64>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })?;
-            for row in rows {
-                let (seq, endpoint, id, accepted, attempts, text) = row?;
-                jobs.push(AsyncJob {
-                    seq,
-                    endpoint,
-                    id,
-                    accepted,
-                    attempts,
-                    job: serde_json::from_str(&text)?,
-                });
-            }
-        }
-        for job in &jobs {
-            tx.prepare_cached("UPDATE async_jobs SET state = 'running' WHERE seq = ?1")?
-                .execute(params![job.seq])?;
-        }
-        tx.commit()?;
-        Ok(jobs)
-    }
-
-    /// Up to `limit` notifications due for a try at `now`, oldest first.
-    pub(crate) fn due_notifications(
-        &self,
-        now: f64,
-        limit: usize,
-    ) -> Result<Vec<Notification>, StoreError> {
+    /// What a Plinth before schema 12 kept of the asynchronous queue in this database (the
+    /// jobs waiting or running, the notifications not yet delivered), for the queue's log to
+    /// take over ([`Store::drop_legacy_queue`] once it has); `None` when there is no such
+    /// table.
+    pub(crate) fn legacy_queue(&self) -> Result<Option<LegacyQueue>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare(
-            "SELECT seq, endpoint, url, message, attempts FROM async_notifications \
-             WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, seq LIMIT ?2",
+        let tables: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('async_jobs', 'async_notifications')",
+            [],
+            |r| r.get(0),
         )?;
-        let rows = statement.query_map(params![now, limit as i64], |r| {
-            Ok(Notification {
-                seq: r.get(0)?,
-                endpoint: r.get(1)?,
-                url: r.get(2)?,
-                message: r.get(3)?,
-                attempts: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        if tables < 2 {
+            return Ok(None);
+        }
+        let mut statement = conn.prepare(
+            "SELECT endpoint, id, accepted, attempts, job FROM async_jobs \
+             WHERE state IN ('queued', 'running') ORDER BY seq",
+        )?;
+        let jobs = statement
+            .query_map([], |r| {
+                Ok(LegacyJob {
+                    endpoint: r.get(0)?,
+                    id: r.get(1)?,
+                    accepted: r.get(2)?,
+                    attempts: r.get(3)?,
+                    job: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut statement = conn.prepare(
+            "SELECT n.endpoint, n.url, n.message, n.attempts, n.next_at, n.last_try, \
+             COALESCE(j.accepted, 0) FROM async_notifications n \
+             LEFT JOIN async_jobs j ON j.seq = n.job WHERE n.state = 'pending' ORDER BY n.seq",
+        )?;
+        let notifications = statement
+            .query_map([], |r| {
+                Ok(LegacyNotification {
+                    endpoint: r.get(0)?,
+                    url: r.get(1)?,
+                    message: r.get(2)?,
+                    attempts: r.get(3)?,
+                    next_at: r.get(4)?,
+                    last_try: r.get(5)?,
+                    accepted: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(LegacyQueue {
+            jobs,
+            notifications,
+        }))
     }
 
-    /// Record a try of notification `seq`: its tries so far, what became of it, when it is
-    /// due again (while pending) and the try's result (a status, or why none).
-    pub(crate) fn record_delivery(
-        &self,
-        seq: i64,
-        attempts: u32,
-        state: DeliveryState,
-        next_at: f64,
-        last_try: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE async_notifications SET attempts = ?2, state = ?3, next_at = ?4, \
-             last_try = ?5 WHERE seq = ?1",
-            params![seq, attempts, state.as_str(), next_at, last_try],
+    /// Drop the tables a Plinth before schema 12 kept the asynchronous queue in.
+    pub(crate) fn drop_legacy_queue(&self) -> Result<(), StoreError> {
+        self.conn().execute_batch(
+            "DROP TABLE IF EXISTS async_notifications; DROP TABLE IF EXISTS async_jobs;",
         )?;
         Ok(())
-    }
-
-    /// Claim queued job `seq` (as [`Store::claim_jobs`] does), if it is still queued.
-    pub(crate) fn claim_job(&self, seq: i64) -> Result<Option<AsyncJob>, StoreError> {
-        Ok(self.claim_where("seq = ?1", params![seq])?.pop())
-    }
-
-    /// Up to `limit` of `endpoint`'s queued jobs that may have to fail without running
-    /// (for an endpoint that cannot run them): accepted before `created` (the endpoint was
-    /// deleted and created again since), past their time to live at `now` (for a job a stop
-    /// interrupted, their time to live and invocation timeout), or started
-    /// `plinth_policy::async_inference::MAX_ATTEMPTS` times. A superset: the caller decides
-    /// each by `plinth_policy::async_inference::fate`. Sequence number, when accepted, starts
-    /// so far, the request.
-    pub(crate) fn expiry_candidates(
-        &self,
-        endpoint: &str,
-        now: f64,
-        created: f64,
-        limit: usize,
-    ) -> Result<Vec<(i64, f64, u32, Value)>, StoreError> {
-        let (ttl, timeout) = (
-            plinth_policy::async_inference::TTL_SECONDS.2,
-            plinth_policy::async_inference::INVOCATION_TIMEOUT_SECONDS.2,
-        );
-        let conn = self.conn();
-        let mut statement = conn.prepare(
-            "SELECT seq, accepted, attempts, job FROM async_jobs \
-             WHERE state = 'queued' AND endpoint = ?1 AND (accepted < ?3 OR attempts >= ?6 \
-               OR accepted + COALESCE(json_extract(job, '$.RequestTTLSeconds'), ?4) \
-                  + CASE WHEN attempts > 0 \
-                    THEN COALESCE(json_extract(job, '$.InvocationTimeoutSeconds'), ?5) \
-                    ELSE 0 END < ?2) \
-             ORDER BY seq LIMIT ?7",
-        )?;
-        let rows = statement.query_map(
-            params![
-                endpoint,
-                now,
-                created,
-                ttl,
-                timeout,
-                plinth_policy::async_inference::MAX_ATTEMPTS,
-                limit as i64
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, f64>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, accepted, attempts, text) = row?;
-            out.push((seq, accepted, attempts, serde_json::from_str(&text)?));
-        }
-        Ok(out)
-    }
-
-    /// `endpoint`'s backlog: jobs waiting or running accepted since `since` (the
-    /// endpoint's creation: an endpoint deleted and created again does not count the jobs
-    /// of the old one, which fail), and when the oldest was accepted. From the (state,
-    /// endpoint, seq) index: the oldest job is the first by sequence that is recent enough,
-    /// and the count is of the index entries from it on.
-    pub(crate) fn backlog(
-        &self,
-        endpoint: &str,
-        since: f64,
-    ) -> Result<(u64, Option<f64>), StoreError> {
-        use rusqlite::OptionalExtension;
-        let conn = self.conn();
-        let mut size = 0;
-        let mut oldest: Option<f64> = None;
-        for state in ["queued", "running"] {
-            let first: Option<(i64, f64)> = conn
-                .query_row(
-                    "SELECT seq, accepted FROM async_jobs \
-                     WHERE state = ?1 AND endpoint = ?2 AND accepted >= ?3 \
-                     ORDER BY seq LIMIT 1",
-                    params![state, endpoint, since],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((seq, accepted)) = first else {
-                continue;
-            };
-            oldest = Some(oldest.map_or(accepted, |o| o.min(accepted)));
-            size += conn.query_row(
-                "SELECT COUNT(*) FROM async_jobs WHERE state = ?1 AND endpoint = ?2 AND seq >= ?3",
-                params![state, endpoint, seq],
-                |r| r.get::<_, u64>(0),
-            )?;
-        }
-        Ok((size, oldest))
-    }
-
-    /// `endpoint`'s queue at a glance.
-    pub(crate) fn queue_status(&self, endpoint: &str) -> Result<QueueStatus, StoreError> {
-        let mut status = QueueStatus::default();
-        let conn = self.conn();
-        // Per state, from the (state, endpoint, seq) index alone.
-        for (state, count) in [
-            ("queued", &mut status.queued),
-            ("running", &mut status.running),
-            ("completed", &mut status.completed),
-            ("failed", &mut status.failed),
-        ] {
-            *count = conn.query_row(
-                "SELECT COUNT(*) FROM async_jobs WHERE state = ?1 AND endpoint = ?2",
-                params![state, endpoint],
-                |r| r.get(0),
-            )?;
-        }
-        let mut statement = conn.prepare(
-            "SELECT state, COUNT(*) FROM async_notifications WHERE endpoint = ?1 GROUP BY 1",
-        )?;
-        let rows = statement.query_map(params![endpoint], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-        })?;
-        for row in rows {
-            let (state, n) = row?;
-            match state.as_str() {
-                "pending" => status.notifications_pending = n,
-                "delivered" => status.notifications_delivered = n,
-                _ => status.notifications_failed = n,
-            }
-        }
-        let mut statement = conn.prepare(
-            "SELECT url, attempts, COALESCE(last_try, '') FROM async_notifications \
-             WHERE endpoint = ?1 AND state != 'delivered' AND attempts > 0 \
-             ORDER BY seq DESC LIMIT 10",
-        )?;
-        let rows =
-            statement.query_map(params![endpoint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        status.undelivered = rows.collect::<Result<_, _>>()?;
-        Ok(status)
-    }
-
-    /// At start: the jobs a stop interrupted while they ran go back to the queue (their
-    /// starts stay counted); how many.
-    pub(crate) fn requeue_running_jobs(&self) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "UPDATE async_jobs SET state = 'queued' WHERE state = 'running'",
-            [],
-        )?)
-    }
-
-    /// Forget the jobs done before `before` (epoch seconds, by when they were accepted):
-    /// their objects are written; the queue needs them no more. How many.
-    pub(crate) fn forget_done_jobs(&self, before: f64) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        let n = conn.execute(
-            "DELETE FROM async_jobs WHERE state IN ('completed', 'failed') AND accepted < ?1",
-            params![before],
-        )?;
-        // Their notifications once they are delivered or given up.
-        conn.execute(
-            "DELETE FROM async_notifications WHERE state != 'pending' \
-             AND job NOT IN (SELECT seq FROM async_jobs)",
-            [],
-        )?;
-        Ok(n)
     }
 
     /// Store a new transform job, `InProgress`.
@@ -1700,24 +1315,6 @@ impl Store {
                 compared: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The endpoints with queued jobs.
-    pub(crate) fn endpoints_with_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        // A skip scan over the (state, endpoint, seq) index: one step per endpoint, however
-        // many jobs wait.
-        let mut statement = conn.prepare(
-            "WITH RECURSIVE e(endpoint) AS ( \
-               SELECT MIN(endpoint) FROM async_jobs WHERE state = 'queued' \
-               UNION ALL \
-               SELECT (SELECT MIN(endpoint) FROM async_jobs \
-                       WHERE state = 'queued' AND endpoint > e.endpoint) \
-               FROM e WHERE e.endpoint IS NOT NULL) \
-             SELECT endpoint FROM e WHERE endpoint IS NOT NULL",
-        )?;
-        let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -2140,144 +1737,6 @@ mod tests {
     }
 
     #[test]
-    fn async_jobs_queue_claim_finish_and_come_back_after_a_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let insert = |endpoint: &str, id: &str, accepted: f64, job: Value| QueueWrite::Insert {
-                endpoint: endpoint.into(),
-                id: id.into(),
-                accepted,
-                job,
-            };
-            let mut writes: Vec<QueueWrite> = (0..3)
-                .map(|i| insert("e", &format!("j{i}"), 10.0 + f64::from(i), json!({"N": i})))
-                .collect();
-            writes.push(insert("other", "j0", 1.0, json!({})));
-            writes.push(insert("E", "j1", 20.0, json!({})));
-            let results = store.write_queue(&writes);
-            assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
-            assert!(
-                matches!(results[4], Err(StoreError::Exists(_))),
-                "the same id on the same endpoint, whatever its case: {results:?}"
-            );
-            assert_eq!(store.endpoints_with_jobs().unwrap(), vec!["e", "other"]);
-            let claimed = store.claim_jobs("e", 2).unwrap();
-            let ids: Vec<&str> = claimed.iter().map(|j| j.id.as_str()).collect();
-            assert_eq!(ids, vec!["j0", "j1"], "oldest first");
-            assert_eq!(claimed[0].attempts, 0);
-            assert_eq!(claimed[1].job["N"], 1);
-            let (size, oldest) = store.backlog("e", 0.0).unwrap();
-            assert_eq!((size, oldest), (3, Some(10.0)), "running and queued");
-            let finish = QueueWrite::Finish {
-                seq: claimed[0].seq,
-                outcome: json!({"Status": "Completed"}),
-                notification: Some((
-                    "http://hook/1".into(),
-                    json!({"invocationStatus": "Completed"}),
-                )),
-            };
-            // Finishing twice (a rerun) queues no second notification; j1 starts.
-            let start = QueueWrite::Start {
-                seq: claimed[1].seq,
-            };
-            let results = store.write_queue(&[finish.clone(), finish, start]);
-            assert!(results.iter().all(Result::is_ok), "{results:?}");
-            assert_eq!(store.backlog("e", 0.0).unwrap(), (2, Some(11.0)));
-            assert_eq!(store.backlog("e", 11.5).unwrap(), (1, Some(12.0)), "since");
-            // j1 is running when the process stops.
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let due = store.due_notifications(5.0, 10).unwrap();
-        assert_eq!(due.len(), 1, "the notification survived the stop");
-        assert_eq!((due[0].url.as_str(), due[0].attempts), ("http://hook/1", 0));
-        assert_eq!(due[0].endpoint, "e");
-        store
-            .record_delivery(due[0].seq, 1, DeliveryState::Pending, 50.0, "503")
-            .unwrap();
-        assert!(store.due_notifications(49.0, 10).unwrap().is_empty());
-        assert_eq!(store.due_notifications(50.0, 10).unwrap()[0].attempts, 1);
-        let status = store.queue_status("e").unwrap();
-        assert_eq!(
-            (
-                status.queued,
-                status.running,
-                status.completed,
-                store.backlog("e", 0.0).unwrap().1
-            ),
-            (1, 1, 1, Some(11.0))
-        );
-        assert_eq!(status.notifications_pending, 1);
-        assert_eq!(
-            status.undelivered,
-            vec![("http://hook/1".to_string(), 1, "503".to_string())]
-        );
-        store
-            .record_delivery(due[0].seq, 2, DeliveryState::Delivered, 0.0, "200")
-            .unwrap();
-        assert!(store.due_notifications(1e12, 10).unwrap().is_empty());
-        assert_eq!(store.queue_status("e").unwrap().notifications_delivered, 1);
-        assert_eq!(store.requeue_running_jobs().unwrap(), 1);
-        // Candidates to expire: past their TTL (21,600 s by default), or older than the
-        // endpoint; then claimed by number, once.
-        assert!(store
-            .expiry_candidates("other", 21_600.0, 0.0, 10)
-            .unwrap()
-            .is_empty());
-        let late = store.expiry_candidates("other", 21_601.5, 0.0, 10).unwrap();
-        assert_eq!(late.len(), 1);
-        assert_eq!((late[0].1, late[0].2), (1.0, 0));
-        let older = store.expiry_candidates("other", 2.0, 1.5, 10).unwrap();
-        assert_eq!(older.len(), 1, "accepted before the endpoint's creation");
-        assert_eq!(store.claim_job(late[0].0).unwrap().unwrap().id, "j0");
-        assert!(store.claim_job(late[0].0).unwrap().is_none());
-        let claimed = store.claim_jobs("e", 10).unwrap();
-        let again: Vec<(&str, u32)> = claimed
-            .iter()
-            .map(|j| (j.id.as_str(), j.attempts))
-            .collect();
-        assert_eq!(
-            again,
-            vec![("j1", 1), ("j2", 0)],
-            "j1 again, its start counted"
-        );
-        // A claimed job that never started goes back uncounted; one released after its
-        // start has it uncounted.
-        store
-            .write_queue(&[
-                QueueWrite::Release {
-                    seq: claimed[1].seq,
-                    uncount: false,
-                },
-                QueueWrite::Start {
-                    seq: claimed[0].seq,
-                },
-                QueueWrite::Release {
-                    seq: claimed[0].seq,
-                    uncount: true,
-                },
-            ])
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let again: Vec<(String, u32)> = store
-            .claim_jobs("e", 10)
-            .unwrap()
-            .into_iter()
-            .map(|j| (j.id, j.attempts))
-            .collect();
-        assert_eq!(again, vec![("j1".to_string(), 1), ("j2".to_string(), 0)]);
-        assert!(store.claim_jobs("e", 10).unwrap().is_empty());
-        assert!(store.endpoints_with_jobs().unwrap().is_empty());
-        assert_eq!(store.forget_done_jobs(100.0).unwrap(), 1, "j0 only: done");
-        assert_eq!(
-            store.queue_status("e").unwrap().notifications_delivered,
-            0,
-            "its delivered notification goes with it"
-        );
-    }
-
-    #[test]
     fn a_target_keeps_its_newest_activities() {
         let store = Store::in_memory().unwrap();
         for i in 0..(ACTIVITIES_KEPT + 150) {
@@ -2315,45 +1774,6 @@ mod tests {
                 .unwrap()
                 .len(),
             1
-        );
-    }
-
-    #[test]
-    fn schema_5_and_6_done_jobs_keep_their_outcome_in_their_state() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let insert = |id: &str| QueueWrite::Insert {
-                endpoint: "e".into(),
-                id: id.into(),
-                accepted: 1.0,
-                job: json!({}),
-            };
-            assert!(store
-                .write_queue(&[insert("a"), insert("b"), insert("c")])
-                .iter()
-                .all(Result::is_ok));
-            let conn = store.conn();
-            conn.execute(
-                "UPDATE async_jobs SET state = 'done', outcome = '{\"Status\":\"Completed\"}' \
-                 WHERE id = 'a'",
-                [],
-            )
-            .unwrap();
-            conn.execute(
-                "UPDATE async_jobs SET state = 'done', outcome = '{\"Status\":\"Failed\"}' \
-                 WHERE id = 'b'",
-                [],
-            )
-            .unwrap();
-            conn.pragma_update(None, "user_version", 6).unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let status = store.queue_status("e").unwrap();
-        assert_eq!(
-            (status.completed, status.failed, status.queued),
-            (1, 1, 1),
-            "{status:?}"
         );
     }
 

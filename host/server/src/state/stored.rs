@@ -1,5 +1,5 @@
 //! [`Stored`]: the handle to what lasts: the catalog of definitions and the scalable targets
-//! kept in memory over the store, the store itself, the metric store, where artifacts are
+//! kept in memory over the store, the store itself, the metric store, the asynchronous queue, where artifacts are
 //! unpacked, and the remote (`s3://`) ones.
 
 use super::catalog::Catalog;
@@ -25,6 +25,8 @@ pub(crate) struct Stored {
     pub(crate) remote: super::remote::RemoteArtifacts,
     /// CloudWatch's datapoints; `None` when no metrics are stored.
     pub(crate) metrics: Option<std::sync::Arc<super::metric_store::MetricStore>>,
+    /// The asynchronous queue (in memory only unless given one with a log).
+    pub(crate) queue: std::sync::Arc<super::queue::Queue>,
 }
 
 impl Stored {
@@ -45,7 +47,14 @@ impl Stored {
             artifacts,
             roots,
             metrics: None,
+            queue: std::sync::Arc::new(super::queue::Queue::in_memory()),
         }
+    }
+
+    /// The same, with `queue` as its asynchronous queue.
+    pub(crate) fn with_queue(mut self, queue: super::queue::Queue) -> Self {
+        self.queue = std::sync::Arc::new(queue);
+        self
     }
 
     /// The same, with `metrics` as its metric store.
