@@ -529,8 +529,7 @@ impl Server {
         mut self,
         change: impl FnOnce(&mut Options),
     ) -> Result<Server, StartError> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_all(&mut self.child);
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let mut options = self.options.clone();
         change(&mut options);
@@ -575,6 +574,8 @@ impl Server {
                 None => command.env_remove(name),
             };
         }
+        // Its own process group, so that the server under a wrapper is killed with it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
             .current_dir(dir.path())
             .env("RUST_BACKTRACE", "0")
@@ -607,8 +608,7 @@ impl Server {
             Err(timeout_or_exit) => {
                 let status = match timeout_or_exit {
                     mpsc::RecvTimeoutError::Timeout => {
-                        let _ = child.kill();
-                        let _ = child.wait();
+                        kill_all(&mut child);
                         None
                     }
                     mpsc::RecvTimeoutError::Disconnected => child.wait().ok(),
@@ -983,9 +983,24 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_all(&mut self.child);
     }
+}
+
+/// Kill `child` and everything in its process group (it leads one: a wrapper such as
+/// `strace` and the server under it, which killing the wrapper alone would leave running),
+/// and reap it.
+fn kill_all(child: &mut std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads;
+        // no memory is touched.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Runs `bin ARGS` (the `plinth` binary) to completion, with none of the caller's AWS or
