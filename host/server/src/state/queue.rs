@@ -639,7 +639,7 @@ impl Queue {
     /// at its end is cut off.
     pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -651,15 +651,19 @@ impl Queue {
                 )
             })?;
         let mut index = Index::default();
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let total = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        // Streamed: the log can be far larger than what is live.
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
         let mut at = 0usize;
         // The objects kept in the ends no checkpoint covers: where their record is, path,
         // bytes.
         let mut unchecked: Vec<(usize, String, String)> = Vec::new();
-        while let Some((record, next)) = frame(&bytes, at) {
-            match serde_json::from_slice::<Record>(record) {
+        while let Some(record) = next_frame(&mut reader, total - at as u64) {
+            let next = at + 8 + record.len();
+            match serde_json::from_slice::<Record>(&record) {
                 Ok(Record::Checkpoint { upto }) => {
                     unchecked.retain(|(offset, _, _)| *offset as u64 >= upto);
                 }
@@ -677,8 +681,9 @@ impl Queue {
             }
             at = next;
         }
-        if at < bytes.len() {
-            tracing::warn!(log = %path.display(), offset = at, bytes = bytes.len() - at, "the asynchronous queue's log ends in a record cut short (never answered); it is cut off");
+        drop(reader);
+        if (at as u64) < total {
+            tracing::warn!(log = %path.display(), offset = at, bytes = total - at as u64, "the asynchronous queue's log ends in a record cut short (never answered); it is cut off");
             file.set_len(at as u64)
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot cut {} short", path.display()))?;
@@ -1183,8 +1188,9 @@ impl Queue {
         lane.queued
             .iter()
             .filter(|seq| {
-                let held = &index.jobs[*seq];
-                held.accepted < created || fate(&held.queued(), now) != Fate::Run
+                index.jobs.get(*seq).is_some_and(|held| {
+                    held.accepted < created || fate(&held.queued(), now) != Fate::Run
+                })
             })
             .take(limit)
             .copied()
@@ -1204,7 +1210,9 @@ impl Queue {
         // Waiting jobs are in the order they were accepted: those of an older endpoint
         // come first.
         for seq in &lane.queued {
-            let accepted = index.jobs[seq].accepted;
+            let Some(accepted) = index.jobs.get(seq).map(|h| h.accepted) else {
+                continue;
+            };
             if accepted >= since {
                 oldest = Some(accepted);
                 break;
@@ -1212,7 +1220,9 @@ impl Queue {
             size -= 1;
         }
         for seq in &lane.running {
-            let accepted = index.jobs[seq].accepted;
+            let Some(accepted) = index.jobs.get(seq).map(|h| h.accepted) else {
+                continue;
+            };
             if accepted >= since {
                 size += 1;
                 oldest = Some(oldest.map_or(accepted, |o| o.min(accepted)));
@@ -1353,14 +1363,19 @@ pub(crate) fn make_durable(files: &[&Path]) -> Vec<std::io::Result<()>> {
         .collect()
 }
 
-/// The record at `at` in `bytes` and where the next one starts; `None` at the end, or
-/// when what is there is not a whole record (cut short, or not what was written).
-fn frame(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(at..at + 8)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+/// The next record from `reader`, of the `left` bytes the log has from here; `None` at the
+/// end, or when what is there is not a whole record (cut short, or not what was written).
+fn next_frame(reader: &mut impl Read, left: u64) -> Option<Vec<u8>> {
+    let mut header = [0u8; 8];
+    reader.read_exact(&mut header).ok()?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?);
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    let record = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
-    (crc32fast::hash(record) == crc).then_some((record, at + 8 + len))
+    if u64::from(len) > left.saturating_sub(8) {
+        return None;
+    }
+    let mut record = vec![0u8; len as usize];
+    reader.read_exact(&mut record).ok()?;
+    (crc32fast::hash(&record) == crc).then_some(record)
 }
 
 /// Append `record`'s frame to `buf`.
