@@ -239,9 +239,14 @@ pub(crate) async fn run(state: Arc<Fleet>) {
             "asynchronous jobs a stop interrupted are queued again"
         );
     }
+    let mut forgotten = Instant::now();
     loop {
         // Claims are made in memory: here, on the async worker.
         start_ready(&state);
+        if forgotten.elapsed() > Duration::from_secs(60) {
+            forgotten = Instant::now();
+            state.stored.queue.forget(crate::state::now());
+        }
         // A job queued or finished wakes the runner; an endpoint that comes into service is
         // found within a second.
         let _ =
@@ -299,7 +304,8 @@ fn spawn(state: &Arc<Fleet>, endpoint: &str, job: AsyncJob) {
         let outcome = std::panic::AssertUnwindSafe(run_job(&state, &endpoint, &job));
         let outcome = futures::FutureExt::catch_unwind(outcome).await;
         if outcome.is_err() {
-            tracing::error!(endpoint = %endpoint, seq, "an asynchronous job's task panicked; it runs again after a restart");
+            tracing::error!(endpoint = %endpoint, seq, "an asynchronous job's task panicked; it waits again");
+            state.stored.queue.unclaim(seq);
         }
         if let Some(n) = state.async_jobs.running().get_mut(&endpoint) {
             *n = n.saturating_sub(1);

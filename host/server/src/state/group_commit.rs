@@ -169,7 +169,7 @@ fn commit(queue: &Queue, writes: Vec<Pending>) {
     }
     let (writes, replies): (Vec<QueueWrite>, Vec<Reply>) =
         writes.into_iter().map(|(w, _, r)| (w, r)).unzip();
-    let (results, upto) = queue.write_unplaced(&writes);
+    let (results, placing) = queue.write_unplaced(&writes);
     // Every write but the ends with an object to put in place is answered at once: an
     // accept does not wait for the renames.
     let mut after = Vec::new();
@@ -186,7 +186,7 @@ fn commit(queue: &Queue, writes: Vec<Pending>) {
             let _ = reply.send(result);
         }
     }
-    queue.place(&writes, upto);
+    queue.place(&writes, placing);
     for (reply, result) in after {
         let _ = reply.send(result);
     }

@@ -58,6 +58,13 @@ pub(crate) struct Object {
     pub(crate) bytes: bytes::Bytes,
 }
 
+/// Which writes' objects to put in place, and where the log ended with their ends.
+#[derive(Debug, Default)]
+pub(crate) struct Placing {
+    upto: u64,
+    objects: Vec<usize>,
+}
+
 /// The largest object kept in the log with its job's end; a larger one is synced in place
 /// before the end is recorded (`state::group_commit`).
 pub(crate) const LOGGED_OBJECT_BYTES: usize = 64 << 10;
@@ -427,7 +434,10 @@ impl Index {
                     }
                 }
             }
-            Record::Notice { seq, notice } => self.put_notice(seq, notice),
+            Record::Notice { seq, notice } => {
+                self.next_seq = self.next_seq.max(seq + 1);
+                self.put_notice(seq, notice);
+            }
             Record::Tally {
                 endpoint,
                 hour,
@@ -650,6 +660,12 @@ impl Queue {
                     path.display()
                 )
             })?;
+        // Its name, durable before any job is answered from it.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync {}", dir.display()))?;
+        }
         let mut index = Index::default();
         let total = file
             .metadata()
@@ -661,7 +677,9 @@ impl Queue {
         // The objects kept in the ends no checkpoint covers: where their record is, path,
         // bytes.
         let mut unchecked: Vec<(usize, String, String)> = Vec::new();
-        while let Some(record) = next_frame(&mut reader, total - at as u64) {
+        while let Some(record) = next_frame(&mut reader, total - at as u64)
+            .with_context(|| format!("cannot read {}", path.display()))?
+        {
             let next = at + 8 + record.len();
             match serde_json::from_slice::<Record>(&record) {
                 Ok(Record::Checkpoint { upto }) => {
@@ -823,8 +841,8 @@ impl Queue {
     /// of one job come one at a time (its task's); the writer calls
     /// [`Queue::rewrite_if_due`] between batches.
     pub(crate) fn write(&self, writes: &[QueueWrite]) -> Vec<Result<(), StoreError>> {
-        let (results, upto) = self.write_unplaced(writes);
-        self.place(writes, upto);
+        let (results, placing) = self.write_unplaced(writes);
+        self.place(writes, placing);
         results
     }
 
@@ -833,7 +851,7 @@ impl Queue {
     pub(crate) fn write_unplaced(
         &self,
         writes: &[QueueWrite],
-    ) -> (Vec<Result<(), StoreError>>, u64) {
+    ) -> (Vec<Result<(), StoreError>>, Placing) {
         // The requests as JSON text, before the index is locked.
         let mut texts: Vec<Option<Box<RawValue>>> = writes
             .iter()
@@ -931,26 +949,46 @@ impl Queue {
                     .iter()
                     .map(|_| Err(StoreError::Failed(message.clone())))
                     .collect();
-                return (failed, 0);
+                return (failed, Placing::default());
             }
         };
+        // The objects whose end was written, to put in place; the others' staged files go.
+        let mut placing = Placing {
+            upto,
+            objects: Vec::new(),
+        };
+        for (i, (write, record)) in writes.iter().zip(&records).enumerate() {
+            if let QueueWrite::Finish {
+                object: Some(object),
+                ..
+            } = write
+            {
+                if matches!(record, Some(Record::End { .. })) {
+                    placing.objects.push(i);
+                } else {
+                    let _ = std::fs::remove_file(&object.staged);
+                }
+            }
+        }
         let mut index = self.index();
         for record in records.into_iter().flatten() {
             index.apply(record);
         }
         drop(index);
-        (writes.iter().map(|_| Ok(())).collect(), upto)
+        (writes.iter().map(|_| Ok(())).collect(), placing)
     }
 
-    /// Put the objects of `writes`' ends in place, now that the log holds them up to
-    /// `upto` (from [`Queue::write_unplaced`]); a checkpoint covers them from then on.
-    pub(crate) fn place(&self, writes: &[QueueWrite], upto: u64) {
+    /// Put the objects of `writes`' ends that were written in place, now that the log
+    /// holds them (`placing`, from [`Queue::write_unplaced`]); a checkpoint covers them from
+    /// then on.
+    pub(crate) fn place(&self, writes: &[QueueWrite], placing: Placing) {
+        let upto = placing.upto;
         let mut placed = Vec::new();
-        for write in writes {
-            if let QueueWrite::Finish {
+        for i in placing.objects {
+            if let Some(QueueWrite::Finish {
                 object: Some(object),
                 ..
-            } = write
+            }) = writes.get(i)
             {
                 if let Some(path) = self.put_in_place(object) {
                     placed.push(path);
@@ -1017,9 +1055,14 @@ impl Queue {
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         if let Some(Err(e)) = make_durable(&refs).into_iter().find(Result::is_err) {
             tracing::warn!(error = %e, "asynchronous results could not be synced; they are checked at the next start");
-            // Not recorded: the next checkpoint covers them.
+            // Not recorded: the next checkpoint covers them (but for those whose directory is
+            // gone since: nothing of them is left to sync).
             let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
-            unsynced.paths.extend(paths);
+            unsynced.paths.extend(
+                paths
+                    .into_iter()
+                    .filter(|p| p.parent().is_some_and(Path::is_dir)),
+            );
             return;
         }
         // Not if the log was rewritten since (its offsets are of another generation, and
@@ -1271,13 +1314,18 @@ impl Queue {
         status
     }
 
+    /// Forget counts of ends and notifications given up older than a day at `now` (the
+    /// runner calls it now and then; [`Queue::status`] does too).
+    pub(crate) fn forget(&self, now: f64) {
+        self.index().forget(now - KEEP_SECONDS);
+    }
+
     /// Up to `limit` notifications due for a try at `now`, the earliest due first.
     pub(crate) fn due_notifications(&self, now: f64, limit: usize) -> Vec<Notification> {
         let index = self.index();
         index
             .due
             .range(..=(time_key(now), i64::MAX))
-            .take(limit)
             .filter_map(|(_, seq)| {
                 let n = index.notices.get(seq)?;
                 Some(Notification {
@@ -1288,6 +1336,7 @@ impl Queue {
                     attempts: n.attempts,
                 })
             })
+            .take(limit)
             .collect()
     }
 }
@@ -1295,7 +1344,6 @@ impl Queue {
 /// Check the objects kept in the ends after the last checkpoint (path, base64 bytes)
 /// against their files, and write those a crash lost again (synced); how many.
 fn restore(objects: &[(String, String)]) -> anyhow::Result<usize> {
-    use anyhow::Context;
     use base64::Engine;
     let mut restored = 0;
     // The newest record for a path wins.
@@ -1307,13 +1355,16 @@ fn restore(objects: &[(String, String)]) -> anyhow::Result<usize> {
         let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
             continue;
         };
-        if std::fs::read(path).is_ok_and(|found| found == bytes) {
+        if same(Path::new(path), &bytes) {
             continue;
         }
         let path = Path::new(path);
         let dir = path.parent().unwrap_or(Path::new("."));
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
+            // Not into a directory removed since (an operator's choice).
+            if !dir.is_dir() {
+                return Err(std::io::Error::other("its directory is gone"));
+            }
             let mut staged = tempfile::Builder::new()
                 .prefix(".partial-")
                 .tempfile_in(dir)?;
@@ -1322,10 +1373,34 @@ fn restore(objects: &[(String, String)]) -> anyhow::Result<usize> {
             staged.persist(path).map_err(|e| e.error)?;
             std::fs::File::open(dir)?.sync_all()
         };
-        write().with_context(|| format!("cannot write {} again", path.display()))?;
-        restored += 1;
+        match write() {
+            Ok(()) => restored += 1,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "an asynchronous result a crash lost could not be written again");
+            }
+        }
     }
     Ok(restored)
+}
+
+/// Whether the regular file at `path` (not a link, a FIFO or a device) holds `bytes`.
+fn same(path: &Path, bytes: &[u8]) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    else {
+        return false;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+    {
+        return false;
+    }
+    let mut found = Vec::with_capacity(bytes.len());
+    file.read_to_end(&mut found).is_ok() && found == bytes
 }
 
 /// Make each of `files` durable (its data and its name): its file system synced, once per
@@ -1363,19 +1438,35 @@ pub(crate) fn make_durable(files: &[&Path]) -> Vec<std::io::Result<()>> {
         .collect()
 }
 
-/// The next record from `reader`, of the `left` bytes the log has from here; `None` at the
-/// end, or when what is there is not a whole record (cut short, or not what was written).
-fn next_frame(reader: &mut impl Read, left: u64) -> Option<Vec<u8>> {
+/// The most one record may be (a job's request, or an end with a result of up to
+/// [`LOGGED_OBJECT_BYTES`], are far smaller).
+const MAX_RECORD_BYTES: u32 = 64 << 20;
+
+/// The next record from `reader`, of the `left` bytes the log has from here: `Ok(None)` at
+/// the end, or when what is there is not a whole record (cut short, zeros, or not what was
+/// written: a crash's torn tail); an error when the file cannot be read.
+fn next_frame(reader: &mut impl Read, left: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let cut = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    };
     let mut header = [0u8; 8];
-    reader.read_exact(&mut header).ok()?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?);
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if u64::from(len) > left.saturating_sub(8) {
-        return None;
+    if let Err(e) = reader.read_exact(&mut header) {
+        return cut(e);
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > MAX_RECORD_BYTES || u64::from(len) > left.saturating_sub(8) {
+        return Ok(None);
     }
     let mut record = vec![0u8; len as usize];
-    reader.read_exact(&mut record).ok()?;
-    (crc32fast::hash(&record) == crc).then_some(record)
+    if let Err(e) = reader.read_exact(&mut record) {
+        return cut(e);
+    }
+    Ok((crc32fast::hash(&record) == crc).then_some(record))
 }
 
 /// Append `record`'s frame to `buf`.
@@ -1591,6 +1682,14 @@ mod tests {
         std::fs::write(&log, &bytes).unwrap();
         let queue = Queue::open(&log).unwrap();
         assert_eq!(queue.backlog("e", 0.0).0, 1, "the damaged record is gone");
+        // Zeros at the end (space allocated, never written) are no records either.
+        drop(queue);
+        let before = std::fs::metadata(&log).unwrap().len();
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes.extend_from_slice(&[0; 64]);
+        std::fs::write(&log, &bytes).unwrap();
+        let queue = Queue::open(&log).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), before);
         ok(queue.write(&[insert("e", "c", 3.0, json!({}))]));
         drop(queue);
         let queue = Queue::open(&log).unwrap();
@@ -1705,6 +1804,16 @@ mod tests {
         let due = queue.due_notifications(7.0, 9);
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].url.as_str(), due[0].attempts), ("http://hook", 2));
+        // A job accepted after the restart does not take the notification's number.
+        ok(queue.write(&[insert("e", "z", 9.0, json!({}))]));
+        let seq = queue.claim("e", 9)[0].seq;
+        ok(queue.write(&[QueueWrite::Finish {
+            seq,
+            outcome: json!({"Status": "Completed"}),
+            notification: Some(("http://hook/z".into(), json!({"z": 1}))),
+            object: None,
+        }]));
+        assert_eq!(queue.due_notifications(1e12, 9).len(), 2);
     }
 
     #[test]
